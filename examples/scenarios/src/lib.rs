@@ -1,0 +1,76 @@
+//! One handler, many behaviours: the test cases of the TypeScript library this host
+//! descends from, plus the ones a sandbox needs (runaway loops, memory hogs, slow tasks).
+//!
+//! The input `{"hello": NAME}` picks the scenario; `Sleep` also reads `{"ms": N}`.
+//!
+//! | `hello`     | behaviour                                                     |
+//! |-------------|---------------------------------------------------------------|
+//! | `World`     | `success({"greeting": "Hello, World"})`                       |
+//! | `Heartbeat` | `heartbeat()`, then success                                   |
+//! | `Failure`   | `failure("InvalidName", ...)`                                 |
+//! | `Error`     | panics (the host answers `SfnWasmHost.Trap`)                  |
+//! | `Forgot`    | returns without answering (`SfnWasmHost.NoResponse`)          |
+//! | `Duplicate` | success, then failure (the second gets `already-responded`)   |
+//! | `Loop`      | `loop {}` (stopped by the deadline or a shutdown)              |
+//! | `Hog`       | allocates 1 GiB (`SfnWasmHost.OutOfMemory` under the cap)     |
+//! | `Sleep`     | sleeps `ms` milliseconds via WASI clocks, then success        |
+//! | `Patient`   | waits until `cancelled()` turns true, then answers by itself  |
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use sfn_wasm_guest::{Task, toolkit};
+
+#[derive(Deserialize)]
+struct Input {
+    hello: String,
+    #[serde(default)]
+    ms: u64,
+}
+
+fn scenarios(task: Task) -> Result<(), String> {
+    let input: Input = serde_json::from_str(&task.input).map_err(|err| err.to_string())?;
+    let greeting = format!(r#"{{"greeting":"Hello, {}"}}"#, input.hello);
+    match input.hello.as_str() {
+        "World" => toolkit::success(&greeting).map_err(|e| e.to_string()),
+        "Heartbeat" => {
+            toolkit::heartbeat().map_err(|e| e.to_string())?;
+            toolkit::success(&greeting).map_err(|e| e.to_string())
+        }
+        "Failure" => toolkit::failure("InvalidName", "Failure is not a valid name")
+            .map_err(|e| e.to_string()),
+        "Error" => panic!("the Error scenario panics on purpose"),
+        "Forgot" => Ok(()),
+        "Duplicate" => {
+            toolkit::success(&greeting).map_err(|e| e.to_string())?;
+            match toolkit::failure("Duplicate", "a second answer") {
+                Err(sfn_wasm_guest::ToolkitError::AlreadyResponded) => Ok(()),
+                other => Err(format!("expected already-responded, got {other:?}")),
+            }
+        }
+        "Loop" =>
+        {
+            #[allow(clippy::empty_loop)]
+            loop {}
+        }
+        "Hog" => {
+            let hog: Vec<u8> = vec![1; 1 << 30];
+            std::hint::black_box(&hog);
+            toolkit::success(r#"{"allocated":1073741824}"#).map_err(|e| e.to_string())
+        }
+        "Sleep" => {
+            std::thread::sleep(Duration::from_millis(input.ms));
+            toolkit::success(&format!(r#"{{"slept_ms":{}}}"#, input.ms)).map_err(|e| e.to_string())
+        }
+        "Patient" => {
+            while !toolkit::cancelled() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            toolkit::success(r#"{"stopped":"cancelled"}"#).map_err(|e| e.to_string())
+        }
+        other => toolkit::failure("UnknownScenario", &format!("no scenario named {other:?}"))
+            .map_err(|e| e.to_string()),
+    }
+}
+
+sfn_wasm_guest::raw_handler!(scenarios);

@@ -1,0 +1,169 @@
+//! Per-task sandbox overhead, and handler load time. Prints a table.
+//!
+//! Run: `scripts/bench.sh` (or `cargo bench -p sfn-wasm-host --bench sandbox` after
+//! `scripts/build-guests.sh`). All cases run in one process, one after the other, on a
+//! single-threaded tokio runtime, so ratios against the native baseline are comparable
+//! even on a noisy machine.
+//!
+//! - `native`: a Rust closure doing the greet handler's JSON work, no sandbox.
+//! - `pooling` / `on-demand`: `Handler::run` for the real `greet` component
+//!   (instantiate + `handle` + answer + drop) with each instance allocator.
+//! - `compile` / `precompiled`: loading the handler from `.wasm` vs from an artifact.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sfn_wasm_host::engine::{
+    EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
+};
+use sfn_wasm_host::toolkit::{LocalResponder, Responder};
+
+const TASKS: usize = 20_000;
+const WARMUP: usize = 1_000;
+const LOADS: usize = 10;
+const INPUT: &str = r#"{"hello": "World"}"#;
+
+struct Row {
+    name: &'static str,
+    samples: Vec<Duration>,
+}
+
+impl Row {
+    fn percentile(&self, p: f64) -> Duration {
+        let index = ((self.samples.len() - 1) as f64 * p).round() as usize;
+        self.samples[index]
+    }
+}
+
+fn measure(name: &'static str, iterations: usize, mut f: impl FnMut()) -> Row {
+    let mut samples = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let started = Instant::now();
+        f();
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    Row { name, samples }
+}
+
+fn request() -> TaskRequest {
+    TaskRequest {
+        input: INPUT.to_owned(),
+        activity_arn: "arn:aws:states:us-east-1:000000000000:activity:bench".to_owned(),
+        worker_name: "bench:1".to_owned(),
+        task_id: "bench".to_owned(),
+        limits: TaskLimits {
+            memory_bytes: 64 << 20,
+            timeout: Duration::from_secs(10),
+        },
+        control: TaskControl::default(),
+    }
+}
+
+fn task_row(
+    name: &'static str,
+    pooling: bool,
+    wasm: &[u8],
+    runtime: &tokio::runtime::Runtime,
+) -> Row {
+    let engine = WasmEngine::new(EngineConfig {
+        max_concurrent_tasks: 4,
+        max_memory_bytes: 64 << 20,
+        pooling,
+    })
+    .expect("engine");
+    let handler = Handler::load_bytes(&engine, Path::new("greet.wasm"), wasm).expect("greet loads");
+    let responder: Arc<dyn Responder> = Arc::new(LocalResponder);
+    let run = || {
+        let report = runtime.block_on(handler.run(&engine, request(), responder.clone()));
+        assert!(report.error.is_none(), "{:?}", report.error);
+        black_box(report);
+    };
+    for _ in 0..WARMUP {
+        run();
+    }
+    measure(name, TASKS, run)
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let status = std::process::Command::new(root.join("scripts/build-guests.sh"))
+        .arg("--quiet")
+        .status()
+        .expect("run scripts/build-guests.sh");
+    assert!(status.success(), "building the guests failed");
+    let wasm =
+        std::fs::read(root.join("target/wasm32-wasip2/release/greet.wasm")).expect("greet.wasm");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    #[derive(Deserialize)]
+    struct Input {
+        hello: String,
+    }
+    #[derive(Serialize)]
+    struct Output {
+        greeting: String,
+    }
+    let native = || {
+        let input: Input = serde_json::from_str(black_box(INPUT)).unwrap();
+        let output = serde_json::to_string(&Output {
+            greeting: format!("Hello, {}", input.hello),
+        })
+        .unwrap();
+        black_box(output);
+    };
+    let native = measure("native closure (baseline)", TASKS, native);
+    let pooling = task_row("sandbox, pooling allocator", true, &wasm, &runtime);
+    let on_demand = task_row("sandbox, on-demand allocator", false, &wasm, &runtime);
+
+    let engine = WasmEngine::new(EngineConfig::default()).expect("engine");
+    let path = Path::new("greet.wasm");
+    let compile = measure("load: compile .wasm", LOADS, || {
+        black_box(Handler::load_bytes(&engine, path, &wasm).expect("compiles"));
+    });
+    let artifact = Handler::precompile(&engine, path, &wasm).expect("precompiles");
+    let digest = sfn_wasm_host::engine::Digest::of(&wasm);
+    let precompiled = measure("load: precompiled artifact", LOADS * 10, || {
+        // SAFETY: the artifact was written just above by this engine.
+        black_box(
+            unsafe { Handler::load_precompiled(&engine, path, &artifact, digest.clone()) }
+                .expect("loads"),
+        );
+    });
+
+    let baseline = native.percentile(0.5).as_secs_f64();
+    println!(
+        "\ngreet.wasm: {} bytes; per-task rows: {TASKS} tasks after {WARMUP} warm-up\n",
+        wasm.len()
+    );
+    println!("| case | n | median | p99 | median vs native |");
+    println!("|---|---:|---:|---:|---:|");
+    for row in [&native, &pooling, &on_demand, &compile, &precompiled] {
+        let median = row.percentile(0.5);
+        println!(
+            "| {} | {} | {} | {} | {:.1}x |",
+            row.name,
+            row.samples.len(),
+            show(median),
+            show(row.percentile(0.99)),
+            median.as_secs_f64() / baseline
+        );
+    }
+}
+
+fn show(d: Duration) -> String {
+    let micros = d.as_secs_f64() * 1e6;
+    if micros >= 10_000.0 {
+        format!("{:.1} ms", micros / 1000.0)
+    } else {
+        format!("{micros:.2} µs")
+    }
+}

@@ -1,0 +1,120 @@
+//! `sfn-wasm-host invoke`: one task, locally, answer printed as JSON.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::json;
+use sfn_wasm_host::engine::{
+    EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
+};
+use sfn_wasm_host::outcome::Answer;
+use sfn_wasm_host::toolkit::LocalResponder;
+
+use super::EXIT_USAGE;
+
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// The handler component (`.wasm`, built for wasm32-wasip2).
+    handler: PathBuf,
+    /// The task input, a JSON document.
+    #[arg(
+        long,
+        conflicts_with = "input_file",
+        required_unless_present = "input_file"
+    )]
+    input: Option<String>,
+    /// Read the task input from this file instead.
+    #[arg(long)]
+    input_file: Option<PathBuf>,
+    /// The cap on the handler's memory, in MiB.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    memory_limit_mb: u64,
+    /// How long the handler may run, in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    timeout_seconds: f64,
+}
+
+/// Prints `{"status":"success","output":...}` or `{"status":"failure",...}`; exits 0 on
+/// success, 1 on failure, 2 when the task could not be run at all.
+pub fn run(args: InvokeArgs) -> ExitCode {
+    super::init_logging();
+    let prepared = match prepare(&args) {
+        Ok(prepared) => prepared,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let (engine, handler, request) = prepared;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let report = runtime.block_on(handler.run(&engine, request, Arc::new(LocalResponder)));
+    let (line, code) = match report.answer() {
+        Some(Answer::Success { output }) => {
+            let output: serde_json::Value = serde_json::from_str(output).unwrap_or(json!(output));
+            (
+                json!({"status": "success", "output": output}),
+                ExitCode::SUCCESS,
+            )
+        }
+        Some(Answer::Failure { error, cause }) => (
+            json!({"status": "failure", "error": error, "cause": cause}),
+            ExitCode::from(1),
+        ),
+        None => (
+            json!({"status": "failure", "error": "SfnWasmHost.NoResponse", "cause": "no answer was recorded"}),
+            ExitCode::from(1),
+        ),
+    };
+    println!("{line}");
+    code
+}
+
+fn prepare(args: &InvokeArgs) -> anyhow::Result<(WasmEngine, Handler, TaskRequest)> {
+    let input = match (&args.input, &args.input_file) {
+        (Some(input), _) => input.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --input-file {}", path.display()))?,
+        (None, None) => anyhow::bail!("give the task input with --input JSON or --input-file FILE"),
+    };
+    let timeout = Duration::try_from_secs_f64(args.timeout_seconds)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .with_context(|| {
+            format!(
+                "--timeout-seconds must be a positive number of seconds, not {}",
+                args.timeout_seconds
+            )
+        })?;
+    let memory_bytes = args.memory_limit_mb << 20;
+    let engine = WasmEngine::new(EngineConfig {
+        max_concurrent_tasks: 1,
+        max_memory_bytes: memory_bytes,
+        pooling: true,
+    })?;
+    let handler = Handler::load_file(&engine, &args.handler)?;
+    let request = TaskRequest {
+        input,
+        activity_arn: "arn:aws:states:local:000000000000:activity:invoke".to_owned(),
+        worker_name: "invoke".to_owned(),
+        task_id: "invoke".to_owned(),
+        limits: TaskLimits {
+            memory_bytes,
+            timeout,
+        },
+        control: TaskControl::default(),
+    };
+    Ok((engine, handler, request))
+}

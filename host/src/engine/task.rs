@@ -1,0 +1,268 @@
+//! Running one task: a fresh `Store` with its own limits, the guest's `handle`, and the
+//! host's answer when the guest did not give one.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::sfn::activity::types::Task;
+use super::limits::MemoryLimiter;
+use super::stdio::{GuestOutput, Stream};
+use super::{Handler, WasmEngine};
+use crate::outcome::{Answer, HostFailure};
+use crate::toolkit::{AnswerState, Responder, TaskError, Toolkit};
+
+/// What one task may use.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskLimits {
+    /// The cap on the guest's linear memory, in bytes.
+    pub memory_bytes: u64,
+    /// How long the guest may run, from instantiation to the end of `handle`.
+    pub timeout: Duration,
+}
+
+/// How the host stops a task early.
+///
+/// `cancel` is the polite request: the guest's `cancelled()` turns true and it may answer
+/// by itself. `abort` is the order: the guest is stopped within one epoch tick, even in
+/// `loop {}`, and the task is answered `SfnWasmHost.Shutdown`. Make them children of
+/// process-wide tokens to stop every task at once.
+#[derive(Debug, Clone, Default)]
+pub struct TaskControl {
+    /// Turns the guest's `cancelled()` true.
+    pub cancel: CancellationToken,
+    /// Stops the guest.
+    pub abort: CancellationToken,
+}
+
+/// One task to run.
+#[derive(Debug, Clone)]
+pub struct TaskRequest {
+    /// The task input; the host checks it is JSON before calling the guest.
+    pub input: String,
+    /// The activity the task came from.
+    pub activity_arn: String,
+    /// The worker that polled it.
+    pub worker_name: String,
+    /// A short id for logs (never the task token).
+    pub task_id: String,
+    /// Memory and time limits.
+    pub limits: TaskLimits,
+    /// Early-stop handles.
+    pub control: TaskControl,
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskReport {
+    /// Where the answer stands: [`AnswerState::Sent`] unless the responder refused or
+    /// failed to deliver it.
+    pub state: AnswerState,
+    /// What went wrong with the handler, if anything. When the guest had not answered,
+    /// the host answered with this failure.
+    pub error: Option<HostFailure>,
+    /// How long the task took, from instantiation to the answer.
+    pub elapsed: Duration,
+}
+
+impl TaskReport {
+    /// The answer sent, or attempted, for the task; `None` if there was none (the
+    /// responder failed before any answer was recorded).
+    pub fn answer(&self) -> Option<&Answer> {
+        match &self.state {
+            AnswerState::Sent(answer)
+            | AnswerState::Closed {
+                attempted: answer, ..
+            } => Some(answer),
+            AnswerState::Pending => None,
+        }
+    }
+}
+
+/// The data of one task's `Store`.
+pub struct TaskState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    pub(crate) toolkit: Toolkit,
+}
+
+impl WasiView for TaskState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Why the epoch callback or the host stopped a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Interrupt {
+    #[error("the task ran past its deadline")]
+    Timeout,
+    #[error("the host is shutting down")]
+    Shutdown,
+}
+
+impl Handler {
+    /// Runs one task in a fresh instance and makes sure it is answered exactly once: by
+    /// the guest through the toolkit, or else by the host with a [`HostFailure`].
+    ///
+    /// Never fails and never panics because of the guest or the input: every way a guest
+    /// can go wrong ends in the report.
+    pub async fn run(
+        &self,
+        engine: &WasmEngine,
+        request: TaskRequest,
+        responder: Arc<dyn Responder>,
+    ) -> TaskReport {
+        let started = Instant::now();
+        let toolkit = Toolkit::new(responder, request.control.cancel.clone());
+
+        if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(&request.input) {
+            let failure = HostFailure::InvalidInput(format!("the task input is not JSON: {err}"));
+            return finish(toolkit, Some(failure), started).await;
+        }
+
+        let task_id: Arc<str> = Arc::from(request.task_id.as_str());
+        let stdout = GuestOutput::new(Stream::Stdout, task_id.clone());
+        let stderr = GuestOutput::new(Stream::Stderr, task_id);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let memory_bytes = usize::try_from(request.limits.memory_bytes).unwrap_or(usize::MAX);
+        let state = TaskState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(memory_bytes),
+            toolkit,
+        };
+        let mut store = Store::new(engine.wasmtime(), state);
+        store.limiter(|state| &mut state.limiter);
+
+        // Checked on every epoch tick while guest code runs, on whichever thread runs
+        // it, so a busy async runtime cannot delay an abort.
+        let deadline = started + request.limits.timeout;
+        let abort = request.control.abort.clone();
+        store.epoch_deadline_callback(move |_| {
+            if abort.is_cancelled() {
+                Err(Interrupt::Shutdown.into())
+            } else if Instant::now() >= deadline {
+                Err(Interrupt::Timeout.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+
+        let task = Task {
+            input: request.input,
+            activity_arn: request.activity_arn,
+            worker_name: request.worker_name,
+            task_id: request.task_id,
+            deadline_ms: Some(
+                u64::try_from(request.limits.timeout.as_millis()).unwrap_or(u64::MAX),
+            ),
+        };
+        // The same limits also cover the time the guest spends waiting in host calls
+        // (sleeps, toolkit calls), where no epoch callback runs.
+        let outcome = {
+            let call = async {
+                let instance = self.pre().instantiate_async(&mut store).await?;
+                instance.call_handle(&mut store, &task).await
+            };
+            tokio::select! {
+                biased;
+                () = request.control.abort.cancelled() => Err(Interrupt::Shutdown.into()),
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => Err(Interrupt::Timeout.into()),
+                result = call => result,
+            }
+        };
+
+        stdout.finish();
+        let stderr_tail = stderr.finish();
+        let TaskState {
+            limiter, toolkit, ..
+        } = store.into_data();
+        let answered = !matches!(toolkit.state(), AnswerState::Pending);
+        let failure = match outcome {
+            Ok(Ok(())) => (!answered).then_some(HostFailure::NoResponse),
+            Ok(Err(message)) => (!answered).then_some(HostFailure::HandlerError(message)),
+            Err(err) => Some(classify(
+                &err,
+                &limiter,
+                request.limits.timeout,
+                &stderr_tail,
+            )),
+        };
+        finish(toolkit, failure, started).await
+    }
+}
+
+/// Names what stopped the guest.
+fn classify(
+    err: &wasmtime::Error,
+    limiter: &MemoryLimiter,
+    timeout: Duration,
+    stderr_tail: &str,
+) -> HostFailure {
+    match err.downcast_ref::<Interrupt>() {
+        Some(Interrupt::Timeout) => {
+            return HostFailure::Timeout(format!(
+                "the handler did not finish within its {} ms deadline",
+                timeout.as_millis()
+            ));
+        }
+        Some(Interrupt::Shutdown) => return HostFailure::Shutdown,
+        None => {}
+    }
+    if let Some(asked) = limiter.refused() {
+        return HostFailure::OutOfMemory(format!(
+            "the handler asked for {} MiB of linear memory; its cap is {} MiB ({err})",
+            asked.div_ceil(1 << 20),
+            limiter.limit_bytes() >> 20,
+        ));
+    }
+    let trap = match err.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{err:#}"),
+    };
+    let detail = format!("{err:?}");
+    if stderr_tail.is_empty() {
+        HostFailure::Trap(format!("{trap}\n\n{detail}"))
+    } else {
+        HostFailure::Trap(format!("{stderr_tail}\n\n{trap}\n\n{detail}"))
+    }
+}
+
+/// Sends the host's failure if the guest left the task unanswered, and builds the report.
+async fn finish(
+    mut toolkit: Toolkit,
+    failure: Option<HostFailure>,
+    started: Instant,
+) -> TaskReport {
+    if let Some(failure) = &failure {
+        toolkit
+            .responder()
+            .errored(&TaskError::Failed(failure.clone()));
+        if matches!(toolkit.state(), AnswerState::Pending)
+            && let Err(err) = toolkit.answer(failure.answer()).await
+        {
+            tracing::warn!(error = %err, "the host's failure answer was not delivered");
+        }
+    }
+    TaskReport {
+        state: toolkit.state().clone(),
+        error: failure,
+        elapsed: started.elapsed(),
+    }
+}

@@ -1,0 +1,169 @@
+//! What a task ends with: the answer Step Functions gets, and the failures the host makes
+//! when the handler does not answer by itself.
+
+use std::fmt;
+
+/// Step Functions' limit on a task output, in bytes.
+pub const MAX_OUTPUT_BYTES: usize = 262_144;
+/// Step Functions' limit on a failure's error name, in characters.
+pub const MAX_ERROR_CHARS: usize = 256;
+/// Step Functions' limit on a failure's cause, in characters.
+pub const MAX_CAUSE_CHARS: usize = 32_768;
+
+/// The one answer a task gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// `SendTaskSuccess` with this output (a JSON document).
+    Success {
+        /// The task output.
+        output: String,
+    },
+    /// `SendTaskFailure` with this error name and cause.
+    Failure {
+        /// The error name, at most [`MAX_ERROR_CHARS`] characters.
+        error: String,
+        /// The cause, at most [`MAX_CAUSE_CHARS`] characters.
+        cause: String,
+    },
+}
+
+impl Answer {
+    /// A failure, with `error` and `cause` cut to Step Functions' limits on a character
+    /// boundary so that the call cannot be refused for its length.
+    pub fn failure(error: impl Into<String>, cause: impl Into<String>) -> Self {
+        let mut error = error.into();
+        let mut cause = cause.into();
+        truncate_chars(&mut error, MAX_ERROR_CHARS);
+        truncate_chars(&mut cause, MAX_CAUSE_CHARS);
+        Answer::Failure { error, cause }
+    }
+
+    /// True for [`Answer::Success`].
+    pub fn is_success(&self) -> bool {
+        matches!(self, Answer::Success { .. })
+    }
+}
+
+/// Why the host answered a task itself. Each has a fixed error name (`SfnWasmHost.*`)
+/// that state machines can `Catch` or `Retry` on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostFailure {
+    /// `handle` returned `err(message)` and nothing was sent.
+    HandlerError(String),
+    /// `handle` returned `ok` and nothing was sent.
+    NoResponse,
+    /// The guest trapped (panic, `unreachable`, stack overflow, ...).
+    Trap(String),
+    /// The guest asked for more memory than its cap allows.
+    OutOfMemory(String),
+    /// The task ran past its deadline.
+    Timeout(String),
+    /// The host is stopping and the task did not finish within the grace period.
+    Shutdown,
+    /// The task input is not JSON; the guest was not called.
+    InvalidInput(String),
+}
+
+impl HostFailure {
+    /// The error name sent to Step Functions.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HostFailure::HandlerError(_) => "SfnWasmHost.HandlerError",
+            HostFailure::NoResponse => "SfnWasmHost.NoResponse",
+            HostFailure::Trap(_) => "SfnWasmHost.Trap",
+            HostFailure::OutOfMemory(_) => "SfnWasmHost.OutOfMemory",
+            HostFailure::Timeout(_) => "SfnWasmHost.Timeout",
+            HostFailure::Shutdown => "SfnWasmHost.Shutdown",
+            HostFailure::InvalidInput(_) => "SfnWasmHost.InvalidInput",
+        }
+    }
+
+    /// The cause sent to Step Functions.
+    pub fn cause(&self) -> String {
+        match self {
+            HostFailure::HandlerError(message) => message.clone(),
+            HostFailure::NoResponse => {
+                "the handler returned without sending success or failure".to_owned()
+            }
+            HostFailure::Trap(text)
+            | HostFailure::OutOfMemory(text)
+            | HostFailure::Timeout(text)
+            | HostFailure::InvalidInput(text) => text.clone(),
+            HostFailure::Shutdown => "the host shut down before the handler finished".to_owned(),
+        }
+    }
+
+    /// The failure answer the host sends for this.
+    pub fn answer(&self) -> Answer {
+        Answer::failure(self.name(), self.cause())
+    }
+}
+
+impl fmt::Display for HostFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.name(), self.cause())
+    }
+}
+
+/// Cuts `s` to at most `max_chars` characters, never inside a UTF-8 sequence.
+pub fn truncate_chars(s: &mut String, max_chars: usize) {
+    if let Some((byte_index, _)) = s.char_indices().nth(max_chars) {
+        s.truncate(byte_index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_counts_characters_not_bytes() {
+        let mut s = "é".repeat(300);
+        truncate_chars(&mut s, MAX_ERROR_CHARS);
+        assert_eq!(s.chars().count(), 256);
+        assert_eq!(s.len(), 512);
+
+        let mut short = "abc".to_owned();
+        truncate_chars(&mut short, 3);
+        assert_eq!(short, "abc");
+    }
+
+    #[test]
+    fn failure_answers_respect_step_functions_limits() {
+        let Answer::Failure { error, cause } =
+            Answer::failure("x".repeat(1000), "🦀".repeat(40_000))
+        else {
+            panic!("expected a failure");
+        };
+        assert_eq!(error.chars().count(), MAX_ERROR_CHARS);
+        assert_eq!(cause.chars().count(), MAX_CAUSE_CHARS);
+    }
+
+    #[test]
+    fn host_failures_have_the_fixed_names() {
+        let names: Vec<_> = [
+            HostFailure::HandlerError(String::new()),
+            HostFailure::NoResponse,
+            HostFailure::Trap(String::new()),
+            HostFailure::OutOfMemory(String::new()),
+            HostFailure::Timeout(String::new()),
+            HostFailure::Shutdown,
+            HostFailure::InvalidInput(String::new()),
+        ]
+        .iter()
+        .map(HostFailure::name)
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "SfnWasmHost.HandlerError",
+                "SfnWasmHost.NoResponse",
+                "SfnWasmHost.Trap",
+                "SfnWasmHost.OutOfMemory",
+                "SfnWasmHost.Timeout",
+                "SfnWasmHost.Shutdown",
+                "SfnWasmHost.InvalidInput",
+            ]
+        );
+    }
+}

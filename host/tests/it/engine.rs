@@ -1,0 +1,317 @@
+//! The engine as the runtime uses it: shared handler, many tasks, early stops, and a
+//! responder that records every call so "exactly one answer" can be checked.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::json;
+use sfn_wasm_host::engine::{
+    EngineConfig, Handler, TaskControl, TaskLimits, TaskReport, TaskRequest, WasmEngine,
+};
+use sfn_wasm_host::outcome::{Answer, HostFailure};
+use sfn_wasm_host::toolkit::{AnswerState, Responder, TaskError, ToolkitError};
+
+use crate::guests::guest;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Call {
+    Success(String),
+    Failure(String),
+    Heartbeat,
+    Errored(String),
+}
+
+/// Records every call; `refuse` makes answers fail the way Step Functions would.
+#[derive(Default)]
+struct Recorder {
+    calls: Mutex<Vec<Call>>,
+    refuse: Option<ToolkitError>,
+}
+
+impl Recorder {
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn answers(&self) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| matches!(c, Call::Success(_) | Call::Failure(_)))
+            .count()
+    }
+
+    fn record(&self, call: Call) -> Result<(), ToolkitError> {
+        self.calls.lock().unwrap().push(call);
+        self.refuse.clone().map_or(Ok(()), Err)
+    }
+}
+
+#[async_trait]
+impl Responder for Recorder {
+    async fn success(&self, output: &str) -> Result<(), ToolkitError> {
+        self.record(Call::Success(output.to_owned()))
+    }
+    async fn failure(&self, error: &str, _cause: &str) -> Result<(), ToolkitError> {
+        self.record(Call::Failure(error.to_owned()))
+    }
+    async fn heartbeat(&self) -> Result<(), ToolkitError> {
+        self.calls.lock().unwrap().push(Call::Heartbeat);
+        Ok(())
+    }
+    fn errored(&self, error: &TaskError) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(Call::Errored(error.to_string()));
+    }
+}
+
+struct Fixture {
+    engine: WasmEngine,
+    scenarios: Handler,
+}
+
+fn fixture() -> Fixture {
+    let engine = WasmEngine::new(EngineConfig {
+        max_concurrent_tasks: 4,
+        max_memory_bytes: 64 << 20,
+        pooling: true,
+    })
+    .expect("engine");
+    let scenarios = Handler::load_file(&engine, &guest("scenarios")).expect("scenarios loads");
+    Fixture { engine, scenarios }
+}
+
+fn request(hello: &str, control: TaskControl) -> TaskRequest {
+    TaskRequest {
+        input: json!({"hello": hello, "ms": 30_000}).to_string(),
+        activity_arn: "arn:aws:states:us-east-1:000000000000:activity:test".into(),
+        worker_name: "test:1".into(),
+        task_id: format!("task-{hello}"),
+        limits: TaskLimits {
+            memory_bytes: 64 << 20,
+            timeout: Duration::from_secs(30),
+        },
+        control,
+    }
+}
+
+impl Fixture {
+    async fn run(&self, hello: &str, control: TaskControl) -> (TaskReport, Arc<Recorder>) {
+        let recorder = Arc::new(Recorder::default());
+        let report = self
+            .scenarios
+            .run(&self.engine, request(hello, control), recorder.clone())
+            .await;
+        (report, recorder)
+    }
+}
+
+fn failure_name(report: &TaskReport) -> Option<&str> {
+    match report.answer() {
+        Some(Answer::Failure { error, .. }) => Some(error),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn the_seed_scenarios_call_the_responder_as_expected() {
+    let f = fixture();
+    let greeting = |name: &str| Call::Success(format!(r#"{{"greeting":"Hello, {name}"}}"#));
+
+    let (_, r) = f.run("World", TaskControl::default()).await;
+    assert_eq!(r.calls(), [greeting("World")]);
+
+    let (_, r) = f.run("Heartbeat", TaskControl::default()).await;
+    assert_eq!(r.calls(), [Call::Heartbeat, greeting("Heartbeat")]);
+
+    let (_, r) = f.run("Failure", TaskControl::default()).await;
+    assert_eq!(r.calls(), [Call::Failure("InvalidName".into())]);
+
+    let (_, r) = f.run("Duplicate", TaskControl::default()).await;
+    assert_eq!(
+        r.calls(),
+        [
+            greeting("Duplicate"),
+            Call::Errored("the handler answered twice; the first answer stands".into())
+        ]
+    );
+
+    let (report, r) = f.run("Forgot", TaskControl::default()).await;
+    assert_eq!(report.error, Some(HostFailure::NoResponse));
+    assert!(
+        matches!(&r.calls()[..], [Call::Errored(_), Call::Failure(name)] if name == "SfnWasmHost.NoResponse")
+    );
+
+    let (report, r) = f.run("Error", TaskControl::default()).await;
+    assert_eq!(failure_name(&report), Some("SfnWasmHost.Trap"));
+    assert!(
+        matches!(&r.calls()[..], [Call::Errored(_), Call::Failure(name)] if name == "SfnWasmHost.Trap")
+    );
+}
+
+#[tokio::test]
+async fn an_abort_stops_a_loop_within_a_tick_or_so() {
+    let f = fixture();
+    let control = TaskControl::default();
+    let abort = control.abort.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        abort.cancel();
+    });
+    let started = Instant::now();
+    let (report, r) = f.run("Loop", control).await;
+    assert_eq!(report.error, Some(HostFailure::Shutdown));
+    assert_eq!(failure_name(&report), Some("SfnWasmHost.Shutdown"));
+    assert_eq!(r.answers(), 1);
+    // A liveness bound, not a performance claim: without the epoch check the loop
+    // would run for the whole 30 s deadline.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_reaches_a_loop_even_when_the_runtime_is_busy() {
+    let f = Arc::new(fixture());
+    // Two looping guests keep both runtime threads busy; the abort comes from a plain
+    // thread, and both must still stop.
+    let controls: Vec<TaskControl> = (0..2).map(|_| TaskControl::default()).collect();
+    let tasks: Vec<_> = controls
+        .iter()
+        .cloned()
+        .map(|control| {
+            let f = f.clone();
+            tokio::spawn(async move { f.run("Loop", control).await.0 })
+        })
+        .collect();
+    let aborts: Vec<_> = controls.iter().map(|c| c.abort.clone()).collect();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        aborts.iter().for_each(|a| a.cancel());
+    });
+    for task in tasks {
+        let report = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("stopped")
+            .unwrap();
+        assert_eq!(report.error, Some(HostFailure::Shutdown));
+    }
+}
+
+#[tokio::test]
+async fn an_abort_stops_a_guest_waiting_in_a_host_call() {
+    let f = fixture();
+    let control = TaskControl::default();
+    let abort = control.abort.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        abort.cancel();
+    });
+    let (report, r) = f.run("Sleep", control).await;
+    assert_eq!(report.error, Some(HostFailure::Shutdown));
+    assert_eq!(r.answers(), 1);
+}
+
+#[tokio::test]
+async fn a_cooperative_guest_answers_by_itself_when_cancelled() {
+    let f = fixture();
+    let control = TaskControl::default();
+    let cancel = control.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cancel.cancel();
+    });
+    let (report, r) = f.run("Patient", control).await;
+    assert_eq!(report.error, None);
+    assert_eq!(
+        r.calls(),
+        [Call::Success(r#"{"stopped":"cancelled"}"#.into())]
+    );
+}
+
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+#[tokio::test]
+async fn failures_do_not_harm_the_next_task() {
+    let f = fixture();
+    for hello in ["Hog", "Error", "Forgot"] {
+        let (report, r) = f.run(hello, TaskControl::default()).await;
+        assert!(report.error.is_some(), "{hello}");
+        assert_eq!(r.answers(), 1, "{hello}");
+        let (report, r) = f.run("World", TaskControl::default()).await;
+        assert_eq!(report.error, None, "World after {hello}");
+        assert_eq!(r.answers(), 1);
+    }
+    let (report, _) = f.run("Hog", TaskControl::default()).await;
+    assert!(
+        matches!(report.error, Some(HostFailure::OutOfMemory(_))),
+        "{:?}",
+        report.error
+    );
+    // The 1 GiB the guest asked for was never given.
+    assert!(
+        resident_bytes() < 512 << 20,
+        "resident: {} MiB",
+        resident_bytes() >> 20
+    );
+}
+
+#[tokio::test]
+async fn a_closed_task_is_not_answered_again_by_the_host() {
+    let f = fixture();
+    let recorder = Arc::new(Recorder {
+        refuse: Some(ToolkitError::TaskClosed("InvalidToken".into())),
+        ..Recorder::default()
+    });
+    let report = f
+        .scenarios
+        .run(
+            &f.engine,
+            request("World", TaskControl::default()),
+            recorder.clone(),
+        )
+        .await;
+    // The guest's success was refused; the guest returned the error, and the host did not
+    // try to answer a closed task.
+    assert!(
+        matches!(report.state, AnswerState::Closed { .. }),
+        "{:?}",
+        report.state
+    );
+    assert_eq!(recorder.answers(), 1);
+}
+
+#[tokio::test]
+async fn tasks_run_concurrently_on_one_handler() {
+    let f = Arc::new(fixture());
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let f = f.clone();
+            tokio::spawn(async move {
+                let mut req = request("Sleep", TaskControl::default());
+                req.input = json!({"hello": "Sleep", "ms": 100}).to_string();
+                let recorder = Arc::new(Recorder::default());
+                let report = f.scenarios.run(&f.engine, req, recorder.clone()).await;
+                (report, recorder)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (report, recorder) = task.await.unwrap();
+        assert_eq!(report.error, None);
+        assert_eq!(recorder.answers(), 1);
+    }
+}

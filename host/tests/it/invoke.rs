@@ -1,0 +1,244 @@
+//! `sfn-wasm-host invoke` end to end: the binary, real components, the printed JSON line
+//! and the exit code.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+use crate::guests::guest;
+
+fn invoke(handler: &Path, input: &str, extra: &[&str]) -> (Value, i32, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
+        .arg("invoke")
+        .arg(handler)
+        .args(["--input", input])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run sfn-wasm-host");
+    let stdout = String::from_utf8(stdout).expect("stdout is UTF-8");
+    let stderr = String::from_utf8(stderr).expect("stderr is UTF-8");
+    let line = if stdout.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not one JSON line ({e}): {stdout:?}"))
+    };
+    assert!(
+        stdout.lines().count() <= 1,
+        "more than one line on stdout: {stdout:?}"
+    );
+    (line, status.code().expect("exited normally"), stderr)
+}
+
+fn scenario(hello: &str, extra: &[&str]) -> (Value, i32, String) {
+    invoke(
+        &guest("scenarios"),
+        &json!({"hello": hello, "ms": 50}).to_string(),
+        extra,
+    )
+}
+
+fn assert_host_failure(result: (Value, i32, String), name: &str) -> String {
+    let (line, code, stderr) = result;
+    assert_eq!(line["status"], "failure", "{line} / stderr: {stderr}");
+    assert_eq!(line["error"], name, "{line} / stderr: {stderr}");
+    assert_eq!(code, 1);
+    line["cause"]
+        .as_str()
+        .expect("cause is a string")
+        .to_owned()
+}
+
+#[test]
+fn greet_answers_with_a_greeting() {
+    let (line, code, _) = invoke(&guest("greet"), r#"{"hello": "X"}"#, &[]);
+    assert_eq!(
+        line,
+        json!({"status": "success", "output": {"greeting": "Hello, X"}})
+    );
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn input_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("input.json");
+    std::fs::write(&file, r#"{"hello": "File"}"#).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
+        .arg("invoke")
+        .arg(guest("greet"))
+        .arg("--input-file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let line: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(line["output"]["greeting"], "Hello, File");
+}
+
+#[test]
+fn world_and_heartbeat_succeed() {
+    for hello in ["World", "Heartbeat"] {
+        let (line, code, _) = scenario(hello, &[]);
+        let greeting = format!("Hello, {hello}");
+        assert_eq!(
+            line,
+            json!({"status": "success", "output": {"greeting": greeting}})
+        );
+        assert_eq!(code, 0);
+    }
+}
+
+#[test]
+fn failure_is_the_guests_own() {
+    let (line, code, _) = scenario("Failure", &[]);
+    assert_eq!(
+        line,
+        json!({"status": "failure", "error": "InvalidName", "cause": "Failure is not a valid name"})
+    );
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn a_panic_is_a_trap_with_the_panic_message() {
+    let cause = assert_host_failure(scenario("Error", &[]), "SfnWasmHost.Trap");
+    assert!(
+        cause.contains("the Error scenario panics on purpose"),
+        "{cause}"
+    );
+}
+
+#[test]
+fn forgetting_to_answer_is_no_response() {
+    assert_host_failure(scenario("Forgot", &[]), "SfnWasmHost.NoResponse");
+}
+
+#[test]
+fn the_first_of_two_answers_stands() {
+    let (line, code, _) = scenario("Duplicate", &[]);
+    assert_eq!(
+        line,
+        json!({"status": "success", "output": {"greeting": "Hello, Duplicate"}})
+    );
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_loop_is_stopped_by_its_deadline() {
+    let cause = assert_host_failure(
+        scenario("Loop", &["--timeout-seconds", "0.5"]),
+        "SfnWasmHost.Timeout",
+    );
+    assert!(cause.contains("500 ms"), "{cause}");
+}
+
+#[test]
+fn a_sleep_past_the_deadline_is_a_timeout() {
+    let input = json!({"hello": "Sleep", "ms": 60_000}).to_string();
+    let result = invoke(&guest("scenarios"), &input, &["--timeout-seconds", "0.3"]);
+    assert_host_failure(result, "SfnWasmHost.Timeout");
+}
+
+#[test]
+fn a_sleep_within_the_deadline_succeeds() {
+    let (line, code, _) = scenario("Sleep", &[]);
+    assert_eq!(
+        line,
+        json!({"status": "success", "output": {"slept_ms": 50}})
+    );
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_gibibyte_allocation_is_out_of_memory() {
+    let cause = assert_host_failure(
+        scenario("Hog", &["--memory-limit-mb", "64"]),
+        "SfnWasmHost.OutOfMemory",
+    );
+    assert!(cause.contains("cap is 64 MiB"), "{cause}");
+}
+
+#[test]
+fn input_that_is_not_json_never_reaches_the_guest() {
+    let cause = assert_host_failure(
+        invoke(&guest("scenarios"), "{not json", &[]),
+        "SfnWasmHost.InvalidInput",
+    );
+    assert!(cause.contains("not JSON"), "{cause}");
+}
+
+#[test]
+fn a_handler_error_carries_its_message() {
+    let cause = assert_host_failure(
+        invoke(&guest("greet"), r#"{"bonjour": "X"}"#, &[]),
+        "SfnWasmHost.HandlerError",
+    );
+    assert!(cause.contains("missing field `hello`"), "{cause}");
+}
+
+fn assert_usage_error(handler: &Path, expected: &[&str]) {
+    let (line, code, stderr) = invoke(handler, "{}", &[]);
+    assert_eq!(code, 2, "stderr: {stderr}");
+    assert_eq!(line, Value::Null, "nothing on stdout for a usage error");
+    for needle in expected {
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr:?}");
+    }
+}
+
+#[test]
+fn a_missing_handler_is_a_usage_error_naming_the_file() {
+    assert_usage_error(
+        Path::new("/nonexistent/handler.wasm"),
+        &["/nonexistent/handler.wasm", "cannot read"],
+    );
+}
+
+#[test]
+fn a_file_that_is_not_wasm_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("text.wasm");
+    std::fs::write(&path, "hello").unwrap();
+    assert_usage_error(
+        &path,
+        &["text.wasm", "not a WebAssembly component", "wasm32-wasip2"],
+    );
+}
+
+#[test]
+fn a_core_module_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("core.wasm");
+    // The smallest core module: magic number and version 1. Malformed input is the one
+    // place a hand-written module is right.
+    std::fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
+    assert_usage_error(&path, &["core.wasm", "core WebAssembly module"]);
+}
+
+#[test]
+fn a_truncated_component_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("truncated.wasm");
+    let bytes = std::fs::read(guest("greet")).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    assert_usage_error(
+        &path,
+        &["truncated.wasm", "not a valid WebAssembly component"],
+    );
+}
+
+#[test]
+fn a_component_of_another_world_is_a_usage_error() {
+    assert_usage_error(
+        &guest("other_world"),
+        &[
+            "other_world.wasm",
+            "does not implement the sfn:activity/handler world",
+        ],
+    );
+}
