@@ -1,14 +1,22 @@
 //! sfn-wasm-host runs AWS Step Functions activity handlers as sandboxed WebAssembly
 //! components.
 //!
-//! The data flows one way: a task comes in, the [`engine`] runs its handler in a fresh
-//! instance, and the handler's answer leaves through the [`toolkit`]'s [`Responder`]
-//! (Step Functions in `serve`, the terminal in `invoke`). Whatever the guest does, the
-//! task ends with exactly one [`Answer`](outcome::Answer).
+//! The data flows one way: [`config`] → [`consumer`] (one [`pool`] per activity) →
+//! [`worker`]s that long-poll [`sfn`] → the [`engine`] runs the task's handler in a fresh
+//! instance → the handler answers through the [`toolkit`], whose [`Responder`] (here
+//! [`responder::SfnResponder`]) sends it to Step Functions. Whatever the guest does, the
+//! task ends with exactly one [`Answer`](outcome::Answer). Every step emits [`events`].
 //!
 //! [`Responder`]: toolkit::Responder
 #![warn(missing_docs)]
 
+pub mod config;
+pub mod consumer;
 pub mod engine;
+pub mod events;
 pub mod outcome;
+pub mod pool;
+pub mod responder;
+pub mod sfn;
 pub mod toolkit;
+pub mod worker;

@@ -41,7 +41,7 @@ pub struct InvokeArgs {
 /// Prints `{"status":"success","output":...}` or `{"status":"failure",...}`; exits 0 on
 /// success, 1 on failure, 2 when the task could not be run at all.
 pub fn run(args: InvokeArgs) -> ExitCode {
-    super::init_logging();
+    super::init_logging(sfn_wasm_host::config::LogFormat::Text, false);
     let prepared = match prepare(&args) {
         Ok(prepared) => prepared,
         Err(err) => {

@@ -1,11 +1,15 @@
 //! Subcommands, one file each. Library errors become `anyhow` errors with context here,
 //! at the edge, and every exit code is decided here.
 
+mod check;
 mod invoke;
+mod load;
+mod serve;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sfn_wasm_host::config::LogFormat;
 
 /// Exit code for a usage or load error (bad flags, missing or invalid handler).
 pub const EXIT_USAGE: u8 = 2;
@@ -23,16 +27,12 @@ enum Command {
     /// Run one task through a handler locally, without Step Functions, and print its
     /// answer as one JSON line.
     Invoke(invoke::InvokeArgs),
-    /// Poll Step Functions activities and answer their tasks (not available yet).
-    Serve {
-        /// The config file.
-        config: std::path::PathBuf,
-    },
-    /// Validate a config file and its handlers without polling (not available yet).
-    Check {
-        /// The config file.
-        config: std::path::PathBuf,
-    },
+    /// Poll the Step Functions activities of a config file and answer their tasks until
+    /// SIGTERM or SIGINT.
+    Serve(serve::ServeArgs),
+    /// Validate a config file and load its handlers, exactly as `serve` would, without
+    /// polling.
+    Check(check::CheckArgs),
 }
 
 impl Cli {
@@ -40,20 +40,32 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         match self.command {
             Command::Invoke(args) => invoke::run(args),
-            Command::Serve { .. } | Command::Check { .. } => {
-                eprintln!("error: `serve` and `check` are not available in this version yet");
-                ExitCode::from(EXIT_USAGE)
-            }
+            Command::Serve(args) => serve::run(args),
+            Command::Check(args) => check::run(args),
         }
     }
 }
 
-/// Logs to stderr for people, so stdout stays machine-readable.
-fn init_logging() {
+/// Sets up logging: `RUST_LOG` filters (default `info`); JSON is one flat object per
+/// line. `invoke` and `check` log to stderr so their stdout stays theirs.
+fn init_logging(format: LogFormat, to_stdout: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let writer = move || -> Box<dyn std::io::Write> {
+        if to_stdout {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(std::io::stderr())
+        }
+    };
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(false).with_writer(writer).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_writer(writer)
+            .try_init(),
+    };
 }

@@ -11,26 +11,30 @@ use super::WasmEngine;
 use super::bindings::HandlerPre;
 use super::task::TaskState;
 
-/// The SHA-256 of a handler's `.wasm` bytes, which names a handler version in logs.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Digest([u8; 32]);
+/// The SHA-256 of a handler's `.wasm` bytes, in hex, which names a handler version in
+/// logs and events. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Digest(Arc<str>);
 
 impl Digest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
-        Self(Sha256::digest(bytes).into())
+        let hex: String = Sha256::digest(bytes)
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        Self(Arc::from(hex))
+    }
+
+    /// The digest in lowercase hex.
+    pub fn hex(&self) -> &Arc<str> {
+        &self.0
     }
 }
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
-    }
-}
-
-impl fmt::Debug for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Digest({self})")
+        f.write_str(&self.0)
     }
 }
 

@@ -1,6 +1,11 @@
 //! Integration tests: one binary, a module per topic. Every test runs real guest
-//! components built from `examples/` and `tests/guests/` (see [`guests`]).
+//! components built from `examples/` and `tests/guests/` (see [`guests`]); the runtime
+//! tests talk to the LocalStack that `scripts/test.sh` starts (see [`emulator`]).
 
+mod emulator;
 mod engine;
 mod guests;
 mod invoke;
+mod polling;
+mod runtime;
+mod serve;

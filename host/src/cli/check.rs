@@ -1,0 +1,39 @@
+//! `sfn-wasm-host check config.toml`: everything `serve` loads, nothing it polls.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{EXIT_USAGE, load};
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The config file.
+    config: PathBuf,
+}
+
+/// Validates the config and loads every handler; prints what would run. Exits 0 when
+/// `serve` would start, 2 otherwise.
+pub fn run(args: CheckArgs) -> ExitCode {
+    super::init_logging(sfn_wasm_host::config::LogFormat::Text, false);
+    let loaded = match load::config(&args.config).and_then(load::load) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    for (activity, handler) in loaded.config.activities.iter().zip(&loaded.handlers) {
+        println!(
+            "ok: {} -> {} (sha256 {}, {} workers, {} MiB, {} s timeout)",
+            activity.arn,
+            activity.handler.display(),
+            handler.digest(),
+            activity.workers,
+            activity.memory_limit_bytes >> 20,
+            activity.task_timeout.as_secs_f64(),
+        );
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,101 @@
+//! `sfn-wasm-host serve config.toml`: poll every activity and answer its tasks until
+//! SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use sfn_wasm_host::config::LogFormat;
+use sfn_wasm_host::consumer::ActivityConsumer;
+use sfn_wasm_host::events::Events;
+use sfn_wasm_host::sfn::AwsStepFunctions;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{EXIT_USAGE, load};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The config file.
+    config: PathBuf,
+    /// Log format; overrides `[host] log_format`.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+/// Serves until a signal, then shuts down: stop polling, let running tasks finish for
+/// `shutdown_grace_seconds`, abort the rest (each answered `SfnWasmHost.Shutdown`), exit
+/// 0. A second signal aborts running tasks at once.
+pub fn run(args: ServeArgs) -> ExitCode {
+    let config = match load::config(&args.config) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    super::init_logging(args.log_format.unwrap_or(config.host.log_format), true);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: sfn_wasm_host::config::Config) -> ExitCode {
+    // Signals are installed before anything starts, so none is missed.
+    let (mut terminate, mut interrupt) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(terminate), Ok(interrupt)) => (terminate, interrupt),
+        (Err(err), _) | (_, Err(err)) => {
+            eprintln!("error: cannot install signal handlers: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let loaded = match load::load(config) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let sfn = Arc::new(AwsStepFunctions::new(&loaded.config.aws).await);
+    let mut consumer = ActivityConsumer::new(
+        &loaded.config,
+        loaded.engine.clone(),
+        loaded.handlers.clone(),
+        sfn,
+        Events::default(),
+    );
+    for (activity, handler) in loaded.config.activities.iter().zip(&loaded.handlers) {
+        tracing::info!(activity = %activity.arn, handler = %activity.handler.display(), handler_digest = %handler.digest(), workers = activity.workers, "serving");
+    }
+    consumer.start();
+
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    let grace = loaded.config.host.shutdown_grace;
+    let abort = consumer.abort_token();
+    let shutdown = consumer.shutdown(grace);
+    tokio::pin!(shutdown);
+    let report = tokio::select! {
+        report = &mut shutdown => report,
+        _ = async { tokio::select! { _ = terminate.recv() => {}, _ = interrupt.recv() => {} } } => {
+            tracing::warn!("second signal: aborting running tasks now");
+            abort.cancel();
+            shutdown.await
+        }
+    };
+    tracing::info!(aborted = report.aborted, "stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,553 @@
+//! `config.toml`: parsing, defaults and validation.
+//!
+//! Every error names the file and the key (`activity[1].workers`) and says what to do, and
+//! all of them are found before anything starts polling. Unknown keys are errors, not
+//! silently ignored: a typo in `memory_limit_mb` must not quietly run with the default.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The largest memory cap a task may have: the whole 32-bit address space.
+pub const MAX_MEMORY_LIMIT_MB: u64 = 4096;
+/// The most workers one activity may have.
+pub const MAX_WORKERS: u32 = 1000;
+
+/// A validated configuration, with paths resolved against the config file's folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// How to reach Step Functions.
+    pub aws: AwsConfig,
+    /// Process-wide settings.
+    pub host: HostConfig,
+    /// One entry per activity; never empty, ARNs unique.
+    pub activities: Vec<ActivityConfig>,
+}
+
+/// The `[aws]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// The region; the default chain (`AWS_REGION`, profile) otherwise.
+    pub region: Option<String>,
+    /// Another endpoint, such as a local emulator.
+    pub endpoint_url: Option<String>,
+}
+
+/// The log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people.
+    #[default]
+    Text,
+    /// One JSON object per line, on stdout.
+    Json,
+}
+
+/// The `[host]` table, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostConfig {
+    /// Worker names are `PREFIX:RANDOM`.
+    pub worker_prefix: String,
+    /// After SIGTERM, how long running tasks may take before they are aborted.
+    pub shutdown_grace: Duration,
+    /// The log format, unless `--log-format` overrides it.
+    pub log_format: LogFormat,
+}
+
+/// One `[[activity]]`, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityConfig {
+    /// The activity ARN.
+    pub arn: String,
+    /// The handler component, as an absolute (or config-relative resolved) path.
+    pub handler: PathBuf,
+    /// Concurrent pollers, one task each.
+    pub workers: u32,
+    /// The deadline of one task.
+    pub task_timeout: Duration,
+    /// The memory cap of one task, in bytes.
+    pub memory_limit_bytes: u64,
+    /// How long the pool waits before replacing a worker that stopped on errors.
+    pub restart_interval: Duration,
+    /// Poll retries.
+    pub polling: PollingConfig,
+}
+
+/// `[activity.polling]`: how a worker retries failed polls before it gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollingConfig {
+    /// Failed polls in a row after which the worker stops (and the pool restarts it).
+    pub max_attempts: u32,
+    /// The wait after the first failed poll, in seconds.
+    pub interval_seconds: f64,
+    /// Each further wait is the previous one times this.
+    pub backoff_rate: f64,
+}
+
+impl Default for PollingConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            interval_seconds: 1.0,
+            backoff_rate: 1.2,
+        }
+    }
+}
+
+impl PollingConfig {
+    /// The wait after the `attempt`-th failed poll in a row (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
+        let seconds = self.interval_seconds * self.backoff_rate.powi(exponent);
+        Duration::try_from_secs_f64(seconds)
+            .unwrap_or(Duration::from_secs(3600))
+            .min(Duration::from_secs(3600))
+    }
+}
+
+/// A config problem: which file, which key, what is wrong and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// The key, as a TOML path (`activity[0].workers`); empty for the file as a whole.
+    pub key: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(
+                f,
+                "{}: `{}`: {}",
+                self.file.display(),
+                self.key,
+                self.message
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    aws: AwsConfig,
+    #[serde(default)]
+    host: RawHost,
+    #[serde(default)]
+    activity: Vec<RawActivity>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    worker_prefix: Option<String>,
+    shutdown_grace_seconds: Option<f64>,
+    #[serde(default)]
+    log_format: LogFormat,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawActivity {
+    arn: String,
+    handler: PathBuf,
+    #[serde(default = "default_workers")]
+    workers: u32,
+    #[serde(default = "default_task_timeout")]
+    task_timeout_seconds: f64,
+    #[serde(default = "default_memory_limit")]
+    memory_limit_mb: u64,
+    #[serde(default = "default_restart_interval")]
+    restart_interval_ms: u64,
+    #[serde(default)]
+    polling: PollingConfig,
+}
+
+fn default_workers() -> u32 {
+    1
+}
+fn default_task_timeout() -> f64 {
+    300.0
+}
+fn default_memory_limit() -> u64 {
+    128
+}
+fn default_restart_interval() -> u64 {
+    2000
+}
+
+impl Config {
+    /// Reads and validates `file`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for the first problem found: unreadable file, TOML syntax, unknown
+    /// or missing keys, bad values. Handlers are only checked to exist here; loading them
+    /// is the engine's job.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|err| ConfigError {
+            file: file.to_owned(),
+            key: String::new(),
+            message: format!("cannot read the config file: {err}"),
+        })?;
+        Self::parse(file, &text)
+    }
+
+    /// Validates `text` as if read from `file` (whose folder relative handler paths
+    /// resolve against).
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
+        let error = |key: String, message: String| ConfigError {
+            file: file.to_owned(),
+            key,
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|err| error(String::new(), err.to_string().trim_end().to_owned()))?;
+        if raw.activity.is_empty() {
+            return Err(error(
+                "activity".into(),
+                "no activities: add at least one [[activity]] table with `arn` and `handler`"
+                    .into(),
+            ));
+        }
+        if let Some(url) = &raw.aws.endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(error(
+                "aws.endpoint_url".into(),
+                format!("must be an http:// or https:// URL, not {url:?}"),
+            ));
+        }
+
+        let grace = raw.host.shutdown_grace_seconds.unwrap_or(30.0);
+        let shutdown_grace = seconds(grace, 0.0, 86_400.0).ok_or_else(|| {
+            error(
+                "host.shutdown_grace_seconds".into(),
+                format!("must be between 0 and 86400 seconds; got {grace}"),
+            )
+        })?;
+        let worker_prefix = match raw.host.worker_prefix {
+            Some(prefix) if prefix.trim().is_empty() || prefix.len() > 64 => {
+                return Err(error(
+                    "host.worker_prefix".into(),
+                    "must be 1 to 64 characters".into(),
+                ));
+            }
+            Some(prefix) => prefix,
+            None => gethostname::gethostname().to_string_lossy().into_owned(),
+        };
+        let host = HostConfig {
+            worker_prefix,
+            shutdown_grace,
+            log_format: raw.host.log_format,
+        };
+
+        let base = file.parent().unwrap_or(Path::new("."));
+        let mut activities: Vec<ActivityConfig> = Vec::with_capacity(raw.activity.len());
+        for (index, activity) in raw.activity.into_iter().enumerate() {
+            let key = |name: &str| format!("activity[{index}].{name}");
+            check_arn(&activity.arn).map_err(|message| error(key("arn"), message))?;
+            if let Some(first) = activities.iter().position(|a| a.arn == activity.arn) {
+                return Err(error(
+                    key("arn"),
+                    format!(
+                        "the same ARN as activity[{first}]: give each activity one [[activity]] table"
+                    ),
+                ));
+            }
+            if !(1..=MAX_WORKERS).contains(&activity.workers) {
+                return Err(error(
+                    key("workers"),
+                    format!(
+                        "must be between 1 and {MAX_WORKERS}; got {}",
+                        activity.workers
+                    ),
+                ));
+            }
+            let task_timeout = seconds(activity.task_timeout_seconds, 0.001, 31_536_000.0)
+                .ok_or_else(|| {
+                    error(
+                        key("task_timeout_seconds"),
+                        format!(
+                            "must be more than 0 and at most 31536000 (a year); got {}",
+                            activity.task_timeout_seconds
+                        ),
+                    )
+                })?;
+            if !(1..=MAX_MEMORY_LIMIT_MB).contains(&activity.memory_limit_mb) {
+                return Err(error(
+                    key("memory_limit_mb"),
+                    format!(
+                        "must be between 1 and {MAX_MEMORY_LIMIT_MB}; got {}",
+                        activity.memory_limit_mb
+                    ),
+                ));
+            }
+            let polling = activity.polling;
+            if polling.max_attempts == 0 {
+                return Err(error(
+                    key("polling.max_attempts"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if seconds(polling.interval_seconds, 0.0, 3600.0).is_none() {
+                return Err(error(
+                    key("polling.interval_seconds"),
+                    format!(
+                        "must be between 0 and 3600; got {}",
+                        polling.interval_seconds
+                    ),
+                ));
+            }
+            if !(polling.backoff_rate.is_finite() && (1.0..=10.0).contains(&polling.backoff_rate)) {
+                return Err(error(
+                    key("polling.backoff_rate"),
+                    format!("must be between 1.0 and 10.0; got {}", polling.backoff_rate),
+                ));
+            }
+            let handler = base.join(&activity.handler);
+            if !handler.is_file() {
+                return Err(error(
+                    key("handler"),
+                    format!(
+                        "{} is not a file: build the handler (e.g. `cargo build --release --target wasm32-wasip2`) or fix the path, which is relative to the config file's folder",
+                        handler.display()
+                    ),
+                ));
+            }
+            activities.push(ActivityConfig {
+                arn: activity.arn,
+                handler,
+                workers: activity.workers,
+                task_timeout,
+                memory_limit_bytes: activity.memory_limit_mb << 20,
+                restart_interval: Duration::from_millis(activity.restart_interval_ms),
+                polling,
+            });
+        }
+        Ok(Self {
+            file: file.to_owned(),
+            aws: raw.aws,
+            host,
+            activities,
+        })
+    }
+
+    /// The sum of all activities' workers: the most tasks that run at once.
+    pub fn total_workers(&self) -> u32 {
+        self.activities.iter().map(|a| a.workers).sum()
+    }
+
+    /// The largest memory cap of any activity, in bytes.
+    pub fn max_memory_bytes(&self) -> u64 {
+        self.activities
+            .iter()
+            .map(|a| a.memory_limit_bytes)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+fn seconds(value: f64, min: f64, max: f64) -> Option<Duration> {
+    (value.is_finite() && value >= min && value <= max).then(|| Duration::from_secs_f64(value))
+}
+
+/// `arn:PARTITION:states:REGION:ACCOUNT:activity:NAME`.
+fn check_arn(arn: &str) -> Result<(), String> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    let ok = parts.len() == 7
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "states"
+        && !parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && parts[5] == "activity"
+        && !parts[6].is_empty();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{arn:?} is not an activity ARN; expected arn:aws:states:REGION:ACCOUNT:activity:NAME"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARN: &str = "arn:aws:states:us-east-1:000000000000:activity:greet";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("greet.wasm"), b"\0asm").unwrap();
+        Config::parse(&dir.path().join("config.toml"), text)
+    }
+
+    fn error_of(text: &str) -> ConfigError {
+        parse(text).expect_err("the config should be rejected")
+    }
+
+    #[test]
+    fn a_minimal_config_gets_the_defaults() {
+        let config = parse(&format!(
+            "[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n"
+        ))
+        .unwrap();
+        let activity = &config.activities[0];
+        assert_eq!(activity.workers, 1);
+        assert_eq!(activity.task_timeout, Duration::from_secs(300));
+        assert_eq!(activity.memory_limit_bytes, 128 << 20);
+        assert_eq!(activity.polling, PollingConfig::default());
+        assert!(activity.handler.is_absolute());
+        assert_eq!(config.host.shutdown_grace, Duration::from_secs(30));
+        assert!(!config.host.worker_prefix.is_empty());
+    }
+
+    #[test]
+    fn the_full_example_parses() {
+        let text = format!(
+            r#"
+            [aws]
+            region = "us-east-1"
+            endpoint_url = "http://127.0.0.1:4599"
+            [host]
+            worker_prefix = "my-host"
+            shutdown_grace_seconds = 30
+            log_format = "json"
+            [[activity]]
+            arn = "{ARN}"
+            handler = "greet.wasm"
+            workers = 4
+            task_timeout_seconds = 300
+            memory_limit_mb = 128
+            restart_interval_ms = 2000
+            [activity.polling]
+            max_attempts = 5
+            interval_seconds = 1.0
+            backoff_rate = 1.2
+            "#
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.host.log_format, LogFormat::Json);
+        assert_eq!(
+            config.aws.endpoint_url.as_deref(),
+            Some("http://127.0.0.1:4599")
+        );
+        assert_eq!(config.total_workers(), 4);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_what_to_do() {
+        let activity = |extra: &str| {
+            format!("[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n{extra}\n")
+        };
+        let cases = [
+            (
+                activity("workers = 0"),
+                "activity[0].workers",
+                "between 1 and 1000",
+            ),
+            (
+                activity("memory_limit_mb = 5000"),
+                "activity[0].memory_limit_mb",
+                "between 1 and 4096",
+            ),
+            (
+                activity("task_timeout_seconds = 0"),
+                "activity[0].task_timeout_seconds",
+                "more than 0",
+            ),
+            (
+                activity("[activity.polling]\nbackoff_rate = 0.5"),
+                "activity[0].polling.backoff_rate",
+                "between 1.0",
+            ),
+            (
+                activity("[activity.polling]\nmax_attempts = 0"),
+                "activity[0].polling.max_attempts",
+                "at least 1",
+            ),
+            (
+                "[[activity]]\narn = \"nope\"\nhandler = \"greet.wasm\"".to_owned(),
+                "activity[0].arn",
+                "not an activity ARN",
+            ),
+            (
+                format!("[[activity]]\narn = \"{ARN}\"\nhandler = \"missing.wasm\""),
+                "activity[0].handler",
+                "missing.wasm is not a file",
+            ),
+            (
+                format!("{}{}", activity(""), activity("")),
+                "activity[1].arn",
+                "the same ARN as activity[0]",
+            ),
+            (
+                "[host]\nworker_prefix = \"x\"".into(),
+                "activity",
+                "add at least one [[activity]]",
+            ),
+            (
+                format!("[aws]\nendpoint_url = \"127.0.0.1\"\n{}", activity("")),
+                "aws.endpoint_url",
+                "http://",
+            ),
+            (
+                format!("[host]\nshutdown_grace_seconds = -1\n{}", activity("")),
+                "host.shutdown_grace_seconds",
+                "between 0",
+            ),
+        ];
+        for (text, key, message) in cases {
+            let err = error_of(&text);
+            assert_eq!(err.key, key, "{text}: {err}");
+            assert!(err.message.contains(message), "{text}: {err}");
+            assert!(err.to_string().contains("config.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_and_missing_keys_are_errors_with_their_names() {
+        let err = error_of(&format!(
+            "[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\nmemory_limit = 5\n"
+        ));
+        assert!(
+            err.message.contains("unknown field `memory_limit`"),
+            "{err}"
+        );
+        assert!(err.message.contains("line 4"), "{err}");
+        let err = error_of("[[activity]]\nhandler = \"greet.wasm\"\n");
+        assert!(err.message.contains("missing field `arn`"), "{err}");
+        let err = error_of("[host]\nlog_format = \"xml\"\n");
+        assert!(err.message.contains("xml"), "{err}");
+    }
+
+    #[test]
+    fn backoff_grows_by_the_rate() {
+        let polling = PollingConfig {
+            max_attempts: 5,
+            interval_seconds: 1.0,
+            backoff_rate: 2.0,
+        };
+        assert_eq!(polling.delay(1), Duration::from_secs(1));
+        assert_eq!(polling.delay(3), Duration::from_secs(4));
+        assert_eq!(polling.delay(500), Duration::from_secs(3600));
+    }
+}

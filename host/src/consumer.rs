@@ -1,0 +1,131 @@
+//! `ActivityConsumer`: the process's activities, one pool each, and the two-phase
+//! shutdown that leaves no received task without an answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::engine::{Handler, TaskControl, WasmEngine};
+use crate::events::Events;
+use crate::pool::ActivityPoolManager;
+use crate::sfn::StepFunctions;
+use crate::worker::WorkerShared;
+
+/// Every pool of the process.
+pub struct ActivityConsumer {
+    pools: Vec<ActivityPoolManager>,
+    handlers: Vec<watch::Sender<Handler>>,
+    stop_polling: CancellationToken,
+    tasks: TaskControl,
+}
+
+/// How a shutdown went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Whether the grace period ran out and running tasks were aborted.
+    pub aborted: bool,
+}
+
+impl ActivityConsumer {
+    /// One pool per activity of `config`; `handlers[i]` serves `config.activities[i]`.
+    ///
+    /// # Panics
+    /// If `handlers` and `config.activities` differ in length (a programming error).
+    pub fn new(
+        config: &Config,
+        engine: Arc<WasmEngine>,
+        handlers: Vec<Handler>,
+        sfn: Arc<dyn StepFunctions>,
+        events: Events,
+    ) -> Self {
+        assert_eq!(
+            handlers.len(),
+            config.activities.len(),
+            "one handler per activity"
+        );
+        let stop_polling = CancellationToken::new();
+        let tasks = TaskControl::default();
+        let mut pools = Vec::with_capacity(handlers.len());
+        let mut senders = Vec::with_capacity(handlers.len());
+        for (activity, handler) in config.activities.iter().zip(handlers) {
+            let (sender, handler) = watch::channel(handler);
+            let shared = Arc::new(WorkerShared {
+                arn: Arc::from(activity.arn.as_str()),
+                activity: activity.clone(),
+                sfn: sfn.clone(),
+                engine: engine.clone(),
+                handler,
+                events: events.clone(),
+                tasks: tasks.clone(),
+            });
+            pools.push(ActivityPoolManager::new(
+                shared,
+                config.host.worker_prefix.clone(),
+                stop_polling.child_token(),
+            ));
+            senders.push(sender);
+        }
+        Self {
+            pools,
+            handlers: senders,
+            stop_polling,
+            tasks,
+        }
+    }
+
+    /// Starts every pool's workers.
+    pub fn start(&mut self) {
+        self.pools.iter_mut().for_each(ActivityPoolManager::start);
+    }
+
+    /// The pool of `arn`, to resize it.
+    pub fn pool(&self, arn: &str) -> Option<&ActivityPoolManager> {
+        self.pools.iter().find(|pool| pool.arn() == arn)
+    }
+
+    /// Makes `handler` the version new tasks of `arn` use; running tasks keep theirs.
+    /// Returns false if there is no such activity.
+    pub fn swap_handler(&self, arn: &str, handler: Handler) -> bool {
+        let Some(index) = self.pools.iter().position(|pool| pool.arn() == arn) else {
+            return false;
+        };
+        self.handlers[index].send_replace(handler);
+        true
+    }
+
+    /// The first phase of shutdown, idempotent and immediate: stop polling (in-flight
+    /// polls are abandoned) and make every running task's `cancelled()` true.
+    pub fn initiate_shutdown(&self) {
+        self.stop_polling.cancel();
+        self.tasks.cancel.cancel();
+    }
+
+    /// The token that aborts every running task when cancelled: each is stopped within an
+    /// epoch tick and answered `SfnWasmHost.Shutdown`. For a second signal during
+    /// [`shutdown`](Self::shutdown).
+    pub fn abort_token(&self) -> CancellationToken {
+        self.tasks.abort.clone()
+    }
+
+    /// Shuts down: [`initiate_shutdown`](Self::initiate_shutdown), then lets running tasks
+    /// finish for up to `grace`, then aborts the rest and waits for their answers.
+    pub async fn shutdown(&mut self, grace: Duration) -> ShutdownReport {
+        self.initiate_shutdown();
+        let abort = self.tasks.abort.clone();
+        let stop_all =
+            futures::future::join_all(self.pools.iter_mut().map(ActivityPoolManager::stop));
+        tokio::pin!(stop_all);
+        let aborted = tokio::select! {
+            _ = &mut stop_all => false,
+            () = tokio::time::sleep(grace) => true,
+        };
+        if aborted {
+            abort.cancel();
+            stop_all.await;
+        }
+        ShutdownReport { aborted }
+    }
+}

@@ -1,0 +1,220 @@
+//! Lifecycle events, with the seed's names (`worker:*`, `polling:*`, `task:*`).
+//!
+//! Every event is logged through `tracing` (field `event` = the name, plus `activity`,
+//! `worker`, and for task events `task_id` and `handler_digest`) and broadcast to
+//! subscribers, which is how tests and embedders watch a worker. Emitting never blocks:
+//! a subscriber that falls behind misses events (and is told so by the channel).
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// `worker:starting`
+    WorkerStarting,
+    /// `worker:running`
+    WorkerRunning,
+    /// `worker:stopping`
+    WorkerStopping,
+    /// `worker:stopped`, with the exit code: 0 when asked to stop, 10 after too many failed
+    /// polls (the pool restarts it).
+    WorkerStopped {
+        /// 0 or [`crate::worker::EXIT_POLLING_ERROR`].
+        exit_code: i32,
+    },
+    /// `worker:error`: the worker gives up (too many failed polls).
+    WorkerError {
+        /// Why.
+        error: String,
+    },
+    /// `polling:starting`
+    PollingStarting,
+    /// `polling:success`: the poll returned, with or without a task.
+    PollingSuccess {
+        /// Whether it brought a task.
+        task: bool,
+    },
+    /// `polling:error`
+    PollingError {
+        /// Why.
+        error: String,
+        /// Failed polls in a row, this one included.
+        attempt: u32,
+    },
+    /// `task:received`
+    TaskReceived,
+    /// `task:start`: the handler is about to run.
+    TaskStart,
+    /// `task:heartbeat`: a heartbeat was delivered.
+    TaskHeartbeat,
+    /// `task:success`: a success was delivered.
+    TaskSuccess,
+    /// `task:failure`: a failure was delivered (the guest's or the host's).
+    TaskFailure {
+        /// The error name.
+        error: String,
+    },
+    /// `task:errored`: the handler went wrong (trap, no answer, a second answer, ...).
+    TaskErrored {
+        /// What went wrong.
+        error: String,
+    },
+    /// `task:done`: the task is finished with; nothing more happens to it.
+    TaskDone,
+}
+
+impl EventKind {
+    /// The event's name, as in the seed (`task:success`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::WorkerStarting => "worker:starting",
+            EventKind::WorkerRunning => "worker:running",
+            EventKind::WorkerStopping => "worker:stopping",
+            EventKind::WorkerStopped { .. } => "worker:stopped",
+            EventKind::WorkerError { .. } => "worker:error",
+            EventKind::PollingStarting => "polling:starting",
+            EventKind::PollingSuccess { .. } => "polling:success",
+            EventKind::PollingError { .. } => "polling:error",
+            EventKind::TaskReceived => "task:received",
+            EventKind::TaskStart => "task:start",
+            EventKind::TaskHeartbeat => "task:heartbeat",
+            EventKind::TaskSuccess => "task:success",
+            EventKind::TaskFailure { .. } => "task:failure",
+            EventKind::TaskErrored { .. } => "task:errored",
+            EventKind::TaskDone => "task:done",
+        }
+    }
+}
+
+/// Which task an event is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRef {
+    /// The task's short id (from its token; never the token).
+    pub task_id: Arc<str>,
+    /// The digest of the handler version that runs it.
+    pub handler_digest: Arc<str>,
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The activity ARN.
+    pub activity: Arc<str>,
+    /// The worker name.
+    pub worker: Arc<str>,
+    /// The task, for `task:*` events.
+    pub task: Option<TaskRef>,
+}
+
+/// The broadcast channel events go through. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Events {
+    sender: broadcast::Sender<Event>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self::new(4096)
+    }
+}
+
+impl Events {
+    /// A channel keeping up to `capacity` events for slow subscribers.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            sender: broadcast::channel(capacity).0,
+        }
+    }
+
+    /// Receives every event emitted from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.sender.subscribe()
+    }
+
+    fn emit(&self, event: Event) {
+        log(&event);
+        // No subscribers is fine: the log has it.
+        let _ = self.sender.send(event);
+    }
+}
+
+/// Emits events for one worker, and for one task when it has one.
+#[derive(Debug, Clone)]
+pub struct Emitter {
+    events: Events,
+    activity: Arc<str>,
+    worker: Arc<str>,
+    task: Option<TaskRef>,
+}
+
+impl Emitter {
+    /// An emitter for `worker` of `activity`.
+    pub fn new(events: Events, activity: Arc<str>, worker: Arc<str>) -> Self {
+        Self {
+            events,
+            activity,
+            worker,
+            task: None,
+        }
+    }
+
+    /// The same worker's emitter for `task`.
+    pub fn for_task(&self, task: TaskRef) -> Self {
+        Self {
+            task: Some(task),
+            ..self.clone()
+        }
+    }
+
+    /// Emits `kind`.
+    pub fn emit(&self, kind: EventKind) {
+        self.events.emit(Event {
+            kind,
+            activity: self.activity.clone(),
+            worker: self.worker.clone(),
+            task: self.task.clone(),
+        });
+    }
+}
+
+fn log(event: &Event) {
+    let name = event.kind.name();
+    let (activity, worker) = (&*event.activity, &*event.worker);
+    let detail = match &event.kind {
+        EventKind::WorkerStopped { exit_code } => format!("exit code {exit_code}"),
+        EventKind::WorkerError { error }
+        | EventKind::TaskFailure { error }
+        | EventKind::TaskErrored { error } => error.clone(),
+        EventKind::PollingError { error, attempt } => format!("attempt {attempt}: {error}"),
+        _ => String::new(),
+    };
+    match (&event.task, &event.kind) {
+        (Some(task), EventKind::TaskErrored { .. }) => tracing::warn!(
+            event = name,
+            activity,
+            worker,
+            task_id = &*task.task_id,
+            handler_digest = &*task.handler_digest,
+            "{name} {detail}"
+        ),
+        (Some(task), _) => tracing::info!(
+            event = name,
+            activity,
+            worker,
+            task_id = &*task.task_id,
+            handler_digest = &*task.handler_digest,
+            "{name} {detail}"
+        ),
+        (None, EventKind::PollingError { .. } | EventKind::WorkerError { .. }) => {
+            tracing::warn!(event = name, activity, worker, "{name} {detail}")
+        }
+        (None, EventKind::PollingStarting | EventKind::PollingSuccess { task: false }) => {
+            tracing::debug!(event = name, activity, worker, "{name}")
+        }
+        (None, _) => tracing::info!(event = name, activity, worker, "{name} {detail}"),
+    }
+}

@@ -1,0 +1,111 @@
+//! The Step Functions emulator (LocalStack) that `scripts/test.sh` starts, and helpers to
+//! make fresh activities and state machines in it.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_sfn::Client;
+use aws_sdk_sfn::types::ExecutionStatus;
+use serde_json::json;
+
+/// The emulator's endpoint. The tests that need it fail (not skip) without it.
+pub fn endpoint() -> String {
+    std::env::var("LOCALSTACK_ENDPOINT").expect(
+        "LOCALSTACK_ENDPOINT is not set: run the suite with scripts/test.sh, which starts LocalStack",
+    )
+}
+
+/// A client for the emulator, as the tests' own view of Step Functions.
+pub async fn client() -> Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await;
+    Client::new(&config)
+}
+
+/// A fresh, uniquely named activity (LocalStack keeps stale tasks per activity).
+pub async fn activity(client: &Client, name: &str) -> String {
+    let name = format!("{name}-{:08x}", fastrand::u32(..));
+    client
+        .create_activity()
+        .name(name)
+        .send()
+        .await
+        .expect("create activity")
+        .activity_arn
+}
+
+/// A state machine with one task state on `activity_arn`.
+///
+/// The task state always has `HeartbeatSeconds` (60 unless given): LocalStack answers
+/// `SendTaskHeartbeat` with `InvalidToken` for a state without it, where AWS accepts it.
+pub async fn state_machine(
+    client: &Client,
+    activity_arn: &str,
+    heartbeat_seconds: Option<u32>,
+) -> String {
+    let task = json!({
+        "Type": "Task", "Resource": activity_arn, "TimeoutSeconds": 120,
+        "HeartbeatSeconds": heartbeat_seconds.unwrap_or(60), "End": true,
+    });
+    let definition = json!({"StartAt": "Work", "States": {"Work": task}});
+    client
+        .create_state_machine()
+        .name(format!("sm-{:08x}", fastrand::u32(..)))
+        .definition(definition.to_string())
+        .role_arn("arn:aws:iam::000000000000:role/sfn-wasm-host-tests")
+        .send()
+        .await
+        .expect("create state machine")
+        .state_machine_arn
+}
+
+/// Starts an execution with `input`.
+pub async fn start(client: &Client, state_machine: &str, input: serde_json::Value) -> String {
+    client
+        .start_execution()
+        .state_machine_arn(state_machine)
+        .input(input.to_string())
+        .send()
+        .await
+        .expect("start execution")
+        .execution_arn
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub status: ExecutionStatus,
+    pub output: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub cause: Option<String>,
+}
+
+/// Waits until the execution is no longer running (at most `limit`).
+pub async fn wait(client: &Client, execution: &str, limit: Duration) -> Ended {
+    let started = Instant::now();
+    loop {
+        let described = client
+            .describe_execution()
+            .execution_arn(execution)
+            .send()
+            .await
+            .expect("describe");
+        if described.status != ExecutionStatus::Running {
+            return Ended {
+                status: described.status,
+                output: described
+                    .output
+                    .map(|o| serde_json::from_str(&o).expect("output is JSON")),
+                error: described.error,
+                cause: described.cause,
+            };
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{execution} still running after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

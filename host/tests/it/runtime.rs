@@ -1,0 +1,363 @@
+//! The runtime against a real Step Functions API (LocalStack): workers and pools in
+//! process, with the seed's event orders.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sfn::types::ExecutionStatus;
+use serde_json::json;
+use sfn_wasm_host::config::Config;
+use sfn_wasm_host::consumer::ActivityConsumer;
+use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
+use sfn_wasm_host::events::{Event, EventKind, Events};
+use sfn_wasm_host::sfn::AwsStepFunctions;
+use tokio::sync::broadcast;
+
+use crate::emulator::{self, Ended};
+use crate::guests::guest;
+
+/// A consumer serving one fresh activity.
+pub struct Harness {
+    pub client: aws_sdk_sfn::Client,
+    pub activity: String,
+    pub state_machine: String,
+    pub consumer: ActivityConsumer,
+    pub events: broadcast::Receiver<Event>,
+}
+
+/// What to serve, and how.
+pub struct Setup<'a> {
+    pub handler: &'a str,
+    pub workers: u32,
+    /// `HeartbeatSeconds` of the state machine's task state.
+    pub heartbeat: Option<u32>,
+    /// More `[[activity]]` keys.
+    pub extra: &'a str,
+    /// Where the host (not the test client) reaches Step Functions.
+    pub endpoint: String,
+}
+
+impl<'a> Setup<'a> {
+    pub fn new(handler: &'a str) -> Self {
+        Self {
+            handler,
+            workers: 1,
+            heartbeat: None,
+            extra: "",
+            endpoint: emulator::endpoint(),
+        }
+    }
+
+    pub async fn start(self) -> Harness {
+        let client = emulator::client().await;
+        let activity = emulator::activity(&client, self.handler).await;
+        let state_machine = emulator::state_machine(&client, &activity, self.heartbeat).await;
+        let path = guest(self.handler);
+        let text = format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
+             [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\nworkers = {}\n\
+             task_timeout_seconds = 20\nmemory_limit_mb = 64\n{}\n",
+            self.endpoint,
+            path.display(),
+            self.workers,
+            self.extra,
+        );
+        let config =
+            Config::parse(std::path::Path::new("/tests/config.toml"), &text).expect("config");
+        let engine = Arc::new(
+            WasmEngine::new(EngineConfig {
+                max_concurrent_tasks: config.total_workers(),
+                max_memory_bytes: config.max_memory_bytes(),
+                pooling: true,
+            })
+            .unwrap(),
+        );
+        let handler = Handler::load_file(&engine, &path).unwrap();
+        let sfn = Arc::new(AwsStepFunctions::new(&config.aws).await);
+        let events = Events::default();
+        let receiver = events.subscribe();
+        let mut consumer = ActivityConsumer::new(&config, engine, vec![handler], sfn, events);
+        consumer.start();
+        Harness {
+            client,
+            activity,
+            state_machine,
+            consumer,
+            events: receiver,
+        }
+    }
+}
+
+impl Harness {
+    pub fn pool(&self) -> &sfn_wasm_host::pool::ActivityPoolManager {
+        self.consumer
+            .pool(&self.activity)
+            .expect("the harness's pool")
+    }
+
+    pub async fn run(&self, input: serde_json::Value) -> Ended {
+        let execution = emulator::start(&self.client, &self.state_machine, input).await;
+        emulator::wait(&self.client, &execution, Duration::from_secs(60)).await
+    }
+
+    /// Event names, as they come, until `until` (inclusive) or the timeout.
+    pub async fn events_until(&mut self, until: &str, limit: Duration) -> Vec<Event> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {until} within {limit:?}; saw {:?}", names(&seen)))
+                .expect("event channel");
+            let done = event.kind.name() == until;
+            seen.push(event);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+pub fn names(events: &[Event]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind.name()).collect()
+}
+
+/// The events of the one task in `events`, from the poll that brought it.
+fn task_events(events: &[Event]) -> Vec<&'static str> {
+    let received = events
+        .iter()
+        .position(|e| e.kind == EventKind::TaskReceived)
+        .expect("task:received");
+    let start = events[..received]
+        .iter()
+        .rposition(|e| e.kind == EventKind::PollingStarting)
+        .unwrap_or_else(|| panic!("no polling:starting before the task: {:?}", names(events)));
+    names(&events[start..])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_scenarios_end_to_end() {
+    let mut h = Setup::new("scenarios").start().await;
+    h.events_until("worker:running", Duration::from_secs(10))
+        .await;
+    let prefix = [
+        "polling:starting",
+        "polling:success",
+        "task:received",
+        "task:start",
+    ];
+    let cases: [(&str, &[&str], ExecutionStatus, Option<&str>); 6] = [
+        (
+            "World",
+            &["task:success", "task:done"],
+            ExecutionStatus::Succeeded,
+            None,
+        ),
+        (
+            "Heartbeat",
+            &["task:heartbeat", "task:success", "task:done"],
+            ExecutionStatus::Succeeded,
+            None,
+        ),
+        (
+            "Failure",
+            &["task:failure", "task:done"],
+            ExecutionStatus::Failed,
+            Some("InvalidName"),
+        ),
+        (
+            "Error",
+            &["task:errored", "task:failure", "task:done"],
+            ExecutionStatus::Failed,
+            Some("SfnWasmHost.Trap"),
+        ),
+        (
+            "Forgot",
+            &["task:errored", "task:failure", "task:done"],
+            ExecutionStatus::Failed,
+            Some("SfnWasmHost.NoResponse"),
+        ),
+        (
+            "Duplicate",
+            &["task:success", "task:errored", "task:done"],
+            ExecutionStatus::Succeeded,
+            None,
+        ),
+    ];
+    for (hello, tail, status, error) in cases {
+        let ended = h.run(json!({"hello": hello})).await;
+        let events = h.events_until("task:done", Duration::from_secs(10)).await;
+        let expected: Vec<&str> = prefix.iter().chain(tail).copied().collect();
+        assert_eq!(task_events(&events), expected, "{hello}: {events:?}");
+        assert_eq!(ended.status, status, "{hello}: {ended:?}");
+        assert_eq!(ended.error.as_deref(), error, "{hello}: {ended:?}");
+        if status == ExecutionStatus::Succeeded {
+            assert_eq!(
+                ended.output,
+                Some(json!({"greeting": format!("Hello, {hello}")}))
+            );
+        }
+        // Every task event names the task and the handler version.
+        let task = events
+            .iter()
+            .find(|e| e.kind == EventKind::TaskStart)
+            .unwrap()
+            .task
+            .clone()
+            .unwrap();
+        assert_eq!(task.task_id.len(), 16);
+        assert_eq!(task.handler_digest.len(), 64);
+    }
+    h.consumer.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_no_task_starts_and_stops_promptly() {
+    let mut h = Setup::new("greet").start().await;
+    let started = h
+        .events_until("polling:starting", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        names(&started),
+        ["worker:starting", "worker:running", "polling:starting"]
+    );
+    let stopping = std::time::Instant::now();
+    let report = h.consumer.shutdown(Duration::from_secs(30)).await;
+    assert!(!report.aborted);
+    // A liveness bound: the 60 s long poll must be abandoned, not waited out.
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        stopping.elapsed()
+    );
+    let stopped = h
+        .events_until("worker:stopped", Duration::from_secs(1))
+        .await;
+    assert_eq!(names(&stopped), ["worker:stopping", "worker:stopped"]);
+    assert_eq!(stopped[1].kind, EventKind::WorkerStopped { exit_code: 0 });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_of_four_answers_many_executions_exactly_once() {
+    let mut h = Setup {
+        workers: 4,
+        ..Setup::new("greet")
+    }
+    .start()
+    .await;
+    let mut running = 0;
+    while running < 4 {
+        let events = h
+            .events_until("worker:running", Duration::from_secs(10))
+            .await;
+        running += names(&events)
+            .iter()
+            .filter(|n| **n == "worker:running")
+            .count();
+    }
+    let executions: Vec<String> = futures::future::join_all((0..40).map(|i| {
+        emulator::start(
+            &h.client,
+            &h.state_machine,
+            json!({"hello": format!("n{i}")}),
+        )
+    }))
+    .await;
+    for (i, execution) in executions.iter().enumerate() {
+        let ended = emulator::wait(&h.client, execution, Duration::from_secs(120)).await;
+        assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
+        assert_eq!(
+            ended.output,
+            Some(json!({"greeting": format!("Hello, n{i}")}))
+        );
+    }
+    h.consumer.shutdown(Duration::from_secs(5)).await;
+    let mut answers = std::collections::HashMap::<String, usize>::new();
+    let mut workers = std::collections::HashSet::new();
+    while let Ok(event) = h.events.try_recv() {
+        if matches!(
+            event.kind,
+            EventKind::TaskSuccess | EventKind::TaskFailure { .. }
+        ) {
+            *answers
+                .entry(event.task.unwrap().task_id.to_string())
+                .or_default() += 1;
+            workers.insert(event.worker.clone());
+        }
+    }
+    assert_eq!(answers.len(), 40, "every task answered");
+    assert!(
+        answers.values().all(|n| *n == 1),
+        "each exactly once: {answers:?}"
+    );
+    assert!(workers.len() > 1, "the pool shared the work");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_heartbeat_times_the_execution_out() {
+    let mut h = Setup {
+        heartbeat: Some(1),
+        ..Setup::new("scenarios")
+    }
+    .start()
+    .await;
+    let ended = h.run(json!({"hello": "Sleep", "ms": 3000})).await;
+    assert_eq!(ended.status, ExecutionStatus::Failed, "{ended:?}");
+    assert_eq!(ended.error.as_deref(), Some("States.Timeout"), "{ended:?}");
+    // The late success is refused as a closed task; nothing else is sent for it.
+    let events = h.events_until("task:done", Duration::from_secs(10)).await;
+    assert!(
+        !names(&events).contains(&"task:success"),
+        "{:?}",
+        names(&events)
+    );
+    assert!(
+        !names(&events).contains(&"task:failure"),
+        "{:?}",
+        names(&events)
+    );
+    h.consumer.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_resizes_up_and_down_at_runtime() {
+    let mut h = Setup {
+        workers: 2,
+        ..Setup::new("greet")
+    }
+    .start()
+    .await;
+    let count = |events: &[Event], name: &str| names(events).iter().filter(|n| **n == name).count();
+    let mut seen = Vec::new();
+    while count(&seen, "worker:running") < 2 {
+        seen.extend(
+            h.events_until("worker:running", Duration::from_secs(10))
+                .await,
+        );
+    }
+    h.pool().set_desired_capacity(4);
+    assert_eq!(h.pool().desired_capacity(), 4);
+    let mut seen = Vec::new();
+    while count(&seen, "worker:running") < 2 {
+        seen.extend(
+            h.events_until("worker:running", Duration::from_secs(10))
+                .await,
+        );
+    }
+    h.pool().set_desired_capacity(1);
+    let mut seen = Vec::new();
+    while count(&seen, "worker:stopped") < 3 {
+        seen.extend(
+            h.events_until("worker:stopped", Duration::from_secs(10))
+                .await,
+        );
+    }
+    assert!(
+        seen.iter()
+            .all(|e| !matches!(e.kind, EventKind::WorkerStopped { exit_code } if exit_code != 0))
+    );
+    // The one worker left still serves.
+    let ended = h.run(json!({"hello": "one"})).await;
+    assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
+    h.consumer.shutdown(Duration::from_secs(5)).await;
+}

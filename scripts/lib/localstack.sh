@@ -1,0 +1,81 @@
+# LocalStack (Step Functions only, no Docker) for the tests and the demo.
+# Source this file, then: localstack_start; ...; localstack_stop (or trap it).
+# Sets LOCALSTACK_ENDPOINT and the AWS_* variables a client needs to talk to it.
+
+LOCALSTACK_VENV="${LOCALSTACK_VENV:-$PWD/.venv/localstack}"
+LOCALSTACK_REQUIREMENTS="$PWD/scripts/localstack-requirements.txt"
+
+# Creates (or updates) the venv from the pinned requirements. Idempotent and cached:
+# it reinstalls only when the pin file changes.
+localstack_install() {
+  local stamp="$LOCALSTACK_VENV/.requirements.sha256"
+  local want
+  want=$(sha256sum "$LOCALSTACK_REQUIREMENTS" | cut -d' ' -f1)
+  if [ -x "$LOCALSTACK_VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    return 0
+  fi
+  echo "installing LocalStack into $LOCALSTACK_VENV (once)..." >&2
+  if ! python3 -m venv --clear "$LOCALSTACK_VENV" >/dev/null 2>&1; then
+    # Debian splits venv support into its own package.
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv --clear "$LOCALSTACK_VENV"
+    else
+      echo "error: python3 -m venv failed; install Debian's python3-venv package (sudo apt-get install python3-venv)" >&2
+      return 1
+    fi
+  fi
+  "$LOCALSTACK_VENV/bin/pip" install --quiet --disable-pip-version-check -r "$LOCALSTACK_REQUIREMENTS"
+  echo "$want" > "$stamp"
+}
+
+# Starts LocalStack on a free loopback port and waits until Step Functions answers.
+localstack_start() {
+  localstack_install
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  LOCALSTACK_DIR="$PWD/target/localstack/$port"
+  mkdir -p "$LOCALSTACK_DIR"
+  TMPDIR="$LOCALSTACK_DIR" GATEWAY_SERVER=hypercorn GATEWAY_LISTEN="127.0.0.1:$port" \
+    SERVICES=stepfunctions EAGER_SERVICE_LOADING=1 DNS_ADDRESS=0 DISABLE_EVENTS=1 \
+    SKIP_SSL_CERT_DOWNLOAD=1 LOCALSTACK_VOLUME_DIR="$LOCALSTACK_DIR/volume" \
+    "$LOCALSTACK_VENV/bin/python" -m localstack.runtime.main >"$LOCALSTACK_DIR/localstack.log" 2>&1 &
+  LOCALSTACK_PID=$!
+  export LOCALSTACK_ENDPOINT="http://127.0.0.1:$port"
+  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+  unset AWS_PROFILE AWS_SESSION_TOKEN
+  local waited=0
+  until python3 - "$LOCALSTACK_ENDPOINT" 2>/dev/null <<'PY'
+import json, sys, urllib.request
+health = json.load(urllib.request.urlopen(sys.argv[1] + "/_localstack/health", timeout=2))
+sys.exit(0 if health["services"].get("stepfunctions") == "running" else 1)
+PY
+  do
+    if ! kill -0 "$LOCALSTACK_PID" 2>/dev/null || [ "$waited" -ge 120 ]; then
+      echo "error: LocalStack did not start; its log:" >&2
+      tail -n 40 "$LOCALSTACK_DIR/localstack.log" >&2
+      return 1
+    fi
+    sleep 0.5
+    waited=$((waited + 1))
+  done
+  # The first API call is slow; make it here rather than in a test.
+  "$LOCALSTACK_VENV/bin/python" - "$LOCALSTACK_ENDPOINT" <<'PY'
+import sys, boto3
+boto3.client("stepfunctions", endpoint_url=sys.argv[1]).list_activities()
+PY
+  echo "LocalStack ready at $LOCALSTACK_ENDPOINT (pid $LOCALSTACK_PID)" >&2
+}
+
+# Stops LocalStack: SIGTERM, then SIGKILL after a few seconds.
+localstack_stop() {
+  [ -n "${LOCALSTACK_PID:-}" ] || return 0
+  kill -TERM "$LOCALSTACK_PID" 2>/dev/null || true
+  for _ in $(seq 1 50); do
+    kill -0 "$LOCALSTACK_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$LOCALSTACK_PID" 2>/dev/null || true
+  wait "$LOCALSTACK_PID" 2>/dev/null || true
+  LOCALSTACK_PID=
+}
