@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The main job on its embedded default: build the greet example and run one task
-# through it in the sandbox, printing the answer.
+# The main job, end to end on its embedded default: a local Step Functions emulator
+# (LocalStack), the greet example handler, `sfn-wasm-host serve`, a few executions, their
+# outputs printed, a clean shutdown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-guests.sh
 cargo build --quiet
-for name in World Wasm; do
-  input="{\"hello\": \"$name\"}"
-  echo "invoke greet.wasm --input '$input'"
-  target/debug/sfn-wasm-host invoke target/wasm32-wasip2/release/greet.wasm --input "$input"
-done
+. scripts/lib/localstack.sh
+trap localstack_stop EXIT
+localstack_start
+"$LOCALSTACK_VENV/bin/python" scripts/demo.py "$LOCALSTACK_ENDPOINT" target/debug/sfn-wasm-host \
+  target/wasm32-wasip2/release/greet.wasm target/demo

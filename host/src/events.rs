@@ -184,13 +184,13 @@ impl Emitter {
 fn log(event: &Event) {
     let name = event.kind.name();
     let (activity, worker) = (&*event.activity, &*event.worker);
-    let detail = match &event.kind {
-        EventKind::WorkerStopped { exit_code } => format!("exit code {exit_code}"),
+    let message = match &event.kind {
+        EventKind::WorkerStopped { exit_code } => format!("{name}: exit code {exit_code}"),
         EventKind::WorkerError { error }
         | EventKind::TaskFailure { error }
-        | EventKind::TaskErrored { error } => error.clone(),
-        EventKind::PollingError { error, attempt } => format!("attempt {attempt}: {error}"),
-        _ => String::new(),
+        | EventKind::TaskErrored { error } => format!("{name}: {error}"),
+        EventKind::PollingError { error, attempt } => format!("{name}: attempt {attempt}: {error}"),
+        _ => name.to_owned(),
     };
     match (&event.task, &event.kind) {
         (Some(task), EventKind::TaskErrored { .. }) => tracing::warn!(
@@ -199,7 +199,7 @@ fn log(event: &Event) {
             worker,
             task_id = &*task.task_id,
             handler_digest = &*task.handler_digest,
-            "{name} {detail}"
+            "{message}"
         ),
         (Some(task), _) => tracing::info!(
             event = name,
@@ -207,14 +207,14 @@ fn log(event: &Event) {
             worker,
             task_id = &*task.task_id,
             handler_digest = &*task.handler_digest,
-            "{name} {detail}"
+            "{message}"
         ),
         (None, EventKind::PollingError { .. } | EventKind::WorkerError { .. }) => {
-            tracing::warn!(event = name, activity, worker, "{name} {detail}")
+            tracing::warn!(event = name, activity, worker, "{message}")
         }
         (None, EventKind::PollingStarting | EventKind::PollingSuccess { task: false }) => {
-            tracing::debug!(event = name, activity, worker, "{name}")
+            tracing::debug!(event = name, activity, worker, "{message}")
         }
-        (None, _) => tracing::info!(event = name, activity, worker, "{name} {detail}"),
+        (None, _) => tracing::info!(event = name, activity, worker, "{message}"),
     }
 }
