@@ -58,6 +58,9 @@ pub struct HostConfig {
     pub shutdown_grace: Duration,
     /// The log format, unless `--log-format` overrides it.
     pub log_format: LogFormat,
+    /// Where compiled handlers are kept between runs; `None` when `cache = false` or no
+    /// folder could be found.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// One `[[activity]]`, resolved.
@@ -77,6 +80,8 @@ pub struct ActivityConfig {
     pub restart_interval: Duration,
     /// Poll retries.
     pub polling: PollingConfig,
+    /// Whether a change to the handler file swaps the new version in.
+    pub watch: bool,
 }
 
 /// `[activity.polling]`: how a worker retries failed polls before it gives up.
@@ -157,6 +162,9 @@ struct RawHost {
     shutdown_grace_seconds: Option<f64>,
     #[serde(default)]
     log_format: LogFormat,
+    cache_dir: Option<PathBuf>,
+    #[serde(default = "default_true")]
+    cache: bool,
 }
 
 #[derive(Deserialize)]
@@ -174,6 +182,12 @@ struct RawActivity {
     restart_interval_ms: u64,
     #[serde(default)]
     polling: PollingConfig,
+    #[serde(default = "default_true")]
+    watch: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_workers() -> u32 {
@@ -251,13 +265,22 @@ impl Config {
             Some(prefix) => prefix,
             None => gethostname::gethostname().to_string_lossy().into_owned(),
         };
+        // Relative paths resolve against the config file's folder, made absolute so that
+        // the file watcher and logs see the same path whatever the working directory.
+        let folder = file.parent().unwrap_or(Path::new("."));
+        let base = std::path::absolute(folder).unwrap_or_else(|_| folder.to_owned());
+        let cache_dir = match (raw.host.cache, raw.host.cache_dir) {
+            (false, _) => None,
+            (true, Some(dir)) => Some(base.join(dir)),
+            (true, None) => default_cache_dir(),
+        };
         let host = HostConfig {
             worker_prefix,
             shutdown_grace,
             log_format: raw.host.log_format,
+            cache_dir,
         };
 
-        let base = file.parent().unwrap_or(Path::new("."));
         let mut activities: Vec<ActivityConfig> = Vec::with_capacity(raw.activity.len());
         for (index, activity) in raw.activity.into_iter().enumerate() {
             let key = |name: &str| format!("activity[{index}].{name}");
@@ -338,6 +361,7 @@ impl Config {
                 memory_limit_bytes: activity.memory_limit_mb << 20,
                 restart_interval: Duration::from_millis(activity.restart_interval_ms),
                 polling,
+                watch: activity.watch,
             });
         }
         Ok(Self {
@@ -361,6 +385,18 @@ impl Config {
             .max()
             .unwrap_or(0)
     }
+}
+
+/// `$XDG_CACHE_HOME/sfn-wasm-host`, else `$HOME/.cache/sfn-wasm-host`.
+fn default_cache_dir() -> Option<PathBuf> {
+    let from_env = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    from_env("XDG_CACHE_HOME")
+        .or_else(|| from_env("HOME").map(|home| home.join(".cache")))
+        .map(|dir| dir.join("sfn-wasm-host"))
 }
 
 fn seconds(value: f64, min: f64, max: f64) -> Option<Duration> {

@@ -4,20 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::engine::{Handler, TaskControl, WasmEngine};
-use crate::events::Events;
+use crate::engine::{LoadedHandler, TaskControl, WasmEngine};
+use crate::events::{Emitter, EventKind, Events};
 use crate::pool::ActivityPoolManager;
+use crate::reload::{HandlerSlot, ReloadTarget};
 use crate::sfn::StepFunctions;
 use crate::worker::WorkerShared;
 
 /// Every pool of the process.
 pub struct ActivityConsumer {
     pools: Vec<ActivityPoolManager>,
-    handlers: Vec<watch::Sender<Handler>>,
+    reload_targets: Vec<ReloadTarget>,
     stop_polling: CancellationToken,
     tasks: TaskControl,
 }
@@ -31,13 +31,14 @@ pub struct ShutdownReport {
 
 impl ActivityConsumer {
     /// One pool per activity of `config`; `handlers[i]` serves `config.activities[i]`.
+    /// Emits `handler:loaded` for each.
     ///
     /// # Panics
     /// If `handlers` and `config.activities` differ in length (a programming error).
     pub fn new(
         config: &Config,
         engine: Arc<WasmEngine>,
-        handlers: Vec<Handler>,
+        handlers: Vec<LoadedHandler>,
         sfn: Arc<dyn StepFunctions>,
         events: Events,
     ) -> Self {
@@ -49,16 +50,23 @@ impl ActivityConsumer {
         let stop_polling = CancellationToken::new();
         let tasks = TaskControl::default();
         let mut pools = Vec::with_capacity(handlers.len());
-        let mut senders = Vec::with_capacity(handlers.len());
-        for (activity, handler) in config.activities.iter().zip(handlers) {
-            let (sender, handler) = watch::channel(handler);
+        let mut reload_targets = Vec::with_capacity(handlers.len());
+        for (activity, loaded) in config.activities.iter().zip(handlers) {
+            let arn: Arc<str> = Arc::from(activity.arn.as_str());
+            let emitter = Emitter::for_activity(events.clone(), arn.clone());
+            emitter.emit(EventKind::HandlerLoaded {
+                digest: loaded.handler.digest().hex().clone(),
+                cache: loaded.cache.name(),
+                load_ms: u64::try_from(loaded.elapsed.as_millis()).unwrap_or(u64::MAX),
+            });
+            let slot = HandlerSlot::new(loaded.handler);
             let shared = Arc::new(WorkerShared {
-                arn: Arc::from(activity.arn.as_str()),
+                arn,
                 activity: activity.clone(),
                 sfn: sfn.clone(),
                 engine: engine.clone(),
-                handler,
-                events: events.clone(),
+                handler: slot.clone(),
+                emitter: emitter.clone(),
                 tasks: tasks.clone(),
             });
             pools.push(ActivityPoolManager::new(
@@ -66,11 +74,16 @@ impl ActivityConsumer {
                 config.host.worker_prefix.clone(),
                 stop_polling.child_token(),
             ));
-            senders.push(sender);
+            reload_targets.push(ReloadTarget {
+                path: activity.handler.clone(),
+                watch: activity.watch,
+                slot,
+                emitter,
+            });
         }
         Self {
             pools,
-            handlers: senders,
+            reload_targets,
             stop_polling,
             tasks,
         }
@@ -86,14 +99,10 @@ impl ActivityConsumer {
         self.pools.iter().find(|pool| pool.arn() == arn)
     }
 
-    /// Makes `handler` the version new tasks of `arn` use; running tasks keep theirs.
-    /// Returns false if there is no such activity.
-    pub fn swap_handler(&self, arn: &str, handler: Handler) -> bool {
-        let Some(index) = self.pools.iter().position(|pool| pool.arn() == arn) else {
-            return false;
-        };
-        self.handlers[index].send_replace(handler);
-        true
+    /// What the [`Reloader`](crate::reload::Reloader) needs to swap handlers, once: the
+    /// consumer keeps serving whatever the slots hold.
+    pub fn take_reload_targets(&mut self) -> Vec<ReloadTarget> {
+        std::mem::take(&mut self.reload_targets)
     }
 
     /// The first phase of shutdown, idempotent and immediate: stop polling (in-flight

@@ -63,6 +63,33 @@ pub enum EventKind {
     },
     /// `task:done`: the task is finished with; nothing more happens to it.
     TaskDone,
+    /// `handler:loaded`: the activity's handler was loaded at startup.
+    HandlerLoaded {
+        /// The module's digest.
+        digest: Arc<str>,
+        /// `hit`, `miss`, `rebuilt` or `disabled`: whether it came from the cache.
+        cache: &'static str,
+        /// How long loading took, in milliseconds.
+        load_ms: u64,
+    },
+    /// `handler:swapped`: new tasks now run a new version; running ones keep theirs.
+    HandlerSwapped {
+        /// The version replaced.
+        old_digest: Arc<str>,
+        /// The version now serving.
+        new_digest: Arc<str>,
+        /// How long making the new version ready took (compile or cache), in ms.
+        compile_ms: u64,
+        /// `hit`, `miss`, `rebuilt` or `disabled`.
+        cache: &'static str,
+    },
+    /// `handler:rejected`: a new file was not used; the previous version keeps serving.
+    HandlerRejected {
+        /// The rejected file's digest (empty when it could not be read).
+        digest: Arc<str>,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl EventKind {
@@ -84,6 +111,9 @@ impl EventKind {
             EventKind::TaskFailure { .. } => "task:failure",
             EventKind::TaskErrored { .. } => "task:errored",
             EventKind::TaskDone => "task:done",
+            EventKind::HandlerLoaded { .. } => "handler:loaded",
+            EventKind::HandlerSwapped { .. } => "handler:swapped",
+            EventKind::HandlerRejected { .. } => "handler:rejected",
         }
     }
 }
@@ -104,8 +134,8 @@ pub struct Event {
     pub kind: EventKind,
     /// The activity ARN.
     pub activity: Arc<str>,
-    /// The worker name.
-    pub worker: Arc<str>,
+    /// The worker name; `None` for `handler:*` events, which concern the whole activity.
+    pub worker: Option<Arc<str>>,
     /// The task, for `task:*` events.
     pub task: Option<TaskRef>,
 }
@@ -142,23 +172,31 @@ impl Events {
     }
 }
 
-/// Emits events for one worker, and for one task when it has one.
+/// Emits events for an activity, one of its workers, or one task.
 #[derive(Debug, Clone)]
 pub struct Emitter {
     events: Events,
     activity: Arc<str>,
-    worker: Arc<str>,
+    worker: Option<Arc<str>>,
     task: Option<TaskRef>,
 }
 
 impl Emitter {
-    /// An emitter for `worker` of `activity`.
-    pub fn new(events: Events, activity: Arc<str>, worker: Arc<str>) -> Self {
+    /// An emitter for `activity` as a whole (`handler:*` events).
+    pub fn for_activity(events: Events, activity: Arc<str>) -> Self {
         Self {
             events,
             activity,
-            worker,
+            worker: None,
             task: None,
+        }
+    }
+
+    /// The same activity's emitter for `worker`.
+    pub fn for_worker(&self, worker: Arc<str>) -> Self {
+        Self {
+            worker: Some(worker),
+            ..self.clone()
         }
     }
 
@@ -183,7 +221,8 @@ impl Emitter {
 
 fn log(event: &Event) {
     let name = event.kind.name();
-    let (activity, worker) = (&*event.activity, &*event.worker);
+    let activity = &*event.activity;
+    let worker = event.worker.as_deref().unwrap_or_default();
     let message = match &event.kind {
         EventKind::WorkerStopped { exit_code } => format!("{name}: exit code {exit_code}"),
         EventKind::WorkerError { error }
@@ -207,6 +246,45 @@ fn log(event: &Event) {
             worker,
             task_id = &*task.task_id,
             handler_digest = &*task.handler_digest,
+            "{message}"
+        ),
+        (
+            None,
+            EventKind::HandlerLoaded {
+                digest,
+                cache,
+                load_ms,
+            },
+        ) => tracing::info!(
+            event = name,
+            activity,
+            handler_digest = &**digest,
+            cache,
+            load_ms,
+            "{message}"
+        ),
+        (
+            None,
+            EventKind::HandlerSwapped {
+                old_digest,
+                new_digest,
+                compile_ms,
+                cache,
+            },
+        ) => tracing::info!(
+            event = name,
+            activity,
+            old_digest = &**old_digest,
+            new_digest = &**new_digest,
+            compile_ms,
+            cache,
+            "{message}"
+        ),
+        (None, EventKind::HandlerRejected { digest, reason }) => tracing::warn!(
+            event = name,
+            activity,
+            digest = &**digest,
+            reason = reason.as_str(),
             "{message}"
         ),
         (None, EventKind::PollingError { .. } | EventKind::WorkerError { .. }) => {

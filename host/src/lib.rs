@@ -16,6 +16,7 @@ pub mod engine;
 pub mod events;
 pub mod outcome;
 pub mod pool;
+pub mod reload;
 pub mod responder;
 pub mod sfn;
 pub mod toolkit;

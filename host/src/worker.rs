@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ActivityConfig;
-use crate::engine::{Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine};
-use crate::events::{Emitter, EventKind, Events, TaskRef};
+use crate::engine::{TaskControl, TaskLimits, TaskRequest, WasmEngine};
+use crate::events::{Emitter, EventKind, TaskRef};
+use crate::reload::HandlerSlot;
 use crate::responder::SfnResponder;
 use crate::sfn::{ActivityTask, StepFunctions};
 
@@ -30,9 +30,9 @@ pub struct WorkerShared {
     /// The engine handlers run on.
     pub engine: Arc<WasmEngine>,
     /// The handler version new tasks use; a task keeps the version it started with.
-    pub handler: watch::Receiver<Handler>,
-    /// Where events go.
-    pub events: Events,
+    pub handler: HandlerSlot,
+    /// The activity's emitter; each worker derives its own.
+    pub emitter: Emitter,
     /// Process-wide task controls; each task gets child tokens.
     pub tasks: TaskControl,
 }
@@ -48,7 +48,7 @@ pub struct ActivityWorker {
 impl ActivityWorker {
     /// A worker named `name` that runs until `stop` is cancelled.
     pub fn new(name: Arc<str>, shared: Arc<WorkerShared>, stop: CancellationToken) -> Self {
-        let emitter = Emitter::new(shared.events.clone(), shared.arn.clone(), name.clone());
+        let emitter = shared.emitter.for_worker(name.clone());
         Self {
             name,
             shared,
@@ -116,7 +116,7 @@ impl ActivityWorker {
 
     /// Runs one task to its one answer.
     async fn handle(&self, task: ActivityTask) {
-        let handler = self.shared.handler.borrow().clone();
+        let handler = self.shared.handler.current();
         let task_id = task_id(&task.token);
         let emitter = self.emitter.for_task(TaskRef {
             task_id: Arc::from(task_id.as_str()),

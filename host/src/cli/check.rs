@@ -24,12 +24,15 @@ pub fn run(args: CheckArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    for (activity, handler) in loaded.config.activities.iter().zip(&loaded.handlers) {
+    for (activity, loaded_handler) in loaded.config.activities.iter().zip(&loaded.handlers) {
+        let handler = &loaded_handler.handler;
         println!(
-            "ok: {} -> {} (sha256 {}, {} workers, {} MiB, {} s timeout)",
+            "ok: {} -> {} (sha256 {}, cache {}, loaded in {} ms; {} workers, {} MiB, {} s timeout)",
             activity.arn,
             activity.handler.display(),
             handler.digest(),
+            loaded_handler.cache.name(),
+            loaded_handler.elapsed.as_millis(),
             activity.workers,
             activity.memory_limit_bytes >> 20,
             activity.task_timeout.as_secs_f64(),

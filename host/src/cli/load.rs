@@ -1,17 +1,19 @@
-//! The loading path `serve` and `check` share: config, engine, handlers. `check` runs
-//! exactly this and stops, so it finds every problem `serve` would meet before polling.
+//! The loading path `serve` and `check` share: config, engine, cache, handlers. `check`
+//! runs exactly this and stops, so it finds every problem `serve` would meet before
+//! polling.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use sfn_wasm_host::config::Config;
-use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
+use sfn_wasm_host::engine::{ArtifactCache, EngineConfig, Handler, LoadedHandler, WasmEngine};
 
-/// A config with its engine and one loaded handler per activity.
+/// A config with its engine, cache and one loaded handler per activity.
 pub struct Loaded {
     pub config: Config,
     pub engine: Arc<WasmEngine>,
-    pub handlers: Vec<Handler>,
+    pub cache: Option<ArtifactCache>,
+    pub handlers: Vec<LoadedHandler>,
 }
 
 /// Loads everything; each error names the file and key.
@@ -21,9 +23,17 @@ pub fn load(config: Config) -> anyhow::Result<Loaded> {
         max_memory_bytes: config.max_memory_bytes(),
         pooling: true,
     })?;
+    let cache = config.host.cache_dir.as_deref().and_then(|dir| match ArtifactCache::open(dir, &engine) {
+        Ok(cache) => Some(cache),
+        Err(err) => {
+            // The cache only saves time: run without it rather than not at all.
+            tracing::warn!(cache = %dir.display(), error = %err, "cannot open the handler cache; compiling every handler");
+            None
+        }
+    });
     let mut handlers = Vec::with_capacity(config.activities.len());
     for (index, activity) in config.activities.iter().enumerate() {
-        let handler = Handler::load_file(&engine, &activity.handler).map_err(|err| {
+        let handler = Handler::load(&engine, &activity.handler, cache.as_ref()).map_err(|err| {
             anyhow::anyhow!(
                 "{}: `activity[{index}].handler`: {err}",
                 config.file.display()
@@ -34,6 +44,7 @@ pub fn load(config: Config) -> anyhow::Result<Loaded> {
     Ok(Loaded {
         config,
         engine: Arc::new(engine),
+        cache,
         handlers,
     })
 }

@@ -9,6 +9,7 @@ use clap::Args;
 use sfn_wasm_host::config::LogFormat;
 use sfn_wasm_host::consumer::ActivityConsumer;
 use sfn_wasm_host::events::Events;
+use sfn_wasm_host::reload::Reloader;
 use sfn_wasm_host::sfn::AwsStepFunctions;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -50,43 +51,55 @@ pub fn run(args: ServeArgs) -> ExitCode {
 
 async fn serve(config: sfn_wasm_host::config::Config) -> ExitCode {
     // Signals are installed before anything starts, so none is missed.
-    let (mut terminate, mut interrupt) = match (
+    let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(terminate), Ok(interrupt)) => (terminate, interrupt),
-        (Err(err), _) | (_, Err(err)) => {
+        signal(SignalKind::hangup()),
+    );
+    let (mut terminate, mut interrupt, mut hangup) = match signals {
+        (Ok(terminate), Ok(interrupt), Ok(hangup)) => (terminate, interrupt, hangup),
+        (Err(err), _, _) | (_, Err(err), _) | (_, _, Err(err)) => {
             eprintln!("error: cannot install signal handlers: {err}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let loaded = match load::load(config) {
+    let load::Loaded {
+        config,
+        engine,
+        cache,
+        handlers,
+    } = match load::load(config) {
         Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("error: {err:#}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let sfn = Arc::new(AwsStepFunctions::new(&loaded.config.aws).await);
-    let mut consumer = ActivityConsumer::new(
-        &loaded.config,
-        loaded.engine.clone(),
-        loaded.handlers.clone(),
-        sfn,
-        Events::default(),
-    );
-    for (activity, handler) in loaded.config.activities.iter().zip(&loaded.handlers) {
-        tracing::info!(activity = %activity.arn, handler = %activity.handler.display(), handler_digest = %handler.digest(), workers = activity.workers, "serving");
-    }
+    let sfn = Arc::new(AwsStepFunctions::new(&config.aws).await);
+    let mut consumer =
+        ActivityConsumer::new(&config, engine.clone(), handlers, sfn, Events::default());
+    let reloader = match Reloader::start(consumer.take_reload_targets(), engine, cache) {
+        Ok(reloader) => reloader,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     consumer.start();
 
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); break }
+            _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); break }
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading every handler");
+                reloader.reload_all();
+            }
+        }
     }
-    let grace = loaded.config.host.shutdown_grace;
+    reloader.stop().await;
     let abort = consumer.abort_token();
-    let shutdown = consumer.shutdown(grace);
+    let shutdown = consumer.shutdown(config.host.shutdown_grace);
     tokio::pin!(shutdown);
     let report = tokio::select! {
         report = &mut shutdown => report,

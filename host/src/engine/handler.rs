@@ -3,12 +3,14 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 use wasmtime::component::Component;
 
 use super::WasmEngine;
 use super::bindings::HandlerPre;
+use super::cache::ArtifactCache;
 use super::task::TaskState;
 
 /// The SHA-256 of a handler's `.wasm` bytes, in hex, which names a handler version in
@@ -90,6 +92,43 @@ pub enum LoadError {
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
 const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
 
+/// Where a loaded handler's machine code came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// No cache is configured; the module was compiled.
+    Disabled,
+    /// Loaded from a cache entry, without compiling.
+    Hit,
+    /// Compiled, and stored in the cache.
+    Miss,
+    /// The cache entry was bad (corrupt, or from an incompatible build); it was
+    /// replaced by a fresh compile. The text says what was wrong.
+    Rebuilt(String),
+}
+
+impl CacheStatus {
+    /// `disabled`, `hit`, `miss` or `rebuilt`, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CacheStatus::Disabled => "disabled",
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Rebuilt(_) => "rebuilt",
+        }
+    }
+}
+
+/// A handler read from a file, with how it was made ready.
+#[derive(Clone)]
+pub struct LoadedHandler {
+    /// The handler.
+    pub handler: Handler,
+    /// Compiled or from the cache.
+    pub cache: CacheStatus,
+    /// Reading, checking and compiling or deserializing, together.
+    pub elapsed: Duration,
+}
+
 /// A handler version: its `InstancePre` and the digest that names it. Cheap to clone.
 #[derive(Clone)]
 pub struct Handler {
@@ -104,11 +143,86 @@ impl Handler {
     /// # Errors
     /// [`LoadError`] naming `path`: unreadable, not a component, invalid, or another world.
     pub fn load_file(engine: &WasmEngine, path: &Path) -> Result<Self, LoadError> {
+        Self::load(engine, path, None).map(|loaded| loaded.handler)
+    }
+
+    /// Reads the handler at `path` and makes it ready, from `cache` when it holds a
+    /// verified artifact for these bytes, else by compiling (and filling the cache).
+    ///
+    /// # Errors
+    /// As [`Handler::load_file`]. Cache problems are not errors: a bad entry is deleted
+    /// and rebuilt ([`CacheStatus::Rebuilt`]), a failed write is logged.
+    pub fn load(
+        engine: &WasmEngine,
+        path: &Path,
+        cache: Option<&ArtifactCache>,
+    ) -> Result<LoadedHandler, LoadError> {
+        let started = Instant::now();
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::load_bytes(engine, path, &bytes)
+        let digest = Digest::of(&bytes);
+        let mut loaded = Self::prepare(engine, path, &bytes, digest, cache)?;
+        loaded.elapsed = started.elapsed();
+        Ok(loaded)
+    }
+
+    /// [`Handler::load`] for bytes already read, whose digest is `digest`.
+    ///
+    /// # Errors
+    /// As [`Handler::load`].
+    pub fn prepare(
+        engine: &WasmEngine,
+        path: &Path,
+        bytes: &[u8],
+        digest: Digest,
+        cache: Option<&ArtifactCache>,
+    ) -> Result<LoadedHandler, LoadError> {
+        let started = Instant::now();
+        check_is_component(path, bytes)?;
+        let loaded = |handler, cache| {
+            Ok(LoadedHandler {
+                handler,
+                cache,
+                elapsed: started.elapsed(),
+            })
+        };
+        let Some(cache) = cache else {
+            let component =
+                Component::new(engine.wasmtime(), bytes).map_err(|err| LoadError::Invalid {
+                    path: path.to_owned(),
+                    reason: format!("{err:#}"),
+                })?;
+            return loaded(
+                Self::link(engine, path, component, digest)?,
+                CacheStatus::Disabled,
+            );
+        };
+        let status = match cache.get(&digest) {
+            Ok(None) => CacheStatus::Miss,
+            // SAFETY: `get` only returns the payload of an entry whose checksum matches,
+            // in this host's private cache folder: an artifact this host wrote.
+            Ok(Some(artifact)) => {
+                match unsafe { Self::load_precompiled(engine, path, &artifact, digest.clone()) } {
+                    Ok(handler) => return loaded(handler, CacheStatus::Hit),
+                    Err(LoadError::Precompiled { reason, .. }) => CacheStatus::Rebuilt(reason),
+                    Err(other) => return Err(other),
+                }
+            }
+            Err(err) => CacheStatus::Rebuilt(err.to_string()),
+        };
+        if let CacheStatus::Rebuilt(reason) = &status {
+            tracing::warn!(handler = %path.display(), %reason, "ignoring a bad cache entry; rebuilding it");
+            cache.remove(&digest);
+        }
+        let artifact = Self::precompile(engine, path, bytes)?;
+        if let Err(err) = cache.put(&digest, &artifact) {
+            tracing::warn!(cache = %cache.dir().display(), error = %err, "cannot write to the handler cache");
+        }
+        // SAFETY: the artifact was produced just above by this engine.
+        let handler = unsafe { Self::load_precompiled(engine, path, &artifact, digest) }?;
+        loaded(handler, status)
     }
 
     /// Compiles a handler from its `.wasm` bytes; `path` names it in errors and logs.
@@ -116,13 +230,7 @@ impl Handler {
     /// # Errors
     /// As [`Handler::load_file`], except for reading.
     pub fn load_bytes(engine: &WasmEngine, path: &Path, bytes: &[u8]) -> Result<Self, LoadError> {
-        check_is_component(path, bytes)?;
-        let component =
-            Component::new(engine.wasmtime(), bytes).map_err(|err| LoadError::Invalid {
-                path: path.to_owned(),
-                reason: format!("{err:#}"),
-            })?;
-        Self::link(engine, path, component, Digest::of(bytes))
+        Self::prepare(engine, path, bytes, Digest::of(bytes), None).map(|loaded| loaded.handler)
     }
 
     /// Loads a handler from an artifact written by [`Handler::precompile`] with an engine

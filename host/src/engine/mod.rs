@@ -7,6 +7,7 @@
 //! task then gets its own `Store` with its own memory cap, deadline and abort flag.
 
 pub(crate) mod bindings;
+mod cache;
 mod epoch;
 mod handler;
 mod limits;
@@ -16,8 +17,9 @@ mod task;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use cache::{ArtifactCache, CacheError};
 pub use epoch::{EpochTicker, TICK};
-pub use handler::{Digest, Handler, LoadError};
+pub use handler::{CacheStatus, Digest, Handler, LoadError, LoadedHandler};
 pub use limits::MemoryLimiter;
 pub use stdio::{GuestOutput, MAX_LINE_BYTES, MAX_LOGGED_BYTES, Stream};
 pub use task::{TaskControl, TaskLimits, TaskReport, TaskRequest};

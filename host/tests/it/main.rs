@@ -5,7 +5,9 @@
 mod emulator;
 mod engine;
 mod guests;
+mod hotswap;
 mod invoke;
 mod polling;
 mod runtime;
 mod serve;
+mod served;

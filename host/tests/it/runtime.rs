@@ -72,7 +72,7 @@ impl<'a> Setup<'a> {
             })
             .unwrap(),
         );
-        let handler = Handler::load_file(&engine, &path).unwrap();
+        let handler = Handler::load(&engine, &path, None).unwrap();
         let sfn = Arc::new(AwsStepFunctions::new(&config.aws).await);
         let events = Events::default();
         let receiver = events.subscribe();

@@ -1,17 +1,16 @@
 //! `sfn-wasm-host serve` and `check` as processes: config errors, JSON logs, and shutdown
 //! on SIGTERM with tasks in flight.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::{Value, json};
 
 use crate::emulator;
 use crate::guests::guest;
+use crate::served::Served;
 
 fn host() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
@@ -91,82 +90,19 @@ fn config_and_handler_errors_exit_2_naming_file_and_key() {
     }
 }
 
-/// A `serve` process whose JSON log lines arrive on a channel.
-struct Served {
-    child: Child,
-    lines: mpsc::Receiver<Value>,
-    _dir: tempfile::TempDir,
-}
-
-impl Served {
-    fn start(activity: &str, handler: &str, grace_seconds: f64) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let body = format!(
-            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\nshutdown_grace_seconds = {grace_seconds}\n{}",
-            emulator::endpoint(),
-            activity_table(
-                activity,
-                &guest(handler),
-                "workers = 2\ntask_timeout_seconds = 60\nmemory_limit_mb = 64"
-            ),
-        );
-        let config = write_config(dir.path(), &body);
-        let mut child = host()
-            .args(["serve", "--log-format", "json"])
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-                if send.send(value).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            _dir: dir,
-        }
-    }
-
-    /// Waits for a log line with `event` = `name`.
-    fn wait_for(&self, name: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {name} event"));
-            if line["event"] == name {
-                return line;
-            }
-        }
-    }
-
-    fn terminate(&mut self) -> (Duration, i32) {
-        let started = Instant::now();
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = self.child.wait().unwrap();
-        (started.elapsed(), exit.code().expect("exited, not killed"))
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
+fn serve(activity: &str, handler: &str, grace_seconds: f64) -> (Served, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\nshutdown_grace_seconds = {grace_seconds}\ncache = false\n{}",
+        emulator::endpoint(),
+        activity_table(
+            activity,
+            &guest(handler),
+            "workers = 2\ntask_timeout_seconds = 60\nmemory_limit_mb = 64"
+        ),
+    );
+    let config = write_config(dir.path(), &body);
+    (Served::start(&config), dir)
 }
 
 fn sigterm_during(input: Value, grace_seconds: f64) {
@@ -174,7 +110,7 @@ fn sigterm_during(input: Value, grace_seconds: f64) {
     let client = runtime.block_on(emulator::client());
     let activity = runtime.block_on(emulator::activity(&client, "shutdown"));
     let state_machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
-    let mut served = Served::start(&activity, "scenarios", grace_seconds);
+    let (mut served, _dir) = serve(&activity, "scenarios", grace_seconds);
     served.wait_for("worker:running");
     let execution = runtime.block_on(emulator::start(&client, &state_machine, input));
     let start = served.wait_for("task:start");
@@ -220,7 +156,7 @@ fn sigterm_lets_a_cooperative_handler_answer_by_itself() {
     let client = runtime.block_on(emulator::client());
     let activity = runtime.block_on(emulator::activity(&client, "patient"));
     let state_machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
-    let mut served = Served::start(&activity, "scenarios", 10.0);
+    let (mut served, _dir) = serve(&activity, "scenarios", 10.0);
     served.wait_for("worker:running");
     let execution = runtime.block_on(emulator::start(
         &client,

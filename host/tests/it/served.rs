@@ -1,0 +1,114 @@
+//! A `sfn-wasm-host serve --log-format json` process, with its log lines on a channel.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct Served {
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+    /// Every line received so far.
+    pub seen: Vec<Value>,
+}
+
+impl Served {
+    pub fn start(config: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
+            .args(["serve", "--log-format", "json"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                if send.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line with `event` = `name` for which `matches` holds.
+    pub fn wait_until(&mut self, name: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("no matching {name} event; events seen: {:?}", self.events())
+            });
+            self.seen.push(line.clone());
+            if line["event"] == name && matches(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// Waits for a log line with `event` = `name`.
+    pub fn wait_for(&mut self, name: &str) -> Value {
+        self.wait_until(name, |_| true)
+    }
+
+    /// Takes in lines until none has come for `quiet` (at most 60 s in all).
+    pub fn wait_quiet(&mut self, quiet: Duration) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            match self.lines.recv_timeout(quiet) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => return,
+            }
+        }
+        panic!("the host never went quiet; events: {:?}", self.events());
+    }
+
+    /// Takes in the lines that have arrived, without waiting.
+    pub fn drain(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
+    /// The event names seen so far.
+    pub fn events(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter_map(|l| l["event"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then waits: how long the exit took, and the exit code.
+    pub fn terminate(&mut self) -> (Duration, i32) {
+        let started = Instant::now();
+        self.signal("TERM");
+        let exit = self.child.wait().unwrap();
+        (started.elapsed(), exit.code().expect("exited, not killed"))
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
