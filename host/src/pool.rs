@@ -2,7 +2,7 @@
 //!
 //! A supervisor task owns the workers. It starts them, replaces one that stopped on
 //! errors after `restart_interval_ms`, follows resizes up and down (a worker taken away
-//! finishes its current task first), and on stop waits for every worker to end.
+//! finishes its current poll and task first), and on stop waits for every worker to end.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::worker::{ActivityWorker, EXIT_STOPPED, WorkerShared, worker_name};
+use crate::worker::{ActivityWorker, EXIT_STOPPED, WorkerShared, WorkerStop, worker_name};
 
 /// Runs and supervises the workers of one activity.
 pub struct ActivityPoolManager {
@@ -63,8 +63,8 @@ impl ActivityPoolManager {
         *self.desired.borrow()
     }
 
-    /// Changes how many workers the pool keeps. Extra workers stop after their current
-    /// task; new ones start at once.
+    /// Changes how many workers the pool keeps. New ones start at once; extra ones stop
+    /// after their current poll and its task (abandoning a poll could strand a task).
     pub fn set_desired_capacity(&self, workers: u32) {
         self.desired.send_replace(workers);
     }
@@ -84,8 +84,13 @@ impl ActivityPoolManager {
 
 struct Slot {
     id: Id,
-    stop: CancellationToken,
-    retiring: bool,
+    retire: CancellationToken,
+}
+
+impl Slot {
+    fn retiring(&self) -> bool {
+        self.retire.is_cancelled()
+    }
 }
 
 struct Supervisor {
@@ -133,9 +138,8 @@ impl Supervisor {
                 }
             }
         }
-        for slot in &self.slots {
-            slot.stop.cancel();
-        }
+        // Polls are abandoned at once: `stop` is every worker's `now` token.
+        self.stop.cancel();
         while let Some(joined) = self.workers.join_next().await {
             if let Err(err) = joined {
                 tracing::error!(activity = &*self.shared.arn, error = %err, "a worker panicked");
@@ -146,7 +150,7 @@ impl Supervisor {
     /// Removes a finished worker's slot; returns whether it had been retired.
     fn remove(&mut self, id: Id) -> bool {
         match self.slots.iter().position(|slot| slot.id == id) {
-            Some(index) => self.slots.swap_remove(index).retiring,
+            Some(index) => self.slots.swap_remove(index).retiring(),
             None => false,
         }
     }
@@ -155,7 +159,7 @@ impl Supervisor {
     /// desired capacity.
     fn reconcile(&mut self) {
         let desired = *self.desired.borrow() as usize;
-        let live = self.slots.iter().filter(|slot| !slot.retiring).count();
+        let live = self.slots.iter().filter(|slot| !slot.retiring()).count();
         if live + self.restarts.len() > desired {
             // Drop pending restarts first, then retire the newest workers.
             let excess = live + self.restarts.len() - desired;
@@ -166,24 +170,22 @@ impl Supervisor {
                 .slots
                 .iter_mut()
                 .rev()
-                .filter(|slot| !slot.retiring)
+                .filter(|slot| !slot.retiring())
                 .take(excess - dropped)
             {
-                slot.retiring = true;
-                slot.stop.cancel();
+                slot.retire.cancel();
             }
         }
-        let live = self.slots.iter().filter(|slot| !slot.retiring).count();
+        let live = self.slots.iter().filter(|slot| !slot.retiring()).count();
         for _ in live + self.restarts.len()..desired {
-            let stop = self.stop.child_token();
-            let worker =
-                ActivityWorker::new(worker_name(&self.prefix), self.shared.clone(), stop.clone());
+            let stop = WorkerStop {
+                now: self.stop.clone(),
+                after_poll: CancellationToken::new(),
+            };
+            let retire = stop.after_poll.clone();
+            let worker = ActivityWorker::new(worker_name(&self.prefix), self.shared.clone(), stop);
             let id = self.workers.spawn(worker.run()).id();
-            self.slots.push(Slot {
-                id,
-                stop,
-                retiring: false,
-            });
+            self.slots.push(Slot { id, retire });
         }
     }
 }

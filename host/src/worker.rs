@@ -41,13 +41,30 @@ pub struct WorkerShared {
 pub struct ActivityWorker {
     name: Arc<str>,
     shared: Arc<WorkerShared>,
-    stop: CancellationToken,
+    stop: WorkerStop,
     emitter: Emitter,
 }
 
+/// The two ways a worker is asked to stop.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerStop {
+    /// Stop now: an in-flight poll is abandoned (shutdown).
+    pub now: CancellationToken,
+    /// Stop after the current poll and its task (a pool shrinking). Abandoning a long
+    /// poll can strand a task that Step Functions hands to the dropped request, so a
+    /// worker that is merely not needed any more lets its poll finish.
+    pub after_poll: CancellationToken,
+}
+
+impl WorkerStop {
+    fn requested(&self) -> bool {
+        self.now.is_cancelled() || self.after_poll.is_cancelled()
+    }
+}
+
 impl ActivityWorker {
-    /// A worker named `name` that runs until `stop` is cancelled.
-    pub fn new(name: Arc<str>, shared: Arc<WorkerShared>, stop: CancellationToken) -> Self {
+    /// A worker named `name` that runs until asked to `stop`.
+    pub fn new(name: Arc<str>, shared: Arc<WorkerShared>, stop: WorkerStop) -> Self {
         let emitter = shared.emitter.for_worker(name.clone());
         Self {
             name,
@@ -62,22 +79,22 @@ impl ActivityWorker {
         &self.name
     }
 
-    /// The run loop. Returns the exit code: [`EXIT_STOPPED`] once `stop` is cancelled
-    /// (an in-flight poll is abandoned at once; a running task is finished first), or
-    /// [`EXIT_POLLING_ERROR`] after too many failed polls.
+    /// The run loop. Returns the exit code: [`EXIT_STOPPED`] once asked to stop (a
+    /// running task is always finished first), or [`EXIT_POLLING_ERROR`] after too many
+    /// failed polls.
     pub async fn run(self) -> i32 {
         self.emitter.emit(EventKind::WorkerStarting);
         self.emitter.emit(EventKind::WorkerRunning);
         let polling = self.shared.activity.polling;
         let mut failures = 0;
         let exit_code = loop {
-            if self.stop.is_cancelled() {
+            if self.stop.requested() {
                 break EXIT_STOPPED;
             }
             self.emitter.emit(EventKind::PollingStarting);
             let polled = tokio::select! {
                 biased;
-                () = self.stop.cancelled() => break EXIT_STOPPED,
+                () = self.stop.now.cancelled() => break EXIT_STOPPED,
                 polled = self.shared.sfn.poll(&self.shared.arn, &self.name) => polled,
             };
             match polled {
@@ -103,7 +120,8 @@ impl ActivityWorker {
                         break EXIT_POLLING_ERROR;
                     }
                     tokio::select! {
-                        () = self.stop.cancelled() => break EXIT_STOPPED,
+                        () = self.stop.now.cancelled() => break EXIT_STOPPED,
+                        () = self.stop.after_poll.cancelled() => break EXIT_STOPPED,
                         () = tokio::time::sleep(polling.delay(failures)) => {}
                     }
                 }
