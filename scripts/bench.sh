@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Prints the sandbox overhead table (see host/benches/sandbox.rs).
+# Prints the benchmark tables: per-task sandbox overhead (host/benches/sandbox.rs) and
+# hot-swap latency and start-up time (host/benches/hotswap.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-guests.sh
 cargo bench -p sfn-wasm-host --bench sandbox
+cargo bench -p sfn-wasm-host --bench hotswap
