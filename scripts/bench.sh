@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-guests.sh
+scripts/build-polyglot.sh
 cargo bench -p sfn-wasm-host --bench sandbox
 cargo bench -p sfn-wasm-host --bench hotswap

@@ -1,13 +1,15 @@
 //! Per-task sandbox overhead, and handler load time. Prints a table.
 //!
 //! Run: `scripts/bench.sh` (or `cargo bench -p sfn-wasm-host --bench sandbox` after
-//! `scripts/build-guests.sh`). All cases run in one process, one after the other, on a
+//! `scripts/build-guests.sh` and `scripts/build-polyglot.sh`). All cases run in one process, one after the other, on a
 //! single-threaded tokio runtime, so ratios against the native baseline are comparable
 //! even on a noisy machine.
 //!
 //! - `native`: a Rust closure doing the greet handler's JSON work, no sandbox.
 //! - `pooling` / `on-demand`: `Handler::run` for the real `greet` component
 //!   (instantiate + `handle` + answer + drop) with each instance allocator.
+//! - `greet-js` / `greet-py`: the same greet handler written in JavaScript and Python
+//!   (when `scripts/build-polyglot.sh` has built them), pooling allocator.
 //! - `compile` / `precompiled`: loading the handler from `.wasm` vs from an artifact.
 
 use std::hint::black_box;
@@ -56,7 +58,7 @@ fn request() -> TaskRequest {
         worker_name: "bench:1".to_owned(),
         task_id: "bench".to_owned(),
         limits: TaskLimits {
-            memory_bytes: 64 << 20,
+            memory_bytes: 256 << 20,
             timeout: Duration::from_secs(10),
         },
         control: TaskControl::default(),
@@ -69,23 +71,34 @@ fn task_row(
     wasm: &[u8],
     runtime: &tokio::runtime::Runtime,
 ) -> Row {
+    task_row_n(name, pooling, wasm, runtime, TASKS, WARMUP)
+}
+
+fn task_row_n(
+    name: &'static str,
+    pooling: bool,
+    wasm: &[u8],
+    runtime: &tokio::runtime::Runtime,
+    tasks: usize,
+    warmup: usize,
+) -> Row {
     let engine = WasmEngine::new(EngineConfig {
         max_concurrent_tasks: 4,
-        max_memory_bytes: 64 << 20,
+        max_memory_bytes: 256 << 20,
         pooling,
     })
     .expect("engine");
-    let handler = Handler::load_bytes(&engine, Path::new("greet.wasm"), wasm).expect("greet loads");
+    let handler = Handler::load_bytes(&engine, Path::new(name), wasm).expect("the handler loads");
     let responder: Arc<dyn Responder> = Arc::new(LocalResponder);
     let run = || {
         let report = runtime.block_on(handler.run(&engine, request(), responder.clone()));
         assert!(report.error.is_none(), "{:?}", report.error);
         black_box(report);
     };
-    for _ in 0..WARMUP {
+    for _ in 0..warmup {
         run();
     }
-    measure(name, TASKS, run)
+    measure(name, tasks, run)
 }
 
 fn main() {
@@ -123,6 +136,24 @@ fn main() {
     let native = measure("native closure (baseline)", TASKS, native);
     let pooling = task_row("sandbox, pooling allocator", true, &wasm, &runtime);
     let on_demand = task_row("sandbox, on-demand allocator", false, &wasm, &runtime);
+    // Handlers from other languages, if scripts/build-polyglot.sh has built them.
+    let polyglot: Vec<Row> = [
+        ("greet-js (ComponentizeJS), pooling", "greet-js"),
+        ("greet-py (componentize-py), pooling", "greet-py"),
+    ]
+    .into_iter()
+    .filter_map(|(name, file)| {
+        let wasm = std::fs::read(root.join("target/polyglot").join(format!("{file}.wasm"))).ok()?;
+        Some(task_row_n(
+            name,
+            true,
+            &wasm,
+            &runtime,
+            TASKS / 10,
+            WARMUP / 10,
+        ))
+    })
+    .collect();
 
     let engine = WasmEngine::new(EngineConfig::default()).expect("engine");
     let path = Path::new("greet.wasm");
@@ -146,7 +177,11 @@ fn main() {
     );
     println!("| case | n | median | p99 | median vs native |");
     println!("|---|---:|---:|---:|---:|");
-    for row in [&native, &pooling, &on_demand, &compile, &precompiled] {
+    let rows = [&native, &pooling, &on_demand]
+        .into_iter()
+        .chain(&polyglot)
+        .chain([&compile, &precompiled]);
+    for row in rows {
         let median = row.percentile(0.5);
         println!(
             "| {} | {} | {} | {} | {:.1}x |",

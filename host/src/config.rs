@@ -387,8 +387,9 @@ impl Config {
     }
 }
 
-/// `$XDG_CACHE_HOME/sfn-wasm-host`, else `$HOME/.cache/sfn-wasm-host`.
-fn default_cache_dir() -> Option<PathBuf> {
+/// `$XDG_CACHE_HOME/sfn-wasm-host`, else `$HOME/.cache/sfn-wasm-host`: where compiled
+/// handlers are kept unless configured otherwise.
+pub fn default_cache_dir() -> Option<PathBuf> {
     let from_env = |name| {
         std::env::var_os(name)
             .filter(|v| !v.is_empty())

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;
+use sfn_wasm_host::config::default_cache_dir;
 use sfn_wasm_host::engine::{
     EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
 };
@@ -36,6 +37,12 @@ pub struct InvokeArgs {
     /// How long the handler may run, in seconds.
     #[arg(long, default_value_t = 60.0)]
     timeout_seconds: f64,
+    /// Keep compiled handlers here (default: the same folder as `serve`'s default).
+    #[arg(long, conflicts_with = "no_cache")]
+    cache_dir: Option<PathBuf>,
+    /// Compile the handler without reading or writing the cache.
+    #[arg(long)]
+    no_cache: bool,
 }
 
 /// Prints `{"status":"success","output":...}` or `{"status":"failure",...}`; exits 0 on
@@ -104,7 +111,13 @@ fn prepare(args: &InvokeArgs) -> anyhow::Result<(WasmEngine, Handler, TaskReques
         max_memory_bytes: memory_bytes,
         pooling: true,
     })?;
-    let handler = Handler::load_file(&engine, &args.handler)?;
+    let cache_dir = if args.no_cache {
+        None
+    } else {
+        args.cache_dir.clone().or_else(default_cache_dir)
+    };
+    let cache = super::load::open_cache(cache_dir.as_deref(), &engine);
+    let handler = Handler::load(&engine, &args.handler, cache.as_ref())?.handler;
     let request = TaskRequest {
         input,
         activity_arn: "arn:aws:states:local:000000000000:activity:invoke".to_owned(),

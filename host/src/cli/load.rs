@@ -23,14 +23,7 @@ pub fn load(config: Config) -> anyhow::Result<Loaded> {
         max_memory_bytes: config.max_memory_bytes(),
         pooling: true,
     })?;
-    let cache = config.host.cache_dir.as_deref().and_then(|dir| match ArtifactCache::open(dir, &engine) {
-        Ok(cache) => Some(cache),
-        Err(err) => {
-            // The cache only saves time: run without it rather than not at all.
-            tracing::warn!(cache = %dir.display(), error = %err, "cannot open the handler cache; compiling every handler");
-            None
-        }
-    });
+    let cache = open_cache(config.host.cache_dir.as_deref(), &engine);
     let mut handlers = Vec::with_capacity(config.activities.len());
     for (index, activity) in config.activities.iter().enumerate() {
         let handler = Handler::load(&engine, &activity.handler, cache.as_ref()).map_err(|err| {
@@ -47,6 +40,19 @@ pub fn load(config: Config) -> anyhow::Result<Loaded> {
         cache,
         handlers,
     })
+}
+
+/// Opens the handler cache in `dir`; `None` when there is no folder or it cannot be
+/// opened. The cache only saves time, so a problem with it is a warning, not an error.
+pub fn open_cache(dir: Option<&Path>, engine: &WasmEngine) -> Option<ArtifactCache> {
+    let dir = dir?;
+    match ArtifactCache::open(dir, engine) {
+        Ok(cache) => Some(cache),
+        Err(err) => {
+            tracing::warn!(cache = %dir.display(), error = %err, "cannot open the handler cache; compiling every handler");
+            None
+        }
+    }
 }
 
 /// Reads the config file, for a subcommand.

@@ -8,6 +8,7 @@ mod guests;
 mod hotswap;
 mod invoke;
 mod polling;
+mod polyglot;
 mod runtime;
 mod serve;
 mod served;

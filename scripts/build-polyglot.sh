@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds the JavaScript and Python example handlers into target/polyglot/*.wasm:
+#   greet-js, scenarios-js (ComponentizeJS), greet-py, scenarios-py (componentize-py).
+# The tools are installed once, pinned: componentize-py and Node.js from PyPI into
+# .venv/polyglot, ComponentizeJS from npm into examples/greet-js/node_modules (from its
+# package-lock.json). After that the builds need no network.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=.venv/polyglot
+requirements=scripts/polyglot-requirements.txt
+want=$(sha256sum "$requirements" | cut -d' ' -f1)
+if [ ! -x "$venv/bin/componentize-py" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
+  echo "installing componentize-py and Node.js into $venv (once)..." >&2
+  python3 -m venv --clear "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  echo "$want" > "$venv/.requirements.sha256"
+fi
+export PATH="$PWD/$venv/bin:$PATH"
+
+js=examples/greet-js
+lock_stamp="$js/node_modules/.package-lock.sha256"
+want=$(sha256sum "$js/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$lock_stamp" 2>/dev/null)" != "$want" ]; then
+  echo "installing ComponentizeJS into $js/node_modules (once)..." >&2
+  (cd "$js" && npm ci --no-audit --no-fund --silent)
+  echo "$want" > "$lock_stamp"
+fi
+
+out=target/polyglot
+mkdir -p "$out"
+# Rebuilds a component only when its sources or the WIT changed.
+stale() {
+  local target=$1; shift
+  [ ! -f "$target" ] || [ -n "$(find "$@" wit -newer "$target" -type f 2>/dev/null | head -1)" ]
+}
+for name in greet scenarios; do
+  if stale "$out/$name-js.wasm" "$js/$name.js" "$js/package-lock.json"; then
+    echo "building $out/$name-js.wasm" >&2
+    (cd "$js" && npx --offline componentize-js "$name.js" --wit ../../wit --world-name handler \
+      --disable http fetch-event -o "../../$out/$name-js.wasm" >/dev/null)
+  fi
+  if stale "$out/$name-py.wasm" "examples/greet-py/$name.py" "$requirements"; then
+    echo "building $out/$name-py.wasm" >&2
+    componentize-py -d wit -w handler componentize "$name" -p examples/greet-py \
+      -o "$out/$name-py.wasm" >/dev/null
+  fi
+done
