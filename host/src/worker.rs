@@ -163,9 +163,7 @@ impl ActivityWorker {
         ));
         emitter.emit(EventKind::TaskStart);
         let report = handler.run(&self.shared.engine, request, responder).await;
-        if report.answer().is_none()
-            || !matches!(report.state, crate::toolkit::AnswerState::Sent(_))
-        {
+        if !matches!(report.state, crate::toolkit::AnswerState::Sent(_)) {
             tracing::warn!(
                 activity = &*self.shared.arn,
                 worker = &*self.name,
