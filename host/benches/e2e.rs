@@ -13,7 +13,6 @@
 //!   default level (info) to a pipe, as in production.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,8 @@ use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::json;
 use sfn_wasm_host::config::AwsConfig;
 use sfn_wasm_host::sfn::{AwsStepFunctions, StepFunctions};
+
+mod common;
 
 const TASKS: usize = 300;
 const IDLE: Duration = Duration::from_secs(10);
@@ -33,13 +34,8 @@ fn main() {
     }
     let endpoint = std::env::var("LOCALSTACK_ENDPOINT")
         .expect("run through scripts/bench-e2e.sh, which starts LocalStack");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let status = Command::new(root.join("scripts/build-guests.sh"))
-        .arg("--quiet")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let greet = root.join("target/wasm32-wasip2/release/greet.wasm");
+    common::build_guests(&[]);
+    let greet = common::guest("greet");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = runtime.block_on(async {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())

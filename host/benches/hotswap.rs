@@ -11,34 +11,19 @@
 //! Two modules: `greet` (small) and `bulky` (a few MiB of generated code, standing in
 //! for the large components other languages produce).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sfn_wasm_host::engine::{
-    ArtifactCache, CacheStatus, EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest,
-    WasmEngine,
-};
+use sfn_wasm_host::engine::{ArtifactCache, CacheStatus, EngineConfig, Handler, WasmEngine};
 use sfn_wasm_host::events::{Emitter, Events};
 use sfn_wasm_host::reload::{HandlerSlot, ReloadTarget, Reloader};
 use sfn_wasm_host::toolkit::LocalResponder;
 
+mod common;
+
 const SWAPS: usize = 6;
 const STARTS: usize = 5;
-
-fn request() -> TaskRequest {
-    TaskRequest {
-        input: r#"{"hello": "bench"}"#.to_owned(),
-        activity_arn: "arn:aws:states:us-east-1:000000000000:activity:bench".to_owned(),
-        worker_name: "bench:1".to_owned(),
-        task_id: "bench".to_owned(),
-        limits: TaskLimits {
-            memory_bytes: 64 << 20,
-            timeout: Duration::from_secs(10),
-        },
-        control: TaskControl::default(),
-    }
-}
 
 /// Swaps `dir/handler.wasm` between two versions `SWAPS` times; returns the latencies.
 async fn swaps(
@@ -79,7 +64,11 @@ async fn swaps(
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
         let report = current
-            .run(engine, request(), Arc::new(LocalResponder))
+            .run(
+                engine,
+                common::request(r#"{"hello": "bench"}"#, 64),
+                Arc::new(LocalResponder),
+            )
             .await;
         latencies.push(started.elapsed());
         assert!(report.answer().is_some());
@@ -122,16 +111,8 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let status = std::process::Command::new(root.join("scripts/build-guests.sh"))
-        .args(["--quiet", "-p", "bulky"])
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the guests failed");
-    let guest = |name: &str| -> PathBuf {
-        root.join("target/wasm32-wasip2/release")
-            .join(format!("{name}.wasm"))
-    };
+    common::build_guests(&["-p", "bulky"]);
+    let guest = common::guest;
     let (greet, greet_v2, bulky) = (guest("greet"), guest("greet_v2"), guest("bulky"));
     // A second version of bulky: the same code with one byte of a custom section
     // changed would hash differently but compile the same; append a custom section.

@@ -5,15 +5,14 @@
 //! `scripts/build-guests.sh`). Step Functions is left out (the local responder answers),
 //! so this is the sandbox's share: instances, stores, stacks, tasks.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sfn_wasm_host::engine::{
-    EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
-};
+use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
 use sfn_wasm_host::toolkit::LocalResponder;
+
+mod common;
 
 const TASKS: u32 = 1000;
 const SLEEP_MS: u64 = 4000;
@@ -32,14 +31,7 @@ fn resident_bytes() -> u64 {
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root");
-    let status = std::process::Command::new(root.join("scripts/build-guests.sh"))
-        .arg("--quiet")
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the guests failed");
+    common::build_guests(&[]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -53,11 +45,7 @@ fn main() {
         })
         .expect("an engine with 1,000 slots"),
     );
-    let handler = Handler::load_file(
-        &engine,
-        &root.join("target/wasm32-wasip2/release/scenarios.wasm"),
-    )
-    .unwrap();
+    let handler = Handler::load_file(&engine, &common::guest("scenarios")).unwrap();
     let before = resident_bytes();
     let peak = Arc::new(AtomicU64::new(before));
 
@@ -75,17 +63,10 @@ fn main() {
             .map(|i| {
                 let (engine, handler) = (engine.clone(), handler.clone());
                 tokio::spawn(async move {
-                    let request = TaskRequest {
-                        input: format!(r#"{{"hello": "Sleep", "ms": {SLEEP_MS}}}"#),
-                        activity_arn: "arn:aws:states:us-east-1:000000000000:activity:bench".into(),
-                        worker_name: "bench:1".into(),
-                        task_id: format!("t{i}"),
-                        limits: TaskLimits {
-                            memory_bytes: 64 << 20,
-                            timeout: Duration::from_secs(60),
-                        },
-                        control: TaskControl::default(),
-                    };
+                    let input = format!(r#"{{"hello": "Sleep", "ms": {SLEEP_MS}}}"#);
+                    let mut request = common::request(&input, 64);
+                    request.task_id = format!("t{i}");
+                    request.limits.timeout = Duration::from_secs(60);
                     handler
                         .run(&engine, request, Arc::new(LocalResponder))
                         .await

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use sfn_wasm_host::engine::{
-    EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
-};
+use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
 use sfn_wasm_host::toolkit::{LocalResponder, Responder};
+
+mod common;
 
 const TASKS: usize = 20_000;
 const WARMUP: usize = 1_000;
@@ -51,20 +51,6 @@ fn measure(name: &'static str, iterations: usize, mut f: impl FnMut()) -> Row {
     Row { name, samples }
 }
 
-fn request() -> TaskRequest {
-    TaskRequest {
-        input: INPUT.to_owned(),
-        activity_arn: "arn:aws:states:us-east-1:000000000000:activity:bench".to_owned(),
-        worker_name: "bench:1".to_owned(),
-        task_id: "bench".to_owned(),
-        limits: TaskLimits {
-            memory_bytes: 256 << 20,
-            timeout: Duration::from_secs(10),
-        },
-        control: TaskControl::default(),
-    }
-}
-
 fn task_row(
     name: &'static str,
     pooling: bool,
@@ -91,7 +77,8 @@ fn task_row_n(
     let handler = Handler::load_bytes(&engine, Path::new(name), wasm).expect("the handler loads");
     let responder: Arc<dyn Responder> = Arc::new(LocalResponder);
     let run = || {
-        let report = runtime.block_on(handler.run(&engine, request(), responder.clone()));
+        let report =
+            runtime.block_on(handler.run(&engine, common::request(INPUT, 256), responder.clone()));
         assert!(report.error.is_none(), "{:?}", report.error);
         black_box(report);
     };
@@ -102,14 +89,8 @@ fn task_row_n(
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root");
-    let status = std::process::Command::new(root.join("scripts/build-guests.sh"))
-        .arg("--quiet")
-        .status()
-        .expect("run scripts/build-guests.sh");
-    assert!(status.success(), "building the guests failed");
+    common::build_guests(&[]);
+    let root = common::root();
     let wasm =
         std::fs::read(root.join("target/wasm32-wasip2/release/greet.wasm")).expect("greet.wasm");
     let runtime = tokio::runtime::Builder::new_current_thread()

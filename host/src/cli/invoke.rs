@@ -57,15 +57,9 @@ pub fn run(args: InvokeArgs) -> ExitCode {
         }
     };
     let (engine, handler, request) = prepared;
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(code) => return code,
     };
     let report = runtime.block_on(handler.run(&engine, request, Arc::new(LocalResponder)));
     let (line, code) = match report.answer() {

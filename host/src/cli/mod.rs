@@ -46,6 +46,14 @@ impl Cli {
     }
 }
 
+/// Builds the async runtime, or says why not and gives the exit code.
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|err| {
+        eprintln!("error: cannot start the async runtime: {err}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
 /// Sets up logging: `RUST_LOG` filters (default `info`); JSON is one flat object per
 /// line. `invoke` and `check` log to stderr so their stdout stays theirs.
 fn init_logging(format: LogFormat, to_stdout: bool) {

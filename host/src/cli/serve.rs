@@ -36,17 +36,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
         }
     };
     super::init_logging(args.log_format.unwrap_or(config.host.log_format), true);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    runtime.block_on(serve(config))
+    match super::runtime(tokio::runtime::Builder::new_multi_thread()) {
+        Ok(runtime) => runtime.block_on(serve(config)),
+        Err(code) => code,
+    }
 }
 
 async fn serve(config: sfn_wasm_host::config::Config) -> ExitCode {
