@@ -186,16 +186,19 @@ async fn run_executions(client: &Client, machine: &str) {
     }
 }
 
-/// Waits until the worker says it is polling; then drains its stdout in the background.
+/// Waits until the worker says it is polling (at most 10 s: with `RUST_LOG=warn` the
+/// host says nothing), draining its stdout in the background.
 fn wait_ready(worker: &mut Child) {
-    let mut lines = BufReader::new(worker.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if line == "ready" || line.contains("\"worker:running\"") {
-            break;
+    let stdout = worker.stdout.take().unwrap();
+    let (ready, is_ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line == "ready" || line.contains("\"worker:running\"") {
+                let _ = ready.send(());
+            }
         }
-    }
-    std::thread::spawn(move || for _ in lines {});
+    });
+    let _ = is_ready.recv_timeout(Duration::from_secs(10));
 }
 
 fn cpu_seconds(pid: u32, ticks: f64) -> f64 {

@@ -1,10 +1,13 @@
-//! The epoch clock: a plain OS thread that advances the engine's epoch every [`TICK`].
+//! The epoch clock: a plain OS thread that advances the engine's epoch every [`TICK`]
+//! while any task is running, and sleeps otherwise.
 //!
 //! Every running guest checks its deadline and its abort flag each time the epoch
 //! advances, so a guest stuck in `loop {}` is stopped within one tick. The clock is a
 //! thread rather than a tokio task so that a runtime kept busy by guests cannot delay it.
+//! It only ticks while a [`Running`] guard exists: an idle host (workers waiting in long
+//! polls) wakes up for nothing.
 
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -12,35 +15,116 @@ use std::time::Duration;
 /// deadline and abort flag, and the longest it holds a runtime thread without yielding.
 pub const TICK: Duration = Duration::from_millis(10);
 
-/// Advances an engine's epoch every [`TICK`] until dropped; the thread is joined on drop.
+#[derive(Default)]
+struct State {
+    running: usize,
+    stop: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is two plain fields, consistent even if a holder panicked.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Advances an engine's epoch every [`TICK`] while tasks run; the thread is joined on
+/// drop.
 pub struct EpochTicker {
-    stop: Option<mpsc::Sender<()>>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Keeps the clock ticking while it lives: one per running task.
+pub struct Running {
+    shared: Arc<Shared>,
 }
 
 impl EpochTicker {
     /// Starts the ticker thread for `engine`.
     pub fn start(engine: wasmtime::Engine) -> std::io::Result<Self> {
-        let (stop, stopped) = mpsc::channel::<()>();
+        let shared = Arc::new(Shared::default());
+        let clock = shared.clone();
         let thread = std::thread::Builder::new()
             .name("sfn-wasm-epoch".into())
             .spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
+                let mut state = clock.lock();
+                loop {
+                    while state.running == 0 && !state.stop {
+                        state = clock
+                            .wake
+                            .wait(state)
+                            .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    }
+                    if state.stop {
+                        return;
+                    }
+                    drop(state);
+                    std::thread::sleep(TICK);
                     engine.increment_epoch();
+                    state = clock.lock();
                 }
             })?;
         Ok(Self {
-            stop: Some(stop),
+            shared,
             thread: Some(thread),
         })
+    }
+
+    /// Marks a task as running until the guard is dropped.
+    pub fn running(&self) -> Running {
+        let mut state = self.shared.lock();
+        state.running += 1;
+        if state.running == 1 {
+            self.shared.wake.notify_one();
+        }
+        Running {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shared.lock().running -= 1;
     }
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_one();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_thread_stops_from_idle_as_well_as_from_running() {
+        let engine = wasmtime::Engine::default();
+        let ticker = EpochTicker::start(engine.clone()).unwrap();
+        let running = ticker.running();
+        std::thread::sleep(TICK * 5);
+        drop(running);
+        std::thread::sleep(TICK * 3);
+        assert_eq!(ticker.shared.lock().running, 0);
+        // Joins: a thread that missed the wake-up from its idle wait would hang here.
+        drop(ticker);
+        let ticker = EpochTicker::start(engine).unwrap();
+        let _running = ticker.running();
+        drop(ticker);
     }
 }

@@ -18,7 +18,7 @@ use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use cache::{ArtifactCache, CacheError};
-pub use epoch::{EpochTicker, TICK};
+pub use epoch::{EpochTicker, Running, TICK};
 pub use handler::{CacheStatus, Digest, Handler, LoadError, LoadedHandler};
 pub use limits::MemoryLimiter;
 pub use stdio::{GuestOutput, MAX_LINE_BYTES, MAX_LOGGED_BYTES, Stream};
@@ -74,7 +74,7 @@ pub struct WasmEngine {
     engine: Engine,
     linker: Linker<TaskState>,
     config: EngineConfig,
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
 
 impl WasmEngine {
@@ -105,13 +105,18 @@ impl WasmEngine {
             engine,
             linker,
             config,
-            _ticker: ticker,
+            ticker,
         })
     }
 
     /// The underlying wasmtime engine.
     pub fn wasmtime(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Keeps the epoch clock ticking while the guard lives; held by each running task.
+    pub(crate) fn running(&self) -> Running {
+        self.ticker.running()
     }
 
     /// The configuration the engine was built with.
@@ -169,7 +174,10 @@ mod tests {
         assert_eq!(keep_resident_bytes(1004), 0);
         for slots in [1, 7, 33, 100, 255, 256, 257, 5000] {
             let kept = keep_resident_bytes(slots);
-            assert!(kept * slots as usize <= RESIDENT_BUDGET.max(MAX_KEEP_RESIDENT), "{slots}");
+            assert!(
+                kept * slots as usize <= RESIDENT_BUDGET.max(MAX_KEEP_RESIDENT),
+                "{slots}"
+            );
             assert!(kept == 0 || kept >= MIN_KEEP_RESIDENT, "{slots}");
         }
     }

@@ -146,6 +146,7 @@ impl Handler {
             limiter: MemoryLimiter::new(memory_bytes),
             toolkit,
         };
+        let _ticking = engine.running();
         let mut store = Store::new(engine.wasmtime(), state);
         store.limiter(|state| &mut state.limiter);
 
