@@ -219,6 +219,9 @@ impl Emitter {
     }
 }
 
+/// Logs an event. Each task costs three INFO lines (`task:start`, its answer,
+/// `task:done`); the poll events and `task:received`, which add nothing a reader of a
+/// task needs, are DEBUG: logging is a large share of the host's CPU per task.
 fn log(event: &Event) {
     let name = event.kind.name();
     let activity = &*event.activity;
@@ -233,6 +236,14 @@ fn log(event: &Event) {
     };
     match (&event.task, &event.kind) {
         (Some(task), EventKind::TaskErrored { .. }) => tracing::warn!(
+            event = name,
+            activity,
+            worker,
+            task_id = &*task.task_id,
+            handler_digest = &*task.handler_digest,
+            "{message}"
+        ),
+        (Some(task), EventKind::TaskReceived) => tracing::debug!(
             event = name,
             activity,
             worker,
@@ -290,7 +301,7 @@ fn log(event: &Event) {
         (None, EventKind::PollingError { .. } | EventKind::WorkerError { .. }) => {
             tracing::warn!(event = name, activity, worker, "{message}")
         }
-        (None, EventKind::PollingStarting | EventKind::PollingSuccess { task: false }) => {
+        (None, EventKind::PollingStarting | EventKind::PollingSuccess { .. }) => {
             tracing::debug!(event = name, activity, worker, "{message}")
         }
         (None, _) => tracing::info!(event = name, activity, worker, "{message}"),
