@@ -8,13 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv/polyglot
 requirements=scripts/polyglot-requirements.txt
-want=$(sha256sum "$requirements" | cut -d' ' -f1)
-if [ ! -x "$venv/bin/componentize-py" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
-  echo "installing componentize-py and Node.js into $venv (once)..." >&2
-  python3 -m venv --clear "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
-  echo "$want" > "$venv/.requirements.sha256"
-fi
+. scripts/lib/venv.sh
+venv_install "$venv" "$requirements"
 export PATH="$PWD/$venv/bin:$PATH"
 
 js=examples/greet-js

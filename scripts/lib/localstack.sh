@@ -2,31 +2,13 @@
 # Source this file, then: localstack_start; ...; localstack_stop (or trap it).
 # Sets LOCALSTACK_ENDPOINT and the AWS_* variables a client needs to talk to it.
 
+. "$PWD/scripts/lib/venv.sh"
 LOCALSTACK_VENV="${LOCALSTACK_VENV:-$PWD/.venv/localstack}"
 LOCALSTACK_REQUIREMENTS="$PWD/scripts/localstack-requirements.txt"
 
-# Creates (or updates) the venv from the pinned requirements. Idempotent and cached:
-# it reinstalls only when the pin file changes.
+# Creates (or updates) the venv from the pinned requirements, once.
 localstack_install() {
-  local stamp="$LOCALSTACK_VENV/.requirements.sha256"
-  local want
-  want=$(sha256sum "$LOCALSTACK_REQUIREMENTS" | cut -d' ' -f1)
-  if [ -x "$LOCALSTACK_VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
-    return 0
-  fi
-  echo "installing LocalStack into $LOCALSTACK_VENV (once)..." >&2
-  if ! python3 -m venv --clear "$LOCALSTACK_VENV" >/dev/null 2>&1; then
-    # Debian splits venv support into its own package.
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-      python3 -m venv --clear "$LOCALSTACK_VENV"
-    else
-      echo "error: python3 -m venv failed; install Debian's python3-venv package (sudo apt-get install python3-venv)" >&2
-      return 1
-    fi
-  fi
-  "$LOCALSTACK_VENV/bin/pip" install --quiet --disable-pip-version-check -r "$LOCALSTACK_REQUIREMENTS"
-  echo "$want" > "$stamp"
+  venv_install "$LOCALSTACK_VENV" "$LOCALSTACK_REQUIREMENTS"
 }
 
 # Starts LocalStack on a free loopback port and waits until Step Functions answers.
