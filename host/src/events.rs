@@ -234,31 +234,23 @@ fn log(event: &Event) {
         EventKind::PollingError { error, attempt } => format!("{name}: attempt {attempt}: {error}"),
         _ => name.to_owned(),
     };
+    // tracing needs the level at compile time: one arm per level, same fields.
+    macro_rules! task_event {
+        ($level:ident, $task:expr) => {
+            tracing::$level!(
+                event = name,
+                activity,
+                worker,
+                task_id = &*$task.task_id,
+                handler_digest = &*$task.handler_digest,
+                "{message}"
+            )
+        };
+    }
     match (&event.task, &event.kind) {
-        (Some(task), EventKind::TaskErrored { .. }) => tracing::warn!(
-            event = name,
-            activity,
-            worker,
-            task_id = &*task.task_id,
-            handler_digest = &*task.handler_digest,
-            "{message}"
-        ),
-        (Some(task), EventKind::TaskReceived) => tracing::debug!(
-            event = name,
-            activity,
-            worker,
-            task_id = &*task.task_id,
-            handler_digest = &*task.handler_digest,
-            "{message}"
-        ),
-        (Some(task), _) => tracing::info!(
-            event = name,
-            activity,
-            worker,
-            task_id = &*task.task_id,
-            handler_digest = &*task.handler_digest,
-            "{message}"
-        ),
+        (Some(task), EventKind::TaskErrored { .. }) => task_event!(warn, task),
+        (Some(task), EventKind::TaskReceived) => task_event!(debug, task),
+        (Some(task), _) => task_event!(info, task),
         (
             None,
             EventKind::HandlerLoaded {
