@@ -114,8 +114,8 @@ fn main() {
     common::build_guests(&["-p", "bulky"]);
     let guest = common::guest;
     let (greet, greet_v2, bulky) = (guest("greet"), guest("greet_v2"), guest("bulky"));
-    // A second version of bulky: the same code with one byte of a custom section
-    // changed would hash differently but compile the same; append a custom section.
+    // A second version of bulky: the same code plus an empty custom section, so it has
+    // another digest but costs the same to compile.
     let bulky_v2 = std::env::temp_dir().join("sfn-wasm-host-bench-bulky-v2.wasm");
     let mut bytes = std::fs::read(&bulky).unwrap();
     bytes.extend_from_slice(&[0, 6, 5, b'b', b'e', b'n', b'c', b'h']);

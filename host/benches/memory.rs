@@ -42,6 +42,7 @@ fn main() {
             max_concurrent_tasks: TASKS,
             max_memory_bytes: 64 << 20,
             pooling: true,
+            ..EngineConfig::default()
         })
         .expect("an engine with 1,000 slots"),
     );

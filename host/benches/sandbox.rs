@@ -1,15 +1,16 @@
 //! Per-task sandbox overhead, and handler load time. Prints a table.
 //!
 //! Run: `scripts/bench.sh` (or `cargo bench -p sfn-wasm-host --bench sandbox` after
-//! `scripts/build-guests.sh` and `scripts/build-polyglot.sh`). All cases run in one process, one after the other, on a
-//! single-threaded tokio runtime, so ratios against the native baseline are comparable
-//! even on a noisy machine.
+//! `scripts/build-guests.sh` and `scripts/build-polyglot.sh`). All cases run in one
+//! process, one after the other, on a single-threaded tokio runtime, so ratios against the
+//! native baseline are comparable even on a noisy machine.
 //!
 //! - `native`: a Rust closure doing the greet handler's JSON work, no sandbox.
-//! - `pooling` / `on-demand`: `Handler::run` for the real `greet` component
-//!   (instantiate + `handle` + answer + drop) with each instance allocator.
+//! - `greet, ...`: `Handler::run` for the real `greet` component (instantiate, `handle`,
+//!   answer, drop) with the pooling allocator as the host configures it, with no memory
+//!   kept resident between tasks, and with the on-demand allocator.
 //! - `greet-js` / `greet-py`: the same greet handler written in JavaScript and Python
-//!   (when `scripts/build-polyglot.sh` has built them), pooling allocator.
+//!   (when `scripts/build-polyglot.sh` has built them), with and without kept memory.
 //! - `compile` / `precompiled`: loading the handler from `.wasm` vs from an artifact.
 
 use std::hint::black_box;
@@ -24,7 +25,6 @@ use sfn_wasm_host::toolkit::{LocalResponder, Responder};
 mod common;
 
 const TASKS: usize = 20_000;
-const WARMUP: usize = 1_000;
 const LOADS: usize = 10;
 const INPUT: &str = r#"{"hello": "World"}"#;
 
@@ -51,27 +51,18 @@ fn measure(name: &'static str, iterations: usize, mut f: impl FnMut()) -> Row {
     Row { name, samples }
 }
 
+/// Runs `tasks` greet tasks (after a 5 % warm-up) on a fresh engine built from `config`.
 fn task_row(
     name: &'static str,
-    pooling: bool,
-    wasm: &[u8],
-    runtime: &tokio::runtime::Runtime,
-) -> Row {
-    task_row_n(name, pooling, wasm, runtime, TASKS, WARMUP)
-}
-
-fn task_row_n(
-    name: &'static str,
-    pooling: bool,
+    config: EngineConfig,
     wasm: &[u8],
     runtime: &tokio::runtime::Runtime,
     tasks: usize,
-    warmup: usize,
 ) -> Row {
     let engine = WasmEngine::new(EngineConfig {
         max_concurrent_tasks: 4,
         max_memory_bytes: 256 << 20,
-        pooling,
+        ..config
     })
     .expect("engine");
     let handler = Handler::load_bytes(&engine, Path::new(name), wasm).expect("the handler loads");
@@ -82,7 +73,7 @@ fn task_row_n(
         assert!(report.error.is_none(), "{:?}", report.error);
         black_box(report);
     };
-    for _ in 0..warmup {
+    for _ in 0..tasks / 20 {
         run();
     }
     measure(name, tasks, run)
@@ -115,26 +106,64 @@ fn main() {
         black_box(output);
     };
     let native = measure("native closure (baseline)", TASKS, native);
-    let pooling = task_row("sandbox, pooling allocator", true, &wasm, &runtime);
-    let on_demand = task_row("sandbox, on-demand allocator", false, &wasm, &runtime);
-    // Handlers from other languages, if scripts/build-polyglot.sh has built them.
-    let polyglot: Vec<Row> = [
-        ("greet-js (ComponentizeJS), pooling", "greet-js"),
-        ("greet-py (componentize-py), pooling", "greet-py"),
-    ]
-    .into_iter()
-    .filter_map(|(name, file)| {
-        let wasm = std::fs::read(root.join("target/polyglot").join(format!("{file}.wasm"))).ok()?;
-        Some(task_row_n(
-            name,
-            true,
+    let pooling = EngineConfig::default();
+    let nothing_kept = EngineConfig {
+        keep_resident_bytes: Some(0),
+        ..EngineConfig::default()
+    };
+    let on_demand = EngineConfig {
+        pooling: false,
+        ..EngineConfig::default()
+    };
+    let mut rows = vec![
+        native,
+        task_row("greet, pooling", pooling.clone(), &wasm, &runtime, TASKS),
+        task_row(
+            "greet, pooling, nothing kept resident",
+            nothing_kept.clone(),
             &wasm,
             &runtime,
-            TASKS / 10,
-            WARMUP / 10,
-        ))
-    })
-    .collect();
+            TASKS,
+        ),
+        task_row(
+            "greet, on-demand allocator",
+            on_demand,
+            &wasm,
+            &runtime,
+            TASKS,
+        ),
+    ];
+    // Handlers from other languages, if scripts/build-polyglot.sh has built them.
+    let polyglot = [
+        (
+            "greet-js (ComponentizeJS), pooling",
+            "greet-js, pooling, nothing kept resident",
+            "greet-js",
+        ),
+        (
+            "greet-py (componentize-py), pooling",
+            "greet-py, pooling, nothing kept resident",
+            "greet-py",
+        ),
+    ];
+    for (kept_name, bare_name, file) in polyglot {
+        if let Ok(wasm) = std::fs::read(root.join("target/polyglot").join(format!("{file}.wasm"))) {
+            rows.push(task_row(
+                kept_name,
+                pooling.clone(),
+                &wasm,
+                &runtime,
+                TASKS / 10,
+            ));
+            rows.push(task_row(
+                bare_name,
+                nothing_kept.clone(),
+                &wasm,
+                &runtime,
+                TASKS / 10,
+            ));
+        }
+    }
 
     let engine = WasmEngine::new(EngineConfig::default()).expect("engine");
     let path = Path::new("greet.wasm");
@@ -151,18 +180,15 @@ fn main() {
         );
     });
 
-    let baseline = native.percentile(0.5).as_secs_f64();
+    rows.extend([compile, precompiled]);
+    let baseline = rows[0].percentile(0.5).as_secs_f64();
     println!(
-        "\ngreet.wasm: {} bytes; per-task rows: {TASKS} tasks after {WARMUP} warm-up\n",
+        "\ngreet.wasm: {} bytes; per-task rows after a 5 % warm-up\n",
         wasm.len()
     );
     println!("| case | n | median | p99 | median vs native |");
     println!("|---|---:|---:|---:|---:|");
-    let rows = [&native, &pooling, &on_demand]
-        .into_iter()
-        .chain(&polyglot)
-        .chain([&compile, &precompiled]);
-    for row in rows {
+    for row in &rows {
         let median = row.percentile(0.5);
         println!(
             "| {} | {} | {} | {} | {:.1}x |",

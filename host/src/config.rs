@@ -5,6 +5,7 @@
 //! silently ignored: a typo in `memory_limit_mb` must not quietly run with the default.
 
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -293,15 +294,8 @@ impl Config {
                     ),
                 ));
             }
-            if !(1..=MAX_WORKERS).contains(&activity.workers) {
-                return Err(error(
-                    key("workers"),
-                    format!(
-                        "must be between 1 and {MAX_WORKERS}; got {}",
-                        activity.workers
-                    ),
-                ));
-            }
+            within(activity.workers, 1..=MAX_WORKERS)
+                .map_err(|message| error(key("workers"), message))?;
             let task_timeout = seconds(activity.task_timeout_seconds, 0.001, 31_536_000.0)
                 .ok_or_else(|| {
                     error(
@@ -312,15 +306,8 @@ impl Config {
                         ),
                     )
                 })?;
-            if !(1..=MAX_MEMORY_LIMIT_MB).contains(&activity.memory_limit_mb) {
-                return Err(error(
-                    key("memory_limit_mb"),
-                    format!(
-                        "must be between 1 and {MAX_MEMORY_LIMIT_MB}; got {}",
-                        activity.memory_limit_mb
-                    ),
-                ));
-            }
+            within(activity.memory_limit_mb, 1..=MAX_MEMORY_LIMIT_MB)
+                .map_err(|message| error(key("memory_limit_mb"), message))?;
             let polling = activity.polling;
             if polling.max_attempts == 0 {
                 return Err(error(
@@ -328,21 +315,10 @@ impl Config {
                     "must be at least 1".into(),
                 ));
             }
-            if seconds(polling.interval_seconds, 0.0, 3600.0).is_none() {
-                return Err(error(
-                    key("polling.interval_seconds"),
-                    format!(
-                        "must be between 0 and 3600; got {}",
-                        polling.interval_seconds
-                    ),
-                ));
-            }
-            if !(polling.backoff_rate.is_finite() && (1.0..=10.0).contains(&polling.backoff_rate)) {
-                return Err(error(
-                    key("polling.backoff_rate"),
-                    format!("must be between 1.0 and 10.0; got {}", polling.backoff_rate),
-                ));
-            }
+            within(polling.interval_seconds, 0.0..=3600.0)
+                .map_err(|message| error(key("polling.interval_seconds"), message))?;
+            within(polling.backoff_rate, 1.0..=10.0)
+                .map_err(|message| error(key("polling.backoff_rate"), message))?;
             let handler = base.join(&activity.handler);
             if !handler.is_file() {
                 return Err(error(
@@ -398,6 +374,20 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     from_env("XDG_CACHE_HOME")
         .or_else(|| from_env("HOME").map(|home| home.join(".cache")))
         .map(|dir| dir.join("sfn-wasm-host"))
+}
+
+/// `value` if it lies in `range` (NaN never does), else the message that says so.
+fn within<T: PartialOrd + fmt::Debug>(value: T, range: RangeInclusive<T>) -> Result<T, String> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        // Debug, so that floats keep their point: `1.0`, not `1`.
+        Err(format!(
+            "must be between {:?} and {:?}; got {value:?}",
+            range.start(),
+            range.end()
+        ))
+    }
 }
 
 fn seconds(value: f64, min: f64, max: f64) -> Option<Duration> {

@@ -219,6 +219,25 @@ impl Emitter {
     }
 }
 
+/// An event's log message: its name, and what went wrong for the error events.
+struct Message<'a>(&'a EventKind);
+
+impl std::fmt::Display for Message<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = self.0.name();
+        match self.0 {
+            EventKind::WorkerStopped { exit_code } => write!(f, "{name}: exit code {exit_code}"),
+            EventKind::WorkerError { error }
+            | EventKind::TaskFailure { error }
+            | EventKind::TaskErrored { error } => write!(f, "{name}: {error}"),
+            EventKind::PollingError { error, attempt } => {
+                write!(f, "{name}: attempt {attempt}: {error}")
+            }
+            _ => f.write_str(name),
+        }
+    }
+}
+
 /// Logs an event. Each task costs three INFO lines (`task:start`, its answer,
 /// `task:done`); the poll events and `task:received`, which add nothing a reader of a
 /// task needs, are DEBUG: logging is a large share of the host's CPU per task.
@@ -226,14 +245,8 @@ fn log(event: &Event) {
     let name = event.kind.name();
     let activity = &*event.activity;
     let worker = event.worker.as_deref().unwrap_or_default();
-    let message = match &event.kind {
-        EventKind::WorkerStopped { exit_code } => format!("{name}: exit code {exit_code}"),
-        EventKind::WorkerError { error }
-        | EventKind::TaskFailure { error }
-        | EventKind::TaskErrored { error } => format!("{name}: {error}"),
-        EventKind::PollingError { error, attempt } => format!("{name}: attempt {attempt}: {error}"),
-        _ => name.to_owned(),
-    };
+    // Formatted only if a subscriber takes the event: polls happen all the time.
+    let message = Message(&event.kind);
     // tracing needs the level at compile time: one arm per level, same fields.
     macro_rules! task_event {
         ($level:ident, $task:expr) => {

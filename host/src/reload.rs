@@ -68,6 +68,9 @@ pub struct ReloadTarget {
 /// Why the reloader could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
+    /// The OS file-watching facility (inotify) could not be set up.
+    #[error("cannot start watching handler files: {0}")]
+    Watcher(notify::Error),
     /// The file watcher could not be set up.
     #[error("cannot watch {}: {source}", path.display())]
     Watch {
@@ -167,10 +170,7 @@ fn watch_files(
             }
         }
     })
-    .map_err(|source| ReloadError::Watch {
-        path: PathBuf::new(),
-        source,
-    })?;
+    .map_err(ReloadError::Watcher)?;
     for folder in folders {
         watcher
             .watch(&folder, RecursiveMode::NonRecursive)

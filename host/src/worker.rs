@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ActivityConfig;
-use crate::engine::{TaskControl, TaskLimits, TaskRequest, WasmEngine};
+use crate::engine::{TaskControl, TaskLimits, TaskRequest, WasmEngine, sha256_hex};
 use crate::events::{Emitter, EventKind, TaskRef};
 use crate::reload::HandlerSlot;
 use crate::responder::SfnResponder;
@@ -178,8 +177,9 @@ impl ActivityWorker {
 /// A short, stable id for a task, for logs: the first 16 hex digits of the SHA-256 of its
 /// token. The token itself is a credential and never leaves the host.
 pub fn task_id(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    let mut id = sha256_hex(token.as_bytes());
+    id.truncate(16);
+    id
 }
 
 /// A fresh worker name, `PREFIX:RANDOM`.

@@ -104,6 +104,7 @@ fn prepare(args: &InvokeArgs) -> anyhow::Result<(WasmEngine, Handler, TaskReques
         max_concurrent_tasks: 1,
         max_memory_bytes: memory_bytes,
         pooling: true,
+        ..EngineConfig::default()
     })?;
     let cache_dir = if args.no_cache {
         None

@@ -22,6 +22,7 @@ pub fn load(config: Config) -> anyhow::Result<Loaded> {
         max_concurrent_tasks: config.total_workers(),
         max_memory_bytes: config.max_memory_bytes(),
         pooling: true,
+        ..EngineConfig::default()
     })?;
     let cache = open_cache(config.host.cache_dir.as_deref(), &engine);
     let mut handlers = Vec::with_capacity(config.activities.len());

@@ -21,17 +21,24 @@ pub struct Digest(Arc<str>);
 impl Digest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
-        let hex: String = Sha256::digest(bytes)
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
-        Self(Arc::from(hex))
+        Self(Arc::from(sha256_hex(bytes)))
     }
 
     /// The digest in lowercase hex.
     pub fn hex(&self) -> &Arc<str> {
         &self.0
     }
+}
+
+/// The SHA-256 of `bytes` in lowercase hex, for digests and task ids.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(64);
+    for byte in Sha256::digest(bytes) {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    hex
 }
 
 impl fmt::Display for Digest {
@@ -134,7 +141,6 @@ pub struct LoadedHandler {
 pub struct Handler {
     pre: HandlerPre<TaskState>,
     digest: Digest,
-    source: Arc<Path>,
 }
 
 impl Handler {
@@ -189,11 +195,7 @@ impl Handler {
             })
         };
         let Some(cache) = cache else {
-            let component =
-                Component::new(engine.wasmtime(), bytes).map_err(|err| LoadError::Invalid {
-                    path: path.to_owned(),
-                    reason: format!("{err:#}"),
-                })?;
+            let component = Component::new(engine.wasmtime(), bytes).map_err(invalid(path))?;
             return loaded(
                 Self::link(engine, path, component, digest)?,
                 CacheStatus::Disabled,
@@ -274,10 +276,7 @@ impl Handler {
         engine
             .wasmtime()
             .precompile_component(bytes)
-            .map_err(|err| LoadError::Invalid {
-                path: path.to_owned(),
-                reason: format!("{err:#}"),
-            })
+            .map_err(invalid(path))
     }
 
     fn link(
@@ -295,11 +294,7 @@ impl Handler {
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
         let pre = HandlerPre::new(pre).map_err(wrong_world)?;
-        Ok(Self {
-            pre,
-            digest,
-            source: Arc::from(path),
-        })
+        Ok(Self { pre, digest })
     }
 
     /// The digest of the `.wasm` this handler was compiled from.
@@ -307,13 +302,16 @@ impl Handler {
         &self.digest
     }
 
-    /// The file this handler was loaded from.
-    pub fn source(&self) -> &Path {
-        &self.source
-    }
-
     pub(super) fn pre(&self) -> &HandlerPre<TaskState> {
         &self.pre
+    }
+}
+
+/// Maps a compile error for the handler at `path`.
+fn invalid(path: &Path) -> impl FnOnce(wasmtime::Error) -> LoadError + '_ {
+    move |err| LoadError::Invalid {
+        path: path.to_owned(),
+        reason: format!("{err:#}"),
     }
 }
 

@@ -19,7 +19,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use cache::{ArtifactCache, CacheError};
 pub use epoch::{EpochTicker, Running, TICK};
-pub use handler::{CacheStatus, Digest, Handler, LoadError, LoadedHandler};
+pub use handler::{CacheStatus, Digest, Handler, LoadError, LoadedHandler, sha256_hex};
 pub use limits::MemoryLimiter;
 pub use stdio::{GuestOutput, MAX_LINE_BYTES, MAX_LOGGED_BYTES, Stream};
 pub use task::{TaskControl, TaskLimits, TaskReport, TaskRequest};
@@ -37,6 +37,9 @@ pub struct EngineConfig {
     /// Reserve instance slots up front (fast per-task setup) rather than allocating
     /// each instance's memory on demand.
     pub pooling: bool,
+    /// How much of each memory slot stays resident between tasks; `None` for the default
+    /// budget rule ([`keep_resident_bytes`]). Benchmarks set `Some(0)` as a baseline.
+    pub keep_resident_bytes: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -45,6 +48,7 @@ impl Default for EngineConfig {
             max_concurrent_tasks: 16,
             max_memory_bytes: 128 << 20,
             pooling: true,
+            keep_resident_bytes: None,
         }
     }
 }
@@ -73,7 +77,6 @@ const SPARE_INSTANCES: u32 = 4;
 pub struct WasmEngine {
     engine: Engine,
     linker: Linker<TaskState>,
-    config: EngineConfig,
     ticker: EpochTicker,
 }
 
@@ -104,7 +107,6 @@ impl WasmEngine {
         Ok(Self {
             engine,
             linker,
-            config,
             ticker,
         })
     }
@@ -117,11 +119,6 @@ impl WasmEngine {
     /// Keeps the epoch clock ticking while the guard lives; held by each running task.
     pub(crate) fn running(&self) -> Running {
         self.ticker.running()
-    }
-
-    /// The configuration the engine was built with.
-    pub fn config(&self) -> &EngineConfig {
-        &self.config
     }
 }
 
@@ -136,7 +133,11 @@ fn pooling_config(config: &EngineConfig) -> PoolingAllocationConfig {
         .max_tables_per_component(TABLES_PER_COMPONENT)
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX))
-        .linear_memory_keep_resident(keep_resident_bytes(instances))
+        .linear_memory_keep_resident(
+            config
+                .keep_resident_bytes
+                .unwrap_or_else(|| keep_resident_bytes(instances)),
+        )
         .table_keep_resident(64 << 10);
     pool
 }
@@ -151,12 +152,12 @@ const MIN_KEEP_RESIDENT: usize = 2 << 20;
 
 /// How much of each memory slot stays mapped (and is zeroed with `memset`) between
 /// tasks instead of being returned to the kernel. Kept pages cost no page faults at the
-/// next instantiation: `scripts/bench.sh` measured a trivial Rust task at ~15 µs with
-/// 4 MiB kept vs ~19.5 µs with none, and JavaScript and Python tasks (whose snapshots
-/// are tens of MiB) at ~2.3x and ~1.5x faster with 16 MiB kept. But every slot that has
-/// run a task keeps that much resident, so the amount shrinks as slots grow, within
-/// [`RESIDENT_BUDGET`], and is zero past 256 slots.
-fn keep_resident_bytes(slots: u32) -> usize {
+/// next instantiation, which is most of a small task's cost and much of a JavaScript or
+/// Python task's (their snapshots are tens of MiB): `scripts/bench.sh` prints each
+/// handler with and without. But every slot that has run a task keeps that much
+/// resident, so the amount shrinks as slots grow, within [`RESIDENT_BUDGET`], and is
+/// zero past 256 slots.
+pub fn keep_resident_bytes(slots: u32) -> usize {
     let share = RESIDENT_BUDGET / usize::try_from(slots.max(1)).unwrap_or(usize::MAX);
     let share = share.min(MAX_KEEP_RESIDENT) & !0xffff;
     if share < MIN_KEEP_RESIDENT { 0 } else { share }

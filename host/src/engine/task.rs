@@ -126,7 +126,7 @@ impl Handler {
 
         if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(&request.input) {
             let failure = HostFailure::InvalidInput(format!("the task input is not JSON: {err}"));
-            return finish(toolkit, Some(failure), started).await;
+            return finish(toolkit, Some(failure), &request.task_id, started).await;
         }
 
         let task_id: Arc<str> = Arc::from(request.task_id.as_str());
@@ -197,7 +197,8 @@ impl Handler {
         let answered = !matches!(toolkit.state(), AnswerState::Pending);
         let failure = match outcome {
             Ok(Ok(())) => (!answered).then_some(HostFailure::NoResponse),
-            Ok(Err(message)) => (!answered).then_some(HostFailure::HandlerError(message)),
+            // Reported even after an answer: the answer stands, but the error is heard.
+            Ok(Err(message)) => Some(HostFailure::HandlerError(message)),
             Err(err) => Some(classify(
                 &err,
                 &limiter,
@@ -205,7 +206,7 @@ impl Handler {
                 &stderr_tail,
             )),
         };
-        finish(toolkit, failure, started).await
+        finish(toolkit, failure, &task.task_id, started).await
     }
 }
 
@@ -249,16 +250,17 @@ fn classify(
 async fn finish(
     mut toolkit: Toolkit,
     failure: Option<HostFailure>,
+    task_id: &str,
     started: Instant,
 ) -> TaskReport {
     if let Some(failure) = &failure {
         toolkit
             .responder()
             .errored(&TaskError::Failed(failure.clone()));
-        if matches!(toolkit.state(), AnswerState::Pending)
-            && let Err(err) = toolkit.answer(failure.answer()).await
-        {
-            tracing::warn!(error = %err, "the host's failure answer was not delivered");
+        if !matches!(toolkit.state(), AnswerState::Pending) {
+            tracing::warn!(task_id, error = %failure, "the handler went wrong after answering; the answer stands");
+        } else if let Err(err) = toolkit.answer(failure.answer()).await {
+            tracing::warn!(task_id, error = %err, "the host's failure answer was not delivered");
         }
     }
     TaskReport {

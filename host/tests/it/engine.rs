@@ -77,6 +77,7 @@ fn fixture() -> Fixture {
         max_concurrent_tasks: 4,
         max_memory_bytes: 64 << 20,
         pooling: true,
+        ..EngineConfig::default()
     })
     .expect("engine");
     let scenarios = Handler::load_file(&engine, &guest("scenarios")).expect("scenarios loads");

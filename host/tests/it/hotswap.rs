@@ -7,17 +7,14 @@ use std::time::Duration;
 
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use sfn_wasm_host::engine::sha256_hex;
 
 use crate::emulator;
 use crate::guests::guest;
 use crate::served::Served;
 
 fn digest(path: &Path) -> String {
-    Sha256::digest(std::fs::read(path).unwrap())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    sha256_hex(&std::fs::read(path).unwrap())
 }
 
 /// Replaces `to` with a copy of `from` by an atomic rename, as deploy tools do.
@@ -122,15 +119,9 @@ fn a_new_file_serves_new_tasks_while_running_ones_finish_on_the_old_version() {
     // The task that started under v1 is answered by v1 (v2 would not know `Sleep`).
     assert_eq!(swap.output_of(&slow), json!({"slept_ms": 1500}));
     swap.served.drain();
-    let digests: Vec<&str> = swap
-        .served
-        .seen
-        .iter()
-        .filter(|l| l["event"] == "task:success")
-        .map(|l| l["handler_digest"].as_str().unwrap())
-        .collect();
+    let digests = swap.served.values("task:success", "handler_digest");
     assert!(
-        digests.contains(&v1.as_str()) && digests.contains(&digest(&guest("greet_v2")).as_str()),
+        digests.contains(&v1) && digests.contains(&digest(&guest("greet_v2"))),
         "{digests:?}"
     );
 }
@@ -187,7 +178,7 @@ fn sighup_reloads_an_unwatched_handler() {
     deploy(&guest("greet_v2"), &swap.handler);
     // Not watched: the file change alone does nothing.
     assert_eq!(swap.run("before"), json!({"greeting": "Hello, before"}));
-    swap.served.signal("HUP");
+    swap.served.signal(rustix::process::Signal::HUP);
     swap.wait_swapped_to(&guest("greet_v2"));
     assert_eq!(
         swap.run("after"),
@@ -208,19 +199,8 @@ fn rapid_writes_end_on_the_last_version() {
     let last = digest(&guest("greet_v2"));
     // Idle polls log nothing at the default level, so quiet means the reloads are done.
     swap.served.wait_quiet(Duration::from_secs(2));
-    let swaps: Vec<&str> = swap
-        .served
-        .seen
-        .iter()
-        .filter(|l| l["event"] == "handler:swapped")
-        .map(|l| l["new_digest"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        swaps.last(),
-        Some(&last.as_str()),
-        "{:?}",
-        swap.served.events()
-    );
+    let swaps = swap.served.values("handler:swapped", "new_digest");
+    assert_eq!(swaps.last(), Some(&last), "{:?}", swap.served.events());
     assert_eq!(
         swap.run("last"),
         json!({"greeting": "Hi, last", "version": 2})

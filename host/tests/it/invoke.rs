@@ -121,12 +121,15 @@ fn forgetting_to_answer_is_no_response() {
 
 #[test]
 fn the_first_of_two_answers_stands() {
-    let (line, code, _) = scenario("Duplicate", &[]);
+    let (line, code, stderr) = scenario("Duplicate", &[]);
     assert_eq!(
         line,
         json!({"status": "success", "output": {"greeting": "Hello, Duplicate"}})
     );
     assert_eq!(code, 0);
+    // The guest saw `already-responded` for its second answer (else it returns an error,
+    // which the host logs after the answer).
+    assert!(!stderr.contains("after answering"), "{stderr}");
 }
 
 #[test]

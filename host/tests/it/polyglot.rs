@@ -27,7 +27,7 @@ fn component(name: &str) -> PathBuf {
         assert!(status.success(), "scripts/build-polyglot.sh failed");
         for language in LANGUAGES {
             for handler in ["greet", "scenarios"] {
-                let (line, _) = invoke(
+                let (line, _, _) = invoke(
                     &polyglot(&format!("{handler}-{language}")),
                     r#"{"hello": "World"}"#,
                     &[],
@@ -45,7 +45,8 @@ fn polyglot(name: &str) -> PathBuf {
         .join(format!("{name}.wasm"))
 }
 
-fn invoke(handler: &std::path::Path, input: &str, extra: &[&str]) -> (Value, i32) {
+/// Runs `invoke`: the JSON line, the exit code and stderr (the host's and guest's logs).
+fn invoke(handler: &std::path::Path, input: &str, extra: &[&str]) -> (Value, i32, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
         .arg("invoke")
         .arg(handler)
@@ -62,11 +63,12 @@ fn invoke(handler: &std::path::Path, input: &str, extra: &[&str]) -> (Value, i32
             String::from_utf8_lossy(&output.stderr)
         )
     });
-    (line, output.status.code().unwrap())
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (line, output.status.code().unwrap(), stderr)
 }
 
 fn scenario(language: &str, hello: &str, extra: &[&str]) -> Value {
-    let (line, code) = invoke(
+    let (line, code, _) = invoke(
         &component(&format!("scenarios-{language}")),
         &json!({"hello": hello}).to_string(),
         extra,
@@ -82,7 +84,7 @@ fn scenario(language: &str, hello: &str, extra: &[&str]) -> Value {
 #[test]
 fn greet_answers_in_every_language() {
     for language in LANGUAGES {
-        let (line, code) = invoke(
+        let (line, code, _) = invoke(
             &component(&format!("greet-{language}")),
             r#"{"hello": "X"}"#,
             &[],
@@ -144,11 +146,19 @@ fn an_exception_fails_with_its_text_in_the_cause() {
 #[test]
 fn a_second_answer_is_refused_and_an_error_result_is_a_handler_error() {
     for language in LANGUAGES {
+        // The handler checks that the second answer was refused as already-responded
+        // and returns an error otherwise, which the host logs after the answer.
+        let (line, _, stderr) = invoke(
+            &component(&format!("scenarios-{language}")),
+            r#"{"hello": "Duplicate"}"#,
+            &[],
+        );
         assert_eq!(
-            scenario(language, "Duplicate", &[]),
+            line,
             json!({"status": "success", "output": {"greeting": "Hello, Duplicate"}}),
             "{language}"
         );
+        assert!(!stderr.contains("after answering"), "{language}: {stderr}");
         assert_eq!(
             scenario(language, "Refuse", &[]),
             json!({"status": "failure", "error": "SfnWasmHost.HandlerError", "cause": "refused on purpose"}),

@@ -69,6 +69,7 @@ impl<'a> Setup<'a> {
                 max_concurrent_tasks: config.total_workers(),
                 max_memory_bytes: config.max_memory_bytes(),
                 pooling: true,
+                ..EngineConfig::default()
             })
             .unwrap(),
         );
@@ -109,18 +110,26 @@ impl Harness {
         emulator::wait(&self.client, &execution, Duration::from_secs(60)).await
     }
 
-    /// Event names, as they come, until `until` (inclusive) or the timeout.
+    /// Events, as they come, until `until` (inclusive) or the timeout.
     pub async fn events_until(&mut self, until: &str, limit: Duration) -> Vec<Event> {
+        self.events_until_nth(until, 1, limit).await
+    }
+
+    /// Events, as they come, until the `n`th `until` (inclusive) or the timeout.
+    pub async fn events_until_nth(&mut self, until: &str, n: usize, limit: Duration) -> Vec<Event> {
         let mut seen = Vec::new();
+        let mut found = 0;
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let event = tokio::time::timeout_at(deadline, self.events.recv())
                 .await
-                .unwrap_or_else(|_| panic!("no {until} within {limit:?}; saw {:?}", names(&seen)))
+                .unwrap_or_else(|_| {
+                    panic!("no {n} x {until} within {limit:?}; saw {:?}", names(&seen))
+                })
                 .expect("event channel");
-            let done = event.kind.name() == until;
+            found += usize::from(event.kind.name() == until);
             seen.push(event);
-            if done {
+            if found == n {
                 return seen;
             }
         }
@@ -254,16 +263,8 @@ async fn a_pool_of_four_answers_many_executions_exactly_once() {
     }
     .start()
     .await;
-    let mut running = 0;
-    while running < 4 {
-        let events = h
-            .events_until("worker:running", Duration::from_secs(10))
-            .await;
-        running += names(&events)
-            .iter()
-            .filter(|n| **n == "worker:running")
-            .count();
-    }
+    h.events_until_nth("worker:running", 4, Duration::from_secs(10))
+        .await;
     let executions: Vec<String> = futures::future::join_all((0..40).map(|i| {
         emulator::start(
             &h.client,
@@ -336,23 +337,12 @@ async fn a_pool_resizes_up_and_down_at_runtime() {
     }
     .start()
     .await;
-    let count = |events: &[Event], name: &str| names(events).iter().filter(|n| **n == name).count();
-    let mut seen = Vec::new();
-    while count(&seen, "worker:running") < 2 {
-        seen.extend(
-            h.events_until("worker:running", Duration::from_secs(10))
-                .await,
-        );
-    }
+    h.events_until_nth("worker:running", 2, Duration::from_secs(10))
+        .await;
     h.pool().set_desired_capacity(4);
     assert_eq!(h.pool().desired_capacity(), 4);
-    let mut seen = Vec::new();
-    while count(&seen, "worker:running") < 2 {
-        seen.extend(
-            h.events_until("worker:running", Duration::from_secs(10))
-                .await,
-        );
-    }
+    h.events_until_nth("worker:running", 2, Duration::from_secs(10))
+        .await;
     h.pool().set_desired_capacity(1);
     // Retired workers finish their poll (LocalStack holds an idle one for 60 s) and the
     // task it brings, then stop; the tasks keep being answered meanwhile.

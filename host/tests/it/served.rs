@@ -6,13 +6,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use rustix::process::{Pid, Signal};
 use serde_json::Value;
 
 pub struct Served {
     child: Child,
     lines: mpsc::Receiver<Value>,
     /// Every line received so far.
-    pub seen: Vec<Value>,
+    seen: Vec<Value>,
 }
 
 impl Served {
@@ -89,18 +90,24 @@ impl Served {
             .collect()
     }
 
-    pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+    /// The values of `field` in the lines with `event` = `name`, in order.
+    pub fn values(&self, name: &str, field: &str) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter(|l| l["event"] == name)
+            .filter_map(|l| l[field].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap()).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
     }
 
     /// SIGTERM, then waits: how long the exit took, and the exit code.
     pub fn terminate(&mut self) -> (Duration, i32) {
         let started = Instant::now();
-        self.signal("TERM");
+        self.signal(Signal::TERM);
         let exit = self.child.wait().unwrap();
         (started.elapsed(), exit.code().expect("exited, not killed"))
     }
