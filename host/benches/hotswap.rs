@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use sfn_wasm_host::engine::{ArtifactCache, CacheStatus, EngineConfig, Handler, WasmEngine};
 use sfn_wasm_host::events::{Emitter, Events};
 use sfn_wasm_host::reload::{HandlerSlot, ReloadTarget, Reloader};
-use sfn_wasm_host::toolkit::LocalResponder;
 
 mod common;
 
@@ -63,19 +62,16 @@ async fn swaps(
             assert!(started.elapsed() < Duration::from_secs(60), "no swap");
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
-        let report = current
-            .run(
-                engine,
-                common::request(r#"{"hello": "bench"}"#, 64),
-                Arc::new(LocalResponder),
-            )
-            .await;
+        let request = common::request(r#"{"hello": "bench"}"#, 64);
+        let delivery = common::local_delivery(&request);
+        let report = current.run(engine, request, delivery.clone()).await;
         latencies.push(started.elapsed());
-        assert!(report.answer().is_some());
+        assert!(report.error.is_none(), "{:?}", report.error);
+        assert!(delivery.answered());
         // Let the watcher settle before the next write.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    reloader.stop().await;
+    reloader.stop();
     latencies
 }
 

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
-use sfn_wasm_host::toolkit::LocalResponder;
 
 mod common;
 
@@ -68,9 +67,8 @@ fn main() {
                     let mut request = common::request(&input, 64);
                     request.task_id = format!("t{i}");
                     request.limits.timeout = Duration::from_secs(60);
-                    handler
-                        .run(&engine, request, Arc::new(LocalResponder))
-                        .await
+                    let delivery = common::local_delivery(&request);
+                    handler.run(&engine, request, delivery).await
                 })
             })
             .collect();

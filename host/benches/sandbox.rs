@@ -15,12 +15,10 @@
 
 use std::hint::black_box;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
-use sfn_wasm_host::toolkit::{LocalResponder, Responder};
 
 mod common;
 
@@ -66,10 +64,10 @@ fn task_row(
     })
     .expect("engine");
     let handler = Handler::load_bytes(&engine, Path::new(name), wasm).expect("the handler loads");
-    let responder: Arc<dyn Responder> = Arc::new(LocalResponder);
     let run = || {
-        let report =
-            runtime.block_on(handler.run(&engine, common::request(INPUT, 256), responder.clone()));
+        let request = common::request(INPUT, 256);
+        let delivery = common::local_delivery(&request);
+        let report = runtime.block_on(handler.run(&engine, request, delivery));
         assert!(report.error.is_none(), "{:?}", report.error);
         black_box(report);
     };

@@ -62,6 +62,12 @@ pub struct HostConfig {
     /// Where compiled handlers are kept between runs; `None` when `cache = false` or no
     /// folder could be found.
     pub cache_dir: Option<PathBuf>,
+    /// The most the compile cache may hold, in bytes; the least recently used entries
+    /// are evicted past it.
+    pub cache_max_bytes: u64,
+    /// How long the host keeps retrying an answer Step Functions could not be reached
+    /// for (network, 5xx, throttling) before it gives up on it.
+    pub answer_retry: Duration,
 }
 
 /// One `[[activity]]`, resolved.
@@ -83,6 +89,12 @@ pub struct ActivityConfig {
     pub polling: PollingConfig,
     /// Whether a change to the handler file swaps the new version in.
     pub watch: bool,
+    /// When set, the host sends `SendTaskHeartbeat` this often while a task runs,
+    /// whatever the guest does.
+    pub heartbeat_interval: Option<Duration>,
+    /// How long a guest whose task Step Functions closed may take to return after its
+    /// `cancelled()` turned true, before it is aborted.
+    pub cancel_grace: Duration,
 }
 
 /// `[activity.polling]`: how a worker retries failed polls before it gives up.
@@ -156,6 +168,9 @@ struct RawConfig {
     activity: Vec<RawActivity>,
 }
 
+// Every field is optional, so that a missing `[host]` table and an empty one mean the
+// same: serde's `#[serde(default = ...)]` applies only to keys of a table that exists,
+// and a derived `Default` would turn `cache` off for a config with no `[host]` at all.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawHost {
@@ -164,8 +179,9 @@ struct RawHost {
     #[serde(default)]
     log_format: LogFormat,
     cache_dir: Option<PathBuf>,
-    #[serde(default = "default_true")]
-    cache: bool,
+    cache: Option<bool>,
+    cache_max_mb: Option<u64>,
+    answer_retry_seconds: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -185,6 +201,13 @@ struct RawActivity {
     polling: PollingConfig,
     #[serde(default = "default_true")]
     watch: bool,
+    heartbeat_seconds: Option<f64>,
+    #[serde(default = "default_cancel_grace")]
+    cancel_grace_seconds: f64,
+}
+
+fn default_cancel_grace() -> f64 {
+    5.0
 }
 
 fn default_true() -> bool {
@@ -270,16 +293,27 @@ impl Config {
         // the file watcher and logs see the same path whatever the working directory.
         let folder = file.parent().unwrap_or(Path::new("."));
         let base = std::path::absolute(folder).unwrap_or_else(|_| folder.to_owned());
-        let cache_dir = match (raw.host.cache, raw.host.cache_dir) {
+        let cache_dir = match (raw.host.cache.unwrap_or(true), raw.host.cache_dir) {
             (false, _) => None,
             (true, Some(dir)) => Some(base.join(dir)),
             (true, None) => default_cache_dir(),
         };
+        let cache_max_mb = within(raw.host.cache_max_mb.unwrap_or(1024), 1..=1 << 20)
+            .map_err(|message| error("host.cache_max_mb".into(), message))?;
+        let retry = raw.host.answer_retry_seconds.unwrap_or(600.0);
+        let answer_retry = seconds(retry, 0.0, 86_400.0).ok_or_else(|| {
+            error(
+                "host.answer_retry_seconds".into(),
+                format!("must be between 0 and 86400 seconds; got {retry}"),
+            )
+        })?;
         let host = HostConfig {
             worker_prefix,
             shutdown_grace,
             log_format: raw.host.log_format,
             cache_dir,
+            cache_max_bytes: cache_max_mb << 20,
+            answer_retry,
         };
 
         let mut activities: Vec<ActivityConfig> = Vec::with_capacity(raw.activity.len());
@@ -319,6 +353,25 @@ impl Config {
                 .map_err(|message| error(key("polling.interval_seconds"), message))?;
             within(polling.backoff_rate, 1.0..=10.0)
                 .map_err(|message| error(key("polling.backoff_rate"), message))?;
+            let heartbeat_interval = match activity.heartbeat_seconds {
+                None => None,
+                Some(value) => Some(seconds(value, 0.001, 86_400.0).filter(|d| !d.is_zero()).ok_or_else(|| {
+                    error(
+                        key("heartbeat_seconds"),
+                        format!("must be more than 0 and at most 86400; got {value}. Leave it out for no automatic heartbeats"),
+                    )
+                })?),
+            };
+            let cancel_grace =
+                seconds(activity.cancel_grace_seconds, 0.0, 3600.0).ok_or_else(|| {
+                    error(
+                        key("cancel_grace_seconds"),
+                        format!(
+                            "must be between 0 and 3600 seconds; got {}",
+                            activity.cancel_grace_seconds
+                        ),
+                    )
+                })?;
             let handler = base.join(&activity.handler);
             if !handler.is_file() {
                 return Err(error(
@@ -338,6 +391,8 @@ impl Config {
                 restart_interval: Duration::from_millis(activity.restart_interval_ms),
                 polling,
                 watch: activity.watch,
+                heartbeat_interval,
+                cancel_grace,
             });
         }
         Ok(Self {
@@ -445,6 +500,27 @@ mod tests {
         assert!(activity.handler.is_absolute());
         assert_eq!(config.host.shutdown_grace, Duration::from_secs(30));
         assert!(!config.host.worker_prefix.is_empty());
+        // The README's defaults, from a config with no [host] table at all.
+        assert_eq!(config.host.cache_dir, default_cache_dir());
+        assert!(
+            config.host.cache_dir.is_some(),
+            "the compile cache is on by default"
+        );
+        assert_eq!(config.host.cache_max_bytes, 1024 << 20);
+        assert_eq!(config.host.answer_retry, Duration::from_secs(600));
+        assert_eq!(activity.heartbeat_interval, None);
+        assert_eq!(activity.cancel_grace, Duration::from_secs(5));
+        // An empty [host] table means the same.
+        let empty = parse(&format!(
+            "[host]\n[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n"
+        ))
+        .unwrap();
+        assert_eq!(empty.host, config.host);
+        let off = parse(&format!(
+            "[host]\ncache = false\n[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n"
+        ))
+        .unwrap();
+        assert_eq!(off.host.cache_dir, None);
     }
 
     #[test]
@@ -458,6 +534,8 @@ mod tests {
             worker_prefix = "my-host"
             shutdown_grace_seconds = 30
             log_format = "json"
+            cache_max_mb = 512
+            answer_retry_seconds = 120
             [[activity]]
             arn = "{ARN}"
             handler = "greet.wasm"
@@ -465,6 +543,8 @@ mod tests {
             task_timeout_seconds = 300
             memory_limit_mb = 128
             restart_interval_ms = 2000
+            heartbeat_seconds = 20
+            cancel_grace_seconds = 2.5
             [activity.polling]
             max_attempts = 5
             interval_seconds = 1.0
@@ -478,6 +558,11 @@ mod tests {
             Some("http://127.0.0.1:4599")
         );
         assert_eq!(config.total_workers(), 4);
+        assert_eq!(config.host.cache_max_bytes, 512 << 20);
+        assert_eq!(config.host.answer_retry, Duration::from_secs(120));
+        let activity = &config.activities[0];
+        assert_eq!(activity.heartbeat_interval, Some(Duration::from_secs(20)));
+        assert_eq!(activity.cancel_grace, Duration::from_millis(2500));
     }
 
     #[test]
@@ -539,6 +624,26 @@ mod tests {
             (
                 format!("[host]\nshutdown_grace_seconds = -1\n{}", activity("")),
                 "host.shutdown_grace_seconds",
+                "between 0",
+            ),
+            (
+                format!("[host]\nanswer_retry_seconds = -1\n{}", activity("")),
+                "host.answer_retry_seconds",
+                "between 0",
+            ),
+            (
+                format!("[host]\ncache_max_mb = 0\n{}", activity("")),
+                "host.cache_max_mb",
+                "between 1",
+            ),
+            (
+                activity("heartbeat_seconds = 0"),
+                "activity[0].heartbeat_seconds",
+                "more than 0",
+            ),
+            (
+                activity("cancel_grace_seconds = -2"),
+                "activity[0].cancel_grace_seconds",
                 "between 0",
             ),
         ];

@@ -1,5 +1,5 @@
-//! `ActivityConsumer`: the process's activities, one pool each, and the two-phase
-//! shutdown that leaves no received task without an answer.
+//! `ActivityConsumer`: the process's activities, one pool each, the runtime their guests
+//! run on, and the two-phase shutdown that leaves no received task without an answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::delivery::DeliveryOptions;
 use crate::engine::{LoadedHandler, TaskControl, WasmEngine};
 use crate::events::{Emitter, EventKind, Events};
 use crate::pool::ActivityPoolManager;
@@ -14,12 +15,49 @@ use crate::reload::{HandlerSlot, ReloadTarget};
 use crate::sfn::StepFunctions;
 use crate::worker::WorkerShared;
 
+/// After the grace, how long aborted tasks get to deliver their `SfnWasmHost.Shutdown`
+/// answers before deliveries still retrying are given up.
+pub const FINAL_ANSWERS: Duration = Duration::from_millis(400);
+
 /// Every pool of the process.
 pub struct ActivityConsumer {
     pools: Vec<ActivityPoolManager>,
     reload_targets: Vec<ReloadTarget>,
     stop_polling: CancellationToken,
     tasks: TaskControl,
+    give_up: CancellationToken,
+    _guests: GuestRuntime,
+}
+
+/// The runtime guests run on. Shut down without waiting when dropped: by then every
+/// task has ended, and dropping a runtime may not block inside another one.
+struct GuestRuntime(Option<tokio::runtime::Runtime>);
+
+impl GuestRuntime {
+    fn start() -> std::io::Result<Self> {
+        let threads = std::thread::available_parallelism().map_or(2, usize::from);
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("sfn-wasm-guest")
+            .enable_time()
+            .build()
+            .map(|runtime| Self(Some(runtime)))
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(runtime) => runtime.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl Drop for GuestRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// How a shutdown went.
@@ -31,7 +69,12 @@ pub struct ShutdownReport {
 
 impl ActivityConsumer {
     /// One pool per activity of `config`; `handlers[i]` serves `config.activities[i]`.
-    /// Emits `handler:loaded` for each.
+    /// Emits `handler:loaded` for each. Must be called inside a tokio runtime, which
+    /// becomes the control plane (polls, answers, heartbeats); guests get a runtime of
+    /// their own.
+    ///
+    /// # Errors
+    /// When the guests' runtime cannot be started (no threads left).
     ///
     /// # Panics
     /// If `handlers` and `config.activities` differ in length (a programming error).
@@ -41,7 +84,7 @@ impl ActivityConsumer {
         handlers: Vec<LoadedHandler>,
         sfn: Arc<dyn StepFunctions>,
         events: Events,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         assert_eq!(
             handlers.len(),
             config.activities.len(),
@@ -49,6 +92,9 @@ impl ActivityConsumer {
         );
         let stop_polling = CancellationToken::new();
         let tasks = TaskControl::default();
+        let give_up = CancellationToken::new();
+        let guests = GuestRuntime::start()?;
+        let control_plane = tokio::runtime::Handle::current();
         let mut pools = Vec::with_capacity(handlers.len());
         let mut reload_targets = Vec::with_capacity(handlers.len());
         for (activity, loaded) in config.activities.iter().zip(handlers) {
@@ -68,6 +114,13 @@ impl ActivityConsumer {
                 handler: slot.clone(),
                 emitter: emitter.clone(),
                 tasks: tasks.clone(),
+                delivery: DeliveryOptions {
+                    retry_for: config.host.answer_retry,
+                    cancel_grace: activity.cancel_grace,
+                    runtime: Some(control_plane.clone()),
+                    give_up: give_up.clone(),
+                },
+                guests: guests.handle(),
             });
             pools.push(ActivityPoolManager::new(
                 shared,
@@ -81,12 +134,14 @@ impl ActivityConsumer {
                 emitter,
             });
         }
-        Self {
+        Ok(Self {
             pools,
             reload_targets,
             stop_polling,
             tasks,
-        }
+            give_up,
+            _guests: guests,
+        })
     }
 
     /// Starts every pool's workers.
@@ -105,25 +160,29 @@ impl ActivityConsumer {
         std::mem::take(&mut self.reload_targets)
     }
 
-    /// The first phase of shutdown, idempotent and immediate: stop polling (in-flight
-    /// polls are abandoned) and make every running task's `cancelled()` true.
+    /// The first phase of shutdown, idempotent and immediate: start no new poll (polls
+    /// in flight are kept, and a task they bring is answered `SfnWasmHost.Shutdown`) and
+    /// make every running task's `cancelled()` true.
     pub fn initiate_shutdown(&self) {
         self.stop_polling.cancel();
         self.tasks.cancel.cancel();
     }
 
     /// The token that aborts every running task when cancelled: each is stopped within an
-    /// epoch tick and answered `SfnWasmHost.Shutdown`. For a second signal during
-    /// [`shutdown`](Self::shutdown).
+    /// epoch tick and answered `SfnWasmHost.Shutdown`, and polls in flight are dropped.
+    /// For a second signal during [`shutdown`](Self::shutdown).
     pub fn abort_token(&self) -> CancellationToken {
         self.tasks.abort.clone()
     }
 
-    /// Shuts down: [`initiate_shutdown`](Self::initiate_shutdown), then lets running tasks
-    /// finish for up to `grace`, then aborts the rest and waits for their answers.
+    /// Shuts down: [`initiate_shutdown`](Self::initiate_shutdown), then lets polls in
+    /// flight return, running tasks finish and answers be delivered for up to `grace`;
+    /// then aborts the rest (running guests, polls) and gives their `SfnWasmHost.Shutdown`
+    /// answers [`FINAL_ANSWERS`] before giving up on deliveries still retrying.
     pub async fn shutdown(&mut self, grace: Duration) -> ShutdownReport {
         self.initiate_shutdown();
         let abort = self.tasks.abort.clone();
+        let give_up = self.give_up.clone();
         let stop_all =
             futures::future::join_all(self.pools.iter_mut().map(ActivityPoolManager::stop));
         tokio::pin!(stop_all);
@@ -133,7 +192,13 @@ impl ActivityConsumer {
         };
         if aborted {
             abort.cancel();
-            stop_all.await;
+            tokio::select! {
+                _ = &mut stop_all => {}
+                () = tokio::time::sleep(FINAL_ANSWERS) => {
+                    give_up.cancel();
+                    stop_all.await;
+                }
+            }
         }
         ShutdownReport { aborted }
     }

@@ -48,17 +48,52 @@ pub enum EventKind {
     /// `task:start`: the handler is about to run.
     TaskStart,
     /// `task:heartbeat`: a heartbeat was delivered.
-    TaskHeartbeat,
+    TaskHeartbeat {
+        /// `guest` (the handler called `heartbeat()`) or `auto` (`heartbeat_seconds`).
+        source: &'static str,
+    },
     /// `task:success`: a success was delivered.
-    TaskSuccess,
+    TaskSuccess {
+        /// Attempts it took.
+        attempts: u32,
+        /// A timed-out attempt was followed by a refusal as closed: it most likely went
+        /// through on the timed-out attempt.
+        probably_delivered: bool,
+    },
     /// `task:failure`: a failure was delivered (the guest's or the host's).
     TaskFailure {
         /// The error name.
         error: String,
+        /// Attempts it took.
+        attempts: u32,
+        /// As for `task:success`.
+        probably_delivered: bool,
+    },
+    /// `task:retrying`: an answer attempt failed transiently; another follows.
+    TaskRetrying {
+        /// The attempt that failed (1 for the first).
+        attempt: u32,
+        /// Why it failed.
+        error: String,
+        /// The wait before the next attempt, in milliseconds.
+        delay_ms: u64,
+    },
+    /// `task:undelivered`: the answer will not reach Step Functions (refused, the task
+    /// closed, out of retries).
+    TaskUndelivered {
+        /// Why.
+        reason: String,
+    },
+    /// `task:cancelled`: Step Functions closed the task while the guest ran (a
+    /// heartbeat was refused); the guest is cancelled and no answer is sent.
+    TaskCancelled {
+        /// What Step Functions said.
+        reason: String,
     },
     /// `task:errored`: the handler went wrong (trap, no answer, a second answer, ...).
     TaskErrored {
-        /// What went wrong.
+        /// The error name (`SfnWasmHost.Trap`, `already-responded`); the cause is logged
+        /// at debug only, since it may carry task data.
         error: String,
     },
     /// `task:done`: the task is finished with; nothing more happens to it.
@@ -106,9 +141,12 @@ impl EventKind {
             EventKind::PollingError { .. } => "polling:error",
             EventKind::TaskReceived => "task:received",
             EventKind::TaskStart => "task:start",
-            EventKind::TaskHeartbeat => "task:heartbeat",
-            EventKind::TaskSuccess => "task:success",
+            EventKind::TaskHeartbeat { .. } => "task:heartbeat",
+            EventKind::TaskSuccess { .. } => "task:success",
             EventKind::TaskFailure { .. } => "task:failure",
+            EventKind::TaskRetrying { .. } => "task:retrying",
+            EventKind::TaskUndelivered { .. } => "task:undelivered",
+            EventKind::TaskCancelled { .. } => "task:cancelled",
             EventKind::TaskErrored { .. } => "task:errored",
             EventKind::TaskDone => "task:done",
             EventKind::HandlerLoaded { .. } => "handler:loaded",
@@ -228,8 +266,11 @@ impl std::fmt::Display for Message<'_> {
         match self.0 {
             EventKind::WorkerStopped { exit_code } => write!(f, "{name}: exit code {exit_code}"),
             EventKind::WorkerError { error }
-            | EventKind::TaskFailure { error }
-            | EventKind::TaskErrored { error } => write!(f, "{name}: {error}"),
+            | EventKind::TaskFailure { error, .. }
+            | EventKind::TaskErrored { error }
+            | EventKind::TaskRetrying { error, .. }
+            | EventKind::TaskUndelivered { reason: error }
+            | EventKind::TaskCancelled { reason: error } => write!(f, "{name}: {error}"),
             EventKind::PollingError { error, attempt } => {
                 write!(f, "{name}: attempt {attempt}: {error}")
             }
@@ -239,7 +280,7 @@ impl std::fmt::Display for Message<'_> {
 }
 
 /// Logs an event. Each task costs three INFO lines (`task:start`, its answer,
-/// `task:done`); the poll events and `task:received`, which add nothing a reader of a
+/// `task:done`); no task output, failure cause or token is logged at INFO or above; the poll events and `task:received`, which add nothing a reader of a
 /// task needs, are DEBUG: logging is a large share of the host's CPU per task.
 fn log(event: &Event) {
     let name = event.kind.name();
@@ -249,20 +290,47 @@ fn log(event: &Event) {
     let message = Message(&event.kind);
     // tracing needs the level at compile time: one arm per level, same fields.
     macro_rules! task_event {
-        ($level:ident, $task:expr) => {
+        ($level:ident, $task:expr $(, $field:ident = $value:expr)*) => {
             tracing::$level!(
                 event = name,
                 activity,
                 worker,
                 task_id = &*$task.task_id,
                 handler_digest = &*$task.handler_digest,
+                $($field = $value,)*
                 "{message}"
             )
         };
     }
     match (&event.task, &event.kind) {
-        (Some(task), EventKind::TaskErrored { .. }) => task_event!(warn, task),
+        (Some(task), EventKind::TaskErrored { .. } | EventKind::TaskRetrying { .. }) => {
+            task_event!(warn, task)
+        }
+        (Some(task), EventKind::TaskUndelivered { .. }) => task_event!(error, task),
         (Some(task), EventKind::TaskReceived) => task_event!(debug, task),
+        (Some(task), EventKind::TaskHeartbeat { source }) => {
+            task_event!(info, task, source = *source)
+        }
+        (
+            Some(task),
+            EventKind::TaskSuccess {
+                attempts,
+                probably_delivered,
+            }
+            | EventKind::TaskFailure {
+                attempts,
+                probably_delivered,
+                ..
+            },
+        ) => task_event!(
+            info,
+            task,
+            attempts = *attempts,
+            probably_delivered = *probably_delivered
+        ),
+        (Some(task), EventKind::TaskCancelled { reason }) => {
+            task_event!(info, task, reason = reason.as_str())
+        }
         (Some(task), _) => task_event!(info, task),
         (
             None,

@@ -3,15 +3,17 @@
 //!
 //! The data flows one way: [`config`] → [`consumer`] (one [`pool`] per activity) →
 //! [`worker`]s that long-poll [`sfn`] → the [`engine`] runs the task's handler in a fresh
-//! instance → the handler answers through the [`toolkit`], whose [`Responder`] (here
-//! [`responder::SfnResponder`]) sends it to Step Functions. Whatever the guest does, the
-//! task ends with exactly one [`Answer`](outcome::Answer). Every step emits [`events`].
+//! instance → the handler answers through the [`toolkit`] → the task's [`delivery`] owns
+//! the answer from then on and sends it, retrying, through a [`Responder`] (here
+//! [`responder::SfnResponder`]) to Step Functions. Whatever the guest does, the task ends
+//! with exactly one [`Answer`](outcome::Answer). Every step emits [`events`].
 //!
 //! [`Responder`]: toolkit::Responder
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod consumer;
+pub mod delivery;
 pub mod engine;
 pub mod events;
 pub mod outcome;

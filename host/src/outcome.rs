@@ -62,6 +62,10 @@ pub enum HostFailure {
     Shutdown,
     /// The task input is not JSON; the guest was not called.
     InvalidInput(String),
+    /// No instance slot was free to run the task (the engine's pool is full); retriable.
+    Capacity(String),
+    /// The host itself went wrong while running the task (a bug); retriable.
+    Internal(String),
 }
 
 impl HostFailure {
@@ -75,6 +79,8 @@ impl HostFailure {
             HostFailure::Timeout(_) => "SfnWasmHost.Timeout",
             HostFailure::Shutdown => "SfnWasmHost.Shutdown",
             HostFailure::InvalidInput(_) => "SfnWasmHost.InvalidInput",
+            HostFailure::Capacity(_) => "SfnWasmHost.Capacity",
+            HostFailure::Internal(_) => "SfnWasmHost.Internal",
         }
     }
 
@@ -88,7 +94,9 @@ impl HostFailure {
             HostFailure::Trap(text)
             | HostFailure::OutOfMemory(text)
             | HostFailure::Timeout(text)
-            | HostFailure::InvalidInput(text) => text.clone(),
+            | HostFailure::InvalidInput(text)
+            | HostFailure::Capacity(text)
+            | HostFailure::Internal(text) => text.clone(),
             HostFailure::Shutdown => "the host shut down before the handler finished".to_owned(),
         }
     }
@@ -149,6 +157,8 @@ mod tests {
             HostFailure::Timeout(String::new()),
             HostFailure::Shutdown,
             HostFailure::InvalidInput(String::new()),
+            HostFailure::Capacity(String::new()),
+            HostFailure::Internal(String::new()),
         ]
         .iter()
         .map(HostFailure::name)
@@ -163,6 +173,8 @@ mod tests {
                 "SfnWasmHost.Timeout",
                 "SfnWasmHost.Shutdown",
                 "SfnWasmHost.InvalidInput",
+                "SfnWasmHost.Capacity",
+                "SfnWasmHost.Internal",
             ]
         );
     }

@@ -2,7 +2,8 @@
 //!
 //! A supervisor task owns the workers. It starts them, replaces one that stopped on
 //! errors after `restart_interval_ms`, follows resizes up and down (a worker taken away
-//! finishes its current poll and task first), and on stop waits for every worker to end.
+//! finishes its current poll and task first), and on stop waits for every worker to end:
+//! each finishes its poll in flight (until the shutdown's grace ends) and its task.
 
 use std::sync::Arc;
 
@@ -69,9 +70,10 @@ impl ActivityPoolManager {
         self.desired.send_replace(workers);
     }
 
-    /// Stops polling at once (in-flight polls are abandoned) and waits for every worker
-    /// to finish its current task. Tasks are stopped by the consumer's task controls,
-    /// not here.
+    /// Starts no new poll and waits for every worker to end: polls in flight are kept
+    /// until they return (a task they bring is answered `SfnWasmHost.Shutdown`) or the
+    /// consumer's abort drops them; running tasks finish and their answers are
+    /// delivered. Tasks are stopped by the consumer's task controls, not here.
     pub async fn stop(&mut self) {
         self.stop.cancel();
         if let Some(supervisor) = self.supervisor.take()
@@ -138,7 +140,7 @@ impl Supervisor {
                 }
             }
         }
-        // Polls are abandoned at once: `stop` is every worker's `now` token.
+        // `stop` is every worker's `shutdown` token: no new polls.
         self.stop.cancel();
         while let Some(joined) = self.workers.join_next().await {
             if let Err(err) = joined {
@@ -179,10 +181,10 @@ impl Supervisor {
         let live = self.slots.iter().filter(|slot| !slot.retiring()).count();
         for _ in live + self.restarts.len()..desired {
             let stop = WorkerStop {
-                now: self.stop.clone(),
-                after_poll: CancellationToken::new(),
+                shutdown: self.stop.clone(),
+                retire: CancellationToken::new(),
             };
-            let retire = stop.after_poll.clone();
+            let retire = stop.retire.clone();
             let worker = ActivityWorker::new(worker_name(&self.prefix), self.shared.clone(), stop);
             let id = self.workers.spawn(worker.run()).id();
             self.slots.push(Slot { id, retire });

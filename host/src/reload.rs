@@ -143,10 +143,13 @@ impl Reloader {
         self.hup.send_modify(|generation| *generation += 1);
     }
 
-    /// Stops watching and waits for reloads in progress to finish.
-    pub async fn stop(mut self) {
+    /// Stops watching at once. A reload in progress is abandoned, not waited for: a
+    /// compile can take seconds and must not delay a shutdown (the blocking thread
+    /// finishes on its own, and its result is dropped).
+    pub fn stop(mut self) {
         self.stop.cancel();
-        while self.tasks.join_next().await.is_some() {}
+        self.tasks.abort_all();
+        self.tasks.detach_all();
     }
 }
 

@@ -1,13 +1,15 @@
-//! The Step Functions responder: delivers one task's answers with its token, and emits the
-//! task events that say what was delivered.
+//! The Step Functions responder: one task's transport, with its token, and the `task:*`
+//! events that say what became of its answer and heartbeats.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::events::{Emitter, EventKind};
+use crate::outcome::Answer;
 use crate::sfn::{SfnError, StepFunctions};
-use crate::toolkit::{Responder, TaskError, ToolkitError};
+use crate::toolkit::{Delivered, HeartbeatSource, Responder, TaskError};
 
 /// Answers one task through Step Functions.
 pub struct SfnResponder {
@@ -27,47 +29,68 @@ impl SfnResponder {
     }
 }
 
-fn toolkit_error(err: SfnError) -> ToolkitError {
-    match err {
-        SfnError::TaskClosed(reason) => ToolkitError::TaskClosed(reason),
-        SfnError::Unavailable(reason) => ToolkitError::Unavailable(reason),
-    }
-}
-
 #[async_trait]
 impl Responder for SfnResponder {
-    async fn success(&self, output: &str) -> Result<(), ToolkitError> {
-        self.sfn
-            .send_success(&self.token, output)
-            .await
-            .map_err(toolkit_error)?;
-        self.emitter.emit(EventKind::TaskSuccess);
-        Ok(())
+    async fn send(&self, answer: &Answer) -> Result<(), SfnError> {
+        match answer {
+            Answer::Success { output } => self.sfn.send_success(&self.token, output).await,
+            Answer::Failure { error, cause } => {
+                self.sfn.send_failure(&self.token, error, cause).await
+            }
+        }
     }
 
-    async fn failure(&self, error: &str, cause: &str) -> Result<(), ToolkitError> {
-        self.sfn
-            .send_failure(&self.token, error, cause)
-            .await
-            .map_err(toolkit_error)?;
-        self.emitter.emit(EventKind::TaskFailure {
-            error: error.to_owned(),
+    async fn heartbeat(&self) -> Result<(), SfnError> {
+        self.sfn.send_heartbeat(&self.token).await
+    }
+
+    fn delivered(&self, answer: &Answer, how: Delivered) {
+        let (attempts, probably_delivered) = (how.attempts, how.probably);
+        self.emitter.emit(match answer {
+            Answer::Success { .. } => EventKind::TaskSuccess {
+                attempts,
+                probably_delivered,
+            },
+            Answer::Failure { error, .. } => EventKind::TaskFailure {
+                error: error.clone(),
+                attempts,
+                probably_delivered,
+            },
         });
-        Ok(())
     }
 
-    async fn heartbeat(&self) -> Result<(), ToolkitError> {
-        self.sfn
-            .send_heartbeat(&self.token)
-            .await
-            .map_err(toolkit_error)?;
-        self.emitter.emit(EventKind::TaskHeartbeat);
-        Ok(())
+    fn retrying(&self, attempt: u32, error: &SfnError, delay: Duration) {
+        self.emitter.emit(EventKind::TaskRetrying {
+            attempt,
+            error: error.to_string(),
+            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        });
+    }
+
+    fn undelivered(&self, _answer: &Answer, reason: &str) {
+        self.emitter.emit(EventKind::TaskUndelivered {
+            reason: reason.to_owned(),
+        });
+    }
+
+    fn heartbeat_sent(&self, source: HeartbeatSource) {
+        self.emitter.emit(EventKind::TaskHeartbeat {
+            source: source.name(),
+        });
+    }
+
+    fn cancelled(&self, reason: &str) {
+        self.emitter.emit(EventKind::TaskCancelled {
+            reason: reason.to_owned(),
+        });
     }
 
     fn errored(&self, error: &TaskError) {
+        if let TaskError::Failed(failure) = error {
+            tracing::debug!(error = failure.name(), cause = %failure.cause(), "the handler's failure");
+        }
         self.emitter.emit(EventKind::TaskErrored {
-            error: error.to_string(),
+            error: error.name().to_owned(),
         });
     }
 }

@@ -11,6 +11,7 @@ use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sfn::Client;
+use aws_sdk_sfn::config::http::HttpResponse;
 use aws_sdk_sfn::config::retry::RetryConfig;
 use aws_sdk_sfn::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
@@ -21,28 +22,53 @@ use crate::config::AwsConfig;
 pub const POLL_READ_TIMEOUT: Duration = Duration::from_secs(70);
 /// The whole poll attempt, above [`POLL_READ_TIMEOUT`].
 pub const POLL_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(75);
-/// One answer or heartbeat attempt.
+/// One answer or heartbeat attempt. The host retries answers itself
+/// ([`crate::delivery`]), so one attempt need not wait long.
 pub const ANSWER_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A task handed out by `GetActivityTask`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ActivityTask {
-    /// The task token: the only way to answer the task. Never logged.
+    /// The task token: the only way to answer the task. A credential: never logged, and
+    /// `Debug` leaves it out.
     pub token: String,
     /// The task input (JSON, as Step Functions sent it).
     pub input: String,
 }
 
-/// Why a Step Functions call failed, as the toolkit reports it.
+impl std::fmt::Debug for ActivityTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActivityTask")
+            .field("token", &"<redacted>")
+            .field("input_bytes", &self.input.len())
+            .finish()
+    }
+}
+
+/// Why a Step Functions call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SfnError {
     /// The task no longer accepts answers (`InvalidToken`, `TaskDoesNotExist`,
     /// `TaskTimedOut`).
     #[error("the task is closed: {0}")]
     TaskClosed(String),
-    /// Anything else: network, throttling, credentials, a missing activity.
+    /// Worth retrying: the network, a 5xx, throttling, credentials being refreshed.
     #[error("{0}")]
     Unavailable(String),
+    /// The attempt ran out of time: Step Functions may or may not have acted on it.
+    #[error("{0}")]
+    TimedOut(String),
+    /// Step Functions refused the request itself (a 4xx other than throttling); the
+    /// same request will be refused again.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+impl SfnError {
+    /// Whether the same call may succeed if tried again.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SfnError::Unavailable(_) | SfnError::TimedOut(_))
+    }
 }
 
 /// The Step Functions calls the runtime makes.
@@ -68,8 +94,9 @@ pub trait StepFunctions: Send + Sync + 'static {
 /// [`POLL_READ_TIMEOUT`], has no stalled-stream protection (a pending long poll streams
 /// nothing by design; the protection would only burn CPU watching it) and no SDK retries
 /// (the worker's own backoff, with its `polling:error` events, handles failures). The
-/// answerer uses short timeouts and the SDK's standard retries, since an answer matters
-/// more than a poll.
+/// answerer uses short timeouts and no SDK retries either: the host's delivery loop
+/// retries an answer for as long as `[host] answer_retry_seconds`, and needs to see each
+/// attempt's outcome (a timed-out attempt may have been delivered).
 #[derive(Debug, Clone)]
 pub struct AwsStepFunctions {
     poller: Client,
@@ -102,7 +129,7 @@ impl AwsStepFunctions {
             .build();
         let answerer = aws_sdk_sfn::config::Builder::from(&shared)
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .retry_config(RetryConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(5))
@@ -117,12 +144,12 @@ impl AwsStepFunctions {
     }
 }
 
-/// Maps an SDK error: the task-closed codes to [`SfnError::TaskClosed`], the rest to
-/// [`SfnError::Unavailable`] with the full error chain.
-fn map_error<E, R>(err: SdkError<E, R>) -> SfnError
+/// Maps an SDK error: the task-closed codes to [`SfnError::TaskClosed`], timeouts to
+/// [`SfnError::TimedOut`], other client errors (4xx but throttling) to
+/// [`SfnError::Rejected`], the rest to [`SfnError::Unavailable`], with the error chain.
+fn map_error<E>(err: SdkError<E, HttpResponse>) -> SfnError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     if let Some(code) = err.code()
         && matches!(code, "InvalidToken" | "TaskDoesNotExist" | "TaskTimedOut")
@@ -133,7 +160,29 @@ where
             .unwrap_or_else(|| code.to_owned());
         return SfnError::TaskClosed(message);
     }
-    SfnError::Unavailable(DisplayErrorContext(&err).to_string())
+    let text = DisplayErrorContext(&err).to_string();
+    match &err {
+        SdkError::TimeoutError(_) => SfnError::TimedOut(text),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => SfnError::TimedOut(text),
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let throttled = matches!(
+                err.code(),
+                Some(
+                    "ThrottlingException"
+                        | "Throttling"
+                        | "TooManyRequestsException"
+                        | "RequestLimitExceeded"
+                )
+            );
+            if (400..500).contains(&status) && status != 429 && !throttled {
+                SfnError::Rejected(text)
+            } else {
+                SfnError::Unavailable(text)
+            }
+        }
+        _ => SfnError::Unavailable(text),
+    }
 }
 
 #[async_trait]

@@ -1,42 +1,85 @@
 //! The toolkit a handler imports (`success`, `failure`, `heartbeat`, `cancelled`), and the
-//! [`Responder`] through which its answers leave the sandbox.
+//! [`Responder`] through which answers leave the host.
 //!
-//! The [`Toolkit`] owns the rules every answer obeys whatever the responder is: an output
-//! must be JSON of at most 262,144 bytes, error and cause are cut to Step Functions'
-//! limits, and only the first accepted answer counts. The responder only delivers: to Step
-//! Functions in `serve`, to the terminal in `invoke`.
+//! The [`Toolkit`] applies the rules a guest's answer must pass before the host accepts
+//! it: an output must be JSON of at most 262,144 bytes, error and cause are cut to Step
+//! Functions' limits. What happens to an accepted answer (recording it, sending it,
+//! retrying it, the first-answer rule) is the task's [`Delivery`]'s job, outside the
+//! guest's `Store`. The responder is the transport underneath: one attempt per call, to
+//! Step Functions in `serve`, nowhere in `invoke`.
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio_util::sync::CancellationToken;
 
+pub use crate::delivery::{AnswerState, Delivery};
 use crate::engine::bindings::sfn::activity::toolkit::Host;
 pub use crate::engine::bindings::sfn::activity::types::ToolkitError;
 use crate::outcome::{Answer, HostFailure, MAX_OUTPUT_BYTES};
+use crate::sfn::SfnError;
 
-/// Delivers a task's answers and heartbeats, and hears about what went wrong with it.
+/// Who asked for a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatSource {
+    /// The guest called `heartbeat()`.
+    Guest,
+    /// The host's automatic heartbeat (`heartbeat_seconds`).
+    Auto,
+}
+
+impl HeartbeatSource {
+    /// `guest` or `auto`, the `source` field of `task:heartbeat`.
+    pub fn name(self) -> &'static str {
+        match self {
+            HeartbeatSource::Guest => "guest",
+            HeartbeatSource::Auto => "auto",
+        }
+    }
+}
+
+/// How an answer reached Step Functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Attempts it took, this one included.
+    pub attempts: u32,
+    /// An earlier attempt timed out and a later one was refused as closed: the timed-out
+    /// attempt most likely went through.
+    pub probably: bool,
+}
+
+/// Sends one task's answers and heartbeats, one attempt per call, and hears what became
+/// of them (the hooks, which `serve` turns into `task:*` events).
 ///
-/// Implementations map their transport's errors onto [`ToolkitError`]: a task that can no
-/// longer be answered is [`ToolkitError::TaskClosed`], anything that may work on a retry is
-/// [`ToolkitError::Unavailable`].
+/// Implementations map their transport's errors onto [`SfnError`]: a task that can no
+/// longer be answered is [`SfnError::TaskClosed`]; [`SfnError::is_transient`] errors are
+/// retried by the [`Delivery`].
 #[async_trait]
 pub trait Responder: Send + Sync {
-    /// Delivers a success; `output` is valid JSON within Step Functions' size limit.
-    async fn success(&self, output: &str) -> Result<(), ToolkitError>;
-    /// Delivers a failure; `error` and `cause` are within Step Functions' limits.
-    async fn failure(&self, error: &str, cause: &str) -> Result<(), ToolkitError>;
-    /// Delivers a heartbeat.
-    async fn heartbeat(&self) -> Result<(), ToolkitError>;
-    /// Hears about a handler error, when it happens: before the host sends its own failure
-    /// for it, or when the guest tries to answer twice. The default ignores it.
+    /// One attempt to deliver `answer` (valid, within Step Functions' limits).
+    async fn send(&self, answer: &Answer) -> Result<(), SfnError>;
+    /// One heartbeat.
+    async fn heartbeat(&self) -> Result<(), SfnError>;
+    /// The answer was delivered.
+    fn delivered(&self, _answer: &Answer, _how: Delivered) {}
+    /// An attempt failed with a transient error; the next one follows in `delay`.
+    fn retrying(&self, _attempt: u32, _error: &SfnError, _delay: Duration) {}
+    /// The answer will not be delivered: refused, closed, or out of retries.
+    fn undelivered(&self, _answer: &Answer, _reason: &str) {}
+    /// A heartbeat was delivered.
+    fn heartbeat_sent(&self, _source: HeartbeatSource) {}
+    /// Step Functions closed the task under a running guest (a heartbeat was refused):
+    /// the guest is being cancelled, and nothing can be answered.
+    fn cancelled(&self, _reason: &str) {}
+    /// A handler error, when it happens: before the host sends its own failure for it,
+    /// or when the guest tries to answer twice.
     fn errored(&self, _error: &TaskError) {}
 }
 
 /// Something a handler did wrong, as reported to [`Responder::errored`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TaskError {
-    /// The handler did not answer properly; the host answers with this failure.
+    /// The handler did not answer properly; the host answers with this failure (unless
+    /// an answer was already given, which stands).
     #[error("{0}")]
     Failed(HostFailure),
     /// The handler tried to answer a task that already had an answer.
@@ -44,97 +87,47 @@ pub enum TaskError {
     AlreadyResponded,
 }
 
+impl TaskError {
+    /// The error name alone (`SfnWasmHost.Trap`), without the cause: what may be logged
+    /// at `info` and above.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskError::Failed(failure) => failure.name(),
+            TaskError::AlreadyResponded => "already-responded",
+        }
+    }
+}
+
 /// A responder with nowhere to deliver to: it accepts every answer. Used by `invoke`,
-/// where the answer is printed from the task report, and by benchmarks.
+/// where the answer is printed from the task's delivery state, and by benchmarks.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LocalResponder;
 
 #[async_trait]
 impl Responder for LocalResponder {
-    async fn success(&self, _output: &str) -> Result<(), ToolkitError> {
+    async fn send(&self, _answer: &Answer) -> Result<(), SfnError> {
         Ok(())
     }
-    async fn failure(&self, _error: &str, _cause: &str) -> Result<(), ToolkitError> {
+    async fn heartbeat(&self) -> Result<(), SfnError> {
+        tracing::debug!("heartbeat");
         Ok(())
     }
-    async fn heartbeat(&self) -> Result<(), ToolkitError> {
-        tracing::info!("heartbeat");
-        Ok(())
-    }
-}
-
-/// Where a task's answer stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AnswerState {
-    /// Nothing has been accepted yet.
-    Pending,
-    /// This answer was delivered.
-    Sent(Answer),
-    /// The task can no longer be answered; `attempted` was refused with `reason`.
-    Closed {
-        /// The answer that was refused.
-        attempted: Answer,
-        /// What the responder said.
-        reason: String,
-    },
 }
 
 /// One task's toolkit: the state behind the handler's imports.
 pub struct Toolkit {
-    responder: Arc<dyn Responder>,
-    cancel: CancellationToken,
-    state: AnswerState,
+    delivery: Delivery,
 }
 
 impl Toolkit {
-    /// A toolkit whose `cancelled()` turns true when `cancel` is cancelled.
-    pub fn new(responder: Arc<dyn Responder>, cancel: CancellationToken) -> Self {
-        Self {
-            responder,
-            cancel,
-            state: AnswerState::Pending,
-        }
+    /// The toolkit of the task that `delivery` answers.
+    pub fn new(delivery: Delivery) -> Self {
+        Self { delivery }
     }
 
-    /// Where the answer stands now.
-    pub fn state(&self) -> &AnswerState {
-        &self.state
-    }
-
-    /// The responder answers go to.
-    pub fn responder(&self) -> &Arc<dyn Responder> {
-        &self.responder
-    }
-
-    /// Delivers `answer` unless the task already has one, and records the result. Used
-    /// for the guest's answers and the host's alike, so the first-answer rule has one home.
-    pub async fn answer(&mut self, answer: Answer) -> Result<(), ToolkitError> {
-        match &self.state {
-            AnswerState::Pending => {}
-            AnswerState::Sent(_) => {
-                self.responder.errored(&TaskError::AlreadyResponded);
-                return Err(ToolkitError::AlreadyResponded);
-            }
-            AnswerState::Closed { reason, .. } => {
-                return Err(ToolkitError::TaskClosed(reason.clone()));
-            }
-        }
-        let delivered = match &answer {
-            Answer::Success { output } => self.responder.success(output).await,
-            Answer::Failure { error, cause } => self.responder.failure(error, cause).await,
-        };
-        match delivered {
-            Ok(()) => self.state = AnswerState::Sent(answer),
-            Err(ToolkitError::TaskClosed(reason)) => {
-                self.state = AnswerState::Closed {
-                    attempted: answer,
-                    reason: reason.clone(),
-                };
-                return Err(ToolkitError::TaskClosed(reason));
-            }
-            Err(other) => return Err(other),
-        }
-        Ok(())
+    /// The task's delivery.
+    pub fn delivery(&self) -> &Delivery {
+        &self.delivery
     }
 }
 
@@ -153,26 +146,22 @@ fn validate_output(output: &str) -> Result<(), ToolkitError> {
 
 impl Host for Toolkit {
     async fn success(&mut self, output: String) -> Result<(), ToolkitError> {
-        if matches!(self.state, AnswerState::Pending) {
+        if !self.delivery.answered() {
             validate_output(&output)?;
         }
-        self.answer(Answer::Success { output }).await
+        self.delivery.answer(Answer::Success { output }).await
     }
 
     async fn failure(&mut self, error: String, cause: String) -> Result<(), ToolkitError> {
-        self.answer(Answer::failure(error, cause)).await
+        self.delivery.answer(Answer::failure(error, cause)).await
     }
 
     async fn heartbeat(&mut self) -> Result<(), ToolkitError> {
-        match &self.state {
-            AnswerState::Pending => self.responder.heartbeat().await,
-            AnswerState::Sent(_) => Err(ToolkitError::AlreadyResponded),
-            AnswerState::Closed { reason, .. } => Err(ToolkitError::TaskClosed(reason.clone())),
-        }
+        self.delivery.heartbeat(HeartbeatSource::Guest).await
     }
 
     async fn cancelled(&mut self) -> bool {
-        self.cancel.is_cancelled()
+        self.delivery.cancelled()
     }
 }
 
@@ -180,7 +169,19 @@ impl crate::engine::bindings::sfn::activity::types::Host for Toolkit {}
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::delivery::DeliveryOptions;
+    use crate::engine::TaskControl;
+
+    fn toolkit() -> Toolkit {
+        Toolkit::new(Delivery::new(
+            Arc::new(LocalResponder),
+            TaskControl::default(),
+            DeliveryOptions::default(),
+        ))
+    }
 
     #[test]
     fn outputs_must_be_json_within_the_limit() {
@@ -198,7 +199,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_the_first_answer_counts() {
-        let mut toolkit = Toolkit::new(Arc::new(LocalResponder), CancellationToken::new());
+        let mut toolkit = toolkit();
         toolkit.success("{}".into()).await.unwrap();
         assert_eq!(
             toolkit.failure("E".into(), "c".into()).await,
@@ -208,21 +209,25 @@ mod tests {
             toolkit.heartbeat().await,
             Err(ToolkitError::AlreadyResponded)
         );
+        toolkit.delivery().settled().await;
         assert_eq!(
-            toolkit.state(),
-            &AnswerState::Sent(Answer::Success {
-                output: "{}".into()
-            })
+            toolkit.delivery().state(),
+            AnswerState::Delivered {
+                answer: Answer::Success {
+                    output: "{}".into()
+                },
+                probably: false,
+            }
         );
     }
 
     #[tokio::test]
     async fn an_invalid_output_leaves_the_task_unanswered() {
-        let mut toolkit = Toolkit::new(Arc::new(LocalResponder), CancellationToken::new());
+        let mut toolkit = toolkit();
         assert!(matches!(
             toolkit.success("nope".into()).await,
             Err(ToolkitError::InvalidOutput(_))
         ));
-        assert_eq!(toolkit.state(), &AnswerState::Pending);
+        assert_eq!(toolkit.delivery().state(), AnswerState::Pending);
     }
 }

@@ -3,14 +3,18 @@
 
 use std::sync::Arc;
 
-use tokio_util::sync::CancellationToken;
+use tokio::runtime::Handle;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::ActivityConfig;
+use crate::delivery::{Delivery, DeliveryOptions};
 use crate::engine::{TaskControl, TaskLimits, TaskRequest, WasmEngine, sha256_hex};
 use crate::events::{Emitter, EventKind, TaskRef};
+use crate::outcome::HostFailure;
 use crate::reload::HandlerSlot;
 use crate::responder::SfnResponder;
 use crate::sfn::{ActivityTask, StepFunctions};
+use crate::toolkit::HeartbeatSource;
 
 /// The worker was asked to stop.
 pub const EXIT_STOPPED: i32 = 0;
@@ -32,8 +36,14 @@ pub struct WorkerShared {
     pub handler: HandlerSlot,
     /// The activity's emitter; each worker derives its own.
     pub emitter: Emitter,
-    /// Process-wide task controls; each task gets child tokens.
+    /// Process-wide task controls; each task gets child tokens. `abort` also ends
+    /// in-flight polls (the end of a shutdown's grace).
     pub tasks: TaskControl,
+    /// How answers are delivered (on the control-plane runtime).
+    pub delivery: DeliveryOptions,
+    /// The runtime guests run on, apart from the one that polls, answers and
+    /// heartbeats, so that CPU-bound guests cannot delay those.
+    pub guests: Handle,
 }
 
 /// One poller of one activity.
@@ -44,20 +54,23 @@ pub struct ActivityWorker {
     emitter: Emitter,
 }
 
-/// The two ways a worker is asked to stop.
+/// The two ways a worker is asked to stop. Neither abandons a poll in flight: Step
+/// Functions may hand a task to a dropped request, and that task would be stranded until
+/// its timeout. Only the end of a shutdown's grace (the tasks' `abort`) drops a poll.
 #[derive(Debug, Clone, Default)]
 pub struct WorkerStop {
-    /// Stop now: an in-flight poll is abandoned (shutdown).
-    pub now: CancellationToken,
-    /// Stop after the current poll and its task (a pool shrinking). Abandoning a long
-    /// poll can strand a task that Step Functions hands to the dropped request, so a
-    /// worker that is merely not needed any more lets its poll finish.
-    pub after_poll: CancellationToken,
+    /// The host is shutting down: start no new poll, and answer a task that the poll in
+    /// flight brings with `SfnWasmHost.Shutdown` at once (retriable: a state machine's
+    /// `Retry` moves it to another host).
+    pub shutdown: CancellationToken,
+    /// The pool is shrinking: start no new poll, but run the task the poll in flight
+    /// brings.
+    pub retire: CancellationToken,
 }
 
 impl WorkerStop {
     fn requested(&self) -> bool {
-        self.now.is_cancelled() || self.after_poll.is_cancelled()
+        self.shutdown.is_cancelled() || self.retire.is_cancelled()
     }
 }
 
@@ -79,8 +92,8 @@ impl ActivityWorker {
     }
 
     /// The run loop. Returns the exit code: [`EXIT_STOPPED`] once asked to stop (a
-    /// running task is always finished first), or [`EXIT_POLLING_ERROR`] after too many
-    /// failed polls.
+    /// running task is always finished first, and its answer delivered), or
+    /// [`EXIT_POLLING_ERROR`] after too many failed polls.
     pub async fn run(self) -> i32 {
         self.emitter.emit(EventKind::WorkerStarting);
         self.emitter.emit(EventKind::WorkerRunning);
@@ -93,7 +106,7 @@ impl ActivityWorker {
             self.emitter.emit(EventKind::PollingStarting);
             let polled = tokio::select! {
                 biased;
-                () = self.stop.now.cancelled() => break EXIT_STOPPED,
+                () = self.shared.tasks.abort.cancelled() => break EXIT_STOPPED,
                 polled = self.shared.sfn.poll(&self.shared.arn, &self.name) => polled,
             };
             match polled {
@@ -103,7 +116,11 @@ impl ActivityWorker {
                         task: task.is_some(),
                     });
                     if let Some(task) = task {
-                        self.handle(task).await;
+                        if self.stop.shutdown.is_cancelled() {
+                            self.refuse(task).await;
+                        } else {
+                            self.handle(task).await;
+                        }
                     }
                 }
                 Err(err) => {
@@ -119,8 +136,9 @@ impl ActivityWorker {
                         break EXIT_POLLING_ERROR;
                     }
                     tokio::select! {
-                        () = self.stop.now.cancelled() => break EXIT_STOPPED,
-                        () = self.stop.after_poll.cancelled() => break EXIT_STOPPED,
+                        () = self.stop.shutdown.cancelled() => break EXIT_STOPPED,
+                        () = self.stop.retire.cancelled() => break EXIT_STOPPED,
+                        () = self.shared.tasks.abort.cancelled() => break EXIT_STOPPED,
                         () = tokio::time::sleep(polling.delay(failures)) => {}
                     }
                 }
@@ -131,16 +149,50 @@ impl ActivityWorker {
         exit_code
     }
 
-    /// Runs one task to its one answer.
-    async fn handle(&self, task: ActivityTask) {
-        let handler = self.shared.handler.current();
+    /// The task's emitter, for the handler version that will run it.
+    fn task_emitter(&self, task: &ActivityTask, digest: Arc<str>) -> (Emitter, String) {
         let task_id = task_id(&task.token);
         let emitter = self.emitter.for_task(TaskRef {
             task_id: Arc::from(task_id.as_str()),
-            handler_digest: handler.digest().hex().clone(),
+            handler_digest: digest,
         });
+        (emitter, task_id)
+    }
+
+    fn delivery(&self, token: String, emitter: &Emitter, control: TaskControl) -> Delivery {
+        let responder = Arc::new(SfnResponder::new(
+            self.shared.sfn.clone(),
+            token,
+            emitter.clone(),
+        ));
+        Delivery::new(responder, control, self.shared.delivery.clone())
+    }
+
+    /// Answers a task that arrived after shutdown began with `SfnWasmHost.Shutdown`,
+    /// without running it.
+    async fn refuse(&self, task: ActivityTask) {
+        let digest = self.shared.handler.current().digest().hex().clone();
+        let (emitter, _) = self.task_emitter(&task, digest);
+        emitter.emit(EventKind::TaskReceived);
+        let delivery = self.delivery(task.token, &emitter, TaskControl::default());
+        delivery.refuse(&HostFailure::Shutdown);
+        delivery.settled().await;
+        emitter.emit(EventKind::TaskDone);
+    }
+
+    /// Runs one task to its one answer, delivered (or given up on) before it returns.
+    async fn handle(&self, task: ActivityTask) {
+        let handler = self.shared.handler.current();
+        let (emitter, task_id) = self.task_emitter(&task, handler.digest().hex().clone());
         emitter.emit(EventKind::TaskReceived);
         let ActivityTask { token, input } = task;
+        let control = TaskControl {
+            cancel: self.shared.tasks.cancel.child_token(),
+            abort: self.shared.tasks.abort.child_token(),
+        };
+        let delivery = self.delivery(token, &emitter, control.clone());
+        // Whatever happens below, even a panic, the task gets an answer.
+        let unanswered = Unanswered(delivery.clone());
         let request = TaskRequest {
             input,
             activity_arn: self.shared.arn.to_string(),
@@ -150,27 +202,65 @@ impl ActivityWorker {
                 memory_bytes: self.shared.activity.memory_limit_bytes,
                 timeout: self.shared.activity.task_timeout,
             },
-            control: TaskControl {
-                cancel: self.shared.tasks.cancel.child_token(),
-                abort: self.shared.tasks.abort.child_token(),
-            },
+            control,
         };
-        let responder = Arc::new(SfnResponder::new(
-            self.shared.sfn.clone(),
-            token,
-            emitter.clone(),
-        ));
         emitter.emit(EventKind::TaskStart);
-        let report = handler.run(&self.shared.engine, request, responder).await;
-        if !matches!(report.state, crate::toolkit::AnswerState::Sent(_)) {
-            tracing::warn!(
-                activity = &*self.shared.arn,
-                worker = &*self.name,
-                state = ?report.state,
-                "the task's answer was not delivered"
-            );
+        let heartbeats = self.start_heartbeats(&delivery);
+        let engine = self.shared.engine.clone();
+        let guest = delivery.clone();
+        let ran = self
+            .shared
+            .guests
+            .spawn(async move { handler.run(&engine, request, guest).await })
+            .await;
+        drop(heartbeats);
+        if let Err(err) = ran {
+            tracing::error!(activity = &*self.shared.arn, worker = &*self.name, error = %err, "a task's runner failed");
+            delivery.host_failure(&HostFailure::Internal(format!(
+                "the host failed while running the task: {err}"
+            )));
         }
+        drop(unanswered);
+        delivery.settled().await;
         emitter.emit(EventKind::TaskDone);
+    }
+
+    /// Sends a heartbeat every `heartbeat_seconds` until the guard is dropped.
+    fn start_heartbeats(&self, delivery: &Delivery) -> Option<DropGuard> {
+        let every = self.shared.activity.heartbeat_interval?;
+        let stop = CancellationToken::new();
+        let guard = stop.clone().drop_guard();
+        let delivery = delivery.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now() + every;
+            let mut ticks = tokio::time::interval_at(start, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = ticks.tick() => {
+                        // Errors are the delivery's to act on (a closed task is
+                        // cancelled there); the next tick tries again.
+                        let _ = delivery.heartbeat(HeartbeatSource::Auto).await;
+                    }
+                }
+            }
+        });
+        Some(guard)
+    }
+}
+
+/// Answers its task with `SfnWasmHost.Internal` when dropped while the task has no
+/// answer: the last resort if a worker panics or its future is dropped mid-task.
+struct Unanswered(Delivery);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if !self.0.answered() {
+            self.0.host_failure(&HostFailure::Internal(
+                "the host stopped running the task before it was answered".into(),
+            ));
+        }
     }
 }
 

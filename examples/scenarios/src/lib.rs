@@ -15,6 +15,7 @@
 //! | `Hog`       | allocates 1 GiB (`SfnWasmHost.OutOfMemory` under the cap)     |
 //! | `Sleep`     | sleeps `ms` milliseconds via WASI clocks, then success        |
 //! | `Patient`   | waits until `cancelled()` turns true, then answers by itself  |
+//! | `Deadline`  | sleeps until `ms` milliseconds before its deadline, then success |
 
 use std::time::Duration;
 
@@ -61,6 +62,11 @@ fn scenarios(task: Task) -> Result<(), String> {
         "Sleep" => {
             std::thread::sleep(Duration::from_millis(input.ms));
             toolkit::success(&format!(r#"{{"slept_ms":{}}}"#, input.ms)).map_err(|e| e.to_string())
+        }
+        "Deadline" => {
+            let left = task.deadline_ms.unwrap_or(0).saturating_sub(input.ms);
+            std::thread::sleep(Duration::from_millis(left));
+            toolkit::success(&greeting).map_err(|e| e.to_string())
         }
         "Patient" => {
             while !toolkit::cancelled() {

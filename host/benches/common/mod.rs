@@ -4,7 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use sfn_wasm_host::delivery::{Delivery, DeliveryOptions};
 use sfn_wasm_host::engine::{TaskControl, TaskLimits, TaskRequest};
+use sfn_wasm_host::toolkit::LocalResponder;
 
 /// The workspace root.
 pub fn root() -> &'static Path {
@@ -43,4 +47,13 @@ pub fn request(input: &str, memory_mb: u64) -> TaskRequest {
         },
         control: TaskControl::default(),
     }
+}
+
+/// A delivery that accepts every answer, for `request`.
+pub fn local_delivery(request: &TaskRequest) -> Delivery {
+    Delivery::new(
+        Arc::new(LocalResponder),
+        request.control.clone(),
+        DeliveryOptions::default(),
+    )
 }

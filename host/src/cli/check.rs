@@ -16,7 +16,7 @@ pub struct CheckArgs {
 /// Validates the config and loads every handler; prints what would run. Exits 0 when
 /// `serve` would start, 2 otherwise.
 pub fn run(args: CheckArgs) -> ExitCode {
-    super::init_logging(sfn_wasm_host::config::LogFormat::Text, false);
+    let _logs = super::init_logging(sfn_wasm_host::config::LogFormat::Text, false);
     let loaded = match load::config(&args.config).and_then(load::load) {
         Ok(loaded) => loaded,
         Err(err) => {

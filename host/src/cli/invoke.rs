@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;
 use sfn_wasm_host::config::default_cache_dir;
+use sfn_wasm_host::delivery::{Delivery, DeliveryOptions};
 use sfn_wasm_host::engine::{
     EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
 };
@@ -48,7 +49,7 @@ pub struct InvokeArgs {
 /// Prints `{"status":"success","output":...}` or `{"status":"failure",...}`; exits 0 on
 /// success, 1 on failure, 2 when the task could not be run at all.
 pub fn run(args: InvokeArgs) -> ExitCode {
-    super::init_logging(sfn_wasm_host::config::LogFormat::Text, false);
+    let _logs = super::init_logging(sfn_wasm_host::config::LogFormat::Text, false);
     let prepared = match prepare(&args) {
         Ok(prepared) => prepared,
         Err(err) => {
@@ -61,8 +62,18 @@ pub fn run(args: InvokeArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let report = runtime.block_on(handler.run(&engine, request, Arc::new(LocalResponder)));
-    let (line, code) = match report.answer() {
+    let control = request.control.clone();
+    let delivery = Delivery::new(
+        Arc::new(LocalResponder),
+        control,
+        DeliveryOptions::default(),
+    );
+    let state = runtime.block_on(async {
+        handler.run(&engine, request, delivery.clone()).await;
+        delivery.settled().await;
+        delivery.state()
+    });
+    let (line, code) = match state.answer() {
         Some(Answer::Success { output }) => {
             let output: serde_json::Value = serde_json::from_str(output).unwrap_or(json!(output));
             (

@@ -23,8 +23,10 @@ pub fn load(config: Config) -> anyhow::Result<Loaded> {
         max_memory_bytes: config.max_memory_bytes(),
         pooling: true,
         ..EngineConfig::default()
-    })?;
-    let cache = open_cache(config.host.cache_dir.as_deref(), &engine);
+    })
+    .map_err(|err| anyhow::anyhow!("{}: `activity[*].workers`: {err}", config.file.display()))?;
+    let cache = open_cache(config.host.cache_dir.as_deref(), &engine)
+        .map(|cache| cache.with_max_bytes(config.host.cache_max_bytes));
     let mut handlers = Vec::with_capacity(config.activities.len());
     for (index, activity) in config.activities.iter().enumerate() {
         let handler = Handler::load(&engine, &activity.handler, cache.as_ref()).map_err(|err| {

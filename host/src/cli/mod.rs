@@ -54,19 +54,29 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runti
     })
 }
 
+/// Lines the log writer holds for a slow reader before it drops new ones.
+const LOG_BUFFER_LINES: usize = 64 * 1024;
+
 /// Sets up logging: `RUST_LOG` filters (default `info`); JSON is one flat object per
 /// line. `invoke` and `check` log to stderr so their stdout stays theirs.
-fn init_logging(format: LogFormat, to_stdout: bool) {
+///
+/// Lines are written by a thread of their own through a bounded buffer that drops lines
+/// when full (and says how many): a stalled log pipe must never stop polls, answers or
+/// heartbeats. Keep the guard until exit: dropping it flushes what is buffered.
+fn init_logging(format: LogFormat, to_stdout: bool) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let writer = move || -> Box<dyn std::io::Write> {
-        if to_stdout {
-            Box::new(std::io::stdout())
-        } else {
-            Box::new(std::io::stderr())
-        }
+    let sink: Box<dyn std::io::Write + Send> = if to_stdout {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(std::io::stderr())
     };
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .thread_name("sfn-wasm-log")
+        .finish(sink);
     let _ = match format {
         LogFormat::Text => builder.with_ansi(false).with_writer(writer).try_init(),
         LogFormat::Json => builder
@@ -76,4 +86,5 @@ fn init_logging(format: LogFormat, to_stdout: bool) {
             .with_writer(writer)
             .try_init(),
     };
+    guard
 }

@@ -35,9 +35,14 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    super::init_logging(args.log_format.unwrap_or(config.host.log_format), true);
+    let _logs = super::init_logging(args.log_format.unwrap_or(config.host.log_format), true);
     match super::runtime(tokio::runtime::Builder::new_multi_thread()) {
-        Ok(runtime) => runtime.block_on(serve(config)),
+        Ok(runtime) => {
+            let code = runtime.block_on(serve(config));
+            // A reload may still be compiling on a blocking thread: do not wait for it.
+            runtime.shutdown_background();
+            code
+        }
         Err(code) => code,
     }
 }
@@ -70,7 +75,13 @@ async fn serve(config: sfn_wasm_host::config::Config) -> ExitCode {
     };
     let sfn = Arc::new(AwsStepFunctions::new(&config.aws).await);
     let mut consumer =
-        ActivityConsumer::new(&config, engine.clone(), handlers, sfn, Events::default());
+        match ActivityConsumer::new(&config, engine.clone(), handlers, sfn, Events::default()) {
+            Ok(consumer) => consumer,
+            Err(err) => {
+                eprintln!("error: cannot start the guests' runtime: {err}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
     let reloader = match Reloader::start(consumer.take_reload_targets(), engine, cache) {
         Ok(reloader) => reloader,
         Err(err) => {
@@ -90,7 +101,9 @@ async fn serve(config: sfn_wasm_host::config::Config) -> ExitCode {
             }
         }
     }
-    reloader.stop().await;
+    // Polling stops first; a reload still compiling is left behind, never waited for.
+    consumer.initiate_shutdown();
+    reloader.stop();
     let abort = consumer.abort_token();
     let shutdown = consumer.shutdown(config.host.shutdown_grace);
     tokio::pin!(shutdown);

@@ -7,13 +7,21 @@
 //! wasmtime (its machine code is trusted), so an entry is only used when it is exactly
 //! what this host wrote: each file carries the SHA-256 of its payload, checked before
 //! the payload reaches wasmtime, and wasmtime's own header check follows. Anything that
-//! does not check out is reported, deleted and rebuilt. The folder is created private
-//! (0700), and entries are written to a temporary file and renamed into place, so a
-//! crash never leaves half an entry under a real name.
+//! does not check out is reported, deleted and rebuilt.
+//!
+//! The cache trusts only itself: the folder is created private (0700), and an existing
+//! one is refused unless it is a real folder owned by the user running the host and
+//! writable by nobody else (anyone who can write there could plant machine code).
+//! Entries are never read through a symlink. Entries are written to a temporary file and
+//! renamed into place, so a crash never leaves half an entry under a real name. The
+//! folder's size is bounded: past [`ArtifactCache::with_max_bytes`], the least recently
+//! used entries are deleted.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use sha2::{Digest as _, Sha256};
 
@@ -22,11 +30,36 @@ use super::{Digest, WasmEngine};
 const MAGIC: &[u8; 8] = b"SFNWASMC";
 const HEADER_LEN: usize = MAGIC.len() + 32;
 
+/// The default bound on a cache folder's size.
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+
 /// A cache folder for one engine configuration.
 #[derive(Debug, Clone)]
 pub struct ArtifactCache {
     dir: PathBuf,
     engine_key: String,
+    max_bytes: u64,
+}
+
+/// Why a cache folder is not used.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The folder could not be created or inspected.
+    #[error("cannot use the cache folder {}: {source}", dir.display())]
+    Io {
+        /// The folder.
+        dir: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The folder is not safe to load machine code from.
+    #[error("refusing the cache folder {}: {reason}", dir.display())]
+    Untrusted {
+        /// The folder.
+        dir: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
 }
 
 /// Why a cache entry was not used.
@@ -51,16 +84,52 @@ pub enum CacheError {
 }
 
 impl ArtifactCache {
-    /// Opens (creating it, private) the cache folder `dir` for `engine`'s configuration.
+    /// Opens (creating it, private) the cache folder `dir` for `engine`'s configuration,
+    /// bounded to [`DEFAULT_MAX_BYTES`].
     ///
     /// # Errors
-    /// When the folder cannot be created.
-    pub fn open(dir: &Path, engine: &WasmEngine) -> std::io::Result<Self> {
-        std::fs::DirBuilder::new().recursive(true).create(dir)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    /// When the folder cannot be created, or exists but is not safe: a symlink or not a
+    /// folder, owned by another user, or writable by group or others.
+    pub fn open(dir: &Path, engine: &WasmEngine) -> Result<Self, OpenError> {
+        let io = |source| OpenError::Io {
+            dir: dir.to_owned(),
+            source,
+        };
+        let untrusted = |reason: String| OpenError::Untrusted {
+            dir: dir.to_owned(),
+            reason,
+        };
+        match std::fs::symlink_metadata(dir) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .create(dir)
+                    .map_err(io)?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io)?;
+            }
+            Err(err) => return Err(io(err)),
+            Ok(meta) if !meta.is_dir() => {
+                return Err(untrusted(
+                    "it is a symlink or not a folder; point `cache_dir` at a real folder".into(),
+                ));
+            }
+            Ok(meta) => {
+                let me = rustix::process::geteuid().as_raw();
+                if meta.uid() != me {
+                    return Err(untrusted(format!(
+                        "it is owned by uid {}, not by the user running the host (uid {me}); use a folder of your own",
+                        meta.uid()
+                    )));
+                }
+                if meta.mode() & 0o022 != 0 {
+                    return Err(untrusted(format!(
+                        "others can write to it (mode {:o}); run `chmod go-w {}` or use another folder",
+                        meta.mode() & 0o777,
+                        dir.display()
+                    )));
+                }
+            }
         }
         let mut hasher = DefaultHasher::new();
         engine
@@ -71,7 +140,15 @@ impl ArtifactCache {
         Ok(Self {
             dir: dir.to_owned(),
             engine_key: format!("{:016x}", hasher.finish()),
+            max_bytes: DEFAULT_MAX_BYTES,
         })
+    }
+
+    /// The same cache, bounded to `max_bytes` (least recently used entries go first).
+    #[must_use]
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// The folder.
@@ -91,7 +168,7 @@ impl ArtifactCache {
     /// [`remove`](Self::remove) it and rebuild.
     pub fn get(&self, digest: &Digest) -> Result<Option<Vec<u8>>, CacheError> {
         let path = self.path(digest);
-        let mut bytes = match std::fs::read(&path) {
+        let mut bytes = match read_no_follow(&path) {
             Ok(bytes) => bytes,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(CacheError::Read { path, source }),
@@ -107,6 +184,10 @@ impl ArtifactCache {
             return Err(corrupt("the payload does not match its checksum"));
         }
         bytes.drain(..HEADER_LEN);
+        // Recently used: eviction goes by modification time.
+        if let Ok(file) = std::fs::File::options().append(true).open(&path) {
+            let _ = file.set_modified(SystemTime::now());
+        }
         Ok(Some(bytes))
     }
 
@@ -123,11 +204,147 @@ impl ArtifactCache {
         temp.write_all(artifact)?;
         temp.as_file().sync_all()?;
         temp.persist(&path).map_err(|err| err.error)?;
+        self.evict(&path);
         Ok(())
+    }
+
+    /// Deletes the least recently used entries until the folder is within its bound,
+    /// never `keep` (the entry just written).
+    fn evict(&self, keep: &Path) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut files: Vec<(SystemTime, u64, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "cwasm"))
+            .filter_map(|entry| {
+                let meta = entry.metadata().ok()?;
+                if !meta.is_file() {
+                    return None;
+                }
+                Some((meta.modified().ok()?, meta.len(), entry.path()))
+            })
+            .collect();
+        let mut total: u64 = files.iter().map(|(_, len, _)| len).sum();
+        files.sort();
+        for (_, len, path) in files {
+            if total <= self.max_bytes {
+                break;
+            }
+            if path != keep && std::fs::remove_file(&path).is_ok() {
+                tracing::info!(entry = %path.display(), "evicted a cache entry: the cache is over its size bound");
+                total -= len;
+            }
+        }
     }
 
     /// Deletes the entry for `digest`, if any.
     pub fn remove(&self, digest: &Digest) {
         let _ = std::fs::remove_file(self.path(digest));
+    }
+}
+
+/// Reads `path`, refusing to follow a symlink at it.
+fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut file = std::fs::File::from(fd);
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+
+    fn engine() -> WasmEngine {
+        WasmEngine::new(EngineConfig {
+            pooling: false,
+            ..EngineConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_private_folder_of_ours_is_trusted() {
+        let engine = engine();
+        let root = tempfile::tempdir().unwrap();
+        let fresh = root.path().join("fresh");
+        ArtifactCache::open(&fresh, &engine).unwrap();
+        assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o777, 0o700);
+
+        let open = root.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = ArtifactCache::open(&open, &engine).unwrap_err();
+        assert!(err.to_string().contains("chmod go-w"), "{err}");
+
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&fresh, &link).unwrap();
+        let err = ArtifactCache::open(&link, &engine).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+
+        if rustix::process::geteuid().is_root() {
+            let theirs = root.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+            let err = ArtifactCache::open(&theirs, &engine).unwrap_err();
+            assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+        }
+    }
+
+    #[test]
+    fn entries_are_never_read_through_a_symlink() {
+        let engine = engine();
+        let root = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::open(&root.path().join("c"), &engine).unwrap();
+        let digest = Digest::of(b"module");
+        let planted = root.path().join("planted");
+        cache.put(&Digest::of(b"other"), b"payload").unwrap();
+        std::fs::copy(cache.path(&Digest::of(b"other")), &planted).unwrap();
+        std::os::unix::fs::symlink(&planted, cache.path(&digest)).unwrap();
+        assert!(matches!(cache.get(&digest), Err(CacheError::Read { .. })));
+        cache.put(&digest, b"payload").unwrap();
+        assert_eq!(cache.get(&digest).unwrap().unwrap(), b"payload");
+    }
+
+    #[test]
+    fn the_least_recently_used_entries_go_past_the_bound() {
+        let engine = engine();
+        let root = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::open(&root.path().join("c"), &engine)
+            .unwrap()
+            .with_max_bytes(3 * (1000 + HEADER_LEN as u64));
+        let digests: Vec<Digest> = (0..5u8).map(|i| Digest::of(&[i])).collect();
+        let payload = vec![7u8; 1000];
+        let age = |digest: &Digest, seconds: u64| {
+            let file = std::fs::File::options()
+                .append(true)
+                .open(cache.path(digest))
+                .unwrap();
+            file.set_modified(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
+                .unwrap();
+        };
+        for (i, digest) in digests.iter().take(3).enumerate() {
+            cache.put(digest, &payload).unwrap();
+            age(digest, 1000 + i as u64);
+        }
+        // Using the oldest makes it the most recent.
+        assert!(cache.get(&digests[0]).unwrap().is_some());
+        cache.put(&digests[3], &payload).unwrap();
+        assert!(
+            cache.get(&digests[1]).unwrap().is_none(),
+            "least recently used"
+        );
+        for kept in [0, 2, 3] {
+            assert!(cache.get(&digests[kept]).unwrap().is_some(), "{kept}");
+        }
     }
 }

@@ -17,7 +17,7 @@ mod task;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use cache::{ArtifactCache, CacheError};
+pub use cache::{ArtifactCache, CacheError, DEFAULT_MAX_BYTES, OpenError};
 pub use epoch::{EpochTicker, Running, TICK};
 pub use handler::{CacheStatus, Digest, Handler, LoadError, LoadedHandler, sha256_hex};
 pub use limits::MemoryLimiter;
@@ -62,6 +62,14 @@ pub enum EngineError {
     /// The epoch thread could not be started.
     #[error("cannot start the epoch thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// More tasks at once than the pool's address space can hold.
+    #[error(
+        "{asked} tasks at once (the workers of all activities together) is more than one host can hold: at most {MAX_CONCURRENT_TASKS}; lower `workers` or run more hosts"
+    )]
+    TooManyTasks {
+        /// What was asked for.
+        asked: u32,
+    },
 }
 
 // Per component, the slots a handler may use. Rust guests use 1 memory and a handful of
@@ -72,6 +80,15 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 // Spare slots so that a hot-swapped handler's first tasks can start while the previous
 // version's last tasks finish.
 const SPARE_INSTANCES: u32 = 4;
+/// Virtual address space one memory slot reserves: wasmtime's 4 GiB reservation and its
+/// 32 MiB guard.
+const SLOT_RESERVATION: u64 = (4 << 30) + (32 << 20);
+/// The share of a 47-bit (128 TiB) user address space the pool may reserve.
+const POOL_ADDRESS_SPACE: u64 = 64 << 40;
+/// The most tasks one engine runs at once: what the pool's address space can hold.
+pub const MAX_CONCURRENT_TASKS: u32 =
+    (POOL_ADDRESS_SPACE / (SLOT_RESERVATION * MEMORIES_PER_COMPONENT as u64)) as u32
+        - SPARE_INSTANCES;
 
 /// The process's wasmtime engine, linker and epoch clock.
 pub struct WasmEngine {
@@ -87,6 +104,11 @@ impl WasmEngine {
     /// When wasmtime rejects the configuration (for example a pool too large for the
     /// address space) or the epoch thread cannot start.
     pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
+        if config.pooling && config.max_concurrent_tasks > MAX_CONCURRENT_TASKS {
+            return Err(EngineError::TooManyTasks {
+                asked: config.max_concurrent_tasks,
+            });
+        }
         let mut wasm = Config::new();
         wasm.epoch_interruption(true);
         wasm.wasm_component_model(true);

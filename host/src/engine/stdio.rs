@@ -1,8 +1,10 @@
 //! A guest's stdout and stderr, turned into `tracing` events that carry the task id.
 //!
 //! Output is emitted line by line as the guest writes it, so a long task's logs show up
-//! while it runs. A guest cannot flood the host: lines are cut at [`MAX_LINE_BYTES`] and
-//! each stream logs at most [`MAX_LOGGED_BYTES`] per task. Writes never fail (a failing
+//! while it runs. A guest cannot flood the host: lines are cut at [`MAX_LINE_BYTES`],
+//! each stream logs at most [`MAX_LOGGED_BYTES`] per task, and at most
+//! [`LINES_PER_SECOND`] lines a second after a burst of [`LINE_BURST`] (a token bucket).
+//! The log writer itself never blocks the task (see the CLI's logging setup). Writes never fail (a failing
 //! `println!` would panic the guest); what is over budget is dropped and counted. The end
 //! of stderr is kept so a panic message can go into the failure's cause.
 
@@ -21,6 +23,10 @@ pub const MAX_LINE_BYTES: usize = 8 * 1024;
 pub const MAX_LOGGED_BYTES: usize = 1024 * 1024;
 /// How much of the end of stderr is kept for the failure cause.
 const TAIL_BYTES: usize = 4 * 1024;
+/// Lines each stream of a task may log per second, once its burst is spent.
+pub const LINES_PER_SECOND: f64 = 100.0;
+/// Lines each stream of a task may log at once.
+pub const LINE_BURST: f64 = 1000.0;
 
 /// Which of the guest's streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +50,9 @@ struct Capture {
     logged: usize,
     dropped: usize,
     tail: Vec<u8>,
+    /// Lines that may be logged now (the token bucket), as of `refilled`.
+    tokens: f64,
+    refilled: std::time::Instant,
 }
 
 impl GuestOutput {
@@ -56,6 +65,8 @@ impl GuestOutput {
             logged: 0,
             dropped: 0,
             tail: Vec::new(),
+            tokens: LINE_BURST,
+            refilled: std::time::Instant::now(),
         };
         Self {
             capture: Arc::new(Mutex::new(capture)),
@@ -125,7 +136,7 @@ impl Stream {
 
 impl Capture {
     fn emit(&mut self, line: &[u8]) {
-        if self.logged + line.len() > MAX_LOGGED_BYTES {
+        if self.logged + line.len() > MAX_LOGGED_BYTES || !self.take_token() {
             self.dropped += line.len();
             return;
         }
@@ -142,6 +153,19 @@ impl Capture {
             Stream::Stderr => {
                 tracing::warn!(target: "guest", task_id = %self.task_id, stream = "stderr", "{text}")
             }
+        }
+    }
+
+    fn take_token(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * LINES_PER_SECOND;
+        self.tokens = (self.tokens + earned).min(LINE_BURST);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 
@@ -230,6 +254,22 @@ mod tests {
         let err = GuestOutput::new(Stream::Stderr, "t2".into());
         err.write_bytes(b"panicked at src/lib.rs:1:1:\nboom\n");
         assert_eq!(err.finish(), "panicked at src/lib.rs:1:1:\nboom");
+    }
+
+    #[test]
+    fn lines_past_the_rate_are_dropped() {
+        let out = GuestOutput::new(Stream::Stdout, "t".into());
+        for _ in 0..5000 {
+            out.write_bytes(b"short\n");
+        }
+        let capture = out.lock();
+        // In bytes: five per line (the newline is not logged).
+        assert!(
+            capture.logged <= 5 * (LINE_BURST as usize + 10),
+            "{}",
+            capture.logged
+        );
+        assert!(capture.dropped >= 5 * 3900, "{}", capture.dropped);
     }
 
     #[test]

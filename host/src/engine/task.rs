@@ -13,8 +13,15 @@ use super::bindings::sfn::activity::types::Task;
 use super::limits::MemoryLimiter;
 use super::stdio::{GuestOutput, Stream};
 use super::{Handler, WasmEngine};
-use crate::outcome::{Answer, HostFailure};
-use crate::toolkit::{AnswerState, Responder, TaskError, Toolkit};
+use crate::delivery::Delivery;
+use crate::outcome::{HostFailure, MAX_CAUSE_CHARS, truncate_chars};
+use crate::toolkit::Toolkit;
+
+/// The most resources (streams, pollables, ...) one task may hold at once: far more
+/// than a handler needs, far less than the table's own cap of a million.
+pub const MAX_RESOURCES: usize = 1024;
+/// The most bytes one `get-random-bytes` call may ask for.
+pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
 /// What one task may use.
 #[derive(Debug, Clone, Copy)]
@@ -56,31 +63,15 @@ pub struct TaskRequest {
     pub control: TaskControl,
 }
 
-/// How a task ended.
+/// How a task's guest ended. What became of the answer is the task's
+/// [`Delivery`]'s to say ([`Delivery::state`], once [`Delivery::settled`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskReport {
-    /// Where the answer stands: [`AnswerState::Sent`] unless the responder refused or
-    /// failed to deliver it.
-    pub state: AnswerState,
     /// What went wrong with the handler, if anything. When the guest had not answered,
     /// the host answered with this failure.
     pub error: Option<HostFailure>,
-    /// How long the task took, from instantiation to the answer.
+    /// How long the guest ran, from instantiation to its return or its stop.
     pub elapsed: Duration,
-}
-
-impl TaskReport {
-    /// The answer sent, or attempted, for the task; `None` if there was none (the
-    /// responder failed before any answer was recorded).
-    pub fn answer(&self) -> Option<&Answer> {
-        match &self.state {
-            AnswerState::Sent(answer)
-            | AnswerState::Closed {
-                attempted: answer, ..
-            } => Some(answer),
-            AnswerState::Pending => None,
-        }
-    }
 }
 
 /// The data of one task's `Store`.
@@ -110,8 +101,10 @@ enum Interrupt {
 }
 
 impl Handler {
-    /// Runs one task in a fresh instance and makes sure it is answered exactly once: by
-    /// the guest through the toolkit, or else by the host with a [`HostFailure`].
+    /// Runs one task in a fresh instance and makes sure it gets an answer: the guest's,
+    /// through the toolkit, or else the host's [`HostFailure`], both handed to
+    /// `delivery`. Returns when the guest has stopped; the answer may still be on its
+    /// way (await [`Delivery::settled`]).
     ///
     /// Never fails and never panics because of the guest or the input: every way a guest
     /// can go wrong ends in the report.
@@ -119,15 +112,15 @@ impl Handler {
         &self,
         engine: &WasmEngine,
         request: TaskRequest,
-        responder: Arc<dyn Responder>,
+        delivery: Delivery,
     ) -> TaskReport {
         let started = Instant::now();
-        let toolkit = Toolkit::new(responder, request.control.cancel.clone());
 
         if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(&request.input) {
             let failure = HostFailure::InvalidInput(format!("the task input is not JSON: {err}"));
-            return finish(toolkit, Some(failure), &request.task_id, started).await;
+            return finish(&delivery, Some(failure), started);
         }
+        let toolkit = Toolkit::new(delivery.clone());
 
         let task_id: Arc<str> = Arc::from(request.task_id.as_str());
         let stdout = GuestOutput::new(Stream::Stdout, task_id.clone());
@@ -138,11 +131,14 @@ impl Handler {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         let memory_bytes = usize::try_from(request.limits.memory_bytes).unwrap_or(usize::MAX);
         let state = TaskState {
             wasi,
-            table: ResourceTable::new(),
+            table,
             limiter: MemoryLimiter::new(memory_bytes),
             toolkit,
         };
@@ -191,14 +187,14 @@ impl Handler {
 
         stdout.finish();
         let stderr_tail = stderr.finish();
-        let TaskState {
-            limiter, toolkit, ..
-        } = store.into_data();
-        let answered = !matches!(toolkit.state(), AnswerState::Pending);
+        let TaskState { limiter, .. } = store.into_data();
         let failure = match outcome {
-            Ok(Ok(())) => (!answered).then_some(HostFailure::NoResponse),
+            Ok(Ok(())) => (!delivery.answered()).then_some(HostFailure::NoResponse),
             // Reported even after an answer: the answer stands, but the error is heard.
-            Ok(Err(message)) => Some(HostFailure::HandlerError(message)),
+            Ok(Err(mut message)) => {
+                truncate_chars(&mut message, MAX_CAUSE_CHARS);
+                Some(HostFailure::HandlerError(message))
+            }
             Err(err) => Some(classify(
                 &err,
                 &limiter,
@@ -206,7 +202,7 @@ impl Handler {
                 &stderr_tail,
             )),
         };
-        finish(toolkit, failure, &task.task_id, started).await
+        finish(&delivery, failure, started)
     }
 }
 
@@ -227,6 +223,11 @@ fn classify(
         Some(Interrupt::Shutdown) => return HostFailure::Shutdown,
         None => {}
     }
+    if let Some(limit) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        return HostFailure::Capacity(format!(
+            "no instance slot was free to run the task ({limit}); retry it, or raise the host's capacity"
+        ));
+    }
     if let Some(asked) = limiter.refused() {
         return HostFailure::OutOfMemory(format!(
             "the handler asked for {} MiB of linear memory; its cap is {} MiB ({err})",
@@ -246,25 +247,13 @@ fn classify(
     }
 }
 
-/// Sends the host's failure if the guest left the task unanswered, and builds the report.
-async fn finish(
-    mut toolkit: Toolkit,
-    failure: Option<HostFailure>,
-    task_id: &str,
-    started: Instant,
-) -> TaskReport {
+/// Hands the host's failure, if any, to the delivery (which sends it only if the task
+/// has no answer yet), and builds the report.
+fn finish(delivery: &Delivery, failure: Option<HostFailure>, started: Instant) -> TaskReport {
     if let Some(failure) = &failure {
-        toolkit
-            .responder()
-            .errored(&TaskError::Failed(failure.clone()));
-        if !matches!(toolkit.state(), AnswerState::Pending) {
-            tracing::warn!(task_id, error = %failure, "the handler went wrong after answering; the answer stands");
-        } else if let Err(err) = toolkit.answer(failure.answer()).await {
-            tracing::warn!(task_id, error = %err, "the host's failure answer was not delivered");
-        }
+        delivery.host_failure(failure);
     }
     TaskReport {
-        state: toolkit.state().clone(),
         error: failure,
         elapsed: started.elapsed(),
     }

@@ -45,8 +45,18 @@ pub async fn state_machine(
     activity_arn: &str,
     heartbeat_seconds: Option<u32>,
 ) -> String {
+    state_machine_timed(client, activity_arn, heartbeat_seconds, 120).await
+}
+
+/// [`state_machine`] with the task state's `TimeoutSeconds`.
+pub async fn state_machine_timed(
+    client: &Client,
+    activity_arn: &str,
+    heartbeat_seconds: Option<u32>,
+    timeout_seconds: u32,
+) -> String {
     let task = json!({
-        "Type": "Task", "Resource": activity_arn, "TimeoutSeconds": 120,
+        "Type": "Task", "Resource": activity_arn, "TimeoutSeconds": timeout_seconds,
         "HeartbeatSeconds": heartbeat_seconds.unwrap_or(60), "End": true,
     });
     let definition = json!({"StartAt": "Work", "States": {"Work": task}});

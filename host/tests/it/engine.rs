@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::json;
+use sfn_wasm_host::delivery::{AnswerState, Delivery, DeliveryOptions};
 use sfn_wasm_host::engine::{
     EngineConfig, Handler, TaskControl, TaskLimits, TaskReport, TaskRequest, WasmEngine,
 };
 use sfn_wasm_host::outcome::{Answer, HostFailure};
-use sfn_wasm_host::toolkit::{AnswerState, Responder, TaskError, ToolkitError};
+use sfn_wasm_host::sfn::SfnError;
+use sfn_wasm_host::toolkit::{Responder, TaskError};
 
 use crate::guests::guest;
 
@@ -26,7 +28,7 @@ enum Call {
 #[derive(Default)]
 struct Recorder {
     calls: Mutex<Vec<Call>>,
-    refuse: Option<ToolkitError>,
+    refuse: Option<SfnError>,
 }
 
 impl Recorder {
@@ -41,7 +43,7 @@ impl Recorder {
             .count()
     }
 
-    fn record(&self, call: Call) -> Result<(), ToolkitError> {
+    fn record(&self, call: Call) -> Result<(), SfnError> {
         self.calls.lock().unwrap().push(call);
         self.refuse.clone().map_or(Ok(()), Err)
     }
@@ -49,13 +51,13 @@ impl Recorder {
 
 #[async_trait]
 impl Responder for Recorder {
-    async fn success(&self, output: &str) -> Result<(), ToolkitError> {
-        self.record(Call::Success(output.to_owned()))
+    async fn send(&self, answer: &Answer) -> Result<(), SfnError> {
+        self.record(match answer {
+            Answer::Success { output } => Call::Success(output.clone()),
+            Answer::Failure { error, .. } => Call::Failure(error.clone()),
+        })
     }
-    async fn failure(&self, error: &str, _cause: &str) -> Result<(), ToolkitError> {
-        self.record(Call::Failure(error.to_owned()))
-    }
-    async fn heartbeat(&self) -> Result<(), ToolkitError> {
+    async fn heartbeat(&self) -> Result<(), SfnError> {
         self.calls.lock().unwrap().push(Call::Heartbeat);
         Ok(())
     }
@@ -98,19 +100,49 @@ fn request(hello: &str, control: TaskControl) -> TaskRequest {
     }
 }
 
+/// Runs `request` through `handler` with `recorder` as the transport, until its answer
+/// is settled.
+async fn run_with(
+    handler: &Handler,
+    engine: &WasmEngine,
+    request: TaskRequest,
+    recorder: Arc<Recorder>,
+) -> (TaskReport, AnswerState) {
+    let delivery = Delivery::new(
+        recorder,
+        request.control.clone(),
+        DeliveryOptions::default(),
+    );
+    let report = handler.run(engine, request, delivery.clone()).await;
+    delivery.settled().await;
+    (report, delivery.state())
+}
+
 impl Fixture {
     async fn run(&self, hello: &str, control: TaskControl) -> (TaskReport, Arc<Recorder>) {
-        let recorder = Arc::new(Recorder::default());
-        let report = self
-            .scenarios
-            .run(&self.engine, request(hello, control), recorder.clone())
-            .await;
+        let (report, _, recorder) = self.run_state(hello, control).await;
         (report, recorder)
+    }
+
+    async fn run_state(
+        &self,
+        hello: &str,
+        control: TaskControl,
+    ) -> (TaskReport, AnswerState, Arc<Recorder>) {
+        let recorder = Arc::new(Recorder::default());
+        let (report, state) = run_with(
+            &self.scenarios,
+            &self.engine,
+            request(hello, control),
+            recorder.clone(),
+        )
+        .await;
+        (report, state, recorder)
     }
 }
 
-fn failure_name(report: &TaskReport) -> Option<&str> {
-    match report.answer() {
+fn failure_name(state: &AnswerState) -> Option<&str> {
+    match state.answer() {
         Some(Answer::Failure { error, .. }) => Some(error),
         _ => None,
     }
@@ -145,8 +177,8 @@ async fn the_seed_scenarios_call_the_responder_as_expected() {
         matches!(&r.calls()[..], [Call::Errored(_), Call::Failure(name)] if name == "SfnWasmHost.NoResponse")
     );
 
-    let (report, r) = f.run("Error", TaskControl::default()).await;
-    assert_eq!(failure_name(&report), Some("SfnWasmHost.Trap"));
+    let (_, state, r) = f.run_state("Error", TaskControl::default()).await;
+    assert_eq!(failure_name(&state), Some("SfnWasmHost.Trap"));
     assert!(
         matches!(&r.calls()[..], [Call::Errored(_), Call::Failure(name)] if name == "SfnWasmHost.Trap")
     );
@@ -162,9 +194,9 @@ async fn an_abort_stops_a_loop_within_a_tick_or_so() {
         abort.cancel();
     });
     let started = Instant::now();
-    let (report, r) = f.run("Loop", control).await;
+    let (report, state, r) = f.run_state("Loop", control).await;
     assert_eq!(report.error, Some(HostFailure::Shutdown));
-    assert_eq!(failure_name(&report), Some("SfnWasmHost.Shutdown"));
+    assert_eq!(failure_name(&state), Some("SfnWasmHost.Shutdown"));
     assert_eq!(r.answers(), 1);
     // A liveness bound, not a performance claim: without the epoch check the loop
     // would run for the whole 30 s deadline.
@@ -274,24 +306,19 @@ async fn failures_do_not_harm_the_next_task() {
 async fn a_closed_task_is_not_answered_again_by_the_host() {
     let f = fixture();
     let recorder = Arc::new(Recorder {
-        refuse: Some(ToolkitError::TaskClosed("InvalidToken".into())),
+        refuse: Some(SfnError::TaskClosed("InvalidToken".into())),
         ..Recorder::default()
     });
-    let report = f
-        .scenarios
-        .run(
-            &f.engine,
-            request("World", TaskControl::default()),
-            recorder.clone(),
-        )
-        .await;
+    let (_, state) = run_with(
+        &f.scenarios,
+        &f.engine,
+        request("World", TaskControl::default()),
+        recorder.clone(),
+    )
+    .await;
     // The guest's success was refused; the guest returned the error, and the host did not
     // try to answer a closed task.
-    assert!(
-        matches!(report.state, AnswerState::Closed { .. }),
-        "{:?}",
-        report.state
-    );
+    assert!(matches!(state, AnswerState::Closed { .. }), "{state:?}");
     assert_eq!(recorder.answers(), 1);
 }
 
@@ -305,7 +332,7 @@ async fn tasks_run_concurrently_on_one_handler() {
                 let mut req = request("Sleep", TaskControl::default());
                 req.input = json!({"hello": "Sleep", "ms": 100}).to_string();
                 let recorder = Arc::new(Recorder::default());
-                let report = f.scenarios.run(&f.engine, req, recorder.clone()).await;
+                let (report, _) = run_with(&f.scenarios, &f.engine, req, recorder.clone()).await;
                 (report, recorder)
             })
         })
@@ -315,4 +342,147 @@ async fn tasks_run_concurrently_on_one_handler() {
         assert_eq!(report.error, None);
         assert_eq!(recorder.answers(), 1);
     }
+}
+
+/// A transport that takes `delay` for every answer.
+struct Slow {
+    inner: Recorder,
+    delay: Duration,
+}
+
+#[async_trait]
+impl Responder for Slow {
+    async fn send(&self, answer: &Answer) -> Result<(), SfnError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.send(answer).await
+    }
+    async fn heartbeat(&self) -> Result<(), SfnError> {
+        self.inner.heartbeat().await
+    }
+}
+
+#[tokio::test]
+async fn a_deadline_never_cuts_off_an_answer_in_flight() {
+    let f = fixture();
+    let slow = Arc::new(Slow {
+        inner: Recorder::default(),
+        delay: Duration::from_millis(300),
+    });
+    let mut req = request("Deadline", TaskControl::default());
+    // The guest answers 50 ms before its 1 s deadline; the answer takes 300 ms.
+    req.input = json!({"hello": "Deadline", "ms": 50}).to_string();
+    req.limits.timeout = Duration::from_secs(1);
+    let delivery = Delivery::new(
+        slow.clone(),
+        req.control.clone(),
+        DeliveryOptions::default(),
+    );
+    let report = f.scenarios.run(&f.engine, req, delivery.clone()).await;
+    // The guest was stopped by its deadline while it waited for the answer...
+    assert!(
+        matches!(report.error, Some(HostFailure::Timeout(_))),
+        "{:?}",
+        report.error
+    );
+    delivery.settled().await;
+    // ...but its answer went out, and it is the only one.
+    assert_eq!(
+        slow.inner.calls(),
+        [
+            Call::Errored(
+                "SfnWasmHost.Timeout: the handler did not finish within its 1000 ms deadline"
+                    .into()
+            ),
+            Call::Success(r#"{"greeting":"Hello, Deadline"}"#.into())
+        ]
+    );
+    assert!(delivery.state().is_delivered(), "{:?}", delivery.state());
+}
+
+async fn push(f: &Fixture, handler: &Handler, push: &str) -> (TaskReport, AnswerState, usize) {
+    let recorder = Arc::new(Recorder::default());
+    let mut req = request(push, TaskControl::default());
+    req.input = json!({ "push": push }).to_string();
+    let (report, state) = run_with(handler, &f.engine, req, recorder.clone()).await;
+    (report, state, recorder.answers())
+}
+
+#[tokio::test]
+async fn guests_that_push_on_the_bounds_get_one_answer_each() {
+    let f = fixture();
+    let handler = Handler::load_file(&f.engine, &guest("pushy")).expect("pushy loads");
+
+    // A 16 MiB error message is cut to Step Functions' cause limit before it goes on.
+    let (report, state, answers) = push(&f, &handler, "error").await;
+    let Some(HostFailure::HandlerError(message)) = &report.error else {
+        panic!("{:?}", report.error);
+    };
+    assert_eq!(message.chars().count(), 32_768);
+    assert!(
+        matches!(state.answer(), Some(Answer::Failure { error, cause }) if error == "SfnWasmHost.HandlerError" && cause.len() == 32_768)
+    );
+    assert_eq!(answers, 1);
+
+    // 100,000 leaked resources hit the table's cap; 1 GiB of randomness is refused.
+    for name in ["resources", "random"] {
+        let (report, _, answers) = push(&f, &handler, name).await;
+        assert!(
+            matches!(report.error, Some(HostFailure::Trap(_))),
+            "{name}: {:?}",
+            report.error
+        );
+        assert_eq!(answers, 1, "{name}");
+    }
+    assert!(
+        resident_bytes() < 512 << 20,
+        "resident: {} MiB",
+        resident_bytes() >> 20
+    );
+    // And the next task is served as usual.
+    let (report, _, answers) = push(&f, &handler, "chatty").await;
+    assert_eq!(report.error, None);
+    assert_eq!(answers, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_with_no_free_instance_slot_is_answered_capacity() {
+    // One task's worth of slots, plus the spares kept for hot swaps.
+    let engine = Arc::new(
+        WasmEngine::new(EngineConfig {
+            max_concurrent_tasks: 1,
+            max_memory_bytes: 64 << 20,
+            pooling: true,
+            ..EngineConfig::default()
+        })
+        .unwrap(),
+    );
+    let handler = Handler::load_file(&engine, &guest("scenarios")).unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (engine, handler) = (engine.clone(), handler.clone());
+            tokio::spawn(async move {
+                let mut req = request("Sleep", TaskControl::default());
+                req.input = json!({"hello": "Sleep", "ms": 1000}).to_string();
+                let recorder = Arc::new(Recorder::default());
+                let (report, state) = run_with(&handler, &engine, req, recorder.clone()).await;
+                (report, state, recorder.answers())
+            })
+        })
+        .collect();
+    let mut capacity = 0;
+    for task in tasks {
+        let (report, state, answers) = task.await.unwrap();
+        assert_eq!(answers, 1);
+        match report.error {
+            None => {}
+            Some(HostFailure::Capacity(_)) => {
+                capacity += 1;
+                assert!(
+                    matches!(state.answer(), Some(Answer::Failure { error, .. }) if error == "SfnWasmHost.Capacity")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(capacity, 3, "8 tasks, 5 slots");
 }

@@ -89,5 +89,5 @@ async fn poll_errors_back_off_restart_the_worker_and_recover() {
     let ended = h.run(json!({"hello": "again"})).await;
     assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
     assert_eq!(ended.output, Some(json!({"greeting": "Hello, again"})));
-    h.consumer.shutdown(Duration::from_secs(5)).await;
+    h.consumer.shutdown(Duration::from_secs(1)).await;
 }

@@ -18,7 +18,7 @@ fn cache_dir() -> PathBuf {
 }
 
 /// Builds the components (once per run) and fills the cache with them, one at a time.
-fn component(name: &str) -> PathBuf {
+pub fn component(name: &str) -> PathBuf {
     static READY: OnceLock<()> = OnceLock::new();
     READY.get_or_init(|| {
         let status = Command::new(workspace().join("scripts/build-polyglot.sh"))

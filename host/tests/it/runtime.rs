@@ -31,6 +31,8 @@ pub struct Setup<'a> {
     pub workers: u32,
     /// `HeartbeatSeconds` of the state machine's task state.
     pub heartbeat: Option<u32>,
+    /// The activity's `task_timeout_seconds`.
+    pub task_timeout: f64,
     /// More `[[activity]]` keys.
     pub extra: &'a str,
     /// Where the host (not the test client) reaches Step Functions.
@@ -43,6 +45,7 @@ impl<'a> Setup<'a> {
             handler,
             workers: 1,
             heartbeat: None,
+            task_timeout: 20.0,
             extra: "",
             endpoint: emulator::endpoint(),
         }
@@ -56,10 +59,11 @@ impl<'a> Setup<'a> {
         let text = format!(
             "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
              [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\nworkers = {}\n\
-             task_timeout_seconds = 20\nmemory_limit_mb = 64\n{}\n",
+             task_timeout_seconds = {:?}\nmemory_limit_mb = 64\n{}\n",
             self.endpoint,
             path.display(),
             self.workers,
+            self.task_timeout,
             self.extra,
         );
         let config =
@@ -77,7 +81,8 @@ impl<'a> Setup<'a> {
         let sfn = Arc::new(AwsStepFunctions::new(&config.aws).await);
         let events = Events::default();
         let mut receiver = events.subscribe();
-        let mut consumer = ActivityConsumer::new(&config, engine, vec![handler], sfn, events);
+        let mut consumer =
+            ActivityConsumer::new(&config, engine, vec![handler], sfn, events).unwrap();
         let loaded = receiver.try_recv().expect("handler:loaded comes first");
         assert!(matches!(
             loaded.kind,
@@ -226,7 +231,7 @@ async fn the_seed_scenarios_end_to_end() {
         assert_eq!(task.task_id.len(), 16);
         assert_eq!(task.handler_digest.len(), 64);
     }
-    h.consumer.shutdown(Duration::from_secs(5)).await;
+    h.consumer.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,11 +245,12 @@ async fn a_worker_with_no_task_starts_and_stops_promptly() {
         ["worker:starting", "worker:running", "polling:starting"]
     );
     let stopping = std::time::Instant::now();
-    let report = h.consumer.shutdown(Duration::from_secs(30)).await;
-    assert!(!report.aborted);
-    // A liveness bound: the 60 s long poll must be abandoned, not waited out.
+    let report = h.consumer.shutdown(Duration::from_secs(2)).await;
+    // The idle long poll is kept for the grace (a task it brought would be answered),
+    // then dropped rather than waited out for its 60 s.
+    assert!(report.aborted);
     assert!(
-        stopping.elapsed() < Duration::from_secs(5),
+        stopping.elapsed() >= Duration::from_secs(2) && stopping.elapsed() < Duration::from_secs(4),
         "stop took {:?}",
         stopping.elapsed()
     );
@@ -281,13 +287,13 @@ async fn a_pool_of_four_answers_many_executions_exactly_once() {
             Some(json!({"greeting": format!("Hello, n{i}")}))
         );
     }
-    h.consumer.shutdown(Duration::from_secs(5)).await;
+    h.consumer.shutdown(Duration::from_secs(1)).await;
     let mut answers = std::collections::HashMap::<String, usize>::new();
     let mut workers = std::collections::HashSet::new();
     while let Ok(event) = h.events.try_recv() {
         if matches!(
             event.kind,
-            EventKind::TaskSuccess | EventKind::TaskFailure { .. }
+            EventKind::TaskSuccess { .. } | EventKind::TaskFailure { .. }
         ) {
             *answers
                 .entry(event.task.unwrap().task_id.to_string())
@@ -326,7 +332,7 @@ async fn a_missed_heartbeat_times_the_execution_out() {
         "{:?}",
         names(&events)
     );
-    h.consumer.shutdown(Duration::from_secs(5)).await;
+    h.consumer.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,5 +370,5 @@ async fn a_pool_resizes_up_and_down_at_runtime() {
     // The one worker left still serves.
     let ended = h.run(json!({"hello": "one"})).await;
     assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
-    h.consumer.shutdown(Duration::from_secs(5)).await;
+    h.consumer.shutdown(Duration::from_secs(1)).await;
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::{Value, json};
@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::emulator;
 use crate::guests::guest;
 use crate::served::Served;
+use rustix::process::Signal;
 
 fn host() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
@@ -164,13 +165,163 @@ fn sigterm_lets_a_cooperative_handler_answer_by_itself() {
         json!({"hello": "Patient"}),
     ));
     served.wait_for("task:start");
-    let (took, code) = served.terminate();
-    assert_eq!(code, 0);
-    assert!(
-        took < Duration::from_secs(10),
-        "a cooperative handler should not need the grace: {took:?}"
-    );
+    let signalled = Instant::now();
+    served.signal(Signal::TERM);
+    // The handler answers at once; the host itself keeps its other worker's poll open
+    // until the grace ends, so that no task handed to it is stranded.
     let ended = runtime.block_on(emulator::wait(&client, &execution, Duration::from_secs(30)));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "a cooperative handler should not need the grace: {:?}",
+        signalled.elapsed()
+    );
     assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
     assert_eq!(ended.output, Some(json!({"stopped": "cancelled"})));
+    assert_eq!(served.wait_exit(), 0);
+    assert!(
+        signalled.elapsed() < Duration::from_secs(11),
+        "{:?}",
+        signalled.elapsed()
+    );
+}
+
+#[test]
+fn a_task_polled_during_shutdown_is_answered_not_stranded() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(emulator::client());
+    let activity = runtime.block_on(emulator::activity(&client, "late"));
+    let state_machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
+    let (mut served, _dir) = serve(&activity, "scenarios", 10.0);
+    served.wait_for("worker:running");
+    // Let both workers' long polls reach the emulator.
+    std::thread::sleep(Duration::from_secs(1));
+    let signalled = Instant::now();
+    served.signal(Signal::TERM);
+    std::thread::sleep(Duration::from_millis(500));
+    let execution = runtime.block_on(emulator::start(
+        &client,
+        &state_machine,
+        json!({"hello": "World"}),
+    ));
+    // A poll in flight at SIGTERM brings the task; the host answers it at once with
+    // the retriable SfnWasmHost.Shutdown instead of dropping the poll (which would leave
+    // the task to its 120 s timeout).
+    let ended = runtime.block_on(emulator::wait(&client, &execution, Duration::from_secs(8)));
+    assert_eq!(ended.status, ExecutionStatus::Failed, "{ended:?}");
+    assert_eq!(
+        ended.error.as_deref(),
+        Some("SfnWasmHost.Shutdown"),
+        "{ended:?}"
+    );
+    assert_eq!(served.wait_exit(), 0);
+    assert!(
+        signalled.elapsed() < Duration::from_secs(11),
+        "{:?}",
+        signalled.elapsed()
+    );
+}
+
+#[test]
+fn sigterm_during_a_reload_compile_stops_at_once() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(emulator::client());
+    let activity = runtime.block_on(emulator::activity(&client, "compiling"));
+    let dir = tempfile::tempdir().unwrap();
+    let handler = dir.path().join("handler.wasm");
+    std::fs::copy(guest("greet"), &handler).unwrap();
+    let body = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\nshutdown_grace_seconds = 0.2\ncache = false\n{}",
+        emulator::endpoint(),
+        activity_table(&activity, &handler, "workers = 1"),
+    );
+    let config = write_config(dir.path(), &body);
+    let mut served = Served::start(&config);
+    served.wait_for("worker:running");
+    // A 12 MB JavaScript component takes seconds to compile.
+    let staged = dir.path().join("staged.wasm");
+    std::fs::copy(crate::polyglot::component("greet-js"), &staged).unwrap();
+    std::fs::rename(&staged, &handler).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (took, code) = served.terminate();
+    assert_eq!(code, 0);
+    assert!(took < Duration::from_millis(1200), "exit took {took:?}");
+    assert!(!served.events().contains(&"handler:swapped".to_owned()));
+}
+
+#[test]
+fn with_no_host_table_the_compile_cache_is_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &activity_table(ARN, &guest("greet"), ""));
+    let check = || {
+        let output = host()
+            .arg("check")
+            .arg(&config)
+            .env("XDG_CACHE_HOME", dir.path().join("xdg"))
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let first = check();
+    assert!(first.contains("cache miss"), "{first}");
+    let second = check();
+    assert!(second.contains("cache hit"), "{second}");
+    assert!(dir.path().join("xdg/sfn-wasm-host").is_dir());
+}
+
+#[test]
+fn a_stalled_log_pipe_stops_neither_polls_nor_answers() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(emulator::client());
+    let activity = runtime.block_on(emulator::activity(&client, "chatty"));
+    let state_machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\ncache = false\n{}",
+        emulator::endpoint(),
+        activity_table(&activity, &guest("pushy"), "workers = 2"),
+    );
+    let config = write_config(dir.path(), &body);
+    // Nobody reads the host's stdout: its pipe fills after 64 KiB.
+    let mut child = host()
+        .args(["serve", "--log-format", "json"])
+        .arg(&config)
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let executions: Vec<String> = (0..4)
+        .map(|_| {
+            runtime.block_on(emulator::start(
+                &client,
+                &state_machine,
+                json!({"push": "chatty"}),
+            ))
+        })
+        .collect();
+    for execution in &executions {
+        let ended = runtime.block_on(emulator::wait(&client, execution, Duration::from_secs(60)));
+        assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn check_refuses_more_workers_than_one_engine_can_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let body: String = (0..5)
+        .map(|i| activity_table(&format!("{ARN}{i}"), &guest("greet"), "workers = 1000"))
+        .collect();
+    let config = write_config(dir.path(), &body);
+    let output = host().arg("check").arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("config.toml")
+            && stderr.contains("`activity[*].workers`")
+            && stderr.contains("5000 tasks at once"),
+        "{stderr}"
+    );
 }

@@ -108,8 +108,14 @@ impl Served {
     pub fn terminate(&mut self) -> (Duration, i32) {
         let started = Instant::now();
         self.signal(Signal::TERM);
+        let code = self.wait_exit();
+        (started.elapsed(), code)
+    }
+
+    /// Waits for the process to exit; its exit code.
+    pub fn wait_exit(&mut self) -> i32 {
         let exit = self.child.wait().unwrap();
-        (started.elapsed(), exit.code().expect("exited, not killed"))
+        exit.code().expect("exited, not killed")
     }
 }
 

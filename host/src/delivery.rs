@@ -1,0 +1,689 @@
+//! Answer delivery: from the moment a task's answer is accepted, the host owns it.
+//!
+//! A guest's `success`/`failure` (once validated) and the host's own failures go through
+//! the task's [`Delivery`]. It records the answer first, then sends it from a task of its
+//! own on the control-plane runtime, so that neither a deadline, an abort nor a dropped
+//! guest can cut a request off halfway, and a guest stuck in a long call cannot delay it.
+//! Transient errors (network, 5xx, throttling) are retried with exponential backoff and
+//! jitter until the answer is delivered, Step Functions says the task is closed, or the
+//! retry budget (`[host] answer_retry_seconds`) runs out. A retry refused as closed after
+//! an attempt that timed out most likely means that attempt went through: it counts as
+//! delivered, marked "probably".
+//!
+//! Heartbeats go through the delivery too. They are coalesced (at most one request per
+//! [`MIN_HEARTBEAT_INTERVAL`]), and one refused as closed means Step Functions has closed
+//! the task (timed out, stopped): the guest's `cancelled()` turns true, it is aborted after
+//! the activity's `cancel_grace_seconds`, and no answer is sent, since none can be.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::TaskControl;
+use crate::outcome::{Answer, HostFailure};
+use crate::sfn::SfnError;
+use crate::toolkit::{Delivered, HeartbeatSource, Responder, TaskError, ToolkitError};
+
+/// At most one heartbeat request per task this often; more calls return `ok` at once.
+pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// The wait before the first retry of an answer; it doubles up to [`MAX_RETRY_DELAY`].
+pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// The longest wait between two attempts, so that an answer goes out soon after an
+/// outage ends.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// Where a task's answer stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerState {
+    /// Nothing has been accepted yet.
+    Pending,
+    /// This answer is recorded and being sent (or waiting for its next attempt).
+    Delivering(Answer),
+    /// This answer was delivered.
+    Delivered {
+        /// The answer.
+        answer: Answer,
+        /// An attempt timed out and a retry found the task closed: it most likely went
+        /// through on the timed-out attempt.
+        probably: bool,
+    },
+    /// The task can no longer be answered.
+    Closed {
+        /// The answer that was refused, if there was one; `None` when a heartbeat found
+        /// the task closed before anything was answered.
+        attempted: Option<Answer>,
+        /// What Step Functions said.
+        reason: String,
+    },
+    /// The answer could not be delivered: refused for another reason, out of retries, or
+    /// given up at the end of a shutdown.
+    Undelivered {
+        /// The answer.
+        answer: Answer,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl AnswerState {
+    /// The answer accepted for the task, whatever became of it.
+    pub fn answer(&self) -> Option<&Answer> {
+        match self {
+            AnswerState::Pending
+            | AnswerState::Closed {
+                attempted: None, ..
+            } => None,
+            AnswerState::Delivering(answer)
+            | AnswerState::Delivered { answer, .. }
+            | AnswerState::Undelivered { answer, .. }
+            | AnswerState::Closed {
+                attempted: Some(answer),
+                ..
+            } => Some(answer),
+        }
+    }
+
+    /// Whether an answer reached Step Functions.
+    pub fn is_delivered(&self) -> bool {
+        matches!(self, AnswerState::Delivered { .. })
+    }
+}
+
+/// How deliveries behave; shared by every task of an activity.
+#[derive(Debug, Clone)]
+pub struct DeliveryOptions {
+    /// How long an answer is retried through transient errors.
+    pub retry_for: Duration,
+    /// How long a guest whose task was closed may run on before it is aborted.
+    pub cancel_grace: Duration,
+    /// The runtime sends run on (the control plane, away from guests); the current
+    /// runtime when `None`.
+    pub runtime: Option<Handle>,
+    /// Cancelled at the end of a shutdown: deliveries still retrying give up.
+    pub give_up: CancellationToken,
+}
+
+impl Default for DeliveryOptions {
+    fn default() -> Self {
+        Self {
+            retry_for: Duration::from_secs(600),
+            cancel_grace: Duration::from_secs(5),
+            runtime: None,
+            give_up: CancellationToken::new(),
+        }
+    }
+}
+
+/// One task's answer and heartbeats. Cheap to clone; clones share the task.
+#[derive(Clone)]
+pub struct Delivery {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    responder: Arc<dyn Responder>,
+    control: TaskControl,
+    options: DeliveryOptions,
+    state: Mutex<State>,
+    /// Bumped whenever a delivery ends.
+    settled: watch::Sender<u64>,
+}
+
+struct State {
+    answer: AnswerState,
+    heartbeat_in_flight: bool,
+    last_heartbeat: Option<Instant>,
+}
+
+/// What the first attempt of a delivery tells the guest.
+enum FirstAttempt {
+    /// Delivered (or probably).
+    Delivered,
+    /// Failed transiently; the retry loop has it.
+    Retrying,
+    /// Refused: the task is closed.
+    Closed(String),
+    /// Refused for another reason, or no retry budget left.
+    Failed(String),
+}
+
+impl Delivery {
+    /// The delivery of a task answered through `responder`; `control` is the task's, so
+    /// that a closed task can be cancelled and aborted.
+    pub fn new(
+        responder: Arc<dyn Responder>,
+        control: TaskControl,
+        options: DeliveryOptions,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                responder,
+                control,
+                options,
+                state: Mutex::new(State {
+                    answer: AnswerState::Pending,
+                    heartbeat_in_flight: false,
+                    last_heartbeat: None,
+                }),
+                settled: watch::channel(0).0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update leaves the state whole; a panic elsewhere must not lose an answer.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Where the answer stands now.
+    pub fn state(&self) -> AnswerState {
+        self.lock().answer.clone()
+    }
+
+    /// Whether the task has an answer (or can no longer have one).
+    pub fn answered(&self) -> bool {
+        !matches!(self.lock().answer, AnswerState::Pending)
+    }
+
+    /// The guest's `cancelled()`: the host is stopping, or Step Functions closed the task.
+    pub fn cancelled(&self) -> bool {
+        self.inner.control.cancel.is_cancelled()
+    }
+
+    /// Waits until no answer is being delivered.
+    pub async fn settled(&self) {
+        let mut settled = self.inner.settled.subscribe();
+        let _ = settled
+            .wait_for(|_| !matches!(self.lock().answer, AnswerState::Delivering(_)))
+            .await;
+    }
+
+    /// The guest's answer: recorded, then sent. Returns once it is delivered or handed
+    /// to the retry loop; [`ToolkitError::TaskClosed`] when Step Functions refused it as
+    /// closed; [`ToolkitError::AlreadyResponded`] when the task already had one.
+    ///
+    /// Dropping the returned future (a deadline, an abort) does not stop the delivery.
+    pub async fn answer(&self, answer: Answer) -> Result<(), ToolkitError> {
+        let first = match self.begin(answer) {
+            Ok(first) => first,
+            Err(err) => {
+                if err == ToolkitError::AlreadyResponded {
+                    self.inner.responder.errored(&TaskError::AlreadyResponded);
+                }
+                return Err(err);
+            }
+        };
+        match first.await {
+            Ok(FirstAttempt::Delivered | FirstAttempt::Retrying) => Ok(()),
+            Ok(FirstAttempt::Closed(reason)) => Err(ToolkitError::TaskClosed(reason)),
+            Ok(FirstAttempt::Failed(reason)) => Err(ToolkitError::Unavailable(reason)),
+            Err(_) => Err(ToolkitError::Unavailable(
+                "the host is stopping; the answer could not be sent".into(),
+            )),
+        }
+    }
+
+    /// What went wrong with the handler, reported; and, if the task has no answer yet,
+    /// the host's failure answer sent for it. An answer the guest gave stands.
+    pub fn host_failure(&self, failure: &HostFailure) {
+        let state = self.state();
+        match state {
+            AnswerState::Pending => {
+                self.inner
+                    .responder
+                    .errored(&TaskError::Failed(failure.clone()));
+                let _ = self.begin(failure.answer());
+            }
+            AnswerState::Closed {
+                attempted: None, ..
+            } => {
+                // Step Functions closed the task and the guest was stopped for it; the
+                // cancellation was reported, and no answer can be sent.
+                tracing::debug!(error = failure.name(), "the closed task's guest stopped");
+            }
+            _ => {
+                self.inner
+                    .responder
+                    .errored(&TaskError::Failed(failure.clone()));
+                tracing::warn!(
+                    error = failure.name(),
+                    "the handler went wrong after answering; the answer stands"
+                );
+            }
+        }
+    }
+
+    /// Answers with the host's `failure` without reporting a handler error: for a task
+    /// that no handler ran (it arrived while the host was stopping).
+    pub fn refuse(&self, failure: &HostFailure) {
+        let _ = self.begin(failure.answer());
+    }
+
+    /// Records `answer` and starts its delivery.
+    fn begin(&self, answer: Answer) -> Result<oneshot::Receiver<FirstAttempt>, ToolkitError> {
+        {
+            let mut state = self.lock();
+            match &state.answer {
+                AnswerState::Pending => {}
+                AnswerState::Closed { reason, .. } => {
+                    return Err(ToolkitError::TaskClosed(reason.clone()));
+                }
+                _ => return Err(ToolkitError::AlreadyResponded),
+            }
+            state.answer = AnswerState::Delivering(answer.clone());
+        }
+        let (first, receiver) = oneshot::channel();
+        self.spawn(self.clone().deliver(answer, first));
+        Ok(receiver)
+    }
+
+    fn spawn<F>(&self, future: F) -> Option<tokio::task::JoinHandle<F::Output>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.inner.options.runtime {
+            Some(runtime) => Some(runtime.spawn(future)),
+            None => Handle::try_current()
+                .ok()
+                .map(|runtime| runtime.spawn(future)),
+        }
+    }
+
+    /// Sends `answer` until it is delivered, refused, or out of retries.
+    async fn deliver(self, answer: Answer, first: oneshot::Sender<FirstAttempt>) {
+        let started = Instant::now();
+        let responder = &self.inner.responder;
+        let give_up = &self.inner.options.give_up;
+        let mut first = Some(first);
+        let mut tell = |outcome: FirstAttempt| {
+            if let Some(first) = first.take() {
+                let _ = first.send(outcome);
+            }
+        };
+        let mut attempts = 0;
+        let mut timed_out = false;
+        let mut delay = FIRST_RETRY_DELAY;
+        let end = loop {
+            attempts += 1;
+            let result = tokio::select! {
+                biased;
+                () = give_up.cancelled() => Err(None),
+                result = responder.send(&answer) => result.map_err(Some),
+            };
+            let error = match result {
+                Ok(()) => break Ended::Delivered { probably: false },
+                Err(None) => {
+                    break Ended::Undelivered("the host stopped before it was delivered".into());
+                }
+                Err(Some(SfnError::TaskClosed(reason))) if timed_out => {
+                    tracing::debug!(%reason, "a retry found the task closed after a timed-out attempt");
+                    break Ended::Delivered { probably: true };
+                }
+                Err(Some(SfnError::TaskClosed(reason))) => break Ended::Closed(reason),
+                Err(Some(error)) if !error.is_transient() => {
+                    break Ended::Undelivered(error.to_string());
+                }
+                Err(Some(error)) => error,
+            };
+            timed_out |= matches!(error, SfnError::TimedOut(_));
+            // Full jitter on the upper half: spreads the retries of many tasks after an
+            // outage, and never waits less than half the step.
+            let wait = delay.mul_f64(0.5 + fastrand::f64() * 0.5);
+            if started.elapsed() + wait > self.inner.options.retry_for {
+                break Ended::Undelivered(format!(
+                    "gave up after {attempts} attempts in {} s: {error}",
+                    started.elapsed().as_secs()
+                ));
+            }
+            responder.retrying(attempts, &error, wait);
+            tell(FirstAttempt::Retrying);
+            tokio::select! {
+                biased;
+                () = give_up.cancelled() => break Ended::Undelivered("the host stopped before it was delivered".into()),
+                () = tokio::time::sleep(wait) => {}
+            }
+            delay = (delay * 2).min(MAX_RETRY_DELAY);
+        };
+        let outcome = {
+            let mut state = self.lock();
+            match end {
+                Ended::Delivered { probably } => {
+                    state.answer = AnswerState::Delivered {
+                        answer: answer.clone(),
+                        probably,
+                    };
+                    FirstAttempt::Delivered
+                }
+                Ended::Closed(reason) => {
+                    state.answer = AnswerState::Closed {
+                        attempted: Some(answer.clone()),
+                        reason: reason.clone(),
+                    };
+                    FirstAttempt::Closed(reason)
+                }
+                Ended::Undelivered(reason) => {
+                    state.answer = AnswerState::Undelivered {
+                        answer: answer.clone(),
+                        reason: reason.clone(),
+                    };
+                    FirstAttempt::Failed(reason)
+                }
+            }
+        };
+        match &outcome {
+            FirstAttempt::Delivered => {
+                let probably =
+                    matches!(self.state(), AnswerState::Delivered { probably: true, .. });
+                responder.delivered(&answer, Delivered { attempts, probably });
+            }
+            FirstAttempt::Closed(reason) | FirstAttempt::Failed(reason) => {
+                responder.undelivered(&answer, reason);
+            }
+            FirstAttempt::Retrying => {}
+        }
+        tell(outcome);
+        self.inner.settled.send_modify(|n| *n += 1);
+    }
+
+    /// A heartbeat, from the guest or the host's timer. Coalesced: while one is in
+    /// flight, or within [`MIN_HEARTBEAT_INTERVAL`] of the last, it returns `ok` without
+    /// a request. One refused as closed closes the task (see the module docs).
+    pub async fn heartbeat(&self, source: HeartbeatSource) -> Result<(), ToolkitError> {
+        {
+            let mut state = self.lock();
+            match &state.answer {
+                AnswerState::Pending => {}
+                AnswerState::Closed { reason, .. } => {
+                    return Err(ToolkitError::TaskClosed(reason.clone()));
+                }
+                _ if source == HeartbeatSource::Auto => return Ok(()),
+                _ => return Err(ToolkitError::AlreadyResponded),
+            }
+            let recent = state
+                .last_heartbeat
+                .is_some_and(|at| at.elapsed() < MIN_HEARTBEAT_INTERVAL);
+            if state.heartbeat_in_flight || recent {
+                return Ok(());
+            }
+            state.heartbeat_in_flight = true;
+            state.last_heartbeat = Some(Instant::now());
+        }
+        let this = self.clone();
+        let sent = self.spawn(async move {
+            let result = this.inner.responder.heartbeat().await;
+            this.heartbeat_done(source, result)
+        });
+        match sent {
+            Some(sent) => sent
+                .await
+                .unwrap_or_else(|_| Err(ToolkitError::Unavailable("the host is stopping".into()))),
+            None => Err(ToolkitError::Unavailable("the host is stopping".into())),
+        }
+    }
+
+    fn heartbeat_done(
+        &self,
+        source: HeartbeatSource,
+        result: Result<(), SfnError>,
+    ) -> Result<(), ToolkitError> {
+        self.lock().heartbeat_in_flight = false;
+        match result {
+            Ok(()) => {
+                self.inner.responder.heartbeat_sent(source);
+                Ok(())
+            }
+            Err(SfnError::TaskClosed(reason)) => {
+                self.close(&reason);
+                Err(ToolkitError::TaskClosed(reason))
+            }
+            Err(error) => Err(ToolkitError::Unavailable(error.to_string())),
+        }
+    }
+
+    /// Step Functions closed the task under a running guest: cancel it, and abort it
+    /// after the grace unless it returns first.
+    fn close(&self, reason: &str) {
+        {
+            let mut state = self.lock();
+            match &state.answer {
+                AnswerState::Pending => {
+                    state.answer = AnswerState::Closed {
+                        attempted: None,
+                        reason: reason.to_owned(),
+                    };
+                }
+                // An answer in flight finds out by itself.
+                AnswerState::Delivering(_) => {}
+                _ => return,
+            }
+        }
+        let control = &self.inner.control;
+        if control.cancel.is_cancelled() && control.abort.is_cancelled() {
+            return;
+        }
+        control.cancel.cancel();
+        self.inner.responder.cancelled(reason);
+        let abort = control.abort.clone();
+        let grace = self.inner.options.cancel_grace;
+        self.spawn(async move {
+            tokio::time::sleep(grace).await;
+            abort.cancel();
+        });
+    }
+}
+
+/// How a delivery loop ended.
+enum Ended {
+    Delivered { probably: bool },
+    Closed(String),
+    Undelivered(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+
+    /// Fails its first `failures` sends with `error`, then accepts; counts everything.
+    struct Flaky {
+        failures: u32,
+        error: SfnError,
+        sends: AtomicU32,
+        heartbeats: AtomicU32,
+        heartbeat_error: Option<SfnError>,
+    }
+
+    impl Flaky {
+        fn new(failures: u32, error: SfnError) -> Arc<Self> {
+            Arc::new(Self {
+                failures,
+                error,
+                sends: AtomicU32::new(0),
+                heartbeats: AtomicU32::new(0),
+                heartbeat_error: None,
+            })
+        }
+    }
+
+    #[async_trait]
+    impl Responder for Flaky {
+        async fn send(&self, _answer: &Answer) -> Result<(), SfnError> {
+            let n = self.sends.fetch_add(1, Ordering::SeqCst);
+            if n < self.failures {
+                Err(self.error.clone())
+            } else {
+                Ok(())
+            }
+        }
+        async fn heartbeat(&self) -> Result<(), SfnError> {
+            self.heartbeats.fetch_add(1, Ordering::SeqCst);
+            match &self.heartbeat_error {
+                Some(error) => Err(error.clone()),
+                None => Ok(()),
+            }
+        }
+    }
+
+    fn setup(responder: Arc<Flaky>, retry_for: Duration) -> (Delivery, TaskControl) {
+        let control = TaskControl::default();
+        let options = DeliveryOptions {
+            retry_for,
+            cancel_grace: Duration::from_millis(50),
+            ..DeliveryOptions::default()
+        };
+        (Delivery::new(responder, control.clone(), options), control)
+    }
+
+    fn success() -> Answer {
+        Answer::Success {
+            output: "{}".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_errors_are_retried_until_delivered() {
+        let responder = Flaky::new(4, SfnError::Unavailable("connection refused".into()));
+        let (delivery, _) = setup(responder.clone(), Duration::from_secs(600));
+        // The guest hears `ok` as soon as the retry loop has the answer.
+        assert_eq!(delivery.answer(success()).await, Ok(()));
+        delivery.settled().await;
+        assert_eq!(responder.sends.load(Ordering::SeqCst), 5);
+        assert_eq!(
+            delivery.state(),
+            AnswerState::Delivered {
+                answer: success(),
+                probably: false
+            }
+        );
+        // A host failure after that changes nothing.
+        delivery.host_failure(&HostFailure::NoResponse);
+        delivery.settled().await;
+        assert_eq!(responder.sends.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closed_after_a_timed_out_attempt_is_probably_delivered() {
+        struct TimeoutThenClosed(AtomicU32);
+        #[async_trait]
+        impl Responder for TimeoutThenClosed {
+            async fn send(&self, _answer: &Answer) -> Result<(), SfnError> {
+                match self.0.fetch_add(1, Ordering::SeqCst) {
+                    0 => Err(SfnError::TimedOut("attempt timeout".into())),
+                    _ => Err(SfnError::TaskClosed("InvalidToken".into())),
+                }
+            }
+            async fn heartbeat(&self) -> Result<(), SfnError> {
+                Ok(())
+            }
+        }
+        let delivery = Delivery::new(
+            Arc::new(TimeoutThenClosed(AtomicU32::new(0))),
+            TaskControl::default(),
+            DeliveryOptions::default(),
+        );
+        assert_eq!(delivery.answer(success()).await, Ok(()));
+        delivery.settled().await;
+        assert_eq!(
+            delivery.state(),
+            AnswerState::Delivered {
+                answer: success(),
+                probably: true
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_stop_when_the_budget_runs_out_or_the_host_gives_up() {
+        let responder = Flaky::new(u32::MAX, SfnError::Unavailable("down".into()));
+        let (delivery, _) = setup(responder.clone(), Duration::from_secs(30));
+        assert_eq!(delivery.answer(success()).await, Ok(()));
+        delivery.settled().await;
+        assert!(matches!(
+            delivery.state(),
+            AnswerState::Undelivered { ref reason, .. } if reason.contains("gave up")
+        ));
+        let sends = responder.sends.load(Ordering::SeqCst);
+        assert!((5..30).contains(&sends), "{sends} attempts in 30 s");
+
+        let responder = Flaky::new(u32::MAX, SfnError::Unavailable("down".into()));
+        let (delivery, _) = setup(responder, Duration::from_secs(600));
+        let options = delivery.inner.options.give_up.clone();
+        delivery.host_failure(&HostFailure::Shutdown);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        options.cancel();
+        delivery.settled().await;
+        assert!(matches!(delivery.state(), AnswerState::Undelivered { .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejected_or_closed_answer_is_not_retried() {
+        let responder = Flaky::new(1, SfnError::Rejected("ValidationException".into()));
+        let (delivery, _) = setup(responder.clone(), Duration::from_secs(600));
+        assert!(matches!(
+            delivery.answer(success()).await,
+            Err(ToolkitError::Unavailable(_))
+        ));
+        assert_eq!(responder.sends.load(Ordering::SeqCst), 1);
+
+        let responder = Flaky::new(1, SfnError::TaskClosed("TaskTimedOut".into()));
+        let (delivery, _) = setup(responder.clone(), Duration::from_secs(600));
+        assert_eq!(
+            delivery.answer(success()).await,
+            Err(ToolkitError::TaskClosed("TaskTimedOut".into()))
+        );
+        assert_eq!(
+            delivery.answer(success()).await,
+            Err(ToolkitError::TaskClosed("TaskTimedOut".into()))
+        );
+        assert_eq!(responder.sends.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_are_coalesced_to_one_a_second() {
+        let responder = Flaky::new(0, SfnError::Unavailable(String::new()));
+        let (delivery, _) = setup(responder.clone(), Duration::from_secs(600));
+        for _ in 0..10 {
+            assert_eq!(delivery.heartbeat(HeartbeatSource::Guest).await, Ok(()));
+        }
+        assert_eq!(responder.heartbeats.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(MIN_HEARTBEAT_INTERVAL).await;
+        assert_eq!(delivery.heartbeat(HeartbeatSource::Auto).await, Ok(()));
+        assert_eq!(responder.heartbeats.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_refused_as_closed_cancels_then_aborts_the_task() {
+        let responder = Arc::new(Flaky {
+            heartbeat_error: Some(SfnError::TaskClosed("TaskTimedOut".into())),
+            ..Arc::into_inner(Flaky::new(0, SfnError::Unavailable(String::new()))).unwrap()
+        });
+        let (delivery, control) = setup(responder.clone(), Duration::from_secs(600));
+        assert!(matches!(
+            delivery.heartbeat(HeartbeatSource::Auto).await,
+            Err(ToolkitError::TaskClosed(_))
+        ));
+        assert!(delivery.cancelled());
+        assert!(!control.abort.is_cancelled());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(control.abort.is_cancelled());
+        // Nothing is sent for a closed task, by the guest or the host.
+        assert!(matches!(
+            delivery.answer(success()).await,
+            Err(ToolkitError::TaskClosed(_))
+        ));
+        delivery.host_failure(&HostFailure::Shutdown);
+        delivery.settled().await;
+        assert_eq!(responder.sends.load(Ordering::SeqCst), 0);
+    }
+}

@@ -1,0 +1,302 @@
+//! Answers the host owns, against LocalStack: delivery through a network outage, an
+//! answer at the deadline, automatic heartbeats, cancellation of a task Step Functions
+//! closed, and guests that cannot starve the control plane.
+
+use std::time::Duration;
+
+use aws_sdk_sfn::types::ExecutionStatus;
+use serde_json::json;
+use sfn_wasm_host::events::{Event, EventKind};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::emulator;
+use crate::runtime::{Harness, Setup, names};
+
+/// A TCP proxy in front of LocalStack whose network can be cut: every open connection
+/// is dropped and new ones are reset until it is restored.
+pub struct Proxy {
+    pub port: u16,
+    cut: watch::Sender<bool>,
+}
+
+impl Proxy {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = emulator::endpoint()
+            .trim_start_matches("http://")
+            .to_owned();
+        let (cut, _) = watch::channel(false);
+        let watch = cut.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if *watch.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let (target, mut watch) = (target.clone(), watch.clone());
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Self { port, cut }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    pub fn restore(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+fn task_ids(events: &[Event], kind: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.kind.name() == kind)
+        .map(|e| e.task.as_ref().unwrap().task_id.to_string())
+        .collect()
+}
+
+/// Takes in events until `until` has been seen for `n` different tasks.
+async fn until_tasks(h: &mut Harness, until: &str, n: usize, limit: Duration) -> Vec<Event> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let mut ids = task_ids(&seen, until);
+        ids.sort();
+        ids.dedup();
+        if ids.len() >= n {
+            return seen;
+        }
+        let event = tokio::time::timeout_at(deadline, h.events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {n} x {until} within {limit:?}: {:?}", names(&seen)))
+            .expect("event channel");
+        seen.push(event);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_survive_a_network_outage() {
+    let proxy = Proxy::start().await;
+    let mut h = Setup {
+        workers: 4,
+        endpoint: proxy.endpoint(),
+        ..Setup::new("scenarios")
+    }
+    .start()
+    .await;
+    h.events_until_nth("worker:running", 4, Duration::from_secs(10))
+        .await;
+    let executions: Vec<String> = futures::future::join_all((0..4).map(|i| {
+        emulator::start(
+            &h.client,
+            &h.state_machine,
+            json!({"hello": "Sleep", "ms": 1000 + i}),
+        )
+    }))
+    .await;
+    let mut events = until_tasks(&mut h, "task:start", 4, Duration::from_secs(20)).await;
+    // The guests answer while the network is down; it comes back 15 s later.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    proxy.restore();
+    events.extend(until_tasks(&mut h, "task:done", 4, Duration::from_secs(60)).await);
+    for (i, execution) in executions.iter().enumerate() {
+        let ended = emulator::wait(&h.client, execution, Duration::from_secs(60)).await;
+        assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
+        assert_eq!(ended.output, Some(json!({"slept_ms": 1000 + i})));
+    }
+    let retried = task_ids(&events, "task:retrying");
+    let delivered: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::TaskSuccess { .. }))
+        .collect();
+    assert_eq!(delivered.len(), 4, "{:?}", names(&events));
+    for event in delivered {
+        let id = event.task.as_ref().unwrap().task_id.to_string();
+        assert!(retried.contains(&id), "task {id} was not retried");
+        assert!(
+            matches!(event.kind, EventKind::TaskSuccess { attempts, .. } if attempts > 1),
+            "{event:?}"
+        );
+    }
+    assert!(
+        !names(&events).contains(&"task:failure"),
+        "{:?}",
+        names(&events)
+    );
+    h.consumer.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_at_the_deadline_is_the_one_answer() {
+    let mut h = Setup {
+        task_timeout: 1.0,
+        ..Setup::new("scenarios")
+    }
+    .start()
+    .await;
+    for margin_ms in [1, 3, 10] {
+        let ended = h.run(json!({"hello": "Deadline", "ms": margin_ms})).await;
+        assert_eq!(
+            ended.status,
+            ExecutionStatus::Succeeded,
+            "{margin_ms}: {ended:?}"
+        );
+        assert_eq!(ended.output, Some(json!({"greeting": "Hello, Deadline"})));
+        let events = h.events_until("task:done", Duration::from_secs(10)).await;
+        let answers: Vec<&str> = names(&events)
+            .into_iter()
+            .filter(|n| matches!(*n, "task:success" | "task:failure"))
+            .collect();
+        assert_eq!(
+            answers,
+            ["task:success"],
+            "{margin_ms}: {:?}",
+            names(&events)
+        );
+    }
+    h.consumer.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_heartbeats_keep_a_long_task_alive() {
+    let mut h = Setup {
+        heartbeat: Some(3),
+        extra: "heartbeat_seconds = 1",
+        ..Setup::new("scenarios")
+    }
+    .start()
+    .await;
+    let ended = h.run(json!({"hello": "Sleep", "ms": 10_000})).await;
+    assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
+    assert_eq!(ended.output, Some(json!({"slept_ms": 10_000})));
+    let events = h.events_until("task:done", Duration::from_secs(10)).await;
+    let auto = events
+        .iter()
+        .filter(|e| e.kind == EventKind::TaskHeartbeat { source: "auto" })
+        .count();
+    assert!(
+        (7..=11).contains(&auto),
+        "{auto} automatic heartbeats in 10 s"
+    );
+    h.consumer.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The state times out (`HeartbeatSeconds` = 2) before the host's first automatic
+/// heartbeat (every 3 s), which Step Functions then refuses: the task is closed.
+async fn closed_under(hello: &str, grace: &str) -> (Vec<Event>, emulator::Ended) {
+    let extra = format!("heartbeat_seconds = 3\ncancel_grace_seconds = {grace}");
+    let mut h = Setup {
+        heartbeat: Some(2),
+        extra: &extra,
+        ..Setup::new("scenarios")
+    }
+    .start()
+    .await;
+    let ended = h.run(json!({"hello": hello, "ms": 60_000})).await;
+    let events = h.events_until("task:done", Duration::from_secs(20)).await;
+    h.consumer.shutdown(Duration::from_secs(1)).await;
+    (events, ended)
+}
+
+/// The index of the first `name` event.
+fn at(events: &[Event], name: &str) -> usize {
+    events
+        .iter()
+        .position(|e| e.kind.name() == name)
+        .unwrap_or_else(|| panic!("no {name}: {:?}", names(events)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_task_cancels_its_guest_and_sends_nothing() {
+    let started = tokio::time::Instant::now();
+    let (events, ended) = closed_under("Patient", "5").await;
+    assert_eq!(ended.status, ExecutionStatus::Failed, "{ended:?}");
+    assert_eq!(ended.error.as_deref(), Some("States.Timeout"), "{ended:?}");
+    let cancelled = at(&events, "task:cancelled");
+    assert!(cancelled < at(&events, "task:done"));
+    assert!(
+        matches!(&events[cancelled].kind, EventKind::TaskCancelled { reason } if !reason.is_empty()),
+        "{:?}",
+        events[cancelled]
+    );
+    // The guest saw cancelled() and returned by itself, well inside the 5 s grace:
+    // heartbeat at 3 s, so done by heartbeat + 1 s (+ the execution's own start).
+    assert!(
+        started.elapsed() < Duration::from_secs(3 + 1 + 3),
+        "took {:?}",
+        started.elapsed()
+    );
+    let names = names(&events);
+    for answer in ["task:success", "task:failure", "task:errored"] {
+        assert!(!names.contains(&answer), "{names:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_task_whose_guest_ignores_it_is_aborted_after_the_grace() {
+    let started = tokio::time::Instant::now();
+    let (events, ended) = closed_under("Sleep", "1").await;
+    assert_eq!(ended.error.as_deref(), Some("States.Timeout"), "{ended:?}");
+    at(&events, "task:cancelled");
+    // heartbeat_seconds + cancel_grace_seconds + 1, and a little for the execution to
+    // start; the guest would otherwise sleep for 60 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(3 + 1 + 1 + 3),
+        "took {:?}",
+        started.elapsed()
+    );
+    let names = names(&events);
+    for answer in ["task:success", "task:failure"] {
+        assert!(!names.contains(&answer), "{names:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_bound_guests_do_not_starve_heartbeats() {
+    // Four guests burn CPU for 6 s on a 2-core machine; the state times out after 2 s
+    // without a heartbeat. Only heartbeats sent on time keep them alive.
+    let mut h = Setup {
+        workers: 4,
+        heartbeat: Some(2),
+        extra: "heartbeat_seconds = 0.5",
+        ..Setup::new("pushy")
+    }
+    .start()
+    .await;
+    h.events_until_nth("worker:running", 4, Duration::from_secs(10))
+        .await;
+    let executions: Vec<String> = futures::future::join_all((0..4).map(|_| {
+        emulator::start(
+            &h.client,
+            &h.state_machine,
+            json!({"push": "spin", "ms": 6000}),
+        )
+    }))
+    .await;
+    for execution in &executions {
+        let ended = emulator::wait(&h.client, execution, Duration::from_secs(60)).await;
+        assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
+        assert_eq!(ended.output, Some(json!({"survived": "spin"})));
+    }
+    h.consumer.shutdown(Duration::from_secs(1)).await;
+}
