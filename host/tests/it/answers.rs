@@ -154,7 +154,8 @@ async fn an_answer_at_the_deadline_is_the_one_answer() {
     }
     .start()
     .await;
-    for margin_ms in [1, 3, 10] {
+    // Within a tick or two (10 ms each) of the deadline, as the guest measures it.
+    for margin_ms in [10, 15, 25] {
         let ended = h.run(json!({"hello": "Deadline", "ms": margin_ms})).await;
         assert_eq!(
             ended.status,

@@ -359,6 +359,9 @@ impl Responder for Slow {
     async fn heartbeat(&self) -> Result<(), SfnError> {
         self.inner.heartbeat().await
     }
+    fn errored(&self, error: &TaskError) {
+        self.inner.errored(error);
+    }
 }
 
 #[tokio::test]

@@ -282,15 +282,25 @@ fn a_stalled_log_pipe_stops_neither_polls_nor_answers() {
         activity_table(&activity, &guest("pushy"), "workers = 2"),
     );
     let config = write_config(dir.path(), &body);
+    /// Kills the host even when an assertion fails first.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     // Nobody reads the host's stdout: its pipe fills after 64 KiB.
-    let mut child = host()
-        .args(["serve", "--log-format", "json"])
-        .arg(&config)
-        .env("RUST_LOG", "debug")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _child = Killed(
+        host()
+            .args(["serve", "--log-format", "json"])
+            .arg(&config)
+            .env("RUST_LOG", "debug")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let executions: Vec<String> = (0..4)
         .map(|_| {
             runtime.block_on(emulator::start(
@@ -304,8 +314,6 @@ fn a_stalled_log_pipe_stops_neither_polls_nor_answers() {
         let ended = runtime.block_on(emulator::wait(&client, execution, Duration::from_secs(60)));
         assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
