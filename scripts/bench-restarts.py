@@ -28,7 +28,7 @@ definition = {
     "StartAt": "Greet",
     "States": {
         "Greet": {
-            "Type": "Task", "Resource": activity, "TimeoutSeconds": 5, "HeartbeatSeconds": 60,
+            "Type": "Task", "Resource": activity, "TimeoutSeconds": 5, "HeartbeatSeconds": 4,
             "Retry": [
                 {"ErrorEquals": ["States.Timeout"], **retry},
                 {"ErrorEquals": ["SfnWasmHost.Shutdown"], **retry},

@@ -242,3 +242,19 @@ impl StepFunctions for AwsStepFunctions {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_debug_print_leaves_the_token_out() {
+        let task = ActivityTask {
+            token: "secret-token-AAAA".into(),
+            input: r#"{"card": "4111"}"#.into(),
+        };
+        let printed = format!("{task:?}");
+        assert!(!printed.contains("secret-token"), "{printed}");
+        assert!(!printed.contains("4111"), "{printed}");
+    }
+}

@@ -276,3 +276,56 @@ pub fn task_id(token: &str) -> String {
 pub fn worker_name(prefix: &str) -> Arc<str> {
     Arc::from(format!("{prefix}:{:08x}", fastrand::u32(..)))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::delivery::AnswerState;
+    use crate::outcome::Answer;
+    use crate::toolkit::LocalResponder;
+
+    #[tokio::test]
+    async fn a_task_whose_worker_panics_is_still_answered() {
+        let delivery = Delivery::new(
+            Arc::new(LocalResponder),
+            TaskControl::default(),
+            DeliveryOptions::default(),
+        );
+        let held = delivery.clone();
+        let panicked = tokio::spawn(async move {
+            let _unanswered = Unanswered(held);
+            panic!("a bug in the worker");
+        })
+        .await;
+        assert!(panicked.unwrap_err().is_panic());
+        delivery.settled().await;
+        assert!(
+            matches!(
+                delivery.state(),
+                AnswerState::Delivered { answer: Answer::Failure { ref error, .. }, .. } if error == "SfnWasmHost.Internal"
+            ),
+            "{:?}",
+            delivery.state()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answered_task_is_left_alone_by_the_guard() {
+        let delivery = Delivery::new(
+            Arc::new(LocalResponder),
+            TaskControl::default(),
+            DeliveryOptions::default(),
+        );
+        delivery
+            .answer(Answer::Success {
+                output: "{}".into(),
+            })
+            .await
+            .unwrap();
+        drop(Unanswered(delivery.clone()));
+        delivery.settled().await;
+        assert!(delivery.state().answer().is_some_and(Answer::is_success));
+    }
+}
