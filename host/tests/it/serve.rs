@@ -106,11 +106,18 @@ fn serve(activity: &str, handler: &str, grace_seconds: f64) -> (Served, tempfile
     (Served::start(&config), dir)
 }
 
-fn sigterm_during(input: Value, grace_seconds: f64) {
+/// A runtime for the test's own calls, a client, and a fresh activity with its state
+/// machine in the emulator.
+fn emulated(name: &str) -> (tokio::runtime::Runtime, aws_sdk_sfn::Client, String, String) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = runtime.block_on(emulator::client());
-    let activity = runtime.block_on(emulator::activity(&client, "shutdown"));
+    let activity = runtime.block_on(emulator::activity(&client, name));
     let state_machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
+    (runtime, client, activity, state_machine)
+}
+
+fn sigterm_during(input: Value, grace_seconds: f64) {
+    let (runtime, client, activity, state_machine) = emulated("shutdown");
     let (mut served, _dir) = serve(&activity, "scenarios", grace_seconds);
     served.wait_for("worker:running");
     let execution = runtime.block_on(emulator::start(&client, &state_machine, input));
@@ -153,10 +160,7 @@ fn sigterm_during_a_loop_answers_shutdown_after_the_grace() {
 
 #[test]
 fn sigterm_lets_a_cooperative_handler_answer_by_itself() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(emulator::client());
-    let activity = runtime.block_on(emulator::activity(&client, "patient"));
-    let state_machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
+    let (runtime, client, activity, state_machine) = emulated("patient");
     let (mut served, _dir) = serve(&activity, "scenarios", 10.0);
     served.wait_for("worker:running");
     let execution = runtime.block_on(emulator::start(
@@ -187,10 +191,7 @@ fn sigterm_lets_a_cooperative_handler_answer_by_itself() {
 
 #[test]
 fn a_task_polled_during_shutdown_is_answered_not_stranded() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(emulator::client());
-    let activity = runtime.block_on(emulator::activity(&client, "late"));
-    let state_machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
+    let (runtime, client, activity, state_machine) = emulated("late");
     let (mut served, _dir) = serve(&activity, "scenarios", 10.0);
     served.wait_for("worker:running");
     // Let both workers' long polls reach the emulator.
@@ -271,10 +272,7 @@ fn with_no_host_table_the_compile_cache_is_on() {
 
 #[test]
 fn a_stalled_log_pipe_stops_neither_polls_nor_answers() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(emulator::client());
-    let activity = runtime.block_on(emulator::activity(&client, "chatty"));
-    let state_machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
+    let (runtime, client, activity, state_machine) = emulated("chatty");
     let dir = tempfile::tempdir().unwrap();
     let body = format!(
         "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\ncache = false\n{}",
