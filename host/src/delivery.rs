@@ -10,8 +10,8 @@
 //! an attempt that timed out most likely means that attempt went through: it counts as
 //! delivered, marked "probably".
 //!
-//! Heartbeats go through the delivery too. They are coalesced (at most one request per
-//! [`MIN_HEARTBEAT_INTERVAL`]), and one refused as closed means Step Functions has closed
+//! Heartbeats go through the delivery too. The guest's are coalesced (at most one request
+//! per [`MIN_HEARTBEAT_INTERVAL`]), and one refused as closed means Step Functions has closed
 //! the task (timed out, stopped): the guest's `cancelled()` turns true, it is aborted after
 //! the activity's `cancel_grace_seconds`, and no answer is sent, since none can be.
 
@@ -394,8 +394,9 @@ impl Delivery {
     }
 
     /// A heartbeat, from the guest or the host's timer. Coalesced: while one is in
-    /// flight, or within [`MIN_HEARTBEAT_INTERVAL`] of the last, it returns `ok` without
-    /// a request. One refused as closed closes the task (see the module docs).
+    /// flight, or (for the guest's) within [`MIN_HEARTBEAT_INTERVAL`] of the last, it
+    /// returns `ok` without a request. One refused as closed closes the task (see the
+    /// module docs).
     pub async fn heartbeat(&self, source: HeartbeatSource) -> Result<(), ToolkitError> {
         {
             let mut state = self.lock();
@@ -407,9 +408,13 @@ impl Delivery {
                 _ if source == HeartbeatSource::Auto => return Ok(()),
                 _ => return Err(ToolkitError::AlreadyResponded),
             }
-            let recent = state
-                .last_heartbeat
-                .is_some_and(|at| at.elapsed() < MIN_HEARTBEAT_INTERVAL);
+            // The guest's calls are coalesced to one a second. The host's own come on a
+            // timer the operator set; coalescing them against the previous tick would
+            // drop every other one whenever the timer fires a hair early.
+            let recent = source == HeartbeatSource::Guest
+                && state
+                    .last_heartbeat
+                    .is_some_and(|at| at.elapsed() < MIN_HEARTBEAT_INTERVAL);
             if state.heartbeat_in_flight || recent {
                 return Ok(());
             }
@@ -658,8 +663,11 @@ mod tests {
         }
         assert_eq!(responder.heartbeats.load(Ordering::SeqCst), 1);
         tokio::time::sleep(MIN_HEARTBEAT_INTERVAL).await;
-        assert_eq!(delivery.heartbeat(HeartbeatSource::Auto).await, Ok(()));
+        assert_eq!(delivery.heartbeat(HeartbeatSource::Guest).await, Ok(()));
         assert_eq!(responder.heartbeats.load(Ordering::SeqCst), 2);
+        // The host's timer is not coalesced with the guest's calls.
+        assert_eq!(delivery.heartbeat(HeartbeatSource::Auto).await, Ok(()));
+        assert_eq!(responder.heartbeats.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test(start_paused = true)]

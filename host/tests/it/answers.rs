@@ -198,9 +198,18 @@ async fn automatic_heartbeats_keep_a_long_task_alive() {
     h.consumer.shutdown(Duration::from_secs(1)).await;
 }
 
+/// A closed task, as the test saw it happen.
+struct Closed {
+    events: Vec<Event>,
+    ended: emulator::Ended,
+    /// From `task:start` to `task:cancelled`, and to `task:done`.
+    to_cancelled: Duration,
+    to_done: Duration,
+}
+
 /// The state times out (`HeartbeatSeconds` = 2) before the host's first automatic
 /// heartbeat (every 3 s), which Step Functions then refuses: the task is closed.
-async fn closed_under(hello: &str, grace: &str) -> (Vec<Event>, emulator::Ended) {
+async fn closed_under(hello: &str, grace: &str) -> Closed {
     let extra = format!("heartbeat_seconds = 3\ncancel_grace_seconds = {grace}");
     let mut h = Setup {
         heartbeat: Some(2),
@@ -209,57 +218,94 @@ async fn closed_under(hello: &str, grace: &str) -> (Vec<Event>, emulator::Ended)
     }
     .start()
     .await;
-    let ended = h.run(json!({"hello": hello, "ms": 60_000})).await;
-    let events = h.events_until("task:done", Duration::from_secs(20)).await;
+    let execution = emulator::start(
+        &h.client,
+        &h.state_machine,
+        json!({"hello": hello, "ms": 60_000}),
+    )
+    .await;
+    let limit = Duration::from_secs(20);
+    let mut events = h.events_until("task:start", limit).await;
+    let started = tokio::time::Instant::now();
+    events.extend(h.events_until("task:cancelled", limit).await);
+    let to_cancelled = started.elapsed();
+    events.extend(h.events_until("task:done", limit).await);
+    let to_done = started.elapsed();
+    let ended = emulator::wait(&h.client, &execution, limit).await;
     h.consumer.shutdown(Duration::from_secs(1)).await;
-    (events, ended)
-}
-
-/// The index of the first `name` event.
-fn at(events: &[Event], name: &str) -> usize {
-    events
-        .iter()
-        .position(|e| e.kind.name() == name)
-        .unwrap_or_else(|| panic!("no {name}: {:?}", names(events)))
+    Closed {
+        events,
+        ended,
+        to_cancelled,
+        to_done,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_task_cancels_its_guest_and_sends_nothing() {
-    let started = tokio::time::Instant::now();
-    let (events, ended) = closed_under("Patient", "5").await;
-    assert_eq!(ended.status, ExecutionStatus::Failed, "{ended:?}");
-    assert_eq!(ended.error.as_deref(), Some("States.Timeout"), "{ended:?}");
-    let cancelled = at(&events, "task:cancelled");
-    assert!(cancelled < at(&events, "task:done"));
-    assert!(
-        matches!(&events[cancelled].kind, EventKind::TaskCancelled { reason } if !reason.is_empty()),
+    let closed = closed_under("Patient", "5").await;
+    assert_eq!(
+        closed.ended.status,
+        ExecutionStatus::Failed,
         "{:?}",
-        events[cancelled]
+        closed.ended
     );
-    // The guest saw cancelled() and returned by itself, well inside the 5 s grace:
-    // heartbeat at 3 s, so done by heartbeat + 1 s (+ the execution's own start).
+    assert_eq!(
+        closed.ended.error.as_deref(),
+        Some("States.Timeout"),
+        "{:?}",
+        closed.ended
+    );
+    let cancelled = closed
+        .events
+        .iter()
+        .find(|e| e.kind.name() == "task:cancelled")
+        .unwrap();
     assert!(
-        started.elapsed() < Duration::from_secs(3 + 1 + 3),
-        "took {:?}",
-        started.elapsed()
+        matches!(&cancelled.kind, EventKind::TaskCancelled { reason } if !reason.is_empty()),
+        "{cancelled:?}"
     );
-    assert_none_of(&events, &["task:success", "task:failure", "task:errored"]);
+    // Found closed by the first automatic heartbeat: within heartbeat_seconds + 1 s.
+    assert!(
+        closed.to_cancelled < Duration::from_secs(3 + 1),
+        "{:?}",
+        closed.to_cancelled
+    );
+    // The guest saw cancelled() and returned by itself, long before the 5 s grace.
+    assert!(
+        closed.to_done - closed.to_cancelled < Duration::from_secs(2),
+        "{:?}",
+        closed.to_done
+    );
+    assert_none_of(
+        &closed.events,
+        &["task:success", "task:failure", "task:errored"],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_task_whose_guest_ignores_it_is_aborted_after_the_grace() {
-    let started = tokio::time::Instant::now();
-    let (events, ended) = closed_under("Sleep", "1").await;
-    assert_eq!(ended.error.as_deref(), Some("States.Timeout"), "{ended:?}");
-    at(&events, "task:cancelled");
-    // heartbeat_seconds + cancel_grace_seconds + 1, and a little for the execution to
-    // start; the guest would otherwise sleep for 60 s.
-    assert!(
-        started.elapsed() < Duration::from_secs(3 + 1 + 1 + 3),
-        "took {:?}",
-        started.elapsed()
+    let closed = closed_under("Sleep", "1").await;
+    assert_eq!(
+        closed.ended.error.as_deref(),
+        Some("States.Timeout"),
+        "{:?}",
+        closed.ended
     );
-    assert_none_of(&events, &["task:success", "task:failure"]);
+    // heartbeat_seconds + cancel_grace_seconds + 1; the guest would sleep for 60 s.
+    assert!(
+        closed.to_done < Duration::from_secs(3 + 1 + 1),
+        "{:?}",
+        closed.to_done
+    );
+    // Aborted by the grace, not before it.
+    assert!(
+        closed.to_done - closed.to_cancelled >= Duration::from_millis(900),
+        "{:?} {:?}",
+        closed.to_cancelled,
+        closed.to_done
+    );
+    assert_none_of(&closed.events, &["task:success", "task:failure"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
