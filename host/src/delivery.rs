@@ -352,6 +352,7 @@ impl Delivery {
             }
             delay = (delay * 2).min(MAX_RETRY_DELAY);
         };
+        let probably = matches!(end, Ended::Delivered { probably: true });
         let outcome = {
             let mut state = self.lock();
             match end {
@@ -380,8 +381,6 @@ impl Delivery {
         };
         match &outcome {
             FirstAttempt::Delivered => {
-                let probably =
-                    matches!(self.state(), AnswerState::Delivered { probably: true, .. });
                 responder.delivered(&answer, Delivered { attempts, probably });
             }
             FirstAttempt::Closed(reason) | FirstAttempt::Failed(reason) => {
