@@ -14,33 +14,23 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import boto3
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from emulator import activity_and_machine  # noqa: E402
 
 endpoint, host, handler, workdir = sys.argv[1:5]
 RESTARTS, UP_SECONDS, GRACE = 5, 4.0, 2
 sfn = boto3.client("stepfunctions", endpoint_url=endpoint)
-suffix = uuid.uuid4().hex[:8]
-activity = sfn.create_activity(name=f"restarts-{suffix}")["activityArn"]
 retry = {"IntervalSeconds": 1, "MaxAttempts": 5, "BackoffRate": 1.0}
-definition = {
-    "StartAt": "Greet",
-    "States": {
-        "Greet": {
-            "Type": "Task", "Resource": activity, "TimeoutSeconds": 5, "HeartbeatSeconds": 4,
-            "Retry": [
-                {"ErrorEquals": ["States.Timeout"], **retry},
-                {"ErrorEquals": ["SfnWasmHost.Shutdown"], **retry},
-            ],
-            "End": True,
-        },
-    },
-}
-machine = sfn.create_state_machine(
-    name=f"restarts-{suffix}", definition=json.dumps(definition),
-    roleArn="arn:aws:iam::000000000000:role/bench",
-)["stateMachineArn"]
+activity, machine = activity_and_machine(sfn, "restarts", {
+    "TimeoutSeconds": 5, "HeartbeatSeconds": 4,
+    "Retry": [
+        {"ErrorEquals": ["States.Timeout"], **retry},
+        {"ErrorEquals": ["SfnWasmHost.Shutdown"], **retry},
+    ],
+})
 os.makedirs(workdir, exist_ok=True)
 config = os.path.join(workdir, "config.toml")
 with open(config, "w") as f:

@@ -11,25 +11,16 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import boto3
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from emulator import activity_and_machine  # noqa: E402
+
 endpoint, host, handler, workdir = sys.argv[1:5]
 sfn = boto3.client("stepfunctions", endpoint_url=endpoint)
-suffix = uuid.uuid4().hex[:8]
-activity = sfn.create_activity(name=f"greet-{suffix}")["activityArn"]
-definition = {
-    "StartAt": "Greet",
-    "States": {
-        "Greet": {"Type": "Task", "Resource": activity, "TimeoutSeconds": 120,
-                  "HeartbeatSeconds": 60, "End": True},
-    },
-}
-machine = sfn.create_state_machine(
-    name=f"greeter-{suffix}", definition=json.dumps(definition),
-    roleArn="arn:aws:iam::000000000000:role/demo",
-)["stateMachineArn"]
+activity, machine = activity_and_machine(
+    sfn, "greet", {"TimeoutSeconds": 120, "HeartbeatSeconds": 60})
 
 os.makedirs(workdir, exist_ok=True)
 config = os.path.join(workdir, "config.toml")

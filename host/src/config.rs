@@ -273,12 +273,8 @@ impl Config {
         }
 
         let grace = raw.host.shutdown_grace_seconds.unwrap_or(30.0);
-        let shutdown_grace = seconds(grace, 0.0, 86_400.0).ok_or_else(|| {
-            error(
-                "host.shutdown_grace_seconds".into(),
-                format!("must be between 0 and 86400 seconds; got {grace}"),
-            )
-        })?;
+        let shutdown_grace = seconds_within(grace, 0.0, 86_400.0)
+            .map_err(|message| error("host.shutdown_grace_seconds".into(), message))?;
         let worker_prefix = match raw.host.worker_prefix {
             Some(prefix) if prefix.trim().is_empty() || prefix.len() > 64 => {
                 return Err(error(
@@ -301,12 +297,8 @@ impl Config {
         let cache_max_mb = within(raw.host.cache_max_mb.unwrap_or(1024), 1..=1 << 20)
             .map_err(|message| error("host.cache_max_mb".into(), message))?;
         let retry = raw.host.answer_retry_seconds.unwrap_or(600.0);
-        let answer_retry = seconds(retry, 0.0, 86_400.0).ok_or_else(|| {
-            error(
-                "host.answer_retry_seconds".into(),
-                format!("must be between 0 and 86400 seconds; got {retry}"),
-            )
-        })?;
+        let answer_retry = seconds_within(retry, 0.0, 86_400.0)
+            .map_err(|message| error("host.answer_retry_seconds".into(), message))?;
         let host = HostConfig {
             worker_prefix,
             shutdown_grace,
@@ -353,25 +345,21 @@ impl Config {
                 .map_err(|message| error(key("polling.interval_seconds"), message))?;
             within(polling.backoff_rate, 1.0..=10.0)
                 .map_err(|message| error(key("polling.backoff_rate"), message))?;
-            let heartbeat_interval = match activity.heartbeat_seconds {
-                None => None,
-                Some(value) => Some(seconds(value, 0.001, 86_400.0).filter(|d| !d.is_zero()).ok_or_else(|| {
-                    error(
-                        key("heartbeat_seconds"),
-                        format!("must be more than 0 and at most 86400; got {value}. Leave it out for no automatic heartbeats"),
-                    )
-                })?),
-            };
-            let cancel_grace =
-                seconds(activity.cancel_grace_seconds, 0.0, 3600.0).ok_or_else(|| {
-                    error(
-                        key("cancel_grace_seconds"),
-                        format!(
-                            "must be between 0 and 3600 seconds; got {}",
-                            activity.cancel_grace_seconds
-                        ),
-                    )
-                })?;
+            let heartbeat_interval = activity
+                .heartbeat_seconds
+                .map(|value| {
+                    seconds(value, 0.001, 86_400.0).ok_or_else(|| {
+                        error(
+                            key("heartbeat_seconds"),
+                            format!(
+                                "must be more than 0 and at most 86400; got {value}. Leave it out for no automatic heartbeats"
+                            ),
+                        )
+                    })
+                })
+                .transpose()?;
+            let cancel_grace = seconds_within(activity.cancel_grace_seconds, 0.0, 3600.0)
+                .map_err(|message| error(key("cancel_grace_seconds"), message))?;
             let handler = base.join(&activity.handler);
             if !handler.is_file() {
                 return Err(error(
@@ -443,6 +431,12 @@ fn within<T: PartialOrd + fmt::Debug>(value: T, range: RangeInclusive<T>) -> Res
             range.end()
         ))
     }
+}
+
+/// [`seconds`], or the message that says what range is allowed.
+fn seconds_within(value: f64, min: f64, max: f64) -> Result<Duration, String> {
+    seconds(value, min, max)
+        .ok_or_else(|| format!("must be between {min} and {max} seconds; got {value}"))
 }
 
 fn seconds(value: f64, min: f64, max: f64) -> Option<Duration> {

@@ -233,30 +233,30 @@ impl Delivery {
     /// What went wrong with the handler, reported; and, if the task has no answer yet,
     /// the host's failure answer sent for it. An answer the guest gave stands.
     pub fn host_failure(&self, failure: &HostFailure) {
-        let state = self.state();
-        match state {
-            AnswerState::Pending => {
-                self.inner
-                    .responder
-                    .errored(&TaskError::Failed(failure.clone()));
-                let _ = self.begin(failure.answer());
-            }
+        // Looked at in place: the answer itself (up to 256 KiB) is not copied.
+        let (pending, closed_unanswered) = match &self.lock().answer {
+            AnswerState::Pending => (true, false),
             AnswerState::Closed {
                 attempted: None, ..
-            } => {
-                // Step Functions closed the task and the guest was stopped for it; the
-                // cancellation was reported, and no answer can be sent.
-                tracing::debug!(error = failure.name(), "the closed task's guest stopped");
-            }
-            _ => {
-                self.inner
-                    .responder
-                    .errored(&TaskError::Failed(failure.clone()));
-                tracing::warn!(
-                    error = failure.name(),
-                    "the handler went wrong after answering; the answer stands"
-                );
-            }
+            } => (false, true),
+            _ => (false, false),
+        };
+        if closed_unanswered {
+            // Step Functions closed the task and the guest was stopped for it; the
+            // cancellation was reported, and no answer can be sent.
+            tracing::debug!(error = failure.name(), "the closed task's guest stopped");
+            return;
+        }
+        self.inner
+            .responder
+            .errored(&TaskError::Failed(failure.clone()));
+        if pending {
+            let _ = self.begin(failure.answer());
+        } else {
+            tracing::warn!(
+                error = failure.name(),
+                "the handler went wrong after answering; the answer stands"
+            );
         }
     }
 
@@ -352,42 +352,34 @@ impl Delivery {
             }
             delay = (delay * 2).min(MAX_RETRY_DELAY);
         };
-        let probably = matches!(end, Ended::Delivered { probably: true });
-        let outcome = {
-            let mut state = self.lock();
-            match end {
-                Ended::Delivered { probably } => {
-                    state.answer = AnswerState::Delivered {
-                        answer: answer.clone(),
-                        probably,
-                    };
-                    FirstAttempt::Delivered
-                }
-                Ended::Closed(reason) => {
-                    state.answer = AnswerState::Closed {
-                        attempted: Some(answer.clone()),
-                        reason: reason.clone(),
-                    };
-                    FirstAttempt::Closed(reason)
-                }
-                Ended::Undelivered(reason) => {
-                    state.answer = AnswerState::Undelivered {
-                        answer: answer.clone(),
-                        reason: reason.clone(),
-                    };
-                    FirstAttempt::Failed(reason)
-                }
+        // Report first, then move the answer into its final state (no copy).
+        let (outcome, state) = match end {
+            Ended::Delivered { probably } => {
+                responder.delivered(&answer, Delivered { attempts, probably });
+                (
+                    FirstAttempt::Delivered,
+                    AnswerState::Delivered { answer, probably },
+                )
+            }
+            Ended::Closed(reason) => {
+                responder.undelivered(&answer, &reason);
+                (
+                    FirstAttempt::Closed(reason.clone()),
+                    AnswerState::Closed {
+                        attempted: Some(answer),
+                        reason,
+                    },
+                )
+            }
+            Ended::Undelivered(reason) => {
+                responder.undelivered(&answer, &reason);
+                (
+                    FirstAttempt::Failed(reason.clone()),
+                    AnswerState::Undelivered { answer, reason },
+                )
             }
         };
-        match &outcome {
-            FirstAttempt::Delivered => {
-                responder.delivered(&answer, Delivered { attempts, probably });
-            }
-            FirstAttempt::Closed(reason) | FirstAttempt::Failed(reason) => {
-                responder.undelivered(&answer, reason);
-            }
-            FirstAttempt::Retrying => {}
-        }
+        self.lock().answer = state;
         tell(outcome);
         self.inner.settled.send_modify(|n| *n += 1);
     }

@@ -280,19 +280,48 @@ pub fn worker_name(prefix: &str) -> Arc<str> {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
 
     use super::*;
     use crate::delivery::AnswerState;
     use crate::outcome::Answer;
-    use crate::toolkit::LocalResponder;
+    use crate::sfn::SfnError;
+    use crate::toolkit::{Responder, TaskError};
 
-    #[tokio::test]
-    async fn a_task_whose_worker_panics_is_still_answered() {
+    /// Accepts every answer and counts the handler errors it hears of.
+    #[derive(Default)]
+    struct Counting {
+        errored: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Responder for Counting {
+        async fn send(&self, _answer: &Answer) -> Result<(), SfnError> {
+            Ok(())
+        }
+        async fn heartbeat(&self) -> Result<(), SfnError> {
+            Ok(())
+        }
+        fn errored(&self, _error: &TaskError) {
+            self.errored.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn delivery() -> (Delivery, Arc<Counting>) {
+        let responder = Arc::new(Counting::default());
         let delivery = Delivery::new(
-            Arc::new(LocalResponder),
+            responder.clone(),
             TaskControl::default(),
             DeliveryOptions::default(),
         );
+        (delivery, responder)
+    }
+
+    #[tokio::test]
+    async fn a_task_whose_worker_panics_is_still_answered() {
+        let (delivery, responder) = delivery();
         let held = delivery.clone();
         let panicked = tokio::spawn(async move {
             let _unanswered = Unanswered(held);
@@ -309,15 +338,12 @@ mod tests {
             "{:?}",
             delivery.state()
         );
+        assert_eq!(responder.errored.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
     async fn an_answered_task_is_left_alone_by_the_guard() {
-        let delivery = Delivery::new(
-            Arc::new(LocalResponder),
-            TaskControl::default(),
-            DeliveryOptions::default(),
-        );
+        let (delivery, responder) = delivery();
         delivery
             .answer(Answer::Success {
                 output: "{}".into(),
@@ -327,5 +353,7 @@ mod tests {
         drop(Unanswered(delivery.clone()));
         delivery.settled().await;
         assert!(delivery.state().answer().is_some_and(Answer::is_success));
+        // Not even reported: the guard only acts on a task with no answer.
+        assert_eq!(responder.errored.load(Ordering::SeqCst), 0);
     }
 }

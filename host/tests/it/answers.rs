@@ -21,8 +21,13 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// A proxy on a free port.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::on(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    /// A proxy accepting on `listener`.
+    pub fn on(listener: TcpListener) -> Self {
         let port = listener.local_addr().unwrap().port();
         let target = emulator::endpoint()
             .trim_start_matches("http://")

@@ -6,25 +6,10 @@ use std::time::Duration;
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::json;
 use sfn_wasm_host::events::EventKind;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
-use crate::emulator;
+use crate::answers::Proxy;
 use crate::runtime::{Setup, names};
-
-/// Forwards connections on `listener` to `target` until the test ends.
-async fn forward(listener: TcpListener, target: String) {
-    loop {
-        let Ok((mut inbound, _)) = listener.accept().await else {
-            return;
-        };
-        let target = target.clone();
-        tokio::spawn(async move {
-            if let Ok(mut outbound) = TcpStream::connect(&target).await {
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            }
-        });
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_errors_back_off_restart_the_worker_and_recover() {
@@ -81,11 +66,7 @@ async fn poll_errors_back_off_restart_the_worker_and_recover() {
     assert_eq!(names(&replaced)[0], "worker:starting");
 
     // The endpoint comes back; the next worker serves tasks again.
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let target = emulator::endpoint()
-        .trim_start_matches("http://")
-        .to_owned();
-    tokio::spawn(forward(listener, target));
+    let _proxy = Proxy::on(TcpListener::bind(("127.0.0.1", port)).await.unwrap());
     let ended = h.run(json!({"hello": "again"})).await;
     assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
     assert_eq!(ended.output, Some(json!({"greeting": "Hello, again"})));

@@ -112,6 +112,17 @@ impl Served {
         (started.elapsed(), code)
     }
 
+    /// Waits for the process to exit, and asserts that it exited 0 within `limit` of
+    /// `since` (when it was signalled).
+    pub fn exits_cleanly_within(&mut self, since: Instant, limit: Duration) {
+        assert_eq!(self.wait_exit(), 0);
+        assert!(
+            since.elapsed() < limit,
+            "exited {:?} after the signal",
+            since.elapsed()
+        );
+    }
+
     /// Waits for the process to exit; its exit code.
     pub fn wait_exit(&mut self) -> i32 {
         let exit = self.child.wait().unwrap();
