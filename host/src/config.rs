@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::grants::{DirGrant, EnvSource, EnvVar, GrantsConfig};
+use crate::outbound::{AllowedHost, OutboundLimits};
+
 /// The largest memory cap a task may have: the whole 32-bit address space.
 pub const MAX_MEMORY_LIMIT_MB: u64 = 4096;
 /// The most workers one activity may have.
@@ -95,6 +98,8 @@ pub struct ActivityConfig {
     /// How long a guest whose task Step Functions closed may take to return after its
     /// `cancelled()` turned true, before it is aborted.
     pub cancel_grace: Duration,
+    /// What the guests may reach: outbound HTTP, environment, folders. None by default.
+    pub grants: GrantsConfig,
 }
 
 /// `[activity.polling]`: how a worker retries failed polls before it gives up.
@@ -204,6 +209,23 @@ struct RawActivity {
     heartbeat_seconds: Option<f64>,
     #[serde(default = "default_cancel_grace")]
     cancel_grace_seconds: f64,
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<String>,
+    #[serde(default)]
+    env: toml::Table,
+    #[serde(default)]
+    dir: Vec<RawDir>,
+    #[serde(default)]
+    outbound: OutboundLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDir {
+    host: PathBuf,
+    guest: String,
+    #[serde(default)]
+    writable: bool,
 }
 
 fn default_cancel_grace() -> f64 {
@@ -370,6 +392,7 @@ impl Config {
                     ),
                 ));
             }
+            let grants = grants(&activity, &base).map_err(|(name, message)| error(key(&name), message))?;
             activities.push(ActivityConfig {
                 arn: activity.arn,
                 handler,
@@ -381,6 +404,7 @@ impl Config {
                 watch: activity.watch,
                 heartbeat_interval,
                 cancel_grace,
+                grants,
             });
         }
         Ok(Self {
@@ -404,6 +428,112 @@ impl Config {
             .max()
             .unwrap_or(0)
     }
+}
+
+/// Checks and resolves an activity's grants; on error, the key under the activity and
+/// the message.
+fn grants(activity: &RawActivity, base: &Path) -> Result<GrantsConfig, (String, String)> {
+    let mut allowed_outbound_hosts = Vec::with_capacity(activity.allowed_outbound_hosts.len());
+    for (index, entry) in activity.allowed_outbound_hosts.iter().enumerate() {
+        let entry = AllowedHost::parse(entry)
+            .map_err(|message| (format!("allowed_outbound_hosts[{index}]"), message))?;
+        allowed_outbound_hosts.push(entry);
+    }
+
+    let mut env = Vec::with_capacity(activity.env.len());
+    for (name, value) in &activity.env {
+        let key = format!("env.{name}");
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err((key, "a variable name must be non-empty, without `=` or NUL".into()));
+        }
+        let source = match value {
+            toml::Value::String(literal) => EnvSource::Literal(literal.clone()),
+            toml::Value::Table(table)
+                if table.len() == 1 && table.get("from_env").is_some_and(toml::Value::is_str) =>
+            {
+                let from = table["from_env"].as_str().unwrap_or_default().to_owned();
+                EnvSource::FromEnv(from)
+            }
+            _ => {
+                return Err((
+                    key,
+                    "must be a string (`NAME = \"value\"`) or `{ from_env = \"HOST_VARIABLE\" }`"
+                        .into(),
+                ));
+            }
+        };
+        if let EnvSource::Literal(value) = &source
+            && value.contains('\0')
+        {
+            return Err((key, "a value cannot contain NUL".into()));
+        }
+        let var = EnvVar {
+            name: name.clone(),
+            source,
+        };
+        // Read now, so that a missing variable stops the host before it polls.
+        var.value().map_err(|message| (key, message))?;
+        env.push(var);
+    }
+
+    let mut dirs: Vec<DirGrant> = Vec::with_capacity(activity.dir.len());
+    for (index, dir) in activity.dir.iter().enumerate() {
+        let key = |name: &str| format!("dir[{index}].{name}");
+        let host = base.join(&dir.host);
+        if !host.is_dir() {
+            return Err((
+                key("host"),
+                format!(
+                    "{} is not a folder: create it or fix the path, which is relative to the config file's folder",
+                    host.display()
+                ),
+            ));
+        }
+        let guest = &dir.guest;
+        let clean = guest.starts_with('/')
+            && !guest.contains('\0')
+            && guest
+                .split('/')
+                .skip(1)
+                .all(|part| !part.is_empty() && part != "." && part != "..")
+            || guest == "/";
+        if !clean {
+            return Err((
+                key("guest"),
+                format!(
+                    "{guest:?} must be an absolute guest path like \"/data\", without `.`, `..` or empty parts"
+                ),
+            ));
+        }
+        if let Some(other) = dirs.iter().position(|d| d.guest == *guest) {
+            return Err((
+                key("guest"),
+                format!("{guest} is already granted by dir[{other}]: give each folder its own guest path"),
+            ));
+        }
+        dirs.push(DirGrant {
+            host,
+            guest: guest.clone(),
+            writable: dir.writable,
+        });
+    }
+
+    let limits = activity.outbound;
+    within(limits.max_requests, 0..=1_000_000)
+        .map_err(|message| ("outbound.max_requests".to_owned(), message))?;
+    within(limits.max_response_bytes, 0..=1 << 40)
+        .map_err(|message| ("outbound.max_response_bytes".to_owned(), message))?;
+    within(limits.connect_timeout_ms, 1..=3_600_000)
+        .map_err(|message| ("outbound.connect_timeout_ms".to_owned(), message))?;
+    within(limits.first_byte_timeout_ms, 1..=86_400_000)
+        .map_err(|message| ("outbound.first_byte_timeout_ms".to_owned(), message))?;
+
+    Ok(GrantsConfig {
+        allowed_outbound_hosts,
+        env,
+        dirs,
+        outbound: limits,
+    })
 }
 
 /// `$XDG_CACHE_HOME/sfn-wasm-host`, else `$HOME/.cache/sfn-wasm-host`: where compiled
@@ -473,6 +603,7 @@ mod tests {
     fn parse(text: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("greet.wasm"), b"\0asm").unwrap();
+        std::fs::create_dir(dir.path().join("reference-data")).unwrap();
         Config::parse(&dir.path().join("config.toml"), text)
     }
 
@@ -504,6 +635,17 @@ mod tests {
         assert_eq!(config.host.answer_retry, Duration::from_secs(600));
         assert_eq!(activity.heartbeat_interval, None);
         assert_eq!(activity.cancel_grace, Duration::from_secs(5));
+        // No grants: no network, environment or folders.
+        assert_eq!(activity.grants, GrantsConfig::default());
+        assert_eq!(
+            activity.grants.outbound,
+            OutboundLimits {
+                max_requests: 100,
+                max_response_bytes: 16_777_216,
+                connect_timeout_ms: 5000,
+                first_byte_timeout_ms: 30_000,
+            }
+        );
         // An empty [host] table means the same.
         let empty = parse(&format!(
             "[host]\n[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n"
@@ -647,6 +789,133 @@ mod tests {
             assert!(err.message.contains(message), "{text}: {err}");
             assert!(err.to_string().contains("config.toml"), "{err}");
         }
+    }
+
+    #[test]
+    fn the_grants_example_parses() {
+        let variable = "SFN_WASM_HOST_TEST_CONFIG_API_KEY";
+        // SAFETY: only this test uses this variable.
+        unsafe { std::env::set_var(variable, "secret") };
+        let config = parse(&format!(
+            r#"
+            [[activity]]
+            arn = "{ARN}"
+            handler = "greet.wasm"
+            allowed_outbound_hosts = ["https://api.example.com", "https://*.s3.amazonaws.com", "http://127.0.0.1:8080"]
+            [activity.env]
+            GREETING = "hello"
+            API_KEY = {{ from_env = "{variable}" }}
+            [[activity.dir]]
+            host = "reference-data"
+            guest = "/data"
+            [[activity.dir]]
+            host = "reference-data"
+            guest = "/scratch"
+            writable = true
+            [activity.outbound]
+            max_requests = 3
+            max_response_bytes = 1000
+            connect_timeout_ms = 100
+            first_byte_timeout_ms = 200
+            "#
+        ))
+        .unwrap();
+        let grants = &config.activities[0].grants;
+        let hosts: Vec<String> = grants
+            .allowed_outbound_hosts
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                "https://api.example.com:443",
+                "https://*.s3.amazonaws.com:443",
+                "http://127.0.0.1:8080"
+            ]
+        );
+        assert!(grants.env.contains(&EnvVar {
+            name: "API_KEY".into(),
+            source: EnvSource::FromEnv(variable.into())
+        }));
+        assert!(grants.env.contains(&EnvVar {
+            name: "GREETING".into(),
+            source: EnvSource::Literal("hello".into())
+        }));
+        assert_eq!(grants.dirs.len(), 2);
+        assert!(grants.dirs[0].host.is_absolute());
+        assert!(grants.dirs[0].host.ends_with("reference-data"));
+        assert_eq!(
+            (grants.dirs[0].guest.as_str(), grants.dirs[0].writable),
+            ("/data", false)
+        );
+        assert_eq!(
+            (grants.dirs[1].guest.as_str(), grants.dirs[1].writable),
+            ("/scratch", true)
+        );
+        assert_eq!(grants.outbound.max_requests, 3);
+        assert_eq!(grants.outbound.first_byte_timeout_ms, 200);
+    }
+
+    #[test]
+    fn grant_errors_name_the_key_and_what_to_do() {
+        let activity = |extra: &str| {
+            format!("[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n{extra}\n")
+        };
+        let cases = [
+            (
+                activity(r#"allowed_outbound_hosts = ["https://ok.example.com", "api.example.com"]"#),
+                "activity[0].allowed_outbound_hosts[1]",
+                "no scheme",
+            ),
+            (
+                activity("[activity.env]\nAPI_KEY = { from_env = \"SFN_WASM_HOST_TEST_SURELY_UNSET\" }"),
+                "activity[0].env.API_KEY",
+                "export SFN_WASM_HOST_TEST_SURELY_UNSET",
+            ),
+            (
+                activity("[activity.env]\nPORT = 8080"),
+                "activity[0].env.PORT",
+                "must be a string",
+            ),
+            (
+                activity("[activity.env]\nKEY = { from_env = \"A\", default = \"b\" }"),
+                "activity[0].env.KEY",
+                "from_env",
+            ),
+            (
+                activity("[[activity.dir]]\nhost = \"missing\"\nguest = \"/data\""),
+                "activity[0].dir[0].host",
+                "is not a folder",
+            ),
+            (
+                activity("[[activity.dir]]\nhost = \"reference-data\"\nguest = \"data\""),
+                "activity[0].dir[0].guest",
+                "absolute guest path",
+            ),
+            (
+                activity("[[activity.dir]]\nhost = \"reference-data\"\nguest = \"/data/../etc\""),
+                "activity[0].dir[0].guest",
+                "absolute guest path",
+            ),
+            (
+                activity("[[activity.dir]]\nhost = \"reference-data\"\nguest = \"/d\"\n[[activity.dir]]\nhost = \"reference-data\"\nguest = \"/d\""),
+                "activity[0].dir[1].guest",
+                "already granted by dir[0]",
+            ),
+            (
+                activity("[activity.outbound]\nconnect_timeout_ms = 0"),
+                "activity[0].outbound.connect_timeout_ms",
+                "between 1",
+            ),
+        ];
+        for (text, key, says) in cases {
+            let err = error_of(&text);
+            assert_eq!(err.key, key, "{text}: {err}");
+            assert!(err.message.contains(says), "{text}: {err}");
+        }
+        let err = error_of(&activity("[[activity.dir]]\nhost = \"reference-data\"\nguest = \"/d\"\nwrite = true"));
+        assert!(err.to_string().contains("write"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::delivery::DeliveryOptions;
 use crate::engine::{LoadedHandler, TaskControl, WasmEngine};
 use crate::events::{Emitter, EventKind, Events};
+use crate::grants::{GrantError, Grants, GrantsSlot};
 use crate::pool::ActivityPoolManager;
 use crate::reload::{HandlerSlot, ReloadTarget};
 use crate::sfn::StepFunctions;
@@ -23,6 +24,7 @@ pub const FINAL_ANSWERS: Duration = Duration::from_millis(400);
 pub struct ActivityConsumer {
     pools: Vec<ActivityPoolManager>,
     reload_targets: Vec<ReloadTarget>,
+    grants: Vec<GrantsSlot>,
     stop_polling: CancellationToken,
     tasks: TaskControl,
     give_up: CancellationToken,
@@ -60,6 +62,25 @@ impl Drop for GuestRuntime {
     }
 }
 
+/// Why the consumer could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    /// The guests' runtime could not start (no threads left).
+    #[error("cannot start the guests' runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+    /// An activity's grants could not be resolved (a `from_env` variable went missing
+    /// since the config was read).
+    #[error("{}: activity[{index}]: {source}", file.display())]
+    Grants {
+        /// The config file.
+        file: std::path::PathBuf,
+        /// The activity's index.
+        index: usize,
+        /// What is wrong, with the key under the activity.
+        source: GrantError,
+    },
+}
+
 /// How a shutdown went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -74,7 +95,8 @@ impl ActivityConsumer {
     /// their own.
     ///
     /// # Errors
-    /// When the guests' runtime cannot be started (no threads left).
+    /// When the guests' runtime cannot be started (no threads left), or an activity's
+    /// grants cannot be resolved.
     ///
     /// # Panics
     /// If `handlers` and `config.activities` differ in length (a programming error).
@@ -84,7 +106,7 @@ impl ActivityConsumer {
         handlers: Vec<LoadedHandler>,
         sfn: Arc<dyn StepFunctions>,
         events: Events,
-    ) -> std::io::Result<Self> {
+    ) -> Result<Self, ConsumerError> {
         assert_eq!(
             handlers.len(),
             config.activities.len(),
@@ -97,7 +119,15 @@ impl ActivityConsumer {
         let control_plane = tokio::runtime::Handle::current();
         let mut pools = Vec::with_capacity(handlers.len());
         let mut reload_targets = Vec::with_capacity(handlers.len());
-        for (activity, loaded) in config.activities.iter().zip(handlers) {
+        let mut grant_slots = Vec::with_capacity(handlers.len());
+        for (index, (activity, loaded)) in config.activities.iter().zip(handlers).enumerate() {
+            let grants =
+                Grants::resolve(&activity.grants).map_err(|source| ConsumerError::Grants {
+                    file: config.file.clone(),
+                    index,
+                    source,
+                })?;
+            let grants = GrantsSlot::new(activity.grants.clone(), grants);
             let arn: Arc<str> = Arc::from(activity.arn.as_str());
             let emitter = Emitter::for_activity(events.clone(), arn.clone());
             emitter.emit(EventKind::HandlerLoaded {
@@ -121,12 +151,14 @@ impl ActivityConsumer {
                     give_up: give_up.clone(),
                 },
                 guests: guests.handle(),
+                grants: grants.clone(),
             });
             pools.push(ActivityPoolManager::new(
                 shared,
                 config.host.worker_prefix.clone(),
                 stop_polling.child_token(),
             ));
+            grant_slots.push(grants);
             reload_targets.push(ReloadTarget {
                 path: activity.handler.clone(),
                 watch: activity.watch,
@@ -137,6 +169,7 @@ impl ActivityConsumer {
         Ok(Self {
             pools,
             reload_targets,
+            grants: grant_slots,
             stop_polling,
             tasks,
             give_up,
@@ -158,6 +191,21 @@ impl ActivityConsumer {
     /// consumer keeps serving whatever the slots hold.
     pub fn take_reload_targets(&mut self) -> Vec<ReloadTarget> {
         std::mem::take(&mut self.reload_targets)
+    }
+
+    /// Resolves every activity's grants again (SIGHUP): `from_env` values are read
+    /// anew. An activity whose grants fail keeps its previous ones; the error is logged.
+    pub fn refresh_grants(&self) {
+        for (pool, grants) in self.pools.iter().zip(&self.grants) {
+            match grants.refresh() {
+                Ok(()) => tracing::info!(activity = pool.arn(), "grants re-read"),
+                Err(err) => tracing::error!(
+                    activity = pool.arn(),
+                    error = %err,
+                    "cannot re-read the grants; the previous ones stay"
+                ),
+            }
+        }
     }
 
     /// The first phase of shutdown, idempotent and immediate: start no new poll (polls

@@ -16,6 +16,8 @@ pub mod consumer;
 pub mod delivery;
 pub mod engine;
 pub mod events;
+pub mod grants;
+pub mod outbound;
 pub mod outcome;
 pub mod pool;
 pub mod reload;

@@ -10,6 +10,7 @@ use crate::config::ActivityConfig;
 use crate::delivery::{Delivery, DeliveryOptions};
 use crate::engine::{TaskControl, TaskLimits, TaskRequest, WasmEngine, sha256_hex};
 use crate::events::{Emitter, EventKind, TaskRef};
+use crate::grants::GrantsSlot;
 use crate::outcome::HostFailure;
 use crate::reload::HandlerSlot;
 use crate::responder::SfnResponder;
@@ -44,6 +45,8 @@ pub struct WorkerShared {
     /// The runtime guests run on, apart from the one that polls, answers and
     /// heartbeats, so that CPU-bound guests cannot delay those.
     pub guests: Handle,
+    /// What the activity's guests may reach; re-read on SIGHUP.
+    pub grants: GrantsSlot,
 }
 
 /// One poller of one activity.
@@ -203,6 +206,7 @@ impl ActivityWorker {
                 timeout: self.shared.activity.task_timeout,
             },
             control,
+            grants: self.shared.grants.current(),
         };
         emitter.emit(EventKind::TaskStart);
         let heartbeats = self.start_heartbeats(&delivery);

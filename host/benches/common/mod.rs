@@ -46,6 +46,7 @@ pub fn request(input: &str, memory_mb: u64) -> TaskRequest {
             timeout: Duration::from_secs(10),
         },
         control: TaskControl::default(),
+        grants: Default::default(),
     }
 }
 

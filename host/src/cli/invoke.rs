@@ -10,6 +10,8 @@ use clap::Args;
 use serde_json::json;
 use sfn_wasm_host::config::default_cache_dir;
 use sfn_wasm_host::delivery::{Delivery, DeliveryOptions};
+use sfn_wasm_host::grants::{DirGrant, EnvSource, EnvVar, Grants, GrantsConfig};
+use sfn_wasm_host::outbound::{AllowedHost, OutboundLimits};
 use sfn_wasm_host::engine::{
     EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
 };
@@ -44,6 +46,16 @@ pub struct InvokeArgs {
     /// Compile the handler without reading or writing the cache.
     #[arg(long)]
     no_cache: bool,
+    /// Allow outbound HTTP to `scheme://host[:port]` (as `allowed_outbound_hosts`);
+    /// repeat for more.
+    #[arg(long, value_name = "URL")]
+    allow_outbound: Vec<String>,
+    /// Set a variable of the handler's environment; repeat for more.
+    #[arg(long, value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Preopen a host folder at a guest path, read-only unless `:rw`; repeat for more.
+    #[arg(long, value_name = "HOST:GUEST[:rw]")]
+    dir: Vec<String>,
 }
 
 /// Prints `{"status":"success","output":...}` or `{"status":"failure",...}`; exits 0 on
@@ -134,6 +146,61 @@ fn prepare(args: &InvokeArgs) -> anyhow::Result<(WasmEngine, Handler, TaskReques
             timeout,
         },
         control: TaskControl::default(),
+        grants: Arc::new(Grants::resolve(&grants(args)?)?),
     };
     Ok((engine, handler, request))
+}
+
+/// The grants of `--allow-outbound`, `--env` and `--dir`, with the default limits.
+fn grants(args: &InvokeArgs) -> anyhow::Result<GrantsConfig> {
+    let allowed_outbound_hosts = args
+        .allow_outbound
+        .iter()
+        .map(|entry| {
+            AllowedHost::parse(entry).map_err(|why| anyhow::anyhow!("--allow-outbound: {why}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let env = args
+        .env
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if !name.is_empty() => Ok(EnvVar {
+                name: name.to_owned(),
+                source: EnvSource::Literal(value.to_owned()),
+            }),
+            _ => anyhow::bail!("--env {pair:?}: give NAME=VALUE"),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let dirs = args
+        .dir
+        .iter()
+        .map(|spec| {
+            let (rest, writable) = match spec.strip_suffix(":rw") {
+                Some(rest) => (rest, true),
+                None => (spec.strip_suffix(":ro").unwrap_or(spec), false),
+            };
+            let Some((host, guest)) = rest.rsplit_once(':') else {
+                anyhow::bail!("--dir {spec:?}: give HOST:GUEST or HOST:GUEST:rw");
+            };
+            let host = std::path::absolute(host)
+                .with_context(|| format!("--dir {spec:?}: cannot resolve {host}"))?;
+            if !host.is_dir() {
+                anyhow::bail!("--dir {spec:?}: {} is not a folder", host.display());
+            }
+            if !guest.starts_with('/') || guest.split('/').any(|part| part == "..") {
+                anyhow::bail!("--dir {spec:?}: the guest path must be absolute, without `..`");
+            }
+            Ok(DirGrant {
+                host,
+                guest: guest.to_owned(),
+                writable,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(GrantsConfig {
+        allowed_outbound_hosts,
+        env,
+        dirs,
+        outbound: OutboundLimits::default(),
+    })
 }

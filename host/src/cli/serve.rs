@@ -78,7 +78,7 @@ async fn serve(config: sfn_wasm_host::config::Config) -> ExitCode {
         match ActivityConsumer::new(&config, engine.clone(), handlers, sfn, Events::default()) {
             Ok(consumer) => consumer,
             Err(err) => {
-                eprintln!("error: cannot start the guests' runtime: {err}");
+                eprintln!("error: {err}");
                 return ExitCode::from(EXIT_USAGE);
             }
         };
@@ -96,7 +96,8 @@ async fn serve(config: sfn_wasm_host::config::Config) -> ExitCode {
             _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); break }
             _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); break }
             _ = hangup.recv() => {
-                tracing::info!("SIGHUP: reloading every handler");
+                tracing::info!("SIGHUP: reloading every handler and re-reading from_env values");
+                consumer.refresh_grants();
                 reloader.reload_all();
             }
         }

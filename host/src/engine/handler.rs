@@ -289,10 +289,16 @@ impl Handler {
             path: path.to_owned(),
             reason: format!("{err:#}"),
         };
-        let pre = engine
-            .linker
-            .instantiate_pre(&component)
-            .map_err(wrong_world)?;
+        let imports_http = component
+            .component_type()
+            .imports(engine.wasmtime())
+            .any(|(name, _)| name.starts_with("wasi:http/"));
+        let linker = if imports_http {
+            &engine.http_linker
+        } else {
+            &engine.linker
+        };
+        let pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
         let pre = HandlerPre::new(pre).map_err(wrong_world)?;
         Ok(Self { pre, digest })
     }

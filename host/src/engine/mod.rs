@@ -90,10 +90,14 @@ pub const MAX_CONCURRENT_TASKS: u32 =
     (POOL_ADDRESS_SPACE / (SLOT_RESERVATION * MEMORIES_PER_COMPONENT as u64)) as u32
         - SPARE_INSTANCES;
 
-/// The process's wasmtime engine, linker and epoch clock.
+/// The process's wasmtime engine, linkers and epoch clock.
 pub struct WasmEngine {
     engine: Engine,
+    /// WASI (deny by default) and the toolkit: what every handler may import.
     linker: Linker<TaskState>,
+    /// The same, and wasi:http, for handlers that import it: a handler that does not
+    /// pays nothing for it.
+    http_linker: Linker<TaskState>,
     ticker: EpochTicker,
 }
 
@@ -124,11 +128,15 @@ impl WasmEngine {
             |state: &mut TaskState| &mut state.toolkit,
         )
         .map_err(EngineError::Config)?;
+        let mut http_linker = linker.clone();
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker)
+            .map_err(EngineError::Config)?;
 
         let ticker = EpochTicker::start(engine.clone())?;
         Ok(Self {
             engine,
             linker,
+            http_linker,
             ticker,
         })
     }

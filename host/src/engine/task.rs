@@ -8,12 +8,15 @@ use tokio_util::sync::CancellationToken;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::sfn::activity::types::Task;
 use super::limits::MemoryLimiter;
 use super::stdio::{GuestOutput, Stream};
 use super::{Handler, WasmEngine};
 use crate::delivery::Delivery;
+use crate::grants::Grants;
+use crate::outbound::OutboundTask;
 use crate::outcome::{HostFailure, MAX_CAUSE_CHARS, truncate_chars};
 use crate::toolkit::Toolkit;
 
@@ -61,6 +64,8 @@ pub struct TaskRequest {
     pub limits: TaskLimits,
     /// Early-stop handles.
     pub control: TaskControl,
+    /// What the guest may reach (environment, folders, outbound HTTP); the activity's.
+    pub grants: Arc<Grants>,
 }
 
 /// How a task's guest ended. What became of the answer is the task's
@@ -80,6 +85,18 @@ pub struct TaskState {
     table: ResourceTable,
     limiter: MemoryLimiter,
     pub(crate) toolkit: Toolkit,
+    http: WasiHttpCtx,
+    outbound: OutboundTask,
+}
+
+impl WasiHttpView for TaskState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
 }
 
 impl WasiView for TaskState {
@@ -124,15 +141,25 @@ impl Handler {
 
         let task_id: Arc<str> = Arc::from(request.task_id.as_str());
         let stdout = GuestOutput::new(Stream::Stdout, task_id.clone());
-        let stderr = GuestOutput::new(Stream::Stderr, task_id);
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
+        let stderr = GuestOutput::new(Stream::Stderr, task_id.clone());
+        // Raw sockets stay denied whatever the grants: outbound traffic goes through
+        // wasi:http, where the allow-list and the address checks are.
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .max_random_size(MAX_RANDOM_BYTES)
-            .build();
+            .max_random_size(MAX_RANDOM_BYTES);
+        if let Err(message) = request.grants.apply(&mut wasi) {
+            return finish(&delivery, Some(HostFailure::Internal(message)), started);
+        }
+        let wasi = wasi.build();
+        let outbound = OutboundTask::new(
+            request.grants.outbound().clone(),
+            Arc::from(request.activity_arn.as_str()),
+            task_id,
+        );
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         let memory_bytes = usize::try_from(request.limits.memory_bytes).unwrap_or(usize::MAX);
@@ -141,6 +168,8 @@ impl Handler {
             table,
             limiter: MemoryLimiter::new(memory_bytes),
             toolkit,
+            http: WasiHttpCtx::new(),
+            outbound,
         };
         let _ticking = engine.running();
         let mut store = Store::new(engine.wasmtime(), state);

@@ -97,6 +97,7 @@ fn request(hello: &str, control: TaskControl) -> TaskRequest {
             timeout: Duration::from_secs(30),
         },
         control,
+        grants: Default::default(),
     }
 }
 

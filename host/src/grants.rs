@@ -1,0 +1,309 @@
+//! What an activity's guests may reach beyond their own memory: environment variables,
+//! preopened folders and outbound HTTP. Nothing unless the config grants it.
+//!
+//! The config names the grants ([`EnvVar`], [`DirGrant`], the allow-list and limits);
+//! [`Grants`] is their resolved form, built once per activity (and again on SIGHUP, to
+//! re-read `from_env` values), from which the engine builds each task's WASI context.
+//! Grants belong to the activity, not to the module: a hot swap keeps them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use crate::outbound::{AllowList, AllowedHost, OutboundLimits, OutboundPolicy};
+
+/// Where an environment variable's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvSource {
+    /// The value written in the config.
+    Literal(String),
+    /// The host's own environment variable of this name, read at start and on SIGHUP.
+    FromEnv(String),
+}
+
+/// One entry of `[activity.env]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    /// The name the guest sees.
+    pub name: String,
+    /// Where its value comes from.
+    pub source: EnvSource,
+}
+
+impl EnvVar {
+    /// The value, read now.
+    ///
+    /// # Errors
+    /// When a `from_env` variable is not set, or not UTF-8: the message names it.
+    pub fn value(&self) -> Result<String, String> {
+        match &self.source {
+            EnvSource::Literal(value) => Ok(value.clone()),
+            EnvSource::FromEnv(host_name) => match std::env::var(host_name) {
+                Ok(value) => Ok(value),
+                Err(std::env::VarError::NotPresent) => Err(format!(
+                    "reads {host_name} from the host's environment, which does not set it: export {host_name} before starting the host, or give a literal value"
+                )),
+                Err(std::env::VarError::NotUnicode(_)) => Err(format!(
+                    "reads {host_name} from the host's environment, whose value is not UTF-8"
+                )),
+            },
+        }
+    }
+}
+
+/// One `[[activity.dir]]`: a host folder the guest sees at `guest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    /// The host folder, absolute.
+    pub host: PathBuf,
+    /// Where the guest sees it (an absolute guest path).
+    pub guest: String,
+    /// Whether the guest may create, change and delete files in it.
+    pub writable: bool,
+}
+
+/// The grants of one activity, as the config states them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantsConfig {
+    /// `allowed_outbound_hosts`.
+    pub allowed_outbound_hosts: Vec<AllowedHost>,
+    /// `[activity.env]`, in the config's order.
+    pub env: Vec<EnvVar>,
+    /// `[[activity.dir]]`.
+    pub dirs: Vec<DirGrant>,
+    /// `[activity.outbound]`.
+    pub outbound: OutboundLimits,
+}
+
+/// Why an activity's grants could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    /// A `from_env` variable is missing.
+    #[error("`env.{name}` {message}")]
+    Env {
+        /// The guest's variable.
+        name: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// The TLS client for https entries could not be set up.
+    #[error("`allowed_outbound_hosts`: cannot set up TLS for https requests: {0}")]
+    Tls(String),
+}
+
+/// The resolved grants of one activity: what each of its tasks gets.
+#[derive(Debug)]
+pub struct Grants {
+    env: Vec<(String, String)>,
+    dirs: Vec<DirGrant>,
+    outbound: Arc<OutboundPolicy>,
+}
+
+impl Default for Grants {
+    /// Nothing: no environment, no folders, no outbound requests.
+    fn default() -> Self {
+        Self {
+            env: Vec::new(),
+            dirs: Vec::new(),
+            outbound: Arc::new(OutboundPolicy::deny_all()),
+        }
+    }
+}
+
+impl Grants {
+    /// Resolves `config`: reads `from_env` values now.
+    ///
+    /// # Errors
+    /// [`GrantError`] naming the key.
+    pub fn resolve(config: &GrantsConfig) -> Result<Self, GrantError> {
+        let env = config
+            .env
+            .iter()
+            .map(|var| {
+                var.value()
+                    .map(|value| (var.name.clone(), value))
+                    .map_err(|message| GrantError::Env {
+                        name: var.name.clone(),
+                        message,
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let outbound = OutboundPolicy::new(
+            AllowList::new(config.allowed_outbound_hosts.clone()),
+            config.outbound,
+        )
+        .map_err(|err| GrantError::Tls(err.to_string()))?;
+        Ok(Self {
+            env,
+            dirs: config.dirs.clone(),
+            outbound: Arc::new(outbound),
+        })
+    }
+
+    /// The variables the guest sees, in order.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// The folders the guest sees.
+    pub fn dirs(&self) -> &[DirGrant] {
+        &self.dirs
+    }
+
+    /// The outbound HTTP policy.
+    pub fn outbound(&self) -> &Arc<OutboundPolicy> {
+        &self.outbound
+    }
+
+    /// Adds the environment and the folders to a task's WASI context.
+    ///
+    /// # Errors
+    /// When a granted folder cannot be opened (removed since the host started): the
+    /// message names it.
+    pub fn apply(&self, builder: &mut WasiCtxBuilder) -> Result<(), String> {
+        for (name, value) in &self.env {
+            builder.env(name, value);
+        }
+        for dir in &self.dirs {
+            let perms = if dir.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            builder
+                .preopened_dir(&dir.host, &dir.guest, perms)
+                .map_err(|err| {
+                    format!(
+                        "cannot open the folder granted as {} ({}): {err:#}",
+                        dir.guest,
+                        dir.host.display()
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// One line per grant, for `check`: `env NAME (from_env X)`, `dir /data -> /srv/ref
+    /// (read-only)`, `outbound https://api.example.com:443`; `none` when there is none.
+    pub fn describe(config: &GrantsConfig) -> Vec<String> {
+        let mut lines = Vec::new();
+        for entry in &config.allowed_outbound_hosts {
+            lines.push(format!("outbound {entry}"));
+        }
+        if !config.allowed_outbound_hosts.is_empty() {
+            let limits = &config.outbound;
+            lines.push(format!(
+                "outbound limits: {} requests, {} bytes of responses per task; connect {} ms, first byte {} ms",
+                limits.max_requests,
+                limits.max_response_bytes,
+                limits.connect_timeout_ms,
+                limits.first_byte_timeout_ms
+            ));
+        }
+        for var in &config.env {
+            lines.push(match &var.source {
+                EnvSource::Literal(_) => format!("env {} (literal)", var.name),
+                EnvSource::FromEnv(from) => format!("env {} (from_env {from})", var.name),
+            });
+        }
+        for dir in &config.dirs {
+            lines.push(format!(
+                "dir {} -> {} ({})",
+                dir.guest,
+                dir.host.display(),
+                if dir.writable {
+                    "writable"
+                } else {
+                    "read-only"
+                }
+            ));
+        }
+        if lines.is_empty() {
+            lines.push("none (no network, environment or files)".to_owned());
+        }
+        lines
+    }
+}
+
+/// An activity's current grants, swapped whole on SIGHUP. Cheap to clone.
+#[derive(Clone)]
+pub struct GrantsSlot {
+    config: Arc<GrantsConfig>,
+    current: Arc<watch::Sender<Arc<Grants>>>,
+}
+
+impl GrantsSlot {
+    /// A slot holding `grants`, resolved from `config`.
+    pub fn new(config: GrantsConfig, grants: Grants) -> Self {
+        Self {
+            config: Arc::new(config),
+            current: Arc::new(watch::channel(Arc::new(grants)).0),
+        }
+    }
+
+    /// The grants new tasks get.
+    pub fn current(&self) -> Arc<Grants> {
+        self.current.borrow().clone()
+    }
+
+    /// Resolves the grants again (re-reading `from_env` values) and swaps them in. On
+    /// error the previous grants stay.
+    ///
+    /// # Errors
+    /// As [`Grants::resolve`].
+    pub fn refresh(&self) -> Result<(), GrantError> {
+        let grants = Grants::resolve(&self.config)?;
+        self.current.send_replace(Arc::new(grants));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_env_is_read_at_resolve_and_on_refresh() {
+        let name = "SFN_WASM_HOST_TEST_GRANT_REFRESH";
+        let config = GrantsConfig {
+            env: vec![
+                EnvVar {
+                    name: "GREETING".into(),
+                    source: EnvSource::Literal("hello".into()),
+                },
+                EnvVar {
+                    name: "API_KEY".into(),
+                    source: EnvSource::FromEnv(name.into()),
+                },
+            ],
+            ..GrantsConfig::default()
+        };
+        // SAFETY: this test alone uses this variable; no other thread reads it.
+        unsafe { std::env::remove_var(name) };
+        let err = Grants::resolve(&config).expect_err("the variable is not set");
+        assert!(err.to_string().contains("`env.API_KEY`"), "{err}");
+        assert!(err.to_string().contains(name), "{err}");
+
+        // SAFETY: as above.
+        unsafe { std::env::set_var(name, "one") };
+        let slot = GrantsSlot::new(config.clone(), Grants::resolve(&config).unwrap());
+        assert_eq!(
+            slot.current().env(),
+            [
+                ("GREETING".to_owned(), "hello".to_owned()),
+                ("API_KEY".to_owned(), "one".to_owned())
+            ]
+        );
+        // SAFETY: as above.
+        unsafe { std::env::set_var(name, "two") };
+        slot.refresh().unwrap();
+        assert_eq!(slot.current().env()[1].1, "two");
+        // A refresh that fails keeps what was there.
+        // SAFETY: as above.
+        unsafe { std::env::remove_var(name) };
+        assert!(slot.refresh().is_err());
+        assert_eq!(slot.current().env()[1].1, "two");
+    }
+}

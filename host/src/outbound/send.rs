@@ -1,0 +1,391 @@
+//! Sending one allowed request: resolve, check the address, connect, TLS, HTTP/1.1,
+//! and a response body that keeps to the task's byte budget and read timeout.
+//!
+//! wasmtime-wasi-http's own `default_send_request` connects to the request's name
+//! itself, so the address cannot be checked between DNS and connect; this does the
+//! same steps with the check in between.
+
+use std::future::poll_fn;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::{Error, WasiBody};
+
+use super::address::may_connect;
+use super::allow::Scheme;
+
+/// The response body bytes a task may still receive, shared by all its requests.
+#[derive(Debug)]
+pub(super) struct Budget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl Budget {
+    pub(super) fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes `bytes` from the budget; false (and nothing taken) when they do not fit.
+    fn take(&self, bytes: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn remaining(&self) -> u64 {
+        self.limit.saturating_sub(self.used.load(Ordering::Relaxed))
+    }
+}
+
+/// The timeouts of one request.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub between_bytes: Duration,
+}
+
+/// Where a request goes, as the allow-list matched it.
+#[derive(Debug, Clone)]
+pub(super) struct Target {
+    pub scheme: Scheme,
+    /// As in the URI: IPv6 literals in brackets.
+    pub host: String,
+    pub port: u16,
+    /// The entry names its destination literally (loopback and private allowed).
+    pub literal: bool,
+    /// `host[:port]` as the guest wrote it, for logs.
+    pub authority: String,
+}
+
+/// What the log lines of a request carry.
+#[derive(Debug, Clone)]
+pub(super) struct LogContext {
+    pub activity: Arc<str>,
+    pub task_id: Arc<str>,
+}
+
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+type Response = http::Response<WasiBody>;
+type Driver = Box<dyn Future<Output = Result<(), Error>> + Send>;
+
+/// The TLS client configuration: Mozilla's roots (webpki-roots, so that a host needs no
+/// CA bundle of its own), ring, TLS 1.2 and 1.3.
+pub(super) fn tls_connector() -> Result<tokio_rustls::TlsConnector, rustls::Error> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// Sends `request` to `target`; the response, and the future that drives the
+/// connection until the body is read.
+pub(super) async fn send(
+    mut request: http::Request<WasiBody>,
+    target: Target,
+    timeouts: Timeouts,
+    budget: Arc<Budget>,
+    tls: Option<tokio_rustls::TlsConnector>,
+    context: LogContext,
+) -> Result<(Response, Driver), Error> {
+    let mut log = RequestLog {
+        context,
+        authority: target.authority.clone(),
+        method: request.method().to_string(),
+        status: 0,
+        bytes: 0,
+        started: Instant::now(),
+    };
+    let stream = tokio::time::timeout(timeouts.connect, connect(&target, &tls, &log))
+        .await
+        .map_err(|_| Error::ConnectionTimeout)??;
+    let (mut sender, connection) = tokio::time::timeout(
+        timeouts.connect,
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+    )
+    .await
+    .map_err(|_| Error::ConnectionTimeout)??;
+
+    // The request line carries only the path: scheme and authority are for proxies.
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    *request.uri_mut() = http::Uri::builder()
+        .path_and_query(path)
+        .build()
+        .map_err(|_| Error::HttpRequestUriInvalid)?;
+
+    let response = tokio::time::timeout(timeouts.first_byte, sender.send_request(request));
+    let mut response = std::pin::pin!(response);
+    let mut connection = Some(connection);
+    // Waits for the response head while driving the connection's I/O.
+    let response = poll_fn(|cx| {
+        if let Poll::Ready(result) = response.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        if let Some(driver) = connection.as_mut() {
+            match ready!(Pin::new(driver).poll(cx)) {
+                Ok(()) => {
+                    connection = None;
+                    return response.as_mut().poll(cx);
+                }
+                Err(err) => {
+                    connection = None;
+                    return Poll::Ready(Ok(Err(err)));
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await
+    .map_err(|_| Error::ConnectionReadTimeout)?
+    .map_err(Error::from)?;
+
+    log.status = response.status().as_u16();
+    let declared = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > budget.remaining()) {
+        return Err(Error::HttpResponseBodySize(Some(budget.limit)));
+    }
+    let between_bytes = timeouts.between_bytes.max(Duration::from_millis(1));
+    let response = response.map(|incoming| {
+        ResponseBody {
+            incoming,
+            between_bytes,
+            timer: Box::pin(tokio::time::sleep(between_bytes)),
+            budget,
+            done: false,
+            log,
+        }
+        .boxed_unsync()
+    });
+    let driver: Driver = Box::new(async move {
+        match connection {
+            Some(connection) => connection.await.map_err(Error::from),
+            None => Ok(()),
+        }
+    });
+    Ok((response, driver))
+}
+
+/// Resolves the target, keeps the addresses it may reach, connects to the first that
+/// answers, and adds TLS for https.
+async fn connect(
+    target: &Target,
+    tls: &Option<tokio_rustls::TlsConnector>,
+    log: &RequestLog,
+) -> Result<Box<dyn Stream>, Error> {
+    let bare = target.host.trim_start_matches('[').trim_end_matches(']');
+    let addresses: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, target.port)],
+        Err(_) => tokio::net::lookup_host((bare, target.port))
+            .await
+            .map_err(|err| Error::DnsError {
+                rcode: Some(err.to_string()),
+                info_code: None,
+            })?
+            .collect(),
+    };
+    if addresses.is_empty() {
+        return Err(Error::DestinationNotFound);
+    }
+    let allowed: Vec<SocketAddr> = addresses
+        .iter()
+        .copied()
+        .filter(|address| may_connect(address.ip(), target.literal))
+        .collect();
+    if allowed.is_empty() {
+        let address = addresses[0].ip().to_string();
+        tracing::info!(
+            event = "outbound:denied",
+            activity = &*log.context.activity,
+            task_id = &*log.context.task_id,
+            authority = log.authority.as_str(),
+            address,
+            "outbound:denied: {} resolves to {address}, which guests may not reach{}",
+            log.authority,
+            if target.literal {
+                " (link-local addresses, such as the instance metadata service, are never reachable)"
+            } else {
+                " (loopback, private and link-local addresses need an entry that names the IP or localhost)"
+            },
+        );
+        return Err(Error::DestinationIpProhibited);
+    }
+    let mut last_error = None;
+    let mut stream = None;
+    for address in allowed {
+        match TcpStream::connect(address).await {
+            Ok(connected) => {
+                stream = Some(connected);
+                break;
+            }
+            Err(err) => last_error = Some(err),
+        }
+    }
+    let Some(stream) = stream else {
+        return Err(match last_error {
+            Some(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Error::ConnectionRefused
+            }
+            Some(err) => Error::Connect(err),
+            None => Error::DestinationUnavailable,
+        });
+    };
+    let _ = stream.set_nodelay(true);
+    match target.scheme {
+        Scheme::Http => Ok(Box::new(stream)),
+        Scheme::Https => {
+            let name = match bare.parse::<IpAddr>() {
+                Ok(ip) => rustls::pki_types::ServerName::IpAddress(ip.into()),
+                Err(_) => rustls::pki_types::ServerName::try_from(bare.to_owned())
+                    .map_err(|_| Error::HttpRequestUriInvalid)?,
+            };
+            // Set up whenever an https entry exists, which this request matched.
+            let Some(tls) = tls else {
+                return Err(Error::ConfigurationError);
+            };
+            let stream = tls.connect(name, stream).await.map_err(Error::Tls)?;
+            Ok(Box::new(stream))
+        }
+    }
+}
+
+/// A response body within the task's byte budget and read timeout. Logs the request
+/// (`outbound:request`, debug) when it is dropped: read to the end or not.
+struct ResponseBody {
+    incoming: hyper::body::Incoming,
+    between_bytes: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    budget: Arc<Budget>,
+    done: bool,
+    log: RequestLog,
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.incoming).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let length = data.len() as u64;
+                    if !self.budget.take(length) {
+                        self.done = true;
+                        return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(
+                            self.budget.limit,
+                        )))));
+                    }
+                    self.log.bytes += length;
+                }
+                let next = tokio::time::Instant::now() + self.between_bytes;
+                self.timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                self.done = true;
+                let err = if err.is_timeout() {
+                    Error::HttpResponseTimeout
+                } else {
+                    Error::Hyper(err)
+                };
+                Poll::Ready(Some(Err(err)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                ready!(self.timer.as_mut().poll(cx));
+                self.done = true;
+                Poll::Ready(Some(Err(Error::ConnectionReadTimeout)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.incoming.size_hint()
+    }
+}
+
+/// The debug line of one request, written when its response body goes away, or when
+/// the request fails before a response (`status` 0; the guest has the error code).
+struct RequestLog {
+    context: LogContext,
+    authority: String,
+    method: String,
+    status: u16,
+    bytes: u64,
+    started: Instant,
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        tracing::debug!(
+            event = "outbound:request",
+            activity = &*self.context.activity,
+            task_id = &*self.context.task_id,
+            authority = self.authority.as_str(),
+            method = self.method.as_str(),
+            status = self.status,
+            ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            bytes = self.bytes,
+            "outbound:request"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_refuses_what_does_not_fit_and_keeps_the_rest() {
+        let budget = Budget::new(10);
+        assert!(budget.take(6));
+        assert!(!budget.take(5));
+        assert_eq!(budget.remaining(), 4);
+        assert!(budget.take(4));
+        assert!(!budget.take(1));
+        assert!(budget.take(0));
+    }
+}
