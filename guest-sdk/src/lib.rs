@@ -52,6 +52,9 @@ pub mod bindings {
     });
 }
 
+#[cfg(feature = "http")]
+pub mod http;
+
 #[doc(hidden)]
 pub mod __private {
     pub use wit_bindgen;

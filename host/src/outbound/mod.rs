@@ -191,9 +191,8 @@ impl WasiHttpHooks for OutboundTask {
                 "outbound:denied: no allowed_outbound_hosts entry allows {}://{authority}",
                 uri.scheme_str().unwrap_or("?"),
             );
-            return Box::new(std::future::ready(Err(
-                wasmtime_wasi_http::Error::HttpRequestDenied,
-            )));
+            let refused = send::refuse(request, wasmtime_wasi_http::Error::HttpRequestDenied);
+            return Box::new(async move { Err(refused.await) });
         };
         if self.requests >= self.policy.limits.max_requests {
             tracing::info!(
@@ -204,9 +203,8 @@ impl WasiHttpHooks for OutboundTask {
                 "outbound:denied: the task has sent its {} requests (`outbound.max_requests`)",
                 self.policy.limits.max_requests,
             );
-            return Box::new(std::future::ready(Err(
-                wasmtime_wasi_http::Error::ConnectionLimitReached,
-            )));
+            let refused = send::refuse(request, wasmtime_wasi_http::Error::ConnectionLimitReached);
+            return Box::new(async move { Err(refused.await) });
         }
         self.requests += 1;
         let target = send::Target {

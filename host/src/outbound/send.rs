@@ -119,15 +119,22 @@ pub(super) async fn send(
         bytes: 0,
         started: Instant::now(),
     };
-    let stream = tokio::time::timeout(timeouts.connect, connect(&target, &tls, &log))
+    let connected = async {
+        let stream = tokio::time::timeout(timeouts.connect, connect(&target, &tls, &log))
+            .await
+            .map_err(|_| Error::ConnectionTimeout)??;
+        tokio::time::timeout(
+            timeouts.connect,
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+        )
         .await
-        .map_err(|_| Error::ConnectionTimeout)??;
-    let (mut sender, connection) = tokio::time::timeout(
-        timeouts.connect,
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
-    )
-    .await
-    .map_err(|_| Error::ConnectionTimeout)??;
+        .map_err(|_| Error::ConnectionTimeout)?
+        .map_err(Error::from)
+    };
+    let (mut sender, connection) = match connected.await {
+        Ok(connection) => connection,
+        Err(err) => return Err(refuse(request, err).await),
+    };
 
     // The request line carries only the path: scheme and authority are for proxies.
     let path = request
@@ -196,6 +203,16 @@ pub(super) async fn send(
     Ok((response, driver))
 }
 
+/// Reads the guest's request body to its end (or its error) and discards it, then
+/// hands back `err`. A guest writes the body while it waits for the response; dropping
+/// the body unread would fail its writes with a closed stream, an error that often
+/// reaches the guest before, and instead of, the error that says why.
+pub(super) async fn refuse(request: http::Request<WasiBody>, err: Error) -> Error {
+    let mut body = request.into_body();
+    while let Some(Ok(_)) = body.frame().await {}
+    err
+}
+
 /// Resolves the target, keeps the addresses it may reach, connects to the first that
 /// answers, and adds TLS for https.
 async fn connect(
@@ -230,7 +247,7 @@ async fn connect(
             task_id = &*log.context.task_id,
             authority = log.authority.as_str(),
             address,
-            "outbound:denied: {} resolves to {address}, which guests may not reach{}",
+            "outbound:denied: {} is at {address}, which guests may not reach{}",
             log.authority,
             if target.literal {
                 " (link-local addresses, such as the instance metadata service, are never reachable)"

@@ -5,6 +5,7 @@
 mod answers;
 mod emulator;
 mod engine;
+mod grants;
 mod guests;
 mod hotswap;
 mod invoke;

@@ -1,0 +1,409 @@
+//! Capabilities: outbound HTTP (allow-list, post-DNS address checks, limits, timeouts,
+//! abort), environment and preopened folders, through real guests (`examples/fetch`,
+//! `tests/guests/probe`) and a real HTTP server on 127.0.0.1 started by each test.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sfn_wasm_host::delivery::{AnswerState, Delivery, DeliveryOptions};
+use sfn_wasm_host::engine::{
+    EngineConfig, Handler, TaskControl, TaskLimits, TaskReport, TaskRequest, WasmEngine,
+};
+use sfn_wasm_host::grants::{DirGrant, EnvSource, EnvVar, Grants, GrantsConfig};
+use sfn_wasm_host::outbound::{AllowedHost, OutboundLimits};
+use sfn_wasm_host::outcome::{Answer, HostFailure};
+use sfn_wasm_host::toolkit::LocalResponder;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::guests::guest;
+
+/// A small HTTP/1.1 server: `/hello` answers `hello`, `/bytes/N` N bytes with a
+/// `content-length`, `/stream/N` N bytes chunked (no length), `/never` never answers.
+struct Server {
+    address: SocketAddr,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Server {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let number = |prefix: &str| path.strip_prefix(prefix)?.parse::<usize>().ok();
+                    let response = if path == "/hello" {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello"
+                            .to_vec()
+                    } else if let Some(n) = number("/bytes/") {
+                        let mut r = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {n}\r\nconnection: close\r\n\r\n"
+                        )
+                        .into_bytes();
+                        r.resize(r.len() + n, b'x');
+                        r
+                    } else if let Some(n) = number("/stream/") {
+                        let mut r = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_vec();
+                        for chunk in (0..n).step_by(100) {
+                            let size = (n - chunk).min(100);
+                            r.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+                            r.resize(r.len() + size, b'x');
+                            r.extend_from_slice(b"\r\n");
+                        }
+                        r.extend_from_slice(b"0\r\n\r\n");
+                        r
+                    } else if path == "/never" {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        return;
+                    } else {
+                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            .to_vec()
+                    };
+                    let _ = socket.write_all(&response).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        Self { address, requests }
+    }
+
+    /// `http://127.0.0.1:PORT`, the allow-list entry for this server.
+    fn origin(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.origin())
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+fn engine() -> WasmEngine {
+    WasmEngine::new(EngineConfig {
+        max_concurrent_tasks: 4,
+        max_memory_bytes: 64 << 20,
+        pooling: true,
+        ..EngineConfig::default()
+    })
+    .expect("engine")
+}
+
+fn allow(entries: &[&str]) -> GrantsConfig {
+    GrantsConfig {
+        allowed_outbound_hosts: entries
+            .iter()
+            .map(|e| AllowedHost::parse(e).unwrap())
+            .collect(),
+        ..GrantsConfig::default()
+    }
+}
+
+struct Ran {
+    report: TaskReport,
+    state: AnswerState,
+    elapsed: Duration,
+}
+
+impl Ran {
+    fn output(&self) -> Value {
+        match self.state.answer() {
+            Some(Answer::Success { output }) => serde_json::from_str(output).unwrap(),
+            other => panic!("expected a success, got {other:?} ({:?})", self.report),
+        }
+    }
+
+    /// The failure's name and cause.
+    fn failure(&self) -> (String, String) {
+        match self.state.answer() {
+            Some(Answer::Failure { error, cause }) => (error.clone(), cause.clone()),
+            other => panic!("expected a failure, got {other:?} ({:?})", self.report),
+        }
+    }
+}
+
+async fn run(handler: &str, grants: &GrantsConfig, input: Value) -> Ran {
+    run_controlled(handler, grants, input, TaskControl::default()).await
+}
+
+async fn run_controlled(
+    handler: &str,
+    grants: &GrantsConfig,
+    input: Value,
+    control: TaskControl,
+) -> Ran {
+    let engine = engine();
+    let handler = Handler::load_file(&engine, &guest(handler)).expect("the guest loads");
+    let request = TaskRequest {
+        input: input.to_string(),
+        activity_arn: "arn:aws:states:us-east-1:000000000000:activity:grants".into(),
+        worker_name: "test:1".into(),
+        task_id: "grants".into(),
+        limits: TaskLimits {
+            memory_bytes: 64 << 20,
+            timeout: Duration::from_secs(30),
+        },
+        control: control.clone(),
+        grants: Arc::new(Grants::resolve(grants).expect("grants resolve")),
+    };
+    let delivery = Delivery::new(Arc::new(LocalResponder), control, DeliveryOptions::default());
+    let started = Instant::now();
+    let report = handler.run(&engine, request, delivery.clone()).await;
+    let elapsed = started.elapsed();
+    delivery.settled().await;
+    Ran {
+        report,
+        state: delivery.state(),
+        elapsed,
+    }
+}
+
+#[tokio::test]
+async fn an_allowed_host_answers_and_others_are_denied() {
+    let server = Server::start().await;
+    let url = server.url("/hello");
+
+    let ran = run("fetch", &allow(&[&server.origin()]), json!({"url": url})).await;
+    assert_eq!(ran.output(), json!({"status": 200, "body": "hello"}));
+
+    // Not listed: another port of the same address, and no grants at all. The guest
+    // sees wasi:http's HTTP-request-denied and answers with it; nothing is sent.
+    let before = server.requests();
+    let other_port = format!("http://127.0.0.1:{}", server.address.port() + 1);
+    for grants in [allow(&[&other_port]), GrantsConfig::default()] {
+        let ran = run("fetch", &grants, json!({"url": url})).await;
+        assert_eq!(ran.failure().0, "HTTP-request-denied", "{:?}", ran.failure());
+        assert_eq!(ran.report.error, None, "the guest answered by itself");
+    }
+    assert_eq!(server.requests(), before, "a denied request never leaves the host");
+}
+
+/// A name other than `localhost` that resolves to a loopback address on this machine:
+/// from `/etc/hosts`, or the host name.
+fn loopback_name() -> String {
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let mut names: Vec<String> = hosts
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split('#').next()?.split_whitespace();
+            let ip: IpAddr = words.next()?.parse().ok()?;
+            ip.is_loopback().then(|| words.map(str::to_owned).collect::<Vec<_>>())
+        })
+        .flatten()
+        .collect();
+    names.push(gethostname());
+    names
+        .into_iter()
+        .filter(|name| name != "localhost" && !name.is_empty())
+        .find(|name| {
+            (name.as_str(), 80)
+                .to_socket_addrs()
+                .is_ok_and(|mut addrs| addrs.all(|a| a.ip().is_loopback()))
+        })
+        .expect("this test needs a name other than localhost that resolves to 127.0.0.1 (/etc/hosts or the host name)")
+}
+
+fn gethostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn private_addresses_need_a_literal_entry_and_link_local_is_never_reached() {
+    let server = Server::start().await;
+    let port = server.address.port();
+    let name = loopback_name();
+
+    // Listed by a name that resolves to 127.0.0.1: refused after DNS.
+    let by_name = format!("http://{name}:{port}");
+    let ran = run("fetch", &allow(&[&by_name]), json!({"url": format!("{by_name}/hello")})).await;
+    assert_eq!(ran.failure().0, "destination-IP-prohibited", "{name}");
+
+    // `localhost` and the IP literal name it literally: allowed.
+    for origin in [format!("http://localhost:{port}"), server.origin()] {
+        let ran = run("fetch", &allow(&[&origin]), json!({"url": format!("{origin}/hello")})).await;
+        assert_eq!(ran.output()["body"], "hello", "{origin}");
+    }
+
+    // The metadata service, listed explicitly, by IPv4 and IPv6: still refused.
+    for origin in ["http://169.254.169.254", "http://[fd00:ec2::254]"] {
+        let ran = run(
+            "fetch",
+            &allow(&[origin]),
+            json!({"url": format!("{origin}/latest/meta-data/")}),
+        )
+        .await;
+        assert_eq!(ran.failure().0, "destination-IP-prohibited", "{origin}");
+    }
+}
+
+#[tokio::test]
+async fn requests_and_response_bytes_are_limited_per_task() {
+    let server = Server::start().await;
+    let limited = |max_requests, max_response_bytes| GrantsConfig {
+        outbound: OutboundLimits {
+            max_requests,
+            max_response_bytes,
+            ..OutboundLimits::default()
+        },
+        ..allow(&[&server.origin()])
+    };
+    let fetch = |path: &str, times: u32| json!({"op": "fetch", "url": server.url(path), "times": times});
+
+    let ran = run("probe", &limited(2, 1 << 20), fetch("/hello", 2)).await;
+    assert_eq!(ran.output()["statuses"], json!([200, 200]));
+    let before = server.requests();
+    let ran = run("probe", &limited(2, 1 << 20), fetch("/hello", 3)).await;
+    assert_eq!(ran.failure().0, "connection-limit-reached");
+    assert_eq!(server.requests(), before + 2, "the third request was not sent");
+
+    // A declared length over the budget fails at the head; a chunked body, as it grows;
+    // and the budget is the task's, over all its requests.
+    let ran = run("probe", &limited(10, 1000), fetch("/bytes/1000", 1)).await;
+    assert_eq!(ran.output()["bytes"], 1000);
+    let ran = run("probe", &limited(10, 1000), fetch("/bytes/1001", 1)).await;
+    assert_eq!(ran.failure().0, "HTTP-response-body-size");
+    let ran = run("probe", &limited(10, 1000), fetch("/stream/5000", 1)).await;
+    // The body's stream error carries no error code through wstd; its message says it.
+    let (name, cause) = ran.failure();
+    assert!(cause.contains("body size exceeds limit: 1000 bytes"), "{name}: {cause}");
+    let ran = run("probe", &limited(10, 1000), fetch("/bytes/600", 2)).await;
+    assert_eq!(ran.failure().0, "HTTP-response-body-size");
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_times_out_and_an_abort_stops_the_wait() {
+    let server = Server::start().await;
+    let grants = GrantsConfig {
+        outbound: OutboundLimits {
+            first_byte_timeout_ms: 300,
+            ..OutboundLimits::default()
+        },
+        ..allow(&[&server.origin()])
+    };
+    let ran = run("fetch", &grants, json!({"url": server.url("/never")})).await;
+    assert_eq!(ran.failure().0, "connection-read-timeout");
+    assert!(
+        ran.elapsed >= Duration::from_millis(300) && ran.elapsed < Duration::from_secs(10),
+        "{:?}",
+        ran.elapsed
+    );
+
+    // With the default 30 s, an abort during the wait stops the task at once.
+    let control = TaskControl::default();
+    let abort = control.abort.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        abort.cancel();
+    });
+    let ran = run_controlled(
+        "fetch",
+        &allow(&[&server.origin()]),
+        json!({"url": server.url("/never")}),
+        control,
+    )
+    .await;
+    assert_eq!(ran.report.error, Some(HostFailure::Shutdown));
+    assert!(ran.elapsed < Duration::from_secs(5), "{:?}", ran.elapsed);
+}
+
+#[tokio::test]
+async fn the_guest_sees_exactly_the_environment_it_is_granted() {
+    let variable = "SFN_WASM_HOST_TEST_GRANTS_API_KEY";
+    // SAFETY: only this test reads or writes this variable.
+    unsafe { std::env::set_var(variable, "secret") };
+    let grants = GrantsConfig {
+        env: vec![
+            EnvVar {
+                name: "GREETING".into(),
+                source: EnvSource::Literal("hello".into()),
+            },
+            EnvVar {
+                name: "API_KEY".into(),
+                source: EnvSource::FromEnv(variable.into()),
+            },
+        ],
+        ..GrantsConfig::default()
+    };
+    let ran = run("probe", &grants, json!({"op": "env"})).await;
+    assert_eq!(ran.output(), json!({"API_KEY": "secret", "GREETING": "hello"}));
+    let ran = run("probe", &GrantsConfig::default(), json!({"op": "env"})).await;
+    assert_eq!(ran.output(), json!({}), "nothing of the host's environment");
+}
+
+#[tokio::test]
+async fn folders_are_read_only_unless_writable_and_cannot_be_escaped() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let scratch = root.path().join("scratch");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::write(data.join("ref.txt"), "reference").unwrap();
+    std::fs::write(root.path().join("secret.txt"), "outside").unwrap();
+    std::os::unix::fs::symlink(root.path().join("secret.txt"), data.join("link.txt")).unwrap();
+    std::os::unix::fs::symlink(root.path(), data.join("up")).unwrap();
+    let grants = GrantsConfig {
+        dirs: vec![
+            DirGrant {
+                host: data.clone(),
+                guest: "/data".into(),
+                writable: false,
+            },
+            DirGrant {
+                host: scratch.clone(),
+                guest: "/scratch".into(),
+                writable: true,
+            },
+        ],
+        ..GrantsConfig::default()
+    };
+
+    let ran = run("probe", &grants, json!({"op": "read", "path": "/data/ref.txt"})).await;
+    assert_eq!(ran.output(), json!({"text": "reference"}));
+    let ran = run("probe", &grants, json!({"op": "write", "path": "/data/new.txt", "text": "x"})).await;
+    assert_eq!(ran.failure().0, "Probe.Io");
+    assert!(!data.join("new.txt").exists());
+    let ran = run("probe", &grants, json!({"op": "write", "path": "/scratch/new.txt", "text": "x"})).await;
+    assert_eq!(ran.output(), json!({"written": 1}));
+    assert_eq!(std::fs::read_to_string(scratch.join("new.txt")).unwrap(), "x");
+
+    for path in [
+        "/data/../secret.txt",
+        "/data/link.txt",
+        "/data/up/secret.txt",
+        "/scratch/../data/../secret.txt",
+        "/secret.txt",
+    ] {
+        let ran = run("probe", &grants, json!({"op": "read", "path": path})).await;
+        assert_eq!(ran.failure().0, "Probe.Io", "{path} must not be readable");
+    }
+    let ran = run("probe", &grants, json!({"op": "write", "path": "/data/up/planted.txt", "text": "x"})).await;
+    assert_eq!(ran.failure().0, "Probe.Io");
+    assert!(!root.path().join("planted.txt").exists());
+
+    // No grant, no folder.
+    let ran = run("probe", &GrantsConfig::default(), json!({"op": "list", "path": "/"})).await;
+    assert_eq!(ran.failure().0, "Probe.Io");
+}

@@ -1,0 +1,60 @@
+//! Tries what the grants allow, one operation per task, and answers with what it saw:
+//! - `{"op": "env"}` → the whole environment, as an object;
+//! - `{"op": "read", "path": P}` → `{"text": ...}`;
+//! - `{"op": "write", "path": P, "text": T}` → `{"written": n}`;
+//! - `{"op": "list", "path": P}` → `{"names": [...]}`;
+//! - `{"op": "fetch", "url": U, "times": N}` → `{"statuses": [...], "bytes": n}`, GET N times.
+//!
+//! Every error is the failure `Probe.Io` (files) or the `wasi:http` error name, with the
+//! message as the cause.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sfn_wasm_guest::{Context, Failure, http};
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum Probe {
+    Env,
+    Read { path: String },
+    Write { path: String, text: String },
+    List { path: String },
+    Fetch { url: String, times: Option<u32> },
+}
+
+fn io(err: std::io::Error) -> Failure {
+    Failure::new("Probe.Io", format!("{:?}: {err}", err.kind()))
+}
+
+fn probe(input: Probe, _ctx: &Context) -> Result<Value, Failure> {
+    Ok(match input {
+        Probe::Env => json!(std::env::vars().collect::<BTreeMap<_, _>>()),
+        Probe::Read { path } => json!({"text": std::fs::read_to_string(path).map_err(io)?}),
+        Probe::Write { path, text } => {
+            std::fs::write(path, &text).map_err(io)?;
+            json!({"written": text.len()})
+        }
+        Probe::List { path } => {
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(path).map_err(io)? {
+                names.push(entry.map_err(io)?.file_name().to_string_lossy().into_owned());
+            }
+            names.sort();
+            json!({"names": names})
+        }
+        Probe::Fetch { url, times } => {
+            let mut statuses = Vec::new();
+            let mut bytes = 0;
+            for _ in 0..times.unwrap_or(1) {
+                let response = http::get(&url)?;
+                statuses.push(response.status().as_u16());
+                bytes += response.body().len();
+            }
+            json!({"statuses": statuses, "bytes": bytes})
+        }
+    })
+}
+
+sfn_wasm_guest::handler!(probe);
