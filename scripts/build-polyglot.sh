@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the JavaScript and Python example handlers into target/polyglot/*.wasm:
-#   greet-js, scenarios-js (ComponentizeJS), greet-py, scenarios-py (componentize-py).
+#   greet-js, scenarios-js, fetch-js (ComponentizeJS), greet-py, scenarios-py, fetch-py
+#   (componentize-py).
 # The tools are installed once, pinned: componentize-py and Node.js from PyPI into
 # .venv/polyglot, ComponentizeJS from npm into examples/greet-js/node_modules (from its
 # package-lock.json). After that the builds need no network.

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/build-guests.sh
 scripts/build-polyglot.sh
 cargo build --tests
+# The guest SDK's own unit tests (host target; the guests themselves run in the host's).
+cargo test -q -p sfn-wasm-guest --features http --lib
 # Compile the large JS/Python components into the tests' cache now, so that their
 # seconds of compiling do not compete with the timing-sensitive shutdown tests.
 for wasm in target/polyglot/*.wasm; do

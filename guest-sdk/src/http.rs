@@ -55,7 +55,8 @@ impl Response {
     /// # Errors
     /// When it is not UTF-8.
     pub fn text(&self) -> Result<&str, Error> {
-        std::str::from_utf8(&self.body).map_err(|err| Error::other(format!("the body is not UTF-8: {err}")))
+        std::str::from_utf8(&self.body)
+            .map_err(|err| Error::other(format!("the body is not UTF-8: {err}")))
     }
 
     /// The body as JSON.
@@ -63,7 +64,8 @@ impl Response {
     /// # Errors
     /// When it is not JSON of that shape.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        serde_json::from_slice(&self.body).map_err(|err| Error::other(format!("the body is not the JSON expected: {err}")))
+        serde_json::from_slice(&self.body)
+            .map_err(|err| Error::other(format!("the body is not the JSON expected: {err}")))
     }
 }
 
@@ -194,11 +196,26 @@ mod tests {
         for (debug, wit) in [
             ("ErrorCode::HttpRequestDenied", "HTTP-request-denied"),
             ("HttpRequestDenied", "HTTP-request-denied"),
-            ("ErrorCode::DestinationIpProhibited", "destination-IP-prohibited"),
-            ("ErrorCode::HttpRequestUriTooLong", "HTTP-request-URI-too-long"),
-            ("ErrorCode::DnsError(DnsErrorPayload { rcode: None })", "DNS-error"),
-            ("ErrorCode::HttpResponseBodySize(Some(10))", "HTTP-response-body-size"),
-            ("ErrorCode::ConnectionReadTimeout", "connection-read-timeout"),
+            (
+                "ErrorCode::DestinationIpProhibited",
+                "destination-IP-prohibited",
+            ),
+            (
+                "ErrorCode::HttpRequestUriTooLong",
+                "HTTP-request-URI-too-long",
+            ),
+            (
+                "ErrorCode::DnsError(DnsErrorPayload { rcode: None })",
+                "DNS-error",
+            ),
+            (
+                "ErrorCode::HttpResponseBodySize(Some(10))",
+                "HTTP-response-body-size",
+            ),
+            (
+                "ErrorCode::ConnectionReadTimeout",
+                "connection-read-timeout",
+            ),
             ("ErrorCode::TlsAlertReceived(..)", "TLS-alert-received"),
         ] {
             assert_eq!(wit_case_name(debug), wit, "{debug}");

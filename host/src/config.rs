@@ -392,7 +392,8 @@ impl Config {
                     ),
                 ));
             }
-            let grants = grants(&activity, &base).map_err(|(name, message)| error(key(&name), message))?;
+            let grants =
+                grants(&activity, &base).map_err(|(name, message)| error(key(&name), message))?;
             activities.push(ActivityConfig {
                 arn: activity.arn,
                 handler,
@@ -444,7 +445,10 @@ fn grants(activity: &RawActivity, base: &Path) -> Result<GrantsConfig, (String, 
     for (name, value) in &activity.env {
         let key = format!("env.{name}");
         if name.is_empty() || name.contains(['=', '\0']) {
-            return Err((key, "a variable name must be non-empty, without `=` or NUL".into()));
+            return Err((
+                key,
+                "a variable name must be non-empty, without `=` or NUL".into(),
+            ));
         }
         let source = match value {
             toml::Value::String(literal) => EnvSource::Literal(literal.clone()),
@@ -508,7 +512,9 @@ fn grants(activity: &RawActivity, base: &Path) -> Result<GrantsConfig, (String, 
         if let Some(other) = dirs.iter().position(|d| d.guest == *guest) {
             return Err((
                 key("guest"),
-                format!("{guest} is already granted by dir[{other}]: give each folder its own guest path"),
+                format!(
+                    "{guest} is already granted by dir[{other}]: give each folder its own guest path"
+                ),
             ));
         }
         dirs.push(DirGrant {
@@ -864,12 +870,16 @@ mod tests {
         };
         let cases = [
             (
-                activity(r#"allowed_outbound_hosts = ["https://ok.example.com", "api.example.com"]"#),
+                activity(
+                    r#"allowed_outbound_hosts = ["https://ok.example.com", "api.example.com"]"#,
+                ),
                 "activity[0].allowed_outbound_hosts[1]",
                 "no scheme",
             ),
             (
-                activity("[activity.env]\nAPI_KEY = { from_env = \"SFN_WASM_HOST_TEST_SURELY_UNSET\" }"),
+                activity(
+                    "[activity.env]\nAPI_KEY = { from_env = \"SFN_WASM_HOST_TEST_SURELY_UNSET\" }",
+                ),
                 "activity[0].env.API_KEY",
                 "export SFN_WASM_HOST_TEST_SURELY_UNSET",
             ),
@@ -899,7 +909,9 @@ mod tests {
                 "absolute guest path",
             ),
             (
-                activity("[[activity.dir]]\nhost = \"reference-data\"\nguest = \"/d\"\n[[activity.dir]]\nhost = \"reference-data\"\nguest = \"/d\""),
+                activity(
+                    "[[activity.dir]]\nhost = \"reference-data\"\nguest = \"/d\"\n[[activity.dir]]\nhost = \"reference-data\"\nguest = \"/d\"",
+                ),
                 "activity[0].dir[1].guest",
                 "already granted by dir[0]",
             ),
@@ -914,7 +926,9 @@ mod tests {
             assert_eq!(err.key, key, "{text}: {err}");
             assert!(err.message.contains(says), "{text}: {err}");
         }
-        let err = error_of(&activity("[[activity.dir]]\nhost = \"reference-data\"\nguest = \"/d\"\nwrite = true"));
+        let err = error_of(&activity(
+            "[[activity.dir]]\nhost = \"reference-data\"\nguest = \"/d\"\nwrite = true",
+        ));
         assert!(err.to_string().contains("write"), "{err}");
     }
 

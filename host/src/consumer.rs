@@ -41,7 +41,10 @@ impl GuestRuntime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("sfn-wasm-guest")
+            // Time for deadlines and sleeps; I/O for the guests' outbound HTTP, whose
+            // requests run on the runtime of the guest that sends them.
             .enable_time()
+            .enable_io()
             .build()
             .map(|runtime| Self(Some(runtime)))
     }

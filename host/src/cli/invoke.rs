@@ -10,11 +10,11 @@ use clap::Args;
 use serde_json::json;
 use sfn_wasm_host::config::default_cache_dir;
 use sfn_wasm_host::delivery::{Delivery, DeliveryOptions};
-use sfn_wasm_host::grants::{DirGrant, EnvSource, EnvVar, Grants, GrantsConfig};
-use sfn_wasm_host::outbound::{AllowedHost, OutboundLimits};
 use sfn_wasm_host::engine::{
     EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
 };
+use sfn_wasm_host::grants::{DirGrant, EnvSource, EnvVar, Grants, GrantsConfig};
+use sfn_wasm_host::outbound::{AllowedHost, OutboundLimits};
 use sfn_wasm_host::outcome::Answer;
 use sfn_wasm_host::toolkit::LocalResponder;
 

@@ -84,10 +84,7 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
         // NAT64 (64:ff9b::/96): the IPv4 address it stands for decides.
         let [.., c, d] = ip.segments();
         let v4 = Ipv4Addr::new((c >> 8) as u8, c as u8, (d >> 8) as u8, d as u8);
-        match classify_v4(v4) {
-            AddressClass::Public => AddressClass::Public,
-            other => other,
-        }
+        classify_v4(v4)
     } else {
         AddressClass::Public
     }

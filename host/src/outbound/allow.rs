@@ -242,18 +242,50 @@ mod tests {
     use super::*;
 
     fn allows(entry: &str, scheme: Scheme, host: &str, port: u16) -> bool {
-        AllowedHost::parse(entry).unwrap().allows(scheme, host, port)
+        AllowedHost::parse(entry)
+            .unwrap()
+            .allows(scheme, host, port)
     }
 
     #[test]
     fn entries_match_scheme_host_and_port() {
         use Scheme::{Http, Https};
-        assert!(allows("https://api.example.com", Https, "api.example.com", 443));
-        assert!(allows("https://api.example.com", Https, "API.Example.com.", 443));
-        assert!(!allows("https://api.example.com", Http, "api.example.com", 80));
-        assert!(!allows("https://api.example.com", Https, "api.example.com", 8443));
-        assert!(!allows("https://api.example.com", Https, "x.api.example.com", 443));
-        assert!(!allows("https://api.example.com", Https, "api.example.com.evil.net", 443));
+        assert!(allows(
+            "https://api.example.com",
+            Https,
+            "api.example.com",
+            443
+        ));
+        assert!(allows(
+            "https://api.example.com",
+            Https,
+            "API.Example.com.",
+            443
+        ));
+        assert!(!allows(
+            "https://api.example.com",
+            Http,
+            "api.example.com",
+            80
+        ));
+        assert!(!allows(
+            "https://api.example.com",
+            Https,
+            "api.example.com",
+            8443
+        ));
+        assert!(!allows(
+            "https://api.example.com",
+            Https,
+            "x.api.example.com",
+            443
+        ));
+        assert!(!allows(
+            "https://api.example.com",
+            Https,
+            "api.example.com.evil.net",
+            443
+        ));
         assert!(allows("http://127.0.0.1:8080", Http, "127.0.0.1", 8080));
         assert!(!allows("http://127.0.0.1:8080", Http, "127.0.0.1", 80));
         assert!(allows("http://[::1]:9000/", Http, "[::1]", 9000));
@@ -304,7 +336,10 @@ mod tests {
     #[test]
     fn entries_print_with_their_port() {
         let shown = |entry: &str| AllowedHost::parse(entry).unwrap().to_string();
-        assert_eq!(shown("https://API.example.com"), "https://api.example.com:443");
+        assert_eq!(
+            shown("https://API.example.com"),
+            "https://api.example.com:443"
+        );
         assert_eq!(shown("http://*.example.com"), "http://*.example.com:80");
         assert_eq!(shown("http://[::1]:8080"), "http://[::1]:8080");
     }

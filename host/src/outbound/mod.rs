@@ -168,14 +168,21 @@ impl WasiHttpHooks for OutboundTask {
     ) -> SendFuture {
         let uri = request.uri();
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-        let target = uri.authority().zip(uri.scheme_str()).and_then(|(a, scheme)| {
-            let scheme = match scheme {
-                "http" => Scheme::Http,
-                "https" => Scheme::Https,
-                _ => return None,
-            };
-            Some((scheme, a.host(), a.port_u16().unwrap_or(scheme.default_port())))
-        });
+        let target = uri
+            .authority()
+            .zip(uri.scheme_str())
+            .and_then(|(a, scheme)| {
+                let scheme = match scheme {
+                    "http" => Scheme::Http,
+                    "https" => Scheme::Https,
+                    _ => return None,
+                };
+                Some((
+                    scheme,
+                    a.host(),
+                    a.port_u16().unwrap_or(scheme.default_port()),
+                ))
+            });
         let entry = target.and_then(|(scheme, host, port)| {
             self.policy
                 .allowed

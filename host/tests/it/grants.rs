@@ -19,7 +19,10 @@ use sfn_wasm_host::toolkit::LocalResponder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::emulator;
 use crate::guests::guest;
+use crate::polyglot;
+use crate::served::Served;
 
 /// A small HTTP/1.1 server: `/hello` answers `hello`, `/bytes/N` N bytes with a
 /// `content-length`, `/stream/N` N bytes chunked (no length), `/never` never answers.
@@ -166,7 +169,11 @@ async fn run_controlled(
         control: control.clone(),
         grants: Arc::new(Grants::resolve(grants).expect("grants resolve")),
     };
-    let delivery = Delivery::new(Arc::new(LocalResponder), control, DeliveryOptions::default());
+    let delivery = Delivery::new(
+        Arc::new(LocalResponder),
+        control,
+        DeliveryOptions::default(),
+    );
     let started = Instant::now();
     let report = handler.run(&engine, request, delivery.clone()).await;
     let elapsed = started.elapsed();
@@ -192,10 +199,19 @@ async fn an_allowed_host_answers_and_others_are_denied() {
     let other_port = format!("http://127.0.0.1:{}", server.address.port() + 1);
     for grants in [allow(&[&other_port]), GrantsConfig::default()] {
         let ran = run("fetch", &grants, json!({"url": url})).await;
-        assert_eq!(ran.failure().0, "HTTP-request-denied", "{:?}", ran.failure());
+        assert_eq!(
+            ran.failure().0,
+            "HTTP-request-denied",
+            "{:?}",
+            ran.failure()
+        );
         assert_eq!(ran.report.error, None, "the guest answered by itself");
     }
-    assert_eq!(server.requests(), before, "a denied request never leaves the host");
+    assert_eq!(
+        server.requests(),
+        before,
+        "a denied request never leaves the host"
+    );
 }
 
 /// A name other than `localhost` that resolves to a loopback address on this machine:
@@ -207,7 +223,8 @@ fn loopback_name() -> String {
         .filter_map(|line| {
             let mut words = line.split('#').next()?.split_whitespace();
             let ip: IpAddr = words.next()?.parse().ok()?;
-            ip.is_loopback().then(|| words.map(str::to_owned).collect::<Vec<_>>())
+            ip.is_loopback()
+                .then(|| words.map(str::to_owned).collect::<Vec<_>>())
         })
         .flatten()
         .collect();
@@ -238,12 +255,22 @@ async fn private_addresses_need_a_literal_entry_and_link_local_is_never_reached(
 
     // Listed by a name that resolves to 127.0.0.1: refused after DNS.
     let by_name = format!("http://{name}:{port}");
-    let ran = run("fetch", &allow(&[&by_name]), json!({"url": format!("{by_name}/hello")})).await;
+    let ran = run(
+        "fetch",
+        &allow(&[&by_name]),
+        json!({"url": format!("{by_name}/hello")}),
+    )
+    .await;
     assert_eq!(ran.failure().0, "destination-IP-prohibited", "{name}");
 
     // `localhost` and the IP literal name it literally: allowed.
     for origin in [format!("http://localhost:{port}"), server.origin()] {
-        let ran = run("fetch", &allow(&[&origin]), json!({"url": format!("{origin}/hello")})).await;
+        let ran = run(
+            "fetch",
+            &allow(&[&origin]),
+            json!({"url": format!("{origin}/hello")}),
+        )
+        .await;
         assert_eq!(ran.output()["body"], "hello", "{origin}");
     }
 
@@ -270,14 +297,19 @@ async fn requests_and_response_bytes_are_limited_per_task() {
         },
         ..allow(&[&server.origin()])
     };
-    let fetch = |path: &str, times: u32| json!({"op": "fetch", "url": server.url(path), "times": times});
+    let fetch =
+        |path: &str, times: u32| json!({"op": "fetch", "url": server.url(path), "times": times});
 
     let ran = run("probe", &limited(2, 1 << 20), fetch("/hello", 2)).await;
     assert_eq!(ran.output()["statuses"], json!([200, 200]));
     let before = server.requests();
     let ran = run("probe", &limited(2, 1 << 20), fetch("/hello", 3)).await;
     assert_eq!(ran.failure().0, "connection-limit-reached");
-    assert_eq!(server.requests(), before + 2, "the third request was not sent");
+    assert_eq!(
+        server.requests(),
+        before + 2,
+        "the third request was not sent"
+    );
 
     // A declared length over the budget fails at the head; a chunked body, as it grows;
     // and the budget is the task's, over all its requests.
@@ -288,7 +320,10 @@ async fn requests_and_response_bytes_are_limited_per_task() {
     let ran = run("probe", &limited(10, 1000), fetch("/stream/5000", 1)).await;
     // The body's stream error carries no error code through wstd; its message says it.
     let (name, cause) = ran.failure();
-    assert!(cause.contains("body size exceeds limit: 1000 bytes"), "{name}: {cause}");
+    assert!(
+        cause.contains("body size exceeds limit: 1000 bytes"),
+        "{name}: {cause}"
+    );
     let ran = run("probe", &limited(10, 1000), fetch("/bytes/600", 2)).await;
     assert_eq!(ran.failure().0, "HTTP-response-body-size");
 }
@@ -348,7 +383,10 @@ async fn the_guest_sees_exactly_the_environment_it_is_granted() {
         ..GrantsConfig::default()
     };
     let ran = run("probe", &grants, json!({"op": "env"})).await;
-    assert_eq!(ran.output(), json!({"API_KEY": "secret", "GREETING": "hello"}));
+    assert_eq!(
+        ran.output(),
+        json!({"API_KEY": "secret", "GREETING": "hello"})
+    );
     let ran = run("probe", &GrantsConfig::default(), json!({"op": "env"})).await;
     assert_eq!(ran.output(), json!({}), "nothing of the host's environment");
 }
@@ -380,14 +418,32 @@ async fn folders_are_read_only_unless_writable_and_cannot_be_escaped() {
         ..GrantsConfig::default()
     };
 
-    let ran = run("probe", &grants, json!({"op": "read", "path": "/data/ref.txt"})).await;
+    let ran = run(
+        "probe",
+        &grants,
+        json!({"op": "read", "path": "/data/ref.txt"}),
+    )
+    .await;
     assert_eq!(ran.output(), json!({"text": "reference"}));
-    let ran = run("probe", &grants, json!({"op": "write", "path": "/data/new.txt", "text": "x"})).await;
+    let ran = run(
+        "probe",
+        &grants,
+        json!({"op": "write", "path": "/data/new.txt", "text": "x"}),
+    )
+    .await;
     assert_eq!(ran.failure().0, "Probe.Io");
     assert!(!data.join("new.txt").exists());
-    let ran = run("probe", &grants, json!({"op": "write", "path": "/scratch/new.txt", "text": "x"})).await;
+    let ran = run(
+        "probe",
+        &grants,
+        json!({"op": "write", "path": "/scratch/new.txt", "text": "x"}),
+    )
+    .await;
     assert_eq!(ran.output(), json!({"written": 1}));
-    assert_eq!(std::fs::read_to_string(scratch.join("new.txt")).unwrap(), "x");
+    assert_eq!(
+        std::fs::read_to_string(scratch.join("new.txt")).unwrap(),
+        "x"
+    );
 
     for path in [
         "/data/../secret.txt",
@@ -399,11 +455,101 @@ async fn folders_are_read_only_unless_writable_and_cannot_be_escaped() {
         let ran = run("probe", &grants, json!({"op": "read", "path": path})).await;
         assert_eq!(ran.failure().0, "Probe.Io", "{path} must not be readable");
     }
-    let ran = run("probe", &grants, json!({"op": "write", "path": "/data/up/planted.txt", "text": "x"})).await;
+    let ran = run(
+        "probe",
+        &grants,
+        json!({"op": "write", "path": "/data/up/planted.txt", "text": "x"}),
+    )
+    .await;
     assert_eq!(ran.failure().0, "Probe.Io");
     assert!(!root.path().join("planted.txt").exists());
 
     // No grant, no folder.
-    let ran = run("probe", &GrantsConfig::default(), json!({"op": "list", "path": "/"})).await;
+    let ran = run(
+        "probe",
+        &GrantsConfig::default(),
+        json!({"op": "list", "path": "/"}),
+    )
+    .await;
     assert_eq!(ran.failure().0, "Probe.Io");
+}
+
+/// The fetch example in each language, served against LocalStack, each activity allowed
+/// the test's server: every execution succeeds with the server's body; a URL not
+/// allowed fails with the error the guest saw, and the host logs `outbound:denied`.
+#[test]
+fn the_three_languages_fetch_through_a_served_activity() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(Server::start());
+    let client = runtime.block_on(emulator::client());
+    let handlers = [
+        ("rust", guest("fetch")),
+        ("js", polyglot::component("fetch-js")),
+        ("py", polyglot::component("fetch-py")),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut body = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\ncache_dir = \"{}\"\n",
+        emulator::endpoint(),
+        polyglot::cache_dir().display()
+    );
+    let mut machines = Vec::new();
+    for (language, handler) in &handlers {
+        let activity = runtime.block_on(emulator::activity(&client, &format!("fetch-{language}")));
+        let machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
+        body.push_str(&format!(
+            "[[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\nmemory_limit_mb = 256\nallowed_outbound_hosts = [\"{}\"]\n",
+            handler.display(),
+            server.origin()
+        ));
+        machines.push((*language, activity, machine));
+    }
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, body).unwrap();
+    let mut served = Served::start(&config);
+    for _ in &machines {
+        served.wait_for("worker:running");
+    }
+
+    let denied_port = server.address.port() + 1;
+    for (language, activity, machine) in &machines {
+        let allowed = runtime.block_on(emulator::start(
+            &client,
+            machine,
+            json!({"url": server.url("/hello")}),
+        ));
+        let ended = runtime.block_on(emulator::wait(&client, &allowed, Duration::from_secs(60)));
+        assert_eq!(
+            ended.output,
+            Some(json!({"status": 200, "body": "hello"})),
+            "{language}: {ended:?}"
+        );
+
+        let denied = runtime.block_on(emulator::start(
+            &client,
+            machine,
+            json!({"url": format!("http://127.0.0.1:{denied_port}/hello")}),
+        ));
+        let ended = runtime.block_on(emulator::wait(&client, &denied, Duration::from_secs(60)));
+        // JavaScript's fetch reports a TypeError, whatever the wasi:http error was.
+        let expected = if *language == "js" {
+            "Fetch.Failed"
+        } else {
+            "HTTP-request-denied"
+        };
+        assert_eq!(
+            ended.error.as_deref(),
+            Some(expected),
+            "{language}: {ended:?}"
+        );
+        let line = served.wait_until("outbound:denied", |line| line["activity"] == *activity);
+        assert_eq!(
+            line["authority"],
+            format!("127.0.0.1:{denied_port}"),
+            "{line}"
+        );
+        assert!(line["task_id"].is_string(), "{line}");
+        assert_eq!(line["level"], "INFO", "{line}");
+    }
+    served.terminate();
 }

@@ -13,7 +13,8 @@ use crate::guests::workspace;
 
 const LANGUAGES: [&str; 2] = ["js", "py"];
 
-fn cache_dir() -> PathBuf {
+/// The cache the tests share, which `scripts/test.sh` fills with these components.
+pub fn cache_dir() -> PathBuf {
     workspace().join("target/test-cache")
 }
 

@@ -51,6 +51,38 @@ fn check_reports_what_would_be_served() {
         stdout.contains(ARN) && stdout.contains("3 workers") && stdout.contains("sha256 "),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("grants: none (no network, environment or files)"),
+        "{stdout}"
+    );
+
+    // Each grant on a line of its own; a from_env value is never printed.
+    std::fs::create_dir(dir.path().join("reference-data")).unwrap();
+    let grants = "allowed_outbound_hosts = [\"https://api.example.com\"]\n\
+        [activity.env]\nGREETING = \"hello\"\nAPI_KEY = { from_env = \"SFN_WASM_HOST_TEST_CHECK_KEY\" }\n\
+        [[activity.dir]]\nhost = \"reference-data\"\nguest = \"/data\"\n";
+    let config = write_config(dir.path(), &activity_table(ARN, &guest("greet"), grants));
+    let output = host()
+        .arg("check")
+        .arg(&config)
+        .env("SFN_WASM_HOST_TEST_CHECK_KEY", "do-not-print-me")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    for line in [
+        "grants: outbound https://api.example.com:443",
+        "grants: env GREETING (literal)",
+        "grants: env API_KEY (from_env SFN_WASM_HOST_TEST_CHECK_KEY)",
+        "grants: dir /data -> ",
+        "(read-only)",
+    ] {
+        assert!(stdout.contains(line), "{line:?} not in {stdout}");
+    }
+    assert!(
+        !stdout.contains("do-not-print-me") && !stdout.contains("hello"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -70,6 +102,22 @@ fn config_and_handler_errors_exit_2_naming_file_and_key() {
         (
             activity_table(ARN, Path::new("nope.wasm"), ""),
             "nope.wasm is not a file",
+        ),
+        (
+            activity_table(
+                ARN,
+                &guest("greet"),
+                "[activity.env]\nAPI_KEY = { from_env = \"SFN_WASM_HOST_TEST_SURELY_UNSET\" }",
+            ),
+            "`activity[0].env.API_KEY`: reads SFN_WASM_HOST_TEST_SURELY_UNSET from the host's environment",
+        ),
+        (
+            activity_table(
+                ARN,
+                &guest("greet"),
+                "allowed_outbound_hosts = [\"ftp://x.example\"]",
+            ),
+            "`activity[0].allowed_outbound_hosts[0]`",
         ),
     ];
     for subcommand in ["check", "serve"] {

@@ -39,7 +39,13 @@ fn probe(input: Probe, _ctx: &Context) -> Result<Value, Failure> {
         Probe::List { path } => {
             let mut names = Vec::new();
             for entry in std::fs::read_dir(path).map_err(io)? {
-                names.push(entry.map_err(io)?.file_name().to_string_lossy().into_owned());
+                names.push(
+                    entry
+                        .map_err(io)?
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
             names.sort();
             json!({"names": names})
