@@ -93,12 +93,25 @@ pub enum GrantError {
     Tls(String),
 }
 
-/// The resolved grants of one activity: what each of its tasks gets.
-#[derive(Debug)]
+/// The resolved grants of one activity: what each of its tasks gets. Its `Debug` shows
+/// the variables' names, never their values (`from_env` is for secrets).
 pub struct Grants {
     env: Vec<(String, String)>,
     dirs: Vec<DirGrant>,
     outbound: Arc<OutboundPolicy>,
+}
+
+impl std::fmt::Debug for Grants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grants")
+            .field(
+                "env",
+                &self.env.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            )
+            .field("dirs", &self.dirs)
+            .field("outbound", &self.outbound)
+            .finish()
+    }
 }
 
 impl Default for Grants {
@@ -305,5 +318,11 @@ mod tests {
         unsafe { std::env::remove_var(name) };
         assert!(slot.refresh().is_err());
         assert_eq!(slot.current().env()[1].1, "two");
+        // Values never show in a debug print.
+        let printed = format!("{:?}", slot.current());
+        assert!(
+            printed.contains("API_KEY") && !printed.contains("two"),
+            "{printed}"
+        );
     }
 }

@@ -1,0 +1,147 @@
+//! Per-request overhead of a guest's outbound HTTP GET, against the same GET from native
+//! Rust (hyper), in the same run, to the same local server. Prints a table.
+//!
+//! Run: `cargo bench -p sfn-wasm-host --bench outbound` (after `scripts/build-guests.sh`;
+//! `scripts/bench.sh` runs it too).
+//!
+//! - `native GET`: a hyper HTTP/1.1 client on a new connection per request (the host
+//!   opens one per guest request too), reading the whole body.
+//! - `guest task, 0 GETs` / `guest task, 10 GETs`: the `probe` test guest, allowed the
+//!   server, run as a task (instantiate, `handle`, answer, drop) doing no request or ten.
+//!   A guest GET costs (10 GETs − 0 GETs) / 10: the allow-list, the address check, wstd's
+//!   wasi:http calls and the body streams, on top of the same connection and request.
+//!
+//! Rounds alternate the cases three times; medians of each case over all rounds.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty};
+use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
+use sfn_wasm_host::grants::{Grants, GrantsConfig};
+use sfn_wasm_host::outbound::AllowedHost;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use wasmtime_wasi_http::io::TokioIo;
+
+mod common;
+
+const ROUNDS: usize = 3;
+const PER_ROUND: usize = 200;
+const GETS: usize = 10;
+
+async fn server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+                    )
+                    .await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    address
+}
+
+async fn native_get(address: SocketAddr) {
+    let stream = TcpStream::connect(address).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    let request = http::Request::get("/hello")
+        .header(http::header::HOST, address.to_string())
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"hello");
+    let _ = driver.await;
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    common::build_guests(&[]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let address = runtime.block_on(server());
+    let engine = WasmEngine::new(EngineConfig {
+        max_concurrent_tasks: 4,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let handler = Handler::load_file(&engine, &common::guest("probe")).unwrap();
+    let grants = Arc::new(
+        Grants::resolve(&GrantsConfig {
+            allowed_outbound_hosts: vec![AllowedHost::parse(&format!("http://{address}")).unwrap()],
+            ..GrantsConfig::default()
+        })
+        .unwrap(),
+    );
+    let task = |gets: usize| {
+        let mut request = common::request(
+            &format!(r#"{{"op": "fetch", "url": "http://{address}/hello", "times": {gets}}}"#),
+            64,
+        );
+        request.grants = grants.clone();
+        let delivery = common::local_delivery(&request);
+        let started = Instant::now();
+        runtime.block_on(async {
+            let report = handler.run(&engine, request, delivery.clone()).await;
+            assert_eq!(report.error, None);
+            delivery.settled().await;
+        });
+        started.elapsed()
+    };
+
+    let (mut native, mut zero, mut ten) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        for _ in 0..PER_ROUND {
+            let started = Instant::now();
+            runtime.block_on(native_get(address));
+            native.push(started.elapsed());
+        }
+        for _ in 0..PER_ROUND {
+            zero.push(task(0));
+        }
+        for _ in 0..PER_ROUND / 4 {
+            ten.push(task(GETS));
+        }
+    }
+    let native = median(&mut native);
+    let zero = median(&mut zero);
+    let ten = median(&mut ten);
+    let guest_get = ten.saturating_sub(zero) / GETS as u32;
+    println!("| case | median |");
+    println!("|---|---|");
+    println!("| native GET (hyper, new connection) | {native:.1?} |");
+    println!("| guest task, 0 GETs | {zero:.1?} |");
+    println!("| guest task, {GETS} GETs | {ten:.1?} |");
+    println!("| guest GET ((10 − 0) / 10) | {guest_get:.1?} |");
+    println!(
+        "| added per request (guest GET − native GET) | {:.1?} |",
+        guest_get.saturating_sub(native)
+    );
+}
