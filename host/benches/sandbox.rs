@@ -12,6 +12,9 @@
 //! - `greet-js` / `greet-py`: the same greet handler written in JavaScript and Python
 //!   (when `scripts/build-polyglot.sh` has built them), with and without kept memory.
 //! - `compile` / `precompiled`: loading the handler from `.wasm` vs from an artifact.
+//! - `grants set-up, none granted`: the per-task work capabilities added for a task whose
+//!   activity grants nothing (apply the empty grants, the wasi:http state and outbound
+//!   hook in the `Store`), to compare with a whole task in the same run.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -178,7 +181,21 @@ fn main() {
         );
     });
 
-    rows.extend([compile, precompiled]);
+    let grants = sfn_wasm_host::grants::Grants::default();
+    let mut builder = wasmtime_wasi::WasiCtxBuilder::new();
+    let task_id: std::sync::Arc<str> = std::sync::Arc::from("bench");
+    let grants_setup = measure("grants set-up, none granted", TASKS, || {
+        grants.apply(&mut builder).expect("nothing to open");
+        let activity = std::sync::Arc::from(black_box("arn:aws:states:us-east-1:0:activity:a"));
+        black_box(sfn_wasm_host::outbound::OutboundTask::new(
+            grants.outbound().clone(),
+            activity,
+            task_id.clone(),
+        ));
+        black_box(wasmtime_wasi_http::WasiHttpCtx::new());
+    });
+
+    rows.extend([compile, precompiled, grants_setup]);
     let baseline = rows[0].percentile(0.5).as_secs_f64();
     println!(
         "\ngreet.wasm: {} bytes; per-task rows after a 5 % warm-up\n",
