@@ -150,6 +150,28 @@ impl OutboundTask {
     }
 }
 
+impl OutboundTask {
+    /// Logs `outbound:denied` and fails the request with `error` once the guest has
+    /// written its body (see [`send::refuse`]).
+    fn deny(
+        &self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        why: &str,
+        error: wasmtime_wasi_http::Error,
+    ) -> SendFuture {
+        let authority = request.uri().authority().map_or("", |a| a.as_str());
+        tracing::info!(
+            event = "outbound:denied",
+            activity = &*self.activity,
+            task_id = &*self.task_id,
+            authority,
+            "outbound:denied: {why}"
+        );
+        let refused = send::refuse(request, error);
+        Box::new(async move { Err(refused.await) })
+    }
+}
+
 type SendFuture = Box<
     dyn Future<
             Output = wasmtime_wasi_http::Result<(
@@ -190,28 +212,22 @@ impl WasiHttpHooks for OutboundTask {
                 .map(|entry| (scheme, host.to_owned(), port, entry.is_literal()))
         });
         let Some((scheme, host, port, literal)) = entry else {
-            tracing::info!(
-                event = "outbound:denied",
-                activity = &*self.activity,
-                task_id = &*self.task_id,
-                authority,
-                "outbound:denied: no allowed_outbound_hosts entry allows {}://{authority}",
-                uri.scheme_str().unwrap_or("?"),
+            let why = format!(
+                "no allowed_outbound_hosts entry allows {}://{authority}",
+                uri.scheme_str().unwrap_or("?")
             );
-            let refused = send::refuse(request, wasmtime_wasi_http::Error::HttpRequestDenied);
-            return Box::new(async move { Err(refused.await) });
+            return self.deny(request, &why, wasmtime_wasi_http::Error::HttpRequestDenied);
         };
         if self.requests >= self.policy.limits.max_requests {
-            tracing::info!(
-                event = "outbound:denied",
-                activity = &*self.activity,
-                task_id = &*self.task_id,
-                authority,
-                "outbound:denied: the task has sent its {} requests (`outbound.max_requests`)",
-                self.policy.limits.max_requests,
+            let why = format!(
+                "the task has sent its {} requests (`outbound.max_requests`)",
+                self.policy.limits.max_requests
             );
-            let refused = send::refuse(request, wasmtime_wasi_http::Error::ConnectionLimitReached);
-            return Box::new(async move { Err(refused.await) });
+            return self.deny(
+                request,
+                &why,
+                wasmtime_wasi_http::Error::ConnectionLimitReached,
+            );
         }
         self.requests += 1;
         let target = send::Target {
