@@ -212,6 +212,17 @@ async fn an_allowed_host_answers_and_others_are_denied() {
         before,
         "a denied request never leaves the host"
     );
+
+    // https goes through TLS (Mozilla roots): a plain-HTTP server fails the handshake,
+    // an error for the guest, not for the host.
+    let https = format!("https://{}", server.address);
+    let ran = run(
+        "fetch",
+        &allow(&[&https]),
+        json!({"url": format!("{https}/hello")}),
+    )
+    .await;
+    assert_eq!(ran.failure().0, "TLS-protocol-error", "{:?}", ran.failure());
 }
 
 /// A name other than `localhost` that resolves to a loopback address on this machine:
