@@ -24,7 +24,8 @@ use crate::guests::guest;
 use crate::polyglot;
 use crate::served::Served;
 
-/// A small HTTP/1.1 server: `/hello` answers `hello`, `/bytes/N` N bytes with a
+/// A small HTTP/1.1 server (plain only: it answers a TLS handshake with a 400): `/hello`
+/// answers `hello`, `/bytes/N` N bytes with a
 /// `content-length`, `/stream/N` N bytes chunked (no length), `/never` never answers.
 struct Server {
     address: SocketAddr,
@@ -47,6 +48,11 @@ impl Server {
                         match socket.read(&mut buf).await {
                             Ok(0) | Err(_) => return,
                             Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                        // A TLS ClientHello: answer in plain HTTP, as a plain server would.
+                        if head.first() == Some(&0x16) {
+                            let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+                            return;
                         }
                     }
                     counted.fetch_add(1, Ordering::SeqCst);
