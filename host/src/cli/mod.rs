@@ -2,6 +2,7 @@
 //! at the edge, and every exit code is decided here.
 
 mod check;
+mod compile;
 mod invoke;
 mod load;
 mod serve;
@@ -33,6 +34,9 @@ enum Command {
     /// Validate a config file and load its handlers, exactly as `serve` would, without
     /// polling.
     Check(check::CheckArgs),
+    /// Compile handlers into the compile cache ahead of a deploy, so that `serve` loads
+    /// them (at start and on a hot swap) without compiling.
+    Compile(compile::CompileArgs),
 }
 
 impl Cli {
@@ -42,6 +46,7 @@ impl Cli {
             Command::Invoke(args) => invoke::run(args),
             Command::Serve(args) => serve::run(args),
             Command::Check(args) => check::run(args),
+            Command::Compile(args) => compile::run(args),
         }
     }
 }

@@ -353,6 +353,46 @@ fn a_stalled_log_pipe_stops_neither_polls_nor_answers() {
 }
 
 #[test]
+fn compile_fills_the_cache_that_check_and_serve_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let compile = |handler: &Path| {
+        host()
+            .arg("compile")
+            .arg(handler)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .output()
+            .unwrap()
+    };
+    let output = compile(&guest("greet"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains(": compiled in"), "{stdout}");
+    let output = compile(&guest("greet"));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("already compiled"),
+        "{output:?}"
+    );
+    // Whatever the config's pool sizes, the entry is the one `check` (and `serve`) use.
+    let body = format!(
+        "[host]\ncache_dir = \"cache\"\n{}",
+        activity_table(ARN, &guest("greet"), "workers = 7\nmemory_limit_mb = 300")
+    );
+    let config = write_config(dir.path(), &body);
+    let output = host().arg("check").arg(&config).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("cache hit"), "{stdout}");
+
+    let output = compile(&guest("other_world"));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("does not implement"),
+        "{output:?}"
+    );
+}
+
+#[test]
 fn check_refuses_more_workers_than_one_engine_can_hold() {
     let dir = tempfile::tempdir().unwrap();
     let body: String = (0..5)
