@@ -129,6 +129,7 @@ fn bare_worker(activity: &str, endpoint: &str) {
         let aws = AwsConfig {
             region: Some("us-east-1".into()),
             endpoint_url: Some(endpoint.into()),
+            ..AwsConfig::default()
         };
         let sfn = AwsStepFunctions::new(&aws).await;
         println!("ready");

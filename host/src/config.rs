@@ -33,13 +33,73 @@ pub struct Config {
 }
 
 /// The `[aws]` table.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AwsConfig {
     /// The region; the default chain (`AWS_REGION`, profile) otherwise.
     pub region: Option<String>,
     /// Another endpoint, such as a local emulator.
     pub endpoint_url: Option<String>,
+    /// `[aws.max_requests_per_second]`: the host's own cap per API; the account's
+    /// default quota for the region otherwise.
+    #[serde(default)]
+    pub max_requests_per_second: RateOverrides,
+}
+
+/// `[aws.max_requests_per_second]`, keyed by API name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateOverrides {
+    /// Polls.
+    #[serde(rename = "GetActivityTask")]
+    pub get_activity_task: Option<f64>,
+    /// Successes.
+    #[serde(rename = "SendTaskSuccess")]
+    pub send_task_success: Option<f64>,
+    /// Failures.
+    #[serde(rename = "SendTaskFailure")]
+    pub send_task_failure: Option<f64>,
+    /// Heartbeats.
+    #[serde(rename = "SendTaskHeartbeat")]
+    pub send_task_heartbeat: Option<f64>,
+}
+
+/// Requests per second the host allows itself, per API.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ApiRates {
+    /// `GetActivityTask`.
+    pub get_activity_task: f64,
+    /// `SendTaskSuccess`.
+    pub send_task_success: f64,
+    /// `SendTaskFailure`.
+    pub send_task_failure: f64,
+    /// `SendTaskHeartbeat`.
+    pub send_task_heartbeat: f64,
+}
+
+/// Regions where Step Functions' default API quotas are the larger ones (a bucket of
+/// 3,000 refilled at 500 per second); elsewhere 1,500 and 300.
+const LARGE_QUOTA_REGIONS: [&str; 3] = ["us-east-1", "us-west-2", "eu-west-1"];
+/// A client-side bucket holds this many seconds of its rate, as the service's do (3,000
+/// for 500 per second; 1,500 for 300).
+pub const BURST_SECONDS: f64 = 5.0;
+
+impl AwsConfig {
+    /// The rate per API: the configured one, else the region's default quota.
+    pub fn rates(&self, region: Option<&str>) -> ApiRates {
+        let default = if region.is_some_and(|r| LARGE_QUOTA_REGIONS.contains(&r)) {
+            500.0
+        } else {
+            300.0
+        };
+        let set = &self.max_requests_per_second;
+        ApiRates {
+            get_activity_task: set.get_activity_task.unwrap_or(default),
+            send_task_success: set.send_task_success.unwrap_or(default),
+            send_task_failure: set.send_task_failure.unwrap_or(default),
+            send_task_heartbeat: set.send_task_heartbeat.unwrap_or(default),
+        }
+    }
 }
 
 /// The log output format.
@@ -294,6 +354,24 @@ impl Config {
             ));
         }
 
+        let rates = &raw.aws.max_requests_per_second;
+        for (name, rate) in [
+            ("GetActivityTask", rates.get_activity_task),
+            ("SendTaskSuccess", rates.send_task_success),
+            ("SendTaskFailure", rates.send_task_failure),
+            ("SendTaskHeartbeat", rates.send_task_heartbeat),
+        ] {
+            if let Some(rate) = rate
+                && !(rate.is_finite() && rate > 0.0 && rate <= 100_000.0)
+            {
+                return Err(error(
+                    format!("aws.max_requests_per_second.{name}"),
+                    format!(
+                        "must be more than 0 and at most 100000 requests per second; got {rate}"
+                    ),
+                ));
+            }
+        }
         let grace = raw.host.shutdown_grace_seconds.unwrap_or(30.0);
         let shutdown_grace = seconds_within(grace, 0.0, 86_400.0)
             .map_err(|message| error("host.shutdown_grace_seconds".into(), message))?;
@@ -795,6 +873,30 @@ mod tests {
             assert!(err.message.contains(message), "{text}: {err}");
             assert!(err.to_string().contains("config.toml"), "{err}");
         }
+    }
+
+    #[test]
+    fn api_rates_default_to_the_regions_quota_and_can_be_lowered() {
+        let config = parse(&format!(
+            "[aws.max_requests_per_second]\nGetActivityTask = 50\n[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n"
+        ))
+        .unwrap();
+        let large = config.aws.rates(Some("us-east-1"));
+        assert_eq!(large.get_activity_task, 50.0);
+        assert_eq!(large.send_task_success, 500.0);
+        assert_eq!(
+            config.aws.rates(Some("eu-central-1")).send_task_heartbeat,
+            300.0
+        );
+        assert_eq!(config.aws.rates(None).send_task_failure, 300.0);
+        let err = error_of(&format!(
+            "[aws.max_requests_per_second]\nSendTaskSuccess = 0\n[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n"
+        ));
+        assert_eq!(err.key, "aws.max_requests_per_second.SendTaskSuccess");
+        let err = error_of(&format!(
+            "[aws.max_requests_per_second]\nGetTask = 1\n[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n"
+        ));
+        assert!(err.message.contains("GetTask"), "{err}");
     }
 
     #[test]

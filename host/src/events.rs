@@ -40,8 +40,12 @@ pub enum EventKind {
     PollingError {
         /// Why.
         error: String,
-        /// Failed polls in a row, this one included.
+        /// Failed polls in a row, this one included. A throttled poll is not a failure
+        /// and does not count.
         attempt: u32,
+        /// Step Functions throttled the poll (the account's quota): the worker waits and
+        /// polls again, however often it happens.
+        throttled: bool,
     },
     /// `task:received`
     TaskReceived,
@@ -73,6 +77,8 @@ pub enum EventKind {
     TaskRetrying {
         /// The attempt that failed (1 for the first).
         attempt: u32,
+        /// Step Functions throttled it (the account's quota).
+        throttled: bool,
         /// Why it failed.
         error: String,
         /// The wait before the next attempt, in milliseconds.
@@ -271,7 +277,12 @@ impl std::fmt::Display for Message<'_> {
             | EventKind::TaskRetrying { error, .. }
             | EventKind::TaskUndelivered { reason: error }
             | EventKind::TaskCancelled { reason: error } => write!(f, "{name}: {error}"),
-            EventKind::PollingError { error, attempt } => {
+            EventKind::PollingError {
+                error,
+                throttled: true,
+                ..
+            } => write!(f, "{name}: {error}"),
+            EventKind::PollingError { error, attempt, .. } => {
                 write!(f, "{name}: attempt {attempt}: {error}")
             }
             _ => f.write_str(name),
@@ -303,9 +314,10 @@ fn log(event: &Event) {
         };
     }
     match (&event.task, &event.kind) {
-        (Some(task), EventKind::TaskErrored { .. } | EventKind::TaskRetrying { .. }) => {
-            task_event!(warn, task)
+        (Some(task), EventKind::TaskRetrying { throttled, .. }) => {
+            task_event!(warn, task, throttled = *throttled)
         }
+        (Some(task), EventKind::TaskErrored { .. }) => task_event!(warn, task),
         (Some(task), EventKind::TaskUndelivered { .. }) => task_event!(error, task),
         (Some(task), EventKind::TaskReceived) => task_event!(debug, task),
         (Some(task), EventKind::TaskHeartbeat { source }) => {
@@ -371,7 +383,10 @@ fn log(event: &Event) {
             reason = reason.as_str(),
             "{message}"
         ),
-        (None, EventKind::PollingError { .. } | EventKind::WorkerError { .. }) => {
+        (None, EventKind::PollingError { throttled, .. }) => {
+            tracing::warn!(event = name, activity, worker, throttled, "{message}")
+        }
+        (None, EventKind::WorkerError { .. }) => {
             tracing::warn!(event = name, activity, worker, "{message}")
         }
         (None, EventKind::PollingStarting | EventKind::PollingSuccess { .. }) => {

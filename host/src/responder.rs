@@ -62,6 +62,7 @@ impl Responder for SfnResponder {
     fn retrying(&self, attempt: u32, error: &SfnError, delay: Duration) {
         self.emitter.emit(EventKind::TaskRetrying {
             attempt,
+            throttled: matches!(error, SfnError::Throttled(_)),
             error: error.to_string(),
             delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
         });

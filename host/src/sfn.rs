@@ -15,7 +15,10 @@ use aws_sdk_sfn::config::http::HttpResponse;
 use aws_sdk_sfn::config::retry::RetryConfig;
 use aws_sdk_sfn::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-use crate::config::AwsConfig;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use crate::config::{ApiRates, AwsConfig, BURST_SECONDS};
 
 /// `GetActivityTask` holds a request for up to 60 s; reads must wait longer than that, or
 /// the SDK gives up on a poll that may already have taken a task off the queue.
@@ -52,9 +55,13 @@ pub enum SfnError {
     /// `TaskTimedOut`).
     #[error("the task is closed: {0}")]
     TaskClosed(String),
-    /// Worth retrying: the network, a 5xx, throttling, credentials being refreshed.
+    /// Worth retrying: the network, a 5xx, credentials being refreshed.
     #[error("{0}")]
     Unavailable(String),
+    /// Step Functions throttled the call (the account's API quota): worth retrying
+    /// after a pause, and no sign that anything is broken.
+    #[error("throttled: {0}")]
+    Throttled(String),
     /// The attempt ran out of time: Step Functions may or may not have acted on it.
     #[error("{0}")]
     TimedOut(String),
@@ -67,7 +74,10 @@ pub enum SfnError {
 impl SfnError {
     /// Whether the same call may succeed if tried again.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SfnError::Unavailable(_) | SfnError::TimedOut(_))
+        matches!(
+            self,
+            SfnError::Unavailable(_) | SfnError::TimedOut(_) | SfnError::Throttled(_)
+        )
     }
 }
 
@@ -101,6 +111,42 @@ pub trait StepFunctions: Send + Sync + 'static {
 pub struct AwsStepFunctions {
     poller: Client,
     answerer: Client,
+    quotas: Arc<Quotas>,
+}
+
+type Bucket = governor::DefaultDirectRateLimiter;
+
+/// One token bucket per API, shared by every worker of the process, so that the host
+/// stays under Step Functions' per-account quotas instead of being throttled.
+#[derive(Debug)]
+struct Quotas {
+    get_activity_task: Bucket,
+    send_task_success: Bucket,
+    send_task_failure: Bucket,
+    send_task_heartbeat: Bucket,
+}
+
+impl Quotas {
+    fn new(rates: &ApiRates) -> Self {
+        Self {
+            get_activity_task: bucket(rates.get_activity_task),
+            send_task_success: bucket(rates.send_task_success),
+            send_task_failure: bucket(rates.send_task_failure),
+            send_task_heartbeat: bucket(rates.send_task_heartbeat),
+        }
+    }
+}
+
+/// A bucket refilled at `rate` per second that holds [`BURST_SECONDS`] of it.
+fn bucket(rate: f64) -> Bucket {
+    let rate = rate.max(0.001);
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let burst = NonZeroU32::new((rate * BURST_SECONDS).clamp(1.0, f64::from(u32::MAX)) as u32)
+        .unwrap_or(NonZeroU32::MIN);
+    let quota = governor::Quota::with_period(period)
+        .unwrap_or_else(|| governor::Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst);
+    governor::RateLimiter::direct(quota)
 }
 
 impl AwsStepFunctions {
@@ -137,9 +183,12 @@ impl AwsStepFunctions {
                     .build(),
             )
             .build();
+        let region = shared.region().map(|r| r.as_ref().to_owned());
+        let rates = aws.rates(region.as_deref());
         Self {
             poller: Client::from_conf(poller),
             answerer: Client::from_conf(answerer),
+            quotas: Arc::new(Quotas::new(&rates)),
         }
     }
 }
@@ -175,7 +224,9 @@ where
                         | "RequestLimitExceeded"
                 )
             );
-            if (400..500).contains(&status) && status != 429 && !throttled {
+            if throttled || status == 429 {
+                SfnError::Throttled(text)
+            } else if (400..500).contains(&status) {
                 SfnError::Rejected(text)
             } else {
                 SfnError::Unavailable(text)
@@ -192,6 +243,7 @@ impl StepFunctions for AwsStepFunctions {
         activity_arn: &str,
         worker_name: &str,
     ) -> Result<Option<ActivityTask>, SfnError> {
+        self.quotas.get_activity_task.until_ready().await;
         let output = self
             .poller
             .get_activity_task()
@@ -210,6 +262,7 @@ impl StepFunctions for AwsStepFunctions {
     }
 
     async fn send_success(&self, token: &str, output: &str) -> Result<(), SfnError> {
+        self.quotas.send_task_success.until_ready().await;
         self.answerer
             .send_task_success()
             .task_token(token)
@@ -221,6 +274,7 @@ impl StepFunctions for AwsStepFunctions {
     }
 
     async fn send_failure(&self, token: &str, error: &str, cause: &str) -> Result<(), SfnError> {
+        self.quotas.send_task_failure.until_ready().await;
         self.answerer
             .send_task_failure()
             .task_token(token)
@@ -233,6 +287,7 @@ impl StepFunctions for AwsStepFunctions {
     }
 
     async fn send_heartbeat(&self, token: &str) -> Result<(), SfnError> {
+        self.quotas.send_task_heartbeat.until_ready().await;
         self.answerer
             .send_task_heartbeat()
             .task_token(token)
@@ -246,6 +301,17 @@ impl StepFunctions for AwsStepFunctions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bucket_holds_five_seconds_of_its_rate() {
+        let two = bucket(2.0);
+        for _ in 0..10 {
+            assert!(two.check().is_ok());
+        }
+        assert!(two.check().is_err(), "the eleventh request waits");
+        let tiny = bucket(0.01);
+        assert!(tiny.check().is_ok());
+    }
 
     #[test]
     fn a_task_debug_print_leaves_the_token_out() {

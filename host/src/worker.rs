@@ -14,7 +14,7 @@ use crate::grants::GrantsSlot;
 use crate::outcome::HostFailure;
 use crate::reload::HandlerSlot;
 use crate::responder::SfnResponder;
-use crate::sfn::{ActivityTask, StepFunctions};
+use crate::sfn::{ActivityTask, SfnError, StepFunctions};
 use crate::toolkit::HeartbeatSource;
 
 /// The worker was asked to stop.
@@ -22,6 +22,13 @@ pub const EXIT_STOPPED: i32 = 0;
 /// The worker gave up after `polling.max_attempts` failed polls in a row (the seed's
 /// `err_polling`); its pool replaces it after `restart_interval_ms`.
 pub const EXIT_POLLING_ERROR: i32 = 10;
+
+/// The wait after the `streak`-th throttled poll in a row: 0.2 s doubling to 10 s, with
+/// jitter (50–100 %) so that the workers of a fleet do not come back together.
+fn throttle_delay(streak: u32) -> std::time::Duration {
+    let base = 0.2 * 2f64.powi(i32::try_from(streak.saturating_sub(1).min(16)).unwrap_or(16));
+    std::time::Duration::from_secs_f64(base.min(10.0) * (0.5 + fastrand::f64() * 0.5))
+}
 
 /// What every worker of an activity shares.
 pub struct WorkerShared {
@@ -102,6 +109,7 @@ impl ActivityWorker {
         self.emitter.emit(EventKind::WorkerRunning);
         let polling = self.shared.activity.polling;
         let mut failures = 0;
+        let mut throttled = 0;
         let exit_code = loop {
             if self.stop.requested() {
                 break EXIT_STOPPED;
@@ -115,6 +123,7 @@ impl ActivityWorker {
             match polled {
                 Ok(task) => {
                     failures = 0;
+                    throttled = 0;
                     self.emitter.emit(EventKind::PollingSuccess {
                         task: task.is_some(),
                     });
@@ -126,11 +135,29 @@ impl ActivityWorker {
                         }
                     }
                 }
-                Err(err) => {
-                    failures += 1;
+                Err(err @ SfnError::Throttled(_)) => {
+                    // The account's quota, not a fault: wait and poll again, as long as it
+                    // takes, without counting towards `max_attempts`.
+                    throttled += 1;
                     self.emitter.emit(EventKind::PollingError {
                         error: err.to_string(),
                         attempt: failures,
+                        throttled: true,
+                    });
+                    tokio::select! {
+                        () = self.stop.shutdown.cancelled() => break EXIT_STOPPED,
+                        () = self.stop.retire.cancelled() => break EXIT_STOPPED,
+                        () = self.shared.tasks.abort.cancelled() => break EXIT_STOPPED,
+                        () = tokio::time::sleep(throttle_delay(throttled)) => {}
+                    }
+                }
+                Err(err) => {
+                    failures += 1;
+                    throttled = 0;
+                    self.emitter.emit(EventKind::PollingError {
+                        error: err.to_string(),
+                        attempt: failures,
+                        throttled: false,
                     });
                     if failures >= polling.max_attempts {
                         self.emitter.emit(EventKind::WorkerError {

@@ -13,11 +13,20 @@ use tokio::sync::watch;
 use crate::emulator;
 use crate::runtime::{Harness, Setup, assert_none_of, names};
 
-/// A TCP proxy in front of LocalStack whose network can be cut: every open connection
-/// is dropped and new ones are reset until it is restored.
+/// A TCP proxy in front of LocalStack whose network can be cut (every open connection
+/// dropped, new ones reset) or made to throttle (open connections dropped, every request
+/// on a new one answered `ThrottlingException`, as Step Functions does past a quota),
+/// until it is restored.
 pub struct Proxy {
     pub port: u16,
-    cut: watch::Sender<bool>,
+    mode: watch::Sender<Mode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Open,
+    Cut,
+    Throttle,
 }
 
 impl Proxy {
@@ -32,30 +41,41 @@ impl Proxy {
         let target = emulator::endpoint()
             .trim_start_matches("http://")
             .to_owned();
-        let (cut, _) = watch::channel(false);
-        let watch = cut.subscribe();
+        let (mode, _) = watch::channel(Mode::Open);
+        let watch = mode.subscribe();
         tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
                     return;
                 };
-                if *watch.borrow() {
-                    drop(inbound);
-                    continue;
-                }
-                let (target, mut watch) = (target.clone(), watch.clone());
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = watch.wait_for(|cut| *cut) => {}
+                let now = *watch.borrow();
+                match now {
+                    Mode::Cut => drop(inbound),
+                    Mode::Throttle => {
+                        let mut watch = watch.clone();
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                () = throttle(inbound) => {}
+                                _ = watch.wait_for(|mode| *mode != Mode::Throttle) => {}
+                            }
+                        });
                     }
-                });
+                    Mode::Open => {
+                        let (target, mut watch) = (target.clone(), watch.clone());
+                        tokio::spawn(async move {
+                            let Ok(mut outbound) = TcpStream::connect(&target).await else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                _ = watch.wait_for(|mode| *mode != Mode::Open) => {}
+                            }
+                        });
+                    }
+                }
             }
         });
-        Self { port, cut }
+        Self { port, mode }
     }
 
     pub fn endpoint(&self) -> String {
@@ -63,11 +83,55 @@ impl Proxy {
     }
 
     pub fn cut(&self) {
-        self.cut.send_replace(true);
+        self.mode.send_replace(Mode::Cut);
+    }
+
+    pub fn throttle(&self) {
+        self.mode.send_replace(Mode::Throttle);
     }
 
     pub fn restore(&self) {
-        self.cut.send_replace(false);
+        self.mode.send_replace(Mode::Open);
+    }
+}
+
+/// Answers every request on `socket` with Step Functions' throttling error.
+async fn throttle(mut socket: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // One request: the head, then `content-length` bytes of body.
+        let end = loop {
+            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buffer.len() < end + length {
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buffer.drain(..end + length);
+        let body = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+        let response = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.0\r\nx-amzn-errortype: ThrottlingException\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if socket.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -144,6 +208,75 @@ async fn answers_survive_a_network_outage() {
         );
     }
     assert_none_of(&events, &["task:failure"]);
+    h.consumer.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Step Functions throttling polls and answers for 5 s: the workers wait it out without
+/// counting it as failed polls (two failures in a row would stop them here: the one when
+/// the proxy drops their long polls, and one more), the answer is retried and delivered,
+/// and both are reported as throttled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_waited_out_not_counted_as_failures() {
+    let proxy = Proxy::start().await;
+    let mut h = Setup {
+        workers: 2,
+        endpoint: proxy.endpoint(),
+        extra: "[activity.polling]\nmax_attempts = 2\ninterval_seconds = 0.1",
+        ..Setup::new("scenarios")
+    }
+    .start()
+    .await;
+    h.events_until_nth("worker:running", 2, Duration::from_secs(10))
+        .await;
+    let execution = emulator::start(
+        &h.client,
+        &h.state_machine,
+        json!({"hello": "Sleep", "ms": 1500}),
+    )
+    .await;
+    let mut events = h.events_until("task:start", Duration::from_secs(20)).await;
+    proxy.throttle();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.restore();
+    events.extend(h.events_until("task:done", Duration::from_secs(60)).await);
+    let ended = emulator::wait(&h.client, &execution, Duration::from_secs(60)).await;
+    assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
+    assert_eq!(ended.output, Some(json!({"slept_ms": 1500})));
+
+    let throttled_polls = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::PollingError {
+                    throttled: true,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(throttled_polls >= 2, "{:?}", names(&events));
+    assert!(
+        events.iter().any(|e| matches!(
+            e.kind,
+            EventKind::TaskRetrying {
+                throttled: true,
+                ..
+            }
+        )),
+        "{:?}",
+        names(&events)
+    );
+    // Both workers poll on. (A new execution would prove it only after a minute: the
+    // long polls the proxy dropped still wait in LocalStack and would take its task.)
+    let more = tokio::time::timeout(
+        Duration::from_secs(12),
+        h.events_until_nth("polling:starting", 2, Duration::from_secs(12)),
+    )
+    .await
+    .expect("the workers poll again");
+    events.extend(more);
+    assert_none_of(&events, &["worker:error", "worker:stopped", "task:failure"]);
     h.consumer.shutdown(Duration::from_secs(1)).await;
 }
 
