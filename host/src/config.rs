@@ -16,7 +16,7 @@ use crate::outbound::{AllowedHost, OutboundLimits};
 
 /// The largest memory cap a task may have: the whole 32-bit address space.
 pub const MAX_MEMORY_LIMIT_MB: u64 = 4096;
-/// The most workers one activity may have.
+/// The most pollers one activity may have (Step Functions allows 1,000 per ARN).
 pub const MAX_WORKERS: u32 = 1000;
 
 /// A validated configuration, with paths resolved against the config file's folder.
@@ -140,8 +140,12 @@ pub struct ActivityConfig {
     pub arn: String,
     /// The handler component, as an absolute (or config-relative resolved) path.
     pub handler: PathBuf,
-    /// Concurrent pollers, one task each.
+    /// Concurrent pollers (`pollers`, else `workers`). A poller polls only when one of
+    /// the activity's task slots is free.
     pub workers: u32,
+    /// The most tasks of this activity that run at once (`max_concurrent_tasks`, else
+    /// `workers`): its task slots.
+    pub max_concurrent_tasks: u32,
     /// The deadline of one task.
     pub task_timeout: Duration,
     /// The memory cap of one task, in bytes.
@@ -256,6 +260,8 @@ struct RawActivity {
     handler: PathBuf,
     #[serde(default = "default_workers")]
     workers: u32,
+    pollers: Option<u32>,
+    max_concurrent_tasks: Option<u32>,
     #[serde(default = "default_task_timeout")]
     task_timeout_seconds: f64,
     #[serde(default = "default_memory_limit")]
@@ -422,6 +428,16 @@ impl Config {
             }
             within(activity.workers, 1..=MAX_WORKERS)
                 .map_err(|message| error(key("workers"), message))?;
+            let pollers = activity.pollers.unwrap_or(activity.workers);
+            within(pollers, 1..=MAX_WORKERS).map_err(|message| {
+                error(
+                    key("pollers"),
+                    format!("{message} (Step Functions allows at most 1000 pollers per activity)"),
+                )
+            })?;
+            let max_concurrent_tasks = activity.max_concurrent_tasks.unwrap_or(activity.workers);
+            within(max_concurrent_tasks, 1..=1_000_000)
+                .map_err(|message| error(key("max_concurrent_tasks"), message))?;
             let task_timeout = seconds(activity.task_timeout_seconds, 0.001, 31_536_000.0)
                 .ok_or_else(|| {
                     error(
@@ -475,7 +491,8 @@ impl Config {
             activities.push(ActivityConfig {
                 arn: activity.arn,
                 handler,
-                workers: activity.workers,
+                workers: pollers,
+                max_concurrent_tasks,
                 task_timeout,
                 memory_limit_bytes: activity.memory_limit_mb << 20,
                 restart_interval: Duration::from_millis(activity.restart_interval_ms),
@@ -494,9 +511,13 @@ impl Config {
         })
     }
 
-    /// The sum of all activities' workers: the most tasks that run at once.
+    /// The sum of all activities' task slots: the most tasks that run at once, which
+    /// sizes the engine's pool.
     pub fn total_workers(&self) -> u32 {
-        self.activities.iter().map(|a| a.workers).sum()
+        self.activities
+            .iter()
+            .map(|a| a.max_concurrent_tasks)
+            .fold(0, u32::saturating_add)
     }
 
     /// The largest memory cap of any activity, in bytes.
@@ -703,6 +724,7 @@ mod tests {
         .unwrap();
         let activity = &config.activities[0];
         assert_eq!(activity.workers, 1);
+        assert_eq!(activity.max_concurrent_tasks, 1);
         assert_eq!(activity.task_timeout, Duration::from_secs(300));
         assert_eq!(activity.memory_limit_bytes, 128 << 20);
         assert_eq!(activity.polling, PollingConfig::default());
@@ -778,6 +800,24 @@ mod tests {
             Some("http://127.0.0.1:4599")
         );
         assert_eq!(config.total_workers(), 4);
+        assert_eq!(config.activities[0].max_concurrent_tasks, 4);
+        // Pollers and task slots apart.
+        let split = parse(&format!(
+            "[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\nworkers = 4\nmax_concurrent_tasks = 50\n"
+        ))
+        .unwrap();
+        assert_eq!(split.activities[0].workers, 4);
+        assert_eq!(split.total_workers(), 50);
+        let split = parse(&format!(
+            "[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\npollers = 2\nmax_concurrent_tasks = 8\n"
+        ))
+        .unwrap();
+        assert_eq!(split.activities[0].workers, 2);
+        assert_eq!(split.total_workers(), 8);
+        let err = error_of(&format!(
+            "[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\npollers = 1001\n"
+        ));
+        assert_eq!(err.key, "activity[0].pollers");
         assert_eq!(config.host.cache_max_bytes, 512 << 20);
         assert_eq!(config.host.answer_retry, Duration::from_secs(120));
         let activity = &config.activities[0];

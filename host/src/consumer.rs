@@ -155,6 +155,9 @@ impl ActivityConsumer {
                 },
                 guests: guests.handle(),
                 grants: grants.clone(),
+                slots: Arc::new(tokio::sync::Semaphore::new(
+                    usize::try_from(activity.max_concurrent_tasks).unwrap_or(usize::MAX),
+                )),
             });
             pools.push(ActivityPoolManager::new(
                 shared,

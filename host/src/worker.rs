@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::ActivityConfig;
@@ -54,9 +56,15 @@ pub struct WorkerShared {
     pub guests: Handle,
     /// What the activity's guests may reach; re-read on SIGHUP.
     pub grants: GrantsSlot,
+    /// The activity's task slots (`max_concurrent_tasks`): a worker takes one before it
+    /// polls and holds it until the task it brings is done, so no task is fetched that
+    /// the host cannot start at once.
+    pub slots: Arc<Semaphore>,
 }
 
-/// One poller of one activity.
+/// One poller of one activity. Its tasks run beside its polls, each in a slot of the
+/// activity's; cheap to clone (every clone is the same worker).
+#[derive(Clone)]
 pub struct ActivityWorker {
     name: Arc<str>,
     shared: Arc<WorkerShared>,
@@ -110,10 +118,24 @@ impl ActivityWorker {
         let polling = self.shared.activity.polling;
         let mut failures = 0;
         let mut throttled = 0;
+        let mut running = JoinSet::new();
         let exit_code = loop {
             if self.stop.requested() {
                 break EXIT_STOPPED;
             }
+            // A free slot first: a task polled now can start at once.
+            let slot = tokio::select! {
+                biased;
+                () = self.stop.shutdown.cancelled() => break EXIT_STOPPED,
+                () = self.stop.retire.cancelled() => break EXIT_STOPPED,
+                () = self.shared.tasks.abort.cancelled() => break EXIT_STOPPED,
+                slot = self.shared.slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break EXIT_STOPPED,
+                },
+            };
+            // Reap finished tasks (their panics were answered by their guards).
+            while running.try_join_next().is_some() {}
             self.emitter.emit(EventKind::PollingStarting);
             let polled = tokio::select! {
                 biased;
@@ -131,7 +153,11 @@ impl ActivityWorker {
                         if self.stop.shutdown.is_cancelled() {
                             self.refuse(task).await;
                         } else {
-                            self.handle(task).await;
+                            let worker = self.clone();
+                            running.spawn(async move {
+                                worker.handle(task).await;
+                                drop(slot);
+                            });
                         }
                     }
                 }
@@ -174,6 +200,9 @@ impl ActivityWorker {
                 }
             }
         };
+        // Every task this worker started is finished, and its answer settled, before it
+        // stops (a panicked one was answered by its guard).
+        while running.join_next().await.is_some() {}
         self.emitter.emit(EventKind::WorkerStopping);
         self.emitter.emit(EventKind::WorkerStopped { exit_code });
         exit_code

@@ -28,13 +28,14 @@ pub fn run(args: CheckArgs) -> ExitCode {
     for (activity, loaded_handler) in loaded.config.activities.iter().zip(&loaded.handlers) {
         let handler = &loaded_handler.handler;
         println!(
-            "ok: {} -> {} (sha256 {}, cache {}, loaded in {} ms; {} workers, {} MiB, {} s timeout)",
+            "ok: {} -> {} (sha256 {}, cache {}, loaded in {} ms; {} workers, {} tasks at once, {} MiB, {} s timeout)",
             activity.arn,
             activity.handler.display(),
             handler.digest(),
             loaded_handler.cache.name(),
             loaded_handler.elapsed.as_millis(),
             activity.workers,
+            activity.max_concurrent_tasks,
             activity.memory_limit_bytes >> 20,
             activity.task_timeout.as_secs_f64(),
         );

@@ -24,7 +24,12 @@ pub fn load(config: Config) -> anyhow::Result<Loaded> {
         pooling: true,
         ..EngineConfig::default()
     })
-    .map_err(|err| anyhow::anyhow!("{}: `activity[*].workers`: {err}", config.file.display()))?;
+    .map_err(|err| {
+        anyhow::anyhow!(
+            "{}: `activity[*].max_concurrent_tasks` (else `workers`): {err}",
+            config.file.display()
+        )
+    })?;
     let cache = open_cache(config.host.cache_dir.as_deref(), &engine)
         .map(|cache| cache.with_max_bytes(config.host.cache_max_bytes));
     let mut handlers = Vec::with_capacity(config.activities.len());

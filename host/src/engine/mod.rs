@@ -64,7 +64,7 @@ pub enum EngineError {
     Thread(#[from] std::io::Error),
     /// More tasks at once than the pool's address space can hold.
     #[error(
-        "{asked} tasks at once (the workers of all activities together) is more than one host can hold: at most {MAX_CONCURRENT_TASKS}; lower `workers` or run more hosts"
+        "{asked} tasks at once (the task slots of all activities together) is more than one host can hold: at most {MAX_CONCURRENT_TASKS}; lower `max_concurrent_tasks` (or `workers`) or run more hosts"
     )]
     TooManyTasks {
         /// What was asked for.

@@ -72,3 +72,57 @@ async fn poll_errors_back_off_restart_the_worker_and_recover() {
     assert_eq!(ended.output, Some(json!({"greeting": "Hello, again"})));
     h.consumer.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Which tasks ran at the same time: the most `task:start`s without their `task:done`.
+fn most_at_once(events: &[sfn_wasm_host::events::Event]) -> usize {
+    let (mut running, mut most) = (0usize, 0usize);
+    for event in events {
+        match event.kind {
+            EventKind::TaskStart => running += 1,
+            EventKind::TaskDone => running = running.saturating_sub(1),
+            _ => {}
+        }
+        most = most.max(running);
+    }
+    most
+}
+
+/// Pollers and task slots apart: one poller fills three slots (it polls again while its
+/// tasks run); two pollers with one slot run one task at a time, the second poller
+/// waiting for the slot instead of fetching a task it could not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pollers_poll_only_for_free_task_slots() {
+    for (pollers, slots, expected) in [(1, 3, 3), (2, 1, 1)] {
+        let extra = format!("pollers = {pollers}\nmax_concurrent_tasks = {slots}");
+        let mut h = Setup {
+            extra: &extra,
+            ..Setup::new("scenarios")
+        }
+        .start()
+        .await;
+        h.events_until_nth("worker:running", pollers, Duration::from_secs(10))
+            .await;
+        let executions: Vec<String> = futures::future::join_all((0..3).map(|i| {
+            crate::emulator::start(
+                &h.client,
+                &h.state_machine,
+                json!({"hello": "Sleep", "ms": 1500 + i}),
+            )
+        }))
+        .await;
+        let events = h
+            .events_until_nth("task:done", 3, Duration::from_secs(30))
+            .await;
+        assert_eq!(
+            most_at_once(&events),
+            expected,
+            "{pollers} pollers, {slots} slots: {:?}",
+            names(&events)
+        );
+        for execution in &executions {
+            let ended = crate::emulator::wait(&h.client, execution, Duration::from_secs(30)).await;
+            assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
+        }
+        h.consumer.shutdown(Duration::from_secs(1)).await;
+    }
+}

@@ -398,14 +398,21 @@ fn check_refuses_more_workers_than_one_engine_can_hold() {
     let body: String = (0..5)
         .map(|i| activity_table(&format!("{ARN}{i}"), &guest("greet"), "workers = 1000"))
         .collect();
-    let config = write_config(dir.path(), &body);
-    let output = host().arg("check").arg(&config).output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("config.toml")
-            && stderr.contains("`activity[*].workers`")
-            && stderr.contains("5000 tasks at once"),
-        "{stderr}"
+    let slots = activity_table(
+        ARN,
+        &guest("greet"),
+        "workers = 4\nmax_concurrent_tasks = 6000",
     );
+    for body in [body, slots] {
+        let config = write_config(dir.path(), &body);
+        let output = host().arg("check").arg(&config).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("config.toml")
+                && stderr.contains("`activity[*].max_concurrent_tasks` (else `workers`)")
+                && stderr.contains("0 tasks at once"),
+            "{stderr}"
+        );
+    }
 }
