@@ -1,15 +1,19 @@
 //! Host CPU per task, end to end against LocalStack (poll + guest + answer), against a
-//! bare aws-sdk-sfn poll/answer loop with no sandbox, and CPU while idle with a long poll
-//! pending. Prints a table.
+//! bare aws-sdk-sfn poll/answer loop with no sandbox, at 1 and 4 concurrent tasks, with
+//! start-up included; and CPU while idle with long polls pending. Prints a table.
 //!
-//! Run: `scripts/bench-e2e.sh` (starts LocalStack, then runs this). Each worker is its own
-//! process with one poller, measured from /proc between the moment its first poll is
-//! pending and the moment Step Functions reports every execution SUCCEEDED; the bench's
-//! own client calls (start, list) are in this process and not counted.
+//! Run: `scripts/bench-e2e.sh` (starts LocalStack, then runs this). Each run queues
+//! [`TASKS`] executions first, then starts the worker process; its CPU is read from /proc
+//! from its start to the moment Step Functions reports every execution SUCCEEDED, so
+//! start-up counts, as it does for a user who starts a host. Then, with nothing left to
+//! do, its CPU over [`IDLE`]. The bench's own client calls are in this process and not
+//! counted.
 //!
 //! - bare: this binary re-run as `--bare-worker`: the same tuned `AwsStepFunctions`
-//!   client, `GetActivityTask` → parse JSON → greeting → `SendTaskSuccess`.
-//! - host: `sfn-wasm-host serve` with the `greet` component, one worker, JSON logs at the
+//!   client, N concurrent loops of `GetActivityTask` → parse JSON → greeting →
+//!   `SendTaskSuccess`.
+//! - host: `sfn-wasm-host serve` with the `greet` component, `workers = N`, its compile
+//!   cache filled beforehand (`sfn-wasm-host compile`, as a deploy would), JSON logs at the
 //!   default level (info) to a pipe, as in production.
 
 use std::io::{BufRead, BufReader};
@@ -27,16 +31,35 @@ mod common;
 const TASKS: usize = 300;
 const IDLE: Duration = Duration::from_secs(5);
 const ROUNDS: usize = 3;
+const CONCURRENCY: [usize; 2] = [1, 4];
+
+struct Sample {
+    mode: &'static str,
+    concurrency: usize,
+    per_task: f64,
+    idle: f64,
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "--bare-worker") {
-        return bare_worker(&args[at + 1], &args[at + 2]);
+        let loops = args[at + 3].parse().unwrap_or(1);
+        return bare_worker(&args[at + 1], &args[at + 2], loops);
     }
     let endpoint = std::env::var("LOCALSTACK_ENDPOINT")
         .expect("run through scripts/bench-e2e.sh, which starts LocalStack");
     common::build_guests(&[]);
     let greet = common::guest("greet");
+    let cache = common::root().join("target/bench-e2e-cache");
+    let compiled = Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
+        .arg("compile")
+        .arg(&greet)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(compiled.success(), "sfn-wasm-host compile failed");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = runtime.block_on(async {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -49,81 +72,95 @@ fn main() {
     let ticks = clock_ticks();
 
     // Rounds alternate the modes so that drift on a noisy machine hits both alike.
-    let mut samples: Vec<(&str, f64, f64)> = Vec::new();
-    for mode in (0..ROUNDS).flat_map(|_| ["bare", "host"]) {
-        let (activity, machine) = runtime.block_on(setup(&client, mode));
-        let dir = tempfile::tempdir().unwrap();
-        let mut worker = match mode {
-            "bare" => Command::new(std::env::current_exe().unwrap())
-                .args(["--bare-worker", &activity, &endpoint])
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap(),
-            _ => {
-                let config = dir.path().join("config.toml");
-                std::fs::write(
-                    &config,
-                    format!(
-                        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n[host]\nlog_format = \"json\"\ncache = false\n\
-                         [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\nworkers = 1\n",
-                        greet.display()
-                    ),
-                )
-                .unwrap();
-                Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
-                    .arg("serve")
-                    .arg(&config)
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .unwrap()
+    let mut samples: Vec<Sample> = Vec::new();
+    for _ in 0..ROUNDS {
+        for concurrency in CONCURRENCY {
+            for mode in ["bare", "host"] {
+                let (activity, machine) = runtime.block_on(setup(&client, mode));
+                runtime.block_on(start_executions(&client, &machine));
+                let dir = tempfile::tempdir().unwrap();
+                let mut worker = match mode {
+                    "bare" => Command::new(std::env::current_exe().unwrap())
+                        .args(["--bare-worker", &activity, &endpoint])
+                        .arg(concurrency.to_string())
+                        .stdout(Stdio::piped())
+                        .spawn()
+                        .unwrap(),
+                    _ => {
+                        let config = dir.path().join("config.toml");
+                        std::fs::write(
+                            &config,
+                            format!(
+                                "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n[host]\nlog_format = \"json\"\ncache_dir = \"{}\"\n\
+                                 [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\nworkers = {concurrency}\n",
+                                cache.display(),
+                                greet.display()
+                            ),
+                        )
+                        .unwrap();
+                        Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
+                            .arg("serve")
+                            .arg(&config)
+                            .stdout(Stdio::piped())
+                            .spawn()
+                            .unwrap()
+                    }
+                };
+                drain(&mut worker);
+                let started = Instant::now();
+                runtime.block_on(wait_all_succeeded(&client, &machine));
+                let wall = started.elapsed();
+                let busy = cpu_seconds(worker.id(), ticks);
+                let idle_start = cpu_seconds(worker.id(), ticks);
+                std::thread::sleep(IDLE);
+                let idle = cpu_seconds(worker.id(), ticks) - idle_start;
+                let _ = worker.kill();
+                let _ = worker.wait();
+                println!(
+                    "{mode} x{concurrency}: {:.2} ms per task ({:.1} s)",
+                    busy / TASKS as f64 * 1000.0,
+                    wall.as_secs_f64()
+                );
+                samples.push(Sample {
+                    mode,
+                    concurrency,
+                    per_task: busy / TASKS as f64,
+                    idle: idle / IDLE.as_secs_f64(),
+                });
             }
-        };
-        wait_ready(&mut worker);
-        std::thread::sleep(Duration::from_secs(1));
-
-        let idle_start = cpu_seconds(worker.id(), ticks);
-        std::thread::sleep(IDLE);
-        let idle = cpu_seconds(worker.id(), ticks) - idle_start;
-
-        let busy_start = cpu_seconds(worker.id(), ticks);
-        let started = Instant::now();
-        runtime.block_on(run_executions(&client, &machine));
-        let wall = started.elapsed();
-        let busy = cpu_seconds(worker.id(), ticks) - busy_start;
-        let _ = worker.kill();
-        let _ = worker.wait();
-        println!(
-            "{mode}: {:.2} ms per task ({:.1} s)",
-            busy / TASKS as f64 * 1000.0,
-            wall.as_secs_f64()
-        );
-        samples.push((mode, busy / TASKS as f64, idle / IDLE.as_secs_f64()));
+        }
     }
 
-    let median = |mode: &str, pick: fn(&(&str, f64, f64)) -> f64| {
-        let mut values: Vec<f64> = samples.iter().filter(|s| s.0 == mode).map(pick).collect();
+    let median = |mode: &str, concurrency: usize, pick: fn(&Sample) -> f64| {
+        let mut values: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.mode == mode && s.concurrency == concurrency)
+            .map(pick)
+            .collect();
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
     };
-    let bare = median("bare", |s| s.1);
     println!(
-        "\n{TASKS} tasks per run, {ROUNDS} runs per worker, medians; CPU from /proc (10 ms ticks)\n"
+        "\n{TASKS} queued tasks per run, start-up included, {ROUNDS} runs per row, medians; CPU from /proc (10 ms ticks)\n"
     );
-    println!("| worker | CPU per task | vs bare | idle CPU, one long poll pending |");
-    println!("|---|---:|---:|---:|");
-    for mode in ["bare", "host"] {
-        let per_task = median(mode, |s| s.1);
-        println!(
-            "| {mode} | {:.2} ms | {:.2}x | {:.2}% of a core |",
-            per_task * 1000.0,
-            per_task / bare,
-            median(mode, |s| s.2) * 100.0,
-        );
+    println!("| worker | concurrency | CPU per task | vs bare | idle CPU, polls pending |");
+    println!("|---|---:|---:|---:|---:|");
+    for concurrency in CONCURRENCY {
+        let bare = median("bare", concurrency, |s| s.per_task);
+        for mode in ["bare", "host"] {
+            let per_task = median(mode, concurrency, |s| s.per_task);
+            println!(
+                "| {mode} | {concurrency} | {:.2} ms | {:.2}x | {:.2}% of a core |",
+                per_task * 1000.0,
+                per_task / bare,
+                median(mode, concurrency, |s| s.idle) * 100.0,
+            );
+        }
     }
 }
 
-/// The baseline: poll, parse, answer; nothing else.
-fn bare_worker(activity: &str, endpoint: &str) {
+/// The baseline: `loops` concurrent loops of poll, parse, answer; nothing else.
+fn bare_worker(activity: &str, endpoint: &str, loops: usize) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let aws = AwsConfig {
@@ -131,17 +168,26 @@ fn bare_worker(activity: &str, endpoint: &str) {
             endpoint_url: Some(endpoint.into()),
             ..AwsConfig::default()
         };
-        let sfn = AwsStepFunctions::new(&aws).await;
+        let sfn = std::sync::Arc::new(AwsStepFunctions::new(&aws).await);
         println!("ready");
-        loop {
-            let Ok(Some(task)) = sfn.poll(activity, "bare:1").await else {
-                continue;
-            };
-            let input: serde_json::Value = serde_json::from_str(&task.input).unwrap_or_default();
-            let output =
-                json!({"greeting": format!("Hello, {}", input["hello"].as_str().unwrap_or(""))});
-            let _ = sfn.send_success(&task.token, &output.to_string()).await;
-        }
+        let loops: Vec<_> = (0..loops)
+            .map(|n| {
+                let (sfn, activity) = (sfn.clone(), activity.to_owned());
+                tokio::spawn(async move {
+                    let name = format!("bare:{n}");
+                    loop {
+                        let Ok(Some(task)) = sfn.poll(&activity, &name).await else {
+                            continue;
+                        };
+                        let input: serde_json::Value =
+                            serde_json::from_str(&task.input).unwrap_or_default();
+                        let output = json!({"greeting": format!("Hello, {}", input["hello"].as_str().unwrap_or(""))});
+                        let _ = sfn.send_success(&task.token, &output.to_string()).await;
+                    }
+                })
+            })
+            .collect();
+        futures::future::join_all(loops).await;
     });
 }
 
@@ -168,7 +214,7 @@ async fn setup(client: &Client, mode: &str) -> (String, String) {
     (activity, machine)
 }
 
-async fn run_executions(client: &Client, machine: &str) {
+async fn start_executions(client: &Client, machine: &str) {
     for i in 0..TASKS {
         client
             .start_execution()
@@ -178,6 +224,9 @@ async fn run_executions(client: &Client, machine: &str) {
             .await
             .unwrap();
     }
+}
+
+async fn wait_all_succeeded(client: &Client, machine: &str) {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let mut succeeded = 0;
@@ -197,23 +246,14 @@ async fn run_executions(client: &Client, machine: &str) {
             Instant::now() < deadline,
             "only {succeeded} of {TASKS} executions succeeded"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// Waits until the worker says it is polling (at most 10 s: with `RUST_LOG=warn` the
-/// host says nothing), draining its stdout in the background.
-fn wait_ready(worker: &mut Child) {
+/// Drains the worker's stdout in the background, so that its logs never block it.
+fn drain(worker: &mut Child) {
     let stdout = worker.stdout.take().unwrap();
-    let (ready, is_ready) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line == "ready" || line.contains("\"worker:running\"") {
-                let _ = ready.send(());
-            }
-        }
-    });
-    let _ = is_ready.recv_timeout(Duration::from_secs(10));
+    std::thread::spawn(move || for _ in BufReader::new(stdout).lines().map_while(Result::ok) {});
 }
 
 fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
