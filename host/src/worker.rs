@@ -163,7 +163,9 @@ impl ActivityWorker {
                 }
                 Err(err @ SfnError::Throttled(_)) => {
                     // The account's quota, not a fault: wait and poll again, as long as it
-                    // takes, without counting towards `max_attempts`.
+                    // takes, without counting towards `max_attempts`. The slot is free
+                    // while this worker waits.
+                    drop(slot);
                     throttled += 1;
                     self.emitter.emit(EventKind::PollingError {
                         error: err.to_string(),
@@ -178,6 +180,7 @@ impl ActivityWorker {
                     }
                 }
                 Err(err) => {
+                    drop(slot);
                     failures += 1;
                     throttled = 0;
                     self.emitter.emit(EventKind::PollingError {

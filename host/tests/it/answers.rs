@@ -135,6 +135,28 @@ async fn throttle(mut socket: TcpStream) {
     }
 }
 
+/// Whether every worker that was throttled started a poll after its last throttled one.
+fn polls_after_throttling(events: &[Event]) -> bool {
+    let mut last: std::collections::HashMap<&str, bool> = std::collections::HashMap::new();
+    for event in events {
+        let Some(worker) = event.worker.as_deref() else {
+            continue;
+        };
+        match event.kind {
+            EventKind::PollingError {
+                throttled: true, ..
+            } => {
+                last.insert(worker, false);
+            }
+            EventKind::PollingStarting => {
+                last.entry(worker).and_modify(|polled| *polled = true);
+            }
+            _ => {}
+        }
+    }
+    !last.is_empty() && last.values().all(|polled| *polled)
+}
+
 fn task_ids(events: &[Event], kind: &str) -> Vec<String> {
     events
         .iter()
@@ -267,15 +289,17 @@ async fn throttling_is_waited_out_not_counted_as_failures() {
         "{:?}",
         names(&events)
     );
-    // Both workers poll on. (A new execution would prove it only after a minute: the
-    // long polls the proxy dropped still wait in LocalStack and would take its task.)
-    let more = tokio::time::timeout(
-        Duration::from_secs(12),
-        h.events_until_nth("polling:starting", 2, Duration::from_secs(12)),
-    )
-    .await
-    .expect("the workers poll again");
-    events.extend(more);
+    // The workers poll on: each polls again after its last throttled poll (its backoff
+    // is at most 10 s). (A new execution would prove it only after a minute: the long
+    // polls the proxy dropped still wait in LocalStack and would take its task.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !polls_after_throttling(&events) {
+        let event = tokio::time::timeout_at(deadline, h.events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the workers did not poll again: {:?}", names(&events)))
+            .expect("event channel");
+        events.push(event);
+    }
     assert_none_of(&events, &["worker:error", "worker:stopped", "task:failure"]);
     h.consumer.shutdown(Duration::from_secs(1)).await;
 }
