@@ -22,7 +22,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 from emulator import activity_and_machine  # noqa: E402
 
 endpoint, handler, workdir, *hosts = sys.argv[1:]
-TASKS, ROUNDS, WORKERS = 300, 3, (1, 4)
+# TASKS and ROUNDS may be lowered from the environment, e.g. for a quick profile with a
+# wrapper script as HOST_BINARY (`perf record ... -- sfn-wasm-host "$@"`).
+TASKS, ROUNDS, WORKERS = int(os.environ.get("TASKS", 300)), int(os.environ.get("ROUNDS", 3)), (1, 4)
 sfn = boto3.client("stepfunctions", endpoint_url=endpoint)
 os.makedirs(workdir, exist_ok=True)
 cache = os.path.abspath(os.path.join(workdir, "cache"))
