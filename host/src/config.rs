@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::grants::{DirGrant, EnvSource, EnvVar, GrantsConfig};
+use crate::grants::{DirGrant, EnvSource, EnvVar, GrantsConfig, check_guest_path};
 use crate::outbound::{AllowedHost, OutboundLimits};
 
 /// The largest memory cap a task may have: the whole 32-bit address space.
@@ -593,21 +593,7 @@ fn grants(activity: &RawActivity, base: &Path) -> Result<GrantsConfig, (String, 
             ));
         }
         let guest = &dir.guest;
-        let clean = guest.starts_with('/')
-            && !guest.contains('\0')
-            && guest
-                .split('/')
-                .skip(1)
-                .all(|part| !part.is_empty() && part != "." && part != "..")
-            || guest == "/";
-        if !clean {
-            return Err((
-                key("guest"),
-                format!(
-                    "{guest:?} must be an absolute guest path like \"/data\", without `.`, `..` or empty parts"
-                ),
-            ));
-        }
+        check_guest_path(guest).map_err(|message| (key("guest"), message))?;
         if let Some(other) = dirs.iter().position(|d| d.guest == *guest) {
             return Err((
                 key("guest"),
@@ -741,6 +727,17 @@ mod tests {
         assert_eq!(config.host.answer_retry, Duration::from_secs(600));
         assert_eq!(activity.heartbeat_interval, None);
         assert_eq!(activity.cancel_grace, Duration::from_secs(5));
+        // The API rates: the region's quota, without an [aws] table.
+        let rates = config.aws.rates(Some("us-east-1"));
+        assert_eq!(
+            rates,
+            ApiRates {
+                get_activity_task: 500.0,
+                send_task_success: 500.0,
+                send_task_failure: 500.0,
+                send_task_heartbeat: 500.0,
+            }
+        );
         // No grants: no network, environment or folders.
         assert_eq!(activity.grants, GrantsConfig::default());
         assert_eq!(

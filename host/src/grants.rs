@@ -64,6 +64,28 @@ pub struct DirGrant {
     pub writable: bool,
 }
 
+/// Checks a guest path for a preopened folder: absolute, without `.`, `..` or empty
+/// parts (`/` itself is allowed); the message says what a valid one looks like.
+///
+/// # Errors
+/// The message, when `guest` is not such a path.
+pub fn check_guest_path(guest: &str) -> Result<(), String> {
+    let clean = guest == "/"
+        || (guest.starts_with('/')
+            && !guest.contains('\0')
+            && guest
+                .split('/')
+                .skip(1)
+                .all(|part| !part.is_empty() && part != "." && part != ".."));
+    if clean {
+        Ok(())
+    } else {
+        Err(format!(
+            "{guest:?} must be an absolute guest path like \"/data\", without `.`, `..` or empty parts"
+        ))
+    }
+}
+
 /// The grants of one activity, as the config states them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GrantsConfig {
@@ -75,6 +97,49 @@ pub struct GrantsConfig {
     pub dirs: Vec<DirGrant>,
     /// `[activity.outbound]`.
     pub outbound: OutboundLimits,
+}
+
+impl GrantsConfig {
+    /// One line per grant, for `check`: `env NAME (from_env X)`, `dir /data -> /srv/ref
+    /// (read-only)`, `outbound https://api.example.com:443`; `none` when there is none.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for entry in &self.allowed_outbound_hosts {
+            lines.push(format!("outbound {entry}"));
+        }
+        if !self.allowed_outbound_hosts.is_empty() {
+            let limits = &self.outbound;
+            lines.push(format!(
+                "outbound limits: {} requests, {} bytes of responses per task; connect {} ms, first byte {} ms",
+                limits.max_requests,
+                limits.max_response_bytes,
+                limits.connect_timeout_ms,
+                limits.first_byte_timeout_ms
+            ));
+        }
+        for var in &self.env {
+            lines.push(match &var.source {
+                EnvSource::Literal(_) => format!("env {} (literal)", var.name),
+                EnvSource::FromEnv(from) => format!("env {} (from_env {from})", var.name),
+            });
+        }
+        for dir in &self.dirs {
+            lines.push(format!(
+                "dir {} -> {} ({})",
+                dir.guest,
+                dir.host.display(),
+                if dir.writable {
+                    "writable"
+                } else {
+                    "read-only"
+                }
+            ));
+        }
+        if lines.is_empty() {
+            lines.push("none (no network, environment or files)".to_owned());
+        }
+        lines
+    }
 }
 
 /// Why an activity's grants could not be resolved.
@@ -196,47 +261,6 @@ impl Grants {
                 })?;
         }
         Ok(())
-    }
-
-    /// One line per grant, for `check`: `env NAME (from_env X)`, `dir /data -> /srv/ref
-    /// (read-only)`, `outbound https://api.example.com:443`; `none` when there is none.
-    pub fn describe(config: &GrantsConfig) -> Vec<String> {
-        let mut lines = Vec::new();
-        for entry in &config.allowed_outbound_hosts {
-            lines.push(format!("outbound {entry}"));
-        }
-        if !config.allowed_outbound_hosts.is_empty() {
-            let limits = &config.outbound;
-            lines.push(format!(
-                "outbound limits: {} requests, {} bytes of responses per task; connect {} ms, first byte {} ms",
-                limits.max_requests,
-                limits.max_response_bytes,
-                limits.connect_timeout_ms,
-                limits.first_byte_timeout_ms
-            ));
-        }
-        for var in &config.env {
-            lines.push(match &var.source {
-                EnvSource::Literal(_) => format!("env {} (literal)", var.name),
-                EnvSource::FromEnv(from) => format!("env {} (from_env {from})", var.name),
-            });
-        }
-        for dir in &config.dirs {
-            lines.push(format!(
-                "dir {} -> {} ({})",
-                dir.guest,
-                dir.host.display(),
-                if dir.writable {
-                    "writable"
-                } else {
-                    "read-only"
-                }
-            ));
-        }
-        if lines.is_empty() {
-            lines.push("none (no network, environment or files)".to_owned());
-        }
-        lines
     }
 }
 

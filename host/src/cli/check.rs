@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use sfn_wasm_host::grants::Grants;
 
 use super::{EXIT_USAGE, load};
 
@@ -39,7 +38,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
             activity.memory_limit_bytes >> 20,
             activity.task_timeout.as_secs_f64(),
         );
-        for grant in Grants::describe(&activity.grants) {
+        for grant in activity.grants.describe() {
             println!("    grants: {grant}");
         }
     }

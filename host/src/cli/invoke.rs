@@ -13,7 +13,7 @@ use sfn_wasm_host::delivery::{Delivery, DeliveryOptions};
 use sfn_wasm_host::engine::{
     EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
 };
-use sfn_wasm_host::grants::{DirGrant, EnvSource, EnvVar, Grants, GrantsConfig};
+use sfn_wasm_host::grants::{DirGrant, EnvSource, EnvVar, Grants, GrantsConfig, check_guest_path};
 use sfn_wasm_host::outbound::{AllowedHost, OutboundLimits};
 use sfn_wasm_host::outcome::Answer;
 use sfn_wasm_host::toolkit::LocalResponder;
@@ -187,9 +187,7 @@ fn grants(args: &InvokeArgs) -> anyhow::Result<GrantsConfig> {
             if !host.is_dir() {
                 anyhow::bail!("--dir {spec:?}: {} is not a folder", host.display());
             }
-            if !guest.starts_with('/') || guest.split('/').any(|part| part == "..") {
-                anyhow::bail!("--dir {spec:?}: the guest path must be absolute, without `..`");
-            }
+            check_guest_path(guest).map_err(|why| anyhow::anyhow!("--dir {spec:?}: {why}"))?;
             Ok(DirGrant {
                 host,
                 guest: guest.to_owned(),
