@@ -1,20 +1,30 @@
-//! Resident memory with 1,000 tasks in flight, each guest waiting in a host call (a
-//! WASI sleep), as a host with 1,000 workers and slow handlers would be. Prints a table.
+//! Resident memory with N tasks in flight, each guest waiting in a host call (a WASI
+//! sleep), through the whole runtime `serve` runs: consumer, pools, pollers, task slots,
+//! engine, delivery. Prints a table for 1,000, 5,000 and 10,000 tasks (or the counts in
+//! `MEMORY_BENCH_TASKS`, comma-separated), each measured in a fresh process.
 //!
 //! Run: `scripts/bench.sh` (or `cargo bench -p sfn-wasm-host --bench memory` after
-//! `scripts/build-guests.sh`). Step Functions is left out (the local responder answers),
-//! so this is the sandbox's share: instances, stores, stacks, tasks.
+//! `scripts/build-guests.sh`). Step Functions is an in-memory queue here (the emulator
+//! cannot hand out 10,000 tasks at once on this machine), so the figure is the host's
+//! share: what the poll and answer paths, the slots and the sandboxes hold per task.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+use sfn_wasm_host::config::Config;
+use sfn_wasm_host::consumer::ActivityConsumer;
 use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
+use sfn_wasm_host::events::Events;
+use sfn_wasm_host::sfn::{ActivityTask, SfnError, StepFunctions};
 
 mod common;
 
-const TASKS: u32 = 1000;
-const SLEEP_MS: u64 = 4000;
+const DEFAULT_CASES: &[u32] = &[1_000, 5_000, 10_000];
+/// Long enough that every task is in flight at once, even at 10,000.
+const SLEEP_MS: u64 = 15_000;
+const CASE_VAR: &str = "MEMORY_BENCH_CASE";
 
 fn resident_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -29,69 +39,173 @@ fn resident_bytes() -> u64 {
         * 1024
 }
 
-fn main() {
-    common::build_guests(&[]);
+/// Hands out `total` tasks, then long-polls empty; counts answers.
+struct Queue {
+    total: u64,
+    handed_out: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Queue {
+    fn answered(&self) -> u64 {
+        self.succeeded.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl StepFunctions for Queue {
+    async fn poll(&self, _arn: &str, _worker: &str) -> Result<Option<ActivityTask>, SfnError> {
+        let n = self.handed_out.fetch_add(1, Ordering::Relaxed);
+        if n >= self.total {
+            self.handed_out.fetch_sub(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            return Ok(None);
+        }
+        Ok(Some(ActivityTask {
+            token: format!("token-{n:05}-{}", "x".repeat(400)),
+            input: format!(r#"{{"hello": "Sleep", "ms": {SLEEP_MS}}}"#),
+        }))
+    }
+
+    async fn send_success(&self, _token: &str, _output: &str) -> Result<(), SfnError> {
+        self.succeeded.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn send_failure(&self, _token: &str, _error: &str, _cause: &str) -> Result<(), SfnError> {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn send_heartbeat(&self, _token: &str) -> Result<(), SfnError> {
+        Ok(())
+    }
+}
+
+struct Row {
+    idle: u64,
+    peak: u64,
+    in_flight: u64,
+    failed: u64,
+}
+
+/// One case, in this process: a host with `tasks` slots and 100 pollers.
+fn measure(tasks: u32) -> Row {
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let engine = Arc::new(
-        WasmEngine::new(EngineConfig {
-            max_concurrent_tasks: TASKS,
-            max_memory_bytes: 64 << 20,
-            pooling: true,
-            ..EngineConfig::default()
-        })
-        .expect("an engine with 1,000 slots"),
+    let handler_path = common::guest("scenarios");
+    let text = format!(
+        "[aws]\nregion = \"us-east-1\"\n\
+         [[activity]]\narn = \"arn:aws:states:us-east-1:123456789012:activity:mem\"\n\
+         handler = \"{}\"\npollers = 100\nmax_concurrent_tasks = {tasks}\n\
+         task_timeout_seconds = 120\nmemory_limit_mb = 64\n",
+        handler_path.display()
     );
-    let handler = Handler::load_file(&engine, &common::guest("scenarios")).unwrap();
-    let before = resident_bytes();
-    let peak = Arc::new(AtomicU64::new(before));
-
+    let config = Config::parse(std::path::Path::new("memory-bench.toml"), &text).expect("config");
     runtime.block_on(async {
-        let sampler = {
-            let peak = peak.clone();
-            tokio::spawn(async move {
-                loop {
-                    peak.fetch_max(resident_bytes(), Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+        let engine = Arc::new(
+            WasmEngine::new(EngineConfig {
+                max_concurrent_tasks: config.total_workers(),
+                max_memory_bytes: config.max_memory_bytes(),
+                pooling: true,
+                ..EngineConfig::default()
             })
-        };
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|i| {
-                let (engine, handler) = (engine.clone(), handler.clone());
-                tokio::spawn(async move {
-                    let input = format!(r#"{{"hello": "Sleep", "ms": {SLEEP_MS}}}"#);
-                    let mut request = common::request(&input, 64);
-                    request.task_id = format!("t{i}");
-                    request.limits.timeout = Duration::from_secs(60);
-                    let delivery = common::local_delivery(&request);
-                    handler.run(&engine, request, delivery).await
-                })
-            })
-            .collect();
-        for task in tasks {
-            let report = task.await.unwrap();
-            assert!(report.error.is_none(), "{:?}", report.error);
+            .expect("an engine with these slots"),
+        );
+        let handler = Handler::load(&engine, &handler_path, None).expect("the scenarios guest");
+        let queue = Arc::new(Queue {
+            total: u64::from(tasks),
+            handed_out: AtomicU64::new(0),
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        });
+        let mut consumer = ActivityConsumer::new(
+            &config,
+            engine,
+            vec![handler],
+            queue.clone(),
+            Events::default(),
+        )
+        .expect("a consumer");
+        let idle = resident_bytes();
+        consumer.start();
+        let (mut peak, mut in_flight) = (idle, 0);
+        let started = Instant::now();
+        while queue.answered() < u64::from(tasks) {
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "{} of {tasks} answered after 300 s",
+                queue.answered()
+            );
+            peak = peak.max(resident_bytes());
+            let handed_out = queue.handed_out.load(Ordering::Relaxed);
+            in_flight = in_flight.max(handed_out.min(u64::from(tasks)) - queue.answered());
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        sampler.abort();
-    });
-    let peak = peak.load(Ordering::Relaxed);
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
-    println!("\n| case | resident |");
-    println!("|---|---:|");
-    println!(
-        "| engine + scenarios handler loaded, idle | {:.0} MiB |",
-        mib(before)
+        consumer.shutdown(Duration::from_secs(5)).await;
+        Row {
+            idle,
+            peak,
+            in_flight,
+            failed: queue.failed.load(Ordering::Relaxed),
+        }
+    })
+}
+
+fn main() {
+    if let Ok(case) = std::env::var(CASE_VAR) {
+        let row = measure(case.parse().expect("a task count"));
+        println!("{} {} {} {}", row.idle, row.peak, row.in_flight, row.failed);
+        return;
+    }
+    common::build_guests(&[]);
+    let cases: Vec<u32> = std::env::var("MEMORY_BENCH_TASKS").map_or_else(
+        |_| DEFAULT_CASES.to_vec(),
+        |list| {
+            list.split(',')
+                .map(|n| n.trim().parse().expect("MEMORY_BENCH_TASKS: numbers"))
+                .collect()
+        },
     );
-    println!(
-        "| peak with {TASKS} tasks sleeping in a host call | {:.0} MiB |",
-        mib(peak)
-    );
-    println!(
-        "| per task in flight | {:.0} KiB |",
-        (peak - before) as f64 / 1024.0 / f64::from(TASKS)
-    );
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    println!("\n| tasks in flight (sleeping in a host call) | idle host | peak | per task |");
+    println!("|---:|---:|---:|---:|");
+    for tasks in cases {
+        let me = std::env::current_exe().expect("this benchmark's path");
+        let out = std::process::Command::new(me)
+            .env(CASE_VAR, tasks.to_string())
+            .output()
+            .expect("run a case");
+        assert!(
+            out.status.success(),
+            "case {tasks}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let fields: Vec<u64> = text
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|n| n.parse().expect("a number"))
+            .collect();
+        let [idle, peak, in_flight, failed] = fields[..] else {
+            panic!("case {tasks} printed {text}");
+        };
+        assert_eq!(failed, 0, "case {tasks}: {failed} tasks failed");
+        assert_eq!(
+            in_flight,
+            u64::from(tasks),
+            "case {tasks}: only {in_flight} were in flight at once"
+        );
+        println!(
+            "| {tasks} | {:.0} MiB | {:.0} MiB | {:.0} KiB |",
+            mib(idle),
+            mib(peak),
+            (peak - idle) as f64 / 1024.0 / f64::from(tasks)
+        );
+    }
 }

@@ -86,6 +86,21 @@ pub enum LoadError {
         /// What is missing or mismatched.
         reason: String,
     },
+    /// The component has more linear memories than the host gives each task.
+    #[error(
+        "{} has {memories} linear memories per instance, but with this many tasks at once \
+         the host holds {allowed} per task: lower `max_concurrent_tasks` (or `workers`), \
+         or run more hosts",
+        path.display()
+    )]
+    TooManyMemories {
+        /// The handler file.
+        path: PathBuf,
+        /// How many the component's instances have.
+        memories: u32,
+        /// How many each task may have ([`WasmEngine::memories_per_task`]).
+        allowed: u32,
+    },
     /// A precompiled artifact could not be loaded.
     #[error("cannot load precompiled handler {}: {reason}", path.display())]
     Precompiled {
@@ -289,6 +304,20 @@ impl Handler {
             path: path.to_owned(),
             reason: format!("{err:#}"),
         };
+        // Checked here rather than left to the pool, which would refuse tasks one at a
+        // time (`SfnWasmHost.Capacity`) once the memory slots ran out. A component that
+        // instantiates modules dynamically has no static count; the pool's per-component
+        // cap then decides.
+        if let Some(required) = component.resources_required() {
+            let allowed = engine.memories_per_task();
+            if required.num_memories > allowed {
+                return Err(LoadError::TooManyMemories {
+                    path: path.to_owned(),
+                    memories: required.num_memories,
+                    allowed,
+                });
+            }
+        }
         let imports_http = component
             .component_type()
             .imports(engine.wasmtime())

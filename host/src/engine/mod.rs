@@ -72,8 +72,9 @@ pub enum EngineError {
     },
 }
 
-// Per component, the slots a handler may use. Rust guests use 1 memory and a handful of
-// core instances; guests from other languages use more.
+// Per component, the slots a handler may use. Rust, JavaScript (StarlingMonkey) and
+// Python (componentize-py) guests all use one linear memory; core instances and tables
+// vary by language.
 const MEMORIES_PER_COMPONENT: u32 = 4;
 const TABLES_PER_COMPONENT: u32 = 8;
 const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
@@ -85,10 +86,24 @@ const SPARE_INSTANCES: u32 = 4;
 const SLOT_RESERVATION: u64 = (4 << 30) + (32 << 20);
 /// The share of a 47-bit (128 TiB) user address space the pool may reserve.
 const POOL_ADDRESS_SPACE: u64 = 64 << 40;
-/// The most tasks one engine runs at once: what the pool's address space can hold.
-pub const MAX_CONCURRENT_TASKS: u32 =
-    (POOL_ADDRESS_SPACE / (SLOT_RESERVATION * MEMORIES_PER_COMPONENT as u64)) as u32
-        - SPARE_INSTANCES;
+/// The most memory slots the pool's address space holds (16,256).
+const MAX_MEMORY_SLOTS: u32 = (POOL_ADDRESS_SPACE / SLOT_RESERVATION) as u32;
+/// The most tasks one engine runs at once: what the pool's address space can hold, with
+/// one linear memory per task (what every guest toolchain we know of produces).
+pub const MAX_CONCURRENT_TASKS: u32 = MAX_MEMORY_SLOTS - SPARE_INSTANCES;
+
+/// The memory slots a pool of `instances` instance slots gets: up to
+/// [`MEMORIES_PER_COMPONENT`] per instance, fewer when that would not fit the address
+/// space. Each slot reserves 4 GiB of address space (so guests need no bounds checks)
+/// but costs no memory until used, so the pool is as generous as the address space lets
+/// it be; past ~4,060 tasks, handlers with more than one memory no longer fit, and
+/// [`Handler`]s say so when they load.
+fn memory_slots(instances: u32) -> u32 {
+    instances
+        .saturating_mul(MEMORIES_PER_COMPONENT)
+        .min(MAX_MEMORY_SLOTS)
+        .max(MEMORIES_PER_COMPONENT)
+}
 
 /// The process's wasmtime engine, linkers and epoch clock.
 pub struct WasmEngine {
@@ -99,6 +114,9 @@ pub struct WasmEngine {
     /// pays nothing for it.
     http_linker: Linker<TaskState>,
     ticker: EpochTicker,
+    /// The most linear memories one task's instance may have: every task slot must be
+    /// able to run at once.
+    memories_per_task: u32,
 }
 
 impl WasmEngine {
@@ -133,11 +151,18 @@ impl WasmEngine {
             .map_err(EngineError::Config)?;
 
         let ticker = EpochTicker::start(engine.clone())?;
+        let memories_per_task = if config.pooling {
+            (memory_slots(instance_slots(&config)) / config.max_concurrent_tasks.max(1))
+                .min(MEMORIES_PER_COMPONENT)
+        } else {
+            MEMORIES_PER_COMPONENT
+        };
         Ok(Self {
             engine,
             linker,
             http_linker,
             ticker,
+            memories_per_task,
         })
     }
 
@@ -146,19 +171,33 @@ impl WasmEngine {
         &self.engine
     }
 
+    /// The most linear memories a handler's instance may have, so that every task slot
+    /// can run at once: 4 up to ~4,060 tasks at once, then fewer (1 at 10,000).
+    pub fn memories_per_task(&self) -> u32 {
+        self.memories_per_task
+    }
+
     /// Keeps the epoch clock ticking while the guard lives; held by each running task.
     pub(crate) fn running(&self) -> Running {
         self.ticker.running()
     }
 }
 
+/// Instance slots: one per task slot, and spares for a hot swap's overlap.
+fn instance_slots(config: &EngineConfig) -> u32 {
+    config.max_concurrent_tasks.saturating_add(SPARE_INSTANCES)
+}
+
 fn pooling_config(config: &EngineConfig) -> PoolingAllocationConfig {
-    let instances = config.max_concurrent_tasks.saturating_add(SPARE_INSTANCES);
+    let instances = instance_slots(config);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
         .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
-        .total_memories(instances.saturating_mul(MEMORIES_PER_COMPONENT))
+        .total_memories(memory_slots(instances))
         .total_tables(instances.saturating_mul(TABLES_PER_COMPONENT))
+        // Each running task's guest runs on its own fiber stack (wasmtime's default
+        // pool holds 1,000, which would cap a larger host below its task slots).
+        .total_stacks(instances)
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .max_tables_per_component(TABLES_PER_COMPONENT)
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
@@ -196,6 +235,31 @@ pub fn keep_resident_bytes(slots: u32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_slots_fit_the_address_space_and_every_task() {
+        assert_eq!(memory_slots(20), 80);
+        assert_eq!(MAX_MEMORY_SLOTS, 16_256);
+        assert_eq!(memory_slots(10_004), MAX_MEMORY_SLOTS);
+        for instances in [
+            1,
+            20,
+            4_064,
+            4_065,
+            10_004,
+            MAX_CONCURRENT_TASKS + SPARE_INSTANCES,
+        ] {
+            let slots = u64::from(memory_slots(instances));
+            assert!(
+                slots * SLOT_RESERVATION <= POOL_ADDRESS_SPACE,
+                "{instances}"
+            );
+            assert!(
+                slots >= u64::from(instances),
+                "{instances}: a memory for every task"
+            );
+        }
+    }
 
     #[test]
     fn kept_resident_memory_stays_within_the_budget() {
