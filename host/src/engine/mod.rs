@@ -101,8 +101,7 @@ pub const MAX_CONCURRENT_TASKS: u32 = MAX_MEMORY_SLOTS - SPARE_INSTANCES;
 fn memory_slots(instances: u32) -> u32 {
     instances
         .saturating_mul(MEMORIES_PER_COMPONENT)
-        .min(MAX_MEMORY_SLOTS)
-        .max(MEMORIES_PER_COMPONENT)
+        .clamp(MEMORIES_PER_COMPONENT, MAX_MEMORY_SLOTS)
 }
 
 /// The process's wasmtime engine, linkers and epoch clock.
