@@ -9,15 +9,13 @@
 //! share: what the poll and answer paths, the slots and the sandboxes hold per task.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use sfn_wasm_host::config::Config;
 use sfn_wasm_host::consumer::ActivityConsumer;
 use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
 use sfn_wasm_host::events::Events;
-use sfn_wasm_host::sfn::{ActivityTask, SfnError, StepFunctions};
 
 mod common;
 
@@ -37,50 +35,6 @@ fn resident_bytes() -> u64 {
         .and_then(|kb| kb.parse::<u64>().ok())
         .expect("a number")
         * 1024
-}
-
-/// Hands out `total` tasks, then long-polls empty; counts answers.
-struct Queue {
-    total: u64,
-    handed_out: AtomicU64,
-    succeeded: AtomicU64,
-    failed: AtomicU64,
-}
-
-impl Queue {
-    fn answered(&self) -> u64 {
-        self.succeeded.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
-    }
-}
-
-#[async_trait]
-impl StepFunctions for Queue {
-    async fn poll(&self, _arn: &str, _worker: &str) -> Result<Option<ActivityTask>, SfnError> {
-        let n = self.handed_out.fetch_add(1, Ordering::Relaxed);
-        if n >= self.total {
-            self.handed_out.fetch_sub(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            return Ok(None);
-        }
-        Ok(Some(ActivityTask {
-            token: format!("token-{n:05}-{}", "x".repeat(400)),
-            input: format!(r#"{{"hello": "Sleep", "ms": {SLEEP_MS}}}"#),
-        }))
-    }
-
-    async fn send_success(&self, _token: &str, _output: &str) -> Result<(), SfnError> {
-        self.succeeded.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    async fn send_failure(&self, _token: &str, _error: &str, _cause: &str) -> Result<(), SfnError> {
-        self.failed.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    async fn send_heartbeat(&self, _token: &str) -> Result<(), SfnError> {
-        Ok(())
-    }
 }
 
 struct Row {
@@ -116,12 +70,10 @@ fn measure(tasks: u32) -> Row {
             .expect("an engine with these slots"),
         );
         let handler = Handler::load(&engine, &handler_path, None).expect("the scenarios guest");
-        let queue = Arc::new(Queue {
-            total: u64::from(tasks),
-            handed_out: AtomicU64::new(0),
-            succeeded: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-        });
+        let queue = Arc::new(common::Queue::new(
+            u64::from(tasks),
+            format!(r#"{{"hello": "Sleep", "ms": {SLEEP_MS}}}"#),
+        ));
         let mut consumer = ActivityConsumer::new(
             &config,
             engine,

@@ -112,6 +112,12 @@ fn main() {
         keep_resident_bytes: Some(0),
         ..EngineConfig::default()
     };
+    // The policy sweep: how much stays resident, and whether only dirtied pages are reset.
+    let kept = |bytes: usize, scan: bool| EngineConfig {
+        keep_resident_bytes: Some(bytes),
+        scan_dirty_pages: scan,
+        ..EngineConfig::default()
+    };
     let on_demand = EngineConfig {
         pooling: false,
         ..EngineConfig::default()
@@ -122,6 +128,27 @@ fn main() {
         task_row(
             "greet, pooling, nothing kept resident",
             nothing_kept.clone(),
+            &wasm,
+            &runtime,
+            TASKS,
+        ),
+        task_row(
+            "greet, pooling, 16 MiB kept, first bytes zeroed (no dirty-page scan)",
+            kept(16 << 20, false),
+            &wasm,
+            &runtime,
+            TASKS,
+        ),
+        task_row(
+            "greet, pooling, 2 MiB kept, dirty pages reset",
+            kept(2 << 20, true),
+            &wasm,
+            &runtime,
+            TASKS,
+        ),
+        task_row(
+            "greet, pooling, 64 MiB kept, dirty pages reset",
+            kept(64 << 20, true),
             &wasm,
             &runtime,
             TASKS,

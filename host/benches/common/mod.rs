@@ -5,6 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use sfn_wasm_host::sfn::{ActivityTask, SfnError, StepFunctions};
 
 use sfn_wasm_host::delivery::{Delivery, DeliveryOptions};
 use sfn_wasm_host::engine::{TaskControl, TaskLimits, TaskRequest};
@@ -57,4 +61,66 @@ pub fn local_delivery(request: &TaskRequest) -> Delivery {
         request.control.clone(),
         DeliveryOptions::default(),
     )
+}
+
+/// An in-memory Step Functions for benchmarks that leave the network out: hands out
+/// `total` tasks with `input`, then long-polls empty; counts answers.
+pub struct Queue {
+    total: u64,
+    input: String,
+    /// Tasks handed out so far.
+    pub handed_out: AtomicU64,
+    /// `SendTaskSuccess` calls.
+    pub succeeded: AtomicU64,
+    /// `SendTaskFailure` calls.
+    pub failed: AtomicU64,
+}
+
+impl Queue {
+    /// A queue of `total` tasks, each with `input`.
+    pub fn new(total: u64, input: String) -> Self {
+        Self {
+            total,
+            input,
+            handed_out: AtomicU64::new(0),
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+
+    /// Answers received, either kind.
+    pub fn answered(&self) -> u64 {
+        self.succeeded.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl StepFunctions for Queue {
+    async fn poll(&self, _arn: &str, _worker: &str) -> Result<Option<ActivityTask>, SfnError> {
+        let n = self.handed_out.fetch_add(1, Ordering::Relaxed);
+        if n >= self.total {
+            self.handed_out.fetch_sub(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            return Ok(None);
+        }
+        // As long as a real token (they are several hundred characters).
+        Ok(Some(ActivityTask {
+            token: format!("token-{n:08}-{}", "x".repeat(400)),
+            input: self.input.clone(),
+        }))
+    }
+
+    async fn send_success(&self, _token: &str, _output: &str) -> Result<(), SfnError> {
+        self.succeeded.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn send_failure(&self, _token: &str, _error: &str, _cause: &str) -> Result<(), SfnError> {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn send_heartbeat(&self, _token: &str) -> Result<(), SfnError> {
+        Ok(())
+    }
 }

@@ -395,13 +395,27 @@ fn compile_fills_the_cache_that_check_and_serve_read() {
 #[test]
 fn check_refuses_more_workers_than_one_engine_can_hold() {
     let dir = tempfile::tempdir().unwrap();
-    let body: String = (0..5)
+    // 10,000 tasks at once fit (one memory slot each, as every guest toolchain makes).
+    let fits = activity_table(
+        ARN,
+        &guest("greet"),
+        "pollers = 100\nmax_concurrent_tasks = 10000",
+    );
+    let config = write_config(dir.path(), &fits);
+    let output = host().arg("check").arg(&config).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("10000 tasks at once"),
+        "{output:?}"
+    );
+
+    let body: String = (0..17)
         .map(|i| activity_table(&format!("{ARN}{i}"), &guest("greet"), "workers = 1000"))
         .collect();
     let slots = activity_table(
         ARN,
         &guest("greet"),
-        "workers = 4\nmax_concurrent_tasks = 6000",
+        "workers = 4\nmax_concurrent_tasks = 20000",
     );
     for body in [body, slots] {
         let config = write_config(dir.path(), &body);
