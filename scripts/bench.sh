@@ -11,3 +11,4 @@ cargo bench -p sfn-wasm-host --bench sandbox
 cargo bench -p sfn-wasm-host --bench hotswap
 cargo bench -p sfn-wasm-host --bench memory
 cargo bench -p sfn-wasm-host --bench outbound
+cargo bench -p sfn-wasm-host --bench runtime
