@@ -12,11 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use sfn_wasm_host::config::Config;
-use sfn_wasm_host::consumer::ActivityConsumer;
-use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
-use sfn_wasm_host::events::Events;
-
 mod common;
 
 const DEFAULT_CASES: &[u32] = &[1_000, 5_000, 10_000];
@@ -50,38 +45,19 @@ fn measure(tasks: u32) -> Row {
         .enable_all()
         .build()
         .unwrap();
-    let handler_path = common::guest("scenarios");
-    let text = format!(
-        "[aws]\nregion = \"us-east-1\"\n\
-         [[activity]]\narn = \"arn:aws:states:us-east-1:123456789012:activity:mem\"\n\
-         handler = \"{}\"\npollers = 100\nmax_concurrent_tasks = {tasks}\n\
-         task_timeout_seconds = 120\nmemory_limit_mb = 64\n",
-        handler_path.display()
-    );
-    let config = Config::parse(std::path::Path::new("memory-bench.toml"), &text).expect("config");
     runtime.block_on(async {
-        let engine = Arc::new(
-            WasmEngine::new(EngineConfig {
-                max_concurrent_tasks: config.total_workers(),
-                max_memory_bytes: config.max_memory_bytes(),
-                pooling: true,
-                ..EngineConfig::default()
-            })
-            .expect("an engine with these slots"),
-        );
-        let handler = Handler::load(&engine, &handler_path, None).expect("the scenarios guest");
         let queue = Arc::new(common::Queue::new(
             u64::from(tasks),
             format!(r#"{{"hello": "Sleep", "ms": {SLEEP_MS}}}"#),
         ));
-        let mut consumer = ActivityConsumer::new(
-            &config,
-            engine,
-            vec![handler],
+        let mut consumer = common::consumer(
+            "scenarios",
+            &format!(
+                "pollers = 100\nmax_concurrent_tasks = {tasks}\n\
+                 task_timeout_seconds = 120\nmemory_limit_mb = 64"
+            ),
             queue.clone(),
-            Events::default(),
-        )
-        .expect("a consumer");
+        );
         let idle = resident_bytes();
         consumer.start();
         let (mut peak, mut in_flight) = (idle, 0);

@@ -11,10 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sfn_wasm_host::config::Config;
-use sfn_wasm_host::consumer::ActivityConsumer;
-use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
-use sfn_wasm_host::events::Events;
 use sfn_wasm_host::sfn::StepFunctions;
 
 mod common;
@@ -46,34 +42,10 @@ fn host(workers: u32) -> Duration {
         .enable_all()
         .build()
         .unwrap();
-    let handler_path = common::guest("greet");
-    let text = format!(
-        "[aws]\nregion = \"us-east-1\"\n\
-         [[activity]]\narn = \"arn:aws:states:us-east-1:123456789012:activity:cpu\"\n\
-         handler = \"{}\"\nworkers = {workers}\n",
-        handler_path.display()
-    );
-    let config = Config::parse(std::path::Path::new("runtime-bench.toml"), &text).expect("config");
     runtime.block_on(async {
-        let engine = Arc::new(
-            WasmEngine::new(EngineConfig {
-                max_concurrent_tasks: config.total_workers(),
-                max_memory_bytes: config.max_memory_bytes(),
-                pooling: true,
-                ..EngineConfig::default()
-            })
-            .expect("an engine"),
-        );
-        let handler = Handler::load(&engine, &handler_path, None).expect("the greet guest");
         let queue = queue();
-        let mut consumer = ActivityConsumer::new(
-            &config,
-            engine,
-            vec![handler],
-            queue.clone(),
-            Events::default(),
-        )
-        .expect("a consumer");
+        let mut consumer =
+            common::consumer("greet", &format!("workers = {workers}"), queue.clone());
         let before = cpu();
         consumer.start();
         while queue.answered() < TASKS {

@@ -124,3 +124,41 @@ impl StepFunctions for Queue {
         Ok(())
     }
 }
+
+/// The runtime `serve` runs, for one activity of `guest` with `settings` (TOML lines of
+/// its `[[activity]]` table), answering through `sfn`; not started. Call inside a tokio
+/// runtime (it becomes the control plane).
+pub fn consumer(
+    guest_name: &str,
+    settings: &str,
+    sfn: Arc<dyn StepFunctions>,
+) -> sfn_wasm_host::consumer::ActivityConsumer {
+    use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
+    let handler_path = guest(guest_name);
+    let text = format!(
+        "[aws]\nregion = \"us-east-1\"\n\
+         [[activity]]\narn = \"arn:aws:states:us-east-1:123456789012:activity:bench\"\n\
+         handler = \"{}\"\n{settings}\n",
+        handler_path.display()
+    );
+    let config =
+        sfn_wasm_host::config::Config::parse(Path::new("bench.toml"), &text).expect("config");
+    let engine = Arc::new(
+        WasmEngine::new(EngineConfig {
+            max_concurrent_tasks: config.total_workers(),
+            max_memory_bytes: config.max_memory_bytes(),
+            pooling: true,
+            ..EngineConfig::default()
+        })
+        .expect("an engine with these slots"),
+    );
+    let handler = Handler::load(&engine, &handler_path, None).expect("the guest loads");
+    sfn_wasm_host::consumer::ActivityConsumer::new(
+        &config,
+        engine,
+        vec![handler],
+        sfn,
+        sfn_wasm_host::events::Events::default(),
+    )
+    .expect("a consumer")
+}
