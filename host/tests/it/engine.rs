@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use sfn_wasm_host::delivery::{AnswerState, Delivery, DeliveryOptions};
 use sfn_wasm_host::engine::{
-    EngineConfig, Handler, TaskControl, TaskLimits, TaskReport, TaskRequest, WasmEngine,
+    EngineConfig, Handler, LoadError, TaskControl, TaskLimits, TaskReport, TaskRequest, WasmEngine,
 };
 use sfn_wasm_host::outcome::{Answer, HostFailure};
 use sfn_wasm_host::sfn::SfnError;
@@ -489,4 +489,54 @@ async fn a_task_with_no_free_instance_slot_is_answered_capacity() {
         }
     }
     assert_eq!(capacity, 3, "8 tasks, 5 slots");
+}
+
+/// A component that instantiates two core modules, each with its own linear memory. No
+/// guest toolchain we know of makes one; hand-encoded (it is malformed for a host with
+/// one memory slot per task).
+fn two_memories() -> Vec<u8> {
+    let module = [0, b'a', b's', b'm', 1, 0, 0, 0, 5, 3, 1, 0, 1];
+    let mut component = vec![0, b'a', b's', b'm', 0x0d, 0, 1, 0];
+    for _ in 0..2 {
+        component.extend([1, module.len() as u8]);
+        component.extend(module);
+    }
+    // core:instance section: instantiate module 0 and module 1, no arguments.
+    component.extend([2, 7, 2, 0, 0, 0, 0, 1, 0]);
+    component
+}
+
+#[test]
+fn handlers_with_more_memories_than_a_task_gets_are_refused_at_load() {
+    let path = std::path::Path::new("two-memories.wasm");
+    let big = WasmEngine::new(EngineConfig {
+        max_concurrent_tasks: 10_000,
+        ..EngineConfig::default()
+    })
+    .expect("an engine with 10,000 task slots");
+    assert_eq!(big.memories_per_task(), 1);
+    let err = Handler::load_bytes(&big, path, &two_memories())
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            err,
+            LoadError::TooManyMemories {
+                memories: 2,
+                allowed: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("`max_concurrent_tasks`"), "{err}");
+    Handler::load_file(&big, &guest("greet")).expect("one memory fits");
+
+    // With few tasks there is room; the same component then fails only on its world.
+    let small = WasmEngine::new(EngineConfig::default()).expect("engine");
+    assert_eq!(small.memories_per_task(), 4);
+    let err = Handler::load_bytes(&small, path, &two_memories())
+        .err()
+        .expect("refused");
+    assert!(matches!(err, LoadError::WrongWorld { .. }), "{err}");
 }
