@@ -182,7 +182,13 @@ fn bare_worker(activity: &str, endpoint: &str, loops: usize) {
                         let input: serde_json::Value =
                             serde_json::from_str(&task.input).unwrap_or_default();
                         let output = json!({"greeting": format!("Hello, {}", input["hello"].as_str().unwrap_or(""))});
-                        let _ = sfn.send_success(&task.token, &output.to_string()).await;
+                        // A few tries, so that an emulator hiccup does not lose a task
+                        // (the run waits for every execution to succeed).
+                        for _ in 0..5 {
+                            if sfn.send_success(&task.token, &output.to_string()).await.is_ok() {
+                                break;
+                            }
+                        }
                     }
                 })
             })
