@@ -36,12 +36,17 @@ fn queue() -> Arc<common::Queue> {
     Arc::new(common::Queue::new(TASKS, r#"{"hello": "x"}"#.to_owned()))
 }
 
-/// CPU per task of the host runtime with `workers` workers.
-fn host(workers: u32) -> Duration {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// A multi-threaded runtime, as `serve` builds (one per case, so cases share nothing).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// CPU per task of the host runtime with `workers` workers.
+fn host(workers: u32) -> Duration {
+    let runtime = runtime();
     runtime.block_on(async {
         let queue = queue();
         let mut consumer =
@@ -60,10 +65,7 @@ fn host(workers: u32) -> Duration {
 
 /// CPU per task of `loops` loops of poll → parse → answer on the same queue.
 fn bare(loops: u32) -> Duration {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         let queue = queue();
         let before = cpu();
