@@ -15,6 +15,11 @@
 //! - host: `sfn-wasm-host serve` with the `greet` component, `workers = N`, its compile
 //!   cache filled beforehand (`sfn-wasm-host compile`, as a deploy would), JSON logs at the
 //!   default level (info) to a pipe, as in production.
+//!
+//! A second table splits the host's CPU by thread (`/proc/PID/task/*/stat`, grouped by
+//! thread name) so that the gap to the bare loop can be attributed: the control plane
+//! (tokio workers: polls, answers, the SDK) does what the whole bare process does; the
+//! guests' runtime, log writer and epoch clock are what the sandbox and its events add.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -38,7 +43,18 @@ struct Sample {
     concurrency: usize,
     per_task: f64,
     idle: f64,
+    /// Host only: CPU per task of each thread group in [`THREAD_GROUPS`], then the rest
+    /// (main thread, threads that exited; ± the 10 ms tick of the process total).
+    threads: Vec<f64>,
 }
+
+/// Thread-name prefixes of the host's threads, as the second table names them.
+const THREAD_GROUPS: [(&str, &str); 4] = [
+    ("tokio-rt-worker", "control plane"),
+    ("sfn-wasm-guest", "guests"),
+    ("sfn-wasm-log", "log writer"),
+    ("sfn-wasm-epoch", "epoch clock"),
+];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -111,6 +127,8 @@ fn main() {
                 runtime.block_on(wait_all_succeeded(&client, &machine));
                 let wall = started.elapsed();
                 let busy = cpu_seconds(worker.id(), ticks);
+                let mut threads = thread_seconds(worker.id());
+                threads.push(busy - threads.iter().sum::<f64>());
                 let idle_start = cpu_seconds(worker.id(), ticks);
                 std::thread::sleep(IDLE);
                 let idle = cpu_seconds(worker.id(), ticks) - idle_start;
@@ -126,6 +144,7 @@ fn main() {
                     concurrency,
                     per_task: busy / TASKS as f64,
                     idle: idle / IDLE.as_secs_f64(),
+                    threads: threads.iter().map(|s| s / TASKS as f64).collect(),
                 });
             }
         }
@@ -156,6 +175,32 @@ fn main() {
                 median(mode, concurrency, |s| s.idle) * 100.0,
             );
         }
+    }
+
+    println!("\nWhere the host's CPU goes, per task, medians (ms):\n");
+    let names: Vec<&str> = THREAD_GROUPS.iter().map(|(_, name)| *name).collect();
+    println!(
+        "| concurrency | bare, whole process | host: {} | other |",
+        names.join(" | ")
+    );
+    println!("|---:|---:|{}---:|", "---:|".repeat(names.len()));
+    for concurrency in CONCURRENCY {
+        let groups: Vec<String> = (0..=names.len())
+            .map(|group| {
+                let mut values: Vec<f64> = samples
+                    .iter()
+                    .filter(|s| s.mode == "host" && s.concurrency == concurrency)
+                    .map(|s| s.threads[group])
+                    .collect();
+                values.sort_by(f64::total_cmp);
+                format!("{:.2}", values[values.len() / 2] * 1000.0)
+            })
+            .collect();
+        println!(
+            "| {concurrency} | {:.2} | {} |",
+            median("bare", concurrency, |s| s.per_task) * 1000.0,
+            groups.join(" | ")
+        );
     }
 }
 
@@ -269,6 +314,38 @@ fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
         .collect();
     let (utime, stime): (f64, f64) = (fields[11].parse().unwrap(), fields[12].parse().unwrap());
     (utime + stime) / ticks
+}
+
+/// CPU seconds of the live threads of `pid`, summed per [`THREAD_GROUPS`] entry, from
+/// each thread's `schedstat` (nanoseconds: per-thread `stat` ticks would lose up to
+/// 20 ms per thread to rounding, more than a small group's whole share).
+fn thread_seconds(pid: u32) -> Vec<f64> {
+    let mut groups = vec![0.0; THREAD_GROUPS.len()];
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return groups;
+    };
+    for thread in threads.flatten() {
+        let (Ok(name), Ok(schedstat)) = (
+            std::fs::read_to_string(thread.path().join("comm")),
+            std::fs::read_to_string(thread.path().join("schedstat")),
+        ) else {
+            continue;
+        };
+        let name = name.trim_end();
+        let nanos: f64 = schedstat
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse().ok())
+            .unwrap_or(0.0);
+        let cpu = nanos / 1e9;
+        if let Some(group) = THREAD_GROUPS
+            .iter()
+            .position(|(prefix, _)| name.starts_with(prefix))
+        {
+            groups[group] += cpu;
+        }
+    }
+    groups
 }
 
 fn clock_ticks() -> f64 {
