@@ -131,6 +131,22 @@ pub struct HostConfig {
     /// How long the host keeps retrying an answer Step Functions could not be reached
     /// for (network, 5xx, throttling) before it gives up on it.
     pub answer_retry: Duration,
+    /// Where the admin server (`/metrics`, `/healthz`, `/readyz`, `/status`) listens;
+    /// `None`: no admin server.
+    pub admin_listen: Option<std::net::SocketAddr>,
+}
+
+/// Parses an admin server address, `IP:PORT` (`127.0.0.1:9464`, `[::1]:9464`,
+/// `0.0.0.0:9464` to listen on every interface).
+///
+/// # Errors
+/// What is wrong, in words for a config error or a `--admin-listen` message.
+pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "must be IP:PORT, like \"127.0.0.1:9464\" (a host name is not accepted); got {text:?}"
+        )
+    })
 }
 
 /// One `[[activity]]`, resolved.
@@ -251,6 +267,7 @@ struct RawHost {
     cache: Option<bool>,
     cache_max_mb: Option<u64>,
     answer_retry_seconds: Option<f64>,
+    admin_listen: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -405,6 +422,13 @@ impl Config {
         let retry = raw.host.answer_retry_seconds.unwrap_or(600.0);
         let answer_retry = seconds_within(retry, 0.0, 86_400.0)
             .map_err(|message| error("host.answer_retry_seconds".into(), message))?;
+        let admin_listen = raw
+            .host
+            .admin_listen
+            .as_deref()
+            .map(parse_listen)
+            .transpose()
+            .map_err(|message| error("host.admin_listen".into(), message))?;
         let host = HostConfig {
             worker_prefix,
             shutdown_grace,
@@ -412,6 +436,7 @@ impl Config {
             cache_dir,
             cache_max_bytes: cache_max_mb << 20,
             answer_retry,
+            admin_listen,
         };
 
         let mut activities: Vec<ActivityConfig> = Vec::with_capacity(raw.activity.len());

@@ -28,7 +28,7 @@ pub struct ActivityConsumer {
     stop_polling: CancellationToken,
     tasks: TaskControl,
     give_up: CancellationToken,
-    _guests: GuestRuntime,
+    guests: GuestRuntime,
 }
 
 /// The runtime guests run on. Shut down without waiting when dropped: by then every
@@ -179,8 +179,18 @@ impl ActivityConsumer {
             stop_polling,
             tasks,
             give_up,
-            _guests: guests,
+            guests,
         })
+    }
+
+    /// The runtime guests run on (for a health check).
+    pub fn guests(&self) -> tokio::runtime::Handle {
+        self.guests.handle()
+    }
+
+    /// Every pool.
+    pub fn pools(&self) -> &[ActivityPoolManager] {
+        &self.pools
     }
 
     /// Starts every pool's workers.

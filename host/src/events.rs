@@ -102,8 +102,9 @@ pub enum EventKind {
         /// at debug only, since it may carry task data.
         error: String,
     },
-    /// `task:done`: the task is finished with; nothing more happens to it.
-    TaskDone,
+    /// `task:done`: the task is finished with; nothing more happens to it. Carries what
+    /// the task came to and what it cost, for logs, metrics and traces.
+    TaskDone(TaskDone),
     /// `handler:loaded`: the activity's handler was loaded at startup.
     HandlerLoaded {
         /// The module's digest.
@@ -154,10 +155,64 @@ impl EventKind {
             EventKind::TaskUndelivered { .. } => "task:undelivered",
             EventKind::TaskCancelled { .. } => "task:cancelled",
             EventKind::TaskErrored { .. } => "task:errored",
-            EventKind::TaskDone => "task:done",
+            EventKind::TaskDone(_) => "task:done",
             EventKind::HandlerLoaded { .. } => "handler:loaded",
             EventKind::HandlerSwapped { .. } => "handler:swapped",
             EventKind::HandlerRejected { .. } => "handler:rejected",
+        }
+    }
+}
+
+/// What a task came to, by who answered it: a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The handler answered success.
+    Success,
+    /// The handler answered failure.
+    Failure,
+    /// The host answered a `SfnWasmHost.*` failure (trap, timeout, no answer, shutdown...).
+    HostFailure,
+    /// Step Functions closed the task (timed out, execution stopped) before any answer.
+    Closed,
+}
+
+impl Outcome {
+    /// `success`, `failure`, `host_failure` or `closed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::HostFailure => "host_failure",
+            Outcome::Closed => "closed",
+        }
+    }
+}
+
+/// The fields of `task:done`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskDone {
+    /// What the task came to.
+    pub outcome: Outcome,
+    /// For [`Outcome::HostFailure`], the `SfnWasmHost.*` name; `guest` when the handler
+    /// answered (success or failure); `closed` for [`Outcome::Closed`].
+    pub error: &'static str,
+    /// From the task's arrival to its end (answer settled).
+    pub elapsed: std::time::Duration,
+    /// The guest's CPU time (see [`TaskReport::cpu`](crate::engine::TaskReport::cpu)).
+    pub cpu: std::time::Duration,
+    /// The most linear memory the guest held at once.
+    pub memory_peak_bytes: u64,
+}
+
+impl TaskDone {
+    /// A task no guest ran.
+    pub fn not_run(outcome: Outcome, error: &'static str, elapsed: std::time::Duration) -> Self {
+        Self {
+            outcome,
+            error,
+            elapsed,
+            cpu: std::time::Duration::ZERO,
+            memory_peak_bytes: 0,
         }
     }
 }
@@ -184,10 +239,28 @@ pub struct Event {
     pub task: Option<TaskRef>,
 }
 
-/// The broadcast channel events go through. Cheap to clone.
-#[derive(Debug, Clone)]
+/// Sees every event, synchronously, as it is emitted: for what must not miss one
+/// (metrics, the status page), unlike a broadcast subscriber that falls behind.
+/// `observe` runs on the emitting task: it must be quick and must not block.
+pub trait Observer: Send + Sync {
+    /// Takes note of `event`.
+    fn observe(&self, event: &Event);
+}
+
+/// The broadcast channel events go through, and the observers called with each.
+/// Cheap to clone.
+#[derive(Clone)]
 pub struct Events {
     sender: broadcast::Sender<Event>,
+    observers: Arc<[Arc<dyn Observer>]>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("observers", &self.observers.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Events {
@@ -199,8 +272,14 @@ impl Default for Events {
 impl Events {
     /// A channel keeping up to `capacity` events for slow subscribers.
     pub fn new(capacity: usize) -> Self {
+        Self::with_observers(capacity, Vec::new())
+    }
+
+    /// A channel as [`new`](Self::new), whose events also go to `observers`.
+    pub fn with_observers(capacity: usize, observers: Vec<Arc<dyn Observer>>) -> Self {
         Self {
             sender: broadcast::channel(capacity).0,
+            observers: observers.into(),
         }
     }
 
@@ -210,6 +289,9 @@ impl Events {
     }
 
     fn emit(&self, event: Event) {
+        for observer in self.observers.iter() {
+            observer.observe(&event);
+        }
         log(&event);
         // No subscribers is fine: the log has it.
         let _ = self.sender.send(event);
@@ -343,6 +425,15 @@ fn log(event: &Event) {
         (Some(task), EventKind::TaskCancelled { reason }) => {
             task_event!(info, task, reason = reason.as_str())
         }
+        (Some(task), EventKind::TaskDone(done)) => task_event!(
+            info,
+            task,
+            outcome = done.outcome.name(),
+            error = done.error,
+            elapsed_ms = u64::try_from(done.elapsed.as_millis()).unwrap_or(u64::MAX),
+            cpu_ms = (done.cpu.as_secs_f64() * 1e6).round() / 1e3,
+            memory_peak_bytes = done.memory_peak_bytes
+        ),
         (Some(task), _) => task_event!(info, task),
         (
             None,

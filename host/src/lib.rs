@@ -11,17 +11,21 @@
 //! [`Responder`]: toolkit::Responder
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod config;
 pub mod consumer;
 pub mod delivery;
 pub mod engine;
 pub mod events;
 pub mod grants;
+pub mod metrics;
 pub mod outbound;
 pub mod outcome;
 pub mod pool;
 pub mod reload;
 pub mod responder;
+pub mod runtime;
 pub mod sfn;
+pub mod status;
 pub mod toolkit;
 pub mod worker;

@@ -64,6 +64,11 @@ impl ActivityPoolManager {
         *self.desired.borrow()
     }
 
+    /// Follows the desired worker count (for the status page).
+    pub fn desired_watch(&self) -> tokio::sync::watch::Receiver<u32> {
+        self.desired.subscribe()
+    }
+
     /// Changes how many workers the pool keeps. New ones start at once; extra ones stop
     /// after their current poll and its task (abandoning a poll could strand a task).
     pub fn set_desired_capacity(&self, workers: u32) {

@@ -2,6 +2,7 @@
 //! through the current handler, and repeats until stopped.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
@@ -9,11 +10,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::ActivityConfig;
-use crate::delivery::{Delivery, DeliveryOptions};
-use crate::engine::{TaskControl, TaskLimits, TaskRequest, WasmEngine, sha256_hex};
-use crate::events::{Emitter, EventKind, TaskRef};
+use crate::delivery::{AnswerState, Delivery, DeliveryOptions};
+use crate::engine::{TaskControl, TaskLimits, TaskReport, TaskRequest, WasmEngine, sha256_hex};
+use crate::events::{Emitter, EventKind, Outcome, TaskDone, TaskRef};
 use crate::grants::GrantsSlot;
-use crate::outcome::HostFailure;
+use crate::outcome::{Answer, HostFailure};
 use crate::reload::HandlerSlot;
 use crate::responder::SfnResponder;
 use crate::sfn::{ActivityTask, SfnError, StepFunctions};
@@ -27,9 +28,9 @@ pub const EXIT_POLLING_ERROR: i32 = 10;
 
 /// The wait after the `streak`-th throttled poll in a row: 0.2 s doubling to 10 s, with
 /// jitter (50–100 %) so that the workers of a fleet do not come back together.
-fn throttle_delay(streak: u32) -> std::time::Duration {
+fn throttle_delay(streak: u32) -> Duration {
     let base = 0.2 * 2f64.powi(i32::try_from(streak.saturating_sub(1).min(16)).unwrap_or(16));
-    std::time::Duration::from_secs_f64(base.min(10.0) * (0.5 + fastrand::f64() * 0.5))
+    Duration::from_secs_f64(base.min(10.0) * (0.5 + fastrand::f64() * 0.5))
 }
 
 /// What every worker of an activity shares.
@@ -233,17 +234,24 @@ impl ActivityWorker {
     /// Answers a task that arrived after shutdown began with `SfnWasmHost.Shutdown`,
     /// without running it.
     async fn refuse(&self, task: ActivityTask) {
+        let received = Instant::now();
         let digest = self.shared.handler.current().digest().hex().clone();
         let (emitter, _) = self.task_emitter(&task, digest);
         emitter.emit(EventKind::TaskReceived);
         let delivery = self.delivery(task.token, &emitter, TaskControl::default());
         delivery.refuse(&HostFailure::Shutdown);
         delivery.settled().await;
-        emitter.emit(EventKind::TaskDone);
+        let (outcome, error) = outcome(&delivery.state(), Some(&HostFailure::Shutdown));
+        emitter.emit(EventKind::TaskDone(TaskDone::not_run(
+            outcome,
+            error,
+            received.elapsed(),
+        )));
     }
 
     /// Runs one task to its one answer, delivered (or given up on) before it returns.
     async fn handle(&self, task: ActivityTask) {
+        let received = Instant::now();
         let handler = self.shared.handler.current();
         let (emitter, task_id) = self.task_emitter(&task, handler.digest().hex().clone());
         emitter.emit(EventKind::TaskReceived);
@@ -277,15 +285,31 @@ impl ActivityWorker {
             .spawn(async move { handler.run(&engine, request, guest).await })
             .await;
         drop(heartbeats);
-        if let Err(err) = ran {
-            tracing::error!(activity = &*self.shared.arn, worker = &*self.name, error = %err, "a task's runner failed");
-            delivery.host_failure(&HostFailure::Internal(format!(
-                "the host failed while running the task: {err}"
-            )));
-        }
+        let report = match ran {
+            Ok(report) => report,
+            Err(err) => {
+                tracing::error!(activity = &*self.shared.arn, worker = &*self.name, error = %err, "a task's runner failed");
+                let failure =
+                    HostFailure::Internal(format!("the host failed while running the task: {err}"));
+                delivery.host_failure(&failure);
+                TaskReport {
+                    error: Some(failure),
+                    elapsed: received.elapsed(),
+                    cpu: Duration::ZERO,
+                    memory_peak_bytes: 0,
+                }
+            }
+        };
         drop(unanswered);
         delivery.settled().await;
-        emitter.emit(EventKind::TaskDone);
+        let (outcome, error) = outcome(&delivery.state(), report.error.as_ref());
+        emitter.emit(EventKind::TaskDone(TaskDone {
+            outcome,
+            error,
+            elapsed: received.elapsed(),
+            cpu: report.cpu,
+            memory_peak_bytes: report.memory_peak_bytes,
+        }));
     }
 
     /// Sends a heartbeat every `heartbeat_seconds` until the guard is dropped.
@@ -310,6 +334,21 @@ impl ActivityWorker {
             }
         });
         Some(guard)
+    }
+}
+
+/// What a settled task came to, and its `error` label: the host's failure when the
+/// answer given is the one the host handed over, `guest` when the handler answered.
+fn outcome(state: &AnswerState, host: Option<&HostFailure>) -> (Outcome, &'static str) {
+    match (state.answer(), host) {
+        (Some(Answer::Success { .. }), _) => (Outcome::Success, "guest"),
+        (Some(Answer::Failure { error, .. }), Some(host)) if error == host.name() => {
+            (Outcome::HostFailure, host.name())
+        }
+        (Some(Answer::Failure { .. }), _) => (Outcome::Failure, "guest"),
+        // Step Functions closed the task before anything was answered; whatever the
+        // guest did after (answer refused, a timeout), the task ended there.
+        (None, _) => (Outcome::Closed, "closed"),
     }
 }
 
@@ -348,7 +387,6 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::delivery::AnswerState;
     use crate::outcome::Answer;
     use crate::sfn::SfnError;
     use crate::toolkit::{Responder, TaskError};

@@ -6,10 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use sfn_wasm_host::config::LogFormat;
-use sfn_wasm_host::consumer::ActivityConsumer;
-use sfn_wasm_host::events::Events;
-use sfn_wasm_host::reload::Reloader;
+use sfn_wasm_host::config::{LogFormat, parse_listen};
+use sfn_wasm_host::runtime::{HostRuntime, RuntimeParts};
 use sfn_wasm_host::sfn::AwsStepFunctions;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -22,6 +20,10 @@ pub struct ServeArgs {
     /// Log format; overrides `[host] log_format`.
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    /// Serve /metrics, /healthz, /readyz and /status on IP:PORT; overrides
+    /// `[host] admin_listen`.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen)]
+    admin_listen: Option<std::net::SocketAddr>,
 }
 
 /// Serves until a signal, then shuts down: stop polling, let running tasks finish for
@@ -29,7 +31,12 @@ pub struct ServeArgs {
 /// 0. A second signal aborts running tasks at once.
 pub fn run(args: ServeArgs) -> ExitCode {
     let config = match load::config(&args.config) {
-        Ok(config) => config,
+        Ok(mut config) => {
+            if let Some(addr) = args.admin_listen {
+                config.host.admin_listen = Some(addr);
+            }
+            config
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             return ExitCode::from(EXIT_USAGE);
@@ -74,22 +81,20 @@ async fn serve(config: sfn_wasm_host::config::Config) -> ExitCode {
         }
     };
     let sfn = Arc::new(AwsStepFunctions::new(&config.aws).await);
-    let mut consumer =
-        match ActivityConsumer::new(&config, engine.clone(), handlers, sfn, Events::default()) {
-            Ok(consumer) => consumer,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return ExitCode::from(EXIT_USAGE);
-            }
-        };
-    let reloader = match Reloader::start(consumer.take_reload_targets(), engine, cache) {
-        Ok(reloader) => reloader,
+    let parts = RuntimeParts {
+        config,
+        engine,
+        cache,
+        handlers,
+        sfn,
+    };
+    let mut host = match HostRuntime::start(parts).await {
+        Ok(host) => host,
         Err(err) => {
             eprintln!("error: {err}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    consumer.start();
 
     loop {
         tokio::select! {
@@ -97,16 +102,15 @@ async fn serve(config: sfn_wasm_host::config::Config) -> ExitCode {
             _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); break }
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading every handler and re-reading from_env values");
-                consumer.refresh_grants();
-                reloader.reload_all();
+                host.reload();
             }
         }
     }
-    // Polling stops first; a reload still compiling is left behind, never waited for.
-    consumer.initiate_shutdown();
-    reloader.stop();
-    let abort = consumer.abort_token();
-    let shutdown = consumer.shutdown(config.host.shutdown_grace);
+    // Polling stops first (and /readyz turns 503); a reload still compiling is left
+    // behind, never waited for.
+    host.initiate_shutdown();
+    let abort = host.abort_token();
+    let shutdown = host.shutdown();
     tokio::pin!(shutdown);
     let report = tokio::select! {
         report = &mut shutdown => report,

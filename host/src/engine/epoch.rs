@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often the epoch advances: the longest a running guest goes without checking its
 /// deadline and abort flag, and the longest it holds a runtime thread without yielding.
@@ -22,6 +22,9 @@ struct State {
     /// The thread waits for a task: only then does a new task need to wake it (a
     /// syscall), which keeps the wake-up off the per-task path most of the time.
     parked: bool,
+    /// The last tick, or when tasks started running after an idle spell: for the
+    /// health check, which wants to know the clock still moves while tasks run.
+    progress: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -76,6 +79,7 @@ impl EpochTicker {
                     std::thread::sleep(TICK);
                     engine.increment_epoch();
                     state = clock.lock();
+                    state.progress = Some(Instant::now());
                 }
             })?;
         Ok(Self {
@@ -87,6 +91,9 @@ impl EpochTicker {
     /// Marks a task as running until the guard is dropped.
     pub fn running(&self) -> Running {
         let mut state = self.shared.lock();
+        if state.running == 0 {
+            state.progress = Some(Instant::now());
+        }
         state.running += 1;
         if state.parked {
             self.shared.wake.notify_one();
@@ -94,6 +101,15 @@ impl EpochTicker {
         Running {
             shared: self.shared.clone(),
         }
+    }
+}
+
+impl EpochTicker {
+    /// Whether tasks are running and the clock has not ticked for `max`: its thread is
+    /// gone or starved, and runaway guests would not be stopped.
+    pub fn stalled(&self, max: Duration) -> bool {
+        let state = self.shared.lock();
+        state.running > 0 && state.progress.is_some_and(|at| at.elapsed() > max)
     }
 }
 
@@ -123,6 +139,10 @@ mod tests {
         let ticker = EpochTicker::start(engine.clone()).unwrap();
         let running = ticker.running();
         std::thread::sleep(TICK * 5);
+        assert!(
+            !ticker.stalled(TICK * 20),
+            "the clock ticks while a task runs"
+        );
         drop(running);
         std::thread::sleep(TICK * 3);
         assert_eq!(ticker.shared.lock().running, 0);

@@ -33,6 +33,12 @@ impl MemoryLimiter {
     pub fn limit_bytes(&self) -> usize {
         self.limit_bytes
     }
+
+    /// The most linear memory the task held at once. Memories never shrink, so this is
+    /// their total size now.
+    pub fn peak_bytes(&self) -> usize {
+        self.used_bytes
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -78,5 +84,6 @@ mod tests {
         assert!(limiter.memory_growing(60, 100, None).unwrap());
         assert!(!limiter.memory_growing(100, 101, None).unwrap());
         assert_eq!(limiter.refused(), Some(110), "the first refusal is kept");
+        assert_eq!(limiter.peak_bytes(), 100, "refused growth is not counted");
     }
 }

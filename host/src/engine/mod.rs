@@ -8,6 +8,7 @@
 
 pub(crate) mod bindings;
 mod cache;
+mod cpu;
 mod epoch;
 mod handler;
 mod limits;
@@ -194,6 +195,12 @@ impl WasmEngine {
     /// Keeps the epoch clock ticking while the guard lives; held by each running task.
     pub(crate) fn running(&self) -> Running {
         self.ticker.running()
+    }
+
+    /// Whether tasks run and the epoch clock has not ticked for `max` (see
+    /// [`EpochTicker::stalled`](epoch::EpochTicker::stalled)).
+    pub fn epoch_stalled(&self, max: std::time::Duration) -> bool {
+        self.ticker.stalled(max)
     }
 }
 

@@ -11,6 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::sfn::activity::types::Task;
+use super::cpu;
 use super::limits::MemoryLimiter;
 use super::stdio::{GuestOutput, Stream};
 use super::{Handler, WasmEngine};
@@ -77,6 +78,11 @@ pub struct TaskReport {
     pub error: Option<HostFailure>,
     /// How long the guest ran, from instantiation to its return or its stop.
     pub elapsed: Duration,
+    /// The CPU time spent running the guest (and the host code it called, instantiation
+    /// included): the polling threads' CPU clocks around each poll of its future.
+    pub cpu: Duration,
+    /// The most linear memory the guest held at once, in bytes.
+    pub memory_peak_bytes: u64,
 }
 
 /// The data of one task's `Store`.
@@ -135,7 +141,7 @@ impl Handler {
 
         if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(&request.input) {
             let failure = HostFailure::InvalidInput(format!("the task input is not JSON: {err}"));
-            return finish(&delivery, Some(failure), started);
+            return finish(&delivery, Some(failure), started, Usage::default());
         }
         let toolkit = Toolkit::new(delivery.clone());
 
@@ -152,7 +158,12 @@ impl Handler {
             .allow_ip_name_lookup(false)
             .max_random_size(MAX_RANDOM_BYTES);
         if let Err(message) = request.grants.apply(&mut wasi) {
-            return finish(&delivery, Some(HostFailure::Internal(message)), started);
+            return finish(
+                &delivery,
+                Some(HostFailure::Internal(message)),
+                started,
+                Usage::default(),
+            );
         }
         let wasi = wasi.build();
         let outbound = OutboundTask::new(
@@ -201,11 +212,15 @@ impl Handler {
         };
         // The same limits also cover the time the guest spends waiting in host calls
         // (sleeps, toolkit calls), where no epoch callback runs.
+        let mut cpu = Duration::ZERO;
         let outcome = {
-            let call = async {
-                let instance = self.pre().instantiate_async(&mut store).await?;
-                instance.call_handle(&mut store, &task).await
-            };
+            let call = cpu::timed(
+                async {
+                    let instance = self.pre().instantiate_async(&mut store).await?;
+                    instance.call_handle(&mut store, &task).await
+                },
+                &mut cpu,
+            );
             tokio::select! {
                 biased;
                 () = request.control.abort.cancelled() => Err(Interrupt::Shutdown.into()),
@@ -231,8 +246,19 @@ impl Handler {
                 &stderr_tail,
             )),
         };
-        finish(&delivery, failure, started)
+        let usage = Usage {
+            cpu,
+            memory_peak_bytes: u64::try_from(limiter.peak_bytes()).unwrap_or(u64::MAX),
+        };
+        finish(&delivery, failure, started, usage)
     }
+}
+
+/// What a task's guest used.
+#[derive(Default)]
+struct Usage {
+    cpu: Duration,
+    memory_peak_bytes: u64,
 }
 
 /// Names what stopped the guest.
@@ -278,12 +304,19 @@ fn classify(
 
 /// Hands the host's failure, if any, to the delivery (which sends it only if the task
 /// has no answer yet), and builds the report.
-fn finish(delivery: &Delivery, failure: Option<HostFailure>, started: Instant) -> TaskReport {
+fn finish(
+    delivery: &Delivery,
+    failure: Option<HostFailure>,
+    started: Instant,
+    usage: Usage,
+) -> TaskReport {
     if let Some(failure) = &failure {
         delivery.host_failure(failure);
     }
     TaskReport {
         error: failure,
         elapsed: started.elapsed(),
+        cpu: usage.cpu,
+        memory_peak_bytes: usage.memory_peak_bytes,
     }
 }

@@ -79,7 +79,7 @@ fn most_at_once(events: &[sfn_wasm_host::events::Event]) -> usize {
     for event in events {
         match event.kind {
             EventKind::TaskStart => running += 1,
-            EventKind::TaskDone => running = running.saturating_sub(1),
+            EventKind::TaskDone(_) => running = running.saturating_sub(1),
             _ => {}
         }
         most = most.max(running);

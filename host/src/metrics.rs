@@ -1,0 +1,396 @@
+//! Prometheus metrics, prefix `sfn_wasm_host_`, for the admin server's `/metrics`.
+//!
+//! Two feeds, both direct calls that cannot drop anything (unlike the event broadcast):
+//! [`Metrics`] is an [`Observer`] of every event (tasks, workers, heartbeats, handler
+//! versions), and [`MeteredSfn`] wraps the Step Functions client (polls and every API
+//! call, with durations). Labels are bounded: activity ARNs, API names, outcome and
+//! error names, handler digests (one live per activity) — never task ids.
+//!
+//! Updating a metric is an atomic add on a handle looked up in a small map; encoding
+//! happens only when scraped.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::events::{Event, EventKind, Observer};
+use crate::sfn::{ActivityTask, SfnError, StepFunctions};
+
+/// The `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// A label value shared with the rest of the host (an ARN, a digest) without copying it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Shared(Arc<str>);
+
+impl EncodeLabelValue for Shared {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, &self.0)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActivityLabels {
+    activity: Shared,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    activity: Shared,
+    outcome: &'static str,
+    error: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    activity: Shared,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    api: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiResultLabels {
+    api: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandlerLabels {
+    activity: Shared,
+    digest: Shared,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn seconds() -> Histogram {
+    // 1 ms .. ~9 min.
+    Histogram::new(exponential_buckets(0.001, 2.0, 20))
+}
+
+fn poll_seconds() -> Histogram {
+    // 5 ms .. ~82 s: a long poll returns after up to 60 s.
+    Histogram::new(exponential_buckets(0.005, 2.0, 15))
+}
+
+fn cpu_seconds() -> Histogram {
+    // 10 µs .. ~42 s, ×4.
+    Histogram::new(exponential_buckets(0.000_01, 4.0, 12))
+}
+
+fn memory_bytes() -> Histogram {
+    // 64 KiB (one wasm page) .. 2 GiB.
+    Histogram::new(exponential_buckets(65_536.0, 2.0, 16))
+}
+
+/// The host's metrics. One per process, shared by the event observer, the metered
+/// client and the admin server.
+pub struct Metrics {
+    registry: Registry,
+    tasks: Family<TaskLabels, Counter>,
+    task_duration: Histograms<ActivityLabels>,
+    tasks_in_flight: Family<ActivityLabels, Gauge>,
+    workers: Family<ActivityLabels, Gauge>,
+    polls: Family<ResultLabels, Counter>,
+    poll_duration: Histograms<ActivityLabels>,
+    sfn_requests: Family<ApiResultLabels, Counter>,
+    sfn_request_duration: Histograms<ApiLabels>,
+    heartbeats: Family<ActivityLabels, Counter>,
+    handler_info: Family<HandlerLabels, Gauge>,
+    handler_swaps: Family<ResultLabels, Counter>,
+    task_cpu: Histograms<ActivityLabels>,
+    task_memory_peak: Histograms<ActivityLabels>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric, registered, at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sfn_wasm_host");
+        let metrics = Self {
+            tasks: Family::default(),
+            task_duration: Family::new_with_constructor(seconds),
+            tasks_in_flight: Family::default(),
+            workers: Family::default(),
+            polls: Family::default(),
+            poll_duration: Family::new_with_constructor(poll_seconds),
+            sfn_requests: Family::default(),
+            sfn_request_duration: Family::new_with_constructor(seconds),
+            heartbeats: Family::default(),
+            handler_info: Family::default(),
+            handler_swaps: Family::default(),
+            task_cpu: Family::new_with_constructor(cpu_seconds),
+            task_memory_peak: Family::new_with_constructor(memory_bytes),
+            registry: Registry::default(),
+        };
+        // Counters get their `_total` suffix from the encoder.
+        registry.register(
+            "tasks",
+            "Tasks finished, by outcome (success, failure, host_failure, closed) and error (the SfnWasmHost.* name of a host failure, guest when the handler answered)",
+            metrics.tasks.clone(),
+        );
+        registry.register(
+            "task_duration_seconds",
+            "Time from a task's arrival to its answer settled",
+            metrics.task_duration.clone(),
+        );
+        registry.register(
+            "tasks_in_flight",
+            "Tasks received and not yet finished",
+            metrics.tasks_in_flight.clone(),
+        );
+        registry.register(
+            "workers",
+            "Workers (pollers) running",
+            metrics.workers.clone(),
+        );
+        registry.register(
+            "polls",
+            "GetActivityTask polls, by result (task, empty, error)",
+            metrics.polls.clone(),
+        );
+        registry.register(
+            "poll_duration_seconds",
+            "Time a GetActivityTask poll took",
+            metrics.poll_duration.clone(),
+        );
+        registry.register(
+            "sfn_requests",
+            "Step Functions requests, by API and result (ok, throttled, closed, error)",
+            metrics.sfn_requests.clone(),
+        );
+        registry.register(
+            "sfn_request_duration_seconds",
+            "Time a Step Functions request took, by API",
+            metrics.sfn_request_duration.clone(),
+        );
+        registry.register(
+            "heartbeats",
+            "Heartbeats delivered (the handler's and automatic ones)",
+            metrics.heartbeats.clone(),
+        );
+        registry.register(
+            "handler_info",
+            "The handler version serving new tasks (1), by digest",
+            metrics.handler_info.clone(),
+        );
+        registry.register(
+            "handler_swaps",
+            "Hot swaps, by result (swapped, rejected)",
+            metrics.handler_swaps.clone(),
+        );
+        registry.register(
+            "task_cpu_seconds",
+            "CPU time a task's guest used (instantiation and host calls included)",
+            metrics.task_cpu.clone(),
+        );
+        registry.register(
+            "task_memory_peak_bytes",
+            "Most linear memory a task's guest held at once",
+            metrics.task_memory_peak.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);
+        text
+    }
+
+    fn activity(event: &Event) -> ActivityLabels {
+        ActivityLabels {
+            activity: Shared(event.activity.clone()),
+        }
+    }
+
+    /// Counts a Step Functions request that took `elapsed` and ended in `result`.
+    fn request(&self, api: &'static str, elapsed: Duration, error: Option<&SfnError>) {
+        let result = match error {
+            None => "ok",
+            Some(SfnError::Throttled(_)) => "throttled",
+            Some(SfnError::TaskClosed(_)) => "closed",
+            Some(_) => "error",
+        };
+        self.sfn_requests
+            .get_or_create(&ApiResultLabels { api, result })
+            .inc();
+        self.sfn_request_duration
+            .get_or_create(&ApiLabels { api })
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+impl Observer for Metrics {
+    fn observe(&self, event: &Event) {
+        match &event.kind {
+            EventKind::TaskReceived => {
+                self.tasks_in_flight
+                    .get_or_create(&Self::activity(event))
+                    .inc();
+            }
+            EventKind::TaskDone(done) => {
+                let activity = Self::activity(event);
+                self.tasks_in_flight.get_or_create(&activity).dec();
+                self.tasks
+                    .get_or_create(&TaskLabels {
+                        activity: activity.activity.clone(),
+                        outcome: done.outcome.name(),
+                        error: done.error,
+                    })
+                    .inc();
+                self.task_duration
+                    .get_or_create(&activity)
+                    .observe(done.elapsed.as_secs_f64());
+                self.task_cpu
+                    .get_or_create(&activity)
+                    .observe(done.cpu.as_secs_f64());
+                #[allow(clippy::cast_precision_loss)] // bytes: f64 is exact far past 4 GiB
+                self.task_memory_peak
+                    .get_or_create(&activity)
+                    .observe(done.memory_peak_bytes as f64);
+            }
+            EventKind::WorkerRunning => {
+                self.workers.get_or_create(&Self::activity(event)).inc();
+            }
+            EventKind::WorkerStopped { .. } => {
+                self.workers.get_or_create(&Self::activity(event)).dec();
+            }
+            EventKind::TaskHeartbeat { .. } => {
+                self.heartbeats.get_or_create(&Self::activity(event)).inc();
+            }
+            EventKind::HandlerLoaded { digest, .. } => {
+                self.handler_info
+                    .get_or_create(&HandlerLabels {
+                        activity: Shared(event.activity.clone()),
+                        digest: Shared(digest.clone()),
+                    })
+                    .set(1);
+            }
+            EventKind::HandlerSwapped {
+                old_digest,
+                new_digest,
+                ..
+            } => {
+                let activity = Shared(event.activity.clone());
+                self.handler_info.remove(&HandlerLabels {
+                    activity: activity.clone(),
+                    digest: Shared(old_digest.clone()),
+                });
+                self.handler_info
+                    .get_or_create(&HandlerLabels {
+                        activity: activity.clone(),
+                        digest: Shared(new_digest.clone()),
+                    })
+                    .set(1);
+                self.handler_swaps
+                    .get_or_create(&ResultLabels {
+                        activity,
+                        result: "swapped",
+                    })
+                    .inc();
+            }
+            EventKind::HandlerRejected { .. } => {
+                self.handler_swaps
+                    .get_or_create(&ResultLabels {
+                        activity: Shared(event.activity.clone()),
+                        result: "rejected",
+                    })
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A [`StepFunctions`] client that counts and times every call into [`Metrics`].
+pub struct MeteredSfn {
+    inner: Arc<dyn StepFunctions>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredSfn {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn StepFunctions>, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+#[async_trait]
+impl StepFunctions for MeteredSfn {
+    async fn poll(&self, arn: &str, worker: &str) -> Result<Option<ActivityTask>, SfnError> {
+        let started = Instant::now();
+        let polled = self.inner.poll(arn, worker).await;
+        let elapsed = started.elapsed();
+        self.metrics
+            .request("GetActivityTask", elapsed, polled.as_ref().err());
+        let result = match &polled {
+            Ok(Some(_)) => "task",
+            Ok(None) => "empty",
+            Err(_) => "error",
+        };
+        let activity = Shared(Arc::from(arn));
+        self.metrics
+            .polls
+            .get_or_create(&ResultLabels {
+                activity: activity.clone(),
+                result,
+            })
+            .inc();
+        self.metrics
+            .poll_duration
+            .get_or_create(&ActivityLabels { activity })
+            .observe(elapsed.as_secs_f64());
+        polled
+    }
+
+    async fn send_success(&self, token: &str, output: &str) -> Result<(), SfnError> {
+        let started = Instant::now();
+        let sent = self.inner.send_success(token, output).await;
+        self.metrics
+            .request("SendTaskSuccess", started.elapsed(), sent.as_ref().err());
+        sent
+    }
+
+    async fn send_failure(&self, token: &str, error: &str, cause: &str) -> Result<(), SfnError> {
+        let started = Instant::now();
+        let sent = self.inner.send_failure(token, error, cause).await;
+        self.metrics
+            .request("SendTaskFailure", started.elapsed(), sent.as_ref().err());
+        sent
+    }
+
+    async fn send_heartbeat(&self, token: &str) -> Result<(), SfnError> {
+        let started = Instant::now();
+        let sent = self.inner.send_heartbeat(token).await;
+        self.metrics
+            .request("SendTaskHeartbeat", started.elapsed(), sent.as_ref().err());
+        sent
+    }
+}

@@ -1,0 +1,189 @@
+//! `HostRuntime`: the serving host as one object — the consumer and its pools, the
+//! hot-swap reloader, and, with `[host] admin_listen`, the metrics, status board and
+//! admin server — started from loaded handlers and stopped in order.
+//!
+//! `sfn-wasm-host serve` is a thin CLI over it (signals in, exit code out); embedders
+//! and tests drive the same object.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{AdminError, AdminServer, AdminState};
+use crate::config::Config;
+use crate::consumer::{ActivityConsumer, ConsumerError, ShutdownReport};
+use crate::engine::{ArtifactCache, LoadedHandler, WasmEngine};
+use crate::events::{Events, Observer};
+use crate::metrics::{MeteredSfn, Metrics};
+use crate::reload::{ReloadError, Reloader};
+use crate::sfn::StepFunctions;
+use crate::status::StatusBoard;
+
+/// How many events a slow broadcast subscriber may fall behind by.
+const EVENT_BUFFER: usize = 4096;
+
+/// Why the host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The consumer could not be built.
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
+    /// A handler's folder cannot be watched.
+    #[error(transparent)]
+    Reload(#[from] ReloadError),
+    /// The admin server's address cannot be bound.
+    #[error("{}: `host.admin_listen`: {source}; choose a free port, or remove the key", file.display())]
+    Admin {
+        /// The config file.
+        file: std::path::PathBuf,
+        /// What went wrong.
+        source: AdminError,
+    },
+}
+
+/// What the runtime is started with: a config and what loading it produced.
+pub struct RuntimeParts {
+    /// The config.
+    pub config: Config,
+    /// The engine the handlers were loaded into.
+    pub engine: Arc<WasmEngine>,
+    /// The compile cache, for hot swaps.
+    pub cache: Option<ArtifactCache>,
+    /// One handler per activity, in config order.
+    pub handlers: Vec<LoadedHandler>,
+    /// The Step Functions client.
+    pub sfn: Arc<dyn StepFunctions>,
+}
+
+/// A running host.
+pub struct HostRuntime {
+    consumer: ActivityConsumer,
+    reloader: Option<Reloader>,
+    admin: Option<(AdminServer, Arc<AdminState>)>,
+    events: Events,
+    config: Config,
+}
+
+impl HostRuntime {
+    /// Starts everything: the admin server first (a taken port fails here, before any
+    /// poll), then the consumer's workers and the reloader.
+    ///
+    /// Must be called inside the tokio runtime that becomes the control plane.
+    ///
+    /// # Errors
+    /// When the guests' runtime cannot start, grants cannot be resolved, a handler's
+    /// folder cannot be watched, or the admin address cannot be bound.
+    pub async fn start(parts: RuntimeParts) -> Result<Self, RuntimeError> {
+        let RuntimeParts {
+            config,
+            engine,
+            cache,
+            handlers,
+            sfn,
+        } = parts;
+        // Metrics and the status board cost a little per event; only an admin server
+        // reads them, so without one they are not kept.
+        let observed = config.host.admin_listen.map(|addr| {
+            let metrics = Arc::new(Metrics::new());
+            let status = Arc::new(StatusBoard::new(
+                config.activities.iter().map(|a| a.arn.as_str()),
+            ));
+            (addr, metrics, status)
+        });
+        let (events, sfn) = match &observed {
+            Some((_, metrics, status)) => {
+                let observers: Vec<Arc<dyn Observer>> = vec![metrics.clone(), status.clone()];
+                let sfn: Arc<dyn StepFunctions> = Arc::new(MeteredSfn::new(sfn, metrics.clone()));
+                (Events::with_observers(EVENT_BUFFER, observers), sfn)
+            }
+            None => (Events::new(EVENT_BUFFER), sfn),
+        };
+        let mut consumer =
+            ActivityConsumer::new(&config, engine.clone(), handlers, sfn, events.clone())?;
+        let admin = match observed {
+            Some((addr, metrics, status)) => {
+                for pool in consumer.pools() {
+                    status.watch_desired(pool.arn(), pool.desired_watch());
+                }
+                let state = Arc::new(AdminState {
+                    metrics,
+                    status,
+                    engine: engine.clone(),
+                    guests: consumer.guests(),
+                    shutting_down: false.into(),
+                });
+                let server = AdminServer::start(addr, state.clone())
+                    .await
+                    .map_err(|source| RuntimeError::Admin {
+                        file: config.file.clone(),
+                        source,
+                    })?;
+                tracing::info!(admin = %server.local_addr(), "admin server listening: /metrics /healthz /readyz /status");
+                Some((server, state))
+            }
+            None => None,
+        };
+        let reloader = Reloader::start(consumer.take_reload_targets(), engine, cache)?;
+        consumer.start();
+        Ok(Self {
+            consumer,
+            reloader: Some(reloader),
+            admin,
+            events,
+            config,
+        })
+    }
+
+    /// The events of every activity, to subscribe to.
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Where the admin server listens, if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(server, _)| server.local_addr())
+    }
+
+    /// SIGHUP: re-reads every activity's grants and reloads every handler.
+    pub fn reload(&self) {
+        self.consumer.refresh_grants();
+        if let Some(reloader) = &self.reloader {
+            reloader.reload_all();
+        }
+    }
+
+    /// The token that aborts every running task when cancelled (a second signal).
+    pub fn abort_token(&self) -> CancellationToken {
+        self.consumer.abort_token()
+    }
+
+    /// Starts the shutdown at once, idempotently: `/readyz` turns 503, no new poll
+    /// starts, running tasks see `cancelled()`, and no reload is started (one still
+    /// compiling is left behind, never waited for).
+    pub fn initiate_shutdown(&mut self) {
+        if let Some((_, state)) = &self.admin {
+            state.shutting_down.store(true, Ordering::SeqCst);
+        }
+        self.consumer.initiate_shutdown();
+        if let Some(reloader) = self.reloader.take() {
+            reloader.stop();
+        }
+    }
+
+    /// Shuts down: [`initiate_shutdown`](Self::initiate_shutdown), then the consumer's
+    /// grace, abort and final answers (see [`ActivityConsumer::shutdown`]); the admin
+    /// server answers (`/readyz` 503) until the end.
+    pub async fn shutdown(mut self) -> ShutdownReport {
+        self.initiate_shutdown();
+        let report = self
+            .consumer
+            .shutdown(self.config.host.shutdown_grace)
+            .await;
+        if let Some((server, _)) = self.admin.take() {
+            server.stop().await;
+        }
+        report
+    }
+}

@@ -1,0 +1,252 @@
+//! What `/status` and `/readyz` report: per activity its handler version, its workers
+//! and its tasks in flight, kept up to date as an [`Observer`] of every event.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::events::{Event, EventKind, Observer};
+
+/// The live state of every activity, for the admin server.
+pub struct StatusBoard {
+    started: Instant,
+    activities: Vec<ActivityBoard>,
+}
+
+struct ActivityBoard {
+    arn: Arc<str>,
+    /// The pool's desired worker count; `None` until the pool exists.
+    desired: Mutex<Option<watch::Receiver<u32>>>,
+    /// Some worker of the activity has started a poll.
+    polled: AtomicBool,
+    state: Mutex<BoardState>,
+}
+
+#[derive(Default)]
+struct BoardState {
+    /// The handler version serving new tasks; empty until loaded.
+    digest: Arc<str>,
+    running_workers: u32,
+    in_flight: HashMap<Arc<str>, InFlight>,
+}
+
+struct InFlight {
+    started: SystemTime,
+    since: Instant,
+    handler_digest: Arc<str>,
+}
+
+impl ActivityBoard {
+    fn lock(&self) -> MutexGuard<'_, BoardState> {
+        // Plain counters and a map, consistent even if a holder panicked.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl StatusBoard {
+    /// A board for these activity ARNs, nothing loaded or running yet.
+    pub fn new<'a>(arns: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            started: Instant::now(),
+            activities: arns
+                .into_iter()
+                .map(|arn| ActivityBoard {
+                    arn: Arc::from(arn),
+                    desired: Mutex::new(None),
+                    polled: AtomicBool::new(false),
+                    state: Mutex::new(BoardState::default()),
+                })
+                .collect(),
+        }
+    }
+
+    /// Shows `arn`'s desired worker count from its pool from now on.
+    pub fn watch_desired(&self, arn: &str, desired: watch::Receiver<u32>) {
+        if let Some(board) = self.activities.iter().find(|a| &*a.arn == arn) {
+            *board
+                .desired
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(desired);
+        }
+    }
+
+    fn board(&self, arn: &Arc<str>) -> Option<&ActivityBoard> {
+        self.activities
+            .iter()
+            .find(|a| Arc::ptr_eq(&a.arn, arn) || a.arn == *arn)
+    }
+
+    /// Why the host is not ready, or `None` when every activity has a handler loaded and
+    /// a running worker that has polled.
+    pub fn not_ready(&self) -> Option<String> {
+        self.activities.iter().find_map(|board| {
+            let state = board.lock();
+            if state.digest.is_empty() {
+                Some(format!("{}: no handler loaded yet", board.arn))
+            } else if state.running_workers == 0 || !board.polled.load(Ordering::Relaxed) {
+                Some(format!("{}: no worker polling yet", board.arn))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The `/status` document.
+    pub fn snapshot(&self) -> Value {
+        let activities: Vec<Value> = self
+            .activities
+            .iter()
+            .map(|board| {
+                let desired = board
+                    .desired
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .as_ref()
+                    .map(|desired| *desired.borrow());
+                let state = board.lock();
+                let mut tasks: Vec<(&Arc<str>, &InFlight)> = state.in_flight.iter().collect();
+                tasks.sort_by_key(|(_, task)| task.since);
+                let tasks: Vec<Value> = tasks
+                    .into_iter()
+                    .map(|(task_id, task)| {
+                        json!({
+                            "task_id": &**task_id,
+                            "started": rfc3339(task.started),
+                            "elapsed_ms": millis(task.since.elapsed()),
+                            "handler_digest": &*task.handler_digest,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "arn": &*board.arn,
+                    "handler_digest": &*state.digest,
+                    "desired_workers": desired,
+                    "running_workers": state.running_workers,
+                    "tasks_in_flight": tasks.len(),
+                    "tasks": tasks,
+                })
+            })
+            .collect();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": self.started.elapsed().as_secs_f64(),
+            "activities": activities,
+        })
+    }
+}
+
+impl Observer for StatusBoard {
+    fn observe(&self, event: &Event) {
+        let Some(board) = self.board(&event.activity) else {
+            return;
+        };
+        match &event.kind {
+            // Read first: every poll lands here, and a plain load keeps the cache line
+            // shared between the workers' threads.
+            EventKind::PollingStarting if !board.polled.load(Ordering::Relaxed) => {
+                board.polled.store(true, Ordering::Relaxed);
+            }
+            EventKind::WorkerRunning => board.lock().running_workers += 1,
+            EventKind::WorkerStopped { .. } => {
+                let mut state = board.lock();
+                state.running_workers = state.running_workers.saturating_sub(1);
+            }
+            EventKind::TaskReceived => {
+                if let Some(task) = &event.task {
+                    board.lock().in_flight.insert(
+                        task.task_id.clone(),
+                        InFlight {
+                            started: SystemTime::now(),
+                            since: Instant::now(),
+                            handler_digest: task.handler_digest.clone(),
+                        },
+                    );
+                }
+            }
+            EventKind::TaskDone(_) => {
+                if let Some(task) = &event.task {
+                    board.lock().in_flight.remove(&task.task_id);
+                }
+            }
+            EventKind::HandlerLoaded { digest, .. } => board.lock().digest = digest.clone(),
+            EventKind::HandlerSwapped { new_digest, .. } => {
+                board.lock().digest = new_digest.clone();
+            }
+            _ => {}
+        }
+    }
+}
+
+fn millis(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `2026-11-28T21:38:51.123Z`.
+fn rfc3339(at: SystemTime) -> String {
+    use aws_sdk_sfn::primitives::{DateTime, DateTimeFormat};
+    DateTime::from(at)
+        .fmt(DateTimeFormat::DateTime)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Outcome, TaskDone, TaskRef};
+
+    fn event(kind: EventKind, task: Option<&str>) -> Event {
+        Event {
+            kind,
+            activity: Arc::from("arn:a"),
+            worker: Some(Arc::from("w")),
+            task: task.map(|id| TaskRef {
+                task_id: Arc::from(id),
+                handler_digest: Arc::from("d1"),
+            }),
+        }
+    }
+
+    #[test]
+    fn ready_once_loaded_and_polling_and_tasks_come_and_go() {
+        let board = StatusBoard::new(["arn:a"]);
+        assert!(board.not_ready().unwrap().contains("no handler"));
+        board.observe(&event(
+            EventKind::HandlerLoaded {
+                digest: Arc::from("d1"),
+                cache: "hit",
+                load_ms: 1,
+            },
+            None,
+        ));
+        assert!(board.not_ready().unwrap().contains("no worker"));
+        board.observe(&event(EventKind::WorkerRunning, None));
+        board.observe(&event(EventKind::PollingStarting, None));
+        assert_eq!(board.not_ready(), None);
+
+        board.observe(&event(EventKind::TaskReceived, Some("t1")));
+        let status = board.snapshot();
+        let activity = &status["activities"][0];
+        assert_eq!(activity["handler_digest"], "d1");
+        assert_eq!(activity["running_workers"], 1);
+        assert_eq!(activity["tasks"][0]["task_id"], "t1");
+        assert!(
+            activity["tasks"][0]["started"]
+                .as_str()
+                .unwrap()
+                .ends_with('Z')
+        );
+        board.observe(&event(
+            EventKind::TaskDone(TaskDone::not_run(Outcome::Success, "guest", Duration::ZERO)),
+            Some("t1"),
+        ));
+        assert_eq!(board.snapshot()["activities"][0]["tasks_in_flight"], 0);
+        board.observe(&event(EventKind::WorkerStopped { exit_code: 0 }, None));
+        assert!(board.not_ready().is_some());
+    }
+}
