@@ -18,4 +18,7 @@ done
 . scripts/lib/localstack.sh
 trap localstack_stop EXIT
 localstack_start
+# Python tools the tests call (a Prometheus exposition parser), pinned.
+venv_install "$PWD/.venv/test-tools" scripts/test-tools-requirements.txt
+export TEST_TOOLS_PYTHON="$PWD/.venv/test-tools/bin/python"
 cargo test "$@"

@@ -34,7 +34,7 @@ pub enum RuntimeError {
     #[error(transparent)]
     Reload(#[from] ReloadError),
     /// The admin server's address cannot be bound.
-    #[error("{}: `host.admin_listen`: {source}; choose a free port, or remove the key", file.display())]
+    #[error("{}: `host.admin_listen` (or --admin-listen): {source}; choose a free port, or remove the key", file.display())]
     Admin {
         /// The config file.
         file: std::path::PathBuf,

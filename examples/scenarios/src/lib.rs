@@ -1,7 +1,8 @@
 //! One handler, many behaviours: the test cases of the TypeScript library this host
 //! descends from, plus the ones a sandbox needs (runaway loops, memory hogs, slow tasks).
 //!
-//! The input `{"hello": NAME}` picks the scenario; `Sleep` also reads `{"ms": N}`.
+//! The input `{"hello": NAME}` picks the scenario; `Sleep`, `Deadline` and `Spin` also
+//! read `{"ms": N}`, `Allocate` reads `{"mb": N}`.
 //!
 //! | `hello`     | behaviour                                                     |
 //! |-------------|---------------------------------------------------------------|
@@ -16,6 +17,8 @@
 //! | `Sleep`     | sleeps `ms` milliseconds via WASI clocks, then success        |
 //! | `Patient`   | waits until `cancelled()` turns true, then answers by itself  |
 //! | `Deadline`  | sleeps until `ms` milliseconds before its deadline, then success |
+//! | `Spin`      | computes (a busy loop) for `ms` milliseconds, then success     |
+//! | `Allocate`  | allocates and touches `mb` MiB, then success                  |
 
 use std::time::Duration;
 
@@ -27,6 +30,8 @@ struct Input {
     hello: String,
     #[serde(default)]
     ms: u64,
+    #[serde(default)]
+    mb: usize,
 }
 
 fn scenarios(task: Task) -> Result<(), String> {
@@ -73,6 +78,20 @@ fn scenarios(task: Task) -> Result<(), String> {
                 std::thread::sleep(Duration::from_millis(10));
             }
             toolkit::success(r#"{"stopped":"cancelled"}"#).map_err(|e| e.to_string())
+        }
+        "Spin" => {
+            let start = std::time::Instant::now();
+            let mut spins: u64 = 0;
+            while start.elapsed() < Duration::from_millis(input.ms) {
+                spins = std::hint::black_box(spins.wrapping_add(1));
+            }
+            toolkit::success(&format!(r#"{{"spun_ms":{}}}"#, input.ms)).map_err(|e| e.to_string())
+        }
+        "Allocate" => {
+            let block: Vec<u8> = vec![1; input.mb << 20];
+            std::hint::black_box(&block);
+            toolkit::success(&format!(r#"{{"allocated_mb":{}}}"#, input.mb))
+                .map_err(|e| e.to_string())
         }
         other => toolkit::failure("UnknownScenario", &format!("no scenario named {other:?}"))
             .map_err(|e| e.to_string()),

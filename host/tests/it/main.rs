@@ -2,6 +2,7 @@
 //! components built from `examples/` and `tests/guests/` (see [`guests`]); the runtime
 //! tests talk to the LocalStack that `scripts/test.sh` starts (see [`emulator`]).
 
+mod admin;
 mod answers;
 mod emulator;
 mod engine;

@@ -45,14 +45,24 @@ impl Served {
 
     /// Waits for a log line with `event` = `name` for which `matches` holds.
     pub fn wait_until(&mut self, name: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        self.wait_line_named(name, |line| line["event"] == name && matches(line))
+    }
+
+    /// Waits for any log line for which `matches` holds.
+    pub fn wait_line(&mut self, matches: impl Fn(&Value) -> bool) -> Value {
+        self.wait_line_named("matching", matches)
+    }
+
+    fn wait_line_named(&mut self, name: &str, matches: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("no matching {name} event; events seen: {:?}", self.events())
-            });
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {name} line; events seen: {:?}", self.events()));
             self.seen.push(line.clone());
-            if line["event"] == name && matches(&line) {
+            if matches(&line) {
                 return line;
             }
         }
