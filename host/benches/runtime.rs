@@ -5,12 +5,17 @@
 //! each task on top of the SDK calls; the e2e bench (`scripts/bench-e2e.sh`) measures the
 //! whole against LocalStack.
 //!
+//! A third row runs the same with the admin server on (`[host] admin_listen`: metrics
+//! and the status board fed by every event and Step Functions call, `/metrics` scraped
+//! every second): what observing the host costs per task.
+//!
 //! Run: `cargo bench -p sfn-wasm-host --bench runtime` after `scripts/build-guests.sh`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use sfn_wasm_host::runtime::HostRuntime;
 use sfn_wasm_host::sfn::StepFunctions;
 
 mod common;
@@ -44,23 +49,54 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// CPU per task of the host runtime with `workers` workers.
-fn host(workers: u32) -> Duration {
+/// CPU per task of the host runtime `serve` runs (`HostRuntime`, start-up included)
+/// with `workers` workers; with `admin`, its admin server on (metrics and status kept
+/// for every event and call) and scraped once a second, as Prometheus would.
+fn host(workers: u32, admin: bool) -> Duration {
     let runtime = runtime();
     runtime.block_on(async {
         let queue = queue();
-        let mut consumer =
-            common::consumer("greet", &format!("workers = {workers}"), queue.clone());
+        let host_settings = if admin {
+            "admin_listen = \"127.0.0.1:0\"\nshutdown_grace_seconds = 1"
+        } else {
+            "shutdown_grace_seconds = 1"
+        };
+        let parts = common::parts(
+            "greet",
+            &format!("workers = {workers}"),
+            host_settings,
+            queue.clone(),
+        );
         let before = cpu();
-        consumer.start();
+        let host = HostRuntime::start(parts).await.expect("the runtime starts");
+        let mut scraped = Instant::now();
         while queue.answered() < TASKS {
             tokio::time::sleep(Duration::from_millis(5)).await;
+            if let Some(addr) = host.admin_addr()
+                && scraped.elapsed() >= Duration::from_secs(1)
+            {
+                scraped = Instant::now();
+                scrape(addr).await;
+            }
         }
         let used = cpu() - before;
         assert_eq!(queue.failed.load(std::sync::atomic::Ordering::Relaxed), 0);
-        consumer.shutdown(Duration::from_secs(1)).await;
+        host.shutdown().await;
         used / u32::try_from(TASKS).unwrap()
     })
+}
+
+/// `GET /metrics`, read to the end.
+async fn scrape(addr: std::net::SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("admin");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("response");
+    assert!(response.starts_with(b"HTTP/1.1 200"), "a scrape failed");
 }
 
 /// CPU per task of `loops` loops of poll → parse → answer on the same queue.
@@ -96,13 +132,15 @@ fn main() {
     for workers in WORKERS {
         rows.push(("bare loop", workers, Vec::new()));
         rows.push(("host runtime", workers, Vec::new()));
+        rows.push(("host runtime, admin server on", workers, Vec::new()));
     }
     for _ in 0..ROUNDS {
         for row in &mut rows {
             let started = Instant::now();
             let per_task = match row.0 {
                 "bare loop" => bare(row.1),
-                _ => host(row.1),
+                "host runtime" => host(row.1, false),
+                _ => host(row.1, true),
             };
             eprintln!(
                 "{} x{}: {:.1} µs per task ({:.1} s)",

@@ -125,20 +125,21 @@ impl StepFunctions for Queue {
     }
 }
 
-/// The runtime `serve` runs, for one activity of `guest` with `settings` (TOML lines of
-/// its `[[activity]]` table), answering through `sfn`; not started. Call inside a tokio
-/// runtime (it becomes the control plane).
-pub fn consumer(
+/// What `serve` starts its runtime from, for one activity of `guest` with `settings`
+/// (TOML lines of its `[[activity]]` table) and `host_settings` (of `[host]`),
+/// answering through `sfn`.
+pub fn parts(
     guest_name: &str,
     settings: &str,
+    host_settings: &str,
     sfn: Arc<dyn StepFunctions>,
-) -> sfn_wasm_host::consumer::ActivityConsumer {
+) -> sfn_wasm_host::runtime::RuntimeParts {
     use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
     let handler_path = guest(guest_name);
     let text = format!(
-        "[aws]\nregion = \"us-east-1\"\n\
+        "[aws]\nregion = \"us-east-1\"\n[host]\ncache = false\n{host_settings}\n\
          [[activity]]\narn = \"arn:aws:states:us-east-1:123456789012:activity:bench\"\n\
-         handler = \"{}\"\n{settings}\n",
+         handler = \"{}\"\nwatch = false\n{settings}\n",
         handler_path.display()
     );
     let config =
@@ -153,11 +154,29 @@ pub fn consumer(
         .expect("an engine with these slots"),
     );
     let handler = Handler::load(&engine, &handler_path, None).expect("the guest loads");
-    sfn_wasm_host::consumer::ActivityConsumer::new(
-        &config,
+    sfn_wasm_host::runtime::RuntimeParts {
+        config,
         engine,
-        vec![handler],
+        cache: None,
+        handlers: vec![handler],
         sfn,
+    }
+}
+
+/// The consumer `serve`'s runtime runs, from [`parts`] with no `[host]` settings; not
+/// started. Call inside a tokio runtime (it becomes the control plane).
+#[allow(dead_code)] // not every bench uses it
+pub fn consumer(
+    guest_name: &str,
+    settings: &str,
+    sfn: Arc<dyn StepFunctions>,
+) -> sfn_wasm_host::consumer::ActivityConsumer {
+    let parts = parts(guest_name, settings, "", sfn);
+    sfn_wasm_host::consumer::ActivityConsumer::new(
+        &parts.config,
+        parts.engine,
+        parts.handlers,
+        parts.sfn,
         sfn_wasm_host::events::Events::default(),
     )
     .expect("a consumer")

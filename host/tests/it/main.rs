@@ -4,6 +4,7 @@
 
 mod admin;
 mod answers;
+mod deploy;
 mod emulator;
 mod engine;
 mod grants;
