@@ -134,6 +134,9 @@ pub struct HostConfig {
     /// Where the admin server (`/metrics`, `/healthz`, `/readyz`, `/status`) listens;
     /// `None`: no admin server.
     pub admin_listen: Option<std::net::SocketAddr>,
+    /// `[host.otel] endpoint`: the OTLP/HTTP collector traces go to (`/v1/traces` is
+    /// appended). `None`: the `OTEL_EXPORTER_OTLP_ENDPOINT` variable decides, at start.
+    pub otel_endpoint: Option<String>,
 }
 
 /// Parses an admin server address, `IP:PORT` (`127.0.0.1:9464`, `[::1]:9464`,
@@ -147,6 +150,23 @@ pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
             "must be IP:PORT, like \"127.0.0.1:9464\" (a host name is not accepted); got {text:?}"
         )
     })
+}
+
+/// Checks an OTLP/HTTP endpoint: an `http://` or `https://` URL with a host.
+///
+/// # Errors
+/// What is wrong, in words.
+pub fn check_otel_endpoint(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let rest = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(text.to_owned()),
+        _ => Err(format!(
+            "must be an http:// or https:// URL of an OTLP/HTTP collector, like \"http://127.0.0.1:4318\"; got {text:?}"
+        )),
+    }
 }
 
 /// One `[[activity]]`, resolved.
@@ -268,6 +288,13 @@ struct RawHost {
     cache_max_mb: Option<u64>,
     answer_retry_seconds: Option<f64>,
     admin_listen: Option<String>,
+    otel: Option<RawOtel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOtel {
+    endpoint: String,
 }
 
 #[derive(Deserialize)]
@@ -429,7 +456,15 @@ impl Config {
             .map(parse_listen)
             .transpose()
             .map_err(|message| error("host.admin_listen".into(), message))?;
+        let otel_endpoint = match raw.host.otel {
+            Some(otel) => Some(
+                check_otel_endpoint(&otel.endpoint)
+                    .map_err(|message| error("host.otel.endpoint".into(), message))?,
+            ),
+            None => None,
+        };
         let host = HostConfig {
+            otel_endpoint,
             worker_prefix,
             shutdown_grace,
             log_format: raw.host.log_format,

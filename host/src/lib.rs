@@ -28,4 +28,5 @@ pub mod runtime;
 pub mod sfn;
 pub mod status;
 pub mod toolkit;
+pub mod traces;
 pub mod worker;

@@ -21,7 +21,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::events::{Event, EventKind, Observer};
-use crate::sfn::{ActivityTask, SfnError, StepFunctions};
+use crate::sfn::{ActivityTask, SfnError, StepFunctions, result_name};
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -232,12 +232,7 @@ impl Metrics {
 
     /// Counts a Step Functions request that took `elapsed` and ended in `result`.
     fn request(&self, api: &'static str, elapsed: Duration, error: Option<&SfnError>) {
-        let result = match error {
-            None => "ok",
-            Some(SfnError::Throttled(_)) => "throttled",
-            Some(SfnError::TaskClosed(_)) => "closed",
-            Some(_) => "error",
-        };
+        let result = result_name(error);
         self.sfn_requests
             .get_or_create(&ApiResultLabels { api, result })
             .inc();

@@ -20,6 +20,7 @@ use crate::metrics::{MeteredSfn, Metrics};
 use crate::reload::{ReloadError, Reloader};
 use crate::sfn::StepFunctions;
 use crate::status::StatusBoard;
+use crate::traces::{ENDPOINT_ENV, TaskTraces, TracedSfn, TracesError};
 
 /// How many events a slow broadcast subscriber may fall behind by.
 const EVENT_BUFFER: usize = 4096;
@@ -33,6 +34,14 @@ pub enum RuntimeError {
     /// A handler's folder cannot be watched.
     #[error(transparent)]
     Reload(#[from] ReloadError),
+    /// The OTLP exporter cannot be set up.
+    #[error("{}: `host.otel.endpoint` (or {ENDPOINT_ENV}): {source}", file.display())]
+    Traces {
+        /// The config file.
+        file: std::path::PathBuf,
+        /// What went wrong.
+        source: TracesError,
+    },
     /// The admin server's address cannot be bound.
     #[error("{}: `host.admin_listen` (or --admin-listen): {source}; choose a free port, or remove the key", file.display())]
     Admin {
@@ -62,6 +71,7 @@ pub struct HostRuntime {
     consumer: ActivityConsumer,
     reloader: Option<Reloader>,
     admin: Option<(AdminServer, Arc<AdminState>)>,
+    traces: Option<Arc<TaskTraces>>,
     events: Events,
     config: Config,
 }
@@ -92,14 +102,34 @@ impl HostRuntime {
             ));
             (addr, metrics, status)
         });
-        let (events, sfn) = match &observed {
-            Some((_, metrics, status)) => {
-                let observers: Vec<Arc<dyn Observer>> = vec![metrics.clone(), status.clone()];
-                let sfn: Arc<dyn StepFunctions> = Arc::new(MeteredSfn::new(sfn, metrics.clone()));
-                (Events::with_observers(EVENT_BUFFER, observers), sfn)
+        let mut observers: Vec<Arc<dyn Observer>> = Vec::new();
+        let mut sfn = sfn;
+        if let Some((_, metrics, status)) = &observed {
+            observers.push(metrics.clone());
+            observers.push(status.clone());
+            sfn = Arc::new(MeteredSfn::new(sfn, metrics.clone()));
+        }
+        let endpoint = config.host.otel_endpoint.clone().or_else(|| {
+            std::env::var(ENDPOINT_ENV)
+                .ok()
+                .filter(|url| !url.trim().is_empty())
+        });
+        let traces = match endpoint {
+            Some(endpoint) => {
+                let traces = Arc::new(TaskTraces::new(&endpoint).map_err(|source| {
+                    RuntimeError::Traces {
+                        file: config.file.clone(),
+                        source,
+                    }
+                })?);
+                observers.push(traces.clone());
+                sfn = Arc::new(TracedSfn::new(sfn, traces.clone()));
+                tracing::info!(otel = %endpoint, "exporting task traces over OTLP/HTTP");
+                Some(traces)
             }
-            None => (Events::new(EVENT_BUFFER), sfn),
+            None => None,
         };
+        let events = Events::with_observers(EVENT_BUFFER, observers);
         let mut consumer =
             ActivityConsumer::new(&config, engine.clone(), handlers, sfn, events.clone())?;
         let admin = match observed {
@@ -131,6 +161,7 @@ impl HostRuntime {
             consumer,
             reloader: Some(reloader),
             admin,
+            traces,
             events,
             config,
         })
@@ -181,6 +212,10 @@ impl HostRuntime {
             .consumer
             .shutdown(self.config.host.shutdown_grace)
             .await;
+        if let Some(traces) = self.traces.take() {
+            // The exporter's flush blocks a thread for up to its timeout.
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+        }
         if let Some((server, _)) = self.admin.take() {
             server.stop().await;
         }

@@ -193,6 +193,17 @@ impl AwsStepFunctions {
     }
 }
 
+/// How a Step Functions call ended, as metrics and traces label it: `ok`, `throttled`,
+/// `closed` (the task is gone) or `error`.
+pub fn result_name(error: Option<&SfnError>) -> &'static str {
+    match error {
+        None => "ok",
+        Some(SfnError::Throttled(_)) => "throttled",
+        Some(SfnError::TaskClosed(_)) => "closed",
+        Some(_) => "error",
+    }
+}
+
 /// Maps an SDK error: the task-closed codes to [`SfnError::TaskClosed`], timeouts to
 /// [`SfnError::TimedOut`], other client errors (4xx but throttling) to
 /// [`SfnError::Rejected`], the rest to [`SfnError::Unavailable`], with the error chain.

@@ -16,3 +16,4 @@ mod polyglot;
 mod runtime;
 mod serve;
 mod served;
+mod traces;

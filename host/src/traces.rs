@@ -1,0 +1,270 @@
+//! OpenTelemetry traces (`[host.otel] endpoint`, or `OTEL_EXPORTER_OTLP_ENDPOINT`): one
+//! `task` span per task, with a child span for each Step Functions call made for it,
+//! exported over OTLP/HTTP (protobuf) in batches.
+//!
+//! Spans are made from what the host already reports, so no task code knows about
+//! tracing: [`TracedSfn`] wraps the Step Functions client (the poll that brings a task
+//! opens its span; each answer or heartbeat attempt becomes a child), and [`TaskTraces`]
+//! observes `task:done` to fill in the outcome and costs and end the span. Ending a span
+//! hands it to the SDK's batch processor, which exports from a thread of its own and drops
+//! spans when its queue is full: a slow or absent collector never holds a task up.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use opentelemetry::trace::{
+    Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+
+use crate::events::{Event, EventKind, Observer};
+use crate::sfn::{ActivityTask, SfnError, StepFunctions, result_name};
+use crate::worker::task_id;
+
+/// The environment variable the OpenTelemetry specification names for the OTLP endpoint
+/// (the host appends `/v1/traces`).
+pub const ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// How often ended spans are exported.
+const EXPORT_EVERY: Duration = Duration::from_secs(1);
+/// How long the last export may take at shutdown before it is abandoned.
+const FINAL_EXPORT: Duration = Duration::from_millis(300);
+
+/// Why traces cannot be exported.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the OTLP exporter for {endpoint}: {message}")]
+pub struct TracesError {
+    /// The traces URL.
+    pub endpoint: String,
+    /// What the exporter said.
+    pub message: String,
+}
+
+/// The tracer provider and the spans of tasks in flight.
+pub struct TaskTraces {
+    provider: SdkTracerProvider,
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+    open: Mutex<HashMap<String, Context>>,
+}
+
+impl TaskTraces {
+    /// An exporter to `endpoint` (the collector's base URL, like
+    /// `http://127.0.0.1:4318`; `/v1/traces` is appended unless it is there).
+    ///
+    /// # Errors
+    /// When the exporter cannot be built (a malformed URL).
+    pub fn new(endpoint: &str) -> Result<Self, TracesError> {
+        let endpoint = traces_url(endpoint);
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(endpoint.clone())
+            .build()
+            .map_err(|err| TracesError {
+                endpoint: endpoint.clone(),
+                message: err.to_string(),
+            })?;
+        let processor = BatchSpanProcessor::builder(exporter)
+            .with_batch_config(
+                BatchConfigBuilder::default()
+                    .with_scheduled_delay(EXPORT_EVERY)
+                    .build(),
+            )
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name("sfn-wasm-host")
+                    .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+                    .build(),
+            )
+            .build();
+        let tracer = provider.tracer("sfn-wasm-host");
+        Ok(Self {
+            provider,
+            tracer,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn open(&self) -> MutexGuard<'_, HashMap<String, Context>> {
+        // A plain map, consistent even if a holder panicked.
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Opens the span of a task that a poll started at `polled_at` brought, with the
+    /// poll as its first child.
+    fn task_arrived(&self, token: &str, arn: &str, polled_at: SystemTime) {
+        let now = SystemTime::now();
+        let task_id = task_id(token);
+        let span = self
+            .tracer
+            .span_builder("task")
+            .with_kind(SpanKind::Consumer)
+            .with_start_time(now)
+            .with_attributes([
+                KeyValue::new("activity", arn.to_owned()),
+                KeyValue::new("task_id", task_id.clone()),
+            ])
+            .start(&self.tracer);
+        let context = Context::new().with_span(span);
+        self.call_span(&context, "GetActivityTask", polled_at, now, None);
+        self.open().insert(task_id, context);
+    }
+
+    /// Records a Step Functions call made for the task of `token`, if its span is open.
+    fn call(&self, token: &str, api: &'static str, started: SystemTime, error: Option<&SfnError>) {
+        let context = self.open().get(&task_id(token)).cloned();
+        if let Some(context) = context {
+            self.call_span(&context, api, started, SystemTime::now(), error);
+        }
+    }
+
+    fn call_span(
+        &self,
+        parent: &Context,
+        api: &'static str,
+        started: SystemTime,
+        ended: SystemTime,
+        error: Option<&SfnError>,
+    ) {
+        let mut span = self
+            .tracer
+            .span_builder(api)
+            .with_kind(SpanKind::Client)
+            .with_start_time(started)
+            .with_attributes([
+                KeyValue::new("rpc.system", "aws-api"),
+                KeyValue::new("rpc.service", "AWSStepFunctions"),
+                KeyValue::new("rpc.method", api),
+                KeyValue::new("result", result_name(error)),
+            ])
+            .start_with_context(&self.tracer, parent);
+        if let Some(error) = error {
+            span.set_status(Status::error(error.to_string()));
+        }
+        span.end_with_timestamp(ended);
+    }
+
+    /// Exports what is left, waiting at most [`FINAL_EXPORT`]; call once, at the end.
+    /// Blocks the calling thread.
+    pub fn shutdown(&self) {
+        if let Err(err) = self.provider.shutdown_with_timeout(FINAL_EXPORT) {
+            tracing::warn!(error = %err, "the last traces were not exported");
+        }
+    }
+}
+
+impl Observer for TaskTraces {
+    fn observe(&self, event: &Event) {
+        let (EventKind::TaskDone(done), Some(task)) = (&event.kind, &event.task) else {
+            return;
+        };
+        let Some(context) = self.open().remove(&*task.task_id) else {
+            return;
+        };
+        let span = context.span();
+        span.set_attributes([
+            KeyValue::new("handler_digest", task.handler_digest.to_string()),
+            KeyValue::new("outcome", done.outcome.name()),
+            KeyValue::new("error", done.error),
+            KeyValue::new("elapsed_ms", millis(done.elapsed)),
+            KeyValue::new("cpu_ms", done.cpu.as_secs_f64() * 1e3),
+            KeyValue::new(
+                "memory_peak_bytes",
+                i64::try_from(done.memory_peak_bytes).unwrap_or(i64::MAX),
+            ),
+        ]);
+        if done.outcome != crate::events::Outcome::Success {
+            span.set_status(Status::error(done.error));
+        }
+        span.end();
+    }
+}
+
+fn millis(elapsed: Duration) -> i64 {
+    i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `base` with `/v1/traces` appended, unless it already ends so.
+fn traces_url(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    if base.ends_with("/v1/traces") {
+        base.to_owned()
+    } else {
+        format!("{base}/v1/traces")
+    }
+}
+
+/// A [`StepFunctions`] client that records task spans and their calls in [`TaskTraces`].
+pub struct TracedSfn {
+    inner: Arc<dyn StepFunctions>,
+    traces: Arc<TaskTraces>,
+}
+
+impl TracedSfn {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn StepFunctions>, traces: Arc<TaskTraces>) -> Self {
+        Self { inner, traces }
+    }
+}
+
+#[async_trait]
+impl StepFunctions for TracedSfn {
+    async fn poll(&self, arn: &str, worker: &str) -> Result<Option<ActivityTask>, SfnError> {
+        let started = SystemTime::now();
+        let polled = self.inner.poll(arn, worker).await;
+        if let Ok(Some(task)) = &polled {
+            self.traces.task_arrived(&task.token, arn, started);
+        }
+        polled
+    }
+
+    async fn send_success(&self, token: &str, output: &str) -> Result<(), SfnError> {
+        let started = SystemTime::now();
+        let sent = self.inner.send_success(token, output).await;
+        self.traces
+            .call(token, "SendTaskSuccess", started, sent.as_ref().err());
+        sent
+    }
+
+    async fn send_failure(&self, token: &str, error: &str, cause: &str) -> Result<(), SfnError> {
+        let started = SystemTime::now();
+        let sent = self.inner.send_failure(token, error, cause).await;
+        self.traces
+            .call(token, "SendTaskFailure", started, sent.as_ref().err());
+        sent
+    }
+
+    async fn send_heartbeat(&self, token: &str) -> Result<(), SfnError> {
+        let started = SystemTime::now();
+        let sent = self.inner.send_heartbeat(token).await;
+        self.traces
+            .call(token, "SendTaskHeartbeat", started, sent.as_ref().err());
+        sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_traces_path_is_appended_once() {
+        assert_eq!(
+            traces_url("http://127.0.0.1:4318"),
+            "http://127.0.0.1:4318/v1/traces"
+        );
+        assert_eq!(traces_url("http://c:4318/"), "http://c:4318/v1/traces");
+        assert_eq!(
+            traces_url("http://c:4318/v1/traces"),
+            "http://c:4318/v1/traces"
+        );
+    }
+}
