@@ -12,6 +12,9 @@
 //! - bare: this binary re-run as `--bare-worker`: the same tuned `AwsStepFunctions`
 //!   client, N concurrent loops of `GetActivityTask` → parse JSON → greeting →
 //!   `SendTaskSuccess`.
+//! - host, admin + OTLP: the same with `[host] admin_listen` and `[host.otel] endpoint`
+//!   set (a stand-in collector in this process answers the exports): what metrics, the
+//!   status board and traces cost per task.
 //! - host: `sfn-wasm-host serve` with the `greet` component, `workers = N`, its compile
 //!   cache filled beforehand (`sfn-wasm-host compile`, as a deploy would), JSON logs at the
 //!   default level (info) to a pipe, as in production.
@@ -37,6 +40,10 @@ const TASKS: usize = 300;
 const IDLE: Duration = Duration::from_secs(5);
 const ROUNDS: usize = 3;
 const CONCURRENCY: [usize; 2] = [1, 4];
+/// The host with its admin server on and traces exported to an OTLP collector (a
+/// stand-in in this process that answers 200).
+const OPS: &str = "host, admin + OTLP";
+const MODES: [&str; 3] = ["bare", "host", OPS];
 
 struct Sample {
     mode: &'static str,
@@ -86,12 +93,13 @@ fn main() {
         Client::new(&config)
     });
     let ticks = clock_ticks();
+    let collector = collector();
 
     // Rounds alternate the modes so that drift on a noisy machine hits both alike.
     let mut samples: Vec<Sample> = Vec::new();
     for _ in 0..ROUNDS {
         for concurrency in CONCURRENCY {
-            for mode in ["bare", "host"] {
+            for mode in MODES {
                 let (activity, machine) = runtime.block_on(setup(&client, mode));
                 runtime.block_on(start_executions(&client, &machine));
                 let dir = tempfile::tempdir().unwrap();
@@ -104,10 +112,17 @@ fn main() {
                         .unwrap(),
                     _ => {
                         let config = dir.path().join("config.toml");
+                        let ops = if mode == OPS {
+                            format!(
+                                "admin_listen = \"127.0.0.1:0\"\n[host.otel]\nendpoint = \"{collector}\"\n"
+                            )
+                        } else {
+                            String::new()
+                        };
                         std::fs::write(
                             &config,
                             format!(
-                                "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n[host]\nlog_format = \"json\"\ncache_dir = \"{}\"\n\
+                                "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n[host]\nlog_format = \"json\"\ncache_dir = \"{}\"\n{ops}\
                                  [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\nworkers = {concurrency}\n",
                                 cache.display(),
                                 greet.display()
@@ -166,7 +181,7 @@ fn main() {
     println!("|---|---:|---:|---:|---:|");
     for concurrency in CONCURRENCY {
         let bare = median("bare", concurrency, |s| s.per_task);
-        for mode in ["bare", "host"] {
+        for mode in MODES {
             let per_task = median(mode, concurrency, |s| s.per_task);
             println!(
                 "| {mode} | {concurrency} | {:.2} ms | {:.2}x | {:.2}% of a core |",
@@ -175,6 +190,15 @@ fn main() {
                 median(mode, concurrency, |s| s.idle) * 100.0,
             );
         }
+    }
+
+    for concurrency in CONCURRENCY {
+        let host = median("host", concurrency, |s| s.per_task);
+        let ops = median(OPS, concurrency, |s| s.per_task);
+        println!(
+            "\nadmin server and OTLP export on, {concurrency} worker(s): {:+.1} % CPU per task",
+            (ops / host - 1.0) * 100.0
+        );
     }
 
     println!("\nWhere the host's CPU goes, per task, medians (ms):\n");
@@ -243,6 +267,7 @@ fn bare_worker(activity: &str, endpoint: &str, loops: usize) {
 }
 
 async fn setup(client: &Client, mode: &str) -> (String, String) {
+    let mode: String = mode.chars().filter(char::is_ascii_alphanumeric).collect();
     let suffix = format!("{mode}-{:08x}", fastrand::u32(..));
     let activity = client
         .create_activity()
@@ -346,6 +371,37 @@ fn thread_seconds(pid: u32) -> Vec<f64> {
         }
     }
     groups
+}
+
+/// A stand-in OTLP/HTTP collector: reads each request and answers 200. Its URL.
+fn collector() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&stream);
+            let mut length = 0usize;
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if line.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            let _ = std::io::Read::read_exact(&mut reader, &mut body);
+            let _ = std::io::Write::write_all(
+                &mut &stream,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    url
 }
 
 fn clock_ticks() -> f64 {
