@@ -93,7 +93,7 @@ fn main() {
         Client::new(&config)
     });
     let ticks = clock_ticks();
-    let collector = collector();
+    let collector = common::collector();
 
     // Rounds alternate the modes so that drift on a noisy machine hits both alike.
     let mut samples: Vec<Sample> = Vec::new();
@@ -371,37 +371,6 @@ fn thread_seconds(pid: u32) -> Vec<f64> {
         }
     }
     groups
-}
-
-/// A stand-in OTLP/HTTP collector: reads each request and answers 200. Its URL.
-fn collector() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(&stream);
-            let mut length = 0usize;
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                if line.trim().is_empty() {
-                    break;
-                }
-                if let Some((name, value)) = line.split_once(':')
-                    && name.eq_ignore_ascii_case("content-length")
-                {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-                line.clear();
-            }
-            let mut body = vec![0; length];
-            let _ = std::io::Read::read_exact(&mut reader, &mut body);
-            let _ = std::io::Write::write_all(
-                &mut &stream,
-                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            );
-        }
-    });
-    url
 }
 
 fn clock_ticks() -> f64 {

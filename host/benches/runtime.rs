@@ -7,7 +7,8 @@
 //!
 //! A third row runs the same with the admin server on (`[host] admin_listen`: metrics
 //! and the status board fed by every event and Step Functions call, `/metrics` scraped
-//! every second): what observing the host costs per task.
+//! every second) and traces exported (`[host.otel]`, to a stand-in collector in this
+//! process): what observing the host costs per task.
 //!
 //! Run: `cargo bench -p sfn-wasm-host --bench runtime` after `scripts/build-guests.sh`.
 
@@ -50,21 +51,23 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// CPU per task of the host runtime `serve` runs (`HostRuntime`, start-up included)
-/// with `workers` workers; with `admin`, its admin server on (metrics and status kept
-/// for every event and call) and scraped once a second, as Prometheus would.
-fn host(workers: u32, admin: bool) -> Duration {
+/// with `workers` workers; with `collector` (an OTLP/HTTP URL), its admin server on
+/// (metrics and status kept for every event and call, scraped once a second, as
+/// Prometheus would) and every task traced to that collector.
+fn host(workers: u32, collector: Option<&str>) -> Duration {
     let runtime = runtime();
     runtime.block_on(async {
         let queue = queue();
-        let host_settings = if admin {
-            "admin_listen = \"127.0.0.1:0\"\nshutdown_grace_seconds = 1"
-        } else {
-            "shutdown_grace_seconds = 1"
+        let host_settings = match collector {
+            Some(url) => format!(
+                "admin_listen = \"127.0.0.1:0\"\nshutdown_grace_seconds = 1\n[host.otel]\nendpoint = \"{url}\""
+            ),
+            None => "shutdown_grace_seconds = 1".to_owned(),
         };
         let parts = common::parts(
             "greet",
             &format!("workers = {workers}"),
-            host_settings,
+            &host_settings,
             queue.clone(),
         );
         let before = cpu();
@@ -128,19 +131,20 @@ fn bare(loops: u32) -> Duration {
 
 fn main() {
     common::build_guests(&[]);
+    let collector = common::collector();
     let mut rows: Vec<(&str, u32, Vec<Duration>)> = Vec::new();
     for workers in WORKERS {
         rows.push(("bare loop", workers, Vec::new()));
         rows.push(("host runtime", workers, Vec::new()));
-        rows.push(("host runtime, admin server on", workers, Vec::new()));
+        rows.push(("host runtime, admin server + OTLP on", workers, Vec::new()));
     }
     for _ in 0..ROUNDS {
         for row in &mut rows {
             let started = Instant::now();
             let per_task = match row.0 {
                 "bare loop" => bare(row.1),
-                "host runtime" => host(row.1, false),
-                _ => host(row.1, true),
+                "host runtime" => host(row.1, None),
+                _ => host(row.1, Some(&collector)),
             };
             eprintln!(
                 "{} x{}: {:.1} µs per task ({:.1} s)",
