@@ -12,3 +12,4 @@ cargo bench -p sfn-wasm-host --bench hotswap
 cargo bench -p sfn-wasm-host --bench memory
 cargo bench -p sfn-wasm-host --bench outbound
 cargo bench -p sfn-wasm-host --bench runtime
+cargo bench -p sfn-wasm-host --bench admin
