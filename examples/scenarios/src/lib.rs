@@ -1,8 +1,8 @@
 //! One handler, many behaviours: the test cases of the TypeScript library this host
 //! descends from, plus the ones a sandbox needs (runaway loops, memory hogs, slow tasks).
 //!
-//! The input `{"hello": NAME}` picks the scenario; `Sleep`, `Deadline` and `Spin` also
-//! read `{"ms": N}`, `Allocate` reads `{"mb": N}`.
+//! The input `{"hello": NAME}` picks the scenario; `Sleep` and `Deadline` also read
+//! `{"ms": N}`, `Work` reads `{"n": N}`, `Allocate` reads `{"mb": N}`.
 //!
 //! | `hello`     | behaviour                                                     |
 //! |-------------|---------------------------------------------------------------|
@@ -17,7 +17,7 @@
 //! | `Sleep`     | sleeps `ms` milliseconds via WASI clocks, then success        |
 //! | `Patient`   | waits until `cancelled()` turns true, then answers by itself  |
 //! | `Deadline`  | sleeps until `ms` milliseconds before its deadline, then success |
-//! | `Spin`      | computes (a busy loop) for `ms` milliseconds, then success     |
+//! | `Work`      | computes `n` rounds of a xorshift loop (a fixed amount of CPU), then success |
 //! | `Allocate`  | allocates and touches `mb` MiB, then success                  |
 
 use std::time::Duration;
@@ -32,6 +32,8 @@ struct Input {
     ms: u64,
     #[serde(default)]
     mb: usize,
+    #[serde(default)]
+    n: u64,
 }
 
 fn scenarios(task: Task) -> Result<(), String> {
@@ -79,13 +81,18 @@ fn scenarios(task: Task) -> Result<(), String> {
             }
             toolkit::success(r#"{"stopped":"cancelled"}"#).map_err(|e| e.to_string())
         }
-        "Spin" => {
-            let start = std::time::Instant::now();
-            let mut spins: u64 = 0;
-            while start.elapsed() < Duration::from_millis(input.ms) {
-                spins = std::hint::black_box(spins.wrapping_add(1));
+        "Work" => {
+            // A fixed amount of work, not a wall-clock spin: its CPU time is the same
+            // however busy the machine is, which is what a CPU-accounting test needs.
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+            for _ in 0..input.n {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x = std::hint::black_box(x);
             }
-            toolkit::success(&format!(r#"{{"spun_ms":{}}}"#, input.ms)).map_err(|e| e.to_string())
+            toolkit::success(&format!(r#"{{"rounds":{},"x":{x}}}"#, input.n))
+                .map_err(|e| e.to_string())
         }
         "Allocate" => {
             let block: Vec<u8> = vec![1; input.mb << 20];

@@ -76,10 +76,7 @@ fn sample(samples: &HashMap<String, f64>, key: &str) -> f64 {
 #[test]
 #[allow(clippy::too_many_lines)] // one served run, checked end to end
 fn metrics_status_health_and_readiness_of_a_served_host() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(emulator::client());
-    let activity = runtime.block_on(emulator::activity(&client, "admin"));
-    let machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
+    let (runtime, client, activity, machine) = emulator::emulated("admin");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     // Only the required keys and the admin address: metrics need no other setting.
@@ -111,12 +108,33 @@ fn metrics_status_health_and_readiness_of_a_served_host() {
     assert_eq!(get(addr, "/healthz"), (200, "ok\n".into()));
     assert_eq!(get(addr, "/nope").0, 404);
 
-    // One task of each outcome, a spinner and an allocator.
+    // A guest that computes for 200 ms of CPU: a fixed amount of work (a wall-clock spin
+    // gets less CPU than its wall time on a busy machine), sized from a first run whose
+    // cpu_ms says how fast this machine runs it.
+    const CALIBRATION_ROUNDS: u64 = 50_000_000;
+    runtime.block_on(emulator::start(
+        &client,
+        &machine,
+        json!({"hello": "Work", "n": CALIBRATION_ROUNDS}),
+    ));
+    let calibration = served.wait_for("task:done")["cpu_ms"].as_f64().unwrap();
+    assert!(
+        calibration > 0.0,
+        "cpu_ms of a computing guest: {calibration}"
+    );
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let rounds = (CALIBRATION_ROUNDS as f64 * 200.0 / calibration) as u64;
+
+    // One task of each outcome, the 200 ms computer and an allocator.
     let inputs = [
         json!({"hello": "World"}),
         json!({"hello": "Failure"}),
         json!({"hello": "Error"}),
-        json!({"hello": "Spin", "ms": 200}),
+        json!({"hello": "Work", "n": rounds}),
         json!({"hello": "Allocate", "mb": 32}),
     ];
     for input in &inputs {
@@ -145,19 +163,19 @@ fn metrics_status_health_and_readiness_of_a_served_host() {
         .iter()
         .map(|d| d["memory_peak_bytes"].as_u64().unwrap())
         .collect();
-    // The spinner's cpu_ms is within 150–400; every other task's is below it.
+    // The computer's cpu_ms is within 150–400; every other task's is below it.
     assert_eq!(
         cpu_ms
             .iter()
             .filter(|ms| (150.0..=400.0).contains(*ms))
             .count(),
         1,
-        "the 200 ms spinner's cpu_ms: {cpu_ms:?}"
+        "the 200 ms computer's cpu_ms: {cpu_ms:?} (calibration: {calibration} ms for {CALIBRATION_ROUNDS} rounds)"
     );
     assert_eq!(
         cpu_ms.iter().filter(|ms| **ms < 150.0).count(),
         inputs.len() - 1,
-        "only the spinner computes for long: {cpu_ms:?}"
+        "only the computer computes for long: {cpu_ms:?}"
     );
     assert!(
         peaks.iter().any(|bytes| *bytes >= 32 << 20),
@@ -179,7 +197,11 @@ fn metrics_status_health_and_readiness_of_a_served_host() {
             &format!("sfn_wasm_host_tasks_total{{{a},error=\"{error}\",outcome=\"{outcome}\"}}"),
         )
     };
-    assert_eq!(task("success", "guest"), 3.0, "World, Spin, Allocate");
+    assert_eq!(
+        task("success", "guest"),
+        4.0,
+        "World, Work (twice), Allocate"
+    );
     assert_eq!(task("failure", "guest"), 1.0);
     assert_eq!(task("host_failure", "SfnWasmHost.Trap"), 1.0);
     assert_eq!(
@@ -192,14 +214,14 @@ fn metrics_status_health_and_readiness_of_a_served_host() {
             &m,
             &format!("sfn_wasm_host_polls_total{{{a},result=\"task\"}}")
         ),
-        5.0
+        6.0
     );
     assert_eq!(
         sample(
             &m,
             "sfn_wasm_host_sfn_requests_total{api=\"SendTaskSuccess\",result=\"ok\"}"
         ),
-        3.0
+        4.0
     );
     assert_eq!(
         sample(
@@ -212,7 +234,7 @@ fn metrics_status_health_and_readiness_of_a_served_host() {
         sample(
             &m,
             "sfn_wasm_host_sfn_request_duration_seconds_count{api=\"GetActivityTask\"}"
-        ) >= 5.0
+        ) >= 6.0
     );
     for histogram in [
         "task_duration_seconds",
@@ -221,13 +243,13 @@ fn metrics_status_health_and_readiness_of_a_served_host() {
     ] {
         assert_eq!(
             sample(&m, &format!("sfn_wasm_host_{histogram}_count{{{a}}}")),
-            5.0,
+            6.0,
             "{histogram}"
         );
     }
     assert!(
         sample(&m, &format!("sfn_wasm_host_task_cpu_seconds_sum{{{a}}}")) >= 0.15,
-        "the spinner's CPU is in the histogram"
+        "the computer's CPU is in the histogram"
     );
     let digest = done[0]["handler_digest"].as_str().unwrap();
     assert_eq!(

@@ -119,3 +119,13 @@ pub async fn wait(client: &Client, execution: &str, limit: Duration) -> Ended {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A runtime for the test's own calls, a client, and a fresh activity with its state
+/// machine in the emulator.
+pub fn emulated(name: &str) -> (tokio::runtime::Runtime, aws_sdk_sfn::Client, String, String) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(client());
+    let activity = runtime.block_on(activity(&client, name));
+    let state_machine = runtime.block_on(state_machine(&client, &activity, None));
+    (runtime, client, activity, state_machine)
+}

@@ -154,18 +154,8 @@ fn serve(activity: &str, handler: &str, grace_seconds: f64) -> (Served, tempfile
     (Served::start(&config), dir)
 }
 
-/// A runtime for the test's own calls, a client, and a fresh activity with its state
-/// machine in the emulator.
-fn emulated(name: &str) -> (tokio::runtime::Runtime, aws_sdk_sfn::Client, String, String) {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(emulator::client());
-    let activity = runtime.block_on(emulator::activity(&client, name));
-    let state_machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
-    (runtime, client, activity, state_machine)
-}
-
 fn sigterm_during(input: Value, grace_seconds: f64) {
-    let (runtime, client, activity, state_machine) = emulated("shutdown");
+    let (runtime, client, activity, state_machine) = emulator::emulated("shutdown");
     let (mut served, _dir) = serve(&activity, "scenarios", grace_seconds);
     served.wait_for("worker:running");
     let execution = runtime.block_on(emulator::start(&client, &state_machine, input));
@@ -208,7 +198,7 @@ fn sigterm_during_a_loop_answers_shutdown_after_the_grace() {
 
 #[test]
 fn sigterm_lets_a_cooperative_handler_answer_by_itself() {
-    let (runtime, client, activity, state_machine) = emulated("patient");
+    let (runtime, client, activity, state_machine) = emulator::emulated("patient");
     let (mut served, _dir) = serve(&activity, "scenarios", 10.0);
     served.wait_for("worker:running");
     let execution = runtime.block_on(emulator::start(
@@ -234,7 +224,7 @@ fn sigterm_lets_a_cooperative_handler_answer_by_itself() {
 
 #[test]
 fn a_task_polled_during_shutdown_is_answered_not_stranded() {
-    let (runtime, client, activity, state_machine) = emulated("late");
+    let (runtime, client, activity, state_machine) = emulator::emulated("late");
     let (mut served, _dir) = serve(&activity, "scenarios", 10.0);
     served.wait_for("worker:running");
     // Let both workers' long polls reach the emulator.
@@ -310,7 +300,7 @@ fn with_no_host_table_the_compile_cache_is_on() {
 
 #[test]
 fn a_stalled_log_pipe_stops_neither_polls_nor_answers() {
-    let (runtime, client, activity, state_machine) = emulated("chatty");
+    let (runtime, client, activity, state_machine) = emulator::emulated("chatty");
     let dir = tempfile::tempdir().unwrap();
     let body = format!(
         "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\ncache = false\n{}",

@@ -92,10 +92,7 @@ fn string(attributes: &[KeyValue], key: &str) -> Option<String> {
 #[test]
 fn every_task_is_a_span_with_its_step_functions_calls() {
     let (endpoint, received) = collector();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(emulator::client());
-    let activity = runtime.block_on(emulator::activity(&client, "traces"));
-    let machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
+    let (runtime, client, activity, machine) = emulator::emulated("traces");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(
