@@ -2,17 +2,16 @@
 //!
 //! Two feeds, both direct calls that cannot drop anything (unlike the event broadcast):
 //! [`Metrics`] is an [`Observer`] of every event (tasks, workers, heartbeats, handler
-//! versions), and [`MeteredSfn`] wraps the Step Functions client (polls and every API
-//! call, with durations). Labels are bounded: activity ARNs, API names, outcome and
+//! versions) and a [`CallObserver`] of every Step Functions call (polls and answers,
+//! with durations, through [`ObservedSfn`](crate::sfn::ObservedSfn)). Labels are bounded: activity ARNs, API names, outcome and
 //! error names, handler digests (one live per activity) — never task ids.
 //!
 //! Updating a metric is an atomic add on a handle looked up in a small map; encoding
 //! happens only when scraped.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,7 +20,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::events::{Event, EventKind, Observer};
-use crate::sfn::{ActivityTask, SfnError, StepFunctions, result_name};
+use crate::sfn::{ActivityTask, CallObserver, SfnError, result_name};
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -324,68 +323,40 @@ impl Observer for Metrics {
     }
 }
 
-/// A [`StepFunctions`] client that counts and times every call into [`Metrics`].
-pub struct MeteredSfn {
-    inner: Arc<dyn StepFunctions>,
-    metrics: Arc<Metrics>,
-}
-
-impl MeteredSfn {
-    /// Wraps `inner`.
-    pub fn new(inner: Arc<dyn StepFunctions>, metrics: Arc<Metrics>) -> Self {
-        Self { inner, metrics }
-    }
-}
-
-#[async_trait]
-impl StepFunctions for MeteredSfn {
-    async fn poll(&self, arn: &str, worker: &str) -> Result<Option<ActivityTask>, SfnError> {
-        let started = Instant::now();
-        let polled = self.inner.poll(arn, worker).await;
-        let elapsed = started.elapsed();
-        self.metrics
-            .request("GetActivityTask", elapsed, polled.as_ref().err());
-        let result = match &polled {
+impl CallObserver for Metrics {
+    fn polled(
+        &self,
+        arn: &str,
+        _started: SystemTime,
+        elapsed: Duration,
+        polled: &Result<Option<ActivityTask>, SfnError>,
+    ) {
+        self.request("GetActivityTask", elapsed, polled.as_ref().err());
+        let result = match polled {
             Ok(Some(_)) => "task",
             Ok(None) => "empty",
             Err(_) => "error",
         };
         let activity = Shared(Arc::from(arn));
-        self.metrics
-            .polls
+        self.polls
             .get_or_create(&ResultLabels {
                 activity: activity.clone(),
                 result,
             })
             .inc();
-        self.metrics
-            .poll_duration
+        self.poll_duration
             .get_or_create(&ActivityLabels { activity })
             .observe(elapsed.as_secs_f64());
-        polled
     }
 
-    async fn send_success(&self, token: &str, output: &str) -> Result<(), SfnError> {
-        let started = Instant::now();
-        let sent = self.inner.send_success(token, output).await;
-        self.metrics
-            .request("SendTaskSuccess", started.elapsed(), sent.as_ref().err());
-        sent
-    }
-
-    async fn send_failure(&self, token: &str, error: &str, cause: &str) -> Result<(), SfnError> {
-        let started = Instant::now();
-        let sent = self.inner.send_failure(token, error, cause).await;
-        self.metrics
-            .request("SendTaskFailure", started.elapsed(), sent.as_ref().err());
-        sent
-    }
-
-    async fn send_heartbeat(&self, token: &str) -> Result<(), SfnError> {
-        let started = Instant::now();
-        let sent = self.inner.send_heartbeat(token).await;
-        self.metrics
-            .request("SendTaskHeartbeat", started.elapsed(), sent.as_ref().err());
-        sent
+    fn called(
+        &self,
+        api: &'static str,
+        _token: &str,
+        _started: SystemTime,
+        elapsed: Duration,
+        error: Option<&SfnError>,
+    ) {
+        self.request(api, elapsed, error);
     }
 }

@@ -16,11 +16,11 @@ use crate::config::Config;
 use crate::consumer::{ActivityConsumer, ConsumerError, ShutdownReport};
 use crate::engine::{ArtifactCache, LoadedHandler, WasmEngine};
 use crate::events::{Events, Observer};
-use crate::metrics::{MeteredSfn, Metrics};
+use crate::metrics::Metrics;
 use crate::reload::{ReloadError, Reloader};
-use crate::sfn::StepFunctions;
+use crate::sfn::{CallObserver, ObservedSfn, StepFunctions};
 use crate::status::StatusBoard;
-use crate::traces::{ENDPOINT_ENV, TaskTraces, TracedSfn, TracesError};
+use crate::traces::{ENDPOINT_ENV, TaskTraces, TracesError};
 
 /// How many events a slow broadcast subscriber may fall behind by.
 const EVENT_BUFFER: usize = 4096;
@@ -103,11 +103,11 @@ impl HostRuntime {
             (addr, metrics, status)
         });
         let mut observers: Vec<Arc<dyn Observer>> = Vec::new();
-        let mut sfn = sfn;
+        let mut calls: Vec<Arc<dyn CallObserver>> = Vec::new();
         if let Some((_, metrics, status)) = &observed {
             observers.push(metrics.clone());
             observers.push(status.clone());
-            sfn = Arc::new(MeteredSfn::new(sfn, metrics.clone()));
+            calls.push(metrics.clone());
         }
         let endpoint = config.host.otel_endpoint.clone().or_else(|| {
             std::env::var(ENDPOINT_ENV)
@@ -123,13 +123,19 @@ impl HostRuntime {
                     }
                 })?);
                 observers.push(traces.clone());
-                sfn = Arc::new(TracedSfn::new(sfn, traces.clone()));
+                calls.push(traces.clone());
                 tracing::info!(otel = %endpoint, "exporting task traces over OTLP/HTTP");
                 Some(traces)
             }
             None => None,
         };
         let events = Events::with_observers(EVENT_BUFFER, observers);
+        // Without observers the workers get the client itself: nothing on the call path.
+        let sfn: Arc<dyn StepFunctions> = if calls.is_empty() {
+            sfn
+        } else {
+            Arc::new(ObservedSfn::new(sfn, calls))
+        };
         let mut consumer =
             ActivityConsumer::new(&config, engine.clone(), handlers, sfn, events.clone())?;
         let admin = match observed {

@@ -4,7 +4,8 @@
 //! unit tests and benchmarks; [`AwsStepFunctions`] is the real `aws-sdk-sfn` client, and
 //! the one the integration tests run against an emulator.
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
@@ -306,6 +307,93 @@ impl StepFunctions for AwsStepFunctions {
             .await
             .map_err(map_error)?;
         Ok(())
+    }
+}
+
+/// Sees every Step Functions call the host makes, after it returns: for metrics and
+/// traces, which must not put code on the task path. Must be quick and must not block.
+pub trait CallObserver: Send + Sync {
+    /// A `GetActivityTask` poll of `arn` that started at `started` and took `elapsed`.
+    fn polled(
+        &self,
+        arn: &str,
+        started: SystemTime,
+        elapsed: Duration,
+        polled: &Result<Option<ActivityTask>, SfnError>,
+    );
+    /// A `SendTask*` call (`api`) for the task of `token`.
+    fn called(
+        &self,
+        api: &'static str,
+        token: &str,
+        started: SystemTime,
+        elapsed: Duration,
+        error: Option<&SfnError>,
+    );
+}
+
+/// A [`StepFunctions`] client that times each call once and tells every
+/// [`CallObserver`] how it went.
+pub struct ObservedSfn {
+    inner: Arc<dyn StepFunctions>,
+    observers: Vec<Arc<dyn CallObserver>>,
+}
+
+impl ObservedSfn {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn StepFunctions>, observers: Vec<Arc<dyn CallObserver>>) -> Self {
+        Self { inner, observers }
+    }
+
+    async fn call(
+        &self,
+        api: &'static str,
+        token: &str,
+        send: impl Future<Output = Result<(), SfnError>>,
+    ) -> Result<(), SfnError> {
+        let (started, clock) = (SystemTime::now(), Instant::now());
+        let sent = send.await;
+        let elapsed = clock.elapsed();
+        for observer in &self.observers {
+            observer.called(api, token, started, elapsed, sent.as_ref().err());
+        }
+        sent
+    }
+}
+
+#[async_trait]
+impl StepFunctions for ObservedSfn {
+    async fn poll(&self, arn: &str, worker: &str) -> Result<Option<ActivityTask>, SfnError> {
+        let (started, clock) = (SystemTime::now(), Instant::now());
+        let polled = self.inner.poll(arn, worker).await;
+        let elapsed = clock.elapsed();
+        for observer in &self.observers {
+            observer.polled(arn, started, elapsed, &polled);
+        }
+        polled
+    }
+
+    async fn send_success(&self, token: &str, output: &str) -> Result<(), SfnError> {
+        self.call(
+            "SendTaskSuccess",
+            token,
+            self.inner.send_success(token, output),
+        )
+        .await
+    }
+
+    async fn send_failure(&self, token: &str, error: &str, cause: &str) -> Result<(), SfnError> {
+        self.call(
+            "SendTaskFailure",
+            token,
+            self.inner.send_failure(token, error, cause),
+        )
+        .await
+    }
+
+    async fn send_heartbeat(&self, token: &str) -> Result<(), SfnError> {
+        self.call("SendTaskHeartbeat", token, self.inner.send_heartbeat(token))
+            .await
     }
 }
 

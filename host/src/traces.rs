@@ -3,17 +3,17 @@
 //! exported over OTLP/HTTP (protobuf) in batches.
 //!
 //! Spans are made from what the host already reports, so no task code knows about
-//! tracing: [`TracedSfn`] wraps the Step Functions client (the poll that brings a task
-//! opens its span; each answer or heartbeat attempt becomes a child), and [`TaskTraces`]
-//! observes `task:done` to fill in the outcome and costs and end the span. Ending a span
+//! tracing: [`TaskTraces`] observes every Step Functions call (through
+//! [`ObservedSfn`](crate::sfn::ObservedSfn): the poll that brings a task opens its span;
+//! each answer or heartbeat attempt becomes a child) and `task:done` (which fills in the
+//! outcome and costs and ends the span). Ending a span
 //! hands it to the SDK's batch processor, which exports from a thread of its own and drops
 //! spans when its queue is full: a slow or absent collector never holds a task up.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
 use opentelemetry::trace::{
     Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
 };
@@ -22,7 +22,7 @@ use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 
 use crate::events::{Event, EventKind, Observer};
-use crate::sfn::{ActivityTask, SfnError, StepFunctions, result_name};
+use crate::sfn::{ActivityTask, CallObserver, SfnError, result_name};
 use crate::worker::task_id;
 
 /// The environment variable the OpenTelemetry specification names for the OTLP endpoint
@@ -203,52 +203,28 @@ fn traces_url(base: &str) -> String {
     }
 }
 
-/// A [`StepFunctions`] client that records task spans and their calls in [`TaskTraces`].
-pub struct TracedSfn {
-    inner: Arc<dyn StepFunctions>,
-    traces: Arc<TaskTraces>,
-}
-
-impl TracedSfn {
-    /// Wraps `inner`.
-    pub fn new(inner: Arc<dyn StepFunctions>, traces: Arc<TaskTraces>) -> Self {
-        Self { inner, traces }
-    }
-}
-
-#[async_trait]
-impl StepFunctions for TracedSfn {
-    async fn poll(&self, arn: &str, worker: &str) -> Result<Option<ActivityTask>, SfnError> {
-        let started = SystemTime::now();
-        let polled = self.inner.poll(arn, worker).await;
-        if let Ok(Some(task)) = &polled {
-            self.traces.task_arrived(&task.token, arn, started);
+impl CallObserver for TaskTraces {
+    fn polled(
+        &self,
+        arn: &str,
+        started: SystemTime,
+        _elapsed: Duration,
+        polled: &Result<Option<ActivityTask>, SfnError>,
+    ) {
+        if let Ok(Some(task)) = polled {
+            self.task_arrived(&task.token, arn, started);
         }
-        polled
     }
 
-    async fn send_success(&self, token: &str, output: &str) -> Result<(), SfnError> {
-        let started = SystemTime::now();
-        let sent = self.inner.send_success(token, output).await;
-        self.traces
-            .call(token, "SendTaskSuccess", started, sent.as_ref().err());
-        sent
-    }
-
-    async fn send_failure(&self, token: &str, error: &str, cause: &str) -> Result<(), SfnError> {
-        let started = SystemTime::now();
-        let sent = self.inner.send_failure(token, error, cause).await;
-        self.traces
-            .call(token, "SendTaskFailure", started, sent.as_ref().err());
-        sent
-    }
-
-    async fn send_heartbeat(&self, token: &str) -> Result<(), SfnError> {
-        let started = SystemTime::now();
-        let sent = self.inner.send_heartbeat(token).await;
-        self.traces
-            .call(token, "SendTaskHeartbeat", started, sent.as_ref().err());
-        sent
+    fn called(
+        &self,
+        api: &'static str,
+        token: &str,
+        started: SystemTime,
+        _elapsed: Duration,
+        error: Option<&SfnError>,
+    ) {
+        self.call(token, api, started, error);
     }
 }
 
