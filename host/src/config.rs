@@ -787,6 +787,10 @@ mod tests {
         assert_eq!(config.host.answer_retry, Duration::from_secs(600));
         assert_eq!(activity.heartbeat_interval, None);
         assert_eq!(activity.cancel_grace, Duration::from_secs(5));
+        // Operations are off unless asked for: no admin server, no traces exporter (the
+        // OTEL_EXPORTER_OTLP_ENDPOINT variable is read at start, not here).
+        assert_eq!(config.host.admin_listen, None);
+        assert_eq!(config.host.otel_endpoint, None);
         // The API rates: the region's quota, without an [aws] table.
         let rates = config.aws.rates(Some("us-east-1"));
         assert_eq!(
@@ -954,6 +958,22 @@ mod tests {
                 "between 1",
             ),
             (
+                format!(
+                    "[host]\nadmin_listen = \"localhost:9464\"\n{}",
+                    activity("")
+                ),
+                "host.admin_listen",
+                "IP:PORT",
+            ),
+            (
+                format!(
+                    "[host.otel]\nendpoint = \"127.0.0.1:4318\"\n{}",
+                    activity("")
+                ),
+                "host.otel.endpoint",
+                "http:// or https://",
+            ),
+            (
                 activity("heartbeat_seconds = 0"),
                 "activity[0].heartbeat_seconds",
                 "more than 0",
@@ -970,6 +990,26 @@ mod tests {
             assert!(err.message.contains(message), "{text}: {err}");
             assert!(err.to_string().contains("config.toml"), "{err}");
         }
+    }
+
+    #[test]
+    fn operations_keys_alone_turn_the_admin_server_and_traces_on() {
+        let config = parse(&format!(
+            "[host]\nadmin_listen = \"0.0.0.0:9464\"\n[host.otel]\nendpoint = \"http://collector:4318\"\n\
+             [[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.host.admin_listen,
+            Some("0.0.0.0:9464".parse().unwrap())
+        );
+        assert_eq!(
+            config.host.otel_endpoint.as_deref(),
+            Some("http://collector:4318")
+        );
+        // The rest of [host] keeps its defaults.
+        assert_eq!(config.host.shutdown_grace, Duration::from_secs(30));
+        assert!(config.host.cache_dir.is_some());
     }
 
     #[test]
