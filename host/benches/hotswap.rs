@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use sfn_wasm_host::engine::{ArtifactCache, CacheStatus, EngineConfig, Handler, WasmEngine};
 use sfn_wasm_host::events::{Emitter, Events};
-use sfn_wasm_host::reload::{HandlerSlot, ReloadTarget, Reloader};
+use sfn_wasm_host::reload::{ReloadTarget, Reloader};
+use sfn_wasm_host::rollout::VersionChooser;
+use sfn_wasm_host::source::HandlerSource;
 
 mod common;
 
@@ -33,19 +35,24 @@ async fn swaps(
     let dir = tempfile::tempdir().unwrap();
     let handler = dir.path().join("handler.wasm");
     std::fs::copy(versions[0], &handler).unwrap();
-    let slot = HandlerSlot::new(
+    let emitter = Emitter::for_activity(Events::default(), Arc::from("bench"));
+    let chooser = Arc::new(VersionChooser::new(
         Handler::load(engine, &handler, cache.as_ref())
             .unwrap()
             .handler,
-    );
-    let emitter = Emitter::for_activity(Events::default(), Arc::from("bench"));
+        None,
+        emitter.clone(),
+    ));
     let target = ReloadTarget {
-        path: handler.clone(),
+        source: HandlerSource::File(handler.clone()),
         watch: true,
-        slot: slot.clone(),
+        poll: Duration::from_secs(30),
+        pin: None,
+        max_bytes: u64::MAX,
+        versions: chooser.clone(),
         emitter,
     };
-    let reloader = Reloader::start(vec![target], engine.clone(), cache).unwrap();
+    let reloader = Reloader::start(vec![target], engine.clone(), cache, None).unwrap();
     let mut latencies = Vec::new();
     for i in 1..=SWAPS {
         let next = versions[i % 2];
@@ -55,7 +62,7 @@ async fn swaps(
         let started = Instant::now();
         std::fs::rename(&temp, &handler).unwrap();
         let current = loop {
-            let current = slot.current();
+            let current = chooser.choose().handler;
             if *current.digest() == want {
                 break current;
             }

@@ -13,6 +13,8 @@ use serde::Deserialize;
 
 use crate::grants::{DirGrant, EnvSource, EnvVar, GrantsConfig, check_guest_path};
 use crate::outbound::{AllowedHost, OutboundLimits};
+use crate::rollout::RolloutConfig;
+use crate::source::{HandlerSource, parse_pin};
 
 /// The largest memory cap a task may have: the whole 32-bit address space.
 pub const MAX_MEMORY_LIMIT_MB: u64 = 4096;
@@ -174,8 +176,19 @@ pub fn check_otel_endpoint(text: &str) -> Result<String, String> {
 pub struct ActivityConfig {
     /// The activity ARN.
     pub arn: String,
-    /// The handler component, as an absolute (or config-relative resolved) path.
-    pub handler: PathBuf,
+    /// Where the handler component comes from: a file (its path made absolute), an S3
+    /// object or an HTTPS URL.
+    pub handler: HandlerSource,
+    /// `sha256`: the only module digest accepted, at start and for every new version.
+    pub sha256: Option<String>,
+    /// `source_poll_seconds`: how often an S3 or HTTPS source is asked whether it changed.
+    pub source_poll: Duration,
+    /// `handler_max_mb`, in bytes: the largest module read from a source.
+    pub handler_max_bytes: u64,
+    /// `[activity.rollout]`: how a new version comes in; `None`: it replaces the old at once.
+    pub rollout: Option<RolloutConfig>,
+    /// `record = "DIR"`: where each task's input and answer are written.
+    pub record: Option<RecordConfig>,
     /// Concurrent pollers (`pollers`, else `workers`). A poller polls only when one of
     /// the activity's task slots is free.
     pub workers: u32,
@@ -200,6 +213,15 @@ pub struct ActivityConfig {
     pub cancel_grace: Duration,
     /// What the guests may reach: outbound HTTP, environment, folders. None by default.
     pub grants: GrantsConfig,
+}
+
+/// `record` and `record_max_mb`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordConfig {
+    /// The folder (created, private, if missing).
+    pub dir: PathBuf,
+    /// The most its records may take, in bytes; the oldest are dropped past it.
+    pub max_bytes: u64,
 }
 
 /// `[activity.polling]`: how a worker retries failed polls before it gives up.
@@ -301,7 +323,13 @@ struct RawOtel {
 #[serde(deny_unknown_fields)]
 struct RawActivity {
     arn: String,
-    handler: PathBuf,
+    handler: String,
+    sha256: Option<String>,
+    source_poll_seconds: Option<f64>,
+    handler_max_mb: Option<u64>,
+    rollout: Option<RawRollout>,
+    record: Option<PathBuf>,
+    record_max_mb: Option<u64>,
     #[serde(default = "default_workers")]
     workers: u32,
     pollers: Option<u32>,
@@ -327,6 +355,15 @@ struct RawActivity {
     dir: Vec<RawDir>,
     #[serde(default)]
     outbound: OutboundLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollout {
+    canary_percent: Option<u32>,
+    promote_after_tasks: Option<u64>,
+    max_failure_rate_increase: Option<f64>,
+    rollback_min_tasks: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -536,21 +573,63 @@ impl Config {
                 .transpose()?;
             let cancel_grace = seconds_within(activity.cancel_grace_seconds, 0.0, 3600.0)
                 .map_err(|message| error(key("cancel_grace_seconds"), message))?;
-            let handler = base.join(&activity.handler);
-            if !handler.is_file() {
-                return Err(error(
-                    key("handler"),
-                    format!(
-                        "{} is not a file: build the handler (e.g. `cargo build --release --target wasm32-wasip2`) or fix the path, which is relative to the config file's folder",
-                        handler.display()
-                    ),
-                ));
-            }
+            let handler = HandlerSource::parse(&activity.handler, &base)
+                .map_err(|message| error(key("handler"), message))?;
+            let sha256 = activity
+                .sha256
+                .as_deref()
+                .map(parse_pin)
+                .transpose()
+                .map_err(|message| error(key("sha256"), message))?;
+            let source_poll =
+                seconds_within(activity.source_poll_seconds.unwrap_or(30.0), 1.0, 86_400.0)
+                    .map_err(|message| error(key("source_poll_seconds"), message))?;
+            let handler_max_mb = within(activity.handler_max_mb.unwrap_or(256), 1..=4096)
+                .map_err(|message| error(key("handler_max_mb"), message))?;
+            let rollout = activity
+                .rollout
+                .as_ref()
+                .map(rollout)
+                .transpose()
+                .map_err(|(name, message)| error(key(&format!("rollout.{name}")), message))?;
+            let record = match &activity.record {
+                Some(dir) => {
+                    let dir = base.join(dir);
+                    if dir.exists() && !dir.is_dir() {
+                        return Err(error(
+                            key("record"),
+                            format!(
+                                "{} is not a folder: name a folder (it is created if missing)",
+                                dir.display()
+                            ),
+                        ));
+                    }
+                    let max_mb = within(activity.record_max_mb.unwrap_or(100), 1..=1 << 20)
+                        .map_err(|message| error(key("record_max_mb"), message))?;
+                    Some(RecordConfig {
+                        dir,
+                        max_bytes: max_mb << 20,
+                    })
+                }
+                None if activity.record_max_mb.is_some() => {
+                    return Err(error(
+                        key("record_max_mb"),
+                        "bounds `record`, which is not set: add `record = \"DIR\"` or remove it"
+                            .into(),
+                    ));
+                }
+                None => None,
+            };
             let grants =
                 grants(&activity, &base).map_err(|(name, message)| error(key(&name), message))?;
             activities.push(ActivityConfig {
                 arn: activity.arn,
                 handler,
+                sha256,
+                source_poll,
+                handler_max_bytes: handler_max_mb << 20,
+                rollout,
+                record,
                 workers: pollers,
                 max_concurrent_tasks,
                 task_timeout,
@@ -588,6 +667,39 @@ impl Config {
             .max()
             .unwrap_or(0)
     }
+}
+
+/// Checks `[activity.rollout]`; on error, the key under it and the message.
+fn rollout(raw: &RawRollout) -> Result<RolloutConfig, (String, String)> {
+    let default = RolloutConfig::default();
+    let canary_percent = within(
+        raw.canary_percent.unwrap_or(default.canary_percent),
+        1..=100,
+    )
+    .map_err(|message| ("canary_percent".to_owned(), message))?;
+    let promote_after_tasks = within(
+        raw.promote_after_tasks
+            .unwrap_or(default.promote_after_tasks),
+        1..=100_000_000,
+    )
+    .map_err(|message| ("promote_after_tasks".to_owned(), message))?;
+    let max_failure_rate_increase = within(
+        raw.max_failure_rate_increase
+            .unwrap_or(default.max_failure_rate_increase),
+        0.0..=1.0,
+    )
+    .map_err(|message| ("max_failure_rate_increase".to_owned(), message))?;
+    let rollback_min_tasks = within(
+        raw.rollback_min_tasks.unwrap_or(default.rollback_min_tasks),
+        1..=100_000_000,
+    )
+    .map_err(|message| ("rollback_min_tasks".to_owned(), message))?;
+    Ok(RolloutConfig {
+        canary_percent,
+        promote_after_tasks,
+        max_failure_rate_increase,
+        rollback_min_tasks,
+    })
 }
 
 /// Checks and resolves an activity's grants; on error, the key under the activity and
@@ -774,7 +886,13 @@ mod tests {
         assert_eq!(activity.task_timeout, Duration::from_secs(300));
         assert_eq!(activity.memory_limit_bytes, 128 << 20);
         assert_eq!(activity.polling, PollingConfig::default());
-        assert!(activity.handler.is_absolute());
+        assert!(activity.handler.file().is_some_and(Path::is_absolute));
+        // Sources, pins, rollouts and records are off unless configured.
+        assert_eq!(activity.sha256, None);
+        assert_eq!(activity.source_poll, Duration::from_secs(30));
+        assert_eq!(activity.handler_max_bytes, 256 << 20);
+        assert_eq!(activity.rollout, None);
+        assert_eq!(activity.record, None);
         assert_eq!(config.host.shutdown_grace, Duration::from_secs(30));
         assert!(!config.host.worker_prefix.is_empty());
         // The README's defaults, from a config with no [host] table at all.
@@ -884,6 +1002,80 @@ mod tests {
         let activity = &config.activities[0];
         assert_eq!(activity.heartbeat_interval, Some(Duration::from_secs(20)));
         assert_eq!(activity.cancel_grace, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn rollout_keys_parse_with_defaults_and_their_errors_name_them() {
+        let pin = "ab".repeat(32);
+        let config = parse(&format!(
+            "[[activity]]\narn = \"{ARN}\"\nhandler = \"s3://bucket/handlers/greet.wasm\"\n\
+             sha256 = \"{}\"\nsource_poll_seconds = 2\nrecord = \"records\"\n[activity.rollout]\n",
+            pin.to_uppercase()
+        ))
+        .unwrap();
+        let activity = &config.activities[0];
+        assert_eq!(
+            activity.handler,
+            HandlerSource::S3 {
+                bucket: "bucket".into(),
+                key: "handlers/greet.wasm".into()
+            }
+        );
+        assert_eq!(activity.sha256.as_deref(), Some(pin.as_str()));
+        assert_eq!(activity.source_poll, Duration::from_secs(2));
+        // An empty [activity.rollout] is the documented defaults.
+        assert_eq!(activity.rollout, Some(RolloutConfig::default()));
+        let record = activity.record.as_ref().unwrap();
+        assert!(record.dir.is_absolute() && record.dir.ends_with("records"));
+        assert_eq!(record.max_bytes, 100 << 20);
+
+        let activity = |extra: &str| {
+            format!("[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n{extra}\n")
+        };
+        for (extra, key) in [
+            ("sha256 = \"abc\"", "activity[0].sha256"),
+            ("source_poll_seconds = 0", "activity[0].source_poll_seconds"),
+            ("handler_max_mb = 0", "activity[0].handler_max_mb"),
+            ("record_max_mb = 5", "activity[0].record_max_mb"),
+            ("record = \"greet.wasm\"", "activity[0].record"),
+            (
+                "[activity.rollout]\ncanary_percent = 0",
+                "activity[0].rollout.canary_percent",
+            ),
+            (
+                "[activity.rollout]\ncanary_percent = 101",
+                "activity[0].rollout.canary_percent",
+            ),
+            (
+                "[activity.rollout]\npromote_after_tasks = 0",
+                "activity[0].rollout.promote_after_tasks",
+            ),
+            (
+                "[activity.rollout]\nmax_failure_rate_increase = 1.5",
+                "activity[0].rollout.max_failure_rate_increase",
+            ),
+        ] {
+            assert_eq!(error_of(&activity(extra)).key, key, "{extra}");
+        }
+        for (handler, says) in [
+            ("s3://bucket", "s3://BUCKET/KEY"),
+            ("http://example.com/h.wasm", "use https://"),
+            (
+                "ftp://example.com/h.wasm",
+                "file path, s3://BUCKET/KEY or https://URL",
+            ),
+        ] {
+            let err = error_of(&format!(
+                "[[activity]]\narn = \"{ARN}\"\nhandler = \"{handler}\"\n"
+            ));
+            assert_eq!(err.key, "activity[0].handler");
+            assert!(err.message.contains(says), "{err}");
+        }
+        assert!(
+            error_of(&activity("[activity.rollout]\ncanary = 5"))
+                .message
+                .contains("canary")
+        );
     }
 
     #[test]

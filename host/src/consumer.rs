@@ -12,7 +12,9 @@ use crate::engine::{LoadedHandler, TaskControl, WasmEngine};
 use crate::events::{Emitter, EventKind, Events};
 use crate::grants::{GrantError, Grants, GrantsSlot};
 use crate::pool::ActivityPoolManager;
-use crate::reload::{HandlerSlot, ReloadTarget};
+use crate::record::{RecordError, Recorder};
+use crate::reload::ReloadTarget;
+use crate::rollout::VersionChooser;
 use crate::sfn::StepFunctions;
 use crate::worker::WorkerShared;
 
@@ -20,11 +22,15 @@ use crate::worker::WorkerShared;
 /// answers before deliveries still retrying are given up.
 pub const FINAL_ANSWERS: Duration = Duration::from_millis(400);
 
+/// At shutdown, how long the task records still queued may take to be written.
+const RECORD_FLUSH: Duration = Duration::from_millis(200);
+
 /// Every pool of the process.
 pub struct ActivityConsumer {
     pools: Vec<ActivityPoolManager>,
     reload_targets: Vec<ReloadTarget>,
     grants: Vec<GrantsSlot>,
+    recorders: Vec<Arc<Recorder>>,
     stop_polling: CancellationToken,
     tasks: TaskControl,
     give_up: CancellationToken,
@@ -82,6 +88,16 @@ pub enum ConsumerError {
         /// What is wrong, with the key under the activity.
         source: GrantError,
     },
+    /// An activity's `record` folder cannot be used.
+    #[error("{}: `activity[{index}].record`: {source}; fix its permissions or choose another folder", file.display())]
+    Record {
+        /// The config file.
+        file: std::path::PathBuf,
+        /// The activity's index.
+        index: usize,
+        /// What is wrong.
+        source: RecordError,
+    },
 }
 
 /// How a shutdown went.
@@ -123,6 +139,7 @@ impl ActivityConsumer {
         let mut pools = Vec::with_capacity(handlers.len());
         let mut reload_targets = Vec::with_capacity(handlers.len());
         let mut grant_slots = Vec::with_capacity(handlers.len());
+        let mut recorders = Vec::new();
         for (index, (activity, loaded)) in config.activities.iter().zip(handlers).enumerate() {
             let grants =
                 Grants::resolve(&activity.grants).map_err(|source| ConsumerError::Grants {
@@ -138,13 +155,32 @@ impl ActivityConsumer {
                 cache: loaded.cache.name(),
                 load_ms: u64::try_from(loaded.elapsed.as_millis()).unwrap_or(u64::MAX),
             });
-            let slot = HandlerSlot::new(loaded.handler);
+            let versions = Arc::new(VersionChooser::new(
+                loaded.handler,
+                activity.rollout,
+                emitter.clone(),
+            ));
+            let recorder = match &activity.record {
+                Some(record) => {
+                    let recorder = Arc::new(Recorder::start(record).map_err(|source| {
+                        ConsumerError::Record {
+                            file: config.file.clone(),
+                            index,
+                            source,
+                        }
+                    })?);
+                    recorders.push(recorder.clone());
+                    Some(recorder)
+                }
+                None => None,
+            };
             let shared = Arc::new(WorkerShared {
                 arn,
                 activity: activity.clone(),
                 sfn: sfn.clone(),
                 engine: engine.clone(),
-                handler: slot.clone(),
+                versions: versions.clone(),
+                recorder,
                 emitter: emitter.clone(),
                 tasks: tasks.clone(),
                 delivery: DeliveryOptions {
@@ -166,9 +202,12 @@ impl ActivityConsumer {
             ));
             grant_slots.push(grants);
             reload_targets.push(ReloadTarget {
-                path: activity.handler.clone(),
+                source: activity.handler.clone(),
                 watch: activity.watch,
-                slot,
+                poll: activity.source_poll,
+                pin: activity.sha256.clone(),
+                max_bytes: activity.handler_max_bytes,
+                versions,
                 emitter,
             });
         }
@@ -176,6 +215,7 @@ impl ActivityConsumer {
             pools,
             reload_targets,
             grants: grant_slots,
+            recorders,
             stop_polling,
             tasks,
             give_up,
@@ -263,6 +303,16 @@ impl ActivityConsumer {
                     stop_all.await;
                 }
             }
+        }
+        // Every task is done; what it recorded is written before the process exits.
+        let recorders = self.recorders.clone();
+        if !recorders.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || {
+                for recorder in recorders {
+                    recorder.flush(RECORD_FLUSH);
+                }
+            })
+            .await;
         }
         ShutdownReport { aborted }
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 /// What happened.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
     /// `worker:starting`
     WorkerStarting,
@@ -125,12 +125,58 @@ pub enum EventKind {
         /// `hit`, `miss`, `rebuilt` or `disabled`.
         cache: &'static str,
     },
-    /// `handler:rejected`: a new file was not used; the previous version keeps serving.
+    /// `handler:rejected`: a new version was not used (unreadable, unreachable, too
+    /// large, another digest than the pin, not a valid handler); the current version
+    /// keeps serving.
     HandlerRejected {
-        /// The rejected file's digest (empty when it could not be read).
+        /// The rejected module's digest (empty when it could not be read).
         digest: Arc<str>,
         /// Why.
         reason: String,
+    },
+    /// `handler:canary`: a new version takes `percent` of new tasks; the old one, stable,
+    /// the rest.
+    HandlerCanary {
+        /// The stable version.
+        old_digest: Arc<str>,
+        /// The canary.
+        new_digest: Arc<str>,
+        /// The canary's share of new tasks.
+        percent: u32,
+    },
+    /// `handler:promoted`: the canary answered `promote_after_tasks` tasks without a
+    /// regression and is the stable version now.
+    HandlerPromoted {
+        /// The version it replaces.
+        old_digest: Arc<str>,
+        /// The version now stable.
+        new_digest: Arc<str>,
+        /// Canary tasks answered.
+        canary_tasks: u64,
+        /// The canary's host-failure rate.
+        canary_failure_rate: f64,
+        /// Stable tasks answered during the canary.
+        stable_tasks: u64,
+        /// Stable's host-failure rate during the canary.
+        stable_failure_rate: f64,
+    },
+    /// `handler:rolledback`: the canary's host-failure rate exceeded stable's by more than
+    /// `max_failure_rate_increase`; every new task runs the stable version again.
+    HandlerRolledBack {
+        /// The stable version, serving again.
+        old_digest: Arc<str>,
+        /// The canary rolled back.
+        new_digest: Arc<str>,
+        /// Canary tasks answered.
+        canary_tasks: u64,
+        /// The canary's host-failure rate.
+        canary_failure_rate: f64,
+        /// Stable tasks answered during the canary.
+        stable_tasks: u64,
+        /// Stable's host-failure rate during the canary.
+        stable_failure_rate: f64,
+        /// The increase allowed.
+        max_failure_rate_increase: f64,
     },
 }
 
@@ -159,6 +205,9 @@ impl EventKind {
             EventKind::HandlerLoaded { .. } => "handler:loaded",
             EventKind::HandlerSwapped { .. } => "handler:swapped",
             EventKind::HandlerRejected { .. } => "handler:rejected",
+            EventKind::HandlerCanary { .. } => "handler:canary",
+            EventKind::HandlerPromoted { .. } => "handler:promoted",
+            EventKind::HandlerRolledBack { .. } => "handler:rolledback",
         }
     }
 }
@@ -227,7 +276,7 @@ pub struct TaskRef {
 }
 
 /// One event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// What happened.
     pub kind: EventKind,
@@ -367,6 +416,16 @@ impl std::fmt::Display for Message<'_> {
             EventKind::PollingError { error, attempt, .. } => {
                 write!(f, "{name}: attempt {attempt}: {error}")
             }
+            EventKind::HandlerRejected { reason, .. } => write!(f, "{name}: {reason}"),
+            EventKind::HandlerRolledBack {
+                canary_failure_rate,
+                stable_failure_rate,
+                max_failure_rate_increase,
+                ..
+            } => write!(
+                f,
+                "{name}: the canary's host-failure rate {canary_failure_rate:.3} exceeds stable's {stable_failure_rate:.3} by more than {max_failure_rate_increase}"
+            ),
             _ => f.write_str(name),
         }
     }
@@ -465,6 +524,65 @@ fn log(event: &Event) {
             new_digest = &**new_digest,
             compile_ms,
             cache,
+            "{message}"
+        ),
+        (
+            None,
+            EventKind::HandlerCanary {
+                old_digest,
+                new_digest,
+                percent,
+            },
+        ) => tracing::info!(
+            event = name,
+            activity,
+            old_digest = &**old_digest,
+            new_digest = &**new_digest,
+            percent,
+            "{message}"
+        ),
+        (
+            None,
+            EventKind::HandlerPromoted {
+                old_digest,
+                new_digest,
+                canary_tasks,
+                canary_failure_rate,
+                stable_tasks,
+                stable_failure_rate,
+            },
+        ) => tracing::info!(
+            event = name,
+            activity,
+            old_digest = &**old_digest,
+            new_digest = &**new_digest,
+            canary_tasks,
+            canary_failure_rate,
+            stable_tasks,
+            stable_failure_rate,
+            "{message}"
+        ),
+        (
+            None,
+            EventKind::HandlerRolledBack {
+                old_digest,
+                new_digest,
+                canary_tasks,
+                canary_failure_rate,
+                stable_tasks,
+                stable_failure_rate,
+                max_failure_rate_increase,
+            },
+        ) => tracing::warn!(
+            event = name,
+            activity,
+            old_digest = &**old_digest,
+            new_digest = &**new_digest,
+            canary_tasks,
+            canary_failure_rate,
+            stable_tasks,
+            stable_failure_rate,
+            max_failure_rate_increase,
             "{message}"
         ),
         (None, EventKind::HandlerRejected { digest, reason }) => tracing::warn!(

@@ -196,7 +196,7 @@ impl Metrics {
         );
         registry.register(
             "handler_swaps",
-            "Hot swaps, by result (swapped, rejected)",
+            "New handler versions, by result (swapped, rejected, canary, promoted, rolledback)",
             metrics.handler_swaps.clone(),
         );
         registry.register(
@@ -221,6 +221,12 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);
         text
+    }
+
+    fn count_swap(&self, activity: Shared, result: &'static str) {
+        self.handler_swaps
+            .get_or_create(&ResultLabels { activity, result })
+            .inc();
     }
 
     fn activity(event: &Event) -> ActivityLabels {
@@ -309,6 +315,33 @@ impl Observer for Metrics {
                         result: "swapped",
                     })
                     .inc();
+            }
+            EventKind::HandlerCanary { new_digest, .. } => {
+                let activity = Shared(event.activity.clone());
+                // Both versions serve while the canary is judged.
+                self.handler_info
+                    .get_or_create(&HandlerLabels {
+                        activity: activity.clone(),
+                        digest: Shared(new_digest.clone()),
+                    })
+                    .set(1);
+                self.count_swap(activity, "canary");
+            }
+            EventKind::HandlerPromoted { old_digest, .. } => {
+                let activity = Shared(event.activity.clone());
+                self.handler_info.remove(&HandlerLabels {
+                    activity: activity.clone(),
+                    digest: Shared(old_digest.clone()),
+                });
+                self.count_swap(activity, "promoted");
+            }
+            EventKind::HandlerRolledBack { new_digest, .. } => {
+                let activity = Shared(event.activity.clone());
+                self.handler_info.remove(&HandlerLabels {
+                    activity: activity.clone(),
+                    digest: Shared(new_digest.clone()),
+                });
+                self.count_swap(activity, "rolledback");
             }
             EventKind::HandlerRejected { .. } => {
                 self.handler_swaps

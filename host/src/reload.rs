@@ -5,9 +5,13 @@
 //! ([`Reloader::reload_all`]), or nothing for activities with `watch = false` except
 //! SIGHUP. A new file is compiled on a blocking thread, off the async runtime's workers,
 //! and must build an `InstancePre` for the `handler` world before it is used. Then the
-//! activity's [`HandlerSlot`] switches atomically: tasks already running finish on the
-//! version they started with, every task after uses the new one. A file that fails is
+//! activity's [`VersionChooser`] takes it: tasks already running finish on the version
+//! they started with, new tasks get the new one (all, or a canary's share). A file that fails is
 //! reported (`handler:rejected`) and the previous version keeps serving.
+//!
+//! S3 and HTTPS sources are polled every `source_poll_seconds` instead (see
+//! [`crate::source`]). Every producer hands its prepared version to the activity's
+//! [`VersionChooser`], which swaps it in or makes it a canary.
 //!
 //! Files are often written in steps (`cp`, editors). Events are debounced for
 //! [`DEBOUNCE`], and a file that changed again while it was being compiled is not
@@ -22,45 +26,28 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{ArtifactCache, Digest, Handler, LoadError, LoadedHandler, WasmEngine};
+use crate::engine::{ArtifactCache, Digest, Handler, WasmEngine};
 use crate::events::{Emitter, EventKind};
+use crate::rollout::VersionChooser;
+use crate::source::{Fetch, Fetcher, HandlerSource, check_pin};
 
 /// How long a handler file must stay unchanged before it is read.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 
-/// The handler version an activity's new tasks use. Cheap to clone; all clones share it.
-#[derive(Clone)]
-pub struct HandlerSlot {
-    sender: Arc<watch::Sender<Handler>>,
-}
-
-impl HandlerSlot {
-    /// A slot serving `handler`.
-    pub fn new(handler: Handler) -> Self {
-        Self {
-            sender: Arc::new(watch::channel(handler).0),
-        }
-    }
-
-    /// The current version.
-    pub fn current(&self) -> Handler {
-        self.sender.borrow().clone()
-    }
-
-    /// Makes `handler` the current version; returns the one it replaces.
-    pub fn swap(&self, handler: Handler) -> Handler {
-        self.sender.send_replace(handler)
-    }
-}
-
 /// One activity's handler, as the reloader sees it.
 pub struct ReloadTarget {
-    /// The handler file.
-    pub path: PathBuf,
-    /// Whether changes to the file trigger a reload (SIGHUP always does).
+    /// Where the handler comes from.
+    pub source: HandlerSource,
+    /// Whether changes to a handler file trigger a reload (SIGHUP always does).
     pub watch: bool,
-    /// Where the new version goes.
-    pub slot: HandlerSlot,
+    /// How often an S3 or HTTPS source is asked whether it changed.
+    pub poll: Duration,
+    /// The only digest accepted, if pinned.
+    pub pin: Option<String>,
+    /// The largest module read from a remote source.
+    pub max_bytes: u64,
+    /// Where new versions go.
+    pub versions: Arc<VersionChooser>,
     /// The activity's emitter, for `handler:*` events.
     pub emitter: Emitter,
 }
@@ -91,7 +78,9 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Starts watching. `cache` makes swaps back to a known version instant.
+    /// Starts watching files and polling remote sources (through `fetcher`, which
+    /// there must be when any source is remote). `cache` makes swaps back to a known
+    /// version instant.
     ///
     /// # Errors
     /// When a handler's folder cannot be watched.
@@ -99,13 +88,14 @@ impl Reloader {
         targets: Vec<ReloadTarget>,
         engine: Arc<WasmEngine>,
         cache: Option<ArtifactCache>,
+        fetcher: Option<Arc<Fetcher>>,
     ) -> Result<Self, ReloadError> {
         let mut routes: Vec<(PathBuf, mpsc::UnboundedSender<()>)> = Vec::new();
         let mut receivers = Vec::with_capacity(targets.len());
         for target in &targets {
-            if target.watch {
+            if let (true, Some(path)) = (target.watch, target.source.file()) {
                 let (send, receive) = mpsc::unbounded_channel();
-                routes.push((target.path.clone(), send));
+                routes.push((path.to_owned(), send));
                 receivers.push(Some(receive));
             } else {
                 receivers.push(None);
@@ -126,7 +116,10 @@ impl Reloader {
                 target,
                 engine: engine.clone(),
                 cache: cache.clone(),
+                fetcher: fetcher.clone(),
                 last_rejected: None,
+                last_tag: None,
+                last_error: None,
             };
             tasks.spawn(task.run(files, hup.subscribe(), stop.clone()));
         }
@@ -189,8 +182,13 @@ struct TargetTask {
     target: ReloadTarget,
     engine: Arc<WasmEngine>,
     cache: Option<Arc<ArtifactCache>>,
-    /// Reported once, not on every event for the same bad file.
+    fetcher: Option<Arc<Fetcher>>,
+    /// Reported once, not on every event for the same bad module.
     last_rejected: Option<Digest>,
+    /// The remote source's ETag / Last-Modified last read.
+    last_tag: Option<String>,
+    /// The last fetch error, reported once until the source answers again.
+    last_error: Option<String>,
 }
 
 impl TargetTask {
@@ -200,10 +198,25 @@ impl TargetTask {
         mut hup: watch::Receiver<u64>,
         stop: CancellationToken,
     ) {
+        // A remote source is asked every `poll`; its first check is one period after
+        // start (start-up has just read it).
+        let remote = self.target.source.is_remote();
+        let mut ticks = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.target.poll,
+            self.target.poll,
+        );
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                Ok(()) = hup.changed() => self.last_rejected = None,
+                Ok(()) = hup.changed() => {
+                    // SIGHUP reads everything again, and may retry what was refused.
+                    self.last_rejected = None;
+                    self.last_tag = None;
+                    self.last_error = None;
+                    self.target.versions.forget_rolled_back();
+                }
+                _ = ticks.tick(), if remote => {}
                 Some(()) = recv(&mut files) => {
                     // Wait until the file has been quiet for DEBOUNCE.
                     loop {
@@ -215,16 +228,18 @@ impl TargetTask {
                     }
                 }
             }
-            self.reload().await;
+            match self.target.source.file().map(Path::to_path_buf) {
+                Some(path) => self.reload_file(&path).await,
+                None => self.reload_remote().await,
+            }
         }
     }
 
-    /// Reads the file, and swaps it in if it is new and valid.
-    async fn reload(&mut self) {
-        let path = self.target.path.clone();
+    /// Reads the file, and offers it if it is new and valid.
+    async fn reload_file(&mut self, path: &Path) {
         loop {
-            let before = stamp(&path);
-            let bytes = match tokio::fs::read(&path).await {
+            let before = stamp(path);
+            let bytes = match tokio::fs::read(path).await {
                 Ok(bytes) => bytes,
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                     // Mid-rename or deleted: keep serving; the next write triggers again.
@@ -243,51 +258,91 @@ impl TargetTask {
                 tracing::debug!(handler = %path.display(), "the handler file is empty; waiting for its contents");
                 return;
             }
-            let digest = Digest::of(&bytes);
-            let current = self.target.slot.current();
-            if digest == *current.digest() || self.last_rejected.as_ref() == Some(&digest) {
-                tracing::debug!(handler = %path.display(), %digest, "the handler file is unchanged");
-                return;
-            }
-            let (engine, cache, task_path, task_digest) = (
-                self.engine.clone(),
-                self.cache.clone(),
-                path.clone(),
-                digest.clone(),
-            );
-            let prepared = tokio::task::spawn_blocking(move || {
-                Handler::prepare(&engine, &task_path, &bytes, task_digest, cache.as_deref())
-            })
-            .await;
-            match prepared {
-                Ok(Ok(loaded)) => return self.swap(loaded),
-                Ok(Err(err)) if stamp(&path) != before => {
+            match self.prepare(bytes).await {
+                Prepared::Done => return,
+                Prepared::Failed(digest, reason) if stamp(path) == before => {
+                    return self.reject_load(digest, reason);
+                }
+                Prepared::Failed(_, err) => {
                     // Still being written: read it again.
                     tracing::debug!(handler = %path.display(), error = %err, "the handler file changed while loading; reading it again");
-                }
-                Ok(Err(err)) => return self.reject_load(digest, &err),
-                Err(join) => {
-                    return self.reject(digest.hex().clone(), format!("loading panicked: {join}"));
                 }
             }
         }
     }
 
-    fn swap(&mut self, loaded: LoadedHandler) {
-        let new_digest = loaded.handler.digest().hex().clone();
-        let old = self.target.slot.swap(loaded.handler);
-        self.last_rejected = None;
-        self.target.emitter.emit(EventKind::HandlerSwapped {
-            old_digest: old.digest().hex().clone(),
-            new_digest,
-            compile_ms: u64::try_from(loaded.elapsed.as_millis()).unwrap_or(u64::MAX),
-            cache: loaded.cache.name(),
-        });
+    /// Asks the remote source whether it changed; reads, checks and offers a new version.
+    async fn reload_remote(&mut self) {
+        let Some(fetcher) = self.fetcher.clone() else {
+            return;
+        };
+        let source = &self.target.source;
+        let fetched = fetcher
+            .fetch(source, self.last_tag.as_deref(), self.target.max_bytes)
+            .await;
+        let fetched = match fetched {
+            Ok(Fetch::Unchanged) => {
+                self.last_error = None;
+                return;
+            }
+            Ok(Fetch::Fetched(fetched)) => fetched,
+            Err(err) => {
+                let reason = format!("{err}; the current version keeps serving");
+                if self.last_error.as_ref() != Some(&reason) {
+                    self.last_error = Some(reason.clone());
+                    self.reject(Arc::from(""), reason);
+                }
+                return;
+            }
+        };
+        self.last_error = None;
+        // Whatever becomes of these bytes, they are not read again until they change.
+        self.last_tag = fetched.tag;
+        if let Prepared::Failed(digest, reason) = self.prepare(fetched.bytes).await {
+            self.reject_load(digest, reason);
+        }
     }
 
-    fn reject_load(&mut self, digest: Digest, err: &LoadError) {
+    /// Checks the pin, skips a known version, prepares and offers a new one.
+    async fn prepare(&mut self, bytes: Vec<u8>) -> Prepared {
+        let digest = Digest::of(&bytes);
+        if self.target.versions.knows(&digest) || self.last_rejected.as_ref() == Some(&digest) {
+            tracing::debug!(handler = %self.target.source, %digest, "the handler is unchanged");
+            return Prepared::Done;
+        }
+        if let Err(reason) = check_pin(&bytes, self.target.pin.as_deref()) {
+            return Prepared::Failed(digest, format!("{}: {reason}", self.target.source));
+        }
+        let (engine, cache, name, task_digest) = (
+            self.engine.clone(),
+            self.cache.clone(),
+            PathBuf::from(self.target.source.to_string()),
+            digest.clone(),
+        );
+        let prepared = tokio::task::spawn_blocking(move || {
+            Handler::prepare(&engine, &name, &bytes, task_digest, cache.as_deref())
+        })
+        .await;
+        match prepared {
+            Ok(Ok(loaded)) => {
+                self.last_rejected = None;
+                self.target
+                    .versions
+                    .offer(loaded.handler, loaded.elapsed, loaded.cache.name());
+                Prepared::Done
+            }
+            Ok(Err(err)) => Prepared::Failed(digest, err.to_string()),
+            Err(join) => {
+                self.reject(digest.hex().clone(), format!("loading panicked: {join}"));
+                Prepared::Done
+            }
+        }
+    }
+
+    /// Rejects a module for good (until it changes, or SIGHUP).
+    fn reject_load(&mut self, digest: Digest, reason: String) {
         self.last_rejected = Some(digest.clone());
-        self.reject(digest.hex().clone(), err.to_string());
+        self.reject(digest.hex().clone(), reason);
     }
 
     fn reject(&self, digest: Arc<str>, reason: String) {
@@ -295,6 +350,15 @@ impl TargetTask {
             .emitter
             .emit(EventKind::HandlerRejected { digest, reason });
     }
+}
+
+/// What preparing a module came to.
+enum Prepared {
+    /// Offered, known already, or rejected and reported.
+    Done,
+    /// It did not load, or is not the pinned module; the caller decides whether that is
+    /// final (a file still being written is read again).
+    Failed(Digest, String),
 }
 
 /// Receives from an optional channel; never completes without one.

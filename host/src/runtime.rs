@@ -19,6 +19,7 @@ use crate::events::{Events, Observer};
 use crate::metrics::Metrics;
 use crate::reload::{ReloadError, Reloader};
 use crate::sfn::{CallObserver, ObservedSfn, StepFunctions};
+use crate::source::Fetcher;
 use crate::status::StatusBoard;
 use crate::traces::{ENDPOINT_ENV, TaskTraces, TracesError};
 
@@ -41,6 +42,14 @@ pub enum RuntimeError {
         file: std::path::PathBuf,
         /// What went wrong.
         source: TracesError,
+    },
+    /// The client for S3 and HTTPS handler sources cannot be set up.
+    #[error("{}: `activity[*].handler`: cannot set up the HTTPS client for handler sources: {source}", file.display())]
+    Sources {
+        /// The config file.
+        file: std::path::PathBuf,
+        /// What rustls said.
+        source: rustls::Error,
     },
     /// The admin server's address cannot be bound.
     #[error("{}: `host.admin_listen` (or --admin-listen): {source}; choose a free port, or remove the key", file.display())]
@@ -161,7 +170,20 @@ impl HostRuntime {
             }
             None => None,
         };
-        let reloader = Reloader::start(consumer.take_reload_targets(), engine, cache)?;
+        // Only S3 and HTTPS sources need clients; files are watched.
+        let fetcher = if config.activities.iter().any(|a| a.handler.is_remote()) {
+            let fetcher =
+                Fetcher::new(&config.aws)
+                    .await
+                    .map_err(|source| RuntimeError::Sources {
+                        file: config.file.clone(),
+                        source,
+                    })?;
+            Some(Arc::new(fetcher))
+        } else {
+            None
+        };
+        let reloader = Reloader::start(consumer.take_reload_targets(), engine, cache, fetcher)?;
         consumer.start();
         Ok(Self {
             consumer,

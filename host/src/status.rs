@@ -175,7 +175,8 @@ impl Observer for StatusBoard {
                 }
             }
             EventKind::HandlerLoaded { digest, .. } => board.lock().digest = digest.clone(),
-            EventKind::HandlerSwapped { new_digest, .. } => {
+            EventKind::HandlerSwapped { new_digest, .. }
+            | EventKind::HandlerPromoted { new_digest, .. } => {
                 board.lock().digest = new_digest.clone();
             }
             _ => {}

@@ -15,8 +15,9 @@ use crate::engine::{TaskControl, TaskLimits, TaskReport, TaskRequest, WasmEngine
 use crate::events::{Emitter, EventKind, Outcome, TaskDone, TaskRef};
 use crate::grants::GrantsSlot;
 use crate::outcome::{Answer, HostFailure};
-use crate::reload::HandlerSlot;
+use crate::record::{Record, RecordedAnswer, Recorder, unix_ms};
 use crate::responder::SfnResponder;
+use crate::rollout::VersionChooser;
 use crate::sfn::{ActivityTask, SfnError, StepFunctions};
 use crate::toolkit::HeartbeatSource;
 
@@ -43,8 +44,11 @@ pub struct WorkerShared {
     pub sfn: Arc<dyn StepFunctions>,
     /// The engine handlers run on.
     pub engine: Arc<WasmEngine>,
-    /// The handler version new tasks use; a task keeps the version it started with.
-    pub handler: HandlerSlot,
+    /// Which handler version each new task runs (stable, or a canary's share); a task
+    /// keeps the version it started with.
+    pub versions: Arc<VersionChooser>,
+    /// Where each task's input and answer are recorded (`record`), if anywhere.
+    pub recorder: Option<Arc<Recorder>>,
     /// The activity's emitter; each worker derives its own.
     pub emitter: Emitter,
     /// Process-wide task controls; each task gets child tokens. `abort` also ends
@@ -235,7 +239,7 @@ impl ActivityWorker {
     /// without running it.
     async fn refuse(&self, task: ActivityTask) {
         let received = Instant::now();
-        let digest = self.shared.handler.current().digest().hex().clone();
+        let digest = self.shared.versions.stable().digest().hex().clone();
         let (emitter, _) = self.task_emitter(&task, digest);
         emitter.emit(EventKind::TaskReceived);
         let delivery = self.delivery(task.token, &emitter, TaskControl::default());
@@ -252,10 +256,17 @@ impl ActivityWorker {
     /// Runs one task to its one answer, delivered (or given up on) before it returns.
     async fn handle(&self, task: ActivityTask) {
         let received = Instant::now();
-        let handler = self.shared.handler.current();
+        let received_at = std::time::SystemTime::now();
+        let chosen = self.shared.versions.choose();
+        let handler = chosen.handler.clone();
         let (emitter, task_id) = self.task_emitter(&task, handler.digest().hex().clone());
         emitter.emit(EventKind::TaskReceived);
         let ActivityTask { token, input } = task;
+        let recorded = self
+            .shared
+            .recorder
+            .as_ref()
+            .map(|_| (input.clone(), task_id.clone()));
         let control = TaskControl {
             cancel: self.shared.tasks.cancel.child_token(),
             abort: self.shared.tasks.abort.child_token(),
@@ -302,7 +313,21 @@ impl ActivityWorker {
         };
         drop(unanswered);
         delivery.settled().await;
-        let (outcome, error) = outcome(&delivery.state(), report.error.as_ref());
+        let state = delivery.state();
+        let (outcome, error) = outcome(&state, report.error.as_ref());
+        self.shared.versions.report(&chosen, outcome);
+        if let (Some(recorder), Some((input, task_id)), Some(answer)) =
+            (&self.shared.recorder, recorded, state.answer())
+        {
+            recorder.record(Record {
+                activity: self.shared.arn.to_string(),
+                task_id,
+                handler_digest: chosen.handler.digest().hex().to_string(),
+                received_unix_ms: unix_ms(received_at),
+                input,
+                answer: recorded_answer(answer, outcome),
+            });
+        }
         emitter.emit(EventKind::TaskDone(TaskDone {
             outcome,
             error,
@@ -349,6 +374,25 @@ fn outcome(state: &AnswerState, host: Option<&HostFailure>) -> (Outcome, &'stati
         // Step Functions closed the task before anything was answered; whatever the
         // guest did after (answer refused, a timeout), the task ended there.
         (None, _) => (Outcome::Closed, "closed"),
+    }
+}
+
+/// The answer as recorded: the host's failures apart from the handler's.
+fn recorded_answer(answer: &Answer, outcome: Outcome) -> RecordedAnswer {
+    match answer {
+        Answer::Success { output } => RecordedAnswer::Success {
+            output: output.clone(),
+        },
+        Answer::Failure { error, cause } if outcome == Outcome::HostFailure => {
+            RecordedAnswer::HostFailure {
+                error: error.clone(),
+                cause: cause.clone(),
+            }
+        }
+        Answer::Failure { error, cause } => RecordedAnswer::Failure {
+            error: error.clone(),
+            cause: cause.clone(),
+        },
     }
 }
 

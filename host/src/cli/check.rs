@@ -17,19 +17,24 @@ pub struct CheckArgs {
 /// `serve` would start, 2 otherwise.
 pub fn run(args: CheckArgs) -> ExitCode {
     let _logs = super::init_logging(sfn_wasm_host::config::LogFormat::Text, false);
-    let loaded = match load::config(&args.config).and_then(load::load) {
-        Ok(loaded) => loaded,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let runtime = match super::runtime(tokio::runtime::Builder::new_current_thread()) {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
     };
+    let loaded =
+        match load::config(&args.config).and_then(|config| runtime.block_on(load::load(config))) {
+            Ok(loaded) => loaded,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
     for (activity, loaded_handler) in loaded.config.activities.iter().zip(&loaded.handlers) {
         let handler = &loaded_handler.handler;
         println!(
             "ok: {} -> {} (sha256 {}, cache {}, loaded in {} ms; {} workers, {} tasks at once, {} MiB, {} s timeout)",
             activity.arn,
-            activity.handler.display(),
+            activity.handler,
             handler.digest(),
             loaded_handler.cache.name(),
             loaded_handler.elapsed.as_millis(),

@@ -6,7 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use sfn_wasm_host::config::Config;
-use sfn_wasm_host::engine::{ArtifactCache, EngineConfig, Handler, LoadedHandler, WasmEngine};
+use sfn_wasm_host::engine::{
+    ArtifactCache, Digest, EngineConfig, Handler, LoadedHandler, WasmEngine,
+};
+use sfn_wasm_host::source::{Fetch, Fetcher, HandlerSource, check_pin};
 
 /// A config with its engine, cache and one loaded handler per activity.
 pub struct Loaded {
@@ -16,8 +19,9 @@ pub struct Loaded {
     pub handlers: Vec<LoadedHandler>,
 }
 
-/// Loads everything; each error names the file and key.
-pub fn load(config: Config) -> anyhow::Result<Loaded> {
+/// Loads everything; each error names the file and key. S3 and HTTPS handlers are
+/// fetched here: a host does not start without its handlers.
+pub async fn load(config: Config) -> anyhow::Result<Loaded> {
     let engine = WasmEngine::new(EngineConfig {
         max_concurrent_tasks: config.total_workers(),
         max_memory_bytes: config.max_memory_bytes(),
@@ -33,13 +37,43 @@ pub fn load(config: Config) -> anyhow::Result<Loaded> {
     let cache = open_cache(config.host.cache_dir.as_deref(), &engine)
         .map(|cache| cache.with_max_bytes(config.host.cache_max_bytes));
     let mut handlers = Vec::with_capacity(config.activities.len());
+    let fetcher = if config.activities.iter().any(|a| a.handler.is_remote()) {
+        Some(Fetcher::new(&config.aws).await?)
+    } else {
+        None
+    };
     for (index, activity) in config.activities.iter().enumerate() {
-        let handler = Handler::load(&engine, &activity.handler, cache.as_ref()).map_err(|err| {
-            anyhow::anyhow!(
-                "{}: `activity[{index}].handler`: {err}",
-                config.file.display()
-            )
+        let key = |name: &str| format!("{}: `activity[{index}].{name}`", config.file.display());
+        let (name, bytes) = match (&activity.handler, &fetcher) {
+            (HandlerSource::File(path), _) => {
+                let bytes = std::fs::read(path).map_err(|err| {
+                    anyhow::anyhow!("{}: cannot read {}: {err}", key("handler"), path.display())
+                })?;
+                (path.clone(), bytes)
+            }
+            (source, Some(fetcher)) => {
+                let fetched = fetcher
+                    .fetch(source, None, activity.handler_max_bytes)
+                    .await
+                    .map_err(|err| anyhow::anyhow!("{}: {err}", key("handler")))?;
+                let Fetch::Fetched(fetched) = fetched else {
+                    anyhow::bail!(
+                        "{}: {source} answered \"not modified\" to a first read",
+                        key("handler")
+                    );
+                };
+                (source.to_string().into(), fetched.bytes)
+            }
+            (source, None) => anyhow::bail!("{}: no client for {source}", key("handler")),
+        };
+        check_pin(&bytes, activity.sha256.as_deref()).map_err(|reason| {
+            anyhow::anyhow!("{}: {}: {reason}", key("sha256"), activity.handler)
         })?;
+        let started = std::time::Instant::now();
+        let digest = Digest::of(&bytes);
+        let mut handler = Handler::prepare(&engine, &name, &bytes, digest, cache.as_ref())
+            .map_err(|err| anyhow::anyhow!("{}: {err}", key("handler")))?;
+        handler.elapsed = started.elapsed();
         handlers.push(handler);
     }
     Ok(Loaded {

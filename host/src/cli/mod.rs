@@ -5,6 +5,7 @@ mod check;
 mod compile;
 mod invoke;
 mod load;
+mod replay;
 mod serve;
 
 use std::process::ExitCode;
@@ -37,6 +38,9 @@ enum Command {
     /// Compile handlers into the compile cache ahead of a deploy, so that `serve` loads
     /// them (at start and on a hot swap) without compiling.
     Compile(compile::CompileArgs),
+    /// Run the task inputs an activity recorded (`record = "DIR"`) through a new handler
+    /// version and print what changed; exit 1 if anything did.
+    Replay(replay::ReplayArgs),
 }
 
 impl Cli {
@@ -47,6 +51,7 @@ impl Cli {
             Command::Serve(args) => serve::run(args),
             Command::Check(args) => check::run(args),
             Command::Compile(args) => compile::run(args),
+            Command::Replay(args) => replay::run(args),
         }
     }
 }

@@ -73,7 +73,7 @@ async fn serve(config: sfn_wasm_host::config::Config) -> ExitCode {
         engine,
         cache,
         handlers,
-    } = match load::load(config) {
+    } = match load::load(config).await {
         Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("error: {err:#}");

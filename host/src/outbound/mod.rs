@@ -28,6 +28,7 @@ use wasmtime_wasi_http::{RequestOptions, WasiHttpHooks};
 
 pub use address::{AddressClass, classify, may_connect};
 pub use allow::{AllowList, AllowedHost, Scheme};
+pub(crate) use send::tls_connector;
 
 /// `[activity.outbound]`: what one task may do over HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

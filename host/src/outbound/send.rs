@@ -89,7 +89,7 @@ type Driver = Box<dyn Future<Output = Result<(), Error>> + Send>;
 
 /// The TLS client configuration: Mozilla's roots (webpki-roots, so that a host needs no
 /// CA bundle of its own), ring, TLS 1.2 and 1.3.
-pub(super) fn tls_connector() -> Result<tokio_rustls::TlsConnector, rustls::Error> {
+pub(crate) fn tls_connector() -> Result<tokio_rustls::TlsConnector, rustls::Error> {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };

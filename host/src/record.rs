@@ -1,0 +1,311 @@
+//! Record: each task's input and the answer its handler gave, one private JSON file per
+//! task in the activity's `record` folder, for `sfn-wasm-host replay` to run again
+//! against a new version before it is deployed.
+//!
+//! Files are written by a thread of their own through a bounded queue: a slow disk never
+//! delays a task or its answer (a record that does not fit in the queue is dropped and
+//! counted). Each file is written under a temporary name and renamed, so a reader never
+//! sees half a record; files are created `0600` in a folder created `0700`, since inputs
+//! and outputs are the business's data. The folder is kept within `record_max_mb` by
+//! deleting the oldest records. Tasks Step Functions closed before any answer are not
+//! recorded: there is no answer to compare with.
+
+use std::collections::VecDeque;
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::RecordConfig;
+
+/// Records the queue holds for the writer before new ones are dropped.
+const QUEUE: usize = 4096;
+/// The records' file suffix.
+pub const SUFFIX: &str = ".json";
+
+/// One task as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The activity ARN.
+    pub activity: String,
+    /// The task's id (as in its events).
+    pub task_id: String,
+    /// The handler version that answered.
+    pub handler_digest: String,
+    /// When the task arrived, in milliseconds since the Unix epoch.
+    pub received_unix_ms: u64,
+    /// The task input, exactly as Step Functions sent it.
+    pub input: String,
+    /// What the handler (or the host, for it) answered.
+    pub answer: RecordedAnswer,
+}
+
+/// The answer a task was given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum RecordedAnswer {
+    /// The handler answered success with this output (a JSON document, as sent).
+    Success {
+        /// The output.
+        output: String,
+    },
+    /// The handler answered failure.
+    Failure {
+        /// The error name.
+        error: String,
+        /// The cause.
+        cause: String,
+    },
+    /// The host answered for the handler (`SfnWasmHost.Trap`, `.Timeout`, ...).
+    HostFailure {
+        /// The `SfnWasmHost.*` name.
+        error: String,
+        /// The cause.
+        cause: String,
+    },
+}
+
+/// Why the record folder cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use {} as the record folder: {source}", dir.display())]
+pub struct RecordError {
+    /// The folder.
+    pub dir: PathBuf,
+    /// What the OS said.
+    pub source: std::io::Error,
+}
+
+enum Message {
+    Record(Box<Record>),
+    Flush(mpsc::Sender<()>),
+}
+
+/// An activity's recorder.
+pub struct Recorder {
+    queue: mpsc::SyncSender<Message>,
+    dropped: AtomicU64,
+}
+
+impl Recorder {
+    /// Opens (or creates, `0700`) the folder and starts the writer thread. Records already
+    /// there count towards the bound.
+    ///
+    /// # Errors
+    /// When the folder cannot be created or listed, or the thread cannot start.
+    pub fn start(config: &RecordConfig) -> Result<Self, RecordError> {
+        let error = |source| RecordError {
+            dir: config.dir.clone(),
+            source,
+        };
+        if !config.dir.is_dir() {
+            fs::create_dir_all(&config.dir).map_err(error)?;
+            fs::set_permissions(&config.dir, fs::Permissions::from_mode(0o700)).map_err(error)?;
+        }
+        let kept = existing(&config.dir).map_err(error)?;
+        let (queue, receive) = mpsc::sync_channel(QUEUE);
+        let mut writer = Writer {
+            dir: config.dir.clone(),
+            max_bytes: config.max_bytes,
+            total: kept.iter().map(|(_, size)| size).sum(),
+            kept,
+        };
+        std::thread::Builder::new()
+            .name("sfn-wasm-record".into())
+            .spawn(move || {
+                for message in receive {
+                    match message {
+                        Message::Record(record) => writer.write(&record),
+                        Message::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })
+            .map_err(error)?;
+        Ok(Self {
+            queue,
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Queues `record` for writing; never blocks.
+    pub fn record(&self, record: Record) {
+        if self
+            .queue
+            .try_send(Message::Record(Box::new(record)))
+            .is_err()
+        {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped == 1 || dropped.is_multiple_of(1000) {
+                tracing::warn!(
+                    dropped,
+                    "the record writer is behind; records are being dropped"
+                );
+            }
+        }
+    }
+
+    /// Waits (up to `limit`) until every record queued so far is written: at shutdown.
+    pub fn flush(&self, limit: Duration) {
+        let (done, wait) = mpsc::channel();
+        if self.queue.send(Message::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(limit);
+        }
+    }
+}
+
+/// The writer thread's view of the folder: its records, oldest first, and their sizes.
+struct Writer {
+    dir: PathBuf,
+    max_bytes: u64,
+    total: u64,
+    kept: VecDeque<(PathBuf, u64)>,
+}
+
+impl Writer {
+    fn write(&mut self, record: &Record) {
+        let name = format!("{:013}-{}{SUFFIX}", record.received_unix_ms, record.task_id);
+        let path = self.dir.join(&name);
+        let temp = self.dir.join(format!(".{name}.tmp"));
+        let written = serde_json::to_vec_pretty(record)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&temp)?;
+                file.write_all(&bytes)?;
+                fs::rename(&temp, &path)?;
+                Ok(bytes.len() as u64)
+            });
+        match written {
+            Ok(size) => {
+                self.total += size;
+                self.kept.push_back((path, size));
+                while self.total > self.max_bytes && self.kept.len() > 1 {
+                    let Some((oldest, size)) = self.kept.pop_front() else {
+                        break;
+                    };
+                    self.total -= size;
+                    if let Err(err) = fs::remove_file(&oldest)
+                        && err.kind() != std::io::ErrorKind::NotFound
+                    {
+                        tracing::warn!(record = %oldest.display(), error = %err, "cannot drop an old record");
+                    }
+                }
+            }
+            Err(err) => {
+                let _ = fs::remove_file(&temp);
+                tracing::warn!(record = %path.display(), error = %err, "cannot write a task record");
+            }
+        }
+    }
+}
+
+/// The records in `dir`, oldest first (names start with the arrival time).
+fn existing(dir: &Path) -> std::io::Result<VecDeque<(PathBuf, u64)>> {
+    let mut found: Vec<(PathBuf, u64)> = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(SUFFIX) && !name.starts_with('.') {
+            found.push((entry.path(), entry.metadata()?.len()));
+        }
+    }
+    found.sort();
+    Ok(found.into())
+}
+
+/// Reads every record in `dir`, oldest first.
+///
+/// # Errors
+/// When the folder or a record cannot be read or parsed; the message names the file.
+pub fn read_all(dir: &Path) -> Result<Vec<(PathBuf, Record)>, String> {
+    let files = existing(dir).map_err(|err| format!("cannot read {}: {err}", dir.display()))?;
+    files
+        .into_iter()
+        .map(|(path, _)| {
+            let text =
+                fs::read(&path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+            let record = serde_json::from_slice(&text)
+                .map_err(|err| format!("{} is not a task record: {err}", path.display()))?;
+            Ok((path, record))
+        })
+        .collect()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(at: u64, size: usize) -> Record {
+        Record {
+            activity: "arn".into(),
+            task_id: format!("task{at}"),
+            handler_digest: "d".into(),
+            received_unix_ms: at,
+            input: "x".repeat(size),
+            answer: RecordedAnswer::Success {
+                output: "{}".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn records_are_private_and_the_oldest_go_past_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("records");
+        let recorder = Recorder::start(&RecordConfig {
+            dir: folder.clone(),
+            max_bytes: 3500,
+        })
+        .unwrap();
+        assert_eq!(
+            fs::metadata(&folder).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        for at in 1..=5 {
+            recorder.record(record(at, 900));
+        }
+        recorder.flush(Duration::from_secs(5));
+        let kept = read_all(&folder).unwrap();
+        let ids: Vec<_> = kept.iter().map(|(_, r)| r.task_id.as_str()).collect();
+        assert_eq!(ids, ["task3", "task4", "task5"]);
+        assert_eq!(kept[0].1, record(3, 900));
+        for (path, _) in &kept {
+            assert_eq!(
+                fs::metadata(path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        // A new recorder counts what is there.
+        drop(recorder);
+        let recorder = Recorder::start(&RecordConfig {
+            dir: folder.clone(),
+            max_bytes: 3500,
+        })
+        .unwrap();
+        recorder.record(record(6, 900));
+        recorder.flush(Duration::from_secs(5));
+        let ids: Vec<_> = read_all(&folder)
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r.task_id)
+            .collect();
+        assert_eq!(ids, ["task4", "task5", "task6"]);
+    }
+}

@@ -1,0 +1,98 @@
+//! Handlers in S3: `HeadObject` to see whether the ETag moved, `GetObject` to read it.
+
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_s3::error::DisplayErrorContext;
+
+use super::{Fetch, Fetched, SourceError, too_large};
+use crate::config::AwsConfig;
+
+/// An S3 client with the config's `[aws]` settings.
+pub struct S3Source {
+    client: aws_sdk_s3::Client,
+}
+
+impl S3Source {
+    /// The client. With `endpoint_url` (an emulator, MinIO) objects are addressed by path
+    /// (`ENDPOINT/BUCKET/KEY`), which needs no DNS per bucket.
+    pub async fn new(aws: &AwsConfig) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &aws.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(url) = &aws.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let shared = loader.load().await;
+        let config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(aws.endpoint_url.is_some())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .operation_attempt_timeout(Duration::from_secs(120))
+                    .build(),
+            )
+            .build();
+        Self {
+            client: aws_sdk_s3::Client::from_conf(config),
+        }
+    }
+
+    /// The object unless its ETag is still `known`.
+    pub(super) async fn fetch(
+        &self,
+        bucket: &str,
+        key: &str,
+        known: Option<&str>,
+        max_bytes: u64,
+    ) -> Result<Fetch, SourceError> {
+        let name = || format!("s3://{bucket}/{key}");
+        let failed = |message: String| SourceError::S3 {
+            source_name: name(),
+            message,
+        };
+        if let Some(known) = known {
+            let head = self
+                .client
+                .head_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|err| failed(DisplayErrorContext(&err).to_string()))?;
+            if head.e_tag() == Some(known) {
+                return Ok(Fetch::Unchanged);
+            }
+        }
+        let object = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|err| failed(DisplayErrorContext(&err).to_string()))?;
+        if object
+            .content_length()
+            .is_some_and(|length| u64::try_from(length).unwrap_or(u64::MAX) > max_bytes)
+        {
+            return Err(too_large(name(), max_bytes));
+        }
+        let tag = object.e_tag().map(str::to_owned);
+        let mut body = object.body;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|err| failed(format!("reading the object: {err}")))?
+        {
+            if (bytes.len() + chunk.len()) as u64 > max_bytes {
+                return Err(too_large(name(), max_bytes));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Fetch::Fetched(Fetched { bytes, tag }))
+    }
+}
