@@ -50,6 +50,7 @@ async fn swaps(
         pin: None,
         max_bytes: u64::MAX,
         versions: chooser.clone(),
+        tag: None,
         emitter,
     };
     let reloader = Reloader::start(vec![target], engine.clone(), cache, None).unwrap();

@@ -208,6 +208,7 @@ impl ActivityConsumer {
                 pin: activity.sha256.clone(),
                 max_bytes: activity.handler_max_bytes,
                 versions,
+                tag: None,
                 emitter,
             });
         }

@@ -48,6 +48,9 @@ pub struct ReloadTarget {
     pub max_bytes: u64,
     /// Where new versions go.
     pub versions: Arc<VersionChooser>,
+    /// The ETag / Last-Modified of the remote version read at start, so that the first
+    /// poll does not read it again.
+    pub tag: Option<String>,
     /// The activity's emitter, for `handler:*` events.
     pub emitter: Emitter,
 }
@@ -112,13 +115,14 @@ impl Reloader {
         let cache = cache.map(Arc::new);
         let mut tasks = JoinSet::new();
         for (target, files) in targets.into_iter().zip(receivers) {
+            let last_tag = target.tag.clone();
             let task = TargetTask {
                 target,
                 engine: engine.clone(),
                 cache: cache.clone(),
                 fetcher: fetcher.clone(),
                 last_rejected: None,
-                last_tag: None,
+                last_tag,
                 last_error: None,
             };
             tasks.spawn(task.run(files, hup.subscribe(), stop.clone()));

@@ -71,6 +71,9 @@ pub struct RuntimeParts {
     pub cache: Option<ArtifactCache>,
     /// One handler per activity, in config order.
     pub handlers: Vec<LoadedHandler>,
+    /// For S3 and HTTPS handlers, the ETag / Last-Modified of the version in `handlers`
+    /// (by activity index; missing or `None`: unknown, read again at the first poll).
+    pub source_tags: Vec<Option<String>>,
     /// The Step Functions client.
     pub sfn: Arc<dyn StepFunctions>,
 }
@@ -100,6 +103,7 @@ impl HostRuntime {
             engine,
             cache,
             handlers,
+            source_tags,
             sfn,
         } = parts;
         // Metrics and the status board cost a little per event; only an admin server
@@ -183,7 +187,11 @@ impl HostRuntime {
         } else {
             None
         };
-        let reloader = Reloader::start(consumer.take_reload_targets(), engine, cache, fetcher)?;
+        let mut targets = consumer.take_reload_targets();
+        for (target, tag) in targets.iter_mut().zip(source_tags) {
+            target.tag = tag;
+        }
+        let reloader = Reloader::start(targets, engine, cache, fetcher)?;
         consumer.start();
         Ok(Self {
             consumer,

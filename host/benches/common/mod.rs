@@ -159,6 +159,7 @@ pub fn parts(
         engine,
         cache: None,
         handlers: vec![handler],
+        source_tags: Vec::new(),
         sfn,
     }
 }

@@ -17,6 +17,8 @@ pub struct Loaded {
     pub engine: Arc<WasmEngine>,
     pub cache: Option<ArtifactCache>,
     pub handlers: Vec<LoadedHandler>,
+    /// The ETag / Last-Modified of each remote handler read.
+    pub source_tags: Vec<Option<String>>,
 }
 
 /// Loads everything; each error names the file and key. S3 and HTTPS handlers are
@@ -42,6 +44,7 @@ pub async fn load(config: Config) -> anyhow::Result<Loaded> {
     } else {
         None
     };
+    let mut source_tags = Vec::with_capacity(config.activities.len());
     for (index, activity) in config.activities.iter().enumerate() {
         let key = |name: &str| format!("{}: `activity[{index}].{name}`", config.file.display());
         let (name, bytes) = match (&activity.handler, &fetcher) {
@@ -49,6 +52,7 @@ pub async fn load(config: Config) -> anyhow::Result<Loaded> {
                 let bytes = std::fs::read(path).map_err(|err| {
                     anyhow::anyhow!("{}: cannot read {}: {err}", key("handler"), path.display())
                 })?;
+                source_tags.push(None);
                 (path.clone(), bytes)
             }
             (source, Some(fetcher)) => {
@@ -62,6 +66,7 @@ pub async fn load(config: Config) -> anyhow::Result<Loaded> {
                         key("handler")
                     );
                 };
+                source_tags.push(fetched.tag);
                 (source.to_string().into(), fetched.bytes)
             }
             (source, None) => anyhow::bail!("{}: no client for {source}", key("handler")),
@@ -81,6 +86,7 @@ pub async fn load(config: Config) -> anyhow::Result<Loaded> {
         engine: Arc::new(engine),
         cache,
         handlers,
+        source_tags,
     })
 }
 

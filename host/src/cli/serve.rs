@@ -73,6 +73,7 @@ async fn serve(config: sfn_wasm_host::config::Config) -> ExitCode {
         engine,
         cache,
         handlers,
+        source_tags,
     } = match load::load(config).await {
         Ok(loaded) => loaded,
         Err(err) => {
@@ -86,6 +87,7 @@ async fn serve(config: sfn_wasm_host::config::Config) -> ExitCode {
         engine,
         cache,
         handlers,
+        source_tags,
         sfn,
     };
     let mut host = match HostRuntime::start(parts).await {

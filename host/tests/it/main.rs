@@ -13,6 +13,7 @@ mod hotswap;
 mod invoke;
 mod polling;
 mod polyglot;
+mod rollout;
 mod runtime;
 mod serve;
 mod served;
