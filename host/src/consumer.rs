@@ -22,8 +22,8 @@ use crate::worker::WorkerShared;
 /// answers before deliveries still retrying are given up.
 pub const FINAL_ANSWERS: Duration = Duration::from_millis(400);
 
-/// At shutdown, how long the task records still queued may take to be written.
-const RECORD_FLUSH: Duration = Duration::from_millis(200);
+/// At shutdown, how long the task records still queued may take to be written, in all.
+const RECORD_FLUSH: Duration = Duration::from_millis(100);
 
 /// Every pool of the process.
 pub struct ActivityConsumer {
@@ -309,9 +309,7 @@ impl ActivityConsumer {
         let recorders = self.recorders.clone();
         if !recorders.is_empty() {
             let _ = tokio::task::spawn_blocking(move || {
-                for recorder in recorders {
-                    recorder.flush(RECORD_FLUSH);
-                }
+                crate::record::flush_all(recorders.iter().map(|r| &**r), RECORD_FLUSH);
             })
             .await;
         }

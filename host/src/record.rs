@@ -152,9 +152,41 @@ impl Recorder {
 
     /// Waits (up to `limit`) until every record queued so far is written: at shutdown.
     pub fn flush(&self, limit: Duration) {
-        let (done, wait) = mpsc::channel();
-        if self.queue.send(Message::Flush(done)).is_ok() {
-            let _ = wait.recv_timeout(limit);
+        flush_all([self], limit);
+    }
+}
+
+/// Waits until every record the `recorders` queued so far is written, for at most
+/// `limit` in all (their writers work at once).
+pub fn flush_all<'a>(recorders: impl IntoIterator<Item = &'a Recorder>, limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    let waits: Vec<_> = recorders
+        .into_iter()
+        .filter_map(|recorder| {
+            let (done, wait) = mpsc::channel();
+            send_by(&recorder.queue, Message::Flush(done), deadline).then_some(wait)
+        })
+        .collect();
+    for wait in waits {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let _ = wait.recv_timeout(left);
+    }
+}
+
+/// Sends `message`, waiting for room in a full queue until `deadline`; whether it went.
+fn send_by(
+    queue: &mpsc::SyncSender<Message>,
+    mut message: Message,
+    deadline: std::time::Instant,
+) -> bool {
+    loop {
+        match queue.try_send(message) {
+            Ok(()) => return true,
+            Err(mpsc::TrySendError::Full(back)) if std::time::Instant::now() < deadline => {
+                message = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => return false,
         }
     }
 }

@@ -154,14 +154,7 @@ impl AwsStepFunctions {
     /// Builds the clients from the default AWS chain (credentials, region), overridden by
     /// the config's `[aws]` table.
     pub async fn new(aws: &AwsConfig) -> Self {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = &aws.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(url) = &aws.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let shared = loader.load().await;
+        let shared = sdk_config(aws).await;
 
         let poller = aws_sdk_sfn::config::Builder::from(&shared)
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
@@ -192,6 +185,19 @@ impl AwsStepFunctions {
             quotas: Arc::new(Quotas::new(&rates)),
         }
     }
+}
+
+/// The AWS SDK settings every client of the host starts from: the default chain
+/// (credentials, region), overridden by the config's `[aws]` region and endpoint.
+pub async fn sdk_config(aws: &AwsConfig) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = &aws.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(url) = &aws.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
 }
 
 /// How a Step Functions call ended, as metrics and traces label it: `ok`, `throttled`,

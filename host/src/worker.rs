@@ -256,7 +256,6 @@ impl ActivityWorker {
     /// Runs one task to its one answer, delivered (or given up on) before it returns.
     async fn handle(&self, task: ActivityTask) {
         let received = Instant::now();
-        let received_at = std::time::SystemTime::now();
         let chosen = self.shared.versions.choose();
         let handler = chosen.handler.clone();
         let (emitter, task_id) = self.task_emitter(&task, handler.digest().hex().clone());
@@ -266,7 +265,7 @@ impl ActivityWorker {
             .shared
             .recorder
             .as_ref()
-            .map(|_| (input.clone(), task_id.clone()));
+            .map(|_| (input.clone(), task_id.clone(), std::time::SystemTime::now()));
         let control = TaskControl {
             cancel: self.shared.tasks.cancel.child_token(),
             abort: self.shared.tasks.abort.child_token(),
@@ -316,7 +315,7 @@ impl ActivityWorker {
         let state = delivery.state();
         let (outcome, error) = outcome(&state, report.error.as_ref());
         self.shared.versions.report(&chosen, outcome);
-        if let (Some(recorder), Some((input, task_id)), Some(answer)) =
+        if let (Some(recorder), Some((input, task_id, received_at)), Some(answer)) =
             (&self.shared.recorder, recorded, state.answer())
         {
             recorder.record(Record {

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -113,15 +112,7 @@ fn prepare(args: &InvokeArgs) -> anyhow::Result<(WasmEngine, Handler, TaskReques
             .with_context(|| format!("cannot read --input-file {}", path.display()))?,
         (None, None) => anyhow::bail!("give the task input with --input JSON or --input-file FILE"),
     };
-    let timeout = Duration::try_from_secs_f64(args.timeout_seconds)
-        .ok()
-        .filter(|t| !t.is_zero())
-        .with_context(|| {
-            format!(
-                "--timeout-seconds must be a positive number of seconds, not {}",
-                args.timeout_seconds
-            )
-        })?;
+    let timeout = super::timeout_arg(args.timeout_seconds)?;
     let memory_bytes = args.memory_limit_mb << 20;
     let engine = WasmEngine::new(EngineConfig {
         max_concurrent_tasks: 1,

@@ -56,6 +56,16 @@ impl Cli {
     }
 }
 
+/// `--timeout-seconds`: a positive, finite number of seconds.
+fn timeout_arg(seconds: f64) -> anyhow::Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .ok_or_else(|| {
+            anyhow::anyhow!("--timeout-seconds must be a positive number of seconds, not {seconds}")
+        })
+}
+
 /// Builds the async runtime, or says why not and gives the exit code.
 fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
     builder.enable_all().build().map_err(|err| {

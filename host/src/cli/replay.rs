@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -161,15 +160,7 @@ fn settings<'a>(
         .map(Config::load)
         .transpose()
         .context("--same-grants")?;
-    let timeout = Duration::try_from_secs_f64(args.timeout_seconds)
-        .ok()
-        .filter(|t| !t.is_zero())
-        .with_context(|| {
-            format!(
-                "--timeout-seconds must be a positive number of seconds, not {}",
-                args.timeout_seconds
-            )
-        })?;
+    let timeout = super::timeout_arg(args.timeout_seconds)?;
     let mut settings = BTreeMap::new();
     for (path, record) in records {
         let arn = record.activity.as_str();

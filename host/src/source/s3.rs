@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::error::DisplayErrorContext;
 
 use super::{Fetch, Fetched, SourceError, too_large};
@@ -18,14 +17,7 @@ impl S3Source {
     /// The client. With `endpoint_url` (an emulator, MinIO) objects are addressed by path
     /// (`ENDPOINT/BUCKET/KEY`), which needs no DNS per bucket.
     pub async fn new(aws: &AwsConfig) -> Self {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = &aws.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(url) = &aws.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let shared = loader.load().await;
+        let shared = crate::sfn::sdk_config(aws).await;
         let config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(aws.endpoint_url.is_some())
             .timeout_config(
