@@ -64,6 +64,11 @@ impl ActivityPoolManager {
         *self.desired.borrow()
     }
 
+    /// The activity's handler versions (for the status page's canary).
+    pub fn versions(&self) -> &Arc<crate::rollout::VersionChooser> {
+        &self.shared.versions
+    }
+
     /// Follows the desired worker count (for the status page).
     pub fn desired_watch(&self) -> tokio::sync::watch::Receiver<u32> {
         self.desired.subscribe()

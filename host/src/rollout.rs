@@ -160,6 +160,15 @@ impl<H: Version> VersionChooser<H> {
         self.lock().stable.clone()
     }
 
+    /// The canary being judged, and its share of new tasks in percent.
+    pub fn canary(&self) -> Option<(H, u32)> {
+        let percent = self.rollout.map_or(0, |r| r.canary_percent);
+        self.lock()
+            .canary
+            .as_ref()
+            .map(|canary| (canary.handler.clone(), percent))
+    }
+
     /// Whether `digest` needs no preparing: it is the stable version, the canary, or the
     /// version last rolled back.
     pub fn knows(&self, digest: &Digest) -> bool {

@@ -155,6 +155,7 @@ impl HostRuntime {
             Some((addr, metrics, status)) => {
                 for pool in consumer.pools() {
                     status.watch_desired(pool.arn(), pool.desired_watch());
+                    status.watch_versions(pool.arn(), pool.versions().clone());
                 }
                 let state = Arc::new(AdminState {
                     metrics,

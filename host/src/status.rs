@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::events::{Event, EventKind, Observer};
+use crate::rollout::VersionChooser;
 
 /// The live state of every activity, for the admin server.
 pub struct StatusBoard {
@@ -21,6 +22,8 @@ struct ActivityBoard {
     arn: Arc<str>,
     /// The pool's desired worker count; `None` until the pool exists.
     desired: Mutex<Option<watch::Receiver<u32>>>,
+    /// The activity's versions (for a canary); `None` until the pool exists.
+    versions: Mutex<Option<Arc<VersionChooser>>>,
     /// Some worker of the activity has started a poll.
     polled: AtomicBool,
     state: Mutex<BoardState>,
@@ -59,6 +62,7 @@ impl StatusBoard {
                 .map(|arn| ActivityBoard {
                     arn: Arc::from(arn),
                     desired: Mutex::new(None),
+                    versions: Mutex::new(None),
                     polled: AtomicBool::new(false),
                     state: Mutex::new(BoardState::default()),
                 })
@@ -73,6 +77,16 @@ impl StatusBoard {
                 .desired
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(desired);
+        }
+    }
+
+    /// Shows the canary of `arn`'s versions, while there is one.
+    pub fn watch_versions(&self, arn: &str, versions: Arc<VersionChooser>) {
+        if let Some(board) = self.activities.iter().find(|a| &*a.arn == arn) {
+            *board
+                .versions
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(versions);
         }
     }
 
@@ -109,6 +123,15 @@ impl StatusBoard {
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .as_ref()
                     .map(|desired| *desired.borrow());
+                let canary = board
+                    .versions
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .as_ref()
+                    .and_then(|versions| versions.canary())
+                    .map(|(handler, percent)| {
+                        json!({"digest": &**handler.digest().hex(), "percent": percent})
+                    });
                 let state = board.lock();
                 let mut tasks: Vec<(&Arc<str>, &InFlight)> = state.in_flight.iter().collect();
                 tasks.sort_by_key(|(_, task)| task.since);
@@ -126,6 +149,7 @@ impl StatusBoard {
                 json!({
                     "arn": &*board.arn,
                     "handler_digest": &*state.digest,
+                    "canary": canary,
                     "desired_workers": desired,
                     "running_workers": state.running_workers,
                     "tasks_in_flight": tasks.len(),

@@ -17,7 +17,7 @@ use crate::guests::guest;
 use crate::served::Served;
 
 /// `GET path` over a fresh connection: the status code and the body.
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -276,6 +276,8 @@ fn metrics_status_health_and_readiness_of_a_served_host() {
     let entry = &page["activities"][0];
     assert_eq!(entry["arn"], activity.as_str(), "{page}");
     assert_eq!(entry["handler_digest"], digest, "{page}");
+    // No rollout, no canary.
+    assert!(entry["canary"].is_null(), "{page}");
     assert_eq!(entry["desired_workers"], 2, "{page}");
     assert_eq!(entry["running_workers"], 2, "{page}");
     assert_eq!(entry["tasks_in_flight"], 1, "{page}");

@@ -31,6 +31,8 @@ struct Host {
     served: Served,
     /// The `handler:loaded` line.
     loaded: Value,
+    /// The admin server.
+    admin: std::net::SocketAddr,
     dir: tempfile::TempDir,
 }
 
@@ -40,7 +42,7 @@ impl Host {
         std::fs::write(
             &config,
             format!(
-                "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\ncache_dir = \"cache\"\n\
+                "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\ncache_dir = \"cache\"\nadmin_listen = \"127.0.0.1:0\"\n\
                  [[activity]]\narn = \"{activity}\"\nworkers = 4\n{activity_lines}\n",
                 emulator::endpoint()
             ),
@@ -57,6 +59,8 @@ impl Host {
         let config = Self::config(dir.path(), &activity, activity_lines);
         let mut served = Served::start(&config);
         let loaded = served.wait_for("handler:loaded");
+        let listening = served.wait_line(|line| line["admin"].is_string());
+        let admin = listening["admin"].as_str().unwrap().parse().unwrap();
         served.wait_for("worker:running");
         Self {
             runtime,
@@ -64,6 +68,7 @@ impl Host {
             state_machine,
             served,
             loaded,
+            admin,
             dir,
         }
     }
@@ -82,6 +87,14 @@ impl Host {
             }
             ended
         })
+    }
+
+    /// This activity's entry in `/status`.
+    fn status(&self) -> Value {
+        let (code, body) = crate::admin::get(self.admin, "/status");
+        assert_eq!(code, 200, "{body}");
+        let page: Value = serde_json::from_str(&body).unwrap();
+        page["activities"][0].clone()
     }
 
     fn run(&self, hello: &str) -> Value {
@@ -409,6 +422,9 @@ fn a_good_canary_is_promoted_after_its_tasks() {
     let (stable, canary) = (digest(&guest("greet")), digest(&guest("greet_v2")));
     deploy(&guest("greet_v2"), &host.dir.path().join("handler.wasm"));
     host.served.wait_for("handler:canary");
+    let status = host.status();
+    assert_eq!(status["handler_digest"], stable.as_str(), "{status}");
+    assert_eq!(status["canary"], json!({"digest": canary, "percent": 50}));
 
     let ended = host.run_all(&vec![json!({"hello": "World"}); 10]);
     let outputs: Vec<Value> = ended.into_iter().map(|e| e.output.unwrap()).collect();
@@ -419,6 +435,9 @@ fn a_good_canary_is_promoted_after_its_tasks() {
     assert_eq!(promoted["new_digest"], canary.as_str(), "{promoted}");
     assert_eq!(promoted["canary_tasks"], 5, "{promoted}");
     assert_eq!(promoted["canary_failure_rate"], 0.0, "{promoted}");
+    let status = host.status();
+    assert_eq!(status["handler_digest"], canary.as_str(), "{status}");
+    assert!(status["canary"].is_null(), "{status}");
     let ended = host.run_all(&vec![json!({"hello": "World"}); 4]);
     assert!(
         ended
