@@ -203,7 +203,8 @@ pub struct ActivityConfig {
     pub restart_interval: Duration,
     /// Poll retries.
     pub polling: PollingConfig,
-    /// Whether a change to the handler file swaps the new version in.
+    /// Whether a change to the handler (its file, or a remote source's, polled) brings the
+    /// new version in; SIGHUP always does.
     pub watch: bool,
     /// When set, the host sends `SendTaskHeartbeat` this often while a task runs,
     /// whatever the guest does.

@@ -38,7 +38,8 @@ pub const DEBOUNCE: Duration = Duration::from_millis(100);
 pub struct ReloadTarget {
     /// Where the handler comes from.
     pub source: HandlerSource,
-    /// Whether changes to a handler file trigger a reload (SIGHUP always does).
+    /// Whether changes trigger a reload: the file's, or a remote source's seen by polling
+    /// it (SIGHUP always does).
     pub watch: bool,
     /// How often an S3 or HTTPS source is asked whether it changed.
     pub poll: Duration,
@@ -220,7 +221,7 @@ impl TargetTask {
                     self.last_error = None;
                     self.target.versions.forget_rolled_back();
                 }
-                _ = ticks.tick(), if remote => {}
+                _ = ticks.tick(), if remote && self.target.watch => {}
                 Some(()) = recv(&mut files) => {
                     // Wait until the file has been quiet for DEBOUNCE.
                     loop {

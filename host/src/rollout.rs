@@ -123,6 +123,9 @@ pub enum Offered {
     Canary,
     /// It is already the stable version or the canary, or was rolled back: nothing changed.
     Known,
+    /// It is the stable version, deployed again during a canary: the canary is withdrawn
+    /// (`handler:swapped` from the canary back to it).
+    Withdrawn,
 }
 
 /// One activity's versions and the rules that move between them. Shared by its
@@ -286,16 +289,21 @@ impl<H: Version> VersionChooser<H> {
                 return Offered::Known;
             }
             if state.stable.digest() == digest {
-                // A deploy of the stable version again: the canary is withdrawn.
+                // A deploy of the stable version again: the canary is withdrawn, and
+                // every new task runs the stable version again, a swap back to it.
                 let Some(canary) = state.canary.take() else {
                     return Offered::Known;
                 };
                 state.generation += 1;
-                tracing::info!(
-                    canary = &**canary.handler.digest().hex(),
-                    "the stable version was deployed again; the canary is withdrawn"
-                );
-                return Offered::Known;
+                let event = EventKind::HandlerSwapped {
+                    old_digest: canary.handler.digest().hex().clone(),
+                    new_digest,
+                    compile_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                    cache,
+                };
+                drop(state);
+                self.emitter.emit(event);
+                return Offered::Withdrawn;
             }
             state.generation += 1;
             let old_digest = state.stable.digest().hex().clone();
@@ -508,9 +516,13 @@ mod tests {
         assert!(chooser.knows(&Digest::of(b"two")));
         assert_eq!(
             chooser.offer(v("old"), Duration::ZERO, "miss"),
-            Offered::Known
+            Offered::Withdrawn
         );
+        assert!(chooser.canary().is_none());
         assert_eq!(run(&chooser, 4, Outcome::Success, Outcome::Success), (4, 0));
-        assert_eq!(names(&mut events), ["handler:canary", "handler:canary"]);
+        assert_eq!(
+            names(&mut events),
+            ["handler:canary", "handler:canary", "handler:swapped"]
+        );
     }
 }
