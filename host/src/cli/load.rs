@@ -46,6 +46,8 @@ pub async fn load(config: Config) -> anyhow::Result<Loaded> {
     };
     let mut source_tags = Vec::with_capacity(config.activities.len());
     for (index, activity) in config.activities.iter().enumerate() {
+        // `load_ms` counts reading (or fetching) the module as well as compiling it.
+        let started = std::time::Instant::now();
         let key = |name: &str| format!("{}: `activity[{index}].{name}`", config.file.display());
         let (name, bytes) = match (&activity.handler, &fetcher) {
             (HandlerSource::File(path), _) => {
@@ -74,7 +76,6 @@ pub async fn load(config: Config) -> anyhow::Result<Loaded> {
         check_pin(&bytes, activity.sha256.as_deref()).map_err(|reason| {
             anyhow::anyhow!("{}: {}: {reason}", key("sha256"), activity.handler)
         })?;
-        let started = std::time::Instant::now();
         let digest = Digest::of(&bytes);
         let mut handler = Handler::prepare(&engine, &name, &bytes, digest, cache.as_ref())
             .map_err(|err| anyhow::anyhow!("{}: {err}", key("handler")))?;

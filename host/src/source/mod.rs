@@ -133,6 +133,14 @@ pub enum SourceError {
         /// What went wrong.
         message: String,
     },
+    /// A handler file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
     /// The module is larger than `handler_max_mb`.
     #[error(
         "{source_name} is larger than the {limit_mb} MiB cap (`handler_max_mb`); raise it, or ship a smaller module"
@@ -198,9 +206,9 @@ impl Fetcher {
             HandlerSource::File(path) => {
                 let bytes = tokio::fs::read(path)
                     .await
-                    .map_err(|err| SourceError::Http {
-                        url: path.display().to_string(),
-                        message: err.to_string(),
+                    .map_err(|source| SourceError::Read {
+                        path: path.clone(),
+                        source,
                     })?;
                 Ok(Fetch::Fetched(Fetched { bytes, tag: None }))
             }
