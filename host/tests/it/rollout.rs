@@ -526,6 +526,12 @@ fn recorded_tasks_replay_the_same_on_the_same_module_and_changes_show_on_another
         "{out}"
     );
 
+    // Nothing recorded is not a pass: a gate must not open on an empty folder.
+    let empty = host.dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (code, _) = replay(&empty, &guest("greet"), &[]);
+    assert_eq!(code, 2);
+
     // `scenarios` fails these inputs: each one is now failing.
     let (code, out) = replay(&records, &guest("scenarios"), &[]);
     assert_eq!(code, 1, "{out}");
