@@ -129,7 +129,7 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<bool> {
         let now = runtime.block_on(run_one(&engine, &handler, record, setting));
         let (verdict, diff) = compare(&record.answer, &now);
         *counts.entry(verdict.name()).or_default() += 1;
-        println!(
+        let row = format!(
             "{:<18} {:<34} {:<34} {:<12} {}",
             record.task_id,
             summary(&record.answer),
@@ -137,6 +137,7 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<bool> {
             verdict.name(),
             diff
         );
+        println!("{}", row.trim_end());
     }
     let same = counts.get("same").copied().unwrap_or(0);
     println!(
