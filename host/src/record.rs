@@ -149,11 +149,6 @@ impl Recorder {
             }
         }
     }
-
-    /// Waits (up to `limit`) until every record queued so far is written: at shutdown.
-    pub fn flush(&self, limit: Duration) {
-        flush_all([self], limit);
-    }
 }
 
 /// Waits until every record the `recorders` queued so far is written, for at most
@@ -313,7 +308,7 @@ mod tests {
         for at in 1..=5 {
             recorder.record(record(at, 900));
         }
-        recorder.flush(Duration::from_secs(5));
+        flush_all([&recorder], Duration::from_secs(5));
         let kept = read_all(&folder).unwrap();
         let ids: Vec<_> = kept.iter().map(|(_, r)| r.task_id.as_str()).collect();
         assert_eq!(ids, ["task3", "task4", "task5"]);
@@ -332,7 +327,7 @@ mod tests {
         })
         .unwrap();
         recorder.record(record(6, 900));
-        recorder.flush(Duration::from_secs(5));
+        flush_all([&recorder], Duration::from_secs(5));
         let ids: Vec<_> = read_all(&folder)
             .unwrap()
             .into_iter()
