@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use sfn_wasm_host::admin::{AdminServer, AdminState};
 use sfn_wasm_host::engine::{EngineConfig, WasmEngine};
-use sfn_wasm_host::events::{Event, EventKind, Observer, Outcome, TaskDone, TaskRef};
+use sfn_wasm_host::events::{
+    Event, EventKind, HandlerEvent, Observer, TaskDone, TaskEvent, TaskOutcome, TaskRef,
+    WorkerEvent,
+};
 use sfn_wasm_host::metrics::Metrics;
 use sfn_wasm_host::status::StatusBoard;
 
@@ -22,51 +25,59 @@ const TASKS_PER_ACTIVITY: usize = 1_000;
 const SCRAPES: usize = 500;
 
 fn history(metrics: &Metrics, status: &StatusBoard, arn: &Arc<str>) {
-    let event = |kind: EventKind, task: Option<&str>| Event {
-        kind,
+    let worker_name: Arc<str> = Arc::from("bench:1");
+    let handler = |event: HandlerEvent| Event {
+        kind: EventKind::Handler(event),
         activity: arn.clone(),
-        worker: Some(Arc::from("bench:1")),
-        task: task.map(|id| TaskRef {
-            task_id: Arc::from(id),
-            handler_digest: Arc::from("0123abcd"),
-        }),
+    };
+    let worker = |event: WorkerEvent| Event {
+        kind: EventKind::Worker {
+            worker: worker_name.clone(),
+            event,
+        },
+        activity: arn.clone(),
+    };
+    let task = |event: TaskEvent, id: &str| Event {
+        kind: EventKind::Task {
+            worker: worker_name.clone(),
+            task: TaskRef {
+                task_id: Arc::from(id),
+                handler_digest: Arc::from("0123abcd"),
+            },
+            event,
+        },
+        activity: arn.clone(),
     };
     for observer in [metrics as &dyn Observer, status as &dyn Observer] {
-        observer.observe(&event(
-            EventKind::HandlerLoaded {
-                digest: Arc::from("0123abcd"),
-                cache: "hit",
-                load_ms: 3,
-            },
-            None,
-        ));
+        observer.observe(&handler(HandlerEvent::Loaded {
+            digest: Arc::from("0123abcd"),
+            cache: "hit",
+            load_ms: 3,
+        }));
         for _ in 0..4 {
-            observer.observe(&event(EventKind::WorkerRunning, None));
+            observer.observe(&worker(WorkerEvent::Running));
         }
         let outcomes = [
-            (Outcome::Success, "guest"),
-            (Outcome::Failure, "guest"),
-            (Outcome::HostFailure, "SfnWasmHost.Trap"),
-            (Outcome::HostFailure, "SfnWasmHost.Timeout"),
-            (Outcome::Closed, "closed"),
+            (TaskOutcome::Success, "guest"),
+            (TaskOutcome::Failure, "guest"),
+            (TaskOutcome::HostFailure, "SfnWasmHost.Trap"),
+            (TaskOutcome::HostFailure, "SfnWasmHost.Timeout"),
+            (TaskOutcome::Closed, "closed"),
         ];
         for n in 0..TASKS_PER_ACTIVITY {
             let id = format!("{n:016x}");
-            observer.observe(&event(EventKind::TaskReceived, Some(&id)));
-            observer.observe(&event(
-                EventKind::TaskHeartbeat { source: "auto" },
-                Some(&id),
-            ));
+            observer.observe(&task(TaskEvent::Received, &id));
+            observer.observe(&task(TaskEvent::Heartbeat { source: "auto" }, &id));
             let (outcome, error) = outcomes[n % outcomes.len()];
-            observer.observe(&event(
-                EventKind::TaskDone(TaskDone {
+            observer.observe(&task(
+                TaskEvent::Done(TaskDone {
                     outcome,
                     error,
                     elapsed: Duration::from_millis(u64::try_from(n % 900).unwrap()),
                     cpu: Duration::from_micros(u64::try_from(n).unwrap()),
                     memory_peak_bytes: 1 << (16 + n % 12),
                 }),
-                Some(&id),
+                &id,
             ));
         }
     }

@@ -9,14 +9,14 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::delivery::DeliveryOptions;
 use crate::engine::{LoadedHandler, TaskControl, WasmEngine};
-use crate::events::{Emitter, EventKind, Events};
+use crate::events::{Emitter, Events, HandlerEvent};
 use crate::grants::{GrantError, Grants, GrantsSlot};
+use crate::lifecycle::ActivityShared;
 use crate::pool::ActivityPoolManager;
 use crate::record::{RecordError, Recorder};
 use crate::reload::ReloadTarget;
 use crate::rollout::VersionChooser;
 use crate::sfn::StepFunctions;
-use crate::worker::WorkerShared;
 
 /// After the grace, how long aborted tasks get to deliver their `SfnWasmHost.Shutdown`
 /// answers before deliveries still retrying are given up.
@@ -148,9 +148,9 @@ impl ActivityConsumer {
                     source,
                 })?;
             let grants = GrantsSlot::new(activity.grants.clone(), grants);
-            let arn: Arc<str> = Arc::from(activity.arn.as_str());
+            let arn: Arc<str> = activity.arn.shared();
             let emitter = Emitter::for_activity(events.clone(), arn.clone());
-            emitter.emit(EventKind::HandlerLoaded {
+            emitter.emit(HandlerEvent::Loaded {
                 digest: loaded.handler.digest().hex().clone(),
                 cache: loaded.cache.name(),
                 load_ms: u64::try_from(loaded.elapsed.as_millis()).unwrap_or(u64::MAX),
@@ -174,7 +174,7 @@ impl ActivityConsumer {
                 }
                 None => None,
             };
-            let shared = Arc::new(WorkerShared {
+            let shared = Arc::new(ActivityShared {
                 arn,
                 activity: activity.clone(),
                 sfn: sfn.clone(),

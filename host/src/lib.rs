@@ -2,22 +2,31 @@
 //! components.
 //!
 //! The data flows one way: [`config`] → [`consumer`] (one [`pool`] per activity) →
-//! [`worker`]s that long-poll [`sfn`] → the [`engine`] runs the task's handler in a fresh
-//! instance → the handler answers through the [`toolkit`] → the task's [`delivery`] owns
+//! [`worker`]s that long-poll [`sfn`] and hand each task to its [`lifecycle`] → the
+//! [`engine`] runs the task's handler in a fresh instance → the handler answers through
+//! its toolkit (`engine/toolkit.rs`) into an answer sink → the task's [`delivery`] owns
 //! the answer from then on and sends it, retrying, through a [`Responder`] (here
 //! [`responder::SfnResponder`]) to Step Functions. Whatever the guest does, the task ends
 //! with exactly one [`Answer`](outcome::Answer). Every step emits [`events`].
 //!
-//! [`Responder`]: toolkit::Responder
+//! The modules form layers, lowest first, listed in `ARCHITECTURE.md`; a module imports
+//! only from its own layer or below, which a test checks.
+//!
+//! [`Responder`]: delivery::Responder
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod aws;
 pub mod config;
 pub mod consumer;
+pub mod control;
 pub mod delivery;
 pub mod engine;
 pub mod events;
 pub mod grants;
+pub mod ids;
+pub mod lifecycle;
+pub mod load;
 pub mod metrics;
 pub mod outbound;
 pub mod outcome;
@@ -30,6 +39,5 @@ pub mod runtime;
 pub mod sfn;
 pub mod source;
 pub mod status;
-pub mod toolkit;
 pub mod traces;
 pub mod worker;

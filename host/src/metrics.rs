@@ -19,7 +19,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::events::{Event, EventKind, Observer};
+use crate::aws::Api;
+use crate::events::{Event, EventKind, HandlerEvent, Observer, TaskEvent, WorkerEvent};
 use crate::sfn::{ActivityTask, CallObserver, SfnError, result_name};
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
@@ -236,8 +237,8 @@ impl Metrics {
     }
 
     /// Counts a Step Functions request that took `elapsed` and ended in `result`.
-    fn request(&self, api: &'static str, elapsed: Duration, error: Option<&SfnError>) {
-        let result = result_name(error);
+    fn request(&self, api: Api, elapsed: Duration, error: Option<&SfnError>) {
+        let (api, result) = (api.name(), result_name(error));
         self.sfn_requests
             .get_or_create(&ApiResultLabels { api, result })
             .inc();
@@ -250,12 +251,18 @@ impl Metrics {
 impl Observer for Metrics {
     fn observe(&self, event: &Event) {
         match &event.kind {
-            EventKind::TaskReceived => {
+            EventKind::Task {
+                event: TaskEvent::Received,
+                ..
+            } => {
                 self.tasks_in_flight
                     .get_or_create(&Self::activity(event))
                     .inc();
             }
-            EventKind::TaskDone(done) => {
+            EventKind::Task {
+                event: TaskEvent::Done(done),
+                ..
+            } => {
                 let activity = Self::activity(event);
                 self.tasks_in_flight.get_or_create(&activity).dec();
                 self.tasks
@@ -276,16 +283,25 @@ impl Observer for Metrics {
                     .get_or_create(&activity)
                     .observe(done.memory_peak_bytes as f64);
             }
-            EventKind::WorkerRunning => {
+            EventKind::Worker {
+                event: WorkerEvent::Running,
+                ..
+            } => {
                 self.workers.get_or_create(&Self::activity(event)).inc();
             }
-            EventKind::WorkerStopped { .. } => {
+            EventKind::Worker {
+                event: WorkerEvent::Stopped { .. },
+                ..
+            } => {
                 self.workers.get_or_create(&Self::activity(event)).dec();
             }
-            EventKind::TaskHeartbeat { .. } => {
+            EventKind::Task {
+                event: TaskEvent::Heartbeat { .. },
+                ..
+            } => {
                 self.heartbeats.get_or_create(&Self::activity(event)).inc();
             }
-            EventKind::HandlerLoaded { digest, .. } => {
+            EventKind::Handler(HandlerEvent::Loaded { digest, .. }) => {
                 self.handler_info
                     .get_or_create(&HandlerLabels {
                         activity: Shared(event.activity.clone()),
@@ -293,11 +309,11 @@ impl Observer for Metrics {
                     })
                     .set(1);
             }
-            EventKind::HandlerSwapped {
+            EventKind::Handler(HandlerEvent::Swapped {
                 old_digest,
                 new_digest,
                 ..
-            } => {
+            }) => {
                 let activity = Shared(event.activity.clone());
                 self.handler_info.remove(&HandlerLabels {
                     activity: activity.clone(),
@@ -316,7 +332,7 @@ impl Observer for Metrics {
                     })
                     .inc();
             }
-            EventKind::HandlerCanary { new_digest, .. } => {
+            EventKind::Handler(HandlerEvent::Canary { new_digest, .. }) => {
                 let activity = Shared(event.activity.clone());
                 // Both versions serve while the canary is judged.
                 self.handler_info
@@ -327,7 +343,7 @@ impl Observer for Metrics {
                     .set(1);
                 self.count_swap(activity, "canary");
             }
-            EventKind::HandlerPromoted { old_digest, .. } => {
+            EventKind::Handler(HandlerEvent::Promoted { old_digest, .. }) => {
                 let activity = Shared(event.activity.clone());
                 self.handler_info.remove(&HandlerLabels {
                     activity: activity.clone(),
@@ -335,7 +351,7 @@ impl Observer for Metrics {
                 });
                 self.count_swap(activity, "promoted");
             }
-            EventKind::HandlerRolledBack { new_digest, .. } => {
+            EventKind::Handler(HandlerEvent::RolledBack { new_digest, .. }) => {
                 let activity = Shared(event.activity.clone());
                 self.handler_info.remove(&HandlerLabels {
                     activity: activity.clone(),
@@ -343,7 +359,7 @@ impl Observer for Metrics {
                 });
                 self.count_swap(activity, "rolledback");
             }
-            EventKind::HandlerRejected { .. } => {
+            EventKind::Handler(HandlerEvent::Rejected { .. }) => {
                 self.handler_swaps
                     .get_or_create(&ResultLabels {
                         activity: Shared(event.activity.clone()),
@@ -364,7 +380,7 @@ impl CallObserver for Metrics {
         elapsed: Duration,
         polled: &Result<Option<ActivityTask>, SfnError>,
     ) {
-        self.request("GetActivityTask", elapsed, polled.as_ref().err());
+        self.request(Api::GetActivityTask, elapsed, polled.as_ref().err());
         let result = match polled {
             Ok(Some(_)) => "task",
             Ok(None) => "empty",
@@ -384,7 +400,7 @@ impl CallObserver for Metrics {
 
     fn called(
         &self,
-        api: &'static str,
+        api: Api,
         _token: &str,
         _started: SystemTime,
         elapsed: Duration,

@@ -1,5 +1,8 @@
-//! What a task ends with: the answer Step Functions gets, and the failures the host makes
-//! when the handler does not answer by itself.
+//! What a task ends with: the answer Step Functions gets, the failures the host makes
+//! when the handler does not answer by itself, and why an answer was not taken.
+//!
+//! A leaf: the engine (which hands answers over) and the delivery (which sends them)
+//! share these types without knowing each other.
 
 use std::fmt;
 
@@ -111,6 +114,21 @@ impl fmt::Display for HostFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.name(), self.cause())
     }
+}
+
+/// Why an answer or heartbeat was not taken: what a handler's toolkit call returns
+/// (the engine turns it into the WIT world's `toolkit-error`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    /// The task already has an answer; the first one stands.
+    #[error("the task was already answered; the first answer stands")]
+    AlreadyResponded,
+    /// Step Functions no longer accepts answers for the task; what it said.
+    #[error("the task is closed: {0}")]
+    TaskClosed(String),
+    /// The call failed for another reason (refused outright, or the host is stopping).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Cuts `s` to at most `max_chars` characters, never inside a UTF-8 sequence.

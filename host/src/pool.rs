@@ -12,11 +12,13 @@ use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::worker::{ActivityWorker, EXIT_STOPPED, WorkerShared, WorkerStop, worker_name};
+use crate::ids::worker_name;
+use crate::lifecycle::ActivityShared;
+use crate::worker::{ActivityWorker, EXIT_STOPPED, WorkerStop};
 
 /// Runs and supervises the workers of one activity.
 pub struct ActivityPoolManager {
-    shared: Arc<WorkerShared>,
+    shared: Arc<ActivityShared>,
     desired: watch::Sender<u32>,
     worker_prefix: String,
     stop: CancellationToken,
@@ -26,8 +28,12 @@ pub struct ActivityPoolManager {
 impl ActivityPoolManager {
     /// A pool for `shared.activity`, not started yet. `stop` ends polling for every worker
     /// (typically a child of the consumer's token).
-    pub fn new(shared: Arc<WorkerShared>, worker_prefix: String, stop: CancellationToken) -> Self {
-        let (desired, _) = watch::channel(shared.activity.workers);
+    pub fn new(
+        shared: Arc<ActivityShared>,
+        worker_prefix: String,
+        stop: CancellationToken,
+    ) -> Self {
+        let (desired, _) = watch::channel(shared.activity.pollers);
         Self {
             shared,
             desired,
@@ -106,7 +112,7 @@ impl Slot {
 }
 
 struct Supervisor {
-    shared: Arc<WorkerShared>,
+    shared: Arc<ActivityShared>,
     prefix: String,
     desired: watch::Receiver<u32>,
     stop: CancellationToken,

@@ -26,10 +26,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{ArtifactCache, Digest, Handler, WasmEngine};
-use crate::events::{Emitter, EventKind};
+use crate::engine::{ArtifactCache, Digest, WasmEngine};
+use crate::events::{Emitter, HandlerEvent};
+use crate::load::{self, PrepareError};
 use crate::rollout::VersionChooser;
-use crate::source::{Fetch, Fetcher, HandlerSource, check_pin};
+use crate::source::{Fetch, Fetcher, HandlerSource};
 
 /// How long a handler file must stay unchanged before it is read.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -315,17 +316,22 @@ impl TargetTask {
             tracing::debug!(handler = %self.target.source, %digest, "the handler is unchanged");
             return Prepared::Done;
         }
-        if let Err(reason) = check_pin(&bytes, self.target.pin.as_deref()) {
-            return Prepared::Failed(digest, format!("{}: {reason}", self.target.source));
-        }
-        let (engine, cache, name, task_digest) = (
+        let (engine, cache, name, task_digest, pin) = (
             self.engine.clone(),
             self.cache.clone(),
             PathBuf::from(self.target.source.to_string()),
             digest.clone(),
+            self.target.pin.clone(),
         );
         let prepared = tokio::task::spawn_blocking(move || {
-            Handler::prepare(&engine, &name, &bytes, task_digest, cache.as_deref())
+            load::prepare(
+                &engine,
+                &name,
+                &bytes,
+                task_digest,
+                pin.as_deref(),
+                cache.as_deref(),
+            )
         })
         .await;
         match prepared {
@@ -336,7 +342,10 @@ impl TargetTask {
                     .offer(loaded.handler, loaded.elapsed, loaded.cache.name());
                 Prepared::Done
             }
-            Ok(Err(err)) => Prepared::Failed(digest, err.to_string()),
+            Ok(Err(PrepareError::Pin(reason))) => {
+                Prepared::Failed(digest, format!("{}: {reason}", self.target.source))
+            }
+            Ok(Err(PrepareError::Load(err))) => Prepared::Failed(digest, err.to_string()),
             Err(join) => {
                 self.reject(digest.hex().clone(), format!("loading panicked: {join}"));
                 Prepared::Done
@@ -353,7 +362,7 @@ impl TargetTask {
     fn reject(&self, digest: Arc<str>, reason: String) {
         self.target
             .emitter
-            .emit(EventKind::HandlerRejected { digest, reason });
+            .emit(HandlerEvent::Rejected { digest, reason });
     }
 }
 

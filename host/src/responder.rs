@@ -6,21 +6,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::events::{Emitter, EventKind};
+use crate::delivery::{Delivered, HeartbeatSource, Responder, TaskError};
+use crate::events::{TaskEmitter, TaskEvent};
 use crate::outcome::Answer;
 use crate::sfn::{SfnError, StepFunctions};
-use crate::toolkit::{Delivered, HeartbeatSource, Responder, TaskError};
 
 /// Answers one task through Step Functions.
 pub struct SfnResponder {
     sfn: Arc<dyn StepFunctions>,
     token: String,
-    emitter: Emitter,
+    emitter: TaskEmitter,
 }
 
 impl SfnResponder {
     /// A responder for the task with `token`, emitting through `emitter`.
-    pub fn new(sfn: Arc<dyn StepFunctions>, token: String, emitter: Emitter) -> Self {
+    pub fn new(sfn: Arc<dyn StepFunctions>, token: String, emitter: TaskEmitter) -> Self {
         Self {
             sfn,
             token,
@@ -47,11 +47,11 @@ impl Responder for SfnResponder {
     fn delivered(&self, answer: &Answer, how: Delivered) {
         let (attempts, probably_delivered) = (how.attempts, how.probably);
         self.emitter.emit(match answer {
-            Answer::Success { .. } => EventKind::TaskSuccess {
+            Answer::Success { .. } => TaskEvent::Success {
                 attempts,
                 probably_delivered,
             },
-            Answer::Failure { error, .. } => EventKind::TaskFailure {
+            Answer::Failure { error, .. } => TaskEvent::Failure {
                 error: error.clone(),
                 attempts,
                 probably_delivered,
@@ -60,7 +60,7 @@ impl Responder for SfnResponder {
     }
 
     fn retrying(&self, attempt: u32, error: &SfnError, delay: Duration) {
-        self.emitter.emit(EventKind::TaskRetrying {
+        self.emitter.emit(TaskEvent::Retrying {
             attempt,
             throttled: matches!(error, SfnError::Throttled(_)),
             error: error.to_string(),
@@ -69,19 +69,19 @@ impl Responder for SfnResponder {
     }
 
     fn undelivered(&self, _answer: &Answer, reason: &str) {
-        self.emitter.emit(EventKind::TaskUndelivered {
+        self.emitter.emit(TaskEvent::Undelivered {
             reason: reason.to_owned(),
         });
     }
 
     fn heartbeat_sent(&self, source: HeartbeatSource) {
-        self.emitter.emit(EventKind::TaskHeartbeat {
+        self.emitter.emit(TaskEvent::Heartbeat {
             source: source.name(),
         });
     }
 
     fn cancelled(&self, reason: &str) {
-        self.emitter.emit(EventKind::TaskCancelled {
+        self.emitter.emit(TaskEvent::Cancelled {
             reason: reason.to_owned(),
         });
     }
@@ -90,7 +90,7 @@ impl Responder for SfnResponder {
         if let TaskError::Failed(failure) = error {
             tracing::debug!(error = failure.name(), cause = %failure.cause(), "the handler's failure");
         }
-        self.emitter.emit(EventKind::TaskErrored {
+        self.emitter.emit(TaskEvent::Errored {
             error: error.name().to_owned(),
         });
     }

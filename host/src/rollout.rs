@@ -20,33 +20,9 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::config::RolloutConfig;
 use crate::engine::{Digest, Handler};
-use crate::events::{Emitter, EventKind, Outcome};
-
-/// `[activity.rollout]`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RolloutConfig {
-    /// The share of new tasks the canary gets, 1–100.
-    pub canary_percent: u32,
-    /// Canary tasks answered without a regression before the canary becomes stable.
-    pub promote_after_tasks: u64,
-    /// How much higher than stable's the canary's host-failure rate may be (0–1).
-    pub max_failure_rate_increase: f64,
-    /// Canary tasks answered before a rollback is judged (so that one early failure
-    /// does not condemn a version); at most `promote_after_tasks`.
-    pub rollback_min_tasks: u64,
-}
-
-impl Default for RolloutConfig {
-    fn default() -> Self {
-        Self {
-            canary_percent: 10,
-            promote_after_tasks: 200,
-            max_failure_rate_increase: 0.05,
-            rollback_min_tasks: 10,
-        }
-    }
-}
+use crate::events::{CanaryJudgement, Emitter, HandlerEvent, TaskOutcome};
 
 /// A handler version as the chooser sees it: something with a digest.
 pub trait Version: Clone {
@@ -213,11 +189,11 @@ impl<H: Version> VersionChooser<H> {
     }
 
     /// Counts what a task came to, and promotes or rolls back the canary when that decides it.
-    pub fn report(&self, chosen: &Chosen<H>, outcome: Outcome) {
+    pub fn report(&self, chosen: &Chosen<H>, outcome: TaskOutcome) {
         let Some(rollout) = self.rollout else { return };
         let event = {
             let mut state = self.lock();
-            if state.generation != chosen.generation || outcome == Outcome::Closed {
+            if state.generation != chosen.generation || outcome == TaskOutcome::Closed {
                 return;
             }
             let Some(canary) = &mut state.canary else {
@@ -228,7 +204,7 @@ impl<H: Version> VersionChooser<H> {
                 Arm::Stable => &mut canary.stable,
             };
             tally.answered += 1;
-            tally.host_failures += u64::from(outcome == Outcome::HostFailure);
+            tally.host_failures += u64::from(outcome == TaskOutcome::HostFailure);
             if chosen.arm == Arm::Stable {
                 return;
             }
@@ -246,26 +222,26 @@ impl<H: Version> VersionChooser<H> {
             state.generation += 1;
             let old_digest = state.stable.digest().hex().clone();
             let new_digest = canary.handler.digest().hex().clone();
+            let judged = CanaryJudgement {
+                canary_tasks: canary.canary.answered,
+                canary_failure_rate: canary_rate,
+                stable_tasks: canary.stable.answered,
+                stable_failure_rate: stable_rate,
+            };
             if regressed {
                 state.rolled_back = Some(canary.handler.digest().clone());
-                EventKind::HandlerRolledBack {
+                HandlerEvent::RolledBack {
                     old_digest,
                     new_digest,
-                    canary_tasks: canary.canary.answered,
-                    canary_failure_rate: canary_rate,
-                    stable_tasks: canary.stable.answered,
-                    stable_failure_rate: stable_rate,
+                    judged,
                     max_failure_rate_increase: rollout.max_failure_rate_increase,
                 }
             } else {
                 state.stable = canary.handler;
-                EventKind::HandlerPromoted {
+                HandlerEvent::Promoted {
                     old_digest,
                     new_digest,
-                    canary_tasks: canary.canary.answered,
-                    canary_failure_rate: canary_rate,
-                    stable_tasks: canary.stable.answered,
-                    stable_failure_rate: stable_rate,
+                    judged,
                 }
             }
         };
@@ -295,7 +271,7 @@ impl<H: Version> VersionChooser<H> {
                     return Offered::Known;
                 };
                 state.generation += 1;
-                let event = EventKind::HandlerSwapped {
+                let event = HandlerEvent::Swapped {
                     old_digest: canary.handler.digest().hex().clone(),
                     new_digest,
                     compile_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
@@ -312,7 +288,7 @@ impl<H: Version> VersionChooser<H> {
                     state.stable = handler;
                     (
                         Offered::Swapped,
-                        EventKind::HandlerSwapped {
+                        HandlerEvent::Swapped {
                             old_digest,
                             new_digest,
                             compile_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
@@ -329,7 +305,7 @@ impl<H: Version> VersionChooser<H> {
                     });
                     (
                         Offered::Canary,
-                        EventKind::HandlerCanary {
+                        HandlerEvent::Canary {
                             old_digest,
                             new_digest,
                             percent: rollout.canary_percent,
@@ -391,8 +367,8 @@ mod tests {
     fn run(
         chooser: &VersionChooser<V>,
         n: usize,
-        stable: Outcome,
-        canary: Outcome,
+        stable: TaskOutcome,
+        canary: TaskOutcome,
     ) -> (usize, usize) {
         let mut got = (0, 0);
         for _ in 0..n {
@@ -431,7 +407,7 @@ mod tests {
         let (chooser, _) = chooser(Some(rollout(10, 1000)));
         chooser.offer(v("new"), Duration::ZERO, "miss");
         assert_eq!(
-            run(&chooser, 1000, Outcome::Success, Outcome::Success),
+            run(&chooser, 1000, TaskOutcome::Success, TaskOutcome::Success),
             (900, 100)
         );
     }
@@ -444,12 +420,12 @@ mod tests {
             Offered::Canary
         );
         // Guest failures are the handler's answers, not regressions.
-        run(&chooser, 39, Outcome::Success, Outcome::Failure);
+        run(&chooser, 39, TaskOutcome::Success, TaskOutcome::Failure);
         assert_eq!(names(&mut events), ["handler:canary"]);
-        run(&chooser, 1, Outcome::Success, Outcome::Failure);
+        run(&chooser, 1, TaskOutcome::Success, TaskOutcome::Failure);
         assert_eq!(names(&mut events), ["handler:promoted"]);
         assert_eq!(
-            run(&chooser, 10, Outcome::Success, Outcome::Success),
+            run(&chooser, 10, TaskOutcome::Success, TaskOutcome::Success),
             (10, 0)
         );
         assert_eq!(chooser.stable().0, Digest::of(b"new"));
@@ -459,18 +435,18 @@ mod tests {
     fn a_failing_canary_is_rolled_back_once_judged_and_not_retried() {
         let (chooser, mut events) = chooser(Some(rollout(50, 200)));
         chooser.offer(v("bad"), Duration::ZERO, "miss");
-        run(&chooser, 19, Outcome::Success, Outcome::HostFailure);
+        run(&chooser, 19, TaskOutcome::Success, TaskOutcome::HostFailure);
         assert_eq!(names(&mut events), ["handler:canary"]);
         // The 10th canary task: 100 % against 0 %.
         let chosen = chooser.choose();
         assert_eq!(chosen.arm, Arm::Canary);
         // A stable task that started before the decision still counts nowhere after it.
         let late = chooser.choose();
-        chooser.report(&chosen, Outcome::HostFailure);
-        chooser.report(&late, Outcome::HostFailure);
+        chooser.report(&chosen, TaskOutcome::HostFailure);
+        chooser.report(&late, TaskOutcome::HostFailure);
         assert_eq!(names(&mut events), ["handler:rolledback"]);
         assert_eq!(
-            run(&chooser, 10, Outcome::Success, Outcome::Success),
+            run(&chooser, 10, TaskOutcome::Success, TaskOutcome::Success),
             (10, 0)
         );
         assert_eq!(chooser.stable().0, Digest::of(b"old"));
@@ -495,9 +471,9 @@ mod tests {
             let chosen = chooser.choose();
             n += 1;
             let outcome = if n % 20 < 2 {
-                Outcome::HostFailure
+                TaskOutcome::HostFailure
             } else {
-                Outcome::Success
+                TaskOutcome::Success
             };
             chooser.report(&chosen, outcome);
         }
@@ -508,7 +484,7 @@ mod tests {
     fn a_newer_version_replaces_the_canary_and_the_stable_one_withdraws_it() {
         let (chooser, mut events) = chooser(Some(rollout(50, 200)));
         chooser.offer(v("one"), Duration::ZERO, "miss");
-        run(&chooser, 10, Outcome::Success, Outcome::Success);
+        run(&chooser, 10, TaskOutcome::Success, TaskOutcome::Success);
         assert_eq!(
             chooser.offer(v("two"), Duration::ZERO, "miss"),
             Offered::Canary
@@ -519,7 +495,10 @@ mod tests {
             Offered::Withdrawn
         );
         assert!(chooser.canary().is_none());
-        assert_eq!(run(&chooser, 4, Outcome::Success, Outcome::Success), (4, 0));
+        assert_eq!(
+            run(&chooser, 4, TaskOutcome::Success, TaskOutcome::Success),
+            (4, 0)
+        );
         assert_eq!(
             names(&mut events),
             ["handler:canary", "handler:canary", "handler:swapped"]

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{AdminError, AdminServer, AdminState};
 use crate::config::Config;
 use crate::consumer::{ActivityConsumer, ConsumerError, ShutdownReport};
-use crate::engine::{ArtifactCache, LoadedHandler, WasmEngine};
 use crate::events::{Events, Observer};
+use crate::load::Loaded;
 use crate::metrics::Metrics;
 use crate::reload::{ReloadError, Reloader};
 use crate::sfn::{CallObserver, ObservedSfn, StepFunctions};
@@ -61,19 +61,11 @@ pub enum RuntimeError {
     },
 }
 
-/// What the runtime is started with: a config and what loading it produced.
+/// What the runtime is started with: what loading the config produced, and the Step
+/// Functions client.
 pub struct RuntimeParts {
-    /// The config.
-    pub config: Config,
-    /// The engine the handlers were loaded into.
-    pub engine: Arc<WasmEngine>,
-    /// The compile cache, for hot swaps.
-    pub cache: Option<ArtifactCache>,
-    /// One handler per activity, in config order.
-    pub handlers: Vec<LoadedHandler>,
-    /// For S3 and HTTPS handlers, the ETag / Last-Modified of the version in `handlers`
-    /// (by activity index; missing or `None`: unknown, read again at the first poll).
-    pub source_tags: Vec<Option<String>>,
+    /// The config, engine, cache and handlers ([`crate::load::load`]).
+    pub loaded: Loaded,
     /// The Step Functions client.
     pub sfn: Arc<dyn StepFunctions>,
 }
@@ -99,11 +91,14 @@ impl HostRuntime {
     /// folder cannot be watched, or the admin address cannot be bound.
     pub async fn start(parts: RuntimeParts) -> Result<Self, RuntimeError> {
         let RuntimeParts {
-            config,
-            engine,
-            cache,
-            handlers,
-            source_tags,
+            loaded:
+                Loaded {
+                    config,
+                    engine,
+                    cache,
+                    handlers,
+                    source_tags,
+                },
             sfn,
         } = parts;
         // Metrics and the status board cost a little per event; only an admin server

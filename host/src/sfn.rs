@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sfn::Client;
 use aws_sdk_sfn::config::http::HttpResponse;
 use aws_sdk_sfn::config::retry::RetryConfig;
@@ -19,7 +18,7 @@ use aws_sdk_sfn::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use crate::config::{ApiRates, AwsConfig, BURST_SECONDS};
+use crate::aws::{Api, AwsConfig, BURST_SECONDS, PerApi, sdk_config};
 
 /// `GetActivityTask` holds a request for up to 60 s; reads must wait longer than that, or
 /// the SDK gives up on a poll that may already have taken a task off the queue.
@@ -119,24 +118,7 @@ type Bucket = governor::DefaultDirectRateLimiter;
 
 /// One token bucket per API, shared by every worker of the process, so that the host
 /// stays under Step Functions' per-account quotas instead of being throttled.
-#[derive(Debug)]
-struct Quotas {
-    get_activity_task: Bucket,
-    send_task_success: Bucket,
-    send_task_failure: Bucket,
-    send_task_heartbeat: Bucket,
-}
-
-impl Quotas {
-    fn new(rates: &ApiRates) -> Self {
-        Self {
-            get_activity_task: bucket(rates.get_activity_task),
-            send_task_success: bucket(rates.send_task_success),
-            send_task_failure: bucket(rates.send_task_failure),
-            send_task_heartbeat: bucket(rates.send_task_heartbeat),
-        }
-    }
-}
+type Quotas = PerApi<Bucket>;
 
 /// A bucket refilled at `rate` per second that holds [`BURST_SECONDS`] of it.
 fn bucket(rate: f64) -> Bucket {
@@ -182,22 +164,9 @@ impl AwsStepFunctions {
         Self {
             poller: Client::from_conf(poller),
             answerer: Client::from_conf(answerer),
-            quotas: Arc::new(Quotas::new(&rates)),
+            quotas: Arc::new(PerApi::from_fn(|api| bucket(rates[api]))),
         }
     }
-}
-
-/// The AWS SDK settings every client of the host starts from: the default chain
-/// (credentials, region), overridden by the config's `[aws]` region and endpoint.
-pub async fn sdk_config(aws: &AwsConfig) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(region) = &aws.region {
-        loader = loader.region(Region::new(region.clone()));
-    }
-    if let Some(url) = &aws.endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    loader.load().await
 }
 
 /// How a Step Functions call ended, as metrics and traces label it: `ok`, `throttled`,
@@ -261,7 +230,7 @@ impl StepFunctions for AwsStepFunctions {
         activity_arn: &str,
         worker_name: &str,
     ) -> Result<Option<ActivityTask>, SfnError> {
-        self.quotas.get_activity_task.until_ready().await;
+        self.quotas[Api::GetActivityTask].until_ready().await;
         let output = self
             .poller
             .get_activity_task()
@@ -280,7 +249,7 @@ impl StepFunctions for AwsStepFunctions {
     }
 
     async fn send_success(&self, token: &str, output: &str) -> Result<(), SfnError> {
-        self.quotas.send_task_success.until_ready().await;
+        self.quotas[Api::SendTaskSuccess].until_ready().await;
         self.answerer
             .send_task_success()
             .task_token(token)
@@ -292,7 +261,7 @@ impl StepFunctions for AwsStepFunctions {
     }
 
     async fn send_failure(&self, token: &str, error: &str, cause: &str) -> Result<(), SfnError> {
-        self.quotas.send_task_failure.until_ready().await;
+        self.quotas[Api::SendTaskFailure].until_ready().await;
         self.answerer
             .send_task_failure()
             .task_token(token)
@@ -305,7 +274,7 @@ impl StepFunctions for AwsStepFunctions {
     }
 
     async fn send_heartbeat(&self, token: &str) -> Result<(), SfnError> {
-        self.quotas.send_task_heartbeat.until_ready().await;
+        self.quotas[Api::SendTaskHeartbeat].until_ready().await;
         self.answerer
             .send_task_heartbeat()
             .task_token(token)
@@ -330,7 +299,7 @@ pub trait CallObserver: Send + Sync {
     /// A `SendTask*` call (`api`) for the task of `token`.
     fn called(
         &self,
-        api: &'static str,
+        api: Api,
         token: &str,
         started: SystemTime,
         elapsed: Duration,
@@ -353,7 +322,7 @@ impl ObservedSfn {
 
     async fn call(
         &self,
-        api: &'static str,
+        api: Api,
         token: &str,
         send: impl Future<Output = Result<(), SfnError>>,
     ) -> Result<(), SfnError> {
@@ -381,7 +350,7 @@ impl StepFunctions for ObservedSfn {
 
     async fn send_success(&self, token: &str, output: &str) -> Result<(), SfnError> {
         self.call(
-            "SendTaskSuccess",
+            Api::SendTaskSuccess,
             token,
             self.inner.send_success(token, output),
         )
@@ -390,7 +359,7 @@ impl StepFunctions for ObservedSfn {
 
     async fn send_failure(&self, token: &str, error: &str, cause: &str) -> Result<(), SfnError> {
         self.call(
-            "SendTaskFailure",
+            Api::SendTaskFailure,
             token,
             self.inner.send_failure(token, error, cause),
         )
@@ -398,8 +367,12 @@ impl StepFunctions for ObservedSfn {
     }
 
     async fn send_heartbeat(&self, token: &str) -> Result<(), SfnError> {
-        self.call("SendTaskHeartbeat", token, self.inner.send_heartbeat(token))
-            .await
+        self.call(
+            Api::SendTaskHeartbeat,
+            token,
+            self.inner.send_heartbeat(token),
+        )
+        .await
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::events::{Event, EventKind, Observer};
+use crate::events::{Event, EventKind, HandlerEvent, Observer, TaskEvent, WorkerEvent};
 use crate::rollout::VersionChooser;
 
 /// The live state of every activity, for the admin server.
@@ -173,34 +173,49 @@ impl Observer for StatusBoard {
         match &event.kind {
             // Read first: every poll lands here, and a plain load keeps the cache line
             // shared between the workers' threads.
-            EventKind::PollingStarting if !board.polled.load(Ordering::Relaxed) => {
+            EventKind::Worker {
+                event: WorkerEvent::PollingStarting,
+                ..
+            } if !board.polled.load(Ordering::Relaxed) => {
                 board.polled.store(true, Ordering::Relaxed);
             }
-            EventKind::WorkerRunning => board.lock().running_workers += 1,
-            EventKind::WorkerStopped { .. } => {
+            EventKind::Worker {
+                event: WorkerEvent::Running,
+                ..
+            } => board.lock().running_workers += 1,
+            EventKind::Worker {
+                event: WorkerEvent::Stopped { .. },
+                ..
+            } => {
                 let mut state = board.lock();
                 state.running_workers = state.running_workers.saturating_sub(1);
             }
-            EventKind::TaskReceived => {
-                if let Some(task) = &event.task {
-                    board.lock().in_flight.insert(
-                        task.task_id.clone(),
-                        InFlight {
-                            started: SystemTime::now(),
-                            since: Instant::now(),
-                            handler_digest: task.handler_digest.clone(),
-                        },
-                    );
-                }
+            EventKind::Task {
+                task,
+                event: TaskEvent::Received,
+                ..
+            } => {
+                board.lock().in_flight.insert(
+                    task.task_id.clone(),
+                    InFlight {
+                        started: SystemTime::now(),
+                        since: Instant::now(),
+                        handler_digest: task.handler_digest.clone(),
+                    },
+                );
             }
-            EventKind::TaskDone(_) => {
-                if let Some(task) = &event.task {
-                    board.lock().in_flight.remove(&task.task_id);
-                }
+            EventKind::Task {
+                task,
+                event: TaskEvent::Done(_),
+                ..
+            } => {
+                board.lock().in_flight.remove(&task.task_id);
             }
-            EventKind::HandlerLoaded { digest, .. } => board.lock().digest = digest.clone(),
-            EventKind::HandlerSwapped { new_digest, .. }
-            | EventKind::HandlerPromoted { new_digest, .. } => {
+            EventKind::Handler(HandlerEvent::Loaded { digest, .. }) => {
+                board.lock().digest = digest.clone()
+            }
+            EventKind::Handler(HandlerEvent::Swapped { new_digest, .. })
+            | EventKind::Handler(HandlerEvent::Promoted { new_digest, .. }) => {
                 board.lock().digest = new_digest.clone();
             }
             _ => {}
@@ -223,17 +238,29 @@ fn rfc3339(at: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Outcome, TaskDone, TaskRef};
+    use crate::events::{TaskDone, TaskOutcome, TaskRef};
 
-    fn event(kind: EventKind, task: Option<&str>) -> Event {
+    fn worker(event: WorkerEvent) -> Event {
         Event {
-            kind,
+            kind: EventKind::Worker {
+                worker: Arc::from("w"),
+                event,
+            },
             activity: Arc::from("arn:a"),
-            worker: Some(Arc::from("w")),
-            task: task.map(|id| TaskRef {
-                task_id: Arc::from(id),
-                handler_digest: Arc::from("d1"),
-            }),
+        }
+    }
+
+    fn task(event: TaskEvent, id: &str) -> Event {
+        Event {
+            kind: EventKind::Task {
+                worker: Arc::from("w"),
+                task: TaskRef {
+                    task_id: Arc::from(id),
+                    handler_digest: Arc::from("d1"),
+                },
+                event,
+            },
+            activity: Arc::from("arn:a"),
         }
     }
 
@@ -241,20 +268,20 @@ mod tests {
     fn ready_once_loaded_and_polling_and_tasks_come_and_go() {
         let board = StatusBoard::new(["arn:a"]);
         assert!(board.not_ready().unwrap().contains("no handler"));
-        board.observe(&event(
-            EventKind::HandlerLoaded {
+        board.observe(&Event {
+            kind: EventKind::Handler(HandlerEvent::Loaded {
                 digest: Arc::from("d1"),
                 cache: "hit",
                 load_ms: 1,
-            },
-            None,
-        ));
+            }),
+            activity: Arc::from("arn:a"),
+        });
         assert!(board.not_ready().unwrap().contains("no worker"));
-        board.observe(&event(EventKind::WorkerRunning, None));
-        board.observe(&event(EventKind::PollingStarting, None));
+        board.observe(&worker(WorkerEvent::Running));
+        board.observe(&worker(WorkerEvent::PollingStarting));
         assert_eq!(board.not_ready(), None);
 
-        board.observe(&event(EventKind::TaskReceived, Some("t1")));
+        board.observe(&task(TaskEvent::Received, "t1"));
         let status = board.snapshot();
         let activity = &status["activities"][0];
         assert_eq!(activity["handler_digest"], "d1");
@@ -266,12 +293,16 @@ mod tests {
                 .unwrap()
                 .ends_with('Z')
         );
-        board.observe(&event(
-            EventKind::TaskDone(TaskDone::not_run(Outcome::Success, "guest", Duration::ZERO)),
-            Some("t1"),
+        board.observe(&task(
+            TaskEvent::Done(TaskDone::not_run(
+                TaskOutcome::Success,
+                "guest",
+                Duration::ZERO,
+            )),
+            "t1",
         ));
         assert_eq!(board.snapshot()["activities"][0]["tasks_in_flight"], 0);
-        board.observe(&event(EventKind::WorkerStopped { exit_code: 0 }, None));
+        board.observe(&worker(WorkerEvent::Stopped { exit_code: 0 }));
         assert!(board.not_ready().is_some());
     }
 }

@@ -21,9 +21,10 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 
-use crate::events::{Event, EventKind, Observer};
+use crate::aws::Api;
+use crate::events::{Event, EventKind, Observer, TaskEvent, TaskOutcome};
+use crate::ids::task_id;
 use crate::sfn::{ActivityTask, CallObserver, SfnError, result_name};
-use crate::worker::task_id;
 
 /// The environment variable the OpenTelemetry specification names for the OTLP endpoint
 /// (the host appends `/v1/traces`).
@@ -115,12 +116,12 @@ impl TaskTraces {
             ])
             .start(&self.tracer);
         let context = Context::new().with_span(span);
-        self.call_span(&context, "GetActivityTask", polled_at, now, None);
+        self.call_span(&context, Api::GetActivityTask, polled_at, now, None);
         self.open().insert(task_id, context);
     }
 
     /// Records a Step Functions call made for the task of `token`, if its span is open.
-    fn call(&self, token: &str, api: &'static str, started: SystemTime, error: Option<&SfnError>) {
+    fn call(&self, token: &str, api: Api, started: SystemTime, error: Option<&SfnError>) {
         let context = self.open().get(&task_id(token)).cloned();
         if let Some(context) = context {
             self.call_span(&context, api, started, SystemTime::now(), error);
@@ -130,20 +131,20 @@ impl TaskTraces {
     fn call_span(
         &self,
         parent: &Context,
-        api: &'static str,
+        api: Api,
         started: SystemTime,
         ended: SystemTime,
         error: Option<&SfnError>,
     ) {
         let mut span = self
             .tracer
-            .span_builder(api)
+            .span_builder(api.name())
             .with_kind(SpanKind::Client)
             .with_start_time(started)
             .with_attributes([
                 KeyValue::new("rpc.system", "aws-api"),
                 KeyValue::new("rpc.service", "AWSStepFunctions"),
-                KeyValue::new("rpc.method", api),
+                KeyValue::new("rpc.method", api.name()),
                 KeyValue::new("result", result_name(error)),
             ])
             .start_with_context(&self.tracer, parent);
@@ -164,7 +165,12 @@ impl TaskTraces {
 
 impl Observer for TaskTraces {
     fn observe(&self, event: &Event) {
-        let (EventKind::TaskDone(done), Some(task)) = (&event.kind, &event.task) else {
+        let EventKind::Task {
+            task,
+            event: TaskEvent::Done(done),
+            ..
+        } = &event.kind
+        else {
             return;
         };
         let Some(context) = self.open().remove(&*task.task_id) else {
@@ -182,7 +188,7 @@ impl Observer for TaskTraces {
                 i64::try_from(done.memory_peak_bytes).unwrap_or(i64::MAX),
             ),
         ]);
-        if done.outcome != crate::events::Outcome::Success {
+        if done.outcome != TaskOutcome::Success {
             span.set_status(Status::error(done.error));
         }
         span.end();
@@ -218,7 +224,7 @@ impl CallObserver for TaskTraces {
 
     fn called(
         &self,
-        api: &'static str,
+        api: Api,
         token: &str,
         started: SystemTime,
         _elapsed: Duration,

@@ -10,9 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use sfn_wasm_host::sfn::{ActivityTask, SfnError, StepFunctions};
 
-use sfn_wasm_host::delivery::{Delivery, DeliveryOptions};
+use sfn_wasm_host::delivery::{Delivery, DeliveryOptions, LocalResponder};
 use sfn_wasm_host::engine::{TaskControl, TaskLimits, TaskRequest};
-use sfn_wasm_host::toolkit::LocalResponder;
 
 /// The workspace root.
 pub fn root() -> &'static Path {
@@ -134,7 +133,7 @@ pub fn parts(
     host_settings: &str,
     sfn: Arc<dyn StepFunctions>,
 ) -> sfn_wasm_host::runtime::RuntimeParts {
-    use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
+    use sfn_wasm_host::engine::Handler;
     let handler_path = guest(guest_name);
     let text = format!(
         "[aws]\nregion = \"us-east-1\"\n[host]\ncache = false\n{host_settings}\n\
@@ -144,22 +143,17 @@ pub fn parts(
     );
     let config =
         sfn_wasm_host::config::Config::parse(Path::new("bench.toml"), &text).expect("config");
-    let engine = Arc::new(
-        WasmEngine::new(EngineConfig {
-            max_concurrent_tasks: config.total_workers(),
-            max_memory_bytes: config.max_memory_bytes(),
-            pooling: true,
-            ..EngineConfig::default()
-        })
-        .expect("an engine with these slots"),
-    );
+    let engine =
+        Arc::new(sfn_wasm_host::load::engine(&config).expect("an engine with these slots"));
     let handler = Handler::load(&engine, &handler_path, None).expect("the guest loads");
     sfn_wasm_host::runtime::RuntimeParts {
-        config,
-        engine,
-        cache: None,
-        handlers: vec![handler],
-        source_tags: Vec::new(),
+        loaded: sfn_wasm_host::load::Loaded {
+            config,
+            engine,
+            cache: None,
+            handlers: vec![handler],
+            source_tags: Vec::new(),
+        },
         sfn,
     }
 }
@@ -174,9 +168,9 @@ pub fn consumer(
 ) -> sfn_wasm_host::consumer::ActivityConsumer {
     let parts = parts(guest_name, settings, "", sfn);
     sfn_wasm_host::consumer::ActivityConsumer::new(
-        &parts.config,
-        parts.engine,
-        parts.handlers,
+        &parts.loaded.config,
+        parts.loaded.engine,
+        parts.loaded.handlers,
         parts.sfn,
         sfn_wasm_host::events::Events::default(),
     )

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{EXIT_USAGE, load};
+use sfn_wasm_host::load;
+
+use super::EXIT_USAGE;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -21,14 +23,15 @@ pub fn run(args: CheckArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let loaded =
-        match load::config(&args.config).and_then(|config| runtime.block_on(load::load(config))) {
-            Ok(loaded) => loaded,
-            Err(err) => {
-                eprintln!("error: {err:#}");
-                return ExitCode::from(EXIT_USAGE);
-            }
-        };
+    let loaded = match super::read_config(&args.config)
+        .and_then(|config| Ok(runtime.block_on(load::load(config))?))
+    {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     for (activity, loaded_handler) in loaded.config.activities.iter().zip(&loaded.handlers) {
         let handler = &loaded_handler.handler;
         println!(
@@ -38,7 +41,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
             handler.digest(),
             loaded_handler.cache.name(),
             loaded_handler.elapsed.as_millis(),
-            activity.workers,
+            activity.pollers,
             activity.max_concurrent_tasks,
             activity.memory_limit_bytes >> 20,
             activity.task_timeout.as_secs_f64(),

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use clap::Args;
 use sfn_wasm_host::config::default_cache_dir;
 use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
+use sfn_wasm_host::load::open_cache;
 
-use super::{EXIT_USAGE, load};
+use super::EXIT_USAGE;
 
 #[derive(Debug, Args)]
 pub struct CompileArgs {
@@ -40,7 +41,7 @@ pub fn run(args: CompileArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let Some(cache) = load::open_cache(Some(&dir), &engine) else {
+    let Some(cache) = open_cache(Some(&dir), &engine) else {
         eprintln!(
             "error: cannot use {} as the handler cache (see the warning above)",
             dir.display()

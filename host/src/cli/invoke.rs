@@ -8,14 +8,14 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;
 use sfn_wasm_host::config::default_cache_dir;
-use sfn_wasm_host::delivery::{Delivery, DeliveryOptions};
+use sfn_wasm_host::delivery::{Delivery, DeliveryOptions, LocalResponder};
 use sfn_wasm_host::engine::{
     EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
 };
 use sfn_wasm_host::grants::{DirGrant, EnvSource, EnvVar, Grants, GrantsConfig, check_guest_path};
+use sfn_wasm_host::load::open_cache;
 use sfn_wasm_host::outbound::{AllowedHost, OutboundLimits};
 use sfn_wasm_host::outcome::Answer;
-use sfn_wasm_host::toolkit::LocalResponder;
 
 use super::EXIT_USAGE;
 
@@ -114,18 +114,13 @@ fn prepare(args: &InvokeArgs) -> anyhow::Result<(WasmEngine, Handler, TaskReques
     };
     let timeout = super::timeout_arg(args.timeout_seconds)?;
     let memory_bytes = args.memory_limit_mb << 20;
-    let engine = WasmEngine::new(EngineConfig {
-        max_concurrent_tasks: 1,
-        max_memory_bytes: memory_bytes,
-        pooling: true,
-        ..EngineConfig::default()
-    })?;
+    let engine = WasmEngine::new(EngineConfig::sized(1, memory_bytes))?;
     let cache_dir = if args.no_cache {
         None
     } else {
         args.cache_dir.clone().or_else(default_cache_dir)
     };
-    let cache = super::load::open_cache(cache_dir.as_deref(), &engine);
+    let cache = open_cache(cache_dir.as_deref(), &engine);
     let handler = Handler::load(&engine, &args.handler, cache.as_ref())?.handler;
     let request = TaskRequest {
         input,

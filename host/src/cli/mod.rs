@@ -4,7 +4,6 @@
 mod check;
 mod compile;
 mod invoke;
-mod load;
 mod replay;
 mod serve;
 
@@ -54,6 +53,11 @@ impl Cli {
             Command::Replay(args) => replay::run(args),
         }
     }
+}
+
+/// Reads the config file, for a subcommand.
+fn read_config(path: &std::path::Path) -> anyhow::Result<sfn_wasm_host::config::Config> {
+    Ok(sfn_wasm_host::config::Config::load(path)?)
 }
 
 /// `--timeout-seconds`: a positive, finite number of seconds.

@@ -12,14 +12,14 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::Value;
 use sfn_wasm_host::config::{Config, default_cache_dir};
-use sfn_wasm_host::delivery::{Delivery, DeliveryOptions};
+use sfn_wasm_host::delivery::{Delivery, DeliveryOptions, LocalResponder};
 use sfn_wasm_host::engine::{
     EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
 };
 use sfn_wasm_host::grants::{Grants, GrantsConfig};
+use sfn_wasm_host::load::open_cache;
 use sfn_wasm_host::outcome::Answer;
 use sfn_wasm_host::record::{Record, RecordedAnswer, read_all};
-use sfn_wasm_host::toolkit::LocalResponder;
 
 use super::EXIT_USAGE;
 
@@ -100,13 +100,8 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<bool> {
         .map(|s| s.limits.memory_bytes)
         .max()
         .unwrap_or(args.memory_limit_mb << 20);
-    let engine = WasmEngine::new(EngineConfig {
-        max_concurrent_tasks: 1,
-        max_memory_bytes: max_memory,
-        pooling: true,
-        ..EngineConfig::default()
-    })?;
-    let cache = super::load::open_cache(default_cache_dir().as_deref(), &engine);
+    let engine = WasmEngine::new(EngineConfig::sized(1, max_memory))?;
+    let cache = open_cache(default_cache_dir().as_deref(), &engine);
     let handler = Handler::load(&engine, &args.handler, cache.as_ref())
         .with_context(|| format!("--handler {}", args.handler.display()))?
         .handler;

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use clap::Args;
 use sfn_wasm_host::config::{LogFormat, parse_listen};
+use sfn_wasm_host::load;
 use sfn_wasm_host::runtime::{HostRuntime, RuntimeParts};
 use sfn_wasm_host::sfn::AwsStepFunctions;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{EXIT_USAGE, load};
+use super::EXIT_USAGE;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -30,7 +31,7 @@ pub struct ServeArgs {
 /// `shutdown_grace_seconds`, abort the rest (each answered `SfnWasmHost.Shutdown`), exit
 /// 0. A second signal aborts running tasks at once.
 pub fn run(args: ServeArgs) -> ExitCode {
-    let config = match load::config(&args.config) {
+    let config = match super::read_config(&args.config) {
         Ok(mut config) => {
             if let Some(addr) = args.admin_listen {
                 config.host.admin_listen = Some(addr);
@@ -68,28 +69,15 @@ async fn serve(config: sfn_wasm_host::config::Config) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let load::Loaded {
-        config,
-        engine,
-        cache,
-        handlers,
-        source_tags,
-    } = match load::load(config).await {
+    let loaded = match load::load(config).await {
         Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("error: {err:#}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let sfn = Arc::new(AwsStepFunctions::new(&config.aws).await);
-    let parts = RuntimeParts {
-        config,
-        engine,
-        cache,
-        handlers,
-        source_tags,
-        sfn,
-    };
+    let sfn = Arc::new(AwsStepFunctions::new(&loaded.config.aws).await);
+    let parts = RuntimeParts { loaded, sfn };
     let mut host = match HostRuntime::start(parts).await {
         Ok(host) => host,
         Err(err) => {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest as _, Sha256};
+use crate::ids::sha256_hex;
 use wasmtime::component::Component;
 
 use super::WasmEngine;
@@ -28,17 +28,6 @@ impl Digest {
     pub fn hex(&self) -> &Arc<str> {
         &self.0
     }
-}
-
-/// The SHA-256 of `bytes` in lowercase hex, for digests and task ids.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(64);
-    for byte in Sha256::digest(bytes) {
-        hex.push(char::from(HEX[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
-    hex
 }
 
 impl fmt::Display for Digest {

@@ -5,6 +5,9 @@
 //! epoch interruption driven by an [`EpochTicker`], and a linker holding a deny-by-default
 //! WASI and the toolkit. A [`Handler`] is compiled and linked once (`InstancePre`); each
 //! task then gets its own `Store` with its own memory cap, deadline and abort flag.
+//!
+//! The engine hands a task's answers to an [`AnswerSink`] and knows nothing of how they
+//! reach Step Functions: it sits below the answer path.
 
 pub(crate) mod bindings;
 mod cache;
@@ -14,16 +17,21 @@ mod handler;
 mod limits;
 mod stdio;
 mod task;
+mod toolkit;
 
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use cache::{ArtifactCache, CacheError, DEFAULT_MAX_BYTES, OpenError};
 pub use epoch::{EpochTicker, Running, TICK};
-pub use handler::{CacheStatus, Digest, Handler, LoadError, LoadedHandler, sha256_hex};
+pub use handler::{CacheStatus, Digest, Handler, LoadError, LoadedHandler};
 pub use limits::MemoryLimiter;
 pub use stdio::{GuestOutput, MAX_LINE_BYTES, MAX_LOGGED_BYTES, Stream};
-pub use task::{TaskControl, TaskLimits, TaskReport, TaskRequest};
+pub use task::{TaskLimits, TaskReport, TaskRequest};
+pub use toolkit::{AnswerSink, Toolkit};
+
+/// Re-exported: a [`TaskRequest`] carries one.
+pub use crate::control::TaskControl;
 
 use task::TaskState;
 
@@ -56,6 +64,19 @@ impl Default for EngineConfig {
             pooling: true,
             keep_resident_bytes: None,
             scan_dirty_pages: true,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The pooled engine for `max_concurrent_tasks` tasks at once whose memory caps are
+    /// at most `max_memory_bytes`: the sizing every host, `invoke` and `replay` use.
+    pub fn sized(max_concurrent_tasks: u32, max_memory_bytes: u64) -> Self {
+        Self {
+            max_concurrent_tasks,
+            max_memory_bytes,
+            pooling: true,
+            ..Self::default()
         }
     }
 }
@@ -156,7 +177,7 @@ impl WasmEngine {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(EngineError::Config)?;
-        bindings::Handler::add_to_linker::<_, wasmtime::component::HasSelf<crate::toolkit::Toolkit>>(
+        bindings::Handler::add_to_linker::<_, wasmtime::component::HasSelf<Toolkit>>(
             &mut linker,
             |state: &mut TaskState| &mut state.toolkit,
         )

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -14,12 +13,12 @@ use super::bindings::sfn::activity::types::Task;
 use super::cpu;
 use super::limits::MemoryLimiter;
 use super::stdio::{GuestOutput, Stream};
+use super::toolkit::{AnswerSink, Toolkit};
 use super::{Handler, WasmEngine};
-use crate::delivery::Delivery;
+use crate::control::TaskControl;
 use crate::grants::Grants;
 use crate::outbound::OutboundTask;
 use crate::outcome::{HostFailure, MAX_CAUSE_CHARS, truncate_chars};
-use crate::toolkit::Toolkit;
 
 /// The most resources (streams, pollables, ...) one task may hold at once: far more
 /// than a handler needs, far less than the table's own cap of a million.
@@ -34,20 +33,6 @@ pub struct TaskLimits {
     pub memory_bytes: u64,
     /// How long the guest may run, from instantiation to the end of `handle`.
     pub timeout: Duration,
-}
-
-/// How the host stops a task early.
-///
-/// `cancel` is the polite request: the guest's `cancelled()` turns true and it may answer
-/// by itself. `abort` is the order: the guest is stopped within one epoch tick, even in
-/// `loop {}`, and the task is answered `SfnWasmHost.Shutdown`. Make them children of
-/// process-wide tokens to stop every task at once.
-#[derive(Debug, Clone, Default)]
-pub struct TaskControl {
-    /// Turns the guest's `cancelled()` true.
-    pub cancel: CancellationToken,
-    /// Stops the guest.
-    pub abort: CancellationToken,
 }
 
 /// One task to run.
@@ -70,7 +55,7 @@ pub struct TaskRequest {
 }
 
 /// How a task's guest ended. What became of the answer is the task's
-/// [`Delivery`]'s to say ([`Delivery::state`], once [`Delivery::settled`]).
+/// [`AnswerSink`]'s to say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskReport {
     /// What went wrong with the handler, if anything. When the guest had not answered,
@@ -125,9 +110,8 @@ enum Interrupt {
 
 impl Handler {
     /// Runs one task in a fresh instance and makes sure it gets an answer: the guest's,
-    /// through the toolkit, or else the host's [`HostFailure`], both handed to
-    /// `delivery`. Returns when the guest has stopped; the answer may still be on its
-    /// way (await [`Delivery::settled`]).
+    /// through the toolkit, or else the host's [`HostFailure`], both handed to `sink`.
+    /// Returns when the guest has stopped; the answer may still be on its way.
     ///
     /// Never fails and never panics because of the guest or the input: every way a guest
     /// can go wrong ends in the report.
@@ -135,15 +119,16 @@ impl Handler {
         &self,
         engine: &WasmEngine,
         request: TaskRequest,
-        delivery: Delivery,
+        sink: impl AnswerSink,
     ) -> TaskReport {
         let started = Instant::now();
+        let sink: Arc<dyn AnswerSink> = Arc::new(sink);
 
         if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(&request.input) {
             let failure = HostFailure::InvalidInput(format!("the task input is not JSON: {err}"));
-            return finish(&delivery, Some(failure), started, Usage::default());
+            return finish(&sink, Some(failure), started, Usage::default());
         }
-        let toolkit = Toolkit::new(delivery.clone());
+        let toolkit = Toolkit::new(sink.clone());
 
         let task_id: Arc<str> = Arc::from(request.task_id.as_str());
         let stdout = GuestOutput::new(Stream::Stdout, task_id.clone());
@@ -159,7 +144,7 @@ impl Handler {
             .max_random_size(MAX_RANDOM_BYTES);
         if let Err(message) = request.grants.apply(&mut wasi) {
             return finish(
-                &delivery,
+                &sink,
                 Some(HostFailure::Internal(message)),
                 started,
                 Usage::default(),
@@ -233,7 +218,7 @@ impl Handler {
         let stderr_tail = stderr.finish();
         let TaskState { limiter, .. } = store.into_data();
         let failure = match outcome {
-            Ok(Ok(())) => (!delivery.answered()).then_some(HostFailure::NoResponse),
+            Ok(Ok(())) => (!sink.answered()).then_some(HostFailure::NoResponse),
             // Reported even after an answer: the answer stands, but the error is heard.
             Ok(Err(mut message)) => {
                 truncate_chars(&mut message, MAX_CAUSE_CHARS);
@@ -250,7 +235,7 @@ impl Handler {
             cpu,
             memory_peak_bytes: u64::try_from(limiter.peak_bytes()).unwrap_or(u64::MAX),
         };
-        finish(&delivery, failure, started, usage)
+        finish(&sink, failure, started, usage)
     }
 }
 
@@ -302,16 +287,16 @@ fn classify(
     }
 }
 
-/// Hands the host's failure, if any, to the delivery (which sends it only if the task
-/// has no answer yet), and builds the report.
+/// Hands the host's failure, if any, to the sink (which sends it only if the task has
+/// no answer yet), and builds the report.
 fn finish(
-    delivery: &Delivery,
+    sink: &Arc<dyn AnswerSink>,
     failure: Option<HostFailure>,
     started: Instant,
     usage: Usage,
 ) -> TaskReport {
     if let Some(failure) = &failure {
-        delivery.host_failure(failure);
+        sink.host_failure(failure);
     }
     TaskReport {
         error: failure,

@@ -12,8 +12,8 @@ mod s3;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::config::AwsConfig;
-use crate::engine::sha256_hex;
+use crate::aws::AwsConfig;
+use crate::ids::sha256_hex;
 
 pub use self::http::HttpSource;
 pub use self::s3::S3Source;

@@ -6,7 +6,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::DisplayErrorContext;
 
 use super::{Fetch, Fetched, SourceError, too_large};
-use crate::config::AwsConfig;
+use crate::aws::AwsConfig;
 
 /// An S3 client with the config's `[aws]` settings.
 pub struct S3Source {
@@ -17,7 +17,7 @@ impl S3Source {
     /// The client. With `endpoint_url` (an emulator, MinIO) objects are addressed by path
     /// (`ENDPOINT/BUCKET/KEY`), which needs no DNS per bucket.
     pub async fn new(aws: &AwsConfig) -> Self {
-        let shared = crate::sfn::sdk_config(aws).await;
+        let shared = crate::aws::sdk_config(aws).await;
         let config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(aws.endpoint_url.is_some())
             .timeout_config(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::json;
-use sfn_wasm_host::events::{Event, EventKind};
+use sfn_wasm_host::events::{Event, EventKind, TaskEvent, WorkerEvent};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -139,16 +139,23 @@ async fn throttle(mut socket: TcpStream) {
 fn polls_after_throttling(events: &[Event]) -> bool {
     let mut last: std::collections::HashMap<&str, bool> = std::collections::HashMap::new();
     for event in events {
-        let Some(worker) = event.worker.as_deref() else {
+        let Some(worker) = event.worker().map(|w| &**w) else {
             continue;
         };
         match event.kind {
-            EventKind::PollingError {
-                throttled: true, ..
+            EventKind::Worker {
+                event:
+                    WorkerEvent::PollingError {
+                        throttled: true, ..
+                    },
+                ..
             } => {
                 last.insert(worker, false);
             }
-            EventKind::PollingStarting => {
+            EventKind::Worker {
+                event: WorkerEvent::PollingStarting,
+                ..
+            } => {
                 last.entry(worker).and_modify(|polled| *polled = true);
             }
             _ => {}
@@ -161,7 +168,7 @@ fn task_ids(events: &[Event], kind: &str) -> Vec<String> {
     events
         .iter()
         .filter(|e| e.kind.name() == kind)
-        .map(|e| e.task.as_ref().unwrap().task_id.to_string())
+        .map(|e| e.task().unwrap().task_id.to_string())
         .collect()
 }
 
@@ -218,14 +225,22 @@ async fn answers_survive_a_network_outage() {
     let retried = task_ids(&events, "task:retrying");
     let delivered: Vec<&Event> = events
         .iter()
-        .filter(|e| matches!(e.kind, EventKind::TaskSuccess { .. }))
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::Task {
+                    event: TaskEvent::Success { .. },
+                    ..
+                }
+            )
+        })
         .collect();
     assert_eq!(delivered.len(), 4, "{:?}", names(&events));
     for event in delivered {
-        let id = event.task.as_ref().unwrap().task_id.to_string();
+        let id = event.task().unwrap().task_id.to_string();
         assert!(retried.contains(&id), "task {id} was not retried");
         assert!(
-            matches!(event.kind, EventKind::TaskSuccess { attempts, .. } if attempts > 1),
+            matches!(event.kind, EventKind::Task { event: TaskEvent::Success { attempts, .. }, .. } if attempts > 1),
             "{event:?}"
         );
     }
@@ -270,8 +285,11 @@ async fn throttling_is_waited_out_not_counted_as_failures() {
         .filter(|e| {
             matches!(
                 e.kind,
-                EventKind::PollingError {
-                    throttled: true,
+                EventKind::Worker {
+                    event: WorkerEvent::PollingError {
+                        throttled: true,
+                        ..
+                    },
                     ..
                 }
             )
@@ -281,8 +299,11 @@ async fn throttling_is_waited_out_not_counted_as_failures() {
     assert!(
         events.iter().any(|e| matches!(
             e.kind,
-            EventKind::TaskRetrying {
-                throttled: true,
+            EventKind::Task {
+                event: TaskEvent::Retrying {
+                    throttled: true,
+                    ..
+                },
                 ..
             }
         )),
@@ -351,7 +372,15 @@ async fn automatic_heartbeats_keep_a_long_task_alive() {
     let events = h.events_until("task:done", Duration::from_secs(10)).await;
     let auto = events
         .iter()
-        .filter(|e| e.kind == EventKind::TaskHeartbeat { source: "auto" })
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::Task {
+                    event: TaskEvent::Heartbeat { source: "auto" },
+                    ..
+                }
+            )
+        })
         .count();
     assert!(
         (7..=11).contains(&auto),
@@ -424,7 +453,7 @@ async fn a_closed_task_cancels_its_guest_and_sends_nothing() {
         .find(|e| e.kind.name() == "task:cancelled")
         .unwrap();
     assert!(
-        matches!(&cancelled.kind, EventKind::TaskCancelled { reason } if !reason.is_empty()),
+        matches!(&cancelled.kind, EventKind::Task { event: TaskEvent::Cancelled { reason }, .. } if !reason.is_empty()),
         "{cancelled:?}"
     );
     // Found closed by the first automatic heartbeat: within heartbeat_seconds + 1 s.

@@ -6,13 +6,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::json;
-use sfn_wasm_host::delivery::{AnswerState, Delivery, DeliveryOptions};
+use sfn_wasm_host::delivery::{AnswerState, Delivery, DeliveryOptions, Responder, TaskError};
 use sfn_wasm_host::engine::{
     EngineConfig, Handler, LoadError, TaskControl, TaskLimits, TaskReport, TaskRequest, WasmEngine,
 };
 use sfn_wasm_host::outcome::{Answer, HostFailure};
 use sfn_wasm_host::sfn::SfnError;
-use sfn_wasm_host::toolkit::{Responder, TaskError};
 
 use crate::guests::guest;
 

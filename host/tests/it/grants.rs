@@ -8,14 +8,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sfn_wasm_host::delivery::{AnswerState, Delivery, DeliveryOptions};
+use sfn_wasm_host::delivery::{AnswerState, Delivery, DeliveryOptions, LocalResponder};
 use sfn_wasm_host::engine::{
     EngineConfig, Handler, TaskControl, TaskLimits, TaskReport, TaskRequest, WasmEngine,
 };
 use sfn_wasm_host::grants::{DirGrant, EnvSource, EnvVar, Grants, GrantsConfig};
 use sfn_wasm_host::outbound::{AllowedHost, OutboundLimits};
 use sfn_wasm_host::outcome::{Answer, HostFailure};
-use sfn_wasm_host::toolkit::LocalResponder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

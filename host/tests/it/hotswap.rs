@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::{Value, json};
-use sfn_wasm_host::engine::sha256_hex;
+use sfn_wasm_host::ids::sha256_hex;
 
 use crate::emulator;
 use crate::guests::guest;

@@ -4,6 +4,8 @@
 
 mod admin;
 mod answers;
+mod architecture;
+mod config_errors;
 mod deploy;
 mod emulator;
 mod engine;

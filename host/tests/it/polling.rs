@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::json;
-use sfn_wasm_host::events::EventKind;
+use sfn_wasm_host::events::{EventKind, TaskEvent, WorkerEvent};
 use tokio::net::TcpListener;
 
 use crate::answers::Proxy;
@@ -49,14 +49,24 @@ async fn poll_errors_back_off_restart_the_worker_and_recover() {
     let attempts: Vec<u32> = events
         .iter()
         .filter_map(|e| match e.kind {
-            EventKind::PollingError { attempt, .. } => Some(attempt),
+            EventKind::Worker {
+                event: WorkerEvent::PollingError { attempt, .. },
+                ..
+            } => Some(attempt),
             _ => None,
         })
         .collect();
     assert_eq!(attempts, [1, 2]);
-    assert_eq!(
-        events.last().unwrap().kind,
-        EventKind::WorkerStopped { exit_code: 10 }
+    let last = &events.last().unwrap().kind;
+    assert!(
+        matches!(
+            last,
+            EventKind::Worker {
+                event: WorkerEvent::Stopped { exit_code: 10 },
+                ..
+            }
+        ),
+        "{last:?}"
     );
 
     // The pool replaces the worker after restart_interval_ms.
@@ -78,8 +88,14 @@ fn most_at_once(events: &[sfn_wasm_host::events::Event]) -> usize {
     let (mut running, mut most) = (0usize, 0usize);
     for event in events {
         match event.kind {
-            EventKind::TaskStart => running += 1,
-            EventKind::TaskDone(_) => running = running.saturating_sub(1),
+            EventKind::Task {
+                event: TaskEvent::Start,
+                ..
+            } => running += 1,
+            EventKind::Task {
+                event: TaskEvent::Done(_),
+                ..
+            } => running = running.saturating_sub(1),
             _ => {}
         }
         most = most.max(running);

@@ -8,8 +8,8 @@ use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::json;
 use sfn_wasm_host::config::Config;
 use sfn_wasm_host::consumer::ActivityConsumer;
-use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
-use sfn_wasm_host::events::{Event, EventKind, Events};
+use sfn_wasm_host::engine::Handler;
+use sfn_wasm_host::events::{Event, EventKind, Events, HandlerEvent, TaskEvent, WorkerEvent};
 use sfn_wasm_host::sfn::AwsStepFunctions;
 use tokio::sync::broadcast;
 
@@ -68,15 +68,7 @@ impl<'a> Setup<'a> {
         );
         let config =
             Config::parse(std::path::Path::new("/tests/config.toml"), &text).expect("config");
-        let engine = Arc::new(
-            WasmEngine::new(EngineConfig {
-                max_concurrent_tasks: config.total_workers(),
-                max_memory_bytes: config.max_memory_bytes(),
-                pooling: true,
-                ..EngineConfig::default()
-            })
-            .unwrap(),
-        );
+        let engine = Arc::new(sfn_wasm_host::load::engine(&config).unwrap());
         let handler = Handler::load(&engine, &path, None).unwrap();
         let sfn = Arc::new(AwsStepFunctions::new(&config.aws).await);
         let events = Events::default();
@@ -86,12 +78,12 @@ impl<'a> Setup<'a> {
         let loaded = receiver.try_recv().expect("handler:loaded comes first");
         assert!(matches!(
             loaded.kind,
-            EventKind::HandlerLoaded {
+            EventKind::Handler(HandlerEvent::Loaded {
                 cache: "disabled",
                 ..
-            }
+            })
         ));
-        assert_eq!(loaded.worker, None);
+        assert_eq!(loaded.worker(), None);
         consumer.start();
         Harness {
             client,
@@ -157,11 +149,27 @@ pub fn assert_none_of(events: &[Event], unwanted: &[&str]) {
 fn task_events(events: &[Event]) -> Vec<&'static str> {
     let received = events
         .iter()
-        .position(|e| e.kind == EventKind::TaskReceived)
+        .position(|e| {
+            matches!(
+                e.kind,
+                EventKind::Task {
+                    event: TaskEvent::Received,
+                    ..
+                }
+            )
+        })
         .expect("task:received");
     let start = events[..received]
         .iter()
-        .rposition(|e| e.kind == EventKind::PollingStarting)
+        .rposition(|e| {
+            matches!(
+                e.kind,
+                EventKind::Worker {
+                    event: WorkerEvent::PollingStarting,
+                    ..
+                }
+            )
+        })
         .unwrap_or_else(|| panic!("no polling:starting before the task: {:?}", names(events)));
     names(&events[start..])
 }
@@ -231,10 +239,18 @@ async fn the_seed_scenarios_end_to_end() {
         // Every task event names the task and the handler version.
         let task = events
             .iter()
-            .find(|e| e.kind == EventKind::TaskStart)
+            .find(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::Task {
+                        event: TaskEvent::Start,
+                        ..
+                    }
+                )
+            })
             .unwrap()
-            .task
-            .clone()
+            .task()
+            .cloned()
             .unwrap();
         assert_eq!(task.task_id.len(), 16);
         assert_eq!(task.handler_digest.len(), 64);
@@ -266,7 +282,17 @@ async fn a_worker_with_no_task_starts_and_stops_promptly() {
         .events_until("worker:stopped", Duration::from_secs(1))
         .await;
     assert_eq!(names(&stopped), ["worker:stopping", "worker:stopped"]);
-    assert_eq!(stopped[1].kind, EventKind::WorkerStopped { exit_code: 0 });
+    assert!(
+        matches!(
+            stopped[1].kind,
+            EventKind::Worker {
+                event: WorkerEvent::Stopped { exit_code: 0 },
+                ..
+            }
+        ),
+        "{:?}",
+        stopped[1].kind
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,12 +327,18 @@ async fn a_pool_of_four_answers_many_executions_exactly_once() {
     while let Ok(event) = h.events.try_recv() {
         if matches!(
             event.kind,
-            EventKind::TaskSuccess { .. } | EventKind::TaskFailure { .. }
+            EventKind::Task {
+                event: TaskEvent::Success { .. },
+                ..
+            } | EventKind::Task {
+                event: TaskEvent::Failure { .. },
+                ..
+            }
         ) {
             *answers
-                .entry(event.task.unwrap().task_id.to_string())
+                .entry(event.task().unwrap().task_id.to_string())
                 .or_default() += 1;
-            workers.insert(event.worker.clone());
+            workers.insert(event.worker().cloned());
         }
     }
     assert_eq!(answers.len(), 40, "every task answered");
@@ -356,7 +388,11 @@ async fn a_pool_resizes_up_and_down_at_runtime() {
         let ended = h.run(json!({"hello": format!("r{i}")})).await;
         assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
         while let Ok(event) = h.events.try_recv() {
-            if let EventKind::WorkerStopped { exit_code } = event.kind {
+            if let EventKind::Worker {
+                event: WorkerEvent::Stopped { exit_code },
+                ..
+            } = event.kind
+            {
                 assert_eq!(exit_code, 0);
                 stopped += 1;
             }

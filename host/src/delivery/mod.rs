@@ -14,19 +14,31 @@
 //! per [`MIN_HEARTBEAT_INTERVAL`]), and one refused as closed means Step Functions has closed
 //! the task (timed out, stopped): the guest's `cancelled()` turns true, it is aborted after
 //! the activity's `cancel_grace_seconds`, and no answer is sent, since none can be.
+//!
+//! The [`Responder`] underneath is the transport: one attempt per call, to Step Functions
+//! in `serve`, nowhere in `invoke`. A `Delivery` is the engine's
+//! [`AnswerSink`](crate::engine::AnswerSink) for its task, and records who gave the answer
+//! ([`Answerer`]), so that what a task came to never depends on an error's name.
+
+mod responder;
+#[cfg(test)]
+mod tests;
+
+pub use responder::{Delivered, HeartbeatSource, LocalResponder, Responder, TaskError};
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::TaskControl;
-use crate::outcome::{Answer, HostFailure};
+use crate::control::TaskControl;
+use crate::engine::AnswerSink;
+use crate::outcome::{Answer, AnswerError, HostFailure};
 use crate::sfn::SfnError;
-use crate::toolkit::{Delivered, HeartbeatSource, Responder, TaskError, ToolkitError};
 
 /// At most one heartbeat request per task this often; more calls return `ok` at once.
 pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -93,6 +105,15 @@ impl AnswerState {
     }
 }
 
+/// Who gave a task's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answerer {
+    /// The handler, through its toolkit (`success` or `failure`).
+    Guest,
+    /// The host, with the `SfnWasmHost.*` failure of this name.
+    Host(&'static str),
+}
+
 /// How deliveries behave; shared by every task of an activity.
 #[derive(Debug, Clone)]
 pub struct DeliveryOptions {
@@ -135,6 +156,8 @@ struct Inner {
 
 struct State {
     answer: AnswerState,
+    /// Who gave the answer in `answer`, once there is one.
+    answered_by: Option<Answerer>,
     heartbeat_in_flight: bool,
     last_heartbeat: Option<Instant>,
 }
@@ -166,6 +189,7 @@ impl Delivery {
                 options,
                 state: Mutex::new(State {
                     answer: AnswerState::Pending,
+                    answered_by: None,
                     heartbeat_in_flight: false,
                     last_heartbeat: None,
                 }),
@@ -187,6 +211,12 @@ impl Delivery {
         self.lock().answer.clone()
     }
 
+    /// Who gave the answer accepted for the task, if one was: the account of a task
+    /// (its outcome, its record) follows this, not the answer's error name.
+    pub fn answered_by(&self) -> Option<Answerer> {
+        self.lock().answered_by
+    }
+
     /// Whether the task has an answer (or can no longer have one).
     pub fn answered(&self) -> bool {
         !matches!(self.lock().answer, AnswerState::Pending)
@@ -206,15 +236,15 @@ impl Delivery {
     }
 
     /// The guest's answer: recorded, then sent. Returns once it is delivered or handed
-    /// to the retry loop; [`ToolkitError::TaskClosed`] when Step Functions refused it as
-    /// closed; [`ToolkitError::AlreadyResponded`] when the task already had one.
+    /// to the retry loop; [`AnswerError::TaskClosed`] when Step Functions refused it as
+    /// closed; [`AnswerError::AlreadyResponded`] when the task already had one.
     ///
     /// Dropping the returned future (a deadline, an abort) does not stop the delivery.
-    pub async fn answer(&self, answer: Answer) -> Result<(), ToolkitError> {
-        let first = match self.begin(answer) {
+    pub async fn answer(&self, answer: Answer) -> Result<(), AnswerError> {
+        let first = match self.begin(answer, Answerer::Guest) {
             Ok(first) => first,
             Err(err) => {
-                if err == ToolkitError::AlreadyResponded {
+                if err == AnswerError::AlreadyResponded {
                     self.inner.responder.errored(&TaskError::AlreadyResponded);
                 }
                 return Err(err);
@@ -222,9 +252,9 @@ impl Delivery {
         };
         match first.await {
             Ok(FirstAttempt::Delivered | FirstAttempt::Retrying) => Ok(()),
-            Ok(FirstAttempt::Closed(reason)) => Err(ToolkitError::TaskClosed(reason)),
-            Ok(FirstAttempt::Failed(reason)) => Err(ToolkitError::Unavailable(reason)),
-            Err(_) => Err(ToolkitError::Unavailable(
+            Ok(FirstAttempt::Closed(reason)) => Err(AnswerError::TaskClosed(reason)),
+            Ok(FirstAttempt::Failed(reason)) => Err(AnswerError::Unavailable(reason)),
+            Err(_) => Err(AnswerError::Unavailable(
                 "the host is stopping; the answer could not be sent".into(),
             )),
         }
@@ -251,7 +281,7 @@ impl Delivery {
             .responder
             .errored(&TaskError::Failed(failure.clone()));
         if pending {
-            let _ = self.begin(failure.answer());
+            let _ = self.begin(failure.answer(), Answerer::Host(failure.name()));
         } else {
             tracing::warn!(
                 error = failure.name(),
@@ -263,21 +293,26 @@ impl Delivery {
     /// Answers with the host's `failure` without reporting a handler error: for a task
     /// that no handler ran (it arrived while the host was stopping).
     pub fn refuse(&self, failure: &HostFailure) {
-        let _ = self.begin(failure.answer());
+        let _ = self.begin(failure.answer(), Answerer::Host(failure.name()));
     }
 
-    /// Records `answer` and starts its delivery.
-    fn begin(&self, answer: Answer) -> Result<oneshot::Receiver<FirstAttempt>, ToolkitError> {
+    /// Records `answer`, given `by` the guest or the host, and starts its delivery.
+    fn begin(
+        &self,
+        answer: Answer,
+        by: Answerer,
+    ) -> Result<oneshot::Receiver<FirstAttempt>, AnswerError> {
         {
             let mut state = self.lock();
             match &state.answer {
                 AnswerState::Pending => {}
                 AnswerState::Closed { reason, .. } => {
-                    return Err(ToolkitError::TaskClosed(reason.clone()));
+                    return Err(AnswerError::TaskClosed(reason.clone()));
                 }
-                _ => return Err(ToolkitError::AlreadyResponded),
+                _ => return Err(AnswerError::AlreadyResponded),
             }
             state.answer = AnswerState::Delivering(answer.clone());
+            state.answered_by = Some(by);
         }
         let (first, receiver) = oneshot::channel();
         self.spawn(self.clone().deliver(answer, first));
@@ -388,16 +423,16 @@ impl Delivery {
     /// flight, or (for the guest's) within [`MIN_HEARTBEAT_INTERVAL`] of the last, it
     /// returns `ok` without a request. One refused as closed closes the task (see the
     /// module docs).
-    pub async fn heartbeat(&self, source: HeartbeatSource) -> Result<(), ToolkitError> {
+    pub async fn heartbeat(&self, source: HeartbeatSource) -> Result<(), AnswerError> {
         {
             let mut state = self.lock();
             match &state.answer {
                 AnswerState::Pending => {}
                 AnswerState::Closed { reason, .. } => {
-                    return Err(ToolkitError::TaskClosed(reason.clone()));
+                    return Err(AnswerError::TaskClosed(reason.clone()));
                 }
                 _ if source == HeartbeatSource::Auto => return Ok(()),
-                _ => return Err(ToolkitError::AlreadyResponded),
+                _ => return Err(AnswerError::AlreadyResponded),
             }
             // The guest's calls are coalesced to one a second. The host's own come on a
             // timer the operator set; coalescing them against the previous tick would
@@ -420,8 +455,8 @@ impl Delivery {
         match sent {
             Some(sent) => sent
                 .await
-                .unwrap_or_else(|_| Err(ToolkitError::Unavailable("the host is stopping".into()))),
-            None => Err(ToolkitError::Unavailable("the host is stopping".into())),
+                .unwrap_or_else(|_| Err(AnswerError::Unavailable("the host is stopping".into()))),
+            None => Err(AnswerError::Unavailable("the host is stopping".into())),
         }
     }
 
@@ -429,7 +464,7 @@ impl Delivery {
         &self,
         source: HeartbeatSource,
         result: Result<(), SfnError>,
-    ) -> Result<(), ToolkitError> {
+    ) -> Result<(), AnswerError> {
         self.lock().heartbeat_in_flight = false;
         match result {
             Ok(()) => {
@@ -438,9 +473,9 @@ impl Delivery {
             }
             Err(SfnError::TaskClosed(reason)) => {
                 self.close(&reason);
-                Err(ToolkitError::TaskClosed(reason))
+                Err(AnswerError::TaskClosed(reason))
             }
-            Err(error) => Err(ToolkitError::Unavailable(error.to_string())),
+            Err(error) => Err(AnswerError::Unavailable(error.to_string())),
         }
     }
 
@@ -476,213 +511,28 @@ impl Delivery {
     }
 }
 
+#[async_trait]
+impl AnswerSink for Delivery {
+    fn answered(&self) -> bool {
+        Delivery::answered(self)
+    }
+    async fn answer(&self, answer: Answer) -> Result<(), AnswerError> {
+        Delivery::answer(self, answer).await
+    }
+    async fn heartbeat(&self) -> Result<(), AnswerError> {
+        Delivery::heartbeat(self, HeartbeatSource::Guest).await
+    }
+    fn cancelled(&self) -> bool {
+        Delivery::cancelled(self)
+    }
+    fn host_failure(&self, failure: &HostFailure) {
+        Delivery::host_failure(self, failure);
+    }
+}
+
 /// How a delivery loop ended.
 enum Ended {
     Delivered { probably: bool },
     Closed(String),
     Undelivered(String),
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    use async_trait::async_trait;
-
-    use super::*;
-
-    /// Fails its first `failures` sends with `error`, then accepts; counts everything.
-    struct Flaky {
-        failures: u32,
-        error: SfnError,
-        sends: AtomicU32,
-        heartbeats: AtomicU32,
-        heartbeat_error: Option<SfnError>,
-    }
-
-    impl Flaky {
-        fn new(failures: u32, error: SfnError) -> Arc<Self> {
-            Arc::new(Self {
-                failures,
-                error,
-                sends: AtomicU32::new(0),
-                heartbeats: AtomicU32::new(0),
-                heartbeat_error: None,
-            })
-        }
-    }
-
-    #[async_trait]
-    impl Responder for Flaky {
-        async fn send(&self, _answer: &Answer) -> Result<(), SfnError> {
-            let n = self.sends.fetch_add(1, Ordering::SeqCst);
-            if n < self.failures {
-                Err(self.error.clone())
-            } else {
-                Ok(())
-            }
-        }
-        async fn heartbeat(&self) -> Result<(), SfnError> {
-            self.heartbeats.fetch_add(1, Ordering::SeqCst);
-            match &self.heartbeat_error {
-                Some(error) => Err(error.clone()),
-                None => Ok(()),
-            }
-        }
-    }
-
-    fn setup(responder: Arc<Flaky>, retry_for: Duration) -> (Delivery, TaskControl) {
-        let control = TaskControl::default();
-        let options = DeliveryOptions {
-            retry_for,
-            cancel_grace: Duration::from_millis(50),
-            ..DeliveryOptions::default()
-        };
-        (Delivery::new(responder, control.clone(), options), control)
-    }
-
-    fn success() -> Answer {
-        Answer::Success {
-            output: "{}".into(),
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn transient_errors_are_retried_until_delivered() {
-        let responder = Flaky::new(4, SfnError::Unavailable("connection refused".into()));
-        let (delivery, _) = setup(responder.clone(), Duration::from_secs(600));
-        // The guest hears `ok` as soon as the retry loop has the answer.
-        assert_eq!(delivery.answer(success()).await, Ok(()));
-        delivery.settled().await;
-        assert_eq!(responder.sends.load(Ordering::SeqCst), 5);
-        assert_eq!(
-            delivery.state(),
-            AnswerState::Delivered {
-                answer: success(),
-                probably: false
-            }
-        );
-        // A host failure after that changes nothing.
-        delivery.host_failure(&HostFailure::NoResponse);
-        delivery.settled().await;
-        assert_eq!(responder.sends.load(Ordering::SeqCst), 5);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn closed_after_a_timed_out_attempt_is_probably_delivered() {
-        struct TimeoutThenClosed(AtomicU32);
-        #[async_trait]
-        impl Responder for TimeoutThenClosed {
-            async fn send(&self, _answer: &Answer) -> Result<(), SfnError> {
-                match self.0.fetch_add(1, Ordering::SeqCst) {
-                    0 => Err(SfnError::TimedOut("attempt timeout".into())),
-                    _ => Err(SfnError::TaskClosed("InvalidToken".into())),
-                }
-            }
-            async fn heartbeat(&self) -> Result<(), SfnError> {
-                Ok(())
-            }
-        }
-        let delivery = Delivery::new(
-            Arc::new(TimeoutThenClosed(AtomicU32::new(0))),
-            TaskControl::default(),
-            DeliveryOptions::default(),
-        );
-        assert_eq!(delivery.answer(success()).await, Ok(()));
-        delivery.settled().await;
-        assert_eq!(
-            delivery.state(),
-            AnswerState::Delivered {
-                answer: success(),
-                probably: true
-            }
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn retries_stop_when_the_budget_runs_out_or_the_host_gives_up() {
-        let responder = Flaky::new(u32::MAX, SfnError::Unavailable("down".into()));
-        let (delivery, _) = setup(responder.clone(), Duration::from_secs(30));
-        assert_eq!(delivery.answer(success()).await, Ok(()));
-        delivery.settled().await;
-        assert!(matches!(
-            delivery.state(),
-            AnswerState::Undelivered { ref reason, .. } if reason.contains("gave up")
-        ));
-        let sends = responder.sends.load(Ordering::SeqCst);
-        assert!((5..30).contains(&sends), "{sends} attempts in 30 s");
-
-        let responder = Flaky::new(u32::MAX, SfnError::Unavailable("down".into()));
-        let (delivery, _) = setup(responder, Duration::from_secs(600));
-        let options = delivery.inner.options.give_up.clone();
-        delivery.host_failure(&HostFailure::Shutdown);
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        options.cancel();
-        delivery.settled().await;
-        assert!(matches!(delivery.state(), AnswerState::Undelivered { .. }));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_rejected_or_closed_answer_is_not_retried() {
-        let responder = Flaky::new(1, SfnError::Rejected("ValidationException".into()));
-        let (delivery, _) = setup(responder.clone(), Duration::from_secs(600));
-        assert!(matches!(
-            delivery.answer(success()).await,
-            Err(ToolkitError::Unavailable(_))
-        ));
-        assert_eq!(responder.sends.load(Ordering::SeqCst), 1);
-
-        let responder = Flaky::new(1, SfnError::TaskClosed("TaskTimedOut".into()));
-        let (delivery, _) = setup(responder.clone(), Duration::from_secs(600));
-        assert_eq!(
-            delivery.answer(success()).await,
-            Err(ToolkitError::TaskClosed("TaskTimedOut".into()))
-        );
-        assert_eq!(
-            delivery.answer(success()).await,
-            Err(ToolkitError::TaskClosed("TaskTimedOut".into()))
-        );
-        assert_eq!(responder.sends.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn heartbeats_are_coalesced_to_one_a_second() {
-        let responder = Flaky::new(0, SfnError::Unavailable(String::new()));
-        let (delivery, _) = setup(responder.clone(), Duration::from_secs(600));
-        for _ in 0..10 {
-            assert_eq!(delivery.heartbeat(HeartbeatSource::Guest).await, Ok(()));
-        }
-        assert_eq!(responder.heartbeats.load(Ordering::SeqCst), 1);
-        tokio::time::sleep(MIN_HEARTBEAT_INTERVAL).await;
-        assert_eq!(delivery.heartbeat(HeartbeatSource::Guest).await, Ok(()));
-        assert_eq!(responder.heartbeats.load(Ordering::SeqCst), 2);
-        // The host's timer is not coalesced with the guest's calls.
-        assert_eq!(delivery.heartbeat(HeartbeatSource::Auto).await, Ok(()));
-        assert_eq!(responder.heartbeats.load(Ordering::SeqCst), 3);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_heartbeat_refused_as_closed_cancels_then_aborts_the_task() {
-        let responder = Arc::new(Flaky {
-            heartbeat_error: Some(SfnError::TaskClosed("TaskTimedOut".into())),
-            ..Arc::into_inner(Flaky::new(0, SfnError::Unavailable(String::new()))).unwrap()
-        });
-        let (delivery, control) = setup(responder.clone(), Duration::from_secs(600));
-        assert!(matches!(
-            delivery.heartbeat(HeartbeatSource::Auto).await,
-            Err(ToolkitError::TaskClosed(_))
-        ));
-        assert!(delivery.cancelled());
-        assert!(!control.abort.is_cancelled());
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        assert!(control.abort.is_cancelled());
-        // Nothing is sent for a closed task, by the guest or the host.
-        assert!(matches!(
-            delivery.answer(success()).await,
-            Err(ToolkitError::TaskClosed(_))
-        ));
-        delivery.host_failure(&HostFailure::Shutdown);
-        delivery.settled().await;
-        assert_eq!(responder.sends.load(Ordering::SeqCst), 0);
-    }
 }

@@ -1,0 +1,222 @@
+//! `[[activity]]`: one activity's handler, pollers, task slots, limits and retries.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::checks::{Problem, at, seconds, seconds_within, within};
+use super::raw::RawActivity;
+use super::rollout::RolloutConfig;
+use crate::grants::GrantsConfig;
+use crate::ids::ActivityArn;
+use crate::source::{HandlerSource, parse_pin};
+
+/// The largest memory cap a task may have: the whole 32-bit address space.
+pub const MAX_MEMORY_LIMIT_MB: u64 = 4096;
+/// The most pollers one activity may have (Step Functions allows 1,000 per ARN).
+pub const MAX_POLLERS: u32 = 1000;
+
+/// One `[[activity]]`, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityConfig {
+    /// The activity ARN.
+    pub arn: ActivityArn,
+    /// Where the handler component comes from: a file (its path made absolute), an S3
+    /// object or an HTTPS URL.
+    pub handler: HandlerSource,
+    /// `sha256`: the only module digest accepted, at start and for every new version.
+    pub sha256: Option<String>,
+    /// `source_poll_seconds`: how often an S3 or HTTPS source is asked whether it changed.
+    pub source_poll: Duration,
+    /// `handler_max_mb`, in bytes: the largest module read from a source.
+    pub handler_max_bytes: u64,
+    /// `[activity.rollout]`: how a new version comes in; `None`: it replaces the old at once.
+    pub rollout: Option<RolloutConfig>,
+    /// `record = "DIR"`: where each task's input and answer are written.
+    pub record: Option<RecordConfig>,
+    /// Concurrent pollers (`pollers`, else `workers`). A poller polls only when one of
+    /// the activity's task slots is free.
+    pub pollers: u32,
+    /// The most tasks of this activity that run at once (`max_concurrent_tasks`, else
+    /// `workers`): its task slots.
+    pub max_concurrent_tasks: u32,
+    /// The deadline of one task.
+    pub task_timeout: Duration,
+    /// The memory cap of one task, in bytes.
+    pub memory_limit_bytes: u64,
+    /// How long the pool waits before replacing a worker that stopped on errors.
+    pub restart_interval: Duration,
+    /// Poll retries.
+    pub polling: PollingConfig,
+    /// Whether a change to the handler (its file, or a remote source's, polled) brings the
+    /// new version in; SIGHUP always does.
+    pub watch: bool,
+    /// When set, the host sends `SendTaskHeartbeat` this often while a task runs,
+    /// whatever the guest does.
+    pub heartbeat_interval: Option<Duration>,
+    /// How long a guest whose task Step Functions closed may take to return after its
+    /// `cancelled()` turned true, before it is aborted.
+    pub cancel_grace: Duration,
+    /// What the guests may reach: outbound HTTP, environment, folders. None by default.
+    pub grants: GrantsConfig,
+}
+
+/// `record` and `record_max_mb`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordConfig {
+    /// The folder (created, private, if missing).
+    pub dir: std::path::PathBuf,
+    /// The most its records may take, in bytes; the oldest are dropped past it.
+    pub max_bytes: u64,
+}
+
+/// `[activity.polling]`: how a worker retries failed polls before it gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollingConfig {
+    /// Failed polls in a row after which the worker stops (and the pool restarts it).
+    pub max_attempts: u32,
+    /// The wait after the first failed poll, in seconds.
+    pub interval_seconds: f64,
+    /// Each further wait is the previous one times this.
+    pub backoff_rate: f64,
+}
+
+impl Default for PollingConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            interval_seconds: 1.0,
+            backoff_rate: 1.2,
+        }
+    }
+}
+
+impl PollingConfig {
+    /// The wait after the `attempt`-th failed poll in a row (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
+        let seconds = self.interval_seconds * self.backoff_rate.powi(exponent);
+        Duration::try_from_secs_f64(seconds)
+            .unwrap_or(Duration::from_secs(3600))
+            .min(Duration::from_secs(3600))
+    }
+
+    /// Checks `[activity.polling]`.
+    fn check(self) -> Result<Self, Problem> {
+        if self.max_attempts == 0 {
+            return Err(at("polling.max_attempts")("must be at least 1".into()));
+        }
+        within(self.interval_seconds, 0.0..=3600.0).map_err(at("polling.interval_seconds"))?;
+        within(self.backoff_rate, 1.0..=10.0).map_err(at("polling.backoff_rate"))?;
+        Ok(self)
+    }
+}
+
+impl ActivityConfig {
+    /// Checks one `[[activity]]` whose ARN is already checked; relative paths resolve
+    /// against `base`, the config's folder. Keys are checked in the order a reader
+    /// meets them: workers, limits, polling, handler, rollout, record, grants.
+    pub(super) fn resolve(
+        arn: ActivityArn,
+        raw: RawActivity,
+        base: &Path,
+    ) -> Result<Self, Problem> {
+        within(raw.workers, 1..=MAX_POLLERS).map_err(at("workers"))?;
+        let pollers = raw.pollers.unwrap_or(raw.workers);
+        within(pollers, 1..=MAX_POLLERS).map_err(|message| {
+            at("pollers")(format!(
+                "{message} (Step Functions allows at most 1000 pollers per activity)"
+            ))
+        })?;
+        let max_concurrent_tasks = raw.max_concurrent_tasks.unwrap_or(raw.workers);
+        within(max_concurrent_tasks, 1..=1_000_000).map_err(at("max_concurrent_tasks"))?;
+        let task_timeout =
+            seconds(raw.task_timeout_seconds, 0.001, 31_536_000.0).ok_or_else(|| {
+                at("task_timeout_seconds")(format!(
+                    "must be more than 0 and at most 31536000 (a year); got {}",
+                    raw.task_timeout_seconds
+                ))
+            })?;
+        within(raw.memory_limit_mb, 1..=MAX_MEMORY_LIMIT_MB).map_err(at("memory_limit_mb"))?;
+        let polling = raw.polling.check()?;
+        let heartbeat_interval = raw
+            .heartbeat_seconds
+            .map(|value| {
+                seconds(value, 0.001, 86_400.0).ok_or_else(|| {
+                    at("heartbeat_seconds")(format!(
+                        "must be more than 0 and at most 86400; got {value}. Leave it out for no automatic heartbeats"
+                    ))
+                })
+            })
+            .transpose()?;
+        let cancel_grace = seconds_within(raw.cancel_grace_seconds, 0.0, 3600.0)
+            .map_err(at("cancel_grace_seconds"))?;
+        let handler = HandlerSource::parse(&raw.handler, base).map_err(at("handler"))?;
+        let sha256 = raw
+            .sha256
+            .as_deref()
+            .map(parse_pin)
+            .transpose()
+            .map_err(at("sha256"))?;
+        let source_poll = seconds_within(raw.source_poll_seconds.unwrap_or(30.0), 1.0, 86_400.0)
+            .map_err(at("source_poll_seconds"))?;
+        let handler_max_mb =
+            within(raw.handler_max_mb.unwrap_or(256), 1..=4096).map_err(at("handler_max_mb"))?;
+        let rollout = raw
+            .rollout
+            .as_ref()
+            .map(RolloutConfig::resolve)
+            .transpose()
+            .map_err(|(name, message)| (format!("rollout.{name}"), message))?;
+        let record = RecordConfig::resolve(&raw, base)?;
+        let grants = super::grants::resolve(&raw, base)?;
+        Ok(Self {
+            arn,
+            handler,
+            sha256,
+            source_poll,
+            handler_max_bytes: handler_max_mb << 20,
+            rollout,
+            record,
+            pollers,
+            max_concurrent_tasks,
+            task_timeout,
+            memory_limit_bytes: raw.memory_limit_mb << 20,
+            restart_interval: Duration::from_millis(raw.restart_interval_ms),
+            polling,
+            watch: raw.watch,
+            heartbeat_interval,
+            cancel_grace,
+            grants,
+        })
+    }
+}
+
+impl RecordConfig {
+    /// Checks `record` and `record_max_mb`; `None` when nothing is recorded.
+    fn resolve(raw: &RawActivity, base: &Path) -> Result<Option<Self>, Problem> {
+        let Some(dir) = &raw.record else {
+            if raw.record_max_mb.is_some() {
+                return Err(at("record_max_mb")(
+                    "bounds `record`, which is not set: add `record = \"DIR\"` or remove it".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let dir = base.join(dir);
+        if dir.exists() && !dir.is_dir() {
+            return Err(at("record")(format!(
+                "{} is not a folder: name a folder (it is created if missing)",
+                dir.display()
+            )));
+        }
+        let max_mb =
+            within(raw.record_max_mb.unwrap_or(100), 1..=1 << 20).map_err(at("record_max_mb"))?;
+        Ok(Some(Self {
+            dir,
+            max_bytes: max_mb << 20,
+        }))
+    }
+}

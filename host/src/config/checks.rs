@@ -1,0 +1,42 @@
+//! The value checks every section uses; each returns the message a user reads.
+
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+/// `value` if it lies in `range` (NaN never does), else the message that says so.
+pub(super) fn within<T: PartialOrd + fmt::Debug>(
+    value: T,
+    range: RangeInclusive<T>,
+) -> Result<T, String> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        // Debug, so that floats keep their point: `1.0`, not `1`.
+        Err(format!(
+            "must be between {:?} and {:?}; got {value:?}",
+            range.start(),
+            range.end()
+        ))
+    }
+}
+
+/// [`seconds`], or the message that says what range is allowed.
+pub(super) fn seconds_within(value: f64, min: f64, max: f64) -> Result<Duration, String> {
+    seconds(value, min, max)
+        .ok_or_else(|| format!("must be between {min} and {max} seconds; got {value}"))
+}
+
+/// `value` seconds as a duration, if it is finite and within `min..=max`.
+pub(super) fn seconds(value: f64, min: f64, max: f64) -> Option<Duration> {
+    (value.is_finite() && value >= min && value <= max).then(|| Duration::from_secs_f64(value))
+}
+
+/// A problem found in one section: the key under the section (`workers`,
+/// `rollout.canary_percent`) and what is wrong and what to do.
+pub(super) type Problem = (String, String);
+
+/// Names `key` as the culprit of a check's message.
+pub(super) fn at(key: &str) -> impl FnOnce(String) -> Problem + '_ {
+    move |message| (key.to_owned(), message)
+}

@@ -1,0 +1,135 @@
+//! `[host]`: process-wide settings.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::checks::{Problem, at, seconds_within, within};
+use super::raw::RawHost;
+
+/// The log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people.
+    #[default]
+    Text,
+    /// One JSON object per line, on stdout.
+    Json,
+}
+
+/// The `[host]` table, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostConfig {
+    /// Worker names are `PREFIX:RANDOM`.
+    pub worker_prefix: String,
+    /// After SIGTERM, how long running tasks may take before they are aborted.
+    pub shutdown_grace: Duration,
+    /// The log format, unless `--log-format` overrides it.
+    pub log_format: LogFormat,
+    /// Where compiled handlers are kept between runs; `None` when `cache = false` or no
+    /// folder could be found.
+    pub cache_dir: Option<PathBuf>,
+    /// The most the compile cache may hold, in bytes; the least recently used entries
+    /// are evicted past it.
+    pub cache_max_bytes: u64,
+    /// How long the host keeps retrying an answer Step Functions could not be reached
+    /// for (network, 5xx, throttling) before it gives up on it.
+    pub answer_retry: Duration,
+    /// Where the admin server (`/metrics`, `/healthz`, `/readyz`, `/status`) listens;
+    /// `None`: no admin server.
+    pub admin_listen: Option<std::net::SocketAddr>,
+    /// `[host.otel] endpoint`: the OTLP/HTTP collector traces go to (`/v1/traces` is
+    /// appended). `None`: the `OTEL_EXPORTER_OTLP_ENDPOINT` variable decides, at start.
+    pub otel_endpoint: Option<String>,
+}
+
+impl HostConfig {
+    /// Checks `[host]`; relative paths resolve against `base`, the config's folder.
+    pub(super) fn resolve(raw: RawHost, base: &Path) -> Result<Self, Problem> {
+        let grace = raw.shutdown_grace_seconds.unwrap_or(30.0);
+        let shutdown_grace =
+            seconds_within(grace, 0.0, 86_400.0).map_err(at("shutdown_grace_seconds"))?;
+        let worker_prefix = match raw.worker_prefix {
+            Some(prefix) if prefix.trim().is_empty() || prefix.len() > 64 => {
+                return Err(at("worker_prefix")("must be 1 to 64 characters".into()));
+            }
+            Some(prefix) => prefix,
+            None => gethostname::gethostname().to_string_lossy().into_owned(),
+        };
+        let cache_dir = match (raw.cache.unwrap_or(true), raw.cache_dir) {
+            (false, _) => None,
+            (true, Some(dir)) => Some(base.join(dir)),
+            (true, None) => default_cache_dir(),
+        };
+        let cache_max_mb =
+            within(raw.cache_max_mb.unwrap_or(1024), 1..=1 << 20).map_err(at("cache_max_mb"))?;
+        let retry = raw.answer_retry_seconds.unwrap_or(600.0);
+        let answer_retry =
+            seconds_within(retry, 0.0, 86_400.0).map_err(at("answer_retry_seconds"))?;
+        let admin_listen = raw
+            .admin_listen
+            .as_deref()
+            .map(parse_listen)
+            .transpose()
+            .map_err(at("admin_listen"))?;
+        let otel_endpoint = match raw.otel {
+            Some(otel) => Some(check_otel_endpoint(&otel.endpoint).map_err(at("otel.endpoint"))?),
+            None => None,
+        };
+        Ok(Self {
+            otel_endpoint,
+            worker_prefix,
+            shutdown_grace,
+            log_format: raw.log_format,
+            cache_dir,
+            cache_max_bytes: cache_max_mb << 20,
+            answer_retry,
+            admin_listen,
+        })
+    }
+}
+
+/// Parses an admin server address, `IP:PORT` (`127.0.0.1:9464`, `[::1]:9464`,
+/// `0.0.0.0:9464` to listen on every interface).
+///
+/// # Errors
+/// What is wrong, in words for a config error or a `--admin-listen` message.
+pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "must be IP:PORT, like \"127.0.0.1:9464\" (a host name is not accepted); got {text:?}"
+        )
+    })
+}
+
+/// Checks an OTLP/HTTP endpoint: an `http://` or `https://` URL with a host.
+///
+/// # Errors
+/// What is wrong, in words.
+pub fn check_otel_endpoint(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let rest = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(text.to_owned()),
+        _ => Err(format!(
+            "must be an http:// or https:// URL of an OTLP/HTTP collector, like \"http://127.0.0.1:4318\"; got {text:?}"
+        )),
+    }
+}
+
+/// `$XDG_CACHE_HOME/sfn-wasm-host`, else `$HOME/.cache/sfn-wasm-host`: where compiled
+/// handlers are kept unless configured otherwise.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let from_env = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    from_env("XDG_CACHE_HOME")
+        .or_else(|| from_env("HOME").map(|home| home.join(".cache")))
+        .map(|dir| dir.join("sfn-wasm-host"))
+}

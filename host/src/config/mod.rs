@@ -1,0 +1,182 @@
+//! `config.toml`: parsing, defaults and validation.
+//!
+//! Every error names the file and the key (`activity[1].workers`) and says what to do, and
+//! all of them are found before anything starts polling. Unknown keys are errors, not
+//! silently ignored: a typo in `memory_limit_mb` must not quietly run with the default.
+//!
+//! [`raw`] holds the TOML as written; each section checks itself beside the type it
+//! builds ([`HostConfig`], [`ActivityConfig`], [`RolloutConfig`], the grants keys), and
+//! [`Config::parse`] only walks the file, in order, naming the key of the first problem.
+
+mod activity;
+mod checks;
+mod grants;
+mod host;
+mod raw;
+mod rollout;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use activity::{ActivityConfig, MAX_MEMORY_LIMIT_MB, MAX_POLLERS, PollingConfig, RecordConfig};
+pub use host::{HostConfig, LogFormat, check_otel_endpoint, default_cache_dir, parse_listen};
+pub use rollout::RolloutConfig;
+
+/// Re-exported: `[aws]` is read here and used by every AWS client.
+pub use crate::aws::AwsConfig;
+use crate::aws::{Api, MAX_RATE};
+use crate::ids::ActivityArn;
+use raw::RawConfig;
+
+/// A validated configuration, with paths resolved against the config file's folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// How to reach Step Functions.
+    pub aws: AwsConfig,
+    /// Process-wide settings.
+    pub host: HostConfig,
+    /// One entry per activity; never empty, ARNs unique.
+    pub activities: Vec<ActivityConfig>,
+}
+
+/// A config problem: which file, which key, what is wrong and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// The key, as a TOML path (`activity[0].workers`); empty for the file as a whole.
+    pub key: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(
+                f,
+                "{}: `{}`: {}",
+                self.file.display(),
+                self.key,
+                self.message
+            )
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates `file`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for the first problem found: unreadable file, TOML syntax, unknown
+    /// or missing keys, bad values. Handlers are only checked to exist here; loading them
+    /// is the engine's job.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|err| ConfigError {
+            file: file.to_owned(),
+            key: String::new(),
+            message: format!("cannot read the config file: {err}"),
+        })?;
+        Self::parse(file, &text)
+    }
+
+    /// Validates `text` as if read from `file` (whose folder relative handler paths
+    /// resolve against).
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
+        let error = |key: String, message: String| ConfigError {
+            file: file.to_owned(),
+            key,
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|err| error(String::new(), err.to_string().trim_end().to_owned()))?;
+        if raw.activity.is_empty() {
+            return Err(error(
+                "activity".into(),
+                "no activities: add at least one [[activity]] table with `arn` and `handler`"
+                    .into(),
+            ));
+        }
+        check_aws(&raw.aws).map_err(|(key, message)| error(format!("aws.{key}"), message))?;
+        // Relative paths resolve against the config file's folder, made absolute so that
+        // the file watcher and logs see the same path whatever the working directory.
+        let folder = file.parent().unwrap_or(Path::new("."));
+        let base = std::path::absolute(folder).unwrap_or_else(|_| folder.to_owned());
+        let host = HostConfig::resolve(raw.host, &base)
+            .map_err(|(key, message)| error(format!("host.{key}"), message))?;
+
+        let mut activities: Vec<ActivityConfig> = Vec::with_capacity(raw.activity.len());
+        for (index, activity) in raw.activity.into_iter().enumerate() {
+            let key = |name: &str| format!("activity[{index}].{name}");
+            let arn =
+                ActivityArn::parse(&activity.arn).map_err(|message| error(key("arn"), message))?;
+            if let Some(first) = activities.iter().position(|a| a.arn == arn) {
+                return Err(error(
+                    key("arn"),
+                    format!(
+                        "the same ARN as activity[{first}]: give each activity one [[activity]] table"
+                    ),
+                ));
+            }
+            let activity = ActivityConfig::resolve(arn, activity, &base)
+                .map_err(|(name, message)| error(key(&name), message))?;
+            activities.push(activity);
+        }
+        Ok(Self {
+            file: file.to_owned(),
+            aws: raw.aws,
+            host,
+            activities,
+        })
+    }
+
+    /// The sum of all activities' task slots: the most tasks that run at once, which
+    /// sizes the engine's pool.
+    pub fn total_task_slots(&self) -> u32 {
+        self.activities
+            .iter()
+            .map(|a| a.max_concurrent_tasks)
+            .fold(0, u32::saturating_add)
+    }
+
+    /// The largest memory cap of any activity, in bytes.
+    pub fn max_memory_bytes(&self) -> u64 {
+        self.activities
+            .iter()
+            .map(|a| a.memory_limit_bytes)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Checks `[aws]`: the endpoint's scheme and each API's rate.
+fn check_aws(aws: &AwsConfig) -> Result<(), checks::Problem> {
+    if let Some(url) = &aws.endpoint_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err((
+            "endpoint_url".into(),
+            format!("must be an http:// or https:// URL, not {url:?}"),
+        ));
+    }
+    for api in Api::ALL {
+        if let Some(rate) = aws.max_requests_per_second.get(api)
+            && !(rate.is_finite() && rate > 0.0 && rate <= MAX_RATE)
+        {
+            return Err((
+                format!("max_requests_per_second.{}", api.name()),
+                format!("must be more than 0 and at most 100000 requests per second; got {rate}"),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! The config's own tests: what parses, and the defaults. What is refused, and the
+//! exact message, is data: `host/tests/config-errors` (the `config_errors` test).
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+use crate::aws::PerApi;
+use crate::grants::{EnvSource, EnvVar, GrantsConfig};
+use crate::outbound::OutboundLimits;
+use crate::source::HandlerSource;
+
+const ARN: &str = "arn:aws:states:us-east-1:000000000000:activity:greet";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("greet.wasm"), b"\0asm").unwrap();
+    std::fs::create_dir(dir.path().join("reference-data")).unwrap();
+    Config::parse(&dir.path().join("config.toml"), text)
+}
+
+fn error_of(text: &str) -> ConfigError {
+    parse(text).expect_err("the config should be rejected")
+}
+
+#[test]
+fn a_minimal_config_gets_the_defaults() {
+    let config = parse(&format!(
+        "[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n"
+    ))
+    .unwrap();
+    let activity = &config.activities[0];
+    assert_eq!(activity.pollers, 1);
+    assert_eq!(activity.max_concurrent_tasks, 1);
+    assert_eq!(activity.task_timeout, Duration::from_secs(300));
+    assert_eq!(activity.memory_limit_bytes, 128 << 20);
+    assert_eq!(activity.polling, PollingConfig::default());
+    assert!(activity.handler.file().is_some_and(Path::is_absolute));
+    // Sources, pins, rollouts and records are off unless configured.
+    assert_eq!(activity.sha256, None);
+    assert_eq!(activity.source_poll, Duration::from_secs(30));
+    assert_eq!(activity.handler_max_bytes, 256 << 20);
+    assert_eq!(activity.rollout, None);
+    assert_eq!(activity.record, None);
+    assert_eq!(config.host.shutdown_grace, Duration::from_secs(30));
+    assert!(!config.host.worker_prefix.is_empty());
+    // The README's defaults, from a config with no [host] table at all.
+    assert_eq!(config.host.cache_dir, default_cache_dir());
+    assert!(
+        config.host.cache_dir.is_some(),
+        "the compile cache is on by default"
+    );
+    assert_eq!(config.host.cache_max_bytes, 1024 << 20);
+    assert_eq!(config.host.answer_retry, Duration::from_secs(600));
+    assert_eq!(activity.heartbeat_interval, None);
+    assert_eq!(activity.cancel_grace, Duration::from_secs(5));
+    // Operations are off unless asked for: no admin server, no traces exporter (the
+    // OTEL_EXPORTER_OTLP_ENDPOINT variable is read at start, not here).
+    assert_eq!(config.host.admin_listen, None);
+    assert_eq!(config.host.otel_endpoint, None);
+    // The API rates: the region's quota, without an [aws] table.
+    let rates = config.aws.rates(Some("us-east-1"));
+    assert_eq!(rates, PerApi::from_fn(|_| 500.0));
+    // No grants: no network, environment or folders.
+    assert_eq!(activity.grants, GrantsConfig::default());
+    assert_eq!(
+        activity.grants.outbound,
+        OutboundLimits {
+            max_requests: 100,
+            max_response_bytes: 16_777_216,
+            connect_timeout_ms: 5000,
+            first_byte_timeout_ms: 30_000,
+        }
+    );
+    // An empty [host] table means the same.
+    let empty = parse(&format!(
+        "[host]\n[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n"
+    ))
+    .unwrap();
+    assert_eq!(empty.host, config.host);
+    let off = parse(&format!(
+        "[host]\ncache = false\n[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n"
+    ))
+    .unwrap();
+    assert_eq!(off.host.cache_dir, None);
+}
+
+#[test]
+fn the_full_example_parses() {
+    let text = format!(
+        r#"
+        [aws]
+        region = "us-east-1"
+        endpoint_url = "http://127.0.0.1:4599"
+        [host]
+        worker_prefix = "my-host"
+        shutdown_grace_seconds = 30
+        log_format = "json"
+        cache_max_mb = 512
+        answer_retry_seconds = 120
+        [[activity]]
+        arn = "{ARN}"
+        handler = "greet.wasm"
+        workers = 4
+        task_timeout_seconds = 300
+        memory_limit_mb = 128
+        restart_interval_ms = 2000
+        heartbeat_seconds = 20
+        cancel_grace_seconds = 2.5
+        [activity.polling]
+        max_attempts = 5
+        interval_seconds = 1.0
+        backoff_rate = 1.2
+        "#
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(config.host.log_format, LogFormat::Json);
+    assert_eq!(
+        config.aws.endpoint_url.as_deref(),
+        Some("http://127.0.0.1:4599")
+    );
+    assert_eq!(config.total_task_slots(), 4);
+    assert_eq!(config.activities[0].max_concurrent_tasks, 4);
+    // Pollers and task slots apart.
+    let split = parse(&format!(
+        "[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\nworkers = 4\nmax_concurrent_tasks = 50\n"
+    ))
+    .unwrap();
+    assert_eq!(split.activities[0].pollers, 4);
+    assert_eq!(split.total_task_slots(), 50);
+    let split = parse(&format!(
+        "[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\npollers = 2\nmax_concurrent_tasks = 8\n"
+    ))
+    .unwrap();
+    assert_eq!(split.activities[0].pollers, 2);
+    assert_eq!(split.total_task_slots(), 8);
+    let err = error_of(&format!(
+        "[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\npollers = 1001\n"
+    ));
+    assert_eq!(err.key, "activity[0].pollers");
+    assert_eq!(config.host.cache_max_bytes, 512 << 20);
+    assert_eq!(config.host.answer_retry, Duration::from_secs(120));
+    let activity = &config.activities[0];
+    assert_eq!(activity.heartbeat_interval, Some(Duration::from_secs(20)));
+    assert_eq!(activity.cancel_grace, Duration::from_millis(2500));
+}
+
+#[test]
+fn rollout_keys_parse_with_their_defaults() {
+    let pin = "ab".repeat(32);
+    let config = parse(&format!(
+        "[[activity]]\narn = \"{ARN}\"\nhandler = \"s3://bucket/handlers/greet.wasm\"\n\
+         sha256 = \"{}\"\nsource_poll_seconds = 2\nrecord = \"records\"\n[activity.rollout]\n",
+        pin.to_uppercase()
+    ))
+    .unwrap();
+    let activity = &config.activities[0];
+    assert_eq!(
+        activity.handler,
+        HandlerSource::S3 {
+            bucket: "bucket".into(),
+            key: "handlers/greet.wasm".into()
+        }
+    );
+    assert_eq!(activity.sha256.as_deref(), Some(pin.as_str()));
+    assert_eq!(activity.source_poll, Duration::from_secs(2));
+    // An empty [activity.rollout] is the documented defaults.
+    assert_eq!(activity.rollout, Some(RolloutConfig::default()));
+    let record = activity.record.as_ref().unwrap();
+    assert!(record.dir.is_absolute() && record.dir.ends_with("records"));
+    assert_eq!(record.max_bytes, 100 << 20);
+}
+
+#[test]
+fn operations_keys_alone_turn_the_admin_server_and_traces_on() {
+    let config = parse(&format!(
+        "[host]\nadmin_listen = \"0.0.0.0:9464\"\n[host.otel]\nendpoint = \"http://collector:4318\"\n\
+         [[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        config.host.admin_listen,
+        Some("0.0.0.0:9464".parse().unwrap())
+    );
+    assert_eq!(
+        config.host.otel_endpoint.as_deref(),
+        Some("http://collector:4318")
+    );
+    // The rest of [host] keeps its defaults.
+    assert_eq!(config.host.shutdown_grace, Duration::from_secs(30));
+    assert!(config.host.cache_dir.is_some());
+}
+
+#[test]
+fn api_rates_default_to_the_regions_quota_and_can_be_lowered() {
+    let config = parse(&format!(
+        "[aws.max_requests_per_second]\nGetActivityTask = 50\n[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n"
+    ))
+    .unwrap();
+    let large = config.aws.rates(Some("us-east-1"));
+    assert_eq!(large[Api::GetActivityTask], 50.0);
+    assert_eq!(large[Api::SendTaskSuccess], 500.0);
+    assert_eq!(
+        config.aws.rates(Some("eu-central-1"))[Api::SendTaskHeartbeat],
+        300.0
+    );
+    assert_eq!(config.aws.rates(None)[Api::SendTaskFailure], 300.0);
+    let err = error_of(&format!(
+        "[aws.max_requests_per_second]\nSendTaskSuccess = 0\n[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n"
+    ));
+    assert_eq!(err.key, "aws.max_requests_per_second.SendTaskSuccess");
+    let err = error_of(&format!(
+        "[aws.max_requests_per_second]\nGetTask = 1\n[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n"
+    ));
+    assert!(err.message.contains("GetTask"), "{err}");
+}
+
+#[test]
+fn the_grants_example_parses() {
+    let variable = "SFN_WASM_HOST_TEST_CONFIG_API_KEY";
+    // SAFETY: only this test uses this variable.
+    unsafe { std::env::set_var(variable, "secret") };
+    let config = parse(&format!(
+        r#"
+        [[activity]]
+        arn = "{ARN}"
+        handler = "greet.wasm"
+        allowed_outbound_hosts = ["https://api.example.com", "https://*.s3.amazonaws.com", "http://127.0.0.1:8080"]
+        [activity.env]
+        GREETING = "hello"
+        API_KEY = {{ from_env = "{variable}" }}
+        [[activity.dir]]
+        host = "reference-data"
+        guest = "/data"
+        [[activity.dir]]
+        host = "reference-data"
+        guest = "/scratch"
+        writable = true
+        [activity.outbound]
+        max_requests = 3
+        max_response_bytes = 1000
+        connect_timeout_ms = 100
+        first_byte_timeout_ms = 200
+        "#
+    ))
+    .unwrap();
+    let grants = &config.activities[0].grants;
+    let hosts: Vec<String> = grants
+        .allowed_outbound_hosts
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            "https://api.example.com:443",
+            "https://*.s3.amazonaws.com:443",
+            "http://127.0.0.1:8080"
+        ]
+    );
+    assert!(grants.env.contains(&EnvVar {
+        name: "API_KEY".into(),
+        source: EnvSource::FromEnv(variable.into())
+    }));
+    assert!(grants.env.contains(&EnvVar {
+        name: "GREETING".into(),
+        source: EnvSource::Literal("hello".into())
+    }));
+    assert_eq!(grants.dirs.len(), 2);
+    assert!(grants.dirs[0].host.is_absolute());
+    assert!(grants.dirs[0].host.ends_with("reference-data"));
+    assert_eq!(
+        (grants.dirs[0].guest.as_str(), grants.dirs[0].writable),
+        ("/data", false)
+    );
+    assert_eq!(
+        (grants.dirs[1].guest.as_str(), grants.dirs[1].writable),
+        ("/scratch", true)
+    );
+    assert_eq!(grants.outbound.max_requests, 3);
+    assert_eq!(grants.outbound.first_byte_timeout_ms, 200);
+}
+
+#[test]
+fn backoff_grows_by_the_rate() {
+    let polling = PollingConfig {
+        max_attempts: 5,
+        interval_seconds: 1.0,
+        backoff_rate: 2.0,
+    };
+    assert_eq!(polling.delay(1), Duration::from_secs(1));
+    assert_eq!(polling.delay(3), Duration::from_secs(4));
+    assert_eq!(polling.delay(500), Duration::from_secs(3600));
+}

@@ -1,0 +1,275 @@
+//! The delivery's rules: retries, the first answer, who answered, heartbeats, closed
+//! tasks.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use async_trait::async_trait;
+
+use super::*;
+
+/// Fails its first `failures` sends with `error`, then accepts; counts everything.
+struct Flaky {
+    failures: u32,
+    error: SfnError,
+    sends: AtomicU32,
+    heartbeats: AtomicU32,
+    heartbeat_error: Option<SfnError>,
+}
+
+impl Flaky {
+    fn new(failures: u32, error: SfnError) -> Arc<Self> {
+        Arc::new(Self {
+            failures,
+            error,
+            sends: AtomicU32::new(0),
+            heartbeats: AtomicU32::new(0),
+            heartbeat_error: None,
+        })
+    }
+}
+
+#[async_trait]
+impl Responder for Flaky {
+    async fn send(&self, _answer: &Answer) -> Result<(), SfnError> {
+        let n = self.sends.fetch_add(1, Ordering::SeqCst);
+        if n < self.failures {
+            Err(self.error.clone())
+        } else {
+            Ok(())
+        }
+    }
+    async fn heartbeat(&self) -> Result<(), SfnError> {
+        self.heartbeats.fetch_add(1, Ordering::SeqCst);
+        match &self.heartbeat_error {
+            Some(error) => Err(error.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+fn setup(responder: Arc<Flaky>, retry_for: Duration) -> (Delivery, TaskControl) {
+    let control = TaskControl::default();
+    let options = DeliveryOptions {
+        retry_for,
+        cancel_grace: Duration::from_millis(50),
+        ..DeliveryOptions::default()
+    };
+    (Delivery::new(responder, control.clone(), options), control)
+}
+
+fn success() -> Answer {
+    Answer::Success {
+        output: "{}".into(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_errors_are_retried_until_delivered() {
+    let responder = Flaky::new(4, SfnError::Unavailable("connection refused".into()));
+    let (delivery, _) = setup(responder.clone(), Duration::from_secs(600));
+    // The guest hears `ok` as soon as the retry loop has the answer.
+    assert_eq!(delivery.answer(success()).await, Ok(()));
+    delivery.settled().await;
+    assert_eq!(responder.sends.load(Ordering::SeqCst), 5);
+    assert_eq!(
+        delivery.state(),
+        AnswerState::Delivered {
+            answer: success(),
+            probably: false
+        }
+    );
+    // A host failure after that changes nothing.
+    delivery.host_failure(&HostFailure::NoResponse);
+    delivery.settled().await;
+    assert_eq!(responder.sends.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn closed_after_a_timed_out_attempt_is_probably_delivered() {
+    struct TimeoutThenClosed(AtomicU32);
+    #[async_trait]
+    impl Responder for TimeoutThenClosed {
+        async fn send(&self, _answer: &Answer) -> Result<(), SfnError> {
+            match self.0.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(SfnError::TimedOut("attempt timeout".into())),
+                _ => Err(SfnError::TaskClosed("InvalidToken".into())),
+            }
+        }
+        async fn heartbeat(&self) -> Result<(), SfnError> {
+            Ok(())
+        }
+    }
+    let delivery = Delivery::new(
+        Arc::new(TimeoutThenClosed(AtomicU32::new(0))),
+        TaskControl::default(),
+        DeliveryOptions::default(),
+    );
+    assert_eq!(delivery.answer(success()).await, Ok(()));
+    delivery.settled().await;
+    assert_eq!(
+        delivery.state(),
+        AnswerState::Delivered {
+            answer: success(),
+            probably: true
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_stop_when_the_budget_runs_out_or_the_host_gives_up() {
+    let responder = Flaky::new(u32::MAX, SfnError::Unavailable("down".into()));
+    let (delivery, _) = setup(responder.clone(), Duration::from_secs(30));
+    assert_eq!(delivery.answer(success()).await, Ok(()));
+    delivery.settled().await;
+    assert!(matches!(
+        delivery.state(),
+        AnswerState::Undelivered { ref reason, .. } if reason.contains("gave up")
+    ));
+    let sends = responder.sends.load(Ordering::SeqCst);
+    assert!((5..30).contains(&sends), "{sends} attempts in 30 s");
+
+    let responder = Flaky::new(u32::MAX, SfnError::Unavailable("down".into()));
+    let (delivery, _) = setup(responder, Duration::from_secs(600));
+    let options = delivery.inner.options.give_up.clone();
+    delivery.host_failure(&HostFailure::Shutdown);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    options.cancel();
+    delivery.settled().await;
+    assert!(matches!(delivery.state(), AnswerState::Undelivered { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_or_closed_answer_is_not_retried() {
+    let responder = Flaky::new(1, SfnError::Rejected("ValidationException".into()));
+    let (delivery, _) = setup(responder.clone(), Duration::from_secs(600));
+    assert!(matches!(
+        delivery.answer(success()).await,
+        Err(AnswerError::Unavailable(_))
+    ));
+    assert_eq!(responder.sends.load(Ordering::SeqCst), 1);
+
+    let responder = Flaky::new(1, SfnError::TaskClosed("TaskTimedOut".into()));
+    let (delivery, _) = setup(responder.clone(), Duration::from_secs(600));
+    assert_eq!(
+        delivery.answer(success()).await,
+        Err(AnswerError::TaskClosed("TaskTimedOut".into()))
+    );
+    assert_eq!(
+        delivery.answer(success()).await,
+        Err(AnswerError::TaskClosed("TaskTimedOut".into()))
+    );
+    assert_eq!(responder.sends.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_are_coalesced_to_one_a_second() {
+    let responder = Flaky::new(0, SfnError::Unavailable(String::new()));
+    let (delivery, _) = setup(responder.clone(), Duration::from_secs(600));
+    for _ in 0..10 {
+        assert_eq!(delivery.heartbeat(HeartbeatSource::Guest).await, Ok(()));
+    }
+    assert_eq!(responder.heartbeats.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(MIN_HEARTBEAT_INTERVAL).await;
+    assert_eq!(delivery.heartbeat(HeartbeatSource::Guest).await, Ok(()));
+    assert_eq!(responder.heartbeats.load(Ordering::SeqCst), 2);
+    // The host's timer is not coalesced with the guest's calls.
+    assert_eq!(delivery.heartbeat(HeartbeatSource::Auto).await, Ok(()));
+    assert_eq!(responder.heartbeats.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_heartbeat_refused_as_closed_cancels_then_aborts_the_task() {
+    let responder = Arc::new(Flaky {
+        heartbeat_error: Some(SfnError::TaskClosed("TaskTimedOut".into())),
+        ..Arc::into_inner(Flaky::new(0, SfnError::Unavailable(String::new()))).unwrap()
+    });
+    let (delivery, control) = setup(responder.clone(), Duration::from_secs(600));
+    assert!(matches!(
+        delivery.heartbeat(HeartbeatSource::Auto).await,
+        Err(AnswerError::TaskClosed(_))
+    ));
+    assert!(delivery.cancelled());
+    assert!(!control.abort.is_cancelled());
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert!(control.abort.is_cancelled());
+    // Nothing is sent for a closed task, by the guest or the host.
+    assert!(matches!(
+        delivery.answer(success()).await,
+        Err(AnswerError::TaskClosed(_))
+    ));
+    delivery.host_failure(&HostFailure::Shutdown);
+    delivery.settled().await;
+    assert_eq!(responder.sends.load(Ordering::SeqCst), 0);
+}
+
+/// The toolkit a guest calls, over a delivery that accepts everything.
+fn toolkit() -> (crate::engine::Toolkit, Delivery) {
+    let delivery = Delivery::new(
+        Arc::new(LocalResponder),
+        TaskControl::default(),
+        DeliveryOptions::default(),
+    );
+    (
+        crate::engine::Toolkit::new(Arc::new(delivery.clone())),
+        delivery,
+    )
+}
+
+#[tokio::test]
+async fn through_the_toolkit_only_the_first_answer_counts() {
+    use crate::engine::bindings::sfn::activity::toolkit::Host;
+    use crate::engine::bindings::sfn::activity::types::ToolkitError;
+    let (mut toolkit, delivery) = toolkit();
+    toolkit.success("{}".into()).await.unwrap();
+    assert_eq!(
+        toolkit.failure("E".into(), "c".into()).await,
+        Err(ToolkitError::AlreadyResponded)
+    );
+    assert_eq!(
+        toolkit.heartbeat().await,
+        Err(ToolkitError::AlreadyResponded)
+    );
+    delivery.settled().await;
+    assert_eq!(
+        delivery.state(),
+        AnswerState::Delivered {
+            answer: Answer::Success {
+                output: "{}".into()
+            },
+            probably: false,
+        }
+    );
+    assert_eq!(delivery.answered_by(), Some(Answerer::Guest));
+}
+
+#[tokio::test]
+async fn through_the_toolkit_an_invalid_output_leaves_the_task_unanswered() {
+    use crate::engine::bindings::sfn::activity::toolkit::Host;
+    use crate::engine::bindings::sfn::activity::types::ToolkitError;
+    let (mut toolkit, delivery) = toolkit();
+    assert!(matches!(
+        toolkit.success("nope".into()).await,
+        Err(ToolkitError::InvalidOutput(_))
+    ));
+    assert_eq!(delivery.state(), AnswerState::Pending);
+    assert_eq!(delivery.answered_by(), None);
+}
+
+#[tokio::test]
+async fn the_host_failure_is_the_hosts_answer_even_when_a_guest_names_it() {
+    // A guest may answer with any error name, even `SfnWasmHost.Trap`: the account
+    // follows who answered, not the name.
+    let (_, delivery) = toolkit();
+    delivery
+        .answer(Answer::failure(HostFailure::Shutdown.name(), "mine"))
+        .await
+        .unwrap();
+    assert_eq!(delivery.answered_by(), Some(Answerer::Guest));
+    let (_, delivery) = toolkit();
+    delivery.host_failure(&HostFailure::Shutdown);
+    delivery.settled().await;
+    assert_eq!(
+        delivery.answered_by(),
+        Some(Answerer::Host("SfnWasmHost.Shutdown"))
+    );
+}

@@ -1,0 +1,173 @@
+//! The toolkit a handler imports (`success`, `failure`, `heartbeat`, `cancelled`).
+//!
+//! The [`Toolkit`] applies the rules a guest's answer must pass before the host accepts
+//! it: an output must be JSON of at most 262,144 bytes, error and cause are cut to Step
+//! Functions' limits. What happens to an accepted answer (recording it, sending it,
+//! retrying it, the first-answer rule) is the [`AnswerSink`]'s job, outside the guest's
+//! `Store`: in the host, the task's `Delivery`. The engine knows only this trait, so it
+//! can be read and tested without the answer path.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::bindings::sfn::activity::toolkit::Host;
+use super::bindings::sfn::activity::types::ToolkitError;
+use crate::outcome::{Answer, AnswerError, HostFailure, MAX_OUTPUT_BYTES};
+
+/// Where a task's answers and heartbeats go once the guest (or the host, for the guest)
+/// gives them. One per task.
+#[async_trait]
+pub trait AnswerSink: Send + Sync + 'static {
+    /// Whether the task has an answer (or can no longer have one).
+    fn answered(&self) -> bool;
+    /// The guest's answer (valid, within Step Functions' limits). Returns once it is
+    /// taken; dropping the future must not stop its delivery.
+    ///
+    /// # Errors
+    /// [`AnswerError::AlreadyResponded`] when the task already had one,
+    /// [`AnswerError::TaskClosed`] when Step Functions refused it as closed,
+    /// [`AnswerError::Unavailable`] when it was refused for another reason.
+    async fn answer(&self, answer: Answer) -> Result<(), AnswerError>;
+    /// The guest's heartbeat.
+    ///
+    /// # Errors
+    /// As for [`answer`](Self::answer); `Unavailable` when it could not be sent this time.
+    async fn heartbeat(&self) -> Result<(), AnswerError>;
+    /// The guest's `cancelled()`: the host is stopping, or Step Functions closed the task.
+    fn cancelled(&self) -> bool;
+    /// The handler went wrong (`failure`); if the task has no answer yet, the host
+    /// answers with this failure. An answer the guest gave stands.
+    fn host_failure(&self, failure: &HostFailure);
+}
+
+/// One task's toolkit: the state behind the handler's imports.
+pub struct Toolkit {
+    sink: Arc<dyn AnswerSink>,
+}
+
+impl Toolkit {
+    /// The toolkit of the task whose answers go to `sink`.
+    pub fn new(sink: Arc<dyn AnswerSink>) -> Self {
+        Self { sink }
+    }
+}
+
+/// Checks a guest's output before it leaves the sandbox.
+fn validate_output(output: &str) -> Result<(), ToolkitError> {
+    if output.len() > MAX_OUTPUT_BYTES {
+        return Err(ToolkitError::InvalidOutput(format!(
+            "the output is {} bytes; Step Functions accepts at most {MAX_OUTPUT_BYTES}",
+            output.len()
+        )));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(output)
+        .map(drop)
+        .map_err(|err| ToolkitError::InvalidOutput(format!("the output is not JSON: {err}")))
+}
+
+/// The WIT world's name for what became of a call.
+fn to_toolkit(error: AnswerError) -> ToolkitError {
+    match error {
+        AnswerError::AlreadyResponded => ToolkitError::AlreadyResponded,
+        AnswerError::TaskClosed(reason) => ToolkitError::TaskClosed(reason),
+        AnswerError::Unavailable(reason) => ToolkitError::Unavailable(reason),
+    }
+}
+
+impl Host for Toolkit {
+    async fn success(&mut self, output: String) -> Result<(), ToolkitError> {
+        if !self.sink.answered() {
+            validate_output(&output)?;
+        }
+        self.sink
+            .answer(Answer::Success { output })
+            .await
+            .map_err(to_toolkit)
+    }
+
+    async fn failure(&mut self, error: String, cause: String) -> Result<(), ToolkitError> {
+        self.sink
+            .answer(Answer::failure(error, cause))
+            .await
+            .map_err(to_toolkit)
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), ToolkitError> {
+        self.sink.heartbeat().await.map_err(to_toolkit)
+    }
+
+    async fn cancelled(&mut self) -> bool {
+        self.sink.cancelled()
+    }
+}
+
+impl super::bindings::sfn::activity::types::Host for Toolkit {}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Takes the first answer and refuses the rest, as a delivery does.
+    #[derive(Default)]
+    struct FirstAnswer(Mutex<Option<Answer>>);
+
+    #[async_trait]
+    impl AnswerSink for FirstAnswer {
+        fn answered(&self) -> bool {
+            self.0.lock().unwrap().is_some()
+        }
+        async fn answer(&self, answer: Answer) -> Result<(), AnswerError> {
+            let mut first = self.0.lock().unwrap();
+            if first.is_some() {
+                return Err(AnswerError::AlreadyResponded);
+            }
+            *first = Some(answer);
+            Ok(())
+        }
+        async fn heartbeat(&self) -> Result<(), AnswerError> {
+            Ok(())
+        }
+        fn cancelled(&self) -> bool {
+            false
+        }
+        fn host_failure(&self, _failure: &HostFailure) {}
+    }
+
+    #[test]
+    fn outputs_must_be_json_within_the_limit() {
+        assert!(validate_output(r#"{"a":1}"#).is_ok());
+        assert!(validate_output("null").is_ok());
+        assert!(matches!(
+            validate_output("{not json"),
+            Err(ToolkitError::InvalidOutput(_))
+        ));
+        let big = format!("\"{}\"", "x".repeat(MAX_OUTPUT_BYTES));
+        assert!(
+            matches!(validate_output(&big), Err(ToolkitError::InvalidOutput(m)) if m.contains("bytes"))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalid_output_is_refused_before_it_reaches_the_sink() {
+        let sink = Arc::new(FirstAnswer::default());
+        let mut toolkit = Toolkit::new(sink.clone());
+        assert!(matches!(
+            toolkit.success("nope".into()).await,
+            Err(ToolkitError::InvalidOutput(_))
+        ));
+        assert!(!sink.answered());
+        toolkit.failure("E".repeat(300), "c".into()).await.unwrap();
+        let Some(Answer::Failure { error, .. }) = sink.0.lock().unwrap().clone() else {
+            panic!("the failure reached the sink");
+        };
+        assert_eq!(error.chars().count(), 256, "cut to Step Functions' limit");
+        // The sink's refusal is the WIT world's error.
+        assert_eq!(
+            toolkit.success("{}".into()).await,
+            Err(ToolkitError::AlreadyResponded)
+        );
+    }
+}

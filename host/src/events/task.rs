@@ -1,0 +1,211 @@
+//! `task:*`: one task, from its arrival to `task:done`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::Level;
+
+use super::log::Fields;
+
+/// What happened to a task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskEvent {
+    /// `task:received`
+    Received,
+    /// `task:start`: the handler is about to run.
+    Start,
+    /// `task:heartbeat`: a heartbeat was delivered.
+    Heartbeat {
+        /// `guest` (the handler called `heartbeat()`) or `auto` (`heartbeat_seconds`).
+        source: &'static str,
+    },
+    /// `task:success`: a success was delivered.
+    Success {
+        /// Attempts it took.
+        attempts: u32,
+        /// A timed-out attempt was followed by a refusal as closed: it most likely went
+        /// through on the timed-out attempt.
+        probably_delivered: bool,
+    },
+    /// `task:failure`: a failure was delivered (the guest's or the host's).
+    Failure {
+        /// The error name.
+        error: String,
+        /// Attempts it took.
+        attempts: u32,
+        /// As for `task:success`.
+        probably_delivered: bool,
+    },
+    /// `task:retrying`: an answer attempt failed transiently; another follows.
+    Retrying {
+        /// The attempt that failed (1 for the first).
+        attempt: u32,
+        /// Step Functions throttled it (the account's quota).
+        throttled: bool,
+        /// Why it failed.
+        error: String,
+        /// The wait before the next attempt, in milliseconds.
+        delay_ms: u64,
+    },
+    /// `task:undelivered`: the answer will not reach Step Functions (refused, the task
+    /// closed, out of retries).
+    Undelivered {
+        /// Why.
+        reason: String,
+    },
+    /// `task:cancelled`: Step Functions closed the task while the guest ran (a
+    /// heartbeat was refused); the guest is cancelled and no answer is sent.
+    Cancelled {
+        /// What Step Functions said.
+        reason: String,
+    },
+    /// `task:errored`: the handler went wrong (trap, no answer, a second answer, ...).
+    Errored {
+        /// The error name (`SfnWasmHost.Trap`, `already-responded`); the cause is logged
+        /// at debug only, since it may carry task data.
+        error: String,
+    },
+    /// `task:done`: the task is finished with; nothing more happens to it. Carries what
+    /// the task came to and what it cost, for logs, metrics and traces.
+    Done(TaskDone),
+}
+
+/// What a task came to, by who answered it: a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskOutcome {
+    /// The handler answered success.
+    Success,
+    /// The handler answered failure.
+    Failure,
+    /// The host answered a `SfnWasmHost.*` failure (trap, timeout, no answer, shutdown...).
+    HostFailure,
+    /// Step Functions closed the task (timed out, execution stopped) before any answer.
+    Closed,
+}
+
+impl TaskOutcome {
+    /// `success`, `failure`, `host_failure` or `closed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskOutcome::Success => "success",
+            TaskOutcome::Failure => "failure",
+            TaskOutcome::HostFailure => "host_failure",
+            TaskOutcome::Closed => "closed",
+        }
+    }
+}
+
+/// The fields of `task:done`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskDone {
+    /// What the task came to.
+    pub outcome: TaskOutcome,
+    /// For [`TaskOutcome::HostFailure`], the `SfnWasmHost.*` name; `guest` when the
+    /// handler answered (success or failure); `closed` for [`TaskOutcome::Closed`].
+    pub error: &'static str,
+    /// From the task's arrival to its end (answer settled).
+    pub elapsed: Duration,
+    /// The guest's CPU time: the polling threads' CPU clocks around each poll of its
+    /// future, instantiation included.
+    pub cpu: Duration,
+    /// The most linear memory the guest held at once, in bytes.
+    pub memory_peak_bytes: u64,
+}
+
+impl TaskDone {
+    /// A task no guest ran.
+    pub fn not_run(outcome: TaskOutcome, error: &'static str, elapsed: Duration) -> Self {
+        Self {
+            outcome,
+            error,
+            elapsed,
+            cpu: Duration::ZERO,
+            memory_peak_bytes: 0,
+        }
+    }
+}
+
+/// Which task an event is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRef {
+    /// The task's short id (from its token; never the token).
+    pub task_id: Arc<str>,
+    /// The digest of the handler version that runs it.
+    pub handler_digest: Arc<str>,
+}
+
+impl TaskEvent {
+    /// The event's name, as in the seed (`task:success`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskEvent::Received => "task:received",
+            TaskEvent::Start => "task:start",
+            TaskEvent::Heartbeat { .. } => "task:heartbeat",
+            TaskEvent::Success { .. } => "task:success",
+            TaskEvent::Failure { .. } => "task:failure",
+            TaskEvent::Retrying { .. } => "task:retrying",
+            TaskEvent::Undelivered { .. } => "task:undelivered",
+            TaskEvent::Cancelled { .. } => "task:cancelled",
+            TaskEvent::Errored { .. } => "task:errored",
+            TaskEvent::Done(_) => "task:done",
+        }
+    }
+
+    /// What went wrong (or the error name), for the log message, if anything.
+    pub(super) fn detail(&self) -> Option<String> {
+        match self {
+            TaskEvent::Failure { error, .. }
+            | TaskEvent::Errored { error }
+            | TaskEvent::Retrying { error, .. }
+            | TaskEvent::Undelivered { reason: error }
+            | TaskEvent::Cancelled { reason: error } => Some(error.clone()),
+            _ => None,
+        }
+    }
+
+    /// Its log level and fields. Each task costs three INFO lines (`task:start`, its
+    /// answer, `task:done`); no task output, failure cause or token is logged at INFO
+    /// or above; `task:received` adds nothing a reader of a task needs and is DEBUG.
+    pub(super) fn log<'a>(&'a self, fields: &mut Fields<'a>) -> Level {
+        match self {
+            TaskEvent::Received => Level::DEBUG,
+            TaskEvent::Retrying { throttled, .. } => {
+                fields.throttled = Some(*throttled);
+                Level::WARN
+            }
+            TaskEvent::Errored { .. } => Level::WARN,
+            TaskEvent::Undelivered { .. } => Level::ERROR,
+            TaskEvent::Heartbeat { source } => {
+                fields.source = Some(source);
+                Level::INFO
+            }
+            TaskEvent::Success {
+                attempts,
+                probably_delivered,
+            }
+            | TaskEvent::Failure {
+                attempts,
+                probably_delivered,
+                ..
+            } => {
+                fields.attempts = Some(*attempts);
+                fields.probably_delivered = Some(*probably_delivered);
+                Level::INFO
+            }
+            TaskEvent::Cancelled { reason } => {
+                fields.reason = Some(reason);
+                Level::INFO
+            }
+            TaskEvent::Done(done) => {
+                fields.outcome = Some(done.outcome.name());
+                fields.error = Some(done.error);
+                fields.elapsed_ms =
+                    Some(u64::try_from(done.elapsed.as_millis()).unwrap_or(u64::MAX));
+                fields.cpu_ms = Some((done.cpu.as_secs_f64() * 1e6).round() / 1e3);
+                fields.memory_peak_bytes = Some(done.memory_peak_bytes);
+                Level::INFO
+            }
+            TaskEvent::Start => Level::INFO,
+        }
+    }
+}

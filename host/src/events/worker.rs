@@ -1,0 +1,92 @@
+//! `worker:*` and `polling:*`: a worker's life and its polls.
+
+use tracing::Level;
+
+use super::log::Fields;
+
+/// What happened to a worker, or to one of its polls.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerEvent {
+    /// `worker:starting`
+    Starting,
+    /// `worker:running`
+    Running,
+    /// `worker:stopping`
+    Stopping,
+    /// `worker:stopped`, with the exit code: 0 when asked to stop, 10 after too many failed
+    /// polls (the pool restarts it).
+    Stopped {
+        /// 0 or 10 (`EXIT_POLLING_ERROR`).
+        exit_code: i32,
+    },
+    /// `worker:error`: the worker gives up (too many failed polls).
+    Error {
+        /// Why.
+        error: String,
+    },
+    /// `polling:starting`
+    PollingStarting,
+    /// `polling:success`: the poll returned, with or without a task.
+    PollingSuccess {
+        /// Whether it brought a task.
+        task: bool,
+    },
+    /// `polling:error`
+    PollingError {
+        /// Why.
+        error: String,
+        /// Failed polls in a row, this one included. A throttled poll is not a failure
+        /// and does not count.
+        attempt: u32,
+        /// Step Functions throttled the poll (the account's quota): the worker waits and
+        /// polls again, however often it happens.
+        throttled: bool,
+    },
+}
+
+impl WorkerEvent {
+    /// The event's name, as in the seed (`polling:error`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            WorkerEvent::Starting => "worker:starting",
+            WorkerEvent::Running => "worker:running",
+            WorkerEvent::Stopping => "worker:stopping",
+            WorkerEvent::Stopped { .. } => "worker:stopped",
+            WorkerEvent::Error { .. } => "worker:error",
+            WorkerEvent::PollingStarting => "polling:starting",
+            WorkerEvent::PollingSuccess { .. } => "polling:success",
+            WorkerEvent::PollingError { .. } => "polling:error",
+        }
+    }
+
+    /// What went wrong, for the log message, if anything did.
+    pub(super) fn detail(&self) -> Option<String> {
+        match self {
+            WorkerEvent::Stopped { exit_code } => Some(format!("exit code {exit_code}")),
+            WorkerEvent::Error { error } => Some(error.clone()),
+            WorkerEvent::PollingError {
+                error,
+                throttled: true,
+                ..
+            } => Some(error.clone()),
+            WorkerEvent::PollingError { error, attempt, .. } => {
+                Some(format!("attempt {attempt}: {error}"))
+            }
+            _ => None,
+        }
+    }
+
+    /// Its log level and fields: polls happen all the time and are DEBUG; a failing
+    /// poll or a worker giving up is WARN.
+    pub(super) fn log(&self, fields: &mut Fields<'_>) -> Level {
+        match self {
+            WorkerEvent::PollingError { throttled, .. } => {
+                fields.throttled = Some(*throttled);
+                Level::WARN
+            }
+            WorkerEvent::Error { .. } => Level::WARN,
+            WorkerEvent::PollingStarting | WorkerEvent::PollingSuccess { .. } => Level::DEBUG,
+            _ => Level::INFO,
+        }
+    }
+}

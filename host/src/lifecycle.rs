@@ -1,0 +1,328 @@
+//! One task's lifecycle, from the poll that brought it to `task:done`: the handler
+//! version it runs, its delivery, the guest's run on the guests' runtime, the automatic
+//! heartbeats, the settled answer, what it came to (by who answered), its record, and the
+//! `task:done` event. The worker that polled it only hands it over.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::config::ActivityConfig;
+use crate::control::TaskControl;
+use crate::delivery::{AnswerState, Answerer, Delivery, DeliveryOptions, HeartbeatSource};
+use crate::engine::{TaskLimits, TaskReport, TaskRequest, WasmEngine};
+use crate::events::{
+    Emitter, TaskDone, TaskEmitter, TaskEvent, TaskOutcome, TaskRef, WorkerEmitter,
+};
+use crate::grants::GrantsSlot;
+use crate::ids::task_id;
+use crate::outcome::{Answer, HostFailure};
+use crate::record::{Record, RecordedAnswer, Recorder, unix_ms};
+use crate::responder::SfnResponder;
+use crate::rollout::VersionChooser;
+use crate::sfn::{ActivityTask, StepFunctions};
+
+/// What the workers of an activity and the tasks they bring share; one per activity.
+pub struct ActivityShared {
+    /// The activity's settings.
+    pub activity: ActivityConfig,
+    /// The ARN, for events.
+    pub arn: Arc<str>,
+    /// Step Functions.
+    pub sfn: Arc<dyn StepFunctions>,
+    /// The engine handlers run on.
+    pub engine: Arc<WasmEngine>,
+    /// Which handler version each new task runs (stable, or a canary's share); a task
+    /// keeps the version it started with.
+    pub versions: Arc<VersionChooser>,
+    /// Where each task's input and answer are recorded (`record`), if anywhere.
+    pub recorder: Option<Arc<Recorder>>,
+    /// The activity's emitter; each worker derives its own.
+    pub emitter: Emitter,
+    /// Process-wide task controls; each task gets child tokens. `abort` also ends
+    /// in-flight polls (the end of a shutdown's grace).
+    pub tasks: TaskControl,
+    /// How answers are delivered (on the control-plane runtime).
+    pub delivery: DeliveryOptions,
+    /// The runtime guests run on, apart from the one that polls, answers and
+    /// heartbeats, so that CPU-bound guests cannot delay those.
+    pub guests: Handle,
+    /// What the activity's guests may reach; re-read on SIGHUP.
+    pub grants: GrantsSlot,
+    /// The activity's task slots (`max_concurrent_tasks`): a worker takes one before it
+    /// polls and holds it until the task it brings is done, so no task is fetched that
+    /// the host cannot start at once.
+    pub slots: Arc<Semaphore>,
+}
+
+impl ActivityShared {
+    /// The task's emitter, for the handler version that will run it.
+    fn task_emitter(
+        worker: &WorkerEmitter,
+        task: &ActivityTask,
+        digest: Arc<str>,
+    ) -> (TaskEmitter, String) {
+        let task_id = task_id(&task.token);
+        let emitter = worker.for_task(TaskRef {
+            task_id: Arc::from(task_id.as_str()),
+            handler_digest: digest,
+        });
+        (emitter, task_id)
+    }
+
+    fn delivery(&self, token: String, emitter: &TaskEmitter, control: TaskControl) -> Delivery {
+        let responder = Arc::new(SfnResponder::new(self.sfn.clone(), token, emitter.clone()));
+        Delivery::new(responder, control, self.delivery.clone())
+    }
+
+    /// Answers a task that arrived after shutdown began with `SfnWasmHost.Shutdown`,
+    /// without running it; `worker` is the emitter of the worker that polled it.
+    pub async fn refuse(&self, worker: &WorkerEmitter, task: ActivityTask) {
+        let received = Instant::now();
+        let digest = self.versions.stable().digest().hex().clone();
+        let (emitter, _) = Self::task_emitter(worker, &task, digest);
+        emitter.emit(TaskEvent::Received);
+        let delivery = self.delivery(task.token, &emitter, TaskControl::default());
+        delivery.refuse(&HostFailure::Shutdown);
+        delivery.settled().await;
+        let (outcome, error) = outcome(&delivery.state(), delivery.answered_by());
+        emitter.emit(TaskEvent::Done(TaskDone::not_run(
+            outcome,
+            error,
+            received.elapsed(),
+        )));
+    }
+
+    /// Runs one task to its one answer, delivered (or given up on) before it returns;
+    /// `worker` and `worker_name` are those of the worker that polled it.
+    pub async fn run(&self, worker: &WorkerEmitter, worker_name: &str, task: ActivityTask) {
+        let received = Instant::now();
+        let chosen = self.versions.choose();
+        let handler = chosen.handler.clone();
+        let (emitter, task_id) = Self::task_emitter(worker, &task, handler.digest().hex().clone());
+        emitter.emit(TaskEvent::Received);
+        let ActivityTask { token, input } = task;
+        let recorded = self
+            .recorder
+            .as_ref()
+            .map(|_| (input.clone(), task_id.clone(), std::time::SystemTime::now()));
+        let control = TaskControl::child_of(&self.tasks);
+        let delivery = self.delivery(token, &emitter, control.clone());
+        // Whatever happens below, even a panic, the task gets an answer.
+        let unanswered = Unanswered(delivery.clone());
+        let request = TaskRequest {
+            input,
+            activity_arn: self.arn.to_string(),
+            worker_name: worker_name.to_owned(),
+            task_id,
+            limits: TaskLimits {
+                memory_bytes: self.activity.memory_limit_bytes,
+                timeout: self.activity.task_timeout,
+            },
+            control,
+            grants: self.grants.current(),
+        };
+        emitter.emit(TaskEvent::Start);
+        let heartbeats = self.start_heartbeats(&delivery);
+        let engine = self.engine.clone();
+        let guest = delivery.clone();
+        let ran = self
+            .guests
+            .spawn(async move { handler.run(&engine, request, guest).await })
+            .await;
+        drop(heartbeats);
+        let report = match ran {
+            Ok(report) => report,
+            Err(err) => {
+                tracing::error!(activity = &*self.arn, worker = worker_name, error = %err, "a task's runner failed");
+                let failure =
+                    HostFailure::Internal(format!("the host failed while running the task: {err}"));
+                delivery.host_failure(&failure);
+                TaskReport {
+                    error: Some(failure),
+                    elapsed: received.elapsed(),
+                    cpu: Duration::ZERO,
+                    memory_peak_bytes: 0,
+                }
+            }
+        };
+        drop(unanswered);
+        delivery.settled().await;
+        let state = delivery.state();
+        let (outcome, error) = outcome(&state, delivery.answered_by());
+        self.versions.report(&chosen, outcome);
+        if let (Some(recorder), Some((input, task_id, received_at)), Some(answer)) =
+            (&self.recorder, recorded, state.answer())
+        {
+            recorder.record(Record {
+                activity: self.arn.to_string(),
+                task_id,
+                handler_digest: chosen.handler.digest().hex().to_string(),
+                received_unix_ms: unix_ms(received_at),
+                input,
+                answer: recorded_answer(answer, outcome),
+            });
+        }
+        emitter.emit(TaskEvent::Done(TaskDone {
+            outcome,
+            error,
+            elapsed: received.elapsed(),
+            cpu: report.cpu,
+            memory_peak_bytes: report.memory_peak_bytes,
+        }));
+    }
+
+    /// Sends a heartbeat every `heartbeat_seconds` until the guard is dropped.
+    fn start_heartbeats(&self, delivery: &Delivery) -> Option<DropGuard> {
+        let every = self.activity.heartbeat_interval?;
+        let stop = CancellationToken::new();
+        let guard = stop.clone().drop_guard();
+        let delivery = delivery.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now() + every;
+            let mut ticks = tokio::time::interval_at(start, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = ticks.tick() => {
+                        // Errors are the delivery's to act on (a closed task is
+                        // cancelled there); the next tick tries again.
+                        let _ = delivery.heartbeat(HeartbeatSource::Auto).await;
+                    }
+                }
+            }
+        });
+        Some(guard)
+    }
+}
+
+/// What a settled task came to, and its `error` label, by who answered: the host's
+/// failure name when the host answered, `guest` when the handler did.
+fn outcome(state: &AnswerState, by: Option<Answerer>) -> (TaskOutcome, &'static str) {
+    match (state.answer(), by) {
+        (Some(Answer::Success { .. }), _) => (TaskOutcome::Success, "guest"),
+        (Some(Answer::Failure { .. }), Some(Answerer::Host(name))) => {
+            (TaskOutcome::HostFailure, name)
+        }
+        (Some(Answer::Failure { .. }), _) => (TaskOutcome::Failure, "guest"),
+        // Step Functions closed the task before anything was answered; whatever the
+        // guest did after (answer refused, a timeout), the task ended there.
+        (None, _) => (TaskOutcome::Closed, "closed"),
+    }
+}
+
+/// The answer as recorded: the host's failures apart from the handler's.
+fn recorded_answer(answer: &Answer, outcome: TaskOutcome) -> RecordedAnswer {
+    match answer {
+        Answer::Success { output } => RecordedAnswer::Success {
+            output: output.clone(),
+        },
+        Answer::Failure { error, cause } if outcome == TaskOutcome::HostFailure => {
+            RecordedAnswer::HostFailure {
+                error: error.clone(),
+                cause: cause.clone(),
+            }
+        }
+        Answer::Failure { error, cause } => RecordedAnswer::Failure {
+            error: error.clone(),
+            cause: cause.clone(),
+        },
+    }
+}
+
+/// Answers its task with `SfnWasmHost.Internal` when dropped while the task has no
+/// answer: the last resort if a worker panics or its future is dropped mid-task.
+struct Unanswered(Delivery);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if !self.0.answered() {
+            self.0.host_failure(&HostFailure::Internal(
+                "the host stopped running the task before it was answered".into(),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::delivery::{Responder, TaskError};
+    use crate::sfn::SfnError;
+
+    /// Accepts every answer and counts the handler errors it hears of.
+    #[derive(Default)]
+    struct Counting {
+        errored: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Responder for Counting {
+        async fn send(&self, _answer: &Answer) -> Result<(), SfnError> {
+            Ok(())
+        }
+        async fn heartbeat(&self) -> Result<(), SfnError> {
+            Ok(())
+        }
+        fn errored(&self, _error: &TaskError) {
+            self.errored.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn delivery() -> (Delivery, Arc<Counting>) {
+        let responder = Arc::new(Counting::default());
+        let delivery = Delivery::new(
+            responder.clone(),
+            TaskControl::default(),
+            DeliveryOptions::default(),
+        );
+        (delivery, responder)
+    }
+
+    #[tokio::test]
+    async fn a_task_whose_worker_panics_is_still_answered() {
+        let (delivery, responder) = delivery();
+        let held = delivery.clone();
+        let panicked = tokio::spawn(async move {
+            let _unanswered = Unanswered(held);
+            panic!("a bug in the worker");
+        })
+        .await;
+        assert!(panicked.unwrap_err().is_panic());
+        delivery.settled().await;
+        assert!(
+            matches!(
+                delivery.state(),
+                AnswerState::Delivered { answer: Answer::Failure { ref error, .. }, .. } if error == "SfnWasmHost.Internal"
+            ),
+            "{:?}",
+            delivery.state()
+        );
+        assert_eq!(responder.errored.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_answered_task_is_left_alone_by_the_guard() {
+        let (delivery, responder) = delivery();
+        delivery
+            .answer(Answer::Success {
+                output: "{}".into(),
+            })
+            .await
+            .unwrap();
+        drop(Unanswered(delivery.clone()));
+        delivery.settled().await;
+        assert!(delivery.state().answer().is_some_and(Answer::is_success));
+        // Not even reported: the guard only acts on a task with no answer.
+        assert_eq!(responder.errored.load(Ordering::SeqCst), 0);
+    }
+}
