@@ -12,14 +12,14 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::ActivityConfig;
 use crate::control::TaskControl;
-use crate::delivery::{AnswerState, Answerer, Delivery, DeliveryOptions, HeartbeatSource};
+use crate::delivery::{AnswerState, Delivery, DeliveryOptions, HeartbeatSource};
 use crate::engine::{TaskLimits, TaskReport, TaskRequest, WasmEngine};
 use crate::events::{
     Emitter, TaskDone, TaskEmitter, TaskEvent, TaskOutcome, TaskRef, WorkerEmitter,
 };
 use crate::grants::GrantsSlot;
 use crate::ids::task_id;
-use crate::outcome::{Answer, HostFailure};
+use crate::outcome::{Answer, Answerer, HostFailure};
 use crate::record::{Record, RecordedAnswer, Recorder, unix_ms};
 use crate::responder::SfnResponder;
 use crate::rollout::VersionChooser;
@@ -152,7 +152,8 @@ impl ActivityShared {
         drop(unanswered);
         delivery.settled().await;
         let state = delivery.state();
-        let (outcome, error) = outcome(&state, delivery.answered_by());
+        let answered_by = delivery.answered_by();
+        let (outcome, error) = outcome(&state, answered_by);
         self.versions.report(&chosen, outcome);
         if let (Some(recorder), Some((input, task_id, received_at)), Some(answer)) =
             (&self.recorder, recorded, state.answer())
@@ -163,7 +164,7 @@ impl ActivityShared {
                 handler_digest: chosen.handler.digest().hex().to_string(),
                 received_unix_ms: unix_ms(received_at),
                 input,
-                answer: recorded_answer(answer, outcome),
+                answer: RecordedAnswer::new(answer, answered_by),
             });
         }
         emitter.emit(TaskEvent::Done(TaskDone {
@@ -212,25 +213,6 @@ fn outcome(state: &AnswerState, by: Option<Answerer>) -> (TaskOutcome, &'static 
         // Step Functions closed the task before anything was answered; whatever the
         // guest did after (answer refused, a timeout), the task ended there.
         (None, _) => (TaskOutcome::Closed, "closed"),
-    }
-}
-
-/// The answer as recorded: the host's failures apart from the handler's.
-fn recorded_answer(answer: &Answer, outcome: TaskOutcome) -> RecordedAnswer {
-    match answer {
-        Answer::Success { output } => RecordedAnswer::Success {
-            output: output.clone(),
-        },
-        Answer::Failure { error, cause } if outcome == TaskOutcome::HostFailure => {
-            RecordedAnswer::HostFailure {
-                error: error.clone(),
-                cause: cause.clone(),
-            }
-        }
-        Answer::Failure { error, cause } => RecordedAnswer::Failure {
-            error: error.clone(),
-            cause: cause.clone(),
-        },
     }
 }
 

@@ -34,12 +34,13 @@ pub struct Loaded {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadingError {
     /// The engine cannot hold the configured task slots.
-    #[error("{}: `activity[*].max_concurrent_tasks` (else `workers`): {source}", file.display())]
+    #[error("{}: `activity[*].max_concurrent_tasks` (else `workers`): {error}", file.display())]
     Engine {
         /// The config file.
         file: std::path::PathBuf,
-        /// What the engine said.
-        source: EngineError,
+        /// What the engine said (in the message, not as a source: `check` prints the
+        /// chain, which would say it twice).
+        error: EngineError,
     },
     /// The client for S3 and HTTPS sources cannot be set up.
     #[error(transparent)]
@@ -69,9 +70,9 @@ pub fn engine(config: &Config) -> Result<WasmEngine, LoadingError> {
         config.total_task_slots(),
         config.max_memory_bytes(),
     ))
-    .map_err(|source| LoadingError::Engine {
+    .map_err(|error| LoadingError::Engine {
         file: config.file.clone(),
-        source,
+        error,
     })
 }
 

@@ -236,6 +236,17 @@ impl Metrics {
         }
     }
 
+    /// A version no longer serves after a canary's judgement (`result`): its
+    /// `handler_info` goes, and the swap is counted.
+    fn retire(&self, event: &Event, digest: &Arc<str>, result: &'static str) {
+        let activity = Shared(event.activity.clone());
+        self.handler_info.remove(&HandlerLabels {
+            activity: activity.clone(),
+            digest: Shared(digest.clone()),
+        });
+        self.count_swap(activity, result);
+    }
+
     /// Counts a Step Functions request that took `elapsed` and ended in `result`.
     fn request(&self, api: Api, elapsed: Duration, error: Option<&SfnError>) {
         let (api, result) = (api.name(), result_name(error));
@@ -343,21 +354,12 @@ impl Observer for Metrics {
                     .set(1);
                 self.count_swap(activity, "canary");
             }
+            // The canary's judgement ends one of the two versions.
             EventKind::Handler(HandlerEvent::Promoted { old_digest, .. }) => {
-                let activity = Shared(event.activity.clone());
-                self.handler_info.remove(&HandlerLabels {
-                    activity: activity.clone(),
-                    digest: Shared(old_digest.clone()),
-                });
-                self.count_swap(activity, "promoted");
+                self.retire(event, old_digest, "promoted");
             }
             EventKind::Handler(HandlerEvent::RolledBack { new_digest, .. }) => {
-                let activity = Shared(event.activity.clone());
-                self.handler_info.remove(&HandlerLabels {
-                    activity: activity.clone(),
-                    digest: Shared(new_digest.clone()),
-                });
-                self.count_swap(activity, "rolledback");
+                self.retire(event, new_digest, "rolledback");
             }
             EventKind::Handler(HandlerEvent::Rejected { .. }) => {
                 self.handler_swaps

@@ -116,6 +116,15 @@ impl fmt::Display for HostFailure {
     }
 }
 
+/// Who gave a task's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answerer {
+    /// The handler, through its toolkit (`success` or `failure`).
+    Guest,
+    /// The host, with the `SfnWasmHost.*` failure of this name.
+    Host(&'static str),
+}
+
 /// Why an answer or heartbeat was not taken: what a handler's toolkit call returns
 /// (the engine turns it into the WIT world's `toolkit-error`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

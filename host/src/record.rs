@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RecordConfig;
+use crate::outcome::{Answer, Answerer};
 
 /// Records the queue holds for the writer before new ones are dropped.
 const QUEUE: usize = 4096;
@@ -68,6 +69,28 @@ pub enum RecordedAnswer {
         /// The cause.
         cause: String,
     },
+}
+
+impl RecordedAnswer {
+    /// The answer a task was given, by who gave it: the host's failures apart from the
+    /// handler's, whatever their names.
+    pub fn new(answer: &Answer, by: Option<Answerer>) -> Self {
+        match (answer, by) {
+            (Answer::Success { output }, _) => RecordedAnswer::Success {
+                output: output.clone(),
+            },
+            (Answer::Failure { error, cause }, Some(Answerer::Host(_))) => {
+                RecordedAnswer::HostFailure {
+                    error: error.clone(),
+                    cause: cause.clone(),
+                }
+            }
+            (Answer::Failure { error, cause }, _) => RecordedAnswer::Failure {
+                error: error.clone(),
+                cause: cause.clone(),
+            },
+        }
+    }
 }
 
 /// Why the record folder cannot be used.
@@ -290,6 +313,30 @@ mod tests {
                 output: "{}".into(),
             },
         }
+    }
+
+    #[test]
+    fn a_recorded_answer_follows_who_answered_not_the_name() {
+        let trap = Answer::failure("SfnWasmHost.Trap", "cause");
+        let by_guest = RecordedAnswer::new(&trap, Some(Answerer::Guest));
+        assert!(
+            matches!(by_guest, RecordedAnswer::Failure { .. }),
+            "{by_guest:?}"
+        );
+        let by_host = RecordedAnswer::new(&trap, Some(Answerer::Host("SfnWasmHost.Trap")));
+        assert!(
+            matches!(by_host, RecordedAnswer::HostFailure { .. }),
+            "{by_host:?}"
+        );
+        let success = Answer::Success {
+            output: "{}".into(),
+        };
+        assert_eq!(
+            RecordedAnswer::new(&success, Some(Answerer::Host("SfnWasmHost.Internal"))),
+            RecordedAnswer::Success {
+                output: "{}".into()
+            }
+        );
     }
 
     #[test]

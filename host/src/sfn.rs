@@ -137,36 +137,35 @@ impl AwsStepFunctions {
     /// the config's `[aws]` table.
     pub async fn new(aws: &AwsConfig) -> Self {
         let shared = sdk_config(aws).await;
-
-        let poller = aws_sdk_sfn::config::Builder::from(&shared)
-            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .read_timeout(POLL_READ_TIMEOUT)
-                    .operation_attempt_timeout(POLL_ATTEMPT_TIMEOUT)
-                    .build(),
-            )
+        let poller = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(POLL_READ_TIMEOUT)
+            .operation_attempt_timeout(POLL_ATTEMPT_TIMEOUT)
             .build();
-        let answerer = aws_sdk_sfn::config::Builder::from(&shared)
-            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .operation_attempt_timeout(ANSWER_ATTEMPT_TIMEOUT)
-                    .build(),
-            )
+        let answerer = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(ANSWER_ATTEMPT_TIMEOUT)
             .build();
         let region = shared.region().map(|r| r.as_ref().to_owned());
         let rates = aws.rates(region.as_deref());
         Self {
-            poller: Client::from_conf(poller),
-            answerer: Client::from_conf(answerer),
+            poller: client(&shared, poller),
+            answerer: client(&shared, answerer),
             quotas: Arc::new(PerApi::from_fn(|api| bucket(rates[api]))),
         }
     }
+}
+
+/// A client with `timeouts`, without SDK retries (the host's own loops retry, and see
+/// each attempt) or stalled-stream protection (a pending long poll streams nothing by
+/// design).
+fn client(shared: &aws_config::SdkConfig, timeouts: TimeoutConfig) -> Client {
+    let config = aws_sdk_sfn::config::Builder::from(shared)
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(timeouts)
+        .build();
+    Client::from_conf(config)
 }
 
 /// How a Step Functions call ended, as metrics and traces label it: `ok`, `throttled`,

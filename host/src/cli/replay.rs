@@ -18,7 +18,6 @@ use sfn_wasm_host::engine::{
 };
 use sfn_wasm_host::grants::{Grants, GrantsConfig};
 use sfn_wasm_host::load::open_cache;
-use sfn_wasm_host::outcome::Answer;
 use sfn_wasm_host::record::{Record, RecordedAnswer, read_all};
 
 use super::EXIT_USAGE;
@@ -216,23 +215,10 @@ async fn run_one(
         control: TaskControl::default(),
         grants: setting.grants.clone(),
     };
-    let report = handler.run(engine, request, delivery.clone()).await;
+    handler.run(engine, request, delivery.clone()).await;
     delivery.settled().await;
-    let host = report.error.map(|failure| failure.name());
     match delivery.state().answer() {
-        Some(Answer::Success { output }) => RecordedAnswer::Success {
-            output: output.clone(),
-        },
-        Some(Answer::Failure { error, cause }) if host == Some(error.as_str()) => {
-            RecordedAnswer::HostFailure {
-                error: error.clone(),
-                cause: cause.clone(),
-            }
-        }
-        Some(Answer::Failure { error, cause }) => RecordedAnswer::Failure {
-            error: error.clone(),
-            cause: cause.clone(),
-        },
+        Some(answer) => RecordedAnswer::new(answer, delivery.answered_by()),
         None => RecordedAnswer::HostFailure {
             error: "SfnWasmHost.NoResponse".to_owned(),
             cause: "no answer was recorded".to_owned(),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::checks::{Problem, at, seconds, seconds_within, within};
+use super::checks::{Problem, at, optional, seconds, seconds_within, within};
 use super::raw::RawActivity;
 use super::rollout::RolloutConfig;
 use crate::grants::GrantsConfig;
@@ -154,12 +154,7 @@ impl ActivityConfig {
         let cancel_grace = seconds_within(raw.cancel_grace_seconds, 0.0, 3600.0)
             .map_err(at("cancel_grace_seconds"))?;
         let handler = HandlerSource::parse(&raw.handler, base).map_err(at("handler"))?;
-        let sha256 = raw
-            .sha256
-            .as_deref()
-            .map(parse_pin)
-            .transpose()
-            .map_err(at("sha256"))?;
+        let sha256 = optional(raw.sha256.as_deref(), "sha256", parse_pin)?;
         let source_poll = seconds_within(raw.source_poll_seconds.unwrap_or(30.0), 1.0, 86_400.0)
             .map_err(at("source_poll_seconds"))?;
         let handler_max_mb =

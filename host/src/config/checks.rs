@@ -32,6 +32,16 @@ pub(super) fn seconds(value: f64, min: f64, max: f64) -> Option<Duration> {
     (value.is_finite() && value >= min && value <= max).then(|| Duration::from_secs_f64(value))
 }
 
+/// Checks an optional value: `None` stays `None`; a value `check` refuses is a problem
+/// at `key`.
+pub(super) fn optional<T, U>(
+    value: Option<T>,
+    key: &str,
+    check: impl FnOnce(T) -> Result<U, String>,
+) -> Result<Option<U>, Problem> {
+    value.map(check).transpose().map_err(at(key))
+}
+
 /// A problem found in one section: the key under the section (`workers`,
 /// `rollout.canary_percent`) and what is wrong and what to do.
 pub(super) type Problem = (String, String);

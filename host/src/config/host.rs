@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::checks::{Problem, at, seconds_within, within};
+use super::checks::{Problem, at, optional, seconds_within, within};
 use super::raw::RawHost;
 
 /// The log output format.
@@ -68,16 +68,10 @@ impl HostConfig {
         let retry = raw.answer_retry_seconds.unwrap_or(600.0);
         let answer_retry =
             seconds_within(retry, 0.0, 86_400.0).map_err(at("answer_retry_seconds"))?;
-        let admin_listen = raw
-            .admin_listen
-            .as_deref()
-            .map(parse_listen)
-            .transpose()
-            .map_err(at("admin_listen"))?;
-        let otel_endpoint = match raw.otel {
-            Some(otel) => Some(check_otel_endpoint(&otel.endpoint).map_err(at("otel.endpoint"))?),
-            None => None,
-        };
+        let admin_listen = optional(raw.admin_listen.as_deref(), "admin_listen", parse_listen)?;
+        let otel_endpoint = optional(raw.otel, "otel.endpoint", |otel| {
+            check_otel_endpoint(&otel.endpoint)
+        })?;
         Ok(Self {
             otel_endpoint,
             worker_prefix,

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::TaskControl;
 use crate::engine::AnswerSink;
-use crate::outcome::{Answer, AnswerError, HostFailure};
+use crate::outcome::{Answer, AnswerError, Answerer, HostFailure};
 use crate::sfn::SfnError;
 
 /// At most one heartbeat request per task this often; more calls return `ok` at once.
@@ -103,15 +103,6 @@ impl AnswerState {
     pub fn is_delivered(&self) -> bool {
         matches!(self, AnswerState::Delivered { .. })
     }
-}
-
-/// Who gave a task's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answerer {
-    /// The handler, through its toolkit (`success` or `failure`).
-    Guest,
-    /// The host, with the `SfnWasmHost.*` failure of this name.
-    Host(&'static str),
 }
 
 /// How deliveries behave; shared by every task of an activity.

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use async_trait::async_trait;
 
 use super::*;
+use crate::outcome::Answerer;
 
 /// Fails its first `failures` sends with `error`, then accepts; counts everything.
 struct Flaky {

@@ -119,6 +119,10 @@ impl fmt::Display for Message<'_> {
     }
 }
 
+/// The target every event is logged under, whichever file writes it: `RUST_LOG`
+/// filters and log readers name it.
+const TARGET: &str = "sfn_wasm_host::events";
+
 /// Logs an event at its level with its fields. Logging is a large share of the host's
 /// CPU per task, so the message is formatted only if a subscriber takes the event.
 pub(super) fn log(event: &Event) {
@@ -130,6 +134,7 @@ pub(super) fn log(event: &Event) {
     macro_rules! write_at {
         ($level:expr) => {
             tracing::event!(
+                target: TARGET,
                 $level,
                 event = name,
                 activity,

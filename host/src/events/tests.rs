@@ -61,6 +61,19 @@ const JUDGED: CanaryJudgement = CanaryJudgement {
     stable_failure_rate: 0.0,
 };
 
+/// The fields of a canary's judgement between `d1` and `d2`.
+fn judged_fields() -> Fields<'static> {
+    Fields {
+        old_digest: Some("d1"),
+        new_digest: Some("d2"),
+        canary_tasks: Some(10),
+        canary_failure_rate: Some(0.5),
+        stable_tasks: Some(20),
+        stable_failure_rate: Some(0.0),
+        ..Fields::default()
+    }
+}
+
 #[test]
 fn each_event_has_its_name_level_and_fields() {
     let worker = Fields {
@@ -296,15 +309,7 @@ fn each_event_has_its_name_level_and_fields() {
             }),
             "handler:promoted",
             Level::INFO,
-            Fields {
-                old_digest: Some("d1"),
-                new_digest: Some("d2"),
-                canary_tasks: Some(10),
-                canary_failure_rate: Some(0.5),
-                stable_tasks: Some(20),
-                stable_failure_rate: Some(0.0),
-                ..Fields::default()
-            },
+            judged_fields(),
         ),
         (
             handler_event(HandlerEvent::RolledBack {
@@ -316,14 +321,8 @@ fn each_event_has_its_name_level_and_fields() {
             "handler:rolledback",
             Level::WARN,
             Fields {
-                old_digest: Some("d1"),
-                new_digest: Some("d2"),
-                canary_tasks: Some(10),
-                canary_failure_rate: Some(0.5),
-                stable_tasks: Some(20),
-                stable_failure_rate: Some(0.0),
                 max_failure_rate_increase: Some(0.05),
-                ..Fields::default()
+                ..judged_fields()
             },
         ),
     ];
@@ -373,6 +372,8 @@ fn a_log_line_carries_exactly_the_events_fields() {
     )));
     let line = logged(&event);
     assert_eq!(line["level"], "INFO");
+    // Under the module's name, as before the events were split by family.
+    assert_eq!(line["target"], "sfn_wasm_host::events");
     assert_eq!(line["message"], "task:done");
     assert_eq!(line["event"], "task:done");
     assert_eq!(line["activity"], "arn");
