@@ -80,13 +80,13 @@ impl ActivityShared {
 
     /// Answers a task that arrived after shutdown began with `SfnWasmHost.Shutdown`,
     /// without running it; `worker` is the emitter of the worker that polled it.
-    pub async fn refuse(&self, worker: &WorkerEmitter, task: ActivityTask) {
+    pub async fn decline(&self, worker: &WorkerEmitter, task: ActivityTask) {
         let received = Instant::now();
         let digest = self.versions.stable().digest().hex().clone();
         let (emitter, _) = Self::task_emitter(worker, &task, digest);
         emitter.emit(TaskEvent::Received);
         let delivery = self.delivery(task.token, &emitter, TaskControl::default());
-        delivery.refuse(&HostFailure::Shutdown);
+        delivery.decline(&HostFailure::Shutdown);
         delivery.settled().await;
         let (outcome, error) = outcome(&delivery.state(), delivery.answered_by());
         emitter.emit(TaskEvent::Done(TaskDone::not_run(
@@ -150,13 +150,17 @@ impl ActivityShared {
             }
         };
         drop(unanswered);
-        delivery.settled().await;
+        delivery.conclude().await;
         let state = delivery.state();
         let answered_by = delivery.answered_by();
         let (outcome, error) = outcome(&state, answered_by);
         self.versions.report(&chosen, outcome);
-        if let (Some(recorder), Some((input, task_id, received_at)), Some(answer)) =
-            (&self.recorder, recorded, state.answer())
+        // Only what Step Functions accepted is recorded: a replay compares answers.
+        if let (
+            Some(recorder),
+            Some((input, task_id, received_at)),
+            AnswerState::Delivered { answer, .. },
+        ) = (&self.recorder, recorded, &state)
         {
             recorder.record(Record {
                 activity: self.arn.to_string(),
@@ -203,16 +207,25 @@ impl ActivityShared {
 
 /// What a settled task came to, and its `error` label, by who answered: the host's
 /// failure name when the host answered, `guest` when the handler did.
+/// What Step Functions accepted, never what was merely attempted.
 fn outcome(state: &AnswerState, by: Option<Answerer>) -> (TaskOutcome, &'static str) {
-    match (state.answer(), by) {
-        (Some(Answer::Success { .. }), _) => (TaskOutcome::Success, "guest"),
-        (Some(Answer::Failure { .. }), Some(Answerer::Host(name))) => {
-            (TaskOutcome::HostFailure, name)
-        }
-        (Some(Answer::Failure { .. }), _) => (TaskOutcome::Failure, "guest"),
-        // Step Functions closed the task before anything was answered; whatever the
-        // guest did after (answer refused, a timeout), the task ended there.
-        (None, _) => (TaskOutcome::Closed, "closed"),
+    match (state, by) {
+        (AnswerState::Delivered { answer, .. }, by) => match (answer, by) {
+            (Answer::Success { .. }, _) => (TaskOutcome::Success, "guest"),
+            (Answer::Failure { .. }, Some(Answerer::Host(name))) => {
+                (TaskOutcome::HostFailure, name)
+            }
+            (Answer::Failure { .. }, _) => (TaskOutcome::Failure, "guest"),
+        },
+        // Step Functions closed the task before it accepted an answer; whatever the
+        // guest did after (an answer, a timeout), the task ended there.
+        (AnswerState::Closed { .. }, _) => (TaskOutcome::Closed, "closed"),
+        // Given up on (out of retries, the host stopping) or refused to the last; a
+        // settled delivery is never pending or delivering, but neither was accepted.
+        (
+            AnswerState::Undelivered { .. } | AnswerState::Pending | AnswerState::Delivering(_),
+            _,
+        ) => (TaskOutcome::Undelivered, "undelivered"),
     }
 }
 

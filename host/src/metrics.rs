@@ -147,7 +147,7 @@ impl Metrics {
         // Counters get their `_total` suffix from the encoder.
         registry.register(
             "tasks",
-            "Tasks finished, by outcome (success, failure, host_failure, closed) and error (the SfnWasmHost.* name of a host failure, guest when the handler answered)",
+            "Tasks finished, by outcome (success, failure, host_failure, closed, undelivered: what Step Functions accepted) and error (the SfnWasmHost.* name of a host failure, guest when the handler answered)",
             metrics.tasks.clone(),
         );
         registry.register(

@@ -8,10 +8,12 @@ use std::fmt;
 
 /// Step Functions' limit on a task output, in bytes.
 pub const MAX_OUTPUT_BYTES: usize = 262_144;
-/// Step Functions' limit on a failure's error name, in characters.
-pub const MAX_ERROR_CHARS: usize = 256;
-/// Step Functions' limit on a failure's cause, in characters.
-pub const MAX_CAUSE_CHARS: usize = 32_768;
+/// Step Functions' limit on a failure's error name: 256, counted in UTF-16 code units
+/// here (a service that counts UTF-16 units, as Java's strings do, may otherwise refuse
+/// text it counts longer than Rust counts characters); so also at most 256 characters.
+pub const MAX_ERROR_LEN: usize = 256;
+/// Step Functions' limit on a failure's cause: 32,768, counted as for [`MAX_ERROR_LEN`].
+pub const MAX_CAUSE_LEN: usize = 32_768;
 
 /// The one answer a task gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,27 +25,43 @@ pub enum Answer {
     },
     /// `SendTaskFailure` with this error name and cause.
     Failure {
-        /// The error name, at most [`MAX_ERROR_CHARS`] characters.
+        /// The error name, at most [`MAX_ERROR_LEN`] UTF-16 code units.
         error: String,
-        /// The cause, at most [`MAX_CAUSE_CHARS`] characters.
+        /// The cause, at most [`MAX_CAUSE_LEN`] UTF-16 code units.
         cause: String,
     },
 }
 
 impl Answer {
-    /// A failure, with `error` and `cause` cut to Step Functions' limits on a character
-    /// boundary so that the call cannot be refused for its length.
+    /// A failure, with `error` and `cause` cut to Step Functions' limits (in UTF-16
+    /// code units, on a character boundary) so that the call cannot be refused for its
+    /// length, however the service counts.
     pub fn failure(error: impl Into<String>, cause: impl Into<String>) -> Self {
         let mut error = error.into();
         let mut cause = cause.into();
-        truncate_chars(&mut error, MAX_ERROR_CHARS);
-        truncate_chars(&mut cause, MAX_CAUSE_CHARS);
+        truncate_utf16(&mut error, MAX_ERROR_LEN);
+        truncate_utf16(&mut cause, MAX_CAUSE_LEN);
         Answer::Failure { error, cause }
     }
 
     /// True for [`Answer::Success`].
     pub fn is_success(&self) -> bool {
         matches!(self, Answer::Success { .. })
+    }
+
+    /// The last resort when Step Functions refuses the host's own failure (a KMS key it
+    /// cannot use, say): a failure with neither error nor cause, which the API documents
+    /// as needing no KMS permission. Sent without those fields.
+    pub fn bare_failure() -> Self {
+        Answer::Failure {
+            error: String::new(),
+            cause: String::new(),
+        }
+    }
+
+    /// Whether this is [`Answer::bare_failure`].
+    pub fn is_bare_failure(&self) -> bool {
+        matches!(self, Answer::Failure { error, cause } if error.is_empty() && cause.is_empty())
     }
 }
 
@@ -69,6 +87,9 @@ pub enum HostFailure {
     Capacity(String),
     /// The host itself went wrong while running the task (a bug); retriable.
     Internal(String),
+    /// Step Functions refused the handler's answer (its code and message), and the
+    /// handler gave no other it accepted.
+    AnswerRefused(String),
 }
 
 impl HostFailure {
@@ -84,6 +105,7 @@ impl HostFailure {
             HostFailure::InvalidInput(_) => "SfnWasmHost.InvalidInput",
             HostFailure::Capacity(_) => "SfnWasmHost.Capacity",
             HostFailure::Internal(_) => "SfnWasmHost.Internal",
+            HostFailure::AnswerRefused(_) => "SfnWasmHost.AnswerRefused",
         }
     }
 
@@ -100,6 +122,9 @@ impl HostFailure {
             | HostFailure::InvalidInput(text)
             | HostFailure::Capacity(text)
             | HostFailure::Internal(text) => text.clone(),
+            HostFailure::AnswerRefused(refusal) => {
+                format!("Step Functions refused the handler's answer: {refusal}")
+            }
             HostFailure::Shutdown => "the host shut down before the handler finished".to_owned(),
         }
     }
@@ -140,10 +165,21 @@ pub enum AnswerError {
     Unavailable(String),
 }
 
-/// Cuts `s` to at most `max_chars` characters, never inside a UTF-8 sequence.
-pub fn truncate_chars(s: &mut String, max_chars: usize) {
-    if let Some((byte_index, _)) = s.char_indices().nth(max_chars) {
-        s.truncate(byte_index);
+/// Cuts `s` to at most `max_units` UTF-16 code units, never inside a character (so
+/// never between the two halves of a surrogate pair): the result is also at most
+/// `max_units` characters, whichever way a service counts.
+pub fn truncate_utf16(s: &mut String, max_units: usize) {
+    // Every character is at least one unit: a string of that many bytes or fewer fits.
+    if s.len() <= max_units {
+        return;
+    }
+    let mut units = 0;
+    for (byte_index, c) in s.char_indices() {
+        units += c.len_utf16();
+        if units > max_units {
+            s.truncate(byte_index);
+            return;
+        }
     }
 }
 
@@ -152,26 +188,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn truncation_counts_characters_not_bytes() {
+    fn truncation_counts_utf16_units_not_bytes() {
+        // Two bytes in UTF-8, one unit in UTF-16.
         let mut s = "é".repeat(300);
-        truncate_chars(&mut s, MAX_ERROR_CHARS);
+        truncate_utf16(&mut s, MAX_ERROR_LEN);
         assert_eq!(s.chars().count(), 256);
         assert_eq!(s.len(), 512);
 
         let mut short = "abc".to_owned();
-        truncate_chars(&mut short, 3);
+        truncate_utf16(&mut short, 3);
         assert_eq!(short, "abc");
+
+        // A pair is kept whole or dropped whole: 3 units hold one crab, not one and a half.
+        let mut crabs = "🦀🦀".to_owned();
+        truncate_utf16(&mut crabs, 3);
+        assert_eq!(crabs, "🦀");
     }
 
     #[test]
-    fn failure_answers_respect_step_functions_limits() {
+    fn failure_answers_respect_step_functions_limits_however_counted() {
         let Answer::Failure { error, cause } =
             Answer::failure("x".repeat(1000), "🦀".repeat(40_000))
         else {
             panic!("expected a failure");
         };
-        assert_eq!(error.chars().count(), MAX_ERROR_CHARS);
-        assert_eq!(cause.chars().count(), MAX_CAUSE_CHARS);
+        assert_eq!(error.chars().count(), MAX_ERROR_LEN);
+        // 32,768 emoji would be 65,536 UTF-16 units: cut to the limit in units.
+        assert_eq!(cause.encode_utf16().count(), MAX_CAUSE_LEN);
+        assert_eq!(cause.chars().count(), MAX_CAUSE_LEN / 2);
+        let Answer::Failure { cause, .. } =
+            Answer::failure("E", format!("a{}", "🦀".repeat(40_000)))
+        else {
+            panic!("expected a failure");
+        };
+        assert_eq!(
+            cause.encode_utf16().count(),
+            MAX_CAUSE_LEN - 1,
+            "no half pair"
+        );
     }
 
     #[test]
@@ -186,6 +240,7 @@ mod tests {
             HostFailure::InvalidInput(String::new()),
             HostFailure::Capacity(String::new()),
             HostFailure::Internal(String::new()),
+            HostFailure::AnswerRefused(String::new()),
         ]
         .iter()
         .map(HostFailure::name)
@@ -202,6 +257,7 @@ mod tests {
                 "SfnWasmHost.InvalidInput",
                 "SfnWasmHost.Capacity",
                 "SfnWasmHost.Internal",
+                "SfnWasmHost.AnswerRefused",
             ]
         );
     }

@@ -68,6 +68,14 @@ impl Responder for SfnResponder {
         });
     }
 
+    fn refused(&self, _answer: &Answer, error: &SfnError) {
+        let (code, message) = match error {
+            SfnError::Rejected { code, message } => (code.clone(), message.clone()),
+            other => (String::new(), other.to_string()),
+        };
+        self.emitter.emit(TaskEvent::Refused { code, message });
+    }
+
     fn undelivered(&self, _answer: &Answer, reason: &str) {
         self.emitter.emit(TaskEvent::Undelivered {
             reason: reason.to_owned(),

@@ -193,7 +193,7 @@ impl<H: Version> VersionChooser<H> {
         let Some(rollout) = self.rollout else { return };
         let event = {
             let mut state = self.lock();
-            if state.generation != chosen.generation || outcome == TaskOutcome::Closed {
+            if state.generation != chosen.generation || !outcome.judges_the_handler() {
                 return;
             }
             let Some(canary) = &mut state.canary else {

@@ -26,6 +26,9 @@ struct ActivityBoard {
     versions: Mutex<Option<Arc<VersionChooser>>>,
     /// Some worker of the activity has started a poll.
     polled: AtomicBool,
+    /// `state.blocked` is set: read on every poll, so that clearing it costs no lock
+    /// while it is not.
+    blocked: AtomicBool,
     state: Mutex<BoardState>,
 }
 
@@ -35,6 +38,9 @@ struct BoardState {
     digest: Arc<str>,
     running_workers: u32,
     in_flight: HashMap<Arc<str>, InFlight>,
+    /// Why polls are refused until the activity's setup changes (it does not exist, its
+    /// KMS key cannot be used); `None` once a poll succeeds.
+    blocked: Option<String>,
 }
 
 struct InFlight {
@@ -64,6 +70,7 @@ impl StatusBoard {
                     desired: Mutex::new(None),
                     versions: Mutex::new(None),
                     polled: AtomicBool::new(false),
+                    blocked: AtomicBool::new(false),
                     state: Mutex::new(BoardState::default()),
                 })
                 .collect(),
@@ -96,8 +103,8 @@ impl StatusBoard {
             .find(|a| Arc::ptr_eq(&a.arn, arn) || a.arn == *arn)
     }
 
-    /// Why the host is not ready, or `None` when every activity has a handler loaded and
-    /// a running worker that has polled.
+    /// Why the host is not ready, or `None` when every activity has a handler loaded, a
+    /// running worker that has polled, and polls Step Functions does not refuse.
     pub fn not_ready(&self) -> Option<String> {
         self.activities.iter().find_map(|board| {
             let state = board.lock();
@@ -106,7 +113,10 @@ impl StatusBoard {
             } else if state.running_workers == 0 || !board.polled.load(Ordering::Relaxed) {
                 Some(format!("{}: no worker polling yet", board.arn))
             } else {
-                None
+                state
+                    .blocked
+                    .as_ref()
+                    .map(|why| format!("{}: polls are refused: {why}", board.arn))
             }
         })
     }
@@ -154,6 +164,7 @@ impl StatusBoard {
                     "running_workers": state.running_workers,
                     "tasks_in_flight": tasks.len(),
                     "tasks": tasks,
+                    "polls_refused": state.blocked,
                 })
             })
             .collect();
@@ -183,6 +194,25 @@ impl Observer for StatusBoard {
                 event: WorkerEvent::Running,
                 ..
             } => board.lock().running_workers += 1,
+            EventKind::Worker {
+                event:
+                    WorkerEvent::PollingError {
+                        error,
+                        blocked: true,
+                        ..
+                    },
+                ..
+            } => {
+                board.lock().blocked = Some(error.clone());
+                board.blocked.store(true, Ordering::Relaxed);
+            }
+            EventKind::Worker {
+                event: WorkerEvent::PollingSuccess { .. },
+                ..
+            } if board.blocked.load(Ordering::Relaxed) => {
+                board.blocked.store(false, Ordering::Relaxed);
+                board.lock().blocked = None;
+            }
             EventKind::Worker {
                 event: WorkerEvent::Stopped { .. },
                 ..
@@ -279,6 +309,28 @@ mod tests {
         assert!(board.not_ready().unwrap().contains("no worker"));
         board.observe(&worker(WorkerEvent::Running));
         board.observe(&worker(WorkerEvent::PollingStarting));
+        assert_eq!(board.not_ready(), None);
+
+        // A poll refused until the setup changes makes the host not ready, saying why,
+        // until a poll succeeds again.
+        board.observe(&worker(WorkerEvent::PollingError {
+            error: "ActivityDoesNotExist: no such activity".into(),
+            attempt: 1,
+            throttled: false,
+            blocked: true,
+        }));
+        let why = board
+            .not_ready()
+            .expect("not ready while polls are refused");
+        assert!(
+            why.starts_with("arn:a: polls are refused: ActivityDoesNotExist"),
+            "{why}"
+        );
+        assert_eq!(
+            board.snapshot()["activities"][0]["polls_refused"],
+            "ActivityDoesNotExist: no such activity"
+        );
+        board.observe(&worker(WorkerEvent::PollingSuccess { task: false }));
         assert_eq!(board.not_ready(), None);
 
         board.observe(&task(TaskEvent::Received, "t1"));

@@ -18,6 +18,10 @@ pub const EXIT_STOPPED: i32 = 0;
 /// `err_polling`); its pool replaces it after `restart_interval_ms`.
 pub const EXIT_POLLING_ERROR: i32 = 10;
 
+/// The longest wait between two polls of an activity that cannot be polled until its
+/// setup changes, so that it recovers within a minute of being mended.
+const MAX_BLOCKED_DELAY: Duration = Duration::from_secs(60);
+
 /// The wait after the `streak`-th throttled poll in a row: 0.2 s doubling to 10 s, with
 /// jitter (50–100 %) so that the workers of a fleet do not come back together.
 fn throttle_delay(streak: u32) -> Duration {
@@ -81,6 +85,7 @@ impl ActivityWorker {
         let polling = self.shared.activity.polling;
         let mut failures = 0;
         let mut throttled = 0;
+        let mut blocked = 0;
         let mut running = JoinSet::new();
         let exit_code = loop {
             if self.stop.requested() {
@@ -109,12 +114,13 @@ impl ActivityWorker {
                 Ok(task) => {
                     failures = 0;
                     throttled = 0;
+                    blocked = 0;
                     self.emitter.emit(WorkerEvent::PollingSuccess {
                         task: task.is_some(),
                     });
                     if let Some(task) = task {
                         if self.stop.shutdown.is_cancelled() {
-                            self.shared.refuse(&self.emitter, task).await;
+                            self.shared.decline(&self.emitter, task).await;
                         } else {
                             let worker = self.clone();
                             running.spawn(async move {
@@ -135,6 +141,7 @@ impl ActivityWorker {
                         error: err.to_string(),
                         attempt: failures,
                         throttled: true,
+                        blocked: false,
                     });
                     tokio::select! {
                         () = self.stop.shutdown.cancelled() => break EXIT_STOPPED,
@@ -143,14 +150,37 @@ impl ActivityWorker {
                         () = tokio::time::sleep(throttle_delay(throttled)) => {}
                     }
                 }
+                Err(err) if err.blocks_polling() => {
+                    // The activity is missing or its KMS key unusable: nothing a restart
+                    // mends. Wait in a visible error state, not counted towards
+                    // `max_attempts`, and poll again (a minute apart at most) until the
+                    // setup is mended.
+                    drop(slot);
+                    blocked += 1;
+                    throttled = 0;
+                    self.emitter.emit(WorkerEvent::PollingError {
+                        error: err.to_string(),
+                        attempt: blocked,
+                        throttled: false,
+                        blocked: true,
+                    });
+                    tokio::select! {
+                        () = self.stop.shutdown.cancelled() => break EXIT_STOPPED,
+                        () = self.stop.retire.cancelled() => break EXIT_STOPPED,
+                        () = self.shared.tasks.abort.cancelled() => break EXIT_STOPPED,
+                        () = tokio::time::sleep(polling.delay(blocked).min(MAX_BLOCKED_DELAY)) => {}
+                    }
+                }
                 Err(err) => {
                     drop(slot);
                     failures += 1;
                     throttled = 0;
+                    blocked = 0;
                     self.emitter.emit(WorkerEvent::PollingError {
                         error: err.to_string(),
                         attempt: failures,
                         throttled: false,
+                        blocked: false,
                     });
                     if failures >= polling.max_attempts {
                         self.emitter.emit(WorkerEvent::Error {

@@ -10,6 +10,14 @@
 //! an attempt that timed out most likely means that attempt went through: it counts as
 //! delivered, marked "probably".
 //!
+//! What the host accounts for is what Step Functions accepted. An answer it refuses for
+//! good (a final error code: `InvalidOutput`, `KmsAccessDeniedException`...) is no
+//! answer: the guest's call returns `unavailable` with the code and message, and the
+//! guest may answer again; a guest that returns without another gets the host's
+//! `SfnWasmHost.AnswerRefused`, which says what was refused. A refused answer of the
+//! host's own is followed, once, by a failure with neither error nor cause, which needs
+//! no KMS permission.
+//!
 //! Heartbeats go through the delivery too. The guest's are coalesced (at most one request
 //! per [`MIN_HEARTBEAT_INTERVAL`]), and one refused as closed means Step Functions has closed
 //! the task (timed out, stopped): the guest's `cancelled()` turns true, it is aborted after
@@ -149,6 +157,9 @@ struct State {
     answer: AnswerState,
     /// Who gave the answer in `answer`, once there is one.
     answered_by: Option<Answerer>,
+    /// Step Functions' refusal of the guest's last answer (`CODE: message`): the task
+    /// has no answer, and the host's, if the guest gives no other, says why.
+    refused: Option<String>,
     heartbeat_in_flight: bool,
     last_heartbeat: Option<Instant>,
 }
@@ -181,6 +192,7 @@ impl Delivery {
                 state: Mutex::new(State {
                     answer: AnswerState::Pending,
                     answered_by: None,
+                    refused: None,
                     heartbeat_in_flight: false,
                     last_heartbeat: None,
                 }),
@@ -202,8 +214,9 @@ impl Delivery {
         self.lock().answer.clone()
     }
 
-    /// Who gave the answer accepted for the task, if one was: the account of a task
-    /// (its outcome, its record) follows this, not the answer's error name.
+    /// Who gave the task's answer (the one being delivered, or delivered), if it has one:
+    /// the account of a task (its outcome, its record) follows this, not the answer's
+    /// error name.
     pub fn answered_by(&self) -> Option<Answerer> {
         self.lock().answered_by
     }
@@ -228,7 +241,9 @@ impl Delivery {
 
     /// The guest's answer: recorded, then sent. Returns once it is delivered or handed
     /// to the retry loop; [`AnswerError::TaskClosed`] when Step Functions refused it as
-    /// closed; [`AnswerError::AlreadyResponded`] when the task already had one.
+    /// closed; [`AnswerError::Unavailable`] with the service's code and message when it
+    /// refused it for good (the task is then still unanswered, and the guest may answer
+    /// again); [`AnswerError::AlreadyResponded`] when the task already had one.
     ///
     /// Dropping the returned future (a deadline, an abort) does not stop the delivery.
     pub async fn answer(&self, answer: Answer) -> Result<(), AnswerError> {
@@ -252,15 +267,28 @@ impl Delivery {
     }
 
     /// What went wrong with the handler, reported; and, if the task has no answer yet,
-    /// the host's failure answer sent for it. An answer the guest gave stands.
+    /// the host's failure answer sent for it. An answer the guest gave stands. A guest
+    /// whose answer Step Functions refused and that returned without another (or with an
+    /// error) gets `SfnWasmHost.AnswerRefused` instead, which says what was refused.
     pub fn host_failure(&self, failure: &HostFailure) {
         // Looked at in place: the answer itself (up to 256 KiB) is not copied.
-        let (pending, closed_unanswered) = match &self.lock().answer {
-            AnswerState::Pending => (true, false),
-            AnswerState::Closed {
-                attempted: None, ..
-            } => (false, true),
-            _ => (false, false),
+        let (pending, closed_unanswered, refused) = {
+            let state = self.lock();
+            match &state.answer {
+                AnswerState::Pending => (true, false, state.refused.clone()),
+                AnswerState::Closed {
+                    attempted: None, ..
+                } => (false, true, None),
+                _ => (false, false, None),
+            }
+        };
+        let substituted;
+        let failure = match (failure, refused) {
+            (HostFailure::NoResponse | HostFailure::HandlerError(_), Some(refusal)) => {
+                substituted = HostFailure::AnswerRefused(refusal);
+                &substituted
+            }
+            (failure, _) => failure,
         };
         if closed_unanswered {
             // Step Functions closed the task and the guest was stopped for it; the
@@ -281,9 +309,27 @@ impl Delivery {
         }
     }
 
+    /// The guest has stopped: waits until the answer is settled. If Step Functions
+    /// refused the guest's answer after the guest had returned (a retry found a final
+    /// error), the host answers `SfnWasmHost.AnswerRefused` and waits for that.
+    pub async fn conclude(&self) {
+        self.settled().await;
+        let refused = {
+            let state = self.lock();
+            match state.answer {
+                AnswerState::Pending => state.refused.clone(),
+                _ => None,
+            }
+        };
+        if let Some(refusal) = refused {
+            self.host_failure(&HostFailure::AnswerRefused(refusal));
+            self.settled().await;
+        }
+    }
+
     /// Answers with the host's `failure` without reporting a handler error: for a task
     /// that no handler ran (it arrived while the host was stopping).
-    pub fn refuse(&self, failure: &HostFailure) {
+    pub fn decline(&self, failure: &HostFailure) {
         let _ = self.begin(failure.answer(), Answerer::Host(failure.name()));
     }
 
@@ -323,62 +369,31 @@ impl Delivery {
         }
     }
 
-    /// Sends `answer` until it is delivered, refused, or out of retries.
-    async fn deliver(self, answer: Answer, first: oneshot::Sender<FirstAttempt>) {
-        let started = Instant::now();
+    /// Sends `answer` until Step Functions accepts it, closes the task, refuses it, or
+    /// the retries run out. A refused answer of the guest's is not an answer: the task
+    /// waits for another (see [`conclude`](Self::conclude)). A refused answer of the
+    /// host's is followed by the bare failure ([`Answer::bare_failure`]), once.
+    async fn deliver(self, mut answer: Answer, first: oneshot::Sender<FirstAttempt>) {
         let responder = &self.inner.responder;
-        let give_up = &self.inner.options.give_up;
         let mut first = Some(first);
-        let mut tell = |outcome: FirstAttempt| {
-            if let Some(first) = first.take() {
+        let mut attempts = 0;
+        let mut end = self.attempts(&answer, &mut attempts, &mut first).await;
+        if let Ended::Refused(error) = &end
+            && self.answered_by() != Some(Answerer::Guest)
+            && !answer.is_bare_failure()
+        {
+            responder.refused(&answer, error);
+            answer = Answer::bare_failure();
+            self.lock().answer = AnswerState::Delivering(answer.clone());
+            end = self.attempts(&answer, &mut attempts, &mut first).await;
+        }
+        let tell = |outcome: FirstAttempt| {
+            if let Some(first) = first {
                 let _ = first.send(outcome);
             }
         };
-        let mut attempts = 0;
-        let mut timed_out = false;
-        let mut delay = FIRST_RETRY_DELAY;
-        let end = loop {
-            attempts += 1;
-            let result = tokio::select! {
-                biased;
-                () = give_up.cancelled() => Err(None),
-                result = responder.send(&answer) => result.map_err(Some),
-            };
-            let error = match result {
-                Ok(()) => break Ended::Delivered { probably: false },
-                Err(None) => {
-                    break Ended::Undelivered("the host stopped before it was delivered".into());
-                }
-                Err(Some(SfnError::TaskClosed(reason))) if timed_out => {
-                    tracing::debug!(%reason, "a retry found the task closed after a timed-out attempt");
-                    break Ended::Delivered { probably: true };
-                }
-                Err(Some(SfnError::TaskClosed(reason))) => break Ended::Closed(reason),
-                Err(Some(error)) if !error.is_transient() => {
-                    break Ended::Undelivered(error.to_string());
-                }
-                Err(Some(error)) => error,
-            };
-            timed_out |= matches!(error, SfnError::TimedOut(_));
-            // Full jitter on the upper half: spreads the retries of many tasks after an
-            // outage, and never waits less than half the step.
-            let wait = delay.mul_f64(0.5 + fastrand::f64() * 0.5);
-            if started.elapsed() + wait > self.inner.options.retry_for {
-                break Ended::Undelivered(format!(
-                    "gave up after {attempts} attempts in {} s: {error}",
-                    started.elapsed().as_secs()
-                ));
-            }
-            responder.retrying(attempts, &error, wait);
-            tell(FirstAttempt::Retrying);
-            tokio::select! {
-                biased;
-                () = give_up.cancelled() => break Ended::Undelivered("the host stopped before it was delivered".into()),
-                () = tokio::time::sleep(wait) => {}
-            }
-            delay = (delay * 2).min(MAX_RETRY_DELAY);
-        };
         // Report first, then move the answer into its final state (no copy).
+        let mut refusal = None;
         let (outcome, state) = match end {
             Ended::Delivered { probably } => {
                 responder.delivered(&answer, Delivered { attempts, probably });
@@ -397,6 +412,21 @@ impl Delivery {
                     },
                 )
             }
+            Ended::Refused(error) if self.answered_by() == Some(Answerer::Guest) => {
+                responder.refused(&answer, &error);
+                let refused = error.to_string();
+                refusal = Some(refused.clone());
+                (FirstAttempt::Failed(refused), AnswerState::Pending)
+            }
+            Ended::Refused(error) => {
+                responder.refused(&answer, &error);
+                let reason = error.to_string();
+                responder.undelivered(&answer, &reason);
+                (
+                    FirstAttempt::Failed(reason.clone()),
+                    AnswerState::Undelivered { answer, reason },
+                )
+            }
             Ended::Undelivered(reason) => {
                 responder.undelivered(&answer, &reason);
                 (
@@ -405,9 +435,73 @@ impl Delivery {
                 )
             }
         };
-        self.lock().answer = state;
+        {
+            let mut locked = self.lock();
+            locked.answer = state;
+            if refusal.is_some() {
+                // No answer now: the guest may give another.
+                locked.answered_by = None;
+                locked.refused = refusal;
+            }
+        }
         tell(outcome);
         self.inner.settled.send_modify(|n| *n += 1);
+    }
+
+    /// Attempts `answer`, retrying through transient errors with backoff and jitter,
+    /// until it ends; tells the guest (`first`) as soon as a retry begins.
+    async fn attempts(
+        &self,
+        answer: &Answer,
+        attempts: &mut u32,
+        first: &mut Option<oneshot::Sender<FirstAttempt>>,
+    ) -> Ended {
+        let started = Instant::now();
+        let responder = &self.inner.responder;
+        let give_up = &self.inner.options.give_up;
+        let mut timed_out = false;
+        let mut delay = FIRST_RETRY_DELAY;
+        loop {
+            *attempts += 1;
+            let result = tokio::select! {
+                biased;
+                () = give_up.cancelled() => Err(None),
+                result = responder.send(answer) => result.map_err(Some),
+            };
+            let error = match result {
+                Ok(()) => return Ended::Delivered { probably: false },
+                Err(None) => {
+                    return Ended::Undelivered("the host stopped before it was delivered".into());
+                }
+                Err(Some(SfnError::TaskClosed(reason))) if timed_out => {
+                    tracing::debug!(%reason, "a retry found the task closed after a timed-out attempt");
+                    return Ended::Delivered { probably: true };
+                }
+                Err(Some(SfnError::TaskClosed(reason))) => return Ended::Closed(reason),
+                Err(Some(error)) if !error.is_transient() => return Ended::Refused(error),
+                Err(Some(error)) => error,
+            };
+            timed_out |= matches!(error, SfnError::TimedOut(_));
+            // Full jitter on the upper half: spreads the retries of many tasks after an
+            // outage, and never waits less than half the step.
+            let wait = delay.mul_f64(0.5 + fastrand::f64() * 0.5);
+            if started.elapsed() + wait > self.inner.options.retry_for {
+                return Ended::Undelivered(format!(
+                    "gave up after {attempts} attempts in {} s: {error}",
+                    started.elapsed().as_secs()
+                ));
+            }
+            responder.retrying(*attempts, &error, wait);
+            if let Some(first) = first.take() {
+                let _ = first.send(FirstAttempt::Retrying);
+            }
+            tokio::select! {
+                biased;
+                () = give_up.cancelled() => return Ended::Undelivered("the host stopped before it was delivered".into()),
+                () = tokio::time::sleep(wait) => {}
+            }
+            delay = (delay * 2).min(MAX_RETRY_DELAY);
+        }
     }
 
     /// A heartbeat, from the guest or the host's timer. Coalesced: while one is in
@@ -523,7 +617,11 @@ impl AnswerSink for Delivery {
 
 /// How a delivery loop ended.
 enum Ended {
-    Delivered { probably: bool },
+    Delivered {
+        probably: bool,
+    },
     Closed(String),
+    /// Step Functions refused the answer itself (a final error code).
+    Refused(SfnError),
     Undelivered(String),
 }

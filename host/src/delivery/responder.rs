@@ -53,7 +53,11 @@ pub trait Responder: Send + Sync {
     fn delivered(&self, _answer: &Answer, _how: Delivered) {}
     /// An attempt failed with a transient error; the next one follows in `delay`.
     fn retrying(&self, _attempt: u32, _error: &SfnError, _delay: Duration) {}
-    /// The answer will not be delivered: refused, closed, or out of retries.
+    /// Step Functions refused an attempt for good (`error` is an
+    /// [`SfnError::Rejected`]): a guest's answer is then no answer, and the host's is
+    /// followed by the bare failure.
+    fn refused(&self, _answer: &Answer, _error: &SfnError) {}
+    /// The answer will not be delivered: closed, refused to the last, or out of retries.
     fn undelivered(&self, _answer: &Answer, _reason: &str) {}
     /// A heartbeat was delivered.
     fn heartbeat_sent(&self, _source: HeartbeatSource) {}

@@ -1,6 +1,7 @@
 //! The delivery's rules: retries, the first answer, who answered, heartbeats, closed
 //! tasks.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use async_trait::async_trait;
@@ -141,7 +142,10 @@ async fn retries_stop_when_the_budget_runs_out_or_the_host_gives_up() {
 
 #[tokio::test(start_paused = true)]
 async fn a_rejected_or_closed_answer_is_not_retried() {
-    let responder = Flaky::new(1, SfnError::Rejected("ValidationException".into()));
+    let responder = Flaky::new(
+        1,
+        SfnError::rejected("ValidationException", "1 validation error detected"),
+    );
     let (delivery, _) = setup(responder.clone(), Duration::from_secs(600));
     assert!(matches!(
         delivery.answer(success()).await,
@@ -272,5 +276,186 @@ async fn the_host_failure_is_the_hosts_answer_even_when_a_guest_names_it() {
     assert_eq!(
         delivery.answered_by(),
         Some(Answerer::Host("SfnWasmHost.Shutdown"))
+    );
+}
+
+/// Answers each send with the next scripted result (then accepts), and keeps what was
+/// sent.
+#[derive(Default)]
+struct Scripted {
+    results: Mutex<std::collections::VecDeque<Result<(), SfnError>>>,
+    sent: Mutex<Vec<Answer>>,
+    refused: Mutex<Vec<String>>,
+}
+
+impl Scripted {
+    fn new(results: impl IntoIterator<Item = Result<(), SfnError>>) -> Arc<Self> {
+        Arc::new(Self {
+            results: Mutex::new(results.into_iter().collect()),
+            ..Self::default()
+        })
+    }
+
+    fn sent(&self) -> Vec<Answer> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Responder for Scripted {
+    async fn send(&self, answer: &Answer) -> Result<(), SfnError> {
+        self.sent.lock().unwrap().push(answer.clone());
+        self.results.lock().unwrap().pop_front().unwrap_or(Ok(()))
+    }
+    async fn heartbeat(&self) -> Result<(), SfnError> {
+        Ok(())
+    }
+    fn refused(&self, _answer: &Answer, error: &SfnError) {
+        self.refused.lock().unwrap().push(error.to_string());
+    }
+}
+
+fn invalid_output() -> SfnError {
+    SfnError::rejected("InvalidOutput", "the output is not valid JSON")
+}
+
+fn scripted(responder: &Arc<Scripted>) -> Delivery {
+    Delivery::new(
+        responder.clone(),
+        TaskControl::default(),
+        DeliveryOptions::default(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_answer_is_no_answer_and_the_guest_may_answer_again() {
+    let responder = Scripted::new([Err(invalid_output())]);
+    let delivery = scripted(&responder);
+    assert_eq!(
+        delivery.answer(success()).await,
+        Err(AnswerError::Unavailable(
+            "InvalidOutput: the output is not valid JSON".into()
+        ))
+    );
+    assert_eq!(delivery.state(), AnswerState::Pending);
+    assert_eq!(delivery.answered_by(), None);
+    assert!(!delivery.answered());
+    // The guest fails the task itself: that answer stands.
+    let failure = Answer::failure("BadOutput", "could not shape the output");
+    assert_eq!(delivery.answer(failure.clone()).await, Ok(()));
+    delivery.conclude().await;
+    assert_eq!(
+        delivery.state(),
+        AnswerState::Delivered {
+            answer: failure,
+            probably: false
+        }
+    );
+    assert_eq!(delivery.answered_by(), Some(Answerer::Guest));
+    assert_eq!(responder.refused.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_guest_that_returns_after_a_refusal_gets_answer_refused() {
+    let responder = Scripted::new([Err(invalid_output())]);
+    let delivery = scripted(&responder);
+    assert!(delivery.answer(success()).await.is_err());
+    // What the engine does when the guest returns without an answer.
+    delivery.host_failure(&HostFailure::NoResponse);
+    delivery.conclude().await;
+    let AnswerState::Delivered {
+        answer: Answer::Failure { error, cause },
+        ..
+    } = delivery.state()
+    else {
+        panic!("{:?}", delivery.state());
+    };
+    assert_eq!(error, "SfnWasmHost.AnswerRefused");
+    assert!(
+        cause.contains("InvalidOutput: the output is not valid JSON"),
+        "{cause}"
+    );
+    assert_eq!(
+        delivery.answered_by(),
+        Some(Answerer::Host("SfnWasmHost.AnswerRefused"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_after_the_guest_returned_is_answered_by_the_host() {
+    // Throttled twice (the guest hears `ok` and returns), then refused for good.
+    let responder = Scripted::new([
+        Err(SfnError::Throttled(
+            "KmsThrottlingException: slow down".into(),
+        )),
+        Err(SfnError::Throttled(
+            "KmsThrottlingException: slow down".into(),
+        )),
+        Err(SfnError::rejected("KmsAccessDeniedException", "no grant")),
+    ]);
+    let delivery = scripted(&responder);
+    assert_eq!(delivery.answer(success()).await, Ok(()));
+    delivery.conclude().await;
+    let sent = responder.sent();
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    assert!(
+        matches!(&sent[3], Answer::Failure { error, .. } if error == "SfnWasmHost.AnswerRefused")
+    );
+    assert!(delivery.state().is_delivered());
+    assert_eq!(
+        delivery.answered_by(),
+        Some(Answerer::Host("SfnWasmHost.AnswerRefused"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_host_answer_is_followed_by_the_bare_failure_once() {
+    let kms = || SfnError::rejected("KmsAccessDeniedException", "no grant");
+    let responder = Scripted::new([Err(kms())]);
+    let delivery = scripted(&responder);
+    delivery.host_failure(&HostFailure::Shutdown);
+    delivery.conclude().await;
+    assert_eq!(
+        delivery.state(),
+        AnswerState::Delivered {
+            answer: Answer::bare_failure(),
+            probably: false
+        }
+    );
+    assert_eq!(
+        delivery.answered_by(),
+        Some(Answerer::Host("SfnWasmHost.Shutdown"))
+    );
+
+    // Refused too: given up, never retried again.
+    let responder = Scripted::new([Err(kms()), Err(kms())]);
+    let delivery = scripted(&responder);
+    delivery.host_failure(&HostFailure::Shutdown);
+    delivery.conclude().await;
+    assert!(matches!(delivery.state(), AnswerState::Undelivered { .. }));
+    assert_eq!(responder.sent().len(), 2);
+    assert_eq!(responder.refused.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kms_throttle_is_retried_until_accepted() {
+    let responder = Scripted::new([
+        Err(SfnError::Throttled(
+            "KmsThrottlingException: slow down".into(),
+        )),
+        Err(SfnError::Throttled(
+            "KmsThrottlingException: slow down".into(),
+        )),
+    ]);
+    let delivery = scripted(&responder);
+    assert_eq!(delivery.answer(success()).await, Ok(()));
+    delivery.conclude().await;
+    assert_eq!(responder.sent().len(), 3);
+    assert_eq!(
+        delivery.state(),
+        AnswerState::Delivered {
+            answer: success(),
+            probably: false
+        }
     );
 }

@@ -18,7 +18,7 @@ use super::{Handler, WasmEngine};
 use crate::control::TaskControl;
 use crate::grants::Grants;
 use crate::outbound::OutboundTask;
-use crate::outcome::{HostFailure, MAX_CAUSE_CHARS, truncate_chars};
+use crate::outcome::{HostFailure, MAX_CAUSE_LEN, truncate_utf16};
 
 /// The most resources (streams, pollables, ...) one task may hold at once: far more
 /// than a handler needs, far less than the table's own cap of a million.
@@ -221,7 +221,7 @@ impl Handler {
             Ok(Ok(())) => (!sink.answered()).then_some(HostFailure::NoResponse),
             // Reported even after an answer: the answer stands, but the error is heard.
             Ok(Err(mut message)) => {
-                truncate_chars(&mut message, MAX_CAUSE_CHARS);
+                truncate_utf16(&mut message, MAX_CAUSE_LEN);
                 Some(HostFailure::HandlerError(message))
             }
             Err(err) => Some(classify(
@@ -275,16 +275,22 @@ fn classify(
             limiter.limit_bytes() >> 20,
         ));
     }
-    let trap = match err.downcast_ref::<Trap>() {
-        Some(trap) => trap.to_string(),
-        None => format!("{err:#}"),
-    };
-    let detail = format!("{err:?}");
-    if stderr_tail.is_empty() {
-        HostFailure::Trap(format!("{trap}\n\n{detail}"))
-    } else {
-        HostFailure::Trap(format!("{stderr_tail}\n\n{trap}\n\n{detail}"))
+    // The error's chain, `{:#}`, holds the guest's own frames (wasmtime's wasm
+    // backtrace is a context of it); never `{:?}`, which adds the host's stack backtrace
+    // whenever RUST_BACKTRACE is set, and which Step Functions must not receive.
+    let chain = format!("{err:#}");
+    let mut parts: Vec<&str> = Vec::with_capacity(3);
+    if !stderr_tail.is_empty() {
+        parts.push(stderr_tail);
     }
+    let trap = err.downcast_ref::<Trap>().map(ToString::to_string);
+    if let Some(trap) = &trap
+        && *trap != chain
+    {
+        parts.push(trap);
+    }
+    parts.push(&chain);
+    HostFailure::Trap(parts.join("\n\n"))
 }
 
 /// Hands the host's failure, if any, to the sink (which sends it only if the task has

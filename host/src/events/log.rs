@@ -21,6 +21,8 @@ pub struct Fields<'a> {
     pub handler_digest: Option<&'a str>,
     /// A throttled poll or answer attempt.
     pub throttled: Option<bool>,
+    /// A poll refused until the activity's setup changes.
+    pub blocked: Option<bool>,
     /// Who asked for a heartbeat.
     pub source: Option<&'a str>,
     /// Attempts an answer took.
@@ -31,6 +33,8 @@ pub struct Fields<'a> {
     pub digest: Option<&'a str>,
     /// Why (a cancellation, a rejection).
     pub reason: Option<&'a str>,
+    /// The service's error code of a refused answer.
+    pub code: Option<&'a str>,
     /// What a task came to.
     pub outcome: Option<&'static str>,
     /// `task:done`'s error label.
@@ -142,11 +146,13 @@ pub(super) fn log(event: &Event) {
                 task_id = fields.task_id,
                 handler_digest = fields.handler_digest,
                 throttled = fields.throttled,
+                blocked = fields.blocked,
                 source = fields.source,
                 attempts = fields.attempts,
                 probably_delivered = fields.probably_delivered,
                 digest = fields.digest,
                 reason = fields.reason,
+                code = fields.code,
                 outcome = fields.outcome,
                 error = fields.error,
                 elapsed_ms = fields.elapsed_ms,

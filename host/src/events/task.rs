@@ -47,8 +47,18 @@ pub enum TaskEvent {
         /// The wait before the next attempt, in milliseconds.
         delay_ms: u64,
     },
-    /// `task:undelivered`: the answer will not reach Step Functions (refused, the task
-    /// closed, out of retries).
+    /// `task:refused`: Step Functions refused an answer for good (a final error code). A
+    /// guest's refused answer is no answer: the guest may answer again, else the host
+    /// answers `SfnWasmHost.AnswerRefused`; a refused answer of the host's is followed by
+    /// a failure with neither error nor cause.
+    Refused {
+        /// The service's error code (`InvalidOutput`, `KmsAccessDeniedException`...).
+        code: String,
+        /// What it said.
+        message: String,
+    },
+    /// `task:undelivered`: the answer will not reach Step Functions (refused to the last,
+    /// the task closed, out of retries).
     Undelivered {
         /// Why.
         reason: String,
@@ -79,19 +89,30 @@ pub enum TaskOutcome {
     Failure,
     /// The host answered a `SfnWasmHost.*` failure (trap, timeout, no answer, shutdown...).
     HostFailure,
-    /// Step Functions closed the task (timed out, execution stopped) before any answer.
+    /// Step Functions closed the task (timed out, execution stopped) before it accepted
+    /// an answer.
     Closed,
+    /// No answer reached Step Functions: the host gave up on it (out of retries, or
+    /// stopping) or every answer was refused.
+    Undelivered,
 }
 
 impl TaskOutcome {
-    /// `success`, `failure`, `host_failure` or `closed`.
+    /// `success`, `failure`, `host_failure`, `closed` or `undelivered`.
     pub fn name(self) -> &'static str {
         match self {
             TaskOutcome::Success => "success",
             TaskOutcome::Failure => "failure",
             TaskOutcome::HostFailure => "host_failure",
             TaskOutcome::Closed => "closed",
+            TaskOutcome::Undelivered => "undelivered",
         }
+    }
+
+    /// Whether the outcome says anything of the handler version that ran the task: a
+    /// task Step Functions closed, or whose answer never reached it, does not.
+    pub fn judges_the_handler(self) -> bool {
+        !matches!(self, TaskOutcome::Closed | TaskOutcome::Undelivered)
     }
 }
 
@@ -101,7 +122,8 @@ pub struct TaskDone {
     /// What the task came to.
     pub outcome: TaskOutcome,
     /// For [`TaskOutcome::HostFailure`], the `SfnWasmHost.*` name; `guest` when the
-    /// handler answered (success or failure); `closed` for [`TaskOutcome::Closed`].
+    /// handler answered (success or failure); `closed` for [`TaskOutcome::Closed`];
+    /// `undelivered` for [`TaskOutcome::Undelivered`].
     pub error: &'static str,
     /// From the task's arrival to its end (answer settled).
     pub elapsed: Duration,
@@ -144,6 +166,7 @@ impl TaskEvent {
             TaskEvent::Success { .. } => "task:success",
             TaskEvent::Failure { .. } => "task:failure",
             TaskEvent::Retrying { .. } => "task:retrying",
+            TaskEvent::Refused { .. } => "task:refused",
             TaskEvent::Undelivered { .. } => "task:undelivered",
             TaskEvent::Cancelled { .. } => "task:cancelled",
             TaskEvent::Errored { .. } => "task:errored",
@@ -154,6 +177,7 @@ impl TaskEvent {
     /// What went wrong (or the error name), for the log message, if anything.
     pub(super) fn detail(&self) -> Option<String> {
         match self {
+            TaskEvent::Refused { code, message } => Some(format!("{code}: {message}")),
             TaskEvent::Failure { error, .. }
             | TaskEvent::Errored { error }
             | TaskEvent::Retrying { error, .. }
@@ -174,6 +198,10 @@ impl TaskEvent {
                 Level::WARN
             }
             TaskEvent::Errored { .. } => Level::WARN,
+            TaskEvent::Refused { code, .. } => {
+                fields.code = Some(code);
+                Level::WARN
+            }
             TaskEvent::Undelivered { .. } => Level::ERROR,
             TaskEvent::Heartbeat { source } => {
                 fields.source = Some(source);

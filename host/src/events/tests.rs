@@ -135,11 +135,13 @@ fn each_event_has_its_name_level_and_fields() {
                 error: "e".into(),
                 attempt: 2,
                 throttled: true,
+                blocked: false,
             }),
             "polling:error",
             Level::WARN,
             Fields {
                 throttled: Some(true),
+                blocked: Some(false),
                 ..worker.clone()
             },
         ),
@@ -202,6 +204,18 @@ fn each_event_has_its_name_level_and_fields() {
             Level::WARN,
             Fields {
                 throttled: Some(false),
+                ..task_fields()
+            },
+        ),
+        (
+            task_event(TaskEvent::Refused {
+                code: "InvalidOutput".into(),
+                message: "m".into(),
+            }),
+            "task:refused",
+            Level::WARN,
+            Fields {
+                code: Some("InvalidOutput"),
                 ..task_fields()
             },
         ),
@@ -326,7 +340,7 @@ fn each_event_has_its_name_level_and_fields() {
             },
         ),
     ];
-    assert_eq!(cases.len(), 24, "every event of the seed's and the host's");
+    assert_eq!(cases.len(), 25, "every event of the seed's and the host's");
     for (event, name, level, fields) in &cases {
         assert_eq!(event.kind.name(), *name);
         let (actual_level, actual_fields) = line(event);
@@ -399,6 +413,7 @@ fn a_log_line_carries_exactly_the_events_fields() {
         error: "connection refused".into(),
         attempt: 3,
         throttled: false,
+        blocked: false,
     }));
     assert_eq!(line["level"], "WARN");
     assert_eq!(

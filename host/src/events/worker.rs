@@ -41,6 +41,10 @@ pub enum WorkerEvent {
         /// Step Functions throttled the poll (the account's quota): the worker waits and
         /// polls again, however often it happens.
         throttled: bool,
+        /// The activity cannot be polled until its setup changes (it does not exist, its
+        /// KMS key cannot be used): the worker waits (at most a minute between polls)
+        /// and recovers by itself; `/readyz` says why meanwhile.
+        blocked: bool,
     },
 }
 
@@ -80,8 +84,11 @@ impl WorkerEvent {
     /// poll or a worker giving up is WARN.
     pub(super) fn log(&self, fields: &mut Fields<'_>) -> Level {
         match self {
-            WorkerEvent::PollingError { throttled, .. } => {
+            WorkerEvent::PollingError {
+                throttled, blocked, ..
+            } => {
                 fields.throttled = Some(*throttled);
+                fields.blocked = Some(*blocked);
                 Level::WARN
             }
             WorkerEvent::Error { .. } => Level::WARN,

@@ -114,6 +114,36 @@ fn a_panic_is_a_trap_with_the_panic_message() {
     );
 }
 
+/// What reaches Step Functions is composed on purpose: with the host's own backtraces
+/// turned on, a trap's cause still carries the guest's message and frames only.
+#[test]
+fn a_traps_cause_carries_no_host_backtrace() {
+    let output = Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
+        .arg("invoke")
+        .arg(guest("scenarios"))
+        .args(["--input", r#"{"hello": "Error", "ms": 50}"#])
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LIB_BACKTRACE", "1")
+        .output()
+        .expect("run sfn-wasm-host");
+    let line: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+    assert_eq!(line["error"], "SfnWasmHost.Trap", "{line}");
+    let cause = line["cause"].as_str().expect("a cause");
+    assert!(
+        cause.contains("the Error scenario panics on purpose"),
+        "{cause}"
+    );
+    for host in [
+        "sfn_wasm_host::",
+        "tokio::",
+        "Stack backtrace",
+        "stack backtrace",
+        "/rustc/",
+    ] {
+        assert!(!cause.contains(host), "{host} in the cause: {cause}");
+    }
+}
+
 #[test]
 fn forgetting_to_answer_is_no_response() {
     assert_host_failure(scenario("Forgot", &[]), "SfnWasmHost.NoResponse");

@@ -19,4 +19,5 @@ mod rollout;
 mod runtime;
 mod serve;
 mod served;
+mod standin;
 mod traces;

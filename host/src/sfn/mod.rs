@@ -4,19 +4,20 @@
 //! unit tests and benchmarks; [`AwsStepFunctions`] is the real `aws-sdk-sfn` client, and
 //! the one the integration tests run against an emulator.
 
+mod errors;
+
 use std::future::Future;
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sfn::Client;
-use aws_sdk_sfn::config::http::HttpResponse;
 use aws_sdk_sfn::config::retry::RetryConfig;
-use aws_sdk_sfn::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-
-use std::num::NonZeroU32;
-use std::sync::Arc;
+use errors::map_error;
+pub use errors::{ERROR_CODES, ErrorClass, SfnError, class_of};
 
 use crate::aws::{Api, AwsConfig, BURST_SECONDS, PerApi, sdk_config};
 
@@ -45,39 +46,6 @@ impl std::fmt::Debug for ActivityTask {
             .field("token", &"<redacted>")
             .field("input_bytes", &self.input.len())
             .finish()
-    }
-}
-
-/// Why a Step Functions call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SfnError {
-    /// The task no longer accepts answers (`InvalidToken`, `TaskDoesNotExist`,
-    /// `TaskTimedOut`).
-    #[error("the task is closed: {0}")]
-    TaskClosed(String),
-    /// Worth retrying: the network, a 5xx, credentials being refreshed.
-    #[error("{0}")]
-    Unavailable(String),
-    /// Step Functions throttled the call (the account's API quota): worth retrying
-    /// after a pause, and no sign that anything is broken.
-    #[error("throttled: {0}")]
-    Throttled(String),
-    /// The attempt ran out of time: Step Functions may or may not have acted on it.
-    #[error("{0}")]
-    TimedOut(String),
-    /// Step Functions refused the request itself (a 4xx other than throttling); the
-    /// same request will be refused again.
-    #[error("{0}")]
-    Rejected(String),
-}
-
-impl SfnError {
-    /// Whether the same call may succeed if tried again.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            SfnError::Unavailable(_) | SfnError::TimedOut(_) | SfnError::Throttled(_)
-        )
     }
 }
 
@@ -179,49 +147,6 @@ pub fn result_name(error: Option<&SfnError>) -> &'static str {
     }
 }
 
-/// Maps an SDK error: the task-closed codes to [`SfnError::TaskClosed`], timeouts to
-/// [`SfnError::TimedOut`], other client errors (4xx but throttling) to
-/// [`SfnError::Rejected`], the rest to [`SfnError::Unavailable`], with the error chain.
-fn map_error<E>(err: SdkError<E, HttpResponse>) -> SfnError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    if let Some(code) = err.code()
-        && matches!(code, "InvalidToken" | "TaskDoesNotExist" | "TaskTimedOut")
-    {
-        let message = err
-            .message()
-            .map(|m| format!("{code}: {m}"))
-            .unwrap_or_else(|| code.to_owned());
-        return SfnError::TaskClosed(message);
-    }
-    let text = DisplayErrorContext(&err).to_string();
-    match &err {
-        SdkError::TimeoutError(_) => SfnError::TimedOut(text),
-        SdkError::DispatchFailure(failure) if failure.is_timeout() => SfnError::TimedOut(text),
-        SdkError::ServiceError(service) => {
-            let status = service.raw().status().as_u16();
-            let throttled = matches!(
-                err.code(),
-                Some(
-                    "ThrottlingException"
-                        | "Throttling"
-                        | "TooManyRequestsException"
-                        | "RequestLimitExceeded"
-                )
-            );
-            if throttled || status == 429 {
-                SfnError::Throttled(text)
-            } else if (400..500).contains(&status) {
-                SfnError::Rejected(text)
-            } else {
-                SfnError::Unavailable(text)
-            }
-        }
-        _ => SfnError::Unavailable(text),
-    }
-}
-
 #[async_trait]
 impl StepFunctions for AwsStepFunctions {
     async fn poll(
@@ -261,14 +186,16 @@ impl StepFunctions for AwsStepFunctions {
 
     async fn send_failure(&self, token: &str, error: &str, cause: &str) -> Result<(), SfnError> {
         self.quotas[Api::SendTaskFailure].until_ready().await;
-        self.answerer
-            .send_task_failure()
-            .task_token(token)
-            .error(error)
-            .cause(cause)
-            .send()
-            .await
-            .map_err(map_error)?;
+        // An empty error or cause is left out: the bare failure, the last resort when
+        // the others are refused, carries neither (and so needs no KMS permission).
+        let mut request = self.answerer.send_task_failure().task_token(token);
+        if !error.is_empty() {
+            request = request.error(error);
+        }
+        if !cause.is_empty() {
+            request = request.cause(cause);
+        }
+        request.send().await.map_err(map_error)?;
         Ok(())
     }
 
