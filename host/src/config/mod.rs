@@ -107,10 +107,11 @@ impl Config {
             ));
         }
         check_aws(&raw.aws).map_err(|(key, message)| error(format!("aws.{key}"), message))?;
-        // Relative paths resolve against the config file's folder, made absolute so that
-        // the file watcher and logs see the same path whatever the working directory.
-        let folder = file.parent().unwrap_or(Path::new("."));
-        let base = std::path::absolute(folder).unwrap_or_else(|_| folder.to_owned());
+        // Relative paths resolve against the config file's folder, made absolute once,
+        // here, so that nothing later depends on the working directory or on how the
+        // config was named: the file watcher compares the paths the kernel reports with
+        // these. A bare `config.toml` has an empty parent, which is the working folder.
+        let base = config_folder(file);
         let host = HostConfig::resolve(raw.host, &base)
             .map_err(|(key, message)| error(format!("host.{key}"), message))?;
 
@@ -156,6 +157,15 @@ impl Config {
             .max()
             .unwrap_or(0)
     }
+}
+
+/// The absolute folder of the config `file`, which relative paths in it resolve against.
+fn config_folder(file: &Path) -> PathBuf {
+    let folder = match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::path::absolute(folder).unwrap_or_else(|_| folder.to_owned())
 }
 
 /// Checks `[aws]`: the endpoint's scheme and each API's rate.

@@ -292,3 +292,33 @@ fn backoff_grows_by_the_rate() {
     assert_eq!(polling.delay(3), Duration::from_secs(4));
     assert_eq!(polling.delay(500), Duration::from_secs(3600));
 }
+
+#[test]
+fn every_path_is_absolute_whatever_the_config_was_called() {
+    // Relative to the working folder (the crate's, under `cargo test`), as `serve
+    // tests/config-errors/relative.toml` would be given it.
+    let text = format!(
+        "[host]\ncache_dir = \"cache\"\n[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n\
+         record = \"records\"\n[[activity.dir]]\nhost = \"reference-data\"\nguest = \"/data\"\n"
+    );
+    let config = Config::parse(Path::new("tests/config-errors/relative.toml"), &text).unwrap();
+    let folder = std::env::current_dir().unwrap().join("tests/config-errors");
+    let activity = &config.activities[0];
+    assert_eq!(
+        activity.handler.file(),
+        Some(folder.join("greet.wasm").as_path())
+    );
+    assert_eq!(config.host.cache_dir, Some(folder.join("cache")));
+    assert_eq!(
+        activity.record.as_ref().unwrap().dir,
+        folder.join("records")
+    );
+    assert_eq!(activity.grants.dirs[0].host, folder.join("reference-data"));
+
+    // A bare file name: its folder is the working folder.
+    let text = format!("[[activity]]\narn = \"{ARN}\"\nhandler = \"Cargo.toml\"\n");
+    let config = Config::parse(Path::new("config.toml"), &text).unwrap();
+    let handler = config.activities[0].handler.file().unwrap();
+    assert!(handler.is_absolute(), "{}", handler.display());
+    assert_eq!(handler, std::env::current_dir().unwrap().join("Cargo.toml"));
+}

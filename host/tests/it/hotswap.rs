@@ -36,14 +36,23 @@ struct Swap {
 
 impl Swap {
     fn start(initial: &Path, activity_extra: &str) -> Self {
+        Self::start_from(initial, activity_extra, None)
+    }
+
+    /// As [`start`](Self::start); with `relative`, `serve` is given the config's path
+    /// relative to a working folder: `config.toml`, run in the config's folder (`app/`),
+    /// or `app/config.toml`, run in the folder above it.
+    fn start_from(initial: &Path, activity_extra: &str, relative: Option<&str>) -> Self {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let client = runtime.block_on(emulator::client());
         let activity = runtime.block_on(emulator::activity(&client, "swap"));
         let state_machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
         let dir = tempfile::tempdir().unwrap();
-        let handler = dir.path().join("handler.wasm");
+        let app = dir.path().join("app");
+        std::fs::create_dir(&app).unwrap();
+        let handler = app.join("handler.wasm");
         std::fs::copy(initial, &handler).unwrap();
-        let config = dir.path().join("config.toml");
+        let config = app.join("config.toml");
         std::fs::write(
             &config,
             format!(
@@ -53,7 +62,11 @@ impl Swap {
             ),
         )
         .unwrap();
-        let mut served = Served::start(&config);
+        let mut served = match relative {
+            Some("config.toml") => Served::start_in(Some(&app), Path::new("config.toml")),
+            Some(path) => Served::start_in(Some(dir.path()), Path::new(path)),
+            None => Served::start(&config),
+        };
         let loaded = served.wait_for("handler:loaded");
         assert_eq!(
             loaded["handler_digest"],
@@ -97,6 +110,50 @@ impl Swap {
             line["new_digest"] == want.as_str()
         })
     }
+}
+
+/// `cd /srv/app && sfn-wasm-host serve config.toml`, then `cd /srv && sfn-wasm-host
+/// serve app/config.toml`: every path the config names is made absolute at load, so the
+/// watcher sees the handler replaced, and records land in the config's folder, not the
+/// working one.
+#[test]
+fn a_relative_config_path_swaps_and_records_beside_the_config() {
+    let mut swap = Swap::start_from(&guest("greet"), "", Some("config.toml"));
+    deploy(&guest("greet_v2"), &swap.handler);
+    swap.wait_swapped_to(&guest("greet_v2"));
+    assert_eq!(
+        swap.run("Two"),
+        json!({"greeting": "Hi, Two", "version": 2})
+    );
+    drop(swap);
+
+    let mut swap = Swap::start_from(
+        &guest("greet"),
+        "record = \"records\"",
+        Some("app/config.toml"),
+    );
+    assert_eq!(swap.run("One"), json!({"greeting": "Hello, One"}));
+    deploy(&guest("greet_v2"), &swap.handler);
+    swap.wait_swapped_to(&guest("greet_v2"));
+    assert_eq!(
+        swap.run("Two"),
+        json!({"greeting": "Hi, Two", "version": 2})
+    );
+    let app = swap.handler.parent().unwrap().to_owned();
+    let records = app.join("records");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&records).map_or(0, Iterator::count) < 2
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        std::fs::read_dir(&records).map_or(0, Iterator::count),
+        2,
+        "both tasks recorded in {}",
+        records.display()
+    );
+    assert!(!app.parent().unwrap().join("records").exists());
 }
 
 #[test]

@@ -18,7 +18,17 @@ pub struct Served {
 
 impl Served {
     pub fn start(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
+        Self::start_in(None, config)
+    }
+
+    /// `serve CONFIG` started in the working folder `cwd` (`config` may be relative to
+    /// it), as a user who `cd`s there would.
+    pub fn start_in(cwd: Option<&Path>, config: &Path) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"));
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command
             .args(["serve", "--log-format", "json"])
             .arg(config)
             .stdout(Stdio::piped())
