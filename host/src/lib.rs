@@ -33,6 +33,7 @@ pub mod outcome;
 pub mod pool;
 pub mod record;
 pub mod reload;
+pub mod remote;
 pub mod responder;
 pub mod rollout;
 pub mod runtime;

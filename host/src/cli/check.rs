@@ -1,16 +1,22 @@
-//! `sfn-wasm-host check config.toml`: everything `serve` loads, nothing it polls.
+//! `sfn-wasm-host check [--remote] config.toml`: everything `serve` loads, nothing it
+//! polls; with `--remote`, also what only AWS can say (credentials, activities, S3
+//! handler objects).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 
-use sfn_wasm_host::load;
+use sfn_wasm_host::{load, remote};
 
 use super::EXIT_USAGE;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    /// Also ask AWS: resolve credentials, `DescribeActivity` each activity, `HeadObject`
+    /// each S3 handler. Without it `check` stays offline (as in a deploy pipeline).
+    #[arg(long)]
+    remote: bool,
     /// The config file.
     config: PathBuf,
 }
@@ -23,9 +29,25 @@ pub fn run(args: CheckArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let loaded = match super::read_config(&args.config)
-        .and_then(|config| Ok(runtime.block_on(load::load(config))?))
-    {
+    let config = match super::read_config(&args.config) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if args.remote {
+        // One line per problem, each naming its key; loading would only fail again on
+        // the same missing objects.
+        let problems = runtime.block_on(remote::check(&config));
+        for problem in &problems {
+            eprintln!("error: {}: {problem}", config.file.display());
+        }
+        if !problems.is_empty() {
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    let loaded = match runtime.block_on(load::load(config)) {
         Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -49,6 +71,9 @@ pub fn run(args: CheckArgs) -> ExitCode {
         for grant in activity.grants.describe() {
             println!("    grants: {grant}");
         }
+    }
+    if args.remote {
+        println!("ok: AWS knows every activity and handler object, with these credentials");
     }
     ExitCode::SUCCESS
 }

@@ -157,12 +157,13 @@ pub(super) fn map_error<E>(err: SdkError<E, HttpResponse>) -> SfnError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
+    // The SDK's whole story (its Debug dumps included) is for a developer, at debug; what
+    // events and users read is the chain of messages.
+    tracing::debug!(error = %DisplayErrorContext(&err), "a Step Functions call failed");
     let status = match &err {
-        SdkError::TimeoutError(_) => {
-            return SfnError::TimedOut(DisplayErrorContext(&err).to_string());
-        }
+        SdkError::TimeoutError(_) => return SfnError::TimedOut(chain(&err)),
         SdkError::DispatchFailure(failure) if failure.is_timeout() => {
-            return SfnError::TimedOut(DisplayErrorContext(&err).to_string());
+            return SfnError::TimedOut(chain(&err));
         }
         SdkError::ServiceError(service) => Some(service.raw().status().as_u16()),
         _ => None,
@@ -181,7 +182,7 @@ where
     let text = match (err.code(), err.message()) {
         (Some(code), Some(message)) => format!("{code}: {message}"),
         (Some(code), None) => code.to_owned(),
-        _ => DisplayErrorContext(&err).to_string(),
+        _ => chain(&err),
     };
     let text = if err.code() == Some("ActivityWorkerLimitExceeded") {
         format!(
@@ -195,6 +196,21 @@ where
         Throttled => SfnError::Throttled(text),
         Transient | Final => SfnError::Unavailable(text),
     }
+}
+
+/// An error and its sources' messages, `a: b: c`, each said once (an SDK error often
+/// repeats its source's text), without Debug dumps.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
 }
 
 #[cfg(test)]
@@ -242,6 +258,15 @@ mod tests {
             class_of(Some("ActivityWorkerLimitExceeded"), Some(400)),
             Throttled
         );
+    }
+
+    #[test]
+    fn a_chain_says_each_message_once_and_no_debug() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("dispatch failure")]
+        struct Outer(#[source] std::io::Error);
+        let err = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(chain(&err), "dispatch failure: connection refused");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sfn::Client;
 use aws_sdk_sfn::config::retry::RetryConfig;
 use errors::map_error;
-pub use errors::{ERROR_CODES, ErrorClass, SfnError, class_of};
+pub use errors::{ERROR_CODES, ErrorClass, SfnError, chain, class_of};
 
 use crate::aws::{Api, AwsConfig, BURST_SECONDS, PerApi, sdk_config};
 
@@ -144,6 +144,24 @@ pub fn result_name(error: Option<&SfnError>) -> &'static str {
         Some(SfnError::Throttled(_)) => "throttled",
         Some(SfnError::TaskClosed(_)) => "closed",
         Some(_) => "error",
+    }
+}
+
+impl AwsStepFunctions {
+    /// `DescribeActivity`: whether `activity_arn` exists for these credentials, for
+    /// `check --remote`. Not on the task path, so not in [`StepFunctions`].
+    ///
+    /// # Errors
+    /// As every call: [`SfnError::Rejected`] with `ActivityDoesNotExist` for a missing
+    /// activity.
+    pub async fn describe_activity(&self, activity_arn: &str) -> Result<(), SfnError> {
+        self.answerer
+            .describe_activity()
+            .activity_arn(activity_arn)
+            .send()
+            .await
+            .map_err(map_error)?;
+        Ok(())
     }
 }
 

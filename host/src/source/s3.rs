@@ -32,6 +32,34 @@ impl S3Source {
         }
     }
 
+    /// Whether the object exists and may be read: `Ok`, else the service's code and
+    /// message (`NotFound`, `NoSuchBucket`, `AccessDenied`...) in one line.
+    ///
+    /// # Errors
+    /// The one line, when `HeadObject` fails.
+    pub async fn head(&self, bucket: &str, key: &str) -> Result<(), String> {
+        use aws_sdk_s3::error::ProvideErrorMetadata;
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) => Err(
+                match (err.code(), err.raw_response().map(|r| r.status().as_u16())) {
+                    (Some(code), _) => format!("{code}: {}", err.message().unwrap_or("refused")),
+                    // HEAD has no body, so a missing object is a bare 404.
+                    (None, Some(404)) => "NotFound: no such bucket or key".to_owned(),
+                    (None, Some(status)) => format!("HTTP {status}"),
+                    (None, None) => DisplayErrorContext(&err).to_string(),
+                },
+            ),
+        }
+    }
+
     /// The object unless its ETag is still `known`.
     pub(super) async fn fetch(
         &self,

@@ -105,7 +105,7 @@ impl Host {
 }
 
 /// An S3 client for the emulator, and a fresh bucket.
-fn bucket(runtime: &tokio::runtime::Runtime) -> (aws_sdk_s3::Client, String) {
+pub fn bucket(runtime: &tokio::runtime::Runtime) -> (aws_sdk_s3::Client, String) {
     runtime.block_on(async {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(emulator::endpoint())
@@ -127,7 +127,7 @@ fn bucket(runtime: &tokio::runtime::Runtime) -> (aws_sdk_s3::Client, String) {
     })
 }
 
-fn upload(
+pub fn upload(
     runtime: &tokio::runtime::Runtime,
     s3: &aws_sdk_s3::Client,
     bucket: &str,

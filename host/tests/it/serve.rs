@@ -32,6 +32,113 @@ fn activity_table(arn: &str, handler: &Path, extra: &str) -> String {
 
 const ARN: &str = "arn:aws:states:us-east-1:000000000000:activity:greet";
 
+/// `check --remote` asks AWS what an offline `check` cannot: whether the credentials,
+/// the activities and the S3 handler objects are there. One line per problem, naming
+/// the key; exit 2.
+#[test]
+fn check_remote_names_what_aws_does_not_have() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(emulator::client());
+    let activity = runtime.block_on(emulator::activity(&client, "remote"));
+    let (s3, bucket) = crate::rollout::bucket(&runtime);
+    crate::rollout::upload(&runtime, &s3, &bucket, "greet.wasm", &guest("greet"));
+    let aws = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\ncache = false\n",
+        emulator::endpoint()
+    );
+    let source = |key: &str| format!("s3://{bucket}/{key}");
+    let s3_table = |arn: &str, key: &str| {
+        format!(
+            "[[activity]]\narn = \"{arn}\"\nhandler = \"{}\"\n",
+            source(key)
+        )
+    };
+    let check = |config: &Path, remote: bool| {
+        let mut command = host();
+        command.arg("check");
+        if remote {
+            command.arg("--remote");
+        }
+        command.arg(config).output().unwrap()
+    };
+    let errors = |output: &std::process::Output| -> Vec<String> {
+        String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .filter(|line| line.starts_with("error:"))
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let good_dir = tempfile::tempdir().unwrap();
+    let good = write_config(
+        good_dir.path(),
+        &format!("{aws}{}", s3_table(&activity, "greet.wasm")),
+    );
+    let output = check(&good, true);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("ok: AWS knows every activity"),
+        "{output:?}"
+    );
+
+    // A typo in an ARN and a handler object that is not there: a line each.
+    let typo = format!("{activity}-typo");
+    let bad_dir = tempfile::tempdir().unwrap();
+    let bad = write_config(
+        bad_dir.path(),
+        &format!(
+            "{aws}{}{}",
+            activity_table(&typo, &guest("greet"), ""),
+            s3_table(&activity, "missing.wasm")
+        ),
+    );
+    let output = check(&bad, true);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let lines = errors(&output);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(
+        lines[0].contains("`activity[0].arn`") && lines[0].contains("does not exist"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("create-activity"), "{}", lines[0]);
+    assert!(
+        lines[1].contains("`activity[1].handler`") && lines[1].contains(&source("missing.wasm")),
+        "{}",
+        lines[1]
+    );
+    // Offline, nobody is asked: the typo passes (the deploy pipeline's check).
+    let offline_dir = tempfile::tempdir().unwrap();
+    let offline = write_config(
+        offline_dir.path(),
+        &format!("{aws}{}", activity_table(&typo, &guest("greet"), "")),
+    );
+    assert_eq!(check(&offline, false).status.code(), Some(0));
+
+    // No credentials anywhere: one line naming `[aws]`, and nothing else asked.
+    let nowhere = good_dir.path().join("nowhere");
+    let output = host()
+        .args(["check", "--remote"])
+        .arg(&good)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", &nowhere)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &nowhere)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let lines = errors(&output);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("`[aws]`: no AWS credentials"),
+        "{}",
+        lines[0]
+    );
+}
+
 #[test]
 fn check_reports_what_would_be_served() {
     let dir = tempfile::tempdir().unwrap();
