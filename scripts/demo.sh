@@ -4,8 +4,9 @@
 # outputs printed, a clean shutdown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "building the host and the example handlers: the first build takes 10-15 minutes and ~2.5 GB of disk (target/); later runs take seconds" >&2
 scripts/build-guests.sh
-cargo build --quiet
+cargo build -p sfn-wasm-host
 . scripts/lib/localstack.sh
 trap localstack_stop EXIT
 localstack_start

@@ -7,6 +7,7 @@ mod answers;
 mod architecture;
 mod config_errors;
 mod deploy;
+mod dev;
 mod emulator;
 mod engine;
 mod grants;

@@ -1,0 +1,92 @@
+//! `scripts/dev.sh`: a newcomer's own handler against the emulator, as the README says to
+//! run it (the emulator `scripts/test.sh` started, and this build's host).
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::emulator;
+use crate::guests::guest;
+
+fn dev(args: &[&str]) -> (i32, String, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let output = Command::new(root.join("scripts/dev.sh"))
+        .current_dir(root)
+        .args(args)
+        .env("SFN_WASM_HOST", env!("CARGO_BIN_EXE_sfn-wasm-host"))
+        .env("LOCALSTACK_ENDPOINT", emulator::endpoint())
+        .output()
+        .expect("run scripts/dev.sh");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn dev_runs_a_handler_once_per_input_and_says_what_it_ran() {
+    let greet = guest("greet");
+    let (code, stdout, stderr) = dev(&[
+        greet.to_str().unwrap(),
+        "--input",
+        r#"{"hello": "One"}"#,
+        "--input",
+        r#"{"hello": "Two"}"#,
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("emulator: {}", emulator::endpoint())),
+        "{stdout}"
+    );
+    for name in ["One", "Two"] {
+        assert!(
+            stdout.lines().any(|line| line.starts_with("SUCCEEDED")
+                && line.contains(&format!(r#"{{"greeting":"Hello, {name}"}}"#))),
+            "{stdout}"
+        );
+    }
+    assert!(stdout.contains("ran: aws --endpoint-url"), "{stdout}");
+    assert!(stdout.contains("stepfunctions start-execution"), "{stdout}");
+    assert!(stdout.contains("exited with 0 after SIGTERM"), "{stdout}");
+}
+
+#[test]
+fn dev_serves_with_the_users_own_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[host]\nshutdown_grace_seconds = 2\n\n[[activity]]\narn = \"arn:aws:states:eu-west-1:123456789012:activity:mine\"\n\
+         handler = \"mine.wasm\"\nmemory_limit_mb = 64\n\n[activity.env]\nGREETING = \"hi\"\n\n\
+         [activity.polling]\nmax_attempts = 3\n",
+    )
+    .unwrap();
+    let greet = guest("greet");
+    let (code, stdout, stderr) = dev(&[
+        greet.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--input",
+        r#"{"hello": "Mine"}"#,
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains(r#"{"greeting":"Hello, Mine"}"#), "{stdout}");
+    let written = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dev/config.toml"),
+    )
+    .unwrap();
+    assert!(written.contains("memory_limit_mb = 64"), "{written}");
+    assert!(written.contains("[activity.polling]"), "{written}");
+    assert!(written.contains("\"GREETING\" = \"hi\""), "{written}");
+}
+
+#[test]
+fn dev_refuses_a_missing_handler_with_usage() {
+    let (code, _, stderr) = dev(&["no-such.wasm"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("usage: scripts/dev.sh HANDLER.wasm"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no-such.wasm is not a file"), "{stderr}");
+}
