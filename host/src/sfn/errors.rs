@@ -169,6 +169,7 @@ where
         _ => None,
     };
     let class = class_of(err.code(), status);
+    let hint = hint(err.code()).map_or_else(String::new, |hint| format!(" ({hint})"));
     if class == Final {
         return SfnError::Rejected {
             code: err
@@ -176,7 +177,7 @@ where
                 .map(str::to_owned)
                 .or_else(|| status.map(|status| format!("HTTP {status}")))
                 .unwrap_or_else(|| "Unknown".to_owned()),
-            message: err.message().unwrap_or_default().to_owned(),
+            message: format!("{}{hint}", err.message().unwrap_or_default()),
         };
     }
     let text = match (err.code(), err.message()) {
@@ -184,12 +185,13 @@ where
         (Some(code), None) => code.to_owned(),
         _ => chain(&err),
     };
-    let text = if err.code() == Some("ActivityWorkerLimitExceeded") {
-        format!(
-            "{text} (Step Functions allows 1,000 pollers per activity across every host: lower `pollers` or the number of hosts)"
-        )
+    let text = if err.code().is_none() && text.contains("no credentials found") {
+        // The chain's own account lists every provider it tried, over many lines.
+        format!("no AWS credentials: the default chain found none ({NO_CREDENTIALS})")
     } else {
-        text
+        // One line: what a multi-line message says after its first line is detail.
+        let first = text.lines().next().unwrap_or_default();
+        format!("{first}{hint}")
     };
     match class {
         Closed => SfnError::TaskClosed(text),
@@ -197,6 +199,33 @@ where
         Transient | Final => SfnError::Unavailable(text),
     }
 }
+
+/// What to do about the codes a user can act on, appended to their message: errors a
+/// user reads once, in one line, should say it.
+fn hint(code: Option<&str>) -> Option<&'static str> {
+    Some(match code? {
+        "ActivityWorkerLimitExceeded" => {
+            "Step Functions allows 1,000 pollers per activity across every host: lower `pollers` or the number of hosts"
+        }
+        "ActivityDoesNotExist" => {
+            "create the activity in this account and region, or fix `arn`; `sfn-wasm-host check --remote` checks every activity"
+        }
+        "KmsAccessDeniedException" | "KmsInvalidStateException" => {
+            "the activity's KMS key must be enabled, and usable by the host's credentials (kms:Decrypt, kms:GenerateDataKey)"
+        }
+        "AccessDeniedException" => {
+            "the host's credentials lack a Step Functions permission: allow states:GetActivityTask, states:SendTaskSuccess, states:SendTaskFailure and states:SendTaskHeartbeat"
+        }
+        "UnrecognizedClientException" | "InvalidClientTokenId" | "InvalidSignatureException" => {
+            "the host's credentials are not valid for this account and region: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE and `[aws] region`"
+        }
+        "ExpiredTokenException" => "the host's credentials expired: renew them, or use a role",
+        _ => return None,
+    })
+}
+
+/// What to do when the SDK found no credentials at all.
+const NO_CREDENTIALS: &str = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or run where a role provides them; `sfn-wasm-host check --remote` checks";
 
 /// An error and its sources' messages, `a: b: c`, each said once (an SDK error often
 /// repeats its source's text), without Debug dumps.
@@ -258,6 +287,22 @@ mod tests {
             class_of(Some("ActivityWorkerLimitExceeded"), Some(400)),
             Throttled
         );
+    }
+
+    #[test]
+    fn the_codes_a_user_can_act_on_say_what_to_do() {
+        for code in [
+            "ActivityWorkerLimitExceeded",
+            "ActivityDoesNotExist",
+            "KmsAccessDeniedException",
+            "AccessDeniedException",
+            "UnrecognizedClientException",
+            "ExpiredTokenException",
+        ] {
+            assert!(hint(Some(code)).is_some(), "{code}");
+        }
+        assert_eq!(hint(Some("InvalidOutput")), None);
+        assert_eq!(hint(None), None);
     }
 
     #[test]

@@ -139,6 +139,50 @@ fn check_remote_names_what_aws_does_not_have() {
     );
 }
 
+/// Without credentials, `serve` says so in one short line per failed poll (the SDK's
+/// account of every provider it tried goes to debug), and what to do.
+#[test]
+fn no_credentials_is_one_short_line_per_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:9\"\n{}",
+            activity_table(ARN, &guest("greet"), "")
+        ),
+    );
+    let nowhere = dir.path().join("nowhere");
+    let child = host()
+        .args(["serve", "--log-format", "json"])
+        .arg(&config)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", &nowhere)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &nowhere)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let _ = rustix::process::kill_process(rustix::process::Pid::from_child(&child), Signal::TERM);
+    let output = child.wait_with_output().unwrap();
+    let errors: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["event"] == "polling:error")
+        .collect();
+    assert!(!errors.is_empty(), "no polling:error in {output:?}");
+    for error in &errors {
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains("no AWS credentials"), "{message}");
+        assert!(message.contains("AWS_ACCESS_KEY_ID"), "{message}");
+        assert!(!message.contains('\n') && message.len() < 400, "{message}");
+    }
+}
+
 #[test]
 fn check_reports_what_would_be_served() {
     let dir = tempfile::tempdir().unwrap();
