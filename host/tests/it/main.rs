@@ -16,6 +16,7 @@ mod hotswap;
 mod invoke;
 mod polling;
 mod polyglot;
+mod readme;
 mod rollout;
 mod runtime;
 mod serve;
