@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::operation::head_object::{HeadObjectError, HeadObjectOutput};
 
 use super::{Fetch, Fetched, SourceError, too_large};
 use crate::aws::AwsConfig;
@@ -39,14 +41,7 @@ impl S3Source {
     /// The one line, when `HeadObject` fails.
     pub async fn head(&self, bucket: &str, key: &str) -> Result<(), String> {
         use aws_sdk_s3::error::ProvideErrorMetadata;
-        match self
-            .client
-            .head_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        match self.head_object(bucket, key).await {
             Ok(_) => Ok(()),
             Err(err) => Err(
                 match (err.code(), err.raw_response().map(|r| r.status().as_u16())) {
@@ -58,6 +53,19 @@ impl S3Source {
                 },
             ),
         }
+    }
+
+    async fn head_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<HeadObjectOutput, SdkError<HeadObjectError, HttpResponse>> {
+        self.client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
     }
 
     /// The object unless its ETag is still `known`.
@@ -75,11 +83,7 @@ impl S3Source {
         };
         if let Some(known) = known {
             let head = self
-                .client
-                .head_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
+                .head_object(bucket, key)
                 .await
                 .map_err(|err| failed(DisplayErrorContext(&err).to_string()))?;
             if head.e_tag() == Some(known) {
