@@ -284,6 +284,19 @@ async fn a_refused_success_is_no_answer_and_ends_in_answer_refused() {
     }
 }
 
+/// An answer that reaches Step Functions after it closed the task (it timed out) is no
+/// answer either: the task ended `closed`, whatever the guest answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_after_the_task_closed_is_closed() {
+    let standin = StandIn::start().await;
+    standin.task("token-1", json!({"hello": "Late"}));
+    standin.reply("SendTaskSuccess", [Reply::refuse("TaskTimedOut")]);
+    let events = serve_tasks(&standin, "greet", 1).await;
+    assert_eq!(standin.received("SendTaskSuccess").len(), 1);
+    assert!(standin.received("SendTaskFailure").is_empty());
+    assert_eq!(done(&events), ("closed", "closed"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kms_throttle_is_waited_out_then_the_answer_is_accepted() {
     let standin = StandIn::start().await;
