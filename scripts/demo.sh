@@ -4,7 +4,7 @@
 # outputs printed, a clean shutdown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "building the host and the example handlers: the first build takes 10-15 minutes and ~2.5 GB of disk (target/); later runs take seconds" >&2
+echo "building the host and the example handlers: the first run takes 15-20 minutes on 2 cores (the build, then LocalStack's install) and ~2.6 GB of disk (target/, .venv/); later runs take seconds" >&2
 scripts/build-guests.sh
 cargo build -p sfn-wasm-host
 . scripts/lib/localstack.sh

@@ -102,9 +102,10 @@ def main():
     }
     activity, machine = activity_and_machine(sfn, name, task_state)
     print(f"ran: aws --endpoint-url {args.endpoint} stepfunctions create-activity --name {activity.rsplit(':', 1)[1]}")
+    definition = {"StartAt": "Work", "States": {"Work": {
+        "Type": "Task", "Resource": activity, **task_state, "End": True}}}
     print(f"ran: aws --endpoint-url {args.endpoint} stepfunctions create-state-machine "
-          f"--name {machine.rsplit(':', 1)[1]} --definition '{{\"StartAt\": \"Work\", \"States\": "
-          f"{{\"Work\": {{\"Type\": \"Task\", \"Resource\": \"{activity}\", ..., \"End\": true}}}}}}' "
+          f"--name {machine.rsplit(':', 1)[1]} --definition '{json.dumps(definition)}' "
           f"--role-arn arn:aws:iam::000000000000:role/sfn-wasm-host-scripts")
 
     os.makedirs(args.workdir, exist_ok=True)
@@ -117,6 +118,8 @@ def main():
     else:
         config = {"activity": [{"workers": 2, "task_timeout_seconds": 60}]}
     config["aws"] = {**config.get("aws", {}), "region": "us-east-1", "endpoint_url": args.endpoint}
+    # Locally there is nothing to drain: a long poll would hold the default 30 s grace.
+    config["host"] = {"shutdown_grace_seconds": 2, **config.get("host", {})}
     config["activity"][0]["arn"] = activity
     config["activity"][0]["handler"] = os.path.abspath(args.handler)
     config_path = os.path.join(args.workdir, "config.toml")
@@ -151,8 +154,10 @@ def main():
         print(f'{described["status"]:9} {text} -> {result}')
         failed += described["status"] != "SUCCEEDED"
 
+    grace = config["host"]["shutdown_grace_seconds"]
+    print(f"\nstopping the host (SIGTERM; it waits up to shutdown_grace_seconds = {grace} for polls in flight)")
     served.send_signal(signal.SIGTERM)
-    code = served.wait(timeout=60)
+    code = served.wait(timeout=60 + grace)
     print(f"\nsfn-wasm-host exited with {code} after SIGTERM")
     sys.exit(1 if failed or code != 0 else 0)
 

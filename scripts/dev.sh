@@ -16,7 +16,7 @@ shift
 # A host binary given by the caller (the tests) is used as it is.
 host="${SFN_WASM_HOST:-}"
 if [ -z "$host" ]; then
-  echo "building sfn-wasm-host (the first build takes 10-15 minutes)..." >&2
+  echo "building sfn-wasm-host (the first build takes about 15 minutes on 2 cores)..." >&2
   cargo build --quiet -p sfn-wasm-host
   host=target/debug/sfn-wasm-host
 fi

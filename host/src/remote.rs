@@ -45,7 +45,10 @@ pub async fn check(config: &Config) -> Vec<RemoteProblem> {
     };
     match tokio::time::timeout(CREDENTIALS_TIMEOUT, provider.provide_credentials()).await {
         Ok(Ok(_)) => {}
-        Ok(Err(err)) => return vec![no_credentials(err.to_string())],
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "no credentials");
+            return vec![no_credentials("the default chain found none".into())];
+        }
         Err(_) => {
             return vec![no_credentials(format!(
                 "none found within {} s",
