@@ -42,6 +42,33 @@ impl SfnError {
         }
     }
 
+    /// The same error with every occurrence of `secret` (a task token) cut out of its
+    /// text. A service message may quote the request it refused (a
+    /// `ValidationException` names the value it did not accept), and these texts reach
+    /// events, the guest's `unavailable` and the causes sent to Step Functions.
+    pub fn redact(self, secret: &str) -> Self {
+        if secret.is_empty() {
+            return self;
+        }
+        let cut = |text: String| {
+            if text.contains(secret) {
+                text.replace(secret, "<task token>")
+            } else {
+                text
+            }
+        };
+        match self {
+            SfnError::TaskClosed(text) => SfnError::TaskClosed(cut(text)),
+            SfnError::Unavailable(text) => SfnError::Unavailable(cut(text)),
+            SfnError::Throttled(text) => SfnError::Throttled(cut(text)),
+            SfnError::TimedOut(text) => SfnError::TimedOut(cut(text)),
+            SfnError::Rejected { code, message } => SfnError::Rejected {
+                code,
+                message: cut(message),
+            },
+        }
+    }
+
     /// Whether this refusal of a poll says the activity cannot be polled until its setup
     /// changes (it does not exist, or its KMS key cannot be used): the worker then waits
     /// in a visible error state (`/readyz` says why) and recovers by itself when the
@@ -312,6 +339,23 @@ mod tests {
         struct Outer(#[source] std::io::Error);
         let err = Outer(std::io::Error::other("connection refused"));
         assert_eq!(chain(&err), "dispatch failure: connection refused");
+    }
+
+    #[test]
+    fn a_task_token_is_cut_out_of_every_error_text() {
+        let token = "AAAAKgAAAAIAAAAAAAAAAbc";
+        let quoted = format!("Value '{token}' at 'taskToken' failed to satisfy constraint");
+        for error in [
+            SfnError::rejected("ValidationException", quoted.clone()),
+            SfnError::TaskClosed(format!("InvalidToken: {quoted}")),
+            SfnError::Unavailable(quoted.clone()),
+            SfnError::Throttled(quoted.clone()),
+            SfnError::TimedOut(quoted.clone()),
+        ] {
+            let text = error.redact(token).to_string();
+            assert!(!text.contains(token), "{text}");
+            assert!(text.contains("<task token>"), "{text}");
+        }
     }
 
     #[test]
