@@ -1,21 +1,85 @@
 //! `[[activity]]`: one activity's handler, pollers, task slots, limits and retries.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::checks::{Problem, at, optional, seconds, seconds_within, within};
-use super::raw::RawActivity;
-use super::rollout::RolloutConfig;
+use super::grants::{RawDir, RawGrants};
+use super::rollout::{RawRollout, RolloutConfig};
 use crate::grants::GrantsConfig;
 use crate::ids::ActivityArn;
+use crate::outbound::OutboundLimits;
 use crate::source::{HandlerSource, parse_pin};
 
 /// The largest memory cap a task may have: the whole 32-bit address space.
 pub const MAX_MEMORY_LIMIT_MB: u64 = 4096;
 /// The most pollers one activity may have (Step Functions allows 1,000 per ARN).
 pub const MAX_POLLERS: u32 = 1000;
+
+/// One `[[activity]]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawActivity {
+    pub arn: String,
+    pub handler: String,
+    pub sha256: Option<String>,
+    pub source_poll_seconds: Option<f64>,
+    pub handler_max_mb: Option<u64>,
+    pub rollout: Option<RawRollout>,
+    pub record: Option<PathBuf>,
+    pub record_max_mb: Option<u64>,
+    #[serde(default = "default_workers")]
+    pub workers: u32,
+    pub pollers: Option<u32>,
+    pub max_concurrent_tasks: Option<u32>,
+    #[serde(default = "default_task_timeout")]
+    pub task_timeout_seconds: f64,
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit_mb: u64,
+    #[serde(default = "default_restart_interval")]
+    pub restart_interval_ms: u64,
+    #[serde(default)]
+    pub polling: PollingConfig,
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    pub heartbeat_seconds: Option<f64>,
+    #[serde(default = "default_cancel_grace")]
+    pub cancel_grace_seconds: f64,
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
+    #[serde(default)]
+    pub env: toml::Table,
+    #[serde(default)]
+    pub dir: Vec<RawDir>,
+    #[serde(default)]
+    pub outbound: OutboundLimits,
+}
+
+fn default_cancel_grace() -> f64 {
+    5.0
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_workers() -> u32 {
+    1
+}
+
+fn default_task_timeout() -> f64 {
+    300.0
+}
+
+fn default_memory_limit() -> u64 {
+    128
+}
+
+fn default_restart_interval() -> u64 {
+    2000
+}
 
 /// One `[[activity]]`, resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +130,7 @@ pub struct ActivityConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordConfig {
     /// The folder (created, private, if missing).
-    pub dir: std::path::PathBuf,
+    pub dir: PathBuf,
     /// The most its records may take, in bytes; the oldest are dropped past it.
     pub max_bytes: u64,
 }
@@ -166,7 +230,15 @@ impl ActivityConfig {
             .transpose()
             .map_err(|(name, message)| (format!("rollout.{name}"), message))?;
         let record = RecordConfig::resolve(&raw, base)?;
-        let grants = super::grants::resolve(&raw, base)?;
+        let grants = super::grants::resolve(
+            &RawGrants {
+                allowed_outbound_hosts: &raw.allowed_outbound_hosts,
+                env: &raw.env,
+                dir: &raw.dir,
+                outbound: raw.outbound,
+            },
+            base,
+        )?;
         Ok(Self {
             arn,
             handler,

@@ -2,16 +2,35 @@
 //! `[[activity.dir]]` and `[activity.outbound]`, resolved into the activity's
 //! [`GrantsConfig`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
 
 use super::checks::{Problem, within};
-use super::raw::RawActivity;
 use crate::grants::{DirGrant, EnvSource, EnvVar, GrantsConfig, check_guest_path};
-use crate::outbound::AllowedHost;
+use crate::outbound::{AllowedHost, OutboundLimits};
+
+/// One `[[activity.dir]]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDir {
+    pub host: PathBuf,
+    pub guest: String,
+    #[serde(default)]
+    pub writable: bool,
+}
+
+/// The grants keys of one `[[activity]]` as written.
+pub(super) struct RawGrants<'a> {
+    pub allowed_outbound_hosts: &'a [String],
+    pub env: &'a toml::Table,
+    pub dir: &'a [RawDir],
+    pub outbound: OutboundLimits,
+}
 
 /// Checks and resolves an activity's grants; on error, the key under the activity and
 /// the message.
-pub(super) fn resolve(activity: &RawActivity, base: &Path) -> Result<GrantsConfig, Problem> {
+pub(super) fn resolve(activity: &RawGrants<'_>, base: &Path) -> Result<GrantsConfig, Problem> {
     let mut allowed_outbound_hosts = Vec::with_capacity(activity.allowed_outbound_hosts.len());
     for (index, entry) in activity.allowed_outbound_hosts.iter().enumerate() {
         let entry = AllowedHost::parse(entry)
@@ -20,7 +39,7 @@ pub(super) fn resolve(activity: &RawActivity, base: &Path) -> Result<GrantsConfi
     }
 
     let mut env = Vec::with_capacity(activity.env.len());
-    for (name, value) in &activity.env {
+    for (name, value) in activity.env {
         let key = format!("env.{name}");
         if name.is_empty() || name.contains(['=', '\0']) {
             return Err((

@@ -6,7 +6,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::checks::{Problem, at, optional, seconds_within, within};
-use super::raw::RawHost;
 
 /// The log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -17,6 +16,32 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, on stdout.
     Json,
+}
+
+/// `[host]` as written.
+// Every field is optional, so that a missing `[host]` table and an empty one mean the
+// same: serde's `#[serde(default = ...)]` applies only to keys of a table that exists,
+// and a derived `Default` would turn `cache` off for a config with no `[host]` at all.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHost {
+    pub worker_prefix: Option<String>,
+    pub shutdown_grace_seconds: Option<f64>,
+    #[serde(default)]
+    pub log_format: LogFormat,
+    pub cache_dir: Option<PathBuf>,
+    pub cache: Option<bool>,
+    pub cache_max_mb: Option<u64>,
+    pub answer_retry_seconds: Option<f64>,
+    pub admin_listen: Option<String>,
+    pub otel: Option<RawOtel>,
+}
+
+/// `[host.otel]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOtel {
+    pub endpoint: String,
 }
 
 /// The `[host]` table, resolved.

@@ -4,21 +4,23 @@
 //! all of them are found before anything starts polling. Unknown keys are errors, not
 //! silently ignored: a typo in `memory_limit_mb` must not quietly run with the default.
 //!
-//! [`raw`] holds the TOML as written; each section checks itself beside the type it
-//! builds ([`HostConfig`], [`ActivityConfig`], [`RolloutConfig`], the grants keys), and
-//! [`Config::parse`] only walks the file, in order, naming the key of the first problem.
+//! Each section keeps its TOML as written (`Raw*`, with serde's defaults and
+//! `deny_unknown_fields`) beside the checked type it builds ([`HostConfig`],
+//! [`ActivityConfig`], [`RolloutConfig`], the grants keys), and [`Config::parse`] only
+//! walks the file, in order, naming the key of the first problem.
 
 mod activity;
 mod checks;
 mod grants;
 mod host;
-mod raw;
 mod rollout;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
 
 pub use activity::{ActivityConfig, MAX_MEMORY_LIMIT_MB, MAX_POLLERS, PollingConfig, RecordConfig};
 pub use host::{HostConfig, LogFormat, check_otel_endpoint, default_cache_dir, parse_listen};
@@ -28,7 +30,20 @@ pub use rollout::RolloutConfig;
 pub use crate::aws::AwsConfig;
 use crate::aws::{Api, MAX_RATE};
 use crate::ids::ActivityArn;
-use raw::RawConfig;
+use activity::RawActivity;
+use host::RawHost;
+
+/// The file as written: its three tables.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    aws: AwsConfig,
+    #[serde(default)]
+    host: RawHost,
+    #[serde(default)]
+    activity: Vec<RawActivity>,
+}
 
 /// A validated configuration, with paths resolved against the config file's folder.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,7 +1,17 @@
 //! `[activity.rollout]`: how a new handler version comes in.
 
 use super::checks::{Problem, at, within};
-use super::raw::RawRollout;
+use serde::Deserialize;
+
+/// `[activity.rollout]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRollout {
+    pub canary_percent: Option<u32>,
+    pub promote_after_tasks: Option<u64>,
+    pub max_failure_rate_increase: Option<f64>,
+    pub rollback_min_tasks: Option<u64>,
+}
 
 /// `[activity.rollout]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
