@@ -71,6 +71,16 @@ impl ActivityWorker {
         }
     }
 
+    /// Waits `delay` before the next poll; false when asked to stop meanwhile.
+    async fn wait(&self, delay: Duration) -> bool {
+        tokio::select! {
+            () = self.stop.shutdown.cancelled() => false,
+            () = self.stop.retire.cancelled() => false,
+            () = self.shared.tasks.abort.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
+
     /// The worker's name (`PREFIX:RANDOM`), sent with every poll.
     pub fn name(&self) -> &Arc<str> {
         &self.name
@@ -143,11 +153,8 @@ impl ActivityWorker {
                         throttled: true,
                         blocked: false,
                     });
-                    tokio::select! {
-                        () = self.stop.shutdown.cancelled() => break EXIT_STOPPED,
-                        () = self.stop.retire.cancelled() => break EXIT_STOPPED,
-                        () = self.shared.tasks.abort.cancelled() => break EXIT_STOPPED,
-                        () = tokio::time::sleep(throttle_delay(throttled)) => {}
+                    if !self.wait(throttle_delay(throttled)).await {
+                        break EXIT_STOPPED;
                     }
                 }
                 Err(err) if err.blocks_polling() => {
@@ -164,11 +171,11 @@ impl ActivityWorker {
                         throttled: false,
                         blocked: true,
                     });
-                    tokio::select! {
-                        () = self.stop.shutdown.cancelled() => break EXIT_STOPPED,
-                        () = self.stop.retire.cancelled() => break EXIT_STOPPED,
-                        () = self.shared.tasks.abort.cancelled() => break EXIT_STOPPED,
-                        () = tokio::time::sleep(polling.delay(blocked).min(MAX_BLOCKED_DELAY)) => {}
+                    if !self
+                        .wait(polling.delay(blocked).min(MAX_BLOCKED_DELAY))
+                        .await
+                    {
+                        break EXIT_STOPPED;
                     }
                 }
                 Err(err) => {
@@ -188,11 +195,8 @@ impl ActivityWorker {
                         });
                         break EXIT_POLLING_ERROR;
                     }
-                    tokio::select! {
-                        () = self.stop.shutdown.cancelled() => break EXIT_STOPPED,
-                        () = self.stop.retire.cancelled() => break EXIT_STOPPED,
-                        () = self.shared.tasks.abort.cancelled() => break EXIT_STOPPED,
-                        () = tokio::time::sleep(polling.delay(failures)) => {}
+                    if !self.wait(polling.delay(failures)).await {
+                        break EXIT_STOPPED;
                     }
                 }
             }

@@ -134,7 +134,7 @@ impl HandlerEvent {
                 compile_ms,
                 cache,
             } => {
-                fields.versions(old_digest, new_digest);
+                versions(fields, old_digest, new_digest);
                 fields.compile_ms = Some(*compile_ms);
                 fields.cache = Some(cache);
                 Level::INFO
@@ -149,7 +149,7 @@ impl HandlerEvent {
                 new_digest,
                 percent,
             } => {
-                fields.versions(old_digest, new_digest);
+                versions(fields, old_digest, new_digest);
                 fields.percent = Some(*percent);
                 Level::INFO
             }
@@ -158,8 +158,8 @@ impl HandlerEvent {
                 new_digest,
                 judged,
             } => {
-                fields.versions(old_digest, new_digest);
-                fields.judged(judged);
+                versions(fields, old_digest, new_digest);
+                judgement(fields, judged);
                 Level::INFO
             }
             HandlerEvent::RolledBack {
@@ -168,11 +168,23 @@ impl HandlerEvent {
                 judged,
                 max_failure_rate_increase,
             } => {
-                fields.versions(old_digest, new_digest);
-                fields.judged(judged);
+                versions(fields, old_digest, new_digest);
+                judgement(fields, judged);
                 fields.max_failure_rate_increase = Some(*max_failure_rate_increase);
                 Level::WARN
             }
         }
     }
+}
+
+fn versions<'a>(fields: &mut Fields<'a>, old: &'a str, new: &'a str) {
+    fields.old_digest = Some(old);
+    fields.new_digest = Some(new);
+}
+
+fn judgement(fields: &mut Fields<'_>, judged: &CanaryJudgement) {
+    fields.canary_tasks = Some(judged.canary_tasks);
+    fields.canary_failure_rate = Some(judged.canary_failure_rate);
+    fields.stable_tasks = Some(judged.stable_tasks);
+    fields.stable_failure_rate = Some(judged.stable_failure_rate);
 }

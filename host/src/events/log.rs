@@ -6,7 +6,6 @@ use std::fmt;
 
 use tracing::Level;
 
-use super::handler::CanaryJudgement;
 use super::{Event, EventKind};
 
 /// The fields of a log line beyond `event` and `activity`, in the order they are
@@ -69,22 +68,8 @@ pub struct Fields<'a> {
     pub max_failure_rate_increase: Option<f64>,
 }
 
-impl<'a> Fields<'a> {
-    pub(super) fn versions(&mut self, old: &'a str, new: &'a str) {
-        self.old_digest = Some(old);
-        self.new_digest = Some(new);
-    }
-
-    pub(super) fn judged(&mut self, judged: &CanaryJudgement) {
-        self.canary_tasks = Some(judged.canary_tasks);
-        self.canary_failure_rate = Some(judged.canary_failure_rate);
-        self.stable_tasks = Some(judged.stable_tasks);
-        self.stable_failure_rate = Some(judged.stable_failure_rate);
-    }
-}
-
 /// An event's level and fields: what [`log`] writes for it.
-pub fn line(event: &Event) -> (Level, Fields<'_>) {
+pub(super) fn line(event: &Event) -> (Level, Fields<'_>) {
     let mut fields = Fields::default();
     let level = match &event.kind {
         EventKind::Worker { worker, event } => {

@@ -4,13 +4,13 @@
 //!
 //! Every event is logged through `tracing` (field `event` = the name, plus `activity`,
 //! `worker` for worker and task events, and `task_id` and `handler_digest` for task
-//! events; see [`log`]) and broadcast to subscribers, which is how tests and embedders
+//! events; see `log.rs`) and broadcast to subscribers, which is how tests and embedders
 //! watch a worker. Emitting never blocks: a subscriber that falls behind misses events
 //! (and is told so by the channel). What an event is about is part of its type: a task
 //! event cannot be emitted without its task, nor a handler event with a worker.
 
 mod handler;
-pub mod log;
+mod log;
 mod task;
 #[cfg(test)]
 mod tests;
