@@ -5,7 +5,7 @@
 //! other. The APIs are named once, in [`Api`]; what differs per API (a rate, a token
 //! bucket) is a [`PerApi`] table indexed by it.
 
-use std::ops::{Index, IndexMut};
+use std::ops::Index;
 
 use aws_config::{BehaviorVersion, Region};
 use serde::Deserialize;
@@ -77,12 +77,6 @@ impl<T> Index<Api> for PerApi<T> {
     type Output = T;
     fn index(&self, api: Api) -> &T {
         &self.0[api.index()]
-    }
-}
-
-impl<T> IndexMut<Api> for PerApi<T> {
-    fn index_mut(&mut self, api: Api) -> &mut T {
-        &mut self.0[api.index()]
     }
 }
 

@@ -8,7 +8,7 @@ use aws_sdk_sfn::config::ProvideCredentials;
 
 use crate::aws::sdk_config;
 use crate::config::Config;
-use crate::sfn::{AwsStepFunctions, SfnError};
+use crate::sfn::{AwsStepFunctions, NO_CREDENTIALS, SfnError};
 use crate::source::{HandlerSource, S3Source};
 
 /// How long finding credentials may take: the chain's last resort, the instance
@@ -105,8 +105,6 @@ pub async fn check(config: &Config) -> Vec<RemoteProblem> {
 fn no_credentials(why: String) -> RemoteProblem {
     RemoteProblem {
         key: "[aws]".into(),
-        message: format!(
-            "no AWS credentials: {why}. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or run where a role provides them"
-        ),
+        message: format!("no AWS credentials: {why} ({NO_CREDENTIALS})"),
     }
 }

@@ -214,7 +214,9 @@ where
     };
     let text = if err.code().is_none() && text.contains("no credentials found") {
         // The chain's own account lists every provider it tried, over many lines.
-        format!("no AWS credentials: the default chain found none ({NO_CREDENTIALS})")
+        format!(
+            "no AWS credentials: the default chain found none ({NO_CREDENTIALS}; `sfn-wasm-host check --remote` checks)"
+        )
     } else {
         // One line: what a multi-line message says after its first line is detail.
         let first = text.lines().next().unwrap_or_default();
@@ -251,12 +253,13 @@ fn hint(code: Option<&str>) -> Option<&'static str> {
     })
 }
 
-/// What to do when the SDK found no credentials at all.
-const NO_CREDENTIALS: &str = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or run where a role provides them; `sfn-wasm-host check --remote` checks";
+/// What to do when the SDK finds no credentials at all (`serve` and `check --remote`
+/// say the same).
+pub const NO_CREDENTIALS: &str = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or run where a role provides them";
 
 /// An error and its sources' messages, `a: b: c`, each said once (an SDK error often
 /// repeats its source's text), without Debug dumps.
-pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(err);
     while let Some(err) = next {

@@ -17,7 +17,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sfn::Client;
 use aws_sdk_sfn::config::retry::RetryConfig;
 use errors::map_error;
-pub use errors::{ERROR_CODES, ErrorClass, SfnError, chain, class_of};
+pub use errors::{ERROR_CODES, ErrorClass, NO_CREDENTIALS, SfnError, class_of};
 
 use crate::aws::{Api, AwsConfig, BURST_SECONDS, PerApi, sdk_config};
 

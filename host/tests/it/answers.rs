@@ -97,33 +97,12 @@ impl Proxy {
 
 /// Answers every request on `socket` with Step Functions' throttling error.
 async fn throttle(mut socket: TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut buffer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        // One request: the head, then `content-length` bytes of body.
-        let end = loop {
-            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break end + 4;
-            }
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|line| line.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buffer.len() < end + length {
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        }
-        buffer.drain(..end + length);
+    while crate::http1::read_request(&mut socket, &mut buffer)
+        .await
+        .is_some()
+    {
         let body = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
         let response = format!(
             "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.0\r\nx-amzn-errortype: ThrottlingException\r\ncontent-length: {}\r\n\r\n{body}",

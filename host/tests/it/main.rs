@@ -13,6 +13,7 @@ mod engine;
 mod grants;
 mod guests;
 mod hotswap;
+mod http1;
 mod invoke;
 mod polling;
 mod polyglot;

@@ -17,6 +17,19 @@ fn host() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
 }
 
+/// `command` with no AWS credentials anywhere the SDK's default chain looks (`nowhere`
+/// is a path that does not exist).
+fn without_credentials<'a>(command: &'a mut Command, nowhere: &Path) -> &'a mut Command {
+    command
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", nowhere)
+        .env("AWS_SHARED_CREDENTIALS_FILE", nowhere)
+}
+
 fn write_config(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("config.toml");
     std::fs::write(&path, body).unwrap();
@@ -117,16 +130,7 @@ fn check_remote_names_what_aws_does_not_have() {
 
     // No credentials anywhere: one line naming `[aws]`, and nothing else asked.
     let nowhere = good_dir.path().join("nowhere");
-    let output = host()
-        .args(["check", "--remote"])
-        .arg(&good)
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", &nowhere)
-        .env("AWS_SHARED_CREDENTIALS_FILE", &nowhere)
+    let output = without_credentials(host().args(["check", "--remote"]).arg(&good), &nowhere)
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "{output:?}");
@@ -152,20 +156,14 @@ fn no_credentials_is_one_short_line_per_poll() {
         ),
     );
     let nowhere = dir.path().join("nowhere");
-    let child = host()
-        .args(["serve", "--log-format", "json"])
-        .arg(&config)
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", &nowhere)
-        .env("AWS_SHARED_CREDENTIALS_FILE", &nowhere)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = without_credentials(
+        host().args(["serve", "--log-format", "json"]).arg(&config),
+        &nowhere,
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
     std::thread::sleep(Duration::from_millis(2500));
     let _ = rustix::process::kill_process(rustix::process::Pid::from_child(&child), Signal::TERM);
     let output = child.wait_with_output().unwrap();

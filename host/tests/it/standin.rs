@@ -13,10 +13,11 @@ use sfn_wasm_host::consumer::ActivityConsumer;
 use sfn_wasm_host::engine::Handler;
 use sfn_wasm_host::events::{Event, EventKind, Events, TaskEvent, WorkerEvent};
 use sfn_wasm_host::sfn::{AwsStepFunctions, ERROR_CODES, ErrorClass, SfnError, StepFunctions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::guests::guest;
+use crate::http1::{header, read_request};
 
 const ARN: &str = "arn:aws:states:us-east-1:000000000000:activity:standin";
 
@@ -25,6 +26,8 @@ const ARN: &str = "arn:aws:states:us-east-1:000000000000:activity:standin";
 pub struct Reply {
     status: u16,
     code: Option<&'static str>,
+    /// The message quotes the request's task token, as a `ValidationException` may.
+    quote_token: bool,
 }
 
 impl Reply {
@@ -32,6 +35,14 @@ impl Reply {
         Self {
             status: 400,
             code: Some(code),
+            quote_token: false,
+        }
+    }
+
+    pub fn refuse_quoting_the_token(code: &'static str) -> Self {
+        Self {
+            quote_token: true,
+            ..Self::refuse(code)
         }
     }
 }
@@ -103,37 +114,12 @@ impl StandIn {
 
 async fn serve(mut socket: TcpStream, script: Arc<Mutex<Script>>) {
     let mut buffer = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let end = loop {
-            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break end + 4;
-            }
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
-        let header = |name: &str| {
-            head.lines()
-                .find_map(|line| line.strip_prefix(name))
-                .map(|value| value.trim().to_owned())
-        };
-        let length: usize = header("content-length:")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let action = header("x-amz-target:")
-            .and_then(|t| t.rsplit('.').next().map(str::to_owned))
-            .unwrap_or_default();
-        while buffer.len() < end + length {
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body: Value = serde_json::from_slice(&buffer[end..end + length]).unwrap_or(Value::Null);
-        buffer.drain(..end + length);
+    while let Some((head, body)) = read_request(&mut socket, &mut buffer).await {
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let action = header(&head, "x-amz-target")
+            .and_then(|t| t.rsplit('.').next())
+            .unwrap_or_default()
+            .to_owned();
         // The action's name as AWS spells it (the header was lowercased).
         let action = [
             "GetActivityTask",
@@ -162,13 +148,24 @@ async fn serve(mut socket: TcpStream, script: Arc<Mutex<Script>>) {
                 Some(Reply {
                     status,
                     code: Some(code),
+                    quote_token,
                 }),
                 _,
-            ) => (
-                status,
-                json!({"__type": code, "message": format!("the stand-in refuses with {code}")}),
-            ),
-            (Some(Reply { status, code: None }), _) => (status, json!({})),
+            ) => {
+                let message = if quote_token {
+                    let token = received_token(&script);
+                    format!("Value '{token}' at 'taskToken' failed to satisfy constraint")
+                } else {
+                    format!("the stand-in refuses with {code}")
+                };
+                (status, json!({"__type": code, "message": message}))
+            }
+            (
+                Some(Reply {
+                    status, code: None, ..
+                }),
+                _,
+            ) => (status, json!({})),
             (None, Some((token, input))) => (200, json!({"taskToken": token, "input": input})),
             (None, None) if action == "GetActivityTask" => {
                 // A long poll that ends without a task, shortened.
@@ -187,6 +184,17 @@ async fn serve(mut socket: TcpStream, script: Arc<Mutex<Script>>) {
             return;
         }
     }
+}
+
+/// The task token of the last request received.
+fn received_token(script: &Mutex<Script>) -> String {
+    let script = script.lock().unwrap();
+    script
+        .received
+        .last()
+        .and_then(|(_, body)| body["taskToken"].as_str())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn payload_code(payload: &str) -> String {
@@ -295,6 +303,30 @@ async fn an_answer_after_the_task_closed_is_closed() {
     assert_eq!(standin.received("SendTaskSuccess").len(), 1);
     assert!(standin.received("SendTaskFailure").is_empty());
     assert_eq!(done(&events), ("closed", "closed"));
+}
+
+/// A refusal whose message quotes the task token (a credential): neither the guest, nor
+/// the cause sent to Step Functions, nor an event carries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_quoting_the_task_token_passes_it_to_nobody() {
+    let token = "secret-task-token-0123456789";
+    let standin = StandIn::start().await;
+    standin.task(token, json!({"hello": "World"}));
+    standin.reply(
+        "SendTaskSuccess",
+        [Reply::refuse_quoting_the_token("ValidationException")],
+    );
+    let events = serve_tasks(&standin, "greet", 1).await;
+    let failures = standin.received("SendTaskFailure");
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0]["taskToken"], token);
+    let cause = failures[0]["cause"].as_str().unwrap();
+    assert!(cause.contains("ValidationException"), "{cause}");
+    assert!(cause.contains("<task token>"), "{cause}");
+    assert!(!cause.contains(token), "{cause}");
+    for event in &events {
+        assert!(!format!("{event:?}").contains(token), "{event:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
