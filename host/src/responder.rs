@@ -38,14 +38,10 @@ impl Responder for SfnResponder {
                 self.sfn.send_failure(&self.token, error, cause).await
             }
         }
-        .map_err(|error| error.redact(&self.token))
     }
 
     async fn heartbeat(&self) -> Result<(), SfnError> {
-        self.sfn
-            .send_heartbeat(&self.token)
-            .await
-            .map_err(|error| error.redact(&self.token))
+        self.sfn.send_heartbeat(&self.token).await
     }
 
     fn delivered(&self, answer: &Answer, how: Delivered) {

@@ -310,6 +310,11 @@ mod tests {
         board.observe(&worker(WorkerEvent::Running));
         board.observe(&worker(WorkerEvent::PollingStarting));
         assert_eq!(board.not_ready(), None);
+        assert_eq!(
+            board.snapshot()["activities"][0]["polls_refused"],
+            Value::Null,
+            "nothing refused by default"
+        );
 
         // A poll refused until the setup changes makes the host not ready, saying why,
         // until a poll succeeds again.

@@ -45,7 +45,8 @@ impl SfnError {
     /// The same error with every occurrence of `secret` (a task token) cut out of its
     /// text. A service message may quote the request it refused (a
     /// `ValidationException` names the value it did not accept), and these texts reach
-    /// events, the guest's `unavailable` and the causes sent to Step Functions.
+    /// events, traces, the guest's `unavailable` and the causes sent to Step Functions:
+    /// the client redacts them where the token and the service's text meet.
     pub fn redact(self, secret: &str) -> Self {
         if secret.is_empty() {
             return self;
@@ -180,13 +181,31 @@ pub fn class_of(code: Option<&str>, status: Option<u16>) -> ErrorClass {
 /// Maps an SDK error by its class ([`class_of`]); timeouts are [`SfnError::TimedOut`].
 /// A service error reads `CODE: message`, as AWS's own tools print it; anything else
 /// carries the SDK's error chain.
-pub(super) fn map_error<E>(err: SdkError<E, HttpResponse>) -> SfnError
+/// `token` is the task token of the call, if it has one: cut out of every text, the
+/// debug line included ([`SfnError::redact`]).
+pub(super) fn map_error<E>(err: SdkError<E, HttpResponse>, token: &str) -> SfnError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     // The SDK's whole story (its Debug dumps included) is for a developer, at debug; what
     // events and users read is the chain of messages.
-    tracing::debug!(error = %DisplayErrorContext(&err), "a Step Functions call failed");
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let story = DisplayErrorContext(&err).to_string();
+        let story = if token.is_empty() {
+            story
+        } else {
+            story.replace(token, "<task token>")
+        };
+        tracing::debug!(error = %story, "a Step Functions call failed");
+    }
+    classify(err).redact(token)
+}
+
+/// The error's class and text ([`class_of`]).
+fn classify<E>(err: SdkError<E, HttpResponse>) -> SfnError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
     let status = match &err {
         SdkError::TimeoutError(_) => return SfnError::TimedOut(chain(&err)),
         SdkError::DispatchFailure(failure) if failure.is_timeout() => {

@@ -160,7 +160,7 @@ impl AwsStepFunctions {
             .activity_arn(activity_arn)
             .send()
             .await
-            .map_err(map_error)?;
+            .map_err(|err| map_error(err, ""))?;
         Ok(())
     }
 }
@@ -180,7 +180,7 @@ impl StepFunctions for AwsStepFunctions {
             .worker_name(worker_name)
             .send()
             .await
-            .map_err(map_error)?;
+            .map_err(|err| map_error(err, ""))?;
         Ok(output
             .task_token
             .filter(|token| !token.is_empty())
@@ -198,7 +198,7 @@ impl StepFunctions for AwsStepFunctions {
             .output(output)
             .send()
             .await
-            .map_err(map_error)?;
+            .map_err(|err| map_error(err, token))?;
         Ok(())
     }
 
@@ -213,7 +213,7 @@ impl StepFunctions for AwsStepFunctions {
         if !cause.is_empty() {
             request = request.cause(cause);
         }
-        request.send().await.map_err(map_error)?;
+        request.send().await.map_err(|err| map_error(err, token))?;
         Ok(())
     }
 
@@ -224,7 +224,7 @@ impl StepFunctions for AwsStepFunctions {
             .task_token(token)
             .send()
             .await
-            .map_err(map_error)?;
+            .map_err(|err| map_error(err, token))?;
         Ok(())
     }
 }
