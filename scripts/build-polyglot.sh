@@ -41,16 +41,18 @@ for name in greet scenarios; do
       -o "$out/$name-py.wasm" >/dev/null
   fi
 done
-# The fetch examples make HTTP calls: ComponentizeJS keeps its `fetch` (wasi:http), and
-# componentize-py builds against a world that adds wasi:http's outgoing handler.
-if stale "$out/fetch-js.wasm" "$js/fetch.js" "$js/package-lock.json"; then
+# The fetch examples make HTTP calls through wasi:http's bindings (http_client.js,
+# http_client.py), so they build against examples/wit-http: the handler world plus
+# wasi:http's outgoing handler.
+http_wit=examples/wit-http
+if stale "$out/fetch-js.wasm" "$js/fetch.js" "$js/http_client.js" "$http_wit" "$js/package-lock.json"; then
   echo "building $out/fetch-js.wasm" >&2
-  (cd "$js" && npx --offline componentize-js fetch.js --wit ../../wit --world-name handler \
-    --disable fetch-event -o "../../$out/fetch-js.wasm" >/dev/null)
+  (cd "$js" && npx --offline componentize-js fetch.js --wit "../../$http_wit" \
+    --world-name handler-with-http --disable http fetch-event -o "../../$out/fetch-js.wasm" >/dev/null)
 fi
 py=examples/greet-py
-if stale "$out/fetch-py.wasm" "$py/fetch.py" "$py/http_client.py" "$py/wit" "$requirements"; then
+if stale "$out/fetch-py.wasm" "$py/fetch.py" "$py/http_client.py" "$http_wit" "$requirements"; then
   echo "building $out/fetch-py.wasm" >&2
-  componentize-py -d "$py/wit" -w handler-with-http componentize fetch -p "$py" \
+  componentize-py -d "$http_wit" -w handler-with-http componentize fetch -p "$py" \
     -o "$out/fetch-py.wasm" >/dev/null
 fi

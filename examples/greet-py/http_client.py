@@ -17,10 +17,14 @@ class HttpError(Exception):
     """A failed request; `name` is the wasi:http error code (`HTTP-request-denied`)."""
 
     def __init__(self, code, detail=""):
-        kind = type(code).__name__.removeprefix("ErrorCode_")
-        words = re.findall(r"[A-Z][a-z0-9]*", kind) or ["error"]
-        upper = {"http", "dns", "tls", "ip", "uri"}
-        self.name = "-".join(w.upper() if w.lower() in upper else w.lower() for w in words)
+        if code is None:
+            # The host gave no code (an error of its own, not of the request).
+            self.name = "HTTP-error"
+        else:
+            kind = type(code).__name__.removeprefix("ErrorCode_")
+            words = re.findall(r"[A-Z][a-z0-9]*", kind) or ["error"]
+            upper = {"http", "dns", "tls", "ip", "uri"}
+            self.name = "-".join(w.upper() if w.lower() in upper else w.lower() for w in words)
         super().__init__(f"{self.name}{': ' + detail if detail else ''}")
 
 

@@ -8,8 +8,8 @@
 //!   opens one per guest request too), reading the whole body.
 //! - `guest task, 0 GETs` / `guest task, 10 GETs`: the `probe` test guest, allowed the
 //!   server, run as a task (instantiate, `handle`, answer, drop) doing no request or ten.
-//!   A guest GET costs (10 GETs − 0 GETs) / 10: the allow-list, the address check, wstd's
-//!   wasi:http calls and the body streams, on top of the same connection and request.
+//!   A guest GET costs (10 GETs − 0 GETs) / 10: the allow-list, the address check, the guest
+//!   SDK's wasi:http calls and the body streams, on top of the same connection and request.
 //!
 //! Rounds alternate the cases three times; medians of each case over all rounds.
 

@@ -185,6 +185,7 @@ impl WasmEngine {
         let mut http_linker = linker.clone();
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker)
             .map_err(EngineError::Config)?;
+        task::override_http_error_code(&mut http_linker).map_err(EngineError::Config)?;
 
         let ticker = EpochTicker::start(engine.clone())?;
         let memories_per_task = if config.pooling {

@@ -99,6 +99,29 @@ impl WasiView for TaskState {
     }
 }
 
+/// Replaces wasmtime-wasi-http's `http-error-code` with [`crate::outbound::http_error_code`],
+/// which also names the errors of a response body the host cut or timed out.
+pub(super) fn override_http_error_code(
+    linker: &mut wasmtime::component::Linker<TaskState>,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+    linker.allow_shadowing(true);
+    let defined = linker
+        .instance(crate::outbound::TYPES_INTERFACE)?
+        .func_wrap(
+            "http-error-code",
+            |store: wasmtime::StoreContextMut<'_, TaskState>,
+             (err,): (Resource<wasmtime::Error>,)|
+             -> wasmtime::Result<(Option<ErrorCode>,)> {
+                let err = store.data().table.get(&err)?;
+                Ok((crate::outbound::http_error_code(err),))
+            },
+        );
+    linker.allow_shadowing(false);
+    defined
+}
+
 /// Why the epoch callback or the host stopped a guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 enum Interrupt {

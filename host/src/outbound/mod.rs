@@ -14,10 +14,12 @@
 //! Timeouts are the guest's request options capped by the activity's; response bodies
 //! count against the task's `max_response_bytes`. The request runs on a task the
 //! guest's `Store` owns, so the task's deadline or an abort, which drop the `Store`,
-//! stop it too.
+//! stop it too. A limit or timeout hit while the body streams reaches the guest with
+//! its `wasi:http` error code, as at the head ([`http_error_code`]).
 
 mod address;
 mod allow;
+mod codes;
 mod send;
 
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use wasmtime_wasi_http::{RequestOptions, WasiHttpHooks};
 
 pub use address::{AddressClass, classify, may_connect};
 pub use allow::{AllowList, AllowedHost, Scheme};
+pub use codes::{TYPES_INTERFACE, http_error_code};
 pub(crate) use send::tls_connector;
 
 /// `[activity.outbound]`: what one task may do over HTTP.

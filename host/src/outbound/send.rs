@@ -336,12 +336,7 @@ impl Body for ResponseBody {
             }
             Poll::Ready(Some(Err(err))) => {
                 self.done = true;
-                let err = if err.is_timeout() {
-                    Error::HttpResponseTimeout
-                } else {
-                    Error::Hyper(err)
-                };
-                Poll::Ready(Some(Err(err)))
+                Poll::Ready(Some(Err(super::codes::body_error(&err))))
             }
             Poll::Ready(None) => {
                 self.done = true;
