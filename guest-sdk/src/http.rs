@@ -324,7 +324,7 @@ fn describe(code: &ErrorCode) -> String {
     let name = || wit_case_name(&format!("{code:?}"));
     match code {
         ErrorCode::HttpRequestDenied => {
-            "HTTP-request-denied: no allowed_outbound_hosts entry of the activity allows it".into()
+            "HTTP-request-denied: the activity is not granted this destination (allowed_outbound_hosts, or [activity.aws] for AWS)".into()
         }
         ErrorCode::ConnectionLimitReached => {
             "connection-limit-reached: the task has sent its outbound.max_requests".into()

@@ -52,6 +52,8 @@ pub mod bindings {
     });
 }
 
+#[cfg(feature = "aws")]
+pub mod aws;
 #[cfg(feature = "http")]
 pub mod http;
 

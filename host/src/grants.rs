@@ -12,7 +12,9 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::outbound::{AllowList, AllowedHost, OutboundLimits, OutboundPolicy};
+use crate::outbound::{
+    AllowList, AllowedHost, AwsGrant, AwsSigner, OutboundLimits, OutboundPolicy,
+};
 
 /// Where an environment variable's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +99,8 @@ pub struct GrantsConfig {
     pub dirs: Vec<DirGrant>,
     /// `[activity.outbound]`.
     pub outbound: OutboundLimits,
+    /// `[activity.aws]`: AWS requests the host signs.
+    pub aws: Option<AwsGrant>,
 }
 
 impl GrantsConfig {
@@ -116,6 +120,9 @@ impl GrantsConfig {
                 limits.connect_timeout_ms,
                 limits.first_byte_timeout_ms
             ));
+        }
+        if let Some(aws) = &self.aws {
+            lines.push(aws.describe());
         }
         for var in &self.env {
             lines.push(match &var.source {
@@ -156,6 +163,9 @@ pub enum GrantError {
     /// The TLS client for https entries could not be set up.
     #[error("`allowed_outbound_hosts`: cannot set up TLS for https requests: {0}")]
     Tls(String),
+    /// `[activity.aws]` cannot be set up.
+    #[error("`aws`: {0}")]
+    Aws(String),
 }
 
 /// The resolved grants of one activity: what each of its tasks gets. Its `Debug` shows
@@ -208,9 +218,16 @@ impl Grants {
                     })
             })
             .collect::<Result<_, _>>()?;
+        let aws = config
+            .aws
+            .clone()
+            .map(AwsSigner::new)
+            .transpose()
+            .map_err(GrantError::Aws)?;
         let outbound = OutboundPolicy::new(
             AllowList::new(config.allowed_outbound_hosts.clone()),
             config.outbound,
+            aws,
         )
         .map_err(|err| GrantError::Tls(err.to_string()))?;
         Ok(Self {

@@ -1,4 +1,4 @@
-# LocalStack (Step Functions and S3, no Docker) for the tests and the demo.
+# LocalStack (Step Functions, S3, SQS and STS, no Docker) for the tests and the demo.
 # Source this file, then: localstack_start; ...; localstack_stop (or trap it).
 # Sets LOCALSTACK_ENDPOINT and the AWS_* variables a client needs to talk to it.
 
@@ -19,7 +19,7 @@ localstack_start() {
   LOCALSTACK_DIR="$PWD/target/localstack/$port"
   mkdir -p "$LOCALSTACK_DIR"
   TMPDIR="$LOCALSTACK_DIR" GATEWAY_SERVER=hypercorn GATEWAY_LISTEN="127.0.0.1:$port" \
-    SERVICES=stepfunctions,s3 EAGER_SERVICE_LOADING=1 DNS_ADDRESS=0 DISABLE_EVENTS=1 \
+    SERVICES=stepfunctions,s3,sqs,sts EAGER_SERVICE_LOADING=1 DNS_ADDRESS=0 DISABLE_EVENTS=1 \
     SKIP_SSL_CERT_DOWNLOAD=1 LOCALSTACK_VOLUME_DIR="$LOCALSTACK_DIR/volume" \
     "$LOCALSTACK_VENV/bin/python" -m localstack.runtime.main >"$LOCALSTACK_DIR/localstack.log" 2>&1 &
   LOCALSTACK_PID=$!
@@ -31,7 +31,8 @@ localstack_start() {
 import json, sys, urllib.request
 health = json.load(urllib.request.urlopen(sys.argv[1] + "/_localstack/health", timeout=2))
 services = health["services"]
-sys.exit(0 if services.get("stepfunctions") == "running" and services.get("s3") == "running" else 1)
+wanted = ("stepfunctions", "s3", "sqs", "sts")
+sys.exit(0 if all(services.get(name) == "running" for name in wanted) else 1)
 PY
   do
     if ! kill -0 "$LOCALSTACK_PID" 2>/dev/null || [ "$waited" -ge 120 ]; then
@@ -47,6 +48,7 @@ PY
 import sys, boto3
 boto3.client("stepfunctions", endpoint_url=sys.argv[1]).list_activities()
 boto3.client("s3", endpoint_url=sys.argv[1]).list_buckets()
+boto3.client("sqs", endpoint_url=sys.argv[1]).list_queues()
 PY
   echo "LocalStack ready at $LOCALSTACK_ENDPOINT (pid $LOCALSTACK_PID)" >&2
 }

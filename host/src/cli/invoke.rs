@@ -14,7 +14,7 @@ use sfn_wasm_host::engine::{
 };
 use sfn_wasm_host::grants::{DirGrant, EnvSource, EnvVar, Grants, GrantsConfig, check_guest_path};
 use sfn_wasm_host::load::open_cache;
-use sfn_wasm_host::outbound::{AllowedHost, OutboundLimits};
+use sfn_wasm_host::outbound::{AllowedHost, AwsGrant, OutboundLimits, is_label, is_region};
 use sfn_wasm_host::outcome::Answer;
 
 use super::EXIT_USAGE;
@@ -55,6 +55,18 @@ pub struct InvokeArgs {
     /// Preopen a host folder at a guest path, read-only unless `:rw`; repeat for more.
     #[arg(long, value_name = "HOST:GUEST[:rw]")]
     dir: Vec<String>,
+    /// Sign the handler's requests to this AWS service (a SigV4 signing name, as
+    /// `[activity.aws] services`) with the host's credentials; repeat for more.
+    #[arg(long, value_name = "NAME")]
+    aws_service: Vec<String>,
+    /// A region those requests may go to (as `[activity.aws] regions`); repeat for more.
+    /// Default: `AWS_REGION`.
+    #[arg(long, value_name = "REGION", requires = "aws_service")]
+    aws_region: Vec<String>,
+    /// Send the signed requests here instead of AWS (as `[aws] endpoint_url`, such as a
+    /// local emulator). Default: `AWS_ENDPOINT_URL`.
+    #[arg(long, value_name = "URL", requires = "aws_service")]
+    aws_endpoint_url: Option<String>,
 }
 
 /// Prints `{"status":"success","output":...}` or `{"status":"failure",...}`; exits 0 on
@@ -186,5 +198,43 @@ fn grants(args: &InvokeArgs) -> anyhow::Result<GrantsConfig> {
         env,
         dirs,
         outbound: OutboundLimits::default(),
+        aws: aws_grant(args)?,
     })
+}
+
+/// The grant of `--aws-service`, `--aws-region` and `--aws-endpoint-url`.
+fn aws_grant(args: &InvokeArgs) -> anyhow::Result<Option<AwsGrant>> {
+    if args.aws_service.is_empty() {
+        return Ok(None);
+    }
+    let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let host_region = from_env("AWS_REGION").or_else(|| from_env("AWS_DEFAULT_REGION"));
+    let regions = if args.aws_region.is_empty() {
+        vec![host_region.clone().ok_or_else(|| {
+            anyhow::anyhow!("--aws-service: give the regions with --aws-region, or set AWS_REGION")
+        })?]
+    } else {
+        args.aws_region.clone()
+    };
+    for service in &args.aws_service {
+        if !is_label(service) {
+            anyhow::bail!("--aws-service {service:?}: a signing name, like s3 or sqs");
+        }
+    }
+    for region in &regions {
+        if !is_region(region) {
+            anyhow::bail!("--aws-region {region:?}: a region name, like us-east-1");
+        }
+    }
+    Ok(Some(AwsGrant {
+        services: args.aws_service.clone(),
+        regions,
+        role_arn: None,
+        external_id: None,
+        host_region,
+        endpoint_url: args
+            .aws_endpoint_url
+            .clone()
+            .or_else(|| from_env("AWS_ENDPOINT_URL")),
+    }))
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::checks::{Problem, at, optional, seconds, seconds_within, within};
-use super::grants::{RawDir, RawGrants};
+use super::grants::{RawAws, RawDir, RawGrants};
 use super::rollout::{RawRollout, RolloutConfig};
+use crate::aws::AwsConfig;
 use crate::grants::GrantsConfig;
 use crate::ids::ActivityArn;
 use crate::outbound::OutboundLimits;
@@ -55,6 +56,7 @@ pub(super) struct RawActivity {
     pub dir: Vec<RawDir>,
     #[serde(default)]
     pub outbound: OutboundLimits,
+    pub aws: Option<RawAws>,
 }
 
 fn default_cancel_grace() -> f64 {
@@ -186,6 +188,7 @@ impl ActivityConfig {
         arn: ActivityArn,
         raw: RawActivity,
         base: &Path,
+        host_aws: &AwsConfig,
     ) -> Result<Self, Problem> {
         within(raw.workers, 1..=MAX_POLLERS).map_err(at("workers"))?;
         let pollers = raw.pollers.unwrap_or(raw.workers);
@@ -236,6 +239,8 @@ impl ActivityConfig {
                 env: &raw.env,
                 dir: &raw.dir,
                 outbound: raw.outbound,
+                aws: raw.aws.as_ref(),
+                host_aws,
             },
             base,
         )?;

@@ -1,14 +1,25 @@
 //! The grants keys of an `[[activity]]`: `allowed_outbound_hosts`, `[activity.env]`,
-//! `[[activity.dir]]` and `[activity.outbound]`, resolved into the activity's
-//! [`GrantsConfig`].
+//! `[[activity.dir]]`, `[activity.outbound]` and `[activity.aws]`, resolved into the
+//! activity's [`GrantsConfig`].
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use super::checks::{Problem, within};
+use crate::aws::AwsConfig;
 use crate::grants::{DirGrant, EnvSource, EnvVar, GrantsConfig, check_guest_path};
-use crate::outbound::{AllowedHost, OutboundLimits};
+use crate::outbound::{AllowedHost, AwsGrant, OutboundLimits, is_label, is_region};
+
+/// `[activity.aws]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAws {
+    pub services: Vec<String>,
+    pub regions: Option<Vec<String>>,
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+}
 
 /// One `[[activity.dir]]` as written.
 #[derive(Deserialize)]
@@ -26,6 +37,9 @@ pub(super) struct RawGrants<'a> {
     pub env: &'a toml::Table,
     pub dir: &'a [RawDir],
     pub outbound: OutboundLimits,
+    pub aws: Option<&'a RawAws>,
+    /// The config's `[aws]`: the default region, and where AWS requests go.
+    pub host_aws: &'a AwsConfig,
 }
 
 /// Checks and resolves an activity's grants; on error, the key under the activity and
@@ -117,10 +131,108 @@ pub(super) fn resolve(activity: &RawGrants<'_>, base: &Path) -> Result<GrantsCon
     within(limits.first_byte_timeout_ms, 1..=86_400_000)
         .map_err(|message| ("outbound.first_byte_timeout_ms".to_owned(), message))?;
 
+    let aws = activity
+        .aws
+        .map(|raw| resolve_aws(raw, activity.host_aws))
+        .transpose()?;
+
     Ok(GrantsConfig {
         allowed_outbound_hosts,
         env,
         dirs,
         outbound: limits,
+        aws,
     })
+}
+
+/// Checks `[activity.aws]`; regions default to `[aws] region`.
+fn resolve_aws(raw: &RawAws, host: &AwsConfig) -> Result<AwsGrant, Problem> {
+    if raw.services.is_empty() {
+        return Err((
+            "aws.services".into(),
+            "list the SigV4 signing names the guests may call, like [\"s3\", \"sqs\"]".into(),
+        ));
+    }
+    for (index, service) in raw.services.iter().enumerate() {
+        if !is_label(service) {
+            return Err((
+                format!("aws.services[{index}]"),
+                format!(
+                    "{service:?} is not a signing name: lower-case letters, digits and `-`, like \"s3\" or \"dynamodb\""
+                ),
+            ));
+        }
+    }
+    let regions = match (&raw.regions, &host.region) {
+        (Some(regions), _) if regions.is_empty() => {
+            return Err((
+                "aws.regions".into(),
+                "list at least one region, like [\"us-east-1\"], or leave the key out for `[aws] region`".into(),
+            ));
+        }
+        (Some(regions), _) => regions.clone(),
+        (None, Some(region)) => vec![region.clone()],
+        (None, None) => {
+            return Err((
+                "aws.regions".into(),
+                "name the regions the guests may call, like [\"us-east-1\"], or set `[aws] region`"
+                    .into(),
+            ));
+        }
+    };
+    for (index, region) in regions.iter().enumerate() {
+        if !is_region(region) {
+            return Err((
+                format!("aws.regions[{index}]"),
+                format!("{region:?} is not a region name like \"us-east-1\""),
+            ));
+        }
+    }
+    if let Some(role) = &raw.role_arn
+        && !is_role_arn(role)
+    {
+        return Err((
+            "aws.role_arn".into(),
+            format!(
+                "{role:?} is not a role ARN: arn:aws:iam::123456789012:role/NAME (the role the host assumes for this activity's requests)"
+            ),
+        ));
+    }
+    if let Some(external_id) = &raw.external_id {
+        if raw.role_arn.is_none() {
+            return Err((
+                "aws.external_id".into(),
+                "is passed to AssumeRole: set `role_arn` too, or remove it".into(),
+            ));
+        }
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "+=,.@:/-_".contains(c);
+        if !(2..=1224).contains(&external_id.len()) || !external_id.chars().all(allowed) {
+            return Err((
+                "aws.external_id".into(),
+                "must be 2 to 1224 characters: letters, digits and +=,.@:/-_ (as STS takes it)"
+                    .into(),
+            ));
+        }
+    }
+    Ok(AwsGrant {
+        services: raw.services.clone(),
+        regions,
+        role_arn: raw.role_arn.clone(),
+        external_id: raw.external_id.clone(),
+        host_region: host.region.clone(),
+        endpoint_url: host.endpoint_url.clone(),
+    })
+}
+
+/// `arn:PARTITION:iam::ACCOUNT:role/PATH/NAME`.
+fn is_role_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    matches!(
+        parts.as_slice(),
+        ["arn", partition, "iam", "", account, resource]
+            if !partition.is_empty()
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && resource.strip_prefix("role/").is_some_and(|name| !name.is_empty())
+    )
 }

@@ -143,7 +143,7 @@ impl Config {
                     ),
                 ));
             }
-            let activity = ActivityConfig::resolve(arn, activity, &base)
+            let activity = ActivityConfig::resolve(arn, activity, &base, &raw.aws)
                 .map_err(|(name, message)| error(key(&name), message))?;
             activities.push(activity);
         }

@@ -19,6 +19,7 @@
 
 mod address;
 mod allow;
+mod aws;
 mod codes;
 mod send;
 
@@ -30,6 +31,9 @@ use wasmtime_wasi_http::{RequestOptions, WasiHttpHooks};
 
 pub use address::{AddressClass, classify, may_connect};
 pub use allow::{AllowList, AllowedHost, Scheme};
+pub use aws::{
+    AwsGrant, AwsSigner, Endpoint, MAX_SIGNED_BODY_BYTES, SignError, is_label, is_region,
+};
 pub use codes::{TYPES_INTERFACE, http_error_code};
 pub(crate) use send::tls_connector;
 
@@ -64,7 +68,9 @@ impl Default for OutboundLimits {
 pub struct OutboundPolicy {
     allowed: AllowList,
     limits: OutboundLimits,
-    /// Set up only when an entry is https.
+    /// `[activity.aws]`: the AWS requests the host signs.
+    aws: Option<Arc<AwsSigner>>,
+    /// Set up only when an entry is https, or AWS requests are granted.
     tls: Option<tokio_rustls::TlsConnector>,
 }
 
@@ -73,24 +79,32 @@ impl std::fmt::Debug for OutboundPolicy {
         f.debug_struct("OutboundPolicy")
             .field("allowed", &self.allowed)
             .field("limits", &self.limits)
+            .field("aws", &self.aws)
             .finish_non_exhaustive()
     }
 }
 
 impl OutboundPolicy {
-    /// A policy allowing `allowed` within `limits`. TLS trusts the Mozilla roots
-    /// (webpki-roots), so a host needs no CA bundle of its own.
+    /// A policy allowing `allowed`, and the AWS requests `aws` signs, within `limits`.
+    /// TLS trusts the Mozilla roots (webpki-roots), so a host needs no CA bundle of its
+    /// own.
     ///
     /// # Errors
     /// When the TLS client cannot be configured (a rustls build without TLS 1.2/1.3).
-    pub fn new(allowed: AllowList, limits: OutboundLimits) -> Result<Self, rustls::Error> {
-        let https = allowed
-            .entries()
-            .iter()
-            .any(|entry| entry.scheme() == Scheme::Https);
+    pub fn new(
+        allowed: AllowList,
+        limits: OutboundLimits,
+        aws: Option<AwsSigner>,
+    ) -> Result<Self, rustls::Error> {
+        let https = aws.is_some()
+            || allowed
+                .entries()
+                .iter()
+                .any(|entry| entry.scheme() == Scheme::Https);
         Ok(Self {
             allowed,
             limits,
+            aws: aws.map(Arc::new),
             tls: https.then(send::tls_connector).transpose()?,
         })
     }
@@ -100,8 +114,14 @@ impl OutboundPolicy {
         Self {
             allowed: AllowList::default(),
             limits: OutboundLimits::default(),
+            aws: None,
             tls: None,
         }
+    }
+
+    /// The AWS signer, when the activity has `[activity.aws]`.
+    pub fn aws(&self) -> Option<&Arc<AwsSigner>> {
+        self.aws.as_ref()
     }
 
     /// The allow-list.
@@ -193,7 +213,12 @@ impl WasiHttpHooks for OutboundTask {
         _done: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
         let uri = request.uri();
-        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+        let authority = uri
+            .authority()
+            .map(|a| a.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let scheme_text = uri.scheme_str().unwrap_or("?").to_owned();
         let target = uri
             .authority()
             .zip(uri.scheme_str())
@@ -205,46 +230,62 @@ impl WasiHttpHooks for OutboundTask {
                 };
                 Some((
                     scheme,
-                    a.host(),
+                    a.host().to_owned(),
                     a.port_u16().unwrap_or(scheme.default_port()),
                 ))
             });
+        // An AWS endpoint (on its https port): signed by the host when granted.
+        let aws = target.as_ref().and_then(|(scheme, host, port)| {
+            let endpoint = Endpoint::parse(host)?;
+            Some((endpoint, *scheme == Scheme::Https && *port == 443))
+        });
+        if let Some((endpoint, https)) = &aws
+            && let Some(signer) = self.policy.aws.clone()
+            && signer.grant().allows(endpoint)
+        {
+            if !https {
+                let why = format!(
+                    "AWS requests are signed only over https (on port 443): {scheme_text}://{authority}"
+                );
+                return self.deny(request, &why, wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
+            if let Some(why) = self.count_request() {
+                return self.deny(
+                    request,
+                    &why,
+                    wasmtime_wasi_http::Error::ConnectionLimitReached,
+                );
+            }
+            return self.send_aws(request, endpoint.clone(), signer, options);
+        }
         let entry = target.and_then(|(scheme, host, port)| {
             self.policy
                 .allowed
-                .find(scheme, host, port)
-                .map(|entry| (scheme, host.to_owned(), port, entry.is_literal()))
+                .find(scheme, &host, port)
+                .map(|entry| (scheme, host.clone(), port, entry.is_literal()))
         });
         let Some((scheme, host, port, literal)) = entry else {
-            let why = format!(
-                "no allowed_outbound_hosts entry allows {}://{authority}",
-                uri.scheme_str().unwrap_or("?")
-            );
+            if let Some((endpoint, _)) = aws {
+                return self.deny_aws(request, &endpoint);
+            }
+            let why = format!("no allowed_outbound_hosts entry allows {scheme_text}://{authority}");
             return self.deny(request, &why, wasmtime_wasi_http::Error::HttpRequestDenied);
         };
-        if self.requests >= self.policy.limits.max_requests {
-            let why = format!(
-                "the task has sent its {} requests (`outbound.max_requests`)",
-                self.policy.limits.max_requests
-            );
+        if let Some(why) = self.count_request() {
             return self.deny(
                 request,
                 &why,
                 wasmtime_wasi_http::Error::ConnectionLimitReached,
             );
         }
-        self.requests += 1;
         let target = send::Target {
             scheme,
             host,
             port,
             literal,
-            authority: authority.to_owned(),
+            authority,
         };
-        let context = send::LogContext {
-            activity: self.activity.clone(),
-            task_id: self.task_id.clone(),
-        };
+        let context = self.log_context(None);
         Box::new(send::send(
             request,
             target,
@@ -253,5 +294,125 @@ impl WasiHttpHooks for OutboundTask {
             self.policy.tls.clone(),
             context,
         ))
+    }
+}
+
+impl OutboundTask {
+    /// Counts a request against `max_requests`; why not, when the task has sent them all.
+    fn count_request(&mut self) -> Option<String> {
+        if self.requests >= self.policy.limits.max_requests {
+            return Some(format!(
+                "the task has sent its {} requests (`outbound.max_requests`)",
+                self.policy.limits.max_requests
+            ));
+        }
+        self.requests += 1;
+        None
+    }
+
+    fn log_context(&self, aws: Option<&Endpoint>) -> send::LogContext {
+        send::LogContext {
+            activity: self.activity.clone(),
+            task_id: self.task_id.clone(),
+            aws: aws.map(|endpoint| aws::AwsLabel {
+                service: endpoint.service.as_str().into(),
+                region: endpoint.region.as_str().into(),
+            }),
+        }
+    }
+
+    /// Sends a granted AWS request: credentials, signature, then the same path as any
+    /// other request (address check, limits, timeouts), to `[aws] endpoint_url` when set.
+    fn send_aws(
+        &self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        endpoint: Endpoint,
+        signer: Arc<AwsSigner>,
+        options: Option<RequestOptions>,
+    ) -> SendFuture {
+        let authority = request
+            .uri()
+            .authority()
+            .map_or("", |a| a.as_str())
+            .to_owned();
+        let host = request.uri().host().unwrap_or_default().to_owned();
+        let destination = signer.destination(&host);
+        let target = send::Target {
+            scheme: if destination.https {
+                Scheme::Https
+            } else {
+                Scheme::Http
+            },
+            host: destination.host,
+            port: destination.port,
+            literal: destination.literal,
+            authority,
+        };
+        let context = self.log_context(Some(&endpoint));
+        let timeouts = self.timeouts(options);
+        let budget = self.received.clone();
+        let tls = self.policy.tls.clone();
+        Box::new(async move {
+            let credentials = match signer.credentials().await {
+                Ok(credentials) => credentials,
+                Err(err) => {
+                    tracing::warn!(
+                        event = "outbound:aws",
+                        activity = &*context.activity,
+                        task_id = &*context.task_id,
+                        service = endpoint.service.as_str(),
+                        region = endpoint.region.as_str(),
+                        error = %err,
+                        "outbound:aws: not sent: {err}"
+                    );
+                    return Err(send::refuse(request, err.into_error()).await);
+                }
+            };
+            let request = match signer.sign(request, &endpoint, credentials).await {
+                Ok(request) => request,
+                Err(err) => {
+                    tracing::info!(
+                        event = "outbound:aws",
+                        activity = &*context.activity,
+                        task_id = &*context.task_id,
+                        service = endpoint.service.as_str(),
+                        region = endpoint.region.as_str(),
+                        error = %err,
+                        "outbound:aws: not sent: {err}"
+                    );
+                    return Err(err.into_error());
+                }
+            };
+            send::send(request, target, timeouts, budget, tls, context).await
+        })
+    }
+
+    /// Refuses a request to an AWS endpoint the activity was not granted, naming the
+    /// service and region in `outbound:denied`.
+    fn deny_aws(
+        &self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        endpoint: &Endpoint,
+    ) -> SendFuture {
+        let authority = request.uri().authority().map_or("", |a| a.as_str());
+        let why = match &self.policy.aws {
+            Some(_) => "the activity's `[activity.aws]` does not grant this service in this region",
+            None => {
+                "the activity has no `[activity.aws]` grant (nor an allowed_outbound_hosts entry for it)"
+            }
+        };
+        tracing::info!(
+            event = "outbound:denied",
+            activity = &*self.activity,
+            task_id = &*self.task_id,
+            authority,
+            service = endpoint.service.as_str(),
+            region = endpoint.region.as_str(),
+            "outbound:denied: {} in {}: {why}",
+            endpoint.service,
+            endpoint.region
+        );
+        let refused = send::refuse(request, wasmtime_wasi_http::Error::HttpRequestDenied);
+        Box::new(async move { Err(refused.await) })
     }
 }

@@ -79,6 +79,8 @@ pub(super) struct Target {
 pub(super) struct LogContext {
     pub activity: Arc<str>,
     pub task_id: Arc<str>,
+    /// A request the host signed: logged as `outbound:aws`.
+    pub aws: Option<super::aws::AwsLabel>,
 }
 
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -372,6 +374,23 @@ struct RequestLog {
 
 impl Drop for RequestLog {
     fn drop(&mut self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let Some(aws) = &self.context.aws {
+            tracing::debug!(
+                event = "outbound:aws",
+                activity = &*self.context.activity,
+                task_id = &*self.context.task_id,
+                service = &*aws.service,
+                region = &*aws.region,
+                authority = self.authority.as_str(),
+                method = self.method.as_str(),
+                status = self.status,
+                ms,
+                bytes = self.bytes,
+                "outbound:aws"
+            );
+            return;
+        }
         tracing::debug!(
             event = "outbound:request",
             activity = &*self.context.activity,
@@ -379,7 +398,7 @@ impl Drop for RequestLog {
             authority = self.authority.as_str(),
             method = self.method.as_str(),
             status = self.status,
-            ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ms,
             bytes = self.bytes,
             "outbound:request"
         );
