@@ -76,8 +76,8 @@ impl AwsGrant {
     /// Whether `endpoint` is one of the granted services in a granted region (a global
     /// endpoint needs only its service).
     pub fn allows(&self, endpoint: &Endpoint) -> bool {
-        self.services.iter().any(|s| *s == endpoint.service)
-            && (endpoint.global || self.regions.iter().any(|r| *r == endpoint.region))
+        self.services.contains(&endpoint.service)
+            && (endpoint.global || self.regions.contains(&endpoint.region))
     }
 
     /// `check`'s line: `aws s3, sqs in us-east-1 (role arn:...)`, never a credential.
@@ -255,7 +255,7 @@ impl AwsSigner {
                 .role_arn
                 .clone()
                 .map(|arn| (arn, grant.external_id.clone())),
-            built: OnceCell::new(),
+            built: Box::default(),
         };
         Self::with_source(grant, source)
     }
@@ -448,7 +448,7 @@ enum CredentialsSource {
     Lazy {
         aws: AwsConfig,
         role: Option<(String, Option<String>)>,
-        built: OnceCell<Built>,
+        built: Box<OnceCell<Built>>,
     },
 }
 
