@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the JavaScript and Python example handlers into target/polyglot/*.wasm:
-#   greet-js, scenarios-js, fetch-js (ComponentizeJS), greet-py, scenarios-py, fetch-py
-#   (componentize-py).
+#   greet-js, scenarios-js, fetch-js, aws-js (ComponentizeJS), greet-py, scenarios-py,
+#   fetch-py, aws-py (componentize-py).
 # The tools are installed once, pinned: componentize-py and Node.js from PyPI into
 # .venv/polyglot, ComponentizeJS from npm into examples/greet-js/node_modules (from its
 # package-lock.json). After that the builds need no network.
@@ -45,14 +45,17 @@ done
 # http_client.py), so they build against examples/wit-http: the handler world plus
 # wasi:http's outgoing handler.
 http_wit=examples/wit-http
-if stale "$out/fetch-js.wasm" "$js/fetch.js" "$js/http_client.js" "$http_wit" "$js/package-lock.json"; then
-  echo "building $out/fetch-js.wasm" >&2
-  (cd "$js" && npx --offline componentize-js fetch.js --wit "../../$http_wit" \
-    --world-name handler-with-http --disable http fetch-event -o "../../$out/fetch-js.wasm" >/dev/null)
-fi
+# aws-js and aws-py read S3 and write SQS through requests the host signs.
 py=examples/greet-py
-if stale "$out/fetch-py.wasm" "$py/fetch.py" "$py/http_client.py" "$http_wit" "$requirements"; then
-  echo "building $out/fetch-py.wasm" >&2
-  componentize-py -d "$http_wit" -w handler-with-http componentize fetch -p "$py" \
-    -o "$out/fetch-py.wasm" >/dev/null
-fi
+for name in fetch aws; do
+  if stale "$out/$name-js.wasm" "$js/$name.js" "$js/http_client.js" "$js/aws_client.js" "$http_wit" "$js/package-lock.json"; then
+    echo "building $out/$name-js.wasm" >&2
+    (cd "$js" && npx --offline componentize-js "$name.js" --wit "../../$http_wit" \
+      --world-name handler-with-http --disable http fetch-event -o "../../$out/$name-js.wasm" >/dev/null)
+  fi
+  if stale "$out/$name-py.wasm" "$py/$name.py" "$py/http_client.py" "$py/aws_client.py" "$http_wit" "$requirements"; then
+    echo "building $out/$name-py.wasm" >&2
+    componentize-py -d "$http_wit" -w handler-with-http componentize "$name" -p "$py" \
+      -o "$out/$name-py.wasm" >/dev/null
+  fi
+done
