@@ -5,6 +5,7 @@
 mod admin;
 mod answers;
 mod architecture;
+mod aws;
 mod config_errors;
 mod deploy;
 mod dev;

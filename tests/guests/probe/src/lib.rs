@@ -3,7 +3,9 @@
 //! - `{"op": "read", "path": P}` → `{"text": ...}`;
 //! - `{"op": "write", "path": P, "text": T}` → `{"written": n}`;
 //! - `{"op": "list", "path": P}` → `{"names": [...]}`;
-//! - `{"op": "fetch", "url": U, "times": N}` → `{"statuses": [...], "bytes": n}`, GET N times.
+//! - `{"op": "fetch", "url": U, "times": N}` → `{"statuses": [...], "bytes": n}`, GET N times;
+//! - `{"op": "request", "method": M, "url": U, "headers": {..}, "body": B}` →
+//!   `{"status": n, "body": "..."}`: one request with the headers the guest chooses.
 //!
 //! Every error is the failure `Probe.Io` (files) or the `wasi:http` error name, with the
 //! message as the cause.
@@ -18,10 +20,28 @@ use sfn_wasm_guest::{Context, Failure, http};
 #[serde(tag = "op", rename_all = "lowercase")]
 enum Probe {
     Env,
-    Read { path: String },
-    Write { path: String, text: String },
-    List { path: String },
-    Fetch { url: String, times: Option<u32> },
+    Read {
+        path: String,
+    },
+    Write {
+        path: String,
+        text: String,
+    },
+    List {
+        path: String,
+    },
+    Fetch {
+        url: String,
+        times: Option<u32>,
+    },
+    Request {
+        method: String,
+        url: String,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        #[serde(default)]
+        body: String,
+    },
 }
 
 fn io(err: std::io::Error) -> Failure {
@@ -59,6 +79,25 @@ fn probe(input: Probe, _ctx: &Context) -> Result<Value, Failure> {
                 bytes += response.body().len();
             }
             json!({"statuses": statuses, "bytes": bytes})
+        }
+        Probe::Request {
+            method,
+            url,
+            headers,
+            body,
+        } => {
+            let mut request = http::Request::builder().method(method.as_str()).uri(&url);
+            for (name, value) in &headers {
+                request = request.header(name, value);
+            }
+            let request = request
+                .body(body.into_bytes())
+                .map_err(|err| Failure::new("Probe.Request", err.to_string()))?;
+            let response = http::send(request)?;
+            json!({
+                "status": response.status().as_u16(),
+                "body": String::from_utf8_lossy(response.body()),
+            })
         }
     })
 }

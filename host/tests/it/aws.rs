@@ -1,0 +1,424 @@
+//! AWS requests signed by the host (`[activity.aws]`), against LocalStack's S3, SQS and
+//! STS through a recording proxy (the host's `[aws] endpoint_url`): the example handler
+//! in each language served end to end; what reaches AWS signed by the host, a guest's
+//! own signature replaced; services, regions and look-alike hosts not granted refused
+//! before anything leaves; an assumed role's credentials.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use sfn_wasm_host::delivery::{AnswerState, Delivery, DeliveryOptions, LocalResponder};
+use sfn_wasm_host::engine::{
+    EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
+};
+use sfn_wasm_host::grants::{Grants, GrantsConfig};
+use sfn_wasm_host::outbound::AwsGrant;
+use sfn_wasm_host::outcome::Answer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::emulator;
+use crate::guests::guest;
+use crate::polyglot;
+use crate::served::Served;
+
+/// The access key `scripts/test.sh` gives the host (LocalStack's `test`).
+const HOST_KEY: &str = "test";
+
+/// A TCP proxy in front of LocalStack that keeps every byte clients send, so that a
+/// test can read the requests as they reached AWS.
+struct Recorder {
+    port: u16,
+    sent: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Recorder {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = emulator::endpoint()
+            .trim_start_matches("http://")
+            .to_owned();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let log = sent.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let (mut in_read, mut in_write) = inbound.into_split();
+                    let (mut out_read, mut out_write) = outbound.into_split();
+                    let upstream = async {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            match in_read.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    log.lock().unwrap().extend_from_slice(&buf[..n]);
+                                    if out_write.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = out_write.shutdown().await;
+                    };
+                    let downstream = async {
+                        let _ = tokio::io::copy(&mut out_read, &mut in_write).await;
+                        let _ = in_write.shutdown().await;
+                    };
+                    tokio::join!(upstream, downstream);
+                });
+            }
+        });
+        Self { port, sent }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Everything sent so far, lower-cased.
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.sent.lock().unwrap()).to_ascii_lowercase()
+    }
+
+    /// The `authorization` header of every request signed for `service`.
+    fn authorizations(&self, service: &str) -> Vec<String> {
+        let scope = format!("/{service}/aws4_request");
+        self.text()
+            .lines()
+            .filter(|line| line.starts_with("authorization:") && line.contains(&scope))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// An SQS JSON-protocol call to LocalStack, for the test's own setup and checks.
+async fn sqs(action: &str, body: Value) -> Value {
+    let endpoint = emulator::endpoint();
+    let address = endpoint.trim_start_matches("http://").to_owned();
+    let stream = TcpStream::connect(&address).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("{endpoint}/"))
+        .header("host", address)
+        .header("x-amz-target", format!("AmazonSQS.{action}"))
+        .header("content-type", "application/x-amz-json-1.0")
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .body(Full::new(bytes::Bytes::from(body.to_string())))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+}
+
+/// A fresh bucket holding `key` = `text`, and a fresh queue's URL.
+async fn bucket_and_queue(key: &str, text: &str) -> (String, String) {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(emulator::endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = format!("aws-grant-{:08x}", fastrand::u32(..));
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    s3.put_object()
+        .bucket(&bucket)
+        .key(key)
+        .body(text.as_bytes().to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let queue = sqs(
+        "CreateQueue",
+        json!({"QueueName": format!("aws-grant-{:08x}", fastrand::u32(..))}),
+    )
+    .await;
+    let url = queue["QueueUrl"].as_str().expect("a queue URL").to_owned();
+    (bucket, url)
+}
+
+fn grant(services: &[&str], endpoint: &str) -> AwsGrant {
+    AwsGrant {
+        services: services.iter().map(|s| (*s).to_owned()).collect(),
+        regions: vec!["us-east-1".into()],
+        role_arn: None,
+        external_id: None,
+        host_region: Some("us-east-1".into()),
+        endpoint_url: Some(endpoint.to_owned()),
+    }
+}
+
+/// Runs the `probe` guest once with `aws`: its answer.
+async fn probe(aws: AwsGrant, input: Value) -> AnswerState {
+    let engine = WasmEngine::new(EngineConfig {
+        max_concurrent_tasks: 2,
+        max_memory_bytes: 64 << 20,
+        pooling: true,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let handler = Handler::load_file(&engine, &guest("probe")).unwrap();
+    let grants = GrantsConfig {
+        aws: Some(aws),
+        ..GrantsConfig::default()
+    };
+    let control = TaskControl::default();
+    let request = TaskRequest {
+        input: input.to_string(),
+        activity_arn: "arn:aws:states:us-east-1:000000000000:activity:aws".into(),
+        worker_name: "test:1".into(),
+        task_id: "aws".into(),
+        limits: TaskLimits {
+            memory_bytes: 64 << 20,
+            timeout: Duration::from_secs(30),
+        },
+        control: control.clone(),
+        grants: Arc::new(Grants::resolve(&grants).unwrap()),
+    };
+    let delivery = Delivery::new(
+        Arc::new(LocalResponder),
+        control,
+        DeliveryOptions::default(),
+    );
+    handler.run(&engine, request, delivery.clone()).await;
+    delivery.settled().await;
+    delivery.state()
+}
+
+fn output(state: &AnswerState) -> Value {
+    match state.answer() {
+        Some(Answer::Success { output }) => serde_json::from_str(output).unwrap(),
+        other => panic!("expected a success, got {other:?}"),
+    }
+}
+
+fn failure(state: &AnswerState) -> (String, String) {
+    match state.answer() {
+        Some(Answer::Failure { error, cause }) => (error.clone(), cause.clone()),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+/// The example handler in Rust, JavaScript and Python, served: each reads the object
+/// and sends it to the queue with no credentials of its own; every request reached AWS
+/// signed with the host's key for its service and region.
+#[test]
+fn the_three_languages_read_s3_and_write_sqs_signed_by_the_host() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let recorder = runtime.block_on(Recorder::start());
+    let (bucket, queue_url) = runtime.block_on(bucket_and_queue("in/object.txt", "from s3"));
+    let client = runtime.block_on(emulator::client());
+    let handlers = [
+        ("rust", guest("aws")),
+        ("js", polyglot::component("aws-js")),
+        ("py", polyglot::component("aws-py")),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut body = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\ncache_dir = \"{}\"\n",
+        recorder.endpoint(),
+        polyglot::cache_dir().display()
+    );
+    let mut machines = Vec::new();
+    for (language, handler) in &handlers {
+        let activity = runtime.block_on(emulator::activity(&client, &format!("aws-{language}")));
+        let machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
+        body.push_str(&format!(
+            "[[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\nmemory_limit_mb = 256\n[activity.aws]\nservices = [\"s3\", \"sqs\"]\n",
+            handler.display(),
+        ));
+        machines.push((*language, machine));
+    }
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, body).unwrap();
+    let mut served = Served::start(&config);
+    for _ in &machines {
+        served.wait_for("worker:running");
+    }
+    for (language, machine) in &machines {
+        let execution = runtime.block_on(emulator::start(
+            &client,
+            machine,
+            json!({"bucket": bucket, "key": "in/object.txt", "queue_url": queue_url}),
+        ));
+        let ended = runtime.block_on(emulator::wait(&client, &execution, Duration::from_secs(60)));
+        let output = ended.output.clone().unwrap_or_default();
+        assert_eq!(output["bytes"], 7, "{language}: {ended:?}");
+        assert!(
+            output["message_id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty()),
+            "{language}: {ended:?}"
+        );
+    }
+    served.terminate();
+
+    let received = runtime.block_on(sqs(
+        "ReceiveMessage",
+        json!({"QueueUrl": queue_url, "MaxNumberOfMessages": 10}),
+    ));
+    let bodies: Vec<&str> = received["Messages"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|m| m["Body"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(bodies, ["from s3"; 3], "{received}");
+
+    for service in ["s3", "sqs"] {
+        let signed = recorder.authorizations(service);
+        assert_eq!(
+            signed.len(),
+            3,
+            "one {service} request per language: {signed:?}"
+        );
+        for line in &signed {
+            assert!(
+                line.contains(&format!("credential={HOST_KEY}/"))
+                    && line.contains(&format!("/us-east-1/{service}/aws4_request")),
+                "{line}"
+            );
+        }
+    }
+    // S3 at an endpoint_url goes path-style, to the bucket's path.
+    assert!(
+        recorder
+            .text()
+            .contains(&format!("get /{bucket}/in/object.txt http/1.1")),
+        "the object was read path-style"
+    );
+}
+
+/// What the guest may not do: sign for itself (its headers are replaced), reach a
+/// service, region or look-alike host not granted (nothing leaves the host), use plain
+/// http to AWS, or read any AWS variable.
+#[tokio::test]
+async fn the_host_replaces_the_guests_signature_and_refuses_what_is_not_granted() {
+    let recorder = Recorder::start().await;
+    let (bucket, _) = bucket_and_queue("k", "value").await;
+    let aws = grant(&["s3"], &recorder.endpoint());
+
+    let signed = probe(
+        aws.clone(),
+        json!({
+            "op": "request",
+            "method": "GET",
+            "url": format!("https://s3.us-east-1.amazonaws.com/{bucket}/k"),
+            "headers": {
+                "authorization": "AWS4-HMAC-SHA256 Credential=GUESTKEY/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=guest",
+                "x-amz-security-token": "guest-token",
+                "x-amz-date": "20200101T000000Z",
+            },
+        }),
+    )
+    .await;
+    assert_eq!(output(&signed), json!({"status": 200, "body": "value"}));
+    let sent = recorder.text();
+    assert!(
+        !sent.contains("guestkey")
+            && !sent.contains("guest-token")
+            && !sent.contains("20200101t000000z"),
+        "{sent}"
+    );
+    let lines = recorder.authorizations("s3");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains(&format!("credential={HOST_KEY}/")),
+        "{}",
+        lines[0]
+    );
+
+    // Virtual-hosted S3 works too, sent path-style to the endpoint.
+    let hosted = probe(
+        aws.clone(),
+        json!({"op": "request", "method": "GET", "url": format!("https://{bucket}.s3.us-east-1.amazonaws.com/k")}),
+    )
+    .await;
+    assert_eq!(output(&hosted), json!({"status": 200, "body": "value"}));
+
+    let before = recorder.text().len();
+    for url in [
+        "https://sqs.us-east-1.amazonaws.com/".to_owned(),
+        format!("https://s3.eu-west-1.amazonaws.com/{bucket}/k"),
+        format!("https://s3.us-east-1.amazonaws.com.attacker.test/{bucket}/k"),
+        format!(
+            "https://amazonaws.com@127.0.0.1:{}/{bucket}/k",
+            recorder.port
+        ),
+        format!("http://s3.us-east-1.amazonaws.com/{bucket}/k"),
+        format!("https://s3.us-east-1.amazonaws.com:8443/{bucket}/k"),
+    ] {
+        let denied = probe(
+            aws.clone(),
+            json!({"op": "request", "method": "GET", "url": url}),
+        )
+        .await;
+        assert_eq!(failure(&denied).0, "HTTP-request-denied", "{url}");
+    }
+    assert_eq!(recorder.text().len(), before, "nothing left the host");
+
+    let env = probe(aws, json!({"op": "env"})).await;
+    let env = output(&env);
+    assert!(
+        env.as_object()
+            .unwrap()
+            .keys()
+            .all(|name| !name.starts_with("AWS")),
+        "{env}"
+    );
+    let answer = format!("{:?}{:?}", signed.answer(), hosted.answer());
+    assert!(!answer.contains("AKIA") && !answer.to_ascii_lowercase().contains("credential="));
+}
+
+/// With `role_arn`, requests are signed with the role's credentials from STS
+/// (LocalStack's), not the host's own key.
+#[tokio::test]
+async fn a_role_signs_with_the_assumed_credentials() {
+    let recorder = Recorder::start().await;
+    let (bucket, _) = bucket_and_queue("k", "value").await;
+    let aws = AwsGrant {
+        role_arn: Some("arn:aws:iam::000000000000:role/handler".into()),
+        external_id: Some("sfn-wasm-host-test".into()),
+        ..grant(&["s3"], &recorder.endpoint())
+    };
+    let state = probe(
+        aws,
+        json!({"op": "request", "method": "GET", "url": format!("https://s3.us-east-1.amazonaws.com/{bucket}/k")}),
+    )
+    .await;
+    assert_eq!(output(&state)["status"], 200);
+    let sent = recorder.text();
+    assert!(
+        sent.contains("action=assumerole"),
+        "the host called AssumeRole"
+    );
+    assert!(
+        sent.contains("externalid=sfn-wasm-host-test"),
+        "with the external id"
+    );
+    let lines = recorder.authorizations("s3");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        !lines[0].contains(&format!("credential={HOST_KEY}/")),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        sent.contains("x-amz-security-token:"),
+        "the session token is sent"
+    );
+}
