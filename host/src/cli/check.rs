@@ -1,12 +1,13 @@
 //! `sfn-wasm-host check [--remote] config.toml`: everything `serve` loads, nothing it
-//! polls; with `--remote`, also what only AWS can say (credentials, activities, S3
-//! handler objects).
+//! polls, and the credentials of every `[activity.aws]` grant (its role assumed); with
+//! `--remote`, also what only AWS can say (credentials, activities, S3 handler objects).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 
+use sfn_wasm_host::outbound::AwsSigner;
 use sfn_wasm_host::{load, remote};
 
 use super::EXIT_USAGE;
@@ -54,6 +55,43 @@ pub fn run(args: CheckArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // An activity whose guests call AWS needs credentials (or its role) now, not at its
+    // first task.
+    let mut aws_problems = 0;
+    for (index, activity) in loaded.config.activities.iter().enumerate() {
+        let Some(grant) = &activity.grants.aws else {
+            continue;
+        };
+        let problem = match AwsSigner::new(grant.clone()) {
+            Ok(signer) => {
+                match runtime.block_on(async {
+                    tokio::time::timeout(AWS_CREDENTIALS_TIMEOUT, signer.credentials()).await
+                }) {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(err)) => Some(err.to_string()),
+                    Err(_) => Some(format!(
+                        "no credentials within {} s",
+                        AWS_CREDENTIALS_TIMEOUT.as_secs()
+                    )),
+                }
+            }
+            Err(err) => Some(err),
+        };
+        if let Some(problem) = problem {
+            aws_problems += 1;
+            let what = match &grant.role_arn {
+                Some(_) => "give the host credentials that may assume the role (sts:AssumeRole), or fix `role_arn`",
+                None => "give the host credentials (environment, profile or instance role)",
+            };
+            eprintln!(
+                "error: {}: `activity[{index}].aws`: {problem}; {what}",
+                loaded.config.file.display()
+            );
+        }
+    }
+    if aws_problems > 0 {
+        return ExitCode::from(EXIT_USAGE);
+    }
     for (activity, loaded_handler) in loaded.config.activities.iter().zip(&loaded.handlers) {
         let handler = &loaded_handler.handler;
         println!(
@@ -77,3 +115,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+/// How long `check` waits for an activity's AWS credentials (the chain's last resort,
+/// the instance metadata service, is not there on a laptop).
+const AWS_CREDENTIALS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

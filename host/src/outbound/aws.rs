@@ -455,6 +455,8 @@ enum CredentialsSource {
 enum Built {
     Chain(Option<SharedCredentialsProvider>),
     Role {
+        /// The host's own chain, which signs the AssumeRole call.
+        chain: Option<SharedCredentialsProvider>,
         sts: aws_sdk_sts::Client,
         role_arn: String,
         external_id: Option<String>,
@@ -476,6 +478,7 @@ impl CredentialsSource {
                         let shared = crate::aws::sdk_config(aws).await;
                         match role {
                             Some((role_arn, external_id)) => Built::Role {
+                                chain: shared.credentials_provider(),
                                 sts: aws_sdk_sts::Client::new(&shared),
                                 role_arn: role_arn.clone(),
                                 external_id: external_id.clone(),
@@ -495,10 +498,25 @@ impl CredentialsSource {
                 "the host has no AWS credentials provider".into(),
             )),
             Built::Role {
+                chain,
                 sts,
                 role_arn,
                 external_id,
             } => {
+                // Asked first, so that "no credentials" is not reported as an STS error.
+                match chain {
+                    Some(chain) => {
+                        chain
+                            .provide_credentials()
+                            .await
+                            .map_err(|err| SignError::Credentials(no_credentials(&err)))?;
+                    }
+                    None => {
+                        return Err(SignError::Credentials(
+                            "the host has no AWS credentials provider".into(),
+                        ));
+                    }
+                }
                 let assumed = sts
                     .assume_role()
                     .role_arn(role_arn)
@@ -508,12 +526,16 @@ impl CredentialsSource {
                     .send()
                     .await
                     .map_err(|err| {
-                        use aws_sdk_sts::error::ProvideErrorMetadata;
-                        let code = err.code().unwrap_or("no error code").to_owned();
-                        SignError::Credentials(format!(
-                            "cannot assume {role_arn}: {code}: {}",
-                            err.message().unwrap_or("no message")
-                        ))
+                        use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+                        let why = match (&err, err.code()) {
+                            (_, Some(code)) => {
+                                format!("{code}: {}", err.message().unwrap_or("no message"))
+                            }
+                            (SdkError::TimeoutError(_), None) => "STS did not answer in time".into(),
+                            (SdkError::DispatchFailure(_), None) => "STS cannot be reached".into(),
+                            (_, None) => "STS answered with an error without a code".into(),
+                        };
+                        SignError::Credentials(format!("cannot assume {role_arn}: {why}"))
                     })?;
                 let Some(c) = assumed.credentials else {
                     return Err(SignError::Credentials(format!(

@@ -569,3 +569,41 @@ fn check_refuses_more_workers_than_one_engine_can_hold() {
         );
     }
 }
+
+/// `check` prints an activity's AWS grant (never a credential) and verifies that its
+/// credentials resolve and its role can be assumed (LocalStack's STS); without
+/// credentials it fails naming `activity[0].aws`.
+#[test]
+fn check_prints_the_aws_grant_and_verifies_its_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let aws = "[activity.aws]\nservices = [\"s3\", \"sqs\"]\nrole_arn = \"arn:aws:iam::000000000000:role/handler\"\n";
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n{}",
+            crate::emulator::endpoint(),
+            activity_table(ARN, &guest("greet"), aws)
+        ),
+    );
+    let output = host().arg("check").arg(&config).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains(
+            "grants: aws s3, sqs in us-east-1, signed by the host as role arn:aws:iam::000000000000:role/handler"
+        ),
+        "{stdout}"
+    );
+
+    let nowhere = dir.path().join("nowhere");
+    let output = without_credentials(host().arg("check").arg(&config), &nowhere)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`activity[0].aws`: the host has no AWS credentials"),
+        "{stderr}"
+    );
+}
