@@ -80,7 +80,9 @@ pub fn run(args: CheckArgs) -> ExitCode {
         if let Some(problem) = problem {
             aws_problems += 1;
             let what = match &grant.role_arn {
-                Some(_) => "give the host credentials that may assume the role (sts:AssumeRole), or fix `role_arn`",
+                Some(_) => {
+                    "give the host credentials that may assume the role (sts:AssumeRole), or fix `role_arn`"
+                }
                 None => "give the host credentials (environment, profile or instance role)",
             };
             eprintln!(

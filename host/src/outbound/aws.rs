@@ -531,7 +531,9 @@ impl CredentialsSource {
                             (_, Some(code)) => {
                                 format!("{code}: {}", err.message().unwrap_or("no message"))
                             }
-                            (SdkError::TimeoutError(_), None) => "STS did not answer in time".into(),
+                            (SdkError::TimeoutError(_), None) => {
+                                "STS did not answer in time".into()
+                            }
                             (SdkError::DispatchFailure(_), None) => "STS cannot be reached".into(),
                             (_, None) => "STS answered with an error without a code".into(),
                         };
