@@ -11,6 +11,11 @@
 //!   A guest GET costs (10 GETs − 0 GETs) / 10: the allow-list, the address check, the guest
 //!   SDK's wasi:http calls and the body streams, on top of the same connection and request.
 //!
+//! - `guest task, 10 signed AWS GETs`: the same GETs to `s3.us-east-1.amazonaws.com`,
+//!   granted by `[activity.aws]` and sent to the local server as `endpoint_url`: the
+//!   endpoint match, header scrub, path-style rewrite and SigV4 signature (credentials
+//!   cached after the first task).
+//!
 //! Rounds alternate the cases three times; medians of each case over all rounds.
 
 use std::net::SocketAddr;
@@ -20,7 +25,7 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Empty};
 use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
 use sfn_wasm_host::grants::{Grants, GrantsConfig};
-use sfn_wasm_host::outbound::AllowedHost;
+use sfn_wasm_host::outbound::{AllowedHost, AwsGrant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wasmtime_wasi_http::io::TokioIo;
@@ -80,6 +85,13 @@ fn median(samples: &mut [Duration]) -> Duration {
 }
 
 fn main() {
+    // Static credentials for the signed case: the host's chain finds them in the
+    // environment (once; the signer caches them).
+    // SAFETY: no other thread runs yet.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDBENCHMARK");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench-secret");
+    }
     common::build_guests(&[]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -100,9 +112,25 @@ fn main() {
         })
         .unwrap(),
     );
-    let task = |gets: usize| {
+    // The same GET to S3's name, granted by `[activity.aws]` and sent to the local server
+    // as its `endpoint_url`: what signing adds.
+    let signed_grants = Arc::new(
+        Grants::resolve(&GrantsConfig {
+            aws: Some(AwsGrant {
+                services: vec!["s3".into()],
+                regions: vec!["us-east-1".into()],
+                role_arn: None,
+                external_id: None,
+                host_region: Some("us-east-1".into()),
+                endpoint_url: Some(format!("http://{address}")),
+            }),
+            ..GrantsConfig::default()
+        })
+        .unwrap(),
+    );
+    let run = |url: &str, gets: usize, grants: &Arc<Grants>| {
         let mut request = common::request(
-            &format!(r#"{{"op": "fetch", "url": "http://{address}/hello", "times": {gets}}}"#),
+            &format!(r#"{{"op": "fetch", "url": "{url}", "times": {gets}}}"#),
             64,
         );
         request.grants = grants.clone();
@@ -115,8 +143,18 @@ fn main() {
         });
         started.elapsed()
     };
+    let plain_url = format!("http://{address}/hello");
+    let task = |gets: usize| run(&plain_url, gets, &grants);
+    let signed = |gets: usize| {
+        run(
+            "https://s3.us-east-1.amazonaws.com/bench/hello",
+            gets,
+            &signed_grants,
+        )
+    };
 
-    let (mut native, mut zero, mut ten) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut native, mut zero, mut ten, mut ten_signed) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         for _ in 0..PER_ROUND {
             let started = Instant::now();
@@ -129,11 +167,16 @@ fn main() {
         for _ in 0..PER_ROUND / 4 {
             ten.push(task(GETS));
         }
+        for _ in 0..PER_ROUND / 4 {
+            ten_signed.push(signed(GETS));
+        }
     }
     let native = median(&mut native);
     let zero = median(&mut zero);
     let ten = median(&mut ten);
     let guest_get = ten.saturating_sub(zero) / GETS as u32;
+    let ten_signed = median(&mut ten_signed);
+    let signed_get = ten_signed.saturating_sub(zero) / GETS as u32;
     println!("| case | median |");
     println!("|---|---|");
     println!("| native GET (hyper, new connection) | {native:.1?} |");
@@ -143,5 +186,11 @@ fn main() {
     println!(
         "| added per request (guest GET − native GET) | {:.1?} |",
         guest_get.saturating_sub(native)
+    );
+    println!("| guest task, {GETS} signed AWS GETs | {ten_signed:.1?} |");
+    println!("| signed AWS GET ((10 − 0) / 10) | {signed_get:.1?} |");
+    println!(
+        "| added by signing (signed GET − guest GET) | {:.1?} |",
+        signed_get.saturating_sub(guest_get)
     );
 }
