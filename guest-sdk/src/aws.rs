@@ -1,206 +1,92 @@
-//! AWS requests for handlers (feature `aws`), signed by the host.
+//! The AWS SDK for Rust in a handler (feature `aws`), with no credentials: the host signs.
 //!
-//! A handler whose activity has `[activity.aws]` sends plain requests to AWS endpoints
-//! (`https://SERVICE.REGION.amazonaws.com`); the host removes any signature headers,
-//! signs each request with its own credentials (or the activity's role) and sends it,
-//! to `[aws] endpoint_url` when one is set. The guest holds no credential, so this
-//! module only builds requests and reads AWS's error replies: what to sign with is the
-//! host's business.
+//! A handler whose activity has `[activity.aws]` writes ordinary SDK code. [`sdk_config`]
+//! gives the SDK a `wasi:http` client (the AWS SDK's own `aws-smithy-wasm`), a region and
+//! placeholder credentials: the SDK signs with those, and the host removes that signature
+//! and signs again with its own credentials (or the activity's role), sending the request
+//! to `[aws] endpoint_url` when one is set. The guest never holds a credential.
 //!
 //! ```ignore
-//! let object = sfn_wasm_guest::aws::s3_get_object("us-east-1", "my-bucket", "input.json")?;
-//! let id = sfn_wasm_guest::aws::sqs_send_message("us-east-1", &queue_url, "done")?;
+//! use sfn_wasm_guest::aws;
+//!
+//! let config = aws::sdk_config("us-east-1");
+//! let s3 = aws_sdk_s3::Client::new(&config);
+//! let object = aws::block_on(s3.get_object().bucket("b").key("k").send())
+//!     .map_err(aws::failure)?;
 //! ```
 //!
-//! An [`AwsError`] turns into a [`Failure`](crate::Failure) named by AWS's error code
-//! (`NoSuchKey`, `QueueDoesNotExist`, `AccessDenied`), or by the `wasi:http` error code
-//! when the request itself failed (`HTTP-request-denied` when the activity is not
-//! granted that service in that region).
+//! [`failure`] turns an SDK error into a [`Failure`](crate::Failure) named by AWS's error
+//! code (`NoSuchKey`, `QueueDoesNotExist`), or by the `wasi:http` error code when the
+//! request itself failed (`HTTP-request-denied` when the activity is not granted that
+//! service in that region).
 
-use std::fmt;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_smithy_runtime_api::client::behavior_version::BehaviorVersion;
+pub use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_types::SdkConfig;
+pub use aws_types::region::Region;
+pub use wstd::runtime::block_on;
 
-use crate::http::{self, Method, Request, Response};
+use crate::http::ErrorCode;
 
-/// `https://SERVICE.REGION.amazonaws.com`: the regional endpoint of `service`.
-pub fn endpoint(service: &str, region: &str) -> String {
-    format!("https://{service}.{region}.amazonaws.com")
+/// The access key the SDK signs with inside the guest: a placeholder the host replaces.
+pub const PLACEHOLDER_ACCESS_KEY: &str = "SIGNED-BY-THE-HOST";
+
+/// SDK settings for a handler: `region`, a `wasi:http` client, and placeholder
+/// credentials the host replaces with its own signature.
+pub fn sdk_config(region: &str) -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            PLACEHOLDER_ACCESS_KEY,
+            "the host signs this request",
+            None,
+            None,
+            "sfn-wasm-host",
+        )))
+        .http_client(aws_smithy_wasm::wasi::WasiHttpClientBuilder::new().build())
+        .sleep_impl(aws_smithy_wasm::wasi::WasiSleep)
+        .build()
 }
 
-/// Why an AWS call failed: AWS answered with an error, or the request failed.
-#[derive(Debug, Clone)]
-pub enum AwsError {
-    /// AWS answered with an error status.
-    Service {
-        /// The HTTP status.
-        status: u16,
-        /// AWS's error code (`NoSuchKey`), or `HTTP-<status>` when the reply named none.
-        code: String,
-        /// AWS's message.
-        message: String,
-    },
-    /// The request failed (denied, timed out, ...): see [`http::Error`].
-    Http(http::Error),
-}
-
-impl fmt::Display for AwsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AwsError::Service {
-                status,
-                code,
-                message,
-            } => write!(f, "{code} ({status}): {message}"),
-            AwsError::Http(err) => err.fmt(f),
+/// The failure an SDK error fails the task with: AWS's error code and message when AWS
+/// answered, else the `wasi:http` error code of the failed request (`HTTP-error` when
+/// there is none).
+pub fn failure<E, R>(err: SdkError<E, R>) -> crate::Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    if let Some(code) = err.code() {
+        return crate::Failure::new(code, err.message().unwrap_or_default());
+    }
+    // The SDK's wasi:http client (wstd) keeps the error code as an `anyhow` cause, which
+    // a `Box<dyn Error>` no longer downcasts: its text is the code's Debug form
+    // (`ErrorCode::HttpRequestDenied`), from which the WIT name is read.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(cause) = source {
+        if let Some(code) = cause.downcast_ref::<ErrorCode>() {
+            return crate::http::Error::from_code(code.clone(), "sending the request").into();
         }
-    }
-}
-
-impl std::error::Error for AwsError {}
-
-impl From<http::Error> for AwsError {
-    fn from(err: http::Error) -> Self {
-        AwsError::Http(err)
-    }
-}
-
-impl From<AwsError> for crate::Failure {
-    fn from(err: AwsError) -> Self {
-        match err {
-            AwsError::Service { code, message, .. } => crate::Failure::new(code, message),
-            AwsError::Http(err) => err.into(),
+        let text = cause.to_string();
+        if let Some(code) = text
+            .split_whitespace()
+            .find(|word| word.starts_with("ErrorCode::"))
+        {
+            let name = crate::http::wit_case_name(code);
+            return crate::Failure::new(name.clone(), format!("sending the request: {name}"));
         }
+        source = cause.source();
     }
-}
-
-/// Sends `method` to `path_and_query` of `service`'s endpoint in `region` with
-/// `headers` and `body`, and returns the response when its status is a success.
-///
-/// # Errors
-/// [`AwsError::Service`] with AWS's error code for an error status;
-/// [`AwsError::Http`] when the request failed.
-pub fn send(
-    service: &str,
-    region: &str,
-    method: Method,
-    path_and_query: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Vec<u8>>,
-) -> Result<Response, AwsError> {
-    let url = format!("{}{path_and_query}", endpoint(service, region));
-    let mut builder = Request::builder().method(method).uri(&url);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let request = builder.body(body.into()).map_err(|err| AwsError::Service {
-        status: 0,
-        code: "InvalidRequest".into(),
-        message: format!("cannot build a request to {url}: {err}"),
-    })?;
-    let response = http::send(request)?;
-    if response.status().is_success() {
-        Ok(response)
-    } else {
-        Err(service_error(&response))
-    }
-}
-
-/// S3 `GetObject`: the object's bytes.
-///
-/// # Errors
-/// As [`send`] (`NoSuchKey`, `NoSuchBucket`, `AccessDenied`).
-pub fn s3_get_object(region: &str, bucket: &str, key: &str) -> Result<Vec<u8>, AwsError> {
-    let path = format!("/{}/{}", encode(bucket, false), encode(key, true));
-    Ok(send("s3", region, Method::GET, &path, &[], Vec::new())?.into_body())
-}
-
-/// S3 `PutObject`.
-///
-/// # Errors
-/// As [`send`].
-pub fn s3_put_object(region: &str, bucket: &str, key: &str, body: &[u8]) -> Result<(), AwsError> {
-    let path = format!("/{}/{}", encode(bucket, false), encode(key, true));
-    send("s3", region, Method::PUT, &path, &[], body.to_vec())?;
-    Ok(())
-}
-
-/// SQS `SendMessage` (JSON protocol): the message's id.
-///
-/// # Errors
-/// As [`send`] (`QueueDoesNotExist`, `AccessDenied`).
-pub fn sqs_send_message(region: &str, queue_url: &str, body: &str) -> Result<String, AwsError> {
-    let request = serde_json::json!({"QueueUrl": queue_url, "MessageBody": body});
-    let response = send(
-        "sqs",
-        region,
-        Method::POST,
-        "/",
-        &[
-            ("x-amz-target", "AmazonSQS.SendMessage"),
-            ("content-type", "application/x-amz-json-1.0"),
-        ],
-        request.to_string(),
-    )?;
-    let reply: serde_json::Value =
-        serde_json::from_slice(response.body()).map_err(|err| AwsError::Service {
-            status: response.status().as_u16(),
-            code: "InvalidReply".into(),
-            message: format!("SendMessage's reply is not JSON: {err}"),
-        })?;
-    Ok(reply["MessageId"].as_str().unwrap_or_default().to_owned())
-}
-
-/// AWS's error code and message from an error reply: JSON (`__type`, `message`), XML
-/// (`<Code>`, `<Message>`), or the `x-amzn-query-error` header.
-fn service_error(response: &Response) -> AwsError {
-    let status = response.status().as_u16();
-    let body = String::from_utf8_lossy(response.body());
-    let header = response
-        .headers()
-        .get("x-amzn-query-error")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(str::to_owned);
-    let (code, message) = if let Ok(json) = serde_json::from_str::<serde_json::Value>(&body) {
-        let code = json["__type"]
-            .as_str()
-            .or(json["code"].as_str())
-            .map(|t| t.rsplit('#').next().unwrap_or(t).to_owned());
-        let message = json["message"]
-            .as_str()
-            .or(json["Message"].as_str())
-            .unwrap_or_default()
-            .to_owned();
-        (code, message)
-    } else {
-        (
-            xml_text(&body, "Code"),
-            xml_text(&body, "Message").unwrap_or_default(),
-        )
+    let message = match &err {
+        SdkError::ConstructionFailure(_) => "the request could not be built",
+        SdkError::TimeoutError(_) => "the request timed out",
+        SdkError::DispatchFailure(_) => "the request could not be sent",
+        SdkError::ResponseError(_) => "the response could not be read",
+        _ => "AWS answered with an error without a code",
     };
-    AwsError::Service {
-        status,
-        code: header.or(code).unwrap_or_else(|| format!("HTTP-{status}")),
-        message,
-    }
-}
-
-fn xml_text(body: &str, tag: &str) -> Option<String> {
-    let start = body.find(&format!("<{tag}>"))? + tag.len() + 2;
-    let end = body[start..].find(&format!("</{tag}>"))? + start;
-    Some(body[start..end].to_owned())
-}
-
-/// Percent-encodes a path segment (keeping `/` in keys when `keep_slash`).
-fn encode(text: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            b'/' if keep_slash => out.push('/'),
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
+    crate::Failure::new("HTTP-error", message)
 }

@@ -92,7 +92,7 @@ impl Error {
     }
 
     /// A failure the host named by `code`; `context` says where it happened.
-    fn from_code(code: ErrorCode, context: &str) -> Self {
+    pub(crate) fn from_code(code: ErrorCode, context: &str) -> Self {
         Self {
             message: format!("{context}: {}", describe(&code)),
             code: Some(code),
@@ -357,7 +357,7 @@ fn describe(code: &ErrorCode) -> String {
 
 /// `HttpRequestDenied` → `HTTP-request-denied`, from the Debug form of an error code
 /// (payloads dropped): the name the WIT gives the case.
-fn wit_case_name(debug: &str) -> String {
+pub(crate) fn wit_case_name(debug: &str) -> String {
     let name = debug.rsplit("::").next().unwrap_or(debug);
     let name = name.split(['(', ' ', '{']).next().unwrap_or(name);
     let mut words: Vec<String> = Vec::new();

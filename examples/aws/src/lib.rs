@@ -1,11 +1,11 @@
-//! Reads an S3 object and sends it as an SQS message, with no credentials of its own:
-//! `{"bucket": "...", "key": "...", "queue_url": "...", "region": "us-east-1"}` →
-//! `{"bytes": 42, "message_id": "..."}`.
+//! Reads an S3 object and sends it as an SQS message with the AWS SDK for Rust, holding
+//! no credentials: `{"bucket": "...", "key": "...", "queue_url": "...", "region":
+//! "us-east-1"}` → `{"bytes": 42, "message_id": "..."}`.
 //!
-//! The activity grants `[activity.aws] services = ["s3", "sqs"]`; the host signs both
-//! requests. An AWS error fails the task named by its code (`NoSuchKey`,
-//! `QueueDoesNotExist`); a service or region not granted fails with
-//! `HTTP-request-denied`.
+//! The activity grants `[activity.aws] services = ["s3", "sqs"]`; the SDK signs with
+//! placeholder credentials and the host signs again with its own. An AWS error fails the
+//! task named by its code (`NoSuchKey`, `QueueDoesNotExist`); a service or region not
+//! granted fails with `HTTP-request-denied`.
 
 use serde::{Deserialize, Serialize};
 use sfn_wasm_guest::{Context, Failure, aws};
@@ -30,12 +30,34 @@ struct Output {
 }
 
 fn forward(input: Input, _ctx: &Context) -> Result<Output, Failure> {
-    let object = aws::s3_get_object(&input.region, &input.bucket, &input.key)?;
-    let text = String::from_utf8_lossy(&object);
-    let message_id = aws::sqs_send_message(&input.region, &input.queue_url, &text)?;
-    Ok(Output {
-        bytes: object.len(),
-        message_id,
+    let config = aws::sdk_config(&input.region);
+    let s3 = aws_sdk_s3::Client::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    aws::block_on(async {
+        let object = s3
+            .get_object()
+            .bucket(&input.bucket)
+            .key(&input.key)
+            .send()
+            .await
+            .map_err(aws::failure)?;
+        let bytes = object
+            .body
+            .collect()
+            .await
+            .map_err(|err| Failure::new("HTTP-error", format!("reading the object: {err}")))?
+            .into_bytes();
+        let sent = sqs
+            .send_message()
+            .queue_url(&input.queue_url)
+            .message_body(String::from_utf8_lossy(&bytes))
+            .send()
+            .await
+            .map_err(aws::failure)?;
+        Ok(Output {
+            bytes: bytes.len(),
+            message_id: sent.message_id.unwrap_or_default(),
+        })
     })
 }
 

@@ -692,6 +692,69 @@ mod tests {
         assert!(grant.allows(&endpoint("s3", "us-east-1", Some("b"), true)));
     }
 
+    /// Credentials that expire `lifetime` after each fetch; counts the fetches.
+    #[derive(Debug)]
+    struct Expiring {
+        lifetime: Duration,
+        fetched: std::sync::atomic::AtomicU32,
+    }
+
+    impl ProvideCredentials for Expiring {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            let n = self
+                .fetched
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            aws_credential_types::provider::future::ProvideCredentials::ready(Ok(Credentials::new(
+                format!("AKID{n}"),
+                "secret",
+                None,
+                Some(SystemTime::now() + self.lifetime),
+                "test",
+            )))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_cache_fetches_once_and_again_before_expiry() {
+        let provider = Arc::new(Expiring {
+            lifetime: Duration::from_millis(600),
+            fetched: Default::default(),
+        });
+        let cache = CredentialsCache::new(CredentialsSource::Provider(
+            SharedCredentialsProvider::new(ExpiringRef(provider.clone())),
+        ));
+        let first = cache.get().await.unwrap();
+        let again = cache.get().await.unwrap();
+        assert_eq!(first.access_key_id(), again.access_key_id(), "cached");
+        // Past half of its 600 ms life: fetched again, before it expires.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let refreshed = cache.get().await.unwrap();
+        assert_eq!(refreshed.access_key_id(), "AKID1");
+        assert_eq!(
+            provider.fetched.load(std::sync::atomic::Ordering::SeqCst),
+            2
+        );
+    }
+
+    #[derive(Debug)]
+    struct ExpiringRef(Arc<Expiring>);
+
+    impl ProvideCredentials for ExpiringRef {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            self.0.provide_credentials()
+        }
+    }
+
     #[test]
     fn credentials_are_fetched_again_before_they_expire() {
         let now = SystemTime::now();

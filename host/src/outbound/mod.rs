@@ -236,7 +236,8 @@ impl WasiHttpHooks for OutboundTask {
             });
         // An AWS endpoint (on its https port): signed by the host when granted.
         let aws = target.as_ref().and_then(|(scheme, host, port)| {
-            let endpoint = Endpoint::parse(host)?;
+            // Host names are case-insensitive; the endpoint rules are written lower-case.
+            let endpoint = Endpoint::parse(&host.to_ascii_lowercase())?;
             Some((endpoint, *scheme == Scheme::Https && *port == 443))
         });
         if let Some((endpoint, https)) = &aws

@@ -215,9 +215,10 @@ fn failure(state: &AnswerState) -> (String, String) {
     }
 }
 
-/// The example handler in Rust, JavaScript and Python, served: each reads the object
-/// and sends it to the queue with no credentials of its own; every request reached AWS
-/// signed with the host's key for its service and region.
+/// The example handler in Rust (the AWS SDK for Rust, placeholder credentials),
+/// JavaScript and Python, served: each reads the object and sends it to the queue with no
+/// credentials of its own; every request reached AWS signed with the host's key for its
+/// service and region.
 #[test]
 fn the_three_languages_read_s3_and_write_sqs_signed_by_the_host() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -294,6 +295,11 @@ fn the_three_languages_read_s3_and_write_sqs_signed_by_the_host() {
             );
         }
     }
+    // The Rust SDK's own signature, with its placeholder key, never reached AWS.
+    assert!(
+        !recorder.text().contains("signed-by-the-host"),
+        "the guest's placeholder signature was replaced"
+    );
     // S3 at an endpoint_url goes path-style, to the bucket's path.
     assert!(
         recorder
