@@ -354,9 +354,17 @@ impl OutboundTask {
         let budget = self.received.clone();
         let tls = self.policy.tls.clone();
         Box::new(async move {
-            let credentials = match signer.credentials().await {
-                Ok(credentials) => credentials,
-                Err(err) => {
+            // A request refused before its body was read is handed back, to be drained.
+            let signed = match signer.credentials().await {
+                Ok(credentials) => signer
+                    .sign(request, &endpoint, credentials)
+                    .await
+                    .map_err(|err| (err, None)),
+                Err(err) => Err((err, Some(request))),
+            };
+            let request = match signed {
+                Ok(request) => request,
+                Err((err, unread)) => {
                     tracing::warn!(
                         event = "outbound:aws",
                         activity = &*context.activity,
@@ -366,22 +374,11 @@ impl OutboundTask {
                         error = %err,
                         "outbound:aws: not sent: {err}"
                     );
-                    return Err(send::refuse(request, err.into_error()).await);
-                }
-            };
-            let request = match signer.sign(request, &endpoint, credentials).await {
-                Ok(request) => request,
-                Err(err) => {
-                    tracing::info!(
-                        event = "outbound:aws",
-                        activity = &*context.activity,
-                        task_id = &*context.task_id,
-                        service = endpoint.service.as_str(),
-                        region = endpoint.region.as_str(),
-                        error = %err,
-                        "outbound:aws: not sent: {err}"
-                    );
-                    return Err(err.into_error());
+                    let error = err.into_error();
+                    return Err(match unread {
+                        Some(request) => send::refuse(request, error).await,
+                        None => error,
+                    });
                 }
             };
             send::send(request, target, timeouts, budget, tls, context).await

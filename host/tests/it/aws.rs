@@ -125,16 +125,7 @@ async fn sqs(action: &str, body: Value) -> Value {
 
 /// A fresh bucket holding `key` = `text`, and a fresh queue's URL.
 async fn bucket_and_queue(key: &str, text: &str) -> (String, String) {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(emulator::endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .load()
-        .await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(true)
-            .build(),
-    );
+    let s3 = emulator::s3().await;
     let bucket = format!("aws-grant-{:08x}", fastrand::u32(..));
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     s3.put_object()

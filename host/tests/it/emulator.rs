@@ -24,6 +24,20 @@ pub async fn client() -> Client {
     Client::new(&config)
 }
 
+/// An S3 client for the emulator (path-style, as LocalStack serves buckets).
+pub async fn s3() -> aws_sdk_s3::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await;
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
 /// A fresh, uniquely named activity (LocalStack keeps stale tasks per activity).
 pub async fn activity(client: &Client, name: &str) -> String {
     let name = format!("{name}-{:08x}", fastrand::u32(..));

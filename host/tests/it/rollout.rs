@@ -107,16 +107,7 @@ impl Host {
 /// An S3 client for the emulator, and a fresh bucket.
 pub fn bucket(runtime: &tokio::runtime::Runtime) -> (aws_sdk_s3::Client, String) {
     runtime.block_on(async {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(emulator::endpoint())
-            .region(aws_config::Region::new("us-east-1"))
-            .load()
-            .await;
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&config)
-                .force_path_style(true)
-                .build(),
-        );
+        let s3 = emulator::s3().await;
         let name = format!("handlers-{:08x}", fastrand::u32(..));
         s3.create_bucket()
             .bucket(&name)
