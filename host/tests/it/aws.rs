@@ -419,3 +419,32 @@ async fn a_role_signs_with_the_assumed_credentials() {
         "the session token is sent"
     );
 }
+
+/// `invoke --aws-service` grants as `[activity.aws] services` does: the Rust example
+/// (the AWS SDK for Rust) runs with both services and is refused SQS without it.
+#[test]
+fn invoke_takes_the_aws_grant_as_flags() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (bucket, queue_url) = runtime.block_on(bucket_and_queue("in.txt", "flags"));
+    let input = json!({"bucket": bucket, "key": "in.txt", "queue_url": queue_url}).to_string();
+    let invoke = |services: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"));
+        command
+            .arg("invoke")
+            .arg(guest("aws"))
+            .args(["--input", &input, "--aws-region", "us-east-1"])
+            .args(["--aws-endpoint-url", &emulator::endpoint()]);
+        for service in services {
+            command.args(["--aws-service", service]);
+        }
+        let output = command.output().unwrap();
+        let line: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        (line, output.status.code())
+    };
+    let (line, code) = invoke(&["s3", "sqs"]);
+    assert_eq!(line["output"]["bytes"], 5, "{line}");
+    assert_eq!(code, Some(0));
+    let (line, code) = invoke(&["s3"]);
+    assert_eq!(line["error"], "HTTP-request-denied", "{line}");
+    assert_eq!(code, Some(1));
+}
