@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::outbound::{
-    AllowList, AllowedHost, AwsGrant, AwsSigner, OutboundLimits, OutboundPolicy,
+    AllowList, AllowedHost, AwsGrant, AwsSigner, OutboundLimits, OutboundPolicy, read_ca_file,
 };
 
 /// Where an environment variable's value comes from.
@@ -97,8 +97,11 @@ pub struct GrantsConfig {
     pub env: Vec<EnvVar>,
     /// `[[activity.dir]]`.
     pub dirs: Vec<DirGrant>,
-    /// `[activity.outbound]`.
+    /// `[activity.outbound]`'s limits and pool settings.
     pub outbound: OutboundLimits,
+    /// `[activity.outbound] ca_file`: extra trusted roots (PEM) for the activity's https,
+    /// absolute.
+    pub ca_file: Option<PathBuf>,
     /// `[activity.aws]`: AWS requests the host signs.
     pub aws: Option<AwsGrant>,
 }
@@ -119,6 +122,23 @@ impl GrantsConfig {
                 limits.max_response_bytes,
                 limits.connect_timeout_ms,
                 limits.first_byte_timeout_ms
+            ));
+        }
+        if !self.allowed_outbound_hosts.is_empty() || self.aws.is_some() {
+            let limits = &self.outbound;
+            lines.push(if limits.pool_idle_seconds == 0 {
+                "outbound connections: not reused (pool_idle_seconds = 0)".to_owned()
+            } else {
+                format!(
+                    "outbound connections: reused while idle up to {} s, at most {} idle per host",
+                    limits.pool_idle_seconds, limits.pool_max_idle_per_host
+                )
+            });
+        }
+        if let Some(ca_file) = &self.ca_file {
+            lines.push(format!(
+                "outbound ca_file {} (added to the Mozilla roots)",
+                ca_file.display()
             ));
         }
         if let Some(aws) = &self.aws {
@@ -163,6 +183,9 @@ pub enum GrantError {
     /// The TLS client for https entries could not be set up.
     #[error("`allowed_outbound_hosts`: cannot set up TLS for https requests: {0}")]
     Tls(String),
+    /// `[activity.outbound] ca_file` cannot be read (it could when the config was checked).
+    #[error("`outbound.ca_file`: {0}")]
+    CaFile(String),
     /// `[activity.aws]` cannot be set up.
     #[error("`aws`: {0}")]
     Aws(String),
@@ -224,10 +247,15 @@ impl Grants {
             .map(AwsSigner::new)
             .transpose()
             .map_err(GrantError::Aws)?;
+        let roots = match &config.ca_file {
+            Some(path) => read_ca_file(path).map_err(GrantError::CaFile)?,
+            None => Vec::new(),
+        };
         let outbound = OutboundPolicy::new(
             AllowList::new(config.allowed_outbound_hosts.clone()),
             config.outbound,
             aws,
+            roots,
         )
         .map_err(|err| GrantError::Tls(err.to_string()))?;
         Ok(Self {

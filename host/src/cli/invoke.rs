@@ -198,6 +198,7 @@ fn grants(args: &InvokeArgs) -> anyhow::Result<GrantsConfig> {
         env,
         dirs,
         outbound: OutboundLimits::default(),
+        ca_file: None,
         aws: aws_grant(args)?,
     })
 }

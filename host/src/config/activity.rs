@@ -6,12 +6,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::checks::{Problem, at, optional, seconds, seconds_within, within};
-use super::grants::{RawAws, RawDir, RawGrants};
+use super::grants::{RawAws, RawDir, RawGrants, RawOutbound};
 use super::rollout::{RawRollout, RolloutConfig};
 use crate::aws::AwsConfig;
 use crate::grants::GrantsConfig;
 use crate::ids::ActivityArn;
-use crate::outbound::OutboundLimits;
 use crate::source::{HandlerSource, parse_pin};
 
 /// The largest memory cap a task may have: the whole 32-bit address space.
@@ -55,7 +54,7 @@ pub(super) struct RawActivity {
     #[serde(default)]
     pub dir: Vec<RawDir>,
     #[serde(default)]
-    pub outbound: OutboundLimits,
+    pub outbound: RawOutbound,
     pub aws: Option<RawAws>,
 }
 
@@ -238,7 +237,7 @@ impl ActivityConfig {
                 allowed_outbound_hosts: &raw.allowed_outbound_hosts,
                 env: &raw.env,
                 dir: &raw.dir,
-                outbound: raw.outbound,
+                outbound: &raw.outbound,
                 aws: raw.aws.as_ref(),
                 host_aws,
             },

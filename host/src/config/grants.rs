@@ -9,7 +9,35 @@ use serde::Deserialize;
 use super::checks::{Problem, within};
 use crate::aws::AwsConfig;
 use crate::grants::{DirGrant, EnvSource, EnvVar, GrantsConfig, check_guest_path};
-use crate::outbound::{AllowedHost, AwsGrant, OutboundLimits, is_label, is_region};
+use crate::outbound::{AllowedHost, AwsGrant, OutboundLimits, is_label, is_region, read_ca_file};
+
+/// `[activity.outbound]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawOutbound {
+    pub max_requests: u32,
+    pub max_response_bytes: u64,
+    pub connect_timeout_ms: u64,
+    pub first_byte_timeout_ms: u64,
+    pub pool_idle_seconds: u64,
+    pub pool_max_idle_per_host: u32,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for RawOutbound {
+    fn default() -> Self {
+        let limits = OutboundLimits::default();
+        Self {
+            max_requests: limits.max_requests,
+            max_response_bytes: limits.max_response_bytes,
+            connect_timeout_ms: limits.connect_timeout_ms,
+            first_byte_timeout_ms: limits.first_byte_timeout_ms,
+            pool_idle_seconds: limits.pool_idle_seconds,
+            pool_max_idle_per_host: limits.pool_max_idle_per_host,
+            ca_file: None,
+        }
+    }
+}
 
 /// `[activity.aws]` as written.
 #[derive(Deserialize)]
@@ -36,7 +64,7 @@ pub(super) struct RawGrants<'a> {
     pub allowed_outbound_hosts: &'a [String],
     pub env: &'a toml::Table,
     pub dir: &'a [RawDir],
-    pub outbound: OutboundLimits,
+    pub outbound: &'a RawOutbound,
     pub aws: Option<&'a RawAws>,
     /// The config's `[aws]`: the default region, and where AWS requests go.
     pub host_aws: &'a AwsConfig,
@@ -121,7 +149,15 @@ pub(super) fn resolve(activity: &RawGrants<'_>, base: &Path) -> Result<GrantsCon
         });
     }
 
-    let limits = activity.outbound;
+    let raw = activity.outbound;
+    let limits = OutboundLimits {
+        max_requests: raw.max_requests,
+        max_response_bytes: raw.max_response_bytes,
+        connect_timeout_ms: raw.connect_timeout_ms,
+        first_byte_timeout_ms: raw.first_byte_timeout_ms,
+        pool_idle_seconds: raw.pool_idle_seconds,
+        pool_max_idle_per_host: raw.pool_max_idle_per_host,
+    };
     within(limits.max_requests, 0..=1_000_000)
         .map_err(|message| ("outbound.max_requests".to_owned(), message))?;
     within(limits.max_response_bytes, 0..=1 << 40)
@@ -130,6 +166,20 @@ pub(super) fn resolve(activity: &RawGrants<'_>, base: &Path) -> Result<GrantsCon
         .map_err(|message| ("outbound.connect_timeout_ms".to_owned(), message))?;
     within(limits.first_byte_timeout_ms, 1..=86_400_000)
         .map_err(|message| ("outbound.first_byte_timeout_ms".to_owned(), message))?;
+    within(limits.pool_idle_seconds, 0..=86_400)
+        .map_err(|message| ("outbound.pool_idle_seconds".to_owned(), message))?;
+    within(limits.pool_max_idle_per_host, 1..=1024)
+        .map_err(|message| ("outbound.pool_max_idle_per_host".to_owned(), message))?;
+    let ca_file = raw
+        .ca_file
+        .as_ref()
+        .map(|path| {
+            let path = base.join(path);
+            read_ca_file(&path)
+                .map(|_| path)
+                .map_err(|message| ("outbound.ca_file".to_owned(), message))
+        })
+        .transpose()?;
 
     let aws = activity
         .aws
@@ -141,6 +191,7 @@ pub(super) fn resolve(activity: &RawGrants<'_>, base: &Path) -> Result<GrantsCon
         env,
         dirs,
         outbound: limits,
+        ca_file,
         aws,
     })
 }

@@ -70,6 +70,8 @@ fn a_minimal_config_gets_the_defaults() {
             max_response_bytes: 16_777_216,
             connect_timeout_ms: 5000,
             first_byte_timeout_ms: 30_000,
+            pool_idle_seconds: 30,
+            pool_max_idle_per_host: 8,
         }
     );
     // An empty [host] table means the same.

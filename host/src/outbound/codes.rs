@@ -39,6 +39,29 @@ pub fn http_error_code(err: &wasmtime::Error) -> Option<ErrorCode> {
 
 /// The error a failed read of a response body becomes: always one that
 /// [`http_error_code`] names.
+/// The code of a failed TLS handshake: `TLS-certificate-error` when the server's
+/// certificate is not trusted (an internal CA without `ca_file`, a wrong name, expired),
+/// `TLS-alert-received` when the server refused, else `TLS-protocol-error`.
+/// (wasmtime-wasi-http's default names every TLS failure `TLS-protocol-error`.)
+pub(super) fn tls_error_code(err: &std::io::Error) -> ErrorCode {
+    use wasmtime_wasi_http::p2::bindings::http::types::TlsAlertReceivedPayload;
+    match err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented) => {
+            ErrorCode::TlsCertificateError
+        }
+        Some(rustls::Error::AlertReceived(alert)) => {
+            ErrorCode::TlsAlertReceived(TlsAlertReceivedPayload {
+                alert_id: Some(u8::from(*alert)),
+                alert_message: Some(format!("{alert:?}")),
+            })
+        }
+        _ => ErrorCode::TlsProtocolError,
+    }
+}
+
 /// The connection ending before the declared length (hyper's body error over an
 /// `UnexpectedEof`) is `HTTP-response-incomplete`; any other I/O error,
 /// `connection-terminated`; a malformed body (chunk syntax), `HTTP-protocol-error`.

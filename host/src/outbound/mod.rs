@@ -26,7 +26,6 @@ mod send;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use wasmtime_wasi_http::{RequestOptions, WasiHttpHooks};
 
 pub use address::{AddressClass, classify, may_connect};
@@ -35,11 +34,12 @@ pub use aws::{
     AwsGrant, AwsSigner, Endpoint, MAX_SIGNED_BODY_BYTES, SignError, is_label, is_region,
 };
 pub use codes::{TYPES_INTERFACE, http_error_code};
+pub use send::read_ca_file;
 pub(crate) use send::tls_connector;
 
-/// `[activity.outbound]`: what one task may do over HTTP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// `[activity.outbound]`'s numbers: what one task may do over HTTP, and how long the
+/// activity keeps connections for reuse. (`ca_file` is in [`GrantsConfig`](crate::grants::GrantsConfig).)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboundLimits {
     /// Requests one task may send; the next ones fail with `connection-limit-reached`.
     pub max_requests: u32,
@@ -50,6 +50,11 @@ pub struct OutboundLimits {
     /// The longest from sending a request to the first byte of its response, and
     /// between two reads of a response body.
     pub first_byte_timeout_ms: u64,
+    /// How long an idle connection is kept for the activity's next request to the same
+    /// host, in seconds; 0 turns reuse off.
+    pub pool_idle_seconds: u64,
+    /// The most idle connections kept per host.
+    pub pool_max_idle_per_host: u32,
 }
 
 impl Default for OutboundLimits {
@@ -59,6 +64,8 @@ impl Default for OutboundLimits {
             max_response_bytes: 16 << 20,
             connect_timeout_ms: 5000,
             first_byte_timeout_ms: 30_000,
+            pool_idle_seconds: 30,
+            pool_max_idle_per_host: 8,
         }
     }
 }
@@ -87,7 +94,7 @@ impl std::fmt::Debug for OutboundPolicy {
 impl OutboundPolicy {
     /// A policy allowing `allowed`, and the AWS requests `aws` signs, within `limits`.
     /// TLS trusts the Mozilla roots (webpki-roots), so a host needs no CA bundle of its
-    /// own.
+    /// own, and `extra_roots` (`ca_file`).
     ///
     /// # Errors
     /// When the TLS client cannot be configured (a rustls build without TLS 1.2/1.3).
@@ -95,6 +102,7 @@ impl OutboundPolicy {
         allowed: AllowList,
         limits: OutboundLimits,
         aws: Option<AwsSigner>,
+        extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     ) -> Result<Self, rustls::Error> {
         let https = aws.is_some()
             || allowed
@@ -105,7 +113,9 @@ impl OutboundPolicy {
             allowed,
             limits,
             aws: aws.map(Arc::new),
-            tls: https.then(send::tls_connector).transpose()?,
+            tls: https
+                .then(|| send::tls_connector_with(extra_roots))
+                .transpose()?,
         })
     }
 
@@ -206,6 +216,13 @@ type SendFuture = Box<
 >;
 
 impl WasiHttpHooks for OutboundTask {
+    fn p2_error_from_tls(
+        &mut self,
+        err: &std::io::Error,
+    ) -> wasmtime_wasi_http::p2::bindings::http::types::ErrorCode {
+        codes::tls_error_code(err)
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<wasmtime_wasi_http::WasiBody>,
