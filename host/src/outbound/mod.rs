@@ -21,6 +21,7 @@ mod address;
 mod allow;
 mod aws;
 mod codes;
+mod pool;
 mod send;
 
 use std::sync::Arc;
@@ -79,6 +80,8 @@ pub struct OutboundPolicy {
     aws: Option<Arc<AwsSigner>>,
     /// Set up only when an entry is https, or AWS requests are granted.
     tls: Option<tokio_rustls::TlsConnector>,
+    /// The activity's idle connections.
+    pool: Arc<pool::Pool>,
 }
 
 impl std::fmt::Debug for OutboundPolicy {
@@ -116,6 +119,10 @@ impl OutboundPolicy {
             tls: https
                 .then(|| send::tls_connector_with(extra_roots))
                 .transpose()?,
+            pool: Arc::new(pool::Pool::new(
+                Duration::from_secs(limits.pool_idle_seconds),
+                limits.pool_max_idle_per_host,
+            )),
         })
     }
 
@@ -126,6 +133,7 @@ impl OutboundPolicy {
             limits: OutboundLimits::default(),
             aws: None,
             tls: None,
+            pool: Arc::new(pool::Pool::new(Duration::ZERO, 1)),
         }
     }
 
@@ -311,6 +319,7 @@ impl WasiHttpHooks for OutboundTask {
             self.received.clone(),
             self.policy.tls.clone(),
             context,
+            self.policy.pool.clone(),
         ))
     }
 }
@@ -370,6 +379,7 @@ impl OutboundTask {
         let timeouts = self.timeouts(options);
         let budget = self.received.clone();
         let tls = self.policy.tls.clone();
+        let pool = self.policy.pool.clone();
         Box::new(async move {
             // A request refused before its body was read is handed back, to be drained.
             let signed = match signer.credentials().await {
@@ -398,7 +408,7 @@ impl OutboundTask {
                     });
                 }
             };
-            send::send(request, target, timeouts, budget, tls, context).await
+            send::send(request, target, timeouts, budget, tls, context, pool).await
         })
     }
 

@@ -5,7 +5,6 @@
 //! itself, so the address cannot be checked between DNS and connect; this does the
 //! same steps with the check in between.
 
-use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+use hyper::client::conn::http1::SendRequest;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::io::TokioIo;
@@ -23,6 +23,7 @@ use wasmtime_wasi_http::{Error, WasiBody};
 
 use super::address::may_connect;
 use super::allow::Scheme;
+use super::pool::{Pool, PoolKey};
 
 /// The response body bytes a task may still receive, shared by all its requests.
 #[derive(Debug)]
@@ -145,8 +146,10 @@ pub fn read_ca_file(
     Ok(certificates)
 }
 
-/// Sends `request` to `target`; the response, and the future that drives the
-/// connection until the body is read.
+/// Sends `request` to `target` on an idle connection of `pool` when one is kept, else
+/// on a new one; the response, and a future for wasmtime-wasi-http to await (the
+/// connection itself runs on its own task, so that it can outlive the request).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn send(
     mut request: http::Request<WasiBody>,
     target: Target,
@@ -154,6 +157,7 @@ pub(super) async fn send(
     budget: Arc<Budget>,
     tls: Option<tokio_rustls::TlsConnector>,
     context: LogContext,
+    pool: Arc<Pool>,
 ) -> Result<(Response, Driver), Error> {
     let mut log = RequestLog {
         context,
@@ -162,22 +166,6 @@ pub(super) async fn send(
         status: 0,
         bytes: 0,
         started: Instant::now(),
-    };
-    let connected = async {
-        let stream = tokio::time::timeout(timeouts.connect, connect(&target, &tls, &log))
-            .await
-            .map_err(|_| Error::ConnectionTimeout)??;
-        tokio::time::timeout(
-            timeouts.connect,
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)),
-        )
-        .await
-        .map_err(|_| Error::ConnectionTimeout)?
-        .map_err(Error::from)
-    };
-    let (mut sender, connection) = match connected.await {
-        Ok(connection) => connection,
-        Err(err) => return Err(refuse(request, err).await),
     };
 
     // The request line carries only the path: scheme and authority are for proxies.
@@ -191,31 +179,36 @@ pub(super) async fn send(
         .build()
         .map_err(|_| Error::HttpRequestUriInvalid)?;
 
-    let response = tokio::time::timeout(timeouts.first_byte, sender.send_request(request));
-    let mut response = std::pin::pin!(response);
-    let mut connection = Some(connection);
-    // Waits for the response head while driving the connection's I/O.
-    let response = poll_fn(|cx| {
-        if let Poll::Ready(result) = response.as_mut().poll(cx) {
-            return Poll::Ready(result);
-        }
-        if let Some(driver) = connection.as_mut() {
-            match ready!(Pin::new(driver).poll(cx)) {
-                Ok(()) => {
-                    connection = None;
-                    return response.as_mut().poll(cx);
+    let key = PoolKey {
+        scheme: target.scheme,
+        host: target.host.clone(),
+        port: target.port,
+        literal: target.literal,
+    };
+    let (response, sender) = loop {
+        let (mut sender, reused) = match pool.take(&key).await {
+            Some(sender) => (sender, true),
+            None => match open(&target, &tls, &log, timeouts.connect).await {
+                Ok(sender) => (sender, false),
+                Err(err) => return Err(refuse(request, err).await),
+            },
+        };
+        let sent =
+            tokio::time::timeout(timeouts.first_byte, sender.try_send_request(request)).await;
+        match sent {
+            Err(_) => return Err(Error::ConnectionReadTimeout),
+            Ok(Ok(response)) => break (response, sender),
+            Ok(Err(mut failed)) => {
+                // A kept connection the server closed meanwhile: the request was not
+                // sent, so it goes on a new one.
+                if reused && let Some(unsent) = failed.take_message() {
+                    request = unsent;
+                    continue;
                 }
-                Err(err) => {
-                    connection = None;
-                    return Poll::Ready(Ok(Err(err)));
-                }
+                return Err(super::codes::body_error(failed.error()));
             }
         }
-        Poll::Pending
-    })
-    .await
-    .map_err(|_| Error::ConnectionReadTimeout)?
-    .map_err(Error::from)?;
+    };
 
     log.status = response.status().as_u16();
     let declared = response
@@ -235,16 +228,38 @@ pub(super) async fn send(
             budget,
             done: false,
             log,
+            reuse: Some((pool, key, sender)),
         }
         .boxed_unsync()
     });
-    let driver: Driver = Box::new(async move {
-        match connection {
-            Some(connection) => connection.await.map_err(Error::from),
-            None => Ok(()),
-        }
-    });
+    let driver: Driver = Box::new(async { Ok(()) });
     Ok((response, driver))
+}
+
+/// Opens a connection to `target` (DNS, the address rules, TCP, TLS, HTTP/1.1) within
+/// `timeout` for each step, and runs it on a task of its own.
+async fn open(
+    target: &Target,
+    tls: &Option<tokio_rustls::TlsConnector>,
+    log: &RequestLog,
+    timeout: Duration,
+) -> Result<SendRequest<WasiBody>, Error> {
+    let stream = tokio::time::timeout(timeout, connect(target, tls, log))
+        .await
+        .map_err(|_| Error::ConnectionTimeout)??;
+    let (sender, connection) = tokio::time::timeout(
+        timeout,
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+    )
+    .await
+    .map_err(|_| Error::ConnectionTimeout)?
+    .map_err(Error::from)?;
+    // Ends when the last sender is dropped (closed idle, or not kept) or the server
+    // closes; its errors reach the request's response or body.
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
 }
 
 /// Reads the guest's request body to its end (or its error) and discards it, then
@@ -341,7 +356,8 @@ async fn connect(
 }
 
 /// A response body within the task's byte budget and read timeout. Logs the request
-/// (`outbound:request`, debug) when it is dropped: read to the end or not.
+/// (`outbound:request`, debug) when it is dropped: read to the end or not. Read to its
+/// end, it gives its connection back to the pool; cut short, the connection closes.
 struct ResponseBody {
     incoming: hyper::body::Incoming,
     between_bytes: Duration,
@@ -349,6 +365,7 @@ struct ResponseBody {
     budget: Arc<Budget>,
     done: bool,
     log: RequestLog,
+    reuse: Option<(Arc<Pool>, PoolKey, SendRequest<WasiBody>)>,
 }
 
 impl Body for ResponseBody {
@@ -384,6 +401,9 @@ impl Body for ResponseBody {
             }
             Poll::Ready(None) => {
                 self.done = true;
+                if let Some((pool, key, sender)) = self.reuse.take() {
+                    pool.put(key, sender);
+                }
                 Poll::Ready(None)
             }
             Poll::Pending => {

@@ -447,6 +447,159 @@ async fn limits_and_timeouts_have_their_code_in_the_head_and_the_body_in_three_l
     }
 }
 
+/// A keep-alive HTTP/1.1 server: answers every request on a connection with `hello`,
+/// `/big` with 5,000 bytes; counts the connections it accepted and those that closed.
+struct KeepAlive {
+    address: SocketAddr,
+    opened: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+}
+
+impl KeepAlive {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let opened = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (opens, closes) = (opened.clone(), closed.clone());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                opens.fetch_add(1, Ordering::SeqCst);
+                let closes = closes.clone();
+                tokio::spawn(async move {
+                    let mut buffered = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    'connection: loop {
+                        while !buffered.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match socket.read(&mut buf).await {
+                                Ok(0) | Err(_) => break 'connection,
+                                Ok(n) => buffered.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let end = buffered.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                        let head = String::from_utf8_lossy(&buffered[..end]).into_owned();
+                        buffered.drain(..end);
+                        let body = if head.starts_with("GET /big ") {
+                            "x".repeat(5000)
+                        } else {
+                            "hello".to_owned()
+                        };
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if socket.write_all(response.as_bytes()).await.is_err() {
+                            break;
+                        }
+                    }
+                    closes.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Self {
+            address,
+            opened,
+            closed,
+        }
+    }
+
+    fn origin(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    fn opened(&self) -> usize {
+        self.opened.load(Ordering::SeqCst)
+    }
+
+    fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs `probe` with `grants` already resolved (the activity's connection pool lives
+/// in them).
+async fn run_resolved(grants: &Arc<Grants>, input: Value) -> Ran {
+    let engine = engine();
+    let handler = Handler::load_file(&engine, &guest("probe")).expect("the guest loads");
+    let control = TaskControl::default();
+    let request = TaskRequest {
+        input: input.to_string(),
+        activity_arn: "arn:aws:states:us-east-1:000000000000:activity:grants".into(),
+        worker_name: "test:1".into(),
+        task_id: "grants".into(),
+        limits: TaskLimits {
+            memory_bytes: 256 << 20,
+            timeout: Duration::from_secs(30),
+        },
+        control: control.clone(),
+        grants: grants.clone(),
+    };
+    let delivery = Delivery::new(
+        Arc::new(LocalResponder),
+        control,
+        DeliveryOptions::default(),
+    );
+    let started = Instant::now();
+    let report = handler.run(&engine, request, delivery.clone()).await;
+    let elapsed = started.elapsed();
+    delivery.settled().await;
+    Ran {
+        report,
+        state: delivery.state(),
+        elapsed,
+    }
+}
+
+/// An activity keeps its connections: ten GETs of a task, and the next task's, share
+/// one; another activity opens its own; a body not read to its end closes its
+/// connection; an idle one closes after `pool_idle_seconds`; 0 turns reuse off.
+#[tokio::test]
+async fn an_activity_reuses_its_connections_and_only_its_own() {
+    let server = KeepAlive::start().await;
+    let grants = |idle, max_response_bytes| {
+        Arc::new(
+            Grants::resolve(&GrantsConfig {
+                outbound: OutboundLimits {
+                    pool_idle_seconds: idle,
+                    max_response_bytes,
+                    ..OutboundLimits::default()
+                },
+                ..allow(&[&server.origin()])
+            })
+            .unwrap(),
+        )
+    };
+    let fetch = |path: &str, times: u32| json!({"op": "fetch", "url": format!("{}{path}", server.origin()), "times": times});
+    let first = grants(1, 1 << 20);
+    let ran = run_resolved(&first, fetch("/hello", 10)).await;
+    assert_eq!(ran.output()["statuses"].as_array().unwrap().len(), 10);
+    assert_eq!(server.opened(), 1, "ten GETs, one connection");
+    run_resolved(&first, fetch("/hello", 1)).await.output();
+    assert_eq!(server.opened(), 1, "the next task reuses it");
+
+    let other = grants(1, 1 << 20);
+    run_resolved(&other, fetch("/hello", 1)).await.output();
+    assert_eq!(server.opened(), 2, "another activity does not share it");
+
+    // Idle past pool_idle_seconds (1 s): both close.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(server.closed(), 2, "idle connections close");
+    run_resolved(&first, fetch("/hello", 1)).await.output();
+    assert_eq!(server.opened(), 3);
+
+    // A body cut at the byte budget is not read to its end: its connection closes.
+    let small = grants(30, 1000);
+    let ran = run_resolved(&small, fetch("/big", 1)).await;
+    assert_eq!(ran.failure().0, "HTTP-response-body-size");
+    run_resolved(&small, fetch("/hello", 1)).await.output();
+    assert_eq!(server.opened(), 5, "the cut connection was not reused");
+
+    // Reuse off.
+    let off = grants(0, 1 << 20);
+    run_resolved(&off, fetch("/hello", 3)).await.output();
+    assert_eq!(server.opened(), 8, "a connection per request");
+}
+
 /// The tests' TLS files (`host/tests/tls`): a test CA and a certificate it signed for
 /// 127.0.0.1.
 fn tls_file(name: &str) -> std::path::PathBuf {

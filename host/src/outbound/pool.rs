@@ -1,0 +1,128 @@
+//! An activity's idle outbound connections, kept for its next request to the same host.
+//!
+//! Every request used to open a new TCP connection and, for https, a full TLS
+//! handshake. A [`Pool`] belongs to one activity (activities' grants differ, so their
+//! connections are never shared) and keeps HTTP/1.1 connections whose last response was
+//! read to its end, keyed by what the allow-list matched: scheme, host, port, and whether
+//! the entry named the host literally. A connection is checked (DNS, then the address
+//! rules) when it is made; reusing it resolves nothing, so a name is looked up no more
+//! often than before. One request at a time per connection: a guest never sees another
+//! task's bytes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::client::conn::http1::SendRequest;
+use wasmtime_wasi_http::WasiBody;
+
+use super::allow::Scheme;
+
+/// How long a pooled connection may take to show it is ready again (hyper marks it so
+/// once it has read the previous response's end); longer, and a new one is opened.
+const READY_WITHIN: Duration = Duration::from_millis(100);
+
+/// What a pooled connection was opened for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct PoolKey {
+    pub scheme: Scheme,
+    pub host: String,
+    pub port: u16,
+    pub literal: bool,
+}
+
+struct Idle {
+    id: u64,
+    sender: SendRequest<WasiBody>,
+}
+
+/// One activity's idle connections.
+pub(super) struct Pool {
+    idle_for: Duration,
+    max_per_host: usize,
+    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("idle_for", &self.idle_for)
+            .field("max_per_host", &self.max_per_host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// A pool keeping connections idle up to `idle_for` (zero: none kept), at most
+    /// `max_per_host` per key.
+    pub fn new(idle_for: Duration, max_per_host: u32) -> Self {
+        Self {
+            idle_for,
+            max_per_host: usize::try_from(max_per_host).unwrap_or(usize::MAX),
+            idle: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    /// An idle connection for `key` that is ready for a request, if one is kept. The
+    /// ones the server closed meanwhile are dropped on the way.
+    pub async fn take(&self, key: &PoolKey) -> Option<SendRequest<WasiBody>> {
+        loop {
+            let idle = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                let list = idle.get_mut(key)?;
+                let taken = list.pop();
+                if list.is_empty() {
+                    idle.remove(key);
+                }
+                taken?
+            };
+            let mut sender = idle.sender;
+            if sender.is_closed() {
+                continue;
+            }
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WITHIN, sender.ready()).await {
+                return Some(sender);
+            }
+        }
+    }
+
+    /// Keeps `sender`, whose last response was read to its end, for `idle_for`; closes
+    /// it when reuse is off, the key has `max_per_host` already, or it is not reusable.
+    pub fn put(self: &Arc<Self>, key: PoolKey, sender: SendRequest<WasiBody>) {
+        if self.idle_for.is_zero() || sender.is_closed() {
+            return;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let list = idle.entry(key.clone()).or_default();
+            if list.len() >= self.max_per_host {
+                return;
+            }
+            list.push(Idle { id, sender });
+        }
+        // Closed when it has been idle for `idle_for`: dropping the last sender ends
+        // the connection.
+        let pool = Arc::downgrade(self);
+        let idle_for = self.idle_for;
+        tokio::spawn(async move {
+            tokio::time::sleep(idle_for).await;
+            if let Some(pool) = pool.upgrade() {
+                pool.expire(&key, id);
+            }
+        });
+    }
+
+    fn expire(&self, key: &PoolKey, id: u64) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = idle.get_mut(key) {
+            list.retain(|entry| entry.id != id);
+            if list.is_empty() {
+                idle.remove(key);
+            }
+        }
+    }
+}
