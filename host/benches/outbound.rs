@@ -16,6 +16,11 @@
 //!   endpoint match, header scrub, path-style rewrite and SigV4 signature (credentials
 //!   cached after the first task).
 //!
+//! - https (CPU time of the whole process: host, guest and the local TLS server): a
+//!   native hyper client on one pooled TLS connection; the guest's 10 GETs on kept
+//!   connections (`pool_idle_seconds = 30`) and on fresh ones (`= 0`, a TLS handshake
+//!   each), the server's CA trusted through `ca_file`.
+//!
 //! Rounds alternate the cases three times; medians of each case over all rounds.
 
 use std::net::SocketAddr;
@@ -25,7 +30,7 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Empty};
 use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
 use sfn_wasm_host::grants::{Grants, GrantsConfig};
-use sfn_wasm_host::outbound::{AllowedHost, AwsGrant};
+use sfn_wasm_host::outbound::{AllowedHost, AwsGrant, OutboundLimits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wasmtime_wasi_http::io::TokioIo;
@@ -77,6 +82,99 @@ async fn native_get(address: SocketAddr) {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"hello");
     let _ = driver.await;
+}
+
+/// A keep-alive https server on 127.0.0.1 with the tests' certificate (its CA is
+/// `host/tests/tls/ca.pem`), answering `hello` to every request of a connection.
+async fn tls_server() -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let certificates = rustls::pki_types::CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certificates, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut stream) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let mut buffered = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while !buffered.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffered.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let end = buffered.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buffered.drain(..end);
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+                    if stream.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+/// The process's CPU time (all threads: the host's, the guests' and the local servers').
+fn cpu_now() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// CPU per GET of a native hyper client over one pooled https connection.
+async fn native_pooled_https(address: SocketAddr, gets: usize) -> Duration {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let mut roots = rustls::RootCertStore::empty();
+    for root in sfn_wasm_host::outbound::read_ca_file(&dir.join("ca.pem")).unwrap() {
+        roots.add(root).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(address).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(address.ip().into());
+    let stream = connector.connect(name, tcp).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let started = cpu_now();
+    for _ in 0..gets {
+        sender.ready().await.unwrap();
+        let request = http::Request::get("/hello")
+            .header(http::header::HOST, address.to_string())
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"hello");
+    }
+    (cpu_now() - started) / gets as u32
 }
 
 fn median(samples: &mut [Duration]) -> Duration {
@@ -153,6 +251,37 @@ fn main() {
         )
     };
 
+    // https to a local server whose CA the activity trusts through `ca_file`: ten GETs
+    // on kept connections, and ten on fresh ones (`pool_idle_seconds = 0`), in CPU time.
+    let tls_address = runtime.block_on(tls_server());
+    let https_grants = |pool_idle_seconds| {
+        Arc::new(
+            Grants::resolve(&GrantsConfig {
+                allowed_outbound_hosts: vec![
+                    AllowedHost::parse(&format!("https://{tls_address}")).unwrap(),
+                ],
+                outbound: OutboundLimits {
+                    pool_idle_seconds,
+                    ..OutboundLimits::default()
+                },
+                ca_file: Some(
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls/ca.pem"),
+                ),
+                ..GrantsConfig::default()
+            })
+            .unwrap(),
+        )
+    };
+    let (pooled_grants, fresh_grants) = (https_grants(30), https_grants(0));
+    let https_url = format!("https://{tls_address}/hello");
+    let cpu_of = |run: &dyn Fn()| {
+        let started = cpu_now();
+        run();
+        cpu_now() - started
+    };
+    let (mut https_zero, mut https_pooled, mut https_fresh, mut https_native) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+
     let (mut native, mut zero, mut ten, mut ten_signed) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
@@ -170,6 +299,18 @@ fn main() {
         for _ in 0..PER_ROUND / 4 {
             ten_signed.push(signed(GETS));
         }
+        for _ in 0..PER_ROUND / 4 {
+            https_zero.push(cpu_of(&|| {
+                run(&https_url, 0, &pooled_grants);
+            }));
+            https_pooled.push(cpu_of(&|| {
+                run(&https_url, GETS, &pooled_grants);
+            }));
+            https_fresh.push(cpu_of(&|| {
+                run(&https_url, GETS, &fresh_grants);
+            }));
+        }
+        https_native.push(runtime.block_on(native_pooled_https(tls_address, PER_ROUND)));
     }
     let native = median(&mut native);
     let zero = median(&mut zero);
@@ -188,6 +329,27 @@ fn main() {
         guest_get.saturating_sub(native)
     );
     println!("| guest task, {GETS} signed AWS GETs | {ten_signed:.1?} |");
+    let https_zero = median(&mut https_zero);
+    let https_pooled = median(&mut https_pooled);
+    let https_fresh = median(&mut https_fresh);
+    let https_native = median(&mut https_native);
+    let pooled_get = https_pooled.saturating_sub(https_zero) / GETS as u32;
+    let fresh_get = https_fresh.saturating_sub(https_zero) / GETS as u32;
+    println!("| **https, CPU time** (host, guest and the local server) | |");
+    println!("| native GET (hyper, one pooled TLS connection) | {https_native:.1?} |");
+    println!("| guest task, 0 GETs | {https_zero:.1?} |");
+    println!("| guest task, {GETS} GETs, connections kept (pool_idle_seconds = 30) | {https_pooled:.1?} |");
+    println!("| guest task, {GETS} GETs, fresh connections (pool_idle_seconds = 0) | {https_fresh:.1?} |");
+    println!("| kept GET ((10 − 0) / 10) | {pooled_get:.1?} |");
+    println!("| fresh GET ((10 − 0) / 10) | {fresh_get:.1?} |");
+    println!(
+        "| added per kept GET (kept − native pooled) | {:.1?} |",
+        pooled_get.saturating_sub(https_native)
+    );
+    println!(
+        "| fresh / kept, 10 GETs | {:.1}× |",
+        fresh_get.as_secs_f64() / pooled_get.as_secs_f64().max(1e-9)
+    );
     println!("| signed AWS GET ((10 − 0) / 10) | {signed_get:.1?} |");
     println!(
         "| added by signing (signed GET − guest GET) | {:.1?} |",
