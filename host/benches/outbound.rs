@@ -338,8 +338,12 @@ fn main() {
     println!("| **https, CPU time** (host, guest and the local server) | |");
     println!("| native GET (hyper, one pooled TLS connection) | {https_native:.1?} |");
     println!("| guest task, 0 GETs | {https_zero:.1?} |");
-    println!("| guest task, {GETS} GETs, connections kept (pool_idle_seconds = 30) | {https_pooled:.1?} |");
-    println!("| guest task, {GETS} GETs, fresh connections (pool_idle_seconds = 0) | {https_fresh:.1?} |");
+    println!(
+        "| guest task, {GETS} GETs, connections kept (pool_idle_seconds = 30) | {https_pooled:.1?} |"
+    );
+    println!(
+        "| guest task, {GETS} GETs, fresh connections (pool_idle_seconds = 0) | {https_fresh:.1?} |"
+    );
     println!("| kept GET ((10 − 0) / 10) | {pooled_get:.1?} |");
     println!("| fresh GET ((10 − 0) / 10) | {fresh_get:.1?} |");
     println!(

@@ -16,6 +16,7 @@ use crate::pool::ActivityPoolManager;
 use crate::record::{RecordError, Recorder};
 use crate::reload::ReloadTarget;
 use crate::rollout::VersionChooser;
+use crate::secrets::SecretStore;
 use crate::sfn::StepFunctions;
 
 /// After the grace, how long aborted tasks get to deliver their `SfnWasmHost.Shutdown`
@@ -30,6 +31,8 @@ pub struct ActivityConsumer {
     pools: Vec<ActivityPoolManager>,
     reload_targets: Vec<ReloadTarget>,
     grants: Vec<GrantsSlot>,
+    /// Per activity with secrets: wakes its refresher (SIGHUP).
+    secrets_now: Vec<Arc<tokio::sync::Notify>>,
     recorders: Vec<Arc<Recorder>>,
     stop_polling: CancellationToken,
     tasks: TaskControl,
@@ -125,6 +128,7 @@ impl ActivityConsumer {
         handlers: Vec<LoadedHandler>,
         sfn: Arc<dyn StepFunctions>,
         events: Events,
+        secrets: Arc<SecretStore>,
     ) -> Result<Self, ConsumerError> {
         assert_eq!(
             handlers.len(),
@@ -139,16 +143,19 @@ impl ActivityConsumer {
         let mut pools = Vec::with_capacity(handlers.len());
         let mut reload_targets = Vec::with_capacity(handlers.len());
         let mut grant_slots = Vec::with_capacity(handlers.len());
+        let mut secrets_now = Vec::new();
         let mut recorders = Vec::new();
         for (index, (activity, loaded)) in config.activities.iter().zip(handlers).enumerate() {
-            let grants =
-                Grants::resolve(&activity.grants).map_err(|source| ConsumerError::Grants {
+            let grants = Grants::resolve_with(&activity.grants, &secrets).map_err(|source| {
+                ConsumerError::Grants {
                     file: config.file.clone(),
                     index,
                     source,
-                })?;
-            let grants = GrantsSlot::new(activity.grants.clone(), grants);
+                }
+            })?;
+            let grants = GrantsSlot::new(activity.grants.clone(), grants, secrets.clone());
             let arn: Arc<str> = activity.arn.shared();
+            secrets_now.extend(grants.keep_secrets_fresh(arn.clone(), stop_polling.child_token()));
             let emitter = Emitter::for_activity(events.clone(), arn.clone());
             emitter.emit(HandlerEvent::Loaded {
                 digest: loaded.handler.digest().hex().clone(),
@@ -216,6 +223,7 @@ impl ActivityConsumer {
             pools,
             reload_targets,
             grants: grant_slots,
+            secrets_now,
             recorders,
             stop_polling,
             tasks,
@@ -251,8 +259,12 @@ impl ActivityConsumer {
     }
 
     /// Resolves every activity's grants again (SIGHUP): `from_env` values are read
-    /// anew. An activity whose grants fail keeps its previous ones; the error is logged.
+    /// anew, and every secret (in the background: new tasks see a new value once it is
+    /// read). An activity whose grants fail keeps its previous ones; the error is logged.
     pub fn refresh_grants(&self) {
+        for now in &self.secrets_now {
+            now.notify_one();
+        }
         for (pool, grants) in self.pools.iter().zip(&self.grants) {
             match grants.refresh() {
                 Ok(()) => tracing::info!(activity = pool.arn(), "grants re-read"),

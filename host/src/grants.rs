@@ -15,6 +15,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use crate::outbound::{
     AllowList, AllowedHost, AwsGrant, AwsSigner, OutboundLimits, OutboundPolicy, read_ca_file,
 };
+use crate::secrets::{SecretRef, SecretStore};
 
 /// Where an environment variable's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,9 @@ pub enum EnvSource {
     Literal(String),
     /// The host's own environment variable of this name, read at start and on SIGHUP.
     FromEnv(String),
+    /// A secret of Secrets Manager or a parameter of Parameter Store, read at start and
+    /// every `refresh_seconds` (and on SIGHUP).
+    Secret(SecretRef),
 }
 
 /// One entry of `[activity.env]`.
@@ -35,13 +39,20 @@ pub struct EnvVar {
 }
 
 impl EnvVar {
-    /// The value, read now.
+    /// The value, read now (a secret's from `secrets`, which reads it).
     ///
     /// # Errors
-    /// When a `from_env` variable is not set, or not UTF-8: the message names it.
-    pub fn value(&self) -> Result<String, String> {
+    /// When a `from_env` variable is not set, or not UTF-8, or a secret has no value in
+    /// `secrets`: the message names it.
+    pub fn value(&self, secrets: &SecretStore) -> Result<String, String> {
         match &self.source {
             EnvSource::Literal(value) => Ok(value.clone()),
+            EnvSource::Secret(secret) => secrets.get(&secret.source).ok_or_else(|| {
+                format!(
+                    "reads {}, which the host has not read (it reads secrets when it loads the config)",
+                    secret.source
+                )
+            }),
             EnvSource::FromEnv(host_name) => match std::env::var(host_name) {
                 Ok(value) => Ok(value),
                 Err(std::env::VarError::NotPresent) => Err(format!(
@@ -148,6 +159,12 @@ impl GrantsConfig {
             lines.push(match &var.source {
                 EnvSource::Literal(_) => format!("env {} (literal)", var.name),
                 EnvSource::FromEnv(from) => format!("env {} (from_env {from})", var.name),
+                EnvSource::Secret(secret) => format!(
+                    "env {} ({}, read again every {} s)",
+                    var.name,
+                    secret.source,
+                    secret.refresh.as_secs()
+                ),
             });
         }
         for dir in &self.dirs {
@@ -224,16 +241,25 @@ impl Default for Grants {
 }
 
 impl Grants {
-    /// Resolves `config`: reads `from_env` values now.
+    /// Resolves `config`: reads `from_env` values now. A config whose environment reads
+    /// secrets needs [`Grants::resolve_with`].
     ///
     /// # Errors
     /// [`GrantError`] naming the key.
     pub fn resolve(config: &GrantsConfig) -> Result<Self, GrantError> {
+        Self::resolve_with(config, &SecretStore::default())
+    }
+
+    /// Resolves `config`: reads `from_env` values now, secrets' from `secrets`.
+    ///
+    /// # Errors
+    /// [`GrantError`] naming the key.
+    pub fn resolve_with(config: &GrantsConfig, secrets: &SecretStore) -> Result<Self, GrantError> {
         let env = config
             .env
             .iter()
             .map(|var| {
-                var.value()
+                var.value(secrets)
                     .map(|value| (var.name.clone(), value))
                     .map_err(|message| GrantError::Env {
                         name: var.name.clone(),
@@ -309,20 +335,93 @@ impl Grants {
     }
 }
 
-/// An activity's current grants, swapped whole on SIGHUP. Cheap to clone.
+/// An activity's current grants, swapped whole on SIGHUP and when a secret changes.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct GrantsSlot {
     config: Arc<GrantsConfig>,
+    secrets: Arc<SecretStore>,
     current: Arc<watch::Sender<Arc<Grants>>>,
 }
 
 impl GrantsSlot {
-    /// A slot holding `grants`, resolved from `config`.
-    pub fn new(config: GrantsConfig, grants: Grants) -> Self {
+    /// A slot holding `grants`, resolved from `config` and `secrets`.
+    pub fn new(config: GrantsConfig, grants: Grants, secrets: Arc<SecretStore>) -> Self {
         Self {
             config: Arc::new(config),
+            secrets,
             current: Arc::new(watch::channel(Arc::new(grants)).0),
         }
+    }
+
+    /// The grants as configured.
+    pub fn config(&self) -> &GrantsConfig {
+        &self.config
+    }
+
+    /// Keeps the activity's secrets fresh until `stop`: each is read again every
+    /// `refresh_seconds` (all at once when the returned `Notify` fires: SIGHUP), and the
+    /// grants are resolved again when a value changed, so that tasks started after see
+    /// it. A failed read keeps the last good value and logs `grants:refresh_failed`
+    /// (warn; `activity`, `name`, `code`). `None`, and nothing started, without secrets.
+    pub fn keep_secrets_fresh(
+        &self,
+        activity: Arc<str>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Option<Arc<tokio::sync::Notify>> {
+        let secrets: Vec<(String, SecretRef)> = self
+            .config
+            .env
+            .iter()
+            .filter_map(|var| match &var.source {
+                EnvSource::Secret(secret) => Some((var.name.clone(), secret.clone())),
+                _ => None,
+            })
+            .collect();
+        if secrets.is_empty() {
+            return None;
+        }
+        let now = Arc::new(tokio::sync::Notify::new());
+        let wake = now.clone();
+        let slot = self.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let mut due: Vec<_> = secrets.iter().map(|(_, s)| start + s.refresh).collect();
+            loop {
+                let next = due.iter().min().copied().unwrap_or(start);
+                let all = tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep_until(next) => false,
+                    () = wake.notified() => true,
+                };
+                let mut changed = false;
+                for ((name, secret), due) in secrets.iter().zip(due.iter_mut()) {
+                    let now = tokio::time::Instant::now();
+                    if !all && *due > now {
+                        continue;
+                    }
+                    *due = now + secret.refresh;
+                    match slot.secrets.read(&secret.source).await {
+                        Ok(new) => changed |= new,
+                        Err(err) => tracing::warn!(
+                            event = "grants:refresh_failed",
+                            activity = &*activity,
+                            name = name.as_str(),
+                            code = err.code.as_str(),
+                            "grants:refresh_failed: `env.{name}`: {err}; the last value stays"
+                        ),
+                    }
+                }
+                if changed && let Err(err) = slot.refresh() {
+                    tracing::warn!(
+                        activity = &*activity,
+                        error = %err,
+                        "cannot resolve the grants with the new secrets; the previous ones stay"
+                    );
+                }
+            }
+        });
+        Some(now)
     }
 
     /// The grants new tasks get.
@@ -330,13 +429,14 @@ impl GrantsSlot {
         self.current.borrow().clone()
     }
 
-    /// Resolves the grants again (re-reading `from_env` values) and swaps them in. On
-    /// error the previous grants stay.
+    /// Resolves the grants again (re-reading `from_env` values, taking the secrets'
+    /// current values) and swaps them in: tasks that start after see them, running ones
+    /// keep theirs. On error the previous grants stay.
     ///
     /// # Errors
     /// As [`Grants::resolve`].
     pub fn refresh(&self) -> Result<(), GrantError> {
-        let grants = Grants::resolve(&self.config)?;
+        let grants = Grants::resolve_with(&self.config, &self.secrets)?;
         self.current.send_replace(Arc::new(grants));
         Ok(())
     }
@@ -370,7 +470,11 @@ mod tests {
 
         // SAFETY: as above.
         unsafe { std::env::set_var(name, "one") };
-        let slot = GrantsSlot::new(config.clone(), Grants::resolve(&config).unwrap());
+        let slot = GrantsSlot::new(
+            config.clone(),
+            Grants::resolve(&config).unwrap(),
+            Arc::default(),
+        );
         assert_eq!(
             slot.current().env(),
             [

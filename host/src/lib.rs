@@ -37,6 +37,7 @@ pub mod remote;
 pub mod responder;
 pub mod rollout;
 pub mod runtime;
+pub mod secrets;
 pub mod sfn;
 pub mod source;
 pub mod status;

@@ -12,6 +12,8 @@ use crate::config::Config;
 use crate::engine::{
     ArtifactCache, Digest, EngineConfig, EngineError, Handler, LoadError, LoadedHandler, WasmEngine,
 };
+use crate::grants::EnvSource;
+use crate::secrets::{SecretError, SecretStore};
 use crate::source::{Fetch, Fetcher, HandlerSource, check_pin};
 
 /// A config with its engine, cache and one loaded handler per activity: what a host
@@ -28,6 +30,8 @@ pub struct Loaded {
     /// For S3 and HTTPS handlers, the ETag / Last-Modified of the version in `handlers`
     /// (by activity index; missing or `None`: unknown, read again at the first poll).
     pub source_tags: Vec<Option<String>>,
+    /// The values of the activities' secrets (`from_secretsmanager`, `from_ssm`), read.
+    pub secrets: Arc<SecretStore>,
 }
 
 /// Why loading stopped; each names the file and the key.
@@ -45,6 +49,18 @@ pub enum LoadingError {
     /// The client for S3 and HTTPS sources cannot be set up.
     #[error(transparent)]
     Fetcher(#[from] rustls::Error),
+    /// One activity's secret cannot be read: missing, denied or malformed.
+    #[error("{}: `activity[{index}].env.{name}`: {error}; check the name, and that the host's credentials may read it (secretsmanager:GetSecretValue; ssm:GetParameter, and kms:Decrypt for a SecureString)", file.display())]
+    Secret {
+        /// The config file.
+        file: std::path::PathBuf,
+        /// The activity's index.
+        index: usize,
+        /// The guest's variable.
+        name: String,
+        /// What AWS said (its error code), never the value.
+        error: Box<SecretError>,
+    },
     /// One activity's handler: unreadable, unreachable, another digest than its pin, or
     /// not a valid handler.
     #[error("{}: `activity[{index}].{key}`: {message}", file.display())]
@@ -90,6 +106,8 @@ pub async fn load(config: Config) -> Result<Loaded, LoadingError> {
     } else {
         None
     };
+    let secrets = Arc::new(SecretStore::new(config.aws.clone()));
+    read_secrets(&config, &secrets).await?;
     let mut handlers = Vec::with_capacity(config.activities.len());
     let mut source_tags = Vec::with_capacity(config.activities.len());
     for (index, activity) in config.activities.iter().enumerate() {
@@ -135,7 +153,33 @@ pub async fn load(config: Config) -> Result<Loaded, LoadingError> {
         cache,
         handlers,
         source_tags,
+        secrets,
     })
+}
+
+/// Reads every secret of every activity's environment, once each: a host does not start
+/// without them.
+async fn read_secrets(config: &Config, secrets: &SecretStore) -> Result<(), LoadingError> {
+    for (index, activity) in config.activities.iter().enumerate() {
+        for var in &activity.grants.env {
+            let EnvSource::Secret(secret) = &var.source else {
+                continue;
+            };
+            if secrets.get(&secret.source).is_some() {
+                continue;
+            }
+            secrets
+                .read(&secret.source)
+                .await
+                .map_err(|error| LoadingError::Secret {
+                    file: config.file.clone(),
+                    index,
+                    name: var.name.clone(),
+                    error: Box::new(error),
+                })?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads a handler module from its source for the first time: its bytes, and for a

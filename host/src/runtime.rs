@@ -98,6 +98,7 @@ impl HostRuntime {
                     cache,
                     handlers,
                     source_tags,
+                    secrets,
                 },
             sfn,
         } = parts;
@@ -144,8 +145,14 @@ impl HostRuntime {
         } else {
             Arc::new(ObservedSfn::new(sfn, calls))
         };
-        let mut consumer =
-            ActivityConsumer::new(&config, engine.clone(), handlers, sfn, events.clone())?;
+        let mut consumer = ActivityConsumer::new(
+            &config,
+            engine.clone(),
+            handlers,
+            sfn,
+            events.clone(),
+            secrets,
+        )?;
         let admin = match observed {
             Some((addr, metrics, status)) => {
                 for pool in consumer.pools() {

@@ -1,4 +1,4 @@
-# LocalStack (Step Functions, S3, SQS and STS, no Docker) for the tests and the demo.
+# LocalStack (Step Functions, S3, SQS, STS, Secrets Manager and SSM, no Docker) for the tests and the demo.
 # Source this file, then: localstack_start; ...; localstack_stop (or trap it).
 # Sets LOCALSTACK_ENDPOINT and the AWS_* variables a client needs to talk to it.
 
@@ -19,7 +19,7 @@ localstack_start() {
   LOCALSTACK_DIR="$PWD/target/localstack/$port"
   mkdir -p "$LOCALSTACK_DIR"
   TMPDIR="$LOCALSTACK_DIR" GATEWAY_SERVER=hypercorn GATEWAY_LISTEN="127.0.0.1:$port" \
-    SERVICES=stepfunctions,s3,sqs,sts EAGER_SERVICE_LOADING=1 DNS_ADDRESS=0 DISABLE_EVENTS=1 \
+    SERVICES=stepfunctions,s3,sqs,sts,secretsmanager,ssm EAGER_SERVICE_LOADING=1 DNS_ADDRESS=0 DISABLE_EVENTS=1 \
     SKIP_SSL_CERT_DOWNLOAD=1 LOCALSTACK_VOLUME_DIR="$LOCALSTACK_DIR/volume" \
     "$LOCALSTACK_VENV/bin/python" -m localstack.runtime.main >"$LOCALSTACK_DIR/localstack.log" 2>&1 &
   LOCALSTACK_PID=$!
@@ -31,7 +31,7 @@ localstack_start() {
 import json, sys, urllib.request
 health = json.load(urllib.request.urlopen(sys.argv[1] + "/_localstack/health", timeout=2))
 services = health["services"]
-wanted = ("stepfunctions", "s3", "sqs", "sts")
+wanted = ("stepfunctions", "s3", "sqs", "sts", "secretsmanager", "ssm")
 sys.exit(0 if all(services.get(name) == "running" for name in wanted) else 1)
 PY
   do

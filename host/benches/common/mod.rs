@@ -153,6 +153,7 @@ pub fn parts(
             cache: None,
             handlers: vec![handler],
             source_tags: Vec::new(),
+            secrets: Arc::default(),
         },
         sfn,
     }
@@ -173,6 +174,7 @@ pub fn consumer(
         parts.loaded.handlers,
         parts.sfn,
         sfn_wasm_host::events::Events::default(),
+        Arc::default(),
     )
     .expect("a consumer")
 }

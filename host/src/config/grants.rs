@@ -7,9 +7,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::checks::{Problem, within};
+use std::time::Duration;
+
 use crate::aws::AwsConfig;
 use crate::grants::{DirGrant, EnvSource, EnvVar, GrantsConfig, check_guest_path};
 use crate::outbound::{AllowedHost, AwsGrant, OutboundLimits, is_label, is_region, read_ca_file};
+use crate::secrets::{DEFAULT_REFRESH, SecretRef, SecretSource, SecretStore};
 
 /// `[activity.outbound]` as written.
 #[derive(Deserialize)]
@@ -97,10 +100,15 @@ pub(super) fn resolve(activity: &RawGrants<'_>, base: &Path) -> Result<GrantsCon
                 let from = table["from_env"].as_str().unwrap_or_default().to_owned();
                 EnvSource::FromEnv(from)
             }
+            toml::Value::Table(table)
+                if table.contains_key("from_secretsmanager") || table.contains_key("from_ssm") =>
+            {
+                EnvSource::Secret(secret(table).map_err(|message| (key.clone(), message))?)
+            }
             _ => {
                 return Err((
                     key,
-                    "must be a string (`NAME = \"value\"`) or `{ from_env = \"HOST_VARIABLE\" }`"
+                    "must be a string (`NAME = \"value\"`), `{ from_env = \"HOST_VARIABLE\" }`, `{ from_secretsmanager = \"NAME_OR_ARN\" }` or `{ from_ssm = \"/PARAMETER\" }`"
                         .into(),
                 ));
             }
@@ -114,8 +122,12 @@ pub(super) fn resolve(activity: &RawGrants<'_>, base: &Path) -> Result<GrantsCon
             name: name.clone(),
             source,
         };
-        // Read now, so that a missing variable stops the host before it polls.
-        var.value().map_err(|message| (key, message))?;
+        // Read now, so that a missing variable stops the host before it polls (secrets
+        // are read when the config is loaded, with the AWS settings).
+        if !matches!(var.source, EnvSource::Secret(_)) {
+            var.value(&SecretStore::default())
+                .map_err(|message| (key, message))?;
+        }
         env.push(var);
     }
 
@@ -194,6 +206,58 @@ pub(super) fn resolve(activity: &RawGrants<'_>, base: &Path) -> Result<GrantsCon
         ca_file,
         aws,
     })
+}
+
+/// `{ from_secretsmanager = "NAME_OR_ARN", json_key = "key", refresh_seconds = 300 }` or
+/// `{ from_ssm = "/name", refresh_seconds = 300 }`.
+fn secret(table: &toml::Table) -> Result<SecretRef, String> {
+    let text = |name: &str| -> Result<Option<String>, String> {
+        match table.get(name) {
+            None => Ok(None),
+            Some(toml::Value::String(value)) if !value.is_empty() => Ok(Some(value.clone())),
+            Some(_) => Err(format!("`{name}` must be a non-empty string")),
+        }
+    };
+    let source = match (text("from_secretsmanager")?, text("from_ssm")?) {
+        (Some(id), None) => SecretSource::SecretsManager {
+            id,
+            json_key: text("json_key")?,
+        },
+        (None, Some(name)) => {
+            if table.contains_key("json_key") {
+                return Err(
+                    "`json_key` picks a field of a Secrets Manager secret; a parameter has none"
+                        .into(),
+                );
+            }
+            SecretSource::Ssm { name }
+        }
+        _ => return Err("give one of `from_secretsmanager` and `from_ssm`".into()),
+    };
+    let allowed = [
+        "from_secretsmanager",
+        "from_ssm",
+        "json_key",
+        "refresh_seconds",
+    ];
+    if let Some(unknown) = table.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(format!(
+            "unknown key `{unknown}`: a secret takes {}",
+            allowed.join(", ")
+        ));
+    }
+    let refresh = match table.get("refresh_seconds") {
+        None => DEFAULT_REFRESH,
+        Some(toml::Value::Integer(seconds)) if (1..=86_400).contains(seconds) => {
+            Duration::from_secs(u64::try_from(*seconds).unwrap_or(1))
+        }
+        Some(other) => {
+            return Err(format!(
+                "`refresh_seconds` must be a whole number of seconds between 1 and 86400; got {other}"
+            ));
+        }
+    };
+    Ok(SecretRef { source, refresh })
 }
 
 /// Checks `[activity.aws]`; regions default to `[aws] region`.

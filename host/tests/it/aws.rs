@@ -7,7 +7,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use sfn_wasm_host::delivery::{AnswerState, Delivery, DeliveryOptions, LocalResponder};
 use sfn_wasm_host::engine::{
@@ -100,27 +99,7 @@ impl Recorder {
 
 /// An SQS JSON-protocol call to LocalStack, for the test's own setup and checks.
 async fn sqs(action: &str, body: Value) -> Value {
-    let endpoint = emulator::endpoint();
-    let address = endpoint.trim_start_matches("http://").to_owned();
-    let stream = TcpStream::connect(&address).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let request = http::Request::post(format!("{endpoint}/"))
-        .header("host", address)
-        .header("x-amz-target", format!("AmazonSQS.{action}"))
-        .header("content-type", "application/x-amz-json-1.0")
-        .header(
-            "authorization",
-            "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0",
-        )
-        .body(Full::new(bytes::Bytes::from(body.to_string())))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    emulator::json_call(&format!("AmazonSQS.{action}"), "1.0", "sqs", body).await
 }
 
 /// A fresh bucket holding `key` = `text`, and a fresh queue's URL.

@@ -24,6 +24,40 @@ pub async fn client() -> Client {
     Client::new(&config)
 }
 
+/// A call to one of the emulator's JSON-protocol APIs (`AmazonSQS.CreateQueue` with
+/// `application/x-amz-json-1.0`, `secretsmanager.PutSecretValue` and
+/// `AmazonSSM.PutParameter` with `1.1`), for the tests' own setup and checks: its JSON
+/// reply.
+pub async fn json_call(
+    target: &str,
+    json_version: &str,
+    service: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    use http_body_util::BodyExt;
+    let endpoint = endpoint();
+    let address = endpoint.trim_start_matches("http://").to_owned();
+    let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("{endpoint}/"))
+        .header("host", address)
+        .header("x-amz-target", target)
+        .header("content-type", format!("application/x-amz-json-{json_version}"))
+        .header(
+            "authorization",
+            format!("AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"),
+        )
+        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
+}
+
 /// An S3 client for the emulator (path-style, as LocalStack serves buckets).
 pub async fn s3() -> aws_sdk_s3::Client {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())

@@ -21,6 +21,7 @@ mod polyglot;
 mod readme;
 mod rollout;
 mod runtime;
+mod secrets;
 mod serve;
 mod served;
 mod standin;

@@ -73,8 +73,15 @@ impl<'a> Setup<'a> {
         let sfn = Arc::new(AwsStepFunctions::new(&config.aws).await);
         let events = Events::default();
         let mut receiver = events.subscribe();
-        let mut consumer =
-            ActivityConsumer::new(&config, engine, vec![handler], sfn, events).unwrap();
+        let mut consumer = ActivityConsumer::new(
+            &config,
+            engine,
+            vec![handler],
+            sfn,
+            events,
+            Default::default(),
+        )
+        .unwrap();
         let loaded = receiver.try_recv().expect("handler:loaded comes first");
         assert!(matches!(
             loaded.kind,

@@ -21,13 +21,23 @@ impl Served {
         Self::start_in(None, config)
     }
 
+    /// `serve CONFIG` with `vars` added to its environment.
+    pub fn start_with_env(config: &Path, vars: &[(&str, &str)]) -> Self {
+        Self::start_command(None, config, vars)
+    }
+
     /// `serve CONFIG` started in the working folder `cwd` (`config` may be relative to
     /// it), as a user who `cd`s there would.
     pub fn start_in(cwd: Option<&Path>, config: &Path) -> Self {
+        Self::start_command(cwd, config, &[])
+    }
+
+    fn start_command(cwd: Option<&Path>, config: &Path, vars: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"));
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
         }
+        command.envs(vars.iter().copied());
         let mut child = command
             .args(["serve", "--log-format", "json"])
             .arg(config)
@@ -100,6 +110,15 @@ impl Served {
         while let Ok(line) = self.lines.try_recv() {
             self.seen.push(line);
         }
+    }
+
+    /// Every line seen so far, as text.
+    pub fn text(&self) -> String {
+        self.seen
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The event names seen so far.

@@ -229,7 +229,15 @@ async fn serve_with(standin: &StandIn, guest_name: &str, tasks: usize, extra: &s
     let sfn = Arc::new(AwsStepFunctions::new(&config.aws).await);
     let events = Events::default();
     let mut receiver = events.subscribe();
-    let mut consumer = ActivityConsumer::new(&config, engine, vec![handler], sfn, events).unwrap();
+    let mut consumer = ActivityConsumer::new(
+        &config,
+        engine,
+        vec![handler],
+        sfn,
+        events,
+        Default::default(),
+    )
+    .unwrap();
     consumer.start();
     let mut seen = Vec::new();
     let mut done = 0;
