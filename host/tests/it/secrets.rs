@@ -1,8 +1,8 @@
 //! `[activity.env]` values from Secrets Manager and Parameter Store (LocalStack's),
 //! served: read at start, rotated values reaching new tasks within `refresh_seconds`
-//! + 1 s, a deleted secret's last value kept with `grants:refresh_failed`, a missing one
-//! stopping `check` with the key and the AWS error code, and no value in the host's
-//! output at `RUST_LOG=trace`.
+//! and a second, a deleted secret's last value kept with `grants:refresh_failed`, a
+//! missing one stopping `check` with the key and the AWS error code, and no value in
+//! the host's output at `RUST_LOG=trace`.
 
 use std::time::Duration;
 
