@@ -22,6 +22,7 @@
 //!   each), the server's CA trusted through `ca_file`.
 //!
 //! Rounds alternate the cases three times; medians of each case over all rounds.
+//! `OUTBOUND_PROFILE=N` runs only N tasks of ten kept https GETs, for a profiler.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -281,6 +282,17 @@ fn main() {
     };
     let (mut https_zero, mut https_pooled, mut https_fresh, mut https_native) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // `OUTBOUND_PROFILE=N`: only N tasks of ten kept https GETs, for a profiler
+    // (`perf record -g`), then exit.
+    if let Some(tasks) = std::env::var("OUTBOUND_PROFILE")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        for _ in 0..tasks {
+            run(&https_url, GETS, &pooled_grants);
+        }
+        return;
+    }
 
     let (mut native, mut zero, mut ten, mut ten_signed) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
