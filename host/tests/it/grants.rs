@@ -200,6 +200,13 @@ async fn run_controlled(
 /// Runs the component at `path`, compiled once into the tests' shared cache (the
 /// JavaScript and Python ones take seconds to compile).
 async fn run_file(path: &Path, grants: &GrantsConfig, input: Value, control: TaskControl) -> Ran {
+    let grants = Arc::new(Grants::resolve(grants).expect("grants resolve"));
+    run_with(path, &grants, input, control).await
+}
+
+/// Runs the component at `path` with `grants` already resolved (an activity's
+/// connection pool lives in them, so that tasks run this way share it).
+async fn run_with(path: &Path, grants: &Arc<Grants>, input: Value, control: TaskControl) -> Ran {
     let engine = engine();
     let cache = sfn_wasm_host::load::open_cache(Some(&polyglot::cache_dir()), &engine);
     let handler = Handler::load(&engine, path, cache.as_ref())
@@ -215,7 +222,7 @@ async fn run_file(path: &Path, grants: &GrantsConfig, input: Value, control: Tas
             timeout: Duration::from_secs(30),
         },
         control: control.clone(),
-        grants: Arc::new(Grants::resolve(grants).expect("grants resolve")),
+        grants: grants.clone(),
     };
     let delivery = Delivery::new(
         Arc::new(LocalResponder),
@@ -516,38 +523,9 @@ impl KeepAlive {
     }
 }
 
-/// Runs `probe` with `grants` already resolved (the activity's connection pool lives
-/// in them).
+/// Runs `probe` with `grants` already resolved.
 async fn run_resolved(grants: &Arc<Grants>, input: Value) -> Ran {
-    let engine = engine();
-    let handler = Handler::load_file(&engine, &guest("probe")).expect("the guest loads");
-    let control = TaskControl::default();
-    let request = TaskRequest {
-        input: input.to_string(),
-        activity_arn: "arn:aws:states:us-east-1:000000000000:activity:grants".into(),
-        worker_name: "test:1".into(),
-        task_id: "grants".into(),
-        limits: TaskLimits {
-            memory_bytes: 256 << 20,
-            timeout: Duration::from_secs(30),
-        },
-        control: control.clone(),
-        grants: grants.clone(),
-    };
-    let delivery = Delivery::new(
-        Arc::new(LocalResponder),
-        control,
-        DeliveryOptions::default(),
-    );
-    let started = Instant::now();
-    let report = handler.run(&engine, request, delivery.clone()).await;
-    let elapsed = started.elapsed();
-    delivery.settled().await;
-    Ran {
-        report,
-        state: delivery.state(),
-        elapsed,
-    }
+    run_with(&guest("probe"), grants, input, TaskControl::default()).await
 }
 
 /// An activity keeps its connections: ten GETs of a task, and the next task's, share

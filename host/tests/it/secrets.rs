@@ -31,6 +31,33 @@ fn distinct(label: &str) -> String {
     format!("{label}-{:016x}", fastrand::u64(..))
 }
 
+/// A config serving `activity` with the probe guest and `env` as its `[activity.env]`.
+fn config_with_env(dir: &std::path::Path, activity: &str, env: &str) -> std::path::PathBuf {
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\nshutdown_grace_seconds = 1\n\
+             [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\n[activity.env]\n{env}",
+            emulator::endpoint(),
+            guest("probe").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Runs the probe's `env` op through `machine`: the guest's environment.
+fn guest_env(
+    runtime: &tokio::runtime::Runtime,
+    client: &aws_sdk_sfn::Client,
+    machine: &str,
+) -> Value {
+    let execution = runtime.block_on(emulator::start(client, machine, json!({"op": "env"})));
+    let ended = runtime.block_on(emulator::wait(client, &execution, Duration::from_secs(60)));
+    ended.output.clone().unwrap_or_else(|| panic!("{ended:?}"))
+}
+
 #[test]
 fn secrets_reach_new_tasks_and_never_the_log() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -60,25 +87,15 @@ fn secrets_reach_new_tasks_and_never_the_log() {
     let activity = runtime.block_on(emulator::activity(&client, "secrets"));
     let machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\nshutdown_grace_seconds = 1\n\
-             [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\n\
-             [activity.env]\n\
-             API_KEY = {{ from_secretsmanager = \"{secret}\", json_key = \"key\", refresh_seconds = 1 }}\n\
-             DB_URL = {{ from_ssm = \"{parameter}\", refresh_seconds = 1 }}\n",
-            emulator::endpoint(),
-            guest("probe").display()
+    let config = config_with_env(
+        dir.path(),
+        &activity,
+        &format!(
+            "API_KEY = {{ from_secretsmanager = \"{secret}\", json_key = \"key\", refresh_seconds = 1 }}\n\
+             DB_URL = {{ from_ssm = \"{parameter}\", refresh_seconds = 1 }}\n"
         ),
-    )
-    .unwrap();
-    let env = |runtime: &tokio::runtime::Runtime| {
-        let execution = runtime.block_on(emulator::start(&client, &machine, json!({"op": "env"})));
-        let ended = runtime.block_on(emulator::wait(&client, &execution, Duration::from_secs(60)));
-        ended.output.clone().unwrap_or_else(|| panic!("{ended:?}"))
-    };
+    );
+    let env = |runtime: &tokio::runtime::Runtime| guest_env(runtime, &client, &machine);
 
     // Everything at trace (the AWS SDK's HTTP included), but the compiler's own traces:
     // millions of lines about the handler's machine code.
@@ -181,23 +198,12 @@ fn sighup_reads_every_secret_again() {
     let activity = runtime.block_on(emulator::activity(&client, "secrets-hup"));
     let machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\nshutdown_grace_seconds = 1\n\
-             [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\n\
-             [activity.env]\nDB_URL = {{ from_ssm = \"{parameter}\", refresh_seconds = 3600 }}\n",
-            emulator::endpoint(),
-            guest("probe").display()
-        ),
-    )
-    .unwrap();
-    let env = |runtime: &tokio::runtime::Runtime| {
-        let execution = runtime.block_on(emulator::start(&client, &machine, json!({"op": "env"})));
-        let ended = runtime.block_on(emulator::wait(&client, &execution, Duration::from_secs(60)));
-        ended.output.clone().unwrap_or_else(|| panic!("{ended:?}"))
-    };
+    let config = config_with_env(
+        dir.path(),
+        &activity,
+        &format!("DB_URL = {{ from_ssm = \"{parameter}\", refresh_seconds = 3600 }}\n"),
+    );
+    let env = |runtime: &tokio::runtime::Runtime| guest_env(runtime, &client, &machine);
     let mut served = Served::start(&config);
     served.wait_for("worker:running");
     assert_eq!(env(&runtime)["DB_URL"], first.as_str());
