@@ -22,7 +22,8 @@
 //!   each), the server's CA trusted through `ca_file`.
 //!
 //! Rounds alternate the cases three times; medians of each case over all rounds.
-//! `OUTBOUND_PROFILE=N` runs only N tasks of ten kept https GETs, for a profiler.
+//! `OUTBOUND_PROFILE=N` runs only N tasks of ten kept https GETs, for a profiler;
+//! `OUTBOUND_RUNTIME=current_thread` runs everything on one thread.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ use tokio::net::{TcpListener, TcpStream};
 use wasmtime_wasi_http::io::TokioIo;
 
 mod common;
+#[path = "../tests/tls/server.rs"]
+mod tls;
 
 const ROUNDS: usize = 3;
 const PER_ROUND: usize = 200;
@@ -85,56 +88,6 @@ async fn native_get(address: SocketAddr) {
     let _ = driver.await;
 }
 
-/// A keep-alive https server on 127.0.0.1 with the tests' certificate (its CA is
-/// `host/tests/tls/ca.pem`), answering `hello` to every request of a connection.
-async fn tls_server() -> SocketAddr {
-    use rustls::pki_types::pem::PemObject;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
-    let certificates = rustls::pki_types::CertificateDer::pem_file_iter(dir.join("server.pem"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certificates, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut stream) = acceptor.accept(socket).await else {
-                    return;
-                };
-                let mut buffered = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    while !buffered.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buffered.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let end = buffered.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    buffered.drain(..end);
-                    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
-                    if stream.write_all(reply).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    address
-}
-
 /// The process's CPU time (all threads: the host's, the guests' and the local servers').
 fn cpu_now() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
@@ -143,9 +96,8 @@ fn cpu_now() -> Duration {
 
 /// CPU per GET of a native hyper client over one pooled https connection.
 async fn native_pooled_https(address: SocketAddr, gets: usize) -> Duration {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
     let mut roots = rustls::RootCertStore::empty();
-    for root in sfn_wasm_host::outbound::read_ca_file(&dir.join("ca.pem")).unwrap() {
+    for root in sfn_wasm_host::outbound::read_ca_file(&tls::tls_file("ca.pem")).unwrap() {
         roots.add(root).unwrap();
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -192,11 +144,18 @@ fn main() {
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench-secret");
     }
     common::build_guests(&[]);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    // `OUTBOUND_RUNTIME=current_thread`: guest, host I/O, connections and servers on
+    // one thread, to see what thread handoffs cost.
+    let runtime = if std::env::var("OUTBOUND_RUNTIME").as_deref() == Ok("current_thread") {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(2);
+        builder
+    }
+    .enable_all()
+    .build()
+    .unwrap();
     let address = runtime.block_on(server());
     let engine = WasmEngine::new(EngineConfig {
         max_concurrent_tasks: 4,
@@ -254,7 +213,7 @@ fn main() {
 
     // https to a local server whose CA the activity trusts through `ca_file`: ten GETs
     // on kept connections, and ten on fresh ones (`pool_idle_seconds = 0`), in CPU time.
-    let tls_address = runtime.block_on(tls_server());
+    let tls_address = runtime.block_on(tls::https_server());
     let https_grants = |pool_idle_seconds| {
         Arc::new(
             Grants::resolve(&GrantsConfig {
@@ -265,9 +224,7 @@ fn main() {
                     pool_idle_seconds,
                     ..OutboundLimits::default()
                 },
-                ca_file: Some(
-                    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls/ca.pem"),
-                ),
+                ca_file: Some(tls::tls_file("ca.pem")),
                 ..GrantsConfig::default()
             })
             .unwrap(),

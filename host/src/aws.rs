@@ -131,6 +131,39 @@ impl AwsConfig {
     }
 }
 
+/// AWS's error code and message of a failed SDK call, for a line naming them (never a
+/// Debug dump); a call that got no coded answer gets a name of the host's:
+/// `NoAnswerInTime`, `NotSent` (no credentials to sign with, or the endpoint cannot be
+/// reached), `NotBuilt`, `NoErrorCode`.
+pub fn error_code<E, R>(
+    err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> (String, String)
+where
+    E: aws_sdk_sfn::error::ProvideErrorMetadata,
+{
+    use aws_sdk_sfn::error::ProvideErrorMetadata;
+    use aws_smithy_runtime_api::client::result::SdkError;
+    if let Some(code) = err.code() {
+        return (
+            code.to_owned(),
+            err.message().unwrap_or("no message").to_owned(),
+        );
+    }
+    let (code, message) = match err {
+        SdkError::TimeoutError(_) => ("NoAnswerInTime", "the service did not answer in time"),
+        SdkError::DispatchFailure(_) => (
+            "NotSent",
+            "the request was not sent: no credentials to sign it with, or the endpoint cannot be reached",
+        ),
+        SdkError::ConstructionFailure(_) => ("NotBuilt", "the request could not be built"),
+        _ => (
+            "NoErrorCode",
+            "the service answered with an error without a code",
+        ),
+    };
+    (code.to_owned(), message.to_owned())
+}
+
 /// The AWS SDK settings every client of the host starts from: the default chain
 /// (credentials, region), overridden by the config's `[aws]` region and endpoint.
 pub async fn sdk_config(aws: &AwsConfig) -> aws_config::SdkConfig {

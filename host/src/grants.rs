@@ -354,11 +354,6 @@ impl GrantsSlot {
         }
     }
 
-    /// The grants as configured.
-    pub fn config(&self) -> &GrantsConfig {
-        &self.config
-    }
-
     /// Keeps the activity's secrets fresh until `stop`: each is read again every
     /// `refresh_seconds` (all at once when the returned `Notify` fires: SIGHUP), and the
     /// grants are resolved again when a value changed, so that tasks started after see

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
-use crate::aws::{AwsConfig, sdk_config};
+use crate::aws::{AwsConfig, error_code, sdk_config};
 
 /// The default of `refresh_seconds`.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
@@ -148,16 +148,15 @@ impl SecretStore {
     }
 
     async fn fetch(&self, source: &SecretSource) -> Result<String, SecretError> {
-        use aws_sdk_ssm::error::ProvideErrorMetadata;
         let failed = |code: &str, message: String| SecretError {
             secret: source.clone(),
             code: code.to_owned(),
             message,
         };
-        let sdk_failed = |code: Option<&str>, message: Option<&str>, kind: &str| SecretError {
+        let sdk_failed = |(code, message): (String, String)| SecretError {
             secret: source.clone(),
-            code: code.unwrap_or(kind).to_owned(),
-            message: message.unwrap_or("no message").to_owned(),
+            code,
+            message,
         };
         let clients = self.clients().await;
         match source {
@@ -168,7 +167,7 @@ impl SecretStore {
                     .secret_id(id)
                     .send()
                     .await
-                    .map_err(|err| sdk_failed(err.code(), err.message(), sdk_kind(&err)))?;
+                    .map_err(|err| sdk_failed(error_code(&err)))?;
                 let Some(text) = output.secret_string else {
                     return Err(failed(
                         "SecretNotText",
@@ -204,24 +203,13 @@ impl SecretStore {
                     .with_decryption(true)
                     .send()
                     .await
-                    .map_err(|err| sdk_failed(err.code(), err.message(), sdk_kind(&err)))?;
+                    .map_err(|err| sdk_failed(error_code(&err)))?;
                 output
                     .parameter
                     .and_then(|parameter| parameter.value)
                     .ok_or_else(|| failed("ParameterNotFound", "the parameter has no value".into()))
             }
         }
-    }
-}
-
-/// A code for an SDK error that carries none: what kind of failure it was.
-fn sdk_kind<E, R>(err: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> &'static str {
-    use aws_smithy_runtime_api::client::result::SdkError;
-    match err {
-        SdkError::ConstructionFailure(_) => "NoCredentials",
-        SdkError::TimeoutError(_) => "Timeout",
-        SdkError::DispatchFailure(_) => "Unreachable",
-        _ => "ServiceError",
     }
 }
 

@@ -324,3 +324,43 @@ fn every_path_is_absolute_whatever_the_config_was_called() {
     assert!(handler.is_absolute(), "{}", handler.display());
     assert_eq!(handler, std::env::current_dir().unwrap().join("Cargo.toml"));
 }
+
+#[test]
+fn secrets_and_aws_grants_take_their_defaults_from_their_required_keys() {
+    let config = parse(&format!(
+        "[aws]\nregion = \"eu-west-1\"\n[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n\
+         [activity.env]\nDB = {{ from_ssm = \"/db\" }}\nKEY = {{ from_secretsmanager = \"prod/key\" }}\n\
+         [activity.aws]\nservices = [\"s3\"]\n"
+    ))
+    .unwrap();
+    let grants = &config.activities[0].grants;
+    let secret = |name: &str| match &grants.env.iter().find(|v| v.name == name).unwrap().source {
+        EnvSource::Secret(secret) => secret.clone(),
+        other => panic!("{name}: {other:?}"),
+    };
+    assert_eq!(
+        secret("DB"),
+        crate::secrets::SecretRef {
+            source: crate::secrets::SecretSource::Ssm { name: "/db".into() },
+            refresh: std::time::Duration::from_secs(300),
+        }
+    );
+    assert_eq!(
+        secret("KEY").source,
+        crate::secrets::SecretSource::SecretsManager {
+            id: "prod/key".into(),
+            json_key: None,
+        }
+    );
+    let aws = grants.aws.as_ref().unwrap();
+    assert_eq!(
+        aws.regions,
+        ["eu-west-1"],
+        "regions default to [aws] region"
+    );
+    assert_eq!(
+        (aws.role_arn.as_ref(), aws.external_id.as_ref()),
+        (None, None)
+    );
+    assert_eq!(grants.ca_file, None);
+}

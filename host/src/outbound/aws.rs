@@ -30,6 +30,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use tokio::sync::{Mutex, OnceCell};
 use wasmtime_wasi_http::{Error, WasiBody};
 
+use super::allow::Scheme;
+use super::send::Target;
 use crate::aws::AwsConfig;
 
 /// The headers a guest may not set on a signed request: the host writes them.
@@ -226,18 +228,6 @@ impl SignError {
     }
 }
 
-/// Where a signed request goes.
-pub struct Destination {
-    /// `http` or `https`.
-    pub https: bool,
-    /// As in a URI: IPv6 literals in brackets.
-    pub host: String,
-    /// The port.
-    pub port: u16,
-    /// Named by the operator (`[aws] endpoint_url`): loopback and private allowed.
-    pub literal: bool,
-}
-
 impl AwsSigner {
     /// A signer for `grant`, with the host's credential chain (or `role_arn`'s
     /// credentials). Nothing is fetched until the first request.
@@ -258,17 +248,6 @@ impl AwsSigner {
             built: Box::default(),
         };
         Self::with_source(grant, source)
-    }
-
-    /// A signer whose credentials come from `provider` instead (tests, benchmarks).
-    ///
-    /// # Errors
-    /// As [`AwsSigner::new`].
-    pub fn with_provider(
-        grant: AwsGrant,
-        provider: SharedCredentialsProvider,
-    ) -> Result<Self, String> {
-        Self::with_source(grant, CredentialsSource::Provider(provider))
     }
 
     fn with_source(grant: AwsGrant, source: CredentialsSource) -> Result<Self, String> {
@@ -306,25 +285,30 @@ impl AwsSigner {
         self.credentials.get().await
     }
 
-    /// Where a request for `endpoint` goes: `[aws] endpoint_url`, else the AWS host
-    /// itself over https.
-    pub fn destination(&self, endpoint_host: &str) -> Destination {
+    /// Where a request to `authority` (an AWS endpoint) goes: `[aws] endpoint_url`,
+    /// named by the operator and so reachable on loopback and private addresses, else
+    /// the AWS host itself over https.
+    pub(super) fn destination(&self, host: &str, authority: String) -> Target {
         match &self.endpoint {
             Some(uri) => {
-                let https = uri.scheme_str() == Some("https");
-                let authority = uri.authority().map(|a| a.host()).unwrap_or_default();
-                Destination {
-                    https,
-                    host: authority.to_owned(),
-                    port: uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
+                let scheme = match uri.scheme_str() {
+                    Some("https") => Scheme::Https,
+                    _ => Scheme::Http,
+                };
+                Target {
+                    scheme,
+                    host: uri.host().unwrap_or_default().to_owned(),
+                    port: uri.port_u16().unwrap_or(scheme.default_port()),
                     literal: true,
+                    authority,
                 }
             }
-            None => Destination {
-                https: true,
-                host: endpoint_host.to_owned(),
+            None => Target {
+                scheme: Scheme::Https,
+                host: host.to_owned(),
                 port: 443,
                 literal: false,
+                authority,
             },
         }
     }
@@ -441,7 +425,8 @@ impl AwsSigner {
 
 /// Where an activity's credentials come from.
 enum CredentialsSource {
-    /// A provider given directly.
+    /// A provider given directly (the cache's tests).
+    #[cfg(test)]
     Provider(SharedCredentialsProvider),
     /// The host's chain (and, with a role, STS), set up on first use: building the
     /// chain is async, and a config with no AWS request should not need credentials.
@@ -466,6 +451,7 @@ enum Built {
 impl CredentialsSource {
     async fn fetch(&self) -> Result<Credentials, SignError> {
         let built = match self {
+            #[cfg(test)]
             CredentialsSource::Provider(provider) => {
                 return provider
                     .provide_credentials()
@@ -526,18 +512,10 @@ impl CredentialsSource {
                     .send()
                     .await
                     .map_err(|err| {
-                        use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
-                        let why = match (&err, err.code()) {
-                            (_, Some(code)) => {
-                                format!("{code}: {}", err.message().unwrap_or("no message"))
-                            }
-                            (SdkError::TimeoutError(_), None) => {
-                                "STS did not answer in time".into()
-                            }
-                            (SdkError::DispatchFailure(_), None) => "STS cannot be reached".into(),
-                            (_, None) => "STS answered with an error without a code".into(),
-                        };
-                        SignError::Credentials(format!("cannot assume {role_arn}: {why}"))
+                        let (code, message) = crate::aws::error_code(&err);
+                        SignError::Credentials(format!(
+                            "cannot assume {role_arn}: {code}: {message}"
+                        ))
                     })?;
                 let Some(c) = assumed.credentials else {
                     return Err(SignError::Credentials(format!(

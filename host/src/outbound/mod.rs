@@ -137,11 +137,6 @@ impl OutboundPolicy {
         }
     }
 
-    /// The AWS signer, when the activity has `[activity.aws]`.
-    pub fn aws(&self) -> Option<&Arc<AwsSigner>> {
-        self.aws.as_ref()
-    }
-
     /// The allow-list.
     pub fn allowed(&self) -> &AllowList {
         &self.allowed
@@ -259,12 +254,13 @@ impl WasiHttpHooks for OutboundTask {
                     a.port_u16().unwrap_or(scheme.default_port()),
                 ))
             });
-        // An AWS endpoint (on its https port): signed by the host when granted.
-        let aws = target.as_ref().and_then(|(scheme, host, port)| {
-            // Host names are case-insensitive; the endpoint rules are written lower-case.
-            let endpoint = Endpoint::parse(&host.to_ascii_lowercase())?;
-            Some((endpoint, *scheme == Scheme::Https && *port == 443))
-        });
+        // An AWS endpoint (on its https port): signed by the host when granted. Read
+        // only for an activity with a grant; a denial reads it again to name it.
+        let aws = self
+            .policy
+            .aws
+            .as_ref()
+            .and_then(|_| aws_endpoint(target.as_ref()?));
         if let Some((endpoint, https)) = &aws
             && let Some(signer) = self.policy.aws.clone()
             && signer.grant().allows(endpoint)
@@ -284,14 +280,14 @@ impl WasiHttpHooks for OutboundTask {
             }
             return self.send_aws(request, endpoint.clone(), signer, options);
         }
-        let entry = target.and_then(|(scheme, host, port)| {
+        let entry = target.as_ref().and_then(|(scheme, host, port)| {
             self.policy
                 .allowed
-                .find(scheme, &host, port)
-                .map(|entry| (scheme, host.clone(), port, entry.is_literal()))
+                .find(*scheme, host, *port)
+                .map(|entry| (*scheme, host.clone(), *port, entry.is_literal()))
         });
         let Some((scheme, host, port, literal)) = entry else {
-            if let Some((endpoint, _)) = aws {
+            if let Some((endpoint, _)) = aws.or_else(|| aws_endpoint(target.as_ref()?)) {
                 return self.deny_aws(request, &endpoint);
             }
             let why = format!("no allowed_outbound_hosts entry allows {scheme_text}://{authority}");
@@ -322,6 +318,13 @@ impl WasiHttpHooks for OutboundTask {
             self.policy.pool.clone(),
         ))
     }
+}
+
+/// The AWS endpoint a request's `(scheme, host, port)` names, and whether it is on its
+/// https port. Host names are case-insensitive; the endpoint rules are lower-case.
+fn aws_endpoint((scheme, host, port): &(Scheme, String, u16)) -> Option<(Endpoint, bool)> {
+    let endpoint = Endpoint::parse(&host.to_ascii_lowercase())?;
+    Some((endpoint, *scheme == Scheme::Https && *port == 443))
 }
 
 impl OutboundTask {
@@ -362,19 +365,7 @@ impl OutboundTask {
             .authority()
             .map_or("", |a| a.as_str())
             .to_owned();
-        let host = request.uri().host().unwrap_or_default().to_owned();
-        let destination = signer.destination(&host);
-        let target = send::Target {
-            scheme: if destination.https {
-                Scheme::Https
-            } else {
-                Scheme::Http
-            },
-            host: destination.host,
-            port: destination.port,
-            literal: destination.literal,
-            authority,
-        };
+        let target = signer.destination(request.uri().host().unwrap_or_default(), authority);
         let context = self.log_context(Some(&endpoint));
         let timeouts = self.timeouts(options);
         let budget = self.received.clone();

@@ -10,9 +10,8 @@
 //! task's bytes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::SendRequest;
 use wasmtime_wasi_http::WasiBody;
@@ -33,16 +32,22 @@ pub(super) struct PoolKey {
 }
 
 struct Idle {
-    id: u64,
+    since: Instant,
     sender: SendRequest<WasiBody>,
+}
+
+#[derive(Default)]
+struct Kept {
+    idle: HashMap<PoolKey, Vec<Idle>>,
+    /// A sweeper task is running (it stops when nothing is kept).
+    sweeping: bool,
 }
 
 /// One activity's idle connections.
 pub(super) struct Pool {
     idle_for: Duration,
     max_per_host: usize,
-    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
-    next_id: AtomicU64,
+    kept: Mutex<Kept>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -61,27 +66,35 @@ impl Pool {
         Self {
             idle_for,
             max_per_host: usize::try_from(max_per_host).unwrap_or(usize::MAX),
-            idle: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(0),
+            kept: Mutex::new(Kept::default()),
         }
     }
 
+    fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// An idle connection for `key` that is ready for a request, if one is kept. The
-    /// ones the server closed meanwhile are dropped on the way.
+    /// ones the server closed, or idle too long, are dropped on the way.
     pub async fn take(&self, key: &PoolKey) -> Option<SendRequest<WasiBody>> {
         loop {
             let idle = {
-                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                let list = idle.get_mut(key)?;
+                let mut kept = self.kept();
+                let list = kept.idle.get_mut(key)?;
                 let taken = list.pop();
                 if list.is_empty() {
-                    idle.remove(key);
+                    kept.idle.remove(key);
                 }
                 taken?
             };
             let mut sender = idle.sender;
-            if sender.is_closed() {
+            if sender.is_closed() || idle.since.elapsed() >= self.idle_for {
                 continue;
+            }
+            // Usually ready already; otherwise hyper is still reading the last
+            // response's end, which takes a moment.
+            if sender.is_ready() {
+                return Some(sender);
             }
             if let Ok(Ok(())) = tokio::time::timeout(READY_WITHIN, sender.ready()).await {
                 return Some(sender);
@@ -95,34 +108,42 @@ impl Pool {
         if self.idle_for.is_zero() || sender.is_closed() {
             return;
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            let list = idle.entry(key.clone()).or_default();
+        let start_sweeper = {
+            let mut kept = self.kept();
+            let list = kept.idle.entry(key).or_default();
             if list.len() >= self.max_per_host {
                 return;
             }
-            list.push(Idle { id, sender });
+            list.push(Idle {
+                since: Instant::now(),
+                sender,
+            });
+            !std::mem::replace(&mut kept.sweeping, true)
+        };
+        if start_sweeper {
+            tokio::spawn(sweep(Arc::downgrade(self), self.idle_for));
         }
-        // Closed when it has been idle for `idle_for`: dropping the last sender ends
-        // the connection.
-        let pool = Arc::downgrade(self);
-        let idle_for = self.idle_for;
-        tokio::spawn(async move {
-            tokio::time::sleep(idle_for).await;
-            if let Some(pool) = pool.upgrade() {
-                pool.expire(&key, id);
-            }
-        });
     }
+}
 
-    fn expire(&self, key: &PoolKey, id: u64) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(list) = idle.get_mut(key) {
-            list.retain(|entry| entry.id != id);
-            if list.is_empty() {
-                idle.remove(key);
-            }
+/// Closes the connections idle for `idle_for` (dropping the last sender ends one),
+/// looking every quarter of it; stops when nothing is kept, and `put` starts it again.
+/// One task per pool, not one per connection.
+async fn sweep(pool: Weak<Pool>, idle_for: Duration) {
+    let every = (idle_for / 4).max(Duration::from_millis(50));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let mut kept = pool.kept();
+        kept.idle.retain(|_, list| {
+            list.retain(|entry| entry.since.elapsed() < idle_for);
+            !list.is_empty()
+        });
+        if kept.idle.is_empty() {
+            kept.sweeping = false;
+            return;
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::emulator;
 use crate::guests::guest;
 use crate::polyglot;
 use crate::served::Served;
+use crate::tls::{https_server, tls_file};
 
 /// A small HTTP/1.1 server (plain only: it answers a TLS handshake with a 400): `/hello`
 /// answers `hello`, `/bytes/N` N bytes with a `content-length`, `/stream/N` N bytes
@@ -578,65 +579,11 @@ async fn an_activity_reuses_its_connections_and_only_its_own() {
     assert_eq!(server.opened(), 8, "a connection per request");
 }
 
-/// The tests' TLS files (`host/tests/tls`): a test CA and a certificate it signed for
-/// 127.0.0.1.
-fn tls_file(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/tls")
-        .join(name)
-}
-
-/// An https server on 127.0.0.1 with the test CA's certificate, answering `hello`.
-async fn tls_server() -> SocketAddr {
-    use rustls::pki_types::pem::PemObject;
-    let certificates = rustls::pki_types::CertificateDer::pem_file_iter(tls_file("server.pem"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(tls_file("server.key")).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certificates, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut stream) = acceptor.accept(socket).await else {
-                    return;
-                };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = stream
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
-                    )
-                    .await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    });
-    address
-}
-
 /// An internal https API whose CA is not a public one: refused as an untrusted
 /// certificate, then trusted through the activity's `ca_file` alone.
 #[tokio::test]
 async fn a_company_ca_is_trusted_through_ca_file_only() {
-    let address = tls_server().await;
+    let address = https_server().await;
     let origin = format!("https://{address}");
     let input = json!({"url": format!("{origin}/hello")});
     let ran = run("fetch", &allow(&[&origin]), input.clone()).await;

@@ -25,4 +25,6 @@ mod secrets;
 mod serve;
 mod served;
 mod standin;
+#[path = "../tls/server.rs"]
+mod tls;
 mod traces;
