@@ -119,7 +119,6 @@ fn main() {
         metrics,
         status,
         engine,
-        guests: runtime.handle().clone(),
         shutting_down: AtomicBool::new(false),
     });
     let server = runtime

@@ -1,5 +1,4 @@
-//! `ActivityConsumer`: the process's activities, one pool each, the runtime their guests
-//! run on, and the two-phase shutdown that leaves no received task without an answer.
+//! `ActivityConsumer`: the process's activities, one pool each, and the two-phase shutdown that leaves no received task without an answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,49 +36,11 @@ pub struct ActivityConsumer {
     stop_polling: CancellationToken,
     tasks: TaskControl,
     give_up: CancellationToken,
-    guests: GuestRuntime,
-}
-
-/// The runtime guests run on. Shut down without waiting when dropped: by then every
-/// task has ended, and dropping a runtime may not block inside another one.
-struct GuestRuntime(Option<tokio::runtime::Runtime>);
-
-impl GuestRuntime {
-    fn start() -> std::io::Result<Self> {
-        let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("sfn-wasm-guest")
-            // Time for deadlines and sleeps; I/O for the guests' outbound HTTP, whose
-            // requests run on the runtime of the guest that sends them.
-            .enable_time()
-            .enable_io()
-            .build()
-            .map(|runtime| Self(Some(runtime)))
-    }
-
-    fn handle(&self) -> tokio::runtime::Handle {
-        match &self.0 {
-            Some(runtime) => runtime.handle().clone(),
-            None => tokio::runtime::Handle::current(),
-        }
-    }
-}
-
-impl Drop for GuestRuntime {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
 }
 
 /// Why the consumer could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
-    /// The guests' runtime could not start (no threads left).
-    #[error("cannot start the guests' runtime: {0}")]
-    Runtime(#[from] std::io::Error),
     /// An activity's grants could not be resolved (a `from_env` variable went missing
     /// since the config was read).
     #[error("{}: activity[{index}]: {source}", file.display())]
@@ -112,13 +73,12 @@ pub struct ShutdownReport {
 
 impl ActivityConsumer {
     /// One pool per activity of `config`; `handlers[i]` serves `config.activities[i]`.
-    /// Emits `handler:loaded` for each. Must be called inside a tokio runtime, which
-    /// becomes the control plane (polls, answers, heartbeats); guests get a runtime of
-    /// their own.
+    /// Emits `handler:loaded` for each. Must be called inside the tokio runtime that
+    /// will run everything: polls, answers, heartbeats and the guests, which yield it at
+    /// every epoch tick (see [`crate::engine`]).
     ///
     /// # Errors
-    /// When the guests' runtime cannot be started (no threads left), or an activity's
-    /// grants cannot be resolved.
+    /// When an activity's grants cannot be resolved.
     ///
     /// # Panics
     /// If `handlers` and `config.activities` differ in length (a programming error).
@@ -138,8 +98,6 @@ impl ActivityConsumer {
         let stop_polling = CancellationToken::new();
         let tasks = TaskControl::default();
         let give_up = CancellationToken::new();
-        let guests = GuestRuntime::start()?;
-        let control_plane = tokio::runtime::Handle::current();
         let mut pools = Vec::with_capacity(handlers.len());
         let mut reload_targets = Vec::with_capacity(handlers.len());
         let mut grant_slots = Vec::with_capacity(handlers.len());
@@ -193,10 +151,8 @@ impl ActivityConsumer {
                 delivery: DeliveryOptions {
                     retry_for: config.host.answer_retry,
                     cancel_grace: activity.cancel_grace,
-                    runtime: Some(control_plane.clone()),
                     give_up: give_up.clone(),
                 },
-                guests: guests.handle(),
                 grants: grants.clone(),
                 slots: Arc::new(tokio::sync::Semaphore::new(
                     usize::try_from(activity.max_concurrent_tasks).unwrap_or(usize::MAX),
@@ -228,13 +184,7 @@ impl ActivityConsumer {
             stop_polling,
             tasks,
             give_up,
-            guests,
         })
-    }
-
-    /// The runtime guests run on (for a health check).
-    pub fn guests(&self) -> tokio::runtime::Handle {
-        self.guests.handle()
     }
 
     /// Every pool.

@@ -1,12 +1,14 @@
 //! One task's lifecycle, from the poll that brought it to `task:done`: the handler
-//! version it runs, its delivery, the guest's run on the guests' runtime, the automatic
+//! version it runs, its delivery, the guest's run (in the task's own future: guests yield
+//! their thread at every epoch tick, see [`crate::engine`]), the automatic
 //! heartbeats, the settled answer, what it came to (by who answered), its record, and the
 //! `task:done` event. The worker that polled it only hands it over.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::runtime::Handle;
+use futures::FutureExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -45,11 +47,8 @@ pub struct ActivityShared {
     /// Process-wide task controls; each task gets child tokens. `abort` also ends
     /// in-flight polls (the end of a shutdown's grace).
     pub tasks: TaskControl,
-    /// How answers are delivered (on the control-plane runtime).
+    /// How answers are delivered.
     pub delivery: DeliveryOptions,
-    /// The runtime guests run on, apart from the one that polls, answers and
-    /// heartbeats, so that CPU-bound guests cannot delay those.
-    pub guests: Handle,
     /// What the activity's guests may reach; re-read on SIGHUP.
     pub grants: GrantsSlot,
     /// The activity's task slots (`max_concurrent_tasks`): a worker takes one before it
@@ -127,19 +126,24 @@ impl ActivityShared {
         };
         emitter.emit(TaskEvent::Start);
         let heartbeats = self.start_heartbeats(&delivery);
-        let engine = self.engine.clone();
-        let guest = delivery.clone();
-        let ran = self
-            .guests
-            .spawn(async move { handler.run(&engine, request, guest).await })
+        // A panic in the host's code under the guest is caught here, so that the task
+        // is still answered and accounted for.
+        let ran = AssertUnwindSafe(handler.run(&self.engine, request, delivery.clone()))
+            .catch_unwind()
             .await;
         drop(heartbeats);
         let report = match ran {
             Ok(report) => report,
-            Err(err) => {
-                tracing::error!(activity = &*self.arn, worker = worker_name, error = %err, "a task's runner failed");
+            Err(panic) => {
+                let why = panic_message(&*panic);
+                tracing::error!(
+                    activity = &*self.arn,
+                    worker = worker_name,
+                    error = why,
+                    "a task's runner panicked"
+                );
                 let failure =
-                    HostFailure::Internal(format!("the host failed while running the task: {err}"));
+                    HostFailure::Internal(format!("the host failed while running the task: {why}"));
                 delivery.host_failure(&failure);
                 TaskReport {
                     error: Some(failure),
@@ -227,6 +231,15 @@ fn outcome(state: &AnswerState, by: Option<Answerer>) -> (TaskOutcome, &'static 
             _,
         ) => (TaskOutcome::Undelivered, "undelivered"),
     }
+}
+
+/// What a caught panic said, when it said it with a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic")
 }
 
 /// Answers its task with `SfnWasmHost.Internal` when dropped while the task has no

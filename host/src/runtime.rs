@@ -163,7 +163,6 @@ impl HostRuntime {
                     metrics,
                     status,
                     engine: engine.clone(),
-                    guests: consumer.guests(),
                     shutting_down: false.into(),
                 });
                 let server = AdminServer::start(addr, state.clone())

@@ -120,9 +120,6 @@ pub struct DeliveryOptions {
     pub retry_for: Duration,
     /// How long a guest whose task was closed may run on before it is aborted.
     pub cancel_grace: Duration,
-    /// The runtime sends run on (the control plane, away from guests); the current
-    /// runtime when `None`.
-    pub runtime: Option<Handle>,
     /// Cancelled at the end of a shutdown: deliveries still retrying give up.
     pub give_up: CancellationToken,
 }
@@ -132,7 +129,6 @@ impl Default for DeliveryOptions {
         Self {
             retry_for: Duration::from_secs(600),
             cancel_grace: Duration::from_secs(5),
-            runtime: None,
             give_up: CancellationToken::new(),
         }
     }
@@ -361,12 +357,9 @@ impl Delivery {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match &self.inner.options.runtime {
-            Some(runtime) => Some(runtime.spawn(future)),
-            None => Handle::try_current()
-                .ok()
-                .map(|runtime| runtime.spawn(future)),
-        }
+        Handle::try_current()
+            .ok()
+            .map(|runtime| runtime.spawn(future))
     }
 
     /// Sends `answer` until Step Functions accepts it, closes the task, refuses it, or

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// How often the epoch advances: the longest a running guest goes without checking its
 /// deadline and abort flag, and the longest it holds a runtime thread without yielding.
-pub const TICK: Duration = Duration::from_millis(10);
+pub const TICK: Duration = Duration::from_millis(5);
 
 #[derive(Default)]
 struct State {

@@ -122,6 +122,40 @@ pub(super) fn override_http_error_code(
     defined
 }
 
+/// A guest's turn on its thread is over: let everything else that is ready run first.
+///
+/// Two steps, because tokio's multi-threaded scheduler polls its I/O and timers only when
+/// a thread runs out of work (or every 61 turns): a plain re-wake would put the guest
+/// back in the queue before a poll's response or a deadline could be noticed, and guests
+/// that all spin would leave them unnoticed for 61 slices. `yield_now` instead waits until
+/// the thread has polled I/O and timers (so what they woke is queued), and the second
+/// step puts the guest behind that: a waiting poll, answer or timer runs within one
+/// round of the guests on its thread.
+async fn end_of_slice() {
+    tokio::task::yield_now().await;
+    BehindTheQueue(false).await;
+}
+
+/// Ready on its second poll; the first re-wakes the task, which tokio then queues at the
+/// back of its thread's queue (not in its next-to-run slot).
+struct BehindTheQueue(bool);
+
+impl Future for BehindTheQueue {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
 /// Why the epoch callback or the host stopped a guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 enum Interrupt {
@@ -194,8 +228,9 @@ impl Handler {
         let mut store = Store::new(engine.wasmtime(), state);
         store.limiter(|state| &mut state.limiter);
 
-        // Checked on every epoch tick while guest code runs, on whichever thread runs
-        // it, so a busy async runtime cannot delay an abort.
+        // Checked on every epoch tick while guest code runs. A guest still running at a
+        // tick has had its slice: it yields its thread to the polls, answers, timers and
+        // other guests waiting for it (see `end_of_slice`), and goes on at its next turn.
         let deadline = started + request.limits.timeout;
         let abort = request.control.abort.clone();
         store.epoch_deadline_callback(move |_| {
@@ -204,7 +239,7 @@ impl Handler {
             } else if Instant::now() >= deadline {
                 Err(Interrupt::Timeout.into())
             } else {
-                Ok(UpdateDeadline::Yield(1))
+                Ok(UpdateDeadline::YieldCustom(1, Box::pin(end_of_slice())))
             }
         });
         store.set_epoch_deadline(1);

@@ -11,6 +11,7 @@ mod deploy;
 mod dev;
 mod emulator;
 mod engine;
+mod fairness;
 mod grants;
 mod guests;
 mod hotswap;

@@ -112,6 +112,11 @@ impl Served {
         }
     }
 
+    /// Every line seen so far.
+    pub fn lines(&self) -> &[Value] {
+        &self.seen
+    }
+
     /// Every line seen so far, as text.
     pub fn text(&self) -> String {
         self.seen

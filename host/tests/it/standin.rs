@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 use sfn_wasm_host::config::Config;
@@ -55,6 +55,10 @@ struct Script {
     tasks: VecDeque<(String, String)>,
     /// Every request: its action and JSON body.
     received: Vec<(String, Value)>,
+    /// When each request arrived, in the order of `received`.
+    arrived: Vec<SystemTime>,
+    /// Each task handed out: its token and when its response was written.
+    handed_out: Vec<(String, SystemTime)>,
 }
 
 /// A stand-in for Step Functions on a free loopback port, speaking the JSON protocol
@@ -110,6 +114,28 @@ impl StandIn {
             .map(|(_, body)| body.clone())
             .collect()
     }
+
+    /// As [`received`](Self::received), with when each request arrived.
+    pub fn received_at(&self, action: &str) -> Vec<(Value, SystemTime)> {
+        let script = self.script.lock().unwrap();
+        script
+            .received
+            .iter()
+            .zip(&script.arrived)
+            .filter(|((a, _), _)| a == action)
+            .map(|((_, body), at)| (body.clone(), *at))
+            .collect()
+    }
+
+    /// When the task with `token` was handed out (its response written), if it was.
+    pub fn handed_out_at(&self, token: &str) -> Option<SystemTime> {
+        let script = self.script.lock().unwrap();
+        script
+            .handed_out
+            .iter()
+            .find(|(t, _)| t == token)
+            .map(|(_, at)| *at)
+    }
 }
 
 async fn serve(mut socket: TcpStream, script: Arc<Mutex<Script>>) {
@@ -134,6 +160,7 @@ async fn serve(mut socket: TcpStream, script: Arc<Mutex<Script>>) {
         let (reply, task) = {
             let mut script = script.lock().unwrap();
             script.received.push((action.clone(), body));
+            script.arrived.push(SystemTime::now());
             let reply = script
                 .replies
                 .get_mut(&action)
@@ -143,6 +170,7 @@ async fn serve(mut socket: TcpStream, script: Arc<Mutex<Script>>) {
                 .flatten();
             (reply, task)
         };
+        let mut handed = None;
         let (status, payload) = match (reply, task) {
             (
                 Some(Reply {
@@ -166,7 +194,10 @@ async fn serve(mut socket: TcpStream, script: Arc<Mutex<Script>>) {
                 }),
                 _,
             ) => (status, json!({})),
-            (None, Some((token, input))) => (200, json!({"taskToken": token, "input": input})),
+            (None, Some((token, input))) => {
+                handed = Some(token.clone());
+                (200, json!({"taskToken": token, "input": input}))
+            }
             (None, None) if action == "GetActivityTask" => {
                 // A long poll that ends without a task, shortened.
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -182,6 +213,13 @@ async fn serve(mut socket: TcpStream, script: Arc<Mutex<Script>>) {
         );
         if socket.write_all(response.as_bytes()).await.is_err() {
             return;
+        }
+        if let Some(token) = handed {
+            script
+                .lock()
+                .unwrap()
+                .handed_out
+                .push((token, SystemTime::now()));
         }
     }
 }

@@ -6,9 +6,11 @@
 //! | `resources` | opens pollables without ever closing them, 100,000 of them        |
 //! | `random`    | asks `get-random-bytes` for 1 GiB in one call                     |
 //! | `chatty`    | prints 20,000 lines of 1 KiB to stdout and stderr, then succeeds  |
-//! | `spin`      | burns CPU for `ms` milliseconds without a host call, then succeeds |
+//! | `spin`      | burns CPU for `ms` milliseconds (reading only the clock), then succeeds; |
+//! |             | with `"tell": ID`, first prints `started ID UNIX_NS` to stdout     |
+//! | `clock`     | succeeds at once with `{"started_unix_ns": N}`, the wall clock     |
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use sfn_wasm_guest::{Task, toolkit};
 
@@ -17,6 +19,13 @@ fn field<'a>(input: &'a str, name: &str) -> Option<&'a str> {
     let rest = input[start..].trim_start().strip_prefix(':')?.trim_start();
     let end = rest.find([',', '}']).unwrap_or(rest.len());
     Some(rest[..end].trim().trim_matches('"'))
+}
+
+/// The wall clock, in nanoseconds since the Unix epoch (wasi:clocks, the host's clock).
+fn unix_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos())
 }
 
 fn pushy(task: Task) -> Result<(), String> {
@@ -48,6 +57,9 @@ fn pushy(task: Task) -> Result<(), String> {
             let ms = field(&task.input, "ms")
                 .and_then(|ms| ms.parse().ok())
                 .unwrap_or(1000);
+            if let Some(id) = field(&task.input, "tell") {
+                println!("started {id} {}", unix_ns());
+            }
             let until = Instant::now() + Duration::from_millis(ms);
             let mut n = 0u64;
             while Instant::now() < until {
@@ -55,6 +67,8 @@ fn pushy(task: Task) -> Result<(), String> {
             }
             ok("spin")
         }
+        "clock" => toolkit::success(&format!("{{\"started_unix_ns\":{}}}", unix_ns()))
+            .map_err(|e| e.to_string()),
         other => toolkit::failure("UnknownPush", &format!("no push named {other:?}"))
             .map_err(|e| e.to_string()),
     }
