@@ -1,28 +1,37 @@
-//! Host CPU per task, end to end against LocalStack (poll + guest + answer), against a
-//! bare aws-sdk-sfn poll/answer loop with no sandbox, at 1 and 4 concurrent tasks, with
-//! start-up included; and CPU while idle with long polls pending. Prints a table.
+//! Host CPU per task, end to end (poll + guest + answer), against a bare aws-sdk-sfn
+//! poll/answer loop with no sandbox, at 1 and 4 concurrent tasks, start-up included, on
+//! two Step Functions:
 //!
-//! Run: `scripts/bench-e2e.sh` (starts LocalStack, then runs this). Each run queues
-//! [`TASKS`] executions first, then starts the worker process; its CPU is read from /proc
-//! from its start to the moment Step Functions reports every execution SUCCEEDED, so
-//! start-up counts, as it does for a user who starts a host. Then, with nothing left to
-//! do, its CPU over [`IDLE`]. The bench's own client calls are in this process and not
-//! counted.
+//! - **LocalStack**, tasks queued: a new TCP connection per request, which is most of
+//!   every client's cost; also CPU while idle with long polls pending.
+//! - **A keep-alive stand-in** (`common::standin`, in this process on a thread of its
+//!   own): HTTP/1.1 with persistent connections, so the SDK pools them as it does against
+//!   AWS and what is left is the client's own cost. Two shapes: [`QUEUED`] tasks queued
+//!   up front (the host's API token buckets raised out of the way, as the bare loop's
+//!   are), and [`PACED`] tasks arriving at a steady [`RATE`] per second under the default
+//!   quota, the shape of real traffic, where each task finds the host idle.
+//!
+//! Run: `scripts/bench-e2e.sh` (starts LocalStack, then runs this);
+//! `E2E_TARGETS=keepalive` runs the stand-in rows only, without LocalStack. Each run
+//! queues its tasks, then starts the worker process; its CPU is read from /proc from its
+//! start to the moment every task is answered, so start-up counts, as it does for a user
+//! who starts a host. Its context switches (`ru_nvcsw + ru_nivcsw`, every thread, from
+//! `getrusage(RUSAGE_CHILDREN)` around its exit) are printed per task beside. The bench's
+//! own calls and the stand-in are in this process and not counted.
 //!
 //! - bare: this binary re-run as `--bare-worker`: the same tuned `AwsStepFunctions`
 //!   client, N concurrent loops of `GetActivityTask` → parse JSON → greeting →
 //!   `SendTaskSuccess`.
-//! - host, admin + OTLP: the same with `[host] admin_listen` and `[host.otel] endpoint`
-//!   set (a stand-in collector in this process answers the exports): what metrics, the
-//!   status board and traces cost per task.
+//! - host, admin + OTLP (LocalStack only): the host with `[host] admin_listen` and
+//!   `[host.otel] endpoint` set (a stand-in collector in this process answers the
+//!   exports): what metrics, the status board and traces cost per task.
 //! - host: `sfn-wasm-host serve` with the `greet` component, `workers = N`, its compile
 //!   cache filled beforehand (`sfn-wasm-host compile`, as a deploy would), JSON logs at the
 //!   default level (info) to a pipe, as in production.
 //!
-//! A second table splits the host's CPU by thread (`/proc/PID/task/*/stat`, grouped by
-//! thread name) so that the gap to the bare loop can be attributed: the control plane
-//! (tokio workers: polls, answers, the SDK) does what the whole bare process does; the
-//! guests' runtime, log writer and epoch clock are what the sandbox and its events add.
+//! A last table splits the host's CPU by thread (`/proc/PID/task/*/schedstat`, grouped by
+//! thread name): the tokio workers (polls, answers, the SDK, the guests), the log writer
+//! and the epoch clock.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -31,46 +40,107 @@ use std::time::{Duration, Instant};
 use aws_sdk_sfn::Client;
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::json;
-use sfn_wasm_host::config::AwsConfig;
+use sfn_wasm_host::aws::AwsConfig;
 use sfn_wasm_host::sfn::{AwsStepFunctions, StepFunctions};
 
 mod common;
 
+use common::standin::KeepAliveStandIn;
+
+/// Tasks per LocalStack run (each is an execution there).
 const TASKS: usize = 300;
+/// Tasks queued up front per keep-alive run.
+const QUEUED: usize = 5_000;
+/// Tasks arriving at [`RATE`] per keep-alive run.
+const PACED: usize = 2_000;
+/// Tasks per second in the paced runs: under the default quota (500 per second).
+const RATE: f64 = 300.0;
 const IDLE: Duration = Duration::from_secs(5);
 const ROUNDS: usize = 3;
 const CONCURRENCY: [usize; 2] = [1, 4];
 /// The host with its admin server on and traces exported to an OTLP collector (a
 /// stand-in in this process that answers 200).
 const OPS: &str = "host, admin + OTLP";
-const MODES: [&str; 3] = ["bare", "host", OPS];
+/// Raises the host's API token buckets out of the way of a stand-in running flat out.
+const RAISED_QUOTAS: &str = "[aws.max_requests_per_second]\nGetActivityTask = 100000\nSendTaskSuccess = 100000\nSendTaskFailure = 100000\nSendTaskHeartbeat = 100000\n";
+
+/// Where the tasks come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    LocalStack,
+    Queued,
+    Paced,
+}
+
+impl Target {
+    fn name(self) -> String {
+        match self {
+            Target::LocalStack => format!("LocalStack, {TASKS} queued"),
+            Target::Queued => format!("keep-alive stand-in, {QUEUED} queued"),
+            Target::Paced => format!("keep-alive stand-in, {PACED} at {RATE}/s"),
+        }
+    }
+
+    fn tasks(self) -> usize {
+        match self {
+            Target::LocalStack => TASKS,
+            Target::Queued => QUEUED,
+            Target::Paced => PACED,
+        }
+    }
+
+    fn modes(self) -> &'static [&'static str] {
+        match self {
+            Target::LocalStack => &["bare", "host", OPS],
+            Target::Queued | Target::Paced => &["bare", "host"],
+        }
+    }
+}
 
 struct Sample {
+    target: Target,
     mode: &'static str,
     concurrency: usize,
     per_task: f64,
-    idle: f64,
+    switches: f64,
+    idle: Option<f64>,
     /// Host only: CPU per task of each thread group in [`THREAD_GROUPS`], then the rest
     /// (main thread, threads that exited; ± the 10 ms tick of the process total).
     threads: Vec<f64>,
 }
 
-/// Thread-name prefixes of the host's threads, as the second table names them.
-const THREAD_GROUPS: [(&str, &str); 4] = [
-    ("tokio-rt-worker", "control plane"),
-    ("sfn-wasm-guest", "guests"),
+/// Thread-name prefixes of the host's threads, as the last table names them.
+const THREAD_GROUPS: [(&str, &str); 3] = [
+    ("tokio-rt-worker", "runtime (polls, answers, guests)"),
     ("sfn-wasm-log", "log writer"),
     ("sfn-wasm-epoch", "epoch clock"),
 ];
+
+/// What every worker process of a run is started from.
+struct Bench {
+    runtime: tokio::runtime::Runtime,
+    greet: std::path::PathBuf,
+    cache: std::path::PathBuf,
+    collector: String,
+    ticks: f64,
+    localstack: Option<(String, Client)>,
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "--bare-worker") {
         let loops = args[at + 3].parse().unwrap_or(1);
-        return bare_worker(&args[at + 1], &args[at + 2], loops);
+        let raised = args.get(at + 4).is_some_and(|a| a == "raised");
+        return bare_worker(&args[at + 1], &args[at + 2], loops, raised);
     }
-    let endpoint = std::env::var("LOCALSTACK_ENDPOINT")
-        .expect("run through scripts/bench-e2e.sh, which starts LocalStack");
+    let targets = std::env::var("E2E_TARGETS").unwrap_or_else(|_| "localstack,keepalive".into());
+    let mut chosen = Vec::new();
+    if targets.contains("localstack") {
+        chosen.push(Target::LocalStack);
+    }
+    if targets.contains("keepalive") {
+        chosen.extend([Target::Queued, Target::Paced]);
+    }
     common::build_guests(&[]);
     let greet = common::guest("greet");
     let cache = common::root().join("target/bench-e2e-cache");
@@ -84,159 +154,294 @@ fn main() {
         .unwrap();
     assert!(compiled.success(), "sfn-wasm-host compile failed");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(async {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(&endpoint)
-            .region(aws_config::Region::new("us-east-1"))
-            .load()
-            .await;
-        Client::new(&config)
+    let localstack = chosen.contains(&Target::LocalStack).then(|| {
+        let endpoint = std::env::var("LOCALSTACK_ENDPOINT").expect(
+            "run through scripts/bench-e2e.sh, which starts LocalStack (or set E2E_TARGETS=keepalive)",
+        );
+        let client = runtime.block_on(async {
+            let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .endpoint_url(&endpoint)
+                .region(aws_config::Region::new("us-east-1"))
+                .load()
+                .await;
+            Client::new(&config)
+        });
+        (endpoint, client)
     });
-    let ticks = clock_ticks();
-    let collector = common::collector();
+    let bench = Bench {
+        runtime,
+        greet,
+        cache,
+        collector: common::collector(),
+        ticks: clock_ticks(),
+        localstack,
+    };
 
-    // Rounds alternate the modes so that drift on a noisy machine hits both alike.
+    // Rounds alternate the modes so that drift on a noisy machine hits all alike.
     let mut samples: Vec<Sample> = Vec::new();
     for _ in 0..ROUNDS {
-        for concurrency in CONCURRENCY {
-            for mode in MODES {
-                let (activity, machine) = runtime.block_on(setup(&client, mode));
-                runtime.block_on(start_executions(&client, &machine));
-                let dir = tempfile::tempdir().unwrap();
-                let mut worker = match mode {
-                    "bare" => Command::new(std::env::current_exe().unwrap())
-                        .args(["--bare-worker", &activity, &endpoint])
-                        .arg(concurrency.to_string())
-                        .stdout(Stdio::piped())
-                        .spawn()
-                        .unwrap(),
-                    _ => {
-                        let config = dir.path().join("config.toml");
-                        let ops = if mode == OPS {
-                            format!(
-                                "admin_listen = \"127.0.0.1:0\"\n[host.otel]\nendpoint = \"{collector}\"\n"
-                            )
-                        } else {
-                            String::new()
-                        };
-                        std::fs::write(
-                            &config,
-                            format!(
-                                "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n[host]\nlog_format = \"json\"\ncache_dir = \"{}\"\n{ops}\
-                                 [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\nworkers = {concurrency}\n",
-                                cache.display(),
-                                greet.display()
-                            ),
-                        )
-                        .unwrap();
-                        Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
-                            .arg("serve")
-                            .arg(&config)
-                            .stdout(Stdio::piped())
-                            .spawn()
-                            .unwrap()
-                    }
+        for &target in &chosen {
+            for concurrency in CONCURRENCY {
+                for &mode in target.modes() {
+                    let sample = bench.run(target, mode, concurrency);
+                    println!(
+                        "{} | {mode} x{concurrency}: {:.1} µs per task, {:.2} context switches per task",
+                        target.name(),
+                        sample.per_task * 1e6,
+                        sample.switches
+                    );
+                    samples.push(sample);
+                }
+            }
+        }
+    }
+    report(&chosen, &samples);
+}
+
+impl Bench {
+    /// One run: `mode` at `concurrency` against `target`.
+    fn run(&self, target: Target, mode: &'static str, concurrency: usize) -> Sample {
+        let tasks = target.tasks();
+        let mut standin = None;
+        let mut machine = None;
+        let (endpoint, activity) = match &self.localstack {
+            Some((endpoint, client)) if target == Target::LocalStack => {
+                let (activity, state_machine) = self.runtime.block_on(setup(client, mode));
+                self.runtime
+                    .block_on(start_executions(client, &state_machine));
+                machine = Some(state_machine);
+                (endpoint.clone(), activity)
+            }
+            _ => {
+                let server = KeepAliveStandIn::start(tasks, r#"{"hello": "x"}"#);
+                if target == Target::Queued {
+                    server.queue_all();
+                }
+                let endpoint = server.endpoint().to_owned();
+                standin = Some(server);
+                (
+                    endpoint,
+                    "arn:aws:states:us-east-1:000000000000:activity:bench".to_owned(),
+                )
+            }
+        };
+        let raised = target == Target::Queued;
+        let dir = tempfile::tempdir().unwrap();
+        let before = children_switches();
+        let mut worker = match mode {
+            "bare" => Command::new(std::env::current_exe().unwrap())
+                .args(["--bare-worker", &activity, &endpoint])
+                .arg(concurrency.to_string())
+                .arg(if raised { "raised" } else { "default" })
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+            _ => {
+                let config = dir.path().join("config.toml");
+                let ops = if mode == OPS {
+                    format!(
+                        "admin_listen = \"127.0.0.1:0\"\n[host.otel]\nendpoint = \"{}\"\n",
+                        self.collector
+                    )
+                } else {
+                    String::new()
                 };
-                drain(&mut worker);
-                let started = Instant::now();
-                runtime.block_on(wait_all_succeeded(&client, &machine));
-                let wall = started.elapsed();
-                let busy = cpu_seconds(worker.id(), ticks);
-                let mut threads = thread_seconds(worker.id());
-                threads.push(busy - threads.iter().sum::<f64>());
-                let idle_start = cpu_seconds(worker.id(), ticks);
-                std::thread::sleep(IDLE);
-                let idle = cpu_seconds(worker.id(), ticks) - idle_start;
-                let _ = worker.kill();
-                let _ = worker.wait();
+                let quotas = if raised { RAISED_QUOTAS } else { "" };
+                std::fs::write(
+                    &config,
+                    format!(
+                        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n{quotas}[host]\nlog_format = \"json\"\ncache_dir = \"{}\"\n{ops}\
+                         [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\nworkers = {concurrency}\n",
+                        self.cache.display(),
+                        self.greet.display()
+                    ),
+                )
+                .unwrap();
+                Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
+                    .arg("serve")
+                    .arg(&config)
+                    .env("AWS_ACCESS_KEY_ID", "bench")
+                    .env("AWS_SECRET_ACCESS_KEY", "bench")
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            }
+        };
+        drain(&mut worker);
+        if target == Target::Paced {
+            standin.as_ref().unwrap().queue_at(RATE);
+        }
+        match (&standin, &machine, &self.localstack) {
+            (Some(server), _, _) => {
+                let deadline = Instant::now() + Duration::from_secs(600);
+                while server.answered() < tasks {
+                    if let Ok(Some(status)) = worker.try_wait() {
+                        panic!(
+                            "the {mode} worker exited ({status}) with {} of {tasks} tasks answered",
+                            server.answered()
+                        );
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "only {} of {tasks} tasks were answered",
+                        server.answered()
+                    );
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            (None, Some(machine), Some((_, client))) => {
+                self.runtime.block_on(wait_all_succeeded(client, machine));
+            }
+            _ => unreachable!("a run has a stand-in or a state machine"),
+        }
+        let busy = cpu_seconds(worker.id(), self.ticks);
+        let mut threads = thread_seconds(worker.id());
+        threads.push(busy - threads.iter().sum::<f64>());
+        let idle = (target == Target::LocalStack).then(|| {
+            let idle_start = cpu_seconds(worker.id(), self.ticks);
+            std::thread::sleep(IDLE);
+            (cpu_seconds(worker.id(), self.ticks) - idle_start) / IDLE.as_secs_f64()
+        });
+        let _ = worker.kill();
+        let _ = worker.wait();
+        let switches = children_switches() - before;
+        if let Some(server) = &standin {
+            assert_eq!(server.failed(), 0, "{mode}: tasks failed");
+            assert_eq!(server.answered_twice(), 0, "{mode}: tasks answered twice");
+        }
+        Sample {
+            target,
+            mode,
+            concurrency,
+            per_task: busy / tasks as f64,
+            switches: switches as f64 / tasks as f64,
+            idle,
+            threads: threads.iter().map(|s| s / tasks as f64).collect(),
+        }
+    }
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn report(targets: &[Target], samples: &[Sample]) {
+    let pick = |target: Target, mode: &str, concurrency: usize, value: fn(&Sample) -> f64| {
+        median(
+            samples
+                .iter()
+                .filter(|s| s.target == target && s.mode == mode && s.concurrency == concurrency)
+                .map(value),
+        )
+    };
+    println!(
+        "\nStart-up included, {ROUNDS} runs per row, medians; CPU from /proc (10 ms ticks), context switches of every thread\n"
+    );
+    println!(
+        "| tasks | worker | concurrency | CPU per task | vs bare | context switches per task | vs bare | idle CPU, polls pending |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for &target in targets {
+        for concurrency in CONCURRENCY {
+            let bare = pick(target, "bare", concurrency, |s| s.per_task);
+            let bare_switches = pick(target, "bare", concurrency, |s| s.switches);
+            for &mode in target.modes() {
+                let per_task = pick(target, mode, concurrency, |s| s.per_task);
+                let switches = pick(target, mode, concurrency, |s| s.switches);
+                let idle = if target == Target::LocalStack {
+                    format!(
+                        "{:.2}% of a core",
+                        pick(target, mode, concurrency, |s| s.idle.unwrap_or(0.0)) * 100.0
+                    )
+                } else {
+                    "—".to_owned()
+                };
                 println!(
-                    "{mode} x{concurrency}: {:.2} ms per task ({:.1} s)",
-                    busy / TASKS as f64 * 1000.0,
-                    wall.as_secs_f64()
+                    "| {} | {mode} | {concurrency} | {:.0} µs | {:.2}x | {switches:.2} | {:.2}x | {idle} |",
+                    target.name(),
+                    per_task * 1e6,
+                    per_task / bare,
+                    switches / bare_switches,
                 );
-                samples.push(Sample {
-                    mode,
-                    concurrency,
-                    per_task: busy / TASKS as f64,
-                    idle: idle / IDLE.as_secs_f64(),
-                    threads: threads.iter().map(|s| s / TASKS as f64).collect(),
-                });
             }
         }
     }
 
-    let median = |mode: &str, concurrency: usize, pick: fn(&Sample) -> f64| {
-        let mut values: Vec<f64> = samples
-            .iter()
-            .filter(|s| s.mode == mode && s.concurrency == concurrency)
-            .map(pick)
-            .collect();
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
-    println!(
-        "\n{TASKS} queued tasks per run, start-up included, {ROUNDS} runs per row, medians; CPU from /proc (10 ms ticks)\n"
-    );
-    println!("| worker | concurrency | CPU per task | vs bare | idle CPU, polls pending |");
-    println!("|---|---:|---:|---:|---:|");
-    for concurrency in CONCURRENCY {
-        let bare = median("bare", concurrency, |s| s.per_task);
-        for mode in MODES {
-            let per_task = median(mode, concurrency, |s| s.per_task);
+    if targets.contains(&Target::LocalStack) {
+        for concurrency in CONCURRENCY {
+            let host = pick(Target::LocalStack, "host", concurrency, |s| s.per_task);
+            let ops = pick(Target::LocalStack, OPS, concurrency, |s| s.per_task);
             println!(
-                "| {mode} | {concurrency} | {:.2} ms | {:.2}x | {:.2}% of a core |",
-                per_task * 1000.0,
-                per_task / bare,
-                median(mode, concurrency, |s| s.idle) * 100.0,
+                "\nadmin server and OTLP export on, {concurrency} worker(s): {:+.1} % CPU per task",
+                (ops / host - 1.0) * 100.0
             );
         }
     }
 
-    for concurrency in CONCURRENCY {
-        let host = median("host", concurrency, |s| s.per_task);
-        let ops = median(OPS, concurrency, |s| s.per_task);
-        println!(
-            "\nadmin server and OTLP export on, {concurrency} worker(s): {:+.1} % CPU per task",
-            (ops / host - 1.0) * 100.0
-        );
-    }
-
-    println!("\nWhere the host's CPU goes, per task, medians (ms):\n");
+    println!("\nWhere the host's CPU goes, per task, medians (µs):\n");
     let names: Vec<&str> = THREAD_GROUPS.iter().map(|(_, name)| *name).collect();
     println!(
-        "| concurrency | bare, whole process | host: {} | other |",
+        "| tasks | concurrency | bare, whole process | host: {} | other |",
         names.join(" | ")
     );
-    println!("|---:|---:|{}---:|", "---:|".repeat(names.len()));
-    for concurrency in CONCURRENCY {
-        let groups: Vec<String> = (0..=names.len())
-            .map(|group| {
-                let mut values: Vec<f64> = samples
-                    .iter()
-                    .filter(|s| s.mode == "host" && s.concurrency == concurrency)
-                    .map(|s| s.threads[group])
-                    .collect();
-                values.sort_by(f64::total_cmp);
-                format!("{:.2}", values[values.len() / 2] * 1000.0)
-            })
-            .collect();
-        println!(
-            "| {concurrency} | {:.2} | {} |",
-            median("bare", concurrency, |s| s.per_task) * 1000.0,
-            groups.join(" | ")
-        );
+    println!("|---|---:|---:|{}---:|", "---:|".repeat(names.len()));
+    for &target in targets {
+        for concurrency in CONCURRENCY {
+            let groups: Vec<String> = (0..=names.len())
+                .map(|group| {
+                    let value = median(
+                        samples
+                            .iter()
+                            .filter(|s| {
+                                s.target == target
+                                    && s.mode == "host"
+                                    && s.concurrency == concurrency
+                            })
+                            .map(|s| s.threads[group]),
+                    );
+                    format!("{:.0}", value * 1e6)
+                })
+                .collect();
+            println!(
+                "| {} | {concurrency} | {:.0} | {} |",
+                target.name(),
+                pick(target, "bare", concurrency, |s| s.per_task) * 1e6,
+                groups.join(" | ")
+            );
+        }
     }
 }
 
-/// The baseline: `loops` concurrent loops of poll, parse, answer; nothing else.
-fn bare_worker(activity: &str, endpoint: &str, loops: usize) {
+/// Context switches (voluntary and not) of every child this process has waited for,
+/// every thread of each, over its whole life.
+fn children_switches() -> i64 {
+    // SAFETY: `getrusage` only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    usage.ru_nvcsw + usage.ru_nivcsw
+}
+
+/// The baseline: `loops` concurrent loops of poll, parse, answer; nothing else. With
+/// `raised`, its API token buckets are raised as the host's are.
+fn bare_worker(activity: &str, endpoint: &str, loops: usize, raised: bool) {
+    // SAFETY: set before any thread starts.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "bench");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench");
+    }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let aws = AwsConfig {
-            region: Some("us-east-1".into()),
-            endpoint_url: Some(endpoint.into()),
-            ..AwsConfig::default()
-        };
+        let quotas = if raised { RAISED_QUOTAS } else { "" };
+        let aws: AwsConfig = toml::from_str(&format!(
+            "region = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n{}",
+            quotas.replace("[aws.max_requests_per_second]", "[max_requests_per_second]")
+        ))
+        .expect("an [aws] table");
         let sfn = std::sync::Arc::new(AwsStepFunctions::new(&aws).await);
         println!("ready");
         let loops: Vec<_> = (0..loops)

@@ -1,6 +1,8 @@
 //! What the benchmarks share: building and finding the guests, and a task request.
 #![allow(dead_code)] // each benchmark uses a part
 
+pub mod standin;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
