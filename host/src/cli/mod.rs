@@ -4,6 +4,7 @@
 mod check;
 mod compile;
 mod invoke;
+mod log_writer;
 mod replay;
 mod serve;
 
@@ -78,16 +79,14 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runti
     })
 }
 
-/// Lines the log writer holds for a slow reader before it drops new ones.
-const LOG_BUFFER_LINES: usize = 64 * 1024;
-
 /// Sets up logging: `RUST_LOG` filters (default `info`); JSON is one flat object per
 /// line. `invoke` and `check` log to stderr so their stdout stays theirs.
 ///
-/// Lines are written by a thread of their own through a bounded buffer that drops lines
-/// when full (and says how many): a stalled log pipe must never stop polls, answers or
-/// heartbeats. Keep the guard until exit: dropping it flushes what is buffered.
-fn init_logging(format: LogFormat, to_stdout: bool) -> tracing_appender::non_blocking::WorkerGuard {
+/// Lines are written by a thread of their own, in batches, through a bounded buffer that
+/// drops lines when full (and says how many): a stalled log pipe must never stop polls,
+/// answers or heartbeats (see [`log_writer`]). Keep the guard until exit: dropping it
+/// flushes what is buffered.
+fn init_logging(format: LogFormat, to_stdout: bool) -> Option<log_writer::LogGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
@@ -96,11 +95,13 @@ fn init_logging(format: LogFormat, to_stdout: bool) -> tracing_appender::non_blo
     } else {
         Box::new(std::io::stderr())
     };
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_BUFFER_LINES)
-        .thread_name("sfn-wasm-log")
-        .finish(sink);
+    let (writer, guard) = match log_writer::start(sink) {
+        Ok(started) => started,
+        Err(err) => {
+            eprintln!("sfn-wasm-host: cannot start the log writer thread ({err}); logging nothing");
+            return None;
+        }
+    };
     let _ = match format {
         LogFormat::Text => builder.with_ansi(false).with_writer(writer).try_init(),
         LogFormat::Json => builder
@@ -110,5 +111,5 @@ fn init_logging(format: LogFormat, to_stdout: bool) -> tracing_appender::non_blo
             .with_writer(writer)
             .try_init(),
     };
-    guard
+    Some(guard)
 }

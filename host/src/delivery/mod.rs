@@ -1,9 +1,10 @@
 //! Answer delivery: from the moment a task's answer is accepted, the host owns it.
 //!
 //! A guest's `success`/`failure` (once validated) and the host's own failures go through
-//! the task's [`Delivery`]. It records the answer first, then sends it from a task of its
-//! own on the control-plane runtime, so that neither a deadline, an abort nor a dropped
-//! guest can cut a request off halfway, and a guest stuck in a long call cannot delay it.
+//! the task's [`Delivery`]. It records the answer first, then sends it: the guest's on
+//! the spot, in the guest's own call, the host's from a task of its own. Whatever is left
+//! of a delivery when the guest's call returns (retries) or is dropped (a deadline, an
+//! abort) goes on in a task of its own, so nothing cuts a request off halfway.
 //! Transient errors (network, 5xx, throttling) are retried with exponential backoff and
 //! jitter until the answer is delivered, Step Functions says the task is closed, or the
 //! retry budget (`[host] answer_retry_seconds`) runs out. A retry refused as closed after
@@ -243,16 +244,14 @@ impl Delivery {
     ///
     /// Dropping the returned future (a deadline, an abort) does not stop the delivery.
     pub async fn answer(&self, answer: Answer) -> Result<(), AnswerError> {
-        let first = match self.begin(answer, Answerer::Guest) {
-            Ok(first) => first,
-            Err(err) => {
-                if err == AnswerError::AlreadyResponded {
-                    self.inner.responder.errored(&TaskError::AlreadyResponded);
-                }
-                return Err(err);
+        if let Err(err) = self.record(&answer, Answerer::Guest) {
+            if err == AnswerError::AlreadyResponded {
+                self.inner.responder.errored(&TaskError::AlreadyResponded);
             }
-        };
-        match first.await {
+            return Err(err);
+        }
+        let (first, told) = oneshot::channel();
+        match on_the_spot(self.clone().deliver(answer, first), told).await {
             Ok(FirstAttempt::Delivered | FirstAttempt::Retrying) => Ok(()),
             Ok(FirstAttempt::Closed(reason)) => Err(AnswerError::TaskClosed(reason)),
             Ok(FirstAttempt::Failed(reason)) => Err(AnswerError::Unavailable(reason)),
@@ -296,7 +295,7 @@ impl Delivery {
             .responder
             .errored(&TaskError::Failed(failure.clone()));
         if pending {
-            let _ = self.begin(failure.answer(), Answerer::Host(failure.name()));
+            self.begin(failure.answer(), Answerer::Host(failure.name()));
         } else {
             tracing::warn!(
                 error = failure.name(),
@@ -326,30 +325,32 @@ impl Delivery {
     /// Answers with the host's `failure` without reporting a handler error: for a task
     /// that no handler ran (it arrived while the host was stopping).
     pub fn decline(&self, failure: &HostFailure) {
-        let _ = self.begin(failure.answer(), Answerer::Host(failure.name()));
+        self.begin(failure.answer(), Answerer::Host(failure.name()));
     }
 
-    /// Records `answer`, given `by` the guest or the host, and starts its delivery.
-    fn begin(
-        &self,
-        answer: Answer,
-        by: Answerer,
-    ) -> Result<oneshot::Receiver<FirstAttempt>, AnswerError> {
-        {
-            let mut state = self.lock();
-            match &state.answer {
-                AnswerState::Pending => {}
-                AnswerState::Closed { reason, .. } => {
-                    return Err(AnswerError::TaskClosed(reason.clone()));
-                }
-                _ => return Err(AnswerError::AlreadyResponded),
+    /// Records `answer`, given `by` the guest or the host, as the one being delivered;
+    /// fails when the task already has one or is closed.
+    fn record(&self, answer: &Answer, by: Answerer) -> Result<(), AnswerError> {
+        let mut state = self.lock();
+        match &state.answer {
+            AnswerState::Pending => {}
+            AnswerState::Closed { reason, .. } => {
+                return Err(AnswerError::TaskClosed(reason.clone()));
             }
-            state.answer = AnswerState::Delivering(answer.clone());
-            state.answered_by = Some(by);
+            _ => return Err(AnswerError::AlreadyResponded),
         }
-        let (first, receiver) = oneshot::channel();
-        self.spawn(self.clone().deliver(answer, first));
-        Ok(receiver)
+        state.answer = AnswerState::Delivering(answer.clone());
+        state.answered_by = Some(by);
+        Ok(())
+    }
+
+    /// Records `answer` and delivers it from a task of its own: for the host's answers,
+    /// given where nothing can wait for them.
+    fn begin(&self, answer: Answer, by: Answerer) {
+        if self.record(&answer, by).is_ok() {
+            let (first, _) = oneshot::channel();
+            self.spawn(self.clone().deliver(answer, first));
+        }
     }
 
     fn spawn<F>(&self, future: F) -> Option<tokio::task::JoinHandle<F::Output>>
@@ -526,16 +527,14 @@ impl Delivery {
             state.last_heartbeat = Some(Instant::now());
         }
         let this = self.clone();
-        let sent = self.spawn(async move {
+        let (done, told) = oneshot::channel();
+        let sent = async move {
             let result = this.inner.responder.heartbeat().await;
-            this.heartbeat_done(source, result)
-        });
-        match sent {
-            Some(sent) => sent
-                .await
-                .unwrap_or_else(|_| Err(AnswerError::Unavailable("the host is stopping".into()))),
-            None => Err(AnswerError::Unavailable("the host is stopping".into())),
-        }
+            let _ = done.send(this.heartbeat_done(source, result));
+        };
+        on_the_spot(sent, told)
+            .await
+            .unwrap_or_else(|_| Err(AnswerError::Unavailable("the host is stopping".into())))
     }
 
     fn heartbeat_done(
@@ -605,6 +604,39 @@ impl AnswerSink for Delivery {
     }
     fn host_failure(&self, failure: &HostFailure) {
         Delivery::host_failure(self, failure);
+    }
+}
+
+/// Runs `work` on the caller's own future until `told` says how it went, then lets
+/// what is left of it (an answer's retries) go on in a task of its own, as it does if the
+/// caller's future is dropped first (a deadline, an abort): nothing cuts a request off
+/// halfway, and the common case (one attempt, accepted) costs no task and no hand-off.
+async fn on_the_spot<T>(
+    work: impl Future<Output = ()> + Send + 'static,
+    mut told: oneshot::Receiver<T>,
+) -> Result<T, oneshot::error::RecvError> {
+    let mut work = Detached(Some(Box::pin(work)));
+    std::future::poll_fn(|cx| {
+        if let Some(running) = work.0.as_mut()
+            && running.as_mut().poll(cx).is_ready()
+        {
+            work.0 = None;
+        }
+        std::pin::Pin::new(&mut told).poll(cx)
+    })
+    .await
+}
+
+/// Work that must finish: spawned, if it has not, when dropped.
+struct Detached(Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if let Some(rest) = self.0.take()
+            && let Ok(runtime) = Handle::try_current()
+        {
+            runtime.spawn(rest);
+        }
     }
 }
 
