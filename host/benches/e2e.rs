@@ -12,7 +12,9 @@
 //!   quota, the shape of real traffic, where each task finds the host idle.
 //!
 //! Run: `scripts/bench-e2e.sh` (starts LocalStack, then runs this);
-//! `E2E_TARGETS=keepalive` runs the stand-in rows only, without LocalStack. Each run
+//! `E2E_TARGETS=keepalive` runs the stand-in rows only, without LocalStack (`queued` or
+//! `paced` one shape of them);
+//! `E2E_MODES=host E2E_CONCURRENCY=1 E2E_ROUNDS=1` one case, to profile (no table). Each run
 //! queues its tasks, then starts the worker process; its CPU is read from /proc from its
 //! start to the moment every task is answered, so start-up counts, as it does for a user
 //! who starts a host. Its context switches (`ru_nvcsw + ru_nivcsw`, every thread, from
@@ -138,8 +140,10 @@ fn main() {
     if targets.contains("localstack") {
         chosen.push(Target::LocalStack);
     }
-    if targets.contains("keepalive") {
-        chosen.extend([Target::Queued, Target::Paced]);
+    for (name, target) in [("queued", Target::Queued), ("paced", Target::Paced)] {
+        if targets.contains("keepalive") || targets.contains(name) {
+            chosen.push(target);
+        }
     }
     common::build_guests(&[]);
     let greet = common::guest("greet");
@@ -177,12 +181,30 @@ fn main() {
         localstack,
     };
 
+    // For a profile of one case: E2E_MODES=host E2E_CONCURRENCY=1 E2E_ROUNDS=1.
+    let only_modes = std::env::var("E2E_MODES").ok();
+    let only_concurrency: Option<usize> = std::env::var("E2E_CONCURRENCY")
+        .ok()
+        .and_then(|c| c.parse().ok());
+    let rounds = std::env::var("E2E_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(ROUNDS);
     // Rounds alternate the modes so that drift on a noisy machine hits all alike.
     let mut samples: Vec<Sample> = Vec::new();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         for &target in &chosen {
             for concurrency in CONCURRENCY {
+                if only_concurrency.is_some_and(|c| c != concurrency) {
+                    continue;
+                }
                 for &mode in target.modes() {
+                    if only_modes
+                        .as_ref()
+                        .is_some_and(|m| !m.split(',').any(|m| m == mode))
+                    {
+                        continue;
+                    }
                     let sample = bench.run(target, mode, concurrency);
                     println!(
                         "{} | {mode} x{concurrency}: {:.1} µs per task, {:.2} context switches per task",
@@ -195,7 +217,9 @@ fn main() {
             }
         }
     }
-    report(&chosen, &samples);
+    if only_modes.is_none() && only_concurrency.is_none() {
+        report(&chosen, &samples);
+    }
 }
 
 impl Bench {

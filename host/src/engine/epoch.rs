@@ -1,11 +1,15 @@
 //! The epoch clock: a plain OS thread that advances the engine's epoch every [`TICK`]
-//! while any task is running, and sleeps otherwise.
+//! while any task is running (and for [`LINGER`] after), and sleeps otherwise.
 //!
 //! Every running guest checks its deadline and its abort flag each time the epoch
-//! advances, so a guest stuck in `loop {}` is stopped within one tick. The clock is a
-//! thread rather than a tokio task so that a runtime kept busy by guests cannot delay it.
-//! It only ticks while a [`Running`] guard exists: an idle host (workers waiting in long
-//! polls) wakes up for nothing.
+//! advances, so a guest stuck in `loop {}` is stopped within one tick, and a guest still
+//! running at a tick yields its thread (see `engine::task`): the tick is a guest's time
+//! slice. The clock is a thread rather than a tokio task so that a runtime kept busy by
+//! guests cannot delay it. It ticks while a [`Running`] guard exists and for [`LINGER`]
+//! after the last one is dropped: tasks that arrive one by one, a few milliseconds apart,
+//! find it ticking instead of each paying for waking it (a context switch) and for its
+//! going back to sleep (another); an idle host (workers waiting in long polls) goes
+//! quiet after [`LINGER`].
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -14,6 +18,8 @@ use std::time::{Duration, Instant};
 /// How often the epoch advances: the longest a running guest goes without checking its
 /// deadline and abort flag, and the longest it holds a runtime thread without yielding.
 pub const TICK: Duration = Duration::from_millis(5);
+/// How long the clock keeps ticking after the last task ends.
+pub const LINGER: Duration = Duration::from_millis(500);
 
 #[derive(Default)]
 struct State {
@@ -25,6 +31,8 @@ struct State {
     /// The last tick, or when tasks started running after an idle spell: for the
     /// health check, which wants to know the clock still moves while tasks run.
     progress: Option<Instant>,
+    /// When the last task ended: the clock ticks on until [`LINGER`] after it.
+    last_ended: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -64,7 +72,9 @@ impl EpochTicker {
             .spawn(move || {
                 let mut state = clock.lock();
                 loop {
-                    while state.running == 0 && !state.stop {
+                    let lingering =
+                        |state: &State| state.last_ended.is_some_and(|at| at.elapsed() < LINGER);
+                    while state.running == 0 && !lingering(&state) && !state.stop {
                         state.parked = true;
                         state = clock
                             .wake
@@ -115,7 +125,11 @@ impl EpochTicker {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.shared.lock().running -= 1;
+        let mut state = self.shared.lock();
+        state.running -= 1;
+        if state.running == 0 {
+            state.last_ended = Some(Instant::now());
+        }
     }
 }
 
@@ -146,6 +160,9 @@ mod tests {
         drop(running);
         std::thread::sleep(TICK * 3);
         assert_eq!(ticker.shared.lock().running, 0);
+        assert!(!ticker.shared.lock().parked, "it ticks on for LINGER");
+        std::thread::sleep(LINGER + TICK * 3);
+        assert!(ticker.shared.lock().parked, "then it waits for a task");
         // Joins: a thread that missed the wake-up from its idle wait would hang here.
         drop(ticker);
         let ticker = EpochTicker::start(engine).unwrap();
