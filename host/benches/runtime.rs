@@ -1,5 +1,5 @@
 //! The host's own CPU per task, without the network: the whole runtime `serve` runs
-//! (consumer, pollers, task slots, guests' runtime, engine, toolkit, delivery) against an
+//! (consumer, pollers, task slots, engine, toolkit, delivery) against an
 //! in-memory Step Functions, at 1 and 4 workers, beside a bare loop that polls, parses,
 //! answers with the same queue. What is left between the two is what the host adds to
 //! each task on top of the SDK calls; the e2e bench (`scripts/bench-e2e.sh`) measures the

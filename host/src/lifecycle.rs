@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::sync::Semaphore;
-use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::ActivityConfig;
 use crate::control::TaskControl;
-use crate::delivery::{AnswerState, Delivery, DeliveryOptions, HeartbeatSource};
+use crate::delivery::{AnswerState, Delivery, DeliveryOptions};
 use crate::engine::{TaskLimits, TaskReport, TaskRequest, WasmEngine};
 use crate::events::{
     Emitter, TaskDone, TaskEmitter, TaskEvent, TaskOutcome, TaskRef, WorkerEmitter,
@@ -120,18 +119,17 @@ impl ActivityShared {
             limits: TaskLimits {
                 memory_bytes: self.activity.memory_limit_bytes,
                 timeout: self.activity.task_timeout,
+                heartbeat_every: self.activity.heartbeat_interval,
             },
             control,
             grants: self.grants.current(),
         };
         emitter.emit(TaskEvent::Start);
-        let heartbeats = self.start_heartbeats(&delivery);
         // A panic in the host's code under the guest is caught here, so that the task
         // is still answered and accounted for.
         let ran = AssertUnwindSafe(handler.run(&self.engine, request, delivery.clone()))
             .catch_unwind()
             .await;
-        drop(heartbeats);
         let report = match ran {
             Ok(report) => report,
             Err(panic) => {
@@ -182,30 +180,6 @@ impl ActivityShared {
             cpu: report.cpu,
             memory_peak_bytes: report.memory_peak_bytes,
         }));
-    }
-
-    /// Sends a heartbeat every `heartbeat_seconds` until the guard is dropped.
-    fn start_heartbeats(&self, delivery: &Delivery) -> Option<DropGuard> {
-        let every = self.activity.heartbeat_interval?;
-        let stop = CancellationToken::new();
-        let guard = stop.clone().drop_guard();
-        let delivery = delivery.clone();
-        tokio::spawn(async move {
-            let start = tokio::time::Instant::now() + every;
-            let mut ticks = tokio::time::interval_at(start, every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = ticks.tick() => {
-                        // Errors are the delivery's to act on (a closed task is
-                        // cancelled there); the next tick tries again.
-                        let _ = delivery.heartbeat(HeartbeatSource::Auto).await;
-                    }
-                }
-            }
-        });
-        Some(guard)
     }
 }
 

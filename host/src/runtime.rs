@@ -84,11 +84,12 @@ impl HostRuntime {
     /// Starts everything: the admin server first (a taken port fails here, before any
     /// poll), then the consumer's workers and the reloader.
     ///
-    /// Must be called inside the tokio runtime that becomes the control plane.
+    /// Must be called inside the tokio runtime that will run everything (polls, answers,
+    /// heartbeats and guests, which yield it at every epoch tick).
     ///
     /// # Errors
-    /// When the guests' runtime cannot start, grants cannot be resolved, a handler's
-    /// folder cannot be watched, or the admin address cannot be bound.
+    /// When grants cannot be resolved, a handler's folder cannot be watched, or the admin
+    /// address cannot be bound.
     pub async fn start(parts: RuntimeParts) -> Result<Self, RuntimeError> {
         let RuntimeParts {
             loaded:

@@ -49,6 +49,7 @@ pub fn request(input: &str, memory_mb: u64) -> TaskRequest {
         limits: TaskLimits {
             memory_bytes: memory_mb << 20,
             timeout: Duration::from_secs(10),
+            heartbeat_every: None,
         },
         control: TaskControl::default(),
         grants: Default::default(),
@@ -162,7 +163,7 @@ pub fn parts(
 }
 
 /// The consumer `serve`'s runtime runs, from [`parts`] with no `[host]` settings; not
-/// started. Call inside a tokio runtime (it becomes the control plane).
+/// started. Call inside a tokio runtime (it runs everything).
 #[allow(dead_code)] // not every bench uses it
 pub fn consumer(
     guest_name: &str,

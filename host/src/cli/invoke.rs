@@ -142,6 +142,7 @@ fn prepare(args: &InvokeArgs) -> anyhow::Result<(WasmEngine, Handler, TaskReques
         limits: TaskLimits {
             memory_bytes,
             timeout,
+            heartbeat_every: None,
         },
         control: TaskControl::default(),
         grants: Arc::new(Grants::resolve(&grants(args)?)?),

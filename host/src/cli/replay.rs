@@ -168,6 +168,7 @@ fn settings<'a>(
                 limits: TaskLimits {
                     memory_bytes: args.memory_limit_mb << 20,
                     timeout,
+                    heartbeat_every: None,
                 },
             },
             Some(config) => {
@@ -185,6 +186,7 @@ fn settings<'a>(
                     limits: TaskLimits {
                         memory_bytes: activity.memory_limit_bytes,
                         timeout: activity.task_timeout,
+                        heartbeat_every: None,
                     },
                 }
             }

@@ -599,6 +599,11 @@ impl AnswerSink for Delivery {
     async fn heartbeat(&self) -> Result<(), AnswerError> {
         Delivery::heartbeat(self, HeartbeatSource::Guest).await
     }
+    async fn auto_heartbeat(&self) {
+        // Errors are the delivery's to act on (a closed task is cancelled there); the
+        // next one tries again.
+        let _ = Delivery::heartbeat(self, HeartbeatSource::Auto).await;
+    }
     fn cancelled(&self) -> bool {
         Delivery::cancelled(self)
     }

@@ -33,6 +33,9 @@ pub struct TaskLimits {
     pub memory_bytes: u64,
     /// How long the guest may run, from instantiation to the end of `handle`.
     pub timeout: Duration,
+    /// How often the host sends a heartbeat for the task while the guest runs
+    /// ([`AnswerSink::auto_heartbeat`]); never when `None`.
+    pub heartbeat_every: Option<Duration>,
 }
 
 /// One task to run.
@@ -264,11 +267,36 @@ impl Handler {
                 },
                 &mut cpu,
             );
-            tokio::select! {
-                biased;
-                () = request.control.abort.cancelled() => Err(Interrupt::Shutdown.into()),
-                () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => Err(Interrupt::Timeout.into()),
-                result = call => result,
+            let mut call = std::pin::pin!(call);
+            let abort = request.control.abort.cancelled();
+            let mut abort = std::pin::pin!(abort);
+            // One timer per task, for its deadline and its automatic heartbeats.
+            let deadline = tokio::time::Instant::from_std(deadline);
+            let mut beats = Heartbeats::new(request.limits.heartbeat_every, deadline);
+            let timer = tokio::time::sleep_until(beats.next_wake());
+            let mut timer = std::pin::pin!(timer);
+            let mut beating = None;
+            loop {
+                tokio::select! {
+                    biased;
+                    () = &mut abort => break Err(Interrupt::Shutdown.into()),
+                    () = &mut timer => {
+                        match beats.wake(tokio::time::Instant::now()) {
+                            Wake::Deadline => break Err(Interrupt::Timeout.into()),
+                            // Sent beside the guest; a tick while one is still on the
+                            // wire is skipped (the delivery would coalesce it anyway).
+                            Wake::Heartbeat if beating.is_none() => {
+                                beating = Some(sink.auto_heartbeat());
+                            }
+                            Wake::Heartbeat | Wake::Early => {}
+                        }
+                        timer.as_mut().reset(beats.next_wake());
+                    }
+                    () = async { beating.as_mut().expect("guarded").await }, if beating.is_some() => {
+                        beating = None;
+                    }
+                    result = &mut call => break result,
+                }
             }
         };
 
@@ -295,6 +323,57 @@ impl Handler {
         };
         finish(&sink, failure, started, usage)
     }
+}
+
+/// When a task's one timer wakes: for each automatic heartbeat, and at the deadline.
+struct Heartbeats {
+    every: Option<Duration>,
+    next: Option<tokio::time::Instant>,
+    deadline: tokio::time::Instant,
+}
+
+impl Heartbeats {
+    fn new(every: Option<Duration>, deadline: tokio::time::Instant) -> Self {
+        let next = every.map(|every| tokio::time::Instant::now() + every);
+        Self {
+            every,
+            next,
+            deadline,
+        }
+    }
+
+    /// The next wake: the next heartbeat, unless the deadline comes first.
+    fn next_wake(&self) -> tokio::time::Instant {
+        self.next
+            .map_or(self.deadline, |next| next.min(self.deadline))
+    }
+
+    /// What the timer going off at `now` means. After a heartbeat the next one is
+    /// planned a whole interval on, so a late wake does not bunch them up.
+    fn wake(&mut self, now: tokio::time::Instant) -> Wake {
+        if now >= self.deadline {
+            return Wake::Deadline;
+        }
+        match (self.every, self.next) {
+            (Some(every), Some(next)) if now >= next => {
+                self.next = Some(now + every);
+                Wake::Heartbeat
+            }
+            _ => Wake::Early,
+        }
+    }
+}
+
+/// Why a task's timer went off.
+#[derive(Debug, PartialEq, Eq)]
+enum Wake {
+    /// The deadline has come.
+    Deadline,
+    /// A heartbeat is due.
+    Heartbeat,
+    /// Nothing is due yet (a timer may go off a hair early): the same wake is planned
+    /// again.
+    Early,
 }
 
 /// What a task's guest used.
@@ -367,5 +446,41 @@ fn finish(
         elapsed: started.elapsed(),
         cpu: usage.cpu,
         memory_peak_bytes: usage.memory_peak_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[test]
+    fn one_timer_wakes_for_each_heartbeat_then_the_deadline() {
+        let second = Duration::from_secs(1);
+        let start = Instant::now();
+        let mut beats = Heartbeats::new(Some(second), start + second * 3 + second / 2);
+        let first = beats.next_wake();
+        assert!(first >= start + second && first < start + second * 2);
+        // Early: nothing due, the same wake again.
+        assert_eq!(beats.wake(first - Duration::from_millis(1)), Wake::Early);
+        assert_eq!(beats.next_wake(), first);
+        // A late wake plans the next beat a whole interval on.
+        let late = first + Duration::from_millis(300);
+        assert_eq!(beats.wake(late), Wake::Heartbeat);
+        assert_eq!(beats.next_wake(), late + second);
+        assert_eq!(beats.wake(late + second), Wake::Heartbeat);
+        assert_eq!(beats.next_wake(), late + second * 2);
+        assert_eq!(beats.wake(late + second * 2), Wake::Heartbeat);
+        // The deadline comes before the next beat would.
+        assert_eq!(beats.next_wake(), start + second * 3 + second / 2);
+        assert_eq!(beats.wake(beats.next_wake()), Wake::Deadline);
+    }
+
+    #[test]
+    fn without_heartbeats_the_timer_is_the_deadline() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut beats = Heartbeats::new(None, deadline);
+        assert_eq!(beats.next_wake(), deadline);
+        assert_eq!(beats.wake(deadline), Wake::Deadline);
     }
 }

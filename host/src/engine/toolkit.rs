@@ -34,6 +34,10 @@ pub trait AnswerSink: Send + Sync + 'static {
     /// # Errors
     /// As for [`answer`](Self::answer); `Unavailable` when it could not be sent this time.
     async fn heartbeat(&self) -> Result<(), AnswerError>;
+    /// One of the host's automatic heartbeats (`heartbeat_seconds`), sent while the
+    /// guest runs; what became of it is the sink's to act on. Dropping the future must not
+    /// cut a request off.
+    async fn auto_heartbeat(&self) {}
     /// The guest's `cancelled()`: the host is stopping, or Step Functions closed the task.
     fn cancelled(&self) -> bool;
     /// The handler went wrong (`failure`); if the task has no answer yet, the host

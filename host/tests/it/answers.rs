@@ -1,6 +1,6 @@
 //! Answers the host owns, against LocalStack: delivery through a network outage, an
 //! answer at the deadline, automatic heartbeats, cancellation of a task Step Functions
-//! closed, and guests that cannot starve the control plane.
+//! closed, and guests that cannot starve polls, answers or heartbeats.
 
 use std::time::Duration;
 

@@ -157,6 +157,7 @@ async fn probe(aws: AwsGrant, input: Value) -> AnswerState {
         limits: TaskLimits {
             memory_bytes: 64 << 20,
             timeout: Duration::from_secs(30),
+            heartbeat_every: None,
         },
         control: control.clone(),
         grants: Arc::new(Grants::resolve(&grants).unwrap()),

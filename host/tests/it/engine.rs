@@ -94,6 +94,7 @@ fn request(hello: &str, control: TaskControl) -> TaskRequest {
         limits: TaskLimits {
             memory_bytes: 64 << 20,
             timeout: Duration::from_secs(30),
+            heartbeat_every: None,
         },
         control,
         grants: Default::default(),

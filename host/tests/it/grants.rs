@@ -221,6 +221,7 @@ async fn run_with(path: &Path, grants: &Arc<Grants>, input: Value, control: Task
         limits: TaskLimits {
             memory_bytes: 256 << 20,
             timeout: Duration::from_secs(30),
+            heartbeat_every: None,
         },
         control: control.clone(),
         grants: grants.clone(),
