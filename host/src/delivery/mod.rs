@@ -345,7 +345,7 @@ impl Delivery {
     }
 
     /// Records `answer` and delivers it from a task of its own: for the host's answers,
-    /// given where nothing can wait for them.
+    /// given from code that cannot wait for them (a guest's end, a drop guard).
     fn begin(&self, answer: Answer, by: Answerer) {
         if self.record(&answer, by).is_ok() {
             let (first, _) = oneshot::channel();

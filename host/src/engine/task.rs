@@ -272,8 +272,8 @@ impl Handler {
             let mut abort = std::pin::pin!(abort);
             // One timer per task, for its deadline and its automatic heartbeats.
             let deadline = tokio::time::Instant::from_std(deadline);
-            let mut beats = Heartbeats::new(request.limits.heartbeat_every, deadline);
-            let timer = tokio::time::sleep_until(beats.next_wake());
+            let mut wakes = TaskTimer::new(request.limits.heartbeat_every, deadline);
+            let timer = tokio::time::sleep_until(wakes.next_wake());
             let mut timer = std::pin::pin!(timer);
             let mut beating = None;
             loop {
@@ -281,7 +281,7 @@ impl Handler {
                     biased;
                     () = &mut abort => break Err(Interrupt::Shutdown.into()),
                     () = &mut timer => {
-                        match beats.wake(tokio::time::Instant::now()) {
+                        match wakes.wake(tokio::time::Instant::now()) {
                             Wake::Deadline => break Err(Interrupt::Timeout.into()),
                             // Sent beside the guest; a tick while one is still on the
                             // wire is skipped (the delivery would coalesce it anyway).
@@ -290,11 +290,14 @@ impl Handler {
                             }
                             Wake::Heartbeat | Wake::Early => {}
                         }
-                        timer.as_mut().reset(beats.next_wake());
+                        timer.as_mut().reset(wakes.next_wake());
                     }
-                    () = async { beating.as_mut().expect("guarded").await }, if beating.is_some() => {
-                        beating = None;
-                    }
+                    () = async {
+                        match beating.as_mut() {
+                            Some(heartbeat) => heartbeat.await,
+                            None => std::future::pending().await,
+                        }
+                    } => beating = None,
                     result = &mut call => break result,
                 }
             }
@@ -326,13 +329,13 @@ impl Handler {
 }
 
 /// When a task's one timer wakes: for each automatic heartbeat, and at the deadline.
-struct Heartbeats {
+struct TaskTimer {
     every: Option<Duration>,
     next: Option<tokio::time::Instant>,
     deadline: tokio::time::Instant,
 }
 
-impl Heartbeats {
+impl TaskTimer {
     fn new(every: Option<Duration>, deadline: tokio::time::Instant) -> Self {
         let next = every.map(|every| tokio::time::Instant::now() + every);
         Self {
@@ -458,29 +461,29 @@ mod tests {
     fn one_timer_wakes_for_each_heartbeat_then_the_deadline() {
         let second = Duration::from_secs(1);
         let start = Instant::now();
-        let mut beats = Heartbeats::new(Some(second), start + second * 3 + second / 2);
-        let first = beats.next_wake();
+        let mut wakes = TaskTimer::new(Some(second), start + second * 3 + second / 2);
+        let first = wakes.next_wake();
         assert!(first >= start + second && first < start + second * 2);
         // Early: nothing due, the same wake again.
-        assert_eq!(beats.wake(first - Duration::from_millis(1)), Wake::Early);
-        assert_eq!(beats.next_wake(), first);
+        assert_eq!(wakes.wake(first - Duration::from_millis(1)), Wake::Early);
+        assert_eq!(wakes.next_wake(), first);
         // A late wake plans the next beat a whole interval on.
         let late = first + Duration::from_millis(300);
-        assert_eq!(beats.wake(late), Wake::Heartbeat);
-        assert_eq!(beats.next_wake(), late + second);
-        assert_eq!(beats.wake(late + second), Wake::Heartbeat);
-        assert_eq!(beats.next_wake(), late + second * 2);
-        assert_eq!(beats.wake(late + second * 2), Wake::Heartbeat);
+        assert_eq!(wakes.wake(late), Wake::Heartbeat);
+        assert_eq!(wakes.next_wake(), late + second);
+        assert_eq!(wakes.wake(late + second), Wake::Heartbeat);
+        assert_eq!(wakes.next_wake(), late + second * 2);
+        assert_eq!(wakes.wake(late + second * 2), Wake::Heartbeat);
         // The deadline comes before the next beat would.
-        assert_eq!(beats.next_wake(), start + second * 3 + second / 2);
-        assert_eq!(beats.wake(beats.next_wake()), Wake::Deadline);
+        assert_eq!(wakes.next_wake(), start + second * 3 + second / 2);
+        assert_eq!(wakes.wake(wakes.next_wake()), Wake::Deadline);
     }
 
     #[test]
     fn without_heartbeats_the_timer_is_the_deadline() {
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut beats = Heartbeats::new(None, deadline);
-        assert_eq!(beats.next_wake(), deadline);
-        assert_eq!(beats.wake(deadline), Wake::Deadline);
+        let mut wakes = TaskTimer::new(None, deadline);
+        assert_eq!(wakes.next_wake(), deadline);
+        assert_eq!(wakes.wake(deadline), Wake::Deadline);
     }
 }
