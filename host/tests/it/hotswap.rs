@@ -175,7 +175,7 @@ fn a_new_file_serves_new_tasks_while_running_ones_finish_on_the_old_version() {
     );
     // The task that started under v1 is answered by v1 (v2 would not know `Sleep`).
     assert_eq!(swap.output_of(&slow), json!({"slept_ms": 1500}));
-    swap.served.drain();
+    swap.served.wait_quiet(Duration::from_millis(200));
     let digests = swap.served.values("task:success", "handler_digest");
     assert!(
         digests.contains(&v1) && digests.contains(&digest(&guest("greet_v2"))),
@@ -217,7 +217,7 @@ fn bad_files_are_rejected_and_the_old_version_keeps_serving() {
             "{what}"
         );
     }
-    swap.served.drain();
+    swap.served.wait_quiet(Duration::from_millis(200));
     assert!(
         !swap
             .served

@@ -11,7 +11,6 @@ mod deploy;
 mod dev;
 mod emulator;
 mod engine;
-mod fairness;
 mod grants;
 mod guests;
 mod hotswap;
@@ -25,6 +24,7 @@ mod runtime;
 mod secrets;
 mod serve;
 mod served;
+mod sfn_standin;
 mod standin;
 #[path = "../tls/server.rs"]
 mod tls;

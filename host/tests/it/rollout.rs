@@ -401,7 +401,7 @@ fn a_canary_that_fails_every_task_is_rolled_back_and_later_tasks_run_the_old_ver
     );
 
     // Every task after the rollback runs the stable version.
-    host.served.drain();
+    host.served.wait_quiet(Duration::from_millis(200));
     let before = host.served.values("task:done", "handler_digest").len();
     let ended = host.run_all(&vec![input; 6]);
     assert!(

@@ -143,7 +143,7 @@ fn secrets_reach_new_tasks_and_never_the_log() {
     assert_eq!(seen["API_KEY"], key2.as_str(), "{seen}");
 
     served.terminate();
-    served.drain();
+    served.wait_quiet(Duration::from_millis(200));
     let log = served.text();
     assert!(log.contains("TRACE"), "the log was at trace level");
     for value in [&key1, &key2, &db1, &db2] {

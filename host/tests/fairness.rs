@@ -4,6 +4,22 @@
 //! runs as its own process (its runtime sized as in production) against the scriptable
 //! stand-in for Step Functions, which notes when it handed each task out and when each
 //! request arrived; the guests read the same wall clock.
+//!
+//! A test binary of its own, its tests one at a time: cargo runs test binaries one after
+//! another, so no other test competes for the cores these bounds are about.
+
+#[path = "it/guests.rs"]
+#[allow(dead_code)] // shared with the `it` binary, which uses all of it
+mod guests;
+#[path = "it/http1.rs"]
+#[allow(dead_code)]
+mod http1;
+#[path = "it/served.rs"]
+#[allow(dead_code)]
+mod served;
+#[path = "it/sfn_standin.rs"]
+#[allow(dead_code)]
+mod sfn_standin;
 
 use std::time::{Duration, SystemTime};
 
@@ -12,7 +28,10 @@ use sfn_wasm_host::engine::TICK;
 
 use crate::guests::guest;
 use crate::served::Served;
-use crate::standin::StandIn;
+use crate::sfn_standin::StandIn;
+
+/// Held by each test: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const ARN: &str = "arn:aws:states:us-east-1:000000000000:activity:standin";
 /// The README's bound on a ready task's wait behind spinning guests.
@@ -111,6 +130,7 @@ fn started(served: &Served) -> Vec<(String, SystemTime)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quick_task_starts_within_50_ms_behind_spinning_guests() {
+    let _serial = SERIAL.lock().await;
     let standin = StandIn::start().await;
     let n = spinners();
     let (mut served, _dir) = serve(
@@ -152,6 +172,7 @@ async fn a_quick_task_starts_within_50_ms_behind_spinning_guests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlines_hold_within_a_tick_and_50_ms_whatever_other_guests_do() {
+    let _serial = SERIAL.lock().await;
     let standin = StandIn::start().await;
     let n = spinners();
     let (mut served, _dir) = serve(
@@ -164,7 +185,6 @@ async fn deadlines_hold_within_a_tick_and_50_ms_whatever_other_guests_do() {
         wait(Duration::from_secs(10), "every spinner is answered", || {
             (0..n).all(|i| answer(&standin, &format!("spin-{i}")).is_some())
         });
-        served.drain();
         let started = started(&served);
         assert_eq!(started.len(), n);
         let mut overshoots = Vec::new();
@@ -184,6 +204,7 @@ async fn deadlines_hold_within_a_tick_and_50_ms_whatever_other_guests_do() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_keep_their_time_behind_spinning_guests() {
+    let _serial = SERIAL.lock().await;
     let standin = StandIn::start().await;
     let n = spinners();
     let (mut served, _dir) = serve(
@@ -196,7 +217,6 @@ async fn heartbeats_keep_their_time_behind_spinning_guests() {
         wait(Duration::from_secs(10), "every spinner is answered", || {
             (0..n).all(|i| answer(&standin, &format!("spin-{i}")).is_some())
         });
-        served.drain();
         let heartbeats = standin.received_at("SendTaskHeartbeat");
         for (token, started) in started(&served) {
             let (_, _, answered) = answer(&standin, &token).unwrap();
@@ -219,9 +239,11 @@ async fn heartbeats_keep_their_time_behind_spinning_guests() {
                 "{token}: {} heartbeats in 3 s",
                 beats.len()
             );
+            // Each heartbeat is one I/O step behind its timer; the first of each task
+            // also opens a connection (every task's at once), a second step.
+            let every = Duration::from_millis(500);
             assert!(
-                gaps.iter()
-                    .all(|gap| *gap <= Duration::from_millis(500) + BOUND),
+                gaps[0] <= every + 2 * BOUND && gaps[1..].iter().all(|gap| *gap <= every + BOUND),
                 "{token}: heartbeats (and the answer) came this far apart: {gaps:?}"
             );
         }
