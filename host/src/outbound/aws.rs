@@ -15,7 +15,6 @@
 //! still signed for the service and region the original host named. So the same handler
 //! runs unchanged against an emulator and against AWS.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -589,17 +588,10 @@ fn fresh(credentials: &Credentials, fetched: SystemTime, now: SystemTime) -> boo
     expiry.duration_since(now).is_ok_and(|left| left > margin)
 }
 
-/// The label an AWS request's log lines carry.
-#[derive(Debug, Clone)]
-pub struct AwsLabel {
-    /// The signing name.
-    pub service: Arc<str>,
-    /// The region.
-    pub region: Arc<str>,
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn endpoint(service: &str, region: &str, bucket: Option<&str>, global: bool) -> Endpoint {

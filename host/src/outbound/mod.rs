@@ -344,7 +344,7 @@ impl OutboundTask {
         send::LogContext {
             activity: self.activity.clone(),
             task_id: self.task_id.clone(),
-            aws: aws.map(|endpoint| aws::AwsLabel {
+            aws: aws.map(|endpoint| send::AwsLabel {
                 service: endpoint.service.as_str().into(),
                 region: endpoint.region.as_str().into(),
             }),

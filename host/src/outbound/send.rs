@@ -81,7 +81,16 @@ pub(super) struct LogContext {
     pub activity: Arc<str>,
     pub task_id: Arc<str>,
     /// A request the host signed: logged as `outbound:aws`.
-    pub aws: Option<super::aws::AwsLabel>,
+    pub aws: Option<AwsLabel>,
+}
+
+/// The label an AWS request's log lines carry.
+#[derive(Debug, Clone)]
+pub struct AwsLabel {
+    /// The signing name.
+    pub service: Arc<str>,
+    /// The region.
+    pub region: Arc<str>,
 }
 
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}

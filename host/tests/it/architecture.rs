@@ -1,7 +1,8 @@
 //! The library's layers, checked: `ARCHITECTURE.md` lists which top-level modules of
 //! `host/src` form which layer, lowest first, and this test reads every `crate::` path
 //! in the library's code and fails, naming both files, when a module reaches into a
-//! higher layer or the modules of one layer import each other in a circle. (ArchUnit's
+//! higher layer or the modules of one layer import each other in a circle, or the files
+//! of one module folder name each other in a circle. (ArchUnit's
 //! idea, for Java; here a few dozen lines over the source text.)
 //!
 //! The table lives in the document, not here, so the picture a reader sees is the one
@@ -201,6 +202,63 @@ fn violations(edges: &Edges, layers: &BTreeMap<String, (u32, String)>, src: &Pat
     problems
 }
 
+/// Circles among the files of one module folder: a file naming a sibling file through
+/// `super::NAME` or `crate::MODULE::NAME` (the folder's `mod.rs`, which declares them, is
+/// not a sibling). Each as `src/MODULE/a.rs → b, src/MODULE/b.rs → a`.
+fn sibling_circles(src: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(src)
+        .expect("a source folder")
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .filter(|path| path.is_dir())
+        .collect();
+    folders.sort();
+    for folder in folders {
+        let module = folder
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let mut files: BTreeMap<String, String> = BTreeMap::new();
+        for entry in std::fs::read_dir(&folder)
+            .expect("a module folder")
+            .flatten()
+        {
+            let path = entry.path();
+            if let Some(name) = path.file_stem().and_then(|n| n.to_str())
+                && path.extension().is_some_and(|e| e == "rs")
+                && name != "mod"
+            {
+                let text = std::fs::read_to_string(&path).expect("a source file");
+                files.insert(name.to_owned(), code_of(&text));
+            }
+        }
+        let mut named: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (name, code) in &files {
+            for sibling in files.keys().filter(|s| *s != name) {
+                let through = [
+                    format!("super::{sibling}::"),
+                    format!("crate::{module}::{sibling}::"),
+                ];
+                if through.iter().any(|path| code.contains(path.as_str())) {
+                    named.entry(name).or_default().push(sibling);
+                }
+            }
+        }
+        if let Some(circle) = find_circle(&named) {
+            let steps: Vec<String> = circle
+                .windows(2)
+                .map(|pair| format!("src/{module}/{}.rs → {}", pair[0], pair[1]))
+                .collect();
+            problems.push(format!(
+                "an import circle inside {module}: {}",
+                steps.join(", ")
+            ));
+        }
+    }
+    problems
+}
+
 /// A circle in `graph`, as its modules with the first repeated at the end.
 fn find_circle<'a>(graph: &BTreeMap<&'a str, Vec<&'a str>>) -> Option<Vec<&'a str>> {
     fn visit<'a>(
@@ -243,7 +301,8 @@ fn the_library_imports_only_downwards_and_without_circles() {
         .expect("ARCHITECTURE.md at the repository root");
     let layers = layers(&document);
     let src = host.join("src");
-    let problems = violations(&edges(&src), &layers, &src);
+    let mut problems = violations(&edges(&src), &layers, &src);
+    problems.extend(sibling_circles(&src));
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
     // Every layer named is a real module, so the table cannot rot.
     for module in layers.keys() {
@@ -282,4 +341,33 @@ fn the_check_catches_an_upward_import_and_a_circle() {
         problems[1],
         "an import circle: src/a.rs → crate::b, src/b.rs → crate::a"
     );
+}
+
+#[test]
+fn the_check_catches_a_circle_between_the_files_of_one_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("net")).unwrap();
+    std::fs::write(
+        src.join("net/mod.rs"),
+        "mod aws;\nmod send;\nuse aws::Signer;\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("net/aws.rs"), "use super::send::Target;\n").unwrap();
+    std::fs::write(
+        src.join("net/send.rs"),
+        "pub aws: Option<crate::net::aws::Label>,\n",
+    )
+    .unwrap();
+    assert_eq!(
+        sibling_circles(&src),
+        ["an import circle inside net: src/net/aws.rs → send, src/net/send.rs → aws"]
+    );
+    // One way only is no circle.
+    std::fs::write(
+        src.join("net/send.rs"),
+        "pub struct Target; // super::aws::Label\n",
+    )
+    .unwrap();
+    assert!(sibling_circles(&src).is_empty());
 }
