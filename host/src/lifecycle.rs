@@ -62,10 +62,10 @@ impl ActivityShared {
         worker: &WorkerEmitter,
         task: &ActivityTask,
         digest: Arc<str>,
-    ) -> (TaskEmitter, String) {
-        let task_id = task_id(&task.token);
+    ) -> (TaskEmitter, Arc<str>) {
+        let task_id: Arc<str> = task_id(&task.token).into();
         let emitter = worker.for_task(TaskRef {
-            task_id: Arc::from(task_id.as_str()),
+            task_id: task_id.clone(),
             handler_digest: digest,
         });
         (emitter, task_id)
@@ -96,25 +96,28 @@ impl ActivityShared {
 
     /// Runs one task to its one answer, delivered (or given up on) before it returns;
     /// `worker` and `worker_name` are those of the worker that polled it.
-    pub async fn run(&self, worker: &WorkerEmitter, worker_name: &str, task: ActivityTask) {
+    pub async fn run(&self, worker: &WorkerEmitter, worker_name: &Arc<str>, task: ActivityTask) {
         let received = Instant::now();
         let chosen = self.versions.choose();
         let handler = chosen.handler.clone();
         let (emitter, task_id) = Self::task_emitter(worker, &task, handler.digest().hex().clone());
         emitter.emit(TaskEvent::Received);
         let ActivityTask { token, input } = task;
-        let recorded = self
-            .recorder
-            .as_ref()
-            .map(|_| (input.clone(), task_id.clone(), std::time::SystemTime::now()));
+        let recorded = self.recorder.as_ref().map(|_| {
+            (
+                input.clone(),
+                task_id.to_string(),
+                std::time::SystemTime::now(),
+            )
+        });
         let control = TaskControl::child_of(&self.tasks);
         let delivery = self.delivery(token, &emitter, control.clone());
         // Whatever happens below, even a panic, the task gets an answer.
         let unanswered = Unanswered(delivery.clone());
         let request = TaskRequest {
             input,
-            activity_arn: self.arn.to_string(),
-            worker_name: worker_name.to_owned(),
+            activity_arn: self.arn.clone(),
+            worker_name: worker_name.clone(),
             task_id,
             limits: TaskLimits {
                 memory_bytes: self.activity.memory_limit_bytes,
@@ -136,7 +139,7 @@ impl ActivityShared {
                 let why = panic_message(&*panic);
                 tracing::error!(
                     activity = &*self.arn,
-                    worker = worker_name,
+                    worker = &**worker_name,
                     error = why,
                     "a task's runner panicked"
                 );

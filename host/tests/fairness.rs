@@ -128,6 +128,38 @@ fn started(served: &Served) -> Vec<(String, SystemTime)> {
         .collect()
 }
 
+/// A spinner that ran to its answer: when it started (its own clock) and its answer.
+struct Spun {
+    token: String,
+    started: SystemTime,
+    action: &'static str,
+    body: Value,
+    answered: SystemTime,
+}
+
+/// Starts `spinners()` guests spinning for `ms` and waits until every one is answered.
+fn spin_to_the_end(standin: &StandIn, served: &mut Served, ms: u64) -> Vec<Spun> {
+    let n = start_spinners(standin, served, ms);
+    wait(Duration::from_secs(10), "every spinner is answered", || {
+        (0..n).all(|i| answer(standin, &format!("spin-{i}")).is_some())
+    });
+    let spun: Vec<Spun> = started(served)
+        .into_iter()
+        .map(|(token, started)| {
+            let (action, body, answered) = answer(standin, &token).unwrap();
+            Spun {
+                token,
+                started,
+                action,
+                body,
+                answered,
+            }
+        })
+        .collect();
+    assert_eq!(spun.len(), n, "every spinner told when it started");
+    spun
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quick_task_starts_within_50_ms_behind_spinning_guests() {
     let _serial = SERIAL.lock().await;
@@ -181,18 +213,13 @@ async fn deadlines_hold_within_a_tick_and_50_ms_whatever_other_guests_do() {
     );
     tokio::task::block_in_place(|| {
         served.wait_for("worker:running");
-        start_spinners(&standin, &mut served, 5_000);
-        wait(Duration::from_secs(10), "every spinner is answered", || {
-            (0..n).all(|i| answer(&standin, &format!("spin-{i}")).is_some())
-        });
-        let started = started(&served);
-        assert_eq!(started.len(), n);
         let mut overshoots = Vec::new();
-        for (token, at) in started {
-            let (action, body, answered) = answer(&standin, &token).unwrap();
-            assert_eq!(action, "SendTaskFailure", "{body}");
+        for spun in spin_to_the_end(&standin, &mut served, 5_000) {
+            let body = &spun.body;
+            assert_eq!(spun.action, "SendTaskFailure", "{body}");
             assert_eq!(body["error"], "SfnWasmHost.Timeout", "{body}");
-            overshoots.push(since(answered, at).saturating_sub(Duration::from_secs(1)));
+            overshoots
+                .push(since(spun.answered, spun.started).saturating_sub(Duration::from_secs(1)));
         }
         eprintln!("1 s deadlines of {n} spinning guests, answered this long after: {overshoots:?}");
         assert!(
@@ -213,13 +240,15 @@ async fn heartbeats_keep_their_time_behind_spinning_guests() {
     );
     tokio::task::block_in_place(|| {
         served.wait_for("worker:running");
-        start_spinners(&standin, &mut served, 3_000);
-        wait(Duration::from_secs(10), "every spinner is answered", || {
-            (0..n).all(|i| answer(&standin, &format!("spin-{i}")).is_some())
-        });
+        let spun = spin_to_the_end(&standin, &mut served, 3_000);
         let heartbeats = standin.received_at("SendTaskHeartbeat");
-        for (token, started) in started(&served) {
-            let (_, _, answered) = answer(&standin, &token).unwrap();
+        for Spun {
+            token,
+            started,
+            answered,
+            ..
+        } in spun
+        {
             let mut beats: Vec<SystemTime> = heartbeats
                 .iter()
                 .filter(|(body, _)| body["taskToken"] == token.as_str())

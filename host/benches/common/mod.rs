@@ -43,9 +43,9 @@ pub fn guest(name: &str) -> PathBuf {
 pub fn request(input: &str, memory_mb: u64) -> TaskRequest {
     TaskRequest {
         input: input.to_owned(),
-        activity_arn: "arn:aws:states:us-east-1:000000000000:activity:bench".to_owned(),
-        worker_name: "bench:1".to_owned(),
-        task_id: "bench".to_owned(),
+        activity_arn: "arn:aws:states:us-east-1:000000000000:activity:bench".into(),
+        worker_name: "bench:1".into(),
+        task_id: "bench".into(),
         limits: TaskLimits {
             memory_bytes: memory_mb << 20,
             timeout: Duration::from_secs(10),

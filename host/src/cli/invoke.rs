@@ -136,9 +136,9 @@ fn prepare(args: &InvokeArgs) -> anyhow::Result<(WasmEngine, Handler, TaskReques
     let handler = Handler::load(&engine, &args.handler, cache.as_ref())?.handler;
     let request = TaskRequest {
         input,
-        activity_arn: "arn:aws:states:local:000000000000:activity:invoke".to_owned(),
-        worker_name: "invoke".to_owned(),
-        task_id: "invoke".to_owned(),
+        activity_arn: "arn:aws:states:local:000000000000:activity:invoke".into(),
+        worker_name: "invoke".into(),
+        task_id: "invoke".into(),
         limits: TaskLimits {
             memory_bytes,
             timeout,

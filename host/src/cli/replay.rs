@@ -210,9 +210,9 @@ async fn run_one(
     );
     let request = TaskRequest {
         input: record.input.clone(),
-        activity_arn: record.activity.clone(),
-        worker_name: "replay".to_owned(),
-        task_id: record.task_id.clone(),
+        activity_arn: record.activity.as_str().into(),
+        worker_name: "replay".into(),
+        task_id: record.task_id.as_str().into(),
         limits: setting.limits,
         control: TaskControl::default(),
         grants: setting.grants.clone(),

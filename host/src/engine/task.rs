@@ -43,12 +43,12 @@ pub struct TaskLimits {
 pub struct TaskRequest {
     /// The task input; the host checks it is JSON before calling the guest.
     pub input: String,
-    /// The activity the task came from.
-    pub activity_arn: String,
+    /// The activity the task came from (shared by its tasks, not copied per task).
+    pub activity_arn: Arc<str>,
     /// The worker that polled it.
-    pub worker_name: String,
+    pub worker_name: Arc<str>,
     /// A short id for logs (never the task token).
-    pub task_id: String,
+    pub task_id: Arc<str>,
     /// Memory and time limits.
     pub limits: TaskLimits,
     /// Early-stop handles.
@@ -190,7 +190,7 @@ impl Handler {
         }
         let toolkit = Toolkit::new(sink.clone());
 
-        let task_id: Arc<str> = Arc::from(request.task_id.as_str());
+        let task_id = request.task_id.clone();
         let stdout = GuestOutput::new(Stream::Stdout, task_id.clone());
         let stderr = GuestOutput::new(Stream::Stderr, task_id.clone());
         // Raw sockets stay denied whatever the grants: outbound traffic goes through
@@ -213,7 +213,7 @@ impl Handler {
         let wasi = wasi.build();
         let outbound = OutboundTask::new(
             request.grants.outbound().clone(),
-            Arc::from(request.activity_arn.as_str()),
+            request.activity_arn.clone(),
             task_id,
         );
         let mut table = ResourceTable::new();
@@ -249,9 +249,9 @@ impl Handler {
 
         let task = Task {
             input: request.input,
-            activity_arn: request.activity_arn,
-            worker_name: request.worker_name,
-            task_id: request.task_id,
+            activity_arn: request.activity_arn.to_string(),
+            worker_name: request.worker_name.to_string(),
+            task_id: request.task_id.to_string(),
             deadline_ms: Some(
                 u64::try_from(request.limits.timeout.as_millis()).unwrap_or(u64::MAX),
             ),

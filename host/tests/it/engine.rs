@@ -90,7 +90,7 @@ fn request(hello: &str, control: TaskControl) -> TaskRequest {
         input: json!({"hello": hello, "ms": 30_000}).to_string(),
         activity_arn: "arn:aws:states:us-east-1:000000000000:activity:test".into(),
         worker_name: "test:1".into(),
-        task_id: format!("task-{hello}"),
+        task_id: format!("task-{hello}").into(),
         limits: TaskLimits {
             memory_bytes: 64 << 20,
             timeout: Duration::from_secs(30),
