@@ -2,7 +2,7 @@
 // {"bucket": "...", "key": "...", "queue_url": "...", "region": "us-east-1"} ->
 // {"bytes": 42, "message_id": "..."}. The activity grants `[activity.aws] services =
 // ["s3", "sqs"]`; the host signs both requests.
-import { success, failure } from 'sfn:activity/toolkit@0.1.0';
+import { success, failure } from 'sfn:activity/toolkit@0.2.0';
 import { HttpError } from './http_client.js';
 import { AwsError, s3GetObject, sqsSendMessage } from './aws_client.js';
 

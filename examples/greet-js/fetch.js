@@ -6,7 +6,7 @@
 //
 // It uses `http_client.js` (wasi:http directly) rather than `fetch`: `fetch` works too,
 // but rejects every failure with the same TypeError.
-import { success, failure } from 'sfn:activity/toolkit@0.1.0';
+import { success, failure } from 'sfn:activity/toolkit@0.2.0';
 import { get, HttpError } from './http_client.js';
 
 export function handle(task) {

@@ -1,6 +1,6 @@
 // The scenarios handler in JavaScript: the input's "hello" picks a behaviour, as in
 // examples/scenarios (Rust).
-import { success, failure, heartbeat } from 'sfn:activity/toolkit@0.1.0';
+import { success, failure, heartbeat } from 'sfn:activity/toolkit@0.2.0';
 
 // `handle` returns result<_, string>: a thrown string becomes `err`, which the host
 // answers as SfnWasmHost.HandlerError with the string as the cause. Anything else thrown

@@ -68,7 +68,9 @@ pub use bindings::sfn::activity::types::{Task, ToolkitError};
 /// (see [`raw_handler!`]). At most one `success` or `failure` takes effect; a second one
 /// returns [`ToolkitError::AlreadyResponded`].
 pub mod toolkit {
-    pub use crate::bindings::sfn::activity::toolkit::{cancelled, failure, heartbeat, success};
+    pub use crate::bindings::sfn::activity::toolkit::{
+        cancelled, checkpoint, failure, heartbeat, last_checkpoint, success,
+    };
 }
 
 /// A task failure: Step Functions sees `error` as the error name (what `Catch` and `Retry`
@@ -129,6 +131,24 @@ impl Context {
     /// handlers should check it between steps and answer promptly when it turns true.
     pub fn cancelled(&self) -> bool {
         toolkit::cancelled()
+    }
+
+    /// Saves `data` (at most 262,144 bytes) as the task's progress: a later attempt of the
+    /// same work (a `Retry`, or a task a stopped host left) reads it with
+    /// [`last_checkpoint`](Self::last_checkpoint) and goes on from there. The activity
+    /// must keep progress (`[activity.progress]` in the host's config).
+    ///
+    /// # Errors
+    /// [`ToolkitError::Unavailable`] when the activity keeps no progress, the input lacks
+    /// the progress key, or the store could not be written (the previous checkpoint
+    /// stands); [`ToolkitError::InvalidOutput`] when `data` is too long.
+    pub fn checkpoint(&self, data: &str) -> Result<(), ToolkitError> {
+        toolkit::checkpoint(data)
+    }
+
+    /// The last checkpoint saved for this task's work, by this attempt or an earlier one.
+    pub fn last_checkpoint(&self) -> Option<String> {
+        toolkit::last_checkpoint()
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::aws::AwsConfig;
 use crate::config::Config;
 use crate::delivery::DeliveryOptions;
 use crate::engine::{LoadedHandler, TaskControl, WasmEngine};
@@ -12,11 +13,13 @@ use crate::events::{Emitter, Events, HandlerEvent};
 use crate::grants::{GrantError, Grants, GrantsSlot};
 use crate::lifecycle::ActivityShared;
 use crate::pool::ActivityPoolManager;
+use crate::progress::ActivityProgress;
 use crate::record::{RecordError, Recorder};
 use crate::reload::ReloadTarget;
 use crate::rollout::VersionChooser;
 use crate::secrets::SecretStore;
 use crate::sfn::StepFunctions;
+use crate::store::{FolderStore, S3Store, Store, StoreError, StoreLocation};
 
 /// After the grace, how long aborted tasks get to deliver their `SfnWasmHost.Shutdown`
 /// answers before deliveries still retrying are given up.
@@ -62,6 +65,25 @@ pub enum ConsumerError {
         /// What is wrong.
         source: RecordError,
     },
+    /// An activity's progress store cannot be used (its folder cannot be created).
+    #[error("{}: `activity[{index}].progress.store`: {source}; fix its permissions or choose another folder", file.display())]
+    Progress {
+        /// The config file.
+        file: std::path::PathBuf,
+        /// The activity's index.
+        index: usize,
+        /// What is wrong.
+        source: StoreError,
+    },
+}
+
+/// The store at `location`: a folder is created (private) here; an S3 client is made at
+/// its first call.
+fn open_store(location: &StoreLocation, aws: &AwsConfig) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match location {
+        StoreLocation::Folder(dir) => Arc::new(FolderStore::open(dir)?),
+        StoreLocation::S3 { bucket, prefix } => Arc::new(S3Store::new(aws, bucket, prefix)),
+    })
 }
 
 /// How a shutdown went.
@@ -139,6 +161,20 @@ impl ActivityConsumer {
                 }
                 None => None,
             };
+            let progress = match &activity.progress {
+                Some(progress) => Some(Arc::new(ActivityProgress::new(
+                    open_store(&progress.store, &config.aws).map_err(|source| {
+                        ConsumerError::Progress {
+                            file: config.file.clone(),
+                            index,
+                            source,
+                        }
+                    })?,
+                    progress.key.clone(),
+                    progress.keep_after_success,
+                ))),
+                None => None,
+            };
             let shared = Arc::new(ActivityShared {
                 arn,
                 activity: activity.clone(),
@@ -157,6 +193,7 @@ impl ActivityConsumer {
                 slots: Arc::new(tokio::sync::Semaphore::new(
                     usize::try_from(activity.max_concurrent_tasks).unwrap_or(usize::MAX),
                 )),
+                progress,
             });
             pools.push(ActivityPoolManager::new(
                 shared,

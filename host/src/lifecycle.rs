@@ -21,6 +21,7 @@ use crate::events::{
 use crate::grants::GrantsSlot;
 use crate::ids::task_id;
 use crate::outcome::{Answer, Answerer, HostFailure};
+use crate::progress::ActivityProgress;
 use crate::record::{Record, RecordedAnswer, Recorder, unix_ms};
 use crate::responder::SfnResponder;
 use crate::rollout::VersionChooser;
@@ -54,6 +55,8 @@ pub struct ActivityShared {
     /// polls and holds it until the task it brings is done, so no task is fetched that
     /// the host cannot start at once.
     pub slots: Arc<Semaphore>,
+    /// `[activity.progress]`: where the tasks' checkpoints are kept, if anywhere.
+    pub progress: Option<Arc<ActivityProgress>>,
 }
 
 impl ActivityShared {
@@ -111,6 +114,10 @@ impl ActivityShared {
             )
         });
         let control = TaskControl::child_of(&self.tasks);
+        let progress = self
+            .progress
+            .as_ref()
+            .and_then(|progress| progress.for_task(&self.arn, &task_id, &input));
         let delivery = self.delivery(token, &emitter, control.clone());
         // Whatever happens below, even a panic, the task gets an answer.
         let unanswered = Unanswered(delivery.clone());
@@ -118,7 +125,7 @@ impl ActivityShared {
             input,
             activity_arn: self.arn.clone(),
             worker_name: worker_name.clone(),
-            task_id,
+            task_id: task_id.clone(),
             limits: TaskLimits {
                 memory_bytes: self.activity.memory_limit_bytes,
                 timeout: self.activity.task_timeout,
@@ -126,6 +133,7 @@ impl ActivityShared {
             },
             control,
             grants: self.grants.current(),
+            progress: progress.clone(),
         };
         emitter.emit(TaskEvent::Start);
         // A panic in the host's code under the guest is caught here, so that the task
@@ -160,6 +168,21 @@ impl ActivityShared {
         let answered_by = delivery.answered_by();
         let (outcome, error) = outcome(&state, answered_by);
         self.versions.report(&chosen, outcome);
+        // The work is done: its checkpoint goes, beside the task (a checkpoint left by a
+        // failed delete is only read by the same work, which has succeeded).
+        if let (TaskOutcome::Success, Some(progress)) = (outcome, progress)
+            && !self
+                .progress
+                .as_ref()
+                .is_some_and(|p| p.keep_after_success())
+        {
+            let (arn, task_id) = (self.arn.clone(), task_id.clone());
+            tokio::spawn(async move {
+                if let Err(err) = progress.clear().await {
+                    tracing::warn!(activity = &*arn, task_id = &*task_id, error = %err, "a finished task's checkpoint could not be deleted");
+                }
+            });
+        }
         // Only what Step Functions accepted is recorded: a replay compares answers.
         if let (
             Some(recorder),

@@ -19,6 +19,7 @@
 //! | `Deadline`  | sleeps until `ms` milliseconds before its deadline, then success |
 //! | `Work`      | computes `n` rounds of a xorshift loop (a fixed amount of CPU), then success |
 //! | `Allocate`  | allocates and touches `mb` MiB, then success                  |
+//! | `Count`     | counts to `n` (10), a `checkpoint` each step, from `last-checkpoint`; a first attempt (no checkpoint) traps at 5 |
 
 use std::time::Duration;
 
@@ -98,6 +99,24 @@ fn scenarios(task: Task) -> Result<(), String> {
             let block: Vec<u8> = vec![1; input.mb << 20];
             std::hint::black_box(&block);
             toolkit::success(&format!(r#"{{"allocated_mb":{}}}"#, input.mb))
+                .map_err(|e| e.to_string())
+        }
+        "Count" => {
+            let to = if input.n == 0 { 10 } else { input.n };
+            let resumed_at: u64 = match toolkit::last_checkpoint() {
+                Some(saved) => saved
+                    .parse()
+                    .map_err(|_| format!("a checkpoint {saved:?}"))?,
+                None => 0,
+            };
+            for step in resumed_at..to {
+                // A first attempt dies half way, as a crash would; the retry goes on.
+                if resumed_at == 0 && step == 5 {
+                    panic!("the Count scenario traps at 5 on its first attempt");
+                }
+                toolkit::checkpoint(&(step + 1).to_string()).map_err(|e| e.to_string())?;
+            }
+            toolkit::success(&format!(r#"{{"count":{to},"resumed_at":{resumed_at}}}"#))
                 .map_err(|e| e.to_string())
         }
         other => toolkit::failure("UnknownScenario", &format!("no scenario named {other:?}"))

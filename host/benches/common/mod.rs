@@ -53,6 +53,7 @@ pub fn request(input: &str, memory_mb: u64) -> TaskRequest {
         },
         control: TaskControl::default(),
         grants: Default::default(),
+        progress: None,
     }
 }
 

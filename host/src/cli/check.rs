@@ -97,9 +97,10 @@ pub fn run(args: CheckArgs) -> ExitCode {
     for (activity, loaded_handler) in loaded.config.activities.iter().zip(&loaded.handlers) {
         let handler = &loaded_handler.handler;
         println!(
-            "ok: {} -> {} (sha256 {}, cache {}, loaded in {} ms; {} workers, {} tasks at once, {} MiB, {} s timeout)",
+            "ok: {} -> {} (world sfn:activity@{}, sha256 {}, cache {}, loaded in {} ms; {} workers, {} tasks at once, {} MiB, {} s timeout)",
             activity.arn,
             activity.handler,
+            handler.world(),
             handler.digest(),
             loaded_handler.cache.name(),
             loaded_handler.elapsed.as_millis(),
@@ -110,6 +111,18 @@ pub fn run(args: CheckArgs) -> ExitCode {
         );
         for grant in activity.grants.describe() {
             println!("    grants: {grant}");
+        }
+        if let Some(progress) = &activity.progress {
+            println!(
+                "    progress: key {} in {}{}",
+                progress.key,
+                progress.store,
+                if progress.keep_after_success {
+                    ", kept after success"
+                } else {
+                    ""
+                }
+            );
         }
     }
     if args.remote {

@@ -146,6 +146,7 @@ fn prepare(args: &InvokeArgs) -> anyhow::Result<(WasmEngine, Handler, TaskReques
         },
         control: TaskControl::default(),
         grants: Arc::new(Grants::resolve(&grants(args)?)?),
+        progress: None,
     };
     Ok((engine, handler, request))
 }

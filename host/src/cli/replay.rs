@@ -216,6 +216,7 @@ async fn run_one(
         limits: setting.limits,
         control: TaskControl::default(),
         grants: setting.grants.clone(),
+        progress: None,
     };
     handler.run(engine, request, delivery.clone()).await;
     delivery.settled().await;

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::checks::{Problem, at, optional, seconds, seconds_within, within};
 use super::grants::{RawAws, RawDir, RawGrants, RawOutbound};
+use super::progress::{ProgressConfig, RawProgress};
 use super::rollout::{RawRollout, RolloutConfig};
 use crate::aws::AwsConfig;
 use crate::grants::GrantsConfig;
@@ -56,6 +57,7 @@ pub(super) struct RawActivity {
     #[serde(default)]
     pub outbound: RawOutbound,
     pub aws: Option<RawAws>,
+    pub progress: Option<RawProgress>,
 }
 
 fn default_cancel_grace() -> f64 {
@@ -125,6 +127,8 @@ pub struct ActivityConfig {
     pub cancel_grace: Duration,
     /// What the guests may reach: outbound HTTP, environment, folders. None by default.
     pub grants: GrantsConfig,
+    /// `[activity.progress]`: where checkpoints are kept; `None`: they are unavailable.
+    pub progress: Option<ProgressConfig>,
 }
 
 /// `record` and `record_max_mb`.
@@ -182,7 +186,7 @@ impl PollingConfig {
 impl ActivityConfig {
     /// Checks one `[[activity]]` whose ARN is already checked; relative paths resolve
     /// against `base`, the config's folder. Keys are checked in the order a reader
-    /// meets them: workers, limits, polling, handler, rollout, record, grants.
+    /// meets them: workers, limits, polling, handler, rollout, record, grants, progress.
     pub(super) fn resolve(
         arn: ActivityArn,
         raw: RawActivity,
@@ -243,6 +247,11 @@ impl ActivityConfig {
             },
             base,
         )?;
+        let progress = raw
+            .progress
+            .as_ref()
+            .map(|progress| ProgressConfig::resolve(progress, base))
+            .transpose()?;
         Ok(Self {
             arn,
             handler,
@@ -261,6 +270,7 @@ impl ActivityConfig {
             heartbeat_interval,
             cancel_grace,
             grants,
+            progress,
         })
     }
 }

@@ -215,7 +215,7 @@ fn toolkit() -> (crate::engine::Toolkit, Delivery) {
         DeliveryOptions::default(),
     );
     (
-        crate::engine::Toolkit::new(Arc::new(delivery.clone())),
+        crate::engine::Toolkit::new(Arc::new(delivery.clone()), None),
         delivery,
     )
 }

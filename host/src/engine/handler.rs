@@ -9,7 +9,7 @@ use crate::ids::sha256_hex;
 use wasmtime::component::Component;
 
 use super::WasmEngine;
-use super::bindings::HandlerPre;
+use super::bindings::{v0_1, v0_2};
 use super::cache::ArtifactCache;
 use super::task::TaskState;
 
@@ -63,9 +63,10 @@ pub enum LoadError {
         /// The compiler's message.
         reason: String,
     },
-    /// The component does not implement the `sfn:activity/handler` world.
+    /// The component does not implement a version of the `sfn:activity/handler` world
+    /// the host serves (0.1.0, 0.2.0).
     #[error(
-        "{} does not implement the sfn:activity/handler world: {reason}. \
+        "{} does not implement the sfn:activity/handler world (0.1.0 or 0.2.0): {reason}. \
          Build it against wit/handler.wit (for Rust, with the sfn-wasm-guest crate)",
         path.display()
     )]
@@ -140,10 +141,57 @@ pub struct LoadedHandler {
     pub elapsed: Duration,
 }
 
+/// The version of the `sfn:activity` world a handler was built against. The host serves
+/// every one of them: a handler built for an older world keeps running on newer hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WorldVersion {
+    /// `sfn:activity@0.1.0`: `success`, `failure`, `heartbeat`, `cancelled`.
+    V0_1,
+    /// `sfn:activity@0.2.0`: 0.1.0 plus `checkpoint` and `last-checkpoint`.
+    V0_2,
+}
+
+impl WorldVersion {
+    /// The newest world, which `wit/handler.wit` defines.
+    pub const CURRENT: Self = Self::V0_2;
+
+    /// The version as WIT writes it: `0.1.0`, `0.2.0`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V0_1 => "0.1.0",
+            Self::V0_2 => "0.2.0",
+        }
+    }
+
+    /// The version a component was built against, from the `sfn:activity` interfaces it
+    /// imports; a component that imports none of them (it cannot answer by itself) is
+    /// taken as the current world's.
+    fn of(component: &Component, engine: &wasmtime::Engine) -> Self {
+        let imports_v0_1 = component
+            .component_type()
+            .imports(engine)
+            .any(|(name, _)| name.starts_with("sfn:activity/") && name.ends_with("@0.1.0"));
+        if imports_v0_1 { Self::V0_1 } else { Self::V0_2 }
+    }
+}
+
+impl fmt::Display for WorldVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A linked handler, by the world version it was built against.
+#[derive(Clone)]
+pub(super) enum HandlerPre {
+    V0_1(v0_1::HandlerPre<TaskState>),
+    V0_2(v0_2::HandlerPre<TaskState>),
+}
+
 /// A handler version: its `InstancePre` and the digest that names it. Cheap to clone.
 #[derive(Clone)]
 pub struct Handler {
-    pre: HandlerPre<TaskState>,
+    pre: HandlerPre,
     digest: Digest,
 }
 
@@ -317,7 +365,14 @@ impl Handler {
             &engine.linker
         };
         let pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
-        let pre = HandlerPre::new(pre).map_err(wrong_world)?;
+        let pre = match WorldVersion::of(&component, engine.wasmtime()) {
+            WorldVersion::V0_1 => {
+                HandlerPre::V0_1(v0_1::HandlerPre::new(pre).map_err(wrong_world)?)
+            }
+            WorldVersion::V0_2 => {
+                HandlerPre::V0_2(v0_2::HandlerPre::new(pre).map_err(wrong_world)?)
+            }
+        };
         Ok(Self { pre, digest })
     }
 
@@ -326,7 +381,15 @@ impl Handler {
         &self.digest
     }
 
-    pub(super) fn pre(&self) -> &HandlerPre<TaskState> {
+    /// The world version the handler was built against.
+    pub fn world(&self) -> WorldVersion {
+        match self.pre {
+            HandlerPre::V0_1(_) => WorldVersion::V0_1,
+            HandlerPre::V0_2(_) => WorldVersion::V0_2,
+        }
+    }
+
+    pub(super) fn pre(&self) -> &HandlerPre {
         &self.pre
     }
 }

@@ -24,7 +24,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 pub use cache::{ArtifactCache, CacheError, DEFAULT_MAX_BYTES, OpenError};
 pub use epoch::{EpochTicker, Running, TICK};
-pub use handler::{CacheStatus, Digest, Handler, LoadError, LoadedHandler};
+pub use handler::{CacheStatus, Digest, Handler, LoadError, LoadedHandler, WorldVersion};
 pub use limits::MemoryLimiter;
 pub use stdio::{GuestOutput, MAX_LINE_BYTES, MAX_LOGGED_BYTES, Stream};
 pub use task::{TaskLimits, TaskReport, TaskRequest};
@@ -177,7 +177,14 @@ impl WasmEngine {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(EngineError::Config)?;
-        bindings::Handler::add_to_linker::<_, wasmtime::component::HasSelf<Toolkit>>(
+        // Every world version the host serves: their interfaces differ in version, so
+        // a handler links against the one it was built for.
+        bindings::v0_2::Handler::add_to_linker::<_, wasmtime::component::HasSelf<Toolkit>>(
+            &mut linker,
+            |state: &mut TaskState| &mut state.toolkit,
+        )
+        .map_err(EngineError::Config)?;
+        bindings::v0_1::Handler::add_to_linker::<_, wasmtime::component::HasSelf<Toolkit>>(
             &mut linker,
             |state: &mut TaskState| &mut state.toolkit,
         )

@@ -9,8 +9,9 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::bindings::sfn::activity::types::Task;
+use super::bindings::{v0_1, v0_2};
 use super::cpu;
+use super::handler::HandlerPre;
 use super::limits::MemoryLimiter;
 use super::stdio::{GuestOutput, Stream};
 use super::toolkit::{AnswerSink, Toolkit};
@@ -19,6 +20,7 @@ use crate::control::TaskControl;
 use crate::grants::Grants;
 use crate::outbound::OutboundTask;
 use crate::outcome::{HostFailure, MAX_CAUSE_LEN, truncate_utf16};
+use crate::progress::TaskProgress;
 
 /// The most resources (streams, pollables, ...) one task may hold at once: far more
 /// than a handler needs, far less than the table's own cap of a million.
@@ -55,6 +57,8 @@ pub struct TaskRequest {
     pub control: TaskControl,
     /// What the guest may reach (environment, folders, outbound HTTP); the activity's.
     pub grants: Arc<Grants>,
+    /// Where the task's checkpoints go; `None`: `checkpoint` is unavailable.
+    pub progress: Option<TaskProgress>,
 }
 
 /// How a task's guest ended. What became of the answer is the task's
@@ -188,7 +192,7 @@ impl Handler {
             let failure = HostFailure::InvalidInput(format!("the task input is not JSON: {err}"));
             return finish(&sink, Some(failure), started, Usage::default());
         }
-        let toolkit = Toolkit::new(sink.clone());
+        let toolkit = Toolkit::new(sink.clone(), request.progress);
 
         let task_id = request.task_id.clone();
         let stdout = GuestOutput::new(Stream::Stdout, task_id.clone());
@@ -247,7 +251,7 @@ impl Handler {
         });
         store.set_epoch_deadline(1);
 
-        let task = Task {
+        let task = v0_2::sfn::activity::types::Task {
             input: request.input,
             activity_arn: request.activity_arn.to_string(),
             worker_name: request.worker_name.to_string(),
@@ -262,8 +266,23 @@ impl Handler {
         let outcome = {
             let call = cpu::timed(
                 async {
-                    let instance = self.pre().instantiate_async(&mut store).await?;
-                    instance.call_handle(&mut store, &task).await
+                    match self.pre() {
+                        HandlerPre::V0_2(pre) => {
+                            let instance = pre.instantiate_async(&mut store).await?;
+                            instance.call_handle(&mut store, &task).await
+                        }
+                        HandlerPre::V0_1(pre) => {
+                            let task = v0_1::sfn::activity::types::Task {
+                                input: task.input,
+                                activity_arn: task.activity_arn,
+                                worker_name: task.worker_name,
+                                task_id: task.task_id,
+                                deadline_ms: task.deadline_ms,
+                            };
+                            let instance = pre.instantiate_async(&mut store).await?;
+                            instance.call_handle(&mut store, &task).await
+                        }
+                    }
                 },
                 &mut cpu,
             );

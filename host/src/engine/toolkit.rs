@@ -1,4 +1,6 @@
-//! The toolkit a handler imports (`success`, `failure`, `heartbeat`, `cancelled`).
+//! The toolkit a handler imports (`success`, `failure`, `heartbeat`, `cancelled`, and
+//! from world 0.2 `checkpoint` and `last-checkpoint`), for every world version the host
+//! serves.
 //!
 //! The [`Toolkit`] applies the rules a guest's answer must pass before the host accepts
 //! it: an output must be JSON of at most 262,144 bytes, error and cause are cut to Step
@@ -13,7 +15,10 @@ use async_trait::async_trait;
 
 use super::bindings::sfn::activity::toolkit::Host;
 use super::bindings::sfn::activity::types::ToolkitError;
+use super::bindings::v0_1;
 use crate::outcome::{Answer, AnswerError, HostFailure, MAX_OUTPUT_BYTES};
+use crate::progress::{MAX_CHECKPOINT_BYTES, TaskProgress};
+use v0_1::sfn::activity::types::ToolkitError as ToolkitErrorV0_1;
 
 /// Where a task's answers and heartbeats go once the guest (or the host, for the guest)
 /// gives them. One per task.
@@ -48,12 +53,21 @@ pub trait AnswerSink: Send + Sync + 'static {
 /// One task's toolkit: the state behind the handler's imports.
 pub struct Toolkit {
     sink: Arc<dyn AnswerSink>,
+    progress: Option<TaskProgress>,
+    /// The task's checkpoint as last read or saved, once known: a guest that asks again
+    /// (or after its own `checkpoint`) costs no store call.
+    last: Option<Option<String>>,
 }
 
 impl Toolkit {
-    /// The toolkit of the task whose answers go to `sink`.
-    pub fn new(sink: Arc<dyn AnswerSink>) -> Self {
-        Self { sink }
+    /// The toolkit of the task whose answers go to `sink` and whose checkpoints go to
+    /// `progress` (`None`: the activity keeps none, or the input has no key).
+    pub fn new(sink: Arc<dyn AnswerSink>, progress: Option<TaskProgress>) -> Self {
+        Self {
+            sink,
+            progress,
+            last: None,
+        }
     }
 }
 
@@ -104,9 +118,78 @@ impl Host for Toolkit {
     async fn cancelled(&mut self) -> bool {
         self.sink.cancelled()
     }
+
+    async fn checkpoint(&mut self, data: String) -> Result<(), ToolkitError> {
+        let Some(progress) = &self.progress else {
+            return Err(ToolkitError::Unavailable("no progress key".into()));
+        };
+        if data.len() > MAX_CHECKPOINT_BYTES {
+            return Err(ToolkitError::InvalidOutput(format!(
+                "the checkpoint is {} bytes; at most {MAX_CHECKPOINT_BYTES} are kept",
+                data.len()
+            )));
+        }
+        match progress.save(&data).await {
+            Ok(()) => {
+                self.last = Some(Some(data));
+                Ok(())
+            }
+            Err(err) => Err(ToolkitError::Unavailable(format!(
+                "the checkpoint was not saved ({err}); the previous one stands"
+            ))),
+        }
+    }
+
+    async fn last_checkpoint(&mut self) -> Option<String> {
+        if let Some(last) = &self.last {
+            return last.clone();
+        }
+        let progress = self.progress.as_ref()?;
+        match progress.load().await {
+            Ok(last) => {
+                self.last = Some(last.clone());
+                last
+            }
+            Err(err) => {
+                // Not remembered: a later call may find the store back.
+                tracing::warn!(error = %err, "the last checkpoint could not be read");
+                None
+            }
+        }
+    }
 }
 
 impl super::bindings::sfn::activity::types::Host for Toolkit {}
+
+/// World 0.1.0: the same calls, with 0.1.0's error type (the same cases).
+impl v0_1::sfn::activity::toolkit::Host for Toolkit {
+    async fn success(&mut self, output: String) -> Result<(), ToolkitErrorV0_1> {
+        Host::success(self, output).await.map_err(to_v0_1)
+    }
+
+    async fn failure(&mut self, error: String, cause: String) -> Result<(), ToolkitErrorV0_1> {
+        Host::failure(self, error, cause).await.map_err(to_v0_1)
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), ToolkitErrorV0_1> {
+        Host::heartbeat(self).await.map_err(to_v0_1)
+    }
+
+    async fn cancelled(&mut self) -> bool {
+        Host::cancelled(self).await
+    }
+}
+
+impl v0_1::sfn::activity::types::Host for Toolkit {}
+
+fn to_v0_1(error: ToolkitError) -> ToolkitErrorV0_1 {
+    match error {
+        ToolkitError::AlreadyResponded => ToolkitErrorV0_1::AlreadyResponded,
+        ToolkitError::InvalidOutput(reason) => ToolkitErrorV0_1::InvalidOutput(reason),
+        ToolkitError::TaskClosed(reason) => ToolkitErrorV0_1::TaskClosed(reason),
+        ToolkitError::Unavailable(reason) => ToolkitErrorV0_1::Unavailable(reason),
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -157,7 +240,7 @@ mod tests {
     #[tokio::test]
     async fn an_invalid_output_is_refused_before_it_reaches_the_sink() {
         let sink = Arc::new(FirstAnswer::default());
-        let mut toolkit = Toolkit::new(sink.clone());
+        let mut toolkit = Toolkit::new(sink.clone(), None);
         assert!(matches!(
             toolkit.success("nope".into()).await,
             Err(ToolkitError::InvalidOutput(_))

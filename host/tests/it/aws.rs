@@ -161,6 +161,7 @@ async fn probe(aws: AwsGrant, input: Value) -> AnswerState {
         },
         control: control.clone(),
         grants: Arc::new(Grants::resolve(&grants).unwrap()),
+        progress: None,
     };
     let delivery = Delivery::new(
         Arc::new(LocalResponder),

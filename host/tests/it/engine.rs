@@ -98,6 +98,7 @@ fn request(hello: &str, control: TaskControl) -> TaskRequest {
         },
         control,
         grants: Default::default(),
+        progress: None,
     }
 }
 

@@ -225,6 +225,7 @@ async fn run_with(path: &Path, grants: &Arc<Grants>, input: Value, control: Task
         },
         control: control.clone(),
         grants: grants.clone(),
+        progress: None,
     };
     let delivery = Delivery::new(
         Arc::new(LocalResponder),

@@ -315,3 +315,64 @@ fn the_cache_is_filled_used_and_repaired() {
         "a truncated entry is rebuilt too"
     );
 }
+
+/// A handler built against world 0.1 and one built against 0.2 swap both ways while
+/// tasks arrive: every task succeeds, answered in the shape of the version it ran on, and
+/// tasks after a swap run the new version.
+#[test]
+fn world_0_1_and_0_2_handlers_swap_both_ways_under_load() {
+    let old = guest("greet_v01");
+    let new = guest("greet");
+    let mut swap = Swap::start(&old, "");
+    let mut executions = Vec::new();
+    for (n, (from, to)) in [(&old, &new), (&new, &old), (&old, &new)]
+        .into_iter()
+        .enumerate()
+    {
+        for i in 0..4 {
+            executions.push(swap.start_execution(json!({"hello": format!("load {n}.{i}")})));
+        }
+        assert_ne!(digest(from), digest(to));
+        deploy(to, &swap.handler);
+        swap.wait_swapped_to(to);
+        let world = if to == &old { Some("0.1.0") } else { None };
+        let answer = swap.run(&format!("after swap {n}"));
+        assert_eq!(
+            answer["greeting"],
+            format!("Hello, after swap {n}"),
+            "{answer}"
+        );
+        assert_eq!(
+            answer.get("world").and_then(|w| w.as_str()),
+            world,
+            "{answer}"
+        );
+    }
+    let mut by_world = std::collections::BTreeMap::<String, usize>::new();
+    for execution in &executions {
+        let output = swap.output_of(execution);
+        assert!(
+            output["greeting"]
+                .as_str()
+                .unwrap()
+                .starts_with("Hello, load "),
+            "{output}"
+        );
+        let world = output
+            .get("world")
+            .and_then(|w| w.as_str())
+            .unwrap_or("0.2.0");
+        *by_world.entry(world.to_owned()).or_default() += 1;
+    }
+    assert_eq!(by_world.values().sum::<usize>(), 12, "{by_world:?}");
+    // Every answer came from one of the two versions, by the digest the host logged.
+    swap.served.wait_quiet(Duration::from_millis(200));
+    let digests = swap.served.values("task:success", "handler_digest");
+    assert_eq!(digests.len(), 15, "{digests:?}");
+    assert!(
+        digests
+            .iter()
+            .all(|d| *d == digest(&old) || *d == digest(&new)),
+        "{digests:?}"
+    );
+}

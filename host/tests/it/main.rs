@@ -18,6 +18,7 @@ mod http1;
 mod invoke;
 mod polling;
 mod polyglot;
+mod progress;
 mod readme;
 mod rollout;
 mod runtime;

@@ -1,0 +1,53 @@
+//! `[activity.progress]`: where a task's checkpoints are kept, under which key.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::checks::{Problem, at};
+use crate::progress::check_pointer;
+use crate::store::StoreLocation;
+
+/// `[activity.progress]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProgress {
+    key: String,
+    store: String,
+    #[serde(default)]
+    keep_after_success: bool,
+}
+
+/// `[activity.progress]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressConfig {
+    /// `key`: a JSON pointer into the task input (`/executionId`) whose value names the
+    /// work a task belongs to.
+    pub key: String,
+    /// `store`: an S3 prefix (a fleet shares it) or a folder (one host only).
+    pub store: StoreLocation,
+    /// `keep_after_success`: a task's checkpoint outlives its success (default: deleted).
+    pub keep_after_success: bool,
+}
+
+impl ProgressConfig {
+    /// Checks `[activity.progress]`; a relative folder resolves against `base`.
+    pub(super) fn resolve(raw: &RawProgress, base: &Path) -> Result<Self, Problem> {
+        check_pointer(&raw.key).map_err(at("progress.key"))?;
+        let store = StoreLocation::parse(&raw.store, base).map_err(at("progress.store"))?;
+        if let StoreLocation::Folder(dir) = &store
+            && dir.exists()
+            && !dir.is_dir()
+        {
+            return Err(at("progress.store")(format!(
+                "{} is not a folder: name a folder (it is created if missing) or `s3://bucket/prefix`",
+                dir.display()
+            )));
+        }
+        Ok(Self {
+            key: raw.key.clone(),
+            store,
+            keep_after_success: raw.keep_after_success,
+        })
+    }
+}

@@ -1,0 +1,168 @@
+//! Durable stores for what must outlive a task attempt or the host: a folder (one host)
+//! or an S3 prefix (a fleet). Small objects by name, read whole; the names are the
+//! caller's (hex digests, never user data).
+
+mod folder;
+mod s3;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+pub use folder::FolderStore;
+pub use s3::S3Store;
+
+/// Where a store keeps its objects, as a config names it: `s3://BUCKET/PREFIX` or a
+/// folder path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// Objects under `prefix` (no leading or trailing `/`; may be empty) in `bucket`.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The key prefix.
+        prefix: String,
+    },
+    /// Files in a folder (made absolute against the config's folder).
+    Folder(PathBuf),
+}
+
+impl StoreLocation {
+    /// Reads `s3://BUCKET/PREFIX` or a folder path; a relative folder resolves against
+    /// `base`.
+    ///
+    /// # Errors
+    /// The message a user reads: an empty value, or an `s3://` URL without a bucket.
+    pub fn parse(value: &str, base: &Path) -> Result<Self, String> {
+        if value.trim().is_empty() {
+            return Err("is empty: name an S3 prefix (`s3://bucket/prefix`) or a folder".into());
+        }
+        if let Some(rest) = value.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(format!(
+                    "`{value}` names no bucket: write `s3://bucket/prefix`"
+                ));
+            }
+            return Ok(Self::S3 {
+                bucket: bucket.to_owned(),
+                prefix: prefix.trim_matches('/').to_owned(),
+            });
+        }
+        if value.contains("://") {
+            return Err(format!(
+                "`{value}` is neither an `s3://` URL nor a folder path"
+            ));
+        }
+        Ok(Self::Folder(base.join(value)))
+    }
+}
+
+impl fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Self::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            Self::Folder(dir) => write!(f, "{}", dir.display()),
+        }
+    }
+}
+
+/// Why a store call failed: a short code (the AWS error code, or the OS error's kind)
+/// and what it said. Never holds an object's content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct StoreError {
+    /// `AccessDenied`, `NoSuchBucket`, `SlowDown`, `PermissionDenied`, `StorageFull`...
+    pub code: String,
+    /// The service's or the OS's message.
+    pub message: String,
+}
+
+impl StoreError {
+    fn io(err: &std::io::Error) -> Self {
+        Self {
+            code: format!("{:?}", err.kind()),
+            message: err.to_string(),
+        }
+    }
+}
+
+/// Whether a conditional write took the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// The name was free and now holds the data.
+    Yes,
+    /// Something already held the name; nothing was written.
+    AlreadyTaken,
+}
+
+/// A durable store of small objects by name.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The object named `name`, or `None` when there is none.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Writes `data` as `name`, replacing what was there; once it returns, the write is
+    /// durable (fsync'd, or acknowledged by S3).
+    ///
+    /// # Errors
+    /// [`StoreError`] when it could not be written; what was there stays.
+    async fn put(&self, name: &str, data: &[u8]) -> Result<(), StoreError>;
+
+    /// Writes `data` as `name` only if nothing holds the name (S3 `If-None-Match: *`, a
+    /// file opened with `O_EXCL`).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be written.
+    async fn put_if_absent(&self, name: &str, data: &[u8]) -> Result<Claimed, StoreError>;
+
+    /// Removes `name`; removing what is not there is not an error.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store refuses.
+    async fn delete(&self, name: &str) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_are_s3_prefixes_or_folders() {
+        let base = Path::new("/etc/sfn");
+        assert_eq!(
+            StoreLocation::parse("s3://bucket/some/prefix/", base),
+            Ok(StoreLocation::S3 {
+                bucket: "bucket".into(),
+                prefix: "some/prefix".into()
+            })
+        );
+        assert_eq!(
+            StoreLocation::parse("s3://bucket", base),
+            Ok(StoreLocation::S3 {
+                bucket: "bucket".into(),
+                prefix: String::new()
+            })
+        );
+        assert_eq!(
+            StoreLocation::parse("progress", base),
+            Ok(StoreLocation::Folder(PathBuf::from("/etc/sfn/progress")))
+        );
+        assert_eq!(
+            StoreLocation::parse("/var/lib/p", base),
+            Ok(StoreLocation::Folder(PathBuf::from("/var/lib/p")))
+        );
+        assert!(
+            StoreLocation::parse("s3:///x", base)
+                .unwrap_err()
+                .contains("bucket")
+        );
+        assert!(StoreLocation::parse("https://x/y", base).is_err());
+        assert!(StoreLocation::parse(" ", base).is_err());
+    }
+}
