@@ -11,6 +11,7 @@ use crate::delivery::DeliveryOptions;
 use crate::engine::{LoadedHandler, TaskControl, WasmEngine};
 use crate::events::{Emitter, Events, HandlerEvent};
 use crate::grants::{GrantError, Grants, GrantsSlot};
+use crate::idempotency::ActivityIdempotency;
 use crate::lifecycle::ActivityShared;
 use crate::pool::ActivityPoolManager;
 use crate::progress::ActivityProgress;
@@ -68,6 +69,16 @@ pub enum ConsumerError {
     /// An activity's progress store cannot be used (its folder cannot be created).
     #[error("{}: `activity[{index}].progress.store`: {source}; fix its permissions or choose another folder", file.display())]
     Progress {
+        /// The config file.
+        file: std::path::PathBuf,
+        /// The activity's index.
+        index: usize,
+        /// What is wrong.
+        source: StoreError,
+    },
+    /// An activity's idempotency store cannot be used (its folder cannot be created).
+    #[error("{}: `activity[{index}].idempotency.store`: {source}; fix its permissions or choose another folder", file.display())]
+    Idempotency {
         /// The config file.
         file: std::path::PathBuf,
         /// The activity's index.
@@ -175,6 +186,22 @@ impl ActivityConsumer {
                 ))),
                 None => None,
             };
+            let idempotency = match &activity.idempotency {
+                Some(idempotency) => Some(Arc::new(ActivityIdempotency::new(
+                    open_store(&idempotency.store, &config.aws).map_err(|source| {
+                        ConsumerError::Idempotency {
+                            file: config.file.clone(),
+                            index,
+                            source,
+                        }
+                    })?,
+                    idempotency.key.clone(),
+                    idempotency.ttl,
+                    // A claim outlives the longest a task can take to be answered.
+                    activity.task_timeout + config.host.answer_retry + activity.cancel_grace,
+                ))),
+                None => None,
+            };
             let shared = Arc::new(ActivityShared {
                 arn,
                 activity: activity.clone(),
@@ -194,6 +221,7 @@ impl ActivityConsumer {
                     usize::try_from(activity.max_concurrent_tasks).unwrap_or(usize::MAX),
                 )),
                 progress,
+                idempotency,
             });
             pools.push(ActivityPoolManager::new(
                 shared,

@@ -24,6 +24,7 @@ pub mod delivery;
 pub mod engine;
 pub mod events;
 pub mod grants;
+pub mod idempotency;
 pub mod ids;
 pub mod lifecycle;
 pub mod load;

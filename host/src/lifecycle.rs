@@ -19,6 +19,7 @@ use crate::events::{
     Emitter, TaskDone, TaskEmitter, TaskEvent, TaskOutcome, TaskRef, WorkerEmitter,
 };
 use crate::grants::GrantsSlot;
+use crate::idempotency::{ActivityIdempotency, Claim, Lookup};
 use crate::ids::task_id;
 use crate::outcome::{Answer, Answerer, HostFailure};
 use crate::progress::ActivityProgress;
@@ -57,6 +58,8 @@ pub struct ActivityShared {
     pub slots: Arc<Semaphore>,
     /// `[activity.progress]`: where the tasks' checkpoints are kept, if anywhere.
     pub progress: Option<Arc<ActivityProgress>>,
+    /// `[activity.idempotency]`: the answers kept by key, if any.
+    pub idempotency: Option<Arc<ActivityIdempotency>>,
 }
 
 impl ActivityShared {
@@ -88,13 +91,62 @@ impl ActivityShared {
         emitter.emit(TaskEvent::Received);
         let delivery = self.delivery(task.token, &emitter, TaskControl::default());
         delivery.decline(&HostFailure::Shutdown);
+        Self::done_without_running(&emitter, &delivery, received, false).await;
+    }
+
+    /// Ends a task no guest ran (its answer given to `delivery`): waits for the answer
+    /// to settle and emits `task:done`.
+    async fn done_without_running(
+        emitter: &TaskEmitter,
+        delivery: &Delivery,
+        received: Instant,
+        deduplicated: bool,
+    ) {
         delivery.settled().await;
         let (outcome, error) = outcome(&delivery.state(), delivery.answered_by());
-        emitter.emit(TaskEvent::Done(TaskDone::not_run(
-            outcome,
-            error,
-            received.elapsed(),
-        )));
+        let mut done = TaskDone::not_run(outcome, error, received.elapsed());
+        done.deduplicated = deduplicated;
+        emitter.emit(TaskEvent::Done(done));
+    }
+
+    /// Looks the task's idempotency key up: `Ok` with the claim to settle (if any) when
+    /// the task is to run, `Err` when it was answered here without running.
+    async fn claim_key(
+        &self,
+        emitter: &TaskEmitter,
+        task_id: &str,
+        input: &str,
+        delivery: &Delivery,
+        received: Instant,
+    ) -> Result<Option<Claim>, ()> {
+        let Some(keys) = &self.idempotency else {
+            return Ok(None);
+        };
+        match keys.look_up(&self.arn, input).await {
+            Lookup::NoKey => Ok(None),
+            Lookup::Run(claim) => Ok(Some(claim)),
+            Lookup::Stored(answer) => {
+                // Sent as the guest's answer it was; what became of it is the delivery's.
+                let _ = delivery.answer(answer).await;
+                Self::done_without_running(emitter, delivery, received, true).await;
+                Err(())
+            }
+            Lookup::Duplicate => {
+                delivery.decline(&HostFailure::Duplicate);
+                Self::done_without_running(emitter, delivery, received, false).await;
+                Err(())
+            }
+            Lookup::Unavailable(err) => {
+                tracing::warn!(
+                    event = "idempotency:unavailable",
+                    activity = &*self.arn,
+                    task_id,
+                    code = %err.code,
+                    "idempotency:unavailable: {err}; the task runs without its key"
+                );
+                Ok(None)
+            }
+        }
     }
 
     /// Runs one task to its one answer, delivered (or given up on) before it returns;
@@ -119,6 +171,12 @@ impl ActivityShared {
             .as_ref()
             .and_then(|progress| progress.for_task(&self.arn, &task_id, &input));
         let delivery = self.delivery(token, &emitter, control.clone());
+        let Ok(claim) = self
+            .claim_key(&emitter, &task_id, &input, &delivery, received)
+            .await
+        else {
+            return;
+        };
         // Whatever happens below, even a panic, the task gets an answer.
         let unanswered = Unanswered(delivery.clone());
         let request = TaskRequest {
@@ -168,6 +226,23 @@ impl ActivityShared {
         let answered_by = delivery.answered_by();
         let (outcome, error) = outcome(&state, answered_by);
         self.versions.report(&chosen, outcome);
+        // What Step Functions took from the guest is kept for the key's later attempts;
+        // a host failure (which a retry may not repeat) or no answer gives the key back.
+        if let Some(claim) = claim {
+            let kept = match (&state, answered_by) {
+                (AnswerState::Delivered { answer, .. }, Some(Answerer::Guest)) => Some(answer),
+                _ => None,
+            };
+            if let Err(err) = claim.settle(kept).await {
+                tracing::warn!(
+                    event = "idempotency:unavailable",
+                    activity = &*self.arn,
+                    task_id = &*task_id,
+                    code = %err.code,
+                    "idempotency:unavailable: {err}; the answer was not stored (its claim expires by itself)"
+                );
+            }
+        }
         // The work is done: its checkpoint goes, beside the task (a checkpoint left by a
         // failed delete is only read by the same work, which has succeeded).
         if let (TaskOutcome::Success, Some(progress)) = (outcome, progress)
@@ -205,6 +280,7 @@ impl ActivityShared {
             elapsed: received.elapsed(),
             cpu: report.cpu,
             memory_peak_bytes: report.memory_peak_bytes,
+            deduplicated: false,
         }));
     }
 }

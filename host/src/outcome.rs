@@ -90,6 +90,9 @@ pub enum HostFailure {
     /// Step Functions refused the handler's answer (its code and message), and the
     /// handler gave no other it accepted.
     AnswerRefused(String),
+    /// Another attempt with the task's idempotency key is running now; retriable (a
+    /// `Retry` picks up its stored answer once it is done).
+    Duplicate,
 }
 
 impl HostFailure {
@@ -106,6 +109,7 @@ impl HostFailure {
             HostFailure::Capacity(_) => "SfnWasmHost.Capacity",
             HostFailure::Internal(_) => "SfnWasmHost.Internal",
             HostFailure::AnswerRefused(_) => "SfnWasmHost.AnswerRefused",
+            HostFailure::Duplicate => "SfnWasmHost.Duplicate",
         }
     }
 
@@ -126,6 +130,7 @@ impl HostFailure {
                 format!("Step Functions refused the handler's answer: {refusal}")
             }
             HostFailure::Shutdown => "the host shut down before the handler finished".to_owned(),
+            HostFailure::Duplicate => "another attempt with this task's idempotency key is running; retry to get its answer".to_owned(),
         }
     }
 
@@ -241,6 +246,7 @@ mod tests {
             HostFailure::Capacity(String::new()),
             HostFailure::Internal(String::new()),
             HostFailure::AnswerRefused(String::new()),
+            HostFailure::Duplicate,
         ]
         .iter()
         .map(HostFailure::name)
@@ -258,6 +264,7 @@ mod tests {
                 "SfnWasmHost.Capacity",
                 "SfnWasmHost.Internal",
                 "SfnWasmHost.AnswerRefused",
+                "SfnWasmHost.Duplicate",
             ]
         );
     }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::checks::{Problem, at, optional, seconds, seconds_within, within};
 use super::grants::{RawAws, RawDir, RawGrants, RawOutbound};
-use super::progress::{ProgressConfig, RawProgress};
+use super::progress::{IdempotencyConfig, ProgressConfig, RawIdempotency, RawProgress};
 use super::rollout::{RawRollout, RolloutConfig};
 use crate::aws::AwsConfig;
 use crate::grants::GrantsConfig;
@@ -58,6 +58,7 @@ pub(super) struct RawActivity {
     pub outbound: RawOutbound,
     pub aws: Option<RawAws>,
     pub progress: Option<RawProgress>,
+    pub idempotency: Option<RawIdempotency>,
 }
 
 fn default_cancel_grace() -> f64 {
@@ -129,6 +130,8 @@ pub struct ActivityConfig {
     pub grants: GrantsConfig,
     /// `[activity.progress]`: where checkpoints are kept; `None`: they are unavailable.
     pub progress: Option<ProgressConfig>,
+    /// `[activity.idempotency]`: answers kept by key; `None`: every task runs.
+    pub idempotency: Option<IdempotencyConfig>,
 }
 
 /// `record` and `record_max_mb`.
@@ -186,7 +189,7 @@ impl PollingConfig {
 impl ActivityConfig {
     /// Checks one `[[activity]]` whose ARN is already checked; relative paths resolve
     /// against `base`, the config's folder. Keys are checked in the order a reader
-    /// meets them: workers, limits, polling, handler, rollout, record, grants, progress.
+    /// meets them: workers, limits, polling, handler, rollout, record, grants, progress, idempotency.
     pub(super) fn resolve(
         arn: ActivityArn,
         raw: RawActivity,
@@ -252,6 +255,11 @@ impl ActivityConfig {
             .as_ref()
             .map(|progress| ProgressConfig::resolve(progress, base))
             .transpose()?;
+        let idempotency = raw
+            .idempotency
+            .as_ref()
+            .map(|idempotency| IdempotencyConfig::resolve(idempotency, base))
+            .transpose()?;
         Ok(Self {
             arn,
             handler,
@@ -271,6 +279,7 @@ impl ActivityConfig {
             cancel_grace,
             grants,
             progress,
+            idempotency,
         })
     }
 }

@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 pub use activity::{ActivityConfig, MAX_MEMORY_LIMIT_MB, MAX_POLLERS, PollingConfig, RecordConfig};
 pub use host::{HostConfig, LogFormat, check_otel_endpoint, default_cache_dir, parse_listen};
-pub use progress::ProgressConfig;
+pub use progress::{IdempotencyConfig, ProgressConfig};
 pub use rollout::RolloutConfig;
 
 /// Re-exported: `[aws]` is read here and used by every AWS client.

@@ -1,4 +1,5 @@
-//! `[activity.progress]`: where a task's checkpoints are kept, under which key.
+//! `[activity.progress]` and `[activity.idempotency]`: what is kept for a task's key
+//! (its checkpoints, its answer), where.
 
 use std::path::Path;
 
@@ -48,6 +49,56 @@ impl ProgressConfig {
             key: raw.key.clone(),
             store,
             keep_after_success: raw.keep_after_success,
+        })
+    }
+}
+
+/// `[activity.idempotency]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdempotency {
+    key: String,
+    store: String,
+    #[serde(default = "default_ttl")]
+    ttl_seconds: f64,
+}
+
+fn default_ttl() -> f64 {
+    86_400.0
+}
+
+/// `[activity.idempotency]`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyConfig {
+    /// `key`: a JSON pointer into the task input (`/orderId`); tasks with the same value
+    /// get the same answer.
+    pub key: String,
+    /// `store`: an S3 prefix (a fleet shares it) or a folder (one host only).
+    pub store: StoreLocation,
+    /// `ttl_seconds`: how long a stored answer is sent again (default a day).
+    pub ttl: std::time::Duration,
+}
+
+impl IdempotencyConfig {
+    /// Checks `[activity.idempotency]`; a relative folder resolves against `base`.
+    pub(super) fn resolve(raw: &RawIdempotency, base: &Path) -> Result<Self, Problem> {
+        check_pointer(&raw.key).map_err(at("idempotency.key"))?;
+        let store = StoreLocation::parse(&raw.store, base).map_err(at("idempotency.store"))?;
+        if let StoreLocation::Folder(dir) = &store
+            && dir.exists()
+            && !dir.is_dir()
+        {
+            return Err(at("idempotency.store")(format!(
+                "{} is not a folder: name a folder (it is created if missing) or `s3://bucket/prefix`",
+                dir.display()
+            )));
+        }
+        let ttl = super::checks::seconds_within(raw.ttl_seconds, 1.0, 31_536_000.0)
+            .map_err(at("idempotency.ttl_seconds"))?;
+        Ok(Self {
+            key: raw.key.clone(),
+            store,
+            ttl,
         })
     }
 }

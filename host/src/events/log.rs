@@ -44,6 +44,8 @@ pub struct Fields<'a> {
     pub cpu_ms: Option<f64>,
     /// A task's most linear memory, in bytes.
     pub memory_peak_bytes: Option<u64>,
+    /// `task:done` of a task answered from its idempotency key's stored answer.
+    pub deduplicated: Option<bool>,
     /// The version replaced or judged against.
     pub old_digest: Option<&'a str>,
     /// The new version.
@@ -143,6 +145,7 @@ pub(super) fn log(event: &Event) {
                 elapsed_ms = fields.elapsed_ms,
                 cpu_ms = fields.cpu_ms,
                 memory_peak_bytes = fields.memory_peak_bytes,
+                deduplicated = fields.deduplicated,
                 old_digest = fields.old_digest,
                 new_digest = fields.new_digest,
                 compile_ms = fields.compile_ms,

@@ -132,6 +132,8 @@ pub struct TaskDone {
     pub cpu: Duration,
     /// The most linear memory the guest held at once, in bytes.
     pub memory_peak_bytes: u64,
+    /// The answer was one stored for the task's idempotency key; no guest ran.
+    pub deduplicated: bool,
 }
 
 impl TaskDone {
@@ -143,6 +145,7 @@ impl TaskDone {
             elapsed,
             cpu: Duration::ZERO,
             memory_peak_bytes: 0,
+            deduplicated: false,
         }
     }
 }
@@ -231,6 +234,7 @@ impl TaskEvent {
                     Some(u64::try_from(done.elapsed.as_millis()).unwrap_or(u64::MAX));
                 fields.cpu_ms = Some((done.cpu.as_secs_f64() * 1e6).round() / 1e3);
                 fields.memory_peak_bytes = Some(done.memory_peak_bytes);
+                fields.deduplicated = done.deduplicated.then_some(true);
                 Level::INFO
             }
             TaskEvent::Start => Level::INFO,

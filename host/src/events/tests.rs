@@ -86,6 +86,11 @@ fn each_event_has_its_name_level_and_fields() {
         elapsed: Duration::from_millis(12),
         cpu: Duration::from_micros(1234),
         memory_peak_bytes: 65536,
+        deduplicated: false,
+    };
+    let deduplicated = TaskDone {
+        deduplicated: true,
+        ..TaskDone::not_run(TaskOutcome::Success, "guest", Duration::from_millis(3))
     };
     let cases: Vec<(Event, &str, Level, Fields<'static>)> = vec![
         (
@@ -256,6 +261,20 @@ fn each_event_has_its_name_level_and_fields() {
             },
         ),
         (
+            task_event(TaskEvent::Done(deduplicated)),
+            "task:done",
+            Level::INFO,
+            Fields {
+                outcome: Some("success"),
+                error: Some("guest"),
+                elapsed_ms: Some(3),
+                cpu_ms: Some(0.0),
+                memory_peak_bytes: Some(0),
+                deduplicated: Some(true),
+                ..task_fields()
+            },
+        ),
+        (
             handler_event(HandlerEvent::Loaded {
                 digest: Arc::from("d1"),
                 cache: "hit",
@@ -340,7 +359,8 @@ fn each_event_has_its_name_level_and_fields() {
             },
         ),
     ];
-    assert_eq!(cases.len(), 25, "every event of the seed's and the host's");
+    let names: std::collections::BTreeSet<&str> = cases.iter().map(|case| case.1).collect();
+    assert_eq!(names.len(), 25, "every event of the seed's and the host's");
     for (event, name, level, fields) in &cases {
         assert_eq!(event.kind.name(), *name);
         let (actual_level, actual_fields) = line(event);

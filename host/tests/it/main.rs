@@ -15,6 +15,7 @@ mod grants;
 mod guests;
 mod hotswap;
 mod http1;
+mod idempotency;
 mod invoke;
 mod polling;
 mod polyglot;

@@ -1,0 +1,166 @@
+//! Idempotent tasks (`[activity.idempotency]`) against LocalStack's Step Functions and
+//! S3 and a folder store, with the real `scenarios` component: the guest runs once per
+//! key; a duplicate that comes while the first runs gets `SfnWasmHost.Duplicate` and,
+//! retried, the stored answer.
+
+use std::time::Duration;
+
+use aws_sdk_sfn::types::ExecutionStatus;
+use serde_json::{Value, json};
+
+use crate::emulator;
+use crate::guests::guest;
+use crate::served::Served;
+
+/// A state machine whose task state retries `SfnWasmHost.Duplicate` every second.
+async fn state_machine(client: &aws_sdk_sfn::Client, activity: &str) -> String {
+    let task = json!({
+        "Type": "Task", "Resource": activity, "TimeoutSeconds": 120, "HeartbeatSeconds": 60,
+        "Retry": [{"ErrorEquals": ["SfnWasmHost.Duplicate"], "IntervalSeconds": 1,
+                   "MaxAttempts": 10, "BackoffRate": 1.0}],
+        "End": true,
+    });
+    let definition = json!({"StartAt": "Once", "States": {"Once": task}});
+    client
+        .create_state_machine()
+        .name(format!("sm-once-{:08x}", fastrand::u32(..)))
+        .definition(definition.to_string())
+        .role_arn("arn:aws:iam::000000000000:role/sfn-wasm-host-tests")
+        .send()
+        .await
+        .expect("create state machine")
+        .state_machine_arn
+}
+
+fn exercise(store: &str) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(emulator::client());
+    let activity = runtime.block_on(emulator::activity(&client, "once"));
+    let machine = runtime.block_on(state_machine(&client, &activity));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
+             [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\nworkers = 2\n\
+             [activity.idempotency]\nkey = \"/orderId\"\nstore = \"{store}\"\nttl_seconds = 3600\n",
+            emulator::endpoint(),
+            guest("scenarios").display()
+        ),
+    )
+    .unwrap();
+    let mut served = Served::start(&config);
+    served.wait_for("worker:running");
+    let start = |input: Value| runtime.block_on(emulator::start(&client, &machine, input));
+    let output = |execution: &str| {
+        let ended = runtime.block_on(emulator::wait(&client, execution, Duration::from_secs(60)));
+        assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
+        ended.output.unwrap()
+    };
+    let slow = json!({"hello": "Sleep", "ms": 1500, "orderId": "o-1"});
+
+    // Two at once: one runs; the other gets SfnWasmHost.Duplicate, and retried, the
+    // stored answer.
+    let first = start(slow.clone());
+    served.wait_for("task:start");
+    let second = start(slow.clone());
+    assert_eq!(output(&first), json!({"slept_ms": 1500}));
+    assert_eq!(output(&second), json!({"slept_ms": 1500}));
+    // Later, the same key again: answered from the store, not run.
+    assert_eq!(output(&start(slow.clone())), json!({"slept_ms": 1500}));
+    // Another key runs.
+    assert_eq!(
+        output(&start(json!({"hello": "World", "orderId": "o-2"}))),
+        json!({"greeting": "Hello, World"})
+    );
+    served.wait_quiet(Duration::from_millis(300));
+    assert_eq!(
+        served
+            .events()
+            .iter()
+            .filter(|e| *e == "task:start")
+            .count(),
+        2,
+        "the guest ran once per key: {:?}",
+        served.events()
+    );
+    let done: Vec<&Value> = served
+        .lines()
+        .iter()
+        .filter(|l| l["event"] == "task:done")
+        .collect();
+    assert!(
+        done.iter().any(|d| d["error"] == "SfnWasmHost.Duplicate"),
+        "{done:?}"
+    );
+    let deduplicated = done.iter().filter(|d| d["deduplicated"] == true).count();
+    assert_eq!(
+        deduplicated, 2,
+        "the retried duplicate and the later one: {done:?}"
+    );
+    assert!(
+        done.iter()
+            .filter(|d| d["deduplicated"] == true)
+            .all(|d| d["outcome"] == "success"),
+        "{done:?}"
+    );
+}
+
+#[test]
+fn a_key_runs_once_with_a_folder_store() {
+    let dir = tempfile::tempdir().unwrap();
+    exercise(&dir.path().join("answers").display().to_string());
+}
+
+#[test]
+fn a_key_runs_once_with_an_s3_store() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let s3 = runtime.block_on(emulator::s3());
+    let bucket = format!("once-{:08x}", fastrand::u32(..));
+    runtime
+        .block_on(s3.create_bucket().bucket(&bucket).send())
+        .expect("create bucket");
+    exercise(&format!("s3://{bucket}/answers"));
+}
+
+/// The S3 store's conditional write, against LocalStack: the first claim of a name takes
+/// it (`If-None-Match: *`), the second finds it taken; a read and a delete see the same.
+#[test]
+fn the_s3_store_claims_a_name_once() {
+    use sfn_wasm_host::store::{Claimed, S3Store, Store};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let s3 = runtime.block_on(emulator::s3());
+    let bucket = format!("claims-{:08x}", fastrand::u32(..));
+    runtime
+        .block_on(s3.create_bucket().bucket(&bucket).send())
+        .expect("create bucket");
+    let aws: sfn_wasm_host::config::AwsConfig = toml::from_str(&format!(
+        "region = \"us-east-1\"\nendpoint_url = \"{}\"",
+        emulator::endpoint()
+    ))
+    .unwrap();
+    let store = S3Store::new(&aws, &bucket, "p");
+    runtime.block_on(async {
+        assert_eq!(store.get("n").await.unwrap(), None);
+        assert_eq!(
+            store.put_if_absent("n", b"one").await.unwrap(),
+            Claimed::Yes
+        );
+        assert_eq!(
+            store.put_if_absent("n", b"two").await.unwrap(),
+            Claimed::AlreadyTaken
+        );
+        assert_eq!(store.get("n").await.unwrap().as_deref(), Some(&b"one"[..]));
+        store.delete("n").await.unwrap();
+        assert_eq!(
+            store.put_if_absent("n", b"three").await.unwrap(),
+            Claimed::Yes
+        );
+    });
+    let keys = runtime
+        .block_on(s3.list_objects_v2().bucket(&bucket).send())
+        .unwrap();
+    let keys: Vec<_> = keys.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["p/n"]);
+}
