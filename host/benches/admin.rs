@@ -43,6 +43,7 @@ fn history(metrics: &Metrics, status: &StatusBoard, arn: &Arc<str>) {
             task: TaskRef {
                 task_id: Arc::from(id),
                 handler_digest: Arc::from("0123abcd"),
+                recovered: false,
             },
             event,
         },
@@ -76,6 +77,7 @@ fn history(metrics: &Metrics, status: &StatusBoard, arn: &Arc<str>) {
                     elapsed: Duration::from_millis(u64::try_from(n % 900).unwrap()),
                     cpu: Duration::from_micros(u64::try_from(n).unwrap()),
                     memory_peak_bytes: 1 << (16 + n % 12),
+                    deduplicated: false,
                 }),
                 &id,
             ));

@@ -13,6 +13,7 @@ use crate::events::{Emitter, Events, HandlerEvent};
 use crate::grants::{GrantError, Grants, GrantsSlot};
 use crate::idempotency::ActivityIdempotency;
 use crate::lifecycle::ActivityShared;
+use crate::outbox::Outbox;
 use crate::pool::ActivityPoolManager;
 use crate::progress::ActivityProgress;
 use crate::record::{RecordError, Recorder};
@@ -76,6 +77,14 @@ pub enum ConsumerError {
         /// What is wrong.
         source: StoreError,
     },
+    /// The outbox folder cannot be used.
+    #[error("{}: `host.outbox_dir`: {source}; fix its permissions or choose another folder", file.display())]
+    Outbox {
+        /// The config file.
+        file: std::path::PathBuf,
+        /// What is wrong.
+        source: StoreError,
+    },
     /// An activity's idempotency store cannot be used (its folder cannot be created).
     #[error("{}: `activity[{index}].idempotency.store`: {source}; fix its permissions or choose another folder", file.display())]
     Idempotency {
@@ -136,6 +145,32 @@ impl ActivityConsumer {
         let mut grant_slots = Vec::with_capacity(handlers.len());
         let mut secrets_now = Vec::new();
         let mut recorders = Vec::new();
+        let outbox = match &config.host.outbox_dir {
+            Some(dir) => Some(Arc::new(
+                Outbox::open(dir, config.host.outbox_max_bytes).map_err(|source| {
+                    ConsumerError::Outbox {
+                        file: config.file.clone(),
+                        source,
+                    }
+                })?,
+            )),
+            None => None,
+        };
+        let delivery = DeliveryOptions {
+            retry_for: config.host.answer_retry,
+            cancel_grace: std::time::Duration::ZERO,
+            give_up: give_up.clone(),
+        };
+        if let Some(outbox) = &outbox {
+            let found = outbox.recover(&sfn, &events, &delivery);
+            if found > 0 {
+                tracing::info!(
+                    event = "outbox:recovering",
+                    answers = found,
+                    "outbox:recovering: delivering {found} answers a previous host left"
+                );
+            }
+        }
         for (index, (activity, loaded)) in config.activities.iter().zip(handlers).enumerate() {
             let grants = Grants::resolve_with(&activity.grants, &secrets).map_err(|source| {
                 ConsumerError::Grants {
@@ -212,9 +247,8 @@ impl ActivityConsumer {
                 emitter: emitter.clone(),
                 tasks: tasks.clone(),
                 delivery: DeliveryOptions {
-                    retry_for: config.host.answer_retry,
                     cancel_grace: activity.cancel_grace,
-                    give_up: give_up.clone(),
+                    ..delivery.clone()
                 },
                 grants: grants.clone(),
                 slots: Arc::new(tokio::sync::Semaphore::new(
@@ -222,6 +256,7 @@ impl ActivityConsumer {
                 )),
                 progress,
                 idempotency,
+                outbox: outbox.clone(),
             });
             pools.push(ActivityPoolManager::new(
                 shared,

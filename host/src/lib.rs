@@ -30,6 +30,7 @@ pub mod lifecycle;
 pub mod load;
 pub mod metrics;
 pub mod outbound;
+pub mod outbox;
 pub mod outcome;
 pub mod pool;
 pub mod progress;

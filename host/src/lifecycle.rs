@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::ActivityConfig;
 use crate::control::TaskControl;
-use crate::delivery::{AnswerState, Delivery, DeliveryOptions};
+use crate::delivery::{AnswerState, Delivery, DeliveryOptions, Responder};
 use crate::engine::{TaskLimits, TaskReport, TaskRequest, WasmEngine};
 use crate::events::{
     Emitter, TaskDone, TaskEmitter, TaskEvent, TaskOutcome, TaskRef, WorkerEmitter,
@@ -21,6 +21,7 @@ use crate::events::{
 use crate::grants::GrantsSlot;
 use crate::idempotency::{ActivityIdempotency, Claim, Lookup};
 use crate::ids::task_id;
+use crate::outbox::Outbox;
 use crate::outcome::{Answer, Answerer, HostFailure};
 use crate::progress::ActivityProgress;
 use crate::record::{Record, RecordedAnswer, Recorder, unix_ms};
@@ -60,6 +61,8 @@ pub struct ActivityShared {
     pub progress: Option<Arc<ActivityProgress>>,
     /// `[activity.idempotency]`: the answers kept by key, if any.
     pub idempotency: Option<Arc<ActivityIdempotency>>,
+    /// `[host] outbox_dir`: where answers are kept until settled, if anywhere.
+    pub outbox: Option<Arc<Outbox>>,
 }
 
 impl ActivityShared {
@@ -73,12 +76,25 @@ impl ActivityShared {
         let emitter = worker.for_task(TaskRef {
             task_id: task_id.clone(),
             handler_digest: digest,
+            recovered: false,
         });
         (emitter, task_id)
     }
 
     fn delivery(&self, token: String, emitter: &TaskEmitter, control: TaskControl) -> Delivery {
-        let responder = Arc::new(SfnResponder::new(self.sfn.clone(), token, emitter.clone()));
+        let responder: Arc<dyn Responder> = match &self.outbox {
+            Some(outbox) => outbox.keep(
+                Arc::new(SfnResponder::new(
+                    self.sfn.clone(),
+                    token.clone(),
+                    emitter.clone(),
+                )),
+                &token,
+                emitter.task(),
+                &self.arn,
+            ),
+            None => Arc::new(SfnResponder::new(self.sfn.clone(), token, emitter.clone())),
+        };
         Delivery::new(responder, control, self.delivery.clone())
     }
 

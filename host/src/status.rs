@@ -287,6 +287,7 @@ mod tests {
                 task: TaskRef {
                     task_id: Arc::from(id),
                     handler_digest: Arc::from("d1"),
+                    recovered: false,
                 },
                 event,
             },

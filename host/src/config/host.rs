@@ -33,6 +33,8 @@ pub(super) struct RawHost {
     pub cache: Option<bool>,
     pub cache_max_mb: Option<u64>,
     pub answer_retry_seconds: Option<f64>,
+    pub outbox_dir: Option<PathBuf>,
+    pub outbox_max_mb: Option<u64>,
     pub admin_listen: Option<String>,
     pub otel: Option<RawOtel>,
 }
@@ -62,6 +64,12 @@ pub struct HostConfig {
     /// How long the host keeps retrying an answer Step Functions could not be reached
     /// for (network, 5xx, throttling) before it gives up on it.
     pub answer_retry: Duration,
+    /// `outbox_dir`: where answers are kept until Step Functions takes them, so that they
+    /// outlive the process (see [`crate::outbox`]); `None`: no outbox.
+    pub outbox_dir: Option<PathBuf>,
+    /// `outbox_max_mb`, in bytes: the most the outbox holds; past it answers are sent
+    /// without an entry.
+    pub outbox_max_bytes: u64,
     /// Where the admin server (`/metrics`, `/healthz`, `/readyz`, `/status`) listens;
     /// `None`: no admin server.
     pub admin_listen: Option<std::net::SocketAddr>,
@@ -93,6 +101,24 @@ impl HostConfig {
         let retry = raw.answer_retry_seconds.unwrap_or(600.0);
         let answer_retry =
             seconds_within(retry, 0.0, 86_400.0).map_err(at("answer_retry_seconds"))?;
+        let outbox_dir = raw.outbox_dir.map(|dir| base.join(dir));
+        if let Some(dir) = &outbox_dir
+            && dir.exists()
+            && !dir.is_dir()
+        {
+            return Err(at("outbox_dir")(format!(
+                "{} is not a folder: name a folder on a durable volume (it is created if missing)",
+                dir.display()
+            )));
+        }
+        if raw.outbox_max_mb.is_some() && outbox_dir.is_none() {
+            return Err(at("outbox_max_mb")(
+                "bounds `outbox_dir`, which is not set: add `outbox_dir = \"DIR\"` or remove it"
+                    .into(),
+            ));
+        }
+        let outbox_max_mb =
+            within(raw.outbox_max_mb.unwrap_or(100), 1..=1 << 20).map_err(at("outbox_max_mb"))?;
         let admin_listen = optional(raw.admin_listen.as_deref(), "admin_listen", parse_listen)?;
         let otel_endpoint = optional(raw.otel, "otel.endpoint", |otel| {
             check_otel_endpoint(&otel.endpoint)
@@ -105,6 +131,8 @@ impl HostConfig {
             cache_dir,
             cache_max_bytes: cache_max_mb << 20,
             answer_retry,
+            outbox_dir,
+            outbox_max_bytes: outbox_max_mb << 20,
             admin_listen,
         })
     }

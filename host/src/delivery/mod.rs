@@ -344,6 +344,12 @@ impl Delivery {
         Ok(())
     }
 
+    /// Delivers `answer`, given `by` the guest or the host before this process (an
+    /// outbox entry found at start), from a task of its own.
+    pub fn resume(&self, answer: Answer, by: Answerer) {
+        self.begin(answer, by);
+    }
+
     /// Records `answer` and delivers it from a task of its own: for the host's answers,
     /// given from code that cannot wait for them (a guest's end, a drop guard).
     fn begin(&self, answer: Answer, by: Answerer) {
@@ -422,7 +428,7 @@ impl Delivery {
                 )
             }
             Ended::Undelivered(reason) => {
-                responder.undelivered(&answer, &reason);
+                responder.gave_up(&answer, &reason);
                 (
                     FirstAttempt::Failed(reason.clone()),
                     AnswerState::Undelivered { answer, reason },

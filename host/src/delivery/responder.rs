@@ -57,8 +57,14 @@ pub trait Responder: Send + Sync {
     /// [`SfnError::Rejected`]): a guest's answer is then no answer, and the host's is
     /// followed by the bare failure.
     fn refused(&self, _answer: &Answer, _error: &SfnError) {}
-    /// The answer will not be delivered: closed, refused to the last, or out of retries.
+    /// The answer will not be delivered: closed, or refused to the last.
     fn undelivered(&self, _answer: &Answer, _reason: &str) {}
+    /// The delivery gave the answer up without an answer from Step Functions: out of
+    /// retries through an outage, or the host stopped. Step Functions may still take it
+    /// (an outbox keeps it for the next start); by default, as [`undelivered`](Self::undelivered).
+    fn gave_up(&self, answer: &Answer, reason: &str) {
+        self.undelivered(answer, reason);
+    }
     /// A heartbeat was delivered.
     fn heartbeat_sent(&self, _source: HeartbeatSource) {}
     /// Step Functions closed the task under a running guest (a heartbeat was refused):

@@ -188,6 +188,34 @@ pub(super) enum HandlerPre {
     V0_2(v0_2::HandlerPre<TaskState>),
 }
 
+impl HandlerPre {
+    /// Instantiates the handler in `store` and calls its `handle` with `task`, in the
+    /// types of the world it was built against.
+    pub(super) async fn handle(
+        &self,
+        store: &mut wasmtime::Store<TaskState>,
+        task: v0_2::sfn::activity::types::Task,
+    ) -> wasmtime::Result<Result<(), String>> {
+        match self {
+            HandlerPre::V0_2(pre) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.call_handle(&mut *store, &task).await
+            }
+            HandlerPre::V0_1(pre) => {
+                let task = v0_1::sfn::activity::types::Task {
+                    input: task.input,
+                    activity_arn: task.activity_arn,
+                    worker_name: task.worker_name,
+                    task_id: task.task_id,
+                    deadline_ms: task.deadline_ms,
+                };
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.call_handle(&mut *store, &task).await
+            }
+        }
+    }
+}
+
 /// A handler version: its `InstancePre` and the digest that names it. Cheap to clone.
 #[derive(Clone)]
 pub struct Handler {

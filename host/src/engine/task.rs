@@ -9,9 +9,8 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::bindings::{v0_1, v0_2};
+use super::bindings::v0_2;
 use super::cpu;
-use super::handler::HandlerPre;
 use super::limits::MemoryLimiter;
 use super::stdio::{GuestOutput, Stream};
 use super::toolkit::{AnswerSink, Toolkit};
@@ -264,28 +263,7 @@ impl Handler {
         // (sleeps, toolkit calls), where no epoch callback runs.
         let mut cpu = Duration::ZERO;
         let outcome = {
-            let call = cpu::timed(
-                async {
-                    match self.pre() {
-                        HandlerPre::V0_2(pre) => {
-                            let instance = pre.instantiate_async(&mut store).await?;
-                            instance.call_handle(&mut store, &task).await
-                        }
-                        HandlerPre::V0_1(pre) => {
-                            let task = v0_1::sfn::activity::types::Task {
-                                input: task.input,
-                                activity_arn: task.activity_arn,
-                                worker_name: task.worker_name,
-                                task_id: task.task_id,
-                                deadline_ms: task.deadline_ms,
-                            };
-                            let instance = pre.instantiate_async(&mut store).await?;
-                            instance.call_handle(&mut store, &task).await
-                        }
-                    }
-                },
-                &mut cpu,
-            );
+            let call = cpu::timed(self.pre().handle(&mut store, task), &mut cpu);
             let mut call = std::pin::pin!(call);
             let abort = request.control.abort.cancelled();
             let mut abort = std::pin::pin!(abort);

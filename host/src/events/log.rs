@@ -46,6 +46,8 @@ pub struct Fields<'a> {
     pub memory_peak_bytes: Option<u64>,
     /// `task:done` of a task answered from its idempotency key's stored answer.
     pub deduplicated: Option<bool>,
+    /// Every event of a task whose answer came from the outbox at start.
+    pub recovered: Option<bool>,
     /// The version replaced or judged against.
     pub old_digest: Option<&'a str>,
     /// The new version.
@@ -86,6 +88,7 @@ pub(super) fn line(event: &Event) -> (Level, Fields<'_>) {
             fields.worker = Some(worker);
             fields.task_id = Some(&task.task_id);
             fields.handler_digest = Some(&task.handler_digest);
+            fields.recovered = task.recovered.then_some(true);
             event.log(&mut fields)
         }
         EventKind::Handler(event) => event.log(&mut fields),
@@ -146,6 +149,7 @@ pub(super) fn log(event: &Event) {
                 cpu_ms = fields.cpu_ms,
                 memory_peak_bytes = fields.memory_peak_bytes,
                 deduplicated = fields.deduplicated,
+                recovered = fields.recovered,
                 old_digest = fields.old_digest,
                 new_digest = fields.new_digest,
                 compile_ms = fields.compile_ms,

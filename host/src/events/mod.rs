@@ -219,6 +219,11 @@ pub struct TaskEmitter {
 }
 
 impl TaskEmitter {
+    /// The task this emitter speaks of.
+    pub fn task(&self) -> &TaskRef {
+        &self.task
+    }
+
     /// Emits a task event.
     pub fn emit(&self, event: TaskEvent) {
         self.worker.activity.send(EventKind::Task {

@@ -157,6 +157,9 @@ pub struct TaskRef {
     pub task_id: Arc<str>,
     /// The digest of the handler version that runs it.
     pub handler_digest: Arc<str>,
+    /// Its answer was found in the outbox at start, left by a host that stopped before
+    /// it was settled; no guest runs here.
+    pub recovered: bool,
 }
 
 impl TaskEvent {

@@ -13,6 +13,7 @@ fn task() -> TaskRef {
     TaskRef {
         task_id: Arc::from("0123456789abcdef"),
         handler_digest: Arc::from("d1"),
+        recovered: false,
     }
 }
 

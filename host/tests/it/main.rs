@@ -17,6 +17,7 @@ mod hotswap;
 mod http1;
 mod idempotency;
 mod invoke;
+mod outbox;
 mod polling;
 mod polyglot;
 mod progress;

@@ -162,6 +162,11 @@ impl Served {
     }
 
     /// Waits for the process to exit; its exit code.
+    /// Waits for the process to end, however it ended (a signal included).
+    pub fn child_wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
     pub fn wait_exit(&mut self) -> i32 {
         let exit = self.child.wait().unwrap();
         exit.code().expect("exited, not killed")

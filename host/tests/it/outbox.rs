@@ -1,0 +1,104 @@
+//! The answer outbox (`[host] outbox_dir`), against LocalStack through a proxy whose
+//! network can be cut, with the real `scenarios` component: an answer the host could not
+//! deliver outlives the process (`kill -9`, or a shutdown that gave it up) and is
+//! delivered by the next start, without running the guest again.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sfn::types::ExecutionStatus;
+use rustix::process::Signal;
+use serde_json::json;
+
+use crate::answers::Proxy;
+use crate::emulator;
+use crate::guests::guest;
+use crate::served::Served;
+
+fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir).map_or(Vec::new(), |files| {
+        files.flatten().map(|f| f.path()).collect()
+    })
+}
+
+/// Serves `scenarios` through a proxy, cuts the network while a task answers, stops the
+/// host with `stop`, restores the network and starts a new host on the same outbox.
+fn answer_outlives(stop: Signal) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let proxy = runtime.block_on(Proxy::start());
+    let client = runtime.block_on(emulator::client());
+    let activity = runtime.block_on(emulator::activity(&client, "outbox"));
+    let machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
+             [host]\noutbox_dir = \"outbox\"\nshutdown_grace_seconds = 1\n\
+             [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\n",
+            proxy.endpoint(),
+            guest("scenarios").display()
+        ),
+    )
+    .unwrap();
+    let mut first = Served::start(&config);
+    first.wait_for("worker:running");
+    let execution = runtime.block_on(emulator::start(
+        &client,
+        &machine,
+        json!({"hello": "Sleep", "ms": 1000}),
+    ));
+    first.wait_for("task:start");
+    proxy.cut();
+    // The answer's first attempt failed: it is on disk, private, before any retry.
+    first.wait_for("task:retrying");
+    let kept = entries(&outbox);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kept[0]).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    first.signal(stop);
+    let _ = first.child_wait();
+    assert_eq!(
+        entries(&outbox).len(),
+        1,
+        "the answer stays for the next start"
+    );
+    proxy.restore();
+
+    let mut second = Served::start(&config);
+    let ended = runtime.block_on(emulator::wait(&client, &execution, Duration::from_secs(60)));
+    assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
+    assert_eq!(ended.output, Some(json!({"slept_ms": 1000})));
+    let delivered = second.wait_for("task:success");
+    assert_eq!(delivered["recovered"], true, "{delivered}");
+    second.wait_quiet(Duration::from_millis(200));
+    assert!(
+        !second.events().iter().any(|e| e == "task:start"),
+        "the guest ran once: {:?}",
+        second.events()
+    );
+    let started = Instant::now();
+    while !entries(&outbox).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the settled entry is removed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_answer_outlives_kill_9() {
+    answer_outlives(Signal::KILL);
+}
+
+#[test]
+fn an_answer_given_up_at_shutdown_is_delivered_by_the_next_start() {
+    answer_outlives(Signal::TERM);
+}
