@@ -10,6 +10,15 @@
 //! every second) and traces exported (`[host.otel]`, to a stand-in collector in this
 //! process): what observing the host costs per task.
 //!
+//! Rows for what a task keeps across attempts and crashes (issue 24), each on its own
+//! with a folder store in a temporary folder (what a single host would use; S3's cost is
+//! its requests): `[activity.progress]` (the key read from every input; `greet` saves no
+//! checkpoint, so the row is the per-task price of having it on: the key and the delete
+//! after success), `[activity.idempotency]` (a lookup, a claim and the stored answer per
+//! task, every key new) and `[host] outbox_dir` (every answer written, fsync'd, and
+//! removed). `RUNTIME_FEATURES=0` leaves them out. They run fewer tasks
+//! ([`FEATURE_TASKS`]): each waits for the disk.
+//!
 //! Run: `cargo bench -p sfn-wasm-host --bench runtime` after `scripts/build-guests.sh`.
 
 use std::sync::Arc;
@@ -22,6 +31,8 @@ use sfn_wasm_host::sfn::StepFunctions;
 mod common;
 
 const TASKS: u64 = 20_000;
+/// Tasks per run of the rows whose tasks wait for the disk.
+const FEATURE_TASKS: u64 = 2_000;
 const ROUNDS: usize = 3;
 const WORKERS: [u32; 2] = [1, 4];
 
@@ -36,6 +47,13 @@ fn cpu() -> Duration {
         .collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     Duration::from_millis(ticks * 10)
+}
+
+fn queue_of(tasks: u64) -> Arc<common::Queue> {
+    Arc::new(common::Queue::new(
+        tasks,
+        json!({"hello": "World", "executionId": "e-{n}", "orderId": "o-{n}"}).to_string(),
+    ))
 }
 
 fn queue() -> Arc<common::Queue> {
@@ -89,6 +107,48 @@ fn host(workers: u32, collector: Option<&str>) -> Duration {
     })
 }
 
+/// The feature rows: a name, and the config that turns the feature on (`DIR` is a
+/// fresh temporary folder; activity lines, then `[host]` lines after `|`).
+const FEATURES: [(&str, &str); 4] = [
+    ("host runtime, same tasks as below, nothing kept", "|"),
+    (
+        "host runtime, [activity.progress] on (folder)",
+        "[activity.progress]\nkey = \"/executionId\"\nstore = \"DIR\"|",
+    ),
+    (
+        "host runtime, [activity.idempotency] on (folder)",
+        "[activity.idempotency]\nkey = \"/orderId\"\nstore = \"DIR\"|",
+    ),
+    ("host runtime, [host] outbox_dir on", "|outbox_dir = \"DIR\""),
+];
+
+/// CPU per task of the host runtime with one feature of [`FEATURES`] on, over
+/// [`FEATURE_TASKS`] tasks with a key of their own each.
+fn feature(workers: u32, settings: &str) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings.replace("DIR", &dir.path().join("store").display().to_string());
+    let (activity, host_extra) = settings.split_once('|').unwrap();
+    let runtime = runtime();
+    runtime.block_on(async {
+        let queue = queue_of(FEATURE_TASKS);
+        let parts = common::parts(
+            "greet",
+            &format!("workers = {workers}\n{activity}"),
+            &format!("shutdown_grace_seconds = 1\n{host_extra}"),
+            queue.clone(),
+        );
+        let before = cpu();
+        let host = HostRuntime::start(parts).await.expect("the runtime starts");
+        while queue.answered() < FEATURE_TASKS {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let used = cpu() - before;
+        assert_eq!(queue.failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+        host.shutdown().await;
+        used / u32::try_from(FEATURE_TASKS).unwrap()
+    })
+}
+
 /// `GET /metrics`, read to the end.
 async fn scrape(addr: std::net::SocketAddr) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -132,11 +192,17 @@ fn bare(loops: u32) -> Duration {
 fn main() {
     common::build_guests(&[]);
     let collector = common::collector();
+    let features = std::env::var("RUNTIME_FEATURES").as_deref() != Ok("0");
     let mut rows: Vec<(&str, u32, Vec<Duration>)> = Vec::new();
     for workers in WORKERS {
         rows.push(("bare loop", workers, Vec::new()));
         rows.push(("host runtime", workers, Vec::new()));
         rows.push(("host runtime, admin server + OTLP on", workers, Vec::new()));
+        if features {
+            for (name, _) in FEATURES {
+                rows.push((name, workers, Vec::new()));
+            }
+        }
     }
     for _ in 0..ROUNDS {
         for row in &mut rows {
@@ -144,7 +210,8 @@ fn main() {
             let per_task = match row.0 {
                 "bare loop" => bare(row.1),
                 "host runtime" => host(row.1, None),
-                _ => host(row.1, Some(&collector)),
+                "host runtime, admin server + OTLP on" => host(row.1, Some(&collector)),
+                name => feature(row.1, FEATURES.iter().find(|f| f.0 == name).unwrap().1),
             };
             eprintln!(
                 "{} x{}: {:.1} µs per task ({:.1} s)",

@@ -260,8 +260,12 @@ impl ActivityShared {
             }
         }
         // The work is done: its checkpoint goes, beside the task (a checkpoint left by a
-        // failed delete is only read by the same work, which has succeeded).
+        // failed delete is only read by the same work, which has succeeded). A task that
+        // neither saved nor found one has none to delete. (One left by an earlier
+        // attempt that this one never asked for stays: a handler that saves checkpoints
+        // reads them first.)
         if let (TaskOutcome::Success, Some(progress)) = (outcome, progress)
+            && progress.seen()
             && !self
                 .progress
                 .as_ref()

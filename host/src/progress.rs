@@ -5,6 +5,7 @@
 //! from there.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::ids::sha256_hex;
 use crate::store::{Store, StoreError};
@@ -56,6 +57,7 @@ impl ActivityProgress {
         Some(TaskProgress {
             store: self.store.clone(),
             name: name.into(),
+            seen: Arc::new(AtomicBool::new(false)),
         })
     }
 }
@@ -93,11 +95,14 @@ pub fn check_pointer(pointer: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// One task's progress: where its checkpoints go. Cheap to clone.
+/// One task's progress: where its checkpoints go. Cheap to clone; clones share whether
+/// the task has seen a checkpoint.
 #[derive(Clone)]
 pub struct TaskProgress {
     store: Arc<dyn Store>,
     name: Arc<str>,
+    /// A checkpoint was saved, or one was found: there may be one to delete.
+    seen: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for TaskProgress {
@@ -114,6 +119,8 @@ impl TaskProgress {
     /// # Errors
     /// [`StoreError`] when the store refused; the previous checkpoint stands.
     pub async fn save(&self, data: &str) -> Result<(), StoreError> {
+        // Before the write: a write that fails half way may still leave one.
+        self.seen.store(true, Ordering::Relaxed);
         self.store.put(&self.name, data.as_bytes()).await
     }
 
@@ -125,10 +132,17 @@ impl TaskProgress {
         let Some(data) = self.store.get(&self.name).await? else {
             return Ok(None);
         };
+        self.seen.store(true, Ordering::Relaxed);
         String::from_utf8(data).map(Some).map_err(|_| StoreError {
             code: "Malformed".into(),
             message: "the stored checkpoint is not UTF-8 text".into(),
         })
+    }
+
+    /// Whether the task saved a checkpoint or found one: whether there may be one to
+    /// delete when it succeeds. A handler that never asked costs no store call.
+    pub fn seen(&self) -> bool {
+        self.seen.load(Ordering::Relaxed)
     }
 
     /// Deletes the task's checkpoint (its work is done).
@@ -178,8 +192,11 @@ mod tests {
         assert_eq!(first.load().await.unwrap(), None);
         first.save("step 4").await.unwrap();
         first.save("step 5").await.unwrap();
+        assert!(first.seen());
         let retry = progress.for_task("arn:a", "t2", input).unwrap();
+        assert!(!retry.seen(), "nothing seen yet: nothing to delete");
         assert_eq!(retry.load().await.unwrap().as_deref(), Some("step 5"));
+        assert!(retry.seen());
         let other_activity = progress.for_task("arn:b", "t3", input).unwrap();
         assert_eq!(other_activity.load().await.unwrap(), None);
         retry.clear().await.unwrap();

@@ -67,7 +67,8 @@ pub fn local_delivery(request: &TaskRequest) -> Delivery {
 }
 
 /// An in-memory Step Functions for benchmarks that leave the network out: hands out
-/// `total` tasks with `input`, then long-polls empty; counts answers.
+/// `total` tasks with `input` (`{n}` in it replaced by the task's number), then
+/// long-polls empty; counts answers.
 pub struct Queue {
     total: u64,
     input: String,
@@ -106,10 +107,16 @@ impl StepFunctions for Queue {
             tokio::time::sleep(Duration::from_secs(60)).await;
             return Ok(None);
         }
-        // As long as a real token (they are several hundred characters).
+        // As long as a real token (they are several hundred characters). `{n}` in the
+        // input becomes the task's number (a key of its own per task).
+        let input = if self.input.contains("{n}") {
+            self.input.replace("{n}", &n.to_string())
+        } else {
+            self.input.clone()
+        };
         Ok(Some(ActivityTask {
             token: format!("token-{n:08}-{}", "x".repeat(400)),
-            input: self.input.clone(),
+            input,
         }))
     }
 
