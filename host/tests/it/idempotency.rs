@@ -164,3 +164,48 @@ fn the_s3_store_claims_a_name_once() {
     let keys: Vec<_> = keys.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys, ["p/n"]);
 }
+
+/// A store that cannot be used loses no task: with both stores in a bucket that does not
+/// exist, a task runs as if it had no key (`idempotency:unavailable`, warn, with the
+/// code), and a checkpoint returns `unavailable` with the store's code to the guest.
+#[test]
+fn an_unusable_store_loses_no_task() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(emulator::client());
+    let activity = runtime.block_on(emulator::activity(&client, "nostore"));
+    let machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let bucket = format!("missing-{:08x}", fastrand::u32(..));
+    std::fs::write(
+        &config,
+        format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
+             [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\n\
+             [activity.idempotency]\nkey = \"/orderId\"\nstore = \"s3://{bucket}/a\"\n\
+             [activity.progress]\nkey = \"/orderId\"\nstore = \"s3://{bucket}/p\"\n",
+            emulator::endpoint(),
+            guest("scenarios").display()
+        ),
+    )
+    .unwrap();
+    let mut served = Served::start(&config);
+    served.wait_for("worker:running");
+    let run = |input: Value| {
+        let execution = runtime.block_on(emulator::start(&client, &machine, input));
+        runtime.block_on(emulator::wait(&client, &execution, Duration::from_secs(60)))
+    };
+    let ended = run(json!({"hello": "World", "orderId": "o-1"}));
+    assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
+    let warned = served.wait_for("idempotency:unavailable");
+    assert_eq!(warned["level"], "WARN", "{warned}");
+    assert_eq!(warned["code"], "NoSuchBucket", "{warned}");
+    let ended = run(json!({"hello": "Count", "orderId": "o-2"}));
+    assert_eq!(ended.status, ExecutionStatus::Failed, "{ended:?}");
+    assert_eq!(ended.error.as_deref(), Some("SfnWasmHost.HandlerError"));
+    let cause = ended.cause.unwrap_or_default();
+    assert!(
+        cause.contains("Unavailable") && cause.contains("NoSuchBucket"),
+        "{cause}"
+    );
+}

@@ -456,6 +456,26 @@ fn a_good_canary_is_promoted_after_its_tasks() {
     );
 }
 
+/// A canary between world versions: a 0.2 handler (`greet_v2`, built with the SDK) as
+/// the canary of a 0.1 one (`greet_v01`); each task answers in its version's shape.
+#[test]
+fn a_world_0_2_canary_of_a_0_1_handler_is_promoted() {
+    let rollout = "[activity.rollout]\ncanary_percent = 50\npromote_after_tasks = 4";
+    let mut host = Host::start(&format!("handler = \"handler.wasm\"\n{rollout}"), |dir| {
+        std::fs::copy(guest("greet_v01"), dir.join("handler.wasm")).unwrap();
+    });
+    let canary = digest(&guest("greet_v2"));
+    deploy(&guest("greet_v2"), &host.dir.path().join("handler.wasm"));
+    host.served.wait_for("handler:canary");
+    let ended = host.run_all(&vec![json!({"hello": "World"}); 8]);
+    let outputs: Vec<Value> = ended.into_iter().map(|e| e.output.unwrap()).collect();
+    let new = outputs.iter().filter(|o| o["version"] == 2).count();
+    let old = outputs.iter().filter(|o| o["world"] == "0.1.0").count();
+    assert_eq!((new, old), (4, 4), "{outputs:?}");
+    let promoted = host.served.wait_for("handler:promoted");
+    assert_eq!(promoted["new_digest"], canary.as_str(), "{promoted}");
+}
+
 fn replay(dir: &Path, handler: &Path, extra: &[&str]) -> (i32, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
         .arg("replay")
