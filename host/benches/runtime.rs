@@ -119,7 +119,10 @@ const FEATURES: [(&str, &str); 4] = [
         "host runtime, [activity.idempotency] on (folder)",
         "[activity.idempotency]\nkey = \"/orderId\"\nstore = \"DIR\"|",
     ),
-    ("host runtime, [host] outbox_dir on", "|outbox_dir = \"DIR\""),
+    (
+        "host runtime, [host] outbox_dir on",
+        "|outbox_dir = \"DIR\"",
+    ),
 ];
 
 /// CPU per task of the host runtime with one feature of [`FEATURES`] on, over
