@@ -177,6 +177,27 @@ pub async fn sdk_config(aws: &AwsConfig) -> aws_config::SdkConfig {
     loader.load().await
 }
 
+/// An S3 client with the config's `[aws]` settings and these timeouts. With
+/// `endpoint_url` (an emulator, MinIO) objects are addressed by path
+/// (`ENDPOINT/BUCKET/KEY`), which needs no DNS per bucket.
+pub async fn s3_client(
+    aws: &AwsConfig,
+    connect_timeout: std::time::Duration,
+    attempt_timeout: std::time::Duration,
+) -> aws_sdk_s3::Client {
+    let shared = sdk_config(aws).await;
+    let config = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(aws.endpoint_url.is_some())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(connect_timeout)
+                .operation_attempt_timeout(attempt_timeout)
+                .build(),
+        )
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::AwsConfig;
 use crate::config::Config;
 use crate::delivery::DeliveryOptions;
 use crate::engine::{LoadedHandler, TaskControl, WasmEngine};
@@ -67,42 +66,37 @@ pub enum ConsumerError {
         /// What is wrong.
         source: RecordError,
     },
-    /// An activity's progress store cannot be used (its folder cannot be created).
-    #[error("{}: `activity[{index}].progress.store`: {source}; fix its permissions or choose another folder", file.display())]
-    Progress {
+    /// A store the config names cannot be used: an activity's `progress.store` or
+    /// `idempotency.store`, or `host.outbox_dir` (a folder that cannot be created).
+    #[error("{}: `{key}`: {source}; fix its permissions or choose another folder", file.display())]
+    Store {
         /// The config file.
         file: std::path::PathBuf,
-        /// The activity's index.
-        index: usize,
-        /// What is wrong.
-        source: StoreError,
-    },
-    /// The outbox folder cannot be used.
-    #[error("{}: `host.outbox_dir`: {source}; fix its permissions or choose another folder", file.display())]
-    Outbox {
-        /// The config file.
-        file: std::path::PathBuf,
-        /// What is wrong.
-        source: StoreError,
-    },
-    /// An activity's idempotency store cannot be used (its folder cannot be created).
-    #[error("{}: `activity[{index}].idempotency.store`: {source}; fix its permissions or choose another folder", file.display())]
-    Idempotency {
-        /// The config file.
-        file: std::path::PathBuf,
-        /// The activity's index.
-        index: usize,
+        /// The key that names it (`activity[0].progress.store`).
+        key: String,
         /// What is wrong.
         source: StoreError,
     },
 }
 
-/// The store at `location`: a folder is created (private) here; an S3 client is made at
-/// its first call.
-fn open_store(location: &StoreLocation, aws: &AwsConfig) -> Result<Arc<dyn Store>, StoreError> {
+/// The store at `location`, which `key` of the config names: a folder is created
+/// (private) here; an S3 client is made at its first call.
+fn open_store(
+    location: &StoreLocation,
+    config: &Config,
+    key: &str,
+) -> Result<Arc<dyn Store>, ConsumerError> {
     Ok(match location {
-        StoreLocation::Folder(dir) => Arc::new(FolderStore::open(dir)?),
-        StoreLocation::S3 { bucket, prefix } => Arc::new(S3Store::new(aws, bucket, prefix)),
+        StoreLocation::Folder(dir) => {
+            Arc::new(
+                FolderStore::open(dir).map_err(|source| ConsumerError::Store {
+                    file: config.file.clone(),
+                    key: key.to_owned(),
+                    source,
+                })?,
+            )
+        }
+        StoreLocation::S3 { bucket, prefix } => Arc::new(S3Store::new(&config.aws, bucket, prefix)),
     })
 }
 
@@ -148,8 +142,9 @@ impl ActivityConsumer {
         let outbox = match &config.host.outbox_dir {
             Some(dir) => Some(Arc::new(
                 Outbox::open(dir, config.host.outbox_max_bytes).map_err(|source| {
-                    ConsumerError::Outbox {
+                    ConsumerError::Store {
                         file: config.file.clone(),
+                        key: "host.outbox_dir".into(),
                         source,
                     }
                 })?,
@@ -209,13 +204,11 @@ impl ActivityConsumer {
             };
             let progress = match &activity.progress {
                 Some(progress) => Some(Arc::new(ActivityProgress::new(
-                    open_store(&progress.store, &config.aws).map_err(|source| {
-                        ConsumerError::Progress {
-                            file: config.file.clone(),
-                            index,
-                            source,
-                        }
-                    })?,
+                    open_store(
+                        &progress.store,
+                        config,
+                        &format!("activity[{index}].progress.store"),
+                    )?,
                     progress.key.clone(),
                     progress.keep_after_success,
                 ))),
@@ -223,13 +216,11 @@ impl ActivityConsumer {
             };
             let idempotency = match &activity.idempotency {
                 Some(idempotency) => Some(Arc::new(ActivityIdempotency::new(
-                    open_store(&idempotency.store, &config.aws).map_err(|source| {
-                        ConsumerError::Idempotency {
-                            file: config.file.clone(),
-                            index,
-                            source,
-                        }
-                    })?,
+                    open_store(
+                        &idempotency.store,
+                        config,
+                        &format!("activity[{index}].idempotency.store"),
+                    )?,
                     idempotency.key.clone(),
                     idempotency.ttl,
                     // A claim outlives the longest a task can take to be answered.

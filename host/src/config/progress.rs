@@ -9,6 +9,24 @@ use super::checks::{Problem, at};
 use crate::progress::check_pointer;
 use crate::store::StoreLocation;
 
+/// Checks the `key` and `store` of the table `table`: a JSON pointer, and an S3 prefix
+/// or a folder (not a file); a relative folder resolves against `base`.
+fn keyed_store(table: &str, key: &str, store: &str, base: &Path) -> Result<StoreLocation, Problem> {
+    check_pointer(key).map_err(|message| (format!("{table}.key"), message))?;
+    let at_store = |message| (format!("{table}.store"), message);
+    let store = StoreLocation::parse(store, base).map_err(at_store)?;
+    if let StoreLocation::Folder(dir) = &store
+        && dir.exists()
+        && !dir.is_dir()
+    {
+        return Err(at_store(format!(
+            "{} is not a folder: name a folder (it is created if missing) or `s3://bucket/prefix`",
+            dir.display()
+        )));
+    }
+    Ok(store)
+}
+
 /// `[activity.progress]` as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,17 +52,7 @@ pub struct ProgressConfig {
 impl ProgressConfig {
     /// Checks `[activity.progress]`; a relative folder resolves against `base`.
     pub(super) fn resolve(raw: &RawProgress, base: &Path) -> Result<Self, Problem> {
-        check_pointer(&raw.key).map_err(at("progress.key"))?;
-        let store = StoreLocation::parse(&raw.store, base).map_err(at("progress.store"))?;
-        if let StoreLocation::Folder(dir) = &store
-            && dir.exists()
-            && !dir.is_dir()
-        {
-            return Err(at("progress.store")(format!(
-                "{} is not a folder: name a folder (it is created if missing) or `s3://bucket/prefix`",
-                dir.display()
-            )));
-        }
+        let store = keyed_store("progress", &raw.key, &raw.store, base)?;
         Ok(Self {
             key: raw.key.clone(),
             store,
@@ -82,17 +90,7 @@ pub struct IdempotencyConfig {
 impl IdempotencyConfig {
     /// Checks `[activity.idempotency]`; a relative folder resolves against `base`.
     pub(super) fn resolve(raw: &RawIdempotency, base: &Path) -> Result<Self, Problem> {
-        check_pointer(&raw.key).map_err(at("idempotency.key"))?;
-        let store = StoreLocation::parse(&raw.store, base).map_err(at("idempotency.store"))?;
-        if let StoreLocation::Folder(dir) = &store
-            && dir.exists()
-            && !dir.is_dir()
-        {
-            return Err(at("idempotency.store")(format!(
-                "{} is not a folder: name a folder (it is created if missing) or `s3://bucket/prefix`",
-                dir.display()
-            )));
-        }
+        let store = keyed_store("idempotency", &raw.key, &raw.store, base)?;
         let ttl = super::checks::seconds_within(raw.ttl_seconds, 1.0, 31_536_000.0)
             .map_err(at("idempotency.ttl_seconds"))?;
         Ok(Self {

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::operation::head_object::{HeadObjectError, HeadObjectOutput};
@@ -19,18 +18,9 @@ impl S3Source {
     /// The client. With `endpoint_url` (an emulator, MinIO) objects are addressed by path
     /// (`ENDPOINT/BUCKET/KEY`), which needs no DNS per bucket.
     pub async fn new(aws: &AwsConfig) -> Self {
-        let shared = crate::aws::sdk_config(aws).await;
-        let config = aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(aws.endpoint_url.is_some())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .operation_attempt_timeout(Duration::from_secs(120))
-                    .build(),
-            )
-            .build();
         Self {
-            client: aws_sdk_s3::Client::from_conf(config),
+            client: crate::aws::s3_client(aws, Duration::from_secs(10), Duration::from_secs(120))
+                .await,
         }
     }
 

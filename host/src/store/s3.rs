@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::primitives::ByteStream;
 
 use super::{Claimed, Store, StoreError};
@@ -34,18 +33,8 @@ impl S3Store {
 
     async fn client(&self) -> &aws_sdk_s3::Client {
         self.client
-            .get_or_init(|| async {
-                let shared = crate::aws::sdk_config(&self.aws).await;
-                let config = aws_sdk_s3::config::Builder::from(&shared)
-                    .force_path_style(self.aws.endpoint_url.is_some())
-                    .timeout_config(
-                        TimeoutConfig::builder()
-                            .connect_timeout(Duration::from_secs(5))
-                            .operation_attempt_timeout(Duration::from_secs(10))
-                            .build(),
-                    )
-                    .build();
-                aws_sdk_s3::Client::from_conf(config)
+            .get_or_init(|| {
+                crate::aws::s3_client(&self.aws, Duration::from_secs(5), Duration::from_secs(10))
             })
             .await
     }

@@ -107,6 +107,11 @@ pub async fn state_machine_timed(
         "Type": "Task", "Resource": activity_arn, "TimeoutSeconds": timeout_seconds,
         "HeartbeatSeconds": heartbeat_seconds.unwrap_or(60), "End": true,
     });
+    state_machine_of(client, &task).await
+}
+
+/// A state machine whose one state is `task` (a Task state's JSON, with `End`).
+pub async fn state_machine_of(client: &Client, task: &serde_json::Value) -> String {
     let definition = json!({"StartAt": "Work", "States": {"Work": task}});
     client
         .create_state_machine()

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::emulator;
 use crate::guests::guest;
-use crate::served::Served;
+use crate::served::{self, Served};
 
 /// A state machine whose task state retries `SfnWasmHost.Duplicate` every second.
 async fn state_machine(client: &aws_sdk_sfn::Client, activity: &str) -> String {
@@ -20,16 +20,7 @@ async fn state_machine(client: &aws_sdk_sfn::Client, activity: &str) -> String {
                    "MaxAttempts": 10, "BackoffRate": 1.0}],
         "End": true,
     });
-    let definition = json!({"StartAt": "Once", "States": {"Once": task}});
-    client
-        .create_state_machine()
-        .name(format!("sm-once-{:08x}", fastrand::u32(..)))
-        .definition(definition.to_string())
-        .role_arn("arn:aws:iam::000000000000:role/sfn-wasm-host-tests")
-        .send()
-        .await
-        .expect("create state machine")
-        .state_machine_arn
+    emulator::state_machine_of(client, &task).await
 }
 
 fn exercise(store: &str) {
@@ -38,18 +29,16 @@ fn exercise(store: &str) {
     let activity = runtime.block_on(emulator::activity(&client, "once"));
     let machine = runtime.block_on(state_machine(&client, &activity));
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
-             [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\nworkers = 2\n\
-             [activity.idempotency]\nkey = \"/orderId\"\nstore = \"{store}\"\nttl_seconds = 3600\n",
-            emulator::endpoint(),
-            guest("scenarios").display()
+    let config = served::config(
+        dir.path(),
+        &emulator::endpoint(),
+        &activity,
+        &guest("scenarios"),
+        &format!(
+            "workers = 2\n[activity.idempotency]\nkey = \"/orderId\"\nstore = \"{store}\"\nttl_seconds = 3600"
         ),
-    )
-    .unwrap();
+        "",
+    );
     let mut served = Served::start(&config);
     served.wait_for("worker:running");
     let start = |input: Value| runtime.block_on(emulator::start(&client, &machine, input));
@@ -175,20 +164,18 @@ fn an_unusable_store_loses_no_task() {
     let activity = runtime.block_on(emulator::activity(&client, "nostore"));
     let machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
     let bucket = format!("missing-{:08x}", fastrand::u32(..));
-    std::fs::write(
-        &config,
-        format!(
-            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
-             [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\n\
-             [activity.idempotency]\nkey = \"/orderId\"\nstore = \"s3://{bucket}/a\"\n\
-             [activity.progress]\nkey = \"/orderId\"\nstore = \"s3://{bucket}/p\"\n",
-            emulator::endpoint(),
-            guest("scenarios").display()
+    let config = served::config(
+        dir.path(),
+        &emulator::endpoint(),
+        &activity,
+        &guest("scenarios"),
+        &format!(
+            "[activity.idempotency]\nkey = \"/orderId\"\nstore = \"s3://{bucket}/a\"\n\
+             [activity.progress]\nkey = \"/orderId\"\nstore = \"s3://{bucket}/p\""
         ),
-    )
-    .unwrap();
+        "",
+    );
     let mut served = Served::start(&config);
     served.wait_for("worker:running");
     let run = |input: Value| {

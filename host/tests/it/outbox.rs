@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::answers::Proxy;
 use crate::emulator;
 use crate::guests::guest;
-use crate::served::Served;
+use crate::served::{self, Served};
 
 fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(dir).map_or(Vec::new(), |files| {
@@ -31,18 +31,14 @@ fn answer_outlives(stop: Signal) {
     let machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
     let dir = tempfile::tempdir().unwrap();
     let outbox = dir.path().join("outbox");
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
-             [host]\noutbox_dir = \"outbox\"\nshutdown_grace_seconds = 1\n\
-             [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\n",
-            proxy.endpoint(),
-            guest("scenarios").display()
-        ),
-    )
-    .unwrap();
+    let config = served::config(
+        dir.path(),
+        &proxy.endpoint(),
+        &activity,
+        &guest("scenarios"),
+        "",
+        "outbox_dir = \"outbox\"\nshutdown_grace_seconds = 1",
+    );
     let mut first = Served::start(&config);
     first.wait_for("worker:running");
     let execution = runtime.block_on(emulator::start(

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::emulator;
 use crate::guests::guest;
-use crate::served::Served;
+use crate::served::{self, Served};
 
 /// A state machine whose one task state passes the execution's id as the progress key
 /// and retries `SfnWasmHost.Trap` once.
@@ -22,16 +22,7 @@ async fn retrying_state_machine(client: &aws_sdk_sfn::Client, activity: &str) ->
         "Retry": [{"ErrorEquals": ["SfnWasmHost.Trap"], "IntervalSeconds": 1, "MaxAttempts": 2}],
         "End": true,
     });
-    let definition = json!({"StartAt": "Count", "States": {"Count": task}});
-    client
-        .create_state_machine()
-        .name(format!("sm-progress-{:08x}", fastrand::u32(..)))
-        .definition(definition.to_string())
-        .role_arn("arn:aws:iam::000000000000:role/sfn-wasm-host-tests")
-        .send()
-        .await
-        .expect("create state machine")
-        .state_machine_arn
+    emulator::state_machine_of(client, &task).await
 }
 
 /// Serves `scenarios` with `[activity.progress]` = `progress` (TOML lines), runs one
@@ -43,17 +34,14 @@ fn count_with_progress(progress: &str) -> (Served, serde_json::Value) {
     let activity = runtime.block_on(emulator::activity(&client, "progress"));
     let state_machine = runtime.block_on(retrying_state_machine(&client, &activity));
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
-             [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\n[activity.progress]\n{progress}\n",
-            emulator::endpoint(),
-            guest("scenarios").display()
-        ),
-    )
-    .unwrap();
+    let config = served::config(
+        dir.path(),
+        &emulator::endpoint(),
+        &activity,
+        &guest("scenarios"),
+        &format!("[activity.progress]\n{progress}"),
+        "",
+    );
     let mut served = Served::start(&config);
     served.wait_for("worker:running");
     let execution = runtime.block_on(emulator::start(

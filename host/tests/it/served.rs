@@ -9,6 +9,30 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal};
 use serde_json::Value;
 
+/// Writes `dir/config.toml`: one activity `activity` of `handler`, against `endpoint`,
+/// with `activity_lines` after its `handler` (its own tables included) and `host_lines`
+/// in `[host]`.
+pub fn config(
+    dir: &Path,
+    endpoint: &str,
+    activity: &str,
+    handler: &Path,
+    activity_lines: &str,
+    host_lines: &str,
+) -> std::path::PathBuf {
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n[host]\n{host_lines}\n\
+             [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\n{activity_lines}\n",
+            handler.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 pub struct Served {
     child: Child,
     lines: mpsc::Receiver<Value>,
