@@ -106,6 +106,8 @@ struct Sample {
     per_task: f64,
     switches: f64,
     idle: Option<f64>,
+    /// Against the stand-in: the `GetActivityTask` and answer requests it received.
+    requests: Option<(usize, usize)>,
     /// Host only: CPU per task of each thread group in [`THREAD_GROUPS`], then the rest
     /// (main thread, threads that exited; ± the 10 ms tick of the process total).
     threads: Vec<f64>,
@@ -206,8 +208,13 @@ fn main() {
                         continue;
                     }
                     let sample = bench.run(target, mode, concurrency);
+                    // The stand-in's request counts: a worker that made more requests
+                    // than the other for the same tasks would show here.
+                    let requests = sample.requests.map_or(String::new(), |(polls, answers)| {
+                        format!(", {polls} polls and {answers} answers received")
+                    });
                     println!(
-                        "{} | {mode} x{concurrency}: {:.1} µs per task, {:.2} context switches per task",
+                        "{} | {mode} x{concurrency}: {:.1} µs per task, {:.2} context switches per task{requests}",
                         target.name(),
                         sample.per_task * 1e6,
                         sample.switches
@@ -329,6 +336,7 @@ impl Bench {
         let _ = worker.kill();
         let _ = worker.wait();
         let switches = children_switches() - before;
+        let requests = standin.as_ref().map(KeepAliveStandIn::requests);
         if let Some(server) = &standin {
             assert_eq!(server.failed(), 0, "{mode}: tasks failed");
             assert_eq!(server.answered_twice(), 0, "{mode}: tasks answered twice");
@@ -340,6 +348,7 @@ impl Bench {
             per_task: busy / tasks as f64,
             switches: switches as f64 / tasks as f64,
             idle,
+            requests,
             threads: threads.iter().map(|s| s / tasks as f64).collect(),
         }
     }

@@ -37,6 +37,9 @@ struct State {
     answered: AtomicUsize,
     failed: AtomicUsize,
     input: String,
+    /// Requests by action: workers of one run must send the same ones.
+    polls: AtomicUsize,
+    answers_sent: AtomicUsize,
 }
 
 impl KeepAliveStandIn {
@@ -55,6 +58,8 @@ impl KeepAliveStandIn {
             answered: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
             input: input.to_owned(),
+            polls: AtomicUsize::new(0),
+            answers_sent: AtomicUsize::new(0),
         });
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -115,6 +120,14 @@ impl KeepAliveStandIn {
         self.state.answered.load(Ordering::Relaxed)
     }
 
+    /// `GetActivityTask` and `SendTask{Success,Failure}` requests received so far.
+    pub fn requests(&self) -> (usize, usize) {
+        (
+            self.state.polls.load(Ordering::Relaxed),
+            self.state.answers_sent.load(Ordering::Relaxed),
+        )
+    }
+
     /// Tasks answered with `SendTaskFailure`.
     pub fn failed(&self) -> usize {
         self.state.failed.load(Ordering::Relaxed)
@@ -161,8 +174,12 @@ impl State {
             Err(_) => Bytes::new(),
         };
         let payload = match action.as_str() {
-            "GetActivityTask" => self.poll().await,
+            "GetActivityTask" => {
+                self.polls.fetch_add(1, Ordering::Relaxed);
+                self.poll().await
+            }
             "SendTaskSuccess" | "SendTaskFailure" => {
+                self.answers_sent.fetch_add(1, Ordering::Relaxed);
                 self.answer(&body, action == "SendTaskFailure");
                 "{}".to_owned()
             }

@@ -152,9 +152,6 @@ pub enum WorldVersion {
 }
 
 impl WorldVersion {
-    /// The newest world, which `wit/handler.wit` defines.
-    pub const CURRENT: Self = Self::V0_2;
-
     /// The version as WIT writes it: `0.1.0`, `0.2.0`.
     pub fn as_str(self) -> &'static str {
         match self {

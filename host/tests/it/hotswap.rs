@@ -348,23 +348,18 @@ fn world_0_1_and_0_2_handlers_swap_both_ways_under_load() {
             "{answer}"
         );
     }
-    let mut by_world = std::collections::BTreeMap::<String, usize>::new();
+    // Each load task was answered whole by one version: 0.1's shape has `world`, 0.2's
+    // (the SDK's greet) has only the greeting.
     for execution in &executions {
         let output = swap.output_of(execution);
-        assert!(
-            output["greeting"]
-                .as_str()
-                .unwrap()
-                .starts_with("Hello, load "),
-            "{output}"
-        );
-        let world = output
-            .get("world")
-            .and_then(|w| w.as_str())
-            .unwrap_or("0.2.0");
-        *by_world.entry(world.to_owned()).or_default() += 1;
+        let greeting = output["greeting"].as_str().unwrap_or_default().to_owned();
+        assert!(greeting.starts_with("Hello, load "), "{output}");
+        let shapes = [
+            json!({"greeting": greeting, "world": "0.1.0"}),
+            json!({"greeting": greeting}),
+        ];
+        assert!(shapes.contains(&output), "{output}");
     }
-    assert_eq!(by_world.values().sum::<usize>(), 12, "{by_world:?}");
     // Every answer came from one of the two versions, by the digest the host logged.
     swap.served.wait_quiet(Duration::from_millis(200));
     let digests = swap.served.values("task:success", "handler_digest");

@@ -34,9 +34,7 @@ fn exercise(store: &str) {
         &emulator::endpoint(),
         &activity,
         &guest("scenarios"),
-        &format!(
-            "workers = 2\n[activity.idempotency]\nkey = \"/orderId\"\nstore = \"{store}\"\nttl_seconds = 3600"
-        ),
+        &format!("workers = 2\n[activity.idempotency]\nkey = \"/orderId\"\nstore = \"{store}\""),
         "",
     );
     let mut served = Served::start(&config);
