@@ -8,7 +8,7 @@
 //! granted fails with `HTTP-request-denied`.
 
 use serde::{Deserialize, Serialize};
-use sfn_wasm_guest::{Context, Failure, aws};
+use sfn_wasm_guest::{Context, TaskFailure, aws};
 
 #[derive(Deserialize)]
 struct Input {
@@ -29,7 +29,7 @@ struct Output {
     message_id: String,
 }
 
-fn forward(input: Input, _ctx: &Context) -> Result<Output, Failure> {
+fn forward(input: Input, _ctx: &Context) -> Result<Output, TaskFailure> {
     let config = aws::sdk_config(&input.region);
     let s3 = aws_sdk_s3::Client::new(&config);
     let sqs = aws_sdk_sqs::Client::new(&config);
@@ -45,7 +45,7 @@ fn forward(input: Input, _ctx: &Context) -> Result<Output, Failure> {
             .body
             .collect()
             .await
-            .map_err(|err| Failure::new("HTTP-error", format!("reading the object: {err}")))?
+            .map_err(|err| TaskFailure::new("HTTP-error", format!("reading the object: {err}")))?
             .into_bytes();
         let sent = sqs
             .send_message()

@@ -4,7 +4,7 @@
 //! The host sends it only where the activity's `allowed_outbound_hosts` allows.
 
 use serde::{Deserialize, Serialize};
-use sfn_wasm_guest::{Context, Failure, http};
+use sfn_wasm_guest::{Context, TaskFailure, http};
 
 #[derive(Deserialize)]
 struct Input {
@@ -17,7 +17,7 @@ struct Output {
     body: String,
 }
 
-fn fetch(input: Input, _ctx: &Context) -> Result<Output, Failure> {
+fn fetch(input: Input, _ctx: &Context) -> Result<Output, TaskFailure> {
     let response = http::get(&input.url)?;
     Ok(Output {
         status: response.status().as_u16(),

@@ -1,7 +1,7 @@
 //! The smallest useful handler: `{"hello": "X"}` → `{"greeting": "Hello, X"}`.
 
 use serde::{Deserialize, Serialize};
-use sfn_wasm_guest::{Context, Failure};
+use sfn_wasm_guest::{Context, TaskFailure};
 
 #[derive(Deserialize)]
 struct Input {
@@ -13,7 +13,7 @@ struct Output {
     greeting: String,
 }
 
-fn greet(input: Input, _ctx: &Context) -> Result<Output, Failure> {
+fn greet(input: Input, _ctx: &Context) -> Result<Output, TaskFailure> {
     Ok(Output {
         greeting: format!("Hello, {}", input.hello),
     })

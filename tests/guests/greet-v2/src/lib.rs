@@ -2,7 +2,7 @@
 //! version answered.
 
 use serde::{Deserialize, Serialize};
-use sfn_wasm_guest::{Context, Failure};
+use sfn_wasm_guest::{Context, TaskFailure};
 
 #[derive(Deserialize)]
 struct Input {
@@ -15,7 +15,7 @@ struct Output {
     version: u32,
 }
 
-fn greet(input: Input, _ctx: &Context) -> Result<Output, Failure> {
+fn greet(input: Input, _ctx: &Context) -> Result<Output, TaskFailure> {
     Ok(Output {
         greeting: format!("Hi, {}", input.hello),
         version: 2,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sfn_wasm_guest::{Context, Failure, http};
+use sfn_wasm_guest::{Context, TaskFailure, http};
 
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
@@ -44,11 +44,11 @@ enum Probe {
     },
 }
 
-fn io(err: std::io::Error) -> Failure {
-    Failure::new("Probe.Io", format!("{:?}: {err}", err.kind()))
+fn io(err: std::io::Error) -> TaskFailure {
+    TaskFailure::new("Probe.Io", format!("{:?}: {err}", err.kind()))
 }
 
-fn probe(input: Probe, _ctx: &Context) -> Result<Value, Failure> {
+fn probe(input: Probe, _ctx: &Context) -> Result<Value, TaskFailure> {
     Ok(match input {
         Probe::Env => json!(std::env::vars().collect::<BTreeMap<_, _>>()),
         Probe::Read { path } => json!({"text": std::fs::read_to_string(path).map_err(io)?}),
@@ -92,7 +92,7 @@ fn probe(input: Probe, _ctx: &Context) -> Result<Value, Failure> {
             }
             let request = request
                 .body(body.into_bytes())
-                .map_err(|err| Failure::new("Probe.Request", err.to_string()))?;
+                .map_err(|err| TaskFailure::new("Probe.Request", err.to_string()))?;
             let response = http::send(request)?;
             json!({
                 "status": response.status().as_u16(),

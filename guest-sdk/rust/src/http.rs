@@ -9,7 +9,7 @@
 //! let item: Item = response.json()?;
 //! ```
 //!
-//! An [`Error`] turns into a [`Failure`](crate::Failure) named after the `wasi:http`
+//! An [`Error`] turns into a [`TaskFailure`](crate::TaskFailure) named after the `wasi:http`
 //! error code (`HTTP-request-denied`, `connection-timeout`, `HTTP-response-body-size`,
 //! ...), so a state machine can `Retry` or `Catch` on it. The code is asked of the host
 //! wherever the request fails: at the head, and while the body streams (a body cut at
@@ -122,9 +122,9 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<Error> for crate::Failure {
+impl From<Error> for crate::TaskFailure {
     fn from(err: Error) -> Self {
-        crate::Failure::new(err.name(), err.message)
+        crate::TaskFailure::new(err.name(), err.message)
     }
 }
 

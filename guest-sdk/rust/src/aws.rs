@@ -15,7 +15,7 @@
 //!     .map_err(aws::failure)?;
 //! ```
 //!
-//! [`failure`] turns an SDK error into a [`Failure`](crate::Failure) named by AWS's error
+//! [`failure`] turns an SDK error into a [`TaskFailure`](crate::TaskFailure) named by AWS's error
 //! code (`NoSuchKey`, `QueueDoesNotExist`), or by the `wasi:http` error code when the
 //! request itself failed (`HTTP-request-denied` when the activity is not granted that
 //! service in that region).
@@ -55,13 +55,13 @@ pub fn sdk_config(region: &str) -> SdkConfig {
 /// The failure an SDK error fails the task with: AWS's error code and message when AWS
 /// answered, else the `wasi:http` error code of the failed request (`HTTP-error` when
 /// there is none).
-pub fn failure<E, R>(err: SdkError<E, R>) -> crate::Failure
+pub fn failure<E, R>(err: SdkError<E, R>) -> crate::TaskFailure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + 'static,
 {
     if let Some(code) = err.code() {
-        return crate::Failure::new(code, err.message().unwrap_or_default());
+        return crate::TaskFailure::new(code, err.message().unwrap_or_default());
     }
     // The SDK's wasi:http client (wstd) keeps the error code as an `anyhow` cause, which
     // a `Box<dyn Error>` no longer downcasts: its text is the code's Debug form
@@ -77,7 +77,7 @@ where
             .find(|word| word.starts_with("ErrorCode::"))
         {
             let name = crate::http::wit_case_name(code);
-            return crate::Failure::new(name.clone(), format!("sending the request: {name}"));
+            return crate::TaskFailure::new(name.clone(), format!("sending the request: {name}"));
         }
         source = cause.source();
     }
@@ -88,5 +88,5 @@ where
         SdkError::ResponseError(_) => "the response could not be read",
         _ => "AWS answered with an error without a code",
     };
-    crate::Failure::new("HTTP-error", message)
+    crate::TaskFailure::new("HTTP-error", message)
 }

@@ -1,0 +1,96 @@
+#!/usr/bin/env node
+// sfn-wasm-guest build [ENTRY] [-o OUT] [--wit DIR] [--world NAME]
+//
+// Builds a handler component: bundles ENTRY (default src/handler.js) and what it imports
+// (this SDK's component build among them) into one module with rolldown, then makes a
+// component of it for the sfn:activity handler world with ComponentizeJS. OUT defaults to
+// the package's name + `.wasm`. Exit 0 when written, 1 when the build failed, 2 for bad
+// arguments.
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const usage = 'usage: sfn-wasm-guest build [ENTRY] [-o OUT] [--wit DIR] [--world NAME]';
+
+function parse(argv) {
+  const [command, ...rest] = argv;
+  if (command !== 'build') return null;
+  const opts = { entry: undefined, out: undefined, wit: undefined, world: 'handler' };
+  for (let i = 0; i < rest.length; i++) {
+    const arg = rest[i];
+    const value = () => {
+      if (i + 1 >= rest.length) throw new Error(`${arg} needs a value`);
+      return rest[++i];
+    };
+    if (arg === '-o' || arg === '--out') opts.out = value();
+    else if (arg === '--wit') opts.wit = value();
+    else if (arg === '--world') opts.world = value();
+    else if (arg.startsWith('-')) throw new Error(`unknown flag ${arg}`);
+    else if (opts.entry === undefined) opts.entry = arg;
+    else throw new Error(`unexpected argument ${arg}`);
+  }
+  return opts;
+}
+
+async function packageName() {
+  try {
+    const pkg = JSON.parse(await readFile('package.json', 'utf8'));
+    return String(pkg.name ?? 'handler').replace(/^@[^/]+\//, '');
+  } catch {
+    return 'handler';
+  }
+}
+
+async function build(opts) {
+  const entry = resolve(opts.entry ?? 'src/handler.js');
+  const out = resolve(opts.out ?? `${await packageName()}.wasm`);
+  const wit = opts.wit ? resolve(opts.wit) : fileURLToPath(new URL('../wit', import.meta.url));
+  await stat(entry).catch(() => {
+    throw new Error(`${entry}: no such file (the handler's module; give its path as ENTRY)`);
+  });
+  const { rolldown } = await import('rolldown');
+  const { componentize } = await import('@bytecodealliance/componentize-js');
+  const dir = await mkdtemp(join(tmpdir(), 'sfn-wasm-guest-'));
+  try {
+    const bundlePath = join(dir, 'handler.js');
+    const bundle = await rolldown({
+      input: entry,
+      platform: 'neutral',
+      // The host's interfaces are the component's imports, not modules to bundle.
+      external: [/^sfn:/, /^wasi:/],
+      resolve: { conditionNames: ['sfn-wasm-component', 'import', 'default'] },
+      logLevel: 'warn',
+    });
+    await bundle.write({ file: bundlePath, format: 'esm' });
+    await bundle.close();
+    const { component } = await componentize({
+      sourcePath: bundlePath,
+      witPath: wit,
+      worldName: opts.world,
+      disableFeatures: ['http', 'fetch-event'],
+    });
+    await writeFile(out, component);
+    console.log(`wrote ${out} (${(component.length / 1e6).toFixed(1)} MB)`);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+let opts;
+try {
+  opts = parse(process.argv.slice(2));
+} catch (err) {
+  console.error(`error: ${err.message}\n${usage}`);
+  process.exit(2);
+}
+if (!opts) {
+  console.error(usage);
+  process.exit(2);
+}
+try {
+  await build(opts);
+} catch (err) {
+  console.error(`error: ${err?.message ?? err}`);
+  process.exit(1);
+}

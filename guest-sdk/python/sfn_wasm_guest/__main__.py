@@ -1,0 +1,87 @@
+"""``python3 -m sfn_wasm_guest build [MODULE] [-o OUT] [--wit DIR] [--world NAME]``
+
+Builds a handler component with componentize-py: MODULE (default ``handler``, i.e.
+``handler.py`` in the current folder) must have one ``@handler`` function. Defaults may
+be set in ``pyproject.toml``::
+
+    [tool.sfn-wasm-guest]
+    module = "handler"
+    output = "greet.wasm"
+
+Exit 0 when written, 1 when the build failed, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+import sfn_wasm_guest
+
+ENTRY = "_sfn_wasm_entry"
+
+
+def settings() -> dict:
+    """``[tool.sfn-wasm-guest]`` of ./pyproject.toml, or nothing."""
+    try:
+        with open("pyproject.toml", "rb") as f:
+            return tomllib.load(f).get("tool", {}).get("sfn-wasm-guest", {})
+    except FileNotFoundError:
+        return {}
+
+
+def componentize_py() -> str:
+    """The componentize-py installed with this SDK (beside this Python), else on PATH."""
+    beside = Path(sys.executable).parent / "componentize-py"
+    found = str(beside) if beside.exists() else shutil.which("componentize-py")
+    if not found:
+        raise SystemExit("error: componentize-py is not installed; pip install sfn-wasm-guest installs it")
+    return found
+
+
+def build(args: argparse.Namespace) -> int:
+    defaults = settings()
+    module = (args.module or defaults.get("module") or "handler").removesuffix(".py")
+    out = Path(args.out or defaults.get("output") or f"{module}.wasm").resolve()
+    wit = Path(args.wit).resolve() if args.wit else Path(sfn_wasm_guest.__file__).parent / "wit"
+    if not (Path(module.replace(".", "/") + ".py").exists() or Path(module.replace(".", "/")).is_dir()):
+        print(f"error: no module {module!r} in {Path.cwd()} (give the handler's module as MODULE)", file=sys.stderr)
+        return 2
+    sdk_parent = Path(sfn_wasm_guest.__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory(prefix="sfn-wasm-guest-") as tmp:
+        Path(tmp, f"{ENTRY}.py").write_text(
+            f"import {module} as _handler_module\n"
+            "from sfn_wasm_guest._component import make_world\n"
+            "WitWorld = make_world(_handler_module)\n"
+        )
+        command = [
+            componentize_py(), "-d", str(wit), "-w", args.world, "componentize", ENTRY,
+            "-p", tmp, "-p", str(Path.cwd()), "-p", str(sdk_parent), "-o", str(out),
+        ]  # fmt: skip
+        result = subprocess.run(command, stdout=subprocess.DEVNULL)
+    if result.returncode != 0:
+        print(f"error: componentize-py failed (exit {result.returncode}); its message is above", file=sys.stderr)
+        return 1
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m sfn_wasm_guest", description="Build sfn-wasm-host handlers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    b = commands.add_parser("build", help="build the handler component")
+    b.add_argument("module", nargs="?", help="the module with the @handler function (default: handler)")
+    b.add_argument("-o", "--out", help="the component to write (default: MODULE.wasm)")
+    b.add_argument("--wit", help="a WIT folder instead of the SDK's own")
+    b.add_argument("--world", default="handler", help="the world to build (default: handler)")
+    args = parser.parse_args(argv)
+    return build(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
