@@ -24,7 +24,7 @@ from emulator import activity_and_machine  # noqa: E402
 
 # The host's failures worth retrying on another host or later: it stopped, it was full,
 # or it went wrong itself.
-RETRIABLE = ["SfnWasmHost.Shutdown", "SfnWasmHost.Capacity", "SfnWasmHost.Internal"]
+RETRIABLE = ["SfnWasmHost.Shutdown", "SfnWasmHost.Capacity", "SfnWasmHost.Internal", "SfnWasmHost.Duplicate"]
 
 
 def toml_value(value):

@@ -96,6 +96,16 @@ pub enum HostFailure {
 }
 
 impl HostFailure {
+    /// The error names a state machine should `Retry` on: the failures another attempt
+    /// (on this host later, or on another) can get past. The state machines `new` writes
+    /// retry exactly these.
+    pub const RETRIABLE: [&'static str; 4] = [
+        "SfnWasmHost.Shutdown",
+        "SfnWasmHost.Capacity",
+        "SfnWasmHost.Internal",
+        "SfnWasmHost.Duplicate",
+    ];
+
     /// The error name sent to Step Functions.
     pub fn name(&self) -> &'static str {
         match self {
@@ -267,5 +277,8 @@ mod tests {
                 "SfnWasmHost.Duplicate",
             ]
         );
+        for name in HostFailure::RETRIABLE {
+            assert!(names.contains(&name), "{name} is not a host failure");
+        }
     }
 }

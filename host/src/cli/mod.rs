@@ -5,6 +5,7 @@ mod check;
 mod compile;
 mod invoke;
 mod log_writer;
+mod new;
 mod replay;
 mod serve;
 
@@ -38,6 +39,9 @@ enum Command {
     /// Compile handlers into the compile cache ahead of a deploy, so that `serve` loads
     /// them (at start and on a hot swap) without compiling.
     Compile(compile::CompileArgs),
+    /// Write a standalone handler project (Rust, JavaScript or Python) from the templates
+    /// built into this binary: the greet handler, its test, a config and a state machine.
+    New(new::NewArgs),
     /// Run the task inputs an activity recorded (`record = "DIR"`) through a new handler
     /// version and print what changed; exit 1 if anything did.
     Replay(replay::ReplayArgs),
@@ -51,6 +55,7 @@ impl Cli {
             Command::Serve(args) => serve::run(args),
             Command::Check(args) => check::run(args),
             Command::Compile(args) => compile::run(args),
+            Command::New(args) => new::run(args),
             Command::Replay(args) => replay::run(args),
         }
     }
