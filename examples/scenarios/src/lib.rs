@@ -8,7 +8,7 @@
 //! |-------------|---------------------------------------------------------------|
 //! | `World`     | `success({"greeting": "Hello, World"})`                       |
 //! | `Heartbeat` | `heartbeat()`, then success                                   |
-//! | `TaskFailure`   | `failure("InvalidName", ...)`                                 |
+//! | `Failure`   | `failure("InvalidName", ...)`                                 |
 //! | `Error`     | panics (the host answers `SfnWasmHost.Trap`)                  |
 //! | `Forgot`    | returns without answering (`SfnWasmHost.NoResponse`)          |
 //! | `Duplicate` | success, then failure (the second gets `already-responded`)   |
@@ -46,7 +46,7 @@ fn scenarios(task: Task) -> Result<(), String> {
             toolkit::heartbeat().map_err(|e| e.to_string())?;
             toolkit::success(&greeting).map_err(|e| e.to_string())
         }
-        "TaskFailure" => toolkit::failure("InvalidName", "TaskFailure is not a valid name")
+        "Failure" => toolkit::failure("InvalidName", "Failure is not a valid name")
             .map_err(|e| e.to_string()),
         "Error" => panic!("the Error scenario panics on purpose"),
         "Forgot" => Ok(()),

@@ -207,12 +207,19 @@ fn input_that_is_not_json_never_reaches_the_guest() {
 }
 
 #[test]
-fn a_handler_error_carries_its_message() {
+fn an_input_the_handler_does_not_take_is_invalid_input_naming_why() {
+    // JSON, so the host calls the guest; the SDK answers for the type mismatch (the
+    // `HandlerError` path, `handle` returning `err`, is the polyglot `Refuse` scenario's).
     let cause = assert_host_failure(
         invoke(&guest("greet"), r#"{"bonjour": "X"}"#, &[]),
-        "SfnWasmHost.HandlerError",
+        "SfnWasmHost.InvalidInput",
     );
-    assert!(cause.contains("missing field `hello`"), "{cause}");
+    assert!(
+        cause.starts_with(
+            "the task input does not match the handler's input: missing field `hello`"
+        ),
+        "{cause}"
+    );
 }
 
 fn assert_usage_error(handler: &Path, expected: &[&str]) {
