@@ -112,7 +112,7 @@ fn main() {
             ))
         })
         .collect();
-    let status = Arc::new(StatusBoard::new(arns.iter().map(|a| &**a)));
+    let status = Arc::new(StatusBoard::new(arns.iter().map(|a| (&**a, 4))));
     for arn in &arns {
         history(&metrics, &status, arn);
     }

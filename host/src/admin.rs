@@ -145,6 +145,7 @@ async fn route(state: &AdminState, request: &Request<Incoming>) -> Response<Full
     }
     match request.uri().path() {
         "/metrics" => {
+            state.metrics.set_ready(not_ready(state).is_none());
             let mut response = text(StatusCode::OK, state.metrics.encode());
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -159,20 +160,13 @@ async fn route(state: &AdminState, request: &Request<Incoming>) -> Response<Full
                 format!("unhealthy: {why}\n"),
             ),
         },
-        "/readyz" => {
-            let why = if state.shutting_down.load(Ordering::SeqCst) {
-                Some("shutting down".to_owned())
-            } else {
-                state.status.not_ready()
-            };
-            match why {
-                None => text(StatusCode::OK, "ready\n".into()),
-                Some(why) => text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not ready: {why}\n"),
-                ),
-            }
-        }
+        "/readyz" => match not_ready(state) {
+            None => text(StatusCode::OK, "ready\n".into()),
+            Some(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        },
         "/status" => {
             let mut body = state.status.snapshot().to_string();
             body.push('\n');
@@ -187,6 +181,15 @@ async fn route(state: &AdminState, request: &Request<Incoming>) -> Response<Full
             StatusCode::NOT_FOUND,
             "not found; try /metrics, /healthz, /readyz or /status\n".into(),
         ),
+    }
+}
+
+/// Why the host is not ready, or `None`: what `/readyz` and the `ready` metric say.
+fn not_ready(state: &AdminState) -> Option<String> {
+    if state.shutting_down.load(Ordering::SeqCst) {
+        Some("shutting down".to_owned())
+    } else {
+        state.status.not_ready()
     }
 }
 

@@ -11,7 +11,7 @@ use crate::engine::{LoadedHandler, TaskControl, WasmEngine};
 use crate::events::{Emitter, Events, HandlerEvent};
 use crate::grants::{GrantError, Grants, GrantsSlot};
 use crate::idempotency::ActivityIdempotency;
-use crate::lifecycle::ActivityShared;
+use crate::lifecycle::{ActivityShared, task_starts};
 use crate::outbox::Outbox;
 use crate::pool::ActivityPoolManager;
 use crate::progress::ActivityProgress;
@@ -245,6 +245,7 @@ impl ActivityConsumer {
                 slots: Arc::new(tokio::sync::Semaphore::new(
                     usize::try_from(activity.max_concurrent_tasks).unwrap_or(usize::MAX),
                 )),
+                starts: activity.max_tasks_per_second.map(task_starts),
                 progress,
                 idempotency,
                 outbox: outbox.clone(),

@@ -4,6 +4,7 @@
 //! heartbeats, the settled answer, what it came to (by who answered), its record, and the
 //! `task:done` event. The worker that polled it only hands it over.
 
+use std::num::NonZeroU32;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,12 +58,31 @@ pub struct ActivityShared {
     /// polls and holds it until the task it brings is done, so no task is fetched that
     /// the host cannot start at once.
     pub slots: Arc<Semaphore>,
+    /// `max_tasks_per_second`: a worker takes a token before it polls (after its slot),
+    /// so that tasks start at most this fast and none is fetched that must wait.
+    pub starts: Option<TaskStarts>,
     /// `[activity.progress]`: where the tasks' checkpoints are kept, if anywhere.
     pub progress: Option<Arc<ActivityProgress>>,
     /// `[activity.idempotency]`: the answers kept by key, if any.
     pub idempotency: Option<Arc<ActivityIdempotency>>,
     /// `[host] outbox_dir`: where answers are kept until settled, if anywhere.
     pub outbox: Option<Arc<Outbox>>,
+}
+
+/// A token bucket of task starts: `rate` a second, holding a second's worth (at least
+/// one), so that a burst after a quiet spell is at most `rate` starts.
+pub type TaskStarts = Arc<governor::DefaultDirectRateLimiter>;
+
+/// The bucket for `max_tasks_per_second = rate`.
+pub fn task_starts(rate: f64) -> TaskStarts {
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // clamped to u32
+    let burst = NonZeroU32::new(rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32)
+        .unwrap_or(NonZeroU32::MIN);
+    let quota = governor::Quota::with_period(period)
+        .unwrap_or_else(|| governor::Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst);
+    Arc::new(governor::RateLimiter::direct(quota))
 }
 
 impl ActivityShared {
@@ -166,9 +186,15 @@ impl ActivityShared {
     }
 
     /// Runs one task to its one answer, delivered (or given up on) before it returns;
-    /// `worker` and `worker_name` are those of the worker that polled it.
-    pub async fn run(&self, worker: &WorkerEmitter, worker_name: &Arc<str>, task: ActivityTask) {
-        let received = Instant::now();
+    /// `worker` and `worker_name` are those of the worker that polled it, `received`
+    /// when its poll returned.
+    pub async fn run(
+        &self,
+        worker: &WorkerEmitter,
+        worker_name: &Arc<str>,
+        task: ActivityTask,
+        received: Instant,
+    ) {
         let chosen = self.versions.choose();
         let handler = chosen.handler.clone();
         let (emitter, task_id) = Self::task_emitter(worker, &task, handler.digest().hex().clone());
@@ -209,7 +235,9 @@ impl ActivityShared {
             grants: self.grants.current(),
             progress: progress.clone(),
         };
-        emitter.emit(TaskEvent::Start);
+        emitter.emit(TaskEvent::Start {
+            wait: received.elapsed(),
+        });
         // A panic in the host's code under the guest is caught here, so that the task
         // is still answered and accounted for.
         let ran = AssertUnwindSafe(handler.run(&self.engine, request, delivery.clone()))

@@ -83,6 +83,11 @@ fn poll_seconds() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 15))
 }
 
+fn wait_seconds() -> Histogram {
+    // 50 µs .. ~26 s: a task waits microseconds when the host keeps up.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
 fn cpu_seconds() -> Histogram {
     // 10 µs .. ~42 s, ×4.
     Histogram::new(exponential_buckets(0.000_01, 4.0, 12))
@@ -110,6 +115,12 @@ pub struct Metrics {
     handler_swaps: Family<ResultLabels, Counter>,
     task_cpu: Histograms<ActivityLabels>,
     task_memory_peak: Histograms<ActivityLabels>,
+    task_slots: Family<ActivityLabels, Gauge>,
+    task_slots_used: Family<ActivityLabels, Gauge>,
+    polls_in_flight: Family<ActivityLabels, Gauge>,
+    task_wait: Histograms<ActivityLabels>,
+    answers_refused: Family<ActivityLabels, Counter>,
+    ready: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -142,6 +153,12 @@ impl Metrics {
             handler_swaps: Family::default(),
             task_cpu: Family::new_with_constructor(cpu_seconds),
             task_memory_peak: Family::new_with_constructor(memory_bytes),
+            task_slots: Family::default(),
+            task_slots_used: Family::default(),
+            polls_in_flight: Family::default(),
+            task_wait: Family::new_with_constructor(wait_seconds),
+            answers_refused: Family::default(),
+            ready: Gauge::default(),
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the encoder.
@@ -167,7 +184,7 @@ impl Metrics {
         );
         registry.register(
             "polls",
-            "GetActivityTask polls, by result (task, empty, error)",
+            "GetActivityTask polls, by result (task, empty, throttled, error)",
             metrics.polls.clone(),
         );
         registry.register(
@@ -210,10 +227,55 @@ impl Metrics {
             "Most linear memory a task's guest held at once",
             metrics.task_memory_peak.clone(),
         );
+        registry.register(
+            "task_slots",
+            "Tasks the activity may run at once on this host (max_concurrent_tasks): with task_slots_used, the autoscaling signal",
+            metrics.task_slots.clone(),
+        );
+        registry.register(
+            "task_slots_used",
+            "Task slots taken by tasks received and not yet finished",
+            metrics.task_slots_used.clone(),
+        );
+        registry.register(
+            "polls_in_flight",
+            "GetActivityTask long polls open now",
+            metrics.polls_in_flight.clone(),
+        );
+        registry.register(
+            "task_wait_seconds",
+            "Time from a poll's return to the guest's start: the host's own schedule-to-start",
+            metrics.task_wait.clone(),
+        );
+        registry.register(
+            "answers_refused",
+            "Answers Step Functions refused for good (task:refused: InvalidOutput, KMS errors, ...)",
+            metrics.answers_refused.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 when /readyz says ready (a handler loaded, a worker polling, polls not refused), else 0",
+            metrics.ready.clone(),
+        );
         Self {
             registry,
             ..metrics
         }
+    }
+
+    /// Sets an activity's `task_slots` (its `max_concurrent_tasks`), once at start.
+    pub fn set_task_slots(&self, arn: &str, slots: u32) {
+        self.task_slots
+            .get_or_create(&ActivityLabels {
+                activity: Shared(Arc::from(arn)),
+            })
+            .set(i64::from(slots));
+    }
+
+    /// Sets `ready`, as `/readyz` would answer now; the admin server calls it before
+    /// each scrape.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     /// The Prometheus text exposition of every metric.
@@ -264,18 +326,58 @@ impl Observer for Metrics {
         match &event.kind {
             EventKind::Task {
                 event: TaskEvent::Received,
+                task,
                 ..
             } => {
-                self.tasks_in_flight
+                let activity = Self::activity(event);
+                self.tasks_in_flight.get_or_create(&activity).inc();
+                // A task recovered from the outbox at start holds no slot.
+                if !task.recovered {
+                    self.task_slots_used.get_or_create(&activity).inc();
+                }
+            }
+            EventKind::Task {
+                event: TaskEvent::Start { wait },
+                ..
+            } => {
+                self.task_wait
+                    .get_or_create(&Self::activity(event))
+                    .observe(wait.as_secs_f64());
+            }
+            EventKind::Task {
+                event: TaskEvent::Refused { .. },
+                ..
+            } => {
+                self.answers_refused
                     .get_or_create(&Self::activity(event))
                     .inc();
             }
+            EventKind::Worker {
+                event: WorkerEvent::PollingStarting,
+                ..
+            } => {
+                self.polls_in_flight
+                    .get_or_create(&Self::activity(event))
+                    .inc();
+            }
+            EventKind::Worker {
+                event: WorkerEvent::PollingSuccess { .. } | WorkerEvent::PollingError { .. },
+                ..
+            } => {
+                self.polls_in_flight
+                    .get_or_create(&Self::activity(event))
+                    .dec();
+            }
             EventKind::Task {
                 event: TaskEvent::Done(done),
+                task,
                 ..
             } => {
                 let activity = Self::activity(event);
                 self.tasks_in_flight.get_or_create(&activity).dec();
+                if !task.recovered {
+                    self.task_slots_used.get_or_create(&activity).dec();
+                }
                 self.tasks
                     .get_or_create(&TaskLabels {
                         activity: activity.activity.clone(),
@@ -386,6 +488,7 @@ impl CallObserver for Metrics {
         let result = match polled {
             Ok(Some(_)) => "task",
             Ok(None) => "empty",
+            Err(SfnError::Throttled(_)) => "throttled",
             Err(_) => "error",
         };
         let activity = Shared(Arc::from(arn));

@@ -107,8 +107,14 @@ impl HostRuntime {
         // reads them, so without one they are not kept.
         let observed = config.host.admin_listen.map(|addr| {
             let metrics = Arc::new(Metrics::new());
+            for activity in &config.activities {
+                metrics.set_task_slots(&activity.arn, activity.max_concurrent_tasks);
+            }
             let status = Arc::new(StatusBoard::new(
-                config.activities.iter().map(|a| a.arn.as_str()),
+                config
+                    .activities
+                    .iter()
+                    .map(|a| (a.arn.as_str(), a.max_concurrent_tasks)),
             ));
             (addr, metrics, status)
         });

@@ -1,8 +1,10 @@
-//! What `/status` and `/readyz` report: per activity its handler version, its workers
-//! and its tasks in flight, kept up to date as an [`Observer`] of every event.
+//! What `/status` and `/readyz` report: per activity its handler version, its workers,
+//! its tasks in flight and the scaling signals (task slots and slots used, polls in
+//! flight, the wait from poll to start), kept up to date as an [`Observer`] of every
+//! event.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,6 +22,13 @@ pub struct StatusBoard {
 
 struct ActivityBoard {
     arn: Arc<str>,
+    /// `max_concurrent_tasks`.
+    task_slots: u32,
+    /// Long polls open now: changed on every poll, so kept apart from the lock.
+    polls_in_flight: AtomicU32,
+    /// Tasks started, and the sum of their waits from poll to start in microseconds.
+    started: AtomicU64,
+    waited_us: AtomicU64,
     /// The pool's desired worker count; `None` until the pool exists.
     desired: Mutex<Option<watch::Receiver<u32>>>,
     /// The activity's versions (for a canary); `None` until the pool exists.
@@ -38,6 +47,8 @@ struct BoardState {
     digest: Arc<str>,
     running_workers: u32,
     in_flight: HashMap<Arc<str>, InFlight>,
+    /// Tasks in flight that hold a slot (not those recovered from the outbox).
+    slots_used: u32,
     /// Why polls are refused until the activity's setup changes (it does not exist, its
     /// KMS key cannot be used); `None` once a poll succeeds.
     blocked: Option<String>,
@@ -59,14 +70,19 @@ impl ActivityBoard {
 }
 
 impl StatusBoard {
-    /// A board for these activity ARNs, nothing loaded or running yet.
-    pub fn new<'a>(arns: impl IntoIterator<Item = &'a str>) -> Self {
+    /// A board for these activities (ARN, `max_concurrent_tasks`), nothing loaded or
+    /// running yet.
+    pub fn new<'a>(activities: impl IntoIterator<Item = (&'a str, u32)>) -> Self {
         Self {
             started: Instant::now(),
-            activities: arns
+            activities: activities
                 .into_iter()
-                .map(|arn| ActivityBoard {
+                .map(|(arn, task_slots)| ActivityBoard {
                     arn: Arc::from(arn),
+                    task_slots,
+                    polls_in_flight: AtomicU32::new(0),
+                    started: AtomicU64::new(0),
+                    waited_us: AtomicU64::new(0),
                     desired: Mutex::new(None),
                     versions: Mutex::new(None),
                     polled: AtomicBool::new(false),
@@ -156,12 +172,19 @@ impl StatusBoard {
                         })
                     })
                     .collect();
+                let started = board.started.load(Ordering::Relaxed);
+                #[allow(clippy::cast_precision_loss)] // µs: f64 is exact for 285 years
+                let waited = board.waited_us.load(Ordering::Relaxed) as f64 / 1e6;
                 json!({
                     "arn": &*board.arn,
                     "handler_digest": &*state.digest,
                     "canary": canary,
                     "desired_workers": desired,
                     "running_workers": state.running_workers,
+                    "task_slots": board.task_slots,
+                    "task_slots_used": state.slots_used,
+                    "polls_in_flight": board.polls_in_flight.load(Ordering::Relaxed),
+                    "task_wait_seconds": {"count": started, "sum": waited},
                     "tasks_in_flight": tasks.len(),
                     "tasks": tasks,
                     "polls_refused": state.blocked,
@@ -182,13 +205,15 @@ impl Observer for StatusBoard {
             return;
         };
         match &event.kind {
-            // Read first: every poll lands here, and a plain load keeps the cache line
-            // shared between the workers' threads.
             EventKind::Worker {
                 event: WorkerEvent::PollingStarting,
                 ..
-            } if !board.polled.load(Ordering::Relaxed) => {
-                board.polled.store(true, Ordering::Relaxed);
+            } => {
+                board.polls_in_flight.fetch_add(1, Ordering::Relaxed);
+                // A plain load first keeps the flag's cache line shared.
+                if !board.polled.load(Ordering::Relaxed) {
+                    board.polled.store(true, Ordering::Relaxed);
+                }
             }
             EventKind::Worker {
                 event: WorkerEvent::Running,
@@ -203,15 +228,23 @@ impl Observer for StatusBoard {
                     },
                 ..
             } => {
+                decrement(&board.polls_in_flight);
                 board.lock().blocked = Some(error.clone());
                 board.blocked.store(true, Ordering::Relaxed);
             }
             EventKind::Worker {
+                event: WorkerEvent::PollingError { .. },
+                ..
+            } => decrement(&board.polls_in_flight),
+            EventKind::Worker {
                 event: WorkerEvent::PollingSuccess { .. },
                 ..
-            } if board.blocked.load(Ordering::Relaxed) => {
-                board.blocked.store(false, Ordering::Relaxed);
-                board.lock().blocked = None;
+            } => {
+                decrement(&board.polls_in_flight);
+                if board.blocked.load(Ordering::Relaxed) {
+                    board.blocked.store(false, Ordering::Relaxed);
+                    board.lock().blocked = None;
+                }
             }
             EventKind::Worker {
                 event: WorkerEvent::Stopped { .. },
@@ -225,7 +258,8 @@ impl Observer for StatusBoard {
                 event: TaskEvent::Received,
                 ..
             } => {
-                board.lock().in_flight.insert(
+                let mut state = board.lock();
+                state.in_flight.insert(
                     task.task_id.clone(),
                     InFlight {
                         started: SystemTime::now(),
@@ -233,13 +267,28 @@ impl Observer for StatusBoard {
                         handler_digest: task.handler_digest.clone(),
                     },
                 );
+                if !task.recovered {
+                    state.slots_used += 1;
+                }
+            }
+            EventKind::Task {
+                event: TaskEvent::Start { wait },
+                ..
+            } => {
+                board.started.fetch_add(1, Ordering::Relaxed);
+                let micros = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
+                board.waited_us.fetch_add(micros, Ordering::Relaxed);
             }
             EventKind::Task {
                 task,
                 event: TaskEvent::Done(_),
                 ..
             } => {
-                board.lock().in_flight.remove(&task.task_id);
+                let mut state = board.lock();
+                state.in_flight.remove(&task.task_id);
+                if !task.recovered {
+                    state.slots_used = state.slots_used.saturating_sub(1);
+                }
             }
             EventKind::Handler(HandlerEvent::Loaded { digest, .. }) => {
                 board.lock().digest = digest.clone()
@@ -251,6 +300,11 @@ impl Observer for StatusBoard {
             _ => {}
         }
     }
+}
+
+/// One less, never below zero (a poll dropped at shutdown may end unreported).
+fn decrement(count: &AtomicU32) {
+    let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
 }
 
 fn millis(elapsed: Duration) -> u64 {
@@ -297,7 +351,7 @@ mod tests {
 
     #[test]
     fn ready_once_loaded_and_polling_and_tasks_come_and_go() {
-        let board = StatusBoard::new(["arn:a"]);
+        let board = StatusBoard::new([("arn:a", 1)]);
         assert!(board.not_ready().unwrap().contains("no handler"));
         board.observe(&Event {
             kind: EventKind::Handler(HandlerEvent::Loaded {

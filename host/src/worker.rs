@@ -3,7 +3,7 @@
 //! polls, and repeats until stopped; its backoff and give-up rule live here.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -112,6 +112,16 @@ impl ActivityWorker {
                     Err(_) => break EXIT_STOPPED,
                 },
             };
+            // Then a start token, when starts are limited: a task polled now may start.
+            if let Some(starts) = &self.shared.starts {
+                tokio::select! {
+                    biased;
+                    () = self.stop.shutdown.cancelled() => break EXIT_STOPPED,
+                    () = self.stop.retire.cancelled() => break EXIT_STOPPED,
+                    () = self.shared.tasks.abort.cancelled() => break EXIT_STOPPED,
+                    () = starts.until_ready() => {}
+                }
+            }
             // Reap finished tasks (their panics were answered by their guards).
             while running.try_join_next().is_some() {}
             self.emitter.emit(WorkerEvent::PollingStarting);
@@ -120,6 +130,7 @@ impl ActivityWorker {
                 () = self.shared.tasks.abort.cancelled() => break EXIT_STOPPED,
                 polled = self.shared.sfn.poll(&self.shared.arn, &self.name) => polled,
             };
+            let received = Instant::now();
             match polled {
                 Ok(task) => {
                     failures = 0;
@@ -135,7 +146,9 @@ impl ActivityWorker {
                             let worker = self.clone();
                             running.spawn(async move {
                                 let shared = &worker.shared;
-                                shared.run(&worker.emitter, &worker.name, task).await;
+                                shared
+                                    .run(&worker.emitter, &worker.name, task, received)
+                                    .await;
                                 drop(slot);
                             });
                         }

@@ -35,6 +35,7 @@ pub(super) struct RawActivity {
     pub workers: u32,
     pub pollers: Option<u32>,
     pub max_concurrent_tasks: Option<u32>,
+    pub max_tasks_per_second: Option<f64>,
     #[serde(default = "default_task_timeout")]
     pub task_timeout_seconds: f64,
     #[serde(default = "default_memory_limit")]
@@ -109,6 +110,10 @@ pub struct ActivityConfig {
     /// The most tasks of this activity that run at once (`max_concurrent_tasks`, else
     /// `workers`): its task slots.
     pub max_concurrent_tasks: u32,
+    /// `max_tasks_per_second`: the most tasks this host starts per second for the
+    /// activity (a token bucket holding a second's worth; a poller takes a token before
+    /// it polls); `None`: no limit.
+    pub max_tasks_per_second: Option<f64>,
     /// The deadline of one task.
     pub task_timeout: Duration,
     /// The memory cap of one task, in bytes.
@@ -205,6 +210,9 @@ impl ActivityConfig {
         })?;
         let max_concurrent_tasks = raw.max_concurrent_tasks.unwrap_or(raw.workers);
         within(max_concurrent_tasks, 1..=1_000_000).map_err(at("max_concurrent_tasks"))?;
+        if let Some(rate) = raw.max_tasks_per_second {
+            within(rate, 0.01..=100_000.0).map_err(at("max_tasks_per_second"))?;
+        }
         let task_timeout =
             seconds(raw.task_timeout_seconds, 0.001, 31_536_000.0).ok_or_else(|| {
                 at("task_timeout_seconds")(format!(
@@ -270,6 +278,7 @@ impl ActivityConfig {
             record,
             pollers,
             max_concurrent_tasks,
+            max_tasks_per_second: raw.max_tasks_per_second,
             task_timeout,
             memory_limit_bytes: raw.memory_limit_mb << 20,
             restart_interval: Duration::from_millis(raw.restart_interval_ms),

@@ -40,6 +40,9 @@ pub struct Fields<'a> {
     pub error: Option<&'static str>,
     /// A task's time, in milliseconds.
     pub elapsed_ms: Option<u64>,
+    /// A task's wait from its poll's return to its start, in milliseconds (microsecond
+    /// precision).
+    pub wait_ms: Option<f64>,
     /// A task's guest CPU, in milliseconds (microsecond precision).
     pub cpu_ms: Option<f64>,
     /// A task's most linear memory, in bytes.
@@ -146,6 +149,7 @@ pub(super) fn log(event: &Event) {
                 outcome = fields.outcome,
                 error = fields.error,
                 elapsed_ms = fields.elapsed_ms,
+                wait_ms = fields.wait_ms,
                 cpu_ms = fields.cpu_ms,
                 memory_peak_bytes = fields.memory_peak_bytes,
                 deduplicated = fields.deduplicated,

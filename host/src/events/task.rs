@@ -13,7 +13,11 @@ pub enum TaskEvent {
     /// `task:received`
     Received,
     /// `task:start`: the handler is about to run.
-    Start,
+    Start {
+        /// From the poll's return to this start: the host's own schedule-to-start
+        /// (idempotency lookups, an instance slot, the runtime's queue).
+        wait: Duration,
+    },
     /// `task:heartbeat`: a heartbeat was delivered.
     Heartbeat {
         /// `guest` (the handler called `heartbeat()`) or `auto` (`heartbeat_seconds`).
@@ -167,7 +171,7 @@ impl TaskEvent {
     pub fn name(&self) -> &'static str {
         match self {
             TaskEvent::Received => "task:received",
-            TaskEvent::Start => "task:start",
+            TaskEvent::Start { .. } => "task:start",
             TaskEvent::Heartbeat { .. } => "task:heartbeat",
             TaskEvent::Success { .. } => "task:success",
             TaskEvent::Failure { .. } => "task:failure",
@@ -240,7 +244,10 @@ impl TaskEvent {
                 fields.deduplicated = done.deduplicated.then_some(true);
                 Level::INFO
             }
-            TaskEvent::Start => Level::INFO,
+            TaskEvent::Start { wait } => {
+                fields.wait_ms = Some((wait.as_secs_f64() * 1e6).round() / 1e3);
+                Level::INFO
+            }
         }
     }
 }

@@ -158,10 +158,15 @@ fn each_event_has_its_name_level_and_fields() {
             task_fields(),
         ),
         (
-            task_event(TaskEvent::Start),
+            task_event(TaskEvent::Start {
+                wait: Duration::from_micros(1_500),
+            }),
             "task:start",
             Level::INFO,
-            task_fields(),
+            Fields {
+                wait_ms: Some(1.5),
+                ..task_fields()
+            },
         ),
         (
             task_event(TaskEvent::Heartbeat { source: "auto" }),
@@ -469,7 +474,9 @@ fn emitters_give_each_family_its_subject() {
         percent: 5,
     });
     worker.emit(WorkerEvent::Running);
-    task_emitter.emit(TaskEvent::Start);
+    task_emitter.emit(TaskEvent::Start {
+        wait: Duration::ZERO,
+    });
     let handler = received.try_recv().unwrap();
     assert_eq!((handler.worker(), handler.task()), (None, None));
     let running = received.try_recv().unwrap();
@@ -477,5 +484,10 @@ fn emitters_give_each_family_its_subject() {
     assert_eq!(running.task(), None);
     let start = received.try_recv().unwrap();
     assert_eq!(start.task(), Some(&task()));
-    assert_eq!(start.task_event(), Some(&TaskEvent::Start));
+    assert_eq!(
+        start.task_event(),
+        Some(&TaskEvent::Start {
+            wait: Duration::ZERO
+        })
+    );
 }

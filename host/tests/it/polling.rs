@@ -89,7 +89,7 @@ fn most_at_once(events: &[sfn_wasm_host::events::Event]) -> usize {
     for event in events {
         match event.kind {
             EventKind::Task {
-                event: TaskEvent::Start,
+                event: TaskEvent::Start { .. },
                 ..
             } => running += 1,
             EventKind::Task {

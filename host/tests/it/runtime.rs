@@ -250,7 +250,7 @@ async fn the_seed_scenarios_end_to_end() {
                 matches!(
                     e.kind,
                     EventKind::Task {
-                        event: TaskEvent::Start,
+                        event: TaskEvent::Start { .. },
                         ..
                     }
                 )
