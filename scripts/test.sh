@@ -18,7 +18,18 @@ done
 . scripts/lib/localstack.sh
 trap localstack_stop EXIT
 localstack_start
-# Python tools the tests call (a Prometheus exposition parser), pinned.
+# Prometheus from Debian (promtool for the alert rules' checks and unit tests, and a real
+# server that scrapes a served host and evaluates them).
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian's prometheus package (promtool, prometheus)..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "error: promtool and prometheus are missing; install Debian's prometheus package (sudo apt-get install prometheus)" >&2
+    exit 1
+  fi
+fi
+# Python tools the tests call (a Prometheus exposition parser, YAML), pinned.
 venv_install "$PWD/.venv/test-tools" scripts/test-tools-requirements.txt
 export TEST_TOOLS_PYTHON="$PWD/.venv/test-tools/bin/python"
 cargo test "$@"

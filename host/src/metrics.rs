@@ -263,13 +263,49 @@ impl Metrics {
         }
     }
 
-    /// Sets an activity's `task_slots` (its `max_concurrent_tasks`), once at start.
-    pub fn set_task_slots(&self, arn: &str, slots: u32) {
+    /// Adds an activity at start: its `task_slots` (`max_concurrent_tasks`), and its
+    /// series at zero, so that a scaler sees `task_slots_used` before the first task and
+    /// an alert on `increase(...)` sees the first undelivered or refused answer, the
+    /// first rollback (a counter that appears at 1 shows no increase).
+    pub fn add_activity(&self, arn: &str, slots: u32) {
+        let shared = Shared(Arc::from(arn));
+        let activity = ActivityLabels {
+            activity: shared.clone(),
+        };
         self.task_slots
-            .get_or_create(&ActivityLabels {
-                activity: Shared(Arc::from(arn)),
-            })
+            .get_or_create(&activity)
             .set(i64::from(slots));
+        let _ = self.task_slots_used.get_or_create(&activity);
+        let _ = self.polls_in_flight.get_or_create(&activity);
+        let _ = self.tasks_in_flight.get_or_create(&activity);
+        let _ = self.workers.get_or_create(&activity);
+        let _ = self.heartbeats.get_or_create(&activity);
+        let _ = self.answers_refused.get_or_create(&activity);
+        let _ = self.task_wait.get_or_create(&activity);
+        for (outcome, error) in [
+            ("success", "guest"),
+            ("failure", "guest"),
+            ("closed", "closed"),
+            ("undelivered", "undelivered"),
+        ] {
+            let _ = self.tasks.get_or_create(&TaskLabels {
+                activity: shared.clone(),
+                outcome,
+                error,
+            });
+        }
+        for result in ["task", "empty", "throttled", "error"] {
+            let _ = self.polls.get_or_create(&ResultLabels {
+                activity: shared.clone(),
+                result,
+            });
+        }
+        for result in ["swapped", "rejected", "canary", "promoted", "rolledback"] {
+            let _ = self.handler_swaps.get_or_create(&ResultLabels {
+                activity: shared.clone(),
+                result,
+            });
+        }
     }
 
     /// Sets `ready`, as `/readyz` would answer now; the admin server calls it before

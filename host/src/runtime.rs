@@ -108,7 +108,7 @@ impl HostRuntime {
         let observed = config.host.admin_listen.map(|addr| {
             let metrics = Arc::new(Metrics::new());
             for activity in &config.activities {
-                metrics.set_task_slots(&activity.arn, activity.max_concurrent_tasks);
+                metrics.add_activity(&activity.arn, activity.max_concurrent_tasks);
             }
             let status = Arc::new(StatusBoard::new(
                 config

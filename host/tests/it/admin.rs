@@ -36,7 +36,7 @@ pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// Every sample of a Prometheus text exposition, as Python's `prometheus_client` parser
 /// reads it: `name{label="value",...}` (labels sorted) → value.
-fn parse_metrics(text: &str) -> HashMap<String, f64> {
+pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
     let python = std::env::var("TEST_TOOLS_PYTHON").expect(
         "TEST_TOOLS_PYTHON is not set: run the suite with scripts/test.sh, which installs the test tools",
     );

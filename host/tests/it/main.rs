@@ -11,6 +11,7 @@ mod deploy;
 mod dev;
 mod emulator;
 mod engine;
+mod fleet;
 mod grants;
 mod guests;
 mod hotswap;
