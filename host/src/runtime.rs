@@ -132,12 +132,17 @@ impl HostRuntime {
         });
         let traces = match endpoint {
             Some(endpoint) => {
-                let traces = Arc::new(TaskTraces::new(&endpoint).map_err(|source| {
-                    RuntimeError::Traces {
+                let traces = Arc::new(
+                    TaskTraces::new(
+                        &endpoint,
+                        &config.host.otel_headers,
+                        config.host.otel_ca_file.as_deref(),
+                    )
+                    .map_err(|source| RuntimeError::Traces {
                         file: config.file.clone(),
                         source,
-                    }
-                })?);
+                    })?,
+                );
                 observers.push(traces.clone());
                 calls.push(traces.clone());
                 tracing::info!(otel = %endpoint, "exporting task traces over OTLP/HTTP");

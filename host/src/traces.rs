@@ -11,6 +11,7 @@
 //! spans when its queue is full: a slow or absent collector never holds a task up.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -18,12 +19,14 @@ use opentelemetry::trace::{
     Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 
 use crate::aws::Api;
+use crate::config::OtelHeaders;
 use crate::events::{Event, EventKind, Observer, TaskEvent, TaskOutcome};
 use crate::ids::task_id;
+use crate::outbound::{read_ca_file, tls_client_config};
 use crate::sfn::{ActivityTask, CallObserver, SfnError, result_name};
 
 /// The environment variable the OpenTelemetry specification names for the OTLP endpoint
@@ -31,6 +34,8 @@ use crate::sfn::{ActivityTask, CallObserver, SfnError, result_name};
 pub const ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 /// How often ended spans are exported.
 const EXPORT_EVERY: Duration = Duration::from_secs(1);
+/// How long one export may take.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the last export may take at shutdown before it is abandoned: with the
 /// consumer's final answers (0.4 s), a SIGTERM still exits within grace + 0.5 s.
 const FINAL_EXPORT: Duration = Duration::from_millis(100);
@@ -54,21 +59,41 @@ pub struct TaskTraces {
 
 impl TaskTraces {
     /// An exporter to `endpoint` (the collector's base URL, like
-    /// `http://127.0.0.1:4318`; `/v1/traces` is appended unless it is there).
+    /// `https://collector:4318`; `/v1/traces` is appended unless it is there), sending
+    /// `headers` with every export; an `https://` collector is trusted by Mozilla's roots
+    /// and those in `ca_file` (PEM).
     ///
     /// # Errors
-    /// When the exporter cannot be built (a malformed URL).
-    pub fn new(endpoint: &str) -> Result<Self, TracesError> {
+    /// When the exporter cannot be built (a malformed URL, an unreadable `ca_file`).
+    pub fn new(
+        endpoint: &str,
+        headers: &OtelHeaders,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, TracesError> {
         let endpoint = traces_url(endpoint);
+        let failed = |message: String| TracesError {
+            endpoint: endpoint.clone(),
+            message,
+        };
+        let roots = match ca_file {
+            Some(path) => read_ca_file(path).map_err(&failed)?,
+            None => Vec::new(),
+        };
+        let tls = tls_client_config(roots).map_err(|err| failed(err.to_string()))?;
+        let client = http_client(tls).map_err(&failed)?;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(endpoint.clone())
+            .with_http_client(client)
+            .with_headers(
+                headers
+                    .iter()
+                    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                    .collect(),
+            )
             .build()
-            .map_err(|err| TracesError {
-                endpoint: endpoint.clone(),
-                message: err.to_string(),
-            })?;
+            .map_err(|err| failed(err.to_string()))?;
         let processor = BatchSpanProcessor::builder(exporter)
             .with_batch_config(
                 BatchConfigBuilder::default()
@@ -232,6 +257,24 @@ impl CallObserver for TaskTraces {
     ) {
         self.call(token, api, started, error);
     }
+}
+
+/// The exporter's blocking HTTP client over the host's TLS settings. Built on a thread
+/// of its own, as the exporter builds its default one: reqwest's blocking client owns a
+/// runtime, which must not be made (or dropped) on the host's.
+fn http_client(tls: rustls::ClientConfig) -> Result<reqwest::blocking::Client, String> {
+    std::thread::Builder::new()
+        .name("otlp-client".into())
+        .spawn(move || {
+            reqwest::blocking::Client::builder()
+                .timeout(EXPORT_TIMEOUT)
+                .tls_backend_preconfigured(tls)
+                .build()
+        })
+        .map_err(|err| format!("cannot start a thread for the HTTP client: {err}"))?
+        .join()
+        .map_err(|_| "the HTTP client's thread panicked".to_owned())?
+        .map_err(|err| format!("cannot build the HTTP client: {err}"))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::checks::{Problem, at, optional, seconds_within, within};
+use crate::outbound::read_ca_file;
 
 /// The log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -44,6 +45,39 @@ pub(super) struct RawHost {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawOtel {
     pub endpoint: String,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `[host.otel] headers`: sent with every export (a collector's API key). Their values
+/// never reach a log or a `Debug` print: only the names do.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct OtelHeaders(Vec<(String, String)>);
+
+impl OtelHeaders {
+    /// The headers, name and value.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for OtelHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(name, _)| (name, "<redacted>")))
+            .finish()
+    }
 }
 
 /// The `[host]` table, resolved.
@@ -76,6 +110,10 @@ pub struct HostConfig {
     /// `[host.otel] endpoint`: the OTLP/HTTP collector traces go to (`/v1/traces` is
     /// appended). `None`: the `OTEL_EXPORTER_OTLP_ENDPOINT` variable decides, at start.
     pub otel_endpoint: Option<String>,
+    /// `[host.otel] headers`.
+    pub otel_headers: OtelHeaders,
+    /// `[host.otel] ca_file`: roots trusted for an `https://` collector besides Mozilla's.
+    pub otel_ca_file: Option<PathBuf>,
 }
 
 impl HostConfig {
@@ -120,11 +158,26 @@ impl HostConfig {
         let outbox_max_mb =
             within(raw.outbox_max_mb.unwrap_or(100), 1..=1 << 20).map_err(at("outbox_max_mb"))?;
         let admin_listen = optional(raw.admin_listen.as_deref(), "admin_listen", parse_listen)?;
-        let otel_endpoint = optional(raw.otel, "otel.endpoint", |otel| {
-            check_otel_endpoint(&otel.endpoint)
-        })?;
+        let (otel_endpoint, otel_headers, otel_ca_file) = match raw.otel {
+            None => (None, OtelHeaders::default(), None),
+            Some(otel) => {
+                let endpoint = check_otel_endpoint(&otel.endpoint).map_err(at("otel.endpoint"))?;
+                let headers = otel
+                    .headers
+                    .into_iter()
+                    .map(|(name, value)| check_header(name, value))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let ca_file = otel.ca_file.map(|path| base.join(path));
+                if let Some(path) = &ca_file {
+                    read_ca_file(path).map_err(at("otel.ca_file"))?;
+                }
+                (Some(endpoint), OtelHeaders(headers), ca_file)
+            }
+        };
         Ok(Self {
             otel_endpoint,
+            otel_headers,
+            otel_ca_file,
             worker_prefix,
             shutdown_grace,
             log_format: raw.log_format,
@@ -149,6 +202,23 @@ pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
             "must be IP:PORT, like \"127.0.0.1:9464\" (a host name is not accepted); got {text:?}"
         )
     })
+}
+
+/// Checks one `[host.otel] headers` entry: an HTTP header name and a value HTTP allows.
+fn check_header(name: String, value: String) -> Result<(String, String), Problem> {
+    let key = format!("otel.headers.{name}");
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(at(&key)(
+            "is not an HTTP header name: use letters, digits and - (like \"api-key\")".into(),
+        ));
+    }
+    if value.is_empty() || http::HeaderValue::from_str(&value).is_err() {
+        // The value is a secret: the message does not repeat it.
+        return Err(at(&key)(
+            "must be a non-empty header value without control characters or line breaks".into(),
+        ));
+    }
+    Ok((name, value))
 }
 
 /// Checks an OTLP/HTTP endpoint: an `http://` or `https://` URL with a host.

@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use activity::{ActivityConfig, MAX_MEMORY_LIMIT_MB, MAX_POLLERS, PollingConfig, RecordConfig};
-pub use host::{HostConfig, LogFormat, check_otel_endpoint, default_cache_dir, parse_listen};
+pub use host::{
+    HostConfig, LogFormat, OtelHeaders, check_otel_endpoint, default_cache_dir, parse_listen,
+};
 pub use progress::{IdempotencyConfig, ProgressConfig};
 pub use rollout::RolloutConfig;
 

@@ -364,3 +364,20 @@ fn secrets_and_aws_grants_take_their_defaults_from_their_required_keys() {
     );
     assert_eq!(grants.ca_file, None);
 }
+
+#[test]
+fn otel_headers_are_kept_and_never_printed() {
+    let config = parse(&format!(
+        "[host.otel]\nendpoint = \"https://collector:4318\"\nheaders = {{ \"api-key\" = \"s3cret\", \"x-team\" = \"ops\" }}\n\
+         [[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\nmax_tasks_per_second = 2.5\n"
+    ))
+    .unwrap();
+    let headers: Vec<(&str, &str)> = config.host.otel_headers.iter().collect();
+    assert_eq!(headers, [("api-key", "s3cret"), ("x-team", "ops")]);
+    let printed = format!("{:?}", config.host);
+    assert!(
+        printed.contains("api-key") && !printed.contains("s3cret"),
+        "{printed}"
+    );
+    assert_eq!(config.activities[0].max_tasks_per_second, Some(2.5));
+}

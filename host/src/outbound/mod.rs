@@ -36,7 +36,7 @@ pub use aws::{
 };
 pub use codes::{TYPES_INTERFACE, http_error_code};
 pub use send::read_ca_file;
-pub(crate) use send::tls_connector;
+pub(crate) use send::{tls_client_config, tls_connector};
 
 /// `[activity.outbound]`'s numbers: what one task may do over HTTP, and how long the
 /// activity keeps connections for reuse. (`ca_file` is in [`GrantsConfig`](crate::grants::GrantsConfig).)

@@ -109,6 +109,17 @@ pub(crate) fn tls_connector() -> Result<tokio_rustls::TlsConnector, rustls::Erro
 pub(super) fn tls_connector_with(
     extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 ) -> Result<tokio_rustls::TlsConnector, rustls::Error> {
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(
+        tls_client_config(extra_roots)?,
+    )))
+}
+
+/// The host's TLS client settings: Mozilla's roots (webpki-roots) and `extra_roots` (a
+/// `ca_file`), ring, TLS 1.2 and 1.3. Every TLS client of the host (guests' outbound
+/// requests, the OTLP exporter) uses them.
+pub(crate) fn tls_client_config(
+    extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -120,7 +131,7 @@ pub(super) fn tls_connector_with(
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    Ok(config)
 }
 
 /// Reads a PEM file of CA certificates (`ca_file`): every certificate in it, each one a

@@ -18,60 +18,95 @@ use serde_json::json;
 use crate::emulator;
 use crate::guests::guest;
 use crate::served::Served;
+use crate::tls::tls_file;
 
 /// What the collector received: every span, with its resource's `service.name`.
 type Received = Arc<Mutex<Vec<(String, Span)>>>;
+/// The headers of every export request, names lowercased.
+type Headers = Arc<Mutex<Vec<(String, String)>>>;
 
 /// An OTLP/HTTP collector on a free port: answers every POST with 200 and keeps the spans.
 fn collector() -> (String, Received) {
+    let (url, received, _) = collector_with(None);
+    (url, received)
+}
+
+/// [`collector`], over TLS when `tls` is given (the URL is then `https://localhost:PORT`,
+/// the name the test CA's server certificate holds); also the request headers.
+fn collector_with(tls: Option<Arc<rustls::ServerConfig>>) -> (String, Received, Headers) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let port = listener.local_addr().unwrap().port();
+    let url = match tls {
+        Some(_) => format!("https://localhost:{port}"),
+        None => format!("http://127.0.0.1:{port}"),
+    };
     let received: Received = Arc::default();
-    let keep = received.clone();
+    let headers: Headers = Arc::default();
+    let (keep, keep_headers) = (received.clone(), headers.clone());
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let (mut path, mut length) = (String::new(), 0usize);
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            if let Some(target) = line.split_whitespace().nth(1) {
-                path = target.to_owned();
-            }
-            loop {
-                line.clear();
-                reader.read_line(&mut line).unwrap();
-                if line.trim().is_empty() {
-                    break;
+            let Ok(stream) = stream else { continue };
+            match &tls {
+                Some(config) => {
+                    let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+                    serve_export(
+                        rustls::StreamOwned::new(connection, stream),
+                        &keep,
+                        &keep_headers,
+                    );
                 }
-                if let Some((name, value)) = line.split_once(':')
-                    && name.eq_ignore_ascii_case("content-length")
-                {
-                    length = value.trim().parse().unwrap();
-                }
+                None => serve_export(stream, &keep, &keep_headers),
             }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            assert_eq!(path, "/v1/traces");
-            let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
-            for resource in request.resource_spans {
-                let service = resource
-                    .resource
-                    .as_ref()
-                    .and_then(|r| string(&r.attributes, "service.name"))
-                    .unwrap_or_default();
-                for scope in resource.scope_spans {
-                    for span in scope.spans {
-                        keep.lock().unwrap().push((service.clone(), span));
-                    }
-                }
-            }
-            let _ = stream.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            );
         }
     });
-    (url, received)
+    (url, received, headers)
+}
+
+/// Reads one export request from `stream`, keeps its spans and headers, answers 200.
+fn serve_export(stream: impl Read + Write, keep: &Received, headers: &Headers) {
+    let mut reader = BufReader::new(stream);
+    let (mut path, mut length) = (String::new(), 0usize);
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return; // a TLS handshake refused, a probe
+    }
+    if let Some(target) = line.split_whitespace().nth(1) {
+        path = target.to_owned();
+    }
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_owned());
+            if name == "content-length" {
+                length = value.parse().unwrap();
+            }
+            headers.lock().unwrap().push((name, value));
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    assert_eq!(path, "/v1/traces");
+    let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+    for resource in request.resource_spans {
+        let service = resource
+            .resource
+            .as_ref()
+            .and_then(|r| string(&r.attributes, "service.name"))
+            .unwrap_or_default();
+        for scope in resource.scope_spans {
+            for span in scope.spans {
+                keep.lock().unwrap().push((service.clone(), span));
+            }
+        }
+    }
+    let _ = reader.get_mut().write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    let _ = reader.get_mut().flush();
 }
 
 fn value<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
@@ -193,6 +228,121 @@ fn every_task_is_a_span_with_its_step_functions_calls() {
         "the Heartbeat scenario's call is a child span too"
     );
 
+    served.signal(Signal::TERM);
+    assert_eq!(served.wait_exit(), 0);
+}
+
+/// The test CA's server certificate (for `localhost`), as a rustls server config.
+fn test_server_tls() -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let certificates = rustls::pki_types::CertificateDer::pem_file_iter(tls_file("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(tls_file("server.key")).unwrap();
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certificates, key)
+        .unwrap(),
+    )
+}
+
+#[test]
+fn traces_reach_an_https_collector_with_its_api_key_never_logged() {
+    let (endpoint, received, headers) = collector_with(Some(test_server_tls()));
+    let (runtime, client, activity, machine) = emulator::emulated("traces-tls");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let secret = "k3y-0f-the-c0llector";
+    std::fs::write(
+        &config,
+        format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\ncache = false\n\
+             [host.otel]\nendpoint = \"{endpoint}\"\nca_file = \"{}\"\n\
+             headers = {{ \"api-key\" = \"{secret}\" }}\n\
+             [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\n",
+            emulator::endpoint(),
+            tls_file("ca.pem").display(),
+            guest("greet").display()
+        ),
+    )
+    .unwrap();
+    let mut served = Served::start(&config);
+    served.wait_for("worker:running");
+    runtime.block_on(emulator::start(&client, &machine, json!({"hello": "TLS"})));
+    served.wait_for("task:done");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !received
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, s)| s.name == "task")
+    {
+        assert!(Instant::now() < deadline, "no task span over https");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        headers
+            .lock()
+            .unwrap()
+            .contains(&("api-key".to_owned(), secret.to_owned())),
+        "the collector's header: {:?}",
+        headers.lock().unwrap()
+    );
+    served.signal(Signal::TERM);
+    assert_eq!(served.wait_exit(), 0);
+    assert!(
+        !served.text().contains(secret),
+        "the API key reached the log"
+    );
+    // `check` does not print it either.
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
+        .arg("check")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(!printed.contains(secret), "{printed}");
+}
+
+#[test]
+fn an_https_collector_the_host_does_not_trust_gets_nothing_and_tasks_still_run() {
+    let (endpoint, received, _) = collector_with(Some(test_server_tls()));
+    let (runtime, client, activity, machine) = emulator::emulated("traces-untrusted");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    // No ca_file: the test CA is not among Mozilla's roots.
+    std::fs::write(
+        &config,
+        format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\ncache = false\n\
+             [host.otel]\nendpoint = \"{endpoint}\"\n\
+             [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\n",
+            emulator::endpoint(),
+            guest("greet").display()
+        ),
+    )
+    .unwrap();
+    let mut served = Served::start(&config);
+    served.wait_for("worker:running");
+    let execution = runtime.block_on(emulator::start(&client, &machine, json!({"hello": "X"})));
+    let ended = runtime.block_on(emulator::wait(&client, &execution, Duration::from_secs(30)));
+    assert_eq!(ended.output, Some(json!({"greeting": "Hello, X"})));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "exported to an untrusted collector"
+    );
     served.signal(Signal::TERM);
     assert_eq!(served.wait_exit(), 0);
 }
