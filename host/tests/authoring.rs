@@ -183,6 +183,35 @@ fn serve_through_localstack(project: &Path, name: &str, inputs: &[Value]) -> Vec
     ended
 }
 
+/// Adds `line` before `guard` in the project's `file`: a branch a test needs (a handler
+/// that throws), written as the user would.
+fn insert_before(project: &Path, file: &str, guard: &str, line: &str) {
+    let source = project.join(file);
+    let text = std::fs::read_to_string(&source).unwrap();
+    assert!(text.contains(guard), "{file} has no {guard:?}");
+    std::fs::write(
+        &source,
+        text.replacen(guard, &format!("{line}\n{guard}"), 1),
+    )
+    .unwrap();
+}
+
+/// Serves the project through LocalStack for `{"hello": "World"}` (it must succeed with
+/// the sample output) and `{"hello": "Error"}` (it must fail with
+/// `SfnWasmHost.HandlerError`): that failure's cause.
+fn served_greets_then_fails(project: &Path, name: &str) -> String {
+    let ended = serve_through_localstack(
+        project,
+        name,
+        &[json!({"hello": "World"}), json!({"hello": "Error"})],
+    );
+    assert_eq!(ended[0].status, ExecutionStatus::Succeeded, "{ended:?}");
+    assert_eq!(ended[0].output, Some(sample_output()));
+    assert_eq!(ended[1].status, ExecutionStatus::Failed, "{ended:?}");
+    assert_eq!(ended[1].error.as_deref(), Some("SfnWasmHost.HandlerError"));
+    ended[1].cause.clone().unwrap_or_default()
+}
+
 fn sample_output() -> Value {
     json!({"greeting": "Hello, World"})
 }
@@ -228,21 +257,12 @@ fn rust_from_new_to_step_functions() {
 fn js_from_new_to_step_functions() {
     let (_outside, project, name) = new_project("js");
     // A handler that throws an Error object: its message and stack reach Step Functions.
-    let source = project.join("src/handler.js");
-    let text = std::fs::read_to_string(&source).unwrap();
-    let guard = "  if (!input.hello) {";
-    assert!(text.contains(guard));
-    std::fs::write(
-        &source,
-        text.replacen(
-            guard,
-            &format!(
-                "  if (input.hello === 'Error') throw new RangeError('thrown on purpose');\n{guard}"
-            ),
-            1,
-        ),
-    )
-    .unwrap();
+    insert_before(
+        &project,
+        "src/handler.js",
+        "  if (!input.hello) {",
+        "  if (input.hello === 'Error') throw new RangeError('thrown on purpose');",
+    );
     {
         let _one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
         let (_, install) = run(&project, "npm", &["install", "--no-audit", "--no-fund"]);
@@ -266,16 +286,8 @@ fn js_from_new_to_step_functions() {
         json!({"status": "failure", "error": "InvalidName", "cause": "hello must not be empty"})
     );
 
-    let ended = serve_through_localstack(
-        &project,
-        &name,
-        &[json!({"hello": "World"}), json!({"hello": "Error"})],
-    );
-    assert_eq!(ended[0].status, ExecutionStatus::Succeeded, "{ended:?}");
-    assert_eq!(ended[0].output, Some(sample_output()));
-    assert_eq!(ended[1].status, ExecutionStatus::Failed, "{ended:?}");
-    assert_eq!(ended[1].error.as_deref(), Some("SfnWasmHost.HandlerError"));
-    let cause = ended[1].cause.as_deref().unwrap_or_default();
+    let cause = served_greets_then_fails(&project, &name);
+    let cause = cause.as_str();
     assert!(
         cause.starts_with("RangeError: thrown on purpose\n") && cause.contains("greet@"),
         "the message and the stack: {cause}"
@@ -287,21 +299,12 @@ fn python_from_new_to_step_functions() {
     let (_outside, project, name) = new_project("python");
     // A handler that raises an exception: its type, message and traceback reach Step
     // Functions.
-    let source = project.join("handler.py");
-    let text = std::fs::read_to_string(&source).unwrap();
-    let guard = "    if not input.get(\"hello\"):";
-    assert!(text.contains(guard));
-    std::fs::write(
-        &source,
-        text.replacen(
-            guard,
-            &format!(
-                "    if input.get(\"hello\") == \"Error\":\n        raise LookupError(\"raised on purpose\")\n{guard}"
-            ),
-            1,
-        ),
-    )
-    .unwrap();
+    insert_before(
+        &project,
+        "handler.py",
+        "    if not input.get(\"hello\"):",
+        "    if input.get(\"hello\") == \"Error\":\n        raise LookupError(\"raised on purpose\")",
+    );
     {
         let _one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
         let (_, venv) = run(&project, "python3", &["-m", "venv", ".venv"]);
@@ -337,16 +340,8 @@ fn python_from_new_to_step_functions() {
         json!({"status": "success", "output": sample_output()})
     );
 
-    let ended = serve_through_localstack(
-        &project,
-        &name,
-        &[json!({"hello": "World"}), json!({"hello": "Error"})],
-    );
-    assert_eq!(ended[0].status, ExecutionStatus::Succeeded, "{ended:?}");
-    assert_eq!(ended[0].output, Some(sample_output()));
-    assert_eq!(ended[1].status, ExecutionStatus::Failed, "{ended:?}");
-    assert_eq!(ended[1].error.as_deref(), Some("SfnWasmHost.HandlerError"));
-    let cause = ended[1].cause.as_deref().unwrap_or_default();
+    let cause = served_greets_then_fails(&project, &name);
+    let cause = cause.as_str();
     assert!(
         cause.starts_with("Traceback (most recent call last):")
             && cause.contains("handler.py")

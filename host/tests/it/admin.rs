@@ -37,9 +37,6 @@ pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// Every sample of a Prometheus text exposition, as Python's `prometheus_client` parser
 /// reads it: `name{label="value",...}` (labels sorted) → value.
 pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
-    let python = std::env::var("TEST_TOOLS_PYTHON").expect(
-        "TEST_TOOLS_PYTHON is not set: run the suite with scripts/test.sh, which installs the test tools",
-    );
     let script = r#"
 import json, sys
 from prometheus_client.parser import text_string_to_metric_families
@@ -50,6 +47,15 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         out[f"{s.name}{{{labels}}}"] = s.value
 print(json.dumps(out))
 "#;
+    serde_json::from_slice(&test_tools_python(script, text, "the parser refused")).unwrap()
+}
+
+/// Runs `script` with the test tools' Python (`scripts/test.sh` installs it) on `input`:
+/// its stdout. Panics with `refusal` and the input when the script fails.
+pub fn test_tools_python(script: &str, input: &str, refusal: &str) -> Vec<u8> {
+    let python = std::env::var("TEST_TOOLS_PYTHON").expect(
+        "TEST_TOOLS_PYTHON is not set: run the suite with scripts/test.sh, which installs the test tools",
+    );
     let mut child = Command::new(python)
         .args(["-c", script])
         .stdin(Stdio::piped())
@@ -60,11 +66,11 @@ print(json.dumps(out))
         .stdin
         .take()
         .unwrap()
-        .write_all(text.as_bytes())
+        .write_all(input.as_bytes())
         .unwrap();
     let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "the parser refused:\n{text}");
-    serde_json::from_slice(&output.stdout).unwrap()
+    assert!(output.status.success(), "{refusal}:\n{input}");
+    output.stdout
 }
 
 fn sample(samples: &HashMap<String, f64>, key: &str) -> f64 {

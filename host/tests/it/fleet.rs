@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::admin::{get, parse_metrics};
+use crate::admin::{get, parse_metrics, test_tools_python};
 use crate::emulator;
 use crate::guests::{guest, workspace};
 use crate::served::Served;
@@ -225,28 +225,8 @@ fn deploy(name: &str) -> String {
 
 /// Every YAML document of `text`, as JSON (PyYAML, from the test tools).
 fn yaml_documents(text: &str) -> Vec<Value> {
-    use std::io::Write;
-    let python = std::env::var("TEST_TOOLS_PYTHON").expect(
-        "TEST_TOOLS_PYTHON is not set: run the suite with scripts/test.sh, which installs the test tools",
-    );
-    let mut child = Command::new(python)
-        .args([
-            "-c",
-            "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(sys.stdin))))",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "not YAML:\n{text}");
-    serde_json::from_slice(&output.stdout).unwrap()
+    let script = "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(sys.stdin))))";
+    serde_json::from_slice(&test_tools_python(script, text, "not YAML")).unwrap()
 }
 
 /// The `sfn_wasm_host_*` names a PromQL expression mentions.

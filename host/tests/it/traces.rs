@@ -109,6 +109,29 @@ fn serve_export(stream: impl Read + Write, keep: &Received, headers: &Headers) {
     let _ = reader.get_mut().flush();
 }
 
+/// `[host.otel]` for `endpoint`.
+fn otel(endpoint: &str) -> String {
+    format!("[host.otel]\nendpoint = \"{endpoint}\"\n")
+}
+
+/// A config serving `handler` on `activity` with `otel_lines` (a `[host.otel]` table).
+fn traced(
+    dir: &std::path::Path,
+    activity: &str,
+    handler: &str,
+    otel_lines: &str,
+    activity_lines: &str,
+) -> std::path::PathBuf {
+    crate::served::config(
+        dir,
+        &emulator::endpoint(),
+        activity,
+        &guest(handler),
+        activity_lines,
+        &format!("cache = false\n{otel_lines}"),
+    )
+}
+
 fn value<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
     attributes
         .iter()
@@ -129,18 +152,13 @@ fn every_task_is_a_span_with_its_step_functions_calls() {
     let (endpoint, received) = collector();
     let (runtime, client, activity, machine) = emulator::emulated("traces");
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\ncache = false\n\
-             [host.otel]\nendpoint = \"{endpoint}\"\n\
-             [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\nworkers = 2\n",
-            emulator::endpoint(),
-            guest("scenarios").display()
-        ),
-    )
-    .unwrap();
+    let config = traced(
+        dir.path(),
+        &activity,
+        "scenarios",
+        &otel(&endpoint),
+        "workers = 2",
+    );
     let mut served = Served::start(&config);
     served.wait_for("worker:running");
     for hello in ["World", "Failure", "Heartbeat"] {
@@ -257,21 +275,13 @@ fn traces_reach_an_https_collector_with_its_api_key_never_logged() {
     let (endpoint, received, headers) = collector_with(Some(test_server_tls()));
     let (runtime, client, activity, machine) = emulator::emulated("traces-tls");
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
     let secret = "k3y-0f-the-c0llector";
-    std::fs::write(
-        &config,
-        format!(
-            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\ncache = false\n\
-             [host.otel]\nendpoint = \"{endpoint}\"\nca_file = \"{}\"\n\
-             headers = {{ \"api-key\" = \"{secret}\" }}\n\
-             [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\n",
-            emulator::endpoint(),
-            tls_file("ca.pem").display(),
-            guest("greet").display()
-        ),
-    )
-    .unwrap();
+    let otel = format!(
+        "{}ca_file = \"{}\"\nheaders = {{ \"api-key\" = \"{secret}\" }}\n",
+        otel(&endpoint),
+        tls_file("ca.pem").display()
+    );
+    let config = traced(dir.path(), &activity, "greet", &otel, "");
     let mut served = Served::start(&config);
     served.wait_for("worker:running");
     runtime.block_on(emulator::start(&client, &machine, json!({"hello": "TLS"})));
@@ -320,19 +330,8 @@ fn an_https_collector_the_host_does_not_trust_gets_nothing_and_tasks_still_run()
     let (endpoint, received, _) = collector_with(Some(test_server_tls()));
     let (runtime, client, activity, machine) = emulator::emulated("traces-untrusted");
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
     // No ca_file: the test CA is not among Mozilla's roots.
-    std::fs::write(
-        &config,
-        format!(
-            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\ncache = false\n\
-             [host.otel]\nendpoint = \"{endpoint}\"\n\
-             [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\n",
-            emulator::endpoint(),
-            guest("greet").display()
-        ),
-    )
-    .unwrap();
+    let config = traced(dir.path(), &activity, "greet", &otel(&endpoint), "");
     let mut served = Served::start(&config);
     served.wait_for("worker:running");
     let execution = runtime.block_on(emulator::start(&client, &machine, json!({"hello": "X"})));
