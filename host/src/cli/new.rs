@@ -171,7 +171,7 @@ pub fn run(args: NewArgs) -> ExitCode {
     for (path, _) in &files {
         println!("  {path}");
     }
-    println!("next, in {}:", dir.display());
+    println!("next:\n  cd {}", dir.display());
     for step in args.language.next_steps() {
         println!("  {step}");
     }
