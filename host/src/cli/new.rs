@@ -75,7 +75,11 @@ impl Language {
     /// The project's own build, test and first-run commands, for the closing message.
     fn next_steps(self) -> &'static [&'static str] {
         match self {
-            Language::Rust => &["cargo build --release --target wasm32-wasip2", "cargo test"],
+            Language::Rust => &[
+                "rustup target add wasm32-wasip2   # once",
+                "cargo build --release --target wasm32-wasip2",
+                "cargo test",
+            ],
             Language::Js => &["npm install && npm run build", "npm test"],
             Language::Python => &[
                 "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt",
