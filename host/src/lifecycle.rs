@@ -4,7 +4,6 @@
 //! heartbeats, the settled answer, what it came to (by who answered), its record, and the
 //! `task:done` event. The worker that polled it only hands it over.
 
-use std::num::NonZeroU32;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,14 +74,7 @@ pub type TaskStarts = Arc<governor::DefaultDirectRateLimiter>;
 
 /// The bucket for `max_tasks_per_second = rate`.
 pub fn task_starts(rate: f64) -> TaskStarts {
-    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // clamped to u32
-    let burst = NonZeroU32::new(rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32)
-        .unwrap_or(NonZeroU32::MIN);
-    let quota = governor::Quota::with_period(period)
-        .unwrap_or_else(|| governor::Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(burst);
-    Arc::new(governor::RateLimiter::direct(quota))
+    Arc::new(crate::sfn::token_bucket(rate, 1.0))
 }
 
 impl ActivityShared {

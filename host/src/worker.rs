@@ -130,7 +130,6 @@ impl ActivityWorker {
                 () = self.shared.tasks.abort.cancelled() => break EXIT_STOPPED,
                 polled = self.shared.sfn.poll(&self.shared.arn, &self.name) => polled,
             };
-            let received = Instant::now();
             match polled {
                 Ok(task) => {
                     failures = 0;
@@ -140,6 +139,7 @@ impl ActivityWorker {
                         task: task.is_some(),
                     });
                     if let Some(task) = task {
+                        let received = Instant::now();
                         if self.stop.shutdown.is_cancelled() {
                             self.shared.decline(&self.emitter, task).await;
                         } else {

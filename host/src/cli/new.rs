@@ -16,6 +16,13 @@ use sfn_wasm_host::outcome::HostFailure;
 
 use super::EXIT_USAGE;
 
+/// A template of `host/templates/`, embedded in the binary.
+macro_rules! t {
+    ($path:literal) => {
+        include_str!(concat!("../../templates/", $path))
+    };
+}
+
 /// The SDK version the projects depend on when no `--sdk` is given.
 const SDK_VERSION: &str = "0.2.0";
 
@@ -89,27 +96,15 @@ impl Language {
         }
     }
 
-    /// The project's files: (path in the project, template).
+    /// The language's own files: (path in the project, template); every project also
+    /// gets [`COMMON`].
     fn templates(self) -> &'static [(&'static str, &'static str)] {
-        macro_rules! t {
-            ($path:literal) => {
-                include_str!(concat!("../../templates/", $path))
-            };
-        }
-        const COMMON: [(&str, &str); 3] = [
-            ("input.json", t!("common/input.json")),
-            ("config.toml", t!("common/config.toml")),
-            ("state-machine.json", t!("common/state-machine.json")),
-        ];
         match self {
             Language::Rust => &[
                 ("Cargo.toml", t!("rust/Cargo.toml.tmpl")),
                 ("src/lib.rs", t!("rust/src/lib.rs")),
                 ("README.md", t!("rust/README.md")),
                 (".gitignore", t!("rust/gitignore")),
-                COMMON[0],
-                COMMON[1],
-                COMMON[2],
             ],
             Language::Js => &[
                 ("package.json", t!("js/package.json")),
@@ -117,9 +112,6 @@ impl Language {
                 ("test/handler.test.js", t!("js/test/handler.test.js")),
                 ("README.md", t!("js/README.md")),
                 (".gitignore", t!("js/gitignore")),
-                COMMON[0],
-                COMMON[1],
-                COMMON[2],
             ],
             Language::Python => &[
                 ("handler.py", t!("python/handler.py")),
@@ -128,13 +120,17 @@ impl Language {
                 ("pyproject.toml", t!("python/pyproject.toml")),
                 ("README.md", t!("python/README.md")),
                 (".gitignore", t!("python/gitignore")),
-                COMMON[0],
-                COMMON[1],
-                COMMON[2],
             ],
         }
     }
 }
+
+/// The files every project has, whatever its language.
+const COMMON: [(&str, &str); 3] = [
+    ("input.json", t!("common/input.json")),
+    ("config.toml", t!("common/config.toml")),
+    ("state-machine.json", t!("common/state-machine.json")),
+];
 
 /// Writes the project. Exits 0 when written, 2 for a bad name, a non-empty folder or a
 /// `--sdk` that is not the guest-sdk folder, 1 when a file could not be written.
@@ -261,6 +257,7 @@ fn render(language: Language, name: &str, sdk: Option<&Path>) -> Vec<(String, St
     let mut files: Vec<(String, String)> = language
         .templates()
         .iter()
+        .chain(&COMMON)
         .map(|(path, template)| ((*path).to_owned(), fill(template)))
         .collect();
     if language == Language::Js && sdk.is_some() {

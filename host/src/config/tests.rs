@@ -58,6 +58,10 @@ fn a_minimal_config_gets_the_defaults() {
     // OTEL_EXPORTER_OTLP_ENDPOINT variable is read at start, not here).
     assert_eq!(config.host.admin_listen, None);
     assert_eq!(config.host.otel_endpoint, None);
+    assert_eq!(config.host.otel_headers.iter().count(), 0);
+    assert_eq!(config.host.otel_ca_file, None);
+    // Task starts are not rate-limited unless asked for.
+    assert_eq!(activity.max_tasks_per_second, None);
     // The API rates: the region's quota, without an [aws] table.
     let rates = config.aws.rates(Some("us-east-1"));
     assert_eq!(rates, PerApi::from_fn(|_| 500.0));

@@ -90,9 +90,15 @@ type Quotas = PerApi<Bucket>;
 
 /// A bucket refilled at `rate` per second that holds [`BURST_SECONDS`] of it.
 fn bucket(rate: f64) -> Bucket {
+    token_bucket(rate, BURST_SECONDS)
+}
+
+/// A token bucket refilled at `rate` per second that holds `burst_seconds` of it (at
+/// least one token): the host's quotas per API, and `max_tasks_per_second`.
+pub fn token_bucket(rate: f64, burst_seconds: f64) -> Bucket {
     let rate = rate.max(0.001);
     let period = Duration::from_secs_f64(1.0 / rate);
-    let burst = NonZeroU32::new((rate * BURST_SECONDS).clamp(1.0, f64::from(u32::MAX)) as u32)
+    let burst = NonZeroU32::new((rate * burst_seconds).clamp(1.0, f64::from(u32::MAX)) as u32)
         .unwrap_or(NonZeroU32::MIN);
     let quota = governor::Quota::with_period(period)
         .unwrap_or_else(|| governor::Quota::per_second(NonZeroU32::MIN))

@@ -182,3 +182,16 @@ pub fn emulated(name: &str) -> (tokio::runtime::Runtime, aws_sdk_sfn::Client, St
     let state_machine = runtime.block_on(state_machine(&client, &activity, None));
     (runtime, client, activity, state_machine)
 }
+
+/// [`emulated`], with a state machine whose one state is `task(activity ARN)` (a Task
+/// state's JSON, with `End`).
+pub fn emulated_with(
+    name: &str,
+    task: impl FnOnce(&str) -> serde_json::Value,
+) -> (tokio::runtime::Runtime, aws_sdk_sfn::Client, String, String) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(client());
+    let activity = runtime.block_on(activity(&client, name));
+    let state_machine = runtime.block_on(state_machine_of(&client, &task(&activity)));
+    (runtime, client, activity, state_machine)
+}

@@ -12,22 +12,18 @@ use crate::emulator;
 use crate::guests::guest;
 use crate::served::{self, Served};
 
-/// A state machine whose task state retries `SfnWasmHost.Duplicate` every second.
-async fn state_machine(client: &aws_sdk_sfn::Client, activity: &str) -> String {
-    let task = json!({
+/// A task state that retries `SfnWasmHost.Duplicate` every second.
+fn retrying_duplicates(activity: &str) -> Value {
+    json!({
         "Type": "Task", "Resource": activity, "TimeoutSeconds": 120, "HeartbeatSeconds": 60,
         "Retry": [{"ErrorEquals": ["SfnWasmHost.Duplicate"], "IntervalSeconds": 1,
                    "MaxAttempts": 10, "BackoffRate": 1.0}],
         "End": true,
-    });
-    emulator::state_machine_of(client, &task).await
+    })
 }
 
 fn exercise(store: &str) {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(emulator::client());
-    let activity = runtime.block_on(emulator::activity(&client, "once"));
-    let machine = runtime.block_on(state_machine(&client, &activity));
+    let (runtime, client, activity, machine) = emulator::emulated_with("once", retrying_duplicates);
     let dir = tempfile::tempdir().unwrap();
     let config = served::config(
         dir.path(),
@@ -157,10 +153,7 @@ fn the_s3_store_claims_a_name_once() {
 /// code), and a checkpoint returns `unavailable` with the store's code to the guest.
 #[test]
 fn an_unusable_store_loses_no_task() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(emulator::client());
-    let activity = runtime.block_on(emulator::activity(&client, "nostore"));
-    let machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
+    let (runtime, client, activity, machine) = emulator::emulated("nostore");
     let dir = tempfile::tempdir().unwrap();
     let bucket = format!("missing-{:08x}", fastrand::u32(..));
     let config = served::config(

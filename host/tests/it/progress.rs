@@ -13,26 +13,23 @@ use crate::emulator;
 use crate::guests::guest;
 use crate::served::{self, Served};
 
-/// A state machine whose one task state passes the execution's id as the progress key
-/// and retries `SfnWasmHost.Trap` once.
-async fn retrying_state_machine(client: &aws_sdk_sfn::Client, activity: &str) -> String {
-    let task = json!({
+/// A task state that passes the execution's id as the progress key and retries
+/// `SfnWasmHost.Trap` once.
+fn retrying_traps(activity: &str) -> serde_json::Value {
+    json!({
         "Type": "Task", "Resource": activity, "TimeoutSeconds": 120, "HeartbeatSeconds": 60,
         "Parameters": {"hello.$": "$.hello", "executionId.$": "$$.Execution.Id"},
         "Retry": [{"ErrorEquals": ["SfnWasmHost.Trap"], "IntervalSeconds": 1, "MaxAttempts": 2}],
         "End": true,
-    });
-    emulator::state_machine_of(client, &task).await
+    })
 }
 
 /// Serves `scenarios` with `[activity.progress]` = `progress` (TOML lines), runs one
 /// `Count` execution (a first attempt traps at 5, the retry resumes) and returns the
 /// host's log and what the execution answered.
 fn count_with_progress(progress: &str) -> (Served, serde_json::Value) {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(emulator::client());
-    let activity = runtime.block_on(emulator::activity(&client, "progress"));
-    let state_machine = runtime.block_on(retrying_state_machine(&client, &activity));
+    let (runtime, client, activity, state_machine) =
+        emulator::emulated_with("progress", retrying_traps);
     let dir = tempfile::tempdir().unwrap();
     let config = served::config(
         dir.path(),
