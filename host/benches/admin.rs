@@ -77,6 +77,7 @@ fn history(metrics: &Metrics, status: &StatusBoard, arn: &Arc<str>) {
                     elapsed: Duration::from_millis(u64::try_from(n % 900).unwrap()),
                     cpu: Duration::from_micros(u64::try_from(n).unwrap()),
                     memory_peak_bytes: 1 << (16 + n % 12),
+                    log_lines_dropped: 0,
                     deduplicated: false,
                 }),
                 &id,
@@ -122,6 +123,7 @@ fn main() {
         status,
         engine,
         shutting_down: AtomicBool::new(false),
+        guest_sockets: sfn_wasm_host::outbound::GuestSockets::new(64),
     });
     let server = runtime
         .block_on(AdminServer::start("127.0.0.1:0".parse().unwrap(), state))

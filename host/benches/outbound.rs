@@ -181,6 +181,9 @@ fn main() {
                 external_id: None,
                 host_region: Some("us-east-1".into()),
                 endpoint_url: Some(format!("http://{address}")),
+                allow_credential_apis: false,
+                private_endpoints: false,
+                service_endpoints: Vec::new(),
             }),
             ..GrantsConfig::default()
         })

@@ -218,6 +218,7 @@ fn main() {
             grants.outbound().clone(),
             activity,
             task_id.clone(),
+            std::sync::Arc::default(),
         ));
         black_box(wasmtime_wasi_http::WasiHttpCtx::new());
     });

@@ -12,6 +12,7 @@ use crate::events::{Emitter, Events, HandlerEvent};
 use crate::grants::{GrantError, Grants, GrantsSlot};
 use crate::idempotency::ActivityIdempotency;
 use crate::lifecycle::{ActivityShared, task_starts};
+use crate::outbound::GuestSockets;
 use crate::outbox::Outbox;
 use crate::pool::ActivityPoolManager;
 use crate::progress::ActivityProgress;
@@ -37,6 +38,8 @@ pub struct ActivityConsumer {
     /// Per activity with secrets: wakes its refresher (SIGHUP).
     secrets_now: Vec<Arc<tokio::sync::Notify>>,
     recorders: Vec<Arc<Recorder>>,
+    /// The host's descriptors for guests' connections, shared by every activity.
+    sockets: GuestSockets,
     stop_polling: CancellationToken,
     tasks: TaskControl,
     give_up: CancellationToken,
@@ -138,6 +141,8 @@ impl ActivityConsumer {
         let mut reload_targets = Vec::with_capacity(handlers.len());
         let mut grant_slots = Vec::with_capacity(handlers.len());
         let mut secrets_now = Vec::new();
+        // One share of the process's descriptors for every guest of every activity.
+        let sockets = GuestSockets::for_process();
         let mut recorders = Vec::new();
         let outbox = match &config.host.outbox_dir {
             Some(dir) => Some(Arc::new(
@@ -167,13 +172,14 @@ impl ActivityConsumer {
             }
         }
         for (index, (activity, loaded)) in config.activities.iter().zip(handlers).enumerate() {
-            let grants = Grants::resolve_with(&activity.grants, &secrets).map_err(|source| {
-                ConsumerError::Grants {
-                    file: config.file.clone(),
-                    index,
-                    source,
-                }
-            })?;
+            let grants =
+                Grants::resolve_with(&activity.grants, &secrets, &sockets).map_err(|source| {
+                    ConsumerError::Grants {
+                        file: config.file.clone(),
+                        index,
+                        source,
+                    }
+                })?;
             let grants = GrantsSlot::new(activity.grants.clone(), grants, secrets.clone());
             let arn: Arc<str> = activity.arn.shared();
             secrets_now.extend(grants.keep_secrets_fresh(arn.clone(), stop_polling.child_token()));
@@ -272,6 +278,7 @@ impl ActivityConsumer {
             reload_targets,
             grants: grant_slots,
             secrets_now,
+            sockets,
             recorders,
             stop_polling,
             tasks,
@@ -282,6 +289,12 @@ impl ActivityConsumer {
     /// Every pool.
     pub fn pools(&self) -> &[ActivityPoolManager] {
         &self.pools
+    }
+
+    /// The host's descriptors for guests' connections: `/readyz` says when guests hold
+    /// them all.
+    pub fn guest_sockets(&self) -> &GuestSockets {
+        &self.sockets
     }
 
     /// Starts every pool's workers.

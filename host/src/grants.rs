@@ -13,7 +13,8 @@ use tokio::sync::watch;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::outbound::{
-    AllowList, AllowedHost, AwsGrant, AwsSigner, OutboundLimits, OutboundPolicy, read_ca_file,
+    AllowList, AllowedHost, AwsGrant, AwsSigner, GuestSockets, OutboundLimits, OutboundPolicy,
+    read_ca_file,
 };
 use crate::secrets::{SecretRef, SecretStore};
 
@@ -128,8 +129,9 @@ impl GrantsConfig {
         if !self.allowed_outbound_hosts.is_empty() {
             let limits = &self.outbound;
             lines.push(format!(
-                "outbound limits: {} requests, {} bytes of responses per task; connect {} ms, first byte {} ms",
+                "outbound limits: {} requests ({} at once), {} bytes of responses per task; connect {} ms, first byte {} ms",
                 limits.max_requests,
+                limits.max_concurrent_requests,
                 limits.max_response_bytes,
                 limits.connect_timeout_ms,
                 limits.first_byte_timeout_ms
@@ -141,8 +143,8 @@ impl GrantsConfig {
                 "outbound connections: not reused (pool_idle_seconds = 0)".to_owned()
             } else {
                 format!(
-                    "outbound connections: reused while idle up to {} s, at most {} idle per host",
-                    limits.pool_idle_seconds, limits.pool_max_idle_per_host
+                    "outbound connections: reused while idle up to {} s, at most {} idle per host and {} in all",
+                    limits.pool_idle_seconds, limits.pool_max_idle_per_host, limits.pool_max_idle
                 )
             });
         }
@@ -247,14 +249,23 @@ impl Grants {
     /// # Errors
     /// [`GrantError`] naming the key.
     pub fn resolve(config: &GrantsConfig) -> Result<Self, GrantError> {
-        Self::resolve_with(config, &SecretStore::default())
+        Self::resolve_with(
+            config,
+            &SecretStore::default(),
+            &GuestSockets::for_process(),
+        )
     }
 
-    /// Resolves `config`: reads `from_env` values now, secrets' from `secrets`.
+    /// Resolves `config`: reads `from_env` values now, secrets' from `secrets`; the
+    /// guest's connections count against `sockets`, the host's share for every guest.
     ///
     /// # Errors
     /// [`GrantError`] naming the key.
-    pub fn resolve_with(config: &GrantsConfig, secrets: &SecretStore) -> Result<Self, GrantError> {
+    pub fn resolve_with(
+        config: &GrantsConfig,
+        secrets: &SecretStore,
+        sockets: &GuestSockets,
+    ) -> Result<Self, GrantError> {
         let env = config
             .env
             .iter()
@@ -282,6 +293,7 @@ impl Grants {
             config.outbound,
             aws,
             roots,
+            sockets.clone(),
         )
         .map_err(|err| GrantError::Tls(err.to_string()))?;
         Ok(Self {
@@ -431,7 +443,8 @@ impl GrantsSlot {
     /// # Errors
     /// As [`Grants::resolve`].
     pub fn refresh(&self) -> Result<(), GrantError> {
-        let grants = Grants::resolve_with(&self.config, &self.secrets)?;
+        let sockets = self.current().outbound().sockets().clone();
+        let grants = Grants::resolve_with(&self.config, &self.secrets, &sockets)?;
         self.current.send_replace(Arc::new(grants));
         Ok(())
     }

@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod aws;
+pub mod budget;
 pub mod config;
 pub mod consumer;
 pub mod control;

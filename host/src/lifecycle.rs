@@ -253,6 +253,7 @@ impl ActivityShared {
                     elapsed: received.elapsed(),
                     cpu: Duration::ZERO,
                     memory_peak_bytes: 0,
+                    log_lines_dropped: 0,
                 }
             }
         };
@@ -320,6 +321,7 @@ impl ActivityShared {
             elapsed: received.elapsed(),
             cpu: report.cpu,
             memory_peak_bytes: report.memory_peak_bytes,
+            log_lines_dropped: report.log_lines_dropped,
             deduplicated: false,
         }));
     }

@@ -9,6 +9,16 @@
 //! The outbox is a [`Responder`] around the task's own: it sees each answer before its
 //! first attempt and hears how the answer's delivery ended, without the delivery knowing
 //! it is there.
+//!
+//! An entry holds a task token, and what is found there is sent with the host's
+//! credentials: so only what this host wrote is ever sent. The folder is the host's own
+//! (its owner and mode are checked, and no `[[activity.dir]]` grant may overlap it), and
+//! each entry carries an HMAC-SHA256, under a key the folder keeps private
+//! (`outbox_dir/.key`, 0600), over the format, its file name and its content. At
+//! recovery an entry without one, or whose MAC does not check out (planted by hand,
+//! changed, renamed, or left by a host with another key or an older version), is logged
+//! (`outbox:refused`) and set aside, renamed `NAME.refused`, never sent; such files are
+//! skipped at later starts, for an operator to look at and delete.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,10 +46,19 @@ pub const RECOVERED: &str = "outbox";
 /// An entry older than this can no longer be delivered and is dropped.
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
 
+/// The first line of an entry: this, the MAC in hex, a line break; the JSON follows.
+const HEADER: &str = "sfn-wasm-host outbox v1 ";
+/// What an entry's MAC says it is, besides its name and content.
+const FORMAT: &[u8] = b"sfn-wasm-host outbox entry v1";
+/// The suffix an entry gets when it is refused: set aside, never sent.
+pub const REFUSED_SUFFIX: &str = ".refused";
+
 /// The outbox folder, and how much it holds.
 pub struct Outbox {
     dir: PathBuf,
     store: FolderStore,
+    /// The folder's MAC key.
+    key: ring::hmac::Key,
     max_bytes: u64,
     /// The bytes of the entries written and not yet removed (by this process).
     held: AtomicU64,
@@ -93,19 +112,90 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The bytes of lowercase or uppercase `hex`; `None` unless it is whole bytes of hex.
+fn decode_hex(hex: &[u8]) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    hex.chunks(2)
+        .map(|pair| {
+            let text = std::str::from_utf8(pair).ok()?;
+            u8::from_str_radix(text, 16).ok()
+        })
+        .collect()
+}
+
 impl Outbox {
     /// The outbox in `dir` (created, private, if missing), holding at most `max_bytes`
     /// of answers: past that, answers are delivered without an entry (logged).
     ///
     /// # Errors
-    /// [`StoreError`] when the folder cannot be created.
+    /// [`StoreError`] when the folder cannot be created, another user owns it or others
+    /// can write to it, or its key cannot be made or is not private.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, StoreError> {
+        let store = FolderStore::open(dir)?;
+        let key = FolderStore::host_key(dir).map_err(|message| StoreError {
+            code: "UntrustedKey".into(),
+            message,
+        })?;
         Ok(Self {
             dir: dir.to_owned(),
-            store: FolderStore::open(dir)?,
+            store,
+            key,
             max_bytes,
             held: AtomicU64::new(0),
         })
+    }
+
+    /// The file for the entry `name` with JSON `body`: the header with its MAC, then
+    /// the body.
+    fn seal(&self, name: &str, body: &[u8]) -> Vec<u8> {
+        let mac = FolderStore::seal(&self.key, &[FORMAT, name.as_bytes(), body]);
+        let mut data = Vec::with_capacity(HEADER.len() + 2 * mac.len() + 1 + body.len());
+        data.extend_from_slice(HEADER.as_bytes());
+        for byte in mac {
+            data.extend_from_slice(format!("{byte:02x}").as_bytes());
+        }
+        data.push(b'\n');
+        data.extend_from_slice(body);
+        data
+    }
+
+    /// The entry in the file `name` holding `data`, if this host wrote it: else why not.
+    fn unseal(&self, name: &str, data: &[u8]) -> Result<Entry, &'static str> {
+        let unsealed =
+            "no MAC: not an entry this host wrote (planted by hand, or left by an older version)";
+        let rest = data.strip_prefix(HEADER.as_bytes()).ok_or(unsealed)?;
+        let newline = rest.iter().position(|&b| b == b'\n').ok_or(unsealed)?;
+        let (hex, body) = (&rest[..newline], &rest[newline + 1..]);
+        let mac = decode_hex(hex).ok_or(unsealed)?;
+        if !FolderStore::is_sealed(&self.key, &[FORMAT, name.as_bytes(), body], &mac) {
+            return Err(
+                "its MAC does not check out: planted, changed or renamed, or written under another key",
+            );
+        }
+        serde_json::from_slice(body).map_err(|_| "sealed, but not an outbox entry of this version")
+    }
+
+    /// Sets the file `name` aside, never to be sent: renamed `NAME.refused` (deleted if
+    /// it cannot be renamed), and logged.
+    fn refuse(&self, name: &str, reason: &str) {
+        let path = self.dir.join(name);
+        let aside = self.dir.join(format!("{name}{REFUSED_SUFFIX}"));
+        let how = match std::fs::rename(&path, &aside) {
+            Ok(()) => "set aside",
+            Err(_) => {
+                let _ = std::fs::remove_file(&path);
+                "deleted"
+            }
+        };
+        tracing::warn!(
+            event = "outbox:refused",
+            file = %path.display(),
+            reason,
+            outcome = how,
+            "outbox:refused: an outbox file this host did not write is never sent: {reason}; {how}"
+        );
     }
 
     /// The entry name of a task token: a digest (the token never names a file).
@@ -137,7 +227,7 @@ impl Outbox {
     /// (the outbox is full, or the folder refused: logged).
     async fn write(&self, name: &str, entry: &Entry) -> Option<u64> {
         let data = match serde_json::to_vec(entry) {
-            Ok(data) => data,
+            Ok(body) => self.seal(name, &body),
             Err(_) => return None,
         };
         let size = data.len() as u64;
@@ -183,9 +273,11 @@ impl Outbox {
     /// Delivers every answer found in the outbox (left by a host that stopped or was
     /// killed before they were settled), each as its task would have: `task:success` or
     /// `task:failure` with `recovered: true` once delivered, `task:undelivered` when Step
-    /// Functions no longer takes it. Entries older than [`MAX_TOKEN_LIFETIME`] and files
-    /// that are not entries are dropped, with a warning. Returns how many are being
-    /// delivered; each delivery goes on in a task of its own, retried as any answer.
+    /// Functions no longer takes it. Entries older than [`MAX_TOKEN_LIFETIME`] are
+    /// dropped, with a warning; files this host did not write (no MAC, or one that does
+    /// not check out) are refused: logged (`outbox:refused`) and set aside, never sent.
+    /// Returns how many are being delivered; each delivery goes on in a task of its own,
+    /// retried as any answer.
     pub fn recover(
         self: &Arc<Self>,
         sfn: &Arc<dyn StepFunctions>,
@@ -201,18 +293,29 @@ impl Outbox {
             let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
                 continue;
             };
+            // The key, and what was refused at an earlier start.
+            if name == FolderStore::KEY_FILE || name.ends_with(REFUSED_SUFFIX) {
+                continue;
+            }
             // Temporary files of a write that never finished.
             if name.starts_with('.') {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
-            let entry = std::fs::read(&path)
-                .ok()
-                .and_then(|data| serde_json::from_slice::<Entry>(&data).ok());
-            let Some(entry) = entry else {
-                tracing::warn!(event = "outbox:dropped", file = %path.display(), "outbox:dropped: not an outbox entry");
-                let _ = std::fs::remove_file(&path);
-                continue;
+            let data = match std::fs::read(&path) {
+                Ok(data) => data,
+                Err(err) => {
+                    tracing::warn!(event = "outbox:dropped", file = %path.display(), error = %err, "outbox:dropped: not a readable outbox entry");
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+            };
+            let entry = match self.unseal(&name, &data) {
+                Ok(entry) => entry,
+                Err(reason) => {
+                    self.refuse(&name, reason);
+                    continue;
+                }
             };
             let age = Duration::from_millis(now_ms().saturating_sub(entry.written_at_ms));
             if age > MAX_TOKEN_LIFETIME {
@@ -370,5 +473,139 @@ impl Responder for KeptResponder {
 
     fn errored(&self, error: &TaskError) {
         self.inner.errored(error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+    use crate::sfn::ActivityTask;
+
+    /// Step Functions as far as the outbox reaches it: the tokens answers are sent for.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl StepFunctions for Recorded {
+        async fn poll(&self, _: &str, _: &str) -> Result<Option<ActivityTask>, SfnError> {
+            Ok(None)
+        }
+        async fn send_success(&self, token: &str, _: &str) -> Result<(), SfnError> {
+            self.0.lock().unwrap().push(token.to_owned());
+            Ok(())
+        }
+        async fn send_failure(&self, token: &str, _: &str, _: &str) -> Result<(), SfnError> {
+            self.0.lock().unwrap().push(token.to_owned());
+            Ok(())
+        }
+        async fn send_heartbeat(&self, _: &str) -> Result<(), SfnError> {
+            Ok(())
+        }
+    }
+
+    /// Log lines, as text.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn entry(token: &str) -> Entry {
+        Entry {
+            activity: "arn:aws:states:us-east-1:000000000000:activity:a".into(),
+            task_id: format!("task-{token}"),
+            handler_digest: "00".repeat(32),
+            written_at_ms: now_ms(),
+            token: token.into(),
+            answer: EntryAnswer::Success {
+                output: "{}".into(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn only_entries_the_host_wrote_are_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Arc::new(Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap());
+        let kept = Outbox::name("kept-token");
+        assert!(outbox.write(&kept, &entry("kept-token")).await.is_some());
+        let sealed = std::fs::read(outbox.dir.join(&kept)).unwrap();
+
+        // Planted by hand, in the format entries had before they carried a MAC.
+        let plain = Outbox::name("planted-token");
+        let json = serde_json::to_vec(&entry("planted-token")).unwrap();
+        std::fs::write(outbox.dir.join(&plain), &json).unwrap();
+        // The host's own entry under another name (the MAC covers the name).
+        let renamed = Outbox::name("renamed-token");
+        std::fs::write(outbox.dir.join(&renamed), &sealed).unwrap();
+        // A header whose MAC is made up.
+        let forged = Outbox::name("forged-token");
+        let mut data = format!("{HEADER}{}\n", "ab".repeat(32)).into_bytes();
+        data.extend_from_slice(&serde_json::to_vec(&entry("forged-token")).unwrap());
+        std::fs::write(outbox.dir.join(&forged), &data).unwrap();
+        // The host's own entry with its content changed.
+        let changed = Outbox::name("changed-token");
+        let body = serde_json::to_vec(&entry("changed-token")).unwrap();
+        let mut data = outbox.seal(&changed, &body);
+        let last = data.len() - 2;
+        data[last] = b' ';
+        let mut file = std::fs::File::create(outbox.dir.join(&changed)).unwrap();
+        file.write_all(&data).unwrap();
+
+        let sfn = Arc::new(Recorded::default());
+        let dyn_sfn: Arc<dyn StepFunctions> = sfn.clone();
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        let recovered = tracing::subscriber::with_default(subscriber, || {
+            outbox.recover(&dyn_sfn, &Events::default(), &DeliveryOptions::default())
+        });
+        assert_eq!(recovered, 1);
+        for _ in 0..200 {
+            if !sfn.0.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(*sfn.0.lock().unwrap(), ["kept-token"]);
+
+        let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let refused: Vec<serde_json::Value> = logged
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .filter(|line: &serde_json::Value| line["event"] == "outbox:refused")
+            .collect();
+        assert_eq!(refused.len(), 4, "{logged}");
+        for line in &refused {
+            assert_eq!(line["level"], "WARN", "{line}");
+            assert_eq!(line["outcome"], "set aside", "{line}");
+        }
+        for name in [&plain, &renamed, &forged, &changed] {
+            assert!(logged.contains(name.as_str()), "{name} not in {logged}");
+            assert!(!outbox.dir.join(name).exists(), "{name}");
+            assert!(
+                outbox.dir.join(format!("{name}{REFUSED_SUFFIX}")).exists(),
+                "{name}"
+            );
+        }
+
+        // What was set aside stays aside: a later start neither sends nor refuses it again.
+        let again = outbox.recover(&dyn_sfn, &Events::default(), &DeliveryOptions::default());
+        assert_eq!(again, 0);
+        assert!(outbox.dir.join(FolderStore::KEY_FILE).exists());
     }
 }

@@ -26,6 +26,9 @@ use crate::outcome::{Answer, Answerer};
 
 /// Records the queue holds for the writer before new ones are dropped.
 const QUEUE: usize = 4096;
+/// Bytes of records (inputs and answers) the queue holds before new ones are dropped:
+/// a stalled disk must not let the queue grow to `QUEUE` inputs of 256 KiB each.
+pub const QUEUE_BYTES: u64 = 64 << 20;
 /// The records' file suffix.
 pub const SUFFIX: &str = ".json";
 
@@ -71,6 +74,18 @@ pub enum RecordedAnswer {
     },
 }
 
+impl Record {
+    /// The bytes it holds, about: its input and answer (what can be large).
+    fn size(&self) -> u64 {
+        let answer = match &self.answer {
+            RecordedAnswer::Success { output } => output.len(),
+            RecordedAnswer::Failure { error, cause }
+            | RecordedAnswer::HostFailure { error, cause } => error.len() + cause.len(),
+        };
+        (self.input.len() + answer + 256) as u64
+    }
+}
+
 impl RecordedAnswer {
     /// The answer a task was given, by who gave it: the host's failures apart from the
     /// handler's, whatever their names.
@@ -112,6 +127,8 @@ enum Message {
 pub struct Recorder {
     queue: mpsc::SyncSender<Message>,
     dropped: AtomicU64,
+    /// Bytes of the records queued and not yet written.
+    queued: std::sync::Arc<AtomicU64>,
 }
 
 impl Recorder {
@@ -129,8 +146,17 @@ impl Recorder {
             fs::create_dir_all(&config.dir).map_err(error)?;
             fs::set_permissions(&config.dir, fs::Permissions::from_mode(0o700)).map_err(error)?;
         }
+        // The host's own folder: another user's, or one others can write to, is refused.
+        crate::store::FolderStore::check_owned(&config.dir).map_err(|reason| {
+            error(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                reason,
+            ))
+        })?;
         let kept = existing(&config.dir).map_err(error)?;
         let (queue, receive) = mpsc::sync_channel(QUEUE);
+        let queued = std::sync::Arc::new(AtomicU64::new(0));
+        let written = queued.clone();
         let mut writer = Writer {
             dir: config.dir.clone(),
             max_bytes: config.max_bytes,
@@ -142,7 +168,10 @@ impl Recorder {
             .spawn(move || {
                 for message in receive {
                     match message {
-                        Message::Record(record) => writer.write(&record),
+                        Message::Record(record) => {
+                            writer.write(&record);
+                            written.fetch_sub(record.size(), Ordering::Relaxed);
+                        }
                         Message::Flush(done) => {
                             let _ = done.send(());
                         }
@@ -153,16 +182,29 @@ impl Recorder {
         Ok(Self {
             queue,
             dropped: AtomicU64::new(0),
+            queued,
         })
     }
 
-    /// Queues `record` for writing; never blocks.
+    /// Queues `record` for writing; never blocks. Dropped (and counted) when the queue
+    /// holds [`QUEUE`] records or [`QUEUE_BYTES`] bytes already.
     pub fn record(&self, record: Record) {
-        if self
-            .queue
-            .try_send(Message::Record(Box::new(record)))
-            .is_err()
-        {
+        let size = record.size();
+        let room = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |queued| {
+                Some(queued + size).filter(|total| *total <= QUEUE_BYTES)
+            })
+            .is_ok();
+        let sent = room
+            && match self.queue.try_send(Message::Record(Box::new(record))) {
+                Ok(()) => true,
+                Err(_) => {
+                    self.queued.fetch_sub(size, Ordering::Relaxed);
+                    false
+                }
+            };
+        if !sent {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped == 1 || dropped.is_multiple_of(1000) {
                 tracing::warn!(
@@ -381,5 +423,24 @@ mod tests {
             .map(|(_, r)| r.task_id)
             .collect();
         assert_eq!(ids, ["task4", "task5", "task6"]);
+    }
+
+    #[test]
+    fn a_record_folder_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("records");
+        fs::create_dir(&folder).unwrap();
+        fs::set_permissions(&folder, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = Recorder::start(&RecordConfig {
+            dir: folder.clone(),
+            max_bytes: 3500,
+        })
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string()
+                .contains("others can write to it (mode 777); run `chmod go-w"),
+            "{err}"
+        );
     }
 }

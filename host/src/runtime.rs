@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{AdminError, AdminServer, AdminState};
+use crate::admin::{AdminError, AdminOptions, AdminServer, AdminState};
 use crate::config::Config;
 use crate::consumer::{ActivityConsumer, ConsumerError, ShutdownReport};
 use crate::events::{Events, Observer};
@@ -176,14 +176,21 @@ impl HostRuntime {
                     status,
                     engine: engine.clone(),
                     shutting_down: false.into(),
+                    guest_sockets: consumer.guest_sockets().clone(),
                 });
-                let server = AdminServer::start(addr, state.clone())
+                let options = AdminOptions {
+                    max_connections: config.host.admin_max_connections,
+                    status_token_sha256: config.host.admin_token.as_ref().map(|t| t.sha256()),
+                    ..AdminOptions::default()
+                };
+                let status_auth = options.status_token_sha256.is_some();
+                let server = AdminServer::start_with(addr, state.clone(), options)
                     .await
                     .map_err(|source| RuntimeError::Admin {
                         file: config.file.clone(),
                         source,
                     })?;
-                tracing::info!(admin = %server.local_addr(), "admin server listening: /metrics /healthz /readyz /status");
+                tracing::info!(admin = %server.local_addr(), status_needs_token = status_auth, "admin server listening: /metrics /healthz /readyz /status");
                 Some((server, state))
             }
             None => None,

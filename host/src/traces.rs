@@ -44,7 +44,7 @@ const FINAL_EXPORT: Duration = Duration::from_millis(100);
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up the OTLP exporter for {endpoint}: {message}")]
 pub struct TracesError {
-    /// The traces URL.
+    /// The traces URL, without userinfo, query or fragment.
     pub endpoint: String,
     /// What the exporter said.
     pub message: String,
@@ -71,8 +71,9 @@ impl TaskTraces {
         ca_file: Option<&Path>,
     ) -> Result<Self, TracesError> {
         let endpoint = traces_url(endpoint);
+        // Shown without userinfo or query: a collector URL can carry a token.
         let failed = |message: String| TracesError {
-            endpoint: endpoint.clone(),
+            endpoint: crate::source::redact_url(&endpoint),
             message,
         };
         let roots = match ca_file {

@@ -14,7 +14,9 @@ use sfn_wasm_host::engine::{
 };
 use sfn_wasm_host::grants::{DirGrant, EnvSource, EnvVar, Grants, GrantsConfig, check_guest_path};
 use sfn_wasm_host::load::open_cache;
-use sfn_wasm_host::outbound::{AllowedHost, AwsGrant, OutboundLimits, is_label, is_region};
+use sfn_wasm_host::outbound::{
+    AllowedHost, AwsGrant, OutboundLimits, is_label, is_region, service_endpoints_from_env,
+};
 use sfn_wasm_host::outcome::Answer;
 
 use super::EXIT_USAGE;
@@ -239,5 +241,8 @@ fn aws_grant(args: &InvokeArgs) -> anyhow::Result<Option<AwsGrant>> {
             .aws_endpoint_url
             .clone()
             .or_else(|| from_env("AWS_ENDPOINT_URL")),
+        allow_credential_apis: false,
+        private_endpoints: false,
+        service_endpoints: service_endpoints_from_env(&args.aws_service, from_env),
     }))
 }

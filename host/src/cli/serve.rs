@@ -44,6 +44,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         }
     };
     let _logs = super::init_logging(args.log_format.unwrap_or(config.host.log_format), true);
+    raise_open_files_limit();
     match super::runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(runtime) => {
             let code = runtime.block_on(serve(config));
@@ -52,6 +53,40 @@ pub fn run(args: ServeArgs) -> ExitCode {
             code
         }
         Err(code) => code,
+    }
+}
+
+/// Raises the soft limit on open files to the hard one. Each Step Functions long poll,
+/// guest HTTP connection, handler file and admin connection holds a descriptor, and the
+/// soft limit is often 1,024 where the hard one is far higher: running out shows up as
+/// failed polls and refused connections, not as an error that names the cause. A
+/// failure is only logged: the host still runs under the limit it has.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // `None` is unlimited: nothing to raise to (the soft one) or nothing to raise (the hard
+    // one, which Linux never grants for files anyway).
+    let (Some(soft), Some(hard)) = (limit.current, limit.maximum) else {
+        tracing::debug!(soft = ?limit.current, hard = ?limit.maximum, "open files limit left as it is");
+        return;
+    };
+    if soft >= hard {
+        tracing::debug!(limit = soft, "open files limit already at its hard limit");
+        return;
+    }
+    let raised = Rlimit {
+        current: Some(hard),
+        maximum: Some(hard),
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(
+            from = soft,
+            to = hard,
+            "raised the open files limit to its hard limit"
+        ),
+        Err(err) => {
+            tracing::warn!(limit = soft, hard, error = %err, "cannot raise the open files limit")
+        }
     }
 }
 

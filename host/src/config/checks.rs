@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::ops::RangeInclusive;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 /// `value` if it lies in `range` (NaN never does), else the message that says so.
@@ -49,4 +50,48 @@ pub(super) type Problem = (String, String);
 /// Names `key` as the culprit of a check's message.
 pub(super) fn at(key: &str) -> impl FnOnce(String) -> Problem + '_ {
     move |message| (key.to_owned(), message)
+}
+
+/// `path` with every symlink resolved, whether or not it exists yet: its nearest
+/// existing ancestor canonicalised, the rest appended (`.` and `..` applied to the
+/// names, which are not symlinks since they do not exist). A dangling symlink on the
+/// way is followed by its target, as creating the folder would.
+pub(super) fn canonical(path: &Path) -> PathBuf {
+    canonical_within(path, 40)
+}
+
+fn canonical_within(path: &Path, links: u32) -> PathBuf {
+    let parts: Vec<Component<'_>> = path.components().collect();
+    for existing in (1..=parts.len()).rev() {
+        let prefix: PathBuf = parts[..existing].iter().collect();
+        let found = match std::fs::canonicalize(&prefix) {
+            Ok(found) => found,
+            Err(_) => match std::fs::read_link(&prefix) {
+                // A dangling symlink: where it points, then the rest.
+                Ok(target) if links > 0 => {
+                    let mut next = prefix.parent().map(Path::to_path_buf).unwrap_or_default();
+                    next.push(target);
+                    next.extend(&parts[existing..]);
+                    return canonical_within(&next, links - 1);
+                }
+                _ => continue,
+            },
+        };
+        return append(found, &parts[existing..]);
+    }
+    append(PathBuf::new(), &parts)
+}
+
+/// `base` with `parts` applied by name.
+fn append(mut base: PathBuf, parts: &[Component<'_>]) -> PathBuf {
+    for part in parts {
+        match part {
+            Component::ParentDir => {
+                base.pop();
+            }
+            Component::CurDir => {}
+            other => base.push(other),
+        }
+    }
+    base
 }

@@ -6,13 +6,18 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::checks::{Problem, within};
+use super::checks::{Problem, canonical, within};
 use std::time::Duration;
 
+use super::{ActivityConfig, HostConfig};
 use crate::aws::AwsConfig;
 use crate::grants::{DirGrant, EnvSource, EnvVar, GrantsConfig, check_guest_path};
-use crate::outbound::{AllowedHost, AwsGrant, OutboundLimits, is_label, is_region, read_ca_file};
+use crate::outbound::{
+    AllowedHost, AwsGrant, OutboundLimits, is_label, is_region, read_ca_file,
+    service_endpoints_from_env,
+};
 use crate::secrets::{DEFAULT_REFRESH, SecretRef, SecretSource, SecretStore};
+use crate::store::{FolderStore, StoreLocation};
 
 /// `[activity.outbound]` as written.
 #[derive(Deserialize)]
@@ -24,6 +29,9 @@ pub(super) struct RawOutbound {
     pub first_byte_timeout_ms: u64,
     pub pool_idle_seconds: u64,
     pub pool_max_idle_per_host: u32,
+    pub pool_max_idle: u32,
+    pub max_concurrent_requests: u32,
+    pub max_request_buffer_bytes: u64,
     pub ca_file: Option<PathBuf>,
 }
 
@@ -37,6 +45,9 @@ impl Default for RawOutbound {
             first_byte_timeout_ms: limits.first_byte_timeout_ms,
             pool_idle_seconds: limits.pool_idle_seconds,
             pool_max_idle_per_host: limits.pool_max_idle_per_host,
+            pool_max_idle: limits.pool_max_idle,
+            max_concurrent_requests: limits.max_concurrent_requests,
+            max_request_buffer_bytes: limits.max_request_buffer_bytes,
             ca_file: None,
         }
     }
@@ -50,6 +61,10 @@ pub(super) struct RawAws {
     pub regions: Option<Vec<String>>,
     pub role_arn: Option<String>,
     pub external_id: Option<String>,
+    #[serde(default)]
+    pub allow_credential_apis: bool,
+    #[serde(default)]
+    pub private_endpoints: bool,
 }
 
 /// One `[[activity.dir]]` as written.
@@ -169,6 +184,9 @@ pub(super) fn resolve(activity: &RawGrants<'_>, base: &Path) -> Result<GrantsCon
         first_byte_timeout_ms: raw.first_byte_timeout_ms,
         pool_idle_seconds: raw.pool_idle_seconds,
         pool_max_idle_per_host: raw.pool_max_idle_per_host,
+        pool_max_idle: raw.pool_max_idle,
+        max_concurrent_requests: raw.max_concurrent_requests,
+        max_request_buffer_bytes: raw.max_request_buffer_bytes,
     };
     within(limits.max_requests, 0..=1_000_000)
         .map_err(|message| ("outbound.max_requests".to_owned(), message))?;
@@ -182,6 +200,12 @@ pub(super) fn resolve(activity: &RawGrants<'_>, base: &Path) -> Result<GrantsCon
         .map_err(|message| ("outbound.pool_idle_seconds".to_owned(), message))?;
     within(limits.pool_max_idle_per_host, 1..=1024)
         .map_err(|message| ("outbound.pool_max_idle_per_host".to_owned(), message))?;
+    within(limits.pool_max_idle, 1..=4096)
+        .map_err(|message| ("outbound.pool_max_idle".to_owned(), message))?;
+    within(limits.max_concurrent_requests, 1..=1024)
+        .map_err(|message| ("outbound.max_concurrent_requests".to_owned(), message))?;
+    within(limits.max_request_buffer_bytes, 0..=1 << 30)
+        .map_err(|message| ("outbound.max_request_buffer_bytes".to_owned(), message))?;
     let ca_file = raw
         .ca_file
         .as_ref()
@@ -206,6 +230,140 @@ pub(super) fn resolve(activity: &RawGrants<'_>, base: &Path) -> Result<GrantsCon
         ca_file,
         aws,
     })
+}
+
+/// A folder the host keeps for itself, as the config names it.
+struct HostFolder {
+    /// The key that names it: `host.cache_dir`, `activity[0].record`...
+    key: String,
+    /// What it holds, for messages.
+    holds: &'static str,
+    /// The folder, as configured (absolute).
+    path: PathBuf,
+    /// The folder with every symlink resolved.
+    canonical: PathBuf,
+    /// Whether the host writes it and reads back what it finds there, so that its owner
+    /// and mode are checked here: not a handler's folder (the deployer's), nor the
+    /// cache's (refused at start with a warning, and compiled around).
+    written: bool,
+}
+
+/// Every folder the host keeps for itself: `cache_dir`, `outbox_dir`, each activity's
+/// handler folder (the handler file's parent, and its real file's when it is reached
+/// through a symlink), folder stores and `record` folder.
+fn host_folders(host: &HostConfig, activities: &[ActivityConfig]) -> Vec<HostFolder> {
+    let mut folders = Vec::new();
+    let mut add = |key: String, holds, path: &Path, written| {
+        folders.push(HostFolder {
+            key,
+            holds,
+            path: path.to_owned(),
+            canonical: canonical(path),
+            written,
+        });
+    };
+    if let Some(dir) = &host.cache_dir {
+        add("host.cache_dir".into(), "compiled handlers", dir, false);
+    }
+    if let Some(dir) = &host.outbox_dir {
+        add(
+            "host.outbox_dir".into(),
+            "answers waiting to be sent",
+            dir,
+            true,
+        );
+    }
+    for (index, activity) in activities.iter().enumerate() {
+        let key = |name: &str| format!("activity[{index}].{name}");
+        if let Some(file) = activity.handler.file() {
+            if let Some(folder) = file.parent() {
+                add(key("handler"), "the handler", folder, false);
+            }
+            if let Ok(real) = std::fs::canonicalize(file)
+                && let Some(folder) = real.parent()
+                && file.parent().map(canonical).as_deref() != Some(folder)
+            {
+                add(key("handler"), "the handler", folder, false);
+            }
+        }
+        let stores = [
+            (
+                "progress.store",
+                "checkpoints",
+                activity.progress.as_ref().map(|p| &p.store),
+            ),
+            (
+                "idempotency.store",
+                "stored answers",
+                activity.idempotency.as_ref().map(|i| &i.store),
+            ),
+        ];
+        for (name, holds, store) in stores {
+            if let Some(StoreLocation::Folder(dir)) = store {
+                add(key(name), holds, dir, true);
+            }
+        }
+        if let Some(record) = &activity.record {
+            add(key("record"), "recorded tasks", &record.dir, true);
+        }
+    }
+    folders
+}
+
+/// Checks that no guest reaches a folder of the host's: no `[[activity.dir]]` grant,
+/// read-only or not, of any activity, equals, contains or lies inside one (after
+/// symlinks), since a guest writing there as the host's user could plant what the host
+/// trusts (compiled code, answers sent with its credentials, stored answers and
+/// checkpoints, handlers) and one reading there could read other tasks' data. Then that
+/// the folders the host writes and reads back, when they exist, are its user's and
+/// writable by nobody else. On error, the full key (`activity[0].dir[1]`,
+/// `host.outbox_dir`) and the message.
+pub(super) fn check_host_folders(
+    host: &HostConfig,
+    activities: &[ActivityConfig],
+) -> Result<(), Problem> {
+    let folders = host_folders(host, activities);
+    let resolved = |path: &Path, canonical: &Path| {
+        if path == canonical {
+            path.display().to_string()
+        } else {
+            format!("{} (resolved: {})", path.display(), canonical.display())
+        }
+    };
+    for (index, activity) in activities.iter().enumerate() {
+        for (number, grant) in activity.grants.dirs.iter().enumerate() {
+            let granted = canonical(&grant.host);
+            for folder in &folders {
+                let relation = if granted == folder.canonical {
+                    "is"
+                } else if granted.starts_with(&folder.canonical) {
+                    "lies inside"
+                } else if folder.canonical.starts_with(&granted) {
+                    "contains"
+                } else {
+                    continue;
+                };
+                let what = if folder.key.ends_with(".handler") {
+                    format!("the folder of `{}`", folder.key)
+                } else {
+                    format!("`{}`", folder.key)
+                };
+                return Err((
+                    format!("activity[{index}].dir[{number}]"),
+                    format!(
+                        "{} {relation} {what}, {}, a folder the host keeps for itself ({}): no guest may reach it, not even read-only; grant a folder that neither contains nor lies inside it",
+                        resolved(&grant.host, &granted),
+                        resolved(&folder.path, &folder.canonical),
+                        folder.holds,
+                    ),
+                ));
+            }
+        }
+    }
+    for folder in folders.iter().filter(|f| f.written && f.path.is_dir()) {
+        FolderStore::check_owned(&folder.path).map_err(|message| (folder.key.clone(), message))?;
+    }
+    Ok(())
 }
 
 /// `{ from_secretsmanager = "NAME_OR_ARN", json_key = "key", refresh_seconds = 300 }` or
@@ -336,6 +494,11 @@ fn resolve_aws(raw: &RawAws, host: &AwsConfig) -> Result<AwsGrant, Problem> {
         external_id: raw.external_id.clone(),
         host_region: host.region.clone(),
         endpoint_url: host.endpoint_url.clone(),
+        allow_credential_apis: raw.allow_credential_apis,
+        private_endpoints: raw.private_endpoints,
+        service_endpoints: service_endpoints_from_env(&raw.services, |name| {
+            std::env::var(name).ok()
+        }),
     })
 }
 

@@ -1,9 +1,11 @@
 //! `[host]`: process-wide settings.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use super::checks::{Problem, at, optional, seconds_within, within};
 use crate::outbound::read_ca_file;
@@ -37,6 +39,8 @@ pub(super) struct RawHost {
     pub outbox_dir: Option<PathBuf>,
     pub outbox_max_mb: Option<u64>,
     pub admin_listen: Option<String>,
+    pub admin_max_connections: Option<u64>,
+    pub admin_token_file: Option<PathBuf>,
     pub otel: Option<RawOtel>,
 }
 
@@ -70,6 +74,30 @@ impl std::fmt::Debug for OtelHeaders {
     }
 }
 
+/// The default of `admin_max_connections` (the admin server's own default).
+const DEFAULT_ADMIN_MAX_CONNECTIONS: u64 = 64;
+/// The longest token `admin_token_file` may hold: a header value, not a document.
+const MAX_ADMIN_TOKEN_BYTES: u64 = 4096;
+
+/// `[host] admin_token_file`, read: the bearer token `/status` requires. Only its
+/// SHA-256 is kept (what the admin server compares), and `Debug` shows neither, so the
+/// token never reaches a log, a `check` message or a debug print.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken([u8; 32]);
+
+impl AdminToken {
+    /// The token's SHA-256.
+    pub fn sha256(&self) -> [u8; 32] {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
 /// The `[host]` table, resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostConfig {
@@ -97,6 +125,12 @@ pub struct HostConfig {
     /// Where the admin server (`/metrics`, `/healthz`, `/readyz`, `/status`) listens;
     /// `None`: no admin server.
     pub admin_listen: Option<std::net::SocketAddr>,
+    /// `admin_max_connections`: the most connections the admin server keeps open at once
+    /// (default 64); one more is answered 503 and closed.
+    pub admin_max_connections: usize,
+    /// `admin_token_file`, read at start: the bearer token `/status` requires; `None`:
+    /// `/status` is open to whoever reaches `admin_listen`.
+    pub admin_token: Option<AdminToken>,
     /// `[host.otel] endpoint`: the OTLP/HTTP collector traces go to (`/v1/traces` is
     /// appended). `None`: the `OTEL_EXPORTER_OTLP_ENDPOINT` variable decides, at start.
     pub otel_endpoint: Option<String>,
@@ -148,6 +182,17 @@ impl HostConfig {
         let outbox_max_mb =
             within(raw.outbox_max_mb.unwrap_or(100), 1..=1 << 20).map_err(at("outbox_max_mb"))?;
         let admin_listen = optional(raw.admin_listen.as_deref(), "admin_listen", parse_listen)?;
+        let admin_max_connections = within(
+            raw.admin_max_connections
+                .unwrap_or(DEFAULT_ADMIN_MAX_CONNECTIONS),
+            1..=65_536,
+        )
+        .map_err(at("admin_max_connections"))?;
+        let admin_token = optional(
+            raw.admin_token_file.map(|path| base.join(path)),
+            "admin_token_file",
+            |path| read_admin_token(&path),
+        )?;
         let (otel_endpoint, otel_headers, otel_ca_file) = match raw.otel {
             None => (None, OtelHeaders::default(), None),
             Some(otel) => {
@@ -177,8 +222,45 @@ impl HostConfig {
             outbox_dir,
             outbox_max_bytes: outbox_max_mb << 20,
             admin_listen,
+            // Within 1..=65,536: fits every usize this builds for.
+            admin_max_connections: usize::try_from(admin_max_connections).unwrap_or(usize::MAX),
+            admin_token,
         })
     }
+}
+
+/// Reads the bearer token from `path`: one line of visible ASCII (surrounding white space
+/// and the final line break are dropped). Messages name the file and never quote it.
+fn read_admin_token(path: &Path) -> Result<AdminToken, String> {
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_ADMIN_TOKEN_BYTES + 1).read_to_end(&mut text))
+        .map_err(|err| {
+            format!(
+                "cannot read {}: {err}; write the token /status requires there (one line), or remove the key",
+                path.display()
+            )
+        })?;
+    if text.len() as u64 > MAX_ADMIN_TOKEN_BYTES {
+        return Err(format!(
+            "{} holds more than {MAX_ADMIN_TOKEN_BYTES} bytes: it should hold one token, on one line",
+            path.display()
+        ));
+    }
+    let token = text.trim_ascii();
+    if token.is_empty() {
+        return Err(format!(
+            "{} is empty: write the token /status requires there (one line, e.g. from `openssl rand -hex 32`)",
+            path.display()
+        ));
+    }
+    if !token.iter().all(u8::is_ascii_graphic) {
+        return Err(format!(
+            "{} must hold one token of visible ASCII characters, without spaces or line breaks inside",
+            path.display()
+        ));
+    }
+    Ok(AdminToken(Sha256::digest(token).into()))
 }
 
 /// Parses an admin server address, `IP:PORT` (`127.0.0.1:9464`, `[::1]:9464`,
@@ -223,7 +305,8 @@ pub fn check_otel_endpoint(text: &str) -> Result<String, String> {
     match rest {
         Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(text.to_owned()),
         _ => Err(format!(
-            "must be an http:// or https:// URL of an OTLP/HTTP collector, like \"http://127.0.0.1:4318\"; got {text:?}"
+            "must be an http:// or https:// URL of an OTLP/HTTP collector, like \"http://127.0.0.1:4318\"; got {:?}",
+            crate::source::redact_url(text)
         )),
     }
 }

@@ -17,6 +17,7 @@ mod progress;
 mod rollout;
 #[cfg(test)]
 mod tests;
+mod toml_error;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -71,11 +72,24 @@ pub struct ConfigError {
     pub key: String,
     /// What is wrong and what to do.
     pub message: String,
+    /// For a TOML syntax or type error, where it is: line and column, from 1.
+    pub position: Option<(usize, usize)>,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
+        if let Some((line, column)) = self.position {
+            write!(
+                f,
+                "{}:{line}:{column}: {}",
+                self.file.display(),
+                self.message
+            )?;
+            if !self.key.is_empty() {
+                write!(f, " (key `{}`)", self.key)?;
+            }
+            Ok(())
+        } else if self.key.is_empty() {
             write!(f, "{}: {}", self.file.display(), self.message)
         } else {
             write!(
@@ -101,6 +115,7 @@ impl Config {
             file: file.to_owned(),
             key: String::new(),
             message: format!("cannot read the config file: {err}"),
+            position: None,
         })?;
         Self::parse(file, &text)
     }
@@ -115,9 +130,12 @@ impl Config {
             file: file.to_owned(),
             key,
             message,
+            position: None,
         };
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|err| error(String::new(), err.to_string().trim_end().to_owned()))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|err| ConfigError {
+            file: file.to_owned(),
+            ..toml_error::describe(err, text)
+        })?;
         if raw.activity.is_empty() {
             return Err(error(
                 "activity".into(),
@@ -151,6 +169,8 @@ impl Config {
                 .map_err(|(name, message)| error(key(&name), message))?;
             activities.push(activity);
         }
+        grants::check_host_folders(&host, &activities)
+            .map_err(|(key, message)| error(key, message))?;
         Ok(Self {
             file: file.to_owned(),
             aws: raw.aws,
@@ -194,7 +214,10 @@ fn check_aws(aws: &AwsConfig) -> Result<(), checks::Problem> {
     {
         return Err((
             "endpoint_url".into(),
-            format!("must be an http:// or https:// URL, not {url:?}"),
+            format!(
+                "must be an http:// or https:// URL, not {:?}",
+                crate::source::redact_url(url)
+            ),
         ));
     }
     for api in Api::ALL {

@@ -148,6 +148,9 @@ struct Inner {
     state: Mutex<State>,
     /// Bumped whenever a delivery ends.
     settled: watch::Sender<u64>,
+    /// A second answer was reported (`task:errored`): a guest that answers again in a
+    /// loop is heard once, not once per call.
+    second_answer_reported: std::sync::atomic::AtomicBool,
 }
 
 struct State {
@@ -194,6 +197,7 @@ impl Delivery {
                     last_heartbeat: None,
                 }),
                 settled: watch::channel(0).0,
+                second_answer_reported: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -245,7 +249,12 @@ impl Delivery {
     /// Dropping the returned future (a deadline, an abort) does not stop the delivery.
     pub async fn answer(&self, answer: Answer) -> Result<(), AnswerError> {
         if let Err(err) = self.record(&answer, Answerer::Guest) {
-            if err == AnswerError::AlreadyResponded {
+            if err == AnswerError::AlreadyResponded
+                && !self
+                    .inner
+                    .second_answer_reported
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
                 self.inner.responder.errored(&TaskError::AlreadyResponded);
             }
             return Err(err);

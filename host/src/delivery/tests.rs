@@ -459,3 +459,40 @@ async fn a_kms_throttle_is_retried_until_accepted() {
         }
     );
 }
+
+/// Counts what the delivery reports as the handler's errors.
+#[derive(Default)]
+struct Errors(AtomicU32);
+
+#[async_trait]
+impl Responder for Errors {
+    async fn send(&self, _answer: &Answer) -> Result<(), SfnError> {
+        Ok(())
+    }
+    async fn heartbeat(&self) -> Result<(), SfnError> {
+        Ok(())
+    }
+    fn errored(&self, _error: &TaskError) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A guest that answers again in a loop is reported once (`task:errored`), not once per
+/// call: each report is a WARN line the guest would otherwise cause at will.
+#[tokio::test]
+async fn a_second_answer_in_a_loop_is_reported_once() {
+    let responder = Arc::new(Errors::default());
+    let delivery = Delivery::new(
+        responder.clone(),
+        TaskControl::default(),
+        DeliveryOptions::default(),
+    );
+    delivery.answer(success()).await.unwrap();
+    for _ in 0..10_000 {
+        assert_eq!(
+            delivery.answer(success()).await,
+            Err(AnswerError::AlreadyResponded)
+        );
+    }
+    assert_eq!(responder.0.load(Ordering::SeqCst), 1);
+}

@@ -5,13 +5,17 @@
 //! configuration (wasmtime's compatibility hash, this host's version), so an entry made
 //! by another configuration is never looked up. Loading an artifact is `unsafe` in
 //! wasmtime (its machine code is trusted), so an entry is only used when it is exactly
-//! what this host wrote: each file carries the SHA-256 of its payload, checked before
-//! the payload reaches wasmtime, and wasmtime's own header check follows. Anything that
-//! does not check out is reported, deleted and rebuilt.
+//! what this host wrote for this module: each file carries an HMAC-SHA256, under a key
+//! only the host reads (`cache_dir/.key`, 0600, see [`FolderStore::host_key`]), over the
+//! format version, the module's digest, the engine's fingerprint and the payload,
+//! checked before the payload reaches wasmtime; wasmtime's own header check follows. An
+//! entry copied from another module's, from another host, or changed by a byte, does not
+//! check out: it is logged (`cache:rejected`), deleted and compiled afresh.
 //!
 //! The cache trusts only itself: the folder is created private (0700), and an existing
 //! one is refused unless it is a real folder owned by the user running the host and
-//! writable by nobody else (anyone who can write there could plant machine code).
+//! writable by nobody else (anyone who can write there could plant machine code); no
+//! guest's `[[activity.dir]]` grant may overlap it (the config refuses one).
 //! Entries are never read through a symlink. Entries are written to a temporary file and
 //! renamed into place, so a crash never leaves half an entry under a real name. The
 //! folder's size is bounded: past [`ArtifactCache::with_max_bytes`], the least recently
@@ -23,12 +27,17 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use sha2::{Digest as _, Sha256};
+use ring::hmac;
 
 use super::{Digest, WasmEngine};
+use crate::store::FolderStore;
 
-const MAGIC: &[u8; 8] = b"SFNWASMC";
-const HEADER_LEN: usize = MAGIC.len() + 32;
+/// The header of an entry of this format (the first, `SFNWASMC`, carried a bare
+/// checksum: such entries are refused and rebuilt).
+const MAGIC: &[u8; 8] = b"SFNWASM2";
+const HEADER_LEN: usize = MAGIC.len() + FolderStore::MAC_BYTES;
+/// What the MAC says an entry is, besides its module and engine.
+const FORMAT: &[u8] = b"sfn-wasm-host compiled artifact v2";
 
 /// The default bound on a cache folder's size.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
@@ -39,6 +48,8 @@ pub struct ArtifactCache {
     dir: PathBuf,
     engine_key: String,
     max_bytes: u64,
+    /// The folder's MAC key.
+    key: hmac::Key,
 }
 
 /// Why a cache folder is not used.
@@ -73,8 +84,9 @@ pub enum CacheError {
         /// What the OS said.
         source: std::io::Error,
     },
-    /// The entry is not what this host wrote (truncated, changed, or another format).
-    #[error("cache entry {} is corrupt: {reason}", path.display())]
+    /// The entry is not what this host wrote for this module (truncated, changed,
+    /// copied from another entry or host, or another format).
+    #[error("cache entry {} is refused: {reason}", path.display())]
     Corrupt {
         /// The entry.
         path: PathBuf,
@@ -89,7 +101,8 @@ impl ArtifactCache {
     ///
     /// # Errors
     /// When the folder cannot be created, or exists but is not safe: a symlink or not a
-    /// folder, owned by another user, or writable by group or others.
+    /// folder, owned by another user, or writable by group or others; or when its key
+    /// (`.key`) cannot be made or is not private (see [`FolderStore::host_key`]).
     pub fn open(dir: &Path, engine: &WasmEngine) -> Result<Self, OpenError> {
         let io = |source| OpenError::Io {
             dir: dir.to_owned(),
@@ -131,6 +144,7 @@ impl ArtifactCache {
                 }
             }
         }
+        let key = FolderStore::host_key(dir).map_err(untrusted)?;
         let mut hasher = DefaultHasher::new();
         engine
             .wasmtime()
@@ -141,6 +155,7 @@ impl ArtifactCache {
             dir: dir.to_owned(),
             engine_key: format!("{:016x}", hasher.finish()),
             max_bytes: DEFAULT_MAX_BYTES,
+            key,
         })
     }
 
@@ -161,31 +176,72 @@ impl ArtifactCache {
         self.dir.join(format!("{digest}-{}.cwasm", self.engine_key))
     }
 
+    /// What an entry's MAC covers: the format, the module, the engine, the payload.
+    fn sealed_parts<'a>(&'a self, digest: &'a Digest, artifact: &'a [u8]) -> [&'a [u8]; 4] {
+        [
+            FORMAT,
+            digest.hex().as_bytes(),
+            self.engine_key.as_bytes(),
+            artifact,
+        ]
+    }
+
     /// The verified artifact for `digest`, or `None` if there is no entry.
     ///
     /// # Errors
-    /// When an entry exists but cannot be read or does not verify; the caller should
-    /// [`remove`](Self::remove) it and rebuild.
+    /// When an entry exists but cannot be read or does not verify: it is logged
+    /// (`cache:rejected`) and deleted, and the caller compiles afresh. An artifact that
+    /// does not verify never reaches wasmtime.
     pub fn get(&self, digest: &Digest) -> Result<Option<Vec<u8>>, CacheError> {
         let path = self.path(digest);
-        let mut bytes = match read_no_follow(&path) {
+        let verified = self.read_verified(digest, &path);
+        if let Err(err) = &verified {
+            tracing::warn!(
+                event = "cache:rejected",
+                entry = %path.display(),
+                digest = %digest,
+                reason = %err,
+                "cache:rejected: a compiled handler in the cache is not what this host wrote for this module; it is deleted and the module compiled afresh"
+            );
+            let _ = std::fs::remove_file(&path);
+        }
+        verified
+    }
+
+    /// The payload of the entry at `path` for `digest`, if its MAC checks out.
+    fn read_verified(&self, digest: &Digest, path: &Path) -> Result<Option<Vec<u8>>, CacheError> {
+        let mut bytes = match read_no_follow(path) {
             Ok(bytes) => bytes,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(CacheError::Read { path, source }),
+            Err(source) => {
+                return Err(CacheError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
         };
         let corrupt = |reason| CacheError::Corrupt {
-            path: path.clone(),
+            path: path.to_owned(),
             reason,
         };
         if bytes.len() < HEADER_LEN || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(corrupt("no sfn-wasm-host header"));
+            return Err(corrupt(
+                "no sfn-wasm-host header of this version (another format, or not an entry)",
+            ));
         }
-        if Sha256::digest(&bytes[HEADER_LEN..])[..] != bytes[MAGIC.len()..HEADER_LEN] {
-            return Err(corrupt("the payload does not match its checksum"));
+        let (header, artifact) = bytes.split_at(HEADER_LEN);
+        if !FolderStore::is_sealed(
+            &self.key,
+            &self.sealed_parts(digest, artifact),
+            &header[MAGIC.len()..],
+        ) {
+            return Err(corrupt(
+                "its MAC does not check out for this host and this module (copied from another entry or host, or changed)",
+            ));
         }
         bytes.drain(..HEADER_LEN);
         // Recently used: eviction goes by modification time.
-        if let Ok(file) = std::fs::File::options().append(true).open(&path) {
+        if let Ok(file) = std::fs::File::options().append(true).open(path) {
             let _ = file.set_modified(SystemTime::now());
         }
         Ok(Some(bytes))
@@ -200,7 +256,10 @@ impl ArtifactCache {
         let path = self.path(digest);
         let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
         temp.write_all(MAGIC)?;
-        temp.write_all(&Sha256::digest(artifact))?;
+        temp.write_all(&FolderStore::seal(
+            &self.key,
+            &self.sealed_parts(digest, artifact),
+        ))?;
         temp.write_all(artifact)?;
         temp.as_file().sync_all()?;
         temp.persist(&path).map_err(|err| err.error)?;
@@ -260,6 +319,8 @@ fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use sha2::Digest as _;
+
     use super::*;
     use crate::engine::EngineConfig;
 
@@ -296,6 +357,86 @@ mod tests {
             std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
             std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
             let err = ArtifactCache::open(&theirs, &engine).unwrap_err();
+            assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_entry_is_used_only_for_the_module_and_host_that_sealed_it() {
+        let engine = engine();
+        let root = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::open(&root.path().join("c"), &engine).unwrap();
+        let (mine, theirs) = (Digest::of(b"mine"), Digest::of(b"theirs"));
+        cache.put(&mine, b"my machine code").unwrap();
+        cache.put(&theirs, b"their machine code").unwrap();
+        assert_eq!(cache.get(&mine).unwrap().unwrap(), b"my machine code");
+
+        // Another module's entry, copied over this one's: a valid entry, for another
+        // digest. Refused and deleted, never returned.
+        std::fs::copy(cache.path(&theirs), cache.path(&mine)).unwrap();
+        let err = cache.get(&mine).unwrap_err();
+        assert!(err.to_string().contains("MAC does not check out"), "{err}");
+        assert!(!cache.path(&mine).exists(), "a refused entry is deleted");
+        assert!(cache.get(&mine).unwrap().is_none());
+
+        // A byte changed.
+        cache.put(&mine, b"my machine code").unwrap();
+        let mut bytes = std::fs::read(cache.path(&mine)).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        std::fs::write(cache.path(&mine), &bytes).unwrap();
+        assert!(matches!(cache.get(&mine), Err(CacheError::Corrupt { .. })));
+
+        // The first format: a bare checksum anyone can compute.
+        let mut old = b"SFNWASMC".to_vec();
+        old.extend_from_slice(&sha2::Sha256::digest(b"planted"));
+        old.extend_from_slice(b"planted");
+        std::fs::write(cache.path(&mine), &old).unwrap();
+        assert!(matches!(cache.get(&mine), Err(CacheError::Corrupt { .. })));
+
+        // Another host's entry for the same module: sealed under another key.
+        let other = ArtifactCache::open(&root.path().join("other"), &engine).unwrap();
+        other.put(&mine, b"my machine code").unwrap();
+        std::fs::copy(other.path(&mine), cache.path(&mine)).unwrap();
+        assert!(matches!(cache.get(&mine), Err(CacheError::Corrupt { .. })));
+
+        // The host's own entries outlive it: the key is read again, not made again.
+        cache.put(&mine, b"my machine code").unwrap();
+        let again = ArtifactCache::open(cache.dir(), &engine).unwrap();
+        assert_eq!(again.get(&mine).unwrap().unwrap(), b"my machine code");
+    }
+
+    #[test]
+    fn the_key_is_private_and_a_shared_one_is_refused() {
+        let engine = engine();
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("c");
+        ArtifactCache::open(&dir, &engine).unwrap();
+        let key = dir.join(FolderStore::KEY_FILE);
+        let meta = std::fs::symlink_metadata(&key).unwrap();
+        assert_eq!((meta.mode() & 0o777, meta.len()), (0o600, 32));
+
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = ArtifactCache::open(&dir, &engine).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("others may read or change it (mode 644)"),
+            "{err}"
+        );
+
+        std::fs::remove_file(&key).unwrap();
+        let elsewhere = root.path().join("elsewhere");
+        std::fs::write(&elsewhere, [0u8; 32]).unwrap();
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &key).unwrap();
+        let err = ArtifactCache::open(&dir, &engine).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+
+        if rustix::process::geteuid().is_root() {
+            std::fs::remove_file(&key).unwrap();
+            std::fs::write(&key, [0u8; 32]).unwrap();
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::os::unix::fs::chown(&key, Some(65534), None).unwrap();
+            let err = ArtifactCache::open(&dir, &engine).unwrap_err();
             assert!(err.to_string().contains("owned by uid 65534"), "{err}");
         }
     }

@@ -2,8 +2,10 @@
 //!
 //! Output is emitted line by line as the guest writes it, so a long task's logs show up
 //! while it runs. A guest cannot flood the host: lines are cut at [`MAX_LINE_BYTES`],
-//! each stream logs at most [`MAX_LOGGED_BYTES`] per task, and at most
-//! [`LINES_PER_SECOND`] lines a second after a burst of [`LINE_BURST`] (a token bucket).
+//! each stream logs at most [`MAX_LOGGED_BYTES`] per task, and the task's lines (both
+//! streams and the host lines it causes) share one rate limit, the task's
+//! [`LineBudget`]: [`LINES_PER_SECOND`](crate::budget::LINES_PER_SECOND) a second after a
+//! burst of [`LINE_BURST`](crate::budget::LINE_BURST).
 //! The log writer itself never blocks the task (see the CLI's logging setup). Writes never fail (a failing
 //! `println!` would panic the guest); what is over budget is dropped and counted. The end
 //! of stderr is kept so a panic message can go into the failure's cause.
@@ -17,16 +19,14 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
+use crate::budget::LineBudget;
+
 /// The longest line logged as one event; longer lines are cut.
 pub const MAX_LINE_BYTES: usize = 8 * 1024;
 /// The most each stream of one task logs; the rest is dropped.
 pub const MAX_LOGGED_BYTES: usize = 1024 * 1024;
 /// How much of the end of stderr is kept for the failure cause.
 const TAIL_BYTES: usize = 4 * 1024;
-/// Lines each stream of a task may log per second, once its burst is spent.
-pub const LINES_PER_SECOND: f64 = 100.0;
-/// Lines each stream of a task may log at once.
-pub const LINE_BURST: f64 = 1000.0;
 
 /// Which of the guest's streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,14 +50,14 @@ struct Capture {
     logged: usize,
     dropped: usize,
     tail: Vec<u8>,
-    /// Lines that may be logged now (the token bucket), as of `refilled`.
-    tokens: f64,
-    refilled: std::time::Instant,
+    /// The task's rate limit on log lines, shared with its other stream and the host
+    /// lines it causes.
+    lines: Arc<LineBudget>,
 }
 
 impl GuestOutput {
-    /// A stream of task `task_id`.
-    pub fn new(stream: Stream, task_id: Arc<str>) -> Self {
+    /// A stream of task `task_id`, whose lines count against `lines`.
+    pub fn new(stream: Stream, task_id: Arc<str>, lines: Arc<LineBudget>) -> Self {
         let capture = Capture {
             stream,
             task_id,
@@ -65,8 +65,7 @@ impl GuestOutput {
             logged: 0,
             dropped: 0,
             tail: Vec::new(),
-            tokens: LINE_BURST,
-            refilled: std::time::Instant::now(),
+            lines,
         };
         Self {
             capture: Arc::new(Mutex::new(capture)),
@@ -136,7 +135,12 @@ impl Stream {
 
 impl Capture {
     fn emit(&mut self, line: &[u8]) {
-        if self.logged + line.len() > MAX_LOGGED_BYTES || !self.take_token() {
+        if self.logged + line.len() > MAX_LOGGED_BYTES {
+            self.dropped += line.len();
+            self.lines.drop_line();
+            return;
+        }
+        if !self.lines.take() {
             self.dropped += line.len();
             return;
         }
@@ -153,19 +157,6 @@ impl Capture {
             Stream::Stderr => {
                 tracing::warn!(target: "guest", task_id = %self.task_id, stream = "stderr", "{text}")
             }
-        }
-    }
-
-    fn take_token(&mut self) -> bool {
-        let now = std::time::Instant::now();
-        let earned = now.duration_since(self.refilled).as_secs_f64() * LINES_PER_SECOND;
-        self.tokens = (self.tokens + earned).min(LINE_BURST);
-        self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
         }
     }
 
@@ -240,10 +231,11 @@ impl AsyncWrite for GuestOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::budget::LINE_BURST;
 
     #[test]
     fn keeps_the_end_of_stderr_and_cuts_long_lines() {
-        let err = GuestOutput::new(Stream::Stderr, "t1".into());
+        let err = GuestOutput::new(Stream::Stderr, "t1".into(), Arc::default());
         err.write_bytes(b"first line\npanicked at src/lib.rs:1:1:\nboom");
         err.write_bytes(&vec![b'x'; 3 * MAX_LINE_BYTES]);
         let tail = err.finish();
@@ -251,14 +243,14 @@ mod tests {
         assert!(tail.len() <= TAIL_BYTES);
         assert!(err.lock().line.is_empty());
 
-        let err = GuestOutput::new(Stream::Stderr, "t2".into());
+        let err = GuestOutput::new(Stream::Stderr, "t2".into(), Arc::default());
         err.write_bytes(b"panicked at src/lib.rs:1:1:\nboom\n");
         assert_eq!(err.finish(), "panicked at src/lib.rs:1:1:\nboom");
     }
 
     #[test]
     fn lines_past_the_rate_are_dropped() {
-        let out = GuestOutput::new(Stream::Stdout, "t".into());
+        let out = GuestOutput::new(Stream::Stdout, "t".into(), Arc::default());
         for _ in 0..5000 {
             out.write_bytes(b"short\n");
         }
@@ -274,7 +266,7 @@ mod tests {
 
     #[test]
     fn output_over_budget_is_dropped_not_failed() {
-        let out = GuestOutput::new(Stream::Stdout, "t".into());
+        let out = GuestOutput::new(Stream::Stdout, "t".into(), Arc::default());
         let line = [b'y'; 1000];
         for _ in 0..2000 {
             out.write_bytes(&line);

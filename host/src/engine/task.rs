@@ -15,6 +15,7 @@ use super::limits::MemoryLimiter;
 use super::stdio::{GuestOutput, Stream};
 use super::toolkit::{AnswerSink, Toolkit};
 use super::{Handler, WasmEngine};
+use crate::budget::LineBudget;
 use crate::control::TaskControl;
 use crate::grants::Grants;
 use crate::outbound::OutboundTask;
@@ -74,6 +75,9 @@ pub struct TaskReport {
     pub cpu: Duration,
     /// The most linear memory the guest held at once, in bytes.
     pub memory_peak_bytes: u64,
+    /// Log lines the task caused that its rate limit dropped: its own output and the
+    /// host's lines about it (`outbound:denied`, ...).
+    pub log_lines_dropped: u64,
 }
 
 /// The data of one task's `Store`.
@@ -194,8 +198,10 @@ impl Handler {
         let toolkit = Toolkit::new(sink.clone(), request.progress);
 
         let task_id = request.task_id.clone();
-        let stdout = GuestOutput::new(Stream::Stdout, task_id.clone());
-        let stderr = GuestOutput::new(Stream::Stderr, task_id.clone());
+        // One rate limit for every log line the task causes: its output and the host's.
+        let lines = Arc::new(LineBudget::default());
+        let stdout = GuestOutput::new(Stream::Stdout, task_id.clone(), lines.clone());
+        let stderr = GuestOutput::new(Stream::Stderr, task_id.clone(), lines.clone());
         // Raw sockets stay denied whatever the grants: outbound traffic goes through
         // wasi:http, where the allow-list and the address checks are.
         let mut wasi = WasiCtxBuilder::new();
@@ -218,6 +224,7 @@ impl Handler {
             request.grants.outbound().clone(),
             request.activity_arn.clone(),
             task_id,
+            lines.clone(),
         );
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
@@ -320,6 +327,7 @@ impl Handler {
         let usage = Usage {
             cpu,
             memory_peak_bytes: u64::try_from(limiter.peak_bytes()).unwrap_or(u64::MAX),
+            log_lines_dropped: lines.dropped(),
         };
         finish(&sink, failure, started, usage)
     }
@@ -381,6 +389,7 @@ enum Wake {
 struct Usage {
     cpu: Duration,
     memory_peak_bytes: u64,
+    log_lines_dropped: u64,
 }
 
 /// Names what stopped the guest.
@@ -446,6 +455,7 @@ fn finish(
         elapsed: started.elapsed(),
         cpu: usage.cpu,
         memory_peak_bytes: usage.memory_peak_bytes,
+        log_lines_dropped: usage.log_lines_dropped,
     }
 }
 

@@ -50,10 +50,18 @@ pub trait AnswerSink: Send + Sync + 'static {
     fn host_failure(&self, failure: &HostFailure);
 }
 
+/// The most checkpoints one task may save: each is a durable write (an fsync'd file or
+/// an S3 PUT) the host makes for the guest.
+pub const MAX_CHECKPOINTS_PER_TASK: u32 = 1000;
+/// The most checkpoint bytes one task may save, over all its checkpoints.
+pub const MAX_CHECKPOINT_BYTES_PER_TASK: u64 = 64 << 20;
+
 /// One task's toolkit: the state behind the handler's imports.
 pub struct Toolkit {
     sink: Arc<dyn AnswerSink>,
     progress: Option<TaskProgress>,
+    /// Checkpoints saved (or tried) by this task, and their bytes.
+    saved: (u32, u64),
     /// The task's checkpoint as last read or saved, once known: a guest that asks again
     /// (or after its own `checkpoint`) costs no store call.
     last: Option<Option<String>>,
@@ -66,6 +74,7 @@ impl Toolkit {
         Self {
             sink,
             progress,
+            saved: (0, 0),
             last: None,
         }
     }
@@ -129,6 +138,15 @@ impl Host for Toolkit {
                 data.len()
             )));
         }
+        let (count, bytes) = self.saved;
+        if count >= MAX_CHECKPOINTS_PER_TASK
+            || bytes + data.len() as u64 > MAX_CHECKPOINT_BYTES_PER_TASK
+        {
+            return Err(ToolkitError::Unavailable(format!(
+                "the task has saved its {MAX_CHECKPOINTS_PER_TASK} checkpoints or {MAX_CHECKPOINT_BYTES_PER_TASK} bytes of them; the previous one stands"
+            )));
+        }
+        self.saved = (count + 1, bytes + data.len() as u64);
         match progress.save(&data).await {
             Ok(()) => {
                 self.last = Some(Some(data));
@@ -256,5 +274,55 @@ mod tests {
             toolkit.success("{}".into()).await,
             Err(ToolkitError::AlreadyResponded)
         );
+    }
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use super::*;
+    use crate::progress::ActivityProgress;
+    use crate::store::FolderStore;
+
+    /// Accepts everything: only the checkpoints are under test.
+    struct Anything;
+
+    #[async_trait]
+    impl AnswerSink for Anything {
+        fn answered(&self) -> bool {
+            false
+        }
+        async fn answer(&self, _answer: Answer) -> Result<(), AnswerError> {
+            Ok(())
+        }
+        async fn heartbeat(&self) -> Result<(), AnswerError> {
+            Ok(())
+        }
+        fn cancelled(&self) -> bool {
+            false
+        }
+        fn host_failure(&self, _failure: &HostFailure) {}
+    }
+
+    /// Each checkpoint is a durable write the host makes for the guest: a task's are
+    /// bounded in number (and bytes), and past the bound the last one saved stands.
+    #[tokio::test]
+    async fn a_task_saves_a_bounded_number_of_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FolderStore::open(&dir.path().join("progress")).unwrap());
+        let progress = ActivityProgress::new(store, "/id".into(), false).for_task(
+            "arn:aws:states:us-east-1:1:activity:a",
+            "t",
+            r#"{"id":"x"}"#,
+        );
+        let mut toolkit = Toolkit::new(Arc::new(Anything), progress);
+        for n in 0..MAX_CHECKPOINTS_PER_TASK {
+            toolkit.checkpoint(format!("{n}")).await.unwrap();
+        }
+        assert!(matches!(
+            toolkit.checkpoint("over".into()).await,
+            Err(ToolkitError::Unavailable(why)) if why.contains("checkpoints")
+        ));
+        let last = format!("{}", MAX_CHECKPOINTS_PER_TASK - 1);
+        assert_eq!(toolkit.last_checkpoint().await, Some(last));
     }
 }

@@ -47,6 +47,8 @@ pub struct Fields<'a> {
     pub cpu_ms: Option<f64>,
     /// A task's most linear memory, in bytes.
     pub memory_peak_bytes: Option<u64>,
+    /// A task's log lines its rate limit dropped (only when some were).
+    pub log_lines_dropped: Option<u64>,
     /// `task:done` of a task answered from its idempotency key's stored answer.
     pub deduplicated: Option<bool>,
     /// Every event of a task whose answer came from the outbox at start.
@@ -152,6 +154,7 @@ pub(super) fn log(event: &Event) {
                 wait_ms = fields.wait_ms,
                 cpu_ms = fields.cpu_ms,
                 memory_peak_bytes = fields.memory_peak_bytes,
+                log_lines_dropped = fields.log_lines_dropped,
                 deduplicated = fields.deduplicated,
                 recovered = fields.recovered,
                 old_digest = fields.old_digest,

@@ -136,6 +136,9 @@ pub struct TaskDone {
     pub cpu: Duration,
     /// The most linear memory the guest held at once, in bytes.
     pub memory_peak_bytes: u64,
+    /// Log lines the task caused (its output, and the host's lines about its requests)
+    /// that its rate limit dropped; logged only when not zero.
+    pub log_lines_dropped: u64,
     /// The answer was one stored for the task's idempotency key; no guest ran.
     pub deduplicated: bool,
 }
@@ -149,6 +152,7 @@ impl TaskDone {
             elapsed,
             cpu: Duration::ZERO,
             memory_peak_bytes: 0,
+            log_lines_dropped: 0,
             deduplicated: false,
         }
     }
@@ -241,6 +245,8 @@ impl TaskEvent {
                     Some(u64::try_from(done.elapsed.as_millis()).unwrap_or(u64::MAX));
                 fields.cpu_ms = Some((done.cpu.as_secs_f64() * 1e6).round() / 1e3);
                 fields.memory_peak_bytes = Some(done.memory_peak_bytes);
+                fields.log_lines_dropped =
+                    (done.log_lines_dropped > 0).then_some(done.log_lines_dropped);
                 fields.deduplicated = done.deduplicated.then_some(true);
                 Level::INFO
             }

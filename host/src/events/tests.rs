@@ -87,6 +87,7 @@ fn each_event_has_its_name_level_and_fields() {
         elapsed: Duration::from_millis(12),
         cpu: Duration::from_micros(1234),
         memory_peak_bytes: 65536,
+        log_lines_dropped: 7,
         deduplicated: false,
     };
     let deduplicated = TaskDone {
@@ -263,6 +264,7 @@ fn each_event_has_its_name_level_and_fields() {
                 elapsed_ms: Some(12),
                 cpu_ms: Some(1.234),
                 memory_peak_bytes: Some(65536),
+                log_lines_dropped: Some(7),
                 ..task_fields()
             },
         ),

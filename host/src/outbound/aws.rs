@@ -25,12 +25,14 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
-use http_body_util::{BodyExt, Full, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use tokio::sync::{Mutex, OnceCell};
 use wasmtime_wasi_http::{Error, WasiBody};
 
+use super::address::Reach;
 use super::allow::Scheme;
-use super::send::Target;
+use super::send::{Held, HeldBody, Target};
 use crate::aws::AwsConfig;
 
 /// The headers a guest may not set on a signed request: the host writes them.
@@ -71,14 +73,61 @@ pub struct AwsGrant {
     pub host_region: Option<String>,
     /// `[aws] endpoint_url`: where granted requests go instead of AWS.
     pub endpoint_url: Option<String>,
+    /// `allow_credential_apis`: the guest may call the APIs whose responses carry
+    /// credentials (STS `AssumeRole`, `GetSessionToken`, ECR's `GetAuthorizationToken`,
+    /// ...). Off by default: signing them would hand the guest credentials.
+    pub allow_credential_apis: bool,
+    /// `private_endpoints`: AWS names may resolve to private addresses (VPC interface
+    /// endpoints with private DNS); never to loopback or link-local ones.
+    pub private_endpoints: bool,
+    /// Per-service destinations (signing name, URL), from the AWS SDKs' own
+    /// `AWS_ENDPOINT_URL_<SERVICE>` variables ([`service_endpoints_from_env`]): one
+    /// service to a VPC endpoint or an emulator, the others to AWS. `endpoint_url`, set
+    /// in the config, wins over them, as explicit settings win in the SDKs.
+    pub service_endpoints: Vec<(String, String)>,
+}
+
+/// The `AWS_ENDPOINT_URL_<SERVICE>` variable the AWS SDKs read for a service, by its
+/// signing name: the service id upper-cased, spaces and `-` as `_` (`SQS`, `DYNAMODB`,
+/// `SECRETS_MANAGER`, `SFN` for `states`).
+pub fn endpoint_variable(service: &str) -> String {
+    let id = match service {
+        "states" => "SFN",
+        "secretsmanager" => "SECRETS_MANAGER",
+        "events" => "EVENTBRIDGE",
+        "monitoring" => "CLOUDWATCH",
+        "logs" => "CLOUDWATCH_LOGS",
+        "execute-api" => "API_GATEWAY",
+        "es" => "OPENSEARCH",
+        other => other,
+    };
+    format!(
+        "AWS_ENDPOINT_URL_{}",
+        id.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+/// The granted `services` whose `AWS_ENDPOINT_URL_<SERVICE>` is set (and not empty) in
+/// `env`, with its value.
+pub fn service_endpoints_from_env(
+    services: &[String],
+    env: impl Fn(&str) -> Option<String>,
+) -> Vec<(String, String)> {
+    services
+        .iter()
+        .filter_map(|service| {
+            let url = env(&endpoint_variable(service)).filter(|url| !url.is_empty())?;
+            Some((service.clone(), url))
+        })
+        .collect()
 }
 
 impl AwsGrant {
-    /// Whether `endpoint` is one of the granted services in a granted region (a global
-    /// endpoint needs only its service).
+    /// Whether `endpoint` is one of the granted services in a granted region. A global
+    /// endpoint (`sts.amazonaws.com`, `BUCKET.s3.amazonaws.com`) is in the region it is
+    /// signed for (`us-east-1`): a grant limited to other regions does not reach it.
     pub fn allows(&self, endpoint: &Endpoint) -> bool {
-        self.services.contains(&endpoint.service)
-            && (endpoint.global || self.regions.contains(&endpoint.region))
+        self.services.contains(&endpoint.service) && self.regions.contains(&endpoint.region)
     }
 
     /// `check`'s line: `aws s3, sqs in us-east-1 (role arn:...)`, never a credential.
@@ -92,8 +141,22 @@ impl AwsGrant {
             Some(role) => line.push_str(&format!(" as role {role}")),
             None => line.push_str(" with its own credentials"),
         }
-        if let Some(endpoint) = &self.endpoint_url {
-            line.push_str(&format!(", sent to {endpoint}"));
+        if self.endpoint_url.is_some() {
+            // Where, without what a URL may carry (userinfo, a query token).
+            line.push_str(", sent to `[aws] endpoint_url`");
+        } else {
+            for (service, _) in &self.service_endpoints {
+                line.push_str(&format!(
+                    ", {service} sent to ${}",
+                    endpoint_variable(service)
+                ));
+            }
+        }
+        if self.private_endpoints {
+            line.push_str(", private endpoints");
+        }
+        if self.allow_credential_apis {
+            line.push_str(", credential APIs allowed");
         }
         line
     }
@@ -185,6 +248,8 @@ pub fn is_region(label: &str) -> bool {
 pub struct AwsSigner {
     grant: AwsGrant,
     endpoint: Option<http::Uri>,
+    /// `service_endpoints`, parsed.
+    service_endpoints: Vec<(String, http::Uri)>,
     credentials: CredentialsCache,
 }
 
@@ -200,12 +265,29 @@ impl std::fmt::Debug for AwsSigner {
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {
     /// No credentials: the chain found none, or the role cannot be assumed. The text
-    /// names the AWS error code, never a credential.
-    #[error("{0}")]
-    Credentials(String),
+    /// (for the host's log and `check`) names the AWS error code, never a credential;
+    /// the guest hears only the code.
+    #[error("{message}")]
+    Credentials {
+        /// AWS's error code, or the chain's kind of failure.
+        code: String,
+        /// What went wrong, for the operator (may name the role).
+        message: String,
+    },
     /// The body is larger than [`MAX_SIGNED_BODY_BYTES`].
     #[error("the body is over the {MAX_SIGNED_BODY_BYTES} bytes the host signs")]
     BodyTooLarge,
+    /// The task's signed bodies in flight would hold more than its
+    /// `max_request_buffer_bytes`.
+    #[error(
+        "the task's request bodies held for signing would exceed {0} bytes (`outbound.max_request_buffer_bytes`)"
+    )]
+    BufferFull(u64),
+    /// The request is an API whose response carries credentials, not allowed.
+    #[error(
+        "{0} returns credentials, which a guest may not receive; allow it with `[activity.aws] allow_credential_apis = true`"
+    )]
+    CredentialApi(String),
     /// The guest's body stream failed.
     #[error("the request body failed")]
     Body(Error),
@@ -221,7 +303,13 @@ impl SignError {
             SignError::BodyTooLarge => {
                 Error::HttpRequestBodySize(Some(MAX_SIGNED_BODY_BYTES as u64))
             }
+            SignError::BufferFull(limit) => Error::HttpRequestBodySize(Some(limit)),
+            SignError::CredentialApi(_) => Error::HttpRequestDenied,
             SignError::Body(err) => err,
+            // Composed: the code only, never the role or what the chain tried.
+            SignError::Credentials { code, .. } => Error::InternalError(Some(format!(
+                "the host has no AWS credentials for this request ({code})"
+            ))),
             other => Error::InternalError(Some(other.to_string())),
         }
     }
@@ -250,24 +338,35 @@ impl AwsSigner {
     }
 
     fn with_source(grant: AwsGrant, source: CredentialsSource) -> Result<Self, String> {
-        let endpoint = match &grant.endpoint_url {
-            Some(url) => {
-                let uri: http::Uri = url
-                    .parse()
-                    .map_err(|err| format!("`[aws] endpoint_url` {url:?}: {err}"))?;
-                if uri.authority().is_none() || uri.scheme_str().is_none() {
-                    return Err(format!(
-                        "`[aws] endpoint_url` {url:?} needs a scheme and host, like http://127.0.0.1:4566"
-                    ));
-                }
-                Some(uri)
-            }
-            None => None,
-        };
+        let endpoint = grant
+            .endpoint_url
+            .as_deref()
+            .map(|url| endpoint_uri(url, "`[aws] endpoint_url`"))
+            .transpose()?;
+        let service_endpoints = grant
+            .service_endpoints
+            .iter()
+            .map(|(service, url)| {
+                let name = format!("${}", endpoint_variable(service));
+                Ok((service.clone(), endpoint_uri(url, &name)?))
+            })
+            .collect::<Result<_, String>>()?;
         Ok(Self {
             grant,
             endpoint,
+            service_endpoints,
             credentials: CredentialsCache::new(source),
+        })
+    }
+
+    /// Where `service`'s requests go instead of AWS, if anywhere: `[aws] endpoint_url`,
+    /// else the service's own `AWS_ENDPOINT_URL_<SERVICE>`.
+    fn endpoint_for(&self, service: &str) -> Option<&http::Uri> {
+        self.endpoint.as_ref().or_else(|| {
+            self.service_endpoints
+                .iter()
+                .find(|(name, _)| name == service)
+                .map(|(_, uri)| uri)
         })
     }
 
@@ -286,9 +385,10 @@ impl AwsSigner {
 
     /// Where a request to `authority` (an AWS endpoint) goes: `[aws] endpoint_url`,
     /// named by the operator and so reachable on loopback and private addresses, else
-    /// the AWS host itself over https.
-    pub(super) fn destination(&self, host: &str, authority: String) -> Target {
-        match &self.endpoint {
+    /// the AWS host itself over https (at a public address, or a private one with
+    /// `private_endpoints`).
+    pub(super) fn destination(&self, endpoint: &Endpoint, host: &str, authority: String) -> Target {
+        match self.endpoint_for(&endpoint.service) {
             Some(uri) => {
                 let scheme = match uri.scheme_str() {
                     Some("https") => Scheme::Https,
@@ -298,7 +398,7 @@ impl AwsSigner {
                     scheme,
                     host: uri.host().unwrap_or_default().to_owned(),
                     port: uri.port_u16().unwrap_or(scheme.default_port()),
-                    literal: true,
+                    reach: Reach::Literal,
                     authority,
                 }
             }
@@ -306,7 +406,11 @@ impl AwsSigner {
                 scheme: Scheme::Https,
                 host: host.to_owned(),
                 port: 443,
-                literal: false,
+                reach: if self.grant.private_endpoints {
+                    Reach::PrivateNetwork
+                } else {
+                    Reach::Public
+                },
                 authority,
             },
         }
@@ -315,23 +419,33 @@ impl AwsSigner {
     /// Rewrites `request` for its destination and signs it for `endpoint` with
     /// `credentials` (from [`AwsSigner::credentials`]): the guest's signing headers
     /// dropped, the URI and `Host` the destination's (S3 path-style at an
-    /// `endpoint_url`), the body read whole to be signed (streamed unsigned for S3).
+    /// `endpoint_url`), the body read whole to be signed (streamed unsigned for S3),
+    /// its bytes counted in `held` (the task's budget) until hyper has sent them.
     ///
     /// # Errors
-    /// [`SignError`]: a body too large, a failed body stream, an unsignable header.
-    pub async fn sign(
+    /// [`SignError`]: a body too large for one request or for the task's budget, a
+    /// failed body stream, an unsignable header, an API that vends credentials.
+    pub(super) async fn sign(
         &self,
         request: http::Request<WasiBody>,
         endpoint: &Endpoint,
         credentials: Credentials,
+        mut held: Held,
     ) -> Result<http::Request<WasiBody>, SignError> {
         let (mut parts, body) = request.into_parts();
+        // Named by the URI or headers: refused before the body is read.
+        if !self.grant.allow_credential_apis
+            && let Some(api) = credential_api(endpoint, &parts, None)
+        {
+            tokio::spawn(drain(body));
+            return Err(SignError::CredentialApi(api));
+        }
         for name in SIGNING_HEADERS {
             parts.headers.remove(name);
         }
         let original = parts.uri.clone();
         let path = original.path_and_query().map_or("/", |p| p.as_str());
-        let uri = match &self.endpoint {
+        let uri = match self.endpoint_for(&endpoint.service) {
             Some(base) => {
                 let prefix = base.path().trim_end_matches('/');
                 let path = match &endpoint.bucket {
@@ -363,17 +477,13 @@ impl AwsSigner {
         let (body, bytes) = if s3 {
             (body, None)
         } else {
-            let collected = Limited::new(body, MAX_SIGNED_BODY_BYTES)
-                .collect()
-                .await
-                .map_err(|err| match err.downcast::<Error>() {
-                    Ok(err) => SignError::Body(*err),
-                    Err(_) => SignError::BodyTooLarge,
-                })?
-                .to_bytes();
-            let full = Full::new(collected.clone())
-                .map_err(|never| match never {})
-                .boxed_unsync();
+            let collected = read_held(body, &mut held).await?;
+            if !self.grant.allow_credential_apis
+                && let Some(api) = credential_api(endpoint, &parts, Some(&collected))
+            {
+                return Err(SignError::CredentialApi(api));
+            }
+            let full = HeldBody::new(collected.clone(), held).boxed_unsync();
             (full, Some(collected))
         };
 
@@ -455,7 +565,7 @@ impl CredentialsSource {
                 return provider
                     .provide_credentials()
                     .await
-                    .map_err(|err| SignError::Credentials(no_credentials(&err)));
+                    .map_err(|err| no_credentials(&err));
             }
             CredentialsSource::Lazy { aws, role, built } => {
                 built
@@ -478,10 +588,8 @@ impl CredentialsSource {
             Built::Chain(Some(provider)) => provider
                 .provide_credentials()
                 .await
-                .map_err(|err| SignError::Credentials(no_credentials(&err))),
-            Built::Chain(None) => Err(SignError::Credentials(
-                "the host has no AWS credentials provider".into(),
-            )),
+                .map_err(|err| no_credentials(&err)),
+            Built::Chain(None) => Err(no_provider()),
             Built::Role {
                 chain,
                 sts,
@@ -494,13 +602,9 @@ impl CredentialsSource {
                         chain
                             .provide_credentials()
                             .await
-                            .map_err(|err| SignError::Credentials(no_credentials(&err)))?;
+                            .map_err(|err| no_credentials(&err))?;
                     }
-                    None => {
-                        return Err(SignError::Credentials(
-                            "the host has no AWS credentials provider".into(),
-                        ));
-                    }
+                    None => return Err(no_provider()),
                 }
                 let assumed = sts
                     .assume_role()
@@ -512,14 +616,16 @@ impl CredentialsSource {
                     .await
                     .map_err(|err| {
                         let (code, message) = crate::aws::error_code(&err);
-                        SignError::Credentials(format!(
-                            "cannot assume {role_arn}: {code}: {message}"
-                        ))
+                        SignError::Credentials {
+                            message: format!("cannot assume {role_arn}: {code}: {message}"),
+                            code: code.to_string(),
+                        }
                     })?;
                 let Some(c) = assumed.credentials else {
-                    return Err(SignError::Credentials(format!(
-                        "AssumeRole of {role_arn} returned no credentials"
-                    )));
+                    return Err(SignError::Credentials {
+                        code: "NoCredentials".into(),
+                        message: format!("AssumeRole of {role_arn} returned no credentials"),
+                    });
                 };
                 let expiry = SystemTime::try_from(c.expiration).ok();
                 Ok(Credentials::new(
@@ -534,17 +640,148 @@ impl CredentialsSource {
     }
 }
 
+/// `url` as a destination: a URL with a scheme and host. The error names `what` (the key
+/// or variable), never the URL, which may carry a token.
+fn endpoint_uri(url: &str, what: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|err| format!("{what} is not a URL: {err}"))?;
+    if uri.authority().is_none() || uri.scheme_str().is_none() {
+        return Err(format!(
+            "{what} needs a scheme and host, like http://127.0.0.1:4566"
+        ));
+    }
+    Ok(uri)
+}
+
 /// The chain's error, without what it tried in detail (its text can name files).
-fn no_credentials(err: &aws_credential_types::provider::error::CredentialsError) -> String {
+fn no_credentials(err: &aws_credential_types::provider::error::CredentialsError) -> SignError {
     use aws_credential_types::provider::error::CredentialsError as E;
-    let why = match err {
-        E::CredentialsNotLoaded(_) => "the default chain found none",
-        E::ProviderTimedOut(_) => "the provider timed out",
-        E::InvalidConfiguration(_) => "the AWS configuration is invalid",
-        E::ProviderError(_) => "the provider failed",
-        _ => "unknown error",
+    let (code, why) = match err {
+        E::CredentialsNotLoaded(_) => ("CredentialsNotLoaded", "the default chain found none"),
+        E::ProviderTimedOut(_) => ("ProviderTimedOut", "the provider timed out"),
+        E::InvalidConfiguration(_) => ("InvalidConfiguration", "the AWS configuration is invalid"),
+        E::ProviderError(_) => ("ProviderError", "the provider failed"),
+        _ => ("Unknown", "unknown error"),
     };
-    format!("the host has no AWS credentials: {why}")
+    SignError::Credentials {
+        code: code.into(),
+        message: format!("the host has no AWS credentials: {why}"),
+    }
+}
+
+fn no_provider() -> SignError {
+    SignError::Credentials {
+        code: "NoProvider".into(),
+        message: "the host has no AWS credentials provider".into(),
+    }
+}
+
+/// Reads a body to be signed whole, holding its bytes in `held` (the task's budget):
+/// more than [`MAX_SIGNED_BODY_BYTES`] for one body, or than the task's budget for all
+/// of them, fails before it is held.
+async fn read_held(mut body: WasiBody, held: &mut Held) -> Result<Bytes, SignError> {
+    let mut collected = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(SignError::Body)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if collected.len() + data.len() > MAX_SIGNED_BODY_BYTES {
+            tokio::spawn(drain(body));
+            return Err(SignError::BodyTooLarge);
+        }
+        if !held.take(data.len() as u64) {
+            tokio::spawn(drain(body));
+            return Err(SignError::BufferFull(held.limit()));
+        }
+        collected.extend_from_slice(&data);
+    }
+    Ok(collected.freeze())
+}
+
+/// Reads the rest of a refused body and discards it, so that the guest's writes end
+/// and it hears why the request failed (see `send::refuse`). Run beside the refusal,
+/// which the guest hears at once: a body the guest never finishes is drained until its
+/// task ends (its `Store` drops the body's sender), holding nothing.
+async fn drain(mut body: WasiBody) {
+    while let Some(Ok(_)) = body.frame().await {}
+}
+
+/// The APIs whose responses carry credentials (AWS's operation names): signing one would
+/// hand the guest credentials it could use anywhere, for as long as they last.
+const CREDENTIAL_APIS: [&str; 11] = [
+    "AssumeRole",
+    "AssumeRoleWithSAML",
+    "AssumeRoleWithWebIdentity",
+    "AssumeRoot",
+    "GetSessionToken",
+    "GetFederationToken",
+    "GetAuthorizationToken",
+    "GetRoleCredentials",
+    "GetCredentialsForIdentity",
+    "CreateAccessKey",
+    "CreateServiceSpecificCredential",
+];
+
+/// The credential-vending API a request calls, if it calls one: by its query or form
+/// `Action` (STS, IAM), its `X-Amz-Target` (JSON APIs: ECR, Cognito), or its REST path
+/// (CodeArtifact's token, SSO's role credentials, S3 Express `CreateSession`). `body`
+/// is the whole body when it was read (to be signed).
+fn credential_api(
+    endpoint: &Endpoint,
+    parts: &http::request::Parts,
+    body: Option<&[u8]>,
+) -> Option<String> {
+    let named = |operation: &str| {
+        CREDENTIAL_APIS
+            .iter()
+            .any(|api| api.eq_ignore_ascii_case(operation))
+            .then(|| format!("{} {operation}", endpoint.service))
+    };
+    let query = parts.uri.query().unwrap_or("");
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        if name.eq_ignore_ascii_case("action")
+            && let Some(api) = named(&value)
+        {
+            return Some(api);
+        }
+        if endpoint.service == "s3" && name == "session" {
+            return Some("s3 CreateSession".into());
+        }
+    }
+    if let Some(target) = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+    {
+        let operation = target.rsplit('.').next().unwrap_or(target);
+        if let Some(api) = named(operation) {
+            return Some(api);
+        }
+    }
+    let path = parts.uri.path().to_ascii_lowercase();
+    if path.contains("/authorization-token") || path.contains("/federation/credentials") {
+        return Some(format!("{} {}", endpoint.service, parts.uri.path()));
+    }
+    let form = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| {
+            t.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    if let Some(body) = body.filter(|_| form) {
+        for (name, value) in form_urlencoded::parse(body) {
+            if name.eq_ignore_ascii_case("action")
+                && let Some(api) = named(&value)
+            {
+                return Some(api);
+            }
+        }
+    }
+    None
 }
 
 /// Credentials fetched once and kept until shortly before they expire.
@@ -655,11 +892,159 @@ mod tests {
             external_id: None,
             host_region: None,
             endpoint_url: None,
+            allow_credential_apis: false,
+            private_endpoints: false,
+            service_endpoints: Vec::new(),
         };
         assert!(grant.allows(&endpoint("sqs", "us-east-1", None, false)));
         assert!(!grant.allows(&endpoint("sqs", "eu-west-1", None, false)));
         assert!(!grant.allows(&endpoint("sns", "us-east-1", None, false)));
         assert!(grant.allows(&endpoint("s3", "us-east-1", Some("b"), true)));
+        // A global endpoint is in the region it is signed for.
+        let europe = AwsGrant {
+            regions: vec!["eu-west-1".into()],
+            services: vec!["s3".into(), "sts".into()],
+            ..grant
+        };
+        for host in [
+            "anybucket.s3.amazonaws.com",
+            "s3.amazonaws.com",
+            "sts.amazonaws.com",
+        ] {
+            let global = Endpoint::parse(host).unwrap();
+            assert!(!europe.allows(&global), "{host}");
+        }
+        assert!(europe.allows(&Endpoint::parse("b.s3.eu-west-1.amazonaws.com").unwrap()));
+    }
+
+    #[test]
+    fn service_endpoints_follow_the_sdks_variable_names() {
+        assert_eq!(endpoint_variable("sqs"), "AWS_ENDPOINT_URL_SQS");
+        assert_eq!(endpoint_variable("states"), "AWS_ENDPOINT_URL_SFN");
+        assert_eq!(
+            endpoint_variable("secretsmanager"),
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER"
+        );
+        assert_eq!(
+            endpoint_variable("cognito-identity"),
+            "AWS_ENDPOINT_URL_COGNITO_IDENTITY"
+        );
+        let env =
+            |name: &str| (name == "AWS_ENDPOINT_URL_SQS").then(|| "http://10.0.0.5".to_owned());
+        assert_eq!(
+            service_endpoints_from_env(&["s3".into(), "sqs".into()], env),
+            [("sqs".to_owned(), "http://10.0.0.5".to_owned())]
+        );
+    }
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut request = http::Request::post(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn credential_vending_apis_are_recognised_by_query_target_path_and_form() {
+        let sts = Endpoint::parse("sts.us-east-1.amazonaws.com").unwrap();
+        let form = [(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )];
+        for (endpoint, parts, body) in [
+            (
+                &sts,
+                parts(
+                    "https://sts.us-east-1.amazonaws.com/?Action=AssumeRole&Version=2011-06-15",
+                    &[],
+                ),
+                None,
+            ),
+            (
+                &sts,
+                parts("https://sts.us-east-1.amazonaws.com/", &form),
+                Some(&b"Version=2011-06-15&Action=GetSessionToken"[..]),
+            ),
+            (
+                &sts,
+                parts("https://sts.us-east-1.amazonaws.com/", &form),
+                Some(&b"Action=GetFederationToken&Name=x"[..]),
+            ),
+            (
+                &Endpoint::parse("iam.amazonaws.com").unwrap(),
+                parts("https://iam.amazonaws.com/", &form),
+                Some(&b"Action=CreateAccessKey&UserName=x"[..]),
+            ),
+            (
+                &Endpoint::parse("cognito-identity.us-east-1.amazonaws.com").unwrap(),
+                parts(
+                    "https://cognito-identity.us-east-1.amazonaws.com/",
+                    &[(
+                        "x-amz-target",
+                        "AWSCognitoIdentityService.GetCredentialsForIdentity",
+                    )],
+                ),
+                Some(&b"{}"[..]),
+            ),
+            (
+                &Endpoint::parse("ecr.us-east-1.amazonaws.com").unwrap(),
+                parts(
+                    "https://ecr.us-east-1.amazonaws.com/",
+                    &[(
+                        "x-amz-target",
+                        "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken",
+                    )],
+                ),
+                Some(&b"{}"[..]),
+            ),
+            (
+                &Endpoint::parse("codeartifact.us-east-1.amazonaws.com").unwrap(),
+                parts(
+                    "https://codeartifact.us-east-1.amazonaws.com/v1/authorization-token?domain=d",
+                    &[],
+                ),
+                None,
+            ),
+            (
+                &Endpoint::parse("b.s3.us-east-1.amazonaws.com").unwrap(),
+                parts("https://b.s3.us-east-1.amazonaws.com/?session", &[]),
+                None,
+            ),
+        ] {
+            assert!(
+                credential_api(endpoint, &parts, body).is_some(),
+                "{}",
+                parts.uri
+            );
+        }
+        // Not credential APIs: who am I, a message that merely mentions one, a JSON
+        // body that looks like a form.
+        for (endpoint, parts, body) in [
+            (
+                &sts,
+                parts("https://sts.us-east-1.amazonaws.com/", &form),
+                Some(&b"Action=GetCallerIdentity"[..]),
+            ),
+            (
+                &Endpoint::parse("sqs.us-east-1.amazonaws.com").unwrap(),
+                parts(
+                    "https://sqs.us-east-1.amazonaws.com/",
+                    &[
+                        ("x-amz-target", "AmazonSQS.SendMessage"),
+                        ("content-type", "application/x-amz-json-1.0"),
+                    ],
+                ),
+                Some(&br#"{"MessageBody":"x&Action=AssumeRole"}"#[..]),
+            ),
+        ] {
+            assert_eq!(
+                credential_api(endpoint, &parts, body),
+                None,
+                "{}",
+                parts.uri
+            );
+        }
     }
 
     /// Credentials that expire `lifetime` after each fetch; counts the fetches.

@@ -6,10 +6,18 @@
 //! request is sent only when:
 //! 1. an entry of the allow-list matches its scheme, host and port (else the guest gets
 //!    `HTTP-request-denied` and the host logs `outbound:denied`);
-//! 2. the task has sent fewer than `max_requests` (else `connection-limit-reached`);
+//! 2. the task has sent fewer than `max_requests`, allowed or not (else
+//!    `connection-limit-reached`), and has fewer than `max_concurrent_requests` in
+//!    flight (else `connection-limit-reached`);
 //! 3. after DNS, the address it connects to passes [`address::may_connect`] (else
 //!    `destination-IP-prohibited`): the host connects to the very address it checked,
 //!    so a second DNS answer cannot slip another one in.
+//!
+//! What a guest makes the host hold is counted against its task: requests in flight
+//! (each a socket), request bodies read whole to be signed (`max_request_buffer_bytes`
+//! over all its requests), response bytes, and the log lines its requests cause (the
+//! task's [`LineBudget`], shared with its stdout). An activity keeps at most
+//! `pool_max_idle` idle connections, over all host names.
 //!
 //! Timeouts are the guest's request options capped by the activity's; response bodies
 //! count against the task's `max_response_bytes`. The request runs on a task the
@@ -23,20 +31,26 @@ mod aws;
 mod codes;
 mod pool;
 mod send;
+mod sockets;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use wasmtime_wasi_http::{RequestOptions, WasiHttpHooks};
 
-pub use address::{AddressClass, classify, may_connect};
+use crate::budget::LineBudget;
+
+pub use address::{AddressClass, Reach, classify, may_connect};
 pub use allow::{AllowList, AllowedHost, Scheme};
 pub use aws::{
-    AwsGrant, AwsSigner, Endpoint, MAX_SIGNED_BODY_BYTES, SignError, is_label, is_region,
+    AwsGrant, AwsSigner, Endpoint, MAX_SIGNED_BODY_BYTES, SignError, endpoint_variable, is_label,
+    is_region, service_endpoints_from_env,
 };
 pub use codes::{TYPES_INTERFACE, http_error_code};
 pub use send::read_ca_file;
 pub(crate) use send::{tls_client_config, tls_connector};
+pub use sockets::GuestSockets;
 
 /// `[activity.outbound]`'s numbers: what one task may do over HTTP, and how long the
 /// activity keeps connections for reuse. (`ca_file` is in [`GrantsConfig`](crate::grants::GrantsConfig).)
@@ -56,6 +70,14 @@ pub struct OutboundLimits {
     pub pool_idle_seconds: u64,
     /// The most idle connections kept per host.
     pub pool_max_idle_per_host: u32,
+    /// The most idle connections the activity keeps, over all hosts.
+    pub pool_max_idle: u32,
+    /// Requests one task may have in flight at once (each holds a connection until its
+    /// response body is read or dropped); more fail with `connection-limit-reached`.
+    pub max_concurrent_requests: u32,
+    /// Request body bytes the host may hold for one task at once: bodies read whole to
+    /// be signed (AWS requests other than S3). More fail with `HTTP-request-body-size`.
+    pub max_request_buffer_bytes: u64,
 }
 
 impl Default for OutboundLimits {
@@ -67,6 +89,9 @@ impl Default for OutboundLimits {
             first_byte_timeout_ms: 30_000,
             pool_idle_seconds: 30,
             pool_max_idle_per_host: 8,
+            pool_max_idle: 32,
+            max_concurrent_requests: 16,
+            max_request_buffer_bytes: 16 << 20,
         }
     }
 }
@@ -82,6 +107,8 @@ pub struct OutboundPolicy {
     tls: Option<tokio_rustls::TlsConnector>,
     /// The activity's idle connections.
     pool: Arc<pool::Pool>,
+    /// The host's descriptors for guests' connections, shared with every activity.
+    sockets: GuestSockets,
 }
 
 impl std::fmt::Debug for OutboundPolicy {
@@ -97,7 +124,8 @@ impl std::fmt::Debug for OutboundPolicy {
 impl OutboundPolicy {
     /// A policy allowing `allowed`, and the AWS requests `aws` signs, within `limits`.
     /// TLS trusts the Mozilla roots (webpki-roots), so a host needs no CA bundle of its
-    /// own, and `extra_roots` (`ca_file`).
+    /// own, and `extra_roots` (`ca_file`). Connections count against `sockets`, the
+    /// host's share for guests.
     ///
     /// # Errors
     /// When the TLS client cannot be configured (a rustls build without TLS 1.2/1.3).
@@ -106,6 +134,7 @@ impl OutboundPolicy {
         limits: OutboundLimits,
         aws: Option<AwsSigner>,
         extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+        sockets: GuestSockets,
     ) -> Result<Self, rustls::Error> {
         let https = aws.is_some()
             || allowed
@@ -122,7 +151,9 @@ impl OutboundPolicy {
             pool: Arc::new(pool::Pool::new(
                 Duration::from_secs(limits.pool_idle_seconds),
                 limits.pool_max_idle_per_host,
+                limits.pool_max_idle,
             )),
+            sockets,
         })
     }
 
@@ -133,7 +164,8 @@ impl OutboundPolicy {
             limits: OutboundLimits::default(),
             aws: None,
             tls: None,
-            pool: Arc::new(pool::Pool::new(Duration::ZERO, 1)),
+            pool: Arc::new(pool::Pool::new(Duration::ZERO, 1, 1)),
+            sockets: GuestSockets::new(0),
         }
     }
 
@@ -146,26 +178,53 @@ impl OutboundPolicy {
     pub fn limits(&self) -> &OutboundLimits {
         &self.limits
     }
+
+    /// The host's share of descriptors for guests' connections, which this policy's
+    /// connections count against.
+    pub fn sockets(&self) -> &GuestSockets {
+        &self.sockets
+    }
 }
 
 /// One task's outbound state: the policy, what the task has used, and the names its
 /// log lines carry. Lives in the task's `Store`.
 pub struct OutboundTask {
     policy: Arc<OutboundPolicy>,
+    /// Requests the guest has sent, allowed or not.
     requests: u32,
+    /// The task's first request past `max_requests` was logged; the rest are not.
+    limit_logged: bool,
     received: Arc<send::Budget>,
+    /// Request body bytes the host holds for the task (signed bodies).
+    held: Arc<send::Budget>,
+    /// One permit per request in flight.
+    in_flight: Arc<Semaphore>,
+    /// The task's log-line rate limit, shared with its stdout and stderr.
+    lines: Arc<LineBudget>,
     activity: Arc<str>,
     task_id: Arc<str>,
 }
 
 impl OutboundTask {
-    /// The outbound state of a new task of `activity`.
-    pub fn new(policy: Arc<OutboundPolicy>, activity: Arc<str>, task_id: Arc<str>) -> Self {
-        let budget = policy.limits.max_response_bytes;
+    /// The outbound state of a new task of `activity`, whose log lines count against
+    /// `lines`.
+    pub fn new(
+        policy: Arc<OutboundPolicy>,
+        activity: Arc<str>,
+        task_id: Arc<str>,
+        lines: Arc<LineBudget>,
+    ) -> Self {
+        let limits = policy.limits;
         Self {
             policy,
             requests: 0,
-            received: Arc::new(send::Budget::new(budget)),
+            limit_logged: false,
+            received: Arc::new(send::Budget::new(limits.max_response_bytes)),
+            held: Arc::new(send::Budget::new(limits.max_request_buffer_bytes)),
+            in_flight: Arc::new(Semaphore::new(
+                usize::try_from(limits.max_concurrent_requests).unwrap_or(usize::MAX),
+            )),
+            lines,
             activity,
             task_id,
         }
@@ -196,14 +255,16 @@ impl OutboundTask {
         why: &str,
         error: wasmtime_wasi_http::Error,
     ) -> SendFuture {
-        let authority = request.uri().authority().map_or("", |a| a.as_str());
-        tracing::info!(
-            event = "outbound:denied",
-            activity = &*self.activity,
-            task_id = &*self.task_id,
-            authority,
-            "outbound:denied: {why}"
-        );
+        let authority = shown(request.uri().authority().map_or("", |a| a.as_str()));
+        if self.lines.take() {
+            tracing::info!(
+                event = "outbound:denied",
+                activity = &*self.activity,
+                task_id = &*self.task_id,
+                authority = &*authority,
+                "outbound:denied: {why}"
+            );
+        }
         let refused = send::refuse(request, error);
         Box::new(async move { Err(refused.await) })
     }
@@ -232,6 +293,21 @@ impl WasiHttpHooks for OutboundTask {
         options: Option<RequestOptions>,
         _done: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
+        // Every request counts, allowed or not: a guest that sends denied requests in a
+        // loop costs the host no more than `max_requests` of them, and one line for all
+        // those past it.
+        if let Some(why) = self.count_request() {
+            if std::mem::replace(&mut self.limit_logged, true) {
+                let refused =
+                    send::refuse(request, wasmtime_wasi_http::Error::ConnectionLimitReached);
+                return Box::new(async move { Err(refused.await) });
+            }
+            return self.deny(
+                request,
+                &why,
+                wasmtime_wasi_http::Error::ConnectionLimitReached,
+            );
+        }
         let uri = request.uri();
         let authority = uri
             .authority()
@@ -267,18 +343,19 @@ impl WasiHttpHooks for OutboundTask {
         {
             if !https {
                 let why = format!(
-                    "AWS requests are signed only over https (on port 443): {scheme_text}://{authority}"
+                    "AWS requests are signed only over https (on port 443): {scheme_text}://{}",
+                    shown(&authority)
                 );
                 return self.deny(request, &why, wasmtime_wasi_http::Error::HttpRequestDenied);
             }
-            if let Some(why) = self.count_request() {
+            let Some(permit) = self.permit() else {
                 return self.deny(
                     request,
-                    &why,
+                    &self.too_many_in_flight(),
                     wasmtime_wasi_http::Error::ConnectionLimitReached,
                 );
-            }
-            return self.send_aws(request, endpoint.clone(), signer, options);
+            };
+            return self.send_aws(request, endpoint.clone(), signer, options, permit);
         }
         let entry = target.as_ref().and_then(|(scheme, host, port)| {
             self.policy
@@ -290,21 +367,28 @@ impl WasiHttpHooks for OutboundTask {
             if let Some((endpoint, _)) = aws.or_else(|| aws_endpoint(target.as_ref()?)) {
                 return self.deny_aws(request, &endpoint);
             }
-            let why = format!("no allowed_outbound_hosts entry allows {scheme_text}://{authority}");
+            let why = format!(
+                "no allowed_outbound_hosts entry allows {scheme_text}://{}",
+                shown(&authority)
+            );
             return self.deny(request, &why, wasmtime_wasi_http::Error::HttpRequestDenied);
         };
-        if let Some(why) = self.count_request() {
+        let Some(permit) = self.permit() else {
             return self.deny(
                 request,
-                &why,
+                &self.too_many_in_flight(),
                 wasmtime_wasi_http::Error::ConnectionLimitReached,
             );
-        }
+        };
         let target = send::Target {
             scheme,
             host,
             port,
-            literal,
+            reach: if literal {
+                Reach::Literal
+            } else {
+                Reach::Public
+            },
             authority,
         };
         let context = self.log_context(None);
@@ -316,8 +400,26 @@ impl WasiHttpHooks for OutboundTask {
             self.policy.tls.clone(),
             context,
             self.policy.pool.clone(),
+            permit,
+            self.policy.sockets.clone(),
         ))
     }
+}
+
+/// The longest host name a log line shows whole: a DNS name's 253 bytes and a port.
+const MAX_SHOWN_AUTHORITY: usize = 260;
+
+/// `authority` for a log line: cut (and marked `…`) past [`MAX_SHOWN_AUTHORITY`], so
+/// that a guest's 8 KB host name costs the log no more than a real one.
+fn shown(authority: &str) -> std::borrow::Cow<'_, str> {
+    if authority.len() <= MAX_SHOWN_AUTHORITY {
+        return authority.into();
+    }
+    let mut end = MAX_SHOWN_AUTHORITY;
+    while !authority.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &authority[..end]).into()
 }
 
 /// The AWS endpoint a request's `(scheme, host, port)` names, and whether it is on its
@@ -340,10 +442,23 @@ impl OutboundTask {
         None
     }
 
+    /// A place among the task's requests in flight, if one is free.
+    fn permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.in_flight.clone().try_acquire_owned().ok()
+    }
+
+    fn too_many_in_flight(&self) -> String {
+        format!(
+            "the task has {} requests in flight (`outbound.max_concurrent_requests`): read or drop a response first",
+            self.policy.limits.max_concurrent_requests
+        )
+    }
+
     fn log_context(&self, aws: Option<&Endpoint>) -> send::LogContext {
         send::LogContext {
             activity: self.activity.clone(),
             task_id: self.task_id.clone(),
+            lines: self.lines.clone(),
             aws: aws.map(|endpoint| send::AwsLabel {
                 service: endpoint.service.as_str().into(),
                 region: endpoint.region.as_str().into(),
@@ -359,23 +474,30 @@ impl OutboundTask {
         endpoint: Endpoint,
         signer: Arc<AwsSigner>,
         options: Option<RequestOptions>,
+        permit: tokio::sync::OwnedSemaphorePermit,
     ) -> SendFuture {
         let authority = request
             .uri()
             .authority()
             .map_or("", |a| a.as_str())
             .to_owned();
-        let target = signer.destination(request.uri().host().unwrap_or_default(), authority);
+        let target = signer.destination(
+            &endpoint,
+            request.uri().host().unwrap_or_default(),
+            authority,
+        );
         let context = self.log_context(Some(&endpoint));
         let timeouts = self.timeouts(options);
         let budget = self.received.clone();
+        let held = send::Held::new(self.held.clone());
         let tls = self.policy.tls.clone();
         let pool = self.policy.pool.clone();
+        let sockets = self.policy.sockets.clone();
         Box::new(async move {
             // A request refused before its body was read is handed back, to be drained.
             let signed = match signer.credentials().await {
                 Ok(credentials) => signer
-                    .sign(request, &endpoint, credentials)
+                    .sign(request, &endpoint, credentials, held)
                     .await
                     .map_err(|err| (err, None)),
                 Err(err) => Err((err, Some(request))),
@@ -383,15 +505,17 @@ impl OutboundTask {
             let request = match signed {
                 Ok(request) => request,
                 Err((err, unread)) => {
-                    tracing::warn!(
-                        event = "outbound:aws",
-                        activity = &*context.activity,
-                        task_id = &*context.task_id,
-                        service = endpoint.service.as_str(),
-                        region = endpoint.region.as_str(),
-                        error = %err,
-                        "outbound:aws: not sent: {err}"
-                    );
+                    if context.lines.take() {
+                        tracing::warn!(
+                            event = "outbound:aws",
+                            activity = &*context.activity,
+                            task_id = &*context.task_id,
+                            service = endpoint.service.as_str(),
+                            region = endpoint.region.as_str(),
+                            error = %err,
+                            "outbound:aws: not sent: {err}"
+                        );
+                    }
                     let error = err.into_error();
                     return Err(match unread {
                         Some(request) => send::refuse(request, error).await,
@@ -399,7 +523,10 @@ impl OutboundTask {
                     });
                 }
             };
-            send::send(request, target, timeouts, budget, tls, context, pool).await
+            send::send(
+                request, target, timeouts, budget, tls, context, pool, permit, sockets,
+            )
+            .await
         })
     }
 
@@ -410,24 +537,26 @@ impl OutboundTask {
         request: http::Request<wasmtime_wasi_http::WasiBody>,
         endpoint: &Endpoint,
     ) -> SendFuture {
-        let authority = request.uri().authority().map_or("", |a| a.as_str());
+        let authority = shown(request.uri().authority().map_or("", |a| a.as_str()));
         let why = match &self.policy.aws {
             Some(_) => "the activity's `[activity.aws]` does not grant this service in this region",
             None => {
                 "the activity has no `[activity.aws]` grant (nor an allowed_outbound_hosts entry for it)"
             }
         };
-        tracing::info!(
-            event = "outbound:denied",
-            activity = &*self.activity,
-            task_id = &*self.task_id,
-            authority,
-            service = endpoint.service.as_str(),
-            region = endpoint.region.as_str(),
-            "outbound:denied: {} in {}: {why}",
-            endpoint.service,
-            endpoint.region
-        );
+        if self.lines.take() {
+            tracing::info!(
+                event = "outbound:denied",
+                activity = &*self.activity,
+                task_id = &*self.task_id,
+                authority = &*authority,
+                service = endpoint.service.as_str(),
+                region = endpoint.region.as_str(),
+                "outbound:denied: {} in {}: {why}",
+                endpoint.service,
+                endpoint.region
+            );
+        }
         let refused = send::refuse(request, wasmtime_wasi_http::Error::HttpRequestDenied);
         Box::new(async move { Err(refused.await) })
     }

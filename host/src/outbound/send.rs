@@ -21,11 +21,14 @@ use tokio::net::TcpStream;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, WasiBody};
 
-use super::address::may_connect;
+use super::address::{Reach, may_connect};
 use super::allow::Scheme;
 use super::pool::{Pool, PoolKey};
+use super::sockets::GuestSockets;
+use crate::budget::LineBudget;
 
-/// The response body bytes a task may still receive, shared by all its requests.
+/// Bytes a task may still receive (response bodies) or have the host hold (request
+/// bodies read whole to be signed), shared by all its requests.
 #[derive(Debug)]
 pub(super) struct Budget {
     limit: u64,
@@ -52,6 +55,90 @@ impl Budget {
     fn remaining(&self) -> u64 {
         self.limit.saturating_sub(self.used.load(Ordering::Relaxed))
     }
+
+    /// The budget's limit.
+    pub(super) fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Gives back `bytes` taken before (bytes the host no longer holds).
+    fn release(&self, bytes: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                Some(used.saturating_sub(bytes))
+            });
+    }
+}
+
+/// Bytes taken from a [`Budget`] while the host holds them; given back when dropped.
+#[derive(Debug)]
+pub(super) struct Held {
+    budget: Arc<Budget>,
+    bytes: u64,
+}
+
+impl Held {
+    /// Nothing held yet, against `budget`.
+    pub(super) fn new(budget: Arc<Budget>) -> Self {
+        Self { budget, bytes: 0 }
+    }
+
+    /// The budget's limit.
+    pub(super) fn limit(&self) -> u64 {
+        self.budget.limit()
+    }
+
+    /// Takes `bytes` more; false (nothing taken) when the budget has no room for them.
+    pub(super) fn take(&mut self, bytes: u64) -> bool {
+        let taken = self.budget.take(bytes);
+        if taken {
+            self.bytes += bytes;
+        }
+        taken
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
+
+/// A request body the host read whole (to sign it), holding its bytes against the
+/// task's budget until hyper has written it and drops it.
+pub(super) struct HeldBody {
+    bytes: Option<Bytes>,
+    _held: Held,
+}
+
+impl HeldBody {
+    pub(super) fn new(bytes: Bytes, held: Held) -> Self {
+        Self {
+            bytes: Some(bytes).filter(|b| !b.is_empty()),
+            _held: held,
+        }
+    }
+}
+
+impl Body for HeldBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        Poll::Ready(self.bytes.take().map(|bytes| Ok(Frame::data(bytes))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.bytes.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
+    }
 }
 
 /// The timeouts of one request.
@@ -69,8 +156,8 @@ pub(super) struct Target {
     /// As in the URI: IPv6 literals in brackets.
     pub host: String,
     pub port: u16,
-    /// The entry names its destination literally (loopback and private allowed).
-    pub literal: bool,
+    /// Which addresses it may connect to, by what allowed it.
+    pub reach: Reach,
     /// `host[:port]` as the guest wrote it, for logs.
     pub authority: String,
 }
@@ -80,6 +167,8 @@ pub(super) struct Target {
 pub(super) struct LogContext {
     pub activity: Arc<str>,
     pub task_id: Arc<str>,
+    /// The task's log-line rate limit: lines a guest causes count against its task.
+    pub lines: Arc<LineBudget>,
     /// A request the host signed: logged as `outbound:aws`.
     pub aws: Option<AwsLabel>,
 }
@@ -178,6 +267,8 @@ pub(super) async fn send(
     tls: Option<tokio_rustls::TlsConnector>,
     context: LogContext,
     pool: Arc<Pool>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    sockets: GuestSockets,
 ) -> Result<(Response, Driver), Error> {
     let mut log = RequestLog {
         context,
@@ -203,12 +294,12 @@ pub(super) async fn send(
         scheme: target.scheme,
         host: target.host.clone(),
         port: target.port,
-        literal: target.literal,
+        reach: target.reach,
     };
     let (response, sender) = loop {
         let (mut sender, reused) = match pool.take(&key).await {
             Some(sender) => (sender, true),
-            None => match open(&target, &tls, &log, timeouts.connect).await {
+            None => match open(&target, &tls, &log, timeouts.connect, &sockets).await {
                 Ok(sender) => (sender, false),
                 Err(err) => return Err(refuse(request, err).await),
             },
@@ -249,6 +340,7 @@ pub(super) async fn send(
             done: false,
             log,
             reuse: Some((pool, key, sender)),
+            _permit: permit,
         }
         .boxed_unsync()
     });
@@ -263,8 +355,24 @@ async fn open(
     tls: &Option<tokio_rustls::TlsConnector>,
     log: &RequestLog,
     timeout: Duration,
+    sockets: &GuestSockets,
 ) -> Result<SendRequest<WasiBody>, Error> {
-    let stream = tokio::time::timeout(timeout, connect(target, tls, log))
+    // Taken before the socket is: the host's own calls keep their reserve.
+    let Some(socket) = sockets.take() else {
+        if log.context.lines.take() {
+            tracing::warn!(
+                event = "outbound:denied",
+                activity = &*log.context.activity,
+                task_id = &*log.context.task_id,
+                authority = log.authority.as_str(),
+                limit = sockets.limit(),
+                "outbound:denied: guests hold all {} connections the host gives them (half its descriptor limit)",
+                sockets.limit()
+            );
+        }
+        return Err(Error::ConnectionLimitReached);
+    };
+    let stream = tokio::time::timeout(timeout, connect(target, tls, log, sockets))
         .await
         .map_err(|_| Error::ConnectionTimeout)??;
     let (sender, connection) = tokio::time::timeout(
@@ -278,6 +386,7 @@ async fn open(
     // closes; its errors reach the request's response or body.
     tokio::spawn(async move {
         let _ = connection.await;
+        drop(socket);
     });
     Ok(sender)
 }
@@ -298,17 +407,18 @@ async fn connect(
     target: &Target,
     tls: &Option<tokio_rustls::TlsConnector>,
     log: &RequestLog,
+    sockets: &GuestSockets,
 ) -> Result<Box<dyn Stream>, Error> {
     let bare = target.host.trim_start_matches('[').trim_end_matches(']');
     let addresses: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, target.port)],
-        Err(_) => tokio::net::lookup_host((bare, target.port))
+        Err(_) => sockets
+            .lookup(bare, target.port)
             .await
             .map_err(|err| Error::DnsError {
                 rcode: Some(err.to_string()),
                 info_code: None,
-            })?
-            .collect(),
+            })?,
     };
     if addresses.is_empty() {
         return Err(Error::DestinationNotFound);
@@ -316,10 +426,13 @@ async fn connect(
     let allowed: Vec<SocketAddr> = addresses
         .iter()
         .copied()
-        .filter(|address| may_connect(address.ip(), target.literal))
+        .filter(|address| may_connect(address.ip(), target.reach))
         .collect();
     if allowed.is_empty() {
         let address = addresses[0].ip().to_string();
+        if !log.context.lines.take() {
+            return Err(Error::DestinationIpProhibited);
+        }
         tracing::info!(
             event = "outbound:denied",
             activity = &*log.context.activity,
@@ -328,10 +441,16 @@ async fn connect(
             address,
             "outbound:denied: {} is at {address}, which guests may not reach{}",
             log.authority,
-            if target.literal {
-                " (link-local addresses, such as the instance metadata service, are never reachable)"
-            } else {
-                " (loopback, private and link-local addresses need an entry that names the IP or localhost)"
+            match target.reach {
+                Reach::Literal => {
+                    " (link-local addresses, such as the instance metadata service, are never reachable)"
+                }
+                Reach::PrivateNetwork => {
+                    " (a private AWS endpoint may be private, never loopback or link-local)"
+                }
+                Reach::Public => {
+                    " (loopback, private and link-local addresses need an entry that names the IP or localhost)"
+                }
             },
         );
         return Err(Error::DestinationIpProhibited);
@@ -386,6 +505,9 @@ struct ResponseBody {
     done: bool,
     log: RequestLog,
     reuse: Option<(Arc<Pool>, PoolKey, SendRequest<WasiBody>)>,
+    /// The request's place among the task's requests in flight, given back when the
+    /// guest drops the body.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Body for ResponseBody {

@@ -9,7 +9,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::{Fetch, Fetched, SourceError, too_large};
+use super::{Fetch, Fetched, SourceError, redact_url, too_large};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -44,7 +44,7 @@ impl HttpSource {
             .await
             .unwrap_or_else(|_| {
                 Err(SourceError::Http {
-                    url: url.to_owned(),
+                    url: redact_url(url),
                     message: format!("no complete answer within {} s", REQUEST_TIMEOUT.as_secs()),
                 })
             })
@@ -56,8 +56,11 @@ impl HttpSource {
         known: Option<&str>,
         max_bytes: u64,
     ) -> Result<Fetch, SourceError> {
+        // Every message names the URL without its userinfo and query (a password, a
+        // presigned token).
+        let shown = redact_url(url);
         let failed = |message: String| SourceError::Http {
-            url: url.to_owned(),
+            url: shown.clone(),
             message,
         };
         let uri: http::Uri = url.parse().map_err(|err| failed(format!("{err}")))?;
@@ -93,7 +96,10 @@ impl HttpSource {
             .map_err(|err| failed(err.to_string()))?;
         let driver = tokio::spawn(connection);
 
-        let authority = uri.authority().map_or(host.as_str(), |a| a.as_str());
+        // `Host` is `host[:port]`: a URL's userinfo is not sent in it.
+        let authority = uri.authority().map_or(host.as_str(), |a| {
+            a.as_str().rsplit_once('@').map_or(a.as_str(), |(_, h)| h)
+        });
         let mut request = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
             .header(http::header::HOST, authority)
             .header(
@@ -126,7 +132,10 @@ impl HttpSource {
                 .get(http::header::LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .map(|to| {
-                    format!(" (to {to}: redirects are not followed; configure the final URL)")
+                    format!(
+                        " (to {}: redirects are not followed; configure the final URL)",
+                        redact_url(to)
+                    )
                 })
                 .unwrap_or_default();
             return Err(failed(format!("status {status}{location}")));
@@ -146,7 +155,7 @@ impl HttpSource {
         let declared = header(http::header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|length| length > max_bytes) {
             driver.abort();
-            return Err(too_large(url, max_bytes));
+            return Err(too_large(&shown, max_bytes));
         }
         let mut body = response.into_body();
         let mut bytes = Vec::new();
@@ -155,7 +164,7 @@ impl HttpSource {
             if let Ok(chunk) = frame.into_data() {
                 if (bytes.len() + chunk.len()) as u64 > max_bytes {
                     driver.abort();
-                    return Err(too_large(url, max_bytes));
+                    return Err(too_large(&shown, max_bytes));
                 }
                 bytes.extend_from_slice(&chunk);
             }

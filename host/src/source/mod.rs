@@ -19,7 +19,11 @@ pub use self::http::HttpSource;
 pub use self::s3::S3Source;
 
 /// Where an activity's handler lives, as written in `handler = "..."`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Display` and `Debug` show a URL without its userinfo, query and fragment (see
+/// [`redact_url`]): a presigned URL's token or a password never reaches a log, an event
+/// or `check`'s output.
+#[derive(Clone, PartialEq, Eq)]
 pub enum HandlerSource {
     /// A local file (watched for changes unless `watch = false`).
     File(PathBuf),
@@ -54,22 +58,24 @@ impl HandlerSource {
             });
         }
         if text.starts_with("https://") || text.starts_with("http://") {
+            let shown = redact_url(text);
             let uri: ::http::Uri = text
                 .parse()
-                .map_err(|err| format!("{text:?} is not a URL: {err}"))?;
+                .map_err(|err| format!("{shown:?} is not a URL: {err}"))?;
             let Some(host) = uri.host() else {
-                return Err(format!("{text:?} has no host"));
+                return Err(format!("{shown:?} has no host"));
             };
             if uri.scheme_str() == Some("http") && !is_loopback(host) {
                 return Err(format!(
-                    "{text:?}: plain http:// is accepted only for a loopback address (local tests); use https://"
+                    "{shown:?}: plain http:// is accepted only for a loopback address (local tests); use https://"
                 ));
             }
             return Ok(Self::Url(text.to_owned()));
         }
         if text.contains("://") {
             return Err(format!(
-                "{text:?}: the handler must be a file path, s3://BUCKET/KEY or https://URL"
+                "{:?}: the handler must be a file path, s3://BUCKET/KEY or https://URL",
+                redact_url(text)
             ));
         }
         let path = base.join(text);
@@ -101,9 +107,43 @@ impl fmt::Display for HandlerSource {
         match self {
             Self::File(path) => write!(f, "{}", path.display()),
             Self::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
-            Self::Url(url) => f.write_str(url),
+            Self::Url(url) => f.write_str(&redact_url(url)),
         }
     }
+}
+
+impl fmt::Debug for HandlerSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+            Self::S3 { bucket, key } => f
+                .debug_struct("S3")
+                .field("bucket", bucket)
+                .field("key", key)
+                .finish(),
+            Self::Url(url) => f.debug_tuple("Url").field(&redact_url(url)).finish(),
+        }
+    }
+}
+
+/// `url` as it may be printed: without userinfo, query and fragment, which can carry a
+/// password or a presigned URL's token (`https://user:pass@host/h.wasm?X-Amz-Signature=..`
+/// is shown as `https://host/h.wasm`). Text without `://` keeps everything before its
+/// first `?` or `#`, and loses what a `@` before that would name as userinfo.
+pub fn redact_url(url: &str) -> String {
+    let url = url.trim();
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    let url = &url[..end];
+    let (scheme, rest) = match url.find("://") {
+        Some(at) => url.split_at(at + 3),
+        None => ("", url),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}{host}{path}")
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -128,7 +168,7 @@ pub enum SourceError {
     /// The HTTPS request failed.
     #[error("GET {url} failed: {message}")]
     Http {
-        /// The URL.
+        /// The URL, redacted ([`redact_url`]).
         url: String,
         /// What went wrong.
         message: String,
@@ -286,6 +326,39 @@ mod tests {
             Ok(HandlerSource::File(dir.path().join("h.wasm")))
         );
         assert!(HandlerSource::parse("missing.wasm", dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_url_is_shown_without_userinfo_query_or_fragment() {
+        assert_eq!(
+            redact_url("https://user:hunter2@example.com:8443/h.wasm?X-Amz-Signature=abc#f"),
+            "https://example.com:8443/h.wasm"
+        );
+        assert_eq!(
+            redact_url("http://127.0.0.1:9/h.wasm"),
+            "http://127.0.0.1:9/h.wasm"
+        );
+        assert_eq!(redact_url("https://a:b@host?t=1"), "https://host");
+        assert_eq!(redact_url("https://host/p@q"), "https://host/p@q");
+        assert_eq!(redact_url("user:pw@host/x?token=1"), "host/x");
+        let source =
+            HandlerSource::Url("https://u:hunter2@example.com/h.wasm?X-Amz-Signature=abc".into());
+        for shown in [source.to_string(), format!("{source:?}")] {
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("X-Amz-Signature"),
+                "{shown}"
+            );
+            assert!(shown.contains("https://example.com/h.wasm"), "{shown}");
+        }
+        let err = HandlerSource::parse(
+            "http://u:hunter2@example.com/h.wasm?sig=abc",
+            std::path::Path::new("."),
+        )
+        .unwrap_err();
+        assert!(
+            !err.contains("hunter2") && !err.contains("sig=abc"),
+            "{err}"
+        );
     }
 
     #[test]

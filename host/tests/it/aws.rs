@@ -13,7 +13,7 @@ use sfn_wasm_host::engine::{
     EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
 };
 use sfn_wasm_host::grants::{Grants, GrantsConfig};
-use sfn_wasm_host::outbound::AwsGrant;
+use sfn_wasm_host::outbound::{AwsGrant, service_endpoints_from_env};
 use sfn_wasm_host::outcome::Answer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -131,6 +131,9 @@ fn grant(services: &[&str], endpoint: &str) -> AwsGrant {
         external_id: None,
         host_region: Some("us-east-1".into()),
         endpoint_url: Some(endpoint.to_owned()),
+        allow_credential_apis: false,
+        private_endpoints: false,
+        service_endpoints: Vec::new(),
     }
 }
 
@@ -428,4 +431,144 @@ fn invoke_takes_the_aws_grant_as_flags() {
     let (line, code) = invoke(&["s3"]);
     assert_eq!(line["error"], "HTTP-request-denied", "{line}");
     assert_eq!(code, Some(1));
+}
+
+/// Issue 34, class 5: an `sts` grant does not hand the guest credentials. `AssumeRole`
+/// (by its form `Action`) and `GetSessionToken` (by its query) are refused before anything
+/// leaves the host, while `GetCallerIdentity` is signed and sent; with
+/// `allow_credential_apis` the activity may call them.
+#[tokio::test]
+async fn apis_that_return_credentials_are_not_signed_unless_allowed() {
+    let recorder = Recorder::start().await;
+    let aws = grant(&["sts"], &recorder.endpoint());
+    let form = json!({"content-type": "application/x-www-form-urlencoded"});
+    let assume = |aws: AwsGrant| {
+        probe(
+            aws,
+            json!({
+                "op": "request", "method": "POST", "url": "https://sts.us-east-1.amazonaws.com/",
+                "headers": form,
+                "body": "Action=AssumeRole&Version=2011-06-15&RoleArn=arn:aws:iam::000000000000:role/x&RoleSessionName=guest",
+            }),
+        )
+    };
+    let refused = assume(aws.clone()).await;
+    assert_eq!(failure(&refused).0, "HTTP-request-denied", "{refused:?}");
+    let query = probe(
+        aws.clone(),
+        json!({"op": "request", "method": "GET", "url": "https://sts.us-east-1.amazonaws.com/?Action=GetSessionToken&Version=2011-06-15"}),
+    )
+    .await;
+    assert_eq!(failure(&query).0, "HTTP-request-denied", "{query:?}");
+    assert!(
+        recorder.authorizations("sts").is_empty(),
+        "nothing was sent: {}",
+        recorder.text()
+    );
+
+    let who = probe(
+        aws.clone(),
+        json!({
+            "op": "request", "method": "POST", "url": "https://sts.us-east-1.amazonaws.com/",
+            "headers": form, "body": "Action=GetCallerIdentity&Version=2011-06-15",
+        }),
+    )
+    .await;
+    assert_eq!(output(&who)["status"], 200, "{who:?}");
+
+    let allowed = assume(AwsGrant {
+        allow_credential_apis: true,
+        ..aws
+    })
+    .await;
+    assert_eq!(output(&allowed)["status"], 200, "{allowed:?}");
+}
+
+/// Issue 34, class 5: `regions` holds for global endpoints too. An S3 grant for
+/// `eu-west-1` does not reach `BUCKET.s3.amazonaws.com` or `s3.amazonaws.com`, which are
+/// signed for `us-east-1`.
+#[tokio::test]
+async fn a_grant_for_other_regions_does_not_reach_global_endpoints() {
+    let recorder = Recorder::start().await;
+    let aws = AwsGrant {
+        regions: vec!["eu-west-1".into()],
+        ..grant(&["s3"], &recorder.endpoint())
+    };
+    for url in [
+        "https://anybucket.s3.amazonaws.com/k",
+        "https://s3.amazonaws.com/anybucket/k",
+    ] {
+        let state = probe(
+            aws.clone(),
+            json!({"op": "request", "method": "GET", "url": url}),
+        )
+        .await;
+        assert_eq!(failure(&state).0, "HTTP-request-denied", "{url}: {state:?}");
+    }
+    assert!(
+        recorder.authorizations("s3").is_empty(),
+        "{}",
+        recorder.text()
+    );
+}
+
+/// Issue 34, class 5: one service to its own endpoint (a VPC endpoint, an emulator), the
+/// others to AWS: a guest's S3 request goes where `AWS_ENDPOINT_URL_S3` says, signed for
+/// S3, with no `[aws] endpoint_url` rerouting everything.
+#[tokio::test]
+async fn a_service_endpoint_variable_routes_that_service_alone() {
+    let recorder = Recorder::start().await;
+    let (bucket, _) = bucket_and_queue("k", "value").await;
+    let aws = AwsGrant {
+        endpoint_url: None,
+        service_endpoints: service_endpoints_from_env(&["s3".into(), "sqs".into()], |name| {
+            (name == "AWS_ENDPOINT_URL_S3").then(|| recorder.endpoint())
+        }),
+        ..grant(&["s3", "sqs"], "unused")
+    };
+    let state = probe(
+        aws,
+        json!({"op": "request", "method": "GET", "url": format!("https://{bucket}.s3.us-east-1.amazonaws.com/k")}),
+    )
+    .await;
+    assert_eq!(output(&state), json!({"status": 200, "body": "value"}));
+    assert_eq!(
+        recorder.authorizations("s3").len(),
+        1,
+        "{}",
+        recorder.text()
+    );
+}
+
+/// The host's own clients follow the same variables (the AWS SDK reads them): with no
+/// `[aws] endpoint_url`, `AWS_ENDPOINT_URL_SFN` alone sends polls and answers to the
+/// emulator.
+#[test]
+fn the_hosts_clients_follow_a_service_endpoint_variable() {
+    let (runtime, client, activity, state_machine) = emulator::emulated("per-service");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[aws]\nregion = \"us-east-1\"\n[host]\ncache = false\n[[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\n",
+            guest("greet").display()
+        ),
+    )
+    .unwrap();
+    let endpoint = emulator::endpoint();
+    let mut served = Served::start_with_env(&config, &[("AWS_ENDPOINT_URL_SFN", &endpoint)]);
+    served.wait_for("worker:running");
+    let execution = runtime.block_on(emulator::start(
+        &client,
+        &state_machine,
+        json!({"hello": "SFN"}),
+    ));
+    let ended = runtime.block_on(emulator::wait(&client, &execution, Duration::from_secs(60)));
+    assert_eq!(
+        ended.output,
+        Some(json!({"greeting": "Hello, SFN"})),
+        "{ended:?}"
+    );
+    served.terminate();
 }

@@ -67,3 +67,112 @@ fn every_bad_config_gets_its_exact_message() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A TOML error names the file, the line and column, and the key; never the text of the
+/// line (`toml` prints it under a caret) nor a value serde quotes.
+#[test]
+fn a_toml_error_names_the_key_and_never_a_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    let secret = "SECRET-VALUE-123";
+    let cases = [
+        // A syntax error on the line that holds the API key.
+        (
+            format!("headers = {{ \"x-api-key\" = \"{secret}\" oops }}"),
+            3,
+            "host.otel.headers",
+        ),
+        // An unterminated string: the inline table goes on, to the next table.
+        (
+            format!("headers = {{ \"x-api-key\" = \"{secret} }}"),
+            5,
+            "host.otel.headers",
+        ),
+        // A type error on the value itself: serde would quote it.
+        (format!("headers = \"{secret}\""), 3, "host.otel.headers"),
+        (
+            format!("headers = {{ \"x-api-key\" = [\"{secret}\"] }}"),
+            3,
+            "host.otel.headers.x-api-key",
+        ),
+    ];
+    for (lines, line, key) in cases {
+        let text = format!(
+            "[host.otel]\nendpoint = \"http://127.0.0.1:4318\"\n{lines}\n\n\
+             [[activity]]\narn = \"arn:aws:states:us-east-1:000000000000:activity:a\"\nhandler = \"h.wasm\"\n"
+        );
+        std::fs::write(&file, &text).unwrap();
+        let message = Config::load(&file).expect_err(&text).to_string();
+        assert!(!message.contains(secret), "{message}");
+        assert!(
+            message.starts_with(&format!("{}:{line}:", file.display())),
+            "{message}"
+        );
+        assert!(message.ends_with(&format!("(key `{key}`)")), "{message}");
+    }
+    // serde's own words for a value: the type, never the value.
+    std::fs::write(
+        &file,
+        format!("[host]\nlog_format = \"{secret}\"\ncache_max_mb = 1\n"),
+    )
+    .unwrap();
+    let message = Config::load(&file).unwrap_err().to_string();
+    assert!(!message.contains(secret), "{message}");
+    assert!(message.contains("unknown variant"), "{message}");
+    assert!(message.ends_with("(key `host.log_format`)"), "{message}");
+    std::fs::write(&file, format!("[host]\ncache_max_mb = \"{secret}\"\n")).unwrap();
+    let message = Config::load(&file).unwrap_err().to_string();
+    assert_eq!(
+        message,
+        format!(
+            "{}:2:16: invalid type: string, expected u64 (key `host.cache_max_mb`)",
+            file.display()
+        )
+    );
+}
+
+/// A URL in a config error is shown without its userinfo and query.
+#[test]
+fn a_url_in_a_config_error_is_shown_without_its_password_or_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    for (table, line) in [
+        (
+            "[aws]",
+            "endpoint_url = \"ftp://user:hunter2@example.com/?X-Amz-Signature=abc\"",
+        ),
+        (
+            "[host.otel]",
+            "endpoint = \"grpc://user:hunter2@example.com/?X-Amz-Signature=abc\"",
+        ),
+    ] {
+        std::fs::write(
+            &file,
+            format!(
+                "{table}\n{line}\n[[activity]]\narn = \"arn:aws:states:us-east-1:000000000000:activity:a\"\n\
+                 handler = \"http://user:hunter2@example.com/h.wasm?X-Amz-Signature=abc\"\n"
+            ),
+        )
+        .unwrap();
+        let message = Config::load(&file).unwrap_err().to_string();
+        assert!(
+            !message.contains("hunter2") && !message.contains("X-Amz-Signature"),
+            "{message}"
+        );
+        assert!(message.contains("example.com"), "{message}");
+    }
+    std::fs::write(
+        &file,
+        "[[activity]]\narn = \"arn:aws:states:us-east-1:000000000000:activity:a\"\n\
+         handler = \"http://user:hunter2@example.com/h.wasm?X-Amz-Signature=abc\"\n",
+    )
+    .unwrap();
+    let message = Config::load(&file).unwrap_err().to_string();
+    assert!(
+        message.contains("`activity[0].handler`")
+            && message.contains("\"http://example.com/h.wasm\"")
+            && !message.contains("hunter2")
+            && !message.contains("X-Amz-Signature"),
+        "{message}"
+    );
+}

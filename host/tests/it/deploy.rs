@@ -1,7 +1,8 @@
 //! The deployment files in `deploy/` name real things: the config they ship passes
 //! `sfn-wasm-host check`, and the Dockerfile, Kubernetes manifest and systemd unit agree
 //! with it (admin port, probe paths, config and handler paths, stop timeouts no shorter
-//! than the shutdown grace). No container engine runs here; this is what can be checked
+//! than the shutdown grace, the open files limit), and the admin server listens on
+//! loopback except where the probes must reach it (the pod, the container). No container engine runs here; this is what can be checked
 //! without one.
 
 use std::path::Path;
@@ -59,6 +60,10 @@ fn the_deploy_files_agree_with_the_host_and_each_other() {
         .host
         .admin_listen
         .expect("the shipped config serves /metrics");
+    assert!(
+        admin.ip().is_loopback(),
+        "deploy/config.toml binds {admin}: loopback, unless probes must reach it"
+    );
     let port = admin.port().to_string();
     let grace = config.host.shutdown_grace;
     // The host exits within grace + its final answers (under a second): the platform's
@@ -95,7 +100,16 @@ fn the_deploy_files_agree_with_the_host_and_each_other() {
         );
     }
     let embedded = passes_check(&embedded);
-    assert_eq!(embedded.host.admin_listen, Some(admin));
+    // The pod's address, on purpose: the kubelet and Prometheus come from outside.
+    let pod = embedded.host.admin_listen.unwrap();
+    assert!(
+        pod.ip().is_unspecified() && pod.port() == admin.port(),
+        "{pod}"
+    );
+    assert!(
+        manifest.contains("The pod's address, on purpose"),
+        "kubernetes.yaml says why it binds 0.0.0.0"
+    );
     assert_eq!(embedded.host.shutdown_grace, grace);
     for probe in ["path: /healthz", "path: /readyz", "path: /metrics"] {
         assert!(manifest.contains(probe), "kubernetes.yaml: {probe}");
@@ -131,6 +145,8 @@ fn the_deploy_files_agree_with_the_host_and_each_other() {
     assert_eq!(value(&unit, "KillSignal="), "SIGTERM");
     stop_timeout_covers(value(&unit, "TimeoutStopSec="), "TimeoutStopSec");
     assert_eq!(value(&unit, "CacheDirectory="), "sfn-wasm-host");
+    let open_files: u64 = value(&unit, "LimitNOFILE=").parse().unwrap();
+    assert!(open_files >= 65_536, "LimitNOFILE={open_files}");
 
     // Dockerfile.
     let dockerfile = read("Dockerfile");
@@ -145,9 +161,13 @@ fn the_deploy_files_agree_with_the_host_and_each_other() {
         value(&dockerfile, "ENTRYPOINT "),
         r#"["/usr/local/bin/sfn-wasm-host"]"#
     );
+    // The container's address, on purpose (its loopback is out of the probes' reach),
+    // over the shipped config's loopback.
     assert_eq!(
         value(&dockerfile, "CMD "),
-        r#"["serve", "/etc/sfn-wasm-host/config.toml"]"#
+        format!(
+            r#"["serve", "/etc/sfn-wasm-host/config.toml", "--admin-listen", "0.0.0.0:{port}"]"#
+        )
     );
     assert_eq!(value(&dockerfile, "STOPSIGNAL "), "SIGTERM");
 }

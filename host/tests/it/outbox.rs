@@ -15,9 +15,14 @@ use crate::emulator;
 use crate::guests::guest;
 use crate::served::{self, Served};
 
+/// The entries in the outbox `dir`, not its MAC key (`.key`).
 fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(dir).map_or(Vec::new(), |files| {
-        files.flatten().map(|f| f.path()).collect()
+        files
+            .flatten()
+            .map(|f| f.path())
+            .filter(|p| p.file_name().is_some_and(|name| name != ".key"))
+            .collect()
     })
 }
 

@@ -56,12 +56,34 @@ impl Served {
         Self::start_command(cwd, config, &[])
     }
 
+    /// `serve CONFIG` with its open-files limit (soft and hard) set to `files`, as a
+    /// small container's would be.
+    pub fn start_with_open_files(config: &Path, files: u64) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"));
+        let limit = rustix::process::Rlimit {
+            current: Some(files),
+            maximum: Some(files),
+        };
+        // SAFETY: only setrlimit, which is async-signal-safe, runs in the child.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        Self::spawn(command, config)
+    }
+
     fn start_command(cwd: Option<&Path>, config: &Path, vars: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"));
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
         }
         command.envs(vars.iter().copied());
+        Self::spawn(command, config)
+    }
+
+    fn spawn(mut command: Command, config: &Path) -> Self {
         let mut child = command
             .args(["serve", "--log-format", "json"])
             .arg(config)
