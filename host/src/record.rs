@@ -153,6 +153,7 @@ impl Recorder {
                 reason,
             ))
         })?;
+        crate::store::remove_stale_temporaries(&config.dir);
         let kept = existing(&config.dir).map_err(error)?;
         let (queue, receive) = mpsc::sync_channel(QUEUE);
         let queued = std::sync::Arc::new(AtomicU64::new(0));

@@ -147,10 +147,46 @@ fn prepare(args: &InvokeArgs) -> anyhow::Result<(WasmEngine, Handler, TaskReques
             heartbeat_every: None,
         },
         control: TaskControl::default(),
-        grants: Arc::new(Grants::resolve(&grants(args)?)?),
+        grants: Arc::new(Grants::resolve(&host_folders_apart(
+            grants(args)?,
+            cache_dir.as_deref(),
+            &args.handler,
+        )?)?),
         progress: None,
     };
     Ok((engine, handler, request))
+}
+
+/// `grants`, once no `--dir` is, contains or lies inside a folder `invoke` keeps for
+/// itself (the compile cache, the handler's folder), symlinks resolved: a guest writing
+/// there could plant what the host loads. (`serve` checks its config the same way.)
+fn host_folders_apart(
+    grants: GrantsConfig,
+    cache_dir: Option<&std::path::Path>,
+    handler: &std::path::Path,
+) -> anyhow::Result<GrantsConfig> {
+    let handler_folder = std::path::absolute(handler)
+        .ok()
+        .and_then(|path| path.parent().map(std::path::Path::to_path_buf));
+    let owned = [
+        ("--cache-dir", cache_dir.map(std::path::Path::to_path_buf)),
+        ("the handler's folder", handler_folder),
+    ];
+    for grant in &grants.dirs {
+        let granted = sfn_wasm_host::config::canonical(&grant.host);
+        for (name, folder) in &owned {
+            let Some(folder) = folder else { continue };
+            let folder = sfn_wasm_host::config::canonical(folder);
+            if granted.starts_with(&folder) || folder.starts_with(&granted) {
+                anyhow::bail!(
+                    "--dir {}: overlaps {name} ({}), a folder the host keeps for itself; grant a folder that neither contains nor lies inside it",
+                    grant.host.display(),
+                    folder.display()
+                );
+            }
+        }
+    }
+    Ok(grants)
 }
 
 /// The grants of `--allow-outbound`, `--env` and `--dir`, with the default limits.

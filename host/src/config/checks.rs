@@ -56,7 +56,7 @@ pub(super) fn at(key: &str) -> impl FnOnce(String) -> Problem + '_ {
 /// existing ancestor canonicalised, the rest appended (`.` and `..` applied to the
 /// names, which are not symlinks since they do not exist). A dangling symlink on the
 /// way is followed by its target, as creating the folder would.
-pub(super) fn canonical(path: &Path) -> PathBuf {
+pub fn canonical(path: &Path) -> PathBuf {
     canonical_within(path, 40)
 }
 

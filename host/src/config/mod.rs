@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use activity::{ActivityConfig, MAX_MEMORY_LIMIT_MB, MAX_POLLERS, PollingConfig, RecordConfig};
+pub use checks::canonical;
 pub use host::{
     HostConfig, LogFormat, OtelHeaders, check_otel_endpoint, default_cache_dir, parse_listen,
 };

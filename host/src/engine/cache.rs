@@ -145,6 +145,7 @@ impl ArtifactCache {
             }
         }
         let key = FolderStore::host_key(dir).map_err(untrusted)?;
+        crate::store::remove_stale_temporaries(dir);
         let mut hasher = DefaultHasher::new();
         engine
             .wasmtime()

@@ -46,6 +46,7 @@ impl FolderStore {
             code: "UntrustedFolder".into(),
             message,
         })?;
+        remove_stale_temporaries(dir);
         Ok(Self {
             dir: dir.to_owned(),
             writes: AtomicU64::new(0),
@@ -160,6 +161,49 @@ impl FolderStore {
 
 /// The size of a host folder's key.
 const KEY_BYTES: usize = 32;
+
+/// How old a temporary file must be before a start removes it: no write of the host's
+/// takes this long, so one this old was left by a process that died mid-write (and one
+/// younger may be another process's write in progress).
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes the temporary files a process that died mid-write left in `dir` (the
+/// host's `.NAME.tmp`, `.NAME.PID.N.tmp`, and tempfile's `.tmpXXXXXX`), older than ten
+/// minutes: without it, each crash would leave its bytes in the folder for good.
+/// Returns how many it removed; what it cannot read or remove is left.
+pub fn remove_stale_temporaries(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let temporary =
+            name.starts_with('.') && (name.ends_with(".tmp") || name.starts_with(".tmp"));
+        let stale = entry
+            .metadata()
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .and_then(|meta| meta.modified().ok())
+            .and_then(|modified| now.duration_since(modified).ok())
+            .is_some_and(|age| age >= STALE_TEMPORARY);
+        if temporary && stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(
+            folder = %dir.display(),
+            removed,
+            "removed temporary files a stopped process left"
+        );
+    }
+    removed
+}
 
 /// The key at `path`; `None` when there is none.
 fn read_key(path: &Path) -> Result<Option<[u8; KEY_BYTES]>, String> {
@@ -411,5 +455,30 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let err = FolderStore::host_key(dir.path()).unwrap_err();
         assert!(err.contains("32-byte key"), "{err}");
+    }
+
+    /// A crash mid-write leaves a temporary file; the next start removes it once it is
+    /// old enough not to be another process's write in progress.
+    #[test]
+    fn a_start_removes_the_temporary_files_a_crash_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("store");
+        FolderStore::open(&folder).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for name in [".checkpoint-ab.123.4.tmp", ".tmpAbC123", ".answer.tmp"] {
+            let file = std::fs::File::create(folder.join(name)).unwrap();
+            file.set_modified(old).unwrap();
+        }
+        std::fs::write(folder.join(".fresh.1.2.tmp"), b"in progress").unwrap();
+        std::fs::write(folder.join("checkpoint-ab"), b"kept").unwrap();
+        let old_entry = std::fs::File::create(folder.join("checkpoint-cd")).unwrap();
+        old_entry.set_modified(old).unwrap();
+        FolderStore::open(&folder).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".fresh.1.2.tmp", "checkpoint-ab", "checkpoint-cd"]);
     }
 }

@@ -282,3 +282,32 @@ fn a_component_of_another_world_is_a_usage_error() {
         ],
     );
 }
+
+/// Issue 34, class 2: `invoke --dir` may not grant the compile cache or the handler's
+/// folder (a guest writing there could plant what the host loads): exit 2, naming it.
+#[test]
+fn a_dir_grant_over_the_cache_or_the_handlers_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let handler = dir.path().join("handlers/greet.wasm");
+    std::fs::create_dir(handler.parent().unwrap()).unwrap();
+    std::fs::copy(guest("greet"), &handler).unwrap();
+    let cache_flag = cache.display().to_string();
+    for (grant, named) in [
+        (format!("{}:/cache:rw", cache.display()), "--cache-dir"),
+        (format!("{}:/all", dir.path().display()), "--cache-dir"),
+        (
+            format!("{}:/h", handler.parent().unwrap().display()),
+            "the handler's folder",
+        ),
+    ] {
+        let (line, code, stderr) = invoke(
+            &handler,
+            r#"{"hello": "X"}"#,
+            &["--cache-dir", &cache_flag, "--dir", &grant],
+        );
+        assert_eq!(code, 2, "{grant}: {line} / {stderr}");
+        assert!(stderr.contains(named), "{grant}: {stderr}");
+    }
+}
