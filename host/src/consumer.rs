@@ -172,8 +172,9 @@ impl ActivityConsumer {
             }
         }
         for (index, (activity, loaded)) in config.activities.iter().zip(handlers).enumerate() {
+            let share = sockets.for_activity(config.activities.len());
             let grants =
-                Grants::resolve_with(&activity.grants, &secrets, &sockets).map_err(|source| {
+                Grants::resolve_with(&activity.grants, &secrets, &share).map_err(|source| {
                     ConsumerError::Grants {
                         file: config.file.clone(),
                         index,

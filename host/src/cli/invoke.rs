@@ -168,9 +168,14 @@ fn host_folders_apart(
     let handler_folder = std::path::absolute(handler)
         .ok()
         .and_then(|path| path.parent().map(std::path::Path::to_path_buf));
+    // A handler reached through a symlink: its real file's folder too.
+    let real_folder = std::fs::canonicalize(handler)
+        .ok()
+        .and_then(|path| path.parent().map(std::path::Path::to_path_buf));
     let owned = [
         ("--cache-dir", cache_dir.map(std::path::Path::to_path_buf)),
         ("the handler's folder", handler_folder),
+        ("the handler's folder", real_folder),
     ];
     for grant in &grants.dirs {
         let granted = sfn_wasm_host::config::canonical(&grant.host);

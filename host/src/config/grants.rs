@@ -250,7 +250,9 @@ struct HostFolder {
 
 /// Every folder the host keeps for itself: `cache_dir`, `outbox_dir`, each activity's
 /// handler folder (the handler file's parent, and its real file's when it is reached
-/// through a symlink), folder stores and `record` folder.
+/// through a symlink), folder stores and `record` folder, and the folders of the CA files
+/// it trusts (`[host.otel] ca_file`, `outbound.ca_file`: read again on every grants
+/// refresh, so a guest writing there could plant a root its own TLS then trusts).
 fn host_folders(host: &HostConfig, activities: &[ActivityConfig]) -> Vec<HostFolder> {
     let mut folders = Vec::new();
     let mut add = |key: String, holds, path: &Path, written| {
@@ -271,6 +273,14 @@ fn host_folders(host: &HostConfig, activities: &[ActivityConfig]) -> Vec<HostFol
             "answers waiting to be sent",
             dir,
             true,
+        );
+    }
+    if let Some(folder) = host.otel_ca_file.as_deref().and_then(Path::parent) {
+        add(
+            "host.otel.ca_file".into(),
+            "a CA the host trusts",
+            folder,
+            false,
         );
     }
     for (index, activity) in activities.iter().enumerate() {
@@ -305,6 +315,14 @@ fn host_folders(host: &HostConfig, activities: &[ActivityConfig]) -> Vec<HostFol
         }
         if let Some(record) = &activity.record {
             add(key("record"), "recorded tasks", &record.dir, true);
+        }
+        if let Some(folder) = activity.grants.ca_file.as_deref().and_then(Path::parent) {
+            add(
+                key("outbound.ca_file"),
+                "a CA the host trusts",
+                folder,
+                false,
+            );
         }
     }
     folders
@@ -343,7 +361,7 @@ pub(super) fn check_host_folders(
                 } else {
                     continue;
                 };
-                let what = if folder.key.ends_with(".handler") {
+                let what = if folder.key.ends_with(".handler") || folder.key.ends_with(".ca_file") {
                     format!("the folder of `{}`", folder.key)
                 } else {
                     format!("`{}`", folder.key)

@@ -615,3 +615,50 @@ fn a_host_folder_others_can_write_is_refused() {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
     }
 }
+
+/// The folders of the CA files the host trusts are host folders too: a guest writing
+/// there could plant a root its own TLS (and its signed AWS requests') then trusts, at the
+/// next grants refresh.
+#[test]
+fn a_grant_over_a_trusted_ca_files_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("certs")).unwrap();
+    std::fs::create_dir_all(root.join("handlers")).unwrap();
+    std::fs::write(root.join("handlers/greet.wasm"), b"\0asm").unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/ca.pem"),
+        root.join("certs/ca.pem"),
+    )
+    .unwrap();
+    let file = root.join("config.toml");
+    for (table, key) in [
+        ("[activity.outbound]", "`activity[0].outbound.ca_file`"),
+        (
+            "[host.otel]\nendpoint = \"https://127.0.0.1:4318\"",
+            "`host.otel.ca_file`",
+        ),
+    ] {
+        let (host, activity) = if table.starts_with("[host") {
+            (
+                format!("{table}\nca_file = \"certs/ca.pem\"\n"),
+                String::new(),
+            )
+        } else {
+            (
+                String::new(),
+                format!("{table}\nca_file = \"certs/ca.pem\"\n"),
+            )
+        };
+        let text = format!(
+            "{host}[[activity]]\narn = \"{ARN}\"\nhandler = \"handlers/greet.wasm\"\n{activity}{}",
+            grant(&root.join("certs"), false)
+        );
+        let err = Config::parse(&file, &text).expect_err(key);
+        assert_eq!(err.key, "activity[0].dir[0]", "{err}");
+        assert!(
+            err.message.contains(&format!("the folder of {key}")),
+            "{key}: {err}"
+        );
+    }
+}

@@ -234,7 +234,7 @@ impl Handler {
             table,
             limiter: MemoryLimiter::new(memory_bytes),
             toolkit,
-            http: WasiHttpCtx::new(),
+            http: http_ctx(),
             outbound,
         };
         let _ticking = engine.running();
@@ -331,6 +331,17 @@ impl Handler {
         };
         finish(&sink, failure, started, usage)
     }
+}
+
+/// The largest headers (a `fields` resource) a guest may build, in bytes: the host holds
+/// them outside the guest's memory cap, up to one per resource the task may hold
+/// (`MAX_RESOURCES`), so wasmtime's 128 KiB default would let a task hold 128 MiB.
+const MAX_FIELDS_BYTES: usize = 16 << 10;
+
+fn http_ctx() -> WasiHttpCtx {
+    let mut ctx = WasiHttpCtx::new();
+    ctx.set_field_size_limit(MAX_FIELDS_BYTES);
+    ctx
 }
 
 /// When a task's one timer wakes: for each automatic heartbeat, and at the deadline.

@@ -97,7 +97,8 @@ pub fn endpoint_variable(service: &str) -> String {
         "events" => "EVENTBRIDGE",
         "monitoring" => "CLOUDWATCH",
         "logs" => "CLOUDWATCH_LOGS",
-        "execute-api" => "API_GATEWAY",
+        "apigateway" => "API_GATEWAY",
+        "cognito-idp" => "COGNITO_IDENTITY_PROVIDER",
         "es" => "OPENSEARCH",
         other => other,
     };
@@ -708,80 +709,88 @@ async fn drain(mut body: WasiBody) {
     while let Some(Ok(_)) = body.frame().await {}
 }
 
-/// The APIs whose responses carry credentials (AWS's operation names): signing one would
-/// hand the guest credentials it could use anywhere, for as long as they last.
-const CREDENTIAL_APIS: [&str; 11] = [
+/// The APIs whose responses carry credentials, or tokens that are exchanged for them or
+/// for a login (AWS's operation names): signing one would hand the guest something it
+/// could use anywhere, for as long as it lasts. A deny-list, matched however the request
+/// names the operation; `allow_credential_apis` lifts it for an activity that needs one.
+const CREDENTIAL_APIS: [&str; 22] = [
     "AssumeRole",
     "AssumeRoleWithSAML",
     "AssumeRoleWithWebIdentity",
     "AssumeRoot",
     "GetSessionToken",
     "GetFederationToken",
+    "GetWebIdentityToken",
     "GetAuthorizationToken",
     "GetRoleCredentials",
     "GetCredentialsForIdentity",
+    "GetOpenIdToken",
+    "GetOpenIdTokenForDeveloperIdentity",
+    "CreateToken",
     "CreateAccessKey",
     "CreateServiceSpecificCredential",
+    "ResetServiceSpecificCredential",
+    "CreateLoginProfile",
+    "UpdateLoginProfile",
+    "GetClusterCredentials",
+    "GetClusterCredentialsWithIAM",
+    "GetCredentials",
+    "CreateSession",
 ];
 
-/// The credential-vending API a request calls, if it calls one: by its query or form
-/// `Action` (STS, IAM), its `X-Amz-Target` (JSON APIs: ECR, Cognito), or its REST path
-/// (CodeArtifact's token, SSO's role credentials, S3 Express `CreateSession`). `body`
-/// is the whole body when it was read (to be signed).
+/// The credential-vending API a request calls, if it calls one, however it names the
+/// operation: a query or form `Action` (STS, IAM; the body is read as a form whatever
+/// its `Content-Type` says), every `X-Amz-Target` (JSON APIs: ECR, Cognito), the last
+/// segment of a Smithy RPC path (`/service/S/operation/OP`), or a REST path
+/// (CodeArtifact's token, SSO's role credentials), percent-decoded; S3 Express
+/// `CreateSession` by its `session` query. Values are trimmed, as servers and the signer
+/// trim them. `body` is the whole body when it was read (to be signed).
 fn credential_api(
     endpoint: &Endpoint,
     parts: &http::request::Parts,
     body: Option<&[u8]>,
 ) -> Option<String> {
     let named = |operation: &str| {
+        let operation = operation.trim();
         CREDENTIAL_APIS
             .iter()
             .any(|api| api.eq_ignore_ascii_case(operation))
             .then(|| format!("{} {operation}", endpoint.service))
     };
-    let query = parts.uri.query().unwrap_or("");
-    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        if name.eq_ignore_ascii_case("action")
-            && let Some(api) = named(&value)
-        {
-            return Some(api);
-        }
-        if endpoint.service == "s3" && name == "session" {
-            return Some("s3 CreateSession".into());
-        }
+    let from_form = |form: &[u8]| {
+        form_urlencoded::parse(form).find_map(|(name, value)| {
+            if name.trim().eq_ignore_ascii_case("action") {
+                named(&value)
+            } else if endpoint.service == "s3" && name.trim() == "session" {
+                Some("s3 CreateSession".into())
+            } else {
+                None
+            }
+        })
+    };
+    if let Some(api) = from_form(parts.uri.query().unwrap_or("").as_bytes()) {
+        return Some(api);
     }
-    if let Some(target) = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-    {
-        let operation = target.rsplit('.').next().unwrap_or(target);
+    for target in parts.headers.get_all("x-amz-target") {
+        let target = String::from_utf8_lossy(target.as_bytes());
+        let operation = target.trim().rsplit('.').next().unwrap_or_default();
         if let Some(api) = named(operation) {
             return Some(api);
         }
     }
-    let path = parts.uri.path().to_ascii_lowercase();
+    let path: String = form_urlencoded::parse(format!("p={}", parts.uri.path()).as_bytes())
+        .next()
+        .map(|(_, decoded)| decoded.to_ascii_lowercase())
+        .unwrap_or_default();
     if path.contains("/authorization-token") || path.contains("/federation/credentials") {
-        return Some(format!("{} {}", endpoint.service, parts.uri.path()));
+        return Some(format!("{} {path}", endpoint.service));
     }
-    let form = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| {
-            t.to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        });
-    if let Some(body) = body.filter(|_| form) {
-        for (name, value) in form_urlencoded::parse(body) {
-            if name.eq_ignore_ascii_case("action")
-                && let Some(api) = named(&value)
-            {
-                return Some(api);
-            }
-        }
+    if let Some((_, operation)) = path.rsplit_once("/operation/")
+        && let Some(api) = named(operation.trim_end_matches('/'))
+    {
+        return Some(api);
     }
-    None
+    body.and_then(from_form)
 }
 
 /// Credentials fetched once and kept until shortly before they expire.
@@ -929,6 +938,10 @@ mod tests {
             endpoint_variable("cognito-identity"),
             "AWS_ENDPOINT_URL_COGNITO_IDENTITY"
         );
+        assert_eq!(
+            endpoint_variable("cognito-idp"),
+            "AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER"
+        );
         let env =
             |name: &str| (name == "AWS_ENDPOINT_URL_SQS").then(|| "http://10.0.0.5".to_owned());
         assert_eq!(
@@ -1010,6 +1023,49 @@ mod tests {
                 &Endpoint::parse("b.s3.us-east-1.amazonaws.com").unwrap(),
                 parts("https://b.s3.us-east-1.amazonaws.com/?session", &[]),
                 None,
+            ),
+            // However it is written: a padded or second target, a body whose
+            // Content-Type does not say form, an encoded path, a Smithy RPC path.
+            (
+                &Endpoint::parse("ecr.us-east-1.amazonaws.com").unwrap(),
+                parts(
+                    "https://ecr.us-east-1.amazonaws.com/",
+                    &[
+                        (
+                            "x-amz-target",
+                            "AmazonEC2ContainerRegistry_V20150921.DescribeImages",
+                        ),
+                        (
+                            "x-amz-target",
+                            "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken\t",
+                        ),
+                    ],
+                ),
+                Some(&b"{}"[..]),
+            ),
+            (
+                &sts,
+                parts(
+                    "https://sts.us-east-1.amazonaws.com/",
+                    &[("content-type", "text/plain")],
+                ),
+                Some(&b"Action=AssumeRole+&Version=2011-06-15"[..]),
+            ),
+            (
+                &Endpoint::parse("codeartifact.us-east-1.amazonaws.com").unwrap(),
+                parts(
+                    "https://codeartifact.us-east-1.amazonaws.com/v1/authorization%2Dtoken",
+                    &[],
+                ),
+                None,
+            ),
+            (
+                &Endpoint::parse("redshift-serverless.us-east-1.amazonaws.com").unwrap(),
+                parts(
+                    "https://redshift-serverless.us-east-1.amazonaws.com/service/RedshiftServerless/operation/GetCredentials",
+                    &[],
+                ),
+                Some(&b""[..]),
             ),
         ] {
             assert!(

@@ -40,6 +40,7 @@ use tokio::sync::Semaphore;
 use wasmtime_wasi_http::{RequestOptions, WasiHttpHooks};
 
 use crate::budget::LineBudget;
+use send::shown;
 
 pub use address::{AddressClass, Reach, classify, may_connect};
 pub use allow::{AllowList, AllowedHost, Scheme};
@@ -50,7 +51,7 @@ pub use aws::{
 pub use codes::{TYPES_INTERFACE, http_error_code};
 pub use send::read_ca_file;
 pub(crate) use send::{tls_client_config, tls_connector};
-pub use sockets::GuestSockets;
+pub use sockets::{GuestSockets, SocketPermit};
 
 /// `[activity.outbound]`'s numbers: what one task may do over HTTP, and how long the
 /// activity keeps connections for reuse. (`ca_file` is in [`GrantsConfig`](crate::grants::GrantsConfig).)
@@ -404,22 +405,6 @@ impl WasiHttpHooks for OutboundTask {
             self.policy.sockets.clone(),
         ))
     }
-}
-
-/// The longest host name a log line shows whole: a DNS name's 253 bytes and a port.
-const MAX_SHOWN_AUTHORITY: usize = 260;
-
-/// `authority` for a log line: cut (and marked `…`) past [`MAX_SHOWN_AUTHORITY`], so
-/// that a guest's 8 KB host name costs the log no more than a real one.
-fn shown(authority: &str) -> std::borrow::Cow<'_, str> {
-    if authority.len() <= MAX_SHOWN_AUTHORITY {
-        return authority.into();
-    }
-    let mut end = MAX_SHOWN_AUTHORITY;
-    while !authority.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &authority[..end]).into()
 }
 
 /// The AWS endpoint a request's `(scheme, host, port)` names, and whether it is on its

@@ -141,6 +141,27 @@ impl Body for HeldBody {
     }
 }
 
+/// The longest host name a log line shows whole: a DNS name's 253 bytes and a port.
+const MAX_SHOWN_AUTHORITY: usize = 260;
+
+/// `authority` for a log line: without userinfo, and cut (and marked `…`) past
+/// [`MAX_SHOWN_AUTHORITY`], so that a guest's 8 KB host name costs the log no more than
+/// a real one.
+pub(super) fn shown(authority: &str) -> std::borrow::Cow<'_, str> {
+    // A guest may put userinfo in its authority: its own secret, not the log's.
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if authority.len() <= MAX_SHOWN_AUTHORITY {
+        return authority.into();
+    }
+    let mut end = MAX_SHOWN_AUTHORITY;
+    while !authority.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &authority[..end]).into()
+}
+
 /// The timeouts of one request.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Timeouts {
@@ -158,7 +179,7 @@ pub(super) struct Target {
     pub port: u16,
     /// Which addresses it may connect to, by what allowed it.
     pub reach: Reach,
-    /// `host[:port]` as the guest wrote it, for logs.
+    /// `host[:port]` as the guest wrote it (logged through [`shown`]).
     pub authority: String,
 }
 
@@ -272,7 +293,7 @@ pub(super) async fn send(
 ) -> Result<(Response, Driver), Error> {
     let mut log = RequestLog {
         context,
-        authority: target.authority.clone(),
+        authority: shown(&target.authority).into_owned(),
         method: request.method().to_string(),
         status: 0,
         bytes: 0,
@@ -365,8 +386,9 @@ async fn open(
                 activity = &*log.context.activity,
                 task_id = &*log.context.task_id,
                 authority = log.authority.as_str(),
-                limit = sockets.limit(),
-                "outbound:denied: guests hold all {} connections the host gives them (half its descriptor limit)",
+                limit = sockets.activity_limit(),
+                "outbound:denied: the activity's guests hold all {} connections they may have, or all guests the {} the host gives them (half its open-files limit)",
+                sockets.activity_limit(),
                 sockets.limit()
             );
         }

@@ -21,11 +21,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// The least the host keeps for itself, whatever the limit.
 const MIN_RESERVE: usize = 256;
 
-/// Connections guests may hold open at once, over the whole host; clones share them.
+/// Connections guests may hold open at once, over the whole host, and, for a host that
+/// serves several activities, per activity (half the host's share: one activity's
+/// guests cannot take the connections of every other's); clones share them.
 #[derive(Debug, Clone)]
 pub struct GuestSockets {
     permits: Arc<Semaphore>,
     limit: usize,
+    /// This activity's own bound, when the host serves more than one.
+    activity: Option<(Arc<Semaphore>, usize)>,
     /// Made on the first lookup (it reads the system's DNS configuration).
     resolver: Arc<OnceLock<Result<TokioResolver, String>>>,
 }
@@ -36,7 +40,18 @@ impl GuestSockets {
         Self {
             permits: Arc::new(Semaphore::new(limit)),
             limit,
+            activity: None,
             resolver: Arc::default(),
+        }
+    }
+
+    /// The share of one of `activities` activities: the host's connections, and at most
+    /// half of them for this activity when there are several.
+    pub fn for_activity(&self, activities: usize) -> Self {
+        let share = (self.limit / 2).max(1);
+        Self {
+            activity: (activities > 1).then(|| (Arc::new(Semaphore::new(share)), share)),
+            ..self.clone()
         }
     }
 
@@ -66,10 +81,26 @@ impl GuestSockets {
         self.permits.available_permits() == 0
     }
 
-    /// A place for one more connection, held until the connection closes; `None` when
-    /// guests hold all of theirs.
-    pub(super) fn take(&self) -> Option<OwnedSemaphorePermit> {
-        self.permits.clone().try_acquire_owned().ok()
+    /// The most connections this activity's guests may hold (the host's share, or half
+    /// of it on a host of several activities).
+    pub fn activity_limit(&self) -> usize {
+        self.activity
+            .as_ref()
+            .map_or(self.limit, |(_, share)| *share)
+    }
+
+    /// A place for one more connection, held until the connection closes (drop it
+    /// then); `None` when this activity's guests, or all guests, hold all of theirs.
+    pub fn take(&self) -> Option<SocketPermit> {
+        let activity = match &self.activity {
+            Some((permits, _)) => Some(permits.clone().try_acquire_owned().ok()?),
+            None => None,
+        };
+        let host = self.permits.clone().try_acquire_owned().ok()?;
+        Some(SocketPermit {
+            _activity: activity,
+            _host: host,
+        })
     }
 
     /// The addresses of `host` (a DNS name), with `port`. Dropping the future (a
@@ -86,7 +117,12 @@ impl GuestSockets {
             .resolver
             .get_or_init(|| {
                 TokioResolver::builder_tokio()
-                    .and_then(|builder| builder.build())
+                    .and_then(|mut builder| {
+                        // One query at a time per lookup: each is a socket the guest's
+                        // connection place (taken before the lookup) stands for.
+                        builder.options_mut().num_concurrent_reqs = 1;
+                        builder.build()
+                    })
                     .map_err(|err| format!("no DNS configuration: {err}"))
             })
             .as_ref()
@@ -100,6 +136,13 @@ impl GuestSockets {
             .map(|ip| std::net::SocketAddr::new(ip, port))
             .collect())
     }
+}
+
+/// One guest connection's place, in its activity's share and the host's.
+#[derive(Debug)]
+pub struct SocketPermit {
+    _activity: Option<OwnedSemaphorePermit>,
+    _host: OwnedSemaphorePermit,
 }
 
 /// Guests' share of `soft` descriptors: half, and never the host's last 256.
@@ -125,6 +168,20 @@ mod tests {
         drop(a);
         assert_eq!(sockets.in_use(), 1);
         assert!(sockets.take().is_some());
+    }
+
+    /// On a host of several activities, one activity's guests take at most half the
+    /// host's share: the others keep theirs.
+    #[test]
+    fn an_activity_takes_at_most_half_of_a_shared_host() {
+        let host = GuestSockets::new(10);
+        let (hostile, polite) = (host.for_activity(2), host.for_activity(2));
+        let held: Vec<_> = std::iter::from_fn(|| hostile.take()).take(20).collect();
+        assert_eq!((held.len(), hostile.activity_limit()), (5, 5));
+        assert!(polite.take().is_some());
+        assert!(!host.exhausted());
+        let alone = host.for_activity(1);
+        assert_eq!(alone.activity_limit(), 10);
     }
 
     /// Names resolve without a thread of the blocking pool (the hosts file included).

@@ -128,22 +128,18 @@ impl fmt::Debug for HandlerSource {
 
 /// `url` as it may be printed: without userinfo, query and fragment, which can carry a
 /// password or a presigned URL's token (`https://user:pass@host/h.wasm?X-Amz-Signature=..`
-/// is shown as `https://host/h.wasm`). Text without `://` keeps everything before its
-/// first `?` or `#`, and loses what a `@` before that would name as userinfo.
+/// is shown as `https://host/h.wasm`). A password may hold `/`, `?` or `#` unencoded, so
+/// everything up to the last `@` is taken for userinfo: a path with a `@` is shown from
+/// after it (too little, never a secret).
 pub fn redact_url(url: &str) -> String {
     let url = url.trim();
-    let end = url.find(['?', '#']).unwrap_or(url.len());
-    let url = &url[..end];
     let (scheme, rest) = match url.find("://") {
         Some(at) => url.split_at(at + 3),
         None => ("", url),
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    format!("{scheme}{host}{path}")
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    format!("{scheme}{}", &rest[..end])
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -339,7 +335,11 @@ mod tests {
             "http://127.0.0.1:9/h.wasm"
         );
         assert_eq!(redact_url("https://a:b@host?t=1"), "https://host");
-        assert_eq!(redact_url("https://host/p@q"), "https://host/p@q");
+        // A `@` may end userinfo whatever came before it: shown too little, never more.
+        assert_eq!(redact_url("https://host/p@q"), "https://q");
+        assert_eq!(redact_url("https://u:p/ss@h/x"), "https://h/x");
+        assert_eq!(redact_url("https://u:pa?ss@h/"), "https://h/");
+        assert_eq!(redact_url("https://u:pa#ss@h/y#f"), "https://h/y");
         assert_eq!(redact_url("user:pw@host/x?token=1"), "host/x");
         let source =
             HandlerSource::Url("https://u:hunter2@example.com/h.wasm?X-Amz-Signature=abc".into());

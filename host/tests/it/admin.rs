@@ -368,6 +368,13 @@ fn a_taken_admin_port_fails_serve_naming_the_key() {
 /// An admin server of the test's own, within `options`, for one activity with nothing
 /// to report; the runtime that serves it goes with it.
 fn own_server(options: AdminOptions) -> (tokio::runtime::Runtime, AdminServer) {
+    own_server_with(options, sfn_wasm_host::outbound::GuestSockets::new(64))
+}
+
+fn own_server_with(
+    options: AdminOptions,
+    guest_sockets: sfn_wasm_host::outbound::GuestSockets,
+) -> (tokio::runtime::Runtime, AdminServer) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -386,7 +393,7 @@ fn own_server(options: AdminOptions) -> (tokio::runtime::Runtime, AdminServer) {
         )))),
         engine: Arc::new(engine),
         shutting_down: AtomicBool::new(false),
-        guest_sockets: sfn_wasm_host::outbound::GuestSockets::new(64),
+        guest_sockets,
     });
     let server = runtime
         .block_on(AdminServer::start_with(
@@ -775,4 +782,23 @@ fn admin_token_file_problems_are_config_errors_naming_the_key_and_file() {
     )
     .unwrap_err();
     assert_eq!(error.key, "host.admin_max_connections", "{error}");
+}
+
+/// Issue 34, class 3: while guests hold every connection the host gives them, `/readyz`
+/// says so (their next one is refused; the host's own calls keep the rest).
+#[test]
+fn readyz_says_when_guests_hold_every_connection_they_may_have() {
+    let sockets = sfn_wasm_host::outbound::GuestSockets::new(2);
+    let (_runtime, server) = own_server_with(AdminOptions::default(), sockets.clone());
+    let (status, _) = get(server.local_addr(), "/readyz");
+    let ready_before = status;
+    let held: Vec<_> = std::iter::from_fn(|| sockets.take()).take(3).collect();
+    assert_eq!(held.len(), 2);
+    let (status, body) = get(server.local_addr(), "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("guests hold all 2 connections"), "{body}");
+    drop(held);
+    let (status, body) = get(server.local_addr(), "/readyz");
+    assert_eq!(status, ready_before, "{body}");
+    assert!(!body.contains("guests hold all"), "{body}");
 }

@@ -372,11 +372,12 @@ fn admin_get(address: std::net::SocketAddr, path: &str) -> String {
     response
 }
 
-/// Issue 34, class 3: guests together get half the host's descriptors. Under an
-/// open-files limit of 300 (guests' share: 44), hostile tasks that each keep 16
-/// connections open run out of theirs (`connection-limit-reached`, `/readyz` 503 while
-/// they hold them), and the host's own calls do not: polls and answers go on, and a
-/// well-behaved activity's tasks are all answered.
+/// Issue 34, class 3: guests together get half the host's descriptors, and one activity
+/// of several half of that. Under an open-files limit of 300 (guests' share: 44, each of
+/// the two activities' 22), hostile tasks that each keep 16 connections open run out of
+/// theirs (`connection-limit-reached`), and neither the host's own calls nor the other
+/// activity do: `/readyz` stays ready, polls and answers go on, and the well-behaved
+/// activity's tasks are all answered.
 #[test]
 fn guests_exhaust_their_share_of_descriptors_not_the_hosts() {
     let (runtime, client, good, good_machine) = crate::emulator::emulated("good");
@@ -417,19 +418,13 @@ fn guests_exhaust_their_share_of_descriptors_not_the_hosts() {
             ))
         })
         .collect();
-    // While guests hold all theirs, `/readyz` says so.
-    let mut readyz = String::new();
-    for _ in 0..100 {
-        readyz = admin_get(admin, "/readyz");
-        if readyz.starts_with("HTTP/1.1 503") && readyz.contains("guests hold all") {
-            break;
-        }
+    // While the hostile activity holds all of its share, the host is still ready: the
+    // other half is the other activity's.
+    for _ in 0..40 {
+        let readyz = admin_get(admin, "/readyz");
+        assert!(!readyz.contains("guests hold all"), "{readyz}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        readyz.contains("guests hold all 44 connections"),
-        "{readyz}"
-    );
     let mut results = serde_json::Map::new();
     for execution in &hostile_runs {
         let ended = runtime.block_on(crate::emulator::wait(
@@ -444,8 +439,8 @@ fn guests_exhaust_their_share_of_descriptors_not_the_hosts() {
         }
     }
     assert!(
-        accepted.load(Ordering::SeqCst) <= 44,
-        "{} guest connections under a limit of 300",
+        accepted.load(Ordering::SeqCst) <= 22,
+        "{} connections of one activity's guests under a limit of 300",
         accepted.load(Ordering::SeqCst)
     );
     assert!(
@@ -453,7 +448,7 @@ fn guests_exhaust_their_share_of_descriptors_not_the_hosts() {
             .get("ConnectionLimitReached")
             .and_then(Value::as_u64)
             .unwrap_or(0)
-            >= 64 - 44,
+            >= 64 - 22,
         "{results:?}"
     );
     // The host's own calls kept their descriptors: the good activity is answered.
