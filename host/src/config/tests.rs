@@ -59,6 +59,11 @@ fn a_minimal_config_gets_the_defaults() {
     // Operations are off unless asked for: no admin server, no traces exporter (the
     // OTEL_EXPORTER_OTLP_ENDPOINT variable is read at start, not here).
     assert_eq!(config.host.admin_listen, None);
+    assert_eq!(config.host.admin_max_connections, 64);
+    assert!(
+        config.host.admin_token.is_none(),
+        "/status is open by default"
+    );
     assert_eq!(config.host.otel_endpoint, None);
     assert_eq!(config.host.otel_headers.iter().count(), 0);
     assert_eq!(config.host.otel_ca_file, None);
@@ -661,4 +666,26 @@ fn a_grant_over_a_trusted_ca_files_folder_is_refused() {
             "{key}: {err}"
         );
     }
+}
+
+/// `[activity.aws]` with only its services: no credential APIs, public addresses only,
+/// the host's region, and no per-service destinations unless the environment names one.
+#[test]
+fn an_aws_grant_with_only_services_gets_the_defaults() {
+    let config = parse(&format!(
+        "[aws]\nregion = \"eu-west-1\"\n[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n\
+         [activity.aws]\nservices = [\"sqs\"]\n"
+    ))
+    .unwrap();
+    let aws = config.activities[0].grants.aws.clone().expect("a grant");
+    assert_eq!(aws.regions, ["eu-west-1"]);
+    assert!(!aws.allow_credential_apis);
+    assert!(!aws.private_endpoints);
+    assert_eq!(aws.role_arn, None);
+    let expected = std::env::var("AWS_ENDPOINT_URL_SQS")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .map(|url| vec![("sqs".to_owned(), url)])
+        .unwrap_or_default();
+    assert_eq!(aws.service_endpoints, expected);
 }

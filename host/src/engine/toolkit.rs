@@ -275,46 +275,20 @@ mod tests {
             Err(ToolkitError::AlreadyResponded)
         );
     }
-}
-
-#[cfg(test)]
-mod checkpoint_tests {
-    use super::*;
-    use crate::progress::ActivityProgress;
-    use crate::store::FolderStore;
-
-    /// Accepts everything: only the checkpoints are under test.
-    struct Anything;
-
-    #[async_trait]
-    impl AnswerSink for Anything {
-        fn answered(&self) -> bool {
-            false
-        }
-        async fn answer(&self, _answer: Answer) -> Result<(), AnswerError> {
-            Ok(())
-        }
-        async fn heartbeat(&self) -> Result<(), AnswerError> {
-            Ok(())
-        }
-        fn cancelled(&self) -> bool {
-            false
-        }
-        fn host_failure(&self, _failure: &HostFailure) {}
-    }
 
     /// Each checkpoint is a durable write the host makes for the guest: a task's are
     /// bounded in number (and bytes), and past the bound the last one saved stands.
     #[tokio::test]
     async fn a_task_saves_a_bounded_number_of_checkpoints() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(FolderStore::open(&dir.path().join("progress")).unwrap());
-        let progress = ActivityProgress::new(store, "/id".into(), false).for_task(
+        let store =
+            Arc::new(crate::store::FolderStore::open(&dir.path().join("progress")).unwrap());
+        let progress = crate::progress::ActivityProgress::new(store, "/id".into(), false).for_task(
             "arn:aws:states:us-east-1:1:activity:a",
             "t",
             r#"{"id":"x"}"#,
         );
-        let mut toolkit = Toolkit::new(Arc::new(Anything), progress);
+        let mut toolkit = Toolkit::new(Arc::new(FirstAnswer::default()), progress);
         for n in 0..MAX_CHECKPOINTS_PER_TASK {
             toolkit.checkpoint(format!("{n}")).await.unwrap();
         }

@@ -256,6 +256,18 @@ impl OutboundTask {
         why: &str,
         error: wasmtime_wasi_http::Error,
     ) -> SendFuture {
+        self.deny_naming(request, why, error, None)
+    }
+
+    /// [`deny`](Self::deny), with the AWS endpoint's `service` and `region` in the line
+    /// when the request named one. The line counts against the task's line budget.
+    fn deny_naming(
+        &self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        why: &str,
+        error: wasmtime_wasi_http::Error,
+        endpoint: Option<&Endpoint>,
+    ) -> SendFuture {
         let authority = shown(request.uri().authority().map_or("", |a| a.as_str()));
         if self.lines.take() {
             tracing::info!(
@@ -263,6 +275,8 @@ impl OutboundTask {
                 activity = &*self.activity,
                 task_id = &*self.task_id,
                 authority = &*authority,
+                service = endpoint.map(|e| e.service.as_str()),
+                region = endpoint.map(|e| e.region.as_str()),
                 "outbound:denied: {why}"
             );
         }
@@ -522,27 +536,18 @@ impl OutboundTask {
         request: http::Request<wasmtime_wasi_http::WasiBody>,
         endpoint: &Endpoint,
     ) -> SendFuture {
-        let authority = shown(request.uri().authority().map_or("", |a| a.as_str()));
         let why = match &self.policy.aws {
             Some(_) => "the activity's `[activity.aws]` does not grant this service in this region",
             None => {
                 "the activity has no `[activity.aws]` grant (nor an allowed_outbound_hosts entry for it)"
             }
         };
-        if self.lines.take() {
-            tracing::info!(
-                event = "outbound:denied",
-                activity = &*self.activity,
-                task_id = &*self.task_id,
-                authority = &*authority,
-                service = endpoint.service.as_str(),
-                region = endpoint.region.as_str(),
-                "outbound:denied: {} in {}: {why}",
-                endpoint.service,
-                endpoint.region
-            );
-        }
-        let refused = send::refuse(request, wasmtime_wasi_http::Error::HttpRequestDenied);
-        Box::new(async move { Err(refused.await) })
+        let why = format!("{} in {}: {why}", endpoint.service, endpoint.region);
+        self.deny_naming(
+            request,
+            &why,
+            wasmtime_wasi_http::Error::HttpRequestDenied,
+            Some(endpoint),
+        )
     }
 }

@@ -287,6 +287,59 @@ fn run_good(
     }
 }
 
+/// One served host, two activities: `greet` (`good`, with `good_workers`) and `pushy`
+/// (the hostile one, with `hostile_lines` after its handler), `host_lines` in `[host]`,
+/// and the process's open-files limit when given. Both are polling when it returns.
+struct Neighbours {
+    runtime: tokio::runtime::Runtime,
+    client: aws_sdk_sfn::Client,
+    good: String,
+    good_machine: String,
+    bad_machine: String,
+    served: crate::served::Served,
+    _dir: tempfile::TempDir,
+}
+
+fn neighbours(
+    good_workers: u32,
+    hostile_lines: &str,
+    host_lines: &str,
+    open_files: Option<u64>,
+) -> Neighbours {
+    let (runtime, client, good, good_machine) = crate::emulator::emulated("good");
+    let bad = runtime.block_on(crate::emulator::activity(&client, "hostile"));
+    let bad_machine = runtime.block_on(crate::emulator::state_machine(&client, &bad, None));
+    let dir = tempfile::tempdir().unwrap();
+    let activities = format!(
+        "workers = {good_workers}\n\
+         [[activity]]\narn = \"{bad}\"\nhandler = \"{}\"\nworkers = 4\n{hostile_lines}",
+        guest("pushy").display()
+    );
+    let config = crate::served::config(
+        dir.path(),
+        &crate::emulator::endpoint(),
+        &good,
+        &guest("greet"),
+        &activities,
+        &format!("cache = false\n{host_lines}"),
+    );
+    let mut served = match open_files {
+        Some(files) => crate::served::Served::start_with_open_files(&config, files),
+        None => crate::served::Served::start(&config),
+    };
+    served.wait_for("worker:running");
+    served.wait_for("worker:running");
+    Neighbours {
+        runtime,
+        client,
+        good,
+        good_machine,
+        bad_machine,
+        served,
+        _dir: dir,
+    }
+}
+
 /// Issue 34: a hostile activity on the same host (unfinished signed bodies, 100,000
 /// denied requests, a second answer in a loop, 20,000 log lines, all at once) costs a
 /// well-behaved activity none of its answers. Its task times alone and beside the
@@ -294,30 +347,23 @@ fn run_good(
 /// (timed figures come from benches, not assertions).
 #[test]
 fn a_hostile_activity_costs_a_well_behaved_one_none_of_its_answers() {
-    let (runtime, client, good, good_machine) = crate::emulator::emulated("good");
-    let bad = runtime.block_on(crate::emulator::activity(&client, "hostile"));
-    let bad_machine = runtime.block_on(crate::emulator::state_machine(&client, &bad, None));
-    let dir = tempfile::tempdir().unwrap();
-    let hostile = format!(
-        "workers = 4\n\
-         [[activity]]\narn = \"{bad}\"\nhandler = \"{}\"\nworkers = 4\n\
-         memory_limit_mb = 128\ntask_timeout_seconds = 60\n\
-         [activity.aws]\nservices = [\"sqs\"]\nregions = [\"us-east-1\"]\n",
-        guest("pushy").display()
-    );
     // Its signed requests would go to the emulator (`[aws] endpoint_url`); their bodies
     // never end, so none is sent.
-    let config = crate::served::config(
-        dir.path(),
-        &crate::emulator::endpoint(),
-        &good,
-        &guest("greet"),
-        &hostile,
-        "cache = false",
+    let Neighbours {
+        runtime,
+        client,
+        good,
+        good_machine,
+        bad_machine,
+        mut served,
+        _dir,
+    } = neighbours(
+        4,
+        "memory_limit_mb = 128\ntask_timeout_seconds = 60\n\
+         [activity.aws]\nservices = [\"sqs\"]\nregions = [\"us-east-1\"]\n",
+        "",
+        None,
     );
-    let mut served = crate::served::Served::start(&config);
-    served.wait_for("worker:running");
-    served.wait_for("worker:running");
 
     run_good(&runtime, &client, &good_machine, 40);
     served.wait_quiet(Duration::from_millis(300));
@@ -380,33 +426,26 @@ fn admin_get(address: std::net::SocketAddr, path: &str) -> String {
 /// activity's tasks are all answered.
 #[test]
 fn guests_exhaust_their_share_of_descriptors_not_the_hosts() {
-    let (runtime, client, good, good_machine) = crate::emulator::emulated("good");
-    let bad = runtime.block_on(crate::emulator::activity(&client, "sockets"));
-    let bad_machine = runtime.block_on(crate::emulator::state_machine(&client, &bad, None));
     let (port, accepted) = large_responses_server();
     let url = format!("http://127.0.0.1:{port}");
     let admin = {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let dir = tempfile::tempdir().unwrap();
-    let hostile = format!(
-        "workers = 2\n\
-         [[activity]]\narn = \"{bad}\"\nhandler = \"{}\"\nworkers = 4\n\
-         allowed_outbound_hosts = [\"{url}\"]\n",
-        guest("pushy").display()
+    let Neighbours {
+        runtime,
+        client,
+        good_machine,
+        bad_machine,
+        mut served,
+        _dir,
+        ..
+    } = neighbours(
+        2,
+        &format!("allowed_outbound_hosts = [\"{url}\"]\n"),
+        &format!("admin_listen = \"{admin}\""),
+        Some(300),
     );
-    let config = crate::served::config(
-        dir.path(),
-        &crate::emulator::endpoint(),
-        &good,
-        &guest("greet"),
-        &hostile,
-        &format!("cache = false\nadmin_listen = \"{admin}\""),
-    );
-    let mut served = crate::served::Served::start_with_open_files(&config, 300);
-    served.wait_for("worker:running");
-    served.wait_for("worker:running");
 
     // Four tasks at once, each holding 16 responses unread for as long as it runs.
     let hostile_runs: Vec<String> = (0..4)
