@@ -232,7 +232,8 @@ impl ActivityConsumer {
                     idempotency.ttl,
                     // A claim outlives the longest a task can take to be answered.
                     activity.task_timeout + config.host.answer_retry + activity.cancel_grace,
-                ))),
+                )
+                .validating(idempotency.validate.clone()))),
                 None => None,
             };
             let shared = Arc::new(ActivityShared {

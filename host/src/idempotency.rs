@@ -1,33 +1,47 @@
 //! Idempotent tasks (`[activity.idempotency]`): tasks whose inputs carry the same key get
 //! the same answer, and the guest runs once per key.
 //!
-//! Before a task runs, its key is looked up in a [`Store`]: a stored answer (younger than
-//! the TTL) is sent again without running the guest; a live claim means another attempt
-//! of the same key is running now ([`Lookup::Duplicate`], answered with the retriable
-//! `SfnWasmHost.Duplicate`); otherwise the task claims the key with a conditional write
-//! (S3 `If-None-Match: *`, a file opened `O_EXCL`) and runs. When its answer settles,
-//! [`Claim::settle`] stores it, or, for a host failure or an answer Step Functions did not
-//! take, gives the key back so that a retry may run. A claim whose host died expires
-//! after the task's own deadline and the answer's retry window.
+//! A task first claims its key with a conditional create (S3 `If-None-Match: *`, a file
+//! linked to its name only if none is there), so that the store is never asked for a
+//! key it does not hold: S3 answers such a read with 403 to credentials without
+//! `s3:ListBucket`, which least-privilege policies leave out. Only when the claim finds
+//! a record is it read: a stored answer (younger than the TTL) is sent again without
+//! running the guest ([`Lookup::Stored`]); a live claim means another attempt of the key
+//! is running now ([`Lookup::Duplicate`], answered with the retriable
+//! `SfnWasmHost.Duplicate`); an expired record (an answer past its TTL, a claim whose host
+//! died, a record given back) is taken over by a write conditional on the version read
+//! (S3 `If-Match` on its ETag, a compare-and-rename under the folder's lock), so of two
+//! attempts that read it only one runs. When its answer settles, [`Claim::settle`]
+//! changes the record only if it is still this attempt's claim: it stores the answer, or,
+//! for a host failure or an answer Step Functions did not take, gives the key back (an
+//! expired claim, so no delete is needed). A claim whose host died expires after the
+//! task's own deadline and the answer's retry window.
+//!
+//! Keys are compared as JSON values, type included (`1` and `"1"` are two keys). With
+//! `validate` pointers, a stored answer (or a running claim) is only for an input whose
+//! values there match those it was made for ([`Lookup::Mismatch`] otherwise).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::ids::sha256_hex;
 use crate::outcome::Answer;
-use crate::store::{Claimed, Store, StoreError};
+use crate::store::{Claimed, Store, StoreError, Version};
 
 /// An activity's idempotency settings: one per activity that has them.
 pub struct ActivityIdempotency {
     store: Arc<dyn Store>,
     pointer: String,
+    validate: Vec<String>,
     ttl: Duration,
     claim_for: Duration,
 }
 
 /// What a task is to do about its key.
+#[derive(Debug)]
 pub enum Lookup {
     /// No key in the input: run as usual, nothing stored.
     NoKey,
@@ -37,6 +51,9 @@ pub enum Lookup {
     Stored(Answer),
     /// Another attempt with the key is running: answer `SfnWasmHost.Duplicate`.
     Duplicate,
+    /// The key's answer or running attempt is for an input that differs at these
+    /// `validate` pointers (comma-separated): answer `SfnWasmHost.IdempotencyMismatch`.
+    Mismatch(String),
     /// The store could not be read or written: run as usual, nothing stored.
     Unavailable(StoreError),
 }
@@ -45,19 +62,48 @@ pub enum Lookup {
 pub struct Claim {
     store: Arc<dyn Store>,
     name: String,
+    /// The version of the claim this attempt wrote: the only record it may change.
+    version: Version,
+    validated: Vec<Validated>,
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What is stored under a key.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 enum Record {
-    /// An attempt holds the key until `expires_at_ms` (ms since the Unix epoch).
-    Running { expires_at_ms: u64 },
+    /// An attempt holds the key until `expires_at_ms` (ms since the Unix epoch); a
+    /// record given back has expired.
+    Running {
+        expires_at_ms: u64,
+        /// A random id: no two claims are the same bytes, so no two share a version.
+        #[serde(default)]
+        claim: String,
+        #[serde(default)]
+        validated: Vec<Validated>,
+    },
     /// The answer Step Functions accepted, at `stored_at_ms`.
     Done {
         stored_at_ms: u64,
         answer: StoredAnswer,
+        #[serde(default)]
+        validated: Vec<Validated>,
     },
+}
+
+/// The value an input had at one `validate` pointer, as a SHA-256 of its canonical JSON
+/// (the input itself is not stored).
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+struct Validated {
+    pointer: String,
+    sha256: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -77,6 +123,54 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A JSON value's text with every object's members sorted by name: two values that are
+/// equal as JSON have the same text, whatever order their members came in.
+fn canonical(value: &Value) -> String {
+    fn write(value: &Value, out: &mut String) {
+        match value {
+            Value::Object(members) => {
+                let mut sorted: Vec<_> = members.iter().collect();
+                sorted.sort_by(|a, b| a.0.cmp(b.0));
+                out.push('{');
+                for (index, (name, value)) in sorted.into_iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(name.clone()).to_string());
+                    out.push(':');
+                    write(value, out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (index, item) in items.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(value, &mut out);
+    out
+}
+
+/// One random claim id (128 bits, hex).
+fn claim_id() -> String {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 16];
+    // Only uniqueness is asked of it; a clock is the fallback.
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        bytes[..8].copy_from_slice(&now_ms().to_be_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl ActivityIdempotency {
     /// Answers kept in `store` for `ttl`, keyed by the task input's value at `pointer`
     /// (a JSON pointer). A claim lasts `claim_for`: the longest a task can take to be
@@ -86,101 +180,386 @@ impl ActivityIdempotency {
         Self {
             store,
             pointer,
+            validate: Vec::new(),
             ttl,
             claim_for,
         }
     }
 
+    /// Also checks the input's values at `pointers` (JSON pointers): a stored answer is
+    /// only sent to an input that matches the one it was stored for there.
+    #[must_use]
+    pub fn validating(mut self, pointers: Vec<String>) -> Self {
+        self.validate = pointers;
+        self
+    }
+
     /// What the task of `activity_arn` with `input` is to do.
     pub async fn look_up(&self, activity_arn: &str, input: &str) -> Lookup {
-        let Some(key) = crate::progress::key_of(input, &self.pointer) else {
+        let Ok(input) = serde_json::from_str::<Value>(input) else {
             return Lookup::NoKey;
         };
-        let name = format!(
-            "answer-{}",
-            sha256_hex(format!("{activity_arn}\n{key}").as_bytes())
-        );
-        // Twice at most: a claim that loses a race reads what won it.
-        for _ in 0..2 {
-            match self.store.get(&name).await {
-                Err(err) => return Lookup::Unavailable(err),
-                Ok(Some(data)) => match serde_json::from_slice::<Record>(&data) {
-                    Ok(Record::Done {
-                        stored_at_ms,
-                        answer,
-                    }) if now_ms().saturating_sub(stored_at_ms) < millis(self.ttl) => {
-                        return Lookup::Stored(match answer {
-                            StoredAnswer::Success { output } => Answer::Success { output },
-                            StoredAnswer::Failure { error, cause } => {
-                                Answer::Failure { error, cause }
-                            }
-                        });
-                    }
-                    Ok(Record::Running { expires_at_ms }) if now_ms() < expires_at_ms => {
-                        return Lookup::Duplicate;
-                    }
-                    // Expired (an answer past its TTL, a claim whose host died) or not
-                    // ours to read: the key is free again.
-                    _ => {
-                        if let Err(err) = self.store.delete(&name).await {
-                            return Lookup::Unavailable(err);
-                        }
-                    }
-                },
-                Ok(None) => {}
-            }
-            let claim = Record::Running {
-                expires_at_ms: now_ms().saturating_add(millis(self.claim_for)),
-            };
-            let data = serde_json::to_vec(&claim).unwrap_or_default();
+        // A string key is named as before (answers stored by earlier versions are
+        // still found); any other value by its canonical JSON after a separator no ARN
+        // holds, so that `1` and `"1"` never share a name.
+        let named = match input.pointer(&self.pointer) {
+            None | Some(Value::Null) => return Lookup::NoKey,
+            Some(Value::String(key)) => format!("{activity_arn}\n{key}"),
+            Some(key) => format!("{activity_arn}\0json\n{}", canonical(key)),
+        };
+        let name = format!("answer-{}", sha256_hex(named.as_bytes()));
+        let validated: Vec<Validated> = self
+            .validate
+            .iter()
+            .map(|pointer| Validated {
+                pointer: pointer.clone(),
+                sha256: sha256_hex(
+                    canonical(input.pointer(pointer).unwrap_or(&Value::Null)).as_bytes(),
+                ),
+            })
+            .collect();
+        let claim = Record::Running {
+            expires_at_ms: now_ms().saturating_add(millis(self.claim_for)),
+            claim: claim_id(),
+            validated: validated.clone(),
+        };
+        let data = serde_json::to_vec(&claim).unwrap_or_default();
+        let won = |version| {
+            Lookup::Run(Claim {
+                store: self.store.clone(),
+                name: name.clone(),
+                version,
+                validated: validated.clone(),
+            })
+        };
+        // A few rounds at most: a claim that loses a race reads what won it.
+        for _ in 0..3 {
             match self.store.put_if_absent(&name, &data).await {
-                Ok(Claimed::Yes) => {
-                    return Lookup::Run(Claim {
-                        store: self.store.clone(),
-                        name,
-                    });
-                }
+                Ok(Claimed::Yes(version)) => return won(version),
                 Ok(Claimed::AlreadyTaken) => {}
                 Err(err) => return Lookup::Unavailable(err),
+            }
+            let found = match self.store.read(&name).await {
+                Ok(Some(found)) => found,
+                // Gone since the claim found it (given back, expired by a lifecycle
+                // rule): claim again.
+                Ok(None) => continue,
+                Err(err) => return Lookup::Unavailable(err),
+            };
+            let now = now_ms();
+            match serde_json::from_slice::<Record>(&found.data) {
+                Ok(Record::Done {
+                    stored_at_ms,
+                    answer,
+                    validated: theirs,
+                }) if now.saturating_sub(stored_at_ms) < millis(self.ttl) => {
+                    if let Some(differ) = mismatch(&validated, &theirs) {
+                        return Lookup::Mismatch(differ);
+                    }
+                    return Lookup::Stored(match answer {
+                        StoredAnswer::Success { output } => Answer::Success { output },
+                        StoredAnswer::Failure { error, cause } => Answer::Failure { error, cause },
+                    });
+                }
+                Ok(Record::Running {
+                    expires_at_ms,
+                    validated: theirs,
+                    ..
+                }) if now < expires_at_ms => {
+                    if let Some(differ) = mismatch(&validated, &theirs) {
+                        return Lookup::Mismatch(differ);
+                    }
+                    return Lookup::Duplicate;
+                }
+                // Expired, given back, or not ours to read: taken over only if it is
+                // still the record read, so that of two attempts that read it one runs.
+                _ => match self.store.put_if_match(&name, &data, &found.version).await {
+                    Ok(Claimed::Yes(version)) => return won(version),
+                    Ok(Claimed::AlreadyTaken) => {}
+                    Err(err) => return Lookup::Unavailable(err),
+                },
             }
         }
         Lookup::Duplicate
     }
 }
 
+/// The pointers (comma-separated) at which `ours` and `theirs` hold different values;
+/// `None` when they agree wherever both checked (a record made before a pointer was
+/// added to `validate` has nothing to compare there).
+fn mismatch(ours: &[Validated], theirs: &[Validated]) -> Option<String> {
+    let differ: Vec<&str> = ours
+        .iter()
+        .filter(|mine| {
+            theirs
+                .iter()
+                .any(|their| their.pointer == mine.pointer && their.sha256 != mine.sha256)
+        })
+        .map(|mine| mine.pointer.as_str())
+        .collect();
+    (!differ.is_empty()).then(|| differ.join(", "))
+}
+
+/// What [`Claim::settle`] came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// The answer is stored, or the key given back.
+    Done,
+    /// The claim had expired and another attempt had taken the key over: its record was
+    /// left alone.
+    TakenOver,
+}
+
 impl Claim {
     /// Stores `answer` (the one Step Functions accepted from the guest) for later
     /// attempts with the key, or with `None` (a host failure, or no answer taken) gives
-    /// the key back.
+    /// the key back. Either changes the record only if it is still this attempt's claim.
     ///
     /// # Errors
     /// [`StoreError`] when the store refused; the claim then expires by itself.
-    pub async fn settle(self, answer: Option<&Answer>) -> Result<(), StoreError> {
-        let Some(answer) = answer else {
-            return self.store.delete(&self.name).await;
-        };
-        let answer = match answer {
-            Answer::Success { output } => StoredAnswer::Success {
-                output: output.clone(),
+    pub async fn settle(self, answer: Option<&Answer>) -> Result<Settled, StoreError> {
+        let record = match answer {
+            // Given back: an expired claim, which the next attempt takes over.
+            None => Record::Running {
+                expires_at_ms: 0,
+                claim: claim_id(),
+                validated: Vec::new(),
             },
-            Answer::Failure { error, cause } => StoredAnswer::Failure {
-                error: error.clone(),
-                cause: cause.clone(),
+            Some(answer) => Record::Done {
+                stored_at_ms: now_ms(),
+                answer: match answer {
+                    Answer::Success { output } => StoredAnswer::Success {
+                        output: output.clone(),
+                    },
+                    Answer::Failure { error, cause } => StoredAnswer::Failure {
+                        error: error.clone(),
+                        cause: cause.clone(),
+                    },
+                },
+                validated: self.validated.clone(),
             },
-        };
-        let record = Record::Done {
-            stored_at_ms: now_ms(),
-            answer,
         };
         let data = serde_json::to_vec(&record).unwrap_or_default();
-        self.store.put(&self.name, &data).await
+        match self.store.put_if_match(&self.name, &data, &self.version).await? {
+            Claimed::Yes(_) => Ok(Settled::Done),
+            Claimed::AlreadyTaken => Ok(Settled::TakenOver),
+        }
+    }
+
+    /// The stored name of the key (a digest), for an outbox entry to settle it later.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::FolderStore;
+    use crate::store::{FolderStore, Versioned};
+    use async_trait::async_trait;
+
+    /// A folder store with S3's rules for credentials without `s3:ListBucket` (a read of
+    /// a missing name is refused, 403 `AccessDenied`) that also pauses inside every call,
+    /// so that concurrent attempts interleave at their worst.
+    struct LeastPrivilege(FolderStore);
+
+    fn denied() -> StoreError {
+        StoreError {
+            code: "AccessDenied".into(),
+            message: "Access Denied".into(),
+        }
+    }
+
+    async fn pause() {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+
+    #[async_trait]
+    impl Store for LeastPrivilege {
+        async fn read(&self, name: &str) -> Result<Option<Versioned>, StoreError> {
+            pause().await;
+            let found = self.0.read(name).await?;
+            pause().await;
+            found.map(Some).ok_or_else(denied)
+        }
+        async fn put(&self, name: &str, data: &[u8]) -> Result<(), StoreError> {
+            pause().await;
+            self.0.put(name, data).await
+        }
+        async fn put_if_absent(&self, name: &str, data: &[u8]) -> Result<Claimed, StoreError> {
+            pause().await;
+            self.0.put_if_absent(name, data).await
+        }
+        async fn put_if_match(
+            &self,
+            name: &str,
+            data: &[u8],
+            version: &Version,
+        ) -> Result<Claimed, StoreError> {
+            pause().await;
+            self.0.put_if_match(name, data, version).await
+        }
+        async fn delete(&self, _name: &str) -> Result<(), StoreError> {
+            // Least privilege leaves s3:DeleteObject out too.
+            Err(denied())
+        }
+    }
+
+    fn least_privilege(dir: &std::path::Path, claim_for: Duration) -> Arc<ActivityIdempotency> {
+        let store: Arc<dyn Store> = Arc::new(LeastPrivilege(FolderStore::open(dir).unwrap()));
+        Arc::new(ActivityIdempotency::new(
+            store,
+            "/orderId".into(),
+            Duration::from_secs(60),
+            claim_for,
+        ))
+    }
+
+    /// How many of `n` concurrent attempts with one key get to run.
+    async fn runs_of(keys: &Arc<ActivityIdempotency>, input: &str, n: usize) -> Vec<Claim> {
+        let attempts: Vec<_> = (0..n)
+            .map(|_| {
+                let (keys, input) = (keys.clone(), input.to_owned());
+                tokio::spawn(async move { keys.look_up("arn:a", &input).await })
+            })
+            .collect();
+        let mut runs = Vec::new();
+        for attempt in attempts {
+            match attempt.await.unwrap() {
+                Lookup::Run(claim) => runs.push(claim),
+                Lookup::Duplicate => {}
+                other => panic!("an attempt got {other:?}"),
+            }
+        }
+        runs
+    }
+
+    /// Under S3's rules without `s3:ListBucket`, 20 concurrent attempts of one key run the
+    /// guest once; once that claim has expired (its host died), 20 more run it once again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn twenty_concurrent_attempts_run_once_without_list_bucket_and_after_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = r#"{"orderId":"o-1"}"#;
+        let keys = least_privilege(dir.path(), Duration::from_secs(60));
+        let mut runs = runs_of(&keys, input, 20).await;
+        assert_eq!(runs.len(), 1, "one of 20 fresh attempts runs");
+        drop(runs.pop());
+        // The record expires: a claim whose host died (claims of no duration), an
+        // answer given back, an answer past its TTL. Each time, one of 20 takes it over.
+        let dead = least_privilege(dir.path(), Duration::ZERO);
+        let other = r#"{"orderId":"o-2"}"#;
+        let Lookup::Run(died) = dead.look_up("arn:a", other).await else {
+            panic!("runs");
+        };
+        drop(died);
+        assert_eq!(runs_of(&keys, other, 20).await.len(), 1, "a dead claim");
+        let given_back = r#"{"orderId":"o-3"}"#;
+        let Lookup::Run(claim) = keys.look_up("arn:a", given_back).await else {
+            panic!("runs");
+        };
+        assert_eq!(claim.settle(None).await.unwrap(), Settled::Done);
+        assert_eq!(runs_of(&keys, given_back, 20).await.len(), 1, "given back");
+        let old = r#"{"orderId":"o-4"}"#;
+        let short = Arc::new(ActivityIdempotency::new(
+            Arc::new(LeastPrivilege(FolderStore::open(dir.path()).unwrap())),
+            "/orderId".into(),
+            Duration::ZERO,
+            Duration::from_secs(60),
+        ));
+        let Lookup::Run(claim) = short.look_up("arn:a", old).await else {
+            panic!("runs");
+        };
+        claim
+            .settle(Some(&Answer::failure("E", "c")))
+            .await
+            .unwrap();
+        assert_eq!(runs_of(&short, old, 20).await.len(), 1, "an answer past its TTL");
+        // Live claims: one run, the others are duplicates; then its answer is stored.
+        let mut runs = runs_of(&keys, input, 20).await;
+        assert!(runs.is_empty(), "the first claim still holds the key");
+        let dir = tempfile::tempdir().unwrap();
+        let keys = least_privilege(dir.path(), Duration::from_secs(60));
+        runs = runs_of(&keys, input, 20).await;
+        assert_eq!(runs.len(), 1);
+        let answer = Answer::Success {
+            output: "{}".into(),
+        };
+        assert_eq!(
+            runs.pop().unwrap().settle(Some(&answer)).await.unwrap(),
+            Settled::Done
+        );
+        assert!(matches!(keys.look_up("arn:a", input).await, Lookup::Stored(a) if a == answer));
+    }
+
+    /// An attempt whose claim expired and was taken over changes nothing when it settles:
+    /// the key stays with the attempt that holds it now.
+    #[tokio::test]
+    async fn settling_a_claim_taken_over_leaves_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = least_privilege(dir.path(), Duration::ZERO);
+        let input = r#"{"orderId":"o-1"}"#;
+        let Lookup::Run(first) = keys.look_up("arn:a", input).await else {
+            panic!("runs");
+        };
+        let Lookup::Run(second) = keys.look_up("arn:a", input).await else {
+            panic!("the expired claim is taken over");
+        };
+        let late = Answer::failure("Late", "from the first attempt");
+        assert_eq!(first.settle(Some(&late)).await.unwrap(), Settled::TakenOver);
+        let mine = Answer::Success {
+            output: r#"{"n":2}"#.into(),
+        };
+        assert_eq!(second.settle(Some(&mine)).await.unwrap(), Settled::Done);
+        assert!(matches!(keys.look_up("arn:a", input).await, Lookup::Stored(a) if a == mine));
+    }
+
+    #[tokio::test]
+    async fn keys_are_json_values_type_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = idempotency(dir.path(), Duration::from_secs(60), Duration::from_secs(60));
+        let Lookup::Run(_number) = keys.look_up("arn:a", r#"{"orderId":1}"#).await else {
+            panic!("runs");
+        };
+        assert!(
+            matches!(keys.look_up("arn:a", r#"{"orderId":"1"}"#).await, Lookup::Run(_)),
+            "the string \"1\" is another key than the number 1"
+        );
+        // Members in another order are the same value.
+        let Lookup::Run(_object) = keys.look_up("arn:a", r#"{"orderId":{"a":1,"b":2}}"#).await
+        else {
+            panic!("runs");
+        };
+        assert!(matches!(
+            keys.look_up("arn:a", r#"{"orderId":{"b":2,"a":1}}"#).await,
+            Lookup::Duplicate
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_stored_answer_is_only_for_an_input_that_matches_where_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = idempotency(dir.path(), Duration::from_secs(60), Duration::from_secs(60))
+            .validating(vec!["/amount".into(), "/currency".into()]);
+        let input = r#"{"orderId":"o-1","amount":10,"currency":"EUR","note":"a"}"#;
+        let Lookup::Run(claim) = keys.look_up("arn:a", input).await else {
+            panic!("runs");
+        };
+        // While it runs, another input under the key is refused, not a duplicate.
+        let other = r#"{"orderId":"o-1","amount":11,"currency":"EUR"}"#;
+        assert!(matches!(keys.look_up("arn:a", other).await, Lookup::Mismatch(p) if p == "/amount"));
+        let answer = Answer::Success {
+            output: "{}".into(),
+        };
+        claim.settle(Some(&answer)).await.unwrap();
+        // What is not validated may differ.
+        let same = r#"{"orderId":"o-1","currency":"EUR","amount":10,"note":"b"}"#;
+        assert!(matches!(keys.look_up("arn:a", same).await, Lookup::Stored(a) if a == answer));
+        let both = r#"{"orderId":"o-1","amount":"10"}"#;
+        assert!(matches!(
+            keys.look_up("arn:a", both).await,
+            Lookup::Mismatch(p) if p == "/amount, /currency"
+        ));
+    }
 
     fn idempotency(
         dir: &std::path::Path,
@@ -228,7 +607,7 @@ mod tests {
         let Lookup::Run(claim) = keys.look_up("arn:a", input).await else {
             panic!("runs");
         };
-        claim.settle(None).await.unwrap();
+        assert_eq!(claim.settle(None).await.unwrap(), Settled::Done);
         // Given back: the next attempt runs. Its claim expires at once (claim_for = 0),
         // as one whose host died does, so the one after runs too.
         let Lookup::Run(claim) = keys.look_up("arn:a", input).await else {

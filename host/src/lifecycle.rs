@@ -19,7 +19,7 @@ use crate::events::{
     Emitter, TaskDone, TaskEmitter, TaskEvent, TaskOutcome, TaskRef, WorkerEmitter,
 };
 use crate::grants::GrantsSlot;
-use crate::idempotency::{ActivityIdempotency, Claim, Lookup};
+use crate::idempotency::{ActivityIdempotency, Claim, Lookup, Settled};
 use crate::ids::task_id;
 use crate::outbox::Outbox;
 use crate::outcome::{Answer, Answerer, HostFailure};
@@ -123,14 +123,16 @@ impl ActivityShared {
     }
 
     /// Ends a task no guest ran (its answer given to `delivery`): waits for the answer
-    /// to settle and emits `task:done`.
+    /// to settle, through the same conclusion as a guest's (a stored answer Step
+    /// Functions refuses is followed by `SfnWasmHost.AnswerRefused`, then the bare
+    /// failure), and emits `task:done`.
     async fn done_without_running(
         emitter: &TaskEmitter,
         delivery: &Delivery,
         received: Instant,
         deduplicated: bool,
     ) {
-        delivery.settled().await;
+        delivery.conclude().await;
         let (outcome, error) = outcome(&delivery.state(), delivery.answered_by());
         let mut done = TaskDone::not_run(outcome, error, received.elapsed());
         done.deduplicated = deduplicated;
@@ -164,13 +166,19 @@ impl ActivityShared {
                 Self::done_without_running(emitter, delivery, received, false).await;
                 Err(())
             }
+            Lookup::Mismatch(pointers) => {
+                delivery.decline(&HostFailure::IdempotencyMismatch(pointers));
+                Self::done_without_running(emitter, delivery, received, false).await;
+                Err(())
+            }
             Lookup::Unavailable(err) => {
                 tracing::warn!(
                     event = "idempotency:unavailable",
                     activity = &*self.arn,
                     task_id,
                     code = %err.code,
-                    "idempotency:unavailable: {err}; the task runs without its key"
+                    "idempotency:unavailable: {err}; the task runs without its key{}",
+                    permission_hint(&err)
                 );
                 Ok(None)
             }
@@ -200,19 +208,19 @@ impl ActivityShared {
             )
         });
         let control = TaskControl::child_of(&self.tasks);
+        let delivery = self.delivery(token, &emitter, control.clone());
+        // Whatever happens below, even a panic, the task gets an answer.
+        let unanswered = Unanswered(delivery.clone());
         let progress = self
             .progress
             .as_ref()
             .and_then(|progress| progress.for_task(&self.arn, &task_id, &input));
-        let delivery = self.delivery(token, &emitter, control.clone());
         let Ok(claim) = self
             .claim_key(&emitter, &task_id, &input, &delivery, received)
             .await
         else {
             return;
         };
-        // Whatever happens below, even a panic, the task gets an answer.
-        let unanswered = Unanswered(delivery.clone());
         let request = TaskRequest {
             input,
             activity_arn: self.arn.clone(),
@@ -262,7 +270,9 @@ impl ActivityShared {
         let state = delivery.state();
         let answered_by = delivery.answered_by();
         let (outcome, error) = outcome(&state, answered_by);
-        self.versions.report(&chosen, outcome);
+        if judges_the_handler(outcome, answered_by) {
+            self.versions.report(&chosen, outcome);
+        }
         // What Step Functions took from the guest is kept for the key's later attempts;
         // a host failure (which a retry may not repeat) or no answer gives the key back.
         if let Some(claim) = claim {
@@ -270,14 +280,22 @@ impl ActivityShared {
                 (AnswerState::Delivered { answer, .. }, Some(Answerer::Guest)) => Some(answer),
                 _ => None,
             };
-            if let Err(err) = claim.settle(kept).await {
-                tracing::warn!(
+            match claim.settle(kept).await {
+                Ok(Settled::Done) => {}
+                Ok(Settled::TakenOver) => tracing::warn!(
+                    event = "idempotency:taken_over",
+                    activity = &*self.arn,
+                    task_id = &*task_id,
+                    "idempotency:taken_over: the task's claim expired before its answer settled and another attempt took the key; the answer was not stored (raise the task's timeout or answer_retry_seconds if this recurs)"
+                ),
+                Err(err) => tracing::warn!(
                     event = "idempotency:unavailable",
                     activity = &*self.arn,
                     task_id = &*task_id,
                     code = %err.code,
-                    "idempotency:unavailable: {err}; the answer was not stored (its claim expires by itself)"
-                );
+                    "idempotency:unavailable: {err}; the answer was not stored (its claim expires by itself){}",
+                    permission_hint(&err)
+                ),
             }
         }
         // The work is done: its checkpoint goes, beside the task (a checkpoint left by a
@@ -348,6 +366,29 @@ fn outcome(state: &AnswerState, by: Option<Answerer>) -> (TaskOutcome, &'static 
             AnswerState::Undelivered { .. } | AnswerState::Pending | AnswerState::Delivering(_),
             _,
         ) => (TaskOutcome::Undelivered, "undelivered"),
+    }
+}
+
+/// Whether what a task came to says something about its handler version, for a canary's
+/// verdict: a failure the host answered counts only when the handler caused it (not a
+/// shutdown, a full pool, a refused answer, a duplicate or a bad input).
+fn judges_the_handler(outcome: TaskOutcome, by: Option<Answerer>) -> bool {
+    match (outcome, by) {
+        (TaskOutcome::HostFailure, Some(Answerer::Host(name))) => {
+            HostFailure::is_handler_caused(name)
+        }
+        (TaskOutcome::HostFailure, _) => false,
+        _ => true,
+    }
+}
+
+/// What to add to a store error a user reads: S3's `AccessDenied` names a permission the
+/// host's credentials lack (the README's policy for the store says which).
+fn permission_hint(err: &crate::store::StoreError) -> &'static str {
+    if err.code == "AccessDenied" || err.code == "Forbidden" {
+        " (the host's credentials need s3:GetObject and s3:PutObject on the store's prefix: see the README's `idempotency-store` policy; `check --remote` probes it)"
+    } else {
+        ""
     }
 }
 

@@ -93,6 +93,9 @@ pub enum HostFailure {
     /// Another attempt with the task's idempotency key is running now; retriable (a
     /// `Retry` picks up its stored answer once it is done).
     Duplicate,
+    /// The task's idempotency key holds an answer (or a running attempt) for an input
+    /// that differs from this one at a `validate` pointer (named here); not retriable.
+    IdempotencyMismatch(String),
 }
 
 impl HostFailure {
@@ -120,6 +123,7 @@ impl HostFailure {
             HostFailure::Internal(_) => "SfnWasmHost.Internal",
             HostFailure::AnswerRefused(_) => "SfnWasmHost.AnswerRefused",
             HostFailure::Duplicate => "SfnWasmHost.Duplicate",
+            HostFailure::IdempotencyMismatch(_) => "SfnWasmHost.IdempotencyMismatch",
         }
     }
 
@@ -141,7 +145,27 @@ impl HostFailure {
             }
             HostFailure::Shutdown => "the host shut down before the handler finished".to_owned(),
             HostFailure::Duplicate => "another attempt with this task's idempotency key is running; retry to get its answer".to_owned(),
+            HostFailure::IdempotencyMismatch(pointers) => format!(
+                "this task's idempotency key was used for an input that differs at {pointers}; use another key for other work"
+            ),
         }
+    }
+
+    /// The names of the failures the handler caused (its error, no answer, a trap, its
+    /// memory, its deadline), as opposed to the host, the input, Step Functions or
+    /// another attempt: only these count against a handler version.
+    pub const HANDLER_CAUSED: [&'static str; 5] = [
+        "SfnWasmHost.HandlerError",
+        "SfnWasmHost.NoResponse",
+        "SfnWasmHost.Trap",
+        "SfnWasmHost.OutOfMemory",
+        "SfnWasmHost.Timeout",
+    ];
+
+    /// Whether the failure named `name` (one of [`HostFailure::name`]) is one the handler
+    /// caused ([`HostFailure::HANDLER_CAUSED`]).
+    pub fn is_handler_caused(name: &str) -> bool {
+        Self::HANDLER_CAUSED.contains(&name)
     }
 
     /// The failure answer the host sends for this.
@@ -244,6 +268,31 @@ mod tests {
     }
 
     #[test]
+    fn only_what_the_handler_did_is_its_fault() {
+        let caused: Vec<bool> = [
+            HostFailure::HandlerError(String::new()),
+            HostFailure::NoResponse,
+            HostFailure::Trap(String::new()),
+            HostFailure::OutOfMemory(String::new()),
+            HostFailure::Timeout(String::new()),
+            HostFailure::Shutdown,
+            HostFailure::InvalidInput(String::new()),
+            HostFailure::Capacity(String::new()),
+            HostFailure::Internal(String::new()),
+            HostFailure::AnswerRefused(String::new()),
+            HostFailure::Duplicate,
+            HostFailure::IdempotencyMismatch(String::new()),
+        ]
+        .iter()
+        .map(|failure| HostFailure::is_handler_caused(failure.name()))
+        .collect();
+        assert_eq!(
+            caused,
+            [true, true, true, true, true, false, false, false, false, false, false, false]
+        );
+    }
+
+    #[test]
     fn host_failures_have_the_fixed_names() {
         let names: Vec<_> = [
             HostFailure::HandlerError(String::new()),
@@ -257,6 +306,7 @@ mod tests {
             HostFailure::Internal(String::new()),
             HostFailure::AnswerRefused(String::new()),
             HostFailure::Duplicate,
+            HostFailure::IdempotencyMismatch(String::new()),
         ]
         .iter()
         .map(HostFailure::name)
@@ -275,6 +325,7 @@ mod tests {
                 "SfnWasmHost.Internal",
                 "SfnWasmHost.AnswerRefused",
                 "SfnWasmHost.Duplicate",
+                "SfnWasmHost.IdempotencyMismatch",
             ]
         );
         for name in HostFailure::RETRIABLE {

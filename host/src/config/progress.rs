@@ -69,6 +69,8 @@ pub(super) struct RawIdempotency {
     store: String,
     #[serde(default = "default_ttl")]
     ttl_seconds: f64,
+    #[serde(default)]
+    validate: Vec<String>,
 }
 
 fn default_ttl() -> f64 {
@@ -85,6 +87,9 @@ pub struct IdempotencyConfig {
     pub store: StoreLocation,
     /// `ttl_seconds`: how long a stored answer is sent again (default a day).
     pub ttl: std::time::Duration,
+    /// `validate`: JSON pointers to the parts of the input that must match the input the
+    /// answer was stored for (default none: the key alone decides).
+    pub validate: Vec<String>,
 }
 
 impl IdempotencyConfig {
@@ -93,10 +98,15 @@ impl IdempotencyConfig {
         let store = keyed_store("idempotency", &raw.key, &raw.store, base)?;
         let ttl = super::checks::seconds_within(raw.ttl_seconds, 1.0, 31_536_000.0)
             .map_err(at("idempotency.ttl_seconds"))?;
+        for (index, pointer) in raw.validate.iter().enumerate() {
+            check_pointer(pointer)
+                .map_err(|message| (format!("idempotency.validate[{index}]"), message))?;
+        }
         Ok(Self {
             key: raw.key.clone(),
             store,
             ttl,
+            validate: raw.validate.clone(),
         })
     }
 }

@@ -16,7 +16,8 @@ use async_trait::async_trait;
 use ring::hmac;
 use ring::rand::SecureRandom as _;
 
-use super::{Claimed, Store, StoreError};
+use super::{Claimed, Store, StoreError, Version, Versioned};
+use crate::ids::sha256_hex;
 
 /// Objects as files in one folder.
 pub struct FolderStore {
@@ -55,6 +56,16 @@ impl FolderStore {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// A temporary file for one write of `name`: `.NAME.PID.N.tmp`, never shared by two
+    /// writes (and removed by [`remove_stale_temporaries`] if a crash leaves it).
+    fn temporary(&self, name: &str) -> PathBuf {
+        self.dir.join(format!(
+            ".{name}.{}.{}.tmp",
+            std::process::id(),
+            self.writes.fetch_add(1, Ordering::Relaxed)
+        ))
     }
 
     /// The file a host folder keeps its MAC key in (see [`FolderStore::host_key`]).
@@ -157,6 +168,14 @@ impl FolderStore {
                 .fold(0u8, |differ, (a, b)| differ | (a ^ b))
                 == 0
     }
+}
+
+/// The file whose lock makes [`Store::put_if_match`] a compare-and-swap in a folder.
+const LOCK_FILE: &str = ".lock";
+
+/// A folder object's version: the SHA-256 of its bytes.
+fn version_of(data: &[u8]) -> Version {
+    Version(sha256_hex(data))
 }
 
 /// The size of a host folder's key.
@@ -307,11 +326,7 @@ impl Store for FolderStore {
 
     async fn put(&self, name: &str, data: &[u8]) -> Result<(), StoreError> {
         let (dir, path, data) = (self.dir.clone(), self.path(name), data.to_vec());
-        let temporary = dir.join(format!(
-            ".{name}.{}.{}.tmp",
-            std::process::id(),
-            self.writes.fetch_add(1, Ordering::Relaxed)
-        ));
+        let temporary = self.temporary(name);
         tokio::task::spawn_blocking(move || {
             let written = create(&temporary, false)
                 .and_then(|mut file| write_durably(&mut file, &data))
@@ -326,25 +341,76 @@ impl Store for FolderStore {
         .map_err(joined)?
     }
 
+    async fn read(&self, name: &str) -> Result<Option<Versioned>, StoreError> {
+        Ok(self.get(name).await?.map(|data| Versioned {
+            version: version_of(&data),
+            data,
+        }))
+    }
+
     async fn put_if_absent(&self, name: &str, data: &[u8]) -> Result<Claimed, StoreError> {
         let (dir, path, data) = (self.dir.clone(), self.path(name), data.to_vec());
+        let temporary = self.temporary(name);
         tokio::task::spawn_blocking(move || {
-            let mut file = match create(&path, true) {
-                Ok(file) => file,
+            // Written whole first, then linked to the name (which fails if it exists):
+            // nobody ever reads a claim half written.
+            let linked = create(&temporary, true)
+                .and_then(|mut file| write_durably(&mut file, &data))
+                .and_then(|()| std::fs::hard_link(&temporary, &path));
+            let _ = std::fs::remove_file(&temporary);
+            match linked.and_then(|()| sync_dir(&dir)) {
+                Ok(()) => Ok(Claimed::Yes(version_of(&data))),
                 Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Ok(Claimed::AlreadyTaken)
+                }
+                Err(err) => Err(StoreError::io(&err)),
+            }
+        })
+        .await
+        .map_err(joined)?
+    }
+
+    async fn put_if_match(
+        &self,
+        name: &str,
+        data: &[u8],
+        version: &Version,
+    ) -> Result<Claimed, StoreError> {
+        let (dir, path, data) = (self.dir.clone(), self.path(name), data.to_vec());
+        let temporary = self.temporary(name);
+        let version = version.clone();
+        tokio::task::spawn_blocking(move || {
+            // Compare and replace under the folder's lock, which every process of the
+            // host's user that opens the folder takes for it: of two that read one
+            // version, the second finds the first's.
+            let lock = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(dir.join(LOCK_FILE))
+                .map_err(|err| StoreError::io(&err))?;
+            lock.lock().map_err(|err| StoreError::io(&err))?;
+            let current = match std::fs::read(&path) {
+                Ok(current) => current,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                     return Ok(Claimed::AlreadyTaken);
                 }
                 Err(err) => return Err(StoreError::io(&err)),
             };
-            // The name is ours from here: a half-written claim would read as garbage,
-            // so a failed write gives the name back.
-            match write_durably(&mut file, &data).and_then(|()| sync_dir(&dir)) {
-                Ok(()) => Ok(Claimed::Yes),
-                Err(err) => {
-                    let _ = std::fs::remove_file(&path);
-                    Err(StoreError::io(&err))
-                }
+            if version_of(&current) != version {
+                return Ok(Claimed::AlreadyTaken);
             }
+            let written = create(&temporary, true)
+                .and_then(|mut file| write_durably(&mut file, &data))
+                .and_then(|()| std::fs::rename(&temporary, &path))
+                .and_then(|()| sync_dir(&dir));
+            if written.is_err() {
+                let _ = std::fs::remove_file(&temporary);
+            }
+            written
+                .map(|()| Claimed::Yes(version_of(&data)))
+                .map_err(|err| StoreError::io(&err))
         })
         .await
         .map_err(joined)?
@@ -372,6 +438,7 @@ fn joined(err: tokio::task::JoinError) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[tokio::test]
     async fn objects_are_private_files_written_whole() {
@@ -385,8 +452,11 @@ mod tests {
             store.put_if_absent("a", b"x").await.unwrap(),
             Claimed::AlreadyTaken
         );
-        assert_eq!(store.put_if_absent("b", b"x").await.unwrap(), Claimed::Yes);
-        assert_eq!(store.get("b").await.unwrap().as_deref(), Some(&b"x"[..]));
+        let Claimed::Yes(version) = store.put_if_absent("b", b"x").await.unwrap() else {
+            panic!("b was free");
+        };
+        let read = store.read("b").await.unwrap().unwrap();
+        assert_eq!((read.data.as_slice(), &read.version), (&b"x"[..], &version));
         store.delete("a").await.unwrap();
         store.delete("a").await.unwrap();
         assert_eq!(store.get("a").await.unwrap(), None);
@@ -403,6 +473,42 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("b")]);
+    }
+
+    /// Of writers that read one version, one replaces it; the others find it changed.
+    #[tokio::test]
+    async fn a_conditional_replace_is_won_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FolderStore::open(dir.path()).unwrap());
+        let Claimed::Yes(first) = store.put_if_absent("k", b"old").await.unwrap() else {
+            panic!("k was free");
+        };
+        let writers: Vec<_> = (0..16)
+            .map(|n| {
+                let (store, first) = (store.clone(), first.clone());
+                tokio::spawn(async move {
+                    store
+                        .put_if_match("k", format!("new {n}").as_bytes(), &first)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for writer in writers {
+            if let Claimed::Yes(version) = writer.await.unwrap() {
+                won.push(version);
+            }
+        }
+        assert_eq!(won.len(), 1, "exactly one writer replaces the version it read");
+        let now = store.read("k").await.unwrap().unwrap();
+        assert_eq!(now.version, won[0]);
+        assert_ne!(now.version, first);
+        // A missing name matches no version.
+        assert_eq!(
+            store.put_if_match("gone", b"x", &first).await.unwrap(),
+            Claimed::AlreadyTaken
+        );
     }
 
     #[test]

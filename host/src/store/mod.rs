@@ -89,12 +89,27 @@ impl StoreError {
     }
 }
 
+/// Which write of an object a reader saw: its ETag in S3, a SHA-256 of its bytes in a
+/// folder. A conditional write ([`Store::put_if_match`]) names the version it replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(pub String);
+
+/// An object as read, with the version a conditional write may replace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The object's bytes.
+    pub data: Vec<u8>,
+    /// Which write of it this is.
+    pub version: Version,
+}
+
 /// Whether a conditional write took the name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claimed {
-    /// The name was free and now holds the data.
-    Yes,
-    /// Something already held the name; nothing was written.
+    /// The name now holds the data, as this version.
+    Yes(Version),
+    /// The condition did not hold (the name was taken, or held another version, or
+    /// nothing); nothing was written.
     AlreadyTaken,
 }
 
@@ -105,7 +120,9 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError`] when the store cannot be read.
-    async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.read(name).await?.map(|object| object.data))
+    }
 
     /// Writes `data` as `name`, replacing what was there; once it returns, the write is
     /// durable (fsync'd, or acknowledged by S3).
@@ -114,12 +131,34 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError`] when it could not be written; what was there stays.
     async fn put(&self, name: &str, data: &[u8]) -> Result<(), StoreError>;
 
-    /// Writes `data` as `name` only if nothing holds the name (S3 `If-None-Match: *`, a
-    /// file opened with `O_EXCL`).
+    /// The object named `name` with its version, or `None` when there is none. (S3
+    /// answers a read of a missing key with 403 `AccessDenied` to credentials without
+    /// `s3:ListBucket`: callers that must work without it read only what a conditional
+    /// write found there.)
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    async fn read(&self, name: &str) -> Result<Option<Versioned>, StoreError>;
+
+    /// Writes `data` as `name` only if nothing holds the name (S3 `If-None-Match: *`; in
+    /// a folder, a complete file linked to the name, which fails if it exists).
     ///
     /// # Errors
     /// [`StoreError`] when the store cannot be written.
     async fn put_if_absent(&self, name: &str, data: &[u8]) -> Result<Claimed, StoreError>;
+
+    /// Replaces `name` with `data` only if it still holds `version` (S3 `If-Match`; in a
+    /// folder, compared and renamed under the folder's lock): of two writers that read
+    /// the same version, one wins.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be written.
+    async fn put_if_match(
+        &self,
+        name: &str,
+        data: &[u8],
+        version: &Version,
+    ) -> Result<Claimed, StoreError>;
 
     /// Removes `name`; removing what is not there is not an error.
     ///

@@ -1,12 +1,13 @@
 //! A store under an S3 prefix, shared by every host that names it: `GetObject`,
-//! `PutObject` (with `If-None-Match: *` for a claim), `DeleteObject`.
+//! `PutObject` (with `If-None-Match: *` for a claim, `If-Match` for a takeover),
+//! `DeleteObject`.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 
-use super::{Claimed, Store, StoreError};
+use super::{Claimed, Store, StoreError, Version, Versioned};
 use crate::aws::{AwsConfig, error_code};
 
 /// Objects under `s3://BUCKET/PREFIX/`.
@@ -58,7 +59,7 @@ where
 
 #[async_trait]
 impl Store for S3Store {
-    async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn read(&self, name: &str) -> Result<Option<Versioned>, StoreError> {
         let got = self
             .client()
             .await
@@ -74,11 +75,15 @@ impl Store for S3Store {
             }
             Err(err) => return Err(failed(&err)),
         };
+        let version = etag(object.e_tag())?;
         let body = object.body.collect().await.map_err(|err| StoreError {
             code: "ReadFailed".into(),
             message: format!("the object's body could not be read: {err}"),
         })?;
-        Ok(Some(body.into_bytes().to_vec()))
+        Ok(Some(Versioned {
+            data: body.into_bytes().to_vec(),
+            version,
+        }))
     }
 
     async fn put(&self, name: &str, data: &[u8]) -> Result<(), StoreError> {
@@ -105,24 +110,26 @@ impl Store for S3Store {
             .body(ByteStream::from(data.to_vec()))
             .send()
             .await;
-        match put {
-            Ok(_) => Ok(Claimed::Yes),
-            Err(err) => {
-                let error = failed(&err);
-                // By code first: `PreconditionFailed` (412) when the object exists,
-                // `ConditionalRequestConflict` (409) while another claim of it is in flight.
-                let status = err.raw_response().map(|r| r.status().as_u16());
-                match (error.code.as_str(), status) {
-                    ("PreconditionFailed" | "ConditionalRequestConflict", _) => {
-                        Ok(Claimed::AlreadyTaken)
-                    }
-                    (_, Some(412 | 409)) if error.code == "NoErrorCode" => {
-                        Ok(Claimed::AlreadyTaken)
-                    }
-                    _ => Err(error),
-                }
-            }
-        }
+        conditional(put.map(|written| written.e_tag))
+    }
+
+    async fn put_if_match(
+        &self,
+        name: &str,
+        data: &[u8],
+        version: &Version,
+    ) -> Result<Claimed, StoreError> {
+        let put = self
+            .client()
+            .await
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(name))
+            .if_match(&version.0)
+            .body(ByteStream::from(data.to_vec()))
+            .send()
+            .await;
+        conditional(put.map(|written| written.e_tag))
     }
 
     async fn delete(&self, name: &str) -> Result<(), StoreError> {
@@ -135,5 +142,53 @@ impl Store for S3Store {
             .await
             .map(drop)
             .map_err(|err| failed(&err))
+    }
+}
+
+/// The version of an object S3 returned: its ETag, which every `GetObject` and
+/// `PutObject` answer carries.
+fn etag(tag: Option<&str>) -> Result<Version, StoreError> {
+    tag.filter(|tag| !tag.is_empty())
+        .map(|tag| Version(tag.to_owned()))
+        .ok_or_else(|| StoreError {
+            code: "NoETag".into(),
+            message: "S3 answered without an ETag: conditional writes need one".into(),
+        })
+}
+
+/// What a conditional `PutObject` came to: written (with its new ETag), or not because
+/// its condition failed. By code first: `PreconditionFailed` (412) when the object
+/// exists (`If-None-Match`) or holds another version (`If-Match`), `NoSuchKey` (404)
+/// when an `If-Match` finds nothing, `ConditionalRequestConflict` (409) while another
+/// conditional write of it is in flight.
+fn conditional<E, R>(
+    put: Result<Option<String>, aws_smithy_runtime_api::client::result::SdkError<E, R>>,
+) -> Result<Claimed, StoreError>
+where
+    E: aws_sdk_sfn::error::ProvideErrorMetadata,
+    R: HttpStatus,
+{
+    match put {
+        Ok(tag) => Ok(Claimed::Yes(etag(tag.as_deref())?)),
+        Err(err) => {
+            let error = failed(&err);
+            let status = err.raw_response().map(HttpStatus::status_code);
+            match (error.code.as_str(), status) {
+                ("PreconditionFailed" | "ConditionalRequestConflict" | "NoSuchKey", _)
+                | ("NoErrorCode", Some(412 | 409 | 404)) => Ok(Claimed::AlreadyTaken),
+                _ => Err(error),
+            }
+        }
+    }
+}
+
+/// The status of a raw response (the SDK's response type, in tests anything).
+trait HttpStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HttpStatus for aws_smithy_runtime_api::http::Response {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
     }
 }
