@@ -161,16 +161,8 @@ impl ActivityConsumer {
             cancel_grace: std::time::Duration::ZERO,
             give_up: give_up.clone(),
         };
-        if let Some(outbox) = &outbox {
-            let found = outbox.recover(&sfn, &events, &delivery);
-            if found > 0 {
-                tracing::info!(
-                    event = "outbox:recovering",
-                    answers = found,
-                    "outbox:recovering: delivering {found} answers a previous host left"
-                );
-            }
-        }
+        let mut claims: std::collections::HashMap<String, Arc<ActivityIdempotency>> =
+            std::collections::HashMap::new();
         for (index, (activity, loaded)) in config.activities.iter().zip(handlers).enumerate() {
             let share = sockets.for_activity(config.activities.len());
             let grants =
@@ -222,18 +214,20 @@ impl ActivityConsumer {
                 None => None,
             };
             let idempotency = match &activity.idempotency {
-                Some(idempotency) => Some(Arc::new(ActivityIdempotency::new(
-                    open_store(
-                        &idempotency.store,
-                        config,
-                        &format!("activity[{index}].idempotency.store"),
-                    )?,
-                    idempotency.key.clone(),
-                    idempotency.ttl,
-                    // A claim outlives the longest a task can take to be answered.
-                    activity.task_timeout + config.host.answer_retry + activity.cancel_grace,
-                )
-                .validating(idempotency.validate.clone()))),
+                Some(idempotency) => Some(Arc::new(
+                    ActivityIdempotency::new(
+                        open_store(
+                            &idempotency.store,
+                            config,
+                            &format!("activity[{index}].idempotency.store"),
+                        )?,
+                        idempotency.key.clone(),
+                        idempotency.ttl,
+                        // A claim outlives the longest a task can take to be answered.
+                        activity.task_timeout + config.host.answer_retry + activity.cancel_grace,
+                    )
+                    .validating(idempotency.validate.clone()),
+                )),
                 None => None,
             };
             let shared = Arc::new(ActivityShared {
@@ -255,9 +249,12 @@ impl ActivityConsumer {
                 )),
                 starts: activity.max_tasks_per_second.map(task_starts),
                 progress,
-                idempotency,
+                idempotency: idempotency.clone(),
                 outbox: outbox.clone(),
             });
+            if let Some(idempotency) = idempotency {
+                claims.insert(activity.arn.to_string(), idempotency);
+            }
             pools.push(ActivityPoolManager::new(
                 shared,
                 config.host.worker_prefix.clone(),
@@ -274,6 +271,18 @@ impl ActivityConsumer {
                 tag: None,
                 emitter,
             });
+        }
+        // Once the activities' idempotency stores are open: a recovered answer settles
+        // the claim its task held.
+        if let Some(outbox) = &outbox {
+            let found = outbox.recover(&sfn, &events, &delivery, &|arn| claims.get(arn).cloned());
+            if found > 0 {
+                tracing::info!(
+                    event = "outbox:recovering",
+                    answers = found,
+                    "outbox:recovering: delivering {found} answers a previous host left"
+                );
+            }
         }
         Ok(Self {
             pools,

@@ -100,7 +100,7 @@ enum Record {
 
 /// The value an input had at one `validate` pointer, as a SHA-256 of its canonical JSON
 /// (the input itself is not stored).
-#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq)]
 struct Validated {
     pointer: String,
     sha256: String,
@@ -340,15 +340,47 @@ impl Claim {
             },
         };
         let data = serde_json::to_vec(&record).unwrap_or_default();
-        match self.store.put_if_match(&self.name, &data, &self.version).await? {
+        match self
+            .store
+            .put_if_match(&self.name, &data, &self.version)
+            .await?
+        {
             Claimed::Yes(_) => Ok(Settled::Done),
             Claimed::AlreadyTaken => Ok(Settled::TakenOver),
         }
     }
 
-    /// The stored name of the key (a digest), for an outbox entry to settle it later.
-    pub fn name(&self) -> &str {
-        &self.name
+    /// What an outbox entry keeps of the claim, to settle it after a restart
+    /// ([`ActivityIdempotency::resume`]).
+    pub fn to_ref(&self) -> ClaimRef {
+        ClaimRef {
+            name: self.name.clone(),
+            version: self.version.0.clone(),
+            validated: self.validated.clone(),
+        }
+    }
+}
+
+/// A claim as an outbox entry keeps it: the stored name (a digest), the version this
+/// attempt wrote, and what its input was validated against. No key or input.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClaimRef {
+    name: String,
+    version: String,
+    #[serde(default)]
+    validated: Vec<Validated>,
+}
+
+impl ActivityIdempotency {
+    /// The claim `held` refers to, in this activity's store: for an answer recovered from
+    /// the outbox, which settles the claim its task held when the host stopped.
+    pub fn resume(&self, held: ClaimRef) -> Claim {
+        Claim {
+            store: self.store.clone(),
+            name: held.name,
+            version: Version(held.version),
+            validated: held.validated,
+        }
     }
 }
 
@@ -473,7 +505,11 @@ mod tests {
             .settle(Some(&Answer::failure("E", "c")))
             .await
             .unwrap();
-        assert_eq!(runs_of(&short, old, 20).await.len(), 1, "an answer past its TTL");
+        assert_eq!(
+            runs_of(&short, old, 20).await.len(),
+            1,
+            "an answer past its TTL"
+        );
         // Live claims: one run, the others are duplicates; then its answer is stored.
         let mut runs = runs_of(&keys, input, 20).await;
         assert!(runs.is_empty(), "the first claim still holds the key");
@@ -521,7 +557,10 @@ mod tests {
             panic!("runs");
         };
         assert!(
-            matches!(keys.look_up("arn:a", r#"{"orderId":"1"}"#).await, Lookup::Run(_)),
+            matches!(
+                keys.look_up("arn:a", r#"{"orderId":"1"}"#).await,
+                Lookup::Run(_)
+            ),
             "the string \"1\" is another key than the number 1"
         );
         // Members in another order are the same value.
@@ -546,7 +585,9 @@ mod tests {
         };
         // While it runs, another input under the key is refused, not a duplicate.
         let other = r#"{"orderId":"o-1","amount":11,"currency":"EUR"}"#;
-        assert!(matches!(keys.look_up("arn:a", other).await, Lookup::Mismatch(p) if p == "/amount"));
+        assert!(
+            matches!(keys.look_up("arn:a", other).await, Lookup::Mismatch(p) if p == "/amount")
+        );
         let answer = Answer::Success {
             output: "{}".into(),
         };

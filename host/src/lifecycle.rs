@@ -21,7 +21,7 @@ use crate::events::{
 use crate::grants::GrantsSlot;
 use crate::idempotency::{ActivityIdempotency, Claim, Lookup, Settled};
 use crate::ids::task_id;
-use crate::outbox::Outbox;
+use crate::outbox::{Kept, Outbox};
 use crate::outcome::{Answer, Answerer, HostFailure};
 use crate::progress::ActivityProgress;
 use crate::record::{Record, RecordedAnswer, Recorder, unix_ms};
@@ -93,21 +93,36 @@ impl ActivityShared {
         (emitter, task_id)
     }
 
-    fn delivery(&self, token: String, emitter: &TaskEmitter, control: TaskControl) -> Delivery {
-        let responder: Arc<dyn Responder> = match &self.outbox {
-            Some(outbox) => outbox.keep(
-                Arc::new(SfnResponder::new(
-                    self.sfn.clone(),
-                    token.clone(),
-                    emitter.clone(),
-                )),
-                &token,
-                emitter.task(),
-                &self.arn,
+    /// The task's delivery, and its outbox entry's handle when answers are kept there.
+    fn delivery(
+        &self,
+        token: String,
+        emitter: &TaskEmitter,
+        control: TaskControl,
+    ) -> (Delivery, Option<Kept>) {
+        let (responder, kept): (Arc<dyn Responder>, _) = match &self.outbox {
+            Some(outbox) => {
+                let kept = outbox.keep(
+                    Arc::new(SfnResponder::new(
+                        self.sfn.clone(),
+                        token.clone(),
+                        emitter.clone(),
+                    )),
+                    &token,
+                    emitter.task(),
+                    &self.arn,
+                );
+                (kept.responder(), Some(kept))
+            }
+            None => (
+                Arc::new(SfnResponder::new(self.sfn.clone(), token, emitter.clone())),
+                None,
             ),
-            None => Arc::new(SfnResponder::new(self.sfn.clone(), token, emitter.clone())),
         };
-        Delivery::new(responder, control, self.delivery.clone())
+        (
+            Delivery::new(responder, control, self.delivery.clone()),
+            kept,
+        )
     }
 
     /// Answers a task that arrived after shutdown began with `SfnWasmHost.Shutdown`,
@@ -117,7 +132,7 @@ impl ActivityShared {
         let digest = self.versions.stable().digest().hex().clone();
         let (emitter, _) = Self::task_emitter(worker, &task, digest);
         emitter.emit(TaskEvent::Received);
-        let delivery = self.delivery(task.token, &emitter, TaskControl::default());
+        let (delivery, _) = self.delivery(task.token, &emitter, TaskControl::default());
         delivery.decline(&HostFailure::Shutdown);
         Self::done_without_running(&emitter, &delivery, received, false).await;
     }
@@ -208,7 +223,7 @@ impl ActivityShared {
             )
         });
         let control = TaskControl::child_of(&self.tasks);
-        let delivery = self.delivery(token, &emitter, control.clone());
+        let (delivery, kept) = self.delivery(token, &emitter, control.clone());
         // Whatever happens below, even a panic, the task gets an answer.
         let unanswered = Unanswered(delivery.clone());
         let progress = self
@@ -221,6 +236,9 @@ impl ActivityShared {
         else {
             return;
         };
+        if let (Some(kept), Some(claim)) = (&kept, &claim) {
+            kept.claimed(claim);
+        }
         let request = TaskRequest {
             input,
             activity_arn: self.arn.clone(),
@@ -297,6 +315,9 @@ impl ActivityShared {
                     permission_hint(&err)
                 ),
             }
+        }
+        if let Some(kept) = &kept {
+            kept.finished();
         }
         // The work is done: its checkpoint goes, beside the task (a checkpoint left by a
         // failed delete is only read by the same work, which has succeeded). A task that

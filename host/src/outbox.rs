@@ -30,9 +30,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::TaskControl;
 use crate::delivery::{
-    Delivered, Delivery, DeliveryOptions, HeartbeatSource, Responder, TaskError,
+    AnswerState, Delivered, Delivery, DeliveryOptions, HeartbeatSource, Responder, TaskError,
 };
-use crate::events::{Emitter, Events, TaskRef};
+use crate::events::{Emitter, Events, TaskDone, TaskEvent, TaskOutcome, TaskRef};
+use crate::idempotency::{ActivityIdempotency, Claim, ClaimRef};
 use crate::ids::sha256_hex;
 use crate::outcome::{Answer, Answerer};
 use crate::responder::SfnResponder;
@@ -50,13 +51,18 @@ pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
 const HEADER: &str = "sfn-wasm-host outbox v1 ";
 /// What an entry's MAC says it is, besides its name and content.
 const FORMAT: &[u8] = b"sfn-wasm-host outbox entry v1";
+/// The longest an entry's durable write may take before the answer is sent without it
+/// (a hung volume must not stall every answer): logged as `outbox:unavailable`, code
+/// `Timeout`, the answer not made durable.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(2);
+
 /// The suffix an entry gets when it is refused: set aside, never sent.
 pub const REFUSED_SUFFIX: &str = ".refused";
 
 /// The outbox folder, and how much it holds.
 pub struct Outbox {
     dir: PathBuf,
-    store: FolderStore,
+    store: Box<dyn Store>,
     /// The folder's MAC key.
     key: ring::hmac::Key,
     max_bytes: u64,
@@ -74,6 +80,13 @@ struct Entry {
     written_at_ms: u64,
     token: String,
     answer: EntryAnswer,
+    /// The guest gave the answer (not the host): only a guest's answer is stored under
+    /// its idempotency key.
+    #[serde(default)]
+    guest: bool,
+    /// The idempotency claim the task held, settled once the answer is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    claim: Option<ClaimRef>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -140,7 +153,7 @@ impl Outbox {
         })?;
         Ok(Self {
             dir: dir.to_owned(),
-            store,
+            store: Box::new(store),
             key,
             max_bytes,
             held: AtomicU64::new(0),
@@ -210,8 +223,8 @@ impl Outbox {
         token: &str,
         task: &TaskRef,
         activity: &str,
-    ) -> Arc<dyn Responder> {
-        Arc::new(KeptResponder {
+    ) -> Kept {
+        Kept(Arc::new(KeptResponder {
             inner: responder,
             outbox: self.clone(),
             name: Self::name(token),
@@ -220,7 +233,9 @@ impl Outbox {
             task_id: task.task_id.to_string(),
             handler_digest: task.handler_digest.to_string(),
             written: Mutex::new(None),
-        })
+            guest: std::sync::atomic::AtomicBool::new(false),
+            claim: Mutex::new(ClaimState::None),
+        }))
     }
 
     /// Writes `entry` as `name`; returns its size, or `None` when it was not written
@@ -241,7 +256,18 @@ impl Outbox {
             );
             return None;
         }
-        match self.store.put(name, &data).await {
+        let written = tokio::time::timeout(WRITE_DEADLINE, self.store.put(name, &data))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError {
+                    code: "Timeout".into(),
+                    message: format!(
+                        "the write took over {} s and was not waited for: the answer was not made durable",
+                        WRITE_DEADLINE.as_secs()
+                    ),
+                })
+            });
+        match written {
             Ok(()) => Some(size),
             Err(err) => {
                 self.held.fetch_sub(size, Ordering::Relaxed);
@@ -278,11 +304,17 @@ impl Outbox {
     /// not check out) are refused: logged (`outbox:refused`) and set aside, never sent.
     /// Returns how many are being delivered; each delivery goes on in a task of its own,
     /// retried as any answer.
+    ///
+    /// A recovered answer ends with `task:done` (`recovered: true`), and settles the
+    /// idempotency claim its task held (found by activity in `idempotency`): a guest's
+    /// answer that Step Functions took, or found closed (most likely taken before the
+    /// host stopped), is stored under the key; a host's answer gives the key back.
     pub fn recover(
         self: &Arc<Self>,
         sfn: &Arc<dyn StepFunctions>,
         events: &Events,
         options: &DeliveryOptions,
+        idempotency: &dyn Fn(&str) -> Option<Arc<ActivityIdempotency>>,
     ) -> usize {
         let Ok(files) = std::fs::read_dir(&self.dir) else {
             return 0;
@@ -333,8 +365,16 @@ impl Outbox {
             let emitter = Emitter::for_activity(events.clone(), entry.activity.as_str().into())
                 .for_worker("outbox".into())
                 .for_task(task);
+            let claim = entry
+                .claim
+                .clone()
+                .and_then(|held| Some(idempotency(&entry.activity)?.resume(held)));
             let responder: Arc<dyn Responder> = Arc::new(KeptResponder {
-                inner: Arc::new(SfnResponder::new(sfn.clone(), entry.token.clone(), emitter)),
+                inner: Arc::new(SfnResponder::new(
+                    sfn.clone(),
+                    entry.token.clone(),
+                    emitter.clone(),
+                )),
                 outbox: self.clone(),
                 name,
                 token: entry.token.clone(),
@@ -345,14 +385,64 @@ impl Outbox {
                     status: status_of(&entry.answer),
                     size,
                 })),
+                guest: std::sync::atomic::AtomicBool::new(entry.guest),
+                claim: Mutex::new(ClaimState::None),
             });
             // No guest is left to answer again: a refusal is followed by the host's bare
             // failure, as for any answer of the host's.
             let delivery = Delivery::new(responder, TaskControl::default(), options.clone());
+            let guest = entry.guest;
             delivery.resume(entry.answer.into(), Answerer::Host(RECOVERED));
+            let started = std::time::Instant::now();
+            tokio::spawn(async move {
+                delivery.settled().await;
+                let state = delivery.state();
+                if let Some(claim) = claim {
+                    settle_recovered(claim, &state, guest).await;
+                }
+                let (outcome, error) = match &state {
+                    AnswerState::Delivered { answer, .. } if answer.is_success() => {
+                        (TaskOutcome::Success, "guest")
+                    }
+                    AnswerState::Delivered { .. } if guest => (TaskOutcome::Failure, "guest"),
+                    AnswerState::Delivered { .. } => (TaskOutcome::HostFailure, RECOVERED),
+                    AnswerState::Closed { .. } => (TaskOutcome::Closed, "closed"),
+                    _ => (TaskOutcome::Undelivered, "undelivered"),
+                };
+                emitter.emit(TaskEvent::Done(TaskDone::not_run(
+                    outcome,
+                    error,
+                    started.elapsed(),
+                )));
+            });
             recovered += 1;
         }
         recovered
+    }
+}
+
+/// Settles the claim of a recovered answer: a guest's answer Step Functions took, or
+/// found closed after the restart (most likely taken before it), is stored; any other
+/// end gives the key back, except an answer given up again (its entry stays for the
+/// next start, and so does the claim, until it expires).
+async fn settle_recovered(claim: Claim, state: &AnswerState, guest: bool) {
+    let kept = match state {
+        AnswerState::Delivered { answer, .. } if guest => Some(answer),
+        AnswerState::Closed {
+            attempted: Some(answer),
+            ..
+        } if guest => Some(answer),
+        AnswerState::Undelivered { .. } | AnswerState::Pending | AnswerState::Delivering(_) => {
+            return;
+        }
+        _ => None,
+    };
+    if let Err(err) = claim.settle(kept).await {
+        tracing::warn!(
+            event = "idempotency:unavailable",
+            code = %err.code,
+            "idempotency:unavailable: {err}; a recovered answer's claim was not settled (it expires by itself)"
+        );
     }
 }
 
@@ -371,6 +461,41 @@ struct Written {
     size: u64,
 }
 
+/// A live task's idempotency claim, as its outbox entry knows it.
+enum ClaimState {
+    /// No claim (or not yet known).
+    None,
+    /// The task holds this claim: entries carry it, and a settled answer's entry stays
+    /// until the claim is settled too ([`Kept::finished`]), so that a host killed in
+    /// between still settles it at the next start.
+    Held(ClaimRef),
+    /// The answer settled while the claim was held: the entry goes at `finished`.
+    SettledAnswer,
+}
+
+/// A task's responder with its answers kept in the outbox (see [`Outbox::keep`]).
+pub struct Kept(Arc<KeptResponder>);
+
+impl Kept {
+    /// The responder to deliver through.
+    pub fn responder(&self) -> Arc<dyn Responder> {
+        self.0.clone()
+    }
+
+    /// The task holds `claim`: its entries carry it until [`Kept::finished`].
+    pub fn claimed(&self, claim: &Claim) {
+        *self.0.claim_lock() = ClaimState::Held(claim.to_ref());
+    }
+
+    /// The task's claim is settled: a settled answer's entry can go.
+    pub fn finished(&self) {
+        let state = std::mem::replace(&mut *self.0.claim_lock(), ClaimState::None);
+        if matches!(state, ClaimState::SettledAnswer) {
+            self.0.remove_entry();
+        }
+    }
+}
+
 /// A task's responder with its answers kept in the outbox until settled.
 struct KeptResponder {
     inner: Arc<dyn Responder>,
@@ -382,11 +507,21 @@ struct KeptResponder {
     handler_digest: String,
     /// The entry on disk, if any: which answer, and its size.
     written: Mutex<Option<Written>>,
+    /// The answer being sent is the guest's.
+    guest: std::sync::atomic::AtomicBool,
+    /// The task's idempotency claim, if it holds one.
+    claim: Mutex<ClaimState>,
 }
 
 impl KeptResponder {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Written>> {
         self.written
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn claim_lock(&self) -> std::sync::MutexGuard<'_, ClaimState> {
+        self.claim
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -405,6 +540,11 @@ impl KeptResponder {
             written_at_ms: now_ms(),
             token: self.token.clone(),
             answer: stored,
+            guest: self.guest.load(Ordering::Relaxed),
+            claim: match &*self.claim_lock() {
+                ClaimState::Held(claim) => Some(claim.clone()),
+                _ => None,
+            },
         };
         let previous = self.lock().take();
         if let Some(previous) = previous {
@@ -415,8 +555,20 @@ impl KeptResponder {
         }
     }
 
-    /// The answer is settled: its entry goes.
+    /// The answer is settled: its entry goes, or, while the task holds a claim, once
+    /// the claim is settled ([`Kept::finished`]).
     fn settled(&self) {
+        {
+            let mut claim = self.claim_lock();
+            if matches!(*claim, ClaimState::Held(_)) {
+                *claim = ClaimState::SettledAnswer;
+                return;
+            }
+        }
+        self.remove_entry();
+    }
+
+    fn remove_entry(&self) {
         let written = self.lock().take();
         if let Some(written) = written {
             self.outbox.remove(&self.name, written.size);
@@ -446,7 +598,7 @@ impl Responder for KeptResponder {
 
     fn refused(&self, answer: &Answer, error: &SfnError) {
         // Refused for good: not this answer, ever (another may follow and be kept).
-        self.settled();
+        self.remove_entry();
         self.inner.refused(answer, error);
     }
 
@@ -461,6 +613,16 @@ impl Responder for KeptResponder {
         // counts against the bound) for the next start.
         self.lock().take();
         self.inner.gave_up(answer, reason);
+    }
+
+    fn closed(&self, answer: &Answer, reason: &str) {
+        self.settled();
+        self.inner.closed(answer, reason);
+    }
+
+    fn answering(&self, answer: &Answer, by: Answerer) {
+        self.guest.store(by == Answerer::Guest, Ordering::Relaxed);
+        self.inner.answering(answer, by);
     }
 
     fn heartbeat_sent(&self, source: HeartbeatSource) {
@@ -481,6 +643,7 @@ mod tests {
     use std::io::Write as _;
 
     use super::*;
+    use crate::events::EventKind;
     use crate::sfn::ActivityTask;
 
     /// Step Functions as far as the outbox reaches it: the tokens answers are sent for.
@@ -529,6 +692,8 @@ mod tests {
             answer: EntryAnswer::Success {
                 output: "{}".into(),
             },
+            guest: true,
+            claim: None,
         }
     }
 
@@ -571,7 +736,12 @@ mod tests {
             .with_writer(move || writer.clone())
             .finish();
         let recovered = tracing::subscriber::with_default(subscriber, || {
-            outbox.recover(&dyn_sfn, &Events::default(), &DeliveryOptions::default())
+            outbox.recover(
+                &dyn_sfn,
+                &Events::default(),
+                &DeliveryOptions::default(),
+                &|_| None,
+            )
         });
         assert_eq!(recovered, 1);
         for _ in 0..200 {
@@ -604,8 +774,190 @@ mod tests {
         }
 
         // What was set aside stays aside: a later start neither sends nor refuses it again.
-        let again = outbox.recover(&dyn_sfn, &Events::default(), &DeliveryOptions::default());
+        let again = outbox.recover(
+            &dyn_sfn,
+            &Events::default(),
+            &DeliveryOptions::default(),
+            &|_| None,
+        );
         assert_eq!(again, 0);
         assert!(outbox.dir.join(FolderStore::KEY_FILE).exists());
+    }
+
+    /// A host killed after its answer was sent, before its idempotency claim was settled:
+    /// the next start delivers the entry, stores the guest's answer under the key (so a
+    /// duplicate does not run the guest again once the claim would have expired), and
+    /// ends the task with `task:done`, `recovered: true`. Found closed (it was most likely
+    /// taken before the kill), it is `task:undelivered` at INFO, not an error.
+    #[tokio::test]
+    async fn a_recovered_answer_settles_its_claim_and_ends_with_task_done() {
+        use crate::idempotency::Lookup;
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Arc::new(Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap());
+        let store: Arc<dyn Store> =
+            Arc::new(FolderStore::open(&dir.path().join("answers")).unwrap());
+        let keys = Arc::new(ActivityIdempotency::new(
+            store,
+            "/orderId".into(),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ));
+        let activity = entry("t").activity;
+        let mut sent = Vec::new();
+        for (token, order) in [("t-1", "o-1"), ("t-2", "o-2")] {
+            let input = format!(r#"{{"orderId":"{order}"}}"#);
+            let Lookup::Run(claim) = keys.look_up(&activity, &input).await else {
+                panic!("runs");
+            };
+            let mut kept = entry(token);
+            kept.answer = EntryAnswer::Success {
+                output: format!(r#"{{"order":"{order}"}}"#),
+            };
+            kept.claim = Some(claim.to_ref());
+            assert!(outbox.write(&Outbox::name(token), &kept).await.is_some());
+            sent.push(input);
+        }
+        // t-1 is taken; t-2 was taken before the kill, and is now refused as closed.
+        let sfn = Arc::new(ClosedFor("t-2", Recorded::default()));
+        let dyn_sfn: Arc<dyn StepFunctions> = sfn.clone();
+        let events = Events::default();
+        let mut heard = events.subscribe();
+        let claims = keys.clone();
+        let found = outbox.recover(
+            &dyn_sfn,
+            &events,
+            &DeliveryOptions::default(),
+            &move |arn| (arn == activity).then(|| claims.clone()),
+        );
+        assert_eq!(found, 2);
+        let mut done = Vec::new();
+        let mut undelivered = Vec::new();
+        while done.len() < 2 {
+            let event = tokio::time::timeout(Duration::from_secs(10), heard.recv())
+                .await
+                .expect("task:done for each recovered answer")
+                .unwrap();
+            if let EventKind::Task { task, event, .. } = event.kind {
+                assert!(task.recovered);
+                match event {
+                    TaskEvent::Done(d) => done.push((task.task_id.to_string(), d.outcome)),
+                    TaskEvent::Undelivered {
+                        probably_delivered, ..
+                    } => undelivered.push(probably_delivered),
+                    _ => {}
+                }
+            }
+        }
+        done.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            done,
+            [
+                ("task-t-1".to_owned(), TaskOutcome::Success),
+                ("task-t-2".to_owned(), TaskOutcome::Closed)
+            ]
+        );
+        assert_eq!(
+            undelivered,
+            [true],
+            "closed after a restart: probably delivered"
+        );
+        // Both claims hold the guest's answer now.
+        for (input, order) in sent.iter().zip(["o-1", "o-2"]) {
+            let Lookup::Stored(Answer::Success { output }) =
+                keys.look_up(&entry("t").activity, input).await
+            else {
+                panic!("the recovered answer is stored under {order}");
+            };
+            assert!(output.contains(order));
+        }
+    }
+
+    /// Refuses the answers of one token as closed, as Step Functions does once a task is
+    /// answered.
+    struct ClosedFor(&'static str, Recorded);
+
+    #[async_trait]
+    impl StepFunctions for ClosedFor {
+        async fn poll(&self, a: &str, w: &str) -> Result<Option<ActivityTask>, SfnError> {
+            self.1.poll(a, w).await
+        }
+        async fn send_success(&self, token: &str, output: &str) -> Result<(), SfnError> {
+            if token == self.0 {
+                return Err(SfnError::TaskClosed("TaskTimedOut: Task Timed Out".into()));
+            }
+            self.1.send_success(token, output).await
+        }
+        async fn send_failure(&self, token: &str, e: &str, c: &str) -> Result<(), SfnError> {
+            self.1.send_failure(token, e, c).await
+        }
+        async fn send_heartbeat(&self, token: &str) -> Result<(), SfnError> {
+            self.1.send_heartbeat(token).await
+        }
+    }
+
+    /// A volume that never finishes a write.
+    struct Hung;
+
+    #[async_trait]
+    impl Store for Hung {
+        async fn read(&self, _: &str) -> Result<Option<crate::store::Versioned>, StoreError> {
+            std::future::pending().await
+        }
+        async fn put(&self, _: &str, _: &[u8]) -> Result<(), StoreError> {
+            std::future::pending().await
+        }
+        async fn put_if_absent(
+            &self,
+            _: &str,
+            _: &[u8],
+        ) -> Result<crate::store::Claimed, StoreError> {
+            std::future::pending().await
+        }
+        async fn put_if_match(
+            &self,
+            _: &str,
+            _: &[u8],
+            _: &crate::store::Version,
+        ) -> Result<crate::store::Claimed, StoreError> {
+            std::future::pending().await
+        }
+        async fn delete(&self, _: &str) -> Result<(), StoreError> {
+            std::future::pending().await
+        }
+    }
+
+    /// A hung outbox volume delays an answer by the write's deadline, then it is sent
+    /// anyway (logged: not made durable).
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_volume_does_not_stall_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opened = Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap();
+        opened.store = Box::new(Hung);
+        let outbox = Arc::new(opened);
+        let sfn = Arc::new(Recorded::default());
+        let task = TaskRef {
+            task_id: "t".into(),
+            handler_digest: "d".into(),
+            recovered: false,
+        };
+        let emitter = Emitter::for_activity(Events::default(), "arn:a".into())
+            .for_worker("w".into())
+            .for_task(task.clone());
+        let kept = outbox.keep(
+            Arc::new(SfnResponder::new(sfn.clone(), "hung-token".into(), emitter)),
+            "hung-token",
+            &task,
+            "arn:a",
+        );
+        let started = tokio::time::Instant::now();
+        let answer = Answer::Success {
+            output: "{}".into(),
+        };
+        tokio::time::timeout(WRITE_DEADLINE * 2, kept.responder().send(&answer))
+            .await
+            .expect("sent past the write's deadline")
+            .unwrap();
+        assert!(started.elapsed() >= WRITE_DEADLINE);
+        assert_eq!(*sfn.0.lock().unwrap(), ["hung-token"]);
     }
 }

@@ -288,7 +288,9 @@ mod tests {
         .collect();
         assert_eq!(
             caused,
-            [true, true, true, true, true, false, false, false, false, false, false, false]
+            [
+                true, true, true, true, true, false, false, false, false, false, false, false
+            ]
         );
     }
 

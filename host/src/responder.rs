@@ -79,6 +79,17 @@ impl Responder for SfnResponder {
     fn undelivered(&self, _answer: &Answer, reason: &str) {
         self.emitter.emit(TaskEvent::Undelivered {
             reason: reason.to_owned(),
+            probably_delivered: false,
+        });
+    }
+
+    fn closed(&self, _answer: &Answer, reason: &str) {
+        // An answer recovered from the outbox and found closed was most likely taken
+        // before the host stopped (it was killed between the answer and the entry's
+        // removal): not an error.
+        self.emitter.emit(TaskEvent::Undelivered {
+            reason: reason.to_owned(),
+            probably_delivered: self.emitter.task().recovered,
         });
     }
 

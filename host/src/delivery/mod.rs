@@ -350,6 +350,8 @@ impl Delivery {
         }
         state.answer = AnswerState::Delivering(answer.clone());
         state.answered_by = Some(by);
+        drop(state);
+        self.inner.responder.answering(answer, by);
         Ok(())
     }
 
@@ -412,7 +414,7 @@ impl Delivery {
                 )
             }
             Ended::Closed(reason) => {
-                responder.undelivered(&answer, &reason);
+                responder.closed(&answer, &reason);
                 (
                     FirstAttempt::Closed(reason.clone()),
                     AnswerState::Closed {

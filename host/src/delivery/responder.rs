@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::outcome::{Answer, HostFailure};
+use crate::outcome::{Answer, Answerer, HostFailure};
 use crate::sfn::SfnError;
 
 /// Who asked for a heartbeat.
@@ -59,6 +59,14 @@ pub trait Responder: Send + Sync {
     fn refused(&self, _answer: &Answer, _error: &SfnError) {}
     /// The answer will not be delivered: closed, or refused to the last.
     fn undelivered(&self, _answer: &Answer, _reason: &str) {}
+    /// Step Functions said the task is closed (timed out, stopped, or already
+    /// answered); by default, as [`undelivered`](Self::undelivered).
+    fn closed(&self, answer: &Answer, reason: &str) {
+        self.undelivered(answer, reason);
+    }
+    /// `answer` is recorded as the task's, given `by` the guest or the host, before
+    /// its first attempt.
+    fn answering(&self, _answer: &Answer, _by: Answerer) {}
     /// The delivery gave the answer up without an answer from Step Functions: out of
     /// retries through an outage, or the host stopped. Step Functions may still take it
     /// (an outbox keeps it for the next start); by default, as [`undelivered`](Self::undelivered).

@@ -66,6 +66,9 @@ pub enum TaskEvent {
     Undelivered {
         /// Why.
         reason: String,
+        /// A recovered answer found closed: most likely Step Functions took it before the
+        /// host restarted (logged at INFO, not ERROR).
+        probably_delivered: bool,
     },
     /// `task:cancelled`: Step Functions closed the task while the guest ran (a
     /// heartbeat was refused); the guest is cancelled and no answer is sent.
@@ -195,7 +198,7 @@ impl TaskEvent {
             TaskEvent::Failure { error, .. }
             | TaskEvent::Errored { error }
             | TaskEvent::Retrying { error, .. }
-            | TaskEvent::Undelivered { reason: error }
+            | TaskEvent::Undelivered { reason: error, .. }
             | TaskEvent::Cancelled { reason: error } => Some(error.clone()),
             _ => None,
         }
@@ -215,6 +218,13 @@ impl TaskEvent {
             TaskEvent::Refused { code, .. } => {
                 fields.code = Some(code);
                 Level::WARN
+            }
+            TaskEvent::Undelivered {
+                probably_delivered: true,
+                ..
+            } => {
+                fields.probably_delivered = Some(true);
+                Level::INFO
             }
             TaskEvent::Undelivered { .. } => Level::ERROR,
             TaskEvent::Heartbeat { source } => {

@@ -232,7 +232,10 @@ fn each_event_has_its_name_level_and_fields() {
             },
         ),
         (
-            task_event(TaskEvent::Undelivered { reason: "r".into() }),
+            task_event(TaskEvent::Undelivered {
+                reason: "r".into(),
+                probably_delivered: false,
+            }),
             "task:undelivered",
             Level::ERROR,
             task_fields(),

@@ -500,7 +500,11 @@ mod tests {
                 won.push(version);
             }
         }
-        assert_eq!(won.len(), 1, "exactly one writer replaces the version it read");
+        assert_eq!(
+            won.len(),
+            1,
+            "exactly one writer replaces the version it read"
+        );
         let now = store.read("k").await.unwrap().unwrap();
         assert_eq!(now.version, won[0]);
         assert_ne!(now.version, first);

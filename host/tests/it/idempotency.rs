@@ -107,8 +107,10 @@ fn a_key_runs_once_with_an_s3_store() {
     exercise(&format!("s3://{bucket}/answers"));
 }
 
-/// The S3 store's conditional write, against LocalStack: the first claim of a name takes
-/// it (`If-None-Match: *`), the second finds it taken; a read and a delete see the same.
+/// The S3 store's conditional writes, against LocalStack: the first claim of a name
+/// takes it (`If-None-Match: *`), the second finds it taken; a replace conditional on the
+/// version read (`If-Match` on its ETag) is won once, and one on an older version or a
+/// missing name is not.
 #[test]
 fn the_s3_store_claims_a_name_once() {
     use sfn_wasm_host::store::{Claimed, S3Store, Store};
@@ -126,20 +128,34 @@ fn the_s3_store_claims_a_name_once() {
     let store = S3Store::new(&aws, &bucket, "p");
     runtime.block_on(async {
         assert_eq!(store.get("n").await.unwrap(), None);
-        assert_eq!(
-            store.put_if_absent("n", b"one").await.unwrap(),
-            Claimed::Yes
-        );
+        let Claimed::Yes(first) = store.put_if_absent("n", b"one").await.unwrap() else {
+            panic!("the name was free");
+        };
         assert_eq!(
             store.put_if_absent("n", b"two").await.unwrap(),
             Claimed::AlreadyTaken
         );
-        assert_eq!(store.get("n").await.unwrap().as_deref(), Some(&b"one"[..]));
-        store.delete("n").await.unwrap();
+        let read = store.read("n").await.unwrap().unwrap();
+        assert_eq!((read.data.as_slice(), &read.version), (&b"one"[..], &first));
+        let Claimed::Yes(second) = store.put_if_match("n", b"two", &first).await.unwrap() else {
+            panic!("the version read is replaced");
+        };
+        assert_ne!(second, first);
         assert_eq!(
-            store.put_if_absent("n", b"three").await.unwrap(),
-            Claimed::Yes
+            store.put_if_match("n", b"three", &first).await.unwrap(),
+            Claimed::AlreadyTaken,
+            "an older version is not replaced"
         );
+        assert_eq!(store.get("n").await.unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(
+            store.put_if_match("missing", b"x", &second).await.unwrap(),
+            Claimed::AlreadyTaken
+        );
+        store.delete("n").await.unwrap();
+        assert!(matches!(
+            store.put_if_absent("n", b"three").await.unwrap(),
+            Claimed::Yes(_)
+        ));
     });
     let keys = runtime
         .block_on(s3.list_objects_v2().bucket(&bucket).send())
