@@ -32,6 +32,15 @@ impl Reply {
         }
     }
 
+    /// `200 {}`: taken.
+    pub fn accept() -> Self {
+        Self {
+            status: 200,
+            code: None,
+            quote_token: false,
+        }
+    }
+
     pub fn refuse_quoting_the_token(code: &'static str) -> Self {
         Self {
             quote_token: true,

@@ -110,6 +110,55 @@ async fn a_refused_success_is_no_answer_and_ends_in_answer_refused() {
     }
 }
 
+/// A stored answer (idempotency) that Step Functions refuses for good (the KMS key of
+/// another state machine) ends as a guest's refused answer does: the host answers
+/// `SfnWasmHost.AnswerRefused`, and no task is left without an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stored_answer_ends_in_answer_refused() {
+    let standin = StandIn::start().await;
+    let store = tempfile::tempdir().unwrap();
+    standin.task("token-1", json!({"hello": "World", "orderId": "o-1"}));
+    standin.task("token-2", json!({"hello": "World", "orderId": "o-1"}));
+    // The first (the guest's) is taken; the second (the stored one) is refused.
+    standin.reply(
+        "SendTaskSuccess",
+        [Reply::accept(), Reply::refuse("KmsAccessDeniedException")],
+    );
+    let events = serve_with(
+        &standin,
+        "greet",
+        2,
+        &format!(
+            "workers = 1\n[activity.idempotency]\nkey = \"/orderId\"\nstore = \"{}\"",
+            store.path().join("answers").display()
+        ),
+    )
+    .await;
+    let successes = standin.received("SendTaskSuccess");
+    assert_eq!(successes.len(), 2, "the guest's, then the stored one");
+    assert_eq!(successes[0]["output"], successes[1]["output"]);
+    let failures = standin.received("SendTaskFailure");
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0]["taskToken"], "token-2");
+    assert_eq!(failures[0]["error"], "SfnWasmHost.AnswerRefused");
+    let done: Vec<(&str, &str, bool)> = events
+        .iter()
+        .filter_map(|e| match e.task_event() {
+            Some(TaskEvent::Done(done)) => {
+                Some((done.outcome.name(), done.error, done.deduplicated))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        done,
+        [
+            ("success", "guest", false),
+            ("host_failure", "SfnWasmHost.AnswerRefused", true)
+        ]
+    );
+}
+
 /// An answer that reaches Step Functions after it closed the task (it timed out) is no
 /// answer either: the task ended `closed`, whatever the guest answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
