@@ -10,6 +10,7 @@ use crate::aws::sdk_config;
 use crate::config::Config;
 use crate::sfn::{AwsStepFunctions, NO_CREDENTIALS, SfnError};
 use crate::source::{HandlerSource, S3Source};
+use crate::store::{Claimed, S3Store, Store, StoreError, StoreLocation};
 
 /// How long finding credentials may take: the chain's last resort, the instance
 /// metadata service, is not there on a laptop, and a check must answer quickly.
@@ -31,7 +32,10 @@ impl std::fmt::Display for RemoteProblem {
 }
 
 /// Asks AWS about `config`: credentials first (without them nothing else can be asked),
-/// then `DescribeActivity` for each activity and `HeadObject` for each S3 handler. Every
+/// then `DescribeActivity` for each activity, `HeadObject` for each S3 handler, and a
+/// probe of each S3 store with the calls its tasks make (idempotency: a conditional
+/// create, a read and a conditional replace of a probe object, left in place; progress:
+/// a read of a missing name, a write and, unless kept after success, a delete). Every
 /// problem found, in config order; none means AWS agrees with the config.
 pub async fn check(config: &Config) -> Vec<RemoteProblem> {
     let shared = sdk_config(&config.aws).await;
@@ -99,7 +103,122 @@ pub async fn check(config: &Config) -> Vec<RemoteProblem> {
             });
         }
     }
+    for (index, activity) in config.activities.iter().enumerate() {
+        if let Some(idempotency) = &activity.idempotency
+            && let StoreLocation::S3 { bucket, prefix } = &idempotency.store
+        {
+            let store = S3Store::new(&config.aws, bucket, prefix);
+            if let Err(message) = probe_claims(&store, bucket, prefix).await {
+                problems.push(RemoteProblem {
+                    key: format!("activity[{index}].idempotency.store"),
+                    message,
+                });
+            }
+        }
+        if let Some(progress) = &activity.progress
+            && let StoreLocation::S3 { bucket, prefix } = &progress.store
+        {
+            let store = S3Store::new(&config.aws, bucket, prefix);
+            if let Err(message) =
+                probe_progress(&store, bucket, prefix, !progress.keep_after_success).await
+            {
+                problems.push(RemoteProblem {
+                    key: format!("activity[{index}].progress.store"),
+                    message,
+                });
+            }
+        }
+    }
     problems
+}
+
+/// The object the store probes write (and leave: the idempotency policy grants no
+/// delete); a few bytes, under the store's prefix.
+const PROBE: &str = "sfn-wasm-host-check-probe";
+
+/// `arn:aws:s3:::BUCKET/PREFIX/*`, as a policy names a store's objects.
+fn objects(bucket: &str, prefix: &str) -> String {
+    if prefix.is_empty() {
+        format!("arn:aws:s3:::{bucket}/*")
+    } else {
+        format!("arn:aws:s3:::{bucket}/{prefix}/*")
+    }
+}
+
+/// What a refused store call means for the host's credentials: `permission` is missing
+/// on `resource` when S3 said `AccessDenied`.
+fn refused(call: &str, err: &StoreError, permission: &str, resource: &str) -> String {
+    if err.code == "AccessDenied" || err.code == "Forbidden" {
+        format!(
+            "{call} was refused ({err}): the host's credentials need {permission} on {resource} (see the README's Permissions)"
+        )
+    } else {
+        format!("{call} failed ({err}): check the bucket, `[aws]` and the credentials")
+    }
+}
+
+/// Idempotency claims work with these credentials: a conditional create
+/// (`If-None-Match`), a read of what it found, and a conditional replace (`If-Match`),
+/// the calls a task makes (`s3:PutObject`, `s3:GetObject`; no list, no delete).
+async fn probe_claims(store: &S3Store, bucket: &str, prefix: &str) -> Result<(), String> {
+    let resource = objects(bucket, prefix);
+    let data = br#"{"state":"running","expires_at_ms":0,"claim":"check"}"#;
+    store.put_if_absent(PROBE, data).await.map_err(|err| {
+        refused(
+            "a conditional create (If-None-Match)",
+            &err,
+            "s3:PutObject",
+            &resource,
+        )
+    })?;
+    let found = store
+        .read(PROBE)
+        .await
+        .map_err(|err| refused("a read", &err, "s3:GetObject", &resource))?
+        .ok_or_else(|| {
+            "the object a conditional create just wrote reads as missing: the store does not keep what it is given".to_owned()
+        })?;
+    match store.put_if_match(PROBE, data, &found.version).await {
+        Ok(Claimed::Yes(_)) => Ok(()),
+        Ok(Claimed::AlreadyTaken) => Err(
+            "a conditional replace (If-Match) of the version just read failed: the store does not support S3's conditional writes".into(),
+        ),
+        Err(err) => Err(refused("a conditional replace (If-Match)", &err, "s3:PutObject", &resource)),
+    }
+}
+
+/// Checkpoints work with these credentials: a missing checkpoint reads as missing (S3
+/// says 403, not 404, without `s3:ListBucket`), one can be written, and, unless kept
+/// after success, deleted.
+async fn probe_progress(
+    store: &S3Store,
+    bucket: &str,
+    prefix: &str,
+    deletes: bool,
+) -> Result<(), String> {
+    let resource = objects(bucket, prefix);
+    // Never written by anyone: a name that is missing.
+    let missing = format!("{PROBE}-missing");
+    match store.read(&missing).await {
+        Ok(_) => {}
+        Err(err) if err.code == "AccessDenied" || err.code == "Forbidden" => {
+            return Err(format!(
+                "a read of a missing checkpoint was refused ({err}), where it must read as missing: the host's credentials need s3:ListBucket on arn:aws:s3:::{bucket} (for the prefix `{prefix}`) and s3:GetObject on {resource} (see the README's `progress-store` policy)"
+            ));
+        }
+        Err(err) => return Err(refused("a read", &err, "s3:GetObject", &resource)),
+    }
+    store
+        .put(PROBE, b"{}")
+        .await
+        .map_err(|err| refused("a write", &err, "s3:PutObject", &resource))?;
+    if deletes {
+        store
+            .delete(PROBE)
+            .await
+            .map_err(|err| refused("a delete", &err, "s3:DeleteObject", &resource))?;
+    }
+    Ok(())
 }
 
 fn no_credentials(why: String) -> RemoteProblem {
