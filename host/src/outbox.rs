@@ -35,7 +35,7 @@ use crate::delivery::{
 use crate::events::{Emitter, Events, TaskDone, TaskEvent, TaskOutcome, TaskRef};
 use crate::idempotency::{ActivityIdempotency, Claim, ClaimRef};
 use crate::ids::sha256_hex;
-use crate::outcome::{Answer, Answerer};
+use crate::outcome::{Answer, Answerer, HostFailure};
 use crate::responder::SfnResponder;
 use crate::sfn::{SfnError, StepFunctions};
 use crate::store::{FolderStore, Store, StoreError};
@@ -405,6 +405,14 @@ impl Outbox {
                         (TaskOutcome::Success, "guest")
                     }
                     AnswerState::Delivered { .. } if guest => (TaskOutcome::Failure, "guest"),
+                    // The host's failure it was (or the bare failure after a refusal).
+                    AnswerState::Delivered {
+                        answer: Answer::Failure { error, .. },
+                        ..
+                    } => (
+                        TaskOutcome::HostFailure,
+                        HostFailure::name_of(error).unwrap_or(RECOVERED),
+                    ),
                     AnswerState::Delivered { .. } => (TaskOutcome::HostFailure, RECOVERED),
                     AnswerState::Closed { .. } => (TaskOutcome::Closed, "closed"),
                     _ => (TaskOutcome::Undelivered, "undelivered"),

@@ -162,6 +162,28 @@ impl HostFailure {
         "SfnWasmHost.Timeout",
     ];
 
+    /// Every failure's name, as [`HostFailure::name`] gives it.
+    pub const NAMES: [&'static str; 12] = [
+        "SfnWasmHost.HandlerError",
+        "SfnWasmHost.NoResponse",
+        "SfnWasmHost.Trap",
+        "SfnWasmHost.OutOfMemory",
+        "SfnWasmHost.Timeout",
+        "SfnWasmHost.Shutdown",
+        "SfnWasmHost.InvalidInput",
+        "SfnWasmHost.Capacity",
+        "SfnWasmHost.Internal",
+        "SfnWasmHost.AnswerRefused",
+        "SfnWasmHost.Duplicate",
+        "SfnWasmHost.IdempotencyMismatch",
+    ];
+
+    /// The name of the host's failure an answer's `error` is, if it is one: for an answer
+    /// read back (from the outbox) rather than made here.
+    pub fn name_of(error: &str) -> Option<&'static str> {
+        Self::NAMES.into_iter().find(|name| *name == error)
+    }
+
     /// Whether the failure named `name` (one of [`HostFailure::name`]) is one the handler
     /// caused ([`HostFailure::HANDLER_CAUSED`]).
     pub fn is_handler_caused(name: &str) -> bool {
@@ -313,6 +335,7 @@ mod tests {
         .iter()
         .map(HostFailure::name)
         .collect();
+        assert_eq!(names, HostFailure::NAMES);
         assert_eq!(
             names,
             [

@@ -24,12 +24,17 @@
 //! guest's `Store` owns, so the task's deadline or an abort, which drop the `Store`,
 //! stop it too. A limit or timeout hit while the body streams reaches the guest with
 //! its `wasi:http` error code, as at the head ([`http_error_code`]).
+//!
+//! A request that may be sent twice (an idempotent method, or an `Idempotency-Key`, and
+//! no body byte consumed) and fails on a kept connection before any response byte is
+//! sent again, once, on a new connection ([`retry`]).
 
 mod address;
 mod allow;
 mod aws;
 mod codes;
 mod pool;
+mod retry;
 mod send;
 mod sockets;
 
@@ -67,7 +72,9 @@ pub struct OutboundLimits {
     /// between two reads of a response body.
     pub first_byte_timeout_ms: u64,
     /// How long an idle connection is kept for the activity's next request to the same
-    /// host, in seconds; 0 turns reuse off.
+    /// host, in seconds; 0 turns reuse off. The default, 4, is below the 5 s servers
+    /// commonly keep one (Node, load balancers); a response's `Keep-Alive: timeout=N`
+    /// shortens it to N − 1 for its connection.
     pub pool_idle_seconds: u64,
     /// The most idle connections kept per host.
     pub pool_max_idle_per_host: u32,
@@ -88,7 +95,7 @@ impl Default for OutboundLimits {
             max_response_bytes: 16 << 20,
             connect_timeout_ms: 5000,
             first_byte_timeout_ms: 30_000,
-            pool_idle_seconds: 30,
+            pool_idle_seconds: 4,
             pool_max_idle_per_host: 8,
             pool_max_idle: 32,
             max_concurrent_requests: 16,

@@ -11,8 +11,15 @@
 //! names (`pool_max_idle`), not only per name: S3's virtual-hosted names and `*.`
 //! entries give a guest as many names as it likes, and each kept socket is a
 //! descriptor of the host's.
+//!
+//! A connection waits at most `pool_idle_seconds` (default 4 s, below the 5 s of Node's
+//! `keepAliveTimeout` and common load balancers), and less when its last response said
+//! how long the server keeps it (`Keep-Alive: timeout=N`): N − 1 s, so that the host
+//! drops it first ([`idle_limit`]). A server that drops one sooner anyway makes the next
+//! request on it fail before any response byte; see [`retry`](super::retry).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -35,9 +42,62 @@ pub(super) struct PoolKey {
     pub reach: Reach,
 }
 
+/// A connection of the pool: its request half, and the bytes read on it so far (to tell
+/// a failure before any response byte from one after).
+pub(super) struct Connection {
+    pub sender: SendRequest<WasiBody>,
+    pub received: Arc<AtomicU64>,
+}
+
+impl Connection {
+    /// The bytes read on the connection so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
 struct Idle {
     since: Instant,
-    sender: SendRequest<WasiBody>,
+    /// How long this one may wait: the pool's `idle_for`, or less (`Keep-Alive`).
+    idle_for: Duration,
+    connection: Connection,
+}
+
+impl Idle {
+    fn expired(&self) -> bool {
+        self.since.elapsed() >= self.idle_for
+    }
+}
+
+/// The most a connection whose response carried `Keep-Alive: timeout=N` waits, when the
+/// pool keeps connections `configured`: one second less than the server keeps it, so
+/// that the host closes it first. `None`: not kept (N ≤ 1 s, or reuse off).
+pub(super) fn idle_limit(configured: Duration, headers: &http::HeaderMap) -> Option<Duration> {
+    let limit = match keep_alive_timeout(headers) {
+        Some(seconds) if seconds <= 1 => return None,
+        Some(seconds) => configured.min(Duration::from_secs(seconds - 1)),
+        None => configured,
+    };
+    (!limit.is_zero()).then_some(limit)
+}
+
+/// The `timeout` parameter of a response's `Keep-Alive` header (RFC 2068 §19.7.1, as
+/// Node, Apache and nginx send it: `timeout=5, max=1000`), in seconds; the smallest when
+/// several are given. `None` when absent or not a number.
+pub(super) fn keep_alive_timeout(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get_all("keep-alive")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split([',', ';']))
+        .filter_map(|parameter| {
+            let (name, value) = parameter.split_once('=')?;
+            if !name.trim().eq_ignore_ascii_case("timeout") {
+                return None;
+            }
+            value.trim().trim_matches('"').parse::<u64>().ok()
+        })
+        .min()
 }
 
 #[derive(Default)]
@@ -47,6 +107,8 @@ struct Kept {
     total: usize,
     /// A sweeper task is running (it stops when nothing is kept).
     sweeping: bool,
+    /// How often the running sweeper looks: a quarter of the shortest `idle_for` kept.
+    every: Duration,
 }
 
 /// One activity's idle connections.
@@ -55,6 +117,8 @@ pub(super) struct Pool {
     max_per_host: usize,
     max_idle: usize,
     kept: Mutex<Kept>,
+    /// Wakes the sweeper when a connection that may wait less than it sleeps is kept.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -76,6 +140,7 @@ impl Pool {
             max_per_host: usize::try_from(max_per_host).unwrap_or(usize::MAX),
             max_idle: usize::try_from(max_idle).unwrap_or(usize::MAX),
             kept: Mutex::new(Kept::default()),
+            wake: Arc::default(),
         }
     }
 
@@ -89,9 +154,14 @@ impl Pool {
         self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How long connections are kept, at most.
+    pub fn idle_for(&self) -> Duration {
+        self.idle_for
+    }
+
     /// An idle connection for `key` that is ready for a request, if one is kept. The
     /// ones the server closed, or idle too long, are dropped on the way.
-    pub async fn take(&self, key: &PoolKey) -> Option<SendRequest<WasiBody>> {
+    pub async fn take(&self, key: &PoolKey) -> Option<Connection> {
         loop {
             let idle = {
                 let mut kept = self.kept();
@@ -104,26 +174,28 @@ impl Pool {
                 kept.total -= 1;
                 taken
             };
-            let mut sender = idle.sender;
-            if sender.is_closed() || idle.since.elapsed() >= self.idle_for {
+            if idle.connection.sender.is_closed() || idle.expired() {
                 continue;
             }
+            let mut connection = idle.connection;
             // Usually ready already; otherwise hyper is still reading the last
             // response's end, which takes a moment.
-            if sender.is_ready() {
-                return Some(sender);
+            if connection.sender.is_ready() {
+                return Some(connection);
             }
-            if let Ok(Ok(())) = tokio::time::timeout(READY_WITHIN, sender.ready()).await {
-                return Some(sender);
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WITHIN, connection.sender.ready()).await
+            {
+                return Some(connection);
             }
         }
     }
 
-    /// Keeps `sender`, whose last response was read to its end, for `idle_for`; closes
-    /// it when reuse is off, the key has `max_per_host` already, the pool `max_idle`, or
-    /// it is not reusable.
-    pub fn put(self: &Arc<Self>, key: PoolKey, sender: SendRequest<WasiBody>) {
-        if self.idle_for.is_zero() || sender.is_closed() {
+    /// Keeps `connection`, whose last response was read to its end, for `idle_for` (at
+    /// most the pool's); closes it when reuse is off, the key has `max_per_host`
+    /// already, the pool `max_idle`, or it is not reusable.
+    pub fn put(self: &Arc<Self>, key: PoolKey, connection: Connection, idle_for: Duration) {
+        let idle_for = idle_for.min(self.idle_for);
+        if idle_for.is_zero() || connection.sender.is_closed() {
             return;
         }
         let start_sweeper = {
@@ -137,38 +209,61 @@ impl Pool {
             }
             list.push(Idle {
                 since: Instant::now(),
-                sender,
+                idle_for,
+                connection,
             });
             kept.total += 1;
-            !std::mem::replace(&mut kept.sweeping, true)
+            let every = sweep_every(idle_for);
+            if !std::mem::replace(&mut kept.sweeping, true) {
+                kept.every = every;
+                true
+            } else {
+                if every < kept.every {
+                    kept.every = every;
+                    self.wake.notify_one();
+                }
+                false
+            }
         };
         if start_sweeper {
-            tokio::spawn(sweep(Arc::downgrade(self), self.idle_for));
+            tokio::spawn(sweep(Arc::downgrade(self), self.wake.clone()));
         }
     }
 }
 
-/// Closes the connections idle for `idle_for` (dropping the last sender ends one),
-/// looking every quarter of it; stops when nothing is kept, and `put` starts it again.
-/// One task per pool, not one per connection.
-async fn sweep(pool: Weak<Pool>, idle_for: Duration) {
-    let every = (idle_for / 4).max(Duration::from_millis(50));
+/// Closes the connections idle for their `idle_for` (dropping the last sender ends
+/// one), looking every quarter of the shortest kept; stops when nothing is kept, and
+/// `put` starts it again. One task per pool, not one per connection.
+async fn sweep(pool: Weak<Pool>, wake: Arc<tokio::sync::Notify>) {
     loop {
-        tokio::time::sleep(every).await;
+        let every = match pool.upgrade() {
+            Some(pool) => pool.kept().every,
+            None => return,
+        };
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = wake.notified() => continue,
+        }
         let Some(pool) = pool.upgrade() else {
             return;
         };
         let mut kept = pool.kept();
         kept.idle.retain(|_, list| {
-            list.retain(|entry| entry.since.elapsed() < idle_for);
+            list.retain(|entry| !entry.expired());
             !list.is_empty()
         });
         kept.total = kept.idle.values().map(Vec::len).sum();
-        if kept.idle.is_empty() {
+        let Some(shortest) = kept.idle.values().flatten().map(|e| e.idle_for).min() else {
             kept.sweeping = false;
             return;
-        }
+        };
+        kept.every = sweep_every(shortest);
     }
+}
+
+/// How often the sweeper looks for connections that wait `idle_for`.
+fn sweep_every(idle_for: Duration) -> Duration {
+    (idle_for / 4).max(Duration::from_millis(50))
 }
 
 #[cfg(test)]
@@ -176,14 +271,107 @@ mod tests {
     use super::*;
 
     /// A connection to `address`, as the pool keeps them.
-    async fn connection(address: std::net::SocketAddr) -> SendRequest<WasiBody> {
+    async fn connection(address: std::net::SocketAddr) -> Connection {
         let stream = tokio::net::TcpStream::connect(address).await.unwrap();
         let (sender, connection) =
             hyper::client::conn::http1::handshake(wasmtime_wasi_http::io::TokioIo::new(stream))
                 .await
                 .unwrap();
         tokio::spawn(connection);
-        sender
+        Connection {
+            sender,
+            received: Arc::default(),
+        }
+    }
+
+    fn keep_alive(value: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("keep-alive", value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_keep_alive_timeout_is_read_from_the_header() {
+        assert_eq!(keep_alive_timeout(&keep_alive("timeout=5")), Some(5));
+        assert_eq!(
+            keep_alive_timeout(&keep_alive("timeout=5, max=1000")),
+            Some(5)
+        );
+        assert_eq!(
+            keep_alive_timeout(&keep_alive("max=100,Timeout = 15")),
+            Some(15)
+        );
+        assert_eq!(keep_alive_timeout(&keep_alive("timeout=\"7\"")), Some(7));
+        assert_eq!(keep_alive_timeout(&keep_alive("max=100")), None);
+        assert_eq!(keep_alive_timeout(&keep_alive("timeout=soon")), None);
+        assert_eq!(keep_alive_timeout(&keep_alive("timeout=-1")), None);
+        assert_eq!(keep_alive_timeout(&http::HeaderMap::new()), None);
+        let mut two = keep_alive("timeout=10");
+        two.append("keep-alive", "timeout=3".parse().unwrap());
+        assert_eq!(keep_alive_timeout(&two), Some(3));
+    }
+
+    #[test]
+    fn a_connection_waits_less_than_the_server_keeps_it() {
+        let configured = Duration::from_secs(4);
+        let none = http::HeaderMap::new();
+        assert_eq!(idle_limit(configured, &none), Some(configured));
+        // Node's default (5 s): 4 s, the configured anyway.
+        assert_eq!(
+            idle_limit(configured, &keep_alive("timeout=5")),
+            Some(Duration::from_secs(4))
+        );
+        assert_eq!(
+            idle_limit(configured, &keep_alive("timeout=3")),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            idle_limit(Duration::from_secs(30), &keep_alive("timeout=60")),
+            Some(Duration::from_secs(30))
+        );
+        // A second or less: not kept at all.
+        assert_eq!(idle_limit(configured, &keep_alive("timeout=1")), None);
+        assert_eq!(idle_limit(configured, &keep_alive("timeout=0")), None);
+        // Reuse off stays off.
+        assert_eq!(idle_limit(Duration::ZERO, &none), None);
+    }
+
+    /// A connection kept less than the pool's `idle_for` (its server's `Keep-Alive`) is
+    /// not handed out past its own limit, and the sweeper closes it then.
+    #[tokio::test]
+    async fn a_shorter_keep_alive_is_kept_per_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let pool = Arc::new(Pool::new(Duration::from_secs(30), 8, 8));
+        let key = PoolKey {
+            scheme: Scheme::Http,
+            host: "127.0.0.1".into(),
+            port: address.port(),
+            reach: Reach::Literal,
+        };
+        pool.put(
+            key.clone(),
+            connection(address).await,
+            Duration::from_millis(200),
+        );
+        pool.put(
+            key.clone(),
+            connection(address).await,
+            Duration::from_secs(60),
+        );
+        assert_eq!(pool.idle(), 2);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // The short one is gone (swept); the other waits the pool's 30 s, not 60.
+        assert_eq!(pool.idle(), 1);
+        let kept = pool.kept();
+        let left = &kept.idle[&key][0];
+        assert_eq!(left.idle_for, Duration::from_secs(30));
     }
 
     /// A guest can name as many hosts as it likes (S3's virtual-hosted names, `*.`
@@ -206,7 +394,7 @@ mod tests {
                 port: address.port(),
                 reach: Reach::Public,
             };
-            pool.put(key, connection(address).await);
+            pool.put(key, connection(address).await, Duration::from_secs(30));
         }
         assert_eq!(pool.idle(), 4);
         // Taken ones leave room for others.

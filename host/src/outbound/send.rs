@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::client::conn::http1::SendRequest;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::io::TokioIo;
@@ -23,7 +22,8 @@ use wasmtime_wasi_http::{Error, WasiBody};
 
 use super::address::{Reach, may_connect};
 use super::allow::Scheme;
-use super::pool::{Pool, PoolKey};
+use super::pool::{Connection, Pool, PoolKey, idle_limit};
+use super::retry::{Replay, dead_connection, may_resend};
 use super::sockets::GuestSockets;
 use crate::budget::LineBudget;
 
@@ -279,6 +279,10 @@ pub fn read_ca_file(
 /// Sends `request` to `target` on an idle connection of `pool` when one is kept, else
 /// on a new one; the response, and a future for wasmtime-wasi-http to await (the
 /// connection itself runs on its own task, so that it can outlive the request).
+///
+/// A request that fails on a kept connection before any response byte is sent again,
+/// once, on a new connection when it may be sent twice (see [`super::retry`]): within
+/// the same first-byte deadline, the new connection made and checked as any other.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn send(
     mut request: http::Request<WasiBody>,
@@ -317,19 +321,39 @@ pub(super) async fn send(
         port: target.port,
         reach: target.reach,
     };
-    let (response, sender) = loop {
-        let (mut sender, reused) = match pool.take(&key).await {
-            Some(sender) => (sender, true),
+    // A request that may be sent twice keeps its body here, to send it again while
+    // nothing of it is consumed.
+    let (mut request, replay) = if may_resend(request.method(), request.headers()) {
+        let (parts, body) = request.into_parts();
+        let replay = Replay::new(body);
+        let request = http::Request::from_parts(parts.clone(), replay.body());
+        (request, Some((replay, parts)))
+    } else {
+        (request, None)
+    };
+    // Set when the request was sent once and is sent again: the first-byte deadline
+    // of the first try, which the second keeps to.
+    let mut resent: Option<tokio::time::Instant> = None;
+    let (response, connection) = loop {
+        let kept = match resent {
+            Some(_) => None,
+            None => pool.take(&key).await,
+        };
+        let reused = kept.is_some();
+        let mut connection = match kept {
+            Some(connection) => connection,
             None => match open(&target, &tls, &log, timeouts.connect, &sockets).await {
-                Ok(sender) => (sender, false),
+                Ok(connection) => connection,
                 Err(err) => return Err(refuse(request, err).await),
             },
         };
+        let received = connection.received();
+        let deadline = resent.unwrap_or_else(|| tokio::time::Instant::now() + timeouts.first_byte);
         let sent =
-            tokio::time::timeout(timeouts.first_byte, sender.try_send_request(request)).await;
+            tokio::time::timeout_at(deadline, connection.sender.try_send_request(request)).await;
         match sent {
             Err(_) => return Err(Error::ConnectionReadTimeout),
-            Ok(Ok(response)) => break (response, sender),
+            Ok(Ok(response)) => break (response, connection),
             Ok(Err(mut failed)) => {
                 // A kept connection the server closed meanwhile: the request was not
                 // sent, so it goes on a new one.
@@ -337,12 +361,37 @@ pub(super) async fn send(
                     request = unsent;
                     continue;
                 }
+                // A kept connection dropped without a word (no FIN, or one that crossed
+                // the request): nothing of the response came, so the server did not act
+                // on it, or may act on it twice without harm.
+                if reused
+                    && resent.is_none()
+                    && connection.received() == received
+                    && dead_connection(failed.error())
+                    && let Some((replay, parts)) = replay.as_ref().filter(|(r, _)| r.replayable())
+                {
+                    tracing::debug!(
+                        event = "outbound:retry",
+                        activity = &*log.context.activity,
+                        task_id = &*log.context.task_id,
+                        authority = log.authority.as_str(),
+                        method = log.method.as_str(),
+                        error = %failed.error(),
+                        "outbound:retry: a kept connection failed before any response byte; sending the request again on a new connection"
+                    );
+                    resent = Some(deadline);
+                    request = http::Request::from_parts(parts.clone(), replay.body());
+                    continue;
+                }
                 return Err(super::codes::body_error(failed.error()));
             }
         }
     };
+    drop(replay);
 
     log.status = response.status().as_u16();
+    // Kept no longer than the server says it keeps it (`Keep-Alive: timeout=N`).
+    let keep = idle_limit(pool.idle_for(), response.headers());
     let declared = response
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -360,7 +409,7 @@ pub(super) async fn send(
             budget,
             done: false,
             log,
-            reuse: Some((pool, key, sender)),
+            reuse: keep.map(|idle_for| (pool, key, connection, idle_for)),
             _permit: permit,
         }
         .boxed_unsync()
@@ -377,7 +426,7 @@ async fn open(
     log: &RequestLog,
     timeout: Duration,
     sockets: &GuestSockets,
-) -> Result<SendRequest<WasiBody>, Error> {
+) -> Result<Connection, Error> {
     // Taken before the socket is: the host's own calls keep their reserve.
     let Some(socket) = sockets.take() else {
         if log.context.lines.take() {
@@ -397,9 +446,13 @@ async fn open(
     let stream = tokio::time::timeout(timeout, connect(target, tls, log, sockets))
         .await
         .map_err(|_| Error::ConnectionTimeout)??;
+    let received = Arc::new(AtomicU64::new(0));
     let (sender, connection) = tokio::time::timeout(
         timeout,
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+        hyper::client::conn::http1::handshake(TokioIo::new(Counted {
+            stream,
+            received: received.clone(),
+        })),
     )
     .await
     .map_err(|_| Error::ConnectionTimeout)?
@@ -410,7 +463,58 @@ async fn open(
         let _ = connection.await;
         drop(socket);
     });
-    Ok(sender)
+    Ok(Connection { sender, received })
+}
+
+/// A connection's stream, counting the bytes read from it: a request that failed with
+/// none read since it was sent had no byte of a response.
+struct Counted {
+    stream: Box<dyn Stream>,
+    received: Arc<AtomicU64>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.stream).poll_read(cx, buf))?;
+        let read = (buf.filled().len() - before) as u64;
+        self.received.fetch_add(read, Ordering::Relaxed);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// Reads the guest's request body to its end (or its error) and discards it, then
@@ -526,7 +630,9 @@ struct ResponseBody {
     budget: Arc<Budget>,
     done: bool,
     log: RequestLog,
-    reuse: Option<(Arc<Pool>, PoolKey, SendRequest<WasiBody>)>,
+    /// Where the connection goes back when the body is read to its end, and for how
+    /// long it may wait there; `None`: closed (the server keeps it a second or less).
+    reuse: Option<(Arc<Pool>, PoolKey, Connection, Duration)>,
     /// The request's place among the task's requests in flight, given back when the
     /// guest drops the body.
     _permit: tokio::sync::OwnedSemaphorePermit,
@@ -565,8 +671,8 @@ impl Body for ResponseBody {
             }
             Poll::Ready(None) => {
                 self.done = true;
-                if let Some((pool, key, sender)) = self.reuse.take() {
-                    pool.put(key, sender);
+                if let Some((pool, key, connection, idle_for)) = self.reuse.take() {
+                    pool.put(key, connection, idle_for);
                 }
                 Poll::Ready(None)
             }

@@ -17,6 +17,9 @@
 //! | `inflight`  | sends `count` GETs to `url` and keeps every response unread (for   |
 //! |             | `hold_ms` more); succeeds with the results by name                 |
 //! | `answers`   | succeeds, then calls `success` `count` times more                  |
+//! | `paced`     | sends `count` requests (`method`: GET, PUT or POST; an empty body;   |
+//! |             | an `Idempotency-Key` of `key`, if given) to `url`, `gap_ms` apart,   |
+//! |             | reading each response to its end; succeeds with the results by name |
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,8 +28,10 @@ use std::collections::BTreeMap;
 use sfn_wasm_guest::{Task, toolkit};
 use wasip2::http::outgoing_handler::{self, FutureIncomingResponse};
 use wasip2::http::types::{
-    ErrorCode, Fields, IncomingResponse, Method, OutgoingBody, OutgoingRequest, Scheme,
+    ErrorCode, Fields, IncomingBody, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
+    Scheme,
 };
+use wasip2::io::streams::StreamError;
 
 fn field<'a>(input: &'a str, name: &str) -> Option<&'a str> {
     let start = input.find(&format!("\"{name}\""))? + name.len() + 2;
@@ -42,19 +47,26 @@ fn unix_ns() -> u128 {
         .map_or(0, |since| since.as_nanos())
 }
 
-/// A request to `url` (`scheme://authority/path`) with `method` and a
-/// `content-type`, handed to the host; its body, not finished.
-fn start(method: Method, url: &str) -> Result<(FutureIncomingResponse, OutgoingBody), ErrorCode> {
+/// A request to `url` (`scheme://authority/path`) with `method`, a `content-type` and
+/// the `extra` headers, handed to the host; its body, not finished.
+fn start(
+    method: Method,
+    url: &str,
+    extra: &[(&str, &str)],
+) -> Result<(FutureIncomingResponse, OutgoingBody), ErrorCode> {
     let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
     let (authority, path) = match rest.find('/') {
         Some(at) => (&rest[..at], &rest[at..]),
         None => (rest, "/"),
     };
-    let headers = Fields::from_list(&[(
+    let mut list = vec![(
         "content-type".to_owned(),
         b"application/x-amz-json-1.0".to_vec(),
-    )])
-    .map_err(|_| ErrorCode::HttpRequestHeaderSize(None))?;
+    )];
+    for (name, value) in extra {
+        list.push(((*name).to_owned(), value.as_bytes().to_vec()));
+    }
+    let headers = Fields::from_list(&list).map_err(|_| ErrorCode::HttpRequestHeaderSize(None))?;
     let request = OutgoingRequest::new(headers);
     let _ = request.set_method(&method);
     let _ = request.set_scheme(Some(&match scheme {
@@ -79,6 +91,27 @@ fn outcome(future: &FutureIncomingResponse) -> (String, Option<IncomingResponse>
         Some(Ok(Err(code))) => (name(&code), None),
         _ => ("no response".into(), None),
     }
+}
+
+/// Reads `response`'s body to its end (so that the host may keep its connection); the
+/// name of the error code when the read fails.
+fn read_to_end(response: IncomingResponse) -> Result<(), String> {
+    let body = response.consume().map_err(|()| "no body".to_owned())?;
+    {
+        let stream = body.stream().map_err(|()| "no body stream".to_owned())?;
+        loop {
+            match stream.blocking_read(64 << 10) {
+                Ok(_) => {}
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(err)) => {
+                    return Err(wasip2::http::types::http_error_code(&err)
+                        .map_or_else(|| "body error".to_owned(), |code| name(&code)));
+                }
+            }
+        }
+    }
+    drop(IncomingBody::finish(body));
+    Ok(())
 }
 
 fn name(code: &ErrorCode) -> String {
@@ -151,7 +184,7 @@ fn pushy(task: Task) -> Result<(), String> {
             let mut counts = BTreeMap::new();
             let mut kept = Vec::new();
             for _ in 0..number("count", 100) {
-                match start(Method::Post, &url) {
+                match start(Method::Post, &url, &[]) {
                     Ok((future, body)) => {
                         let stream = body.write().map_err(|()| "the body stream".to_owned())?;
                         let mut written = 0u64;
@@ -183,7 +216,7 @@ fn pushy(task: Task) -> Result<(), String> {
             let mut counts = BTreeMap::new();
             let mut kept = Vec::new();
             for _ in 0..number("count", 100) {
-                let result = match start(Method::Get, &url) {
+                let result = match start(Method::Get, &url, &[]) {
                     Ok((future, body)) => {
                         let _ = OutgoingBody::finish(body, None);
                         let (result, response) = outcome(&future);
@@ -197,6 +230,39 @@ fn pushy(task: Task) -> Result<(), String> {
                 *counts.entry(result).or_insert(0) += 1;
             }
             std::thread::sleep(Duration::from_millis(number("hold_ms", 0)));
+            let answer = format!("{{\"results\":{}}}", tally(&counts));
+            toolkit::success(&answer).map_err(|e| e.to_string())
+        }
+        "paced" => {
+            let method = match field(&task.input, "method").unwrap_or("GET") {
+                "POST" => Method::Post,
+                "PUT" => Method::Put,
+                _ => Method::Get,
+            };
+            let extra: Vec<(&str, &str)> = field(&task.input, "key")
+                .map(|key| ("idempotency-key", key))
+                .into_iter()
+                .collect();
+            let gap = Duration::from_millis(number("gap_ms", 1000));
+            let mut counts = BTreeMap::new();
+            for i in 0..number("count", 12) {
+                if i > 0 {
+                    std::thread::sleep(gap);
+                }
+                let result = match start(method.clone(), &url, &extra) {
+                    Ok((future, body)) => {
+                        let _ = OutgoingBody::finish(body, None);
+                        match outcome(&future) {
+                            (result, Some(response)) => {
+                                read_to_end(response).map_or_else(|code| code, |()| result)
+                            }
+                            (result, None) => result,
+                        }
+                    }
+                    Err(code) => name(&code),
+                };
+                *counts.entry(result).or_insert(0) += 1;
+            }
             let answer = format!("{{\"results\":{}}}", tally(&counts));
             toolkit::success(&answer).map_err(|e| e.to_string())
         }
