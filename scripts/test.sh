@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs the wasm32-wasip2 target, builds
 # the guest components (Rust, and the JavaScript and Python examples with their pinned
-# tools), starts LocalStack (cached venv), runs every test, stops LocalStack.
+# tools), starts LocalStack and the strict AWS emulator (cached venvs), runs every test,
+# stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-guests.sh
@@ -16,8 +17,13 @@ for wasm in target/polyglot/*.wasm; do
     --input '{"hello": "World"}' >/dev/null 2>&1 || true
 done
 . scripts/lib/localstack.sh
-trap localstack_stop EXIT
+. scripts/lib/strict_aws.sh
+trap 'strict_aws_stop; localstack_stop' EXIT
 localstack_start
+# The strict AWS emulator (moto: SigV4 checked, identity policies evaluated; a strict
+# front for LocalStack's Step Functions), for the tests that run under the README's
+# least-privilege policies (host/tests/it/strict.rs).
+strict_aws_start
 # Prometheus from Debian (promtool for the alert rules' checks and unit tests, and a real
 # server that scrapes a served host and evaluates them).
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then

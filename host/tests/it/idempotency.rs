@@ -13,7 +13,7 @@ use crate::guests::guest;
 use crate::served::{self, Served};
 
 /// A task state that retries `SfnWasmHost.Duplicate` every second.
-fn retrying_duplicates(activity: &str) -> Value {
+pub fn retrying_duplicates(activity: &str) -> Value {
     json!({
         "Type": "Task", "Resource": activity, "TimeoutSeconds": 120, "HeartbeatSeconds": 60,
         "Retry": [{"ErrorEquals": ["SfnWasmHost.Duplicate"], "IntervalSeconds": 1,

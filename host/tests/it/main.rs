@@ -20,6 +20,7 @@ mod hotswap;
 mod http1;
 mod idempotency;
 mod invoke;
+mod keepalive;
 mod outbox;
 mod polling;
 mod polyglot;
@@ -33,6 +34,7 @@ mod serve;
 mod served;
 mod sfn_standin;
 mod standin;
+mod strict;
 #[path = "../tls/server.rs"]
 mod tls;
 mod traces;
