@@ -233,7 +233,11 @@ impl ActivityIdempotency {
             })
         };
         // A few rounds at most: a claim that loses a race reads what won it.
-        for _ in 0..3 {
+        let mut unreadable = None;
+        for round in 0..ROUNDS {
+            if round > 0 && unreadable.is_some() {
+                tokio::time::sleep(READ_AGAIN_AFTER * round).await;
+            }
             match self.store.put_if_absent(&name, &data).await {
                 Ok(Claimed::Yes(version)) => return won(version),
                 Ok(Claimed::AlreadyTaken) => {}
@@ -244,8 +248,17 @@ impl ActivityIdempotency {
                 // Gone since the claim found it (given back, expired by a lifecycle
                 // rule): claim again.
                 Ok(None) => continue,
-                Err(err) => return Lookup::Unavailable(err),
+                // The key is held, but what holds it could not be read: a write still in
+                // flight, a record just expired by a lifecycle rule (which S3 answers
+                // with 403 to credentials without s3:ListBucket), throttling. Running
+                // now could run the guest beside its holder: try again, and only when
+                // every round fails run without the key.
+                Err(err) => {
+                    unreadable = Some(err);
+                    continue;
+                }
             };
+            unreadable = None;
             let now = now_ms();
             match serde_json::from_slice::<Record>(&found.data) {
                 Ok(Record::Done {
@@ -280,9 +293,17 @@ impl ActivityIdempotency {
                 },
             }
         }
-        Lookup::Duplicate
+        match unreadable {
+            Some(err) => Lookup::Unavailable(err),
+            None => Lookup::Duplicate,
+        }
     }
 }
+
+/// How many times a lookup claims and reads before it gives up.
+const ROUNDS: u32 = 3;
+/// The wait before claiming again after a read failed, times the round.
+const READ_AGAIN_AFTER: Duration = Duration::from_millis(50);
 
 /// The pointers (comma-separated) at which `ours` and `theirs` hold different values;
 /// `None` when they agree wherever both checked (a record made before a pointer was

@@ -293,6 +293,10 @@ impl ActivityShared {
         }
         // What Step Functions took from the guest is kept for the key's later attempts;
         // a host failure (which a retry may not repeat) or no answer gives the key back.
+        // An answer given up with its outbox entry left for the next start: that start
+        // settles the claim (giving it back now would let a duplicate run the guest
+        // again before the answer is delivered).
+        let claim = claim.filter(|_| !kept.as_ref().is_some_and(Kept::stayed));
         if let Some(claim) = claim {
             let kept = match (&state, answered_by) {
                 (AnswerState::Delivered { answer, .. }, Some(Answerer::Guest)) => Some(answer),

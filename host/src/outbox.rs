@@ -33,7 +33,7 @@ use crate::delivery::{
     AnswerState, Delivered, Delivery, DeliveryOptions, HeartbeatSource, Responder, TaskError,
 };
 use crate::events::{Emitter, Events, TaskDone, TaskEvent, TaskOutcome, TaskRef};
-use crate::idempotency::{ActivityIdempotency, Claim, ClaimRef};
+use crate::idempotency::{ActivityIdempotency, Claim, ClaimRef, Settled};
 use crate::ids::sha256_hex;
 use crate::outcome::{Answer, Answerer, HostFailure};
 use crate::responder::SfnResponder;
@@ -56,13 +56,19 @@ const FORMAT: &[u8] = b"sfn-wasm-host outbox entry v1";
 /// `Timeout`, the answer not made durable.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(2);
 
+/// How long writes are skipped after one ran past [`WRITE_DEADLINE`].
+const HUNG_BACKOFF_MS: u64 = 30_000;
+
 /// The suffix an entry gets when it is refused: set aside, never sent.
 pub const REFUSED_SUFFIX: &str = ".refused";
 
 /// The outbox folder, and how much it holds.
 pub struct Outbox {
     dir: PathBuf,
-    store: Box<dyn Store>,
+    store: Arc<dyn Store>,
+    /// Until when writes are skipped after one ran past [`WRITE_DEADLINE`] (ms since the
+    /// Unix epoch; 0: none): a hung volume would park a blocking thread per attempt.
+    hung_until_ms: AtomicU64,
     /// The folder's MAC key.
     key: ring::hmac::Key,
     max_bytes: u64,
@@ -153,7 +159,8 @@ impl Outbox {
         })?;
         Ok(Self {
             dir: dir.to_owned(),
-            store: Box::new(store),
+            store: Arc::new(store),
+            hung_until_ms: AtomicU64::new(0),
             key,
             max_bytes,
             held: AtomicU64::new(0),
@@ -234,6 +241,7 @@ impl Outbox {
             handler_digest: task.handler_digest.to_string(),
             written: Mutex::new(None),
             guest: std::sync::atomic::AtomicBool::new(false),
+            stayed: std::sync::atomic::AtomicBool::new(false),
             claim: Mutex::new(ClaimState::None),
         }))
     }
@@ -256,9 +264,37 @@ impl Outbox {
             );
             return None;
         }
-        let written = tokio::time::timeout(WRITE_DEADLINE, self.store.put(name, &data))
-            .await
-            .unwrap_or_else(|_| {
+        if now_ms() < self.hung_until_ms.load(Ordering::Relaxed) {
+            self.held.fetch_sub(size, Ordering::Relaxed);
+            tracing::debug!(
+                activity = %entry.activity,
+                task_id = %entry.task_id,
+                "the outbox's volume was hung moments ago: the answer is sent without an entry"
+            );
+            return None;
+        }
+        let (store, owned_name, owned_data) = (self.store.clone(), name.to_owned(), data.clone());
+        let mut job = tokio::spawn(async move { store.put(&owned_name, &owned_data).await });
+        let written = match tokio::time::timeout(WRITE_DEADLINE, &mut job).await {
+            Ok(Ok(written)) => written,
+            Ok(Err(joined)) => Err(StoreError {
+                code: "Internal".into(),
+                message: format!("the outbox's write failed: {joined}"),
+            }),
+            Err(_) => {
+                self.hung_until_ms
+                    .store(now_ms().saturating_add(HUNG_BACKOFF_MS), Ordering::Relaxed);
+                // The write goes on where it is stuck; if it ever ends, the entry it made
+                // was never counted or tracked: it goes (unless another write replaced
+                // it since), so that the next start does not send it again.
+                let path = self.dir.join(name);
+                tokio::spawn(async move {
+                    if let Ok(Ok(())) = job.await
+                        && std::fs::read(&path).is_ok_and(|now| now == data)
+                    {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                });
                 Err(StoreError {
                     code: "Timeout".into(),
                     message: format!(
@@ -266,7 +302,8 @@ impl Outbox {
                         WRITE_DEADLINE.as_secs()
                     ),
                 })
-            });
+            }
+        };
         match written {
             Ok(()) => Some(size),
             Err(err) => {
@@ -368,8 +405,8 @@ impl Outbox {
             let claim = entry
                 .claim
                 .clone()
-                .and_then(|held| Some(idempotency(&entry.activity)?.resume(held)));
-            let responder: Arc<dyn Responder> = Arc::new(KeptResponder {
+                .and_then(|held| Some((idempotency(&entry.activity)?.resume(held.clone()), held)));
+            let kept = Arc::new(KeptResponder {
                 inner: Arc::new(SfnResponder::new(
                     sfn.clone(),
                     entry.token.clone(),
@@ -386,20 +423,36 @@ impl Outbox {
                     size,
                 })),
                 guest: std::sync::atomic::AtomicBool::new(entry.guest),
-                claim: Mutex::new(ClaimState::None),
+                stayed: std::sync::atomic::AtomicBool::new(false),
+                // The entry stays until the claim is settled, as a live task's does.
+                claim: Mutex::new(match &claim {
+                    Some((_, held)) => ClaimState::Held(held.clone()),
+                    None => ClaimState::None,
+                }),
             });
-            // No guest is left to answer again: a refusal is followed by the host's bare
-            // failure, as for any answer of the host's.
-            let delivery = Delivery::new(responder, TaskControl::default(), options.clone());
-            let guest = entry.guest;
-            delivery.resume(entry.answer.into(), Answerer::Host(RECOVERED));
+            let kept = Kept(kept);
+            // Through the same conclusion as a live task's: a guest's answer Step
+            // Functions refuses is followed by `SfnWasmHost.AnswerRefused`, a host's
+            // by the bare failure.
+            let delivery = Delivery::new(kept.responder(), TaskControl::default(), options.clone());
+            let by = if entry.guest {
+                Answerer::Guest
+            } else {
+                Answerer::Host(RECOVERED)
+            };
+            delivery.resume(entry.answer.into(), by);
             let started = std::time::Instant::now();
+            let (activity, task_id) = (entry.activity, entry.task_id);
             tokio::spawn(async move {
-                delivery.settled().await;
+                delivery.conclude().await;
                 let state = delivery.state();
-                if let Some(claim) = claim {
-                    settle_recovered(claim, &state, guest).await;
+                let guest = delivery.answered_by() == Some(Answerer::Guest);
+                if let Some((claim, _)) = claim
+                    && !kept.stayed()
+                {
+                    settle_recovered(claim, &state, guest, &activity, &task_id).await;
                 }
+                kept.finished();
                 let (outcome, error) = match &state {
                     AnswerState::Delivered { answer, .. } if answer.is_success() => {
                         (TaskOutcome::Success, "guest")
@@ -433,7 +486,13 @@ impl Outbox {
 /// found closed after the restart (most likely taken before it), is stored; any other
 /// end gives the key back, except an answer given up again (its entry stays for the
 /// next start, and so does the claim, until it expires).
-async fn settle_recovered(claim: Claim, state: &AnswerState, guest: bool) {
+async fn settle_recovered(
+    claim: Claim,
+    state: &AnswerState,
+    guest: bool,
+    activity: &str,
+    task_id: &str,
+) {
     let kept = match state {
         AnswerState::Delivered { answer, .. } if guest => Some(answer),
         AnswerState::Closed {
@@ -445,12 +504,21 @@ async fn settle_recovered(claim: Claim, state: &AnswerState, guest: bool) {
         }
         _ => None,
     };
-    if let Err(err) = claim.settle(kept).await {
-        tracing::warn!(
+    match claim.settle(kept).await {
+        Ok(Settled::Done) => {}
+        Ok(Settled::TakenOver) => tracing::warn!(
+            event = "idempotency:taken_over",
+            activity,
+            task_id,
+            "idempotency:taken_over: a recovered answer's claim had expired and another attempt took the key; the answer was not stored"
+        ),
+        Err(err) => tracing::warn!(
             event = "idempotency:unavailable",
+            activity,
+            task_id,
             code = %err.code,
             "idempotency:unavailable: {err}; a recovered answer's claim was not settled (it expires by itself)"
-        );
+        ),
     }
 }
 
@@ -495,6 +563,12 @@ impl Kept {
         *self.0.claim_lock() = ClaimState::Held(claim.to_ref());
     }
 
+    /// Whether the answer was given up with its entry left for the next start, which
+    /// then settles the task's claim (the live task must leave it alone).
+    pub fn stayed(&self) -> bool {
+        self.0.stayed.load(Ordering::Relaxed)
+    }
+
     /// The task's claim is settled: a settled answer's entry can go.
     pub fn finished(&self) {
         let state = std::mem::replace(&mut *self.0.claim_lock(), ClaimState::None);
@@ -517,6 +591,8 @@ struct KeptResponder {
     written: Mutex<Option<Written>>,
     /// The answer being sent is the guest's.
     guest: std::sync::atomic::AtomicBool,
+    /// The answer was given up with its entry on disk, for the next start.
+    stayed: std::sync::atomic::AtomicBool,
     /// The task's idempotency claim, if it holds one.
     claim: Mutex<ClaimState>,
 }
@@ -618,8 +694,11 @@ impl Responder for KeptResponder {
 
     fn gave_up(&self, answer: &Answer, reason: &str) {
         // The host stopped, or the outage outlasted the retries: the entry stays (and
-        // counts against the bound) for the next start.
-        self.lock().take();
+        // counts against the bound) for the next start, and so does the task's claim,
+        // which the next start settles.
+        if self.lock().take().is_some() {
+            self.stayed.store(true, Ordering::Relaxed);
+        }
         self.inner.gave_up(answer, reason);
     }
 
@@ -940,7 +1019,7 @@ mod tests {
     async fn a_hung_volume_does_not_stall_answers() {
         let dir = tempfile::tempdir().unwrap();
         let mut opened = Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap();
-        opened.store = Box::new(Hung);
+        opened.store = Arc::new(Hung);
         let outbox = Arc::new(opened);
         let sfn = Arc::new(Recorded::default());
         let task = TaskRef {

@@ -342,7 +342,16 @@ pub(super) async fn send(
         let reused = kept.is_some();
         let mut connection = match kept {
             Some(connection) => connection,
-            None => match open(&target, &tls, &log, timeouts.connect, &sockets).await {
+            // A request sent again keeps to the first try's deadline, connecting included.
+            None => match open(
+                &target,
+                &tls,
+                &log,
+                connect_within(timeouts.connect, resent),
+                &sockets,
+            )
+            .await
+            {
                 Ok(connection) => connection,
                 Err(err) => return Err(refuse(request, err).await),
             },
@@ -464,6 +473,14 @@ async fn open(
         drop(socket);
     });
     Ok(Connection { sender, received })
+}
+
+/// How long a new connection may take: `connect`, or less when the request is sent again
+/// and its first try's `deadline` comes sooner.
+fn connect_within(connect: Duration, deadline: Option<tokio::time::Instant>) -> Duration {
+    deadline.map_or(connect, |deadline| {
+        connect.min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+    })
 }
 
 /// A connection's stream, counting the bytes read from it: a request that failed with

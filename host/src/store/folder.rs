@@ -24,6 +24,9 @@ pub struct FolderStore {
     dir: PathBuf,
     /// Numbers temporary files, so that two writes of one name never share one.
     writes: AtomicU64,
+    /// Random, per store: processes of one PID (PID 1 in two containers sharing a
+    /// volume) never share a temporary file either.
+    salt: u32,
 }
 
 impl FolderStore {
@@ -48,9 +51,18 @@ impl FolderStore {
             message,
         })?;
         remove_stale_temporaries(dir);
+        let mut salt = [0u8; 4];
+        // Only uniqueness across processes is asked of it; the clock is the fallback.
+        if ring::rand::SystemRandom::new().fill(&mut salt).is_err() {
+            salt = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+                .to_be_bytes();
+        }
         Ok(Self {
             dir: dir.to_owned(),
             writes: AtomicU64::new(0),
+            salt: u32::from_be_bytes(salt),
         })
     }
 
@@ -62,9 +74,10 @@ impl FolderStore {
     /// writes (and removed by [`remove_stale_temporaries`] if a crash leaves it).
     fn temporary(&self, name: &str) -> PathBuf {
         self.dir.join(format!(
-            ".{name}.{}.{}.tmp",
+            ".{name}.{}.{}.{:08x}.tmp",
             std::process::id(),
-            self.writes.fetch_add(1, Ordering::Relaxed)
+            self.writes.fetch_add(1, Ordering::Relaxed),
+            self.salt
         ))
     }
 
@@ -354,16 +367,30 @@ impl Store for FolderStore {
         tokio::task::spawn_blocking(move || {
             // Written whole first, then linked to the name (which fails if it exists):
             // nobody ever reads a claim half written.
-            let linked = create(&temporary, true)
-                .and_then(|mut file| write_durably(&mut file, &data))
-                .and_then(|()| std::fs::hard_link(&temporary, &path));
+            let written =
+                create(&temporary, true).and_then(|mut file| write_durably(&mut file, &data));
+            if let Err(err) = written {
+                let _ = std::fs::remove_file(&temporary);
+                return Err(StoreError::io(&err));
+            }
+            let linked = std::fs::hard_link(&temporary, &path);
             let _ = std::fs::remove_file(&temporary);
-            match linked.and_then(|()| sync_dir(&dir)) {
-                Ok(()) => Ok(Claimed::Yes(version_of(&data))),
+            match linked {
+                Ok(()) => {}
+                // Only the name's own link says it is taken.
                 Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-                    Ok(Claimed::AlreadyTaken)
+                    return Ok(Claimed::AlreadyTaken);
                 }
-                Err(err) => Err(StoreError::io(&err)),
+                Err(err) => return Err(StoreError::io(&err)),
+            }
+            match sync_dir(&dir) {
+                Ok(()) => Ok(Claimed::Yes(version_of(&data))),
+                // Not durable: the name is given back rather than held by a claim that
+                // may not survive a crash.
+                Err(err) => {
+                    let _ = std::fs::remove_file(&path);
+                    Err(StoreError::io(&err))
+                }
             }
         })
         .await

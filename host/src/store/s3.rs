@@ -40,6 +40,39 @@ impl S3Store {
             .await
     }
 
+    /// A `PutObject` with `If-None-Match: *` (no `version`) or `If-Match: version`. S3
+    /// answers 409 `ConditionalRequestConflict` while another conditional write of the
+    /// key is in flight and asks for a retry: a few, then the key counts as taken.
+    async fn put_conditionally(
+        &self,
+        name: &str,
+        data: &[u8],
+        version: Option<&Version>,
+    ) -> Result<Claimed, StoreError> {
+        let mut attempt = 0;
+        loop {
+            let put = self
+                .client()
+                .await
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.key(name))
+                .set_if_none_match(version.is_none().then(|| "*".to_owned()))
+                .set_if_match(version.map(|v| v.0.clone()))
+                .body(ByteStream::from(data.to_vec()))
+                .send()
+                .await;
+            match conditional(put.map(|written| written.e_tag))? {
+                Conditional::Done(claimed) => return Ok(claimed),
+                Conditional::Conflict if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(CONFLICT_BACKOFF * attempt).await;
+                }
+                Conditional::Conflict => return Ok(Claimed::AlreadyTaken),
+            }
+        }
+    }
+
     fn key(&self, name: &str) -> String {
         if self.prefix.is_empty() {
             name.to_owned()
@@ -100,17 +133,7 @@ impl Store for S3Store {
     }
 
     async fn put_if_absent(&self, name: &str, data: &[u8]) -> Result<Claimed, StoreError> {
-        let put = self
-            .client()
-            .await
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.key(name))
-            .if_none_match("*")
-            .body(ByteStream::from(data.to_vec()))
-            .send()
-            .await;
-        conditional(put.map(|written| written.e_tag))
+        self.put_conditionally(name, data, None).await
     }
 
     async fn put_if_match(
@@ -119,17 +142,7 @@ impl Store for S3Store {
         data: &[u8],
         version: &Version,
     ) -> Result<Claimed, StoreError> {
-        let put = self
-            .client()
-            .await
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.key(name))
-            .if_match(&version.0)
-            .body(ByteStream::from(data.to_vec()))
-            .send()
-            .await;
-        conditional(put.map(|written| written.e_tag))
+        self.put_conditionally(name, data, Some(version)).await
     }
 
     async fn delete(&self, name: &str) -> Result<(), StoreError> {
@@ -156,26 +169,42 @@ fn etag(tag: Option<&str>) -> Result<Version, StoreError> {
         })
 }
 
-/// What a conditional `PutObject` came to: written (with its new ETag), or not because
-/// its condition failed. By code first: `PreconditionFailed` (412) when the object
-/// exists (`If-None-Match`) or holds another version (`If-Match`), `NoSuchKey` (404)
-/// when an `If-Match` finds nothing, `ConditionalRequestConflict` (409) while another
-/// conditional write of it is in flight.
+/// How often a conditional write S3 answered with 409 is sent again.
+const CONFLICT_RETRIES: u32 = 3;
+/// The wait before sending it again, times the attempt.
+const CONFLICT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What a conditional `PutObject` came to.
+enum Conditional {
+    /// Written (with its new ETag), or not because its condition failed.
+    Done(Claimed),
+    /// 409 `ConditionalRequestConflict`: another conditional write of the key is in
+    /// flight; S3 asks for a retry.
+    Conflict,
+}
+
+/// Reads a conditional `PutObject`'s answer. By code first: `PreconditionFailed` (412)
+/// when the object exists (`If-None-Match`) or holds another version (`If-Match`),
+/// `NoSuchKey` (404) when an `If-Match` finds nothing, `ConditionalRequestConflict` (409).
 fn conditional<E, R>(
     put: Result<Option<String>, aws_smithy_runtime_api::client::result::SdkError<E, R>>,
-) -> Result<Claimed, StoreError>
+) -> Result<Conditional, StoreError>
 where
     E: aws_sdk_sfn::error::ProvideErrorMetadata,
     R: HttpStatus,
 {
     match put {
-        Ok(tag) => Ok(Claimed::Yes(etag(tag.as_deref())?)),
+        Ok(tag) => Ok(Conditional::Done(Claimed::Yes(etag(tag.as_deref())?))),
         Err(err) => {
             let error = failed(&err);
             let status = err.raw_response().map(HttpStatus::status_code);
             match (error.code.as_str(), status) {
-                ("PreconditionFailed" | "ConditionalRequestConflict" | "NoSuchKey", _)
-                | ("NoErrorCode", Some(412 | 409 | 404)) => Ok(Claimed::AlreadyTaken),
+                ("ConditionalRequestConflict", _) | ("NoErrorCode", Some(409)) => {
+                    Ok(Conditional::Conflict)
+                }
+                ("PreconditionFailed" | "NoSuchKey", _) | ("NoErrorCode", Some(412 | 404)) => {
+                    Ok(Conditional::Done(Claimed::AlreadyTaken))
+                }
                 _ => Err(error),
             }
         }

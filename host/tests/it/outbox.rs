@@ -27,7 +27,9 @@ fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// Serves `scenarios` through a proxy, cuts the network while a task answers, stops the
-/// host with `stop`, restores the network and starts a new host on the same outbox.
+/// host with `stop`, restores the network and starts a new host on the same outbox. The
+/// task holds an idempotency key: the recovered answer settles it, so a later task with
+/// the key gets the answer without running the guest.
 fn answer_outlives(stop: Signal) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let proxy = runtime.block_on(Proxy::start());
@@ -41,7 +43,7 @@ fn answer_outlives(stop: Signal) {
         &proxy.endpoint(),
         &activity,
         &guest("scenarios"),
-        "",
+        "[activity.idempotency]\nkey = \"/orderId\"\nstore = \"answers\"",
         "outbox_dir = \"outbox\"\nshutdown_grace_seconds = 1",
     );
     let mut first = Served::start(&config);
@@ -49,7 +51,7 @@ fn answer_outlives(stop: Signal) {
     let execution = runtime.block_on(emulator::start(
         &client,
         &machine,
-        json!({"hello": "Sleep", "ms": 1000}),
+        json!({"hello": "Sleep", "ms": 1000, "orderId": "o-1"}),
     ));
     first.wait_for("task:start");
     proxy.cut();
@@ -78,6 +80,20 @@ fn answer_outlives(stop: Signal) {
     assert_eq!(ended.output, Some(json!({"slept_ms": 1000})));
     let delivered = second.wait_for("task:success");
     assert_eq!(delivered["recovered"], true, "{delivered}");
+    let done = second.wait_for("task:done");
+    assert_eq!(done["recovered"], true, "{done}");
+    assert_eq!(done["outcome"], "success", "{done}");
+    // The key holds the recovered answer: a duplicate gets it, and no guest runs.
+    let duplicate = runtime.block_on(emulator::start(
+        &client,
+        &machine,
+        json!({"hello": "Sleep", "ms": 1000, "orderId": "o-1"}),
+    ));
+    let ended = runtime.block_on(emulator::wait(&client, &duplicate, Duration::from_secs(60)));
+    assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
+    assert_eq!(ended.output, Some(json!({"slept_ms": 1000})));
+    let done = second.wait_for("task:done");
+    assert_eq!(done["deduplicated"], true, "{done}");
     second.wait_quiet(Duration::from_millis(200));
     assert!(
         !second.events().iter().any(|e| e == "task:start"),
