@@ -502,6 +502,35 @@ mod tests {
         assert_eq!(responder.errored.load(Ordering::SeqCst), 1);
     }
 
+    /// A canary is judged on what its handler did: a shutdown, a full pool, a refused
+    /// answer or a duplicate key says nothing about the version (a rolling restart must
+    /// not roll a good version back); a trap or a timeout does.
+    #[test]
+    fn only_what_the_handler_caused_judges_its_version() {
+        let host = |failure: HostFailure| {
+            judges_the_handler(
+                TaskOutcome::HostFailure,
+                Some(Answerer::Host(failure.name())),
+            )
+        };
+        assert!(host(HostFailure::Trap(String::new())));
+        assert!(host(HostFailure::Timeout(String::new())));
+        assert!(host(HostFailure::NoResponse));
+        assert!(!host(HostFailure::Shutdown));
+        assert!(!host(HostFailure::Capacity(String::new())));
+        assert!(!host(HostFailure::AnswerRefused(String::new())));
+        assert!(!host(HostFailure::Duplicate));
+        assert!(!host(HostFailure::Internal(String::new())));
+        assert!(judges_the_handler(
+            TaskOutcome::Failure,
+            Some(Answerer::Guest)
+        ));
+        assert!(judges_the_handler(
+            TaskOutcome::Success,
+            Some(Answerer::Guest)
+        ));
+    }
+
     #[tokio::test]
     async fn an_answered_task_is_left_alone_by_the_guard() {
         let (delivery, responder) = delivery();
