@@ -519,17 +519,16 @@ class StrictApp:
         self, environ: dict, scope: tuple[str, str, str], bucket: str, key: str
     ) -> str | None:
         """AWS: a missing key reads as 404 only to a caller allowed s3:ListBucket on the
-        bucket; to others as 403. The denial message, or None when allowed. The listing
-        is judged as one of the key itself (`s3:prefix` = the key), so that a
-        `s3:ListBucket` conditioned on the key's prefix counts."""
+        bucket; to others as 403. The denial message, or None when allowed. The request
+        is an object's, which carries no `s3:prefix`: a `s3:ListBucket` conditioned on a
+        prefix is not counted (the strict reading; AWS documents no exception)."""
         headers = EnvironHeaders(environ)
         try:
             access_key = create_access_key(ACCOUNT, PARTITION, scope[0], headers)
         except CreateAccessKeyFailure:
             return "Access Denied"
         resource = f"arn:{PARTITION}:s3:::{bucket}"
-        context = {"s3:prefix": [urllib.parse.unquote(key)]}
-        decision = evaluate(_documents(access_key), "s3:ListBucket", resource, context)
+        decision = evaluate(_documents(access_key), "s3:ListBucket", resource, {})
         if decision == "allow":
             return None
         return _denial_message(access_key.arn, "s3:ListBucket", resource, decision)

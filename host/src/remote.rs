@@ -203,7 +203,7 @@ async fn probe_progress(
         Ok(_) => {}
         Err(err) if err.code == "AccessDenied" || err.code == "Forbidden" => {
             return Err(format!(
-                "a read of a missing checkpoint was refused ({err}), where it must read as missing: the host's credentials need s3:ListBucket on arn:aws:s3:::{bucket} (for the prefix `{prefix}`) and s3:GetObject on {resource} (see the README's `progress-store` policy)"
+                "a read of a missing checkpoint was refused ({err}), where it must read as missing: the host's credentials need s3:ListBucket on arn:aws:s3:::{bucket} and s3:GetObject on {resource} (see the README's `progress-store` policy)"
             ));
         }
         Err(err) => return Err(refused("a read", &err, "s3:GetObject", &resource)),

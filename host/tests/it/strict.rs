@@ -297,7 +297,7 @@ fn a_wrong_secret_or_an_unknown_key_is_refused() {
 /// AWS rules: a policy is evaluated per action and resource (s3:GetObject on a prefix
 /// does not give s3:PutObject, nor another prefix), and a missing key reads as 403
 /// `AccessDenied`, not 404, to a caller without `s3:ListBucket` on the bucket, while the
-/// progress store's conditioned `s3:ListBucket` gets the 404. Conditional writes answer
+/// progress store's `s3:ListBucket` on the bucket gets the 404. Conditional writes answer
 /// 412. Guards the emulator's rules the host's stores depend on.
 #[test]
 fn s3_answers_as_aws_to_least_privilege_callers() {
@@ -384,8 +384,30 @@ fn s3_answers_as_aws_to_least_privilege_callers() {
             .into_service_error();
         assert!(
             error.is_no_such_key(),
-            "s3:ListBucket on the prefix: 404: {error:?}"
+            "s3:ListBucket on the bucket: 404: {error:?}"
         );
+
+        // A read of an object carries no `s3:prefix`: a listing narrowed by a prefix
+        // condition is not counted (the strict reading the README's block avoids).
+        let narrowed = user_with_policy(
+            &json!({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "s3:GetObject",
+                 "Resource": format!("arn:aws:s3:::{bucket}/p/*")},
+                {"Effect": "Allow", "Action": "s3:ListBucket",
+                 "Resource": format!("arn:aws:s3:::{bucket}"),
+                 "Condition": {"StringLike": {"s3:prefix": "p/*"}}}]})
+            .to_string(),
+        );
+        let error = s3(&narrowed.0, &narrowed.1)
+            .await
+            .get_object()
+            .bucket(&bucket)
+            .key("p/missing")
+            .send()
+            .await
+            .unwrap_err()
+            .into_service_error();
+        assert_eq!(code(&error), "AccessDenied");
     });
 }
 
