@@ -170,7 +170,12 @@ impl Host for Toolkit {
             }
             Err(err) => {
                 // Not remembered: a later call may find the store back.
-                tracing::warn!(error = %err, "the last checkpoint could not be read");
+                let hint = if err.code == "AccessDenied" || err.code == "Forbidden" {
+                    " (S3 answers a missing checkpoint with 403 to credentials without s3:ListBucket on the store's bucket: see the README's `progress-store` policy; `check --remote` probes it)"
+                } else {
+                    ""
+                };
+                tracing::warn!(error = %err, "the last checkpoint could not be read{hint}");
                 None
             }
         }

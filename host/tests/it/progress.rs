@@ -15,7 +15,7 @@ use crate::served::{self, Served};
 
 /// A task state that passes the execution's id as the progress key and retries
 /// `SfnWasmHost.Trap` once.
-fn retrying_traps(activity: &str) -> serde_json::Value {
+pub fn retrying_traps(activity: &str) -> serde_json::Value {
     json!({
         "Type": "Task", "Resource": activity, "TimeoutSeconds": 120, "HeartbeatSeconds": 60,
         "Parameters": {"hello.$": "$.hello", "executionId.$": "$$.Execution.Id"},

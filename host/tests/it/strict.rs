@@ -965,3 +965,86 @@ fn a_guests_request_is_signed_with_the_assumed_role_under_the_readme_policy() {
         "no request reaches S3 as the role without sts:AssumeRole: {answered}"
     );
 }
+
+/// AWS rules for `[activity.progress]` in S3: a task's first `last-checkpoint` reads a key
+/// that is not there, which S3 answers with 404 only to credentials with s3:ListBucket on
+/// the bucket. Under the README's `progress-store` block (with `activities`), a task that
+/// traps halfway resumes from its checkpoint and nothing is refused; without
+/// s3:ListBucket the first read is refused (the retry still resumes, from the checkpoint
+/// it can read) and the warning names the permission.
+#[test]
+fn progress_resumes_under_the_readme_policy_and_names_list_bucket_one_short() {
+    let run = |short_of: Option<&str>| {
+        let (runtime, client, activity, machine) =
+            emulator::emulated_with("strict-progress", crate::progress::retrying_traps);
+        let bucket = runtime.block_on(bucket_with(&[]));
+        let name = activity.rsplit(':').next().unwrap().to_owned();
+        let mut policy = union(&[
+            &readme_policy(
+                "activities",
+                &[
+                    ("REGION", REGION),
+                    ("ACCOUNT", SFN_ACCOUNT),
+                    ("ACTIVITY", &name),
+                ],
+            ),
+            &readme_policy(
+                "progress-store",
+                &[("BUCKET", bucket.as_str()), ("PREFIX", "checkpoints")],
+            ),
+        ]);
+        if let Some(action) = short_of {
+            policy = without_action(&policy, action);
+        }
+        let user = user_with_policy(&policy);
+        let dir = tempfile::tempdir().unwrap();
+        let config = served::config(
+            dir.path(),
+            &strict_endpoint(),
+            &activity,
+            &guest("scenarios"),
+            &format!(
+                "[activity.progress]\nkey = \"/executionId\"\nstore = \"s3://{bucket}/checkpoints\""
+            ),
+            "shutdown_grace_seconds = 1",
+        );
+        let mut served = Served::start_with_env(
+            &config,
+            &[
+                ("AWS_ACCESS_KEY_ID", user.0.as_str()),
+                ("AWS_SECRET_ACCESS_KEY", user.1.as_str()),
+            ],
+        );
+        served.wait_for("worker:running");
+        let execution = runtime.block_on(emulator::start(
+            &client,
+            &machine,
+            json!({"hello": "Count"}),
+        ));
+        let ended = runtime.block_on(emulator::wait(&client, &execution, Duration::from_secs(60)));
+        served.wait_quiet(Duration::from_millis(300));
+        served.terminate();
+        let warned: Vec<String> = served
+            .lines()
+            .iter()
+            .filter(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("the last checkpoint could not be read"))
+            })
+            .map(ToString::to_string)
+            .collect();
+        (ended, warned)
+    };
+    let (ended, warned) = run(None);
+    assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
+    assert_eq!(ended.output, Some(json!({"count": 10, "resumed_at": 5})));
+    assert!(warned.is_empty(), "{warned:?}");
+
+    let (ended, warned) = run(Some("s3:ListBucket"));
+    assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
+    assert!(
+        warned.iter().any(|w| w.contains("s3:ListBucket")),
+        "the refused first read names the permission: {warned:?}"
+    );
+}
