@@ -84,7 +84,8 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runti
     })
 }
 
-/// Sets up logging: `RUST_LOG` filters (default `info`); JSON is one flat object per
+/// Sets up logging: `RUST_LOG` filters (default `info`, without the AWS SDK's
+/// instance-metadata probes); JSON is one flat object per
 /// line. `invoke` and `check` log to stderr so their stdout stays theirs.
 ///
 /// Lines are written by a thread of their own, in batches, through a bounded buffer that
@@ -92,8 +93,11 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runti
 /// answers or heartbeats (see [`log_writer`]). Keep the guard until exit: dropping it
 /// flushes what is buffered.
 fn init_logging(format: LogFormat, to_stdout: bool) -> Option<log_writer::LogGuard> {
+    // By default the AWS SDK's instance-metadata probes are not logged: off EC2 each is a
+    // multi-kilobyte warning around the host's own one-line error, which already says
+    // what to set (`RUST_LOG=info,aws_config=debug` shows them).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config::imds=error"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let sink: Box<dyn std::io::Write + Send> = if to_stdout {
         Box::new(std::io::stdout())

@@ -112,6 +112,10 @@ async fn serve(config: sfn_wasm_host::config::Config) -> ExitCode {
         }
     };
     let sfn = Arc::new(AwsStepFunctions::new(&loaded.config.aws).await);
+    let stopping = format!(
+        "polling stops; running tasks get up to {:.0} s (shutdown_grace_seconds), then are answered SfnWasmHost.Shutdown; a second SIGTERM or SIGINT aborts them now",
+        loaded.config.host.shutdown_grace.as_secs_f64()
+    );
     let parts = RuntimeParts { loaded, sfn };
     let mut host = match HostRuntime::start(parts).await {
         Ok(host) => host,
@@ -123,8 +127,8 @@ async fn serve(config: sfn_wasm_host::config::Config) -> ExitCode {
 
     loop {
         tokio::select! {
-            _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); break }
-            _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); break }
+            _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down: {stopping}"); break }
+            _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down: {stopping}"); break }
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading every handler and re-reading from_env values");
                 host.reload();

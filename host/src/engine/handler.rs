@@ -272,6 +272,7 @@ impl Handler {
             })
         };
         let Some(cache) = cache else {
+            announce_compile(path, bytes, false);
             let component = Component::new(engine.wasmtime(), bytes).map_err(invalid(path))?;
             return loaded(
                 Self::link(engine, path, component, digest)?,
@@ -295,6 +296,7 @@ impl Handler {
             tracing::warn!(handler = %path.display(), %reason, "ignoring a bad cache entry; rebuilding it");
             cache.remove(&digest);
         }
+        announce_compile(path, bytes, true);
         let artifact = Self::precompile(engine, path, bytes)?;
         if let Err(err) = cache.put(&digest, &artifact) {
             tracing::warn!(cache = %cache.dir().display(), error = %err, "cannot write to the handler cache");
@@ -445,4 +447,23 @@ fn check_is_component(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
         ));
     }
     Ok(())
+}
+
+/// Components this large take seconds to compile (a JavaScript or Python handler, with
+/// its interpreter, ~10 MiB: ~30 s on 2 cores): say so before the wait, not after.
+const ANNOUNCED_COMPILE_BYTES: usize = 4 << 20;
+
+/// Logs (info) that a large component is being compiled, and whether the result is kept.
+fn announce_compile(path: &Path, bytes: &[u8], cached: bool) {
+    if bytes.len() >= ANNOUNCED_COMPILE_BYTES {
+        tracing::info!(
+            event = "handler:compiling",
+            handler = %path.display(),
+            bytes = bytes.len(),
+            "handler:compiling: {} ({:.1} MiB) is being compiled; a large component takes up to a minute{}",
+            path.display(),
+            bytes.len() as f64 / f64::from(1u32 << 20),
+            if cached { ", once: the result is cached" } else { " (no cache: every run)" }
+        );
+    }
 }

@@ -9,8 +9,14 @@ use crate::guests::guest;
 
 fn dev(args: &[&str]) -> (i32, String, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    dev_in(root, args)
+}
+
+/// `scripts/dev.sh ARGS` run from the folder `cwd`.
+fn dev_in(cwd: &Path, args: &[&str]) -> (i32, String, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let output = Command::new(root.join("scripts/dev.sh"))
-        .current_dir(root)
+        .current_dir(cwd)
         .args(args)
         .env("SFN_WASM_HOST", env!("CARGO_BIN_EXE_sfn-wasm-host"))
         .env("LOCALSTACK_ENDPOINT", emulator::endpoint())
@@ -78,6 +84,38 @@ fn dev_serves_with_the_users_own_config() {
     assert!(written.contains("memory_limit_mb = 64"), "{written}");
     assert!(written.contains("[activity.polling]"), "{written}");
     assert!(written.contains("\"GREETING\" = \"hi\""), "{written}");
+}
+
+/// From the handler's own project folder, with paths relative to it (as a team runs it
+/// after building there): the handler and the config are found where the caller is.
+#[test]
+fn dev_takes_paths_relative_to_where_it_is_run() {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::copy(guest("greet"), project.path().join("orders.wasm")).unwrap();
+    std::fs::write(
+        project.path().join("config.toml"),
+        "[[activity]]\narn = \"arn:aws:states:us-east-1:123456789012:activity:orders\"\n\
+         handler = \"orders.wasm\"\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = dev_in(
+        project.path(),
+        &[
+            "orders.wasm",
+            "--config",
+            "config.toml",
+            "--input",
+            r#"{"hello": "Here"}"#,
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains(r#"{"greeting":"Hello, Here"}"#), "{stdout}");
+    let (code, _, stderr) = dev_in(project.path(), &["orders.wasm", "--config", "nope.toml"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--config needs a config file (nope.toml"),
+        "{stderr}"
+    );
 }
 
 #[test]
