@@ -8,12 +8,26 @@ use crate::emulator;
 use crate::guests::guest;
 
 fn dev(args: &[&str]) -> (i32, String, String) {
+    let (code, stdout, stderr, _) = dev_written(args);
+    (code, stdout, stderr)
+}
+
+/// As [`dev`], with the config it wrote (`target/dev/config.toml`), read in its turn.
+fn dev_written(args: &[&str]) -> (i32, String, String, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     dev_in(root, args)
 }
 
-/// `scripts/dev.sh ARGS` run from the folder `cwd`.
-fn dev_in(cwd: &Path, args: &[&str]) -> (i32, String, String) {
+/// One `scripts/dev.sh` at a time: its files are `target/dev/` (the config it writes,
+/// the host's log), which two runs at once would share.
+pub static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `scripts/dev.sh ARGS` run from the folder `cwd`: its exit code, output, and the config
+/// it wrote.
+fn dev_in(cwd: &Path, args: &[&str]) -> (i32, String, String, String) {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let output = Command::new(root.join("scripts/dev.sh"))
         .current_dir(cwd)
@@ -22,10 +36,12 @@ fn dev_in(cwd: &Path, args: &[&str]) -> (i32, String, String) {
         .env("LOCALSTACK_ENDPOINT", emulator::endpoint())
         .output()
         .expect("run scripts/dev.sh");
+    let written = std::fs::read_to_string(root.join("target/dev/config.toml")).unwrap_or_default();
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
+        written,
     )
 }
 
@@ -68,7 +84,7 @@ fn dev_serves_with_the_users_own_config() {
     )
     .unwrap();
     let greet = guest("greet");
-    let (code, stdout, stderr) = dev(&[
+    let (code, stdout, stderr, written) = dev_written(&[
         greet.to_str().unwrap(),
         "--config",
         config.to_str().unwrap(),
@@ -77,10 +93,10 @@ fn dev_serves_with_the_users_own_config() {
     ]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains(r#"{"greeting":"Hello, Mine"}"#), "{stdout}");
-    let written = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dev/config.toml"),
-    )
-    .unwrap();
+    assert!(
+        written.contains("memory_limit_mb = 64"),
+        "the config it served with: {written}"
+    );
     assert!(written.contains("memory_limit_mb = 64"), "{written}");
     assert!(written.contains("[activity.polling]"), "{written}");
     assert!(written.contains("\"GREETING\" = \"hi\""), "{written}");
@@ -98,7 +114,7 @@ fn dev_takes_paths_relative_to_where_it_is_run() {
          handler = \"orders.wasm\"\n",
     )
     .unwrap();
-    let (code, stdout, stderr) = dev_in(
+    let (code, stdout, stderr, _) = dev_in(
         project.path(),
         &[
             "orders.wasm",
@@ -110,7 +126,7 @@ fn dev_takes_paths_relative_to_where_it_is_run() {
     );
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains(r#"{"greeting":"Hello, Here"}"#), "{stdout}");
-    let (code, _, stderr) = dev_in(project.path(), &["orders.wasm", "--config", "nope.toml"]);
+    let (code, _, stderr, _) = dev_in(project.path(), &["orders.wasm", "--config", "nope.toml"]);
     assert_eq!(code, 2);
     assert!(
         stderr.contains("--config needs a config file (nope.toml"),

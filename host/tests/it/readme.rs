@@ -48,6 +48,12 @@ fn every_runnable_block_of_the_readme_runs() {
         std::env::var("PATH").unwrap_or_default()
     );
     for (line, block) in blocks {
+        // `scripts/dev.sh` writes `target/dev/`: one run at a time, with the dev tests.
+        let _turn = block.contains("scripts/dev.sh").then(|| {
+            crate::dev::ONE_AT_A_TIME
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        });
         let scratch = tempfile::tempdir().unwrap();
         for shared in ["target", "scripts", "examples", ".venv"] {
             std::os::unix::fs::symlink(root().join(shared), scratch.path().join(shared)).unwrap();
