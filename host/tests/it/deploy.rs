@@ -135,6 +135,41 @@ fn the_deploy_files_agree_with_the_host_and_each_other() {
         assert!(manifest.contains(mount), "kubernetes.yaml: {mount}");
     }
 
+    // Credentials on EKS: the pods run as the service account the IRSA role annotates.
+    assert!(
+        manifest.contains("kind: ServiceAccount")
+            && manifest.contains("eks.amazonaws.com/role-arn:")
+            && manifest.contains("serviceAccountName: sfn-wasm-host"),
+        "kubernetes.yaml: a service account with an IAM role"
+    );
+
+    // ECS: the task role gives the credentials; the stop timeout covers the grace, the
+    // command is the image's, with the container's address for the admin server.
+    let task: serde_json::Value = serde_json::from_str(&read("ecs-task-definition.json")).unwrap();
+    assert!(
+        task["taskRoleArn"]
+            .as_str()
+            .is_some_and(|r| r.contains(":role/"))
+    );
+    let container = &task["containerDefinitions"][0];
+    stop_timeout_covers(
+        &container["stopTimeout"].to_string(),
+        "the ECS container's stopTimeout",
+    );
+    assert_eq!(
+        container["command"],
+        serde_json::json!([
+            "serve",
+            "/etc/sfn-wasm-host/config.toml",
+            "--admin-listen",
+            format!("0.0.0.0:{port}")
+        ])
+    );
+    assert_eq!(
+        container["portMappings"][0]["containerPort"].to_string(),
+        port
+    );
+
     // systemd.
     let unit = read("sfn-wasm-host.service");
     assert_eq!(
