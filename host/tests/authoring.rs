@@ -275,6 +275,28 @@ fn js_from_new_to_step_functions() {
             stdout.contains("# pass 2") && stdout.contains("# fail 0"),
             "{stdout}"
         );
+        // ComponentizeJS imports preview2-shim without declaring it: the SDK does, so
+        // that it is a dependency of the project's tree, not an optional peer's that
+        // npm 11 removes at the next `npm install X` (and the build then fails).
+        let lock: Value = serde_json::from_str(
+            &std::fs::read_to_string(project.join("package-lock.json")).unwrap(),
+        )
+        .unwrap();
+        let shim = &lock["packages"]["node_modules/@bytecodealliance/preview2-shim"];
+        assert!(shim["version"].is_string(), "{shim}");
+        assert_ne!(shim["peer"], true, "an optional peer's: {shim}");
+        // A team adds a package of its own: the build still works.
+        let (output, _) = run(
+            &project,
+            "npm",
+            &["install", "--no-audit", "--no-fund", "ms"],
+        );
+        assert!(output.status.success(), "{output:?}");
+        let (output, _) = run(&project, "npm", &["run", "build"]);
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("wrote "),
+            "{output:?}"
+        );
     }
     assert_eq!(
         invoke(&project, None),
