@@ -160,15 +160,10 @@ fn canonical(value: &Value) -> String {
     out
 }
 
-/// One random claim id (128 bits, hex).
+/// One random claim id (128 bits, hex): only uniqueness is asked of it, as of a worker's
+/// name (`ids::worker_name`).
 fn claim_id() -> String {
-    use ring::rand::SecureRandom as _;
-    let mut bytes = [0u8; 16];
-    // Only uniqueness is asked of it; a clock is the fallback.
-    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
-        bytes[..8].copy_from_slice(&now_ms().to_be_bytes());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    format!("{:032x}", fastrand::u128(..))
 }
 
 impl ActivityIdempotency {

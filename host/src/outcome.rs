@@ -289,9 +289,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn only_what_the_handler_did_is_its_fault() {
-        let caused: Vec<bool> = [
+    /// One failure of each kind, in declaration order.
+    fn every_failure() -> [HostFailure; 12] {
+        [
             HostFailure::HandlerError(String::new()),
             HostFailure::NoResponse,
             HostFailure::Trap(String::new()),
@@ -305,9 +305,14 @@ mod tests {
             HostFailure::Duplicate,
             HostFailure::IdempotencyMismatch(String::new()),
         ]
-        .iter()
-        .map(|failure| HostFailure::is_handler_caused(failure.name()))
-        .collect();
+    }
+
+    #[test]
+    fn only_what_the_handler_did_is_its_fault() {
+        let caused: Vec<bool> = every_failure()
+            .iter()
+            .map(|failure| HostFailure::is_handler_caused(failure.name()))
+            .collect();
         assert_eq!(
             caused,
             [
@@ -318,23 +323,7 @@ mod tests {
 
     #[test]
     fn host_failures_have_the_fixed_names() {
-        let names: Vec<_> = [
-            HostFailure::HandlerError(String::new()),
-            HostFailure::NoResponse,
-            HostFailure::Trap(String::new()),
-            HostFailure::OutOfMemory(String::new()),
-            HostFailure::Timeout(String::new()),
-            HostFailure::Shutdown,
-            HostFailure::InvalidInput(String::new()),
-            HostFailure::Capacity(String::new()),
-            HostFailure::Internal(String::new()),
-            HostFailure::AnswerRefused(String::new()),
-            HostFailure::Duplicate,
-            HostFailure::IdempotencyMismatch(String::new()),
-        ]
-        .iter()
-        .map(HostFailure::name)
-        .collect();
+        let names: Vec<_> = every_failure().iter().map(HostFailure::name).collect();
         assert_eq!(names, HostFailure::NAMES);
         assert_eq!(
             names,

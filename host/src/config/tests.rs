@@ -690,3 +690,17 @@ fn an_aws_grant_with_only_services_gets_the_defaults() {
         .unwrap_or_default();
     assert_eq!(aws.service_endpoints, expected);
 }
+
+/// `[activity.idempotency]` with only its required keys: a day's TTL and nothing validated
+/// (the key alone decides).
+#[test]
+fn an_idempotency_table_with_only_its_required_keys_gets_the_defaults() {
+    let config = parse(&format!(
+        "[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n\
+         [activity.idempotency]\nkey = \"/orderId\"\nstore = \"answers\"\n"
+    ))
+    .unwrap();
+    let idempotency = config.activities[0].idempotency.as_ref().unwrap();
+    assert_eq!(idempotency.ttl, Duration::from_secs(86_400));
+    assert!(idempotency.validate.is_empty());
+}

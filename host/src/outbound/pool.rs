@@ -336,10 +336,8 @@ mod tests {
         assert_eq!(idle_limit(Duration::ZERO, &none), None);
     }
 
-    /// A connection kept less than the pool's `idle_for` (its server's `Keep-Alive`) is
-    /// not handed out past its own limit, and the sweeper closes it then.
-    #[tokio::test]
-    async fn a_shorter_keep_alive_is_kept_per_connection() {
+    /// A server that accepts connections and holds them, never answering: its address.
+    async fn holding_server() -> std::net::SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -348,6 +346,14 @@ mod tests {
                 held.push(stream);
             }
         });
+        address
+    }
+
+    /// A connection kept less than the pool's `idle_for` (its server's `Keep-Alive`) is
+    /// not handed out past its own limit, and the sweeper closes it then.
+    #[tokio::test]
+    async fn a_shorter_keep_alive_is_kept_per_connection() {
+        let address = holding_server().await;
         let pool = Arc::new(Pool::new(Duration::from_secs(30), 8, 8));
         let key = PoolKey {
             scheme: Scheme::Http,
@@ -378,14 +384,7 @@ mod tests {
     /// entries): the activity's idle connections are bounded in all, not only per name.
     #[tokio::test]
     async fn idle_connections_are_bounded_over_all_host_names() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                held.push(stream);
-            }
-        });
+        let address = holding_server().await;
         let pool = Arc::new(Pool::new(Duration::from_secs(30), 8, 4));
         for n in 0..10 {
             let key = PoolKey {

@@ -51,18 +51,11 @@ impl FolderStore {
             message,
         })?;
         remove_stale_temporaries(dir);
-        let mut salt = [0u8; 4];
-        // Only uniqueness across processes is asked of it; the clock is the fallback.
-        if ring::rand::SystemRandom::new().fill(&mut salt).is_err() {
-            salt = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos())
-                .to_be_bytes();
-        }
         Ok(Self {
             dir: dir.to_owned(),
             writes: AtomicU64::new(0),
-            salt: u32::from_be_bytes(salt),
+            // Only uniqueness across processes is asked of it.
+            salt: fastrand::u32(..),
         })
     }
 

@@ -411,6 +411,30 @@ fn s3_answers_as_aws_to_least_privilege_callers() {
     });
 }
 
+/// The README's `activities` block for the activity named `name` (of LocalStack's
+/// account, through the strict front).
+fn activities_policy(name: &str) -> String {
+    readme_policy(
+        "activities",
+        &[
+            ("REGION", REGION),
+            ("ACCOUNT", SFN_ACCOUNT),
+            ("ACTIVITY", name),
+        ],
+    )
+}
+
+/// `serve CONFIG` as the IAM user `(key, secret)`.
+fn serve_as(config: &Path, (key, secret): &(String, String)) -> Served {
+    Served::start_with_env(
+        config,
+        &[
+            ("AWS_ACCESS_KEY_ID", key.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+        ],
+    )
+}
+
 /// A config of one activity `arn` whose handler is `handler`, against the strict
 /// emulator, with `extra` after the handler line.
 fn strict_config(dir: &Path, arn: &str, handler: &str, extra: &str) -> PathBuf {
@@ -441,14 +465,7 @@ fn check_remote_passes_under_the_readme_policy_and_fails_one_short() {
     let bucket = runtime.block_on(bucket_with(&[("handlers/greet.wasm", wasm)]));
     let name = activity.rsplit(':').next().unwrap();
     let policy = union(&[
-        &readme_policy(
-            "activities",
-            &[
-                ("REGION", REGION),
-                ("ACCOUNT", SFN_ACCOUNT),
-                ("ACTIVITY", name),
-            ],
-        ),
+        &activities_policy(name),
         &readme_policy(
             "s3-handlers",
             &[("BUCKET", bucket.as_str()), ("PREFIX", "handlers")],
@@ -581,14 +598,7 @@ fn serve_answers_under_the_readme_policy_and_names_a_missing_permission() {
     let run = |policy_of: &dyn Fn(String) -> String, inputs: &[Value]| {
         let (runtime, client, activity, machine) = emulator::emulated("strict-serve");
         let name = activity.rsplit(':').next().unwrap().to_owned();
-        let policy = readme_policy(
-            "activities",
-            &[
-                ("REGION", REGION),
-                ("ACCOUNT", SFN_ACCOUNT),
-                ("ACTIVITY", &name),
-            ],
-        );
+        let policy = activities_policy(&name);
         let user = user_with_policy(&policy_of(policy));
         let dir = tempfile::tempdir().unwrap();
         let config = served::config(
@@ -599,13 +609,7 @@ fn serve_answers_under_the_readme_policy_and_names_a_missing_permission() {
             "",
             "shutdown_grace_seconds = 1",
         );
-        let mut served = Served::start_with_env(
-            &config,
-            &[
-                ("AWS_ACCESS_KEY_ID", user.0.as_str()),
-                ("AWS_SECRET_ACCESS_KEY", user.1.as_str()),
-            ],
-        );
+        let mut served = serve_as(&config, &user);
         served.wait_for("worker:running");
         let executions: Vec<String> = inputs
             .iter()
@@ -699,14 +703,7 @@ fn twenty_tasks_of_one_key_run_the_guest_once_under_the_readme_policy() {
     let bucket = runtime.block_on(bucket_with(&[]));
     let name = activity.rsplit(':').next().unwrap().to_owned();
     let policy = union(&[
-        &readme_policy(
-            "activities",
-            &[
-                ("REGION", REGION),
-                ("ACCOUNT", SFN_ACCOUNT),
-                ("ACTIVITY", &name),
-            ],
-        ),
+        &activities_policy(&name),
         &readme_policy(
             "idempotency-store",
             &[("BUCKET", bucket.as_str()), ("PREFIX", "answers")],
@@ -748,13 +745,7 @@ fn twenty_tasks_of_one_key_run_the_guest_once_under_the_readme_policy() {
         ),
         "shutdown_grace_seconds = 1",
     );
-    let mut served = Served::start_with_env(
-        &config,
-        &[
-            ("AWS_ACCESS_KEY_ID", user.0.as_str()),
-            ("AWS_SECRET_ACCESS_KEY", user.1.as_str()),
-        ],
-    );
+    let mut served = serve_as(&config, &user);
     served.wait_for("worker:running");
     for key in ["o-1", "o-dead", "o-old"] {
         let input = json!({"hello": "Sleep", "ms": 1000, "orderId": key});
@@ -793,14 +784,7 @@ fn check_remote_probes_the_stores_under_the_readme_policies() {
     let bucket = runtime.block_on(bucket_with(&[]));
     let name = activity.rsplit(':').next().unwrap();
     let policy = union(&[
-        &readme_policy(
-            "activities",
-            &[
-                ("REGION", REGION),
-                ("ACCOUNT", SFN_ACCOUNT),
-                ("ACTIVITY", name),
-            ],
-        ),
+        &activities_policy(name),
         &readme_policy(
             "idempotency-store",
             &[("BUCKET", bucket.as_str()), ("PREFIX", "answers")],
@@ -914,14 +898,7 @@ fn a_guests_request_is_signed_with_the_assumed_role_under_the_readme_policy() {
         let (runtime, client, activity, machine) = emulator::emulated("strict-role");
         let name = activity.rsplit(':').next().unwrap().to_owned();
         let mut policy = union(&[
-            &readme_policy(
-                "activities",
-                &[
-                    ("REGION", REGION),
-                    ("ACCOUNT", SFN_ACCOUNT),
-                    ("ACTIVITY", &name),
-                ],
-            ),
+            &activities_policy(&name),
             &readme_policy("assume-role", &[("ACCOUNT", ACCOUNT), ("ROLE", &role_name)]),
         ]);
         if let Some(action) = short_of {
@@ -937,13 +914,7 @@ fn a_guests_request_is_signed_with_the_assumed_role_under_the_readme_policy() {
             &format!("[activity.aws]\nservices = [\"s3\"]\nrole_arn = \"{role}\""),
             "shutdown_grace_seconds = 1",
         );
-        let mut served = Served::start_with_env(
-            &config,
-            &[
-                ("AWS_ACCESS_KEY_ID", user.0.as_str()),
-                ("AWS_SECRET_ACCESS_KEY", user.1.as_str()),
-            ],
-        );
+        let mut served = serve_as(&config, &user);
         served.wait_for("worker:running");
         let input = json!({"op": "request", "method": "GET",
             "url": format!("https://s3.{REGION}.amazonaws.com/{bucket}/data/k")});
@@ -980,14 +951,7 @@ fn progress_resumes_under_the_readme_policy_and_names_list_bucket_one_short() {
         let bucket = runtime.block_on(bucket_with(&[]));
         let name = activity.rsplit(':').next().unwrap().to_owned();
         let mut policy = union(&[
-            &readme_policy(
-                "activities",
-                &[
-                    ("REGION", REGION),
-                    ("ACCOUNT", SFN_ACCOUNT),
-                    ("ACTIVITY", &name),
-                ],
-            ),
+            &activities_policy(&name),
             &readme_policy(
                 "progress-store",
                 &[("BUCKET", bucket.as_str()), ("PREFIX", "checkpoints")],
@@ -1008,13 +972,7 @@ fn progress_resumes_under_the_readme_policy_and_names_list_bucket_one_short() {
             ),
             "shutdown_grace_seconds = 1",
         );
-        let mut served = Served::start_with_env(
-            &config,
-            &[
-                ("AWS_ACCESS_KEY_ID", user.0.as_str()),
-                ("AWS_SECRET_ACCESS_KEY", user.1.as_str()),
-            ],
-        );
+        let mut served = serve_as(&config, &user);
         served.wait_for("worker:running");
         let execution = runtime.block_on(emulator::start(
             &client,
