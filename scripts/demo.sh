@@ -4,11 +4,11 @@
 # outputs printed, a clean shutdown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "building the host and the example handlers: the first run takes 15-20 minutes on 2 cores (the build, then LocalStack's install) and ~2.6 GB of disk (target/, .venv/); later runs take seconds" >&2
+echo "building the host (release: the same build \`cargo install --locked --path host\` then copies) and the example handlers: the first run takes FIRSTRUN on 2 cores (the build, then LocalStack's install) and ~2.6 GB of disk (target/, .venv/); later runs take seconds" >&2
 scripts/build-guests.sh
-cargo build -p sfn-wasm-host
+cargo build --locked --release -p sfn-wasm-host
 . scripts/lib/localstack.sh
 trap localstack_stop EXIT
 localstack_start
-"$LOCALSTACK_VENV/bin/python" scripts/demo.py "$LOCALSTACK_ENDPOINT" target/debug/sfn-wasm-host \
+"$LOCALSTACK_VENV/bin/python" scripts/demo.py "$LOCALSTACK_ENDPOINT" target/release/sfn-wasm-host \
   target/wasm32-wasip2/release/greet.wasm target/demo

@@ -47,18 +47,18 @@ while [ $# -gt 0 ]; do
 done
 cd "$(dirname "$0")/.."
 # The host: $SFN_WASM_HOST if set, else the installed `sfn-wasm-host` (`cargo install`),
-# else this checkout's debug build (built here if needed).
+# else this checkout's release build (the demo's; built here if needed).
 host="${SFN_WASM_HOST:-}"
 if [ -z "$host" ] && command -v sfn-wasm-host >/dev/null; then
   host=$(command -v sfn-wasm-host)
   echo "using the installed $host (set SFN_WASM_HOST to use another build)" >&2
 fi
 if [ -z "$host" ]; then
-  if [ ! -x target/debug/sfn-wasm-host ]; then
-    echo "building sfn-wasm-host (not installed; the first build takes about 15 minutes on 2 cores)..." >&2
+  if [ ! -x target/release/sfn-wasm-host ]; then
+    echo "building sfn-wasm-host (not installed; the first build takes FIRSTBUILD on 2 cores)..." >&2
   fi
-  cargo build --quiet --locked -p sfn-wasm-host
-  host=target/debug/sfn-wasm-host
+  cargo build --quiet --locked --release -p sfn-wasm-host
+  host=target/release/sfn-wasm-host
 fi
 . scripts/lib/localstack.sh
 if [ -z "${LOCALSTACK_ENDPOINT:-}" ]; then
