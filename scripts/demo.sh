@@ -4,7 +4,7 @@
 # outputs printed, a clean shutdown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "building the host (release: the same build \`cargo install --locked --path host\` then copies) and the example handlers: the first run takes FIRSTRUN on 2 cores (the build, then LocalStack's install) and ~2.6 GB of disk (target/, .venv/); later runs take seconds" >&2
+echo "building the host (release: the same build \`cargo install --locked --path host\` then copies) and the example handlers: the first run took 16 minutes on a fresh clone on 2 cores (the build, then LocalStack's install) and ~2.6 GB of disk (target/, .venv/); later runs take seconds" >&2
 scripts/build-guests.sh
 cargo build --locked --release -p sfn-wasm-host
 . scripts/lib/localstack.sh

@@ -55,7 +55,7 @@ if [ -z "$host" ] && command -v sfn-wasm-host >/dev/null; then
 fi
 if [ -z "$host" ]; then
   if [ ! -x target/release/sfn-wasm-host ]; then
-    echo "building sfn-wasm-host (not installed; the first build takes FIRSTBUILD on 2 cores)..." >&2
+    echo "building sfn-wasm-host (not installed; the first build takes about 15 minutes on 2 cores)..." >&2
   fi
   cargo build --quiet --locked --release -p sfn-wasm-host
   host=target/release/sfn-wasm-host

@@ -1,10 +1,12 @@
 //! Writing a handler outside this repository, as a new user would. For each language,
-//! from an empty folder outside the repository: `sfn-wasm-host new` (with `--sdk`, the
-//! way a user of the unpublished SDKs depends on them), the project's own build command,
-//! its own test, `invoke` with its sample input, and one execution served through
-//! LocalStack with the generated config and state machine. Then the SDKs themselves:
-//! their own tests, their packages (`cargo package`, `npm pack`, a wheel), and the WIT
-//! they carry.
+//! from an empty folder outside the repository: `sfn-wasm-host new` with no flags (the
+//! project gets the SDK the binary carries), the project's own build command, its own
+//! test, `invoke` with its sample input, and one execution served through LocalStack with
+//! the generated config and state machine. For JavaScript and Python, a team's first day
+//! besides: a package of the ecosystem's (`npm install ms`, `pip install humanize`) and
+//! HTTP through the SDK, with tests that stub it, then `scripts/dev.sh` from the project's
+//! own folder. Then the SDKs themselves: their own tests, their packages (`cargo package`,
+//! `npm pack`, a wheel), and the WIT they carry.
 //!
 //! A test binary of its own: the builds take the machine's cores for a minute, which
 //! must not run beside the timing-sensitive tests of `it`. Builds run one at a time.
@@ -75,31 +77,67 @@ fn host() -> &'static str {
     env!("CARGO_BIN_EXE_sfn-wasm-host")
 }
 
-/// `sfn-wasm-host new LANGUAGE NAME --sdk guest-sdk` in a fresh folder outside the
-/// repository: the temporary folder and the project inside it.
+/// `sfn-wasm-host new LANGUAGE NAME` (no flags) in a fresh folder outside the repository:
+/// the temporary folder and the project inside it, which holds the SDK the binary carries.
 fn new_project(language: &str) -> (tempfile::TempDir, PathBuf, String) {
     // Unique: LocalStack keeps an activity's stale tasks.
     let name = format!("greet-{language}-{:08x}", fastrand::u32(..));
     let outside = tempfile::tempdir().unwrap();
     assert!(!outside.path().starts_with(workspace()));
-    let sdk = workspace().join("guest-sdk");
-    let (output, _) = run(
-        outside.path(),
-        host(),
-        &["new", language, &name, "--sdk", sdk.to_str().unwrap()],
-    );
+    let (output, _) = run(outside.path(), host(), &["new", language, &name]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("config.toml"), "{stdout}");
+    // The SDKs are not published yet: it says so, and where the copy it wrote is.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning: sfn-wasm-guest 0.2.0 is not on")
+            && stderr.contains("vendor/sfn-wasm-guest/"),
+        "{stderr}"
+    );
     let project = outside.path().join(&name);
     for file in [
         "input.json",
         "config.toml",
         "state-machine.json",
         "README.md",
+        "vendor/sfn-wasm-guest/README.md",
     ] {
         assert!(project.join(file).is_file(), "{language}: no {file}");
     }
     (outside, project, name)
+}
+
+/// Writes the project's `file` (a module or test of the team's own).
+fn write(project: &Path, file: &str, text: &str) {
+    let path = project.join(file);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// `scripts/dev.sh HANDLER --input JSON` run from the project's folder with the handler's
+/// path relative to it, as its README says: the line it printed for the execution.
+fn dev_from(project: &Path, handler: &str, input: &str) -> String {
+    let output = Command::new(workspace().join("scripts/dev.sh"))
+        .current_dir(project)
+        .args([handler, "--input", input])
+        .env("PATH", path())
+        .env("SFN_WASM_HOST", host())
+        .env("LOCALSTACK_ENDPOINT", emulator::endpoint())
+        .output()
+        .expect("run scripts/dev.sh");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "scripts/dev.sh {handler} from {}: {}\n{stdout}\n{}",
+        project.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .find(|line| line.starts_with("SUCCEEDED") || line.starts_with("FAILED"))
+        .unwrap_or_else(|| panic!("no execution's status: {stdout}"))
+        .to_owned()
 }
 
 /// The component the generated config names, resolved against the project.
@@ -253,6 +291,59 @@ fn rust_from_new_to_step_functions() {
     assert_eq!(ended[0].output, Some(sample_output()));
 }
 
+/// A JavaScript team's own module: an npm package (`ms`) and HTTP through the SDK.
+const JS_EXTRAS: &str = r#"import ms from 'ms';
+import { TaskFailure } from 'sfn-wasm-guest';
+import { get, HttpError } from 'sfn-wasm-guest/http';
+
+export const waitMs = (text) => ms(text);
+
+// The status `url` answers; a failed request fails the task by its wasi:http name.
+export async function status(url) {
+  try {
+    return (await get(url)).status;
+  } catch (err) {
+    if (err instanceof HttpError) throw new TaskFailure(err.name, err.message);
+    throw err;
+  }
+}
+"#;
+
+/// Its test: the HTTP stubbed, as a test of a handler that calls out is written.
+const JS_EXTRAS_TEST: &str = r#"import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { TaskFailure } from 'sfn-wasm-guest';
+import { stub, HttpError } from 'sfn-wasm-guest/http';
+
+import { status, waitMs } from '../src/extras.js';
+
+test('ms from npm', () => assert.equal(waitMs('2 days'), 172800000));
+
+test('the status of a stubbed request', async () => {
+  const restore = stub((req) => ({ status: req.url === 'https://api.example.com/' ? 204 : 500 }));
+  try {
+    assert.equal(await status('https://api.example.com/'), 204);
+  } finally {
+    restore();
+  }
+});
+
+test('a denied request fails the task by its name', async () => {
+  const restore = stub(() => {
+    throw new HttpError('HTTP-request-denied');
+  });
+  try {
+    await assert.rejects(status('https://elsewhere.example.com/'), (err) => {
+      assert.ok(err instanceof TaskFailure);
+      assert.equal(err.error, 'HTTP-request-denied');
+      return true;
+    });
+  } finally {
+    restore();
+  }
+});
+"#;
+
 #[test]
 fn js_from_new_to_step_functions() {
     let (_outside, project, name) = new_project("js");
@@ -261,18 +352,39 @@ fn js_from_new_to_step_functions() {
         &project,
         "src/handler.js",
         "  if (!input.hello) {",
-        "  if (input.hello === 'Error') throw new RangeError('thrown on purpose');",
+        "  if (input.hello === 'Error') throw new RangeError('thrown on purpose');\n  \
+         if (input.wait) return { ms: waitMs(input.wait) };\n  \
+         if (input.url) return { status: await status(input.url) };",
     );
+    insert_before(
+        &project,
+        "src/handler.js",
+        "import { handler, TaskFailure } from 'sfn-wasm-guest';",
+        "import { status, waitMs } from './extras.js';",
+    );
+    write(&project, "src/extras.js", JS_EXTRAS);
+    write(&project, "test/extras.test.js", JS_EXTRAS_TEST);
     {
         let _one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
         let (_, install) = run(&project, "npm", &["install", "--no-audit", "--no-fund"]);
+        // A team adds a package of its own: `npm install X` keeps the build working.
+        run(
+            &project,
+            "npm",
+            &["install", "--no-audit", "--no-fund", "ms@2.1.3"],
+        );
         let (output, build) = run(&project, "npm", &["run", "build"]);
         eprintln!("js template: npm install took {install:.1?}, npm run build {build:.1?}");
-        assert!(String::from_utf8_lossy(&output.stdout).contains("wrote "));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        // It calls out over HTTP: built for the world with wasi:http, chosen by the build.
+        assert!(
+            stdout.contains("wrote ") && stdout.contains("world handler-with-http"),
+            "{stdout}"
+        );
         let (output, _) = run(&project, "npm", &["test"]);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
-            stdout.contains("# pass 2") && stdout.contains("# fail 0"),
+            stdout.contains("# pass 5") && stdout.contains("# fail 0"),
             "{stdout}"
         );
         // ComponentizeJS imports preview2-shim without declaring it: the SDK does, so
@@ -285,18 +397,6 @@ fn js_from_new_to_step_functions() {
         let shim = &lock["packages"]["node_modules/@bytecodealliance/preview2-shim"];
         assert!(shim["version"].is_string(), "{shim}");
         assert_ne!(shim["peer"], true, "an optional peer's: {shim}");
-        // A team adds a package of its own: the build still works.
-        let (output, _) = run(
-            &project,
-            "npm",
-            &["install", "--no-audit", "--no-fund", "ms"],
-        );
-        assert!(output.status.success(), "{output:?}");
-        let (output, _) = run(&project, "npm", &["run", "build"]);
-        assert!(
-            String::from_utf8_lossy(&output.stdout).contains("wrote "),
-            "{output:?}"
-        );
     }
     assert_eq!(
         invoke(&project, None),
@@ -308,13 +408,73 @@ fn js_from_new_to_step_functions() {
         json!({"status": "failure", "error": "InvalidName", "cause": "hello must not be empty"})
     );
 
+    assert_eq!(
+        invoke(&project, Some(r#"{"wait": "2 days"}"#)),
+        json!({"status": "success", "output": {"ms": 172800000}})
+    );
+    // No outbound host is granted: the host refuses, the handler names it.
+    let line = invoke(&project, Some(r#"{"url": "http://api.example.com/"}"#));
+    assert_eq!(line["error"], "HTTP-request-denied", "{line}");
+
     let cause = served_greets_then_fails(&project, &name);
     let cause = cause.as_str();
     assert!(
         cause.starts_with("RangeError: thrown on purpose\n") && cause.contains("greet@"),
         "the message and the stack: {cause}"
     );
+    let line = dev_from(&project, &format!("{name}.wasm"), r#"{"hello": "World"}"#);
+    assert!(
+        line.starts_with("SUCCEEDED") && line.contains(r#"{"greeting":"Hello, World"}"#),
+        "{line}"
+    );
 }
+
+/// A Python team's own module: a package from PyPI (`humanize`) and HTTP through the SDK.
+const PY_EXTRAS: &str = r#"import humanize
+from sfn_wasm_guest import TaskFailure, http
+
+
+def size(n):
+    return humanize.naturalsize(n)
+
+
+def status(url):
+    """The status `url` answers; a failed request fails the task by its wasi:http name."""
+    try:
+        return http.get(url).status
+    except http.HttpError as err:
+        raise TaskFailure(err.name, str(err)) from None
+"#;
+
+/// Its test: the HTTP stubbed, as a test of a handler that calls out is written.
+const PY_EXTRAS_TEST: &str = r#"import unittest
+
+from sfn_wasm_guest import TaskFailure, http
+
+import extras
+
+
+class Extras(unittest.TestCase):
+    def test_humanize_from_pypi(self):
+        self.assertEqual(extras.size(1000000), "1.0 MB")
+
+    def test_the_status_of_a_stubbed_request(self):
+        with http.stub(lambda req: http.Response(204 if req.url == "https://api.example.com/" else 500)):
+            self.assertEqual(extras.status("https://api.example.com/"), 204)
+
+    def test_a_denied_request_fails_the_task_by_its_name(self):
+        def denied(req):
+            raise http.HttpError("HTTP-request-denied")
+
+        with http.stub(denied):
+            with self.assertRaises(TaskFailure) as failed:
+                extras.status("https://elsewhere.example.com/")
+        self.assertEqual(failed.exception.error, "HTTP-request-denied")
+
+
+if __name__ == "__main__":
+    unittest.main()
+"#;
 
 #[test]
 fn python_from_new_to_step_functions() {
@@ -325,8 +485,18 @@ fn python_from_new_to_step_functions() {
         &project,
         "handler.py",
         "    if not input.get(\"hello\"):",
-        "    if input.get(\"hello\") == \"Error\":\n        raise LookupError(\"raised on purpose\")",
+        "    if input.get(\"hello\") == \"Error\":\n        raise LookupError(\"raised on purpose\")\n    \
+         if input.get(\"size\"):\n        return {\"size\": extras.size(input[\"size\"])}\n    \
+         if input.get(\"url\"):\n        return {\"status\": extras.status(input[\"url\"])}",
     );
+    insert_before(
+        &project,
+        "handler.py",
+        "from sfn_wasm_guest import Context, TaskFailure, handler",
+        "import extras",
+    );
+    write(&project, "extras.py", PY_EXTRAS);
+    write(&project, "test_extras.py", PY_EXTRAS_TEST);
     {
         let _one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
         let (_, venv) = run(&project, "python3", &["-m", "venv", ".venv"]);
@@ -341,6 +511,17 @@ fn python_from_new_to_step_functions() {
                 "requirements.txt",
             ],
         );
+        // A team adds a package of its own from PyPI.
+        run(
+            &project,
+            ".venv/bin/pip",
+            &[
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "humanize==4.12.3",
+            ],
+        );
         let (output, build) = run(
             &project,
             ".venv/bin/python3",
@@ -349,11 +530,16 @@ fn python_from_new_to_step_functions() {
         eprintln!(
             "python template: venv took {venv:.1?}, pip install {install:.1?}, build {build:.1?}"
         );
-        assert!(String::from_utf8_lossy(&output.stdout).contains("wrote "));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        // It calls out over HTTP: built for the world with wasi:http, chosen by the build.
+        assert!(
+            stdout.contains("wrote ") && stdout.contains("world handler-with-http"),
+            "{stdout}"
+        );
         let (output, _) = run(&project, ".venv/bin/python3", &["-m", "unittest", "-v"]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
-            stderr.contains("Ran 2 tests") && stderr.contains("OK"),
+            stderr.contains("Ran 5 tests") && stderr.contains("OK"),
             "{stderr}"
         );
     }
@@ -362,6 +548,14 @@ fn python_from_new_to_step_functions() {
         json!({"status": "success", "output": sample_output()})
     );
 
+    assert_eq!(
+        invoke(&project, Some(r#"{"size": 1000000}"#)),
+        json!({"status": "success", "output": {"size": "1.0 MB"}})
+    );
+    // No outbound host is granted: the host refuses, the handler names it.
+    let line = invoke(&project, Some(r#"{"url": "http://api.example.com/"}"#));
+    assert_eq!(line["error"], "HTTP-request-denied", "{line}");
+
     let cause = served_greets_then_fails(&project, &name);
     let cause = cause.as_str();
     assert!(
@@ -369,6 +563,11 @@ fn python_from_new_to_step_functions() {
             && cause.contains("handler.py")
             && cause.ends_with("LookupError: raised on purpose"),
         "the type, message and traceback: {cause}"
+    );
+    let line = dev_from(&project, &format!("{name}.wasm"), r#"{"hello": "World"}"#);
+    assert!(
+        line.starts_with("SUCCEEDED") && line.contains(r#"{"greeting":"Hello, World"}"#),
+        "{line}"
     );
 }
 
@@ -443,6 +642,12 @@ fn the_sdks_package() {
         "index.d.ts",
         "types/interfaces/sfn-activity-types.d.ts",
         "wit/handler.wit",
+        "src/http-component.js",
+        "src/http-node.js",
+        "http.d.ts",
+        "wit-http/http-client.wit",
+        "wit-http/deps/http.wit",
+        "wit-http/deps/sfn-activity/handler.wit",
         "README.md",
     ] {
         assert!(files.contains(&want), "npm pack has no {want}: {files:?}");
@@ -479,6 +684,11 @@ fn the_sdks_package() {
         "sfn_wasm_guest/__main__.py",
         "sfn_wasm_guest/_component.py",
         "sfn_wasm_guest/wit/handler.wit",
+        "sfn_wasm_guest/http.py",
+        "sfn_wasm_guest/_http_wasi.py",
+        "sfn_wasm_guest/wit-http/http-client.wit",
+        "sfn_wasm_guest/wit-http/deps/http.wit",
+        "sfn_wasm_guest/wit-http/deps/sfn-activity/handler.wit",
     ] {
         assert!(listing.contains(want), "the wheel has no {want}: {listing}");
     }
@@ -491,12 +701,41 @@ fn every_sdk_carries_the_world_the_host_serves() {
         "guest-sdk/rust/wit/handler.wit",
         "guest-sdk/js/wit/handler.wit",
         "guest-sdk/python/sfn_wasm_guest/wit/handler.wit",
+        "examples/wit-http/deps/sfn-activity/handler.wit",
+        "guest-sdk/js/wit-http/deps/sfn-activity/handler.wit",
+        "guest-sdk/python/sfn_wasm_guest/wit-http/deps/sfn-activity/handler.wit",
     ] {
         let text = std::fs::read_to_string(workspace().join(copy)).unwrap();
         assert!(
             text == world,
             "{copy} differs from wit/handler.wit: run scripts/vendor-wit.sh"
         );
+    }
+    // The HTTP world the JavaScript and Python SDKs build with is examples/wit-http,
+    // copied whole (real files: a copy of the folder must work anywhere).
+    let http = workspace().join("examples/wit-http");
+    for file in [
+        "http-client.wit",
+        "deps/cli.wit",
+        "deps/clocks.wit",
+        "deps/filesystem.wit",
+        "deps/http.wit",
+        "deps/io.wit",
+        "deps/random.wit",
+        "deps/sockets.wit",
+    ] {
+        assert!(!http.join(file).is_symlink(), "examples/wit-http/{file}");
+        let want = std::fs::read_to_string(http.join(file)).unwrap();
+        for copy in [
+            "guest-sdk/js/wit-http",
+            "guest-sdk/python/sfn_wasm_guest/wit-http",
+        ] {
+            let have = std::fs::read_to_string(workspace().join(copy).join(file)).unwrap();
+            assert!(
+                have == want,
+                "{copy}/{file} differs from examples/wit-http: run scripts/vendor-wit.sh"
+            );
+        }
     }
     // The JavaScript SDK's types are generated from it (jco, as `npm run types` does).
     let fresh = tempfile::tempdir().unwrap();

@@ -3,9 +3,11 @@
 //
 // Builds a handler component: bundles ENTRY (default src/handler.js) and what it imports
 // (this SDK's component build among them) into one module with rolldown, then makes a
-// component of it for the sfn:activity handler world with ComponentizeJS. OUT defaults to
-// the package's name + `.wasm`. Exit 0 when written, 1 when the build failed, 2 for bad
-// arguments.
+// component of it with ComponentizeJS: for the sfn:activity `handler` world, or, when the
+// bundle imports wasi:http (`sfn-wasm-guest/http`), for `handler-with-http` (wit-http/:
+// the same world plus wasi:http's outgoing handler), unless --wit or --world say
+// otherwise. OUT defaults to the package's name + `.wasm`. Exit 0 when written, 1 when
+// the build failed, 2 for bad arguments.
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -16,7 +18,7 @@ const usage = 'usage: sfn-wasm-guest build [ENTRY] [-o OUT] [--wit DIR] [--world
 function parse(argv) {
   const [command, ...rest] = argv;
   if (command !== 'build') return null;
-  const opts = { entry: undefined, out: undefined, wit: undefined, world: 'handler' };
+  const opts = { entry: undefined, out: undefined, wit: undefined, world: undefined };
   for (let i = 0; i < rest.length; i++) {
     const arg = rest[i];
     const value = () => {
@@ -45,7 +47,6 @@ async function packageName() {
 async function build(opts) {
   const entry = resolve(opts.entry ?? 'src/handler.js');
   const out = resolve(opts.out ?? `${await packageName()}.wasm`);
-  const wit = opts.wit ? resolve(opts.wit) : fileURLToPath(new URL('../wit', import.meta.url));
   await stat(entry).catch(() => {
     throw new Error(`${entry}: no such file (the handler's module; give its path as ENTRY)`);
   });
@@ -62,16 +63,22 @@ async function build(opts) {
       resolve: { conditionNames: ['sfn-wasm-component', 'import', 'default'] },
       logLevel: 'warn',
     });
-    await bundle.write({ file: bundlePath, format: 'esm' });
+    const { output } = await bundle.write({ file: bundlePath, format: 'esm' });
     await bundle.close();
+    // A handler that makes HTTP calls imports wasi:http: build it for the world that
+    // has it; any other imports nothing of wasi:http and is linked without it.
+    const http = output.some((chunk) => (chunk.imports ?? []).some((id) => id.startsWith('wasi:http/')));
+    const sdkWit = fileURLToPath(new URL(http ? '../wit-http' : '../wit', import.meta.url));
+    const wit = opts.wit ? resolve(opts.wit) : sdkWit;
+    const world = opts.world ?? (opts.wit || !http ? 'handler' : 'handler-with-http');
     const { component } = await componentize({
       sourcePath: bundlePath,
       witPath: wit,
-      worldName: opts.world,
+      worldName: world,
       disableFeatures: ['http', 'fetch-event'],
     });
     await writeFile(out, component);
-    console.log(`wrote ${out} (${(component.length / 1e6).toFixed(1)} MB)`);
+    console.log(`wrote ${out} (${(component.length / 1e6).toFixed(1)} MB, world ${world})`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -1,8 +1,12 @@
 """``python3 -m sfn_wasm_guest build [MODULE] [-o OUT] [--wit DIR] [--world NAME]``
 
 Builds a handler component with componentize-py: MODULE (default ``handler``, i.e.
-``handler.py`` in the current folder) must have one ``@handler`` function. Defaults may
-be set in ``pyproject.toml``::
+``handler.py`` in the current folder) must have one ``@handler`` function. A handler that
+imports ``sfn_wasm_guest.http`` (directly or through its own modules) is built for the
+``handler-with-http`` world (``wit-http/``: the handler world plus wasi:http's outgoing
+handler), any other for ``handler``, unless --wit or --world say otherwise. Packages
+installed in this Python's environment (``pip install``) are bundled as componentize-py
+finds them. Defaults may be set in ``pyproject.toml``::
 
     [tool.sfn-wasm-guest]
     module = "handler"
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import site
 import subprocess
 import sys
 import tempfile
@@ -44,30 +49,51 @@ def componentize_py() -> str:
     return found
 
 
+def imports_http(module: str, sdk_parent: Path) -> bool:
+    """Whether importing ``module`` (in a plain Python, as componentize-py will inside the
+    component) imports ``sfn_wasm_guest.http``. A module that does not import outside a
+    component (the raw bindings) is taken not to."""
+    probe = (
+        "import importlib, sys\n"
+        f"sys.path[:0] = [{str(Path.cwd())!r}, {str(sdk_parent)!r}]\n"
+        f"importlib.import_module({module!r})\n"
+        "print('sfn_wasm_guest.http' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    return result.returncode == 0 and result.stdout.strip().endswith("True")
+
+
 def build(args: argparse.Namespace) -> int:
     defaults = settings()
     module = (args.module or defaults.get("module") or "handler").removesuffix(".py")
     out = Path(args.out or defaults.get("output") or f"{module}.wasm").resolve()
-    wit = Path(args.wit).resolve() if args.wit else Path(sfn_wasm_guest.__file__).parent / "wit"
     if not (Path(module.replace(".", "/") + ".py").exists() or Path(module.replace(".", "/")).is_dir()):
         print(f"error: no module {module!r} in {Path.cwd()} (give the handler's module as MODULE)", file=sys.stderr)
         return 2
     sdk_parent = Path(sfn_wasm_guest.__file__).resolve().parent.parent
+    http = not args.wit and imports_http(module, sdk_parent)
+    sdk_wit = Path(sfn_wasm_guest.__file__).parent / ("wit-http" if http else "wit")
+    wit = Path(args.wit).resolve() if args.wit else sdk_wit
+    world = args.world or ("handler-with-http" if http else "handler")
     with tempfile.TemporaryDirectory(prefix="sfn-wasm-guest-") as tmp:
         Path(tmp, f"{ENTRY}.py").write_text(
             f"import {module} as _handler_module\n"
             "from sfn_wasm_guest._component import make_world\n"
             "WitWorld = make_world(_handler_module)\n"
         )
+        # This Python's site-packages too: componentize-py looks only in $VIRTUAL_ENV's
+        # (or a `python3` on PATH), which is not this one when the venv is not activated.
+        packages = [p for p in site.getsitepackages() if Path(p).is_dir()]
         command = [
-            componentize_py(), "-d", str(wit), "-w", args.world, "componentize", ENTRY,
-            "-p", tmp, "-p", str(Path.cwd()), "-p", str(sdk_parent), "-o", str(out),
+            componentize_py(), "-d", str(wit), "-w", world, "componentize", ENTRY,
+            "-p", tmp, "-p", str(Path.cwd()), "-p", str(sdk_parent),
+            *(arg for p in packages for arg in ("-p", p)), "-o", str(out),
         ]  # fmt: skip
         result = subprocess.run(command, stdout=subprocess.DEVNULL)
     if result.returncode != 0:
         print(f"error: componentize-py failed (exit {result.returncode}); its message is above", file=sys.stderr)
         return 1
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, world {world})")
     return 0
 
 
@@ -78,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("module", nargs="?", help="the module with the @handler function (default: handler)")
     b.add_argument("-o", "--out", help="the component to write (default: MODULE.wasm)")
     b.add_argument("--wit", help="a WIT folder instead of the SDK's own")
-    b.add_argument("--world", default="handler", help="the world to build (default: handler)")
+    b.add_argument("--world", help="the world to build (default: handler, or handler-with-http for a handler importing sfn_wasm_guest.http)")
     args = parser.parse_args(argv)
     return build(args)
 

@@ -1,10 +1,15 @@
-//! `sfn-wasm-host new rust|js|python NAME [--dir DIR] [--sdk PATH]`: writes a standalone
-//! handler project from the templates embedded in the binary (`host/templates/`), so that
-//! a handler's first build works from an empty folder with nothing of this repository.
+//! `sfn-wasm-host new rust|js|python NAME [--dir DIR] [--sdk PATH | --registry]`: writes a
+//! standalone handler project from the templates embedded in the binary
+//! (`host/templates/`), so that a handler's first build works from an empty folder with
+//! nothing of this repository.
 //!
 //! Every project holds the greet handler (typed), a test of its logic that runs without
 //! the host, `input.json`, a `config.toml` for `serve`, a one-state `state-machine.json`
-//! retrying the host's retriable failures, a README and a `.gitignore`.
+//! retrying the host's retriable failures, a README and a `.gitignore`. Its SDK is, by
+//! default, the copy of `guest-sdk/` this binary carries, written into the project's
+//! `vendor/sfn-wasm-guest/` (the SDKs are not on crates.io, npm or PyPI yet, and a project
+//! must build as generated); `--sdk` depends on a checkout's SDK by path instead, and
+//! `--registry` on the published version.
 
 use std::fs;
 use std::io::Write;
@@ -23,8 +28,57 @@ macro_rules! t {
     };
 }
 
-/// The SDK version the projects depend on when no `--sdk` is given.
+/// The SDK version the projects depend on with `--registry`; the version of the copy this
+/// binary carries.
 const SDK_VERSION: &str = "0.2.0";
+
+/// Where a project's SDK is written, relative to the project (the default, [`Sdk::Vendored`]).
+const VENDORED: &str = "vendor/sfn-wasm-guest";
+
+/// One file of an SDK this binary carries: (path in the SDK's folder, text).
+type SdkFile = (&'static str, &'static str);
+
+/// The files of `guest-sdk/LANGUAGE` a project's copy needs (its tests stay behind); a
+/// unit test checks the list against the folder, so a new SDK file cannot be forgotten.
+macro_rules! sdk_files {
+    ($language:literal: $($path:literal),* $(,)?) => {
+        &[$(($path, include_str!(concat!("../../../guest-sdk/", $language, "/", $path)))),*]
+    };
+}
+
+const JS_SDK: &[SdkFile] = sdk_files!("js":
+    "README.md", "package.json", "index.d.ts", "http.d.ts", "bin/sfn-wasm-guest.js",
+    "src/core.js", "src/index.js", "src/component.js", "src/http-shared.js",
+    "src/http-component.js", "src/http-node.js", "types/handler.d.ts",
+    "types/interfaces/sfn-activity-toolkit.d.ts", "types/interfaces/sfn-activity-types.d.ts",
+    "wit/handler.wit", "wit-http/http-client.wit", "wit-http/deps/cli.wit",
+    "wit-http/deps/clocks.wit", "wit-http/deps/filesystem.wit", "wit-http/deps/http.wit",
+    "wit-http/deps/io.wit", "wit-http/deps/random.wit", "wit-http/deps/sockets.wit",
+    "wit-http/deps/sfn-activity/handler.wit",
+);
+
+const PYTHON_SDK: &[SdkFile] = sdk_files!("python":
+    "README.md", "pyproject.toml", "sfn_wasm_guest/__init__.py", "sfn_wasm_guest/__main__.py",
+    "sfn_wasm_guest/_component.py", "sfn_wasm_guest/http.py", "sfn_wasm_guest/_http_wasi.py",
+    "sfn_wasm_guest/_http_local.py", "sfn_wasm_guest/py.typed",
+    "sfn_wasm_guest/wit/handler.wit", "sfn_wasm_guest/wit-http/http-client.wit",
+    "sfn_wasm_guest/wit-http/deps/cli.wit", "sfn_wasm_guest/wit-http/deps/clocks.wit",
+    "sfn_wasm_guest/wit-http/deps/filesystem.wit", "sfn_wasm_guest/wit-http/deps/http.wit",
+    "sfn_wasm_guest/wit-http/deps/io.wit", "sfn_wasm_guest/wit-http/deps/random.wit",
+    "sfn_wasm_guest/wit-http/deps/sockets.wit",
+    "sfn_wasm_guest/wit-http/deps/sfn-activity/handler.wit",
+);
+
+/// The Rust SDK's files but its `Cargo.toml`, which inherits from the workspace and is
+/// written whole by [`rust_manifest`].
+const RUST_SDK: &[SdkFile] = sdk_files!("rust":
+    "README.md", "build.rs", "src/lib.rs", "src/http.rs", "src/aws.rs", "wit/handler.wit",
+);
+
+/// The Rust SDK's manifest and the workspace's, whose `package` and `dependencies`
+/// entries it inherits.
+const RUST_MANIFEST: &str = include_str!("../../../guest-sdk/rust/Cargo.toml");
+const WORKSPACE_MANIFEST: &str = include_str!("../../../Cargo.toml");
 
 #[derive(Debug, Args)]
 pub struct NewArgs {
@@ -36,10 +90,26 @@ pub struct NewArgs {
     /// The folder to write (default: ./NAME); it must be missing or empty.
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// This repository's `guest-sdk` folder: the project depends on the SDK there by
-    /// path, as a user of an unpublished SDK would (default: the published version).
-    #[arg(long, value_name = "PATH")]
+    /// A checkout's `guest-sdk` folder: the project depends on the SDK there by path
+    /// (for work on the SDK itself). Default: a copy of the SDK this binary carries, in
+    /// the project's `vendor/sfn-wasm-guest/`.
+    #[arg(long, value_name = "PATH", conflicts_with = "registry")]
     sdk: Option<PathBuf>,
+    /// Depend on the SDK published on crates.io, npm or PyPI (`sfn-wasm-guest`
+    /// 0.2.0) instead of a copy in the project.
+    #[arg(long)]
+    registry: bool,
+}
+
+/// Where a project's SDK comes from.
+#[derive(Debug, Clone, Copy)]
+enum Sdk<'a> {
+    /// The copy this binary carries, written into the project's `vendor/sfn-wasm-guest/`.
+    Vendored,
+    /// A checkout's SDK folder for the language, by absolute path.
+    Path(&'a Path),
+    /// The published version, [`SDK_VERSION`].
+    Registry,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -96,6 +166,15 @@ impl Language {
         }
     }
 
+    /// The registry the SDK is published on, for messages.
+    fn registry(self) -> &'static str {
+        match self {
+            Language::Rust => "crates.io",
+            Language::Js => "npm",
+            Language::Python => "PyPI",
+        }
+    }
+
     /// The language's own files: (path in the project, template); every project also
     /// gets [`COMMON`].
     fn templates(self) -> &'static [(&'static str, &'static str)] {
@@ -139,13 +218,18 @@ pub fn run(args: NewArgs) -> ExitCode {
         eprintln!("error: NAME {:?}: {problem}", args.name);
         return ExitCode::from(EXIT_USAGE);
     }
-    let sdk = match args.sdk.as_deref().map(|p| sdk_folder(p, args.language)) {
+    let folder = match args.sdk.as_deref().map(|p| sdk_folder(p, args.language)) {
         None => None,
         Some(Ok(folder)) => Some(folder),
         Some(Err(problem)) => {
             eprintln!("error: --sdk {problem}");
             return ExitCode::from(EXIT_USAGE);
         }
+    };
+    let sdk = match (&folder, args.registry) {
+        (Some(folder), _) => Sdk::Path(folder),
+        (None, true) => Sdk::Registry,
+        (None, false) => Sdk::Vendored,
     };
     let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
     if let Ok(mut entries) = fs::read_dir(&dir)
@@ -157,7 +241,7 @@ pub fn run(args: NewArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
-    let files = render(args.language, &args.name, sdk.as_deref());
+    let files = render(args.language, &args.name, sdk);
     if let Err(err) = write_all(&dir, &files) {
         eprintln!("error: {err}");
         return ExitCode::FAILURE;
@@ -168,8 +252,21 @@ pub fn run(args: NewArgs) -> ExitCode {
         args.name,
         dir.display()
     );
-    for (path, _) in &files {
+    let vendored = files
+        .iter()
+        .filter(|(path, _)| path.starts_with(VENDORED))
+        .count();
+    for (path, _) in files.iter().filter(|(path, _)| !path.starts_with(VENDORED)) {
         println!("  {path}");
+    }
+    if vendored > 0 {
+        println!("  {VENDORED}/ ({vendored} files: the SDK)");
+        eprintln!(
+            "warning: sfn-wasm-guest {SDK_VERSION} is not on {} yet: the project depends on \
+             the copy of it this sfn-wasm-host carries, in {VENDORED}/ (once it is \
+             published, `sfn-wasm-host new --registry` depends on the published one)",
+            args.language.registry()
+        );
     }
     println!("next:\n  cd {}", dir.display());
     for step in args.language.next_steps() {
@@ -215,8 +312,8 @@ fn sdk_folder(path: &Path, language: Language) -> Result<PathBuf, String> {
 
 /// The project's files with their placeholders filled: `{{name}}`, `{{wasm}}` (what the
 /// build writes), `{{state}}`, `{{retriable}}`, and the SDK dependency (`{{patch}}`,
-/// `{{sdk}}`).
-fn render(language: Language, name: &str, sdk: Option<&Path>) -> Vec<(String, String)> {
+/// `{{sdk}}`); with [`Sdk::Vendored`], the SDK's own files under [`VENDORED`].
+fn render(language: Language, name: &str, sdk: Sdk) -> Vec<(String, String)> {
     let state: String = name
         .split('-')
         .map(|word| {
@@ -228,7 +325,11 @@ fn render(language: Language, name: &str, sdk: Option<&Path>) -> Vec<(String, St
         })
         .collect();
     let retriable = serde_json::to_string(&HostFailure::RETRIABLE).unwrap_or_default();
-    let sdk_path = sdk.map(|p| p.to_string_lossy().into_owned());
+    let sdk_path = match sdk {
+        Sdk::Vendored => Some(VENDORED.to_owned()),
+        Sdk::Path(path) => Some(path.to_string_lossy().into_owned()),
+        Sdk::Registry => None,
+    };
     let (patch, sdk_dep) = match (language, &sdk_path) {
         (Language::Rust, Some(path)) => (
             format!(
@@ -240,6 +341,10 @@ fn render(language: Language, name: &str, sdk: Option<&Path>) -> Vec<(String, St
             String::new(),
         ),
         (Language::Js, Some(path)) => (String::new(), format!("file:{path}")),
+        // pip reads a relative path in requirements.txt from where it runs: the project.
+        (Language::Python, Some(path)) if matches!(sdk, Sdk::Vendored) => {
+            (String::new(), format!("./{path}"))
+        }
         (Language::Python, Some(path)) => (String::new(), path.clone()),
         (Language::Js, None) => (String::new(), format!("^{SDK_VERSION}")),
         (Language::Python, None) => (String::new(), format!("sfn-wasm-guest=={SDK_VERSION}")),
@@ -260,9 +365,10 @@ fn render(language: Language, name: &str, sdk: Option<&Path>) -> Vec<(String, St
         .chain(&COMMON)
         .map(|(path, template)| ((*path).to_owned(), fill(template)))
         .collect();
-    if language == Language::Js && sdk.is_some() {
-        // npm links a `file:` dependency without installing its own dependencies;
-        // installing it as a packed copy gives it them, as the published package would.
+    if language == Language::Js && matches!(sdk, Sdk::Path(_)) {
+        // npm links a `file:` dependency outside the project without installing its own
+        // dependencies; installing it as a packed copy gives it them, as the published
+        // package would. (One inside the project, `vendor/`, gets them as it is.)
         files.push((
             ".npmrc".to_owned(),
             "# sfn-wasm-guest comes from a local folder (package.json): install it as a copy,\n\
@@ -271,7 +377,90 @@ fn render(language: Language, name: &str, sdk: Option<&Path>) -> Vec<(String, St
                 .to_owned(),
         ));
     }
+    if matches!(sdk, Sdk::Vendored) {
+        files.extend(vendored_sdk(language));
+    }
     files
+}
+
+/// The SDK this binary carries, as files of the project under [`VENDORED`].
+fn vendored_sdk(language: Language) -> Vec<(String, String)> {
+    let (files, manifest) = match language {
+        Language::Js => (JS_SDK, None),
+        Language::Python => (PYTHON_SDK, None),
+        Language::Rust => (RUST_SDK, Some(rust_manifest())),
+    };
+    files
+        .iter()
+        .map(|(path, text)| (format!("{VENDORED}/{path}"), (*text).to_owned()))
+        .chain(manifest.map(|text| (format!("{VENDORED}/Cargo.toml"), text)))
+        .collect()
+}
+
+/// The Rust SDK's manifest with what it inherits from this workspace written out (a
+/// crate outside the workspace has nothing to inherit from), as `cargo package` would.
+fn rust_manifest() -> String {
+    let mut manifest: toml::Table = toml::from_str(RUST_MANIFEST).unwrap_or_default();
+    let workspace: toml::Table = toml::from_str(WORKSPACE_MANIFEST).unwrap_or_default();
+    let inherited = |section: &str| -> toml::Table {
+        workspace
+            .get("workspace")
+            .and_then(|w| w.get(section))
+            .and_then(toml::Value::as_table)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let is_inherited =
+        |value: &toml::Value| value.get("workspace").and_then(toml::Value::as_bool) == Some(true);
+    let package_fields = inherited("package");
+    if let Some(package) = manifest.get_mut("package").and_then(|p| p.as_table_mut()) {
+        for (key, value) in package.iter_mut() {
+            if is_inherited(value)
+                && let Some(from) = package_fields.get(key)
+            {
+                *value = from.clone();
+            }
+        }
+        package.remove("publish");
+    }
+    let dependencies = inherited("dependencies");
+    if let Some(table) = manifest
+        .get_mut("dependencies")
+        .and_then(|d| d.as_table_mut())
+    {
+        for (name, value) in table.iter_mut() {
+            if !is_inherited(value) {
+                continue;
+            }
+            // The workspace's entry (a version string or a table), with what the crate
+            // adds (`features`, `optional`).
+            let mut entry = match dependencies.get(name) {
+                Some(toml::Value::String(version)) => {
+                    toml::Table::from_iter([("version".to_owned(), version.clone().into())])
+                }
+                Some(toml::Value::Table(table)) => table.clone(),
+                _ => toml::Table::new(),
+            };
+            if let Some(own) = value.as_table() {
+                for (key, v) in own.iter().filter(|(key, _)| *key != "workspace") {
+                    // Features add to the workspace's, as Cargo adds them.
+                    match (entry.get_mut(key), v) {
+                        (Some(toml::Value::Array(have)), toml::Value::Array(more)) => {
+                            have.extend(more.iter().cloned())
+                        }
+                        _ => {
+                            entry.insert(key.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            *value = toml::Value::Table(entry);
+        }
+    }
+    format!(
+        "# sfn-wasm-guest {SDK_VERSION}, as `sfn-wasm-host new` wrote it from the copy it carries.\n\n{}",
+        toml::to_string(&manifest).unwrap_or_default()
+    )
 }
 
 /// Writes every file under `dir`, creating folders; never overwrites.
@@ -316,8 +505,9 @@ mod tests {
         let sdk = Path::new("/opt/sfn-wasm-host/guest-sdk/rust");
         for language in LANGUAGES {
             for files in [
-                render(language, "my-greet", None),
-                render(language, "my-greet", Some(sdk)),
+                render(language, "my-greet", Sdk::Vendored),
+                render(language, "my-greet", Sdk::Path(sdk)),
+                render(language, "my-greet", Sdk::Registry),
             ] {
                 for (path, text) in &files {
                     assert_eq!(placeholders(text), Vec::<&str>::new(), "{path}");
@@ -329,7 +519,7 @@ mod tests {
     #[test]
     fn the_config_names_what_the_build_writes_and_parses() {
         for language in LANGUAGES {
-            let files = render(language, "my-greet", None);
+            let files = render(language, "my-greet", Sdk::Vendored);
             let config = &files.iter().find(|(p, _)| p == "config.toml").unwrap().1;
             let parsed: toml::Value = toml::from_str(config).unwrap();
             let activity = &parsed["activity"][0];
@@ -350,7 +540,7 @@ mod tests {
 
     #[test]
     fn the_state_machine_retries_exactly_the_retriable_host_failures() {
-        let files = render(Language::Python, "my-greet", None);
+        let files = render(Language::Python, "my-greet", Sdk::Vendored);
         let text = &files
             .iter()
             .find(|(p, _)| p == "state-machine.json")
@@ -378,7 +568,7 @@ mod tests {
                 .map(|(_, t)| t.clone())
         };
         let sdk = Path::new("/opt/guest-sdk/x");
-        let cargo = find(&render(Language::Rust, "g", Some(sdk)), "Cargo.toml").unwrap();
+        let cargo = find(&render(Language::Rust, "g", Sdk::Path(sdk)), "Cargo.toml").unwrap();
         let parsed: toml::Value = toml::from_str(&cargo).unwrap();
         assert_eq!(
             parsed["dependencies"]["sfn-wasm-guest"].as_str(),
@@ -388,10 +578,10 @@ mod tests {
             parsed["patch"]["crates-io"]["sfn-wasm-guest"]["path"].as_str(),
             Some("/opt/guest-sdk/x")
         );
-        let cargo = find(&render(Language::Rust, "g", None), "Cargo.toml").unwrap();
+        let cargo = find(&render(Language::Rust, "g", Sdk::Registry), "Cargo.toml").unwrap();
         assert!(!cargo.contains("[patch"), "{cargo}");
 
-        let js = render(Language::Js, "g", Some(sdk));
+        let js = render(Language::Js, "g", Sdk::Path(sdk));
         let package: serde_json::Value =
             serde_json::from_str(&find(&js, "package.json").unwrap()).unwrap();
         assert_eq!(
@@ -399,20 +589,131 @@ mod tests {
             "file:/opt/guest-sdk/x"
         );
         assert!(find(&js, ".npmrc").unwrap().contains("install-links=true"));
-        let js = render(Language::Js, "g", None);
+        let js = render(Language::Js, "g", Sdk::Registry);
         let package: serde_json::Value =
             serde_json::from_str(&find(&js, "package.json").unwrap()).unwrap();
         assert_eq!(package["dependencies"]["sfn-wasm-guest"], "^0.2.0");
         assert_eq!(find(&js, ".npmrc"), None);
 
-        let py = find(&render(Language::Python, "g", None), "requirements.txt").unwrap();
+        let py = find(
+            &render(Language::Python, "g", Sdk::Registry),
+            "requirements.txt",
+        )
+        .unwrap();
         assert_eq!(py.trim(), "sfn-wasm-guest==0.2.0");
         let py = find(
-            &render(Language::Python, "g", Some(sdk)),
+            &render(Language::Python, "g", Sdk::Path(sdk)),
             "requirements.txt",
         )
         .unwrap();
         assert_eq!(py.trim(), "/opt/guest-sdk/x");
+    }
+
+    #[test]
+    fn by_default_the_project_depends_on_the_copy_of_the_sdk_it_holds() {
+        let find = |files: &[(String, String)], name: &str| {
+            files
+                .iter()
+                .find(|(p, _)| p == name)
+                .map(|(_, t)| t.clone())
+        };
+        let rust = render(Language::Rust, "g", Sdk::Vendored);
+        let cargo: toml::Value = toml::from_str(&find(&rust, "Cargo.toml").unwrap()).unwrap();
+        assert_eq!(
+            cargo["patch"]["crates-io"]["sfn-wasm-guest"]["path"].as_str(),
+            Some("vendor/sfn-wasm-guest")
+        );
+        let js = render(Language::Js, "g", Sdk::Vendored);
+        let package: serde_json::Value =
+            serde_json::from_str(&find(&js, "package.json").unwrap()).unwrap();
+        assert_eq!(
+            package["dependencies"]["sfn-wasm-guest"],
+            "file:vendor/sfn-wasm-guest"
+        );
+        // Inside the project, npm installs the folder's own dependencies as it is.
+        assert_eq!(find(&js, ".npmrc"), None);
+        let sdk_package: serde_json::Value =
+            serde_json::from_str(&find(&js, "vendor/sfn-wasm-guest/package.json").unwrap())
+                .unwrap();
+        assert_eq!(sdk_package["version"], SDK_VERSION);
+        let py = render(Language::Python, "g", Sdk::Vendored);
+        assert_eq!(
+            find(&py, "requirements.txt").unwrap().trim(),
+            "./vendor/sfn-wasm-guest"
+        );
+        assert!(find(&py, "vendor/sfn-wasm-guest/sfn_wasm_guest/http.py").is_some());
+    }
+
+    /// The files of `guest-sdk/LANGUAGE` but its tests and build output, relative to it.
+    fn sdk_folder_files(language: &str) -> Vec<String> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../guest-sdk")
+            .join(language);
+        let mut found = Vec::new();
+        let mut folders = vec![root.clone()];
+        while let Some(folder) = folders.pop() {
+            for entry in fs::read_dir(&folder).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                let skipped = [
+                    "test",
+                    "tests",
+                    "node_modules",
+                    "__pycache__",
+                    "build",
+                    "target",
+                ];
+                if skipped.contains(&name.as_str()) || name.ends_with(".egg-info") {
+                    continue;
+                }
+                if path.is_dir() {
+                    folders.push(path);
+                } else {
+                    let relative = path.strip_prefix(&root).unwrap();
+                    found.push(relative.to_string_lossy().into_owned());
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn the_binary_carries_every_file_of_each_sdk() {
+        for (language, carried) in [("js", JS_SDK), ("python", PYTHON_SDK), ("rust", RUST_SDK)] {
+            let mut carried: Vec<String> =
+                carried.iter().map(|(path, _)| (*path).to_owned()).collect();
+            if language == "rust" {
+                carried.push("Cargo.toml".to_owned());
+            }
+            carried.sort();
+            assert_eq!(
+                carried,
+                sdk_folder_files(language),
+                "guest-sdk/{language}: list its files in new.rs"
+            );
+        }
+    }
+
+    #[test]
+    fn the_rust_sdks_manifest_inherits_nothing() {
+        let text = rust_manifest();
+        assert!(!text.contains("workspace"), "{text}");
+        let manifest: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(manifest["package"]["name"].as_str(), Some("sfn-wasm-guest"));
+        assert_eq!(manifest["package"]["version"].as_str(), Some(SDK_VERSION));
+        assert_eq!(manifest["package"]["edition"].as_str(), Some("2024"));
+        assert!(manifest["package"].get("publish").is_none());
+        let serde = &manifest["dependencies"]["serde"];
+        assert_eq!(serde["version"].as_str(), Some("1"));
+        assert_eq!(serde["features"][0].as_str(), Some("derive"));
+        assert!(manifest["dependencies"]["wit-bindgen"]["version"].is_str());
+        // Its own entries and features stay as they are.
+        assert_eq!(
+            manifest["dependencies"]["http"]["optional"].as_bool(),
+            Some(true)
+        );
+        assert!(manifest["features"]["aws"].is_array());
     }
 
     #[test]

@@ -1,0 +1,93 @@
+// What the component's and Node's `sfn-wasm-guest/http` share: the error, the response,
+// the request's normal form, and the stub a test puts in place of the network.
+
+/**
+ * A failed request. `name` is the wasi:http error code as the WIT spells it
+ * (`HTTP-request-denied`, `connection-refused`, `connection-read-timeout`,
+ * `HTTP-response-body-size`, ...), so a handler can fail its task with it and a state
+ * machine can `Retry` or `Catch` on it.
+ */
+export class HttpError extends Error {
+  constructor(name, detail = '') {
+    super(detail ? `${name}: ${detail}` : name);
+    this.name = name;
+    this.detail = detail;
+  }
+}
+
+/** A response: `status`, `headers` ({lowercase name: value}), `body` (Uint8Array). */
+export class Response {
+  constructor(status, headers, body) {
+    this.status = status;
+    this.headers = headers;
+    this.body = body;
+  }
+
+  /** True for a 2xx status. */
+  get ok() {
+    return this.status >= 200 && this.status < 300;
+  }
+
+  /** The body as UTF-8 text. */
+  text() {
+    return new TextDecoder().decode(this.body);
+  }
+
+  /** The body parsed as JSON (throws SyntaxError when it is not). */
+  json() {
+    return JSON.parse(this.text());
+  }
+}
+
+const encoder = new TextEncoder();
+
+/** The body a caller gave (a string, Uint8Array, ArrayBuffer or nothing) as bytes. */
+export function bodyBytes(body) {
+  if (body === undefined || body === null) return new Uint8Array();
+  if (typeof body === 'string') return encoder.encode(body);
+  if (body instanceof Uint8Array) return body;
+  if (body instanceof ArrayBuffer) return new Uint8Array(body);
+  throw new TypeError('body must be a string, a Uint8Array or an ArrayBuffer');
+}
+
+/** Header names lowercased, values as strings. */
+export function headerObject(headers = {}) {
+  const out = {};
+  for (const [name, value] of Object.entries(headers)) out[name.toLowerCase()] = String(value);
+  return out;
+}
+
+/** `{method, url, headers, body}` as every transport (and a stub) sees a request. */
+export function normalize(method, url, { headers, body } = {}) {
+  return {
+    method: String(method).toUpperCase(),
+    url: new URL(url).href,
+    headers: headerObject(headers),
+    body: bodyBytes(body),
+  };
+}
+
+// The test's stand-in for the network, when one is in place.
+let stubbed = null;
+
+/**
+ * Puts `fn(request)` in place of the network: every request goes to it instead, and what
+ * it returns (or resolves to), `{status = 200, headers = {}, body = ''}`, is the
+ * response; what it throws is thrown (throw an HttpError to act out a failure). Returns
+ * a function that takes the stub away again. For tests in Node.js.
+ */
+export function stub(fn) {
+  if (typeof fn !== 'function') throw new TypeError('stub() takes a function (request) => response');
+  const previous = stubbed;
+  stubbed = fn;
+  return () => {
+    stubbed = previous;
+  };
+}
+
+/** The stub's response to `request`, or undefined when no stub is in place. */
+export async function fromStub(request) {
+  if (!stubbed) return undefined;
+  const { status = 200, headers = {}, body } = (await stubbed(request)) ?? {};
+  return new Response(status, headerObject(headers), bodyBytes(body));
+}
