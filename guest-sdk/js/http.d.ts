@@ -27,9 +27,10 @@ export interface StubResponse {
 
 /** A response whose body has been read to its end. */
 export class Response {
+  constructor(status: number, headers: Record<string, string>, body: Uint8Array);
   /** The HTTP status code. */
   readonly status: number;
-  /** Header names (lowercase) and values. */
+  /** Header names (lowercase) and values; a repeated header's values joined with ", ". */
   readonly headers: Record<string, string>;
   /** The body's bytes. */
   readonly body: Uint8Array;
@@ -52,7 +53,10 @@ export class HttpError extends Error {
   readonly detail: string;
 }
 
-/** Sends a request; resolves once the whole body is read; rejects with HttpError. */
+/**
+ * Sends a request; resolves once the whole body is read; rejects with HttpError. Throws
+ * TypeError for a URL that is not http(s).
+ */
 export function request(method: string, url: string, options?: RequestOptions): Promise<Response>;
 
 /** `GET url`, as `request`. */
@@ -62,4 +66,6 @@ export function get(url: string, options?: RequestOptions): Promise<Response>;
  * Puts `fn` in place of the network for every request until the returned function is
  * called; a thrown HttpError acts out a failure. For tests.
  */
-export function stub(fn: (request: StubRequest) => StubResponse | Promise<StubResponse>): () => void;
+export function stub(
+  fn: (request: StubRequest) => StubResponse | void | Promise<StubResponse | void>,
+): () => void;

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use sfn_wasm_host::admin::{AdminServer, AdminState};
 use sfn_wasm_host::engine::{EngineConfig, WasmEngine};
 use sfn_wasm_host::events::{
-    Event, EventKind, HandlerEvent, Observer, TaskDone, TaskEvent, TaskOutcome, TaskRef,
+    DoneError, Event, EventKind, HandlerEvent, Observer, TaskDone, TaskEvent, TaskOutcome, TaskRef,
     WorkerEvent,
 };
 use sfn_wasm_host::metrics::Metrics;
+use sfn_wasm_host::outcome::{FailureKind, HeartbeatSource};
 use sfn_wasm_host::status::StatusBoard;
 
 const ACTIVITIES: usize = 10;
@@ -59,16 +60,24 @@ fn history(metrics: &Metrics, status: &StatusBoard, arn: &Arc<str>) {
             observer.observe(&worker(WorkerEvent::Running));
         }
         let outcomes = [
-            (TaskOutcome::Success, "guest"),
-            (TaskOutcome::Failure, "guest"),
-            (TaskOutcome::HostFailure, "SfnWasmHost.Trap"),
-            (TaskOutcome::HostFailure, "SfnWasmHost.Timeout"),
-            (TaskOutcome::Closed, "closed"),
+            (TaskOutcome::Success, DoneError::Guest),
+            (TaskOutcome::Failure, DoneError::Guest),
+            (TaskOutcome::HostFailure, DoneError::Host(FailureKind::Trap)),
+            (
+                TaskOutcome::HostFailure,
+                DoneError::Host(FailureKind::Timeout),
+            ),
+            (TaskOutcome::Closed, DoneError::Closed),
         ];
         for n in 0..TASKS_PER_ACTIVITY {
             let id = format!("{n:016x}");
             observer.observe(&task(TaskEvent::Received, &id));
-            observer.observe(&task(TaskEvent::Heartbeat { source: "auto" }, &id));
+            observer.observe(&task(
+                TaskEvent::Heartbeat {
+                    source: HeartbeatSource::Auto,
+                },
+                &id,
+            ));
             let (outcome, error) = outcomes[n % outcomes.len()];
             observer.observe(&task(
                 TaskEvent::Done(TaskDone {

@@ -16,7 +16,7 @@ use crate::control::TaskControl;
 use crate::delivery::{AnswerState, Delivery, DeliveryOptions, Responder};
 use crate::engine::{TaskLimits, TaskReport, TaskRequest, WasmEngine};
 use crate::events::{
-    Emitter, TaskDone, TaskEmitter, TaskEvent, TaskOutcome, TaskRef, WorkerEmitter,
+    DoneError, Emitter, TaskDone, TaskEmitter, TaskEvent, TaskOutcome, TaskRef, WorkerEmitter,
 };
 use crate::grants::GrantsSlot;
 use crate::idempotency::{ActivityIdempotency, Claim, Lookup, Settled};
@@ -373,24 +373,24 @@ impl ActivityShared {
 /// What a settled task came to, and its `error` label, by who answered: the host's
 /// failure name when the host answered, `guest` when the handler did.
 /// What Step Functions accepted, never what was merely attempted.
-fn outcome(state: &AnswerState, by: Option<Answerer>) -> (TaskOutcome, &'static str) {
-    match (state, by) {
-        (AnswerState::Delivered { answer, .. }, by) => match (answer, by) {
-            (Answer::Success { .. }, _) => (TaskOutcome::Success, "guest"),
-            (Answer::Failure { .. }, Some(Answerer::Host(name))) => {
-                (TaskOutcome::HostFailure, name)
+fn outcome(state: &AnswerState, by: Option<Answerer>) -> (TaskOutcome, DoneError) {
+    match state {
+        AnswerState::Delivered { answer, .. } => {
+            let error = DoneError::answered_by(by);
+            match (answer, error) {
+                (Answer::Success { .. }, _) => (TaskOutcome::Success, DoneError::Guest),
+                (Answer::Failure { .. }, DoneError::Guest) => (TaskOutcome::Failure, error),
+                (Answer::Failure { .. }, _) => (TaskOutcome::HostFailure, error),
             }
-            (Answer::Failure { .. }, _) => (TaskOutcome::Failure, "guest"),
-        },
+        }
         // Step Functions closed the task before it accepted an answer; whatever the
         // guest did after (an answer, a timeout), the task ended there.
-        (AnswerState::Closed { .. }, _) => (TaskOutcome::Closed, "closed"),
+        AnswerState::Closed { .. } => (TaskOutcome::Closed, DoneError::Closed),
         // Given up on (out of retries, the host stopping) or refused to the last; a
         // settled delivery is never pending or delivering, but neither was accepted.
-        (
-            AnswerState::Undelivered { .. } | AnswerState::Pending | AnswerState::Delivering(_),
-            _,
-        ) => (TaskOutcome::Undelivered, "undelivered"),
+        AnswerState::Undelivered { .. } | AnswerState::Pending | AnswerState::Delivering(_) => {
+            (TaskOutcome::Undelivered, DoneError::Undelivered)
+        }
     }
 }
 
@@ -399,9 +399,7 @@ fn outcome(state: &AnswerState, by: Option<Answerer>) -> (TaskOutcome, &'static 
 /// shutdown, a full pool, a refused answer, a duplicate or a bad input).
 fn judges_the_handler(outcome: TaskOutcome, by: Option<Answerer>) -> bool {
     match (outcome, by) {
-        (TaskOutcome::HostFailure, Some(Answerer::Host(name))) => {
-            HostFailure::is_handler_caused(name)
-        }
+        (TaskOutcome::HostFailure, Some(Answerer::Host(kind))) => kind.is_handler_caused(),
         (TaskOutcome::HostFailure, _) => false,
         _ => true,
     }
@@ -510,7 +508,7 @@ mod tests {
         let host = |failure: HostFailure| {
             judges_the_handler(
                 TaskOutcome::HostFailure,
-                Some(Answerer::Host(failure.name())),
+                Some(Answerer::Host(failure.kind())),
             )
         };
         assert!(host(HostFailure::Trap(String::new())));

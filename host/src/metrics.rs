@@ -418,7 +418,7 @@ impl Observer for Metrics {
                     .get_or_create(&TaskLabels {
                         activity: activity.activity.clone(),
                         outcome: done.outcome.name(),
-                        error: done.error,
+                        error: done.error.name(),
                     })
                     .inc();
                 self.task_duration

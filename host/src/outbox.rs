@@ -29,19 +29,14 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::control::TaskControl;
-use crate::delivery::{
-    AnswerState, Delivered, Delivery, DeliveryOptions, HeartbeatSource, Responder, TaskError,
-};
-use crate::events::{Emitter, Events, TaskDone, TaskEvent, TaskOutcome, TaskRef};
+use crate::delivery::{AnswerState, Delivered, Delivery, DeliveryOptions, Responder, TaskError};
+use crate::events::{DoneError, Emitter, Events, TaskDone, TaskEvent, TaskOutcome, TaskRef};
 use crate::idempotency::{ActivityIdempotency, Claim, ClaimRef, Settled};
 use crate::ids::sha256_hex;
-use crate::outcome::{Answer, Answerer, HostFailure};
+use crate::outcome::{Answer, Answerer, FailureKind, HeartbeatSource};
 use crate::responder::SfnResponder;
 use crate::sfn::{SfnError, StepFunctions};
 use crate::store::{FolderStore, Store, StoreError};
-
-/// Who answered a recovered task, as far as its delivery knows: the outbox.
-pub const RECOVERED: &str = "outbox";
 
 /// The longest a task token lives: a standard workflow's longest execution (a year).
 /// An entry older than this can no longer be delivered and is dropped.
@@ -435,10 +430,13 @@ impl Outbox {
             // Functions refuses is followed by `SfnWasmHost.AnswerRefused`, a host's
             // by the bare failure.
             let delivery = Delivery::new(kept.responder(), TaskControl::default(), options.clone());
-            let by = if entry.guest {
-                Answerer::Guest
-            } else {
-                Answerer::Host(RECOVERED)
+            // A host's failure is of a kind this host knows when it has one of its names.
+            let by = match &entry.answer {
+                _ if entry.guest => Answerer::Guest,
+                EntryAnswer::Failure { error, .. } => {
+                    FailureKind::from_name(error).map_or(Answerer::Recovered, Answerer::Host)
+                }
+                EntryAnswer::Success { .. } => Answerer::Recovered,
             };
             delivery.resume(entry.answer.into(), by);
             let started = std::time::Instant::now();
@@ -455,20 +453,24 @@ impl Outbox {
                 kept.finished();
                 let (outcome, error) = match &state {
                     AnswerState::Delivered { answer, .. } if answer.is_success() => {
-                        (TaskOutcome::Success, "guest")
+                        (TaskOutcome::Success, DoneError::Guest)
                     }
-                    AnswerState::Delivered { .. } if guest => (TaskOutcome::Failure, "guest"),
+                    AnswerState::Delivered { .. } if guest => {
+                        (TaskOutcome::Failure, DoneError::Guest)
+                    }
                     // The host's failure it was (or the bare failure after a refusal).
                     AnswerState::Delivered {
                         answer: Answer::Failure { error, .. },
                         ..
                     } => (
                         TaskOutcome::HostFailure,
-                        HostFailure::name_of(error).unwrap_or(RECOVERED),
+                        FailureKind::from_name(error).map_or(DoneError::Recovered, DoneError::Host),
                     ),
-                    AnswerState::Delivered { .. } => (TaskOutcome::HostFailure, RECOVERED),
-                    AnswerState::Closed { .. } => (TaskOutcome::Closed, "closed"),
-                    _ => (TaskOutcome::Undelivered, "undelivered"),
+                    AnswerState::Delivered { .. } => {
+                        (TaskOutcome::HostFailure, DoneError::Recovered)
+                    }
+                    AnswerState::Closed { .. } => (TaskOutcome::Closed, DoneError::Closed),
+                    _ => (TaskOutcome::Undelivered, DoneError::Undelivered),
                 };
                 emitter.emit(TaskEvent::Done(TaskDone::not_run(
                     outcome,

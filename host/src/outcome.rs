@@ -98,33 +98,136 @@ pub enum HostFailure {
     IdempotencyMismatch(String),
 }
 
-impl HostFailure {
-    /// The error names a state machine should `Retry` on: the failures another attempt
-    /// (on this host later, or on another) can get past. The state machines `new` writes
-    /// retry exactly these.
-    pub const RETRIABLE: [&'static str; 4] = [
-        "SfnWasmHost.Shutdown",
-        "SfnWasmHost.Capacity",
-        "SfnWasmHost.Internal",
-        "SfnWasmHost.Duplicate",
+/// What kind of failure the host answered with, without its details: what an error name,
+/// a retry policy, an event's `error` field and a metric label are about. Fieldless, so
+/// that each of those is a `match` the compiler keeps complete, not a list kept in step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// [`HostFailure::HandlerError`].
+    HandlerError,
+    /// [`HostFailure::NoResponse`].
+    NoResponse,
+    /// [`HostFailure::Trap`].
+    Trap,
+    /// [`HostFailure::OutOfMemory`].
+    OutOfMemory,
+    /// [`HostFailure::Timeout`].
+    Timeout,
+    /// [`HostFailure::Shutdown`].
+    Shutdown,
+    /// [`HostFailure::InvalidInput`].
+    InvalidInput,
+    /// [`HostFailure::Capacity`].
+    Capacity,
+    /// [`HostFailure::Internal`].
+    Internal,
+    /// [`HostFailure::AnswerRefused`].
+    AnswerRefused,
+    /// [`HostFailure::Duplicate`].
+    Duplicate,
+    /// [`HostFailure::IdempotencyMismatch`].
+    IdempotencyMismatch,
+}
+
+impl FailureKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [FailureKind; 12] = [
+        FailureKind::HandlerError,
+        FailureKind::NoResponse,
+        FailureKind::Trap,
+        FailureKind::OutOfMemory,
+        FailureKind::Timeout,
+        FailureKind::Shutdown,
+        FailureKind::InvalidInput,
+        FailureKind::Capacity,
+        FailureKind::Internal,
+        FailureKind::AnswerRefused,
+        FailureKind::Duplicate,
+        FailureKind::IdempotencyMismatch,
     ];
+
+    /// The error name sent to Step Functions (`SfnWasmHost.*`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::HandlerError => "SfnWasmHost.HandlerError",
+            FailureKind::NoResponse => "SfnWasmHost.NoResponse",
+            FailureKind::Trap => "SfnWasmHost.Trap",
+            FailureKind::OutOfMemory => "SfnWasmHost.OutOfMemory",
+            FailureKind::Timeout => "SfnWasmHost.Timeout",
+            FailureKind::Shutdown => "SfnWasmHost.Shutdown",
+            FailureKind::InvalidInput => "SfnWasmHost.InvalidInput",
+            FailureKind::Capacity => "SfnWasmHost.Capacity",
+            FailureKind::Internal => "SfnWasmHost.Internal",
+            FailureKind::AnswerRefused => "SfnWasmHost.AnswerRefused",
+            FailureKind::Duplicate => "SfnWasmHost.Duplicate",
+            FailureKind::IdempotencyMismatch => "SfnWasmHost.IdempotencyMismatch",
+        }
+    }
+
+    /// The kind named `name`, if it is one of [`FailureKind::name`]: for an answer read
+    /// back (from the outbox) rather than made here.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// Whether a state machine should `Retry` on it: another attempt (on this host later,
+    /// or on another) can get past it. The state machines `new` writes retry exactly these.
+    pub fn is_retriable(self) -> bool {
+        matches!(
+            self,
+            FailureKind::Shutdown
+                | FailureKind::Capacity
+                | FailureKind::Internal
+                | FailureKind::Duplicate
+        )
+    }
+
+    /// Whether the handler caused it (its error, no answer, a trap, its memory, its
+    /// deadline), as opposed to the host, the input, Step Functions or another attempt:
+    /// only these count against a handler version.
+    pub fn is_handler_caused(self) -> bool {
+        matches!(
+            self,
+            FailureKind::HandlerError
+                | FailureKind::NoResponse
+                | FailureKind::Trap
+                | FailureKind::OutOfMemory
+                | FailureKind::Timeout
+        )
+    }
+
+    /// The names of the retriable kinds, in declaration order.
+    pub fn retriable_names() -> Vec<&'static str> {
+        Self::ALL
+            .into_iter()
+            .filter(|kind| kind.is_retriable())
+            .map(Self::name)
+            .collect()
+    }
+}
+
+impl HostFailure {
+    /// Its kind.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            HostFailure::HandlerError(_) => FailureKind::HandlerError,
+            HostFailure::NoResponse => FailureKind::NoResponse,
+            HostFailure::Trap(_) => FailureKind::Trap,
+            HostFailure::OutOfMemory(_) => FailureKind::OutOfMemory,
+            HostFailure::Timeout(_) => FailureKind::Timeout,
+            HostFailure::Shutdown => FailureKind::Shutdown,
+            HostFailure::InvalidInput(_) => FailureKind::InvalidInput,
+            HostFailure::Capacity(_) => FailureKind::Capacity,
+            HostFailure::Internal(_) => FailureKind::Internal,
+            HostFailure::AnswerRefused(_) => FailureKind::AnswerRefused,
+            HostFailure::Duplicate => FailureKind::Duplicate,
+            HostFailure::IdempotencyMismatch(_) => FailureKind::IdempotencyMismatch,
+        }
+    }
 
     /// The error name sent to Step Functions.
     pub fn name(&self) -> &'static str {
-        match self {
-            HostFailure::HandlerError(_) => "SfnWasmHost.HandlerError",
-            HostFailure::NoResponse => "SfnWasmHost.NoResponse",
-            HostFailure::Trap(_) => "SfnWasmHost.Trap",
-            HostFailure::OutOfMemory(_) => "SfnWasmHost.OutOfMemory",
-            HostFailure::Timeout(_) => "SfnWasmHost.Timeout",
-            HostFailure::Shutdown => "SfnWasmHost.Shutdown",
-            HostFailure::InvalidInput(_) => "SfnWasmHost.InvalidInput",
-            HostFailure::Capacity(_) => "SfnWasmHost.Capacity",
-            HostFailure::Internal(_) => "SfnWasmHost.Internal",
-            HostFailure::AnswerRefused(_) => "SfnWasmHost.AnswerRefused",
-            HostFailure::Duplicate => "SfnWasmHost.Duplicate",
-            HostFailure::IdempotencyMismatch(_) => "SfnWasmHost.IdempotencyMismatch",
-        }
+        self.kind().name()
     }
 
     /// The cause sent to Step Functions.
@@ -151,45 +254,6 @@ impl HostFailure {
         }
     }
 
-    /// The names of the failures the handler caused (its error, no answer, a trap, its
-    /// memory, its deadline), as opposed to the host, the input, Step Functions or
-    /// another attempt: only these count against a handler version.
-    pub const HANDLER_CAUSED: [&'static str; 5] = [
-        "SfnWasmHost.HandlerError",
-        "SfnWasmHost.NoResponse",
-        "SfnWasmHost.Trap",
-        "SfnWasmHost.OutOfMemory",
-        "SfnWasmHost.Timeout",
-    ];
-
-    /// Every failure's name, as [`HostFailure::name`] gives it.
-    pub const NAMES: [&'static str; 12] = [
-        "SfnWasmHost.HandlerError",
-        "SfnWasmHost.NoResponse",
-        "SfnWasmHost.Trap",
-        "SfnWasmHost.OutOfMemory",
-        "SfnWasmHost.Timeout",
-        "SfnWasmHost.Shutdown",
-        "SfnWasmHost.InvalidInput",
-        "SfnWasmHost.Capacity",
-        "SfnWasmHost.Internal",
-        "SfnWasmHost.AnswerRefused",
-        "SfnWasmHost.Duplicate",
-        "SfnWasmHost.IdempotencyMismatch",
-    ];
-
-    /// The name of the host's failure an answer's `error` is, if it is one: for an answer
-    /// read back (from the outbox) rather than made here.
-    pub fn name_of(error: &str) -> Option<&'static str> {
-        Self::NAMES.into_iter().find(|name| *name == error)
-    }
-
-    /// Whether the failure named `name` (one of [`HostFailure::name`]) is one the handler
-    /// caused ([`HostFailure::HANDLER_CAUSED`]).
-    pub fn is_handler_caused(name: &str) -> bool {
-        Self::HANDLER_CAUSED.contains(&name)
-    }
-
     /// The failure answer the host sends for this.
     pub fn answer(&self) -> Answer {
         Answer::failure(self.name(), self.cause())
@@ -207,8 +271,30 @@ impl fmt::Display for HostFailure {
 pub enum Answerer {
     /// The handler, through its toolkit (`success` or `failure`).
     Guest,
-    /// The host, with the `SfnWasmHost.*` failure of this name.
-    Host(&'static str),
+    /// The host, with a failure of this kind.
+    Host(FailureKind),
+    /// A host before this one, which kept the answer in its outbox and stopped before it
+    /// was settled (the answer is the host's, of no kind this host made).
+    Recovered,
+}
+
+/// Who asked for a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatSource {
+    /// The guest called `heartbeat()`.
+    Guest,
+    /// The host's automatic heartbeat (`heartbeat_seconds`).
+    Auto,
+}
+
+impl HeartbeatSource {
+    /// `guest` or `auto`, the `source` field of `task:heartbeat`.
+    pub fn name(self) -> &'static str {
+        match self {
+            HeartbeatSource::Guest => "guest",
+            HeartbeatSource::Auto => "auto",
+        }
+    }
 }
 
 /// Why an answer or heartbeat was not taken: what a handler's toolkit call returns
@@ -311,7 +397,7 @@ mod tests {
     fn only_what_the_handler_did_is_its_fault() {
         let caused: Vec<bool> = every_failure()
             .iter()
-            .map(|failure| HostFailure::is_handler_caused(failure.name()))
+            .map(|failure| failure.kind().is_handler_caused())
             .collect();
         assert_eq!(
             caused,
@@ -324,7 +410,12 @@ mod tests {
     #[test]
     fn host_failures_have_the_fixed_names() {
         let names: Vec<_> = every_failure().iter().map(HostFailure::name).collect();
-        assert_eq!(names, HostFailure::NAMES);
+        let kinds: Vec<_> = every_failure().iter().map(HostFailure::kind).collect();
+        assert_eq!(kinds, FailureKind::ALL);
+        for kind in FailureKind::ALL {
+            assert_eq!(FailureKind::from_name(kind.name()), Some(kind));
+        }
+        assert_eq!(FailureKind::from_name("SfnWasmHost.Other"), None);
         assert_eq!(
             names,
             [
@@ -342,8 +433,14 @@ mod tests {
                 "SfnWasmHost.IdempotencyMismatch",
             ]
         );
-        for name in HostFailure::RETRIABLE {
-            assert!(names.contains(&name), "{name} is not a host failure");
-        }
+        assert_eq!(
+            FailureKind::retriable_names(),
+            [
+                "SfnWasmHost.Shutdown",
+                "SfnWasmHost.Capacity",
+                "SfnWasmHost.Internal",
+                "SfnWasmHost.Duplicate",
+            ]
+        );
     }
 }

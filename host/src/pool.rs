@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ids::worker_name;
 use crate::lifecycle::ActivityShared;
-use crate::worker::{ActivityWorker, EXIT_STOPPED, WorkerStop};
+use crate::worker::{ActivityWorker, WorkerExit, WorkerStop};
 
 /// Runs and supervises the workers of one activity.
 pub struct ActivityPoolManager {
@@ -116,7 +116,7 @@ struct Supervisor {
     prefix: String,
     desired: watch::Receiver<u32>,
     stop: CancellationToken,
-    workers: JoinSet<i32>,
+    workers: JoinSet<WorkerExit>,
     slots: Vec<Slot>,
     /// When to replace workers that stopped on errors.
     restarts: Vec<Instant>,
@@ -136,15 +136,15 @@ impl Supervisor {
                     self.reconcile();
                 }
                 Some(joined) = self.workers.join_next_with_id() => {
-                    let (id, exit_code) = match joined {
-                        Ok((id, code)) => (id, code),
+                    let (id, exit) = match joined {
+                        Ok((id, exit)) => (id, exit),
                         Err(err) => {
                             tracing::error!(activity = &*self.shared.arn, error = %err, "a worker panicked");
-                            (err.id(), -1)
+                            (err.id(), WorkerExit::Panicked)
                         }
                     };
                     let retiring = self.remove(id);
-                    if exit_code != EXIT_STOPPED && !retiring {
+                    if exit != WorkerExit::Stopped && !retiring {
                         self.restarts.push(Instant::now() + self.shared.activity.restart_interval);
                     }
                     self.reconcile();

@@ -94,7 +94,7 @@ impl RecordedAnswer {
             (Answer::Success { output }, _) => RecordedAnswer::Success {
                 output: output.clone(),
             },
-            (Answer::Failure { error, cause }, Some(Answerer::Host(_))) => {
+            (Answer::Failure { error, cause }, Some(Answerer::Host(_) | Answerer::Recovered)) => {
                 RecordedAnswer::HostFailure {
                     error: error.clone(),
                     cause: cause.clone(),
@@ -344,6 +344,7 @@ pub fn unix_ms(at: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::FailureKind;
 
     fn record(at: u64, size: usize) -> Record {
         Record {
@@ -366,7 +367,7 @@ mod tests {
             matches!(by_guest, RecordedAnswer::Failure { .. }),
             "{by_guest:?}"
         );
-        let by_host = RecordedAnswer::new(&trap, Some(Answerer::Host("SfnWasmHost.Trap")));
+        let by_host = RecordedAnswer::new(&trap, Some(Answerer::Host(FailureKind::Trap)));
         assert!(
             matches!(by_host, RecordedAnswer::HostFailure { .. }),
             "{by_host:?}"
@@ -375,7 +376,7 @@ mod tests {
             output: "{}".into(),
         };
         assert_eq!(
-            RecordedAnswer::new(&success, Some(Answerer::Host("SfnWasmHost.Internal"))),
+            RecordedAnswer::new(&success, Some(Answerer::Host(FailureKind::Internal))),
             RecordedAnswer::Success {
                 output: "{}".into()
             }

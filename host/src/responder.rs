@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::delivery::{Delivered, HeartbeatSource, Responder, TaskError};
+use crate::delivery::{Delivered, Responder, TaskError};
 use crate::events::{TaskEmitter, TaskEvent};
 use crate::outcome::Answer;
+use crate::outcome::HeartbeatSource;
 use crate::sfn::{SfnError, StepFunctions};
 
 /// Answers one task through Step Functions.
@@ -94,9 +95,7 @@ impl Responder for SfnResponder {
     }
 
     fn heartbeat_sent(&self, source: HeartbeatSource) {
-        self.emitter.emit(TaskEvent::Heartbeat {
-            source: source.name(),
-        });
+        self.emitter.emit(TaskEvent::Heartbeat { source });
     }
 
     fn cancelled(&self, reason: &str) {

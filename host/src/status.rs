@@ -408,7 +408,7 @@ mod tests {
         board.observe(&task(
             TaskEvent::Done(TaskDone::not_run(
                 TaskOutcome::Success,
-                "guest",
+                crate::events::DoneError::Guest,
                 Duration::ZERO,
             )),
             "t1",

@@ -206,7 +206,7 @@ impl Observer for TaskTraces {
         span.set_attributes([
             KeyValue::new("handler_digest", task.handler_digest.to_string()),
             KeyValue::new("outcome", done.outcome.name()),
-            KeyValue::new("error", done.error),
+            KeyValue::new("error", done.error.name()),
             KeyValue::new("elapsed_ms", millis(done.elapsed)),
             KeyValue::new("cpu_ms", done.cpu.as_secs_f64() * 1e3),
             KeyValue::new(
@@ -215,7 +215,7 @@ impl Observer for TaskTraces {
             ),
         ]);
         if done.outcome != TaskOutcome::Success {
-            span.set_status(Status::error(done.error));
+            span.set_status(Status::error(done.error.name()));
         }
         span.end();
     }

@@ -8,15 +8,34 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::PollingConfig;
 use crate::events::{WorkerEmitter, WorkerEvent};
 use crate::lifecycle::ActivityShared;
 use crate::sfn::SfnError;
 
-/// The worker was asked to stop.
-pub const EXIT_STOPPED: i32 = 0;
-/// The worker gave up after `polling.max_attempts` failed polls in a row (the seed's
-/// `err_polling`); its pool replaces it after `restart_interval_ms`.
-pub const EXIT_POLLING_ERROR: i32 = 10;
+/// Why a worker's run ended; its code is `worker:stopped`'s `exit_code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerExit {
+    /// It was asked to stop (code 0).
+    Stopped,
+    /// It gave up after `polling.max_attempts` failed polls in a row (code 10, the seed's
+    /// `err_polling`); its pool replaces it after `restart_interval_ms`.
+    PollingError,
+    /// It panicked (code -1; its tasks were answered by their guards); its pool replaces
+    /// it as after a polling error.
+    Panicked,
+}
+
+impl WorkerExit {
+    /// The exit code `worker:stopped` reports: 0, 10 or -1.
+    pub fn code(self) -> i32 {
+        match self {
+            WorkerExit::Stopped => 0,
+            WorkerExit::PollingError => 10,
+            WorkerExit::Panicked => -1,
+        }
+    }
+}
 
 /// The longest wait between two polls of an activity that cannot be polled until its
 /// setup changes, so that it recovers within a minute of being mended.
@@ -27,6 +46,77 @@ const MAX_BLOCKED_DELAY: Duration = Duration::from_secs(60);
 fn throttle_delay(streak: u32) -> Duration {
     let base = 0.2 * 2f64.powi(i32::try_from(streak.saturating_sub(1).min(16)).unwrap_or(16));
     Duration::from_secs_f64(base.min(10.0) * (0.5 + fastrand::f64() * 0.5))
+}
+
+/// The worker's backoff: three streaks of failed polls, each with its own rule, and which
+/// one the last poll counted towards.
+#[derive(Debug, Default)]
+struct Backoff {
+    /// Failures in a row that count towards `polling.max_attempts`.
+    failures: u32,
+    /// Throttled polls in a row: the account's quota, not a fault, waited out however
+    /// long it takes.
+    throttled: u32,
+    /// Polls in a row that nothing but a change of setup can mend (a missing activity,
+    /// an unusable KMS key): a visible error state, polled again a minute apart at most.
+    blocked: u32,
+}
+
+/// What to do after a failed poll.
+enum AfterFailure {
+    /// Wait this long, then poll again; `event` says why.
+    Wait(Duration, WorkerEvent),
+    /// Give up: too many failures in a row.
+    GiveUp(WorkerEvent, WorkerEvent),
+}
+
+impl Backoff {
+    /// A poll succeeded: every streak ends.
+    fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Counts a failed poll towards its streak: how long to wait, or to give up.
+    fn failed(&mut self, err: &SfnError, polling: &PollingConfig) -> AfterFailure {
+        let error = err.to_string();
+        if matches!(err, SfnError::Throttled(_)) {
+            self.throttled += 1;
+            let event = WorkerEvent::PollingError {
+                error,
+                attempt: self.failures,
+                throttled: true,
+                blocked: false,
+            };
+            return AfterFailure::Wait(throttle_delay(self.throttled), event);
+        }
+        self.throttled = 0;
+        if err.blocks_polling() {
+            self.blocked += 1;
+            let event = WorkerEvent::PollingError {
+                error,
+                attempt: self.blocked,
+                throttled: false,
+                blocked: true,
+            };
+            let delay = polling.delay(self.blocked).min(MAX_BLOCKED_DELAY);
+            return AfterFailure::Wait(delay, event);
+        }
+        self.blocked = 0;
+        self.failures += 1;
+        let event = WorkerEvent::PollingError {
+            error: error.clone(),
+            attempt: self.failures,
+            throttled: false,
+            blocked: false,
+        };
+        if self.failures >= polling.max_attempts {
+            let gave_up = WorkerEvent::Error {
+                error: format!("{} polls in a row failed; last: {error}", self.failures),
+            };
+            return AfterFailure::GiveUp(event, gave_up);
+        }
+        AfterFailure::Wait(polling.delay(self.failures), event)
+    }
 }
 
 /// One poller of one activity. Its tasks run beside its polls, each in a slot of the
@@ -71,13 +161,23 @@ impl ActivityWorker {
         }
     }
 
-    /// Waits `delay` before the next poll; false when asked to stop meanwhile.
-    async fn wait(&self, delay: Duration) -> bool {
+    /// Resolves once the worker is asked to stop, or its tasks are aborted: the one stop
+    /// every wait of the run loop races.
+    async fn stop_requested(&self) {
         tokio::select! {
-            () = self.stop.shutdown.cancelled() => false,
-            () = self.stop.retire.cancelled() => false,
-            () = self.shared.tasks.abort.cancelled() => false,
-            () = tokio::time::sleep(delay) => true,
+            () = self.stop.shutdown.cancelled() => {}
+            () = self.stop.retire.cancelled() => {}
+            () = self.shared.tasks.abort.cancelled() => {}
+        }
+    }
+
+    /// Runs `work` unless a stop comes first (then `None`). A stop wins a tie: nothing
+    /// new starts once one is asked for.
+    async fn unless_stopped<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            () = self.stop_requested() => None,
+            done = work => Some(done),
         }
     }
 
@@ -86,130 +186,69 @@ impl ActivityWorker {
         &self.name
     }
 
-    /// The run loop. Returns the exit code: [`EXIT_STOPPED`] once asked to stop (a
-    /// running task is always finished first, and its answer delivered), or
-    /// [`EXIT_POLLING_ERROR`] after too many failed polls.
-    pub async fn run(self) -> i32 {
+    /// The run loop, until asked to stop (a running task is always finished first, and
+    /// its answer delivered) or too many failed polls.
+    pub async fn run(self) -> WorkerExit {
         self.emitter.emit(WorkerEvent::Starting);
         self.emitter.emit(WorkerEvent::Running);
         let polling = self.shared.activity.polling;
-        let mut failures = 0;
-        let mut throttled = 0;
-        let mut blocked = 0;
+        let mut backoff = Backoff::default();
         let mut running = JoinSet::new();
-        let exit_code = loop {
+        let exit = loop {
             if self.stop.requested() {
-                break EXIT_STOPPED;
+                break WorkerExit::Stopped;
             }
             // A free slot first: a task polled now can start at once.
-            let slot = tokio::select! {
-                biased;
-                () = self.stop.shutdown.cancelled() => break EXIT_STOPPED,
-                () = self.stop.retire.cancelled() => break EXIT_STOPPED,
-                () = self.shared.tasks.abort.cancelled() => break EXIT_STOPPED,
-                slot = self.shared.slots.clone().acquire_owned() => match slot {
-                    Ok(slot) => slot,
-                    Err(_) => break EXIT_STOPPED,
-                },
+            let Some(Ok(slot)) = self
+                .unless_stopped(self.shared.slots.clone().acquire_owned())
+                .await
+            else {
+                break WorkerExit::Stopped;
             };
             // Then a start token, when starts are limited: a task polled now may start.
-            if let Some(starts) = &self.shared.starts {
-                tokio::select! {
-                    biased;
-                    () = self.stop.shutdown.cancelled() => break EXIT_STOPPED,
-                    () = self.stop.retire.cancelled() => break EXIT_STOPPED,
-                    () = self.shared.tasks.abort.cancelled() => break EXIT_STOPPED,
-                    () = starts.until_ready() => {}
-                }
+            if let Some(starts) = &self.shared.starts
+                && self.unless_stopped(starts.until_ready()).await.is_none()
+            {
+                break WorkerExit::Stopped;
             }
             // Reap finished tasks (their panics were answered by their guards).
             while running.try_join_next().is_some() {}
             self.emitter.emit(WorkerEvent::PollingStarting);
+            // Only the end of a shutdown's grace drops a poll in flight (`WorkerStop`).
             let polled = tokio::select! {
                 biased;
-                () = self.shared.tasks.abort.cancelled() => break EXIT_STOPPED,
+                () = self.shared.tasks.abort.cancelled() => break WorkerExit::Stopped,
                 polled = self.shared.sfn.poll(&self.shared.arn, &self.name) => polled,
             };
             match polled {
                 Ok(task) => {
-                    failures = 0;
-                    throttled = 0;
-                    blocked = 0;
+                    backoff.reset();
                     self.emitter.emit(WorkerEvent::PollingSuccess {
                         task: task.is_some(),
                     });
                     if let Some(task) = task {
-                        let received = Instant::now();
-                        if self.stop.shutdown.is_cancelled() {
-                            self.shared.decline(&self.emitter, task).await;
-                        } else {
-                            let worker = self.clone();
-                            running.spawn(async move {
-                                let shared = &worker.shared;
-                                shared
-                                    .run(&worker.emitter, &worker.name, task, received)
-                                    .await;
-                                drop(slot);
-                            });
-                        }
-                    }
-                }
-                Err(err @ SfnError::Throttled(_)) => {
-                    // The account's quota, not a fault: wait and poll again, as long as it
-                    // takes, without counting towards `max_attempts`. The slot is free
-                    // while this worker waits.
-                    drop(slot);
-                    throttled += 1;
-                    self.emitter.emit(WorkerEvent::PollingError {
-                        error: err.to_string(),
-                        attempt: failures,
-                        throttled: true,
-                        blocked: false,
-                    });
-                    if !self.wait(throttle_delay(throttled)).await {
-                        break EXIT_STOPPED;
-                    }
-                }
-                Err(err) if err.blocks_polling() => {
-                    // The activity is missing or its KMS key unusable: nothing a restart
-                    // mends. Wait in a visible error state, not counted towards
-                    // `max_attempts`, and poll again (a minute apart at most) until the
-                    // setup is mended.
-                    drop(slot);
-                    blocked += 1;
-                    throttled = 0;
-                    self.emitter.emit(WorkerEvent::PollingError {
-                        error: err.to_string(),
-                        attempt: blocked,
-                        throttled: false,
-                        blocked: true,
-                    });
-                    if !self
-                        .wait(polling.delay(blocked).min(MAX_BLOCKED_DELAY))
-                        .await
-                    {
-                        break EXIT_STOPPED;
+                        self.start(&mut running, task, slot).await;
                     }
                 }
                 Err(err) => {
+                    // The slot is free while this worker waits.
                     drop(slot);
-                    failures += 1;
-                    throttled = 0;
-                    blocked = 0;
-                    self.emitter.emit(WorkerEvent::PollingError {
-                        error: err.to_string(),
-                        attempt: failures,
-                        throttled: false,
-                        blocked: false,
-                    });
-                    if failures >= polling.max_attempts {
-                        self.emitter.emit(WorkerEvent::Error {
-                            error: format!("{failures} polls in a row failed; last: {err}"),
-                        });
-                        break EXIT_POLLING_ERROR;
-                    }
-                    if !self.wait(polling.delay(failures)).await {
-                        break EXIT_STOPPED;
+                    match backoff.failed(&err, &polling) {
+                        AfterFailure::Wait(delay, event) => {
+                            self.emitter.emit(event);
+                            if self
+                                .unless_stopped(tokio::time::sleep(delay))
+                                .await
+                                .is_none()
+                            {
+                                break WorkerExit::Stopped;
+                            }
+                        }
+                        AfterFailure::GiveUp(event, gave_up) => {
+                            self.emitter.emit(event);
+                            self.emitter.emit(gave_up);
+                            break WorkerExit::PollingError;
+                        }
                     }
                 }
             }
@@ -218,7 +257,32 @@ impl ActivityWorker {
         // stops (a panicked one was answered by its guard).
         while running.join_next().await.is_some() {}
         self.emitter.emit(WorkerEvent::Stopping);
-        self.emitter.emit(WorkerEvent::Stopped { exit_code });
-        exit_code
+        self.emitter.emit(WorkerEvent::Stopped {
+            exit_code: exit.code(),
+        });
+        exit
+    }
+
+    /// Hands a polled task to the lifecycle in its slot, beside the next polls; a task
+    /// that arrives once the host is shutting down is declined at once.
+    async fn start(
+        &self,
+        running: &mut JoinSet<()>,
+        task: crate::sfn::ActivityTask,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let received = Instant::now();
+        if self.stop.shutdown.is_cancelled() {
+            self.shared.decline(&self.emitter, task).await;
+            return;
+        }
+        let worker = self.clone();
+        running.spawn(async move {
+            let shared = &worker.shared;
+            shared
+                .run(&worker.emitter, &worker.name, task, received)
+                .await;
+            drop(slot);
+        });
     }
 }

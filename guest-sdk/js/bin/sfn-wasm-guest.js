@@ -67,10 +67,12 @@ async function build(opts) {
     await bundle.close();
     // A handler that makes HTTP calls imports wasi:http: build it for the world that
     // has it; any other imports nothing of wasi:http and is linked without it.
-    const http = output.some((chunk) => (chunk.imports ?? []).some((id) => id.startsWith('wasi:http/')));
+    const http = opts.world
+      ? opts.world === 'handler-with-http'
+      : output.some((chunk) => (chunk.imports ?? []).some((id) => id.startsWith('wasi:http/')));
     const sdkWit = fileURLToPath(new URL(http ? '../wit-http' : '../wit', import.meta.url));
     const wit = opts.wit ? resolve(opts.wit) : sdkWit;
-    const world = opts.world ?? (opts.wit || !http ? 'handler' : 'handler-with-http');
+    const world = opts.world ?? (http && !opts.wit ? 'handler-with-http' : 'handler');
     const { component } = await componentize({
       sourcePath: bundlePath,
       witPath: wit,

@@ -7,7 +7,7 @@
 // other fails with `HTTP-request-denied`.
 import { handle } from 'wasi:http/outgoing-handler@0.2.12';
 import { Fields, OutgoingRequest, OutgoingBody, httpErrorCode } from 'wasi:http/types@0.2.12';
-import { HttpError, Response, fromStub, normalize } from './http-shared.js';
+import { HttpError, Response, addHeader, fromStub, normalize } from './http-shared.js';
 
 export { HttpError, Response, stub } from './http-shared.js';
 
@@ -43,12 +43,22 @@ const decoder = new TextDecoder();
 // One request over wasi:http, blocking until the whole response body is read.
 function send({ method, url, headers, body }) {
   const parsed = new URL(url);
-  const fields = Fields.fromList(Object.entries(headers).map(([name, value]) => [name, encoder.encode(value)]));
+  let fields;
+  try {
+    fields = Fields.fromList(Object.entries(headers).map(([name, value]) => [name, encoder.encode(value)]));
+  } catch (err) {
+    // A header wasi:http does not take (a forbidden name, invalid syntax).
+    throw new HttpError('internal-error', `a request header was refused (${payloadOf(err)?.tag ?? err})`);
+  }
   const outgoing = new OutgoingRequest(fields);
-  outgoing.setMethod(METHODS.includes(method) ? { tag: method.toLowerCase() } : { tag: 'other', val: method });
-  outgoing.setScheme(parsed.protocol === 'https:' ? { tag: 'HTTPS' } : { tag: 'HTTP' });
-  outgoing.setAuthority(parsed.host);
-  outgoing.setPathWithQuery(`${parsed.pathname || '/'}${parsed.search}`);
+  try {
+    outgoing.setMethod(METHODS.includes(method) ? { tag: method.toLowerCase() } : { tag: 'other', val: method });
+    outgoing.setScheme(parsed.protocol === 'https:' ? { tag: 'HTTPS' } : { tag: 'HTTP' });
+    outgoing.setAuthority(parsed.host);
+    outgoing.setPathWithQuery(`${parsed.pathname || '/'}${parsed.search}`);
+  } catch {
+    throw new HttpError('HTTP-request-URI-invalid', url);
+  }
   const outgoingBody = outgoing.body();
   let future;
   try {
@@ -80,7 +90,7 @@ function send({ method, url, headers, body }) {
   if (writeError) throw writeError;
   const response = ready.val.val;
   const responseHeaders = {};
-  for (const [name, value] of response.headers().entries()) responseHeaders[name] = decoder.decode(value);
+  for (const [name, value] of response.headers().entries()) addHeader(responseHeaders, name, decoder.decode(value));
   const input = response.consume().stream();
   const chunks = [];
   let length = 0;

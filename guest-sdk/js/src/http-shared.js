@@ -50,6 +50,11 @@ export function bodyBytes(body) {
   throw new TypeError('body must be a string, a Uint8Array or an ArrayBuffer');
 }
 
+/** Adds `value` to `headers[name]`, a repeated header's values joined with ", " as fetch does. */
+export function addHeader(headers, name, value) {
+  headers[name] = name in headers ? `${headers[name]}, ${value}` : value;
+}
+
 /** Header names lowercased, values as strings. */
 export function headerObject(headers = {}) {
   const out = {};
@@ -59,16 +64,20 @@ export function headerObject(headers = {}) {
 
 /** `{method, url, headers, body}` as every transport (and a stub) sees a request. */
 export function normalize(method, url, { headers, body } = {}) {
+  const parsed = new URL(url);
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+    throw new TypeError(`not an http(s) URL: ${url}`);
+  }
   return {
     method: String(method).toUpperCase(),
-    url: new URL(url).href,
+    url: parsed.href,
     headers: headerObject(headers),
     body: bodyBytes(body),
   };
 }
 
-// The test's stand-in for the network, when one is in place.
-let stubbed = null;
+// The tests' stand-ins for the network, latest last; the latest answers.
+const stubs = [];
 
 /**
  * Puts `fn(request)` in place of the network: every request goes to it instead, and what
@@ -78,16 +87,18 @@ let stubbed = null;
  */
 export function stub(fn) {
   if (typeof fn !== 'function') throw new TypeError('stub() takes a function (request) => response');
-  const previous = stubbed;
-  stubbed = fn;
+  const entry = { fn };
+  stubs.push(entry);
+  // Takes this stub away, whichever order overlapping stubs are taken away in.
   return () => {
-    stubbed = previous;
+    const at = stubs.indexOf(entry);
+    if (at >= 0) stubs.splice(at, 1);
   };
 }
 
 /** The stub's response to `request`, or undefined when no stub is in place. */
 export async function fromStub(request) {
-  if (!stubbed) return undefined;
-  const { status = 200, headers = {}, body } = (await stubbed(request)) ?? {};
+  if (stubs.length === 0) return undefined;
+  const { status = 200, headers = {}, body } = (await stubs[stubs.length - 1].fn(request)) ?? {};
   return new Response(status, headerObject(headers), bodyBytes(body));
 }

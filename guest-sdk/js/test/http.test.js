@@ -72,3 +72,19 @@ test('without a stub, requests go out through fetch', async () => {
     return true;
   });
 });
+
+test('overlapping stubs are taken away in any order', async () => {
+  const first = stub(() => ({ body: 'first' }));
+  const second = stub(() => ({ body: 'second' }));
+  assert.equal((await get('https://a.example.com/')).text(), 'second');
+  first();
+  assert.equal((await get('https://a.example.com/')).text(), 'second');
+  second();
+  // No stub left: the request goes out (and finds nothing on port 9).
+  await assert.rejects(get('http://127.0.0.1:9/'), HttpError);
+});
+
+test('only http and https URLs are sent', async () => {
+  await assert.rejects(get('wss://a.example.com/'), TypeError);
+  await assert.rejects(get('file:///etc/passwd'), TypeError);
+});

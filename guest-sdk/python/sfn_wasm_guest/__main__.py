@@ -18,6 +18,7 @@ Exit 0 when written, 1 when the build failed, 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
+import ast
 import shutil
 import site
 import subprocess
@@ -49,18 +50,49 @@ def componentize_py() -> str:
     return found
 
 
+HTTP_MODULE = "sfn_wasm_guest.http"
+
+
+def mentions_http(folder: Path) -> bool:
+    """Whether a Python file of the project (not its venv or vendor/) imports
+    ``sfn_wasm_guest.http``, read without running it."""
+    for path in folder.rglob("*.py"):
+        if {".venv", "venv", "vendor", "node_modules", "__pycache__"} & set(path.relative_to(folder).parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import) and any(a.name == HTTP_MODULE for a in node.names):
+                return True
+            if isinstance(node, ast.ImportFrom) and (
+                node.module == HTTP_MODULE
+                or (node.module == "sfn_wasm_guest" and any(a.name == "http" for a in node.names))
+            ):
+                return True
+    return False
+
+
 def imports_http(module: str, sdk_parent: Path) -> bool:
-    """Whether importing ``module`` (in a plain Python, as componentize-py will inside the
-    component) imports ``sfn_wasm_guest.http``. A module that does not import outside a
-    component (the raw bindings) is taken not to."""
+    """Whether the handler uses ``sfn_wasm_guest.http``: importing ``module`` in a plain
+    Python (as componentize-py will inside the component) imports it, or, when that import
+    fails here (a package built for WASI only, say), a file of the project imports it."""
     probe = (
         "import importlib, sys\n"
         f"sys.path[:0] = [{str(Path.cwd())!r}, {str(sdk_parent)!r}]\n"
         f"importlib.import_module({module!r})\n"
-        "print('sfn_wasm_guest.http' in sys.modules)\n"
+        f"print({HTTP_MODULE!r} in sys.modules)\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    return result.returncode == 0 and result.stdout.strip().endswith("True")
+    try:
+        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        result = None
+    if result is not None and result.returncode == 0:
+        return result.stdout.strip().endswith("True") or mentions_http(Path.cwd())
+    why = "took over 120 s" if result is None else (result.stderr.strip().splitlines() or ["failed"])[-1]
+    print(f"warning: importing {module!r} outside the component {why}; choosing the world by its source", file=sys.stderr)
+    return mentions_http(Path.cwd())
 
 
 def build(args: argparse.Namespace) -> int:
@@ -71,7 +103,12 @@ def build(args: argparse.Namespace) -> int:
         print(f"error: no module {module!r} in {Path.cwd()} (give the handler's module as MODULE)", file=sys.stderr)
         return 2
     sdk_parent = Path(sfn_wasm_guest.__file__).resolve().parent.parent
-    http = not args.wit and imports_http(module, sdk_parent)
+    if args.wit:
+        http = False
+    elif args.world:
+        http = args.world == "handler-with-http"
+    else:
+        http = imports_http(module, sdk_parent)
     sdk_wit = Path(sfn_wasm_guest.__file__).parent / ("wit-http" if http else "wit")
     wit = Path(args.wit).resolve() if args.wit else sdk_wit
     world = args.world or ("handler-with-http" if http else "handler")

@@ -4,6 +4,7 @@ wasi:http does not follow them."""
 
 from __future__ import annotations
 
+import http.client
 import socket
 import ssl
 import urllib.error
@@ -35,19 +36,37 @@ def _name(reason: BaseException) -> str:
     return "internal-error"
 
 
+def _headers(message: Any) -> dict:
+    """A response's headers, names lowercased, a repeated header's values joined with ", "."""
+    headers: dict = {}
+    for name, value in message.items():
+        name = name.lower()
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
 def send(req: Any, response: type, error: type) -> Any:
     outgoing = urllib.request.Request(
         req.url, data=req.body or None, headers=req.headers, method=req.method
     )
     try:
-        with _OPENER.open(outgoing, timeout=60) as answer:
-            return response(answer.status, dict(answer.headers.items()), answer.read())
-    except urllib.error.HTTPError as answer:
+        answer = _OPENER.open(outgoing, timeout=60)
+    except urllib.error.HTTPError as refused:
         # A status urllib calls an error (4xx, 5xx, an unfollowed 3xx) is a response.
-        with answer:
-            return response(answer.code, dict(answer.headers.items()), answer.read())
+        answer = refused
     except urllib.error.URLError as err:
         reason = err.reason if isinstance(err.reason, BaseException) else err
         raise error(_name(reason), str(getattr(err, "reason", err))) from None
     except (OSError, ssl.SSLError) as err:
         raise error(_name(err), str(err)) from None
+    with answer:
+        status = getattr(answer, "status", None) or answer.code
+        try:
+            body = answer.read()
+        except http.client.IncompleteRead as err:
+            raise error("HTTP-response-incomplete", str(err)) from None
+        except (TimeoutError, socket.timeout) as err:
+            raise error("connection-read-timeout", str(err)) from None
+        except OSError as err:
+            raise error(_name(err), str(err)) from None
+        return response(status, _headers(answer.headers), body)

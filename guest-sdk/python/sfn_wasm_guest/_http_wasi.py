@@ -42,13 +42,20 @@ def _failed(code: Any, error: type) -> Exception:
 
 def send(req: Any, response: type, error: type) -> Any:
     parts = urlsplit(req.url)
-    fields = http.Fields.from_list([(name, value.encode()) for name, value in req.headers.items()])
+    try:
+        fields = http.Fields.from_list([(name, value.encode()) for name, value in req.headers.items()])
+    except Err as err:
+        # A header wasi:http does not take (a forbidden name, invalid syntax).
+        raise error("internal-error", f"a request header was refused ({type(err.value).__name__})") from None
     outgoing = http.OutgoingRequest(fields)
     method = _METHODS.get(req.method)
-    outgoing.set_method(method() if method else http.Method_Other(req.method))
-    outgoing.set_scheme(http.Scheme_Https() if parts.scheme == "https" else http.Scheme_Http())
-    outgoing.set_authority(parts.netloc)
-    outgoing.set_path_with_query((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+    try:
+        outgoing.set_method(method() if method else http.Method_Other(req.method))
+        outgoing.set_scheme(http.Scheme_Https() if parts.scheme == "https" else http.Scheme_Http())
+        outgoing.set_authority(parts.netloc)
+        outgoing.set_path_with_query((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+    except Err:
+        raise error("HTTP-request-URI-invalid", req.url) from None
     outgoing_body = outgoing.body()
     try:
         # Sent before the body is written: the host reads the body as it sends it.
@@ -76,8 +83,12 @@ def send(req: Any, response: type, error: type) -> Any:
         raise error("HTTP-error", "the request body could not be written")
     with result.value.value as incoming_response:
         status = incoming_response.status()
+        headers: dict = {}
         with incoming_response.headers() as fields:
-            headers = {name: value.decode("utf-8", "replace") for name, value in fields.entries()}
+            for name, value in fields.entries():
+                text = value.decode("utf-8", "replace")
+                # A repeated header's values joined with ", ", as the other transports do.
+                headers[name] = f"{headers[name]}, {text}" if name in headers else text
         chunks = []
         with incoming_response.consume() as incoming:
             with incoming.stream() as stream:

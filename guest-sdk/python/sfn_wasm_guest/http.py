@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from typing import Any, Callable, Iterator, Mapping, Optional, Union
 from urllib.parse import urlsplit
 
@@ -47,7 +48,8 @@ class Request:
 
 
 class Response:
-    """A response: ``status``, ``headers`` ({lowercase name: value}), ``body`` (bytes)."""
+    """A response: ``status``, ``headers`` ({lowercase name: value}; a repeated header's
+    values joined with ", "), ``body`` (bytes)."""
 
     def __init__(self, status: int = 200, headers: Optional[Mapping[str, str]] = None, body: Body = b"") -> None:
         self.status = status
@@ -120,9 +122,9 @@ def get(url: str, headers: Optional[Mapping[str, str]] = None) -> Response:
     return request("GET", url, headers)
 
 
-try:
-    import wit_world  # noqa: F401 - present only inside a component
-except ImportError:
+# Inside a component the interpreter is built for WASI (a `wit_world` package alone says
+# nothing: componentize-py's `bindings` command writes one into a project for editors).
+if sys.platform != "wasi":
     from ._http_local import send as _local_send
 
     def _send(req: Request) -> Response:

@@ -20,6 +20,8 @@ class Echo(BaseHTTPRequestHandler):
         status = 404 if self.path == "/missing" else 200
         self.send_response(status)
         self.send_header("X-Method", self.command)
+        self.send_header("X-Twice", "one")
+        self.send_header("X-Twice", "two")
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
         self.wfile.write(answer)
@@ -66,6 +68,7 @@ class HttpTest(unittest.TestCase):
             self.assertEqual(response.status, 200)
             self.assertEqual(response.headers["x-method"], "PUT")
             self.assertEqual(response.text(), "/a?b=c hi")
+            self.assertEqual(response.headers["x-twice"], "one, two")
             # A 4xx is a response, not an error, as over wasi:http.
             self.assertEqual(http.request("PUT", f"http://127.0.0.1:{port}/missing").status, 404)
         finally:
@@ -78,6 +81,24 @@ class HttpTest(unittest.TestCase):
         with self.assertRaises(http.HttpError) as raised:
             http.get(f"http://127.0.0.1:{free}/")
         self.assertEqual(raised.exception.name, "connection-refused")
+
+    def test_the_build_finds_an_import_of_http_in_the_source(self):
+        import tempfile
+
+        from sfn_wasm_guest.__main__ import mentions_http
+
+        for source, found in [
+            ("from sfn_wasm_guest import http\n", True),
+            ("import sfn_wasm_guest.http as h\n", True),
+            ("def f():\n    from sfn_wasm_guest.http import get\n", True),
+            ("from sfn_wasm_guest import handler\nimport http\n", False),
+        ]:
+            with tempfile.TemporaryDirectory() as folder:
+                Path(folder, "handler.py").write_text(source)
+                # A venv's copy of the SDK is not the project's code.
+                Path(folder, ".venv").mkdir()
+                Path(folder, ".venv", "x.py").write_text("from sfn_wasm_guest import http\n")
+                self.assertEqual(mentions_http(Path(folder)), found, source)
 
     def test_a_url_that_is_not_http_is_refused(self):
         with self.assertRaises(ValueError):

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use sfn_wasm_host::outcome::HostFailure;
+use sfn_wasm_host::outcome::FailureKind;
 
 use super::EXIT_USAGE;
 
@@ -324,7 +324,7 @@ fn render(language: Language, name: &str, sdk: Sdk) -> Vec<(String, String)> {
                 .unwrap_or_default()
         })
         .collect();
-    let retriable = serde_json::to_string(&HostFailure::RETRIABLE).unwrap_or_default();
+    let retriable = serde_json::to_string(&FailureKind::retriable_names()).unwrap_or_default();
     let sdk_path = match sdk {
         Sdk::Vendored => Some(VENDORED.to_owned()),
         Sdk::Path(path) => Some(path.to_string_lossy().into_owned()),
@@ -555,7 +555,7 @@ mod tests {
         );
         assert_eq!(
             state["Retry"][0]["ErrorEquals"],
-            serde_json::json!(HostFailure::RETRIABLE)
+            serde_json::json!(FailureKind::retriable_names())
         );
     }
 
@@ -655,15 +655,22 @@ mod tests {
             for entry in fs::read_dir(&folder).unwrap() {
                 let path = entry.unwrap().path();
                 let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                // Tests, and what building, packing or installing leaves in a checkout.
                 let skipped = [
                     "test",
                     "tests",
                     "node_modules",
                     "__pycache__",
                     "build",
+                    "dist",
                     "target",
+                    "package-lock.json",
                 ];
-                if skipped.contains(&name.as_str()) || name.ends_with(".egg-info") {
+                if skipped.contains(&name.as_str())
+                    || [".egg-info", ".tgz", ".whl", ".tar.gz"]
+                        .iter()
+                        .any(|end| name.ends_with(end))
+                {
                     continue;
                 }
                 if path.is_dir() {

@@ -33,7 +33,7 @@ mod responder;
 #[cfg(test)]
 mod tests;
 
-pub use responder::{Delivered, HeartbeatSource, LocalResponder, Responder, TaskError};
+pub use responder::{Delivered, LocalResponder, Responder, TaskError};
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::TaskControl;
 use crate::engine::AnswerSink;
-use crate::outcome::{Answer, AnswerError, Answerer, HostFailure};
+use crate::outcome::{Answer, AnswerError, Answerer, HeartbeatSource, HostFailure};
 use crate::sfn::SfnError;
 
 /// At most one heartbeat request per task this often; more calls return `ok` at once.
@@ -304,7 +304,7 @@ impl Delivery {
             .responder
             .errored(&TaskError::Failed(failure.clone()));
         if pending {
-            self.begin(failure.answer(), Answerer::Host(failure.name()));
+            self.begin(failure.answer(), Answerer::Host(failure.kind()));
         } else {
             tracing::warn!(
                 error = failure.name(),
@@ -334,7 +334,7 @@ impl Delivery {
     /// Answers with the host's `failure` without reporting a handler error: for a task
     /// that no handler ran (it arrived while the host was stopping).
     pub fn decline(&self, failure: &HostFailure) {
-        self.begin(failure.answer(), Answerer::Host(failure.name()));
+        self.begin(failure.answer(), Answerer::Host(failure.kind()));
     }
 
     /// Records `answer`, given `by` the guest or the host, as the one being delivered;

@@ -5,27 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::outcome::{Answer, Answerer, HostFailure};
+use crate::outcome::{Answer, Answerer, HeartbeatSource, HostFailure};
 use crate::sfn::SfnError;
-
-/// Who asked for a heartbeat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeartbeatSource {
-    /// The guest called `heartbeat()`.
-    Guest,
-    /// The host's automatic heartbeat (`heartbeat_seconds`).
-    Auto,
-}
-
-impl HeartbeatSource {
-    /// `guest` or `auto`, the `source` field of `task:heartbeat`.
-    pub fn name(self) -> &'static str {
-        match self {
-            HeartbeatSource::Guest => "guest",
-            HeartbeatSource::Auto => "auto",
-        }
-    }
-}
 
 /// How an answer reached Step Functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

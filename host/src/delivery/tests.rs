@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use async_trait::async_trait;
 
 use super::*;
-use crate::outcome::Answerer;
+use crate::outcome::{Answerer, FailureKind};
 
 /// Fails its first `failures` sends with `error`, then accepts; counts everything.
 struct Flaky {
@@ -275,7 +275,7 @@ async fn the_host_failure_is_the_hosts_answer_even_when_a_guest_names_it() {
     delivery.settled().await;
     assert_eq!(
         delivery.answered_by(),
-        Some(Answerer::Host("SfnWasmHost.Shutdown"))
+        Some(Answerer::Host(FailureKind::Shutdown))
     );
 }
 
@@ -377,7 +377,7 @@ async fn a_guest_that_returns_after_a_refusal_gets_answer_refused() {
     );
     assert_eq!(
         delivery.answered_by(),
-        Some(Answerer::Host("SfnWasmHost.AnswerRefused"))
+        Some(Answerer::Host(FailureKind::AnswerRefused))
     );
 }
 
@@ -404,7 +404,7 @@ async fn a_refusal_after_the_guest_returned_is_answered_by_the_host() {
     assert!(delivery.state().is_delivered());
     assert_eq!(
         delivery.answered_by(),
-        Some(Answerer::Host("SfnWasmHost.AnswerRefused"))
+        Some(Answerer::Host(FailureKind::AnswerRefused))
     );
 }
 
@@ -424,7 +424,7 @@ async fn a_refused_host_answer_is_followed_by_the_bare_failure_once() {
     );
     assert_eq!(
         delivery.answered_by(),
-        Some(Answerer::Host("SfnWasmHost.Shutdown"))
+        Some(Answerer::Host(FailureKind::Shutdown))
     );
 
     // Refused too: given up, never retried again.

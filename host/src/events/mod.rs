@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 pub use handler::{CanaryJudgement, HandlerEvent};
-pub use task::{TaskDone, TaskEvent, TaskOutcome, TaskRef};
+pub use task::{DoneError, TaskDone, TaskEvent, TaskOutcome, TaskRef};
 pub use worker::WorkerEvent;
 
 /// What happened, and to whom.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tracing::Level;
 
 use super::log::Fields;
+use crate::outcome::{Answerer, FailureKind, HeartbeatSource};
 
 /// What happened to a task.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,7 +22,7 @@ pub enum TaskEvent {
     /// `task:heartbeat`: a heartbeat was delivered.
     Heartbeat {
         /// `guest` (the handler called `heartbeat()`) or `auto` (`heartbeat_seconds`).
-        source: &'static str,
+        source: HeartbeatSource,
     },
     /// `task:success`: a success was delivered.
     Success {
@@ -123,15 +124,54 @@ impl TaskOutcome {
     }
 }
 
+/// What `task:done`'s `error` field (and the metrics' `error` label) says: who answered
+/// the task, or why no answer was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DoneError {
+    /// The handler answered (success or failure): `guest`.
+    Guest,
+    /// The host answered with a failure of this kind: its `SfnWasmHost.*` name.
+    Host(FailureKind),
+    /// An answer a host before this one kept in its outbox, of no kind this host made:
+    /// `outbox`.
+    Recovered,
+    /// Step Functions closed the task before it took an answer: `closed`.
+    Closed,
+    /// No answer reached Step Functions: `undelivered`.
+    Undelivered,
+}
+
+impl DoneError {
+    /// The field's value: `guest`, an `SfnWasmHost.*` name, `outbox`, `closed` or
+    /// `undelivered`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DoneError::Guest => "guest",
+            DoneError::Host(kind) => kind.name(),
+            DoneError::Recovered => "outbox",
+            DoneError::Closed => "closed",
+            DoneError::Undelivered => "undelivered",
+        }
+    }
+
+    /// For a delivered answer, by who gave it (`None`: the guest's, as it is when the
+    /// guest answered before anyone recorded who).
+    pub fn answered_by(by: Option<Answerer>) -> Self {
+        match by {
+            Some(Answerer::Host(kind)) => DoneError::Host(kind),
+            Some(Answerer::Recovered) => DoneError::Recovered,
+            Some(Answerer::Guest) | None => DoneError::Guest,
+        }
+    }
+}
+
 /// The fields of `task:done`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskDone {
     /// What the task came to.
     pub outcome: TaskOutcome,
-    /// For [`TaskOutcome::HostFailure`], the `SfnWasmHost.*` name; `guest` when the
-    /// handler answered (success or failure); `closed` for [`TaskOutcome::Closed`];
-    /// `undelivered` for [`TaskOutcome::Undelivered`].
-    pub error: &'static str,
+    /// Who answered, or why no answer was taken: the `error` field and label.
+    pub error: DoneError,
     /// From the task's arrival to its end (answer settled).
     pub elapsed: Duration,
     /// The guest's CPU time: the polling threads' CPU clocks around each poll of its
@@ -148,7 +188,7 @@ pub struct TaskDone {
 
 impl TaskDone {
     /// A task no guest ran.
-    pub fn not_run(outcome: TaskOutcome, error: &'static str, elapsed: Duration) -> Self {
+    pub fn not_run(outcome: TaskOutcome, error: DoneError, elapsed: Duration) -> Self {
         Self {
             outcome,
             error,
@@ -228,7 +268,7 @@ impl TaskEvent {
             }
             TaskEvent::Undelivered { .. } => Level::ERROR,
             TaskEvent::Heartbeat { source } => {
-                fields.source = Some(source);
+                fields.source = Some(source.name());
                 Level::INFO
             }
             TaskEvent::Success {
@@ -250,7 +290,7 @@ impl TaskEvent {
             }
             TaskEvent::Done(done) => {
                 fields.outcome = Some(done.outcome.name());
-                fields.error = Some(done.error);
+                fields.error = Some(done.error.name());
                 fields.elapsed_ms =
                     Some(u64::try_from(done.elapsed.as_millis()).unwrap_or(u64::MAX));
                 fields.cpu_ms = Some((done.cpu.as_secs_f64() * 1e6).round() / 1e3);

@@ -8,6 +8,7 @@ use tracing::Level;
 
 use super::log::{Fields, line};
 use super::*;
+use crate::outcome::HeartbeatSource;
 
 fn task() -> TaskRef {
     TaskRef {
@@ -83,7 +84,7 @@ fn each_event_has_its_name_level_and_fields() {
     };
     let done = TaskDone {
         outcome: TaskOutcome::HostFailure,
-        error: "SfnWasmHost.Trap",
+        error: DoneError::Host(crate::outcome::FailureKind::Trap),
         elapsed: Duration::from_millis(12),
         cpu: Duration::from_micros(1234),
         memory_peak_bytes: 65536,
@@ -92,7 +93,11 @@ fn each_event_has_its_name_level_and_fields() {
     };
     let deduplicated = TaskDone {
         deduplicated: true,
-        ..TaskDone::not_run(TaskOutcome::Success, "guest", Duration::from_millis(3))
+        ..TaskDone::not_run(
+            TaskOutcome::Success,
+            DoneError::Guest,
+            Duration::from_millis(3),
+        )
     };
     let cases: Vec<(Event, &str, Level, Fields<'static>)> = vec![
         (
@@ -170,7 +175,9 @@ fn each_event_has_its_name_level_and_fields() {
             },
         ),
         (
-            task_event(TaskEvent::Heartbeat { source: "auto" }),
+            task_event(TaskEvent::Heartbeat {
+                source: HeartbeatSource::Auto,
+            }),
             "task:heartbeat",
             Level::INFO,
             Fields {
@@ -412,7 +419,7 @@ fn logged(event: &Event) -> serde_json::Value {
 fn a_log_line_carries_exactly_the_events_fields() {
     let event = task_event(TaskEvent::Done(TaskDone::not_run(
         TaskOutcome::Closed,
-        "closed",
+        DoneError::Closed,
         Duration::from_millis(7),
     )));
     let line = logged(&event);

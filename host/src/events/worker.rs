@@ -16,7 +16,7 @@ pub enum WorkerEvent {
     /// `worker:stopped`, with the exit code: 0 when asked to stop, 10 after too many failed
     /// polls (the pool restarts it).
     Stopped {
-        /// 0 or 10 (`EXIT_POLLING_ERROR`).
+        /// 0 or 10 (`WorkerExit::code`).
         exit_code: i32,
     },
     /// `worker:error`: the worker gives up (too many failed polls).

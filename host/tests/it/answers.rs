@@ -355,7 +355,9 @@ async fn automatic_heartbeats_keep_a_long_task_alive() {
             matches!(
                 e.kind,
                 EventKind::Task {
-                    event: TaskEvent::Heartbeat { source: "auto" },
+                    event: TaskEvent::Heartbeat {
+                        source: sfn_wasm_host::outcome::HeartbeatSource::Auto
+                    },
                     ..
                 }
             )

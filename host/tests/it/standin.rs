@@ -70,7 +70,7 @@ fn done(events: &[Event]) -> (&'static str, &'static str) {
     events
         .iter()
         .find_map(|e| match e.task_event() {
-            Some(TaskEvent::Done(done)) => Some((done.outcome.name(), done.error)),
+            Some(TaskEvent::Done(done)) => Some((done.outcome.name(), done.error.name())),
             _ => None,
         })
         .expect("task:done")
@@ -145,7 +145,7 @@ async fn a_refused_stored_answer_ends_in_answer_refused() {
         .iter()
         .filter_map(|e| match e.task_event() {
             Some(TaskEvent::Done(done)) => {
-                Some((done.outcome.name(), done.error, done.deduplicated))
+                Some((done.outcome.name(), done.error.name(), done.deduplicated))
             }
             _ => None,
         })
