@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{ActivityConfig, Config};
 use crate::delivery::DeliveryOptions;
 use crate::engine::{LoadedHandler, TaskControl, WasmEngine};
 use crate::events::{Emitter, Events, HandlerEvent};
@@ -103,6 +103,180 @@ fn open_store(
     })
 }
 
+/// The outbox `[host] outbox_dir` names, opened (its answers are recovered once the
+/// activities are wired).
+fn open_outbox(config: &Config) -> Result<Option<Arc<Outbox>>, ConsumerError> {
+    let Some(dir) = &config.host.outbox_dir else {
+        return Ok(None);
+    };
+    let outbox =
+        Outbox::open(dir, config.host.outbox_max_bytes).map_err(|source| ConsumerError::Store {
+            file: config.file.clone(),
+            key: "host.outbox_dir".into(),
+            source,
+        })?;
+    Ok(Some(Arc::new(outbox)))
+}
+
+/// What every activity's wiring shares.
+struct Wiring<'a> {
+    config: &'a Config,
+    engine: Arc<WasmEngine>,
+    sfn: Arc<dyn StepFunctions>,
+    events: Events,
+    secrets: Arc<SecretStore>,
+    sockets: GuestSockets,
+    stop_polling: CancellationToken,
+    tasks: TaskControl,
+    /// The host's delivery options; each activity sets its own `cancel_grace`.
+    delivery: DeliveryOptions,
+    outbox: Option<Arc<Outbox>>,
+}
+
+/// One activity, wired: its pool and what the consumer keeps of it, together.
+struct WiredActivity {
+    arn: Arc<str>,
+    pool: ActivityPoolManager,
+    reload_target: ReloadTarget,
+    grants: GrantsSlot,
+    /// Wakes its secrets' refresh (SIGHUP).
+    secrets_now: Option<Arc<tokio::sync::Notify>>,
+    recorder: Option<Arc<Recorder>>,
+    idempotency: Option<Arc<ActivityIdempotency>>,
+}
+
+impl Wiring<'_> {
+    /// Wires `activity` (`config.activities[index]`) with its loaded handler; emits its
+    /// `handler:loaded`.
+    fn activity(
+        &self,
+        index: usize,
+        activity: &ActivityConfig,
+        loaded: LoadedHandler,
+    ) -> Result<WiredActivity, ConsumerError> {
+        let config = self.config;
+        let share = self.sockets.for_activity(config.activities.len());
+        let grants =
+            Grants::resolve_with(&activity.grants, &self.secrets, &share).map_err(|source| {
+                ConsumerError::Grants {
+                    file: config.file.clone(),
+                    index,
+                    source,
+                }
+            })?;
+        let grants = GrantsSlot::new(activity.grants.clone(), grants, self.secrets.clone());
+        let arn: Arc<str> = activity.arn.shared();
+        let secrets_now = grants.keep_secrets_fresh(arn.clone(), self.stop_polling.child_token());
+        let emitter = Emitter::for_activity(self.events.clone(), arn.clone());
+        emitter.emit(HandlerEvent::Loaded {
+            digest: loaded.handler.digest().hex().clone(),
+            cache: loaded.cache.name(),
+            load_ms: u64::try_from(loaded.elapsed.as_millis()).unwrap_or(u64::MAX),
+        });
+        let versions = Arc::new(VersionChooser::new(
+            loaded.handler,
+            activity.rollout,
+            emitter.clone(),
+        ));
+        let recorder = match &activity.record {
+            Some(record) => Some(Arc::new(Recorder::start(record).map_err(|source| {
+                ConsumerError::Record {
+                    file: config.file.clone(),
+                    index,
+                    source,
+                }
+            })?)),
+            None => None,
+        };
+        let idempotency = self.idempotency(index, activity)?;
+        let shared = Arc::new(ActivityShared {
+            arn: arn.clone(),
+            activity: activity.clone(),
+            sfn: self.sfn.clone(),
+            engine: self.engine.clone(),
+            versions: versions.clone(),
+            recorder: recorder.clone(),
+            emitter: emitter.clone(),
+            tasks: self.tasks.clone(),
+            delivery: DeliveryOptions {
+                cancel_grace: activity.cancel_grace,
+                ..self.delivery.clone()
+            },
+            grants: grants.clone(),
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(activity.max_concurrent_tasks).unwrap_or(usize::MAX),
+            )),
+            starts: activity.max_tasks_per_second.map(task_starts),
+            progress: self.progress(index, activity)?,
+            idempotency: idempotency.clone(),
+            outbox: self.outbox.clone(),
+        });
+        Ok(WiredActivity {
+            arn,
+            pool: ActivityPoolManager::new(
+                shared,
+                config.host.worker_prefix.clone(),
+                self.stop_polling.child_token(),
+            ),
+            reload_target: ReloadTarget {
+                source: activity.handler.clone(),
+                watch: activity.watch,
+                poll: activity.source_poll,
+                pin: activity.sha256.clone(),
+                max_bytes: activity.handler_max_bytes,
+                versions,
+                tag: None,
+                emitter,
+            },
+            grants,
+            secrets_now,
+            recorder,
+            idempotency,
+        })
+    }
+
+    /// The activity's progress store (`[activity.progress]`), opened.
+    fn progress(
+        &self,
+        index: usize,
+        activity: &ActivityConfig,
+    ) -> Result<Option<Arc<ActivityProgress>>, ConsumerError> {
+        let Some(progress) = &activity.progress else {
+            return Ok(None);
+        };
+        let key = format!("activity[{index}].progress.store");
+        Ok(Some(Arc::new(ActivityProgress::new(
+            open_store(&progress.store, self.config, &key)?,
+            progress.key.clone(),
+            progress.keep_after_success,
+        ))))
+    }
+
+    /// The activity's idempotency store (`[activity.idempotency]`), opened.
+    fn idempotency(
+        &self,
+        index: usize,
+        activity: &ActivityConfig,
+    ) -> Result<Option<Arc<ActivityIdempotency>>, ConsumerError> {
+        let Some(idempotency) = &activity.idempotency else {
+            return Ok(None);
+        };
+        let key = format!("activity[{index}].idempotency.store");
+        // A claim outlives the longest a task can take to be answered.
+        let claim_ttl =
+            activity.task_timeout + self.config.host.answer_retry + activity.cancel_grace;
+        Ok(Some(Arc::new(
+            ActivityIdempotency::new(
+                open_store(&idempotency.store, self.config, &key)?,
+                idempotency.key.clone(),
+                idempotency.ttl,
+                claim_ttl,
+            )
+            .validating(idempotency.validate.clone()),
+        )))
+    }
+}
+
 /// How a shutdown went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -137,145 +311,38 @@ impl ActivityConsumer {
         let stop_polling = CancellationToken::new();
         let tasks = TaskControl::default();
         let give_up = CancellationToken::new();
-        let mut pools = Vec::with_capacity(handlers.len());
-        let mut reload_targets = Vec::with_capacity(handlers.len());
-        let mut grant_slots = Vec::with_capacity(handlers.len());
-        let mut secrets_now = Vec::new();
-        // One share of the process's descriptors for every guest of every activity.
-        let sockets = GuestSockets::for_process();
-        let mut recorders = Vec::new();
-        let outbox = match &config.host.outbox_dir {
-            Some(dir) => Some(Arc::new(
-                Outbox::open(dir, config.host.outbox_max_bytes).map_err(|source| {
-                    ConsumerError::Store {
-                        file: config.file.clone(),
-                        key: "host.outbox_dir".into(),
-                        source,
-                    }
-                })?,
-            )),
-            None => None,
+        let outbox = open_outbox(config)?;
+        let wiring = Wiring {
+            config,
+            engine,
+            sfn: sfn.clone(),
+            events: events.clone(),
+            secrets,
+            // One share of the process's descriptors for every guest of every activity.
+            sockets: GuestSockets::for_process(),
+            stop_polling: stop_polling.clone(),
+            tasks: tasks.clone(),
+            delivery: DeliveryOptions {
+                retry_for: config.host.answer_retry,
+                cancel_grace: Duration::ZERO,
+                give_up: give_up.clone(),
+            },
+            outbox: outbox.clone(),
         };
-        let delivery = DeliveryOptions {
-            retry_for: config.host.answer_retry,
-            cancel_grace: std::time::Duration::ZERO,
-            give_up: give_up.clone(),
-        };
-        let mut claims: std::collections::HashMap<String, Arc<ActivityIdempotency>> =
-            std::collections::HashMap::new();
+        let mut wired = Vec::with_capacity(handlers.len());
         for (index, (activity, loaded)) in config.activities.iter().zip(handlers).enumerate() {
-            let share = sockets.for_activity(config.activities.len());
-            let grants =
-                Grants::resolve_with(&activity.grants, &secrets, &share).map_err(|source| {
-                    ConsumerError::Grants {
-                        file: config.file.clone(),
-                        index,
-                        source,
-                    }
-                })?;
-            let grants = GrantsSlot::new(activity.grants.clone(), grants, secrets.clone());
-            let arn: Arc<str> = activity.arn.shared();
-            secrets_now.extend(grants.keep_secrets_fresh(arn.clone(), stop_polling.child_token()));
-            let emitter = Emitter::for_activity(events.clone(), arn.clone());
-            emitter.emit(HandlerEvent::Loaded {
-                digest: loaded.handler.digest().hex().clone(),
-                cache: loaded.cache.name(),
-                load_ms: u64::try_from(loaded.elapsed.as_millis()).unwrap_or(u64::MAX),
-            });
-            let versions = Arc::new(VersionChooser::new(
-                loaded.handler,
-                activity.rollout,
-                emitter.clone(),
-            ));
-            let recorder = match &activity.record {
-                Some(record) => {
-                    let recorder = Arc::new(Recorder::start(record).map_err(|source| {
-                        ConsumerError::Record {
-                            file: config.file.clone(),
-                            index,
-                            source,
-                        }
-                    })?);
-                    recorders.push(recorder.clone());
-                    Some(recorder)
-                }
-                None => None,
-            };
-            let progress = match &activity.progress {
-                Some(progress) => Some(Arc::new(ActivityProgress::new(
-                    open_store(
-                        &progress.store,
-                        config,
-                        &format!("activity[{index}].progress.store"),
-                    )?,
-                    progress.key.clone(),
-                    progress.keep_after_success,
-                ))),
-                None => None,
-            };
-            let idempotency = match &activity.idempotency {
-                Some(idempotency) => Some(Arc::new(
-                    ActivityIdempotency::new(
-                        open_store(
-                            &idempotency.store,
-                            config,
-                            &format!("activity[{index}].idempotency.store"),
-                        )?,
-                        idempotency.key.clone(),
-                        idempotency.ttl,
-                        // A claim outlives the longest a task can take to be answered.
-                        activity.task_timeout + config.host.answer_retry + activity.cancel_grace,
-                    )
-                    .validating(idempotency.validate.clone()),
-                )),
-                None => None,
-            };
-            let shared = Arc::new(ActivityShared {
-                arn,
-                activity: activity.clone(),
-                sfn: sfn.clone(),
-                engine: engine.clone(),
-                versions: versions.clone(),
-                recorder,
-                emitter: emitter.clone(),
-                tasks: tasks.clone(),
-                delivery: DeliveryOptions {
-                    cancel_grace: activity.cancel_grace,
-                    ..delivery.clone()
-                },
-                grants: grants.clone(),
-                slots: Arc::new(tokio::sync::Semaphore::new(
-                    usize::try_from(activity.max_concurrent_tasks).unwrap_or(usize::MAX),
-                )),
-                starts: activity.max_tasks_per_second.map(task_starts),
-                progress,
-                idempotency: idempotency.clone(),
-                outbox: outbox.clone(),
-            });
-            if let Some(idempotency) = idempotency {
-                claims.insert(activity.arn.to_string(), idempotency);
-            }
-            pools.push(ActivityPoolManager::new(
-                shared,
-                config.host.worker_prefix.clone(),
-                stop_polling.child_token(),
-            ));
-            grant_slots.push(grants);
-            reload_targets.push(ReloadTarget {
-                source: activity.handler.clone(),
-                watch: activity.watch,
-                poll: activity.source_poll,
-                pin: activity.sha256.clone(),
-                max_bytes: activity.handler_max_bytes,
-                versions,
-                tag: None,
-                emitter,
-            });
+            wired.push(wiring.activity(index, activity, loaded)?);
         }
         // Once the activities' idempotency stores are open: a recovered answer settles
         // the claim its task held.
         if let Some(outbox) = &outbox {
-            let found = outbox.recover(&sfn, &events, &delivery, &|arn| claims.get(arn).cloned());
+            let claims: std::collections::HashMap<String, Arc<ActivityIdempotency>> = wired
+                .iter()
+                .filter_map(|w| Some((w.arn.to_string(), w.idempotency.clone()?)))
+                .collect();
+            let found = outbox.recover(&sfn, &events, &wiring.delivery, &|arn| {
+                claims.get(arn).cloned()
+            });
             if found > 0 {
                 tracing::info!(
                     event = "outbox:recovering",
@@ -284,17 +351,25 @@ impl ActivityConsumer {
                 );
             }
         }
-        Ok(Self {
-            pools,
-            reload_targets,
-            grants: grant_slots,
-            secrets_now,
-            sockets,
-            recorders,
+        let mut consumer = Self {
+            pools: Vec::with_capacity(wired.len()),
+            reload_targets: Vec::with_capacity(wired.len()),
+            grants: Vec::with_capacity(wired.len()),
+            secrets_now: Vec::new(),
+            sockets: wiring.sockets,
+            recorders: Vec::new(),
             stop_polling,
             tasks,
             give_up,
-        })
+        };
+        for activity in wired {
+            consumer.pools.push(activity.pool);
+            consumer.reload_targets.push(activity.reload_target);
+            consumer.grants.push(activity.grants);
+            consumer.secrets_now.extend(activity.secrets_now);
+            consumer.recorders.extend(activity.recorder);
+        }
+        Ok(consumer)
     }
 
     /// Every pool.

@@ -194,25 +194,10 @@ impl ActivityIdempotency {
         let Ok(input) = serde_json::from_str::<Value>(input) else {
             return Lookup::NoKey;
         };
-        // A string key is named as before (answers stored by earlier versions are
-        // still found); any other value by its canonical JSON after a separator no ARN
-        // holds, so that `1` and `"1"` never share a name.
-        let named = match input.pointer(&self.pointer) {
-            None | Some(Value::Null) => return Lookup::NoKey,
-            Some(Value::String(key)) => format!("{activity_arn}\n{key}"),
-            Some(key) => format!("{activity_arn}\0json\n{}", canonical(key)),
+        let Some(name) = self.record_name(activity_arn, &input) else {
+            return Lookup::NoKey;
         };
-        let name = format!("answer-{}", sha256_hex(named.as_bytes()));
-        let validated: Vec<Validated> = self
-            .validate
-            .iter()
-            .map(|pointer| Validated {
-                pointer: pointer.clone(),
-                sha256: sha256_hex(
-                    canonical(input.pointer(pointer).unwrap_or(&Value::Null)).as_bytes(),
-                ),
-            })
-            .collect();
+        let validated = self.validated(&input);
         let claim = Record::Running {
             expires_at_ms: now_ms().saturating_add(millis(self.claim_for)),
             claim: claim_id(),
@@ -254,43 +239,79 @@ impl ActivityIdempotency {
                 }
             };
             unreadable = None;
-            let now = now_ms();
-            match serde_json::from_slice::<Record>(&found.data) {
-                Ok(Record::Done {
-                    stored_at_ms,
-                    answer,
-                    validated: theirs,
-                }) if now.saturating_sub(stored_at_ms) < millis(self.ttl) => {
-                    if let Some(differ) = mismatch(&validated, &theirs) {
-                        return Lookup::Mismatch(differ);
-                    }
-                    return Lookup::Stored(match answer {
-                        StoredAnswer::Success { output } => Answer::Success { output },
-                        StoredAnswer::Failure { error, cause } => Answer::Failure { error, cause },
-                    });
-                }
-                Ok(Record::Running {
-                    expires_at_ms,
-                    validated: theirs,
-                    ..
-                }) if now < expires_at_ms => {
-                    if let Some(differ) = mismatch(&validated, &theirs) {
-                        return Lookup::Mismatch(differ);
-                    }
-                    return Lookup::Duplicate;
-                }
-                // Expired, given back, or not ours to read: taken over only if it is
-                // still the record read, so that of two attempts that read it one runs.
-                _ => match self.store.put_if_match(&name, &data, &found.version).await {
-                    Ok(Claimed::Yes(version)) => return won(version),
-                    Ok(Claimed::AlreadyTaken) => {}
-                    Err(err) => return Lookup::Unavailable(err),
-                },
+            if let Some(held) = self.held(&found.data, &validated) {
+                return held;
+            }
+            // Expired, given back, or not ours to read: taken over only if it is still
+            // the record read, so that of two attempts that read it one runs.
+            match self.store.put_if_match(&name, &data, &found.version).await {
+                Ok(Claimed::Yes(version)) => return won(version),
+                Ok(Claimed::AlreadyTaken) => {}
+                Err(err) => return Lookup::Unavailable(err),
             }
         }
         match unreadable {
             Some(err) => Lookup::Unavailable(err),
             None => Lookup::Duplicate,
+        }
+    }
+}
+
+impl ActivityIdempotency {
+    /// The name of the record for the key in `input`, or `None` when it has none. A string
+    /// key is named as before (answers stored by earlier versions are still found); any
+    /// other value by its canonical JSON after a separator no ARN holds, so that `1` and
+    /// `"1"` never share a name.
+    fn record_name(&self, activity_arn: &str, input: &Value) -> Option<String> {
+        let named = match input.pointer(&self.pointer) {
+            None | Some(Value::Null) => return None,
+            Some(Value::String(key)) => format!("{activity_arn}\n{key}"),
+            Some(key) => format!("{activity_arn}\0json\n{}", canonical(key)),
+        };
+        Some(format!("answer-{}", sha256_hex(named.as_bytes())))
+    }
+
+    /// The digests of `input`'s values at the `validate` pointers.
+    fn validated(&self, input: &Value) -> Vec<Validated> {
+        self.validate
+            .iter()
+            .map(|pointer| Validated {
+                pointer: pointer.clone(),
+                sha256: sha256_hex(
+                    canonical(input.pointer(pointer).unwrap_or(&Value::Null)).as_bytes(),
+                ),
+            })
+            .collect()
+    }
+
+    /// What a record read under the key says to do, while it holds: its stored answer,
+    /// another attempt running now, or a mismatch with `validated`; `None` once it no
+    /// longer holds (expired, given back, unreadable), to be taken over.
+    fn held(&self, data: &[u8], validated: &[Validated]) -> Option<Lookup> {
+        let now = now_ms();
+        match serde_json::from_slice::<Record>(data) {
+            Ok(Record::Done {
+                stored_at_ms,
+                answer,
+                validated: theirs,
+            }) if now.saturating_sub(stored_at_ms) < millis(self.ttl) => {
+                Some(match mismatch(validated, &theirs) {
+                    Some(differ) => Lookup::Mismatch(differ),
+                    None => Lookup::Stored(match answer {
+                        StoredAnswer::Success { output } => Answer::Success { output },
+                        StoredAnswer::Failure { error, cause } => Answer::Failure { error, cause },
+                    }),
+                })
+            }
+            Ok(Record::Running {
+                expires_at_ms,
+                validated: theirs,
+                ..
+            }) if now < expires_at_ms => Some(match mismatch(validated, &theirs) {
+                Some(differ) => Lookup::Mismatch(differ),
+                None => Lookup::Duplicate,
+            }),
+            _ => None,
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use crate::config::ActivityConfig;
 use crate::control::TaskControl;
 use crate::delivery::{AnswerState, Delivery, DeliveryOptions, Responder};
-use crate::engine::{TaskLimits, TaskReport, TaskRequest, WasmEngine};
+use crate::engine::{Handler, TaskLimits, TaskReport, TaskRequest, WasmEngine};
 use crate::events::{
     DoneError, Emitter, TaskDone, TaskEmitter, TaskEvent, TaskOutcome, TaskRef, WorkerEmitter,
 };
@@ -23,10 +23,10 @@ use crate::idempotency::{ActivityIdempotency, Claim, Lookup, Settled};
 use crate::ids::task_id;
 use crate::outbox::{Kept, Outbox};
 use crate::outcome::{Answer, Answerer, HostFailure};
-use crate::progress::ActivityProgress;
+use crate::progress::{ActivityProgress, TaskProgress};
 use crate::record::{Record, RecordedAnswer, Recorder, unix_ms};
 use crate::responder::SfnResponder;
-use crate::rollout::VersionChooser;
+use crate::rollout::{Chosen, VersionChooser};
 use crate::sfn::{ActivityTask, StepFunctions};
 
 /// What the workers of an activity and the tasks they bring share; one per activity.
@@ -256,33 +256,9 @@ impl ActivityShared {
         emitter.emit(TaskEvent::Start {
             wait: received.elapsed(),
         });
-        // A panic in the host's code under the guest is caught here, so that the task
-        // is still answered and accounted for.
-        let ran = AssertUnwindSafe(handler.run(&self.engine, request, delivery.clone()))
-            .catch_unwind()
+        let report = self
+            .run_guarded(&handler, request, &delivery, worker_name, received)
             .await;
-        let report = match ran {
-            Ok(report) => report,
-            Err(panic) => {
-                let why = panic_message(&*panic);
-                tracing::error!(
-                    activity = &*self.arn,
-                    worker = &**worker_name,
-                    error = why,
-                    "a task's runner panicked"
-                );
-                let failure =
-                    HostFailure::Internal(format!("the host failed while running the task: {why}"));
-                delivery.host_failure(&failure);
-                TaskReport {
-                    error: Some(failure),
-                    elapsed: received.elapsed(),
-                    cpu: Duration::ZERO,
-                    memory_peak_bytes: 0,
-                    log_lines_dropped: 0,
-                }
-            }
-        };
         drop(unanswered);
         delivery.conclude().await;
         let state = delivery.state();
@@ -291,72 +267,21 @@ impl ActivityShared {
         if judges_the_handler(outcome, answered_by) {
             self.versions.report(&chosen, outcome);
         }
-        // What Step Functions took from the guest is kept for the key's later attempts;
-        // a host failure (which a retry may not repeat) or no answer gives the key back.
         // An answer given up with its outbox entry left for the next start: that start
         // settles the claim (giving it back now would let a duplicate run the guest
         // again before the answer is delivered).
-        let claim = claim.filter(|_| !kept.as_ref().is_some_and(Kept::stayed));
-        if let Some(claim) = claim {
-            let kept = match (&state, answered_by) {
-                (AnswerState::Delivered { answer, .. }, Some(Answerer::Guest)) => Some(answer),
-                _ => None,
-            };
-            match claim.settle(kept).await {
-                Ok(Settled::Done) => {}
-                Ok(Settled::TakenOver) => tracing::warn!(
-                    event = "idempotency:taken_over",
-                    activity = &*self.arn,
-                    task_id = &*task_id,
-                    "idempotency:taken_over: the task's claim expired before its answer settled and another attempt took the key; the answer was not stored (raise the task's timeout or answer_retry_seconds if this recurs)"
-                ),
-                Err(err) => tracing::warn!(
-                    event = "idempotency:unavailable",
-                    activity = &*self.arn,
-                    task_id = &*task_id,
-                    code = %err.code,
-                    "idempotency:unavailable: {err}; the answer was not stored (its claim expires by itself){}",
-                    permission_hint(&err)
-                ),
-            }
+        if let Some(claim) = claim.filter(|_| !kept.as_ref().is_some_and(Kept::stayed)) {
+            self.settle_claim(claim, &state, answered_by, &task_id)
+                .await;
         }
         if let Some(kept) = &kept {
             kept.finished();
         }
-        // The work is done: its checkpoint goes, beside the task (a checkpoint left by a
-        // failed delete is only read by the same work, which has succeeded). A task that
-        // neither saved nor found one has none to delete. (One left by an earlier
-        // attempt that this one never asked for stays: a handler that saves checkpoints
-        // reads them first.)
-        if let (TaskOutcome::Success, Some(progress)) = (outcome, progress)
-            && progress.seen()
-            && !self
-                .progress
-                .as_ref()
-                .is_some_and(|p| p.keep_after_success())
-        {
-            let (arn, task_id) = (self.arn.clone(), task_id.clone());
-            tokio::spawn(async move {
-                if let Err(err) = progress.clear().await {
-                    tracing::warn!(activity = &*arn, task_id = &*task_id, error = %err, "a finished task's checkpoint could not be deleted");
-                }
-            });
+        if let (TaskOutcome::Success, Some(progress)) = (outcome, progress) {
+            self.clear_progress(progress, &task_id);
         }
-        // Only what Step Functions accepted is recorded: a replay compares answers.
-        if let (
-            Some(recorder),
-            Some((input, task_id, received_at)),
-            AnswerState::Delivered { answer, .. },
-        ) = (&self.recorder, recorded, &state)
-        {
-            recorder.record(Record {
-                activity: self.arn.to_string(),
-                task_id,
-                handler_digest: chosen.handler.digest().hex().to_string(),
-                received_unix_ms: unix_ms(received_at),
-                input,
-                answer: RecordedAnswer::new(answer, answered_by),
-            });
+        if let (Some(recorded), AnswerState::Delivered { answer, .. }) = (recorded, &state) {
+            self.record(recorded, &chosen, RecordedAnswer::new(answer, answered_by));
         }
         emitter.emit(TaskEvent::Done(TaskDone {
             outcome,
@@ -367,6 +292,118 @@ impl ActivityShared {
             log_lines_dropped: report.log_lines_dropped,
             deduplicated: false,
         }));
+    }
+
+    /// Runs the handler on `request`. A panic in the host's code under the guest is caught
+    /// here and answered `SfnWasmHost.Internal`, so that the task is still answered and
+    /// accounted for.
+    async fn run_guarded(
+        &self,
+        handler: &Handler,
+        request: TaskRequest,
+        delivery: &Delivery,
+        worker_name: &str,
+        received: Instant,
+    ) -> TaskReport {
+        let ran = AssertUnwindSafe(handler.run(&self.engine, request, delivery.clone()))
+            .catch_unwind()
+            .await;
+        let panic = match ran {
+            Ok(report) => return report,
+            Err(panic) => panic,
+        };
+        let why = panic_message(&*panic);
+        tracing::error!(
+            activity = &*self.arn,
+            worker = worker_name,
+            error = why,
+            "a task's runner panicked"
+        );
+        let failure =
+            HostFailure::Internal(format!("the host failed while running the task: {why}"));
+        delivery.host_failure(&failure);
+        TaskReport {
+            error: Some(failure),
+            elapsed: received.elapsed(),
+            cpu: Duration::ZERO,
+            memory_peak_bytes: 0,
+            log_lines_dropped: 0,
+        }
+    }
+
+    /// Settles the task's idempotency claim: what Step Functions took from the guest is
+    /// kept for the key's later attempts; a host failure (which a retry may not repeat) or
+    /// no answer gives the key back.
+    async fn settle_claim(
+        &self,
+        claim: Claim,
+        state: &AnswerState,
+        answered_by: Option<Answerer>,
+        task_id: &str,
+    ) {
+        let kept = match (state, answered_by) {
+            (AnswerState::Delivered { answer, .. }, Some(Answerer::Guest)) => Some(answer),
+            _ => None,
+        };
+        match claim.settle(kept).await {
+            Ok(Settled::Done) => {}
+            Ok(Settled::TakenOver) => tracing::warn!(
+                event = "idempotency:taken_over",
+                activity = &*self.arn,
+                task_id,
+                "idempotency:taken_over: the task's claim expired before its answer settled and another attempt took the key; the answer was not stored (raise the task's timeout or answer_retry_seconds if this recurs)"
+            ),
+            Err(err) => tracing::warn!(
+                event = "idempotency:unavailable",
+                activity = &*self.arn,
+                task_id,
+                code = %err.code,
+                "idempotency:unavailable: {err}; the answer was not stored (its claim expires by itself){}",
+                permission_hint(&err)
+            ),
+        }
+    }
+
+    /// The work succeeded: its checkpoint goes, beside the task (a checkpoint left by a
+    /// failed delete is only read by the same work, which has succeeded). A task that
+    /// neither saved nor found one has none to delete. (One left by an earlier attempt
+    /// that this one never asked for stays: a handler that saves checkpoints reads them
+    /// first.)
+    fn clear_progress(&self, progress: TaskProgress, task_id: &Arc<str>) {
+        if !progress.seen()
+            || self
+                .progress
+                .as_ref()
+                .is_some_and(|p| p.keep_after_success())
+        {
+            return;
+        }
+        let (arn, task_id) = (self.arn.clone(), task_id.clone());
+        tokio::spawn(async move {
+            if let Err(err) = progress.clear().await {
+                tracing::warn!(activity = &*arn, task_id = &*task_id, error = %err, "a finished task's checkpoint could not be deleted");
+            }
+        });
+    }
+
+    /// Records what Step Functions accepted (never what was merely attempted: a replay
+    /// compares answers), when the activity records.
+    fn record(
+        &self,
+        (input, task_id, received_at): (String, String, std::time::SystemTime),
+        chosen: &Chosen,
+        answer: RecordedAnswer,
+    ) {
+        if let Some(recorder) = &self.recorder {
+            recorder.record(Record {
+                activity: self.arn.to_string(),
+                task_id,
+                handler_digest: chosen.handler.digest().hex().to_string(),
+                received_unix_ms: unix_ms(received_at),
+                input,
+                answer,
+            });
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{AdminError, AdminOptions, AdminServer, AdminState};
 use crate::config::Config;
 use crate::consumer::{ActivityConsumer, ConsumerError, ShutdownReport};
+use crate::engine::WasmEngine;
 use crate::events::{Events, Observer};
 use crate::load::Loaded;
 use crate::metrics::Metrics;
@@ -80,6 +81,82 @@ pub struct HostRuntime {
     config: Config,
 }
 
+/// The task traces' exporter, when `[host.otel] endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// names a collector.
+fn start_traces(config: &Config) -> Result<Option<Arc<TaskTraces>>, RuntimeError> {
+    let endpoint = config.host.otel_endpoint.clone().or_else(|| {
+        std::env::var(ENDPOINT_ENV)
+            .ok()
+            .filter(|url| !url.trim().is_empty())
+    });
+    let Some(endpoint) = endpoint else {
+        return Ok(None);
+    };
+    let traces = TaskTraces::new(
+        &endpoint,
+        &config.host.otel_headers,
+        config.host.otel_ca_file.as_deref(),
+    )
+    .map_err(|source| RuntimeError::Traces {
+        file: config.file.clone(),
+        source,
+    })?;
+    tracing::info!(otel = %endpoint, "exporting task traces over OTLP/HTTP");
+    Ok(Some(Arc::new(traces)))
+}
+
+/// The admin server on `addr`, serving what `metrics` and `status` observe of the
+/// consumer's pools.
+async fn start_admin(
+    config: &Config,
+    consumer: &ActivityConsumer,
+    engine: &Arc<WasmEngine>,
+    addr: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+    status: Arc<StatusBoard>,
+) -> Result<(AdminServer, Arc<AdminState>), RuntimeError> {
+    for pool in consumer.pools() {
+        status.watch_desired(pool.arn(), pool.desired_watch());
+        status.watch_versions(pool.arn(), pool.versions().clone());
+    }
+    let state = Arc::new(AdminState {
+        metrics,
+        status,
+        engine: engine.clone(),
+        shutting_down: false.into(),
+        guest_sockets: consumer.guest_sockets().clone(),
+    });
+    let options = AdminOptions {
+        max_connections: config.host.admin_max_connections,
+        status_token_sha256: config.host.admin_token.as_ref().map(|t| t.sha256()),
+        ..AdminOptions::default()
+    };
+    let status_auth = options.status_token_sha256.is_some();
+    let server = AdminServer::start_with(addr, state.clone(), options)
+        .await
+        .map_err(|source| RuntimeError::Admin {
+            file: config.file.clone(),
+            source,
+        })?;
+    tracing::info!(admin = %server.local_addr(), status_needs_token = status_auth, "admin server listening: /metrics /healthz /readyz /status");
+    Ok((server, state))
+}
+
+/// The clients for remote handler sources: only S3 and HTTPS sources need them; files
+/// are watched.
+async fn start_fetcher(config: &Config) -> Result<Option<Arc<Fetcher>>, RuntimeError> {
+    if !config.activities.iter().any(|a| a.handler.is_remote()) {
+        return Ok(None);
+    }
+    let fetcher = Fetcher::new(&config.aws)
+        .await
+        .map_err(|source| RuntimeError::Sources {
+            file: config.file.clone(),
+            source,
+        })?;
+    Ok(Some(Arc::new(fetcher)))
+}
+
 impl HostRuntime {
     /// Starts everything: the admin server first (a taken port fails here, before any
     /// poll), then the consumer's workers and the reloader.
@@ -125,31 +202,11 @@ impl HostRuntime {
             observers.push(status.clone());
             calls.push(metrics.clone());
         }
-        let endpoint = config.host.otel_endpoint.clone().or_else(|| {
-            std::env::var(ENDPOINT_ENV)
-                .ok()
-                .filter(|url| !url.trim().is_empty())
-        });
-        let traces = match endpoint {
-            Some(endpoint) => {
-                let traces = Arc::new(
-                    TaskTraces::new(
-                        &endpoint,
-                        &config.host.otel_headers,
-                        config.host.otel_ca_file.as_deref(),
-                    )
-                    .map_err(|source| RuntimeError::Traces {
-                        file: config.file.clone(),
-                        source,
-                    })?,
-                );
-                observers.push(traces.clone());
-                calls.push(traces.clone());
-                tracing::info!(otel = %endpoint, "exporting task traces over OTLP/HTTP");
-                Some(traces)
-            }
-            None => None,
-        };
+        let traces = start_traces(&config)?;
+        if let Some(traces) = &traces {
+            observers.push(traces.clone());
+            calls.push(traces.clone());
+        }
         let events = Events::with_observers(EVENT_BUFFER, observers);
         // Without observers the workers get the client itself: nothing on the call path.
         let sfn: Arc<dyn StepFunctions> = if calls.is_empty() {
@@ -167,47 +224,11 @@ impl HostRuntime {
         )?;
         let admin = match observed {
             Some((addr, metrics, status)) => {
-                for pool in consumer.pools() {
-                    status.watch_desired(pool.arn(), pool.desired_watch());
-                    status.watch_versions(pool.arn(), pool.versions().clone());
-                }
-                let state = Arc::new(AdminState {
-                    metrics,
-                    status,
-                    engine: engine.clone(),
-                    shutting_down: false.into(),
-                    guest_sockets: consumer.guest_sockets().clone(),
-                });
-                let options = AdminOptions {
-                    max_connections: config.host.admin_max_connections,
-                    status_token_sha256: config.host.admin_token.as_ref().map(|t| t.sha256()),
-                    ..AdminOptions::default()
-                };
-                let status_auth = options.status_token_sha256.is_some();
-                let server = AdminServer::start_with(addr, state.clone(), options)
-                    .await
-                    .map_err(|source| RuntimeError::Admin {
-                        file: config.file.clone(),
-                        source,
-                    })?;
-                tracing::info!(admin = %server.local_addr(), status_needs_token = status_auth, "admin server listening: /metrics /healthz /readyz /status");
-                Some((server, state))
+                Some(start_admin(&config, &consumer, &engine, addr, metrics, status).await?)
             }
             None => None,
         };
-        // Only S3 and HTTPS sources need clients; files are watched.
-        let fetcher = if config.activities.iter().any(|a| a.handler.is_remote()) {
-            let fetcher =
-                Fetcher::new(&config.aws)
-                    .await
-                    .map_err(|source| RuntimeError::Sources {
-                        file: config.file.clone(),
-                        source,
-                    })?;
-            Some(Arc::new(fetcher))
-        } else {
-            None
-        };
+        let fetcher = start_fetcher(&config).await?;
         let mut targets = consumer.take_reload_targets();
         for (target, tag) in targets.iter_mut().zip(source_tags) {
             target.tag = tag;

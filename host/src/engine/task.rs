@@ -202,24 +202,13 @@ impl Handler {
         let lines = Arc::new(LineBudget::default());
         let stdout = GuestOutput::new(Stream::Stdout, task_id.clone(), lines.clone());
         let stderr = GuestOutput::new(Stream::Stderr, task_id.clone(), lines.clone());
-        // Raw sockets stay denied whatever the grants: outbound traffic goes through
-        // wasi:http, where the allow-list and the address checks are.
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .max_random_size(MAX_RANDOM_BYTES);
-        if let Err(message) = request.grants.apply(&mut wasi) {
-            return finish(
-                &sink,
-                Some(HostFailure::Internal(message)),
-                started,
-                Usage::default(),
-            );
-        }
-        let wasi = wasi.build();
+        let wasi = match wasi_ctx(&request.grants, &stdout, &stderr) {
+            Ok(wasi) => wasi,
+            Err(message) => {
+                let failure = HostFailure::Internal(message);
+                return finish(&sink, Some(failure), started, Usage::default());
+            }
+        };
         let outbound = OutboundTask::new(
             request.grants.outbound().clone(),
             request.activity_arn.clone(),
@@ -241,21 +230,8 @@ impl Handler {
         let mut store = Store::new(engine.wasmtime(), state);
         store.limiter(|state| &mut state.limiter);
 
-        // Checked on every epoch tick while guest code runs. A guest still running at a
-        // tick has had its slice: it yields its thread to the polls, answers, timers and
-        // other guests waiting for it (see `end_of_slice`), and goes on at its next turn.
         let deadline = started + request.limits.timeout;
-        let abort = request.control.abort.clone();
-        store.epoch_deadline_callback(move |_| {
-            if abort.is_cancelled() {
-                Err(Interrupt::Shutdown.into())
-            } else if Instant::now() >= deadline {
-                Err(Interrupt::Timeout.into())
-            } else {
-                Ok(UpdateDeadline::YieldCustom(1, Box::pin(end_of_slice())))
-            }
-        });
-        store.set_epoch_deadline(1);
+        interrupt_at_ticks(&mut store, request.control.abort.clone(), deadline);
 
         let task = v0_2::sfn::activity::types::Task {
             input: request.input,
@@ -266,45 +242,10 @@ impl Handler {
                 u64::try_from(request.limits.timeout.as_millis()).unwrap_or(u64::MAX),
             ),
         };
-        // The same limits also cover the time the guest spends waiting in host calls
-        // (sleeps, toolkit calls), where no epoch callback runs.
         let mut cpu = Duration::ZERO;
         let outcome = {
             let call = cpu::timed(self.pre().handle(&mut store, task), &mut cpu);
-            let mut call = std::pin::pin!(call);
-            let abort = request.control.abort.cancelled();
-            let mut abort = std::pin::pin!(abort);
-            // One timer per task, for its deadline and its automatic heartbeats.
-            let deadline = tokio::time::Instant::from_std(deadline);
-            let mut wakes = TaskTimer::new(request.limits.heartbeat_every, deadline);
-            let timer = tokio::time::sleep_until(wakes.next_wake());
-            let mut timer = std::pin::pin!(timer);
-            let mut beating = None;
-            loop {
-                tokio::select! {
-                    biased;
-                    () = &mut abort => break Err(Interrupt::Shutdown.into()),
-                    () = &mut timer => {
-                        match wakes.wake(tokio::time::Instant::now()) {
-                            Wake::Deadline => break Err(Interrupt::Timeout.into()),
-                            // Sent beside the guest; a tick while one is still on the
-                            // wire is skipped (the delivery would coalesce it anyway).
-                            Wake::Heartbeat if beating.is_none() => {
-                                beating = Some(sink.auto_heartbeat());
-                            }
-                            Wake::Heartbeat | Wake::Early => {}
-                        }
-                        timer.as_mut().reset(wakes.next_wake());
-                    }
-                    () = async {
-                        match beating.as_mut() {
-                            Some(heartbeat) => heartbeat.await,
-                            None => std::future::pending().await,
-                        }
-                    } => beating = None,
-                    result = &mut call => break result,
-                }
-            }
+            supervise(call, &request.control, &request.limits, deadline, &sink).await
         };
 
         stdout.finish();
@@ -330,6 +271,93 @@ impl Handler {
             log_lines_dropped: lines.dropped(),
         };
         finish(&sink, failure, started, usage)
+    }
+}
+
+/// Checked on every epoch tick while guest code runs: the guest is interrupted once the
+/// task is aborted or past its `deadline`. A guest still running at a tick has had its
+/// slice: it yields its thread to the polls, answers, timers and other guests waiting for
+/// it (see `end_of_slice`), and goes on at its next turn.
+fn interrupt_at_ticks(
+    store: &mut Store<TaskState>,
+    abort: tokio_util::sync::CancellationToken,
+    deadline: Instant,
+) {
+    store.epoch_deadline_callback(move |_| {
+        if abort.is_cancelled() {
+            Err(Interrupt::Shutdown.into())
+        } else if Instant::now() >= deadline {
+            Err(Interrupt::Timeout.into())
+        } else {
+            Ok(UpdateDeadline::YieldCustom(1, Box::pin(end_of_slice())))
+        }
+    });
+    store.set_epoch_deadline(1);
+}
+
+/// The guest's WASI context: its output to `stdout`/`stderr`, what its grants allow, and
+/// nothing else. Raw sockets stay denied whatever the grants: outbound traffic goes
+/// through wasi:http, where the allow-list and the address checks are.
+fn wasi_ctx(
+    grants: &Grants,
+    stdout: &GuestOutput,
+    stderr: &GuestOutput,
+) -> Result<WasiCtx, String> {
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .max_random_size(MAX_RANDOM_BYTES);
+    grants.apply(&mut wasi)?;
+    Ok(wasi.build())
+}
+
+/// Drives the guest's `call` to its end, beside what the host does while it runs: the
+/// shutdown's abort, the deadline, and the automatic heartbeats. The same limits cover
+/// the time the guest spends waiting in host calls (sleeps, toolkit calls), where no
+/// epoch callback runs.
+async fn supervise<T>(
+    call: impl std::future::Future<Output = wasmtime::Result<T>>,
+    control: &TaskControl,
+    limits: &TaskLimits,
+    deadline: Instant,
+    sink: &Arc<dyn AnswerSink>,
+) -> wasmtime::Result<T> {
+    let mut call = std::pin::pin!(call);
+    let abort = control.abort.cancelled();
+    let mut abort = std::pin::pin!(abort);
+    // One timer per task, for its deadline and its automatic heartbeats.
+    let deadline = tokio::time::Instant::from_std(deadline);
+    let mut wakes = TaskTimer::new(limits.heartbeat_every, deadline);
+    let timer = tokio::time::sleep_until(wakes.next_wake());
+    let mut timer = std::pin::pin!(timer);
+    let mut beating = None;
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut abort => break Err(Interrupt::Shutdown.into()),
+            () = &mut timer => {
+                match wakes.wake(tokio::time::Instant::now()) {
+                    Wake::Deadline => break Err(Interrupt::Timeout.into()),
+                    // Sent beside the guest; a tick while one is still on the wire is
+                    // skipped (the delivery would coalesce it anyway).
+                    Wake::Heartbeat if beating.is_none() => {
+                        beating = Some(sink.auto_heartbeat());
+                    }
+                    Wake::Heartbeat | Wake::Early => {}
+                }
+                timer.as_mut().reset(wakes.next_wake());
+            }
+            () = async {
+                match beating.as_mut() {
+                    Some(heartbeat) => heartbeat.await,
+                    None => std::future::pending().await,
+                }
+            } => beating = None,
+            result = &mut call => break result,
+        }
     }
 }
 
