@@ -20,7 +20,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::aws::Api;
-use crate::events::{Event, EventKind, HandlerEvent, Observer, TaskEvent, WorkerEvent};
+use crate::events::{
+    Event, EventKind, HandlerEvent, Observer, TaskDone, TaskEvent, TaskRef, WorkerEvent,
+};
 use crate::sfn::{ActivityTask, CallObserver, SfnError, result_name};
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
@@ -161,106 +163,138 @@ impl Metrics {
             ready: Gauge::default(),
             registry: Registry::default(),
         };
-        // Counters get their `_total` suffix from the encoder.
-        registry.register(
-            "tasks",
-            "Tasks finished, by outcome (success, failure, host_failure, closed, undelivered: what Step Functions accepted) and error (the SfnWasmHost.* name of a host failure, guest when the handler answered)",
-            metrics.tasks.clone(),
-        );
-        registry.register(
-            "task_duration_seconds",
-            "Time from a task's arrival to its answer settled",
-            metrics.task_duration.clone(),
-        );
-        registry.register(
-            "tasks_in_flight",
-            "Tasks received and not yet finished",
-            metrics.tasks_in_flight.clone(),
-        );
-        registry.register(
-            "workers",
-            "Workers (pollers) running",
-            metrics.workers.clone(),
-        );
-        registry.register(
-            "polls",
-            "GetActivityTask polls, by result (task, empty, throttled, error)",
-            metrics.polls.clone(),
-        );
-        registry.register(
-            "poll_duration_seconds",
-            "Time a GetActivityTask poll took",
-            metrics.poll_duration.clone(),
-        );
-        registry.register(
-            "sfn_requests",
-            "Step Functions requests, by API and result (ok, throttled, closed, error)",
-            metrics.sfn_requests.clone(),
-        );
-        registry.register(
-            "sfn_request_duration_seconds",
-            "Time a Step Functions request took, by API",
-            metrics.sfn_request_duration.clone(),
-        );
-        registry.register(
-            "heartbeats",
-            "Heartbeats delivered (the handler's and automatic ones)",
-            metrics.heartbeats.clone(),
-        );
-        registry.register(
-            "handler_info",
-            "The handler version serving new tasks (1), by digest",
-            metrics.handler_info.clone(),
-        );
-        registry.register(
-            "handler_swaps",
-            "New handler versions, by result (swapped, rejected, canary, promoted, rolledback)",
-            metrics.handler_swaps.clone(),
-        );
-        registry.register(
-            "task_cpu_seconds",
-            "CPU time a task's guest used (instantiation and host calls included)",
-            metrics.task_cpu.clone(),
-        );
-        registry.register(
-            "task_memory_peak_bytes",
-            "Most linear memory a task's guest held at once",
-            metrics.task_memory_peak.clone(),
-        );
-        registry.register(
-            "task_slots",
-            "Tasks the activity may run at once on this host (max_concurrent_tasks): with task_slots_used, the autoscaling signal",
-            metrics.task_slots.clone(),
-        );
-        registry.register(
-            "task_slots_used",
-            "Task slots taken by tasks received and not yet finished",
-            metrics.task_slots_used.clone(),
-        );
-        registry.register(
-            "polls_in_flight",
-            "GetActivityTask long polls open now",
-            metrics.polls_in_flight.clone(),
-        );
-        registry.register(
-            "task_wait_seconds",
-            "Time from a poll's return to the guest's start: the host's own schedule-to-start",
-            metrics.task_wait.clone(),
-        );
-        registry.register(
-            "answers_refused",
-            "Answers Step Functions refused for good (task:refused: InvalidOutput, KMS errors, ...)",
-            metrics.answers_refused.clone(),
-        );
-        registry.register(
-            "ready",
-            "1 when /readyz says ready (a handler loaded, a worker polling, polls not refused), else 0",
-            metrics.ready.clone(),
-        );
+        // Counters get their `_total` suffix from the encoder. The registration order is
+        // the order of `/metrics`.
+        metrics.register_task_metrics(&mut registry);
+        metrics.register_poll_metrics(&mut registry);
+        metrics.register_sfn_metrics(&mut registry);
+        metrics.register_handler_metrics(&mut registry);
+        metrics.register_guest_metrics(&mut registry);
+        metrics.register_capacity_metrics(&mut registry);
+        metrics.register_health_metrics(&mut registry);
         Self {
             registry,
             ..metrics
         }
+    }
+
+    /// Registers the task lifecycle's metrics: tasks finished, their durations, those in flight.
+    fn register_task_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "tasks",
+            "Tasks finished, by outcome (success, failure, host_failure, closed, undelivered: what Step Functions accepted) and error (the SfnWasmHost.* name of a host failure, guest when the handler answered)",
+            self.tasks.clone(),
+            );
+        registry.register(
+            "task_duration_seconds",
+            "Time from a task's arrival to its answer settled",
+            self.task_duration.clone(),
+        );
+        registry.register(
+            "tasks_in_flight",
+            "Tasks received and not yet finished",
+            self.tasks_in_flight.clone(),
+        );
+    }
+
+    /// Registers the workers' and their polls' metrics.
+    fn register_poll_metrics(&self, registry: &mut Registry) {
+        registry.register("workers", "Workers (pollers) running", self.workers.clone());
+        registry.register(
+            "polls",
+            "GetActivityTask polls, by result (task, empty, throttled, error)",
+            self.polls.clone(),
+        );
+        registry.register(
+            "poll_duration_seconds",
+            "Time a GetActivityTask poll took",
+            self.poll_duration.clone(),
+        );
+    }
+
+    /// Registers the Step Functions requests' metrics, and the heartbeats delivered.
+    fn register_sfn_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "sfn_requests",
+            "Step Functions requests, by API and result (ok, throttled, closed, error)",
+            self.sfn_requests.clone(),
+        );
+        registry.register(
+            "sfn_request_duration_seconds",
+            "Time a Step Functions request took, by API",
+            self.sfn_request_duration.clone(),
+        );
+        registry.register(
+            "heartbeats",
+            "Heartbeats delivered (the handler's and automatic ones)",
+            self.heartbeats.clone(),
+        );
+    }
+
+    /// Registers the handler versions' metrics.
+    fn register_handler_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "handler_info",
+            "The handler version serving new tasks (1), by digest",
+            self.handler_info.clone(),
+        );
+        registry.register(
+            "handler_swaps",
+            "New handler versions, by result (swapped, rejected, canary, promoted, rolledback)",
+            self.handler_swaps.clone(),
+        );
+    }
+
+    /// Registers what a task's guest used: CPU time and memory.
+    fn register_guest_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "task_cpu_seconds",
+            "CPU time a task's guest used (instantiation and host calls included)",
+            self.task_cpu.clone(),
+        );
+        registry.register(
+            "task_memory_peak_bytes",
+            "Most linear memory a task's guest held at once",
+            self.task_memory_peak.clone(),
+        );
+    }
+
+    /// Registers the task slots, the polls open and the tasks' wait: what a scaler reads.
+    fn register_capacity_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "task_slots",
+            "Tasks the activity may run at once on this host (max_concurrent_tasks): with task_slots_used, the autoscaling signal",
+            self.task_slots.clone(),
+            );
+        registry.register(
+            "task_slots_used",
+            "Task slots taken by tasks received and not yet finished",
+            self.task_slots_used.clone(),
+        );
+        registry.register(
+            "polls_in_flight",
+            "GetActivityTask long polls open now",
+            self.polls_in_flight.clone(),
+        );
+        registry.register(
+            "task_wait_seconds",
+            "Time from a poll's return to the guest's start: the host's own schedule-to-start",
+            self.task_wait.clone(),
+        );
+    }
+
+    /// Registers the answers refused and readiness.
+    fn register_health_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "answers_refused",
+            "Answers Step Functions refused for good (task:refused: InvalidOutput, KMS errors, ...)",
+            self.answers_refused.clone(),
+            );
+        registry.register(
+            "ready",
+            "1 when /readyz says ready (a handler loaded, a worker polling, polls not refused), else 0",
+            self.ready.clone(),
+            );
     }
 
     /// Adds an activity at start: its `task_slots` (`max_concurrent_tasks`), and its
@@ -355,16 +389,11 @@ impl Metrics {
             .get_or_create(&ApiLabels { api })
             .observe(elapsed.as_secs_f64());
     }
-}
 
-impl Observer for Metrics {
-    fn observe(&self, event: &Event) {
-        match &event.kind {
-            EventKind::Task {
-                event: TaskEvent::Received,
-                task,
-                ..
-            } => {
+    /// Counts a task's event: arrival, start, heartbeat, refused answer, end.
+    fn observe_task(&self, event: &Event, task: &TaskRef, task_event: &TaskEvent) {
+        match task_event {
+            TaskEvent::Received => {
                 let activity = Self::activity(event);
                 self.tasks_in_flight.get_or_create(&activity).inc();
                 // A task recovered from the outbox at start holds no slot.
@@ -372,85 +401,77 @@ impl Observer for Metrics {
                     self.task_slots_used.get_or_create(&activity).inc();
                 }
             }
-            EventKind::Task {
-                event: TaskEvent::Start { wait },
-                ..
-            } => {
+            TaskEvent::Start { wait } => {
                 self.task_wait
                     .get_or_create(&Self::activity(event))
                     .observe(wait.as_secs_f64());
             }
-            EventKind::Task {
-                event: TaskEvent::Refused { .. },
-                ..
-            } => {
+            TaskEvent::Refused { .. } => {
                 self.answers_refused
                     .get_or_create(&Self::activity(event))
                     .inc();
             }
-            EventKind::Worker {
-                event: WorkerEvent::PollingStarting,
-                ..
-            } => {
+            TaskEvent::Done(done) => self.count_done(event, task, done),
+            TaskEvent::Heartbeat { .. } => {
+                self.heartbeats.get_or_create(&Self::activity(event)).inc();
+            }
+            _ => {}
+        }
+    }
+
+    /// Counts a finished task: its slot freed, its outcome, duration, CPU and memory.
+    fn count_done(&self, event: &Event, task: &TaskRef, done: &TaskDone) {
+        let activity = Self::activity(event);
+        self.tasks_in_flight.get_or_create(&activity).dec();
+        if !task.recovered {
+            self.task_slots_used.get_or_create(&activity).dec();
+        }
+        self.tasks
+            .get_or_create(&TaskLabels {
+                activity: activity.activity.clone(),
+                outcome: done.outcome.name(),
+                error: done.error.name(),
+            })
+            .inc();
+        self.task_duration
+            .get_or_create(&activity)
+            .observe(done.elapsed.as_secs_f64());
+        self.task_cpu
+            .get_or_create(&activity)
+            .observe(done.cpu.as_secs_f64());
+        #[allow(clippy::cast_precision_loss)] // bytes: f64 is exact far past 4 GiB
+        self.task_memory_peak
+            .get_or_create(&activity)
+            .observe(done.memory_peak_bytes as f64);
+    }
+
+    /// Counts a worker's event: its polls open, and the workers running.
+    fn observe_worker(&self, event: &Event, worker_event: &WorkerEvent) {
+        match worker_event {
+            WorkerEvent::PollingStarting => {
                 self.polls_in_flight
                     .get_or_create(&Self::activity(event))
                     .inc();
             }
-            EventKind::Worker {
-                event: WorkerEvent::PollingSuccess { .. } | WorkerEvent::PollingError { .. },
-                ..
-            } => {
+            WorkerEvent::PollingSuccess { .. } | WorkerEvent::PollingError { .. } => {
                 self.polls_in_flight
                     .get_or_create(&Self::activity(event))
                     .dec();
             }
-            EventKind::Task {
-                event: TaskEvent::Done(done),
-                task,
-                ..
-            } => {
-                let activity = Self::activity(event);
-                self.tasks_in_flight.get_or_create(&activity).dec();
-                if !task.recovered {
-                    self.task_slots_used.get_or_create(&activity).dec();
-                }
-                self.tasks
-                    .get_or_create(&TaskLabels {
-                        activity: activity.activity.clone(),
-                        outcome: done.outcome.name(),
-                        error: done.error.name(),
-                    })
-                    .inc();
-                self.task_duration
-                    .get_or_create(&activity)
-                    .observe(done.elapsed.as_secs_f64());
-                self.task_cpu
-                    .get_or_create(&activity)
-                    .observe(done.cpu.as_secs_f64());
-                #[allow(clippy::cast_precision_loss)] // bytes: f64 is exact far past 4 GiB
-                self.task_memory_peak
-                    .get_or_create(&activity)
-                    .observe(done.memory_peak_bytes as f64);
-            }
-            EventKind::Worker {
-                event: WorkerEvent::Running,
-                ..
-            } => {
+            WorkerEvent::Running => {
                 self.workers.get_or_create(&Self::activity(event)).inc();
             }
-            EventKind::Worker {
-                event: WorkerEvent::Stopped { .. },
-                ..
-            } => {
+            WorkerEvent::Stopped { .. } => {
                 self.workers.get_or_create(&Self::activity(event)).dec();
             }
-            EventKind::Task {
-                event: TaskEvent::Heartbeat { .. },
-                ..
-            } => {
-                self.heartbeats.get_or_create(&Self::activity(event)).inc();
-            }
-            EventKind::Handler(HandlerEvent::Loaded { digest, .. }) => {
+            _ => {}
+        }
+    }
+
+    /// Follows the handler versions: which serve (`handler_info`), and each swap.
+    fn observe_handler(&self, event: &Event, handler_event: &HandlerEvent) {
+        match handler_event {
+            HandlerEvent::Loaded { digest, .. } => {
                 self.handler_info
                     .get_or_create(&HandlerLabels {
                         activity: Shared(event.activity.clone()),
@@ -458,11 +479,11 @@ impl Observer for Metrics {
                     })
                     .set(1);
             }
-            EventKind::Handler(HandlerEvent::Swapped {
+            HandlerEvent::Swapped {
                 old_digest,
                 new_digest,
                 ..
-            }) => {
+            } => {
                 let activity = Shared(event.activity.clone());
                 self.handler_info.remove(&HandlerLabels {
                     activity: activity.clone(),
@@ -481,7 +502,7 @@ impl Observer for Metrics {
                     })
                     .inc();
             }
-            EventKind::Handler(HandlerEvent::Canary { new_digest, .. }) => {
+            HandlerEvent::Canary { new_digest, .. } => {
                 let activity = Shared(event.activity.clone());
                 // Both versions serve while the canary is judged.
                 self.handler_info
@@ -493,13 +514,13 @@ impl Observer for Metrics {
                 self.count_swap(activity, "canary");
             }
             // The canary's judgement ends one of the two versions.
-            EventKind::Handler(HandlerEvent::Promoted { old_digest, .. }) => {
+            HandlerEvent::Promoted { old_digest, .. } => {
                 self.retire(event, old_digest, "promoted");
             }
-            EventKind::Handler(HandlerEvent::RolledBack { new_digest, .. }) => {
+            HandlerEvent::RolledBack { new_digest, .. } => {
                 self.retire(event, new_digest, "rolledback");
             }
-            EventKind::Handler(HandlerEvent::Rejected { .. }) => {
+            HandlerEvent::Rejected { .. } => {
                 self.handler_swaps
                     .get_or_create(&ResultLabels {
                         activity: Shared(event.activity.clone()),
@@ -507,7 +528,23 @@ impl Observer for Metrics {
                     })
                     .inc();
             }
-            _ => {}
+        }
+    }
+}
+
+impl Observer for Metrics {
+    fn observe(&self, event: &Event) {
+        match &event.kind {
+            EventKind::Task {
+                event: task_event,
+                task,
+                ..
+            } => self.observe_task(event, task, task_event),
+            EventKind::Worker {
+                event: worker_event,
+                ..
+            } => self.observe_worker(event, worker_event),
+            EventKind::Handler(handler_event) => self.observe_handler(event, handler_event),
         }
     }
 }

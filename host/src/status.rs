@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::events::{Event, EventKind, HandlerEvent, Observer, TaskEvent, WorkerEvent};
+use crate::events::{Event, EventKind, HandlerEvent, Observer, TaskEvent, TaskRef, WorkerEvent};
 use crate::rollout::VersionChooser;
 
 /// The live state of every activity, for the admin server.
@@ -205,60 +205,57 @@ impl Observer for StatusBoard {
             return;
         };
         match &event.kind {
-            EventKind::Worker {
-                event: WorkerEvent::PollingStarting,
-                ..
-            } => {
-                board.polls_in_flight.fetch_add(1, Ordering::Relaxed);
+            EventKind::Worker { event, .. } => board.observe_worker(event),
+            EventKind::Task { task, event, .. } => board.observe_task(task, event),
+            EventKind::Handler(event) => board.observe_handler(event),
+        }
+    }
+}
+
+impl ActivityBoard {
+    /// Follows a worker's event: the workers running, the polls open, and whether Step
+    /// Functions refuses them.
+    fn observe_worker(&self, event: &WorkerEvent) {
+        match event {
+            WorkerEvent::PollingStarting => {
+                self.polls_in_flight.fetch_add(1, Ordering::Relaxed);
                 // A plain load first keeps the flag's cache line shared.
-                if !board.polled.load(Ordering::Relaxed) {
-                    board.polled.store(true, Ordering::Relaxed);
+                if !self.polled.load(Ordering::Relaxed) {
+                    self.polled.store(true, Ordering::Relaxed);
                 }
             }
-            EventKind::Worker {
-                event: WorkerEvent::Running,
-                ..
-            } => board.lock().running_workers += 1,
-            EventKind::Worker {
-                event:
-                    WorkerEvent::PollingError {
-                        error,
-                        blocked: true,
-                        ..
-                    },
+            WorkerEvent::Running => self.lock().running_workers += 1,
+            WorkerEvent::PollingError {
+                error,
+                blocked: true,
                 ..
             } => {
-                decrement(&board.polls_in_flight);
-                board.lock().blocked = Some(error.clone());
-                board.blocked.store(true, Ordering::Relaxed);
+                decrement(&self.polls_in_flight);
+                self.lock().blocked = Some(error.clone());
+                self.blocked.store(true, Ordering::Relaxed);
             }
-            EventKind::Worker {
-                event: WorkerEvent::PollingError { .. },
-                ..
-            } => decrement(&board.polls_in_flight),
-            EventKind::Worker {
-                event: WorkerEvent::PollingSuccess { .. },
-                ..
-            } => {
-                decrement(&board.polls_in_flight);
-                if board.blocked.load(Ordering::Relaxed) {
-                    board.blocked.store(false, Ordering::Relaxed);
-                    board.lock().blocked = None;
+            WorkerEvent::PollingError { .. } => decrement(&self.polls_in_flight),
+            WorkerEvent::PollingSuccess { .. } => {
+                decrement(&self.polls_in_flight);
+                if self.blocked.load(Ordering::Relaxed) {
+                    self.blocked.store(false, Ordering::Relaxed);
+                    self.lock().blocked = None;
                 }
             }
-            EventKind::Worker {
-                event: WorkerEvent::Stopped { .. },
-                ..
-            } => {
-                let mut state = board.lock();
+            WorkerEvent::Stopped { .. } => {
+                let mut state = self.lock();
                 state.running_workers = state.running_workers.saturating_sub(1);
             }
-            EventKind::Task {
-                task,
-                event: TaskEvent::Received,
-                ..
-            } => {
-                let mut state = board.lock();
+            _ => {}
+        }
+    }
+
+    /// Follows a task's event: the tasks in flight, the slots they hold, and their wait
+    /// from poll to start.
+    fn observe_task(&self, task: &TaskRef, event: &TaskEvent) {
+        match event {
+            TaskEvent::Received => {
+                let mut state = self.lock();
                 state.in_flight.insert(
                     task.task_id.clone(),
                     InFlight {
@@ -271,31 +268,29 @@ impl Observer for StatusBoard {
                     state.slots_used += 1;
                 }
             }
-            EventKind::Task {
-                event: TaskEvent::Start { wait },
-                ..
-            } => {
-                board.started.fetch_add(1, Ordering::Relaxed);
+            TaskEvent::Start { wait } => {
+                self.started.fetch_add(1, Ordering::Relaxed);
                 let micros = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
-                board.waited_us.fetch_add(micros, Ordering::Relaxed);
+                self.waited_us.fetch_add(micros, Ordering::Relaxed);
             }
-            EventKind::Task {
-                task,
-                event: TaskEvent::Done(_),
-                ..
-            } => {
-                let mut state = board.lock();
+            TaskEvent::Done(_) => {
+                let mut state = self.lock();
                 state.in_flight.remove(&task.task_id);
                 if !task.recovered {
                     state.slots_used = state.slots_used.saturating_sub(1);
                 }
             }
-            EventKind::Handler(HandlerEvent::Loaded { digest, .. }) => {
-                board.lock().digest = digest.clone()
-            }
-            EventKind::Handler(HandlerEvent::Swapped { new_digest, .. })
-            | EventKind::Handler(HandlerEvent::Promoted { new_digest, .. }) => {
-                board.lock().digest = new_digest.clone();
+            _ => {}
+        }
+    }
+
+    /// Follows the handler version serving new tasks.
+    fn observe_handler(&self, event: &HandlerEvent) {
+        match event {
+            HandlerEvent::Loaded { digest, .. } => self.lock().digest = digest.clone(),
+            HandlerEvent::Swapped { new_digest, .. }
+            | HandlerEvent::Promoted { new_digest, .. } => {
+                self.lock().digest = new_digest.clone();
             }
             _ => {}
         }

@@ -201,63 +201,16 @@ impl ActivityConfig {
         base: &Path,
         host_aws: &AwsConfig,
     ) -> Result<Self, Problem> {
-        within(raw.workers, 1..=MAX_POLLERS).map_err(at("workers"))?;
-        let pollers = raw.pollers.unwrap_or(raw.workers);
-        within(pollers, 1..=MAX_POLLERS).map_err(|message| {
-            at("pollers")(format!(
-                "{message} (Step Functions allows at most 1000 pollers per activity)"
-            ))
-        })?;
-        let max_concurrent_tasks = raw.max_concurrent_tasks.unwrap_or(raw.workers);
-        within(max_concurrent_tasks, 1..=1_000_000).map_err(at("max_concurrent_tasks"))?;
-        if let Some(rate) = raw.max_tasks_per_second {
-            within(rate, 0.01..=100_000.0).map_err(at("max_tasks_per_second"))?;
-        }
-        let task_timeout =
-            seconds(raw.task_timeout_seconds, 0.001, 31_536_000.0).ok_or_else(|| {
-                at("task_timeout_seconds")(format!(
-                    "must be more than 0 and at most 31536000 (a year); got {}",
-                    raw.task_timeout_seconds
-                ))
-            })?;
+        let (pollers, max_concurrent_tasks) = resolve_slots(&raw)?;
+        let task_timeout = resolve_task_timeout(raw.task_timeout_seconds)?;
         within(raw.memory_limit_mb, 1..=MAX_MEMORY_LIMIT_MB).map_err(at("memory_limit_mb"))?;
         let polling = raw.polling.check()?;
-        let heartbeat_interval = raw
-            .heartbeat_seconds
-            .map(|value| {
-                seconds(value, 0.001, 86_400.0).ok_or_else(|| {
-                    at("heartbeat_seconds")(format!(
-                        "must be more than 0 and at most 86400; got {value}. Leave it out for no automatic heartbeats"
-                    ))
-                })
-            })
-            .transpose()?;
+        let heartbeat_interval = resolve_heartbeat(raw.heartbeat_seconds)?;
         let cancel_grace = seconds_within(raw.cancel_grace_seconds, 0.0, 3600.0)
             .map_err(at("cancel_grace_seconds"))?;
-        let handler = HandlerSource::parse(&raw.handler, base).map_err(at("handler"))?;
-        let sha256 = optional(raw.sha256.as_deref(), "sha256", parse_pin)?;
-        let source_poll = seconds_within(raw.source_poll_seconds.unwrap_or(30.0), 1.0, 86_400.0)
-            .map_err(at("source_poll_seconds"))?;
-        let handler_max_mb =
-            within(raw.handler_max_mb.unwrap_or(256), 1..=4096).map_err(at("handler_max_mb"))?;
-        let rollout = raw
-            .rollout
-            .as_ref()
-            .map(RolloutConfig::resolve)
-            .transpose()
-            .map_err(|(name, message)| (format!("rollout.{name}"), message))?;
+        let handler = HandlerKeys::resolve(&raw, base)?;
         let record = RecordConfig::resolve(&raw, base)?;
-        let grants = super::grants::resolve(
-            &RawGrants {
-                allowed_outbound_hosts: &raw.allowed_outbound_hosts,
-                env: &raw.env,
-                dir: &raw.dir,
-                outbound: &raw.outbound,
-                aws: raw.aws.as_ref(),
-                host_aws,
-            },
-            base,
-        )?;
+        let grants = resolve_grants(&raw, base, host_aws)?;
         let progress = raw
             .progress
             .as_ref()
@@ -270,11 +223,11 @@ impl ActivityConfig {
             .transpose()?;
         Ok(Self {
             arn,
-            handler,
-            sha256,
-            source_poll,
-            handler_max_bytes: handler_max_mb << 20,
-            rollout,
+            handler: handler.handler,
+            sha256: handler.sha256,
+            source_poll: handler.source_poll,
+            handler_max_bytes: handler.handler_max_bytes,
+            rollout: handler.rollout,
             record,
             pollers,
             max_concurrent_tasks,
@@ -289,6 +242,100 @@ impl ActivityConfig {
             grants,
             progress,
             idempotency,
+        })
+    }
+}
+
+/// Checks `workers`, `pollers`, `max_concurrent_tasks` and `max_tasks_per_second`: the
+/// pollers and the task slots, each `workers` unless set.
+fn resolve_slots(raw: &RawActivity) -> Result<(u32, u32), Problem> {
+    within(raw.workers, 1..=MAX_POLLERS).map_err(at("workers"))?;
+    let pollers = raw.pollers.unwrap_or(raw.workers);
+    within(pollers, 1..=MAX_POLLERS).map_err(|message| {
+        at("pollers")(format!(
+            "{message} (Step Functions allows at most 1000 pollers per activity)"
+        ))
+    })?;
+    let max_concurrent_tasks = raw.max_concurrent_tasks.unwrap_or(raw.workers);
+    within(max_concurrent_tasks, 1..=1_000_000).map_err(at("max_concurrent_tasks"))?;
+    if let Some(rate) = raw.max_tasks_per_second {
+        within(rate, 0.01..=100_000.0).map_err(at("max_tasks_per_second"))?;
+    }
+    Ok((pollers, max_concurrent_tasks))
+}
+
+/// Checks `task_timeout_seconds`: more than 0, at most a year.
+fn resolve_task_timeout(value: f64) -> Result<Duration, Problem> {
+    seconds(value, 0.001, 31_536_000.0).ok_or_else(|| {
+        at("task_timeout_seconds")(format!(
+            "must be more than 0 and at most 31536000 (a year); got {value}"
+        ))
+    })
+}
+
+/// Checks `heartbeat_seconds`; `None` when it is left out (no automatic heartbeats).
+fn resolve_heartbeat(value: Option<f64>) -> Result<Option<Duration>, Problem> {
+    value
+        .map(|value| {
+            seconds(value, 0.001, 86_400.0).ok_or_else(|| {
+                at("heartbeat_seconds")(format!(
+                    "must be more than 0 and at most 86400; got {value}. Leave it out for no automatic heartbeats"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// Checks the grants keys of an `[[activity]]` (see [`super::grants`]).
+fn resolve_grants(
+    raw: &RawActivity,
+    base: &Path,
+    host_aws: &AwsConfig,
+) -> Result<GrantsConfig, Problem> {
+    super::grants::resolve(
+        &RawGrants {
+            allowed_outbound_hosts: &raw.allowed_outbound_hosts,
+            env: &raw.env,
+            dir: &raw.dir,
+            outbound: &raw.outbound,
+            aws: raw.aws.as_ref(),
+            host_aws,
+        },
+        base,
+    )
+}
+
+/// The keys that say where the handler comes from and how a new version comes in.
+struct HandlerKeys {
+    handler: HandlerSource,
+    sha256: Option<String>,
+    source_poll: Duration,
+    handler_max_bytes: u64,
+    rollout: Option<RolloutConfig>,
+}
+
+impl HandlerKeys {
+    /// Checks `handler`, `sha256`, `source_poll_seconds`, `handler_max_mb` and
+    /// `[activity.rollout]`, in that order.
+    fn resolve(raw: &RawActivity, base: &Path) -> Result<Self, Problem> {
+        let handler = HandlerSource::parse(&raw.handler, base).map_err(at("handler"))?;
+        let sha256 = optional(raw.sha256.as_deref(), "sha256", parse_pin)?;
+        let source_poll = seconds_within(raw.source_poll_seconds.unwrap_or(30.0), 1.0, 86_400.0)
+            .map_err(at("source_poll_seconds"))?;
+        let handler_max_mb =
+            within(raw.handler_max_mb.unwrap_or(256), 1..=4096).map_err(at("handler_max_mb"))?;
+        let rollout = raw
+            .rollout
+            .as_ref()
+            .map(RolloutConfig::resolve)
+            .transpose()
+            .map_err(|(name, message)| (format!("rollout.{name}"), message))?;
+        Ok(Self {
+            handler,
+            sha256,
+            source_poll,
+            handler_max_bytes: handler_max_mb << 20,
+            rollout,
         })
     }
 }

@@ -91,63 +91,101 @@ pub(super) struct RawGrants<'a> {
 /// Checks and resolves an activity's grants; on error, the key under the activity and
 /// the message.
 pub(super) fn resolve(activity: &RawGrants<'_>, base: &Path) -> Result<GrantsConfig, Problem> {
-    let mut allowed_outbound_hosts = Vec::with_capacity(activity.allowed_outbound_hosts.len());
-    for (index, entry) in activity.allowed_outbound_hosts.iter().enumerate() {
+    let allowed_outbound_hosts = resolve_allowed_hosts(activity.allowed_outbound_hosts)?;
+    let env = resolve_env(activity.env)?;
+    let dirs = resolve_dirs(activity.dir, base)?;
+    let (limits, ca_file) = resolve_outbound(activity.outbound, base)?;
+    let aws = activity
+        .aws
+        .map(|raw| resolve_aws(raw, activity.host_aws))
+        .transpose()?;
+
+    Ok(GrantsConfig {
+        allowed_outbound_hosts,
+        env,
+        dirs,
+        outbound: limits,
+        ca_file,
+        aws,
+    })
+}
+
+/// Parses `allowed_outbound_hosts`, each entry keyed by its index.
+fn resolve_allowed_hosts(entries: &[String]) -> Result<Vec<AllowedHost>, Problem> {
+    let mut allowed_outbound_hosts = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
         let entry = AllowedHost::parse(entry)
             .map_err(|message| (format!("allowed_outbound_hosts[{index}]"), message))?;
         allowed_outbound_hosts.push(entry);
     }
+    Ok(allowed_outbound_hosts)
+}
 
-    let mut env = Vec::with_capacity(activity.env.len());
-    for (name, value) in activity.env {
-        let key = format!("env.{name}");
-        if name.is_empty() || name.contains(['=', '\0']) {
-            return Err((
-                key,
-                "a variable name must be non-empty, without `=` or NUL".into(),
-            ));
-        }
-        let source = match value {
-            toml::Value::String(literal) => EnvSource::Literal(literal.clone()),
-            toml::Value::Table(table)
-                if table.len() == 1 && table.get("from_env").is_some_and(toml::Value::is_str) =>
-            {
-                let from = table["from_env"].as_str().unwrap_or_default().to_owned();
-                EnvSource::FromEnv(from)
-            }
-            toml::Value::Table(table)
-                if table.contains_key("from_secretsmanager") || table.contains_key("from_ssm") =>
-            {
-                EnvSource::Secret(secret(table).map_err(|message| (key.clone(), message))?)
-            }
-            _ => {
-                return Err((
-                    key,
-                    "must be a string (`NAME = \"value\"`), `{ from_env = \"HOST_VARIABLE\" }`, `{ from_secretsmanager = \"NAME_OR_ARN\" }` or `{ from_ssm = \"/PARAMETER\" }`"
-                        .into(),
-                ));
-            }
-        };
-        if let EnvSource::Literal(value) = &source
-            && value.contains('\0')
-        {
-            return Err((key, "a value cannot contain NUL".into()));
-        }
-        let var = EnvVar {
-            name: name.clone(),
-            source,
-        };
-        // Read now, so that a missing variable stops the host before it polls (secrets
-        // are read when the config is loaded, with the AWS settings).
-        if !matches!(var.source, EnvSource::Secret(_)) {
-            var.value(&SecretStore::default())
-                .map_err(|message| (key, message))?;
-        }
-        env.push(var);
+/// Resolves `[activity.env]`, in the table's order.
+fn resolve_env(table: &toml::Table) -> Result<Vec<EnvVar>, Problem> {
+    let mut env = Vec::with_capacity(table.len());
+    for (name, value) in table {
+        env.push(resolve_env_var(name, value)?);
     }
+    Ok(env)
+}
 
-    let mut dirs: Vec<DirGrant> = Vec::with_capacity(activity.dir.len());
-    for (index, dir) in activity.dir.iter().enumerate() {
+/// Resolves one `[activity.env]` variable, keyed `env.NAME`.
+fn resolve_env_var(name: &str, value: &toml::Value) -> Result<EnvVar, Problem> {
+    let key = format!("env.{name}");
+    if name.is_empty() || name.contains(['=', '\0']) {
+        return Err((
+            key,
+            "a variable name must be non-empty, without `=` or NUL".into(),
+        ));
+    }
+    let source = env_source(value).map_err(|message| (key.clone(), message))?;
+    if let EnvSource::Literal(value) = &source
+        && value.contains('\0')
+    {
+        return Err((key, "a value cannot contain NUL".into()));
+    }
+    let var = EnvVar {
+        name: name.to_owned(),
+        source,
+    };
+    // Read now, so that a missing variable stops the host before it polls (secrets
+    // are read when the config is loaded, with the AWS settings).
+    if !matches!(var.source, EnvSource::Secret(_)) {
+        var.value(&SecretStore::default())
+            .map_err(|message| (key, message))?;
+    }
+    Ok(var)
+}
+
+/// Where one `[activity.env]` variable's value comes from, as written: a literal, a host
+/// variable or a secret.
+fn env_source(value: &toml::Value) -> Result<EnvSource, String> {
+    match value {
+        toml::Value::String(literal) => Ok(EnvSource::Literal(literal.clone())),
+        toml::Value::Table(table)
+            if table.len() == 1 && table.get("from_env").is_some_and(toml::Value::is_str) =>
+        {
+            let from = table["from_env"].as_str().unwrap_or_default().to_owned();
+            Ok(EnvSource::FromEnv(from))
+        }
+        toml::Value::Table(table)
+            if table.contains_key("from_secretsmanager") || table.contains_key("from_ssm") =>
+        {
+            Ok(EnvSource::Secret(secret(table)?))
+        }
+        _ => Err(
+            "must be a string (`NAME = \"value\"`), `{ from_env = \"HOST_VARIABLE\" }`, `{ from_secretsmanager = \"NAME_OR_ARN\" }` or `{ from_ssm = \"/PARAMETER\" }`"
+                .into(),
+        ),
+    }
+}
+
+/// Resolves `[[activity.dir]]`: each host folder must exist (relative to `base`), and
+/// each guest path must be valid and granted once.
+fn resolve_dirs(raw_dirs: &[RawDir], base: &Path) -> Result<Vec<DirGrant>, Problem> {
+    let mut dirs: Vec<DirGrant> = Vec::with_capacity(raw_dirs.len());
+    for (index, dir) in raw_dirs.iter().enumerate() {
         let key = |name: &str| format!("dir[{index}].{name}");
         let host = base.join(&dir.host);
         if !host.is_dir() {
@@ -175,8 +213,14 @@ pub(super) fn resolve(activity: &RawGrants<'_>, base: &Path) -> Result<GrantsCon
             writable: dir.writable,
         });
     }
+    Ok(dirs)
+}
 
-    let raw = activity.outbound;
+/// Checks `[activity.outbound]`'s limits and reads its `ca_file` (relative to `base`).
+fn resolve_outbound(
+    raw: &RawOutbound,
+    base: &Path,
+) -> Result<(OutboundLimits, Option<PathBuf>), Problem> {
     let limits = OutboundLimits {
         max_requests: raw.max_requests,
         max_response_bytes: raw.max_response_bytes,
@@ -188,6 +232,22 @@ pub(super) fn resolve(activity: &RawGrants<'_>, base: &Path) -> Result<GrantsCon
         max_concurrent_requests: raw.max_concurrent_requests,
         max_request_buffer_bytes: raw.max_request_buffer_bytes,
     };
+    check_outbound_limits(&limits)?;
+    let ca_file = raw
+        .ca_file
+        .as_ref()
+        .map(|path| {
+            let path = base.join(path);
+            read_ca_file(&path)
+                .map(|_| path)
+                .map_err(|message| ("outbound.ca_file".to_owned(), message))
+        })
+        .transpose()?;
+    Ok((limits, ca_file))
+}
+
+/// Checks each `[activity.outbound]` limit against its range, keyed `outbound.NAME`.
+fn check_outbound_limits(limits: &OutboundLimits) -> Result<(), Problem> {
     within(limits.max_requests, 0..=1_000_000)
         .map_err(|message| ("outbound.max_requests".to_owned(), message))?;
     within(limits.max_response_bytes, 0..=1 << 40)
@@ -206,30 +266,7 @@ pub(super) fn resolve(activity: &RawGrants<'_>, base: &Path) -> Result<GrantsCon
         .map_err(|message| ("outbound.max_concurrent_requests".to_owned(), message))?;
     within(limits.max_request_buffer_bytes, 0..=1 << 30)
         .map_err(|message| ("outbound.max_request_buffer_bytes".to_owned(), message))?;
-    let ca_file = raw
-        .ca_file
-        .as_ref()
-        .map(|path| {
-            let path = base.join(path);
-            read_ca_file(&path)
-                .map(|_| path)
-                .map_err(|message| ("outbound.ca_file".to_owned(), message))
-        })
-        .transpose()?;
-
-    let aws = activity
-        .aws
-        .map(|raw| resolve_aws(raw, activity.host_aws))
-        .transpose()?;
-
-    Ok(GrantsConfig {
-        allowed_outbound_hosts,
-        env,
-        dirs,
-        outbound: limits,
-        ca_file,
-        aws,
-    })
+    Ok(())
 }
 
 /// A folder the host keeps for itself, as the config names it.

@@ -146,13 +146,7 @@ impl HostConfig {
         let grace = raw.shutdown_grace_seconds.unwrap_or(30.0);
         let shutdown_grace =
             seconds_within(grace, 0.0, 86_400.0).map_err(at("shutdown_grace_seconds"))?;
-        let worker_prefix = match raw.worker_prefix {
-            Some(prefix) if prefix.trim().is_empty() || prefix.len() > 64 => {
-                return Err(at("worker_prefix")("must be 1 to 64 characters".into()));
-            }
-            Some(prefix) => prefix,
-            None => gethostname::gethostname().to_string_lossy().into_owned(),
-        };
+        let worker_prefix = resolve_worker_prefix(raw.worker_prefix)?;
         let cache_dir = match (raw.cache.unwrap_or(true), raw.cache_dir) {
             (false, _) => None,
             (true, Some(dir)) => Some(base.join(dir)),
@@ -163,24 +157,7 @@ impl HostConfig {
         let retry = raw.answer_retry_seconds.unwrap_or(600.0);
         let answer_retry =
             seconds_within(retry, 0.0, 86_400.0).map_err(at("answer_retry_seconds"))?;
-        let outbox_dir = raw.outbox_dir.map(|dir| base.join(dir));
-        if let Some(dir) = &outbox_dir
-            && dir.exists()
-            && !dir.is_dir()
-        {
-            return Err(at("outbox_dir")(format!(
-                "{} is not a folder: name a folder on a durable volume (it is created if missing)",
-                dir.display()
-            )));
-        }
-        if raw.outbox_max_mb.is_some() && outbox_dir.is_none() {
-            return Err(at("outbox_max_mb")(
-                "bounds `outbox_dir`, which is not set: add `outbox_dir = \"DIR\"` or remove it"
-                    .into(),
-            ));
-        }
-        let outbox_max_mb =
-            within(raw.outbox_max_mb.unwrap_or(100), 1..=1 << 20).map_err(at("outbox_max_mb"))?;
+        let (outbox_dir, outbox_max_mb) = resolve_outbox(raw.outbox_dir, raw.outbox_max_mb, base)?;
         let admin_listen = optional(raw.admin_listen.as_deref(), "admin_listen", parse_listen)?;
         let admin_max_connections = within(
             raw.admin_max_connections
@@ -195,19 +172,7 @@ impl HostConfig {
         )?;
         let (otel_endpoint, otel_headers, otel_ca_file) = match raw.otel {
             None => (None, OtelHeaders::default(), None),
-            Some(otel) => {
-                let endpoint = check_otel_endpoint(&otel.endpoint).map_err(at("otel.endpoint"))?;
-                let headers = otel
-                    .headers
-                    .into_iter()
-                    .map(|(name, value)| check_header(name, value))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let ca_file = otel.ca_file.map(|path| base.join(path));
-                if let Some(path) = &ca_file {
-                    read_ca_file(path).map_err(at("otel.ca_file"))?;
-                }
-                (Some(endpoint), OtelHeaders(headers), ca_file)
-            }
+            Some(otel) => resolve_otel(otel, base)?,
         };
         Ok(Self {
             otel_endpoint,
@@ -227,6 +192,61 @@ impl HostConfig {
             admin_token,
         })
     }
+}
+
+/// `worker_prefix` as written, checked; by default the machine's host name.
+fn resolve_worker_prefix(prefix: Option<String>) -> Result<String, Problem> {
+    match prefix {
+        Some(prefix) if prefix.trim().is_empty() || prefix.len() > 64 => {
+            Err(at("worker_prefix")("must be 1 to 64 characters".into()))
+        }
+        Some(prefix) => Ok(prefix),
+        None => Ok(gethostname::gethostname().to_string_lossy().into_owned()),
+    }
+}
+
+/// Checks `outbox_dir` (relative to `base`) and `outbox_max_mb`, which bounds it: the
+/// folder, if any, and the bound in MiB.
+fn resolve_outbox(
+    dir: Option<PathBuf>,
+    max_mb: Option<u64>,
+    base: &Path,
+) -> Result<(Option<PathBuf>, u64), Problem> {
+    let outbox_dir = dir.map(|dir| base.join(dir));
+    if let Some(dir) = &outbox_dir
+        && dir.exists()
+        && !dir.is_dir()
+    {
+        return Err(at("outbox_dir")(format!(
+            "{} is not a folder: name a folder on a durable volume (it is created if missing)",
+            dir.display()
+        )));
+    }
+    if max_mb.is_some() && outbox_dir.is_none() {
+        return Err(at("outbox_max_mb")(
+            "bounds `outbox_dir`, which is not set: add `outbox_dir = \"DIR\"` or remove it".into(),
+        ));
+    }
+    let outbox_max_mb = within(max_mb.unwrap_or(100), 1..=1 << 20).map_err(at("outbox_max_mb"))?;
+    Ok((outbox_dir, outbox_max_mb))
+}
+
+/// Checks `[host.otel]`: the endpoint, its headers and its `ca_file` (relative to `base`).
+fn resolve_otel(
+    otel: RawOtel,
+    base: &Path,
+) -> Result<(Option<String>, OtelHeaders, Option<PathBuf>), Problem> {
+    let endpoint = check_otel_endpoint(&otel.endpoint).map_err(at("otel.endpoint"))?;
+    let headers = otel
+        .headers
+        .into_iter()
+        .map(|(name, value)| check_header(name, value))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ca_file = otel.ca_file.map(|path| base.join(path));
+    if let Some(path) = &ca_file {
+        read_ca_file(path).map_err(at("otel.ca_file"))?;
+    }
+    Ok((Some(endpoint), OtelHeaders(headers), ca_file))
 }
 
 /// Reads the bearer token from `path`: one line of visible ASCII (surrounding white space

@@ -76,30 +76,16 @@ fn judged_fields() -> Fields<'static> {
     }
 }
 
-#[test]
-fn each_event_has_its_name_level_and_fields() {
+/// One event, the name and level it logs at, and its fields.
+type Case = (Event, &'static str, Level, Fields<'static>);
+
+/// The worker's own events and its polls'.
+fn worker_cases() -> Vec<Case> {
     let worker = Fields {
         worker: Some("w:1"),
         ..Fields::default()
     };
-    let done = TaskDone {
-        outcome: TaskOutcome::HostFailure,
-        error: DoneError::Host(crate::outcome::FailureKind::Trap),
-        elapsed: Duration::from_millis(12),
-        cpu: Duration::from_micros(1234),
-        memory_peak_bytes: 65536,
-        log_lines_dropped: 7,
-        deduplicated: false,
-    };
-    let deduplicated = TaskDone {
-        deduplicated: true,
-        ..TaskDone::not_run(
-            TaskOutcome::Success,
-            DoneError::Guest,
-            Duration::from_millis(3),
-        )
-    };
-    let cases: Vec<(Event, &str, Level, Fields<'static>)> = vec![
+    vec![
         (
             worker_event(WorkerEvent::Starting),
             "worker:starting",
@@ -157,6 +143,12 @@ fn each_event_has_its_name_level_and_fields() {
                 ..worker.clone()
             },
         ),
+    ]
+}
+
+/// A task's arrival, start and heartbeats.
+fn task_start_cases() -> Vec<Case> {
+    vec![
         (
             task_event(TaskEvent::Received),
             "task:received",
@@ -185,6 +177,12 @@ fn each_event_has_its_name_level_and_fields() {
                 ..task_fields()
             },
         ),
+    ]
+}
+
+/// A task's answers, and Step Functions' refusal of one.
+fn task_answer_cases() -> Vec<Case> {
+    vec![
         (
             task_event(TaskEvent::Success {
                 attempts: 2,
@@ -238,6 +236,12 @@ fn each_event_has_its_name_level_and_fields() {
                 ..task_fields()
             },
         ),
+    ]
+}
+
+/// A task that ends without an answer of its own.
+fn task_end_cases() -> Vec<Case> {
+    vec![
         (
             task_event(TaskEvent::Undelivered {
                 reason: "r".into(),
@@ -264,6 +268,29 @@ fn each_event_has_its_name_level_and_fields() {
             Level::WARN,
             task_fields(),
         ),
+    ]
+}
+
+/// `task:done`, for a guest that ran and for an answer kept by idempotency key.
+fn task_done_cases() -> Vec<Case> {
+    let done = TaskDone {
+        outcome: TaskOutcome::HostFailure,
+        error: DoneError::Host(crate::outcome::FailureKind::Trap),
+        elapsed: Duration::from_millis(12),
+        cpu: Duration::from_micros(1234),
+        memory_peak_bytes: 65536,
+        log_lines_dropped: 7,
+        deduplicated: false,
+    };
+    let deduplicated = TaskDone {
+        deduplicated: true,
+        ..TaskDone::not_run(
+            TaskOutcome::Success,
+            DoneError::Guest,
+            Duration::from_millis(3),
+        )
+    };
+    vec![
         (
             task_event(TaskEvent::Done(done)),
             "task:done",
@@ -292,6 +319,12 @@ fn each_event_has_its_name_level_and_fields() {
                 ..task_fields()
             },
         ),
+    ]
+}
+
+/// A handler version loaded, swapped in or rejected.
+fn handler_version_cases() -> Vec<Case> {
+    vec![
         (
             handler_event(HandlerEvent::Loaded {
                 digest: Arc::from("d1"),
@@ -337,6 +370,12 @@ fn each_event_has_its_name_level_and_fields() {
                 ..Fields::default()
             },
         ),
+    ]
+}
+
+/// A canary, and its judgement.
+fn canary_cases() -> Vec<Case> {
+    vec![
         (
             handler_event(HandlerEvent::Canary {
                 old_digest: Arc::from("d1"),
@@ -376,7 +415,21 @@ fn each_event_has_its_name_level_and_fields() {
                 ..judged_fields()
             },
         ),
-    ];
+    ]
+}
+
+#[test]
+fn each_event_has_its_name_level_and_fields() {
+    let cases: Vec<Case> = [
+        worker_cases(),
+        task_start_cases(),
+        task_answer_cases(),
+        task_end_cases(),
+        task_done_cases(),
+        handler_version_cases(),
+        canary_cases(),
+    ]
+    .concat();
     let names: std::collections::BTreeSet<&str> = cases.iter().map(|case| case.1).collect();
     assert_eq!(names.len(), 25, "every event of the seed's and the host's");
     for (event, name, level, fields) in &cases {
