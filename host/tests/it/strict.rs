@@ -2,7 +2,8 @@
 //! starts beside LocalStack (`scripts/strict_aws.py`, moto) checks every SigV4 signature
 //! and evaluates identity policies as AWS does, and fronts LocalStack's Step Functions
 //! with the same checks. Each test runs the host as an IAM user whose policy is exactly
-//! the README's block for the feature (read from README.md, so the docs cannot drift),
+//! the book's block for the feature (read from `docs/src/permissions.md`, the chapter
+//! "Permissions (IAM)" the README points to, so the docs cannot drift),
 //! then one permission short, to see AWS's refusal reach the operator naming it.
 
 use std::path::{Path, PathBuf};
@@ -52,18 +53,28 @@ fn python() -> PathBuf {
     )
 }
 
-/// The README's IAM policy block `name` (after `<!-- iam-policy: NAME -->`), with each
-/// placeholder (`BUCKET`, `PREFIX`, `ACCOUNT`, ...) replaced as `substitutions` say.
+/// The chapter of the book that holds the IAM policy blocks ("Permissions (IAM)", which
+/// the README and the host's messages point to as "the README's ... policy").
+pub const PERMISSIONS: &str = "docs/src/permissions.md";
+
+/// The text of the book's permissions chapter ([`PERMISSIONS`]).
+fn permissions_chapter() -> String {
+    std::fs::read_to_string(workspace().join(PERMISSIONS))
+        .unwrap_or_else(|e| panic!("{PERMISSIONS}: {e}"))
+}
+
+/// The documented IAM policy block `name` (after `<!-- iam-policy: NAME -->` in
+/// [`PERMISSIONS`]), with each placeholder (`BUCKET`, `PREFIX`, `ACCOUNT`, ...) replaced
+/// as `substitutions` say.
 pub fn readme_policy(name: &str, substitutions: &[(&str, &str)]) -> String {
-    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
-    readme_policy_in(&readme, name, substitutions)
+    readme_policy_in(&permissions_chapter(), name, substitutions)
 }
 
 fn readme_policy_in(readme: &str, name: &str, substitutions: &[(&str, &str)]) -> String {
     let marker = format!("<!-- iam-policy: {name} -->");
     let at = readme
         .find(&marker)
-        .unwrap_or_else(|| panic!("README.md has no `{marker}` policy block"));
+        .unwrap_or_else(|| panic!("{PERMISSIONS} has no `{marker}` policy block"));
     let rest = readme[at + marker.len()..].trim_start();
     let body = rest
         .strip_prefix("```json\n")
@@ -388,7 +399,7 @@ fn s3_answers_as_aws_to_least_privilege_callers() {
         );
 
         // A read of an object carries no `s3:prefix`: a listing narrowed by a prefix
-        // condition is not counted (the strict reading the README's block avoids).
+        // condition is not counted (the strict reading the book's block avoids).
         let narrowed = user_with_policy(
             &json!({"Version": "2012-10-17", "Statement": [
                 {"Effect": "Allow", "Action": "s3:GetObject",
@@ -411,8 +422,8 @@ fn s3_answers_as_aws_to_least_privilege_callers() {
     });
 }
 
-/// The README's `activities` block for the activity named `name` (of LocalStack's
-/// account, through the strict front).
+/// The documented `activities` block ([`PERMISSIONS`]) for the activity named `name` (of
+/// LocalStack's account, through the strict front).
 fn activities_policy(name: &str) -> String {
     readme_policy(
         "activities",
@@ -453,7 +464,7 @@ fn strict_config(dir: &Path, arn: &str, handler: &str, extra: &str) -> PathBuf {
 
 /// AWS rules: `check --remote` asks `DescribeActivity` (states:DescribeActivity on the
 /// activity) and `HeadObject` of an S3 handler, which needs s3:GetObject, as the handler's
-/// read does. Under the README's `activities` + `s3-handlers` blocks it passes; without
+/// read does. Under the book's `activities` + `s3-handlers` blocks it passes; without
 /// s3:GetObject the handler cannot be read and the host says so, naming the key and
 /// AWS's `AccessDenied`.
 #[test]
@@ -507,7 +518,7 @@ fn check_remote_passes_under_the_readme_policy_and_fails_one_short() {
 
 /// AWS rules: `GetSecretValue` needs secretsmanager:GetSecretValue on the secret's ARN
 /// (random suffix included), `GetParameter` ssm:GetParameter on the parameter's ARN.
-/// Under the README's `secrets` block `check` resolves both; one short, it stops naming
+/// Under the book's `secrets` block `check` resolves both; one short, it stops naming
 /// the key and AWS's code, and never shows the value.
 #[test]
 fn secrets_resolve_under_the_readme_policy_and_fail_one_short() {
@@ -587,7 +598,7 @@ fn secrets_resolve_under_the_readme_policy_and_fail_one_short() {
 
 /// AWS rules: polling needs states:GetActivityTask on the activity, answering
 /// states:SendTaskSuccess/Failure on `*` (no resource-level permissions). `serve` under
-/// the README's `activities` block, through the strict front for LocalStack, answers
+/// the book's `activities` block, through the strict front for LocalStack, answers
 /// every task; without states:SendTaskSuccess the success is refused for good
 /// (`AccessDeniedException`, not retried) and the host's own failure, which it may send,
 /// names the permission.
@@ -674,10 +685,10 @@ fn readme_policies_are_found_and_substituted() {
         "secrets",
         "assume-role",
     ] {
-        let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+        let chapter = permissions_chapter();
         assert!(
-            readme.contains(&format!("<!-- iam-policy: {name} -->")),
-            "{name}"
+            chapter.contains(&format!("<!-- iam-policy: {name} -->")),
+            "{PERMISSIONS}: {name}"
         );
     }
 }
@@ -691,7 +702,7 @@ fn answer_name(activity: &str, key: &str) -> String {
     )
 }
 
-/// AWS rules: without `s3:ListBucket` a read of a missing key is 403, and the README's
+/// AWS rules: without `s3:ListBucket` a read of a missing key is 403, and the book's
 /// `idempotency-store` block grants only s3:GetObject and s3:PutObject. Under it (with
 /// `activities`), through the strict front: 20 concurrent tasks of one key run the guest
 /// once; 20 of a key whose claim's host died (an expired claim), and 20 of a key whose
@@ -772,7 +783,7 @@ fn twenty_tasks_of_one_key_run_the_guest_once_under_the_readme_policy() {
     served.terminate();
 }
 
-/// AWS rules, as `check --remote` meets them: under the README's `idempotency-store` and
+/// AWS rules, as `check --remote` meets them: under the book's `idempotency-store` and
 /// `progress-store` blocks both S3 stores pass the probe (a conditional create, a read and
 /// a conditional replace; a read of a missing checkpoint, a write and a delete); one
 /// permission short, the host names the permission and the store's key.
@@ -878,7 +889,7 @@ print(json.dumps(role["Arn"]))
 }
 
 /// AWS rules for what the host signs for a guest (`[activity.aws]` with `role_arn`): the
-/// host assumes the role with its own credentials (the README's `assume-role` block, with
+/// host assumes the role with its own credentials (the book's `assume-role` block, with
 /// `activities`), and signs the guest's S3 request with the role's; the signature and the
 /// role's policy are checked. Without sts:AssumeRole the guest's request is not signed
 /// with anything and does not reach S3 as the role.
@@ -939,7 +950,7 @@ fn a_guests_request_is_signed_with_the_assumed_role_under_the_readme_policy() {
 
 /// AWS rules for `[activity.progress]` in S3: a task's first `last-checkpoint` reads a key
 /// that is not there, which S3 answers with 404 only to credentials with s3:ListBucket on
-/// the bucket. Under the README's `progress-store` block (with `activities`), a task that
+/// the bucket. Under the book's `progress-store` block (with `activities`), a task that
 /// traps halfway resumes from its checkpoint and nothing is refused; without
 /// s3:ListBucket the first read is refused (the retry still resumes, from the checkpoint
 /// it can read) and the warning names the permission.
