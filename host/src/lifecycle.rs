@@ -443,10 +443,10 @@ fn judges_the_handler(outcome: TaskOutcome, by: Option<Answerer>) -> bool {
 }
 
 /// What to add to a store error a user reads: S3's `AccessDenied` names a permission the
-/// host's credentials lack (the README's policy for the store says which).
+/// host's credentials lack (the store's policy in docs/src/permissions.md says which).
 fn permission_hint(err: &crate::store::StoreError) -> &'static str {
     if err.code == "AccessDenied" || err.code == "Forbidden" {
-        " (the host's credentials need s3:GetObject and s3:PutObject on the store's prefix: see the README's `idempotency-store` policy; `check --remote` probes it)"
+        " (the host's credentials need s3:GetObject and s3:PutObject on the store's prefix: see the `idempotency-store` policy in docs/src/permissions.md; `check --remote` probes it)"
     } else {
         ""
     }

@@ -48,7 +48,7 @@ fn a_minimal_config_gets_the_defaults() {
     assert_eq!(activity.record, None);
     assert_eq!(config.host.shutdown_grace, Duration::from_secs(30));
     assert!(!config.host.worker_prefix.is_empty());
-    // The README's defaults, from a config with no [host] table at all.
+    // The documented defaults (docs/src/configuration.md), from a config with no [host] table at all.
     assert_eq!(config.host.cache_dir, default_cache_dir());
     assert!(
         config.host.cache_dir.is_some(),

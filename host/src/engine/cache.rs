@@ -29,7 +29,8 @@ use std::time::SystemTime;
 
 use ring::hmac;
 
-use super::{Digest, WasmEngine};
+use super::WasmEngine;
+use super::digest::Digest;
 use crate::store::FolderStore;
 
 /// The header of an entry of this format (the first, `SFNWASMC`, carried a bare

@@ -2,39 +2,16 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::ids::sha256_hex;
 use wasmtime::component::Component;
 
 use super::WasmEngine;
 use super::bindings::{v0_1, v0_2};
 use super::cache::ArtifactCache;
-use super::task::TaskState;
-
-/// The SHA-256 of a handler's `.wasm` bytes, in hex, which names a handler version in
-/// logs and events. Cheap to clone.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Digest(Arc<str>);
-
-impl Digest {
-    /// The digest of `bytes`.
-    pub fn of(bytes: &[u8]) -> Self {
-        Self(Arc::from(sha256_hex(bytes)))
-    }
-
-    /// The digest in lowercase hex.
-    pub fn hex(&self) -> &Arc<str> {
-        &self.0
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+use super::digest::Digest;
+use super::task::{HandlerPre, TaskReport, TaskRequest};
+use super::toolkit::AnswerSink;
 
 /// Why a handler could not be loaded. Each names the file and says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -175,41 +152,6 @@ impl WorldVersion {
 impl fmt::Display for WorldVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// A linked handler, by the world version it was built against.
-#[derive(Clone)]
-pub(super) enum HandlerPre {
-    V0_1(v0_1::HandlerPre<TaskState>),
-    V0_2(v0_2::HandlerPre<TaskState>),
-}
-
-impl HandlerPre {
-    /// Instantiates the handler in `store` and calls its `handle` with `task`, in the
-    /// types of the world it was built against.
-    pub(super) async fn handle(
-        &self,
-        store: &mut wasmtime::Store<TaskState>,
-        task: v0_2::sfn::activity::types::Task,
-    ) -> wasmtime::Result<Result<(), String>> {
-        match self {
-            HandlerPre::V0_2(pre) => {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance.call_handle(&mut *store, &task).await
-            }
-            HandlerPre::V0_1(pre) => {
-                let task = v0_1::sfn::activity::types::Task {
-                    input: task.input,
-                    activity_arn: task.activity_arn,
-                    worker_name: task.worker_name,
-                    task_id: task.task_id,
-                    deadline_ms: task.deadline_ms,
-                };
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance.call_handle(&mut *store, &task).await
-            }
-        }
     }
 }
 
@@ -414,6 +356,21 @@ impl Handler {
             HandlerPre::V0_1(_) => WorldVersion::V0_1,
             HandlerPre::V0_2(_) => WorldVersion::V0_2,
         }
+    }
+
+    /// Runs one task in a fresh instance and makes sure it gets an answer: the guest's,
+    /// through the toolkit, or else the host's failure, both handed to `sink`. Returns
+    /// when the guest has stopped; the answer may still be on its way.
+    ///
+    /// Never fails and never panics because of the guest or the input: every way a guest
+    /// can go wrong ends in the report.
+    pub async fn run(
+        &self,
+        engine: &WasmEngine,
+        request: TaskRequest,
+        sink: impl AnswerSink,
+    ) -> TaskReport {
+        super::task::run(self.pre(), engine, request, sink).await
     }
 
     pub(super) fn pre(&self) -> &HandlerPre {

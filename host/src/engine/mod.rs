@@ -12,6 +12,7 @@
 pub(crate) mod bindings;
 mod cache;
 mod cpu;
+mod digest;
 mod epoch;
 mod handler;
 mod limits;
@@ -23,8 +24,9 @@ use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use cache::{ArtifactCache, CacheError, DEFAULT_MAX_BYTES, OpenError};
+pub use digest::Digest;
 pub use epoch::{EpochTicker, Running, TICK};
-pub use handler::{CacheStatus, Digest, Handler, LoadError, LoadedHandler, WorldVersion};
+pub use handler::{CacheStatus, Handler, LoadError, LoadedHandler, WorldVersion};
 pub use limits::MemoryLimiter;
 pub use stdio::{GuestOutput, MAX_LINE_BYTES, MAX_LOGGED_BYTES, Stream};
 pub use task::{TaskLimits, TaskReport, TaskRequest};

@@ -9,12 +9,12 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::bindings::v0_2;
+use super::WasmEngine;
+use super::bindings::{v0_1, v0_2};
 use super::cpu;
 use super::limits::MemoryLimiter;
 use super::stdio::{GuestOutput, Stream};
 use super::toolkit::{AnswerSink, Toolkit};
-use super::{Handler, WasmEngine};
 use crate::budget::LineBudget;
 use crate::control::TaskControl;
 use crate::grants::Grants;
@@ -175,103 +175,129 @@ enum Interrupt {
     Shutdown,
 }
 
-impl Handler {
-    /// Runs one task in a fresh instance and makes sure it gets an answer: the guest's,
-    /// through the toolkit, or else the host's [`HostFailure`], both handed to `sink`.
-    /// Returns when the guest has stopped; the answer may still be on its way.
-    ///
-    /// Never fails and never panics because of the guest or the input: every way a guest
-    /// can go wrong ends in the report.
-    pub async fn run(
-        &self,
-        engine: &WasmEngine,
-        request: TaskRequest,
-        sink: impl AnswerSink,
-    ) -> TaskReport {
-        let started = Instant::now();
-        let sink: Arc<dyn AnswerSink> = Arc::new(sink);
+/// A linked handler, by the world version it was built against.
+#[derive(Clone)]
+pub(super) enum HandlerPre {
+    V0_1(v0_1::HandlerPre<TaskState>),
+    V0_2(v0_2::HandlerPre<TaskState>),
+}
 
-        if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(&request.input) {
-            let failure = HostFailure::InvalidInput(format!("the task input is not JSON: {err}"));
+impl HandlerPre {
+    /// Instantiates the handler in `store` and calls its `handle` with `task`, in the
+    /// types of the world it was built against.
+    pub(super) async fn handle(
+        &self,
+        store: &mut wasmtime::Store<TaskState>,
+        task: v0_2::sfn::activity::types::Task,
+    ) -> wasmtime::Result<Result<(), String>> {
+        match self {
+            HandlerPre::V0_2(pre) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.call_handle(&mut *store, &task).await
+            }
+            HandlerPre::V0_1(pre) => {
+                let task = v0_1::sfn::activity::types::Task {
+                    input: task.input,
+                    activity_arn: task.activity_arn,
+                    worker_name: task.worker_name,
+                    task_id: task.task_id,
+                    deadline_ms: task.deadline_ms,
+                };
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.call_handle(&mut *store, &task).await
+            }
+        }
+    }
+}
+
+/// Runs one task of the handler `pre` in a fresh instance (see `Handler::run`).
+pub(super) async fn run(
+    pre: &HandlerPre,
+    engine: &WasmEngine,
+    request: TaskRequest,
+    sink: impl AnswerSink,
+) -> TaskReport {
+    let started = Instant::now();
+    let sink: Arc<dyn AnswerSink> = Arc::new(sink);
+
+    if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(&request.input) {
+        let failure = HostFailure::InvalidInput(format!("the task input is not JSON: {err}"));
+        return finish(&sink, Some(failure), started, Usage::default());
+    }
+    let toolkit = Toolkit::new(sink.clone(), request.progress);
+
+    let task_id = request.task_id.clone();
+    // One rate limit for every log line the task causes: its output and the host's.
+    let lines = Arc::new(LineBudget::default());
+    let stdout = GuestOutput::new(Stream::Stdout, task_id.clone(), lines.clone());
+    let stderr = GuestOutput::new(Stream::Stderr, task_id.clone(), lines.clone());
+    let wasi = match wasi_ctx(&request.grants, &stdout, &stderr) {
+        Ok(wasi) => wasi,
+        Err(message) => {
+            let failure = HostFailure::Internal(message);
             return finish(&sink, Some(failure), started, Usage::default());
         }
-        let toolkit = Toolkit::new(sink.clone(), request.progress);
+    };
+    let outbound = OutboundTask::new(
+        request.grants.outbound().clone(),
+        request.activity_arn.clone(),
+        task_id,
+        lines.clone(),
+    );
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_RESOURCES);
+    let memory_bytes = usize::try_from(request.limits.memory_bytes).unwrap_or(usize::MAX);
+    let state = TaskState {
+        wasi,
+        table,
+        limiter: MemoryLimiter::new(memory_bytes),
+        toolkit,
+        http: http_ctx(),
+        outbound,
+    };
+    let _ticking = engine.running();
+    let mut store = Store::new(engine.wasmtime(), state);
+    store.limiter(|state| &mut state.limiter);
 
-        let task_id = request.task_id.clone();
-        // One rate limit for every log line the task causes: its output and the host's.
-        let lines = Arc::new(LineBudget::default());
-        let stdout = GuestOutput::new(Stream::Stdout, task_id.clone(), lines.clone());
-        let stderr = GuestOutput::new(Stream::Stderr, task_id.clone(), lines.clone());
-        let wasi = match wasi_ctx(&request.grants, &stdout, &stderr) {
-            Ok(wasi) => wasi,
-            Err(message) => {
-                let failure = HostFailure::Internal(message);
-                return finish(&sink, Some(failure), started, Usage::default());
-            }
-        };
-        let outbound = OutboundTask::new(
-            request.grants.outbound().clone(),
-            request.activity_arn.clone(),
-            task_id,
-            lines.clone(),
-        );
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(MAX_RESOURCES);
-        let memory_bytes = usize::try_from(request.limits.memory_bytes).unwrap_or(usize::MAX);
-        let state = TaskState {
-            wasi,
-            table,
-            limiter: MemoryLimiter::new(memory_bytes),
-            toolkit,
-            http: http_ctx(),
-            outbound,
-        };
-        let _ticking = engine.running();
-        let mut store = Store::new(engine.wasmtime(), state);
-        store.limiter(|state| &mut state.limiter);
+    let deadline = started + request.limits.timeout;
+    interrupt_at_ticks(&mut store, request.control.abort.clone(), deadline);
 
-        let deadline = started + request.limits.timeout;
-        interrupt_at_ticks(&mut store, request.control.abort.clone(), deadline);
+    let task = v0_2::sfn::activity::types::Task {
+        input: request.input,
+        activity_arn: request.activity_arn.to_string(),
+        worker_name: request.worker_name.to_string(),
+        task_id: request.task_id.to_string(),
+        deadline_ms: Some(u64::try_from(request.limits.timeout.as_millis()).unwrap_or(u64::MAX)),
+    };
+    let mut cpu = Duration::ZERO;
+    let outcome = {
+        let call = cpu::timed(pre.handle(&mut store, task), &mut cpu);
+        supervise(call, &request.control, &request.limits, deadline, &sink).await
+    };
 
-        let task = v0_2::sfn::activity::types::Task {
-            input: request.input,
-            activity_arn: request.activity_arn.to_string(),
-            worker_name: request.worker_name.to_string(),
-            task_id: request.task_id.to_string(),
-            deadline_ms: Some(
-                u64::try_from(request.limits.timeout.as_millis()).unwrap_or(u64::MAX),
-            ),
-        };
-        let mut cpu = Duration::ZERO;
-        let outcome = {
-            let call = cpu::timed(self.pre().handle(&mut store, task), &mut cpu);
-            supervise(call, &request.control, &request.limits, deadline, &sink).await
-        };
-
-        stdout.finish();
-        let stderr_tail = stderr.finish();
-        let TaskState { limiter, .. } = store.into_data();
-        let failure = match outcome {
-            Ok(Ok(())) => (!sink.answered()).then_some(HostFailure::NoResponse),
-            // Reported even after an answer: the answer stands, but the error is heard.
-            Ok(Err(mut message)) => {
-                truncate_utf16(&mut message, MAX_CAUSE_LEN);
-                Some(HostFailure::HandlerError(message))
-            }
-            Err(err) => Some(classify(
-                &err,
-                &limiter,
-                request.limits.timeout,
-                &stderr_tail,
-            )),
-        };
-        let usage = Usage {
-            cpu,
-            memory_peak_bytes: u64::try_from(limiter.peak_bytes()).unwrap_or(u64::MAX),
-            log_lines_dropped: lines.dropped(),
-        };
-        finish(&sink, failure, started, usage)
-    }
+    stdout.finish();
+    let stderr_tail = stderr.finish();
+    let TaskState { limiter, .. } = store.into_data();
+    let failure = match outcome {
+        Ok(Ok(())) => (!sink.answered()).then_some(HostFailure::NoResponse),
+        // Reported even after an answer: the answer stands, but the error is heard.
+        Ok(Err(mut message)) => {
+            truncate_utf16(&mut message, MAX_CAUSE_LEN);
+            Some(HostFailure::HandlerError(message))
+        }
+        Err(err) => Some(classify(
+            &err,
+            &limiter,
+            request.limits.timeout,
+            &stderr_tail,
+        )),
+    };
+    let usage = Usage {
+        cpu,
+        memory_peak_bytes: u64::try_from(limiter.peak_bytes()).unwrap_or(u64::MAX),
+        log_lines_dropped: lines.dropped(),
+    };
+    finish(&sink, failure, started, usage)
 }
 
 /// Checked on every epoch tick while guest code runs: the guest is interrupted once the

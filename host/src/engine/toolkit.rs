@@ -171,7 +171,7 @@ impl Host for Toolkit {
             Err(err) => {
                 // Not remembered: a later call may find the store back.
                 let hint = if err.code == "AccessDenied" || err.code == "Forbidden" {
-                    " (S3 answers a missing checkpoint with 403 to credentials without s3:ListBucket on the store's bucket: see the README's `progress-store` policy; `check --remote` probes it)"
+                    " (S3 answers a missing checkpoint with 403 to credentials without s3:ListBucket on the store's bucket: see the `progress-store` policy in docs/src/permissions.md; `check --remote` probes it)"
                 } else {
                     ""
                 };

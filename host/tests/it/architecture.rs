@@ -202,9 +202,68 @@ fn violations(edges: &Edges, layers: &BTreeMap<String, (u32, String)>, src: &Pat
     problems
 }
 
+/// The names right after `prefix` in `code`, including inside `prefix{a, b::c}` groups
+/// (top-level names of the group only).
+fn names_after(code: &str, prefix: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    for (at, _) in code.match_indices(prefix) {
+        let rest = &code[at + prefix.len()..];
+        let Some(group) = rest.strip_prefix('{') else {
+            let name = ident(rest);
+            if !name.is_empty() {
+                found.insert(name);
+            }
+            continue;
+        };
+        let (mut depth, mut start) = (0, true);
+        for (i, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => break,
+                '}' => depth -= 1,
+                ',' if depth == 0 => start = true,
+                c if start && (c.is_alphanumeric() || c == '_') => {
+                    found.insert(ident(&group[i..]));
+                    start = false;
+                }
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
+/// What a folder's `mod.rs` re-exports from its files: name → file (`pub use file::X`,
+/// `pub use file::{X, Y}`), so that a sibling naming `super::X` is seen to name `file`.
+fn reexports(mod_rs: &str, files: &BTreeSet<String>) -> BTreeMap<String, String> {
+    let mut names = BTreeMap::new();
+    for statement in mod_rs.split(';') {
+        let Some(at) = statement.find("use ") else {
+            continue;
+        };
+        let path = statement[at + "use ".len()..].trim();
+        let Some((file, rest)) = path.split_once("::") else {
+            continue;
+        };
+        if !files.contains(file) {
+            continue;
+        }
+        for name in names_after(&format!("::{rest}"), "::") {
+            names.insert(name, file.to_owned());
+        }
+    }
+    names
+}
+
 /// Circles among the files of one module folder: a file naming a sibling file through
-/// `super::NAME` or `crate::MODULE::NAME` (the folder's `mod.rs`, which declares them, is
-/// not a sibling). Each as `src/MODULE/a.rs → b, src/MODULE/b.rs → a`.
+/// `super::NAME` or `crate::MODULE::NAME`, or through a name the folder's `mod.rs`
+/// re-exports from it (`mod.rs`, which declares them, is not a sibling). Each as
+/// `src/MODULE/a.rs → b, src/MODULE/b.rs → a`.
 fn sibling_circles(src: &Path) -> Vec<String> {
     let mut problems = Vec::new();
     let mut folders: Vec<PathBuf> = std::fs::read_dir(src)
@@ -233,14 +292,22 @@ fn sibling_circles(src: &Path) -> Vec<String> {
                 files.insert(name.to_owned(), code_of(&text));
             }
         }
+        let mod_rs = std::fs::read_to_string(folder.join("mod.rs"))
+            .map(|text| code_of(&text))
+            .unwrap_or_default();
+        let stems: BTreeSet<String> = files.keys().cloned().collect();
+        let reexported = reexports(&mod_rs, &stems);
         let mut named: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (name, code) in &files {
+            let used: BTreeSet<String> = names_after(code, "super::")
+                .into_iter()
+                .chain(names_after(code, &format!("crate::{module}::")))
+                .collect();
             for sibling in files.keys().filter(|s| *s != name) {
-                let through = [
-                    format!("super::{sibling}::"),
-                    format!("crate::{module}::{sibling}::"),
-                ];
-                if through.iter().any(|path| code.contains(path.as_str())) {
+                let through_reexport = used
+                    .iter()
+                    .any(|used| reexported.get(used).is_some_and(|file| file == sibling));
+                if used.contains(sibling) || through_reexport {
                     named.entry(name).or_default().push(sibling);
                 }
             }
@@ -369,5 +436,37 @@ fn the_check_catches_a_circle_between_the_files_of_one_module() {
         "pub struct Target; // super::aws::Label\n",
     )
     .unwrap();
+    assert!(sibling_circles(&src).is_empty());
+}
+
+#[test]
+fn the_check_sees_a_circle_through_a_reexport() {
+    // `task.rs` names `Handler` through `mod.rs`'s re-export of `handler.rs`, which names
+    // `task.rs` directly: a circle the files' paths alone do not show.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("engine")).unwrap();
+    std::fs::write(
+        src.join("engine/mod.rs"),
+        "mod handler;\nmod task;\npub use handler::{Digest, Handler};\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("engine/handler.rs"),
+        "use super::task::TaskState;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("engine/task.rs"),
+        "use super::{Handler, WasmEngine};\n",
+    )
+    .unwrap();
+    assert_eq!(
+        sibling_circles(&src),
+        [
+            "an import circle inside engine: src/engine/handler.rs → task, src/engine/task.rs → handler"
+        ]
+    );
+    std::fs::write(src.join("engine/task.rs"), "use super::WasmEngine;\n").unwrap();
     assert!(sibling_circles(&src).is_empty());
 }
