@@ -42,24 +42,39 @@ pub async fn check(config: &Config) -> Vec<RemoteProblem> {
     let region = shared
         .region()
         .map_or_else(|| "no region".to_owned(), ToString::to_string);
+    if let Some(problem) = credentials_problem(&shared).await {
+        return vec![problem];
+    }
+    let mut problems = activity_problems(config, &region).await;
+    problems.extend(handler_object_problems(config).await);
+    problems.extend(store_problems(config).await);
+    problems
+}
+
+/// Why the host's credential chain finds no credentials (within
+/// [`CREDENTIALS_TIMEOUT`]), if it finds none.
+async fn credentials_problem(shared: &aws_config::SdkConfig) -> Option<RemoteProblem> {
     let Some(provider) = shared.credentials_provider() else {
-        return vec![no_credentials(
+        return Some(no_credentials(
             "no credentials provider is configured".into(),
-        )];
+        ));
     };
     match tokio::time::timeout(CREDENTIALS_TIMEOUT, provider.provide_credentials()).await {
-        Ok(Ok(_)) => {}
+        Ok(Ok(_)) => None,
         Ok(Err(err)) => {
             tracing::debug!(error = %err, "no credentials");
-            return vec![no_credentials("the default chain found none".into())];
+            Some(no_credentials("the default chain found none".into()))
         }
-        Err(_) => {
-            return vec![no_credentials(format!(
-                "none found within {} s",
-                CREDENTIALS_TIMEOUT.as_secs()
-            ))];
-        }
+        Err(_) => Some(no_credentials(format!(
+            "none found within {} s",
+            CREDENTIALS_TIMEOUT.as_secs()
+        ))),
     }
+}
+
+/// `DescribeActivity` for each activity: one problem per activity that does not exist
+/// in `region` or cannot be described.
+async fn activity_problems(config: &Config, region: &str) -> Vec<RemoteProblem> {
     let mut problems = Vec::new();
     let sfn = AwsStepFunctions::new(&config.aws).await;
     for (index, activity) in config.activities.iter().enumerate() {
@@ -85,6 +100,13 @@ pub async fn check(config: &Config) -> Vec<RemoteProblem> {
             }),
         }
     }
+    problems
+}
+
+/// `HeadObject` for each S3 handler: one problem per object that cannot be read. The
+/// S3 client is made only when a handler is in S3.
+async fn handler_object_problems(config: &Config) -> Vec<RemoteProblem> {
+    let mut problems = Vec::new();
     let mut s3 = None;
     for (index, activity) in config.activities.iter().enumerate() {
         let HandlerSource::S3 { bucket, key } = &activity.handler else {
@@ -103,6 +125,13 @@ pub async fn check(config: &Config) -> Vec<RemoteProblem> {
             });
         }
     }
+    problems
+}
+
+/// A probe of each S3 store (idempotency, progress) with the calls its tasks make: one
+/// problem per store that refuses one.
+async fn store_problems(config: &Config) -> Vec<RemoteProblem> {
+    let mut problems = Vec::new();
     for (index, activity) in config.activities.iter().enumerate() {
         if let Some(idempotency) = &activity.idempotency
             && let StoreLocation::S3 { bucket, prefix } = &idempotency.store

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use sfn_wasm_host::outbound::AwsSigner;
+use sfn_wasm_host::config::Config;
+use sfn_wasm_host::load::Loaded;
+use sfn_wasm_host::outbound::{AwsGrant, AwsSigner};
 use sfn_wasm_host::{load, remote};
 
 use super::EXIT_USAGE;
@@ -37,16 +39,8 @@ pub fn run(args: CheckArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if args.remote {
-        // One line per problem, each naming its key; loading would only fail again on
-        // the same missing objects.
-        let problems = runtime.block_on(remote::check(&config));
-        for problem in &problems {
-            eprintln!("error: {}: {problem}", config.file.display());
-        }
-        if !problems.is_empty() {
-            return ExitCode::from(EXIT_USAGE);
-        }
+    if args.remote && !report_remote_problems(&runtime, &config) {
+        return ExitCode::from(EXIT_USAGE);
     }
     let loaded = match runtime.block_on(load::load(config)) {
         Ok(loaded) => loaded,
@@ -55,29 +49,37 @@ pub fn run(args: CheckArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    // An activity whose guests call AWS needs credentials (or its role) now, not at its
-    // first task.
+    if report_aws_credentials(&runtime, &loaded.config) > 0 {
+        return ExitCode::from(EXIT_USAGE);
+    }
+    print_activities(&loaded);
+    if args.remote {
+        println!("ok: AWS knows every activity and handler object, with these credentials");
+    }
+    ExitCode::SUCCESS
+}
+
+/// `--remote`: asks AWS about `config` and prints its problems; whether there were none.
+fn report_remote_problems(runtime: &tokio::runtime::Runtime, config: &Config) -> bool {
+    // One line per problem, each naming its key; loading would only fail again on
+    // the same missing objects.
+    let problems = runtime.block_on(remote::check(config));
+    for problem in &problems {
+        eprintln!("error: {}: {problem}", config.file.display());
+    }
+    problems.is_empty()
+}
+
+/// Fetches the credentials of every `[activity.aws]` grant and prints each activity
+/// that has none; how many those were. An activity whose guests call AWS needs
+/// credentials (or its role) now, not at its first task.
+fn report_aws_credentials(runtime: &tokio::runtime::Runtime, config: &Config) -> usize {
     let mut aws_problems = 0;
-    for (index, activity) in loaded.config.activities.iter().enumerate() {
+    for (index, activity) in config.activities.iter().enumerate() {
         let Some(grant) = &activity.grants.aws else {
             continue;
         };
-        let problem = match AwsSigner::new(grant.clone()) {
-            Ok(signer) => {
-                match runtime.block_on(async {
-                    tokio::time::timeout(AWS_CREDENTIALS_TIMEOUT, signer.credentials()).await
-                }) {
-                    Ok(Ok(_)) => None,
-                    Ok(Err(err)) => Some(err.to_string()),
-                    Err(_) => Some(format!(
-                        "no credentials within {} s",
-                        AWS_CREDENTIALS_TIMEOUT.as_secs()
-                    )),
-                }
-            }
-            Err(err) => Some(err),
-        };
-        if let Some(problem) = problem {
+        if let Some(problem) = aws_credentials_problem(runtime, grant) {
             aws_problems += 1;
             let what = match &grant.role_arn {
                 Some(_) => {
@@ -87,13 +89,34 @@ pub fn run(args: CheckArgs) -> ExitCode {
             };
             eprintln!(
                 "error: {}: `activity[{index}].aws`: {problem}; {what}",
-                loaded.config.file.display()
+                config.file.display()
             );
         }
     }
-    if aws_problems > 0 {
-        return ExitCode::from(EXIT_USAGE);
+    aws_problems
+}
+
+/// Why `grant` has no credentials (within [`AWS_CREDENTIALS_TIMEOUT`]), if it has none.
+fn aws_credentials_problem(runtime: &tokio::runtime::Runtime, grant: &AwsGrant) -> Option<String> {
+    match AwsSigner::new(grant.clone()) {
+        Ok(signer) => {
+            match runtime.block_on(async {
+                tokio::time::timeout(AWS_CREDENTIALS_TIMEOUT, signer.credentials()).await
+            }) {
+                Ok(Ok(_)) => None,
+                Ok(Err(err)) => Some(err.to_string()),
+                Err(_) => Some(format!(
+                    "no credentials within {} s",
+                    AWS_CREDENTIALS_TIMEOUT.as_secs()
+                )),
+            }
+        }
+        Err(err) => Some(err),
     }
+}
+
+/// Prints what would run: one `ok:` line per activity, with its grants and progress.
+fn print_activities(loaded: &Loaded) {
     for (activity, loaded_handler) in loaded.config.activities.iter().zip(&loaded.handlers) {
         let handler = &loaded_handler.handler;
         println!(
@@ -125,10 +148,6 @@ pub fn run(args: CheckArgs) -> ExitCode {
             );
         }
     }
-    if args.remote {
-        println!("ok: AWS knows every activity and handler object, with these credentials");
-    }
-    ExitCode::SUCCESS
 }
 
 /// How long `check` waits for an activity's AWS credentials (the chain's last resort,

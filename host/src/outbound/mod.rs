@@ -319,16 +319,7 @@ impl WasiHttpHooks for OutboundTask {
         // loop costs the host no more than `max_requests` of them, and one line for all
         // those past it.
         if let Some(why) = self.count_request() {
-            if std::mem::replace(&mut self.limit_logged, true) {
-                let refused =
-                    send::refuse(request, wasmtime_wasi_http::Error::ConnectionLimitReached);
-                return Box::new(async move { Err(refused.await) });
-            }
-            return self.deny(
-                request,
-                &why,
-                wasmtime_wasi_http::Error::ConnectionLimitReached,
-            );
+            return self.deny_over_limit(request, &why);
         }
         let uri = request.uri();
         let authority = uri
@@ -337,21 +328,7 @@ impl WasiHttpHooks for OutboundTask {
             .unwrap_or_default()
             .to_owned();
         let scheme_text = uri.scheme_str().unwrap_or("?").to_owned();
-        let target = uri
-            .authority()
-            .zip(uri.scheme_str())
-            .and_then(|(a, scheme)| {
-                let scheme = match scheme {
-                    "http" => Scheme::Http,
-                    "https" => Scheme::Https,
-                    _ => return None,
-                };
-                Some((
-                    scheme,
-                    a.host().to_owned(),
-                    a.port_u16().unwrap_or(scheme.default_port()),
-                ))
-            });
+        let target = request_target(uri);
         // An AWS endpoint (on its https port): signed by the host when granted. Read
         // only for an activity with a grant; a denial reads it again to name it.
         let aws = self
@@ -371,11 +348,7 @@ impl WasiHttpHooks for OutboundTask {
                 return self.deny(request, &why, wasmtime_wasi_http::Error::HttpRequestDenied);
             }
             let Some(permit) = self.permit() else {
-                return self.deny(
-                    request,
-                    &self.too_many_in_flight(),
-                    wasmtime_wasi_http::Error::ConnectionLimitReached,
-                );
+                return self.deny_in_flight(request);
             };
             return self.send_aws(request, endpoint.clone(), signer, options, permit);
         }
@@ -385,7 +358,7 @@ impl WasiHttpHooks for OutboundTask {
                 .find(*scheme, host, *port)
                 .map(|entry| (*scheme, host.clone(), *port, entry.is_literal()))
         });
-        let Some((scheme, host, port, literal)) = entry else {
+        let Some(allowed) = entry else {
             if let Some((endpoint, _)) = aws.or_else(|| aws_endpoint(target.as_ref()?)) {
                 return self.deny_aws(request, &endpoint);
             }
@@ -395,12 +368,68 @@ impl WasiHttpHooks for OutboundTask {
             );
             return self.deny(request, &why, wasmtime_wasi_http::Error::HttpRequestDenied);
         };
+        self.send_allowed(request, allowed, authority, options)
+    }
+}
+
+/// The `(scheme, host, port)` a request's URI names, when it has a host and its scheme
+/// is http or https (the port its scheme's when not written).
+fn request_target(uri: &http::Uri) -> Option<(Scheme, String, u16)> {
+    uri.authority()
+        .zip(uri.scheme_str())
+        .and_then(|(a, scheme)| {
+            let scheme = match scheme {
+                "http" => Scheme::Http,
+                "https" => Scheme::Https,
+                _ => return None,
+            };
+            Some((
+                scheme,
+                a.host().to_owned(),
+                a.port_u16().unwrap_or(scheme.default_port()),
+            ))
+        })
+}
+
+impl OutboundTask {
+    /// Refuses a request past `max_requests`: the first is logged (`why`), the ones
+    /// after it fail without a line.
+    fn deny_over_limit(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        why: &str,
+    ) -> SendFuture {
+        if std::mem::replace(&mut self.limit_logged, true) {
+            let refused = send::refuse(request, wasmtime_wasi_http::Error::ConnectionLimitReached);
+            return Box::new(async move { Err(refused.await) });
+        }
+        self.deny(
+            request,
+            why,
+            wasmtime_wasi_http::Error::ConnectionLimitReached,
+        )
+    }
+
+    /// Refuses a request while the task has `max_concurrent_requests` in flight.
+    fn deny_in_flight(&self, request: http::Request<wasmtime_wasi_http::WasiBody>) -> SendFuture {
+        self.deny(
+            request,
+            &self.too_many_in_flight(),
+            wasmtime_wasi_http::Error::ConnectionLimitReached,
+        )
+    }
+
+    /// Sends a request an allow-list entry matched (`(scheme, host, port, literal)`),
+    /// when the task has a place for it among its requests in flight.
+    fn send_allowed(
+        &self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        (scheme, host, port, literal): (Scheme, String, u16, bool),
+        authority: String,
+        options: Option<RequestOptions>,
+    ) -> SendFuture {
         let Some(permit) = self.permit() else {
-            return self.deny(
-                request,
-                &self.too_many_in_flight(),
-                wasmtime_wasi_http::Error::ConnectionLimitReached,
-            );
+            return self.deny_in_flight(request);
         };
         let target = send::Target {
             scheme,

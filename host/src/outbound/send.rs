@@ -5,7 +5,9 @@
 //! itself, so the address cannot be checked between DNS and connect; this does the
 //! same steps with the check in between.
 
-use std::net::{IpAddr, SocketAddr};
+mod connect;
+mod tls;
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,16 +18,19 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, WasiBody};
 
-use super::address::{Reach, may_connect};
+use super::address::Reach;
 use super::allow::Scheme;
 use super::pool::{Connection, Pool, PoolKey, idle_limit};
 use super::retry::{Replay, dead_connection, may_resend};
 use super::sockets::GuestSockets;
 use crate::budget::LineBudget;
+use connect::{connect_within, open};
+
+pub use tls::read_ca_file;
+pub(super) use tls::tls_connector_with;
+pub(crate) use tls::{tls_client_config, tls_connector};
 
 /// Bytes a task may still receive (response bodies) or have the host hold (request
 /// bodies read whole to be signed), shared by all its requests.
@@ -209,73 +214,6 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 type Response = http::Response<WasiBody>;
 type Driver = Box<dyn Future<Output = Result<(), Error>> + Send>;
 
-/// The TLS client configuration: Mozilla's roots (webpki-roots, so that a host needs no
-/// CA bundle of its own), ring, TLS 1.2 and 1.3.
-pub(crate) fn tls_connector() -> Result<tokio_rustls::TlsConnector, rustls::Error> {
-    tls_connector_with(Vec::new())
-}
-
-/// [`tls_connector`], also trusting `extra_roots` (an activity's `ca_file`).
-pub(super) fn tls_connector_with(
-    extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
-) -> Result<tokio_rustls::TlsConnector, rustls::Error> {
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(
-        tls_client_config(extra_roots)?,
-    )))
-}
-
-/// The host's TLS client settings: Mozilla's roots (webpki-roots) and `extra_roots` (a
-/// `ca_file`), ring, TLS 1.2 and 1.3. Every TLS client of the host (guests' outbound
-/// requests, the OTLP exporter) uses them.
-pub(crate) fn tls_client_config(
-    extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
-) -> Result<rustls::ClientConfig, rustls::Error> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    for root in extra_roots {
-        roots.add(root)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
-}
-
-/// Reads a PEM file of CA certificates (`ca_file`): every certificate in it, each one a
-/// root rustls accepts.
-///
-/// # Errors
-/// A message naming the file: unreadable, no certificate in it, or one rustls rejects.
-pub fn read_ca_file(
-    path: &std::path::Path,
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let bytes =
-        std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
-    let certificates = rustls::pki_types::CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| format!("{} is not PEM certificates: {err}", path.display()))?;
-    if certificates.is_empty() {
-        return Err(format!(
-            "{} holds no certificate: give a PEM file with -----BEGIN CERTIFICATE----- blocks",
-            path.display()
-        ));
-    }
-    let mut store = rustls::RootCertStore::empty();
-    for certificate in &certificates {
-        store.add(certificate.clone()).map_err(|err| {
-            format!(
-                "{} holds a certificate that cannot be a root: {err}",
-                path.display()
-            )
-        })?;
-    }
-    Ok(certificates)
-}
-
 /// Sends `request` to `target` on an idle connection of `pool` when one is kept, else
 /// on a new one; the response, and a future for wasmtime-wasi-http to await (the
 /// connection itself runs on its own task, so that it can outlive the request).
@@ -285,7 +223,7 @@ pub fn read_ca_file(
 /// the same first-byte deadline, the new connection made and checked as any other.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn send(
-    mut request: http::Request<WasiBody>,
+    request: http::Request<WasiBody>,
     target: Target,
     timeouts: Timeouts,
     budget: Arc<Budget>,
@@ -295,118 +233,29 @@ pub(super) async fn send(
     permit: tokio::sync::OwnedSemaphorePermit,
     sockets: GuestSockets,
 ) -> Result<(Response, Driver), Error> {
-    let mut log = RequestLog {
-        context,
-        authority: shown(&target.authority).into_owned(),
-        method: request.method().to_string(),
-        status: 0,
-        bytes: 0,
-        started: Instant::now(),
-    };
-
-    // The request line carries only the path: scheme and authority are for proxies.
-    let path = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    *request.uri_mut() = http::Uri::builder()
-        .path_and_query(path)
-        .build()
-        .map_err(|_| Error::HttpRequestUriInvalid)?;
-
+    let mut log = RequestLog::start(context, &target, &request);
+    let request = origin_form(request)?;
     let key = PoolKey {
         scheme: target.scheme,
         host: target.host.clone(),
         port: target.port,
         reach: target.reach,
     };
-    // A request that may be sent twice keeps its body here, to send it again while
-    // nothing of it is consumed.
-    let (mut request, replay) = if may_resend(request.method(), request.headers()) {
-        let (parts, body) = request.into_parts();
-        let replay = Replay::new(body);
-        let request = http::Request::from_parts(parts.clone(), replay.body());
-        (request, Some((replay, parts)))
-    } else {
-        (request, None)
+    let exchange = Exchange {
+        target: &target,
+        key: &key,
+        timeouts,
+        tls: &tls,
+        log: &log,
+        pool: &pool,
+        sockets: &sockets,
     };
-    // Set when the request was sent once and is sent again: the first-byte deadline
-    // of the first try, which the second keeps to.
-    let mut resent: Option<tokio::time::Instant> = None;
-    let (response, connection) = loop {
-        let kept = match resent {
-            Some(_) => None,
-            None => pool.take(&key).await,
-        };
-        let reused = kept.is_some();
-        let mut connection = match kept {
-            Some(connection) => connection,
-            // A request sent again keeps to the first try's deadline, connecting included.
-            None => match open(
-                &target,
-                &tls,
-                &log,
-                connect_within(timeouts.connect, resent),
-                &sockets,
-            )
-            .await
-            {
-                Ok(connection) => connection,
-                Err(err) => return Err(refuse(request, err).await),
-            },
-        };
-        let received = connection.received();
-        let deadline = resent.unwrap_or_else(|| tokio::time::Instant::now() + timeouts.first_byte);
-        let sent =
-            tokio::time::timeout_at(deadline, connection.sender.try_send_request(request)).await;
-        match sent {
-            Err(_) => return Err(Error::ConnectionReadTimeout),
-            Ok(Ok(response)) => break (response, connection),
-            Ok(Err(mut failed)) => {
-                // A kept connection the server closed meanwhile: the request was not
-                // sent, so it goes on a new one.
-                if reused && let Some(unsent) = failed.take_message() {
-                    request = unsent;
-                    continue;
-                }
-                // A kept connection dropped without a word (no FIN, or one that crossed
-                // the request): nothing of the response came, so the server did not act
-                // on it, or may act on it twice without harm.
-                if reused
-                    && resent.is_none()
-                    && connection.received() == received
-                    && dead_connection(failed.error())
-                    && let Some((replay, parts)) = replay.as_ref().filter(|(r, _)| r.replayable())
-                {
-                    tracing::debug!(
-                        event = "outbound:retry",
-                        activity = &*log.context.activity,
-                        task_id = &*log.context.task_id,
-                        authority = log.authority.as_str(),
-                        method = log.method.as_str(),
-                        error = %failed.error(),
-                        "outbound:retry: a kept connection failed before any response byte; sending the request again on a new connection"
-                    );
-                    resent = Some(deadline);
-                    request = http::Request::from_parts(parts.clone(), replay.body());
-                    continue;
-                }
-                return Err(super::codes::body_error(failed.error()));
-            }
-        }
-    };
-    drop(replay);
+    let (response, connection) = exchange.run(request).await?;
 
     log.status = response.status().as_u16();
     // Kept no longer than the server says it keeps it (`Keep-Alive: timeout=N`).
     let keep = idle_limit(pool.idle_for(), response.headers());
-    let declared = response
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > budget.remaining()) {
+    if declared_length(response.headers()).is_some_and(|length| length > budget.remaining()) {
         return Err(Error::HttpResponseBodySize(Some(budget.limit)));
     }
     let between_bytes = timeouts.between_bytes.max(Duration::from_millis(1));
@@ -427,110 +276,132 @@ pub(super) async fn send(
     Ok((response, driver))
 }
 
-/// Opens a connection to `target` (DNS, the address rules, TCP, TLS, HTTP/1.1) within
-/// `timeout` for each step, and runs it on a task of its own.
-async fn open(
-    target: &Target,
-    tls: &Option<tokio_rustls::TlsConnector>,
-    log: &RequestLog,
-    timeout: Duration,
-    sockets: &GuestSockets,
-) -> Result<Connection, Error> {
-    // Taken before the socket is: the host's own calls keep their reserve.
-    let Some(socket) = sockets.take() else {
-        if log.context.lines.take() {
-            tracing::warn!(
-                event = "outbound:denied",
-                activity = &*log.context.activity,
-                task_id = &*log.context.task_id,
-                authority = log.authority.as_str(),
-                limit = sockets.activity_limit(),
-                "outbound:denied: the activity's guests hold all {} connections they may have, or all guests the {} the host gives them (half its open-files limit)",
-                sockets.activity_limit(),
-                sockets.limit()
-            );
+/// `request` with a URI of its path and query only: the request line carries only the
+/// path, scheme and authority are for proxies.
+fn origin_form(mut request: http::Request<WasiBody>) -> Result<http::Request<WasiBody>, Error> {
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    *request.uri_mut() = http::Uri::builder()
+        .path_and_query(path)
+        .build()
+        .map_err(|_| Error::HttpRequestUriInvalid)?;
+    Ok(request)
+}
+
+/// The `Content-Length` a response declares, if it declares one that is a number.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// `request` ready to be sent and, when it may be sent twice ([`may_resend`]), its body
+/// kept in a [`Replay`] with its head: a request that may be sent twice keeps its body
+/// here, to send it again while nothing of it is consumed.
+fn with_replay(
+    request: http::Request<WasiBody>,
+) -> (
+    http::Request<WasiBody>,
+    Option<(Replay, http::request::Parts)>,
+) {
+    if may_resend(request.method(), request.headers()) {
+        let (parts, body) = request.into_parts();
+        let replay = Replay::new(body);
+        let request = http::Request::from_parts(parts.clone(), replay.body());
+        (request, Some((replay, parts)))
+    } else {
+        (request, None)
+    }
+}
+
+/// What sending one request to its response needs: where it goes, its timeouts, and
+/// the connections it may take or open.
+struct Exchange<'a> {
+    target: &'a Target,
+    key: &'a PoolKey,
+    timeouts: Timeouts,
+    tls: &'a Option<tokio_rustls::TlsConnector>,
+    log: &'a RequestLog,
+    pool: &'a Pool,
+    sockets: &'a GuestSockets,
+}
+
+impl Exchange<'_> {
+    /// Sends `request` on a kept connection or a new one, and again, once, on a new one
+    /// when a kept connection failed before any response byte; the response's head and
+    /// the connection it came on.
+    async fn run(
+        &self,
+        request: http::Request<WasiBody>,
+    ) -> Result<(http::Response<hyper::body::Incoming>, Connection), Error> {
+        let (mut request, replay) = with_replay(request);
+        // Set when the request was sent once and is sent again: the first-byte deadline
+        // of the first try, which the second keeps to.
+        let mut resent: Option<tokio::time::Instant> = None;
+        loop {
+            let kept = match resent {
+                Some(_) => None,
+                None => self.pool.take(self.key).await,
+            };
+            let reused = kept.is_some();
+            let mut connection = match kept {
+                Some(connection) => connection,
+                // A request sent again keeps to the first try's deadline, connecting included.
+                None => match self.open(resent).await {
+                    Ok(connection) => connection,
+                    Err(err) => return Err(refuse(request, err).await),
+                },
+            };
+            let received = connection.received();
+            let deadline =
+                resent.unwrap_or_else(|| tokio::time::Instant::now() + self.timeouts.first_byte);
+            let sent =
+                tokio::time::timeout_at(deadline, connection.sender.try_send_request(request))
+                    .await;
+            let mut failed = match sent {
+                Err(_) => return Err(Error::ConnectionReadTimeout),
+                Ok(Ok(response)) => return Ok((response, connection)),
+                Ok(Err(failed)) => failed,
+            };
+            // A kept connection the server closed meanwhile: the request was not
+            // sent, so it goes on a new one.
+            if reused && let Some(unsent) = failed.take_message() {
+                request = unsent;
+                continue;
+            }
+            // A kept connection dropped without a word (no FIN, or one that crossed
+            // the request): nothing of the response came, so the server did not act
+            // on it, or may act on it twice without harm.
+            if reused
+                && resent.is_none()
+                && connection.received() == received
+                && dead_connection(failed.error())
+                && let Some((replay, parts)) = replay.as_ref().filter(|(r, _)| r.replayable())
+            {
+                self.log.retrying(failed.error());
+                resent = Some(deadline);
+                request = http::Request::from_parts(parts.clone(), replay.body());
+                continue;
+            }
+            return Err(super::codes::body_error(failed.error()));
         }
-        return Err(Error::ConnectionLimitReached);
-    };
-    let stream = tokio::time::timeout(timeout, connect(target, tls, log, sockets))
+    }
+
+    /// A new connection to the target, within the connect timeout, or less when the
+    /// request is `resent` and its first try's deadline comes sooner.
+    async fn open(&self, resent: Option<tokio::time::Instant>) -> Result<Connection, Error> {
+        open(
+            self.target,
+            self.tls,
+            self.log,
+            connect_within(self.timeouts.connect, resent),
+            self.sockets,
+        )
         .await
-        .map_err(|_| Error::ConnectionTimeout)??;
-    let received = Arc::new(AtomicU64::new(0));
-    let (sender, connection) = tokio::time::timeout(
-        timeout,
-        hyper::client::conn::http1::handshake(TokioIo::new(Counted {
-            stream,
-            received: received.clone(),
-        })),
-    )
-    .await
-    .map_err(|_| Error::ConnectionTimeout)?
-    .map_err(Error::from)?;
-    // Ends when the last sender is dropped (closed idle, or not kept) or the server
-    // closes; its errors reach the request's response or body.
-    tokio::spawn(async move {
-        let _ = connection.await;
-        drop(socket);
-    });
-    Ok(Connection { sender, received })
-}
-
-/// How long a new connection may take: `connect`, or less when the request is sent again
-/// and its first try's `deadline` comes sooner.
-fn connect_within(connect: Duration, deadline: Option<tokio::time::Instant>) -> Duration {
-    deadline.map_or(connect, |deadline| {
-        connect.min(deadline.saturating_duration_since(tokio::time::Instant::now()))
-    })
-}
-
-/// A connection's stream, counting the bytes read from it: a request that failed with
-/// none read since it was sent had no byte of a response.
-struct Counted {
-    stream: Box<dyn Stream>,
-    received: Arc<AtomicU64>,
-}
-
-impl AsyncRead for Counted {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut self.stream).poll_read(cx, buf))?;
-        let read = (buf.filled().len() - before) as u64;
-        self.received.fetch_add(read, Ordering::Relaxed);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Counted {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -542,99 +413,6 @@ pub(super) async fn refuse(request: http::Request<WasiBody>, err: Error) -> Erro
     let mut body = request.into_body();
     while let Some(Ok(_)) = body.frame().await {}
     err
-}
-
-/// Resolves the target, keeps the addresses it may reach, connects to the first that
-/// answers, and adds TLS for https.
-async fn connect(
-    target: &Target,
-    tls: &Option<tokio_rustls::TlsConnector>,
-    log: &RequestLog,
-    sockets: &GuestSockets,
-) -> Result<Box<dyn Stream>, Error> {
-    let bare = target.host.trim_start_matches('[').trim_end_matches(']');
-    let addresses: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, target.port)],
-        Err(_) => sockets
-            .lookup(bare, target.port)
-            .await
-            .map_err(|err| Error::DnsError {
-                rcode: Some(err.to_string()),
-                info_code: None,
-            })?,
-    };
-    if addresses.is_empty() {
-        return Err(Error::DestinationNotFound);
-    }
-    let allowed: Vec<SocketAddr> = addresses
-        .iter()
-        .copied()
-        .filter(|address| may_connect(address.ip(), target.reach))
-        .collect();
-    if allowed.is_empty() {
-        let address = addresses[0].ip().to_string();
-        if !log.context.lines.take() {
-            return Err(Error::DestinationIpProhibited);
-        }
-        tracing::info!(
-            event = "outbound:denied",
-            activity = &*log.context.activity,
-            task_id = &*log.context.task_id,
-            authority = log.authority.as_str(),
-            address,
-            "outbound:denied: {} is at {address}, which guests may not reach{}",
-            log.authority,
-            match target.reach {
-                Reach::Literal => {
-                    " (link-local addresses, such as the instance metadata service, are never reachable)"
-                }
-                Reach::PrivateNetwork => {
-                    " (a private AWS endpoint may be private, never loopback or link-local)"
-                }
-                Reach::Public => {
-                    " (loopback, private and link-local addresses need an entry that names the IP or localhost)"
-                }
-            },
-        );
-        return Err(Error::DestinationIpProhibited);
-    }
-    let mut last_error = None;
-    let mut stream = None;
-    for address in allowed {
-        match TcpStream::connect(address).await {
-            Ok(connected) => {
-                stream = Some(connected);
-                break;
-            }
-            Err(err) => last_error = Some(err),
-        }
-    }
-    let Some(stream) = stream else {
-        return Err(match last_error {
-            Some(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
-                Error::ConnectionRefused
-            }
-            Some(err) => Error::Connect(err),
-            None => Error::DestinationUnavailable,
-        });
-    };
-    let _ = stream.set_nodelay(true);
-    match target.scheme {
-        Scheme::Http => Ok(Box::new(stream)),
-        Scheme::Https => {
-            let name = match bare.parse::<IpAddr>() {
-                Ok(ip) => rustls::pki_types::ServerName::IpAddress(ip.into()),
-                Err(_) => rustls::pki_types::ServerName::try_from(bare.to_owned())
-                    .map_err(|_| Error::HttpRequestUriInvalid)?,
-            };
-            // Set up whenever an https entry exists, which this request matched.
-            let Some(tls) = tls else {
-                return Err(Error::ConfigurationError);
-            };
-            let stream = tls.connect(name, stream).await.map_err(Error::Tls)?;
-            Ok(Box::new(stream))
-        }
-    }
 }
 
 /// A response body within the task's byte budget and read timeout. Logs the request
@@ -719,6 +497,34 @@ struct RequestLog {
     status: u16,
     bytes: u64,
     started: Instant,
+}
+
+impl RequestLog {
+    /// The line of `request` to `target`, timed from now.
+    fn start(context: LogContext, target: &Target, request: &http::Request<WasiBody>) -> Self {
+        Self {
+            context,
+            authority: shown(&target.authority).into_owned(),
+            method: request.method().to_string(),
+            status: 0,
+            bytes: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// `outbound:retry`: the request is sent again after a kept connection failed with
+    /// `error`.
+    fn retrying(&self, error: &hyper::Error) {
+        tracing::debug!(
+            event = "outbound:retry",
+            activity = &*self.context.activity,
+            task_id = &*self.context.task_id,
+            authority = self.authority.as_str(),
+            method = self.method.as_str(),
+            error = %error,
+            "outbound:retry: a kept connection failed before any response byte; sending the request again on a new connection"
+        );
+    }
 }
 
 impl Drop for RequestLog {

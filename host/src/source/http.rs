@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -64,58 +66,12 @@ impl HttpSource {
             message,
         };
         let uri: http::Uri = url.parse().map_err(|err| failed(format!("{err}")))?;
-        let https = uri.scheme_str() == Some("https");
         let host = uri
             .host()
             .ok_or_else(|| failed("no host".into()))?
             .to_owned();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let bare = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((bare.as_str(), port)))
-            .await
-            .map_err(|_| failed("connecting timed out".into()))?
-            .map_err(|err| failed(format!("cannot connect: {err}")))?;
-        let _ = tcp.set_nodelay(true);
-        let stream: Box<dyn Stream> = if https {
-            let name = rustls::pki_types::ServerName::try_from(bare.clone())
-                .map_err(|err| failed(format!("bad server name: {err}")))?;
-            Box::new(
-                self.tls
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|err| failed(format!("TLS: {err}")))?,
-            )
-        } else {
-            Box::new(tcp)
-        };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|err| failed(err.to_string()))?;
-        let driver = tokio::spawn(connection);
-
-        // `Host` is `host[:port]`: a URL's userinfo is not sent in it.
-        let authority = uri.authority().map_or(host.as_str(), |a| {
-            a.as_str().rsplit_once('@').map_or(a.as_str(), |(_, h)| h)
-        });
-        let mut request = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
-            .header(http::header::HOST, authority)
-            .header(
-                http::header::USER_AGENT,
-                concat!("sfn-wasm-host/", env!("CARGO_PKG_VERSION")),
-            );
-        match known.map(Tag::parse) {
-            Some(Tag::ETag(etag)) => request = request.header(http::header::IF_NONE_MATCH, etag),
-            Some(Tag::LastModified(date)) => {
-                request = request.header(http::header::IF_MODIFIED_SINCE, date);
-            }
-            None => {}
-        }
-        let request = request
-            .body(Empty::<bytes::Bytes>::new())
-            .map_err(|err| failed(err.to_string()))?;
+        let (mut sender, driver) = self.connect(&uri, &host).await.map_err(failed)?;
+        let request = conditional_get(&uri, &host, known).map_err(|err| failed(err.to_string()))?;
         let response = sender
             .send_request(request)
             .await
@@ -127,51 +83,140 @@ impl HttpSource {
         }
         if !status.is_success() {
             driver.abort();
-            let location = response
-                .headers()
-                .get(http::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .map(|to| {
-                    format!(
-                        " (to {}: redirects are not followed; configure the final URL)",
-                        redact_url(to)
-                    )
-                })
-                .unwrap_or_default();
+            let location = redirect_note(&response);
             return Err(failed(format!("status {status}{location}")));
         }
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v: &http::HeaderValue| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let tag = header(http::header::ETAG)
+        let tag = header(&response, http::header::ETAG)
             .map(|etag| format!("etag:{etag}"))
             .or_else(|| {
-                header(http::header::LAST_MODIFIED).map(|date| format!("last-modified:{date}"))
+                header(&response, http::header::LAST_MODIFIED)
+                    .map(|date| format!("last-modified:{date}"))
             });
-        let declared = header(http::header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+        let declared =
+            header(&response, http::header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|length| length > max_bytes) {
             driver.abort();
             return Err(too_large(&shown, max_bytes));
         }
-        let mut body = response.into_body();
-        let mut bytes = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|err| failed(format!("reading the body: {err}")))?;
-            if let Ok(chunk) = frame.into_data() {
-                if (bytes.len() + chunk.len()) as u64 > max_bytes {
-                    driver.abort();
-                    return Err(too_large(&shown, max_bytes));
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-        }
+        let bytes = read_body(response.into_body(), &driver, max_bytes, &shown).await?;
         driver.abort();
         Ok(Fetch::Fetched(Fetched { bytes, tag }))
     }
+
+    /// Connects to `uri`'s `host` (TLS for https) and starts HTTP/1.1 on it: the sender,
+    /// and the task that runs the connection. Why not, as a message.
+    async fn connect(
+        &self,
+        uri: &http::Uri,
+        host: &str,
+    ) -> Result<(SendRequest<Empty<Bytes>>, Driver), String> {
+        let https = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((bare.as_str(), port)))
+            .await
+            .map_err(|_| "connecting timed out".to_owned())?
+            .map_err(|err| format!("cannot connect: {err}"))?;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Stream> = if https {
+            let name = rustls::pki_types::ServerName::try_from(bare.clone())
+                .map_err(|err| format!("bad server name: {err}"))?;
+            Box::new(
+                self.tls
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|err| format!("TLS: {err}"))?,
+            )
+        } else {
+            Box::new(tcp)
+        };
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|err| err.to_string())?;
+        Ok((sender, tokio::spawn(connection)))
+    }
+}
+
+/// The task running a connection to a handler URL.
+type Driver = tokio::task::JoinHandle<hyper::Result<()>>;
+
+/// The GET of `uri`, conditional on `known` (the validator of the last fetch).
+fn conditional_get(
+    uri: &http::Uri,
+    host: &str,
+    known: Option<&str>,
+) -> Result<http::Request<Empty<Bytes>>, http::Error> {
+    // `Host` is `host[:port]`: a URL's userinfo is not sent in it.
+    let authority = uri.authority().map_or(host, |a| {
+        a.as_str().rsplit_once('@').map_or(a.as_str(), |(_, h)| h)
+    });
+    let mut request = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(http::header::HOST, authority)
+        .header(
+            http::header::USER_AGENT,
+            concat!("sfn-wasm-host/", env!("CARGO_PKG_VERSION")),
+        );
+    match known.map(Tag::parse) {
+        Some(Tag::ETag(etag)) => request = request.header(http::header::IF_NONE_MATCH, etag),
+        Some(Tag::LastModified(date)) => {
+            request = request.header(http::header::IF_MODIFIED_SINCE, date);
+        }
+        None => {}
+    }
+    request.body(Empty::<Bytes>::new())
+}
+
+/// A response header's value, when it is text.
+fn header<B>(response: &http::Response<B>, name: http::header::HeaderName) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v: &http::HeaderValue| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Where a redirect points, for the error that says it is not followed; empty when the
+/// response names no `Location`.
+fn redirect_note<B>(response: &http::Response<B>) -> String {
+    response
+        .headers()
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|to| {
+            format!(
+                " (to {}: redirects are not followed; configure the final URL)",
+                redact_url(to)
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// Reads a response body, at most `max_bytes` of it: past them, the connection's
+/// `driver` is stopped and the fetch fails as too large.
+async fn read_body(
+    mut body: hyper::body::Incoming,
+    driver: &Driver,
+    max_bytes: u64,
+    shown: &str,
+) -> Result<Vec<u8>, SourceError> {
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| SourceError::Http {
+            url: shown.to_owned(),
+            message: format!("reading the body: {err}"),
+        })?;
+        if let Ok(chunk) = frame.into_data() {
+            if (bytes.len() + chunk.len()) as u64 > max_bytes {
+                driver.abort();
+                return Err(too_large(shown, max_bytes));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+    Ok(bytes)
 }
 
 /// The validator kept from the last fetch.
