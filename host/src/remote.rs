@@ -179,7 +179,7 @@ fn objects(bucket: &str, prefix: &str) -> String {
 fn refused(call: &str, err: &StoreError, permission: &str, resource: &str) -> String {
     if err.code == "AccessDenied" || err.code == "Forbidden" {
         format!(
-            "{call} was refused ({err}): the host's credentials need {permission} on {resource} (see the README's Permissions)"
+            "{call} was refused ({err}): the host's credentials need {permission} on {resource} (see docs/src/permissions.md)"
         )
     } else {
         format!("{call} failed ({err}): check the bucket, `[aws]` and the credentials")
@@ -232,7 +232,7 @@ async fn probe_progress(
         Ok(_) => {}
         Err(err) if err.code == "AccessDenied" || err.code == "Forbidden" => {
             return Err(format!(
-                "a read of a missing checkpoint was refused ({err}), where it must read as missing: the host's credentials need s3:ListBucket on arn:aws:s3:::{bucket} and s3:GetObject on {resource} (see the README's `progress-store` policy)"
+                "a read of a missing checkpoint was refused ({err}), where it must read as missing: the host's credentials need s3:ListBucket on arn:aws:s3:::{bucket} and s3:GetObject on {resource} (see the `progress-store` policy in docs/src/permissions.md)"
             ));
         }
         Err(err) => return Err(refused("a read", &err, "s3:GetObject", &resource)),

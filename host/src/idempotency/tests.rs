@@ -1,0 +1,278 @@
+use super::*;
+use crate::store::{FolderStore, Versioned};
+use async_trait::async_trait;
+
+/// A folder store with S3's rules for credentials without `s3:ListBucket` (a read of
+/// a missing name is refused, 403 `AccessDenied`) that also pauses inside every call,
+/// so that concurrent attempts interleave at their worst.
+struct LeastPrivilege(FolderStore);
+
+fn denied() -> StoreError {
+    StoreError {
+        code: "AccessDenied".into(),
+        message: "Access Denied".into(),
+    }
+}
+
+async fn pause() {
+    tokio::time::sleep(Duration::from_millis(2)).await;
+}
+
+#[async_trait]
+impl Store for LeastPrivilege {
+    async fn read(&self, name: &str) -> Result<Option<Versioned>, StoreError> {
+        pause().await;
+        let found = self.0.read(name).await?;
+        pause().await;
+        found.map(Some).ok_or_else(denied)
+    }
+    async fn put(&self, name: &str, data: &[u8]) -> Result<(), StoreError> {
+        pause().await;
+        self.0.put(name, data).await
+    }
+    async fn put_if_absent(&self, name: &str, data: &[u8]) -> Result<Claimed, StoreError> {
+        pause().await;
+        self.0.put_if_absent(name, data).await
+    }
+    async fn put_if_match(
+        &self,
+        name: &str,
+        data: &[u8],
+        version: &Version,
+    ) -> Result<Claimed, StoreError> {
+        pause().await;
+        self.0.put_if_match(name, data, version).await
+    }
+    async fn delete(&self, _name: &str) -> Result<(), StoreError> {
+        // Least privilege leaves s3:DeleteObject out too.
+        Err(denied())
+    }
+}
+
+fn least_privilege(dir: &std::path::Path, claim_for: Duration) -> Arc<ActivityIdempotency> {
+    let store: Arc<dyn Store> = Arc::new(LeastPrivilege(FolderStore::open(dir).unwrap()));
+    Arc::new(ActivityIdempotency::new(
+        store,
+        "/orderId".into(),
+        Duration::from_secs(60),
+        claim_for,
+    ))
+}
+
+/// How many of `n` concurrent attempts with one key get to run.
+async fn runs_of(keys: &Arc<ActivityIdempotency>, input: &str, n: usize) -> Vec<Claim> {
+    let attempts: Vec<_> = (0..n)
+        .map(|_| {
+            let (keys, input) = (keys.clone(), input.to_owned());
+            tokio::spawn(async move { keys.look_up("arn:a", &input).await })
+        })
+        .collect();
+    let mut runs = Vec::new();
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Lookup::Run(claim) => runs.push(claim),
+            Lookup::Duplicate => {}
+            other => panic!("an attempt got {other:?}"),
+        }
+    }
+    runs
+}
+
+/// Under S3's rules without `s3:ListBucket`, 20 concurrent attempts of one key run the
+/// guest once; once that claim has expired (its host died), 20 more run it once again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_attempts_run_once_without_list_bucket_and_after_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = r#"{"orderId":"o-1"}"#;
+    let keys = least_privilege(dir.path(), Duration::from_secs(60));
+    let mut runs = runs_of(&keys, input, 20).await;
+    assert_eq!(runs.len(), 1, "one of 20 fresh attempts runs");
+    drop(runs.pop());
+    // The record expires: a claim whose host died (claims of no duration), an
+    // answer given back, an answer past its TTL. Each time, one of 20 takes it over.
+    let dead = least_privilege(dir.path(), Duration::ZERO);
+    let other = r#"{"orderId":"o-2"}"#;
+    let Lookup::Run(died) = dead.look_up("arn:a", other).await else {
+        panic!("runs");
+    };
+    drop(died);
+    assert_eq!(runs_of(&keys, other, 20).await.len(), 1, "a dead claim");
+    let given_back = r#"{"orderId":"o-3"}"#;
+    let Lookup::Run(claim) = keys.look_up("arn:a", given_back).await else {
+        panic!("runs");
+    };
+    assert_eq!(claim.settle(None).await.unwrap(), Settled::Done);
+    assert_eq!(runs_of(&keys, given_back, 20).await.len(), 1, "given back");
+    let old = r#"{"orderId":"o-4"}"#;
+    let short = Arc::new(ActivityIdempotency::new(
+        Arc::new(LeastPrivilege(FolderStore::open(dir.path()).unwrap())),
+        "/orderId".into(),
+        Duration::ZERO,
+        Duration::from_secs(60),
+    ));
+    let Lookup::Run(claim) = short.look_up("arn:a", old).await else {
+        panic!("runs");
+    };
+    claim
+        .settle(Some(&Answer::failure("E", "c")))
+        .await
+        .unwrap();
+    assert_eq!(
+        runs_of(&short, old, 20).await.len(),
+        1,
+        "an answer past its TTL"
+    );
+    // Live claims: one run, the others are duplicates; then its answer is stored.
+    let mut runs = runs_of(&keys, input, 20).await;
+    assert!(runs.is_empty(), "the first claim still holds the key");
+    let dir = tempfile::tempdir().unwrap();
+    let keys = least_privilege(dir.path(), Duration::from_secs(60));
+    runs = runs_of(&keys, input, 20).await;
+    assert_eq!(runs.len(), 1);
+    let answer = Answer::Success {
+        output: "{}".into(),
+    };
+    assert_eq!(
+        runs.pop().unwrap().settle(Some(&answer)).await.unwrap(),
+        Settled::Done
+    );
+    assert!(matches!(keys.look_up("arn:a", input).await, Lookup::Stored(a) if a == answer));
+}
+
+/// An attempt whose claim expired and was taken over changes nothing when it settles:
+/// the key stays with the attempt that holds it now.
+#[tokio::test]
+async fn settling_a_claim_taken_over_leaves_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = least_privilege(dir.path(), Duration::ZERO);
+    let input = r#"{"orderId":"o-1"}"#;
+    let Lookup::Run(first) = keys.look_up("arn:a", input).await else {
+        panic!("runs");
+    };
+    let Lookup::Run(second) = keys.look_up("arn:a", input).await else {
+        panic!("the expired claim is taken over");
+    };
+    let late = Answer::failure("Late", "from the first attempt");
+    assert_eq!(first.settle(Some(&late)).await.unwrap(), Settled::TakenOver);
+    let mine = Answer::Success {
+        output: r#"{"n":2}"#.into(),
+    };
+    assert_eq!(second.settle(Some(&mine)).await.unwrap(), Settled::Done);
+    assert!(matches!(keys.look_up("arn:a", input).await, Lookup::Stored(a) if a == mine));
+}
+
+#[tokio::test]
+async fn keys_are_json_values_type_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = idempotency(dir.path(), Duration::from_secs(60), Duration::from_secs(60));
+    let Lookup::Run(_number) = keys.look_up("arn:a", r#"{"orderId":1}"#).await else {
+        panic!("runs");
+    };
+    assert!(
+        matches!(
+            keys.look_up("arn:a", r#"{"orderId":"1"}"#).await,
+            Lookup::Run(_)
+        ),
+        "the string \"1\" is another key than the number 1"
+    );
+    // Members in another order are the same value.
+    let Lookup::Run(_object) = keys.look_up("arn:a", r#"{"orderId":{"a":1,"b":2}}"#).await
+    else {
+        panic!("runs");
+    };
+    assert!(matches!(
+        keys.look_up("arn:a", r#"{"orderId":{"b":2,"a":1}}"#).await,
+        Lookup::Duplicate
+    ));
+}
+
+#[tokio::test]
+async fn a_stored_answer_is_only_for_an_input_that_matches_where_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = idempotency(dir.path(), Duration::from_secs(60), Duration::from_secs(60))
+        .validating(vec!["/amount".into(), "/currency".into()]);
+    let input = r#"{"orderId":"o-1","amount":10,"currency":"EUR","note":"a"}"#;
+    let Lookup::Run(claim) = keys.look_up("arn:a", input).await else {
+        panic!("runs");
+    };
+    // While it runs, another input under the key is refused, not a duplicate.
+    let other = r#"{"orderId":"o-1","amount":11,"currency":"EUR"}"#;
+    assert!(
+        matches!(keys.look_up("arn:a", other).await, Lookup::Mismatch(p) if p == "/amount")
+    );
+    let answer = Answer::Success {
+        output: "{}".into(),
+    };
+    claim.settle(Some(&answer)).await.unwrap();
+    // What is not validated may differ.
+    let same = r#"{"orderId":"o-1","currency":"EUR","amount":10,"note":"b"}"#;
+    assert!(matches!(keys.look_up("arn:a", same).await, Lookup::Stored(a) if a == answer));
+    let both = r#"{"orderId":"o-1","amount":"10"}"#;
+    assert!(matches!(
+        keys.look_up("arn:a", both).await,
+        Lookup::Mismatch(p) if p == "/amount, /currency"
+    ));
+}
+
+fn idempotency(
+    dir: &std::path::Path,
+    ttl: Duration,
+    claim_for: Duration,
+) -> ActivityIdempotency {
+    let store: Arc<dyn Store> = Arc::new(FolderStore::open(dir).unwrap());
+    ActivityIdempotency::new(store, "/orderId".into(), ttl, claim_for)
+}
+
+#[tokio::test]
+async fn one_attempt_runs_per_key_and_later_ones_get_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = idempotency(dir.path(), Duration::from_secs(60), Duration::from_secs(60));
+    let input = r#"{"orderId":"o-1"}"#;
+    let Lookup::Run(claim) = keys.look_up("arn:a", input).await else {
+        panic!("the first attempt runs");
+    };
+    assert!(matches!(
+        keys.look_up("arn:a", input).await,
+        Lookup::Duplicate
+    ));
+    // Another activity, or another key, is another piece of work.
+    assert!(matches!(keys.look_up("arn:b", input).await, Lookup::Run(_)));
+    assert!(matches!(
+        keys.look_up("arn:a", r#"{"orderId":"o-2"}"#).await,
+        Lookup::Run(_)
+    ));
+    assert!(matches!(keys.look_up("arn:a", "{}").await, Lookup::NoKey));
+    let answer = Answer::Success {
+        output: r#"{"n":1}"#.into(),
+    };
+    claim.settle(Some(&answer)).await.unwrap();
+    let Lookup::Stored(stored) = keys.look_up("arn:a", input).await else {
+        panic!("a later attempt gets the stored answer");
+    };
+    assert_eq!(stored, answer);
+}
+
+#[tokio::test]
+async fn host_failures_give_the_key_back_and_dead_claims_and_old_answers_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = idempotency(dir.path(), Duration::ZERO, Duration::ZERO);
+    let input = r#"{"orderId":"o-1"}"#;
+    let Lookup::Run(claim) = keys.look_up("arn:a", input).await else {
+        panic!("runs");
+    };
+    assert_eq!(claim.settle(None).await.unwrap(), Settled::Done);
+    // Given back: the next attempt runs. Its claim expires at once (claim_for = 0),
+    // as one whose host died does, so the one after runs too.
+    let Lookup::Run(claim) = keys.look_up("arn:a", input).await else {
+        panic!("runs again");
+    };
+    let Lookup::Run(_) = keys.look_up("arn:a", input).await else {
+        panic!("an expired claim is taken over");
+    };
+    // An answer past its TTL (0 here) is not sent again.
+    claim
+        .settle(Some(&Answer::failure("E", "c")))
+        .await
+        .unwrap();
+    assert!(matches!(keys.look_up("arn:a", input).await, Lookup::Run(_)));
+}
