@@ -176,8 +176,7 @@ async fn keys_are_json_values_type_included() {
         "the string \"1\" is another key than the number 1"
     );
     // Members in another order are the same value.
-    let Lookup::Run(_object) = keys.look_up("arn:a", r#"{"orderId":{"a":1,"b":2}}"#).await
-    else {
+    let Lookup::Run(_object) = keys.look_up("arn:a", r#"{"orderId":{"a":1,"b":2}}"#).await else {
         panic!("runs");
     };
     assert!(matches!(
@@ -197,9 +196,7 @@ async fn a_stored_answer_is_only_for_an_input_that_matches_where_validated() {
     };
     // While it runs, another input under the key is refused, not a duplicate.
     let other = r#"{"orderId":"o-1","amount":11,"currency":"EUR"}"#;
-    assert!(
-        matches!(keys.look_up("arn:a", other).await, Lookup::Mismatch(p) if p == "/amount")
-    );
+    assert!(matches!(keys.look_up("arn:a", other).await, Lookup::Mismatch(p) if p == "/amount"));
     let answer = Answer::Success {
         output: "{}".into(),
     };
@@ -214,11 +211,7 @@ async fn a_stored_answer_is_only_for_an_input_that_matches_where_validated() {
     ));
 }
 
-fn idempotency(
-    dir: &std::path::Path,
-    ttl: Duration,
-    claim_for: Duration,
-) -> ActivityIdempotency {
+fn idempotency(dir: &std::path::Path, ttl: Duration, claim_for: Duration) -> ActivityIdempotency {
     let store: Arc<dyn Store> = Arc::new(FolderStore::open(dir).unwrap());
     ActivityIdempotency::new(store, "/orderId".into(), ttl, claim_for)
 }
