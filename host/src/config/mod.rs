@@ -13,6 +13,7 @@ mod activity;
 mod checks;
 mod grants;
 mod host;
+mod host_folders;
 mod progress;
 mod rollout;
 #[cfg(test)]
@@ -170,7 +171,7 @@ impl Config {
                 .map_err(|(name, message)| error(key(&name), message))?;
             activities.push(activity);
         }
-        grants::check_host_folders(&host, &activities)
+        host_folders::check_host_folders(&host, &activities)
             .map_err(|(key, message)| error(key, message))?;
         Ok(Self {
             file: file.to_owned(),
