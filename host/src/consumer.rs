@@ -7,11 +7,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ActivityConfig, Config};
 use crate::delivery::DeliveryOptions;
-use crate::engine::{LoadedHandler, TaskControl, WasmEngine};
+use crate::engine::{TaskControl, WasmEngine};
 use crate::events::{Emitter, Events, HandlerEvent};
 use crate::grants::{GrantError, Grants, GrantsSlot};
 use crate::idempotency::ActivityIdempotency;
 use crate::lifecycle::{ActivityShared, task_starts};
+use crate::load::LoadedActivity;
 use crate::outbound::GuestSockets;
 use crate::outbox::Outbox;
 use crate::pool::ActivityPoolManager;
@@ -79,6 +80,17 @@ pub enum ConsumerError {
         key: String,
         /// What is wrong.
         source: StoreError,
+    },
+    /// The loaded handlers are not one per activity of the config (a caller's mistake:
+    /// `load` gives exactly one each).
+    #[error("{}: {activities} activities but {handlers} loaded handlers; load the config with `load::load`, which loads one per activity", file.display())]
+    Handlers {
+        /// The config file.
+        file: std::path::PathBuf,
+        /// How many activities the config has.
+        activities: usize,
+        /// How many handlers were given.
+        handlers: usize,
     },
 }
 
@@ -152,8 +164,12 @@ impl Wiring<'_> {
         &self,
         index: usize,
         activity: &ActivityConfig,
-        loaded: LoadedHandler,
+        loaded: LoadedActivity,
     ) -> Result<WiredActivity, ConsumerError> {
+        let LoadedActivity {
+            handler: loaded,
+            source_tag,
+        } = loaded;
         let config = self.config;
         let share = self.sockets.for_activity(config.activities.len());
         let grants =
@@ -178,16 +194,7 @@ impl Wiring<'_> {
             activity.rollout,
             emitter.clone(),
         ));
-        let recorder = match &activity.record {
-            Some(record) => Some(Arc::new(Recorder::start(record).map_err(|source| {
-                ConsumerError::Record {
-                    file: config.file.clone(),
-                    index,
-                    source,
-                }
-            })?)),
-            None => None,
-        };
+        let recorder = self.recorder(index, activity)?;
         let idempotency = self.idempotency(index, activity)?;
         let shared = Arc::new(ActivityShared {
             arn: arn.clone(),
@@ -225,7 +232,7 @@ impl Wiring<'_> {
                 pin: activity.sha256.clone(),
                 max_bytes: activity.handler_max_bytes,
                 versions,
-                tag: None,
+                tag: source_tag,
                 emitter,
             },
             grants,
@@ -233,6 +240,23 @@ impl Wiring<'_> {
             recorder,
             idempotency,
         })
+    }
+
+    /// The activity's recorder (`record`), started.
+    fn recorder(
+        &self,
+        index: usize,
+        activity: &ActivityConfig,
+    ) -> Result<Option<Arc<Recorder>>, ConsumerError> {
+        let Some(record) = &activity.record else {
+            return Ok(None);
+        };
+        let recorder = Recorder::start(record).map_err(|source| ConsumerError::Record {
+            file: self.config.file.clone(),
+            index,
+            source,
+        })?;
+        Ok(Some(Arc::new(recorder)))
     }
 
     /// The activity's progress store (`[activity.progress]`), opened.
@@ -285,29 +309,29 @@ pub struct ShutdownReport {
 }
 
 impl ActivityConsumer {
-    /// One pool per activity of `config`; `handlers[i]` serves `config.activities[i]`.
+    /// One pool per activity of `config`; `activities[i]` (its loaded handler) serves
+    /// `config.activities[i]`.
     /// Emits `handler:loaded` for each. Must be called inside the tokio runtime that
     /// will run everything: polls, answers, heartbeats and the guests, which yield it at
     /// every epoch tick (see [`crate::engine`]).
     ///
     /// # Errors
     /// When an activity's grants cannot be resolved.
-    ///
-    /// # Panics
-    /// If `handlers` and `config.activities` differ in length (a programming error).
     pub fn new(
         config: &Config,
         engine: Arc<WasmEngine>,
-        handlers: Vec<LoadedHandler>,
+        activities: Vec<LoadedActivity>,
         sfn: Arc<dyn StepFunctions>,
         events: Events,
         secrets: Arc<SecretStore>,
     ) -> Result<Self, ConsumerError> {
-        assert_eq!(
-            handlers.len(),
-            config.activities.len(),
-            "one handler per activity"
-        );
+        if activities.len() != config.activities.len() {
+            return Err(ConsumerError::Handlers {
+                file: config.file.clone(),
+                activities: config.activities.len(),
+                handlers: activities.len(),
+            });
+        }
         let stop_polling = CancellationToken::new();
         let tasks = TaskControl::default();
         let give_up = CancellationToken::new();
@@ -329,8 +353,8 @@ impl ActivityConsumer {
             },
             outbox: outbox.clone(),
         };
-        let mut wired = Vec::with_capacity(handlers.len());
-        for (index, (activity, loaded)) in config.activities.iter().zip(handlers).enumerate() {
+        let mut wired = Vec::with_capacity(activities.len());
+        for (index, (activity, loaded)) in config.activities.iter().zip(activities).enumerate() {
             wired.push(wiring.activity(index, activity, loaded)?);
         }
         // Once the activities' idempotency stores are open: a recovered answer settles

@@ -25,13 +25,30 @@ pub struct Loaded {
     pub engine: Arc<WasmEngine>,
     /// The compile cache, for hot swaps.
     pub cache: Option<ArtifactCache>,
-    /// One handler per activity, in config order.
-    pub handlers: Vec<LoadedHandler>,
-    /// For S3 and HTTPS handlers, the ETag / Last-Modified of the version in `handlers`
-    /// (by activity index; missing or `None`: unknown, read again at the first poll).
-    pub source_tags: Vec<Option<String>>,
+    /// One per activity, in config order: its handler's first version and where it
+    /// came from.
+    pub activities: Vec<LoadedActivity>,
     /// The values of the activities' secrets (`from_secretsmanager`, `from_ssm`), read.
     pub secrets: Arc<SecretStore>,
+}
+
+/// One activity's handler as loaded: its first version, and what its source said of it.
+pub struct LoadedActivity {
+    /// The handler's first version.
+    pub handler: LoadedHandler,
+    /// For S3 and HTTPS handlers, the ETag / Last-Modified of that version (`None`:
+    /// unknown, read again at the source's first poll).
+    pub source_tag: Option<String>,
+}
+
+impl From<LoadedHandler> for LoadedActivity {
+    /// A handler with no source tag (a file, or a test's).
+    fn from(handler: LoadedHandler) -> Self {
+        Self {
+            handler,
+            source_tag: None,
+        }
+    }
 }
 
 /// Why loading stopped; each names the file and the key.
@@ -108,8 +125,7 @@ pub async fn load(config: Config) -> Result<Loaded, LoadingError> {
     };
     let secrets = Arc::new(SecretStore::new(config.aws.clone()));
     read_secrets(&config, &secrets).await?;
-    let mut handlers = Vec::with_capacity(config.activities.len());
-    let mut source_tags = Vec::with_capacity(config.activities.len());
+    let mut activities = Vec::with_capacity(config.activities.len());
     for (index, activity) in config.activities.iter().enumerate() {
         let error = |key: &'static str, message: String| LoadingError::Handler {
             file: config.file.clone(),
@@ -144,15 +160,16 @@ pub async fn load(config: Config) -> Result<Loaded, LoadingError> {
             PrepareError::Load(err) => error("handler", err.to_string()),
         })?;
         handler.elapsed = started.elapsed();
-        handlers.push(handler);
-        source_tags.push(tag);
+        activities.push(LoadedActivity {
+            handler,
+            source_tag: tag,
+        });
     }
     Ok(Loaded {
         config,
         engine: Arc::new(engine),
         cache,
-        handlers,
-        source_tags,
+        activities,
         secrets,
     })
 }

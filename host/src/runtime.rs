@@ -174,8 +174,7 @@ impl HostRuntime {
                     config,
                     engine,
                     cache,
-                    handlers,
-                    source_tags,
+                    activities,
                     secrets,
                 },
             sfn,
@@ -217,7 +216,7 @@ impl HostRuntime {
         let mut consumer = ActivityConsumer::new(
             &config,
             engine.clone(),
-            handlers,
+            activities,
             sfn,
             events.clone(),
             secrets,
@@ -229,10 +228,7 @@ impl HostRuntime {
             None => None,
         };
         let fetcher = start_fetcher(&config).await?;
-        let mut targets = consumer.take_reload_targets();
-        for (target, tag) in targets.iter_mut().zip(source_tags) {
-            target.tag = tag;
-        }
+        let targets = consumer.take_reload_targets();
         let reloader = Reloader::start(targets, engine, cache, fetcher)?;
         consumer.start();
         Ok(Self {

@@ -162,8 +162,7 @@ pub fn parts(
             config,
             engine,
             cache: None,
-            handlers: vec![handler],
-            source_tags: Vec::new(),
+            activities: vec![handler.into()],
             secrets: Arc::default(),
         },
         sfn,
@@ -182,7 +181,7 @@ pub fn consumer(
     sfn_wasm_host::consumer::ActivityConsumer::new(
         &parts.loaded.config,
         parts.loaded.engine,
-        parts.loaded.handlers,
+        parts.loaded.activities,
         parts.sfn,
         sfn_wasm_host::events::Events::default(),
         Arc::default(),

@@ -117,7 +117,8 @@ fn aws_credentials_problem(runtime: &tokio::runtime::Runtime, grant: &AwsGrant) 
 
 /// Prints what would run: one `ok:` line per activity, with its grants and progress.
 fn print_activities(loaded: &Loaded) {
-    for (activity, loaded_handler) in loaded.config.activities.iter().zip(&loaded.handlers) {
+    for (activity, loaded) in loaded.config.activities.iter().zip(&loaded.activities) {
+        let loaded_handler = &loaded.handler;
         let handler = &loaded_handler.handler;
         println!(
             "ok: {} -> {} (world sfn:activity@{}, sha256 {}, cache {}, loaded in {} ms; {} workers, {} tasks at once, {} MiB, {} s timeout)",

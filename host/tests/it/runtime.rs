@@ -76,7 +76,7 @@ impl<'a> Setup<'a> {
         let mut consumer = ActivityConsumer::new(
             &config,
             engine,
-            vec![handler],
+            vec![handler.into()],
             sfn,
             events,
             Default::default(),

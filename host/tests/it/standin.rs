@@ -42,7 +42,7 @@ async fn serve_with(standin: &StandIn, guest_name: &str, tasks: usize, extra: &s
     let mut consumer = ActivityConsumer::new(
         &config,
         engine,
-        vec![handler],
+        vec![handler.into()],
         sfn,
         events,
         Default::default(),
