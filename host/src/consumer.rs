@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ActivityConfig, Config};
+use crate::config::{ActivityConfig, Config, KeyPath};
 use crate::delivery::DeliveryOptions;
 use crate::engine::{TaskControl, WasmEngine};
 use crate::events::{Emitter, Events, HandlerEvent};
@@ -195,6 +195,9 @@ impl Wiring<'_> {
             emitter.clone(),
         ));
         let recorder = self.recorder(index, activity)?;
+        // Opened in the order the config's sections come: a config with two broken
+        // stores is told of the first.
+        let progress = self.progress(index, activity)?;
         let idempotency = self.idempotency(index, activity)?;
         let shared = Arc::new(ActivityShared {
             arn: arn.clone(),
@@ -214,7 +217,7 @@ impl Wiring<'_> {
                 usize::try_from(activity.max_concurrent_tasks).unwrap_or(usize::MAX),
             )),
             starts: activity.max_tasks_per_second.map(task_starts),
-            progress: self.progress(index, activity)?,
+            progress,
             idempotency: idempotency.clone(),
             outbox: self.outbox.clone(),
         });
@@ -268,9 +271,9 @@ impl Wiring<'_> {
         let Some(progress) = &activity.progress else {
             return Ok(None);
         };
-        let key = format!("activity[{index}].progress.store");
+        let key = KeyPath::activity(index).key("progress").key("store");
         Ok(Some(Arc::new(ActivityProgress::new(
-            open_store(&progress.store, self.config, &key)?,
+            open_store(&progress.store, self.config, key.as_str())?,
             progress.key.clone(),
             progress.keep_after_success,
         ))))
@@ -285,13 +288,13 @@ impl Wiring<'_> {
         let Some(idempotency) = &activity.idempotency else {
             return Ok(None);
         };
-        let key = format!("activity[{index}].idempotency.store");
+        let key = KeyPath::activity(index).key("idempotency").key("store");
         // A claim outlives the longest a task can take to be answered.
         let claim_ttl =
             activity.task_timeout + self.config.host.answer_retry + activity.cancel_grace;
         Ok(Some(Arc::new(
             ActivityIdempotency::new(
-                open_store(&idempotency.store, self.config, &key)?,
+                open_store(&idempotency.store, self.config, key.as_str())?,
                 idempotency.key.clone(),
                 idempotency.ttl,
                 claim_ttl,
@@ -316,7 +319,9 @@ impl ActivityConsumer {
     /// every epoch tick (see [`crate::engine`]).
     ///
     /// # Errors
-    /// When an activity's grants cannot be resolved.
+    /// [`ConsumerError`]: the outbox or an activity's progress or idempotency store
+    /// cannot be opened, its `record` folder cannot be used, its grants cannot be
+    /// resolved, or `activities` is not one per activity of `config`.
     pub fn new(
         config: &Config,
         engine: Arc<WasmEngine>,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use aws_sdk_sfn::config::ProvideCredentials;
 
 use crate::aws::sdk_config;
-use crate::config::Config;
+use crate::config::{Config, KeyPath};
 use crate::sfn::{AwsStepFunctions, NO_CREDENTIALS, SfnError};
 use crate::source::{HandlerSource, S3Source};
 use crate::store::{Claimed, S3Store, Store, StoreError, StoreLocation};
@@ -78,7 +78,7 @@ async fn activity_problems(config: &Config, region: &str) -> Vec<RemoteProblem> 
     let mut problems = Vec::new();
     let sfn = AwsStepFunctions::new(&config.aws).await;
     for (index, activity) in config.activities.iter().enumerate() {
-        let key = format!("activity[{index}].arn");
+        let key = KeyPath::activity(index).key("arn").to_string();
         match sfn.describe_activity(&activity.arn).await {
             Ok(()) => {}
             Err(SfnError::Rejected { code, .. }) if code == "ActivityDoesNotExist" => {
@@ -118,7 +118,7 @@ async fn handler_object_problems(config: &Config) -> Vec<RemoteProblem> {
         let Some(client) = &s3 else { continue };
         if let Err(said) = client.head(bucket, key).await {
             problems.push(RemoteProblem {
-                key: format!("activity[{index}].handler"),
+                key: KeyPath::activity(index).key("handler").into(),
                 message: format!(
                     "s3://{bucket}/{key} cannot be read ({said}): upload the handler there, or fix the bucket or key"
                 ),
@@ -139,7 +139,10 @@ async fn store_problems(config: &Config) -> Vec<RemoteProblem> {
             let store = S3Store::new(&config.aws, bucket, prefix);
             if let Err(message) = probe_claims(&store, bucket, prefix).await {
                 problems.push(RemoteProblem {
-                    key: format!("activity[{index}].idempotency.store"),
+                    key: KeyPath::activity(index)
+                        .key("idempotency")
+                        .key("store")
+                        .into(),
                     message,
                 });
             }
@@ -152,7 +155,7 @@ async fn store_problems(config: &Config) -> Vec<RemoteProblem> {
                 probe_progress(&store, bucket, prefix, !progress.keep_after_success).await
             {
                 problems.push(RemoteProblem {
-                    key: format!("activity[{index}].progress.store"),
+                    key: KeyPath::activity(index).key("progress").key("store").into(),
                     message,
                 });
             }

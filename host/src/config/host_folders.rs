@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::checks::{Problem, canonical};
-use super::{ActivityConfig, HostConfig};
+use super::{ActivityConfig, HostConfig, KeyPath};
 use crate::store::{FolderStore, StoreLocation};
 
 /// A folder the host keeps for itself, as the config names it.
@@ -61,7 +61,7 @@ fn host_folders(host: &HostConfig, activities: &[ActivityConfig]) -> Vec<HostFol
         );
     }
     for (index, activity) in activities.iter().enumerate() {
-        let key = |name: &str| format!("activity[{index}].{name}");
+        let key = |name: &str| String::from(KeyPath::activity(index).key(name));
         if let Some(file) = activity.handler.file() {
             if let Some(folder) = file.parent() {
                 add(key("handler"), "the handler", folder, false);
@@ -144,7 +144,7 @@ pub(super) fn check_host_folders(
                     format!("`{}`", folder.key)
                 };
                 return Err((
-                    format!("activity[{index}].dir[{number}]"),
+                    KeyPath::activity(index).item("dir", number).into(),
                     format!(
                         "{} {relation} {what}, {}, a folder the host keeps for itself ({}): no guest may reach it, not even read-only; grant a folder that neither contains nor lies inside it",
                         resolved(&grant.host, &granted),

@@ -14,6 +14,7 @@ mod checks;
 mod grants;
 mod host;
 mod host_folders;
+mod key;
 mod progress;
 mod rollout;
 #[cfg(test)]
@@ -30,6 +31,7 @@ pub use checks::canonical;
 pub use host::{
     HostConfig, LogFormat, OtelHeaders, check_otel_endpoint, default_cache_dir, parse_listen,
 };
+pub use key::KeyPath;
 pub use progress::{IdempotencyConfig, ProgressConfig};
 pub use rollout::RolloutConfig;
 
@@ -156,7 +158,7 @@ impl Config {
 
         let mut activities: Vec<ActivityConfig> = Vec::with_capacity(raw.activity.len());
         for (index, activity) in raw.activity.into_iter().enumerate() {
-            let key = |name: &str| format!("activity[{index}].{name}");
+            let key = |name: &str| String::from(KeyPath::activity(index).key(name));
             let arn =
                 ActivityArn::parse(&activity.arn).map_err(|message| error(key("arn"), message))?;
             if let Some(first) = activities.iter().position(|a| a.arn == arn) {

@@ -34,6 +34,8 @@ mod responder;
 mod tests;
 
 pub use responder::{Delivered, LocalResponder, Responder, TaskError};
+// Where the heartbeat calls' type lived before it moved to `outcome` (events name it too).
+pub use crate::outcome::HeartbeatSource;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -46,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::TaskControl;
 use crate::engine::AnswerSink;
-use crate::outcome::{Answer, AnswerError, Answerer, HeartbeatSource, HostFailure};
+use crate::outcome::{Answer, AnswerError, Answerer, HostFailure};
 use crate::sfn::SfnError;
 
 /// At most one heartbeat request per task this often; more calls return `ok` at once.

@@ -238,84 +238,185 @@ fn names_after(code: &str, prefix: &str) -> BTreeSet<String> {
     found
 }
 
-/// What a folder's `mod.rs` re-exports from its files: name → file (`pub use file::X`,
-/// `pub use file::{X, Y}`), so that a sibling naming `super::X` is seen to name `file`.
-fn reexports(mod_rs: &str, files: &BTreeSet<String>) -> BTreeMap<String, String> {
+/// The full paths a `use` tree stands for: `a::{B, c::D as E}` is `a::B` and `a::c::D as E`.
+fn expand(tree: &str) -> Vec<String> {
+    let tree = tree.trim();
+    let Some(open) = tree.find('{') else {
+        return vec![tree.to_owned()];
+    };
+    let Some(close) = tree.rfind('}').filter(|close| *close > open) else {
+        return Vec::new();
+    };
+    let (prefix, inner) = (&tree[..open], &tree[open + 1..close]);
+    let mut items = Vec::new();
+    let (mut depth, mut start) = (0, 0);
+    for (i, c) in inner.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&inner[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&inner[start..]);
+    items
+        .into_iter()
+        .filter(|item| !item.trim().is_empty())
+        .flat_map(|item| expand(&format!("{prefix}{}", item.trim())))
+        .collect()
+}
+
+/// What a folder's `mod.rs` re-exports (or imports) from its files and subfolders:
+/// name → sibling (`pub use file::X`, `pub use self::file::{X, y::Z as W}`,
+/// `pub use {a::X, b::Y}`), so that a sibling naming `super::X` is seen to name `file`.
+fn reexports(mod_rs: &str, siblings: &BTreeSet<String>) -> BTreeMap<String, String> {
     let mut names = BTreeMap::new();
     for statement in mod_rs.split(';') {
-        let Some(at) = statement.find("use ") else {
+        // A `use` item: `use`, `pub use` or `pub(…) use` at the start of a line.
+        let Some(tree) = statement.lines().rev().find_map(|line| {
+            let line = line.trim_start();
+            let line = line
+                .strip_prefix("pub(crate) ")
+                .or_else(|| line.strip_prefix("pub(super) "))
+                .or_else(|| line.strip_prefix("pub "))
+                .unwrap_or(line);
+            line.strip_prefix("use ")
+        }) else {
             continue;
         };
-        let path = statement[at + "use ".len()..].trim();
-        let Some((file, rest)) = path.split_once("::") else {
-            continue;
-        };
-        if !files.contains(file) {
-            continue;
-        }
-        for name in names_after(&format!("::{rest}"), "::") {
-            names.insert(name, file.to_owned());
+        // The tree runs from that line to the statement's end.
+        let tree = &statement[statement.rfind(tree).unwrap_or(0)..];
+        for path in expand(tree) {
+            let path = path.trim().trim_start_matches("self::");
+            let (path, alias) = match path.split_once(" as ") {
+                Some((path, alias)) => (path.trim(), Some(alias.trim())),
+                None => (path, None),
+            };
+            let segments: Vec<&str> = path.split("::").map(str::trim).collect();
+            let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
+                continue;
+            };
+            if segments.len() < 2 || !siblings.contains(*first) || *last == "*" {
+                continue;
+            }
+            names.insert(alias.unwrap_or(last).to_owned(), (*first).to_owned());
         }
     }
     names
 }
 
-/// Circles among the files of one module folder: a file naming a sibling file through
+/// Every folder under `src`, with its path from `src` (`outbound/aws`).
+fn module_folders(src: &Path) -> Vec<(PathBuf, String)> {
+    let mut found = Vec::new();
+    let mut pending = vec![src.to_owned()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder)
+            .expect("a source folder")
+            .flatten()
+        {
+            let path = entry.path();
+            if path.is_dir() {
+                let relative = path
+                    .strip_prefix(src)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                found.push((path.clone(), relative));
+                pending.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// What a subfolder module `folder` names of its parent's parts: through `super::` in its
+/// `mod.rs`, `super::super::` in its files, and `through_crate` anywhere under it.
+fn names_of_folder(folder: &Path, through_crate: &str) -> BTreeSet<String> {
+    let mut used = BTreeSet::new();
+    let mut pending = vec![folder.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("a module folder").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let code = code_of(&std::fs::read_to_string(&path).expect("a source file"));
+            used.extend(names_after(&code, through_crate));
+            if dir == folder {
+                let up = if path.file_stem().is_some_and(|n| n == "mod") {
+                    "super::"
+                } else {
+                    "super::super::"
+                };
+                used.extend(names_after(&code, up));
+            }
+        }
+    }
+    used
+}
+
+/// Circles among the parts of one module folder, at every depth: its files (not
+/// `mod.rs`, which declares them) and its subfolders. A part names a sibling through
 /// `super::NAME` or `crate::MODULE::NAME`, or through a name the folder's `mod.rs`
-/// re-exports from it (`mod.rs`, which declares them, is not a sibling). Each as
-/// `src/MODULE/a.rs → b, src/MODULE/b.rs → a`.
+/// re-exports from it. Each as `src/MODULE/a.rs → b, src/MODULE/b.rs → a` (a subfolder
+/// as `src/MODULE/c/`).
 fn sibling_circles(src: &Path) -> Vec<String> {
     let mut problems = Vec::new();
-    let mut folders: Vec<PathBuf> = std::fs::read_dir(src)
-        .expect("a source folder")
-        .filter_map(|entry| Some(entry.ok()?.path()))
-        .filter(|path| path.is_dir())
-        .collect();
-    folders.sort();
-    for folder in folders {
-        let module = folder
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_owned();
-        let mut files: BTreeMap<String, String> = BTreeMap::new();
+    for (folder, module) in module_folders(src) {
+        let through_crate = format!("crate::{}::", module.replace('/', "::"));
+        // The parts, by name: what each names of the others, and whether it is a folder.
+        let mut parts: BTreeMap<String, (BTreeSet<String>, bool)> = BTreeMap::new();
         for entry in std::fs::read_dir(&folder)
             .expect("a module folder")
             .flatten()
         {
             let path = entry.path();
-            if let Some(name) = path.file_stem().and_then(|n| n.to_str())
-                && path.extension().is_some_and(|e| e == "rs")
-                && name != "mod"
-            {
-                let text = std::fs::read_to_string(&path).expect("a source file");
-                files.insert(name.to_owned(), code_of(&text));
+            let Some(name) = path.file_stem().and_then(|n| n.to_str()).map(str::to_owned) else {
+                continue;
+            };
+            if path.is_dir() && path.join("mod.rs").is_file() {
+                parts.insert(name, (names_of_folder(&path, &through_crate), true));
+            } else if path.extension().is_some_and(|e| e == "rs") && name != "mod" {
+                let code = code_of(&std::fs::read_to_string(&path).expect("a source file"));
+                let used = names_after(&code, "super::")
+                    .into_iter()
+                    .chain(names_after(&code, &through_crate))
+                    .collect();
+                parts.insert(name, (used, false));
             }
         }
         let mod_rs = std::fs::read_to_string(folder.join("mod.rs"))
             .map(|text| code_of(&text))
             .unwrap_or_default();
-        let stems: BTreeSet<String> = files.keys().cloned().collect();
-        let reexported = reexports(&mod_rs, &stems);
+        let names: BTreeSet<String> = parts.keys().cloned().collect();
+        let reexported = reexports(&mod_rs, &names);
         let mut named: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (name, code) in &files {
-            let used: BTreeSet<String> = names_after(code, "super::")
-                .into_iter()
-                .chain(names_after(code, &format!("crate::{module}::")))
-                .collect();
-            for sibling in files.keys().filter(|s| *s != name) {
+        for (name, (used, _)) in &parts {
+            for sibling in parts.keys().filter(|s| *s != name) {
                 let through_reexport = used
                     .iter()
-                    .any(|used| reexported.get(used).is_some_and(|file| file == sibling));
+                    .any(|used| reexported.get(used).is_some_and(|part| part == sibling));
                 if used.contains(sibling) || through_reexport {
                     named.entry(name).or_default().push(sibling);
                 }
             }
         }
         if let Some(circle) = find_circle(&named) {
+            let shown = |part: &str| match parts.get(part) {
+                Some((_, true)) => format!("src/{module}/{part}/"),
+                _ => format!("src/{module}/{part}.rs"),
+            };
             let steps: Vec<String> = circle
                 .windows(2)
-                .map(|pair| format!("src/{module}/{}.rs → {}", pair[0], pair[1]))
+                .map(|pair| format!("{} → {}", shown(pair[0]), pair[1]))
                 .collect();
             problems.push(format!(
                 "an import circle inside {module}: {}",
@@ -469,4 +570,32 @@ fn the_check_sees_a_circle_through_a_reexport() {
     );
     std::fs::write(src.join("engine/task.rs"), "use super::WasmEngine;\n").unwrap();
     assert!(sibling_circles(&src).is_empty());
+}
+
+#[test]
+fn the_check_reads_every_form_of_reexport_and_sees_folder_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("net/aws")).unwrap();
+    // `self::` paths, groups and renames, and a folder module among the files.
+    std::fs::write(
+        src.join("net/mod.rs"),
+        "mod aws;\nmod send;\nmod tls;\npub use self::send::{Target as Goal, x::Inner};\npub use {tls::Roots, aws::Signer};\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("net/aws/mod.rs"), "mod sign;\nuse super::Goal;\n").unwrap();
+    std::fs::write(src.join("net/aws/sign.rs"), "use super::super::Roots;\n").unwrap();
+    std::fs::write(src.join("net/send.rs"), "use super::Signer;\n").unwrap();
+    std::fs::write(src.join("net/tls.rs"), "pub struct Roots;\n").unwrap();
+    assert_eq!(
+        sibling_circles(&src),
+        ["an import circle inside net: src/net/aws/ → send, src/net/send.rs → aws"]
+    );
+    // One way only is no circle.
+    std::fs::write(src.join("net/send.rs"), "use super::Roots;\n").unwrap();
+    assert!(
+        sibling_circles(&src).is_empty(),
+        "{:?}",
+        sibling_circles(&src)
+    );
 }
