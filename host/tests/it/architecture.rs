@@ -58,39 +58,7 @@ fn code_of(text: &str) -> String {
 /// The top-level modules a file's code names through `crate::`, including inside
 /// `use crate::{a, b::c}` groups.
 fn imports(code: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    let ident = |s: &str| -> String {
-        s.chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect()
-    };
-    for (at, _) in code.match_indices("crate::") {
-        let rest = &code[at + "crate::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            // Top-level names of the group: those after `{` or a `,` at depth 0.
-            let mut depth = 0;
-            let mut start = true;
-            for (i, c) in group.char_indices() {
-                match c {
-                    '{' => depth += 1,
-                    '}' if depth == 0 => break,
-                    '}' => depth -= 1,
-                    ',' if depth == 0 => start = true,
-                    c if start && (c.is_alphanumeric() || c == '_') => {
-                        found.insert(ident(&group[i..]));
-                        start = false;
-                    }
-                    _ => {}
-                }
-            }
-        } else {
-            let name = ident(rest);
-            if !name.is_empty() {
-                found.insert(name);
-            }
-        }
-    }
-    found
+    names_after(code, "crate::")
 }
 
 /// Every library source file (the binary's `main.rs` and `cli/` are outside the
