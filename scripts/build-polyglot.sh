@@ -41,9 +41,11 @@ for name in greet scenarios; do
       -o "$out/$name-py.wasm" >/dev/null
   fi
 done
-# The fetch examples make HTTP calls through wasi:http's bindings (http_client.js,
-# http_client.py), so they build against examples/wit-http: the handler world plus
-# wasi:http's outgoing handler.
+# The fetch examples make HTTP calls through wasi:http (http_client.js over the bindings;
+# http_client.py over the Python SDK's client, so guest-sdk/python is on its path), so they
+# build against examples/wit-http: the handler world plus wasi:http's outgoing handler.
+# (ComponentizeJS reads modules only from the entry's folder, so the JavaScript example
+# cannot import the SDK's client from guest-sdk/js the same way.)
 http_wit=examples/wit-http
 # aws-js and aws-py read S3 and write SQS through requests the host signs.
 py=examples/greet-py
@@ -53,9 +55,9 @@ for name in fetch aws; do
     (cd "$js" && npx --offline componentize-js "$name.js" --wit "../../$http_wit" \
       --world-name handler-with-http --disable http fetch-event -o "../../$out/$name-js.wasm" >/dev/null)
   fi
-  if stale "$out/$name-py.wasm" "$py/$name.py" "$py/http_client.py" "$py/aws_client.py" "$http_wit" "$requirements"; then
+  if stale "$out/$name-py.wasm" "$py/$name.py" "$py/http_client.py" "$py/aws_client.py" "$http_wit" guest-sdk/python/sfn_wasm_guest "$requirements"; then
     echo "building $out/$name-py.wasm" >&2
     componentize-py -d "$http_wit" -w handler-with-http componentize "$name" -p "$py" \
-      -o "$out/$name-py.wasm" >/dev/null
+      -p guest-sdk/python -o "$out/$name-py.wasm" >/dev/null
   fi
 done
