@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty};
-use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
+use sfn_wasm_host::engine::{Capabilities, EngineConfig, Handler, WasmEngine};
 use sfn_wasm_host::grants::{Grants, GrantsConfig};
 use sfn_wasm_host::outbound::{AllowedHost, AwsGrant, OutboundLimits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -194,7 +194,7 @@ fn main() {
             &format!(r#"{{"op": "fetch", "url": "{url}", "times": {gets}}}"#),
             64,
         );
-        request.grants = grants.clone();
+        request.capabilities = Capabilities::none().with(grants.clone());
         let delivery = common::local_delivery(&request);
         let started = Instant::now();
         runtime.block_on(async {

@@ -212,14 +212,17 @@ fn main() {
     let mut builder = wasmtime_wasi::WasiCtxBuilder::new();
     let task_id: std::sync::Arc<str> = std::sync::Arc::from("bench");
     let grants_setup = measure("grants set-up, none granted", TASKS, || {
-        grants.apply(&mut builder).expect("nothing to open");
+        use sfn_wasm_host::engine::{Capability, InstanceBuilder, TaskInfo};
         let activity = std::sync::Arc::from(black_box("arn:aws:states:us-east-1:0:activity:a"));
-        black_box(sfn_wasm_host::outbound::OutboundTask::new(
-            grants.outbound().clone(),
-            activity,
-            task_id.clone(),
-            std::sync::Arc::default(),
-        ));
+        let lines = std::sync::Arc::default();
+        let task = TaskInfo {
+            activity_arn: &activity,
+            task_id: &task_id,
+            input: "{}",
+        };
+        let mut instance = InstanceBuilder::new(task, &mut builder, &lines);
+        grants.prepare(&mut instance).expect("nothing to open");
+        black_box(instance);
         black_box(wasmtime_wasi_http::WasiHttpCtx::new());
     });
 

@@ -7,7 +7,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ActivityConfig, Config, KeyPath};
 use crate::delivery::DeliveryOptions;
-use crate::engine::{TaskControl, WasmEngine};
 use crate::events::{Emitter, Events, HandlerEvent};
 use crate::grants::{GrantError, Grants, GrantsSlot};
 use crate::idempotency::ActivityIdempotency;
@@ -23,6 +22,7 @@ use crate::rollout::VersionChooser;
 use crate::secrets::SecretStore;
 use crate::sfn::StepFunctions;
 use crate::store::{FolderStore, S3Store, Store, StoreError, StoreLocation};
+use sfn_wasm_engine::{TaskControl, WasmEngine};
 
 /// After the grace, how long aborted tasks get to deliver their `SfnWasmHost.Shutdown`
 /// answers before deliveries still retrying are given up.

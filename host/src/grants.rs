@@ -3,18 +3,20 @@
 //!
 //! The config names the grants ([`EnvVar`], [`DirGrant`], the allow-list and limits);
 //! [`Grants`] is their resolved form, built once per activity (and again on SIGHUP, to
-//! re-read `from_env` values), from which the engine builds each task's WASI context.
+//! re-read `from_env` values); each task's instance gets them as a
+//! [`Capability`]: its WASI context's environment and folders, and its outbound hooks.
 //! Grants belong to the activity, not to the module: a hot swap keeps them.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use sfn_wasm_engine::{Capability, InstanceBuilder};
 use tokio::sync::watch;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::outbound::{
     AllowList, AllowedHost, AwsGrant, AwsSigner, GuestSockets, OutboundLimits, OutboundPolicy,
-    read_ca_file,
+    OutboundTask, read_ca_file,
 };
 use crate::secrets::{SecretRef, SecretStore};
 
@@ -323,7 +325,7 @@ impl Grants {
     /// # Errors
     /// When a granted folder cannot be opened (removed since the host started): the
     /// message names it.
-    pub fn apply(&self, builder: &mut WasiCtxBuilder) -> Result<(), String> {
+    fn apply(&self, builder: &mut WasiCtxBuilder) -> Result<(), String> {
         for (name, value) in &self.env {
             builder.env(name, value);
         }
@@ -343,6 +345,24 @@ impl Grants {
                     )
                 })?;
         }
+        Ok(())
+    }
+}
+
+/// What the grants give a task's instance: the environment and the folders in its WASI
+/// context, and its outbound HTTP through the activity's policy (every request refused
+/// when the allow-list is empty and no AWS service is granted).
+impl Capability for Grants {
+    fn prepare(&self, instance: &mut InstanceBuilder<'_>) -> Result<(), String> {
+        self.apply(instance.wasi())?;
+        let task = instance.task();
+        let outbound = OutboundTask::new(
+            self.outbound.clone(),
+            task.activity_arn.clone(),
+            task.task_id.clone(),
+            instance.log_lines().clone(),
+        );
+        instance.set_outbound(outbound);
         Ok(())
     }
 }

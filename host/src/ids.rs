@@ -5,8 +5,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use sha2::{Digest as _, Sha256};
-
 /// An activity ARN, `arn:PARTITION:states:REGION:ACCOUNT:activity:NAME`, checked once
 /// when the config is read: everything that holds one may trust its shape.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -73,17 +71,8 @@ impl PartialEq<&str> for ActivityArn {
     }
 }
 
-/// The SHA-256 of `bytes` in lowercase hex (64 digits), for handler digests, pins and
-/// task ids.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(64);
-    for byte in Sha256::digest(bytes) {
-        hex.push(char::from(HEX[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
-    hex
-}
+/// Re-exported from the engine, which names handler versions by it.
+pub use sfn_wasm_engine::sha256_hex;
 
 /// A short, stable id for a task, for logs: the first 16 hex digits of the SHA-256 of its
 /// token. The token itself is a credential and never leaves the host.

@@ -4,7 +4,7 @@
 //! The data flows one way: [`config`] → [`consumer`] (one [`pool`] per activity) →
 //! [`worker`]s that long-poll [`sfn`] and hand each task to its [`lifecycle`] → the
 //! [`engine`] runs the task's handler in a fresh instance → the handler answers through
-//! its toolkit (`engine/toolkit.rs`) into an answer sink → the task's [`delivery`] owns
+//! its toolkit (the engine's `toolkit.rs`) into an answer sink → the task's [`delivery`] owns
 //! the answer from then on and sends it, retrying, through a [`Responder`] (here
 //! [`responder::SfnResponder`]) to Step Functions. Whatever the guest does, the task ends
 //! with exactly one [`Answer`](outcome::Answer). Every step emits [`events`].
@@ -17,14 +17,15 @@
 // No function over 80 lines (`clippy.toml`): a long one is several steps that want names.
 #![warn(clippy::too_many_lines)]
 
+/// The engine, a crate of its own (`crates/sfn-wasm-engine`: wasmtime, the world's
+/// bindings, instances and their limits), under the name the host has always given it.
+pub use sfn_wasm_engine as engine;
+
 pub mod admin;
 pub mod aws;
-pub mod budget;
 pub mod config;
 pub mod consumer;
-pub mod control;
 pub mod delivery;
-pub mod engine;
 pub mod events;
 pub mod grants;
 pub mod idempotency;

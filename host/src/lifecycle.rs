@@ -12,9 +12,7 @@ use futures::FutureExt;
 use tokio::sync::Semaphore;
 
 use crate::config::ActivityConfig;
-use crate::control::TaskControl;
 use crate::delivery::{AnswerState, Delivery, DeliveryOptions, Responder};
-use crate::engine::{Handler, TaskLimits, TaskReport, TaskRequest, WasmEngine};
 use crate::events::{
     DoneError, Emitter, TaskDone, TaskEmitter, TaskEvent, TaskOutcome, TaskRef, WorkerEmitter,
 };
@@ -28,6 +26,8 @@ use crate::record::{Record, RecordedAnswer, Recorder, unix_ms};
 use crate::responder::SfnResponder;
 use crate::rollout::{Chosen, VersionChooser};
 use crate::sfn::{ActivityTask, StepFunctions};
+use sfn_wasm_engine::control::TaskControl;
+use sfn_wasm_engine::{Capabilities, Handler, TaskLimits, TaskReport, TaskRequest, WasmEngine};
 
 /// What the workers of an activity and the tasks they bring share; one per activity.
 pub struct ActivityShared {
@@ -250,8 +250,7 @@ impl ActivityShared {
                 heartbeat_every: self.activity.heartbeat_interval,
             },
             control,
-            grants: self.grants.current(),
-            progress: progress.clone(),
+            capabilities: self.capabilities(progress.as_ref()),
         };
         emitter.emit(TaskEvent::Start {
             wait: received.elapsed(),
@@ -292,6 +291,17 @@ impl ActivityShared {
             log_lines_dropped: report.log_lines_dropped,
             deduplicated: false,
         }));
+    }
+
+    /// What the task's instance may use: the activity's grants (environment, folders,
+    /// outbound HTTP) and, when it keeps progress and the input has a key, the task's
+    /// checkpoint store. A new capability is one more line here.
+    fn capabilities(&self, progress: Option<&TaskProgress>) -> Capabilities {
+        let capabilities = Capabilities::none().with(self.grants.current());
+        match progress {
+            Some(progress) => capabilities.with(Arc::new(progress.clone())),
+            None => capabilities,
+        }
     }
 
     /// Runs the handler on `request`. A panic in the host's code under the guest is caught

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::engine::{
-    ArtifactCache, Digest, EngineConfig, EngineError, Handler, LoadError, LoadedHandler, WasmEngine,
-};
 use crate::grants::EnvSource;
 use crate::secrets::{SecretError, SecretStore};
 use crate::source::{Fetch, Fetcher, HandlerSource, check_pin};
+use sfn_wasm_engine::{
+    ArtifactCache, Digest, EngineConfig, EngineError, Handler, LoadError, LoadedHandler, WasmEngine,
+};
 
 /// A config with its engine, cache and one loaded handler per activity: what a host
 /// runs.

@@ -7,11 +7,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use async_trait::async_trait;
+use sfn_wasm_engine::{Capability, Checkpoints, InstanceBuilder};
+
 use crate::ids::sha256_hex;
 use crate::store::{Store, StoreError};
 
-/// The most bytes one checkpoint may hold (Step Functions' own payload limit).
-pub const MAX_CHECKPOINT_BYTES: usize = 262_144;
+/// The most bytes one checkpoint may hold (Step Functions' own payload limit): the
+/// engine's toolkit holds guests to it.
+pub use sfn_wasm_engine::MAX_CHECKPOINT_BYTES;
 
 /// An activity's progress settings: one per activity that keeps progress.
 pub struct ActivityProgress {
@@ -151,6 +155,34 @@ impl TaskProgress {
     /// [`StoreError`] when the store refused.
     pub async fn clear(&self) -> Result<(), StoreError> {
         self.store.delete(&self.name).await
+    }
+}
+
+/// A task's progress is its instance's checkpoint store.
+impl Capability for TaskProgress {
+    fn prepare(&self, instance: &mut InstanceBuilder<'_>) -> Result<(), String> {
+        instance.set_checkpoints(Arc::new(self.clone()));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Checkpoints for TaskProgress {
+    async fn save(&self, data: &str) -> Result<(), String> {
+        TaskProgress::save(self, data)
+            .await
+            .map_err(|err| err.to_string())
+    }
+
+    async fn load(&self) -> Result<Option<String>, String> {
+        TaskProgress::load(self).await.map_err(|err| {
+            let hint = if err.code == "AccessDenied" || err.code == "Forbidden" {
+                " (S3 answers a missing checkpoint with 403 to credentials without s3:ListBucket on the store's bucket: see the `progress-store` policy in docs/src/permissions.md; `check --remote` probes it)"
+            } else {
+                ""
+            };
+            format!("{err}{hint}")
+        })
     }
 }
 

@@ -147,13 +147,13 @@ impl Recorder {
             fs::set_permissions(&config.dir, fs::Permissions::from_mode(0o700)).map_err(error)?;
         }
         // The host's own folder: another user's, or one others can write to, is refused.
-        crate::store::FolderStore::check_owned(&config.dir).map_err(|reason| {
+        sfn_wasm_engine::host_folder::check_owned(&config.dir).map_err(|reason| {
             error(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
                 reason,
             ))
         })?;
-        crate::store::remove_stale_temporaries(&config.dir);
+        sfn_wasm_engine::host_folder::remove_stale_temporaries(&config.dir);
         let kept = existing(&config.dir).map_err(error)?;
         let (queue, receive) = mpsc::sync_channel(QUEUE);
         let queued = std::sync::Arc::new(AtomicU64::new(0));

@@ -26,11 +26,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{ArtifactCache, Digest, WasmEngine};
 use crate::events::{Emitter, HandlerEvent};
 use crate::load::{self, PrepareError};
 use crate::rollout::VersionChooser;
 use crate::source::{Fetch, Fetcher, HandlerSource};
+use sfn_wasm_engine::{ArtifactCache, Digest, WasmEngine};
 
 /// How long a handler file must stay unchanged before it is read.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);

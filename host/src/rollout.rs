@@ -21,8 +21,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::config::RolloutConfig;
-use crate::engine::{Digest, Handler};
 use crate::events::{CanaryJudgement, Emitter, HandlerEvent, TaskOutcome};
+use sfn_wasm_engine::{Digest, Handler};
 
 /// A handler version as the chooser sees it: something with a digest.
 pub trait Version: Clone {

@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{AdminError, AdminOptions, AdminServer, AdminState};
 use crate::config::Config;
 use crate::consumer::{ActivityConsumer, ConsumerError, ShutdownReport};
-use crate::engine::WasmEngine;
 use crate::events::{Events, Observer};
 use crate::load::Loaded;
 use crate::metrics::Metrics;
@@ -23,6 +22,7 @@ use crate::sfn::{CallObserver, ObservedSfn, StepFunctions};
 use crate::source::Fetcher;
 use crate::status::StatusBoard;
 use crate::traces::{ENDPOINT_ENV, TaskTraces, TracesError};
+use sfn_wasm_engine::WasmEngine;
 
 /// How many events a slow broadcast subscriber may fall behind by.
 const EVENT_BUFFER: usize = 4096;

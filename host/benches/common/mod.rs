@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use sfn_wasm_host::sfn::{ActivityTask, SfnError, StepFunctions};
 
 use sfn_wasm_host::delivery::{Delivery, DeliveryOptions, LocalResponder};
-use sfn_wasm_host::engine::{TaskControl, TaskLimits, TaskRequest};
+use sfn_wasm_host::engine::{Capabilities, TaskControl, TaskLimits, TaskRequest};
 
 /// The workspace root.
 pub fn root() -> &'static Path {
@@ -52,8 +52,7 @@ pub fn request(input: &str, memory_mb: u64) -> TaskRequest {
             heartbeat_every: None,
         },
         control: TaskControl::default(),
-        grants: Default::default(),
-        progress: None,
+        capabilities: Capabilities::none(),
     }
 }
 

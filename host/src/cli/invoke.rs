@@ -10,7 +10,7 @@ use serde_json::json;
 use sfn_wasm_host::config::default_cache_dir;
 use sfn_wasm_host::delivery::{Delivery, DeliveryOptions, LocalResponder};
 use sfn_wasm_host::engine::{
-    EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
+    Capabilities, EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
 };
 use sfn_wasm_host::grants::{DirGrant, EnvSource, EnvVar, Grants, GrantsConfig, check_guest_path};
 use sfn_wasm_host::load::open_cache;
@@ -136,24 +136,22 @@ fn prepare(args: &InvokeArgs) -> anyhow::Result<(WasmEngine, Handler, TaskReques
     };
     let cache = open_cache(cache_dir.as_deref(), &engine);
     let handler = Handler::load(&engine, &args.handler, cache.as_ref())?.handler;
-    let request = TaskRequest {
-        input,
-        activity_arn: "arn:aws:states:local:000000000000:activity:invoke".into(),
-        worker_name: "invoke".into(),
-        task_id: "invoke".into(),
-        limits: TaskLimits {
-            memory_bytes,
-            timeout,
-            heartbeat_every: None,
-        },
-        control: TaskControl::default(),
-        grants: Arc::new(Grants::resolve(&host_folders_apart(
-            grants(args)?,
-            cache_dir.as_deref(),
-            &args.handler,
-        )?)?),
-        progress: None,
-    };
+    let request =
+        TaskRequest {
+            input,
+            activity_arn: "arn:aws:states:local:000000000000:activity:invoke".into(),
+            worker_name: "invoke".into(),
+            task_id: "invoke".into(),
+            limits: TaskLimits {
+                memory_bytes,
+                timeout,
+                heartbeat_every: None,
+            },
+            control: TaskControl::default(),
+            capabilities: Capabilities::none().with(Arc::new(Grants::resolve(
+                &host_folders_apart(grants(args)?, cache_dir.as_deref(), &args.handler)?,
+            )?)),
+        };
     Ok((engine, handler, request))
 }
 

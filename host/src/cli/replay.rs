@@ -14,7 +14,7 @@ use serde_json::Value;
 use sfn_wasm_host::config::{Config, default_cache_dir};
 use sfn_wasm_host::delivery::{Delivery, DeliveryOptions, LocalResponder};
 use sfn_wasm_host::engine::{
-    EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
+    Capabilities, EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
 };
 use sfn_wasm_host::grants::{Grants, GrantsConfig};
 use sfn_wasm_host::load::open_cache;
@@ -215,8 +215,7 @@ async fn run_one(
         task_id: record.task_id.as_str().into(),
         limits: setting.limits,
         control: TaskControl::default(),
-        grants: setting.grants.clone(),
-        progress: None,
+        capabilities: Capabilities::none().with(setting.grants.clone()),
     };
     handler.run(engine, request, delivery.clone()).await;
     delivery.settled().await;

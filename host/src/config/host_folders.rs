@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::checks::{Problem, canonical};
 use super::{ActivityConfig, HostConfig, KeyPath};
-use crate::store::{FolderStore, StoreLocation};
+use crate::store::StoreLocation;
 
 /// A folder the host keeps for itself, as the config names it.
 struct HostFolder {
@@ -156,7 +156,8 @@ pub(super) fn check_host_folders(
         }
     }
     for folder in folders.iter().filter(|f| f.written && f.path.is_dir()) {
-        FolderStore::check_owned(&folder.path).map_err(|message| (folder.key.clone(), message))?;
+        sfn_wasm_engine::host_folder::check_owned(&folder.path)
+            .map_err(|message| (folder.key.clone(), message))?;
     }
     Ok(())
 }

@@ -26,7 +26,7 @@
 //!
 //! The [`Responder`] underneath is the transport: one attempt per call, to Step Functions
 //! in `serve`, nowhere in `invoke`. A `Delivery` is the engine's
-//! [`AnswerSink`](crate::engine::AnswerSink) for its task, and records who gave the answer
+//! [`AnswerSink`](sfn_wasm_engine::AnswerSink) for its task, and records who gave the answer
 //! ([`Answerer`]), so that what a task came to never depends on an error's name.
 
 mod responder;
@@ -46,10 +46,10 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::control::TaskControl;
-use crate::engine::AnswerSink;
 use crate::outcome::{Answer, AnswerError, Answerer, HostFailure};
 use crate::sfn::SfnError;
+use sfn_wasm_engine::AnswerSink;
+use sfn_wasm_engine::control::TaskControl;
 
 /// At most one heartbeat request per task this often; more calls return `ok` at once.
 pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);

@@ -208,22 +208,22 @@ async fn a_heartbeat_refused_as_closed_cancels_then_aborts_the_task() {
 }
 
 /// The toolkit a guest calls, over a delivery that accepts everything.
-fn toolkit() -> (crate::engine::Toolkit, Delivery) {
+fn toolkit() -> (sfn_wasm_engine::Toolkit, Delivery) {
     let delivery = Delivery::new(
         Arc::new(LocalResponder),
         TaskControl::default(),
         DeliveryOptions::default(),
     );
     (
-        crate::engine::Toolkit::new(Arc::new(delivery.clone()), None),
+        sfn_wasm_engine::Toolkit::new(Arc::new(delivery.clone()), None),
         delivery,
     )
 }
 
 #[tokio::test]
 async fn through_the_toolkit_only_the_first_answer_counts() {
-    use crate::engine::bindings::sfn::activity::toolkit::Host;
-    use crate::engine::bindings::sfn::activity::types::ToolkitError;
+    use sfn_wasm_engine::bindings::sfn::activity::toolkit::Host;
+    use sfn_wasm_engine::bindings::sfn::activity::types::ToolkitError;
     let (mut toolkit, delivery) = toolkit();
     toolkit.success("{}".into()).await.unwrap();
     assert_eq!(
@@ -249,8 +249,8 @@ async fn through_the_toolkit_only_the_first_answer_counts() {
 
 #[tokio::test]
 async fn through_the_toolkit_an_invalid_output_leaves_the_task_unanswered() {
-    use crate::engine::bindings::sfn::activity::toolkit::Host;
-    use crate::engine::bindings::sfn::activity::types::ToolkitError;
+    use sfn_wasm_engine::bindings::sfn::activity::toolkit::Host;
+    use sfn_wasm_engine::bindings::sfn::activity::types::ToolkitError;
     let (mut toolkit, delivery) = toolkit();
     assert!(matches!(
         toolkit.success("nope".into()).await,

@@ -13,11 +13,6 @@
 use wasmtime_wasi_http::Error;
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 
-/// The name under which the linker holds `http-error-code`: the `wasi:http` version
-/// wasmtime-wasi-http implements (guests importing an older 0.2 version are matched to
-/// it by semver).
-pub const TYPES_INTERFACE: &str = "wasi:http/types@0.2.12";
-
 /// The code of `err`, an error a guest read from a `wasi:io` stream: wasmtime's own
 /// [`ErrorCode`]s, and the body errors of this host's outbound client. `None` for any
 /// other error (a guest then has only its text).

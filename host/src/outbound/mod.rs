@@ -44,8 +44,8 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use wasmtime_wasi_http::{RequestOptions, WasiHttpHooks};
 
-use crate::budget::LineBudget;
 use send::shown;
+use sfn_wasm_engine::budget::LineBudget;
 
 pub use address::{AddressClass, Reach, classify, may_connect};
 pub use allow::{AllowList, AllowedHost, Scheme};
@@ -53,7 +53,7 @@ pub use aws::{
     AwsGrant, AwsSigner, Endpoint, MAX_SIGNED_BODY_BYTES, SignError, endpoint_variable, is_label,
     is_region, service_endpoints_from_env,
 };
-pub use codes::{TYPES_INTERFACE, http_error_code};
+pub use codes::http_error_code;
 pub use send::read_ca_file;
 pub(crate) use send::{tls_client_config, tls_connector};
 pub use sockets::{GuestSockets, SocketPermit};
@@ -300,6 +300,17 @@ type SendFuture = Box<
             )>,
         > + Send,
 >;
+
+/// The engine asks the task's hooks to name the errors a guest reads from a body: this
+/// client's own body errors (cut at the byte budget, timed out) have wasi:http codes.
+impl sfn_wasm_engine::OutboundHooks for OutboundTask {
+    fn error_code(
+        &self,
+        err: &wasmtime::Error,
+    ) -> Option<wasmtime_wasi_http::p2::bindings::http::types::ErrorCode> {
+        codes::http_error_code(err)
+    }
+}
 
 impl WasiHttpHooks for OutboundTask {
     fn p2_error_from_tls(

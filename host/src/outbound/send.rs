@@ -25,8 +25,8 @@ use super::allow::Scheme;
 use super::pool::{Connection, Pool, PoolKey, idle_limit};
 use super::retry::{Replay, dead_connection, may_resend};
 use super::sockets::GuestSockets;
-use crate::budget::LineBudget;
 use connect::{connect_within, open};
+use sfn_wasm_engine::budget::LineBudget;
 
 pub use tls::read_ca_file;
 pub(super) use tls::tls_connector_with;

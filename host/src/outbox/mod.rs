@@ -28,7 +28,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::control::TaskControl;
 use crate::delivery::{AnswerState, Delivered, Delivery, DeliveryOptions, Responder, TaskError};
 use crate::events::{DoneError, Emitter, Events, TaskDone, TaskEvent, TaskOutcome, TaskRef};
 use crate::idempotency::{ActivityIdempotency, Claim, ClaimRef, Settled};
@@ -37,6 +36,8 @@ use crate::outcome::{Answer, Answerer, FailureKind, HeartbeatSource};
 use crate::responder::SfnResponder;
 use crate::sfn::{SfnError, StepFunctions};
 use crate::store::{FolderStore, Store, StoreError};
+use sfn_wasm_engine::control::TaskControl;
+use sfn_wasm_engine::host_folder;
 
 /// The longest a task token lives: a standard workflow's longest execution (a year).
 /// An entry older than this can no longer be delivered and is dropped.
@@ -148,7 +149,7 @@ impl Outbox {
     /// can write to it, or its key cannot be made or is not private.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, StoreError> {
         let store = FolderStore::open(dir)?;
-        let key = FolderStore::host_key(dir).map_err(|message| StoreError {
+        let key = host_folder::host_key(dir).map_err(|message| StoreError {
             code: "UntrustedKey".into(),
             message,
         })?;
@@ -165,7 +166,7 @@ impl Outbox {
     /// The file for the entry `name` with JSON `body`: the header with its MAC, then
     /// the body.
     fn seal(&self, name: &str, body: &[u8]) -> Vec<u8> {
-        let mac = FolderStore::seal(&self.key, &[FORMAT, name.as_bytes(), body]);
+        let mac = host_folder::seal(&self.key, &[FORMAT, name.as_bytes(), body]);
         let mut data = Vec::with_capacity(HEADER.len() + 2 * mac.len() + 1 + body.len());
         data.extend_from_slice(HEADER.as_bytes());
         for byte in mac {
@@ -184,7 +185,7 @@ impl Outbox {
         let newline = rest.iter().position(|&b| b == b'\n').ok_or(unsealed)?;
         let (hex, body) = (&rest[..newline], &rest[newline + 1..]);
         let mac = decode_hex(hex).ok_or(unsealed)?;
-        if !FolderStore::is_sealed(&self.key, &[FORMAT, name.as_bytes(), body], &mac) {
+        if !host_folder::is_sealed(&self.key, &[FORMAT, name.as_bytes(), body], &mac) {
             return Err(
                 "its MAC does not check out: planted, changed or renamed, or written under another key",
             );
@@ -376,7 +377,7 @@ impl Outbox {
     /// aside) one this host did not write.
     fn read_entry(&self, path: &Path, name: &str) -> Option<(Entry, u64)> {
         // The key, and what was refused at an earlier start.
-        if name == FolderStore::KEY_FILE || name.ends_with(REFUSED_SUFFIX) {
+        if name == host_folder::KEY_FILE || name.ends_with(REFUSED_SUFFIX) {
             return None;
         }
         // Temporary files of a write that never finished.

@@ -139,7 +139,12 @@ async fn only_entries_the_host_wrote_are_sent() {
         &|_| None,
     );
     assert_eq!(again, 0);
-    assert!(outbox.dir.join(FolderStore::KEY_FILE).exists());
+    assert!(
+        outbox
+            .dir
+            .join(sfn_wasm_engine::host_folder::KEY_FILE)
+            .exists()
+    );
 }
 
 /// A host killed after its answer was sent, before its idempotency claim was settled:

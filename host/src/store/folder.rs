@@ -2,19 +2,18 @@
 //! written to a temporary file, fsync'd and renamed, so a reader never sees half of one.
 //!
 //! The folder is the host's own: an existing one is refused unless it is owned by the
-//! user running the host and writable by nobody else ([`FolderStore::check_owned`]), and
+//! user running the host and writable by nobody else ([`check_owned`]), and
 //! the config refuses any `[[activity.dir]]` grant that overlaps it. What the host must
 //! know it wrote itself (compiled artifacts, outbox entries) is sealed with an HMAC under
-//! a key the folder keeps private ([`FolderStore::host_key`]).
+//! a key the folder keeps private ([`host_key`]).
 
-use std::io::{Read as _, Write};
-use std::os::unix::fs::MetadataExt as _;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use ring::hmac;
-use ring::rand::SecureRandom as _;
+
+use sfn_wasm_engine::host_folder::{check_owned, remove_stale_temporaries};
 
 use super::{Claimed, Store, StoreError, Version, Versioned};
 use crate::ids::sha256_hex;
@@ -46,7 +45,7 @@ impl FolderStore {
                 message: format!("{} is not a folder", dir.display()),
             });
         }
-        Self::check_owned(dir).map_err(|message| StoreError {
+        check_owned(dir).map_err(|message| StoreError {
             code: "UntrustedFolder".into(),
             message,
         })?;
@@ -73,107 +72,6 @@ impl FolderStore {
             self.salt
         ))
     }
-
-    /// The file a host folder keeps its MAC key in (see [`FolderStore::host_key`]).
-    pub const KEY_FILE: &'static str = ".key";
-    /// The size of a MAC ([`FolderStore::seal`]).
-    pub const MAC_BYTES: usize = 32;
-
-    /// Checks that the existing folder `dir` may hold what the host trusts: a folder
-    /// (symlinks followed) owned by the user running the host, that neither group nor
-    /// others can write to (anyone who can could plant what the host reads back).
-    ///
-    /// # Errors
-    /// What is wrong and what to do, naming the folder.
-    pub fn check_owned(dir: &Path) -> Result<(), String> {
-        let meta = std::fs::metadata(dir)
-            .map_err(|err| format!("cannot inspect {}: {err}", dir.display()))?;
-        if !meta.is_dir() {
-            return Err(format!("{} is not a folder", dir.display()));
-        }
-        let me = rustix::process::geteuid().as_raw();
-        if meta.uid() != me {
-            return Err(format!(
-                "refusing {}: it is owned by uid {}, not by the user running the host (uid {me}); use a folder of your own",
-                dir.display(),
-                meta.uid()
-            ));
-        }
-        if meta.mode() & 0o022 != 0 {
-            return Err(format!(
-                "refusing {}: others can write to it (mode {:o}); run `chmod go-w {}` or use another folder",
-                dir.display(),
-                meta.mode() & 0o777,
-                dir.display()
-            ));
-        }
-        Ok(())
-    }
-
-    /// The HMAC-SHA256 key of the host folder `dir`: 32 bytes from the OS's CSPRNG in
-    /// `dir/.key` (mode 0600), made once and read again at every start. Never read
-    /// through a symlink; refused when another user owns it or anyone else may read or
-    /// write it.
-    ///
-    /// # Errors
-    /// What is wrong and what to do, naming the file.
-    pub fn host_key(dir: &Path) -> Result<hmac::Key, String> {
-        let path = dir.join(Self::KEY_FILE);
-        // Twice: a host starting at the same time may make the key between our read and
-        // our write; then its key is the one.
-        for _ in 0..2 {
-            if let Some(bytes) = read_key(&path)? {
-                return Ok(hmac::Key::new(hmac::HMAC_SHA256, &bytes));
-            }
-            let mut bytes = [0u8; KEY_BYTES];
-            ring::rand::SystemRandom::new()
-                .fill(&mut bytes)
-                .map_err(|_| "the OS gave no random bytes for the host's key".to_owned())?;
-            let cannot = |err: std::io::Error| format!("cannot write {}: {err}", path.display());
-            // tempfile makes its files 0600.
-            let mut temp = tempfile::Builder::new()
-                .prefix(".key.")
-                .suffix(".tmp")
-                .tempfile_in(dir)
-                .map_err(cannot)?;
-            temp.write_all(&bytes).map_err(cannot)?;
-            temp.as_file().sync_all().map_err(cannot)?;
-            match temp.persist_noclobber(&path) {
-                Ok(_) => {
-                    sync_dir(dir).map_err(cannot)?;
-                    return Ok(hmac::Key::new(hmac::HMAC_SHA256, &bytes));
-                }
-                Err(err) if err.error.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(err) => return Err(cannot(err.error)),
-            }
-        }
-        Err(format!("cannot make {}: it keeps changing", path.display()))
-    }
-
-    /// The HMAC-SHA256 under `key` of `parts`, each length-prefixed (so no two lists of
-    /// parts share a MAC).
-    pub fn seal(key: &hmac::Key, parts: &[&[u8]]) -> [u8; Self::MAC_BYTES] {
-        let mut context = hmac::Context::with_key(key);
-        for part in parts {
-            context.update(&(part.len() as u64).to_be_bytes());
-            context.update(part);
-        }
-        let mut mac = [0u8; Self::MAC_BYTES];
-        mac.copy_from_slice(context.sign().as_ref());
-        mac
-    }
-
-    /// Whether `mac` is [`FolderStore::seal`] of `parts` under `key`, compared in
-    /// constant time.
-    pub fn is_sealed(key: &hmac::Key, parts: &[&[u8]], mac: &[u8]) -> bool {
-        let expected = Self::seal(key, parts);
-        mac.len() == Self::MAC_BYTES
-            && expected
-                .iter()
-                .zip(mac)
-                .fold(0u8, |differ, (a, b)| differ | (a ^ b))
-                == 0
-    }
 }
 
 /// The file whose lock makes [`Store::put_if_match`] a compare-and-swap in a folder.
@@ -182,101 +80,6 @@ const LOCK_FILE: &str = ".lock";
 /// A folder object's version: the SHA-256 of its bytes.
 fn version_of(data: &[u8]) -> Version {
     Version(sha256_hex(data))
-}
-
-/// The size of a host folder's key.
-const KEY_BYTES: usize = 32;
-
-/// How old a temporary file must be before a start removes it: no write of the host's
-/// takes this long, so one this old was left by a process that died mid-write (and one
-/// younger may be another process's write in progress).
-const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// Removes the temporary files a process that died mid-write left in `dir` (the
-/// host's `.NAME.tmp`, `.NAME.PID.N.tmp`, and tempfile's `.tmpXXXXXX`), older than ten
-/// minutes: without it, each crash would leave its bytes in the folder for good.
-/// Returns how many it removed; what it cannot read or remove is left.
-pub fn remove_stale_temporaries(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let now = std::time::SystemTime::now();
-    let mut removed = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else {
-            continue;
-        };
-        let temporary =
-            name.starts_with('.') && (name.ends_with(".tmp") || name.starts_with(".tmp"));
-        let stale = entry
-            .metadata()
-            .ok()
-            .filter(std::fs::Metadata::is_file)
-            .and_then(|meta| meta.modified().ok())
-            .and_then(|modified| now.duration_since(modified).ok())
-            .is_some_and(|age| age >= STALE_TEMPORARY);
-        if temporary && stale && std::fs::remove_file(entry.path()).is_ok() {
-            removed += 1;
-        }
-    }
-    if removed > 0 {
-        tracing::info!(
-            folder = %dir.display(),
-            removed,
-            "removed temporary files a stopped process left"
-        );
-    }
-    removed
-}
-
-/// The key at `path`; `None` when there is none.
-fn read_key(path: &Path) -> Result<Option<[u8; KEY_BYTES]>, String> {
-    use rustix::fs::{Mode, OFlags};
-    let refuse = |reason: String| format!("refusing the key file {}: {reason}", path.display());
-    let fd = match rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Ok(None),
-        Err(rustix::io::Errno::LOOP) => {
-            return Err(refuse(
-                "it is a symlink; delete it, and the host makes a new key".into(),
-            ));
-        }
-        Err(err) => return Err(refuse(std::io::Error::from(err).to_string())),
-    };
-    let mut file = std::fs::File::from(fd);
-    let meta = file.metadata().map_err(|err| refuse(err.to_string()))?;
-    let me = rustix::process::geteuid().as_raw();
-    let renew =
-        "delete it, and the host makes a new one (what it sealed with the old one is then refused)";
-    if !meta.is_file() {
-        return Err(refuse(format!("it is not a file; {renew}")));
-    }
-    if meta.uid() != me {
-        return Err(refuse(format!(
-            "it is owned by uid {}, not by the user running the host (uid {me}); {renew}",
-            meta.uid()
-        )));
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Err(refuse(format!(
-            "others may read or change it (mode {:o}); {renew}",
-            meta.mode() & 0o777
-        )));
-    }
-    let mut bytes = Vec::with_capacity(KEY_BYTES + 1);
-    std::io::Read::by_ref(&mut file)
-        .take(KEY_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|err| refuse(err.to_string()))?;
-    let key: [u8; KEY_BYTES] = bytes
-        .try_into()
-        .map_err(|_| refuse(format!("it does not hold a {KEY_BYTES}-byte key; {renew}")))?;
-    Ok(Some(key))
 }
 
 /// Private folders (0700) on Unix.
@@ -553,38 +356,9 @@ mod tests {
         FolderStore::open(&open).unwrap();
         if rustix::process::geteuid().is_root() {
             std::os::unix::fs::chown(&open, Some(65534), None).unwrap();
-            let err = FolderStore::check_owned(&open).unwrap_err();
+            let err = sfn_wasm_engine::host_folder::check_owned(&open).unwrap_err();
             assert!(err.contains("owned by uid 65534"), "{err}");
         }
-    }
-
-    #[test]
-    fn the_key_is_made_once_and_seals_what_it_was_given() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let key = FolderStore::host_key(dir.path()).unwrap();
-        let mac = FolderStore::seal(&key, &[b"ab", b"c"]);
-        // Read again, not made again.
-        let again = FolderStore::host_key(dir.path()).unwrap();
-        assert!(FolderStore::is_sealed(&again, &[b"ab", b"c"], &mac));
-        // The parts are framed: moving a byte across them is another message.
-        assert!(!FolderStore::is_sealed(&again, &[b"a", b"bc"], &mac));
-        assert!(!FolderStore::is_sealed(&again, &[b"ab", b"c"], &mac[..31]));
-        let other = tempfile::tempdir().unwrap();
-        let theirs = FolderStore::host_key(other.path()).unwrap();
-        assert!(!FolderStore::is_sealed(&theirs, &[b"ab", b"c"], &mac));
-        let path = dir.path().join(FolderStore::KEY_FILE);
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let err = FolderStore::host_key(dir.path()).unwrap_err();
-        assert!(err.contains("others may read or change it"), "{err}");
-        std::fs::write(&path, b"short").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let err = FolderStore::host_key(dir.path()).unwrap_err();
-        assert!(err.contains("32-byte key"), "{err}");
     }
 
     /// A crash mid-write leaves a temporary file; the next start removes it once it is

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-pub use folder::{FolderStore, remove_stale_temporaries};
+pub use folder::FolderStore;
 pub use s3::S3Store;
 
 /// Where a store keeps its objects, as a config names it: `s3://BUCKET/PREFIX` or a

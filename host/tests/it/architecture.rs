@@ -337,62 +337,70 @@ fn names_of_folder(folder: &Path, through_crate: &str) -> BTreeSet<String> {
 /// re-exports from it. Each as `src/MODULE/a.rs → b, src/MODULE/b.rs → a` (a subfolder
 /// as `src/MODULE/c/`).
 fn sibling_circles(src: &Path) -> Vec<String> {
-    let mut problems = Vec::new();
-    for (folder, module) in module_folders(src) {
-        let through_crate = format!("crate::{}::", module.replace('/', "::"));
-        // The parts, by name: what each names of the others, and whether it is a folder.
-        let mut parts: BTreeMap<String, (BTreeSet<String>, bool)> = BTreeMap::new();
-        for entry in std::fs::read_dir(&folder)
-            .expect("a module folder")
-            .flatten()
-        {
-            let path = entry.path();
-            let Some(name) = path.file_stem().and_then(|n| n.to_str()).map(str::to_owned) else {
-                continue;
-            };
-            if path.is_dir() && path.join("mod.rs").is_file() {
-                parts.insert(name, (names_of_folder(&path, &through_crate), true));
-            } else if path.extension().is_some_and(|e| e == "rs") && name != "mod" {
-                let code = code_of(&std::fs::read_to_string(&path).expect("a source file"));
-                let used = names_after(&code, "super::")
-                    .into_iter()
-                    .chain(names_after(&code, &through_crate))
-                    .collect();
-                parts.insert(name, (used, false));
-            }
-        }
-        let mod_rs = std::fs::read_to_string(folder.join("mod.rs"))
-            .map(|text| code_of(&text))
-            .unwrap_or_default();
-        let names: BTreeSet<String> = parts.keys().cloned().collect();
-        let reexported = reexports(&mod_rs, &names);
-        let mut named: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (name, (used, _)) in &parts {
-            for sibling in parts.keys().filter(|s| *s != name) {
-                let through_reexport = used
-                    .iter()
-                    .any(|used| reexported.get(used).is_some_and(|part| part == sibling));
-                if used.contains(sibling) || through_reexport {
-                    named.entry(name).or_default().push(sibling);
-                }
-            }
-        }
-        if let Some(circle) = find_circle(&named) {
-            let shown = |part: &str| match parts.get(part) {
-                Some((_, true)) => format!("src/{module}/{part}/"),
-                _ => format!("src/{module}/{part}.rs"),
-            };
-            let steps: Vec<String> = circle
-                .windows(2)
-                .map(|pair| format!("{} → {}", shown(pair[0]), pair[1]))
+    module_folders(src)
+        .into_iter()
+        .filter_map(|(folder, module)| {
+            let through_crate = format!("crate::{}::", module.replace('/', "::"));
+            folder_circle(&folder, &format!("src/{module}"), &through_crate, "mod")
+        })
+        .collect()
+}
+
+/// A circle among the parts of the folder `folder` (shown as `shown`), whose parts name
+/// each other through `super::NAME`, `through_crate` + `NAME`, or a name its `root` file
+/// (`mod`, or `lib` for a crate's `src/`) re-exports from one of them.
+fn folder_circle(folder: &Path, shown: &str, through_crate: &str, root: &str) -> Option<String> {
+    // The parts, by name: what each names of the others, and whether it is a folder.
+    let mut parts: BTreeMap<String, (BTreeSet<String>, bool)> = BTreeMap::new();
+    for entry in std::fs::read_dir(folder)
+        .expect("a module folder")
+        .flatten()
+    {
+        let path = entry.path();
+        let Some(name) = path.file_stem().and_then(|n| n.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        if path.is_dir() && path.join("mod.rs").is_file() {
+            parts.insert(name, (names_of_folder(&path, through_crate), true));
+        } else if path.extension().is_some_and(|e| e == "rs") && name != root {
+            let code = code_of(&std::fs::read_to_string(&path).expect("a source file"));
+            let used = names_after(&code, "super::")
+                .into_iter()
+                .chain(names_after(&code, through_crate))
                 .collect();
-            problems.push(format!(
-                "an import circle inside {module}: {}",
-                steps.join(", ")
-            ));
+            parts.insert(name, (used, false));
         }
     }
-    problems
+    let root_rs = std::fs::read_to_string(folder.join(format!("{root}.rs")))
+        .map(|text| code_of(&text))
+        .unwrap_or_default();
+    let names: BTreeSet<String> = parts.keys().cloned().collect();
+    let reexported = reexports(&root_rs, &names);
+    let mut named: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (name, (used, _)) in &parts {
+        for sibling in parts.keys().filter(|s| *s != name) {
+            let through_reexport = used
+                .iter()
+                .any(|used| reexported.get(used).is_some_and(|part| part == sibling));
+            if used.contains(sibling) || through_reexport {
+                named.entry(name).or_default().push(sibling);
+            }
+        }
+    }
+    let circle = find_circle(&named)?;
+    let part = |part: &str| match parts.get(part) {
+        Some((_, true)) => format!("{shown}/{part}/"),
+        _ => format!("{shown}/{part}.rs"),
+    };
+    let steps: Vec<String> = circle
+        .windows(2)
+        .map(|pair| format!("{} → {}", part(pair[0]), pair[1]))
+        .collect();
+    let module = shown.strip_prefix("src/").unwrap_or(shown);
+    Some(format!(
+        "an import circle inside {module}: {}",
+        steps.join(", ")
+    ))
 }
 
 /// A circle in `graph`, as its modules with the first repeated at the end.
@@ -439,6 +447,16 @@ fn the_library_imports_only_downwards_and_without_circles() {
     let src = host.join("src");
     let mut problems = violations(&edges(&src), &layers, &src);
     problems.extend(sibling_circles(&src));
+    // The engine crate: no circle among its files (its root's re-exports included) nor
+    // inside its folders.
+    let engine = host.join("../crates/sfn-wasm-engine/src");
+    problems.extend(folder_circle(
+        &engine,
+        "sfn-wasm-engine/src",
+        "crate::",
+        "lib",
+    ));
+    problems.extend(sibling_circles(&engine));
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
     // Every layer named is a real module, so the table cannot rot.
     for module in layers.keys() {
@@ -538,6 +556,30 @@ fn the_check_sees_a_circle_through_a_reexport() {
     );
     std::fs::write(src.join("engine/task.rs"), "use super::WasmEngine;\n").unwrap();
     assert!(sibling_circles(&src).is_empty());
+}
+
+#[test]
+fn the_check_sees_a_circle_among_a_crates_root_files() {
+    // A crate like the engine: `task.rs` names `Handler` through `lib.rs`'s re-export,
+    // `handler.rs` names `task` through `crate::`.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("lib.rs"),
+        "mod handler;\nmod task;\npub use handler::Handler;\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("handler.rs"), "use crate::task::run;\n").unwrap();
+    std::fs::write(src.join("task.rs"), "use crate::Handler;\n").unwrap();
+    assert_eq!(
+        folder_circle(&src, "engine/src", "crate::", "lib").as_deref(),
+        Some(
+            "an import circle inside engine/src: engine/src/handler.rs → task, engine/src/task.rs → handler"
+        )
+    );
+    std::fs::write(src.join("task.rs"), "use crate::budget::LineBudget;\n").unwrap();
+    assert_eq!(folder_circle(&src, "engine/src", "crate::", "lib"), None);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sfn_wasm_host::delivery::{AnswerState, Delivery, DeliveryOptions, LocalResponder};
 use sfn_wasm_host::engine::{
-    EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
+    Capabilities, EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
 };
 use sfn_wasm_host::grants::{Grants, GrantsConfig};
 use sfn_wasm_host::outbound::{AwsGrant, service_endpoints_from_env};
@@ -163,8 +163,7 @@ async fn probe(aws: AwsGrant, input: Value) -> AnswerState {
             heartbeat_every: None,
         },
         control: control.clone(),
-        grants: Arc::new(Grants::resolve(&grants).unwrap()),
-        progress: None,
+        capabilities: Capabilities::none().with(Arc::new(Grants::resolve(&grants).unwrap())),
     };
     let delivery = Delivery::new(
         Arc::new(LocalResponder),

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use serde_json::json;
 use sfn_wasm_host::delivery::{AnswerState, Delivery, DeliveryOptions, Responder, TaskError};
 use sfn_wasm_host::engine::{
-    EngineConfig, Handler, LoadError, TaskControl, TaskLimits, TaskReport, TaskRequest, WasmEngine,
+    Capabilities, EngineConfig, Handler, LoadError, TaskControl, TaskLimits, TaskReport,
+    TaskRequest, WasmEngine,
 };
 use sfn_wasm_host::outcome::{Answer, HostFailure};
 use sfn_wasm_host::sfn::SfnError;
@@ -97,8 +98,7 @@ fn request(hello: &str, control: TaskControl) -> TaskRequest {
             heartbeat_every: None,
         },
         control,
-        grants: Default::default(),
-        progress: None,
+        capabilities: Capabilities::none(),
     }
 }
 

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sfn_wasm_host::delivery::{AnswerState, Delivery, DeliveryOptions, LocalResponder};
 use sfn_wasm_host::engine::{
-    EngineConfig, Handler, TaskControl, TaskLimits, TaskReport, TaskRequest, WasmEngine,
+    Capabilities, EngineConfig, Handler, TaskControl, TaskLimits, TaskReport, TaskRequest,
+    WasmEngine,
 };
 use sfn_wasm_host::grants::{DirGrant, EnvSource, EnvVar, Grants, GrantsConfig};
 use sfn_wasm_host::outbound::{AllowedHost, OutboundLimits};
@@ -224,8 +225,7 @@ async fn run_with(path: &Path, grants: &Arc<Grants>, input: Value, control: Task
             heartbeat_every: None,
         },
         control: control.clone(),
-        grants: grants.clone(),
-        progress: None,
+        capabilities: Capabilities::none().with(grants.clone()),
     };
     let delivery = Delivery::new(
         Arc::new(LocalResponder),

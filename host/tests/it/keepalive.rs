@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sfn_wasm_host::delivery::{Delivery, DeliveryOptions, LocalResponder};
 use sfn_wasm_host::engine::{
-    EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
+    Capabilities, EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
 };
 use sfn_wasm_host::grants::{Grants, GrantsConfig};
 use sfn_wasm_host::outbound::{AllowedHost, OutboundLimits};
@@ -256,8 +256,7 @@ async fn run_pushy(grants: &Arc<Grants>, input: Value) -> Value {
             heartbeat_every: None,
         },
         control: control.clone(),
-        grants: grants.clone(),
-        progress: None,
+        capabilities: Capabilities::none().with(grants.clone()),
     };
     let delivery = Delivery::new(
         Arc::new(LocalResponder),

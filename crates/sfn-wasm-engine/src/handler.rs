@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::Component;
 
-use super::WasmEngine;
-use super::bindings::{v0_1, v0_2};
-use super::cache::ArtifactCache;
-use super::digest::Digest;
-use super::task::{HandlerPre, TaskReport, TaskRequest};
-use super::toolkit::AnswerSink;
+use crate::WasmEngine;
+use crate::bindings::{v0_1, v0_2};
+use crate::cache::ArtifactCache;
+use crate::digest::Digest;
+use crate::task::{HandlerPre, TaskReport, TaskRequest};
+use crate::toolkit::AnswerSink;
 
 /// Why a handler could not be loaded. Each names the file and says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -370,7 +370,7 @@ impl Handler {
         request: TaskRequest,
         sink: impl AnswerSink,
     ) -> TaskReport {
-        super::task::run(self.pre(), engine, request, sink).await
+        crate::task::run(self.pre(), engine, request, sink).await
     }
 
     pub(super) fn pre(&self) -> &HandlerPre {

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::ids::sha256_hex;
+use sha2::{Digest as _, Sha256};
 
 /// The SHA-256 of a handler's `.wasm` bytes, in hex, which names a handler version in
 /// logs and events. Cheap to clone.
@@ -26,4 +26,16 @@ impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// The SHA-256 of `bytes` in lowercase hex (64 digits), for handler digests, pins and
+/// task ids.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(64);
+    for byte in Sha256::digest(bytes) {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    hex
 }

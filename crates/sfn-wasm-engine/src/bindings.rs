@@ -6,7 +6,7 @@
 /// `sfn:activity@0.2.0`: 0.1.0 plus `checkpoint` and `last-checkpoint`.
 pub mod v0_2 {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "sfn:activity/handler",
         imports: { default: async },
         exports: { default: async },
@@ -17,7 +17,7 @@ pub mod v0_2 {
 /// `sfn:activity@0.1.0`: `success`, `failure`, `heartbeat`, `cancelled`.
 pub mod v0_1 {
     wasmtime::component::bindgen!({
-        path: "../wit/v0.1",
+        path: "../../wit/v0.1",
         world: "sfn:activity/handler",
         imports: { default: async },
         exports: { default: async },

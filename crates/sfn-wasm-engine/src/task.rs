@@ -9,18 +9,21 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::WasmEngine;
-use super::bindings::{v0_1, v0_2};
-use super::cpu;
-use super::limits::MemoryLimiter;
-use super::stdio::{GuestOutput, Stream};
-use super::toolkit::{AnswerSink, Toolkit};
+use crate::WasmEngine;
+use crate::bindings::{v0_1, v0_2};
 use crate::budget::LineBudget;
+use crate::capability::{Capabilities, InstanceBuilder, NoOutbound, OutboundHooks, TaskInfo};
 use crate::control::TaskControl;
-use crate::grants::Grants;
-use crate::outbound::OutboundTask;
+use crate::cpu;
+use crate::limits::MemoryLimiter;
 use crate::outcome::{HostFailure, MAX_CAUSE_LEN, truncate_utf16};
-use crate::progress::TaskProgress;
+use crate::stdio::{GuestOutput, Stream};
+use crate::toolkit::{AnswerSink, Toolkit};
+
+/// The name under which the linker holds `http-error-code`: the `wasi:http` version
+/// wasmtime-wasi-http implements (guests importing an older 0.2 version are matched to
+/// it by semver).
+const TYPES_INTERFACE: &str = "wasi:http/types@0.2.12";
 
 /// The most resources (streams, pollables, ...) one task may hold at once: far more
 /// than a handler needs, far less than the table's own cap of a million.
@@ -55,10 +58,10 @@ pub struct TaskRequest {
     pub limits: TaskLimits,
     /// Early-stop handles.
     pub control: TaskControl,
-    /// What the guest may reach (environment, folders, outbound HTTP); the activity's.
-    pub grants: Arc<Grants>,
-    /// Where the task's checkpoints go; `None`: `checkpoint` is unavailable.
-    pub progress: Option<TaskProgress>,
+    /// What the instance may use beyond the sandbox (environment, folders, outbound
+    /// HTTP, a checkpoint store, ...), each prepared before the guest starts; with none,
+    /// the guest reaches nothing.
+    pub capabilities: Capabilities,
 }
 
 /// How a task's guest ended. What became of the answer is the task's
@@ -87,7 +90,7 @@ pub struct TaskState {
     limiter: MemoryLimiter,
     pub(crate) toolkit: Toolkit,
     http: WasiHttpCtx,
-    outbound: OutboundTask,
+    outbound: Box<dyn OutboundHooks>,
 }
 
 impl WasiHttpView for TaskState {
@@ -95,7 +98,7 @@ impl WasiHttpView for TaskState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: &mut self.outbound,
+            hooks: &mut *self.outbound,
         }
     }
 }
@@ -109,25 +112,24 @@ impl WasiView for TaskState {
     }
 }
 
-/// Replaces wasmtime-wasi-http's `http-error-code` with [`crate::outbound::http_error_code`],
-/// which also names the errors of a response body the host cut or timed out.
-pub(super) fn override_http_error_code(
+/// Replaces wasmtime-wasi-http's `http-error-code` with the task's outbound hooks'
+/// [`OutboundHooks::error_code`], which may also name the errors of bodies they made.
+pub(crate) fn override_http_error_code(
     linker: &mut wasmtime::component::Linker<TaskState>,
 ) -> wasmtime::Result<()> {
     use wasmtime::component::Resource;
     use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
     linker.allow_shadowing(true);
-    let defined = linker
-        .instance(crate::outbound::TYPES_INTERFACE)?
-        .func_wrap(
-            "http-error-code",
-            |store: wasmtime::StoreContextMut<'_, TaskState>,
-             (err,): (Resource<wasmtime::Error>,)|
-             -> wasmtime::Result<(Option<ErrorCode>,)> {
-                let err = store.data().table.get(&err)?;
-                Ok((crate::outbound::http_error_code(err),))
-            },
-        );
+    let defined = linker.instance(TYPES_INTERFACE)?.func_wrap(
+        "http-error-code",
+        |store: wasmtime::StoreContextMut<'_, TaskState>,
+         (err,): (Resource<wasmtime::Error>,)|
+         -> wasmtime::Result<(Option<ErrorCode>,)> {
+            let state = store.data();
+            let err = state.table.get(&err)?;
+            Ok((state.outbound.error_code(err),))
+        },
+    );
     linker.allow_shadowing(false);
     defined
 }
@@ -224,26 +226,25 @@ pub(super) async fn run(
         let failure = HostFailure::InvalidInput(format!("the task input is not JSON: {err}"));
         return finish(&sink, Some(failure), started, Usage::default());
     }
-    let toolkit = Toolkit::new(sink.clone(), request.progress);
-
     let task_id = request.task_id.clone();
     // One rate limit for every log line the task causes: its output and the host's.
     let lines = Arc::new(LineBudget::default());
     let stdout = GuestOutput::new(Stream::Stdout, task_id.clone(), lines.clone());
     let stderr = GuestOutput::new(Stream::Stderr, task_id.clone(), lines.clone());
-    let wasi = match wasi_ctx(&request.grants, &stdout, &stderr) {
-        Ok(wasi) => wasi,
-        Err(message) => {
-            let failure = HostFailure::Internal(message);
-            return finish(&sink, Some(failure), started, Usage::default());
-        }
+    let info = TaskInfo {
+        activity_arn: &request.activity_arn,
+        task_id: &task_id,
+        input: &request.input,
     };
-    let outbound = OutboundTask::new(
-        request.grants.outbound().clone(),
-        request.activity_arn.clone(),
-        task_id,
-        lines.clone(),
-    );
+    let (wasi, outbound, checkpoints) =
+        match prepare(&request.capabilities, info, &lines, &stdout, &stderr) {
+            Ok(parts) => parts,
+            Err(message) => {
+                let failure = HostFailure::Internal(message);
+                return finish(&sink, Some(failure), started, Usage::default());
+            }
+        };
+    let toolkit = Toolkit::new(sink.clone(), checkpoints);
     let mut table = ResourceTable::new();
     table.set_max_capacity(MAX_RESOURCES);
     let memory_bytes = usize::try_from(request.limits.memory_bytes).unwrap_or(usize::MAX);
@@ -321,14 +322,17 @@ fn interrupt_at_ticks(
     store.set_epoch_deadline(1);
 }
 
-/// The guest's WASI context: its output to `stdout`/`stderr`, what its grants allow, and
-/// nothing else. Raw sockets stay denied whatever the grants: outbound traffic goes
-/// through wasi:http, where the allow-list and the address checks are.
-fn wasi_ctx(
-    grants: &Grants,
+/// The parts of the guest's instance: its WASI context (its output to `stdout` and
+/// `stderr`, raw sockets denied whatever is granted: outbound traffic goes through
+/// wasi:http, where the hooks decide), its outbound hooks (every request refused unless
+/// a capability sets its own) and its checkpoint store, as `capabilities` prepare them.
+fn prepare(
+    capabilities: &Capabilities,
+    task: TaskInfo<'_>,
+    lines: &Arc<LineBudget>,
     stdout: &GuestOutput,
     stderr: &GuestOutput,
-) -> Result<WasiCtx, String> {
+) -> Result<InstanceParts, String> {
     let mut wasi = WasiCtxBuilder::new();
     wasi.stdout(stdout.clone())
         .stderr(stderr.clone())
@@ -336,9 +340,22 @@ fn wasi_ctx(
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .max_random_size(MAX_RANDOM_BYTES);
-    grants.apply(&mut wasi)?;
-    Ok(wasi.build())
+    let mut instance = InstanceBuilder::new(task, &mut wasi, lines);
+    capabilities.prepare(&mut instance)?;
+    let outbound = instance
+        .outbound
+        .take()
+        .unwrap_or_else(|| Box::new(NoOutbound));
+    let checkpoints = instance.checkpoints.take();
+    Ok((wasi.build(), outbound, checkpoints))
 }
+
+/// A task's WASI context, outbound hooks and checkpoint store.
+type InstanceParts = (
+    WasiCtx,
+    Box<dyn OutboundHooks>,
+    Option<Arc<dyn crate::capability::Checkpoints>>,
+);
 
 /// Drives the guest's `call` to its end, beside what the host does while it runs: the
 /// shutdown's abort, the deadline, and the automatic heartbeats. The same limits cover

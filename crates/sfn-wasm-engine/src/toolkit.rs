@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::bindings::sfn::activity::toolkit::Host;
-use super::bindings::sfn::activity::types::ToolkitError;
-use super::bindings::v0_1;
+use crate::bindings::sfn::activity::toolkit::Host;
+use crate::bindings::sfn::activity::types::ToolkitError;
+use crate::bindings::v0_1;
+use crate::capability::Checkpoints;
 use crate::outcome::{Answer, AnswerError, HostFailure, MAX_OUTPUT_BYTES};
-use crate::progress::{MAX_CHECKPOINT_BYTES, TaskProgress};
 use v0_1::sfn::activity::types::ToolkitError as ToolkitErrorV0_1;
 
 /// Where a task's answers and heartbeats go once the guest (or the host, for the guest)
@@ -50,6 +50,8 @@ pub trait AnswerSink: Send + Sync + 'static {
     fn host_failure(&self, failure: &HostFailure);
 }
 
+/// The largest checkpoint a task may save, in bytes: as large as a task's output.
+pub const MAX_CHECKPOINT_BYTES: usize = MAX_OUTPUT_BYTES;
 /// The most checkpoints one task may save: each is a durable write (an fsync'd file or
 /// an S3 PUT) the host makes for the guest.
 pub const MAX_CHECKPOINTS_PER_TASK: u32 = 1000;
@@ -59,7 +61,7 @@ pub const MAX_CHECKPOINT_BYTES_PER_TASK: u64 = 64 << 20;
 /// One task's toolkit: the state behind the handler's imports.
 pub struct Toolkit {
     sink: Arc<dyn AnswerSink>,
-    progress: Option<TaskProgress>,
+    checkpoints: Option<Arc<dyn Checkpoints>>,
     /// Checkpoints saved (or tried) by this task, and their bytes.
     saved: (u32, u64),
     /// The task's checkpoint as last read or saved, once known: a guest that asks again
@@ -69,11 +71,11 @@ pub struct Toolkit {
 
 impl Toolkit {
     /// The toolkit of the task whose answers go to `sink` and whose checkpoints go to
-    /// `progress` (`None`: the activity keeps none, or the input has no key).
-    pub fn new(sink: Arc<dyn AnswerSink>, progress: Option<TaskProgress>) -> Self {
+    /// `checkpoints` (`None`: the task has no checkpoint store).
+    pub fn new(sink: Arc<dyn AnswerSink>, checkpoints: Option<Arc<dyn Checkpoints>>) -> Self {
         Self {
             sink,
-            progress,
+            checkpoints,
             saved: (0, 0),
             last: None,
         }
@@ -129,7 +131,7 @@ impl Host for Toolkit {
     }
 
     async fn checkpoint(&mut self, data: String) -> Result<(), ToolkitError> {
-        let Some(progress) = &self.progress else {
+        let Some(checkpoints) = &self.checkpoints else {
             return Err(ToolkitError::Unavailable("no progress key".into()));
         };
         if data.len() > MAX_CHECKPOINT_BYTES {
@@ -147,7 +149,7 @@ impl Host for Toolkit {
             )));
         }
         self.saved = (count + 1, bytes + data.len() as u64);
-        match progress.save(&data).await {
+        match checkpoints.save(&data).await {
             Ok(()) => {
                 self.last = Some(Some(data));
                 Ok(())
@@ -162,27 +164,22 @@ impl Host for Toolkit {
         if let Some(last) = &self.last {
             return last.clone();
         }
-        let progress = self.progress.as_ref()?;
-        match progress.load().await {
+        let checkpoints = self.checkpoints.as_ref()?;
+        match checkpoints.load().await {
             Ok(last) => {
                 self.last = Some(last.clone());
                 last
             }
             Err(err) => {
                 // Not remembered: a later call may find the store back.
-                let hint = if err.code == "AccessDenied" || err.code == "Forbidden" {
-                    " (S3 answers a missing checkpoint with 403 to credentials without s3:ListBucket on the store's bucket: see the `progress-store` policy in docs/src/permissions.md; `check --remote` probes it)"
-                } else {
-                    ""
-                };
-                tracing::warn!(error = %err, "the last checkpoint could not be read{hint}");
+                tracing::warn!(error = %err, "the last checkpoint could not be read");
                 None
             }
         }
     }
 }
 
-impl super::bindings::sfn::activity::types::Host for Toolkit {}
+impl crate::bindings::sfn::activity::types::Host for Toolkit {}
 
 /// World 0.1.0: the same calls, with 0.1.0's error type (the same cases).
 impl v0_1::sfn::activity::toolkit::Host for Toolkit {
@@ -246,6 +243,21 @@ mod tests {
         fn host_failure(&self, _failure: &HostFailure) {}
     }
 
+    /// Keeps the last checkpoint in memory.
+    #[derive(Default)]
+    struct Kept(Mutex<Option<String>>);
+
+    #[async_trait]
+    impl Checkpoints for Kept {
+        async fn save(&self, data: &str) -> Result<(), String> {
+            *self.0.lock().unwrap() = Some(data.to_owned());
+            Ok(())
+        }
+        async fn load(&self) -> Result<Option<String>, String> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+    }
+
     #[test]
     fn outputs_must_be_json_within_the_limit() {
         assert!(validate_output(r#"{"a":1}"#).is_ok());
@@ -285,15 +297,8 @@ mod tests {
     /// bounded in number (and bytes), and past the bound the last one saved stands.
     #[tokio::test]
     async fn a_task_saves_a_bounded_number_of_checkpoints() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            Arc::new(crate::store::FolderStore::open(&dir.path().join("progress")).unwrap());
-        let progress = crate::progress::ActivityProgress::new(store, "/id".into(), false).for_task(
-            "arn:aws:states:us-east-1:1:activity:a",
-            "t",
-            r#"{"id":"x"}"#,
-        );
-        let mut toolkit = Toolkit::new(Arc::new(FirstAnswer::default()), progress);
+        let progress: Arc<dyn Checkpoints> = Arc::new(Kept::default());
+        let mut toolkit = Toolkit::new(Arc::new(FirstAnswer::default()), Some(progress));
         for n in 0..MAX_CHECKPOINTS_PER_TASK {
             toolkit.checkpoint(format!("{n}")).await.unwrap();
         }

@@ -7,15 +7,27 @@
 //! task then gets its own `Store` with its own memory cap, deadline and abort flag.
 //!
 //! The engine hands a task's answers to an [`AnswerSink`] and knows nothing of how they
-//! reach Step Functions: it sits below the answer path.
+//! reach Step Functions: it sits below the answer path. Nor does it know any
+//! capability: an instance starts with nothing (no environment, folders, sockets,
+//! outbound HTTP or checkpoint store) but what the task's [`Capabilities`] prepare in it
+//! through the one seam of [`capability`] (Spin's factors, in small). This crate depends
+//! on no AWS SDK, HTTP client or store; the host (`sfn-wasm-host`) plugs those in.
+#![warn(missing_docs)]
+// No function over 80 lines (`clippy.toml`): a long one is several steps that want names.
+#![warn(clippy::too_many_lines)]
 
-pub(crate) mod bindings;
+pub mod bindings;
+pub mod budget;
 mod cache;
+pub mod capability;
+pub mod control;
 mod cpu;
 mod digest;
 mod epoch;
 mod handler;
+pub mod host_folder;
 mod limits;
+pub mod outcome;
 mod stdio;
 mod task;
 mod toolkit;
@@ -24,13 +36,19 @@ use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use cache::{ArtifactCache, CacheError, DEFAULT_MAX_BYTES, OpenError};
-pub use digest::Digest;
+pub use capability::{
+    Capabilities, Capability, Checkpoints, InstanceBuilder, OutboundHooks, TaskInfo,
+};
+pub use digest::{Digest, sha256_hex};
 pub use epoch::{EpochTicker, Running, TICK};
 pub use handler::{CacheStatus, Handler, LoadError, LoadedHandler, WorldVersion};
 pub use limits::MemoryLimiter;
 pub use stdio::{GuestOutput, MAX_LINE_BYTES, MAX_LOGGED_BYTES, Stream};
 pub use task::{TaskLimits, TaskReport, TaskRequest};
-pub use toolkit::{AnswerSink, Toolkit};
+pub use toolkit::{
+    AnswerSink, MAX_CHECKPOINT_BYTES, MAX_CHECKPOINT_BYTES_PER_TASK, MAX_CHECKPOINTS_PER_TASK,
+    Toolkit,
+};
 
 /// Re-exported: a [`TaskRequest`] carries one.
 pub use crate::control::TaskControl;

@@ -6,7 +6,7 @@
 //! by another configuration is never looked up. Loading an artifact is `unsafe` in
 //! wasmtime (its machine code is trusted), so an entry is only used when it is exactly
 //! what this host wrote for this module: each file carries an HMAC-SHA256, under a key
-//! only the host reads (`cache_dir/.key`, 0600, see [`FolderStore::host_key`]), over the
+//! only the host reads (`cache_dir/.key`, 0600, see [`host_key`](crate::host_folder::host_key)), over the
 //! format version, the module's digest, the engine's fingerprint and the payload,
 //! checked before the payload reaches wasmtime; wasmtime's own header check follows. An
 //! entry copied from another module's, from another host, or changed by a byte, does not
@@ -29,14 +29,14 @@ use std::time::SystemTime;
 
 use ring::hmac;
 
-use super::WasmEngine;
-use super::digest::Digest;
-use crate::store::FolderStore;
+use crate::WasmEngine;
+use crate::digest::Digest;
+use crate::host_folder;
 
 /// The header of an entry of this format (the first, `SFNWASMC`, carried a bare
 /// checksum: such entries are refused and rebuilt).
 const MAGIC: &[u8; 8] = b"SFNWASM2";
-const HEADER_LEN: usize = MAGIC.len() + FolderStore::MAC_BYTES;
+const HEADER_LEN: usize = MAGIC.len() + host_folder::MAC_BYTES;
 /// What the MAC says an entry is, besides its module and engine.
 const FORMAT: &[u8] = b"sfn-wasm-host compiled artifact v2";
 
@@ -103,7 +103,7 @@ impl ArtifactCache {
     /// # Errors
     /// When the folder cannot be created, or exists but is not safe: a symlink or not a
     /// folder, owned by another user, or writable by group or others; or when its key
-    /// (`.key`) cannot be made or is not private (see [`FolderStore::host_key`]).
+    /// (`.key`) cannot be made or is not private (see [`host_key`](crate::host_folder::host_key)).
     pub fn open(dir: &Path, engine: &WasmEngine) -> Result<Self, OpenError> {
         let io = |source| OpenError::Io {
             dir: dir.to_owned(),
@@ -145,8 +145,8 @@ impl ArtifactCache {
                 }
             }
         }
-        let key = FolderStore::host_key(dir).map_err(untrusted)?;
-        crate::store::remove_stale_temporaries(dir);
+        let key = host_folder::host_key(dir).map_err(untrusted)?;
+        host_folder::remove_stale_temporaries(dir);
         let mut hasher = DefaultHasher::new();
         engine
             .wasmtime()
@@ -232,7 +232,7 @@ impl ArtifactCache {
             ));
         }
         let (header, artifact) = bytes.split_at(HEADER_LEN);
-        if !FolderStore::is_sealed(
+        if !host_folder::is_sealed(
             &self.key,
             &self.sealed_parts(digest, artifact),
             &header[MAGIC.len()..],
@@ -258,7 +258,7 @@ impl ArtifactCache {
         let path = self.path(digest);
         let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
         temp.write_all(MAGIC)?;
-        temp.write_all(&FolderStore::seal(
+        temp.write_all(&host_folder::seal(
             &self.key,
             &self.sealed_parts(digest, artifact),
         ))?;
@@ -324,7 +324,7 @@ mod tests {
     use sha2::Digest as _;
 
     use super::*;
-    use crate::engine::EngineConfig;
+    use crate::EngineConfig;
 
     fn engine() -> WasmEngine {
         WasmEngine::new(EngineConfig {
@@ -413,7 +413,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("c");
         ArtifactCache::open(&dir, &engine).unwrap();
-        let key = dir.join(FolderStore::KEY_FILE);
+        let key = dir.join(host_folder::KEY_FILE);
         let meta = std::fs::symlink_metadata(&key).unwrap();
         assert_eq!((meta.mode() & 0o777, meta.len()), (0o600, 32));
 
