@@ -34,9 +34,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{self, Metrics};
-use crate::outbound::GuestSockets;
 use crate::status::StatusBoard;
 use sfn_wasm_engine::WasmEngine;
+use sfn_wasm_outbound::GuestSockets;
 
 /// How long the epoch clock may go without a tick while tasks run before `/healthz`
 /// says 503 (it ticks every 10 ms).

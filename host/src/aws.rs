@@ -7,7 +7,6 @@
 
 use std::ops::Index;
 
-use aws_config::{BehaviorVersion, Region};
 use serde::Deserialize;
 
 /// The `[aws]` table.
@@ -131,50 +130,12 @@ impl AwsConfig {
     }
 }
 
-/// AWS's error code and message of a failed SDK call, for a line naming them (never a
-/// Debug dump); a call that got no coded answer gets a name of the host's:
-/// `NoAnswerInTime`, `NotSent` (no credentials to sign with, or the endpoint cannot be
-/// reached), `NotBuilt`, `NoErrorCode`.
-pub fn error_code<E, R>(
-    err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
-) -> (String, String)
-where
-    E: aws_sdk_sfn::error::ProvideErrorMetadata,
-{
-    use aws_sdk_sfn::error::ProvideErrorMetadata;
-    use aws_smithy_runtime_api::client::result::SdkError;
-    if let Some(code) = err.code() {
-        return (
-            code.to_owned(),
-            err.message().unwrap_or("no message").to_owned(),
-        );
-    }
-    let (code, message) = match err {
-        SdkError::TimeoutError(_) => ("NoAnswerInTime", "the service did not answer in time"),
-        SdkError::DispatchFailure(_) => (
-            "NotSent",
-            "the request was not sent: no credentials to sign it with, or the endpoint cannot be reached",
-        ),
-        SdkError::ConstructionFailure(_) => ("NotBuilt", "the request could not be built"),
-        _ => (
-            "NoErrorCode",
-            "the service answered with an error without a code",
-        ),
-    };
-    (code.to_owned(), message.to_owned())
-}
+pub use sfn_wasm_outbound::aws::error_code;
 
 /// The AWS SDK settings every client of the host starts from: the default chain
 /// (credentials, region), overridden by the config's `[aws]` region and endpoint.
 pub async fn sdk_config(aws: &AwsConfig) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(region) = &aws.region {
-        loader = loader.region(Region::new(region.clone()));
-    }
-    if let Some(url) = &aws.endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    loader.load().await
+    sfn_wasm_outbound::aws::sdk_config(aws.region.as_deref(), aws.endpoint_url.as_deref()).await
 }
 
 /// An S3 client with the config's `[aws]` settings and these timeouts. With

@@ -12,7 +12,6 @@ use crate::grants::{GrantError, Grants, GrantsSlot};
 use crate::idempotency::ActivityIdempotency;
 use crate::lifecycle::{ActivityShared, task_starts};
 use crate::load::LoadedActivity;
-use crate::outbound::GuestSockets;
 use crate::outbox::Outbox;
 use crate::pool::ActivityPoolManager;
 use crate::progress::ActivityProgress;
@@ -23,6 +22,7 @@ use crate::secrets::SecretStore;
 use crate::sfn::StepFunctions;
 use crate::store::{FolderStore, S3Store, Store, StoreError, StoreLocation};
 use sfn_wasm_engine::{TaskControl, WasmEngine};
+use sfn_wasm_outbound::GuestSockets;
 
 /// After the grace, how long aborted tasks get to deliver their `SfnWasmHost.Shutdown`
 /// answers before deliveries still retrying are given up.

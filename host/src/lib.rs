@@ -20,6 +20,10 @@
 /// The engine, a crate of its own (`crates/sfn-wasm-engine`: wasmtime, the world's
 /// bindings, instances and their limits), under the name the host has always given it.
 pub use sfn_wasm_engine as engine;
+/// Outbound HTTP for guests, a crate of its own (`crates/sfn-wasm-outbound`: the
+/// allow-list, the address checks, SigV4 signing, the connection pool), under the name
+/// the host has always given it.
+pub use sfn_wasm_outbound as outbound;
 
 pub mod admin;
 pub mod aws;
@@ -33,7 +37,6 @@ pub mod ids;
 pub mod lifecycle;
 pub mod load;
 pub mod metrics;
-pub mod outbound;
 pub mod outbox;
 pub mod outcome;
 pub mod pool;

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use crate::aws::AwsConfig;
 use crate::grants::{DirGrant, EnvSource, EnvVar, GrantsConfig, check_guest_path};
-use crate::outbound::{
+use crate::secrets::{DEFAULT_REFRESH, SecretRef, SecretSource, SecretStore};
+use sfn_wasm_outbound::{
     AllowedHost, AwsGrant, OutboundLimits, is_label, is_region, read_ca_file,
     service_endpoints_from_env,
 };
-use crate::secrets::{DEFAULT_REFRESH, SecretRef, SecretSource, SecretStore};
 
 /// `[activity.outbound]` as written.
 #[derive(Deserialize)]

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::checks::{Problem, at, optional, seconds_within, within};
-use crate::outbound::read_ca_file;
+use sfn_wasm_outbound::read_ca_file;
 
 /// The log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]

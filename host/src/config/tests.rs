@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::*;
 use crate::aws::PerApi;
 use crate::grants::{EnvSource, EnvVar, GrantsConfig};
-use crate::outbound::OutboundLimits;
 use crate::source::HandlerSource;
+use sfn_wasm_outbound::OutboundLimits;
 
 mod host_folders;
 

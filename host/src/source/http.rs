@@ -31,7 +31,7 @@ impl HttpSource {
     /// When rustls cannot be set up.
     pub fn new() -> Result<Self, rustls::Error> {
         Ok(Self {
-            tls: crate::outbound::tls_connector()?,
+            tls: sfn_wasm_outbound::tls_connector()?,
         })
     }
 

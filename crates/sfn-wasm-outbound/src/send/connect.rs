@@ -14,10 +14,10 @@ use wasmtime_wasi_http::Error;
 use wasmtime_wasi_http::io::TokioIo;
 
 use super::{RequestLog, Stream, Target};
-use crate::outbound::address::{Reach, may_connect};
-use crate::outbound::allow::Scheme;
-use crate::outbound::pool::Connection;
-use crate::outbound::sockets::GuestSockets;
+use crate::address::{Reach, may_connect};
+use crate::allow::Scheme;
+use crate::pool::Connection;
+use crate::sockets::GuestSockets;
 
 /// Opens a connection to `target` (DNS, the address rules, TCP, TLS, HTTP/1.1) within
 /// `timeout` for each step, and runs it on a task of its own.

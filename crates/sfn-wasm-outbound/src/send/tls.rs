@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 /// The TLS client configuration: Mozilla's roots (webpki-roots, so that a host needs no
 /// CA bundle of its own), ring, TLS 1.2 and 1.3.
-pub(crate) fn tls_connector() -> Result<tokio_rustls::TlsConnector, rustls::Error> {
+pub fn tls_connector() -> Result<tokio_rustls::TlsConnector, rustls::Error> {
     tls_connector_with(Vec::new())
 }
 
 /// [`tls_connector`], also trusting `extra_roots` (an activity's `ca_file`).
-pub(in crate::outbound) fn tls_connector_with(
+pub(crate) fn tls_connector_with(
     extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 ) -> Result<tokio_rustls::TlsConnector, rustls::Error> {
     Ok(tokio_rustls::TlsConnector::from(Arc::new(
@@ -20,7 +20,7 @@ pub(in crate::outbound) fn tls_connector_with(
 /// The host's TLS client settings: Mozilla's roots (webpki-roots) and `extra_roots` (a
 /// `ca_file`), ring, TLS 1.2 and 1.3. Every TLS client of the host (guests' outbound
 /// requests, the OTLP exporter) uses them.
-pub(crate) fn tls_client_config(
+pub fn tls_client_config(
     extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
     let mut roots = rustls::RootCertStore {

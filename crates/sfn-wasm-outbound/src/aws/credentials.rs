@@ -8,7 +8,6 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use tokio::sync::{Mutex, OnceCell};
 
 use super::SignError;
-use crate::aws::AwsConfig;
 
 /// How long before their expiry cached credentials are fetched again: the SDK's own
 /// margin, or half their lifetime when that is shorter.
@@ -28,7 +27,8 @@ pub(super) enum CredentialsSource {
     /// The host's chain (and, with a role, STS), set up on first use: building the
     /// chain is async, and a config with no AWS request should not need credentials.
     Lazy {
-        aws: AwsConfig,
+        /// The `[aws]` region and endpoint the host's chain starts from.
+        aws: (Option<String>, Option<String>),
         role: Option<(String, Option<String>)>,
         built: Box<OnceCell<Built>>,
     },
@@ -80,8 +80,11 @@ impl CredentialsSource {
 
 impl Built {
     /// The host's chain for `aws`, with STS when the credentials are `role`'s.
-    async fn new(aws: &AwsConfig, role: &Option<(String, Option<String>)>) -> Self {
-        let shared = crate::aws::sdk_config(aws).await;
+    async fn new(
+        (region, endpoint_url): &(Option<String>, Option<String>),
+        role: &Option<(String, Option<String>)>,
+    ) -> Self {
+        let shared = super::sdk::sdk_config(region.as_deref(), endpoint_url.as_deref()).await;
         match role {
             Some((role_arn, external_id)) => Built::Role {
                 chain: shared.credentials_provider(),
@@ -118,7 +121,7 @@ async fn assume_role(
         .send()
         .await
         .map_err(|err| {
-            let (code, message) = crate::aws::error_code(&err);
+            let (code, message) = super::sdk::error_code(&err);
             SignError::Credentials {
                 message: format!("cannot assume {role_arn}: {code}: {message}"),
                 code: code.to_string(),

@@ -28,10 +28,13 @@
 //! A request that may be sent twice (an idempotent method, or an `Idempotency-Key`, and
 //! no body byte consumed) and fails on a kept connection before any response byte is
 //! sent again, once, on a new connection ([`retry`]).
+#![warn(missing_docs)]
+// No function over 80 lines (`clippy.toml`): a long one is several steps that want names.
+#![warn(clippy::too_many_lines)]
 
 mod address;
 mod allow;
-mod aws;
+pub mod aws;
 mod codes;
 mod pool;
 mod retry;
@@ -55,11 +58,11 @@ pub use aws::{
 };
 pub use codes::http_error_code;
 pub use send::read_ca_file;
-pub(crate) use send::{tls_client_config, tls_connector};
+pub use send::{tls_client_config, tls_connector};
 pub use sockets::{GuestSockets, SocketPermit};
 
 /// `[activity.outbound]`'s numbers: what one task may do over HTTP, and how long the
-/// activity keeps connections for reuse. (`ca_file` is in [`GrantsConfig`](crate::grants::GrantsConfig).)
+/// activity keeps connections for reuse. (`ca_file` is in the host's `GrantsConfig`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboundLimits {
     /// Requests one task may send; the next ones fail with `connection-limit-reached`.

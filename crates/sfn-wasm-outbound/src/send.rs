@@ -30,7 +30,7 @@ use sfn_wasm_engine::budget::LineBudget;
 
 pub use tls::read_ca_file;
 pub(super) use tls::tls_connector_with;
-pub(crate) use tls::{tls_client_config, tls_connector};
+pub use tls::{tls_client_config, tls_connector};
 
 /// Bytes a task may still receive (response bodies) or have the host hold (request
 /// bodies read whole to be signed), shared by all its requests.

@@ -18,6 +18,7 @@
 mod credential_apis;
 mod credentials;
 mod endpoint;
+mod sdk;
 mod sign;
 #[cfg(test)]
 mod tests;
@@ -28,11 +29,11 @@ use wasmtime_wasi_http::Error;
 use super::address::Reach;
 use super::allow::Scheme;
 use super::send::Target;
-use crate::aws::AwsConfig;
 use credentials::{CredentialsCache, CredentialsSource};
 use endpoint::endpoint_uri;
 
 pub use endpoint::{Endpoint, endpoint_variable, is_label, is_region, service_endpoints_from_env};
+pub use sdk::{error_code, sdk_config};
 pub use sign::MAX_SIGNED_BODY_BYTES;
 
 /// `[activity.aws]`, checked: what the activity's guests may call, signed by the host.
@@ -185,11 +186,7 @@ impl AwsSigner {
     /// When `endpoint_url` is not a URL with a scheme and host (the config checks it).
     pub fn new(grant: AwsGrant) -> Result<Self, String> {
         let source = CredentialsSource::Lazy {
-            aws: AwsConfig {
-                region: grant.host_region.clone(),
-                endpoint_url: grant.endpoint_url.clone(),
-                ..AwsConfig::default()
-            },
+            aws: (grant.host_region.clone(), grant.endpoint_url.clone()),
             role: grant
                 .role_arn
                 .clone()

@@ -17,7 +17,7 @@ use wasmtime_wasi_http::WasiBody;
 
 use super::credential_apis::credential_api;
 use super::{AwsSigner, Endpoint, SignError};
-use crate::outbound::send::{Held, HeldBody};
+use crate::send::{Held, HeldBody};
 
 /// The headers a guest may not set on a signed request: the host writes them.
 const SIGNING_HEADERS: [&str; 4] = [
@@ -42,7 +42,7 @@ impl AwsSigner {
     /// # Errors
     /// [`SignError`]: a body too large for one request or for the task's budget, a
     /// failed body stream, an unsignable header, an API that vends credentials.
-    pub(in crate::outbound) async fn sign(
+    pub(crate) async fn sign(
         &self,
         request: http::Request<WasiBody>,
         endpoint: &Endpoint,
