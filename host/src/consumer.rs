@@ -118,11 +118,11 @@ fn open_store(
 /// The outbox `[host] outbox_dir` names, opened (its answers are recovered once the
 /// activities are wired).
 fn open_outbox(config: &Config) -> Result<Option<Arc<Outbox>>, ConsumerError> {
-    let Some(dir) = &config.host.outbox_dir else {
+    let Some(outbox) = &config.host.outbox else {
         return Ok(None);
     };
     let outbox =
-        Outbox::open(dir, config.host.outbox_max_bytes).map_err(|source| ConsumerError::Store {
+        Outbox::open(&outbox.dir, outbox.max_bytes).map_err(|source| ConsumerError::Store {
             file: config.file.clone(),
             key: "host.outbox_dir".into(),
             source,

@@ -84,7 +84,8 @@ pub struct HostRuntime {
 /// The task traces' exporter, when `[host.otel] endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT`
 /// names a collector.
 fn start_traces(config: &Config) -> Result<Option<Arc<TaskTraces>>, RuntimeError> {
-    let endpoint = config.host.otel_endpoint.clone().or_else(|| {
+    let otel = config.host.otel.as_ref();
+    let endpoint = otel.map(|otel| otel.endpoint.clone()).or_else(|| {
         std::env::var(ENDPOINT_ENV)
             .ok()
             .filter(|url| !url.trim().is_empty())
@@ -94,8 +95,8 @@ fn start_traces(config: &Config) -> Result<Option<Arc<TaskTraces>>, RuntimeError
     };
     let traces = TaskTraces::new(
         &endpoint,
-        &config.host.otel_headers,
-        config.host.otel_ca_file.as_deref(),
+        &otel.map(|otel| otel.headers.clone()).unwrap_or_default(),
+        otel.and_then(|otel| otel.ca_file.as_deref()),
     )
     .map_err(|source| RuntimeError::Traces {
         file: config.file.clone(),
@@ -127,8 +128,8 @@ async fn start_admin(
         guest_sockets: consumer.guest_sockets().clone(),
     });
     let options = AdminOptions {
-        max_connections: config.host.admin_max_connections,
-        status_token_sha256: config.host.admin_token.as_ref().map(|t| t.sha256()),
+        max_connections: config.host.admin.max_connections,
+        status_token_sha256: config.host.admin.token.as_ref().map(|t| t.sha256()),
         ..AdminOptions::default()
     };
     let status_auth = options.status_token_sha256.is_some();
@@ -181,7 +182,7 @@ impl HostRuntime {
         } = parts;
         // Metrics and the status board cost a little per event; only an admin server
         // reads them, so without one they are not kept.
-        let observed = config.host.admin_listen.map(|addr| {
+        let observed = config.host.admin.listen.map(|addr| {
             let metrics = Arc::new(Metrics::new());
             for activity in &config.activities {
                 metrics.add_activity(&activity.arn, activity.max_concurrent_tasks);

@@ -34,7 +34,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let config = match super::read_config(&args.config) {
         Ok(mut config) => {
             if let Some(addr) = args.admin_listen {
-                config.host.admin_listen = Some(addr);
+                config.host.admin.listen = Some(addr);
             }
             config
         }

@@ -44,15 +44,16 @@ fn host_folders(host: &HostConfig, activities: &[ActivityConfig]) -> Vec<HostFol
     if let Some(dir) = &host.cache_dir {
         add("host.cache_dir".into(), "compiled handlers", dir, false);
     }
-    if let Some(dir) = &host.outbox_dir {
+    if let Some(outbox) = &host.outbox {
         add(
             "host.outbox_dir".into(),
             "answers waiting to be sent",
-            dir,
+            &outbox.dir,
             true,
         );
     }
-    if let Some(folder) = host.otel_ca_file.as_deref().and_then(Path::parent) {
+    let otel_ca_file = host.otel.as_ref().and_then(|otel| otel.ca_file.as_deref());
+    if let Some(folder) = otel_ca_file.and_then(Path::parent) {
         add(
             "host.otel.ca_file".into(),
             "a CA the host trusts",

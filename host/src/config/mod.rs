@@ -10,11 +10,13 @@
 //! walks the file, in order, naming the key of the first problem.
 
 mod activity;
+mod admin;
 mod checks;
 mod grants;
 mod host;
 mod host_folders;
 mod key;
+mod otel;
 mod progress;
 mod rollout;
 #[cfg(test)]
@@ -27,11 +29,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use activity::{ActivityConfig, MAX_MEMORY_LIMIT_MB, MAX_POLLERS, PollingConfig, RecordConfig};
+pub use admin::{AdminConfig, AdminToken, parse_listen};
 pub use checks::canonical;
-pub use host::{
-    HostConfig, LogFormat, OtelHeaders, check_otel_endpoint, default_cache_dir, parse_listen,
-};
+pub use host::{HostConfig, LogFormat, OutboxConfig, default_cache_dir};
 pub use key::KeyPath;
+pub use otel::{OtelConfig, OtelHeaders, check_otel_endpoint};
 pub use progress::{IdempotencyConfig, ProgressConfig};
 pub use rollout::RolloutConfig;
 

@@ -60,15 +60,14 @@ fn a_minimal_config_gets_the_defaults() {
     assert_eq!(activity.cancel_grace, Duration::from_secs(5));
     // Operations are off unless asked for: no admin server, no traces exporter (the
     // OTEL_EXPORTER_OTLP_ENDPOINT variable is read at start, not here).
-    assert_eq!(config.host.admin_listen, None);
-    assert_eq!(config.host.admin_max_connections, 64);
+    assert_eq!(config.host.admin.listen, None);
+    assert_eq!(config.host.admin.max_connections, 64);
     assert!(
-        config.host.admin_token.is_none(),
+        config.host.admin.token.is_none(),
         "/status is open by default"
     );
-    assert_eq!(config.host.otel_endpoint, None);
-    assert_eq!(config.host.otel_headers.iter().count(), 0);
-    assert_eq!(config.host.otel_ca_file, None);
+    assert_eq!(config.host.otel, None);
+    assert_eq!(config.host.outbox, None, "no outbox unless asked for");
     // Task starts are not rate-limited unless asked for.
     assert_eq!(activity.max_tasks_per_second, None);
     // The API rates: the region's quota, without an [aws] table.
@@ -198,13 +197,16 @@ fn operations_keys_alone_turn_the_admin_server_and_traces_on() {
     ))
     .unwrap();
     assert_eq!(
-        config.host.admin_listen,
+        config.host.admin.listen,
         Some("0.0.0.0:9464".parse().unwrap())
     );
     assert_eq!(
-        config.host.otel_endpoint.as_deref(),
+        config.host.otel.as_ref().map(|otel| otel.endpoint.as_str()),
         Some("http://collector:4318")
     );
+    let otel = config.host.otel.as_ref().unwrap();
+    assert_eq!(otel.headers.iter().count(), 0);
+    assert_eq!(otel.ca_file, None);
     // The rest of [host] keeps its defaults.
     assert_eq!(config.host.shutdown_grace, Duration::from_secs(30));
     assert!(config.host.cache_dir.is_some());
@@ -390,7 +392,7 @@ fn otel_headers_are_kept_and_never_printed() {
          [[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\nmax_tasks_per_second = 2.5\n"
     ))
     .unwrap();
-    let headers: Vec<(&str, &str)> = config.host.otel_headers.iter().collect();
+    let headers: Vec<(&str, &str)> = config.host.otel.as_ref().unwrap().headers.iter().collect();
     assert_eq!(headers, [("api-key", "s3cret"), ("x-team", "ops")]);
     let printed = format!("{:?}", config.host);
     assert!(

@@ -773,9 +773,9 @@ fn admin_token_file_problems_are_config_errors_naming_the_key_and_file() {
     // A good one: kept as a digest that no print shows.
     std::fs::write(dir.path().join("good"), "s3cret-token\n").unwrap();
     let config = parse("good").unwrap();
-    assert!(config.host.admin_token.is_some());
+    assert!(config.host.admin.token.is_some());
     assert!(!format!("{config:?}").contains("s3cret"));
-    assert_eq!(config.host.admin_max_connections, 64);
+    assert_eq!(config.host.admin.max_connections, 64);
     let error = Config::parse(
         &dir.path().join("config.toml"),
         "[host]\nadmin_max_connections = 0\n[[activity]]\narn = \"arn:aws:states:us-east-1:000000000000:activity:a\"\nhandler = \"h.wasm\"\n",

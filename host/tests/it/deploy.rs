@@ -58,7 +58,8 @@ fn the_deploy_files_agree_with_the_host_and_each_other() {
     let config = passes_check(&config_text);
     let admin = config
         .host
-        .admin_listen
+        .admin
+        .listen
         .expect("the shipped config serves /metrics");
     assert!(
         admin.ip().is_loopback(),
@@ -101,7 +102,7 @@ fn the_deploy_files_agree_with_the_host_and_each_other() {
     }
     let embedded = passes_check(&embedded);
     // The pod's address, on purpose: the kubelet and Prometheus come from outside.
-    let pod = embedded.host.admin_listen.unwrap();
+    let pod = embedded.host.admin.listen.unwrap();
     assert!(
         pod.ip().is_unspecified() && pod.port() == admin.port(),
         "{pod}"
