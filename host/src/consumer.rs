@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ActivityConfig, Config, KeyPath};
 use crate::delivery::DeliveryOptions;
 use crate::events::{Emitter, Events, HandlerEvent};
+use crate::gauges::Gauges;
 use crate::grants::{GrantError, Grants, GrantsSlot};
 use crate::idempotency::ActivityIdempotency;
 use crate::lifecycle::{ActivityShared, task_starts};
@@ -216,6 +217,7 @@ impl Wiring<'_> {
             slots: Arc::new(tokio::sync::Semaphore::new(
                 usize::try_from(activity.max_concurrent_tasks).unwrap_or(usize::MAX),
             )),
+            gauges: Arc::new(Gauges::new(activity.max_concurrent_tasks)),
             starts: activity.max_tasks_per_second.map(task_starts),
             progress,
             idempotency: idempotency.clone(),

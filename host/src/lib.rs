@@ -31,6 +31,7 @@ pub mod config;
 pub mod consumer;
 pub mod delivery;
 pub mod events;
+pub mod gauges;
 pub mod grants;
 pub mod idempotency;
 pub mod ids;

@@ -57,6 +57,9 @@ pub struct ActivityShared {
     /// polls and holds it until the task it brings is done, so no task is fetched that
     /// the host cannot start at once.
     pub slots: Arc<Semaphore>,
+    /// The activity's live gauges (workers, polls, slots held by tasks), changed by its
+    /// workers and read by `/metrics` and `/status`.
+    pub gauges: Arc<crate::gauges::Gauges>,
     /// `max_tasks_per_second`: a worker takes a token before it polls (after its slot),
     /// so that tasks start at most this fast and none is fetched that must wait.
     pub starts: Option<TaskStarts>,

@@ -1,15 +1,18 @@
 //! Prometheus metrics, prefix `sfn_wasm_host_`, for the admin server's `/metrics`.
 //!
 //! Two feeds, both direct calls that cannot drop anything (unlike the event broadcast):
-//! [`Metrics`] is an [`Observer`] of every event (tasks, workers, heartbeats, handler
-//! versions) and a [`CallObserver`] of every Step Functions call (polls and answers,
-//! with durations, through [`ObservedSfn`](crate::sfn::ObservedSfn)). Labels are bounded: activity ARNs, API names, outcome and
-//! error names, handler digests (one live per activity) — never task ids.
+//! [`Metrics`] is an [`Observer`] of every event (tasks, heartbeats, handler versions)
+//! and a [`CallObserver`] of every Step Functions call (polls and answers, with
+//! durations, through [`ObservedSfn`](crate::sfn::ObservedSfn)). The live gauges
+//! (`workers`, `tasks_in_flight`, `task_slots_used`, `polls_in_flight`) are not derived
+//! from events: they are read from each activity's [`Gauges`] when scraped. Labels are
+//! bounded: activity ARNs, API names, outcome and error names, handler digests (one live
+//! per activity) — never task ids.
 //!
 //! Updating a metric is an atomic add on a handle looked up in a small map; encoding
 //! happens only when scraped.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -20,9 +23,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::aws::Api;
-use crate::events::{
-    Event, EventKind, HandlerEvent, Observer, TaskDone, TaskEvent, TaskRef, WorkerEvent,
-};
+use crate::events::{Event, EventKind, HandlerEvent, Observer, TaskDone, TaskEvent};
+use crate::gauges::Gauges;
 use crate::sfn::{ActivityTask, CallObserver, SfnError, result_name};
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
@@ -123,6 +125,8 @@ pub struct Metrics {
     task_wait: Histograms<ActivityLabels>,
     answers_refused: Family<ActivityLabels, Counter>,
     ready: Gauge,
+    /// Each activity's live gauges, copied into their families when scraped.
+    live: Mutex<Vec<(ActivityLabels, Arc<Gauges>)>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -161,6 +165,7 @@ impl Metrics {
             task_wait: Family::new_with_constructor(wait_seconds),
             answers_refused: Family::default(),
             ready: Gauge::default(),
+            live: Mutex::default(),
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the encoder. The registration order is
@@ -297,22 +302,20 @@ impl Metrics {
             );
     }
 
-    /// Adds an activity at start: its `task_slots` (`max_concurrent_tasks`), and its
+    /// Adds an activity at start, with its live gauges (read at each scrape), and its
     /// series at zero, so that a scaler sees `task_slots_used` before the first task and
     /// an alert on `increase(...)` sees the first undelivered or refused answer, the
     /// first rollback (a counter that appears at 1 shows no increase).
-    pub fn add_activity(&self, arn: &str, slots: u32) {
+    pub fn add_activity(&self, arn: &str, gauges: Arc<Gauges>) {
         let shared = Shared(Arc::from(arn));
         let activity = ActivityLabels {
             activity: shared.clone(),
         };
-        self.task_slots
-            .get_or_create(&activity)
-            .set(i64::from(slots));
-        let _ = self.task_slots_used.get_or_create(&activity);
-        let _ = self.polls_in_flight.get_or_create(&activity);
-        let _ = self.tasks_in_flight.get_or_create(&activity);
-        let _ = self.workers.get_or_create(&activity);
+        self.copy_gauges(&activity, &gauges);
+        self.live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((activity.clone(), gauges));
         let _ = self.heartbeats.get_or_create(&activity);
         let _ = self.answers_refused.get_or_create(&activity);
         let _ = self.task_wait.get_or_create(&activity);
@@ -348,8 +351,30 @@ impl Metrics {
         self.ready.set(i64::from(ready));
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// Sets an activity's gauge families to what its live gauges read now.
+    fn copy_gauges(&self, activity: &ActivityLabels, gauges: &Gauges) {
+        let now = gauges.read();
+        for (family, value) in [
+            (&self.task_slots, now.task_slots),
+            (&self.task_slots_used, now.task_slots_used),
+            (&self.polls_in_flight, now.polls_in_flight),
+            (&self.tasks_in_flight, now.tasks_in_flight()),
+            (&self.workers, now.workers),
+        ] {
+            family.get_or_create(activity).set(i64::from(value));
+        }
+    }
+
+    /// The Prometheus text exposition of every metric, the live gauges read now.
     pub fn encode(&self) -> String {
+        for (activity, gauges) in self
+            .live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+        {
+            self.copy_gauges(activity, gauges);
+        }
         let mut text = String::with_capacity(16 * 1024);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);
@@ -390,17 +415,9 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Counts a task's event: arrival, start, heartbeat, refused answer, end.
-    fn observe_task(&self, event: &Event, task: &TaskRef, task_event: &TaskEvent) {
+    /// Counts a task's event: start, heartbeat, refused answer, end.
+    fn observe_task(&self, event: &Event, task_event: &TaskEvent) {
         match task_event {
-            TaskEvent::Received => {
-                let activity = Self::activity(event);
-                self.tasks_in_flight.get_or_create(&activity).inc();
-                // A task recovered from the outbox at start holds no slot.
-                if !task.recovered {
-                    self.task_slots_used.get_or_create(&activity).inc();
-                }
-            }
             TaskEvent::Start { wait } => {
                 self.task_wait
                     .get_or_create(&Self::activity(event))
@@ -411,7 +428,7 @@ impl Metrics {
                     .get_or_create(&Self::activity(event))
                     .inc();
             }
-            TaskEvent::Done(done) => self.count_done(event, task, done),
+            TaskEvent::Done(done) => self.count_done(event, done),
             TaskEvent::Heartbeat { .. } => {
                 self.heartbeats.get_or_create(&Self::activity(event)).inc();
             }
@@ -419,13 +436,9 @@ impl Metrics {
         }
     }
 
-    /// Counts a finished task: its slot freed, its outcome, duration, CPU and memory.
-    fn count_done(&self, event: &Event, task: &TaskRef, done: &TaskDone) {
+    /// Counts a finished task: its outcome, duration, CPU and memory.
+    fn count_done(&self, event: &Event, done: &TaskDone) {
         let activity = Self::activity(event);
-        self.tasks_in_flight.get_or_create(&activity).dec();
-        if !task.recovered {
-            self.task_slots_used.get_or_create(&activity).dec();
-        }
         self.tasks
             .get_or_create(&TaskLabels {
                 activity: activity.activity.clone(),
@@ -443,29 +456,6 @@ impl Metrics {
         self.task_memory_peak
             .get_or_create(&activity)
             .observe(done.memory_peak_bytes as f64);
-    }
-
-    /// Counts a worker's event: its polls open, and the workers running.
-    fn observe_worker(&self, event: &Event, worker_event: &WorkerEvent) {
-        match worker_event {
-            WorkerEvent::PollingStarting => {
-                self.polls_in_flight
-                    .get_or_create(&Self::activity(event))
-                    .inc();
-            }
-            WorkerEvent::PollingSuccess { .. } | WorkerEvent::PollingError { .. } => {
-                self.polls_in_flight
-                    .get_or_create(&Self::activity(event))
-                    .dec();
-            }
-            WorkerEvent::Running => {
-                self.workers.get_or_create(&Self::activity(event)).inc();
-            }
-            WorkerEvent::Stopped { .. } => {
-                self.workers.get_or_create(&Self::activity(event)).dec();
-            }
-            _ => {}
-        }
     }
 
     /// Follows the handler versions: which serve (`handler_info`), and each swap.
@@ -536,14 +526,10 @@ impl Observer for Metrics {
     fn observe(&self, event: &Event) {
         match &event.kind {
             EventKind::Task {
-                event: task_event,
-                task,
-                ..
-            } => self.observe_task(event, task, task_event),
-            EventKind::Worker {
-                event: worker_event,
-                ..
-            } => self.observe_worker(event, worker_event),
+                event: task_event, ..
+            } => self.observe_task(event, task_event),
+            // Workers and their polls are live gauges (`copy_gauges`).
+            EventKind::Worker { .. } => {}
             EventKind::Handler(handler_event) => self.observe_handler(event, handler_event),
         }
     }
@@ -585,5 +571,91 @@ impl CallObserver for Metrics {
         error: Option<&SfnError>,
     ) {
         self.request(api, elapsed, error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{DoneError, TaskOutcome, TaskRef, WorkerEvent};
+
+    fn sample(text: &str, name: &str) -> Option<String> {
+        let key = format!("sfn_wasm_host_{name}{{activity=\"arn:a\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&key).map(str::to_owned))
+    }
+
+    fn event(kind: EventKind) -> Event {
+        Event {
+            kind,
+            activity: Arc::from("arn:a"),
+        }
+    }
+
+    fn task(event: TaskEvent) -> EventKind {
+        EventKind::Task {
+            worker: Arc::from("w"),
+            task: TaskRef {
+                task_id: Arc::from("t1"),
+                handler_digest: Arc::from("d1"),
+                recovered: false,
+            },
+            event,
+        }
+    }
+
+    /// The live gauges are what the activity's `Gauges` read at the scrape: the
+    /// lifecycle events alone (a task received and finished, a worker stopped, a
+    /// recovered task's `task:done` without its `task:received`) do not move them.
+    #[test]
+    fn the_live_gauges_are_read_when_scraped_not_derived_from_events() {
+        let metrics = Metrics::new();
+        let gauges = Arc::new(Gauges::new(3));
+        metrics.add_activity("arn:a", gauges.clone());
+        let idle = metrics.encode();
+        assert_eq!(sample(&idle, "task_slots").as_deref(), Some("3"));
+        for name in [
+            "task_slots_used",
+            "polls_in_flight",
+            "tasks_in_flight",
+            "workers",
+        ] {
+            assert_eq!(sample(&idle, name).as_deref(), Some("0"), "{name}");
+        }
+
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(3));
+        let (worker, poll) = (gauges.worker(), gauges.poll());
+        let slot = gauges.task_slot(semaphore.try_acquire_owned().unwrap());
+        metrics.observe(&event(task(TaskEvent::Received)));
+        metrics.observe(&event(task(TaskEvent::Done(TaskDone::not_run(
+            TaskOutcome::Success,
+            DoneError::Guest,
+            Duration::ZERO,
+        )))));
+        metrics.observe(&event(EventKind::Worker {
+            worker: Arc::from("w"),
+            event: WorkerEvent::Stopped { exit_code: 0 },
+        }));
+        let busy = metrics.encode();
+        for name in [
+            "task_slots_used",
+            "polls_in_flight",
+            "tasks_in_flight",
+            "workers",
+        ] {
+            assert_eq!(sample(&busy, name).as_deref(), Some("1"), "{name}");
+        }
+        assert!(busy.contains("sfn_wasm_host_tasks_total{activity=\"arn:a\",outcome=\"success\",error=\"guest\"} 1"), "{busy}");
+
+        drop((worker, poll, slot));
+        let after = metrics.encode();
+        for name in [
+            "task_slots_used",
+            "polls_in_flight",
+            "tasks_in_flight",
+            "workers",
+        ] {
+            assert_eq!(sample(&after, name).as_deref(), Some("0"), "{name}");
+        }
     }
 }

@@ -75,6 +75,11 @@ impl ActivityPoolManager {
         &self.shared.versions
     }
 
+    /// The activity's live gauges (for `/metrics` and `/status`).
+    pub fn gauges(&self) -> &Arc<crate::gauges::Gauges> {
+        &self.shared.gauges
+    }
+
     /// Follows the desired worker count (for the status page).
     pub fn desired_watch(&self) -> tokio::sync::watch::Receiver<u32> {
         self.desired.subscribe()

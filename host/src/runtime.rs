@@ -117,6 +117,8 @@ async fn start_admin(
     status: Arc<StatusBoard>,
 ) -> Result<(AdminServer, Arc<AdminState>), RuntimeError> {
     for pool in consumer.pools() {
+        metrics.add_activity(pool.arn(), pool.gauges().clone());
+        status.watch_gauges(pool.arn(), pool.gauges().clone());
         status.watch_desired(pool.arn(), pool.desired_watch());
         status.watch_versions(pool.arn(), pool.versions().clone());
     }
@@ -184,9 +186,6 @@ impl HostRuntime {
         // reads them, so without one they are not kept.
         let observed = config.host.admin.listen.map(|addr| {
             let metrics = Arc::new(Metrics::new());
-            for activity in &config.activities {
-                metrics.add_activity(&activity.arn, activity.max_concurrent_tasks);
-            }
             let status = Arc::new(StatusBoard::new(
                 config
                     .activities

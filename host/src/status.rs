@@ -1,17 +1,19 @@
 //! What `/status` and `/readyz` report: per activity its handler version, its workers,
 //! its tasks in flight and the scaling signals (task slots and slots used, polls in
-//! flight, the wait from poll to start), kept up to date as an [`Observer`] of every
-//! event.
+//! flight, the wait from poll to start). The counts of workers, polls and slots used are
+//! the activity's live [`Gauges`], read when asked; the rest (versions, the tasks' list,
+//! the waits, refused polls) is kept up to date as an [`Observer`] of every event.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::events::{Event, EventKind, HandlerEvent, Observer, TaskEvent, TaskRef, WorkerEvent};
+use crate::gauges::{GaugeReading, Gauges};
 use crate::rollout::VersionChooser;
 
 /// The live state of every activity, for the admin server.
@@ -24,8 +26,8 @@ struct ActivityBoard {
     arn: Arc<str>,
     /// `max_concurrent_tasks`.
     task_slots: u32,
-    /// Long polls open now: changed on every poll, so kept apart from the lock.
-    polls_in_flight: AtomicU32,
+    /// Workers running, polls open, slots used; unset (all zero) until the pool exists.
+    gauges: OnceLock<Arc<Gauges>>,
     /// Tasks started, and the sum of their waits from poll to start in microseconds.
     started: AtomicU64,
     waited_us: AtomicU64,
@@ -45,10 +47,7 @@ struct ActivityBoard {
 struct BoardState {
     /// The handler version serving new tasks; empty until loaded.
     digest: Arc<str>,
-    running_workers: u32,
     in_flight: HashMap<Arc<str>, InFlight>,
-    /// Tasks in flight that hold a slot (not those recovered from the outbox).
-    slots_used: u32,
     /// Why polls are refused until the activity's setup changes (it does not exist, its
     /// KMS key cannot be used); `None` once a poll succeeds.
     blocked: Option<String>,
@@ -67,6 +66,14 @@ impl ActivityBoard {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// The live gauges now; zero before the pool exists.
+    fn live(&self) -> GaugeReading {
+        self.gauges
+            .get()
+            .map(|gauges| gauges.read())
+            .unwrap_or_default()
+    }
 }
 
 impl StatusBoard {
@@ -80,7 +87,7 @@ impl StatusBoard {
                 .map(|(arn, task_slots)| ActivityBoard {
                     arn: Arc::from(arn),
                     task_slots,
-                    polls_in_flight: AtomicU32::new(0),
+                    gauges: OnceLock::new(),
                     started: AtomicU64::new(0),
                     waited_us: AtomicU64::new(0),
                     desired: Mutex::new(None),
@@ -100,6 +107,14 @@ impl StatusBoard {
                 .desired
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(desired);
+        }
+    }
+
+    /// Shows `arn`'s live gauges (workers, polls, slots used) from now on; the first
+    /// given stays.
+    pub fn watch_gauges(&self, arn: &str, gauges: Arc<Gauges>) {
+        if let Some(board) = self.activities.iter().find(|a| &*a.arn == arn) {
+            let _ = board.gauges.set(gauges);
         }
     }
 
@@ -126,7 +141,7 @@ impl StatusBoard {
             let state = board.lock();
             if state.digest.is_empty() {
                 Some(format!("{}: no handler loaded yet", board.arn))
-            } else if state.running_workers == 0 || !board.polled.load(Ordering::Relaxed) {
+            } else if board.live().workers == 0 || !board.polled.load(Ordering::Relaxed) {
                 Some(format!("{}: no worker polling yet", board.arn))
             } else {
                 state
@@ -158,6 +173,7 @@ impl StatusBoard {
                     .map(|(handler, percent)| {
                         json!({"digest": &**handler.digest().hex(), "percent": percent})
                     });
+                let live = board.live();
                 let state = board.lock();
                 let mut tasks: Vec<(&Arc<str>, &InFlight)> = state.in_flight.iter().collect();
                 tasks.sort_by_key(|(_, task)| task.since);
@@ -180,12 +196,12 @@ impl StatusBoard {
                     "handler_digest": &*state.digest,
                     "canary": canary,
                     "desired_workers": desired,
-                    "running_workers": state.running_workers,
+                    "running_workers": live.workers,
                     "task_slots": board.task_slots,
-                    "task_slots_used": state.slots_used,
-                    "polls_in_flight": board.polls_in_flight.load(Ordering::Relaxed),
+                    "task_slots_used": live.task_slots_used,
+                    "polls_in_flight": live.polls_in_flight,
                     "task_wait_seconds": {"count": started, "sum": waited},
-                    "tasks_in_flight": tasks.len(),
+                    "tasks_in_flight": live.tasks_in_flight(),
                     "tasks": tasks,
                     "polls_refused": state.blocked,
                 })
@@ -213,50 +229,36 @@ impl Observer for StatusBoard {
 }
 
 impl ActivityBoard {
-    /// Follows a worker's event: the workers running, the polls open, and whether Step
-    /// Functions refuses them.
+    /// Follows a worker's event: whether it has polled, and whether Step Functions
+    /// refuses its polls (the workers and polls counted are live gauges).
     fn observe_worker(&self, event: &WorkerEvent) {
         match event {
-            WorkerEvent::PollingStarting => {
-                self.polls_in_flight.fetch_add(1, Ordering::Relaxed);
-                // A plain load first keeps the flag's cache line shared.
-                if !self.polled.load(Ordering::Relaxed) {
-                    self.polled.store(true, Ordering::Relaxed);
-                }
+            // A plain load first keeps the flag's cache line shared.
+            WorkerEvent::PollingStarting if !self.polled.load(Ordering::Relaxed) => {
+                self.polled.store(true, Ordering::Relaxed);
             }
-            WorkerEvent::Running => self.lock().running_workers += 1,
             WorkerEvent::PollingError {
                 error,
                 blocked: true,
                 ..
             } => {
-                decrement(&self.polls_in_flight);
                 self.lock().blocked = Some(error.clone());
                 self.blocked.store(true, Ordering::Relaxed);
             }
-            WorkerEvent::PollingError { .. } => decrement(&self.polls_in_flight),
-            WorkerEvent::PollingSuccess { .. } => {
-                decrement(&self.polls_in_flight);
-                if self.blocked.load(Ordering::Relaxed) {
-                    self.blocked.store(false, Ordering::Relaxed);
-                    self.lock().blocked = None;
-                }
-            }
-            WorkerEvent::Stopped { .. } => {
-                let mut state = self.lock();
-                state.running_workers = state.running_workers.saturating_sub(1);
+            WorkerEvent::PollingSuccess { .. } if self.blocked.load(Ordering::Relaxed) => {
+                self.blocked.store(false, Ordering::Relaxed);
+                self.lock().blocked = None;
             }
             _ => {}
         }
     }
 
-    /// Follows a task's event: the tasks in flight, the slots they hold, and their wait
-    /// from poll to start.
+    /// Follows a task's event: the tasks in flight (their list; the slots they hold are
+    /// a live gauge), and their wait from poll to start.
     fn observe_task(&self, task: &TaskRef, event: &TaskEvent) {
         match event {
             TaskEvent::Received => {
-                let mut state = self.lock();
-                state.in_flight.insert(
+                self.lock().in_flight.insert(
                     task.task_id.clone(),
                     InFlight {
                         started: SystemTime::now(),
@@ -264,9 +266,6 @@ impl ActivityBoard {
                         handler_digest: task.handler_digest.clone(),
                     },
                 );
-                if !task.recovered {
-                    state.slots_used += 1;
-                }
             }
             TaskEvent::Start { wait } => {
                 self.started.fetch_add(1, Ordering::Relaxed);
@@ -274,11 +273,7 @@ impl ActivityBoard {
                 self.waited_us.fetch_add(micros, Ordering::Relaxed);
             }
             TaskEvent::Done(_) => {
-                let mut state = self.lock();
-                state.in_flight.remove(&task.task_id);
-                if !task.recovered {
-                    state.slots_used = state.slots_used.saturating_sub(1);
-                }
+                self.lock().in_flight.remove(&task.task_id);
             }
             _ => {}
         }
@@ -295,11 +290,6 @@ impl ActivityBoard {
             _ => {}
         }
     }
-}
-
-/// One less, never below zero (a poll dropped at shutdown may end unreported).
-fn decrement(count: &AtomicU32) {
-    let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
 }
 
 fn millis(elapsed: Duration) -> u64 {
@@ -344,9 +334,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn ready_once_loaded_and_polling_and_tasks_come_and_go() {
+    /// A board for `arn:a` (one slot) with its gauges, and `d1` loaded.
+    fn loaded_board() -> (StatusBoard, Arc<Gauges>) {
         let board = StatusBoard::new([("arn:a", 1)]);
+        let gauges = Arc::new(Gauges::new(1));
+        board.watch_gauges("arn:a", gauges.clone());
         assert!(board.not_ready().unwrap().contains("no handler"));
         board.observe(&Event {
             kind: EventKind::Handler(HandlerEvent::Loaded {
@@ -356,10 +348,23 @@ mod tests {
             }),
             activity: Arc::from("arn:a"),
         });
+        (board, gauges)
+    }
+
+    #[test]
+    fn ready_once_loaded_and_polling_until_refused_or_stopped() {
+        let (board, gauges) = loaded_board();
         assert!(board.not_ready().unwrap().contains("no worker"));
+        let running = gauges.worker();
         board.observe(&worker(WorkerEvent::Running));
+        assert!(
+            board.not_ready().unwrap().contains("no worker"),
+            "running, not polled yet"
+        );
+        let poll = gauges.poll();
         board.observe(&worker(WorkerEvent::PollingStarting));
         assert_eq!(board.not_ready(), None);
+        assert_eq!(board.snapshot()["activities"][0]["polls_in_flight"], 1);
         assert_eq!(
             board.snapshot()["activities"][0]["polls_refused"],
             Value::Null,
@@ -368,6 +373,7 @@ mod tests {
 
         // A poll refused until the setup changes makes the host not ready, saying why,
         // until a poll succeeds again.
+        drop(poll);
         board.observe(&worker(WorkerEvent::PollingError {
             error: "ActivityDoesNotExist: no such activity".into(),
             attempt: 1,
@@ -385,14 +391,33 @@ mod tests {
             board.snapshot()["activities"][0]["polls_refused"],
             "ActivityDoesNotExist: no such activity"
         );
+        let poll = gauges.poll();
+        board.observe(&worker(WorkerEvent::PollingStarting));
+        drop(poll);
         board.observe(&worker(WorkerEvent::PollingSuccess { task: false }));
         assert_eq!(board.not_ready(), None);
+        assert_eq!(board.snapshot()["activities"][0]["polls_in_flight"], 0);
 
+        // No worker running (whether it said `worker:stopped` or panicked): not ready.
+        drop(running);
+        assert!(board.not_ready().unwrap().contains("no worker"));
+    }
+
+    #[test]
+    fn tasks_in_flight_are_listed_and_counted_by_their_slots() {
+        let (board, gauges) = loaded_board();
+        let _running = gauges.worker();
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(1));
+        let slot = gauges.task_slot(semaphore.try_acquire_owned().unwrap());
         board.observe(&task(TaskEvent::Received, "t1"));
         let status = board.snapshot();
         let activity = &status["activities"][0];
         assert_eq!(activity["handler_digest"], "d1");
         assert_eq!(activity["running_workers"], 1);
+        assert_eq!(activity["polls_in_flight"], 0);
+        assert_eq!(activity["task_slots"], 1);
+        assert_eq!(activity["task_slots_used"], 1);
+        assert_eq!(activity["tasks_in_flight"], 1);
         assert_eq!(activity["tasks"][0]["task_id"], "t1");
         assert!(
             activity["tasks"][0]["started"]
@@ -408,8 +433,10 @@ mod tests {
             )),
             "t1",
         ));
-        assert_eq!(board.snapshot()["activities"][0]["tasks_in_flight"], 0);
-        board.observe(&worker(WorkerEvent::Stopped { exit_code: 0 }));
-        assert!(board.not_ready().is_some());
+        drop(slot);
+        let activity = &board.snapshot()["activities"][0];
+        assert_eq!(activity["tasks_in_flight"], 0);
+        assert_eq!(activity["task_slots_used"], 0);
+        assert_eq!(activity["tasks"], json!([]));
     }
 }

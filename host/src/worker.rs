@@ -190,6 +190,8 @@ impl ActivityWorker {
     /// its answer delivered) or too many failed polls.
     pub async fn run(self) -> WorkerExit {
         self.emitter.emit(WorkerEvent::Starting);
+        // Counted as running until `worker:stopped`, or its panic.
+        let running_worker = self.shared.gauges.worker();
         self.emitter.emit(WorkerEvent::Running);
         let polling = self.shared.activity.polling;
         let mut backoff = Backoff::default();
@@ -213,6 +215,8 @@ impl ActivityWorker {
             }
             // Reap finished tasks (their panics were answered by their guards).
             while running.try_join_next().is_some() {}
+            // Counted as open until it returns, or is dropped.
+            let open_poll = self.shared.gauges.poll();
             self.emitter.emit(WorkerEvent::PollingStarting);
             // Only the end of a shutdown's grace drops a poll in flight (`WorkerStop`).
             let polled = tokio::select! {
@@ -220,6 +224,7 @@ impl ActivityWorker {
                 () = self.shared.tasks.abort.cancelled() => break WorkerExit::Stopped,
                 polled = self.shared.sfn.poll(&self.shared.arn, &self.name) => polled,
             };
+            drop(open_poll);
             match polled {
                 Ok(task) => {
                     backoff.reset();
@@ -257,6 +262,7 @@ impl ActivityWorker {
         // stops (a panicked one was answered by its guard).
         while running.join_next().await.is_some() {}
         self.emitter.emit(WorkerEvent::Stopping);
+        drop(running_worker);
         self.emitter.emit(WorkerEvent::Stopped {
             exit_code: exit.code(),
         });
@@ -272,6 +278,8 @@ impl ActivityWorker {
         slot: tokio::sync::OwnedSemaphorePermit,
     ) {
         let received = Instant::now();
+        // The slot is the task's now: counted in `task_slots_used` until given back.
+        let slot = self.shared.gauges.task_slot(slot);
         if self.stop.shutdown.is_cancelled() {
             self.shared.decline(&self.emitter, task).await;
             return;
