@@ -5,14 +5,16 @@
 //! [`worker`]s that long-poll [`sfn`] and hand each task to its [`lifecycle`] → the
 //! [`engine`] runs the task's handler in a fresh instance → the handler answers through
 //! its toolkit (the engine's `toolkit.rs`) into an answer sink → the task's [`delivery`] owns
-//! the answer from then on and sends it, retrying, through a [`Responder`] (here
-//! [`responder::SfnResponder`]) to Step Functions. Whatever the guest does, the task ends
-//! with exactly one [`Answer`](outcome::Answer). Every step emits [`events`].
+//! the answer from then on and sends it, retrying, through a [`Transport`] (here
+//! [`sfn_transport::SfnTransport`]) to Step Functions, and tells one observer what became
+//! of it (here [`answer_events::AnswerEvents`], the `task:*` events). Whatever the guest
+//! does, the task ends with exactly one [`Answer`](outcome::Answer). Every step emits
+//! [`events`].
 //!
 //! The modules form layers, lowest first, listed in `ARCHITECTURE.md`; a module imports
 //! only from its own layer or below, which a test checks.
 //!
-//! [`Responder`]: delivery::Responder
+//! [`Transport`]: delivery::Transport
 #![warn(missing_docs)]
 // No function over 80 lines (`clippy.toml`): a long one is several steps that want names.
 #![warn(clippy::too_many_lines)]
@@ -26,6 +28,7 @@ pub use sfn_wasm_engine as engine;
 pub use sfn_wasm_outbound as outbound;
 
 pub mod admin;
+pub mod answer_events;
 pub mod aws;
 pub mod config;
 pub mod consumer;
@@ -45,11 +48,11 @@ pub mod progress;
 pub mod record;
 pub mod reload;
 pub mod remote;
-pub mod responder;
 pub mod rollout;
 pub mod runtime;
 pub mod secrets;
 pub mod sfn;
+pub mod sfn_transport;
 pub mod source;
 pub mod status;
 pub mod store;

@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use tokio::sync::Semaphore;
 
+use crate::answer_events::AnswerEvents;
 use crate::config::ActivityConfig;
-use crate::delivery::{AnswerState, Delivery, DeliveryOptions, Responder};
+use crate::delivery::{
+    AnswerState, Delivery, DeliveryObserver, DeliveryOptions, Fanout, Transport,
+};
 use crate::events::{
     DoneError, Emitter, TaskDone, TaskEmitter, TaskEvent, TaskOutcome, TaskRef, WorkerEmitter,
 };
@@ -23,9 +26,9 @@ use crate::outbox::{Kept, Outbox};
 use crate::outcome::{Answer, Answerer, HostFailure};
 use crate::progress::{ActivityProgress, TaskProgress};
 use crate::record::{Record, RecordedAnswer, Recorder, unix_ms};
-use crate::responder::SfnResponder;
 use crate::rollout::{Chosen, VersionChooser};
 use crate::sfn::{ActivityTask, StepFunctions};
+use crate::sfn_transport::SfnTransport;
 use sfn_wasm_engine::control::TaskControl;
 use sfn_wasm_engine::{Capabilities, Handler, TaskLimits, TaskReport, TaskRequest, WasmEngine};
 
@@ -103,27 +106,24 @@ impl ActivityShared {
         emitter: &TaskEmitter,
         control: TaskControl,
     ) -> (Delivery, Option<Kept>) {
-        let (responder, kept): (Arc<dyn Responder>, _) = match &self.outbox {
-            Some(outbox) => {
-                let kept = outbox.keep(
-                    Arc::new(SfnResponder::new(
-                        self.sfn.clone(),
-                        token.clone(),
-                        emitter.clone(),
-                    )),
-                    &token,
-                    emitter.task(),
-                    &self.arn,
-                );
-                (kept.responder(), Some(kept))
-            }
-            None => (
-                Arc::new(SfnResponder::new(self.sfn.clone(), token, emitter.clone())),
-                None,
-            ),
-        };
+        let events: Arc<dyn DeliveryObserver> = Arc::new(AnswerEvents::new(emitter.clone()));
+        // The outbox hears first: an answer's entry is gone when its event is emitted.
+        let (transport, observer, kept): (Arc<dyn Transport>, Arc<dyn DeliveryObserver>, _) =
+            match &self.outbox {
+                Some(outbox) => {
+                    let sfn = Arc::new(SfnTransport::new(self.sfn.clone(), token.clone()));
+                    let kept = outbox.keep(sfn, &token, emitter.task(), &self.arn);
+                    let observer = Fanout::new([kept.observer(), events]);
+                    (kept.transport(), Arc::new(observer), Some(kept))
+                }
+                None => (
+                    Arc::new(SfnTransport::new(self.sfn.clone(), token)),
+                    events,
+                    None,
+                ),
+            };
         (
-            Delivery::new(responder, control, self.delivery.clone()),
+            Delivery::new(transport, observer, control, self.delivery.clone()),
             kept,
         )
     }
@@ -493,44 +493,37 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    use async_trait::async_trait;
-
     use super::*;
-    use crate::delivery::{Responder, TaskError};
-    use crate::sfn::SfnError;
+    use crate::delivery::{DeliveryEvent, LocalTransport};
 
-    /// Accepts every answer and counts the handler errors it hears of.
+    /// Counts the handler errors it hears of.
     #[derive(Default)]
     struct Counting {
         errored: AtomicU32,
     }
 
-    #[async_trait]
-    impl Responder for Counting {
-        async fn send(&self, _answer: &Answer) -> Result<(), SfnError> {
-            Ok(())
-        }
-        async fn heartbeat(&self) -> Result<(), SfnError> {
-            Ok(())
-        }
-        fn errored(&self, _error: &TaskError) {
-            self.errored.fetch_add(1, Ordering::SeqCst);
+    impl DeliveryObserver for Counting {
+        fn observe(&self, event: &DeliveryEvent<'_>) {
+            if let DeliveryEvent::Errored { .. } = event {
+                self.errored.fetch_add(1, Ordering::SeqCst);
+            }
         }
     }
 
     fn delivery() -> (Delivery, Arc<Counting>) {
-        let responder = Arc::new(Counting::default());
+        let counting = Arc::new(Counting::default());
         let delivery = Delivery::new(
-            responder.clone(),
+            Arc::new(LocalTransport),
+            counting.clone(),
             TaskControl::default(),
             DeliveryOptions::default(),
         );
-        (delivery, responder)
+        (delivery, counting)
     }
 
     #[tokio::test]
     async fn a_task_whose_worker_panics_is_still_answered() {
-        let (delivery, responder) = delivery();
+        let (delivery, counting) = delivery();
         let held = delivery.clone();
         let panicked = tokio::spawn(async move {
             let _unanswered = Unanswered(held);
@@ -547,7 +540,7 @@ mod tests {
             "{:?}",
             delivery.state()
         );
-        assert_eq!(responder.errored.load(Ordering::SeqCst), 1);
+        assert_eq!(counting.errored.load(Ordering::SeqCst), 1);
     }
 
     /// A canary is judged on what its handler did: a shutdown, a full pool, a refused
@@ -581,7 +574,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answered_task_is_left_alone_by_the_guard() {
-        let (delivery, responder) = delivery();
+        let (delivery, counting) = delivery();
         delivery
             .answer(Answer::Success {
                 output: "{}".into(),
@@ -592,6 +585,6 @@ mod tests {
         delivery.settled().await;
         assert!(delivery.state().answer().is_some_and(Answer::is_success));
         // Not even reported: the guard only acts on a task with no answer.
-        assert_eq!(responder.errored.load(Ordering::SeqCst), 0);
+        assert_eq!(counting.errored.load(Ordering::SeqCst), 0);
     }
 }

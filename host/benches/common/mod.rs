@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use sfn_wasm_host::sfn::{ActivityTask, SfnError, StepFunctions};
 
-use sfn_wasm_host::delivery::{Delivery, DeliveryOptions, LocalResponder};
+use sfn_wasm_host::delivery::{Delivery, DeliveryOptions, LocalTransport, Unobserved};
 use sfn_wasm_host::engine::{Capabilities, TaskControl, TaskLimits, TaskRequest};
 
 /// The workspace root.
@@ -59,7 +59,8 @@ pub fn request(input: &str, memory_mb: u64) -> TaskRequest {
 /// A delivery that accepts every answer, for `request`.
 pub fn local_delivery(request: &TaskRequest) -> Delivery {
     Delivery::new(
-        Arc::new(LocalResponder),
+        Arc::new(LocalTransport),
+        Arc::new(Unobserved),
         request.control.clone(),
         DeliveryOptions::default(),
     )

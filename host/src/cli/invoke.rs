@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;
 use sfn_wasm_host::config::default_cache_dir;
-use sfn_wasm_host::delivery::{Delivery, DeliveryOptions, LocalResponder};
+use sfn_wasm_host::delivery::{Delivery, DeliveryOptions, LocalTransport, Unobserved};
 use sfn_wasm_host::engine::{
     Capabilities, EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
 };
@@ -89,7 +89,8 @@ pub fn run(args: InvokeArgs) -> ExitCode {
     };
     let control = request.control.clone();
     let delivery = Delivery::new(
-        Arc::new(LocalResponder),
+        Arc::new(LocalTransport),
+        Arc::new(Unobserved),
         control,
         DeliveryOptions::default(),
     );

@@ -1,5 +1,5 @@
 //! `sfn-wasm-host replay DIR --handler NEW.wasm`: runs every recorded task input through
-//! a new handler version, in the sandbox with a local responder (nothing reaches Step
+//! a new handler version, in the sandbox with a local transport (nothing reaches Step
 //! Functions), and says what would change. Exit 1 when anything did: a deploy pipeline
 //! gates on it.
 
@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::Value;
 use sfn_wasm_host::config::{Config, default_cache_dir};
-use sfn_wasm_host::delivery::{Delivery, DeliveryOptions, LocalResponder};
+use sfn_wasm_host::delivery::{Delivery, DeliveryOptions, LocalTransport, Unobserved};
 use sfn_wasm_host::engine::{
     Capabilities, EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
 };
@@ -204,7 +204,8 @@ async fn run_one(
     setting: &Setting,
 ) -> RecordedAnswer {
     let delivery = Delivery::new(
-        Arc::new(LocalResponder),
+        Arc::new(LocalTransport),
+        Arc::new(Unobserved),
         TaskControl::default(),
         DeliveryOptions::default(),
     );

@@ -24,16 +24,23 @@
 //! the task (timed out, stopped): the guest's `cancelled()` turns true, it is aborted after
 //! the activity's `cancel_grace_seconds`, and no answer is sent, since none can be.
 //!
-//! The [`Responder`] underneath is the transport: one attempt per call, to Step Functions
-//! in `serve`, nowhere in `invoke`. A `Delivery` is the engine's
+//! The [`Transport`] underneath only sends: one attempt per call, to Step Functions in
+//! `serve`, nowhere in `invoke`. What becomes of the answer and the heartbeats is told,
+//! as one stream of [`DeliveryEvent`]s, to the delivery's one [`DeliveryObserver`] (in
+//! `serve`, the `task:*` events and the outbox). A `Delivery` is the engine's
 //! [`AnswerSink`](sfn_wasm_engine::AnswerSink) for its task, and records who gave the answer
 //! ([`Answerer`]), so that what a task came to never depends on an error's name.
 
-mod responder;
+mod observer;
+mod spot;
+mod state;
 #[cfg(test)]
 mod tests;
+mod transport;
 
-pub use responder::{Delivered, LocalResponder, Responder, TaskError};
+pub use observer::{Delivered, DeliveryEvent, DeliveryObserver, Fanout, TaskError, Unobserved};
+pub use state::AnswerState;
+pub use transport::{LocalTransport, Transport};
 // Where the heartbeat calls' type lived before it moved to `outcome` (events name it too).
 pub use crate::outcome::HeartbeatSource;
 
@@ -46,6 +53,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use self::spot::on_the_spot;
 use crate::outcome::{Answer, AnswerError, Answerer, HostFailure};
 use crate::sfn::SfnError;
 use sfn_wasm_engine::AnswerSink;
@@ -58,63 +66,6 @@ pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
 /// The longest wait between two attempts, so that an answer goes out soon after an
 /// outage ends.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
-
-/// Where a task's answer stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AnswerState {
-    /// Nothing has been accepted yet.
-    Pending,
-    /// This answer is recorded and being sent (or waiting for its next attempt).
-    Delivering(Answer),
-    /// This answer was delivered.
-    Delivered {
-        /// The answer.
-        answer: Answer,
-        /// An attempt timed out and a retry found the task closed: it most likely went
-        /// through on the timed-out attempt.
-        probably: bool,
-    },
-    /// The task can no longer be answered.
-    Closed {
-        /// The answer that was refused, if there was one; `None` when a heartbeat found
-        /// the task closed before anything was answered.
-        attempted: Option<Answer>,
-        /// What Step Functions said.
-        reason: String,
-    },
-    /// The answer could not be delivered: refused for another reason, out of retries, or
-    /// given up at the end of a shutdown.
-    Undelivered {
-        /// The answer.
-        answer: Answer,
-        /// Why.
-        reason: String,
-    },
-}
-
-impl AnswerState {
-    /// The answer accepted for the task, whatever became of it.
-    pub fn answer(&self) -> Option<&Answer> {
-        match self {
-            AnswerState::Pending
-            | AnswerState::Closed {
-                attempted: None, ..
-            } => None,
-            AnswerState::Delivering(answer)
-            | AnswerState::Delivered { answer, .. }
-            | AnswerState::Undelivered { answer, .. }
-            | AnswerState::Closed {
-                attempted: Some(answer),
-                ..
-            } => Some(answer),
-        }
-    }
-
-    /// Whether an answer reached Step Functions.
-    pub fn is_delivered(&self) -> bool {
-        matches!(self, AnswerState::Delivered { .. })
-    }
-}
 
 /// How deliveries behave; shared by every task of an activity.
 #[derive(Debug, Clone)]
@@ -144,7 +95,8 @@ pub struct Delivery {
 }
 
 struct Inner {
-    responder: Arc<dyn Responder>,
+    transport: Arc<dyn Transport>,
+    observer: Arc<dyn DeliveryObserver>,
     control: TaskControl,
     options: DeliveryOptions,
     state: Mutex<State>,
@@ -179,16 +131,19 @@ enum FirstAttempt {
 }
 
 impl Delivery {
-    /// The delivery of a task answered through `responder`; `control` is the task's, so
-    /// that a closed task can be cancelled and aborted.
+    /// The delivery of a task answered through `transport`, what becomes of it told to
+    /// `observer`; `control` is the task's, so that a closed task can be cancelled and
+    /// aborted.
     pub fn new(
-        responder: Arc<dyn Responder>,
+        transport: Arc<dyn Transport>,
+        observer: Arc<dyn DeliveryObserver>,
         control: TaskControl,
         options: DeliveryOptions,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                responder,
+                transport,
+                observer,
                 control,
                 options,
                 state: Mutex::new(State {
@@ -202,6 +157,11 @@ impl Delivery {
                 second_answer_reported: std::sync::atomic::AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Tells the observer.
+    fn report(&self, event: &DeliveryEvent<'_>) {
+        self.inner.observer.observe(event);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -257,7 +217,9 @@ impl Delivery {
                     .second_answer_reported
                     .swap(true, std::sync::atomic::Ordering::Relaxed)
             {
-                self.inner.responder.errored(&TaskError::AlreadyResponded);
+                self.report(&DeliveryEvent::Errored {
+                    error: &TaskError::AlreadyResponded,
+                });
             }
             return Err(err);
         }
@@ -302,9 +264,9 @@ impl Delivery {
             tracing::debug!(error = failure.name(), "the closed task's guest stopped");
             return;
         }
-        self.inner
-            .responder
-            .errored(&TaskError::Failed(failure.clone()));
+        self.report(&DeliveryEvent::Errored {
+            error: &TaskError::Failed(failure.clone()),
+        });
         if pending {
             self.begin(failure.answer(), Answerer::Host(failure.kind()));
         } else {
@@ -353,7 +315,7 @@ impl Delivery {
         state.answer = AnswerState::Delivering(answer.clone());
         state.answered_by = Some(by);
         drop(state);
-        self.inner.responder.answering(answer, by);
+        self.report(&DeliveryEvent::Answering { answer, by });
         Ok(())
     }
 
@@ -387,7 +349,6 @@ impl Delivery {
     /// waits for another (see [`conclude`](Self::conclude)). A refused answer of the
     /// host's is followed by the bare failure ([`Answer::bare_failure`]), once.
     async fn deliver(self, mut answer: Answer, first: oneshot::Sender<FirstAttempt>) {
-        let responder = &self.inner.responder;
         let mut first = Some(first);
         let mut attempts = 0;
         let mut end = self.attempts(&answer, &mut attempts, &mut first).await;
@@ -395,59 +356,16 @@ impl Delivery {
             && self.answered_by() != Some(Answerer::Guest)
             && !answer.is_bare_failure()
         {
-            responder.refused(&answer, error);
+            self.report(&DeliveryEvent::Refused {
+                answer: &answer,
+                error,
+            });
             answer = Answer::bare_failure();
             self.lock().answer = AnswerState::Delivering(answer.clone());
             end = self.attempts(&answer, &mut attempts, &mut first).await;
         }
-        let tell = |outcome: FirstAttempt| {
-            if let Some(first) = first {
-                let _ = first.send(outcome);
-            }
-        };
         // Report first, then move the answer into its final state (no copy).
-        let mut refusal = None;
-        let (outcome, state) = match end {
-            Ended::Delivered { probably } => {
-                responder.delivered(&answer, Delivered { attempts, probably });
-                (
-                    FirstAttempt::Delivered,
-                    AnswerState::Delivered { answer, probably },
-                )
-            }
-            Ended::Closed(reason) => {
-                responder.closed(&answer, &reason);
-                (
-                    FirstAttempt::Closed(reason.clone()),
-                    AnswerState::Closed {
-                        attempted: Some(answer),
-                        reason,
-                    },
-                )
-            }
-            Ended::Refused(error) if self.answered_by() == Some(Answerer::Guest) => {
-                responder.refused(&answer, &error);
-                let refused = error.to_string();
-                refusal = Some(refused.clone());
-                (FirstAttempt::Failed(refused), AnswerState::Pending)
-            }
-            Ended::Refused(error) => {
-                responder.refused(&answer, &error);
-                let reason = error.to_string();
-                responder.undelivered(&answer, &reason);
-                (
-                    FirstAttempt::Failed(reason.clone()),
-                    AnswerState::Undelivered { answer, reason },
-                )
-            }
-            Ended::Undelivered(reason) => {
-                responder.gave_up(&answer, &reason);
-                (
-                    FirstAttempt::Failed(reason.clone()),
-                    AnswerState::Undelivered { answer, reason },
-                )
-            }
-        };
+        let (outcome, state, refusal) = self.ended(end, answer, attempts);
         {
             let mut locked = self.lock();
             locked.answer = state;
@@ -457,8 +375,88 @@ impl Delivery {
                 locked.refused = refusal;
             }
         }
-        tell(outcome);
+        if let Some(first) = first {
+            let _ = first.send(outcome);
+        }
         self.inner.settled.send_modify(|n| *n += 1);
+    }
+
+    /// Tells the observer how the delivery of `answer` ended (after `attempts`); returns
+    /// what the guest's call hears, the answer's final state, and the refusal of a
+    /// guest's answer (which leaves the task unanswered).
+    fn ended(
+        &self,
+        end: Ended,
+        answer: Answer,
+        attempts: u32,
+    ) -> (FirstAttempt, AnswerState, Option<String>) {
+        match end {
+            Ended::Delivered { probably } => {
+                let how = Delivered { attempts, probably };
+                self.report(&DeliveryEvent::Delivered {
+                    answer: &answer,
+                    how,
+                });
+                (
+                    FirstAttempt::Delivered,
+                    AnswerState::Delivered { answer, probably },
+                    None,
+                )
+            }
+            Ended::Closed(reason) => {
+                self.report(&DeliveryEvent::Closed {
+                    answer: &answer,
+                    reason: &reason,
+                });
+                (
+                    FirstAttempt::Closed(reason.clone()),
+                    AnswerState::Closed {
+                        attempted: Some(answer),
+                        reason,
+                    },
+                    None,
+                )
+            }
+            Ended::Refused(error) if self.answered_by() == Some(Answerer::Guest) => {
+                self.report(&DeliveryEvent::Refused {
+                    answer: &answer,
+                    error: &error,
+                });
+                let refused = error.to_string();
+                (
+                    FirstAttempt::Failed(refused.clone()),
+                    AnswerState::Pending,
+                    Some(refused),
+                )
+            }
+            Ended::Refused(error) => {
+                self.report(&DeliveryEvent::Refused {
+                    answer: &answer,
+                    error: &error,
+                });
+                let reason = error.to_string();
+                self.report(&DeliveryEvent::Undelivered {
+                    answer: &answer,
+                    reason: &reason,
+                });
+                (
+                    FirstAttempt::Failed(reason.clone()),
+                    AnswerState::Undelivered { answer, reason },
+                    None,
+                )
+            }
+            Ended::Undelivered(reason) => {
+                self.report(&DeliveryEvent::GaveUp {
+                    answer: &answer,
+                    reason: &reason,
+                });
+                (
+                    FirstAttempt::Failed(reason.clone()),
+                    AnswerState::Undelivered { answer, reason },
+                    None,
+                )
+            }
+        }
     }
 
     /// Attempts `answer`, retrying through transient errors with backoff and jitter,
@@ -470,7 +468,7 @@ impl Delivery {
         first: &mut Option<oneshot::Sender<FirstAttempt>>,
     ) -> Ended {
         let started = Instant::now();
-        let responder = &self.inner.responder;
+        let transport = &self.inner.transport;
         let give_up = &self.inner.options.give_up;
         let mut timed_out = false;
         let mut delay = FIRST_RETRY_DELAY;
@@ -479,7 +477,7 @@ impl Delivery {
             let result = tokio::select! {
                 biased;
                 () = give_up.cancelled() => Err(None),
-                result = responder.send(answer) => result.map_err(Some),
+                result = transport.send(answer) => result.map_err(Some),
             };
             let error = match result {
                 Ok(()) => return Ended::Delivered { probably: false },
@@ -504,7 +502,11 @@ impl Delivery {
                     started.elapsed().as_secs()
                 ));
             }
-            responder.retrying(*attempts, &error, wait);
+            self.report(&DeliveryEvent::Retrying {
+                attempt: *attempts,
+                error: &error,
+                delay: wait,
+            });
             if let Some(first) = first.take() {
                 let _ = first.send(FirstAttempt::Retrying);
             }
@@ -548,7 +550,7 @@ impl Delivery {
         let this = self.clone();
         let (done, told) = oneshot::channel();
         let sent = async move {
-            let result = this.inner.responder.heartbeat().await;
+            let result = this.inner.transport.heartbeat().await;
             let _ = done.send(this.heartbeat_done(source, result));
         };
         on_the_spot(sent, told)
@@ -564,7 +566,7 @@ impl Delivery {
         self.lock().heartbeat_in_flight = false;
         match result {
             Ok(()) => {
-                self.inner.responder.heartbeat_sent(source);
+                self.report(&DeliveryEvent::HeartbeatSent { source });
                 Ok(())
             }
             Err(SfnError::TaskClosed(reason)) => {
@@ -597,7 +599,7 @@ impl Delivery {
             return;
         }
         control.cancel.cancel();
-        self.inner.responder.cancelled(reason);
+        self.report(&DeliveryEvent::Cancelled { reason });
         let abort = control.abort.clone();
         let grace = self.inner.options.cancel_grace;
         self.spawn(async move {
@@ -628,39 +630,6 @@ impl AnswerSink for Delivery {
     }
     fn host_failure(&self, failure: &HostFailure) {
         Delivery::host_failure(self, failure);
-    }
-}
-
-/// Runs `work` on the caller's own future until `told` says how it went, then lets
-/// what is left of it (an answer's retries) go on in a task of its own, as it does if the
-/// caller's future is dropped first (a deadline, an abort): nothing cuts a request off
-/// halfway, and the common case (one attempt, accepted) costs no task and no hand-off.
-async fn on_the_spot<T>(
-    work: impl Future<Output = ()> + Send + 'static,
-    mut told: oneshot::Receiver<T>,
-) -> Result<T, oneshot::error::RecvError> {
-    let mut work = Detached(Some(Box::pin(work)));
-    std::future::poll_fn(|cx| {
-        if let Some(running) = work.0.as_mut()
-            && running.as_mut().poll(cx).is_ready()
-        {
-            work.0 = None;
-        }
-        std::pin::Pin::new(&mut told).poll(cx)
-    })
-    .await
-}
-
-/// Work that must finish: spawned, if it has not, when dropped.
-struct Detached(Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>);
-
-impl Drop for Detached {
-    fn drop(&mut self) {
-        if let Some(rest) = self.0.take()
-            && let Ok(runtime) = Handle::try_current()
-        {
-            runtime.spawn(rest);
-        }
     }
 }
 

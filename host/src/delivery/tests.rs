@@ -31,7 +31,7 @@ impl Flaky {
 }
 
 #[async_trait]
-impl Responder for Flaky {
+impl Transport for Flaky {
     async fn send(&self, _answer: &Answer) -> Result<(), SfnError> {
         let n = self.sends.fetch_add(1, Ordering::SeqCst);
         if n < self.failures {
@@ -49,14 +49,17 @@ impl Responder for Flaky {
     }
 }
 
-fn setup(responder: Arc<Flaky>, retry_for: Duration) -> (Delivery, TaskControl) {
+fn setup(transport: Arc<Flaky>, retry_for: Duration) -> (Delivery, TaskControl) {
     let control = TaskControl::default();
     let options = DeliveryOptions {
         retry_for,
         cancel_grace: Duration::from_millis(50),
         ..DeliveryOptions::default()
     };
-    (Delivery::new(responder, control.clone(), options), control)
+    (
+        Delivery::new(transport, Arc::new(Unobserved), control.clone(), options),
+        control,
+    )
 }
 
 fn success() -> Answer {
@@ -67,12 +70,12 @@ fn success() -> Answer {
 
 #[tokio::test(start_paused = true)]
 async fn transient_errors_are_retried_until_delivered() {
-    let responder = Flaky::new(4, SfnError::Unavailable("connection refused".into()));
-    let (delivery, _) = setup(responder.clone(), Duration::from_secs(600));
+    let transport = Flaky::new(4, SfnError::Unavailable("connection refused".into()));
+    let (delivery, _) = setup(transport.clone(), Duration::from_secs(600));
     // The guest hears `ok` as soon as the retry loop has the answer.
     assert_eq!(delivery.answer(success()).await, Ok(()));
     delivery.settled().await;
-    assert_eq!(responder.sends.load(Ordering::SeqCst), 5);
+    assert_eq!(transport.sends.load(Ordering::SeqCst), 5);
     assert_eq!(
         delivery.state(),
         AnswerState::Delivered {
@@ -83,14 +86,14 @@ async fn transient_errors_are_retried_until_delivered() {
     // A host failure after that changes nothing.
     delivery.host_failure(&HostFailure::NoResponse);
     delivery.settled().await;
-    assert_eq!(responder.sends.load(Ordering::SeqCst), 5);
+    assert_eq!(transport.sends.load(Ordering::SeqCst), 5);
 }
 
 #[tokio::test(start_paused = true)]
 async fn closed_after_a_timed_out_attempt_is_probably_delivered() {
     struct TimeoutThenClosed(AtomicU32);
     #[async_trait]
-    impl Responder for TimeoutThenClosed {
+    impl Transport for TimeoutThenClosed {
         async fn send(&self, _answer: &Answer) -> Result<(), SfnError> {
             match self.0.fetch_add(1, Ordering::SeqCst) {
                 0 => Err(SfnError::TimedOut("attempt timeout".into())),
@@ -103,6 +106,7 @@ async fn closed_after_a_timed_out_attempt_is_probably_delivered() {
     }
     let delivery = Delivery::new(
         Arc::new(TimeoutThenClosed(AtomicU32::new(0))),
+        Arc::new(Unobserved),
         TaskControl::default(),
         DeliveryOptions::default(),
     );
@@ -119,19 +123,19 @@ async fn closed_after_a_timed_out_attempt_is_probably_delivered() {
 
 #[tokio::test(start_paused = true)]
 async fn retries_stop_when_the_budget_runs_out_or_the_host_gives_up() {
-    let responder = Flaky::new(u32::MAX, SfnError::Unavailable("down".into()));
-    let (delivery, _) = setup(responder.clone(), Duration::from_secs(30));
+    let transport = Flaky::new(u32::MAX, SfnError::Unavailable("down".into()));
+    let (delivery, _) = setup(transport.clone(), Duration::from_secs(30));
     assert_eq!(delivery.answer(success()).await, Ok(()));
     delivery.settled().await;
     assert!(matches!(
         delivery.state(),
         AnswerState::Undelivered { ref reason, .. } if reason.contains("gave up")
     ));
-    let sends = responder.sends.load(Ordering::SeqCst);
+    let sends = transport.sends.load(Ordering::SeqCst);
     assert!((5..30).contains(&sends), "{sends} attempts in 30 s");
 
-    let responder = Flaky::new(u32::MAX, SfnError::Unavailable("down".into()));
-    let (delivery, _) = setup(responder, Duration::from_secs(600));
+    let transport = Flaky::new(u32::MAX, SfnError::Unavailable("down".into()));
+    let (delivery, _) = setup(transport, Duration::from_secs(600));
     let options = delivery.inner.options.give_up.clone();
     delivery.host_failure(&HostFailure::Shutdown);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -142,19 +146,19 @@ async fn retries_stop_when_the_budget_runs_out_or_the_host_gives_up() {
 
 #[tokio::test(start_paused = true)]
 async fn a_rejected_or_closed_answer_is_not_retried() {
-    let responder = Flaky::new(
+    let transport = Flaky::new(
         1,
         SfnError::rejected("ValidationException", "1 validation error detected"),
     );
-    let (delivery, _) = setup(responder.clone(), Duration::from_secs(600));
+    let (delivery, _) = setup(transport.clone(), Duration::from_secs(600));
     assert!(matches!(
         delivery.answer(success()).await,
         Err(AnswerError::Unavailable(_))
     ));
-    assert_eq!(responder.sends.load(Ordering::SeqCst), 1);
+    assert_eq!(transport.sends.load(Ordering::SeqCst), 1);
 
-    let responder = Flaky::new(1, SfnError::TaskClosed("TaskTimedOut".into()));
-    let (delivery, _) = setup(responder.clone(), Duration::from_secs(600));
+    let transport = Flaky::new(1, SfnError::TaskClosed("TaskTimedOut".into()));
+    let (delivery, _) = setup(transport.clone(), Duration::from_secs(600));
     assert_eq!(
         delivery.answer(success()).await,
         Err(AnswerError::TaskClosed("TaskTimedOut".into()))
@@ -163,32 +167,32 @@ async fn a_rejected_or_closed_answer_is_not_retried() {
         delivery.answer(success()).await,
         Err(AnswerError::TaskClosed("TaskTimedOut".into()))
     );
-    assert_eq!(responder.sends.load(Ordering::SeqCst), 1);
+    assert_eq!(transport.sends.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn heartbeats_are_coalesced_to_one_a_second() {
-    let responder = Flaky::new(0, SfnError::Unavailable(String::new()));
-    let (delivery, _) = setup(responder.clone(), Duration::from_secs(600));
+    let transport = Flaky::new(0, SfnError::Unavailable(String::new()));
+    let (delivery, _) = setup(transport.clone(), Duration::from_secs(600));
     for _ in 0..10 {
         assert_eq!(delivery.heartbeat(HeartbeatSource::Guest).await, Ok(()));
     }
-    assert_eq!(responder.heartbeats.load(Ordering::SeqCst), 1);
+    assert_eq!(transport.heartbeats.load(Ordering::SeqCst), 1);
     tokio::time::sleep(MIN_HEARTBEAT_INTERVAL).await;
     assert_eq!(delivery.heartbeat(HeartbeatSource::Guest).await, Ok(()));
-    assert_eq!(responder.heartbeats.load(Ordering::SeqCst), 2);
+    assert_eq!(transport.heartbeats.load(Ordering::SeqCst), 2);
     // The host's timer is not coalesced with the guest's calls.
     assert_eq!(delivery.heartbeat(HeartbeatSource::Auto).await, Ok(()));
-    assert_eq!(responder.heartbeats.load(Ordering::SeqCst), 3);
+    assert_eq!(transport.heartbeats.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_heartbeat_refused_as_closed_cancels_then_aborts_the_task() {
-    let responder = Arc::new(Flaky {
+    let transport = Arc::new(Flaky {
         heartbeat_error: Some(SfnError::TaskClosed("TaskTimedOut".into())),
         ..Arc::into_inner(Flaky::new(0, SfnError::Unavailable(String::new()))).unwrap()
     });
-    let (delivery, control) = setup(responder.clone(), Duration::from_secs(600));
+    let (delivery, control) = setup(transport.clone(), Duration::from_secs(600));
     assert!(matches!(
         delivery.heartbeat(HeartbeatSource::Auto).await,
         Err(AnswerError::TaskClosed(_))
@@ -204,13 +208,14 @@ async fn a_heartbeat_refused_as_closed_cancels_then_aborts_the_task() {
     ));
     delivery.host_failure(&HostFailure::Shutdown);
     delivery.settled().await;
-    assert_eq!(responder.sends.load(Ordering::SeqCst), 0);
+    assert_eq!(transport.sends.load(Ordering::SeqCst), 0);
 }
 
 /// The toolkit a guest calls, over a delivery that accepts everything.
 fn toolkit() -> (sfn_wasm_engine::Toolkit, Delivery) {
     let delivery = Delivery::new(
-        Arc::new(LocalResponder),
+        Arc::new(LocalTransport),
+        Arc::new(Unobserved),
         TaskControl::default(),
         DeliveryOptions::default(),
     );
@@ -280,7 +285,7 @@ async fn the_host_failure_is_the_hosts_answer_even_when_a_guest_names_it() {
 }
 
 /// Answers each send with the next scripted result (then accepts), and keeps what was
-/// sent.
+/// sent and what was refused.
 #[derive(Default)]
 struct Scripted {
     results: Mutex<std::collections::VecDeque<Result<(), SfnError>>>,
@@ -302,7 +307,7 @@ impl Scripted {
 }
 
 #[async_trait]
-impl Responder for Scripted {
+impl Transport for Scripted {
     async fn send(&self, answer: &Answer) -> Result<(), SfnError> {
         self.sent.lock().unwrap().push(answer.clone());
         self.results.lock().unwrap().pop_front().unwrap_or(Ok(()))
@@ -310,8 +315,13 @@ impl Responder for Scripted {
     async fn heartbeat(&self) -> Result<(), SfnError> {
         Ok(())
     }
-    fn refused(&self, _answer: &Answer, error: &SfnError) {
-        self.refused.lock().unwrap().push(error.to_string());
+}
+
+impl DeliveryObserver for Scripted {
+    fn observe(&self, event: &DeliveryEvent<'_>) {
+        if let DeliveryEvent::Refused { error, .. } = event {
+            self.refused.lock().unwrap().push(error.to_string());
+        }
     }
 }
 
@@ -319,9 +329,10 @@ fn invalid_output() -> SfnError {
     SfnError::rejected("InvalidOutput", "the output is not valid JSON")
 }
 
-fn scripted(responder: &Arc<Scripted>) -> Delivery {
+fn scripted(transport: &Arc<Scripted>) -> Delivery {
     Delivery::new(
-        responder.clone(),
+        transport.clone(),
+        transport.clone(),
         TaskControl::default(),
         DeliveryOptions::default(),
     )
@@ -329,8 +340,8 @@ fn scripted(responder: &Arc<Scripted>) -> Delivery {
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_answer_is_no_answer_and_the_guest_may_answer_again() {
-    let responder = Scripted::new([Err(invalid_output())]);
-    let delivery = scripted(&responder);
+    let transport = Scripted::new([Err(invalid_output())]);
+    let delivery = scripted(&transport);
     assert_eq!(
         delivery.answer(success()).await,
         Err(AnswerError::Unavailable(
@@ -352,13 +363,13 @@ async fn a_refused_answer_is_no_answer_and_the_guest_may_answer_again() {
         }
     );
     assert_eq!(delivery.answered_by(), Some(Answerer::Guest));
-    assert_eq!(responder.refused.lock().unwrap().len(), 1);
+    assert_eq!(transport.refused.lock().unwrap().len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_guest_that_returns_after_a_refusal_gets_answer_refused() {
-    let responder = Scripted::new([Err(invalid_output())]);
-    let delivery = scripted(&responder);
+    let transport = Scripted::new([Err(invalid_output())]);
+    let delivery = scripted(&transport);
     assert!(delivery.answer(success()).await.is_err());
     // What the engine does when the guest returns without an answer.
     delivery.host_failure(&HostFailure::NoResponse);
@@ -384,7 +395,7 @@ async fn a_guest_that_returns_after_a_refusal_gets_answer_refused() {
 #[tokio::test(start_paused = true)]
 async fn a_refusal_after_the_guest_returned_is_answered_by_the_host() {
     // Throttled twice (the guest hears `ok` and returns), then refused for good.
-    let responder = Scripted::new([
+    let transport = Scripted::new([
         Err(SfnError::Throttled(
             "KmsThrottlingException: slow down".into(),
         )),
@@ -393,10 +404,10 @@ async fn a_refusal_after_the_guest_returned_is_answered_by_the_host() {
         )),
         Err(SfnError::rejected("KmsAccessDeniedException", "no grant")),
     ]);
-    let delivery = scripted(&responder);
+    let delivery = scripted(&transport);
     assert_eq!(delivery.answer(success()).await, Ok(()));
     delivery.conclude().await;
-    let sent = responder.sent();
+    let sent = transport.sent();
     assert_eq!(sent.len(), 4, "{sent:?}");
     assert!(
         matches!(&sent[3], Answer::Failure { error, .. } if error == "SfnWasmHost.AnswerRefused")
@@ -411,8 +422,8 @@ async fn a_refusal_after_the_guest_returned_is_answered_by_the_host() {
 #[tokio::test(start_paused = true)]
 async fn a_refused_host_answer_is_followed_by_the_bare_failure_once() {
     let kms = || SfnError::rejected("KmsAccessDeniedException", "no grant");
-    let responder = Scripted::new([Err(kms())]);
-    let delivery = scripted(&responder);
+    let transport = Scripted::new([Err(kms())]);
+    let delivery = scripted(&transport);
     delivery.host_failure(&HostFailure::Shutdown);
     delivery.conclude().await;
     assert_eq!(
@@ -428,18 +439,18 @@ async fn a_refused_host_answer_is_followed_by_the_bare_failure_once() {
     );
 
     // Refused too: given up, never retried again.
-    let responder = Scripted::new([Err(kms()), Err(kms())]);
-    let delivery = scripted(&responder);
+    let transport = Scripted::new([Err(kms()), Err(kms())]);
+    let delivery = scripted(&transport);
     delivery.host_failure(&HostFailure::Shutdown);
     delivery.conclude().await;
     assert!(matches!(delivery.state(), AnswerState::Undelivered { .. }));
-    assert_eq!(responder.sent().len(), 2);
-    assert_eq!(responder.refused.lock().unwrap().len(), 2);
+    assert_eq!(transport.sent().len(), 2);
+    assert_eq!(transport.refused.lock().unwrap().len(), 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_kms_throttle_is_retried_until_accepted() {
-    let responder = Scripted::new([
+    let transport = Scripted::new([
         Err(SfnError::Throttled(
             "KmsThrottlingException: slow down".into(),
         )),
@@ -447,10 +458,10 @@ async fn a_kms_throttle_is_retried_until_accepted() {
             "KmsThrottlingException: slow down".into(),
         )),
     ]);
-    let delivery = scripted(&responder);
+    let delivery = scripted(&transport);
     assert_eq!(delivery.answer(success()).await, Ok(()));
     delivery.conclude().await;
-    assert_eq!(responder.sent().len(), 3);
+    assert_eq!(transport.sent().len(), 3);
     assert_eq!(
         delivery.state(),
         AnswerState::Delivered {
@@ -464,16 +475,11 @@ async fn a_kms_throttle_is_retried_until_accepted() {
 #[derive(Default)]
 struct Errors(AtomicU32);
 
-#[async_trait]
-impl Responder for Errors {
-    async fn send(&self, _answer: &Answer) -> Result<(), SfnError> {
-        Ok(())
-    }
-    async fn heartbeat(&self) -> Result<(), SfnError> {
-        Ok(())
-    }
-    fn errored(&self, _error: &TaskError) {
-        self.0.fetch_add(1, Ordering::SeqCst);
+impl DeliveryObserver for Errors {
+    fn observe(&self, event: &DeliveryEvent<'_>) {
+        if let DeliveryEvent::Errored { .. } = event {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -481,9 +487,10 @@ impl Responder for Errors {
 /// call: each report is a WARN line the guest would otherwise cause at will.
 #[tokio::test]
 async fn a_second_answer_in_a_loop_is_reported_once() {
-    let responder = Arc::new(Errors::default());
+    let errors = Arc::new(Errors::default());
     let delivery = Delivery::new(
-        responder.clone(),
+        Arc::new(LocalTransport),
+        errors.clone(),
         TaskControl::default(),
         DeliveryOptions::default(),
     );
@@ -494,5 +501,117 @@ async fn a_second_answer_in_a_loop_is_reported_once() {
             Err(AnswerError::AlreadyResponded)
         );
     }
-    assert_eq!(responder.0.load(Ordering::SeqCst), 1);
+    assert_eq!(errors.0.load(Ordering::SeqCst), 1);
+}
+
+/// Keeps every event the delivery tells its observer, in a few words each.
+#[derive(Default)]
+struct Seen(Mutex<Vec<String>>);
+
+impl Seen {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl DeliveryObserver for Seen {
+    fn observe(&self, event: &DeliveryEvent<'_>) {
+        let name = |answer: &Answer| match answer {
+            Answer::Success { .. } => "success".to_owned(),
+            _ if answer.is_bare_failure() => "bare-failure".to_owned(),
+            Answer::Failure { error, .. } => error.clone(),
+        };
+        let seen = match *event {
+            DeliveryEvent::Answering { answer, by } => format!("answering {} {by:?}", name(answer)),
+            DeliveryEvent::Retrying { attempt, error, .. } => format!("retrying {attempt} {error}"),
+            DeliveryEvent::Refused { answer, error } => format!("refused {} {error}", name(answer)),
+            DeliveryEvent::Delivered { answer, how } => format!(
+                "delivered {} {} {}",
+                name(answer),
+                how.attempts,
+                how.probably
+            ),
+            DeliveryEvent::Closed { answer, reason } => format!("closed {} {reason}", name(answer)),
+            DeliveryEvent::GaveUp { answer, .. } => format!("gave_up {}", name(answer)),
+            DeliveryEvent::Undelivered { answer, reason } => {
+                format!("undelivered {} {reason}", name(answer))
+            }
+            DeliveryEvent::HeartbeatSent { source } => format!("heartbeat {source:?}"),
+            DeliveryEvent::Cancelled { reason } => format!("cancelled {reason}"),
+            DeliveryEvent::Errored { error } => format!("errored {}", error.name()),
+        };
+        self.0.lock().unwrap().push(seen);
+    }
+}
+
+fn observed(transport: &Arc<Scripted>) -> (Delivery, Arc<Seen>) {
+    let seen = Arc::new(Seen::default());
+    let delivery = Delivery::new(
+        transport.clone(),
+        seen.clone(),
+        TaskControl::default(),
+        DeliveryOptions::default(),
+    );
+    (delivery, seen)
+}
+
+/// The one observer hears an answer retried, then delivered, in the order it happened.
+#[tokio::test(start_paused = true)]
+async fn the_observer_sees_a_retried_answer_delivered_in_order() {
+    let transport = Scripted::new([
+        Err(SfnError::Unavailable("connection refused".into())),
+        Err(SfnError::Throttled("slow down".into())),
+    ]);
+    let (delivery, seen) = observed(&transport);
+    assert_eq!(delivery.heartbeat(HeartbeatSource::Guest).await, Ok(()));
+    assert_eq!(delivery.answer(success()).await, Ok(()));
+    delivery.conclude().await;
+    assert_eq!(
+        seen.take(),
+        [
+            "heartbeat Guest",
+            "answering success Guest",
+            "retrying 1 connection refused",
+            "retrying 2 throttled: slow down",
+            "delivered success 3 false",
+        ]
+    );
+}
+
+/// The one observer hears a refused guest answer, the host's answer for it, and a
+/// refused host answer followed by the bare failure, in order.
+#[tokio::test(start_paused = true)]
+async fn the_observer_sees_a_refused_answer_in_order() {
+    let transport = Scripted::new([Err(invalid_output())]);
+    let (delivery, seen) = observed(&transport);
+    assert!(delivery.answer(success()).await.is_err());
+    delivery.host_failure(&HostFailure::NoResponse);
+    delivery.conclude().await;
+    assert_eq!(
+        seen.take(),
+        [
+            "answering success Guest",
+            "refused success InvalidOutput: the output is not valid JSON",
+            "errored SfnWasmHost.AnswerRefused",
+            "answering SfnWasmHost.AnswerRefused Host(AnswerRefused)",
+            "delivered SfnWasmHost.AnswerRefused 1 false",
+        ]
+    );
+
+    let kms = || SfnError::rejected("KmsAccessDeniedException", "no grant");
+    let transport = Scripted::new([Err(kms()), Err(kms())]);
+    let (delivery, seen) = observed(&transport);
+    delivery.host_failure(&HostFailure::Shutdown);
+    delivery.conclude().await;
+    // The bare failure is the same answer, sent again: no second `answering`.
+    assert_eq!(
+        seen.take(),
+        [
+            "errored SfnWasmHost.Shutdown",
+            "answering SfnWasmHost.Shutdown Host(Shutdown)",
+            "refused SfnWasmHost.Shutdown KmsAccessDeniedException: no grant",
+            "refused bare-failure KmsAccessDeniedException: no grant",
+            "undelivered bare-failure KmsAccessDeniedException: no grant",
+        ]
+    );
 }

@@ -1,5 +1,8 @@
-//! The outbox's side of a live (or recovered) task: its responder keeps the task's
-//! answer in the outbox until the delivery settles it, then removes the entry.
+//! The outbox's side of a live (or recovered) task: its transport writes the task's
+//! answer to the outbox before each attempt, and its observer of the delivery removes
+//! the entry once the answer is settled.
+
+use async_trait::async_trait;
 
 use super::*;
 
@@ -20,12 +23,19 @@ pub(super) enum ClaimState {
     SettledAnswer,
 }
 
-/// A task's responder with its answers kept in the outbox (see [`Outbox::keep`]).
-pub struct Kept(pub(super) Arc<KeptResponder>);
+/// A task's answers kept in the outbox (see [`Outbox::keep`]): a transport to deliver
+/// through and an observer to tell, which share the task's entry.
+pub struct Kept(pub(super) Arc<KeptEntry>);
 
 impl Kept {
-    /// The responder to deliver through.
-    pub fn responder(&self) -> Arc<dyn Responder> {
+    /// The transport to deliver through: the task's own, after the entry is written.
+    pub fn transport(&self) -> Arc<dyn Transport> {
+        self.0.clone()
+    }
+
+    /// The observer to tell what became of the answer: it removes a settled answer's
+    /// entry, and leaves one given up for the next start.
+    pub fn observer(&self) -> Arc<dyn DeliveryObserver> {
         self.0.clone()
     }
 
@@ -49,9 +59,10 @@ impl Kept {
     }
 }
 
-/// A task's responder with its answers kept in the outbox until settled.
-pub(super) struct KeptResponder {
-    pub(super) inner: Arc<dyn Responder>,
+/// A task's outbox entry: written before each attempt through `inner`, removed once the
+/// answer is settled.
+pub(super) struct KeptEntry {
+    pub(super) inner: Arc<dyn Transport>,
     pub(super) outbox: Arc<Outbox>,
     pub(super) name: String,
     pub(super) token: String,
@@ -68,7 +79,7 @@ pub(super) struct KeptResponder {
     pub(super) claim: Mutex<ClaimState>,
 }
 
-impl KeptResponder {
+impl KeptEntry {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Written>> {
         self.written
             .lock()
@@ -132,7 +143,7 @@ impl KeptResponder {
 }
 
 #[async_trait]
-impl Responder for KeptResponder {
+impl Transport for KeptEntry {
     async fn send(&self, answer: &Answer) -> Result<(), SfnError> {
         self.ensure_written(answer).await;
         self.inner.send(answer).await
@@ -141,57 +152,33 @@ impl Responder for KeptResponder {
     async fn heartbeat(&self) -> Result<(), SfnError> {
         self.inner.heartbeat().await
     }
+}
 
-    fn delivered(&self, answer: &Answer, how: Delivered) {
-        self.settled();
-        self.inner.delivered(answer, how);
-    }
-
-    fn retrying(&self, attempt: u32, error: &SfnError, delay: Duration) {
-        self.inner.retrying(attempt, error, delay);
-    }
-
-    fn refused(&self, answer: &Answer, error: &SfnError) {
-        // Refused for good: not this answer, ever (another may follow and be kept).
-        self.remove_entry();
-        self.inner.refused(answer, error);
-    }
-
-    fn undelivered(&self, answer: &Answer, reason: &str) {
-        // Closed, or refused to the last: Step Functions will not take it.
-        self.settled();
-        self.inner.undelivered(answer, reason);
-    }
-
-    fn gave_up(&self, answer: &Answer, reason: &str) {
-        // The host stopped, or the outage outlasted the retries: the entry stays (and
-        // counts against the bound) for the next start, and so does the task's claim,
-        // which the next start settles.
-        if self.lock().take().is_some() {
-            self.stayed.store(true, Ordering::Relaxed);
+impl DeliveryObserver for KeptEntry {
+    fn observe(&self, event: &DeliveryEvent<'_>) {
+        match event {
+            DeliveryEvent::Answering { by, .. } => {
+                self.guest.store(*by == Answerer::Guest, Ordering::Relaxed);
+            }
+            // Refused for good: not this answer, ever (another may follow and be kept).
+            DeliveryEvent::Refused { .. } => self.remove_entry(),
+            // Delivered; or closed, or refused to the last: Step Functions will not take
+            // it.
+            DeliveryEvent::Delivered { .. }
+            | DeliveryEvent::Closed { .. }
+            | DeliveryEvent::Undelivered { .. } => self.settled(),
+            // The host stopped, or the outage outlasted the retries: the entry stays (and
+            // counts against the bound) for the next start, and so does the task's claim,
+            // which the next start settles.
+            DeliveryEvent::GaveUp { .. } => {
+                if self.lock().take().is_some() {
+                    self.stayed.store(true, Ordering::Relaxed);
+                }
+            }
+            DeliveryEvent::Retrying { .. }
+            | DeliveryEvent::HeartbeatSent { .. }
+            | DeliveryEvent::Cancelled { .. }
+            | DeliveryEvent::Errored { .. } => {}
         }
-        self.inner.gave_up(answer, reason);
-    }
-
-    fn closed(&self, answer: &Answer, reason: &str) {
-        self.settled();
-        self.inner.closed(answer, reason);
-    }
-
-    fn answering(&self, answer: &Answer, by: Answerer) {
-        self.guest.store(by == Answerer::Guest, Ordering::Relaxed);
-        self.inner.answering(answer, by);
-    }
-
-    fn heartbeat_sent(&self, source: HeartbeatSource) {
-        self.inner.heartbeat_sent(source);
-    }
-
-    fn cancelled(&self, reason: &str) {
-        self.inner.cancelled(reason);
-    }
-
-    fn errored(&self, error: &TaskError) {
-        self.inner.errored(error);
     }
 }

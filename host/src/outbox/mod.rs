@@ -6,9 +6,9 @@
 //! it finds there. So an answer outlives a `kill -9`, an OOM kill or a node loss (with a
 //! volume that outlives the node).
 //!
-//! The outbox is a [`Responder`] around the task's own: it sees each answer before its
-//! first attempt and hears how the answer's delivery ended, without the delivery knowing
-//! it is there.
+//! The outbox is a [`Transport`] around the task's own, which writes each answer before
+//! its first attempt, and a [`DeliveryObserver`] of the task's delivery, which hears how
+//! the answer's delivery ended: the delivery does not know it is there.
 //!
 //! An entry holds a task token, and what is found there is sent with the host's
 //! credentials: so only what this host wrote is ever sent. The folder is the host's own
@@ -25,16 +25,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::delivery::{AnswerState, Delivered, Delivery, DeliveryOptions, Responder, TaskError};
+use crate::answer_events::AnswerEvents;
+use crate::delivery::{
+    AnswerState, Delivery, DeliveryEvent, DeliveryObserver, DeliveryOptions, Fanout, Transport,
+};
 use crate::events::{DoneError, Emitter, Events, TaskDone, TaskEvent, TaskOutcome, TaskRef};
 use crate::idempotency::{ActivityIdempotency, Claim, ClaimRef, Settled};
 use crate::ids::sha256_hex;
-use crate::outcome::{Answer, Answerer, FailureKind, HeartbeatSource};
-use crate::responder::SfnResponder;
+use crate::outcome::{Answer, Answerer, FailureKind};
 use crate::sfn::{SfnError, StepFunctions};
+use crate::sfn_transport::SfnTransport;
 use crate::store::{FolderStore, Store, StoreError};
 use sfn_wasm_engine::control::TaskControl;
 use sfn_wasm_engine::host_folder;
@@ -219,16 +221,17 @@ impl Outbox {
         format!("{}.json", sha256_hex(token.as_bytes()))
     }
 
-    /// `responder`, for the task with `token`, with its answers kept here until settled.
+    /// `transport`, for the task with `token`, with its answers kept here until settled:
+    /// deliver through [`Kept::transport`] and tell [`Kept::observer`].
     pub fn keep(
         self: &Arc<Self>,
-        responder: Arc<dyn Responder>,
+        transport: Arc<dyn Transport>,
         token: &str,
         task: &TaskRef,
         activity: &str,
     ) -> Kept {
-        Kept(Arc::new(KeptResponder {
-            inner: responder,
+        Kept(Arc::new(KeptEntry {
+            inner: transport,
             outbox: self.clone(),
             name: Self::name(token),
             token: token.to_owned(),
@@ -434,12 +437,8 @@ impl Outbox {
         let emitter = Emitter::for_activity(events.clone(), entry.activity.as_str().into())
             .for_worker("outbox".into())
             .for_task(task);
-        let kept = Kept(Arc::new(KeptResponder {
-            inner: Arc::new(SfnResponder::new(
-                sfn.clone(),
-                entry.token.clone(),
-                emitter.clone(),
-            )),
+        let kept = Kept(Arc::new(KeptEntry {
+            inner: Arc::new(SfnTransport::new(sfn.clone(), entry.token.clone())),
             outbox: self.clone(),
             name,
             token: entry.token.clone(),
@@ -458,7 +457,16 @@ impl Outbox {
                 None => ClaimState::None,
             }),
         }));
-        let delivery = Delivery::new(kept.responder(), TaskControl::default(), options.clone());
+        let observer = Fanout::new([
+            kept.observer(),
+            Arc::new(AnswerEvents::new(emitter.clone())),
+        ]);
+        let delivery = Delivery::new(
+            kept.transport(),
+            Arc::new(observer),
+            TaskControl::default(),
+            options.clone(),
+        );
         // A host's failure is of a kind this host knows when it has one of its names.
         let by = match &entry.answer {
             _ if entry.guest => Answerer::Guest,
@@ -565,7 +573,7 @@ fn status_of(answer: &EntryAnswer) -> String {
 mod kept;
 
 pub use kept::Kept;
-use kept::{ClaimState, KeptResponder, Written};
+use kept::{ClaimState, KeptEntry, Written};
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,7 @@
 use std::io::Write as _;
 
+use async_trait::async_trait;
+
 use super::*;
 use crate::events::EventKind;
 use crate::sfn::ActivityTask;
@@ -298,11 +300,8 @@ async fn a_hung_volume_does_not_stall_answers() {
         handler_digest: "d".into(),
         recovered: false,
     };
-    let emitter = Emitter::for_activity(Events::default(), "arn:a".into())
-        .for_worker("w".into())
-        .for_task(task.clone());
     let kept = outbox.keep(
-        Arc::new(SfnResponder::new(sfn.clone(), "hung-token".into(), emitter)),
+        Arc::new(SfnTransport::new(sfn.clone(), "hung-token".into())),
         "hung-token",
         &task,
         "arn:a",
@@ -311,7 +310,7 @@ async fn a_hung_volume_does_not_stall_answers() {
     let answer = Answer::Success {
         output: "{}".into(),
     };
-    tokio::time::timeout(WRITE_DEADLINE * 2, kept.responder().send(&answer))
+    tokio::time::timeout(WRITE_DEADLINE * 2, kept.transport().send(&answer))
         .await
         .expect("sent past the write's deadline")
         .unwrap();

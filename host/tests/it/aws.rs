@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sfn_wasm_host::delivery::{AnswerState, Delivery, DeliveryOptions, LocalResponder};
+use sfn_wasm_host::delivery::{AnswerState, Delivery, DeliveryOptions, LocalTransport, Unobserved};
 use sfn_wasm_host::engine::{
     Capabilities, EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
 };
@@ -166,7 +166,8 @@ async fn probe(aws: AwsGrant, input: Value) -> AnswerState {
         capabilities: Capabilities::none().with(Arc::new(Grants::resolve(&grants).unwrap())),
     };
     let delivery = Delivery::new(
-        Arc::new(LocalResponder),
+        Arc::new(LocalTransport),
+        Arc::new(Unobserved),
         control,
         DeliveryOptions::default(),
     );

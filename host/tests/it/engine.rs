@@ -1,12 +1,14 @@
 //! The engine as the runtime uses it: shared handler, many tasks, early stops, and a
-//! responder that records every call so "exactly one answer" can be checked.
+//! transport and observer that record every call so "exactly one answer" can be checked.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::json;
-use sfn_wasm_host::delivery::{AnswerState, Delivery, DeliveryOptions, Responder, TaskError};
+use sfn_wasm_host::delivery::{
+    AnswerState, Delivery, DeliveryEvent, DeliveryObserver, DeliveryOptions, Transport,
+};
 use sfn_wasm_host::engine::{
     Capabilities, EngineConfig, Handler, LoadError, TaskControl, TaskLimits, TaskReport,
     TaskRequest, WasmEngine,
@@ -50,7 +52,7 @@ impl Recorder {
 }
 
 #[async_trait]
-impl Responder for Recorder {
+impl Transport for Recorder {
     async fn send(&self, answer: &Answer) -> Result<(), SfnError> {
         self.record(match answer {
             Answer::Success { output } => Call::Success(output.clone()),
@@ -61,11 +63,16 @@ impl Responder for Recorder {
         self.calls.lock().unwrap().push(Call::Heartbeat);
         Ok(())
     }
-    fn errored(&self, error: &TaskError) {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(Call::Errored(error.to_string()));
+}
+
+impl DeliveryObserver for Recorder {
+    fn observe(&self, event: &DeliveryEvent<'_>) {
+        if let DeliveryEvent::Errored { error } = event {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(Call::Errored(error.to_string()));
+        }
     }
 }
 
@@ -102,7 +109,7 @@ fn request(hello: &str, control: TaskControl) -> TaskRequest {
     }
 }
 
-/// Runs `request` through `handler` with `recorder` as the transport, until its answer
+/// Runs `request` through `handler` with `recorder` as the transport and observer, until its answer
 /// is settled.
 async fn run_with(
     handler: &Handler,
@@ -111,6 +118,7 @@ async fn run_with(
     recorder: Arc<Recorder>,
 ) -> (TaskReport, AnswerState) {
     let delivery = Delivery::new(
+        recorder.clone(),
         recorder,
         request.control.clone(),
         DeliveryOptions::default(),
@@ -151,7 +159,7 @@ fn failure_name(state: &AnswerState) -> Option<&str> {
 }
 
 #[tokio::test]
-async fn the_seed_scenarios_call_the_responder_as_expected() {
+async fn the_seed_scenarios_call_the_transport_as_expected() {
     let f = fixture();
     let greeting = |name: &str| Call::Success(format!(r#"{{"greeting":"Hello, {name}"}}"#));
 
@@ -353,7 +361,7 @@ struct Slow {
 }
 
 #[async_trait]
-impl Responder for Slow {
+impl Transport for Slow {
     async fn send(&self, answer: &Answer) -> Result<(), SfnError> {
         tokio::time::sleep(self.delay).await;
         self.inner.send(answer).await
@@ -361,8 +369,11 @@ impl Responder for Slow {
     async fn heartbeat(&self) -> Result<(), SfnError> {
         self.inner.heartbeat().await
     }
-    fn errored(&self, error: &TaskError) {
-        self.inner.errored(error);
+}
+
+impl DeliveryObserver for Slow {
+    fn observe(&self, event: &DeliveryEvent<'_>) {
+        self.inner.observe(event);
     }
 }
 
@@ -378,6 +389,7 @@ async fn a_deadline_never_cuts_off_an_answer_in_flight() {
     req.input = json!({"hello": "Deadline", "ms": 50}).to_string();
     req.limits.timeout = Duration::from_secs(1);
     let delivery = Delivery::new(
+        slow.clone(),
         slow.clone(),
         req.control.clone(),
         DeliveryOptions::default(),

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sfn_wasm_host::delivery::{AnswerState, Delivery, DeliveryOptions, LocalResponder};
+use sfn_wasm_host::delivery::{AnswerState, Delivery, DeliveryOptions, LocalTransport, Unobserved};
 use sfn_wasm_host::engine::{
     Capabilities, EngineConfig, Handler, TaskControl, TaskLimits, TaskReport, TaskRequest,
     WasmEngine,
@@ -228,7 +228,8 @@ async fn run_with(path: &Path, grants: &Arc<Grants>, input: Value, control: Task
         capabilities: Capabilities::none().with(grants.clone()),
     };
     let delivery = Delivery::new(
-        Arc::new(LocalResponder),
+        Arc::new(LocalTransport),
+        Arc::new(Unobserved),
         control,
         DeliveryOptions::default(),
     );

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sfn_wasm_host::delivery::{Delivery, DeliveryOptions, LocalResponder};
+use sfn_wasm_host::delivery::{Delivery, DeliveryOptions, LocalTransport, Unobserved};
 use sfn_wasm_host::engine::{
     Capabilities, EngineConfig, Handler, TaskControl, TaskLimits, TaskRequest, WasmEngine,
 };
@@ -259,7 +259,8 @@ async fn run_pushy(grants: &Arc<Grants>, input: Value) -> Value {
         capabilities: Capabilities::none().with(grants.clone()),
     };
     let delivery = Delivery::new(
-        Arc::new(LocalResponder),
+        Arc::new(LocalTransport),
+        Arc::new(Unobserved),
         control,
         DeliveryOptions::default(),
     );
