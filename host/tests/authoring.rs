@@ -11,12 +11,9 @@
 //! A test binary of its own: the builds take the machine's cores for a minute, which
 //! must not run beside the timing-sensitive tests of `it`. Builds run one at a time.
 
-#[allow(dead_code)]
-#[path = "it/emulator.rs"]
-mod emulator;
-#[allow(dead_code)]
-#[path = "it/served.rs"]
-mod served;
+#[allow(dead_code)] // shared with the `it` binary, which uses all of it
+#[path = "it/support/mod.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -26,14 +23,11 @@ use std::time::{Duration, Instant};
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::{Value, json};
 
+use support::guests::workspace;
+use support::{emulator, served};
+
 /// One build at a time: the machine has two cores.
 static BUILDS: Mutex<()> = Mutex::new(());
-
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ has a parent")
-}
 
 /// PATH with the pinned Node.js and npm (`scripts/build-polyglot.sh` installs them in
 /// `.venv/polyglot`) first: what a user has on their own machine.
@@ -150,21 +144,12 @@ fn handler_of(project: &Path) -> PathBuf {
 
 /// `invoke HANDLER --input-file input.json` in the project: its JSON line.
 fn invoke(project: &Path, input: Option<&str>) -> Value {
-    let handler = handler_of(project);
-    let mut command = Command::new(host());
-    command.current_dir(project).arg("invoke").arg(&handler);
-    match input {
-        Some(input) => command.args(["--input", input]),
-        None => command.args(["--input-file", "input.json"]),
+    let run = support::invoke::invoke(handler_of(project)).current_dir(project);
+    let run = match input {
+        Some(input) => run.input(input),
+        None => run.input_file("input.json"),
     };
-    let output = command.output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "not one JSON line ({e}): {stdout} / {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+    run.run().line
 }
 
 /// Serves the project with its own config (its commented `[aws]` block turned on for the

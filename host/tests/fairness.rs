@@ -8,27 +8,18 @@
 //! A test binary of its own, its tests one at a time: cargo runs test binaries one after
 //! another, so no other test competes for the cores these bounds are about.
 
-#[path = "it/guests.rs"]
+#[path = "it/support/mod.rs"]
 #[allow(dead_code)] // shared with the `it` binary, which uses all of it
-mod guests;
-#[path = "it/http1.rs"]
-#[allow(dead_code)]
-mod http1;
-#[path = "it/served.rs"]
-#[allow(dead_code)]
-mod served;
-#[path = "it/sfn_standin.rs"]
-#[allow(dead_code)]
-mod sfn_standin;
+mod support;
 
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 use sfn_wasm_host::engine::TICK;
 
-use crate::guests::guest;
-use crate::served::Served;
-use crate::sfn_standin::StandIn;
+use crate::support::guests::guest;
+use crate::support::served::Served;
+use crate::support::standin::StandIn;
 
 /// Held by each test: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -18,10 +18,11 @@ use sfn_wasm_host::outcome::Answer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::emulator;
-use crate::guests::guest;
-use crate::polyglot;
-use crate::served::Served;
+use crate::support::emulator;
+use crate::support::guests::guest;
+use crate::support::invoke::{Invoked, invoke};
+use crate::support::polyglot;
+use crate::support::served::Served;
 
 /// The access key `scripts/test.sh` gives the host (LocalStack's `test`).
 const HOST_KEY: &str = "test";
@@ -411,24 +412,22 @@ fn invoke_takes_the_aws_grant_as_flags() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (bucket, queue_url) = runtime.block_on(bucket_and_queue("in.txt", "flags"));
     let input = json!({"bucket": bucket, "key": "in.txt", "queue_url": queue_url}).to_string();
-    let invoke = |services: &[&str]| {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"));
-        command
-            .arg("invoke")
-            .arg(guest("aws"))
-            .args(["--input", &input, "--aws-region", "us-east-1"])
-            .args(["--aws-endpoint-url", &emulator::endpoint()]);
-        for service in services {
-            command.args(["--aws-service", service]);
-        }
-        let output = command.output().unwrap();
-        let line: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-        (line, output.status.code())
+    let with_services = |services: &[&str]| {
+        let run = services.iter().fold(
+            invoke(guest("aws"))
+                .input(&input)
+                .args(["--aws-region", "us-east-1"])
+                .args(["--aws-endpoint-url", &emulator::endpoint()]),
+            |run, service| run.args(["--aws-service", service]),
+        );
+        // Nothing on stdout fails the assertions below (as before: `Null`).
+        let Invoked { line, code, .. } = run.may_print_nothing().run();
+        (line, Some(code))
     };
-    let (line, code) = invoke(&["s3", "sqs"]);
+    let (line, code) = with_services(&["s3", "sqs"]);
     assert_eq!(line["output"]["bytes"], 5, "{line}");
     assert_eq!(code, Some(0));
-    let (line, code) = invoke(&["s3"]);
+    let (line, code) = with_services(&["s3"]);
     assert_eq!(line["error"], "HTTP-request-denied", "{line}");
     assert_eq!(code, Some(1));
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sfn_wasm_host::config::Config;
 
-use crate::guests::{guest, workspace};
+use crate::support::guests::{guest, workspace};
 
 fn read(name: &str) -> String {
     std::fs::read_to_string(workspace().join("deploy").join(name))

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::emulator;
-use crate::guests::guest;
+use crate::support::emulator;
+use crate::support::guests::guest;
 
 fn dev(args: &[&str]) -> (i32, String, String) {
     let (code, stdout, stderr, _) = dev_written(args);

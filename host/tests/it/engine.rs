@@ -16,7 +16,7 @@ use sfn_wasm_host::engine::{
 use sfn_wasm_host::outcome::{Answer, HostFailure};
 use sfn_wasm_host::sfn::SfnError;
 
-use crate::guests::guest;
+use crate::support::guests::guest;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Call {

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::admin::{get, parse_metrics, test_tools_python};
-use crate::emulator;
-use crate::guests::{guest, workspace};
-use crate::served::Served;
+use crate::support::admin::{get, parse_metrics, test_tools_python};
+use crate::support::emulator;
+use crate::support::guests::{guest, workspace};
+use crate::support::served::Served;
 
 /// A served host of `handler` with an admin server on a free port: the process and the
 /// admin address, once `/readyz` says ready.
@@ -178,7 +178,7 @@ fn max_tasks_per_second_spaces_task_starts() {
         })
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    let config = crate::served::config(
+    let config = crate::support::served::config(
         dir.path(),
         &emulator::endpoint(),
         &activity,

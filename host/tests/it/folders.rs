@@ -6,16 +6,18 @@
 //! is never sent.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::emulator;
-use crate::guests::guest;
-use crate::served::{self, Served};
+use crate::support;
+use crate::support::emulator;
+use crate::support::guests::guest;
+use crate::support::invoke::Invoked;
+use crate::support::served::{self, Served};
 
 const ARN: &str = "arn:aws:states:us-east-1:000000000000:activity:folders";
 
@@ -140,17 +142,12 @@ fn a_host_folder_others_can_write_is_refused() {
 
 /// `invoke HANDLER` with the cache in `cache`: the answer line and stderr.
 fn invoke(handler: &Path, cache: &Path) -> (Value, String) {
-    let Output { stdout, stderr, .. } = host()
-        .arg("invoke")
-        .arg(handler)
-        .args(["--input", r#"{"hello": "X"}"#, "--cache-dir"])
+    let Invoked { line, stderr, .. } = support::invoke::invoke(handler)
+        .input(r#"{"hello": "X"}"#)
+        .arg("--cache-dir")
         .arg(cache)
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap();
-    let line = serde_json::from_slice(&stdout)
-        .unwrap_or_else(|e| panic!("{e}: {} / {}", text(&stdout), text(&stderr)));
-    (line, text(&stderr))
+        .run();
+    (line, stderr)
 }
 
 /// The cache entry of the module `wasm`.

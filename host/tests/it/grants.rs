@@ -20,11 +20,11 @@ use sfn_wasm_host::outcome::{Answer, HostFailure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::emulator;
-use crate::guests::guest;
-use crate::polyglot;
-use crate::served::Served;
-use crate::tls::{https_server, tls_file};
+use crate::support::emulator;
+use crate::support::guests::guest;
+use crate::support::polyglot;
+use crate::support::served::Served;
+use crate::support::tls::{https_server, tls_file};
 
 /// A small HTTP/1.1 server (plain only: it answers a TLS handshake with a 400): `/hello`
 /// answers `hello`, `/bytes/N` N bytes with a `content-length`, `/stream/N` N bytes

@@ -4,14 +4,15 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::guests::guest;
+use crate::support;
+use crate::support::guests::guest;
+use crate::support::invoke::Invoked;
 
 /// What one `invoke` run printed, and the most memory its process held (VmHWM, KiB).
 struct Run {
@@ -23,53 +24,22 @@ struct Run {
 /// Runs `invoke` of pushy with `input` and `extra` flags, sampling the process's peak
 /// resident memory while it runs.
 fn invoke(input: Value, extra: &[&str]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
-        .arg("invoke")
-        .arg(guest("pushy"))
-        .args(["--input", &input.to_string()])
+    let Invoked {
+        line,
+        stderr,
+        peak_kib,
+        ..
+    } = support::invoke::invoke(guest("pushy"))
+        .input(&input.to_string())
         .args(["--memory-limit-mb", "128"])
         .args(extra)
-        .env("RUST_LOG", "info")
         .env("AWS_ACCESS_KEY_ID", "AKIDHOSTILETEST")
         .env("AWS_SECRET_ACCESS_KEY", "hostile-test-secret")
         .env("AWS_REGION", "us-east-1")
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_SESSION_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run sfn-wasm-host invoke");
-    let status = format!("/proc/{}/status", child.id());
-    let mut stderr = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let mut peak_kib = 0;
-    while child.try_wait().expect("wait").is_none() {
-        if let Ok(text) = std::fs::read_to_string(&status)
-            && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
-        {
-            let kib: u64 = line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            peak_kib = peak_kib.max(kib);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut stdout)
-        .expect("stdout");
-    let stderr = reader.join().expect("stderr reader");
-    let line: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("stdout is not one JSON line ({e}): {stdout:?} / {stderr}"));
+        .sample_memory()
+        .run();
     assert_eq!(line["status"], "success", "{line} / stderr: {stderr}");
     let answer: Value = match &line["output"] {
         Value::String(text) => serde_json::from_str(text).expect("the output is JSON"),
@@ -244,7 +214,7 @@ fn requests_in_flight_and_their_sockets_are_capped_per_task() {
 }
 
 /// The `elapsed_ms` of `activity`'s `task:done` lines, sorted.
-fn task_times(served: &crate::served::Served, activity: &str) -> Vec<u64> {
+fn task_times(served: &crate::support::served::Served, activity: &str) -> Vec<u64> {
     let mut times: Vec<u64> = served
         .lines()
         .iter()
@@ -265,7 +235,7 @@ fn run_good(
     for round in 0..n / 4 {
         let executions: Vec<String> = (0..4)
             .map(|i| {
-                runtime.block_on(crate::emulator::start(
+                runtime.block_on(crate::support::emulator::start(
                     client,
                     state_machine,
                     json!({"hello": format!("neighbour {round}.{i}")}),
@@ -273,7 +243,7 @@ fn run_good(
             })
             .collect();
         for execution in &executions {
-            let ended = runtime.block_on(crate::emulator::wait(
+            let ended = runtime.block_on(crate::support::emulator::wait(
                 client,
                 execution,
                 Duration::from_secs(60),
@@ -296,7 +266,7 @@ struct Neighbours {
     good: String,
     good_machine: String,
     bad_machine: String,
-    served: crate::served::Served,
+    served: crate::support::served::Served,
     _dir: tempfile::TempDir,
 }
 
@@ -306,26 +276,27 @@ fn neighbours(
     host_lines: &str,
     open_files: Option<u64>,
 ) -> Neighbours {
-    let (runtime, client, good, good_machine) = crate::emulator::emulated("good");
-    let bad = runtime.block_on(crate::emulator::activity(&client, "hostile"));
-    let bad_machine = runtime.block_on(crate::emulator::state_machine(&client, &bad, None));
+    let (runtime, client, good, good_machine) = crate::support::emulator::emulated("good");
+    let bad = runtime.block_on(crate::support::emulator::activity(&client, "hostile"));
+    let bad_machine =
+        runtime.block_on(crate::support::emulator::state_machine(&client, &bad, None));
     let dir = tempfile::tempdir().unwrap();
     let activities = format!(
         "workers = {good_workers}\n\
          [[activity]]\narn = \"{bad}\"\nhandler = \"{}\"\nworkers = 4\n{hostile_lines}",
         guest("pushy").display()
     );
-    let config = crate::served::config(
+    let config = crate::support::served::config(
         dir.path(),
-        &crate::emulator::endpoint(),
+        &crate::support::emulator::endpoint(),
         &good,
         &guest("greet"),
         &activities,
         &format!("cache = false\n{host_lines}"),
     );
     let mut served = match open_files {
-        Some(files) => crate::served::Served::start_with_open_files(&config, files),
-        None => crate::served::Served::start(&config),
+        Some(files) => crate::support::served::Served::start_with_open_files(&config, files),
+        None => crate::support::served::Served::start(&config),
     };
     served.wait_for("worker:running");
     served.wait_for("worker:running");
@@ -378,11 +349,17 @@ fn a_hostile_activity_costs_a_well_behaved_one_none_of_its_answers() {
     ];
     let hostile_runs: Vec<String> = attacks
         .iter()
-        .map(|input| runtime.block_on(crate::emulator::start(&client, &bad_machine, input.clone())))
+        .map(|input| {
+            runtime.block_on(crate::support::emulator::start(
+                &client,
+                &bad_machine,
+                input.clone(),
+            ))
+        })
         .collect();
     run_good(&runtime, &client, &good_machine, 40);
     for execution in &hostile_runs {
-        let ended = runtime.block_on(crate::emulator::wait(
+        let ended = runtime.block_on(crate::support::emulator::wait(
             &client,
             execution,
             Duration::from_secs(120),
@@ -450,7 +427,7 @@ fn guests_exhaust_their_share_of_descriptors_not_the_hosts() {
     // Four tasks at once, each holding 16 responses unread for as long as it runs.
     let hostile_runs: Vec<String> = (0..4)
         .map(|_| {
-            runtime.block_on(crate::emulator::start(
+            runtime.block_on(crate::support::emulator::start(
                 &client,
                 &bad_machine,
                 json!({"push": "inflight", "count": 16, "hold_ms": 3000, "url": format!("{url}/")}),
@@ -466,7 +443,7 @@ fn guests_exhaust_their_share_of_descriptors_not_the_hosts() {
     }
     let mut results = serde_json::Map::new();
     for execution in &hostile_runs {
-        let ended = runtime.block_on(crate::emulator::wait(
+        let ended = runtime.block_on(crate::support::emulator::wait(
             &client,
             execution,
             Duration::from_secs(60),

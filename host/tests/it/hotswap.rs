@@ -9,9 +9,9 @@ use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::{Value, json};
 use sfn_wasm_host::ids::sha256_hex;
 
-use crate::emulator;
-use crate::guests::guest;
-use crate::served::Served;
+use crate::support::emulator;
+use crate::support::guests::guest;
+use crate::support::served::Served;
 
 fn digest(path: &Path) -> String {
     sha256_hex(&std::fs::read(path).unwrap())

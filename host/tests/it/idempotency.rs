@@ -8,9 +8,9 @@ use std::time::Duration;
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::{Value, json};
 
-use crate::emulator;
-use crate::guests::guest;
-use crate::served::{self, Served};
+use crate::support::emulator;
+use crate::support::guests::guest;
+use crate::support::served::{self, Served};
 
 /// A task state that retries `SfnWasmHost.Duplicate` every second.
 pub fn retrying_duplicates(activity: &str) -> Value {

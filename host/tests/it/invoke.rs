@@ -2,50 +2,29 @@
 //! and the exit code.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-use crate::guests::guest;
+use crate::support::guests::guest;
+use crate::support::invoke::{Invoked, invoke};
 
-fn invoke(handler: &Path, input: &str, extra: &[&str]) -> (Value, i32, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
-        .arg("invoke")
-        .arg(handler)
-        .args(["--input", input])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("run sfn-wasm-host");
-    let stdout = String::from_utf8(stdout).expect("stdout is UTF-8");
-    let stderr = String::from_utf8(stderr).expect("stderr is UTF-8");
-    let line = if stdout.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|e| panic!("stdout is not one JSON line ({e}): {stdout:?}"))
-    };
-    assert!(
-        stdout.lines().count() <= 1,
-        "more than one line on stdout: {stdout:?}"
-    );
-    (line, status.code().expect("exited normally"), stderr)
+/// `invoke HANDLER --input INPUT EXTRA...`: one JSON line on stdout.
+fn run(handler: &Path, input: &str, extra: &[&str]) -> Invoked {
+    invoke(handler).input(input).args(extra).run()
 }
 
-fn scenario(hello: &str, extra: &[&str]) -> (Value, i32, String) {
-    invoke(
+fn scenario(hello: &str, extra: &[&str]) -> Invoked {
+    run(
         &guest("scenarios"),
         &json!({"hello": hello, "ms": 50}).to_string(),
         extra,
     )
 }
 
-fn assert_host_failure(result: (Value, i32, String), name: &str) -> String {
-    let (line, code, stderr) = result;
+fn assert_host_failure(result: Invoked, name: &str) -> String {
+    let Invoked {
+        line, code, stderr, ..
+    } = result;
     assert_eq!(line["status"], "failure", "{line} / stderr: {stderr}");
     assert_eq!(line["error"], name, "{line} / stderr: {stderr}");
     assert_eq!(code, 1);
@@ -57,7 +36,7 @@ fn assert_host_failure(result: (Value, i32, String), name: &str) -> String {
 
 #[test]
 fn greet_answers_with_a_greeting() {
-    let (line, code, _) = invoke(&guest("greet"), r#"{"hello": "X"}"#, &[]);
+    let Invoked { line, code, .. } = run(&guest("greet"), r#"{"hello": "X"}"#, &[]);
     assert_eq!(
         line,
         json!({"status": "success", "output": {"greeting": "Hello, X"}})
@@ -70,22 +49,15 @@ fn input_can_come_from_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("input.json");
     std::fs::write(&file, r#"{"hello": "File"}"#).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
-        .arg("invoke")
-        .arg(guest("greet"))
-        .arg("--input-file")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0));
-    let line: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let Invoked { line, code, .. } = invoke(guest("greet")).input_file(&file).run();
+    assert_eq!(code, 0);
     assert_eq!(line["output"]["greeting"], "Hello, File");
 }
 
 #[test]
 fn world_and_heartbeat_succeed() {
     for hello in ["World", "Heartbeat"] {
-        let (line, code, _) = scenario(hello, &[]);
+        let Invoked { line, code, .. } = scenario(hello, &[]);
         let greeting = format!("Hello, {hello}");
         assert_eq!(
             line,
@@ -97,7 +69,7 @@ fn world_and_heartbeat_succeed() {
 
 #[test]
 fn failure_is_the_guests_own() {
-    let (line, code, _) = scenario("Failure", &[]);
+    let Invoked { line, code, .. } = scenario("Failure", &[]);
     assert_eq!(
         line,
         json!({"status": "failure", "error": "InvalidName", "cause": "Failure is not a valid name"})
@@ -118,15 +90,11 @@ fn a_panic_is_a_trap_with_the_panic_message() {
 /// turned on, a trap's cause still carries the guest's message and frames only.
 #[test]
 fn a_traps_cause_carries_no_host_backtrace() {
-    let output = Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
-        .arg("invoke")
-        .arg(guest("scenarios"))
-        .args(["--input", r#"{"hello": "Error", "ms": 50}"#])
+    let Invoked { line, .. } = invoke(guest("scenarios"))
+        .input(r#"{"hello": "Error", "ms": 50}"#)
         .env("RUST_BACKTRACE", "1")
         .env("RUST_LIB_BACKTRACE", "1")
-        .output()
-        .expect("run sfn-wasm-host");
-    let line: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+        .run();
     assert_eq!(line["error"], "SfnWasmHost.Trap", "{line}");
     let cause = line["cause"].as_str().expect("a cause");
     assert!(
@@ -151,7 +119,9 @@ fn forgetting_to_answer_is_no_response() {
 
 #[test]
 fn the_first_of_two_answers_stands() {
-    let (line, code, stderr) = scenario("Duplicate", &[]);
+    let Invoked {
+        line, code, stderr, ..
+    } = scenario("Duplicate", &[]);
     assert_eq!(
         line,
         json!({"status": "success", "output": {"greeting": "Hello, Duplicate"}})
@@ -174,13 +144,13 @@ fn a_loop_is_stopped_by_its_deadline() {
 #[test]
 fn a_sleep_past_the_deadline_is_a_timeout() {
     let input = json!({"hello": "Sleep", "ms": 60_000}).to_string();
-    let result = invoke(&guest("scenarios"), &input, &["--timeout-seconds", "0.3"]);
+    let result = run(&guest("scenarios"), &input, &["--timeout-seconds", "0.3"]);
     assert_host_failure(result, "SfnWasmHost.Timeout");
 }
 
 #[test]
 fn a_sleep_within_the_deadline_succeeds() {
-    let (line, code, _) = scenario("Sleep", &[]);
+    let Invoked { line, code, .. } = scenario("Sleep", &[]);
     assert_eq!(
         line,
         json!({"status": "success", "output": {"slept_ms": 50}})
@@ -200,7 +170,7 @@ fn a_gibibyte_allocation_is_out_of_memory() {
 #[test]
 fn input_that_is_not_json_never_reaches_the_guest() {
     let cause = assert_host_failure(
-        invoke(&guest("scenarios"), "{not json", &[]),
+        run(&guest("scenarios"), "{not json", &[]),
         "SfnWasmHost.InvalidInput",
     );
     assert!(cause.contains("not JSON"), "{cause}");
@@ -211,7 +181,7 @@ fn an_input_the_handler_does_not_take_is_invalid_input_naming_why() {
     // JSON, so the host calls the guest; the SDK answers for the type mismatch (the
     // `HandlerError` path, `handle` returning `err`, is the polyglot `Refuse` scenario's).
     let cause = assert_host_failure(
-        invoke(&guest("greet"), r#"{"bonjour": "X"}"#, &[]),
+        run(&guest("greet"), r#"{"bonjour": "X"}"#, &[]),
         "SfnWasmHost.InvalidInput",
     );
     assert!(
@@ -223,7 +193,10 @@ fn an_input_the_handler_does_not_take_is_invalid_input_naming_why() {
 }
 
 fn assert_usage_error(handler: &Path, expected: &[&str]) {
-    let (line, code, stderr) = invoke(handler, "{}", &[]);
+    // A usage error: stdout may be (and must be) empty.
+    let Invoked {
+        line, code, stderr, ..
+    } = invoke(handler).input("{}").may_print_nothing().run();
     assert_eq!(code, 2, "stderr: {stderr}");
     assert_eq!(line, Value::Null, "nothing on stdout for a usage error");
     for needle in expected {
@@ -302,11 +275,14 @@ fn a_dir_grant_over_the_cache_or_the_handlers_folder_is_refused() {
             "the handler's folder",
         ),
     ] {
-        let (line, code, stderr) = invoke(
-            &handler,
-            r#"{"hello": "X"}"#,
-            &["--cache-dir", &cache_flag, "--dir", &grant],
-        );
+        // Refused before it runs: stdout may be empty.
+        let Invoked {
+            line, code, stderr, ..
+        } = invoke(&handler)
+            .input(r#"{"hello": "X"}"#)
+            .args(["--cache-dir", &cache_flag, "--dir", &grant])
+            .may_print_nothing()
+            .run();
         assert_eq!(code, 2, "{grant}: {line} / {stderr}");
         assert!(stderr.contains(named), "{grant}: {stderr}");
     }

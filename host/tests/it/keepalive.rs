@@ -20,8 +20,8 @@ use sfn_wasm_host::outcome::Answer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::guests::guest;
-use crate::polyglot;
+use crate::support::guests::guest;
+use crate::support::polyglot;
 
 /// How the server drops a connection idle for [`SERVER_IDLE`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
-//! Integration tests: one binary, a module per topic. Every test runs real guest
-//! components built from `examples/` and `tests/guests/` (see [`guests`]); the runtime
-//! tests talk to the LocalStack that `scripts/test.sh` starts (see [`emulator`]).
+//! Integration tests: one binary, a module per topic, and what they share in
+//! [`support`]. Every test runs real guest components built from `examples/` and
+//! `tests/guests/` (see [`support::guests`]); the runtime tests talk to the LocalStack
+//! that `scripts/test.sh` starts (see [`support::emulator`]).
 
 mod admin;
 mod answers;
@@ -9,15 +10,12 @@ mod aws;
 mod config_errors;
 mod deploy;
 mod dev;
-mod emulator;
 mod engine;
 mod fleet;
 mod folders;
 mod grants;
-mod guests;
 mod hostile;
 mod hotswap;
-mod http1;
 mod idempotency;
 mod invoke;
 mod keepalive;
@@ -31,10 +29,7 @@ mod rollout;
 mod runtime;
 mod secrets;
 mod serve;
-mod served;
-mod sfn_standin;
 mod standin;
 mod strict;
-#[path = "../tls/server.rs"]
-mod tls;
+mod support;
 mod traces;

@@ -10,10 +10,10 @@ use aws_sdk_sfn::types::ExecutionStatus;
 use rustix::process::Signal;
 use serde_json::json;
 
-use crate::answers::Proxy;
-use crate::emulator;
-use crate::guests::guest;
-use crate::served::{self, Served};
+use crate::support::emulator;
+use crate::support::guests::guest;
+use crate::support::proxy::Proxy;
+use crate::support::served::{self, Served};
 
 /// The entries in the outbox `dir`, not its MAC key (`.key`).
 fn entries(dir: &Path) -> Vec<std::path::PathBuf> {

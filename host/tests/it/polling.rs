@@ -8,8 +8,8 @@ use serde_json::json;
 use sfn_wasm_host::events::{EventKind, TaskEvent, WorkerEvent};
 use tokio::net::TcpListener;
 
-use crate::answers::Proxy;
-use crate::runtime::{Setup, names};
+use crate::support::harness::{Setup, names};
+use crate::support::proxy::Proxy;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_errors_back_off_restart_the_worker_and_recover() {
@@ -119,7 +119,7 @@ async fn pollers_poll_only_for_free_task_slots() {
         h.events_until_nth("worker:running", pollers, Duration::from_secs(10))
             .await;
         let executions: Vec<String> = futures::future::join_all((0..3).map(|i| {
-            crate::emulator::start(
+            crate::support::emulator::start(
                 &h.client,
                 &h.state_machine,
                 json!({"hello": "Sleep", "ms": 1500 + i}),
@@ -136,7 +136,8 @@ async fn pollers_poll_only_for_free_task_slots() {
             names(&events)
         );
         for execution in &executions {
-            let ended = crate::emulator::wait(&h.client, execution, Duration::from_secs(30)).await;
+            let ended =
+                crate::support::emulator::wait(&h.client, execution, Duration::from_secs(30)).await;
             assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
         }
         h.consumer.shutdown(Duration::from_secs(1)).await;

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::json;
 
-use crate::emulator;
-use crate::guests::guest;
-use crate::served::{self, Served};
+use crate::support::emulator;
+use crate::support::guests::guest;
+use crate::support::invoke::invoke;
+use crate::support::served::{self, Served};
 
 /// A task state that passes the execution's id as the progress key and retries
 /// `SfnWasmHost.Trap` once.
@@ -119,15 +120,13 @@ fn a_retried_task_resumes_from_its_last_checkpoint_in_s3_kept_after_success() {
 
 #[test]
 fn without_progress_a_checkpoint_is_unavailable_and_a_0_1_handler_still_runs() {
-    let invoke = |handler: &Path, input: &str| {
-        let output = Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
-            .args(["invoke", "--no-cache", "--input", input])
-            .arg(handler)
-            .output()
-            .unwrap();
-        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    let answer_of = |handler: &Path, input: &str| {
+        invoke(handler)
+            .args(["--no-cache", "--input", input])
+            .run()
+            .line
     };
-    let answer = invoke(&guest("scenarios"), r#"{"hello":"Count"}"#);
+    let answer = answer_of(&guest("scenarios"), r#"{"hello":"Count"}"#);
     assert_eq!(answer["error"], "SfnWasmHost.HandlerError", "{answer}");
     assert!(
         answer["cause"]
@@ -136,7 +135,7 @@ fn without_progress_a_checkpoint_is_unavailable_and_a_0_1_handler_still_runs() {
             .contains("no progress key"),
         "{answer}"
     );
-    let answer = invoke(&guest("greet_v01"), r#"{"hello":"old"}"#);
+    let answer = answer_of(&guest("greet_v01"), r#"{"hello":"old"}"#);
     assert_eq!(
         answer["output"],
         json!({"greeting": "Hello, old", "world": "0.1.0"}),

@@ -8,8 +8,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::guests::guest;
-use crate::served::Served;
+use crate::support::guests::guest;
+use crate::support::served::Served;
 
 const ARN: &str = "arn:aws:states:us-east-1:000000000000:activity:redacted";
 

@@ -14,9 +14,9 @@ use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::{Value, json};
 use sfn_wasm_host::ids::sha256_hex;
 
-use crate::emulator;
-use crate::guests::guest;
-use crate::served::Served;
+use crate::support::emulator::{self, bucket, upload};
+use crate::support::guests::guest;
+use crate::support::served::Served;
 
 fn digest(path: &Path) -> String {
     sha256_hex(&std::fs::read(path).unwrap())
@@ -91,7 +91,7 @@ impl Host {
 
     /// This activity's entry in `/status`.
     fn status(&self) -> Value {
-        let (code, body) = crate::admin::get(self.admin, "/status");
+        let (code, body) = crate::support::admin::get(self.admin, "/status");
         assert_eq!(code, 200, "{body}");
         let page: Value = serde_json::from_str(&body).unwrap();
         page["activities"][0].clone()
@@ -102,39 +102,6 @@ impl Host {
         assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
         ended.output.unwrap()
     }
-}
-
-/// An S3 client for the emulator, and a fresh bucket.
-pub fn bucket(runtime: &tokio::runtime::Runtime) -> (aws_sdk_s3::Client, String) {
-    runtime.block_on(async {
-        let s3 = emulator::s3().await;
-        let name = format!("handlers-{:08x}", fastrand::u32(..));
-        s3.create_bucket()
-            .bucket(&name)
-            .send()
-            .await
-            .expect("create bucket");
-        (s3, name)
-    })
-}
-
-pub fn upload(
-    runtime: &tokio::runtime::Runtime,
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    wasm: &Path,
-) {
-    let bytes = std::fs::read(wasm).unwrap();
-    runtime.block_on(async {
-        s3.put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(bytes.into())
-            .send()
-            .await
-            .expect("put object");
-    });
 }
 
 /// Compiles `wasms` into `dir/cache`, as a deploy does before it uploads (so that a

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::emulator;
-use crate::guests::guest;
-use crate::served::Served;
+use crate::support::emulator;
+use crate::support::guests::guest;
+use crate::support::served::Served;
 
 async fn secretsmanager(action: &str, body: Value) -> Value {
     emulator::json_call(

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::{Value, json};
 
-use crate::emulator;
-use crate::guests::guest;
-use crate::served::Served;
+use crate::support::emulator;
+use crate::support::guests::guest;
+use crate::support::served::Served;
 use rustix::process::Signal;
 
 fn host() -> Command {
@@ -53,8 +53,8 @@ fn check_remote_names_what_aws_does_not_have() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = runtime.block_on(emulator::client());
     let activity = runtime.block_on(emulator::activity(&client, "remote"));
-    let (s3, bucket) = crate::rollout::bucket(&runtime);
-    crate::rollout::upload(&runtime, &s3, &bucket, "greet.wasm", &guest("greet"));
+    let (s3, bucket) = crate::support::emulator::bucket(&runtime);
+    crate::support::emulator::upload(&runtime, &s3, &bucket, "greet.wasm", &guest("greet"));
     let aws = format!(
         "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\ncache = false\n",
         emulator::endpoint()
@@ -417,7 +417,7 @@ fn sigterm_during_a_reload_compile_stops_at_once() {
     served.wait_for("worker:running");
     // A 12 MB JavaScript component takes seconds to compile.
     let staged = dir.path().join("staged.wasm");
-    std::fs::copy(crate::polyglot::component("greet-js"), &staged).unwrap();
+    std::fs::copy(crate::support::polyglot::component("greet-js"), &staged).unwrap();
     std::fs::rename(&staged, &handler).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let (took, code) = served.terminate();
@@ -581,7 +581,7 @@ fn check_prints_the_aws_grant_and_verifies_its_credentials() {
         dir.path(),
         &format!(
             "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n{}",
-            crate::emulator::endpoint(),
+            crate::support::emulator::endpoint(),
             activity_table(ARN, &guest("greet"), aws)
         ),
     );

@@ -13,8 +13,8 @@ use sfn_wasm_host::engine::Handler;
 use sfn_wasm_host::events::{Event, EventKind, Events, TaskEvent, WorkerEvent};
 use sfn_wasm_host::sfn::{AwsStepFunctions, ERROR_CODES, ErrorClass, SfnError, StepFunctions};
 
-use crate::guests::guest;
-use crate::sfn_standin::{Reply, StandIn};
+use crate::support::guests::guest;
+use crate::support::standin::{Reply, StandIn};
 
 const ARN: &str = "arn:aws:states:us-east-1:000000000000:activity:standin";
 

@@ -13,9 +13,9 @@ use std::time::Duration;
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::{Value, json};
 
-use crate::emulator;
-use crate::guests::{guest, workspace};
-use crate::served::{self, Served};
+use crate::support::emulator;
+use crate::support::guests::{guest, workspace};
+use crate::support::served::{self, Served};
 
 /// The region the tests sign for.
 pub const REGION: &str = "us-east-1";

@@ -15,10 +15,10 @@ use prost::Message;
 use rustix::process::Signal;
 use serde_json::json;
 
-use crate::emulator;
-use crate::guests::guest;
-use crate::served::Served;
-use crate::tls::tls_file;
+use crate::support::emulator;
+use crate::support::guests::guest;
+use crate::support::served::Served;
+use crate::support::tls::tls_file;
 
 /// What the collector received: every span, with its resource's `service.name`.
 type Received = Arc<Mutex<Vec<(String, Span)>>>;
@@ -122,7 +122,7 @@ fn traced(
     otel_lines: &str,
     activity_lines: &str,
 ) -> std::path::PathBuf {
-    crate::served::config(
+    crate::support::served::config(
         dir,
         &emulator::endpoint(),
         activity,

@@ -1,6 +1,7 @@
 //! The Step Functions emulator (LocalStack) that `scripts/test.sh` starts, and helpers to
 //! make fresh activities and state machines in it.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sfn::Client;
@@ -194,4 +195,37 @@ pub fn emulated_with(
     let activity = runtime.block_on(activity(&client, name));
     let state_machine = runtime.block_on(state_machine_of(&client, &task(&activity)));
     (runtime, client, activity, state_machine)
+}
+
+/// An S3 client for the emulator, and a fresh bucket.
+pub fn bucket(runtime: &tokio::runtime::Runtime) -> (aws_sdk_s3::Client, String) {
+    runtime.block_on(async {
+        let s3 = s3().await;
+        let name = format!("handlers-{:08x}", fastrand::u32(..));
+        s3.create_bucket()
+            .bucket(&name)
+            .send()
+            .await
+            .expect("create bucket");
+        (s3, name)
+    })
+}
+
+pub fn upload(
+    runtime: &tokio::runtime::Runtime,
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    wasm: &Path,
+) {
+    let bytes = std::fs::read(wasm).unwrap();
+    runtime.block_on(async {
+        s3.put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(bytes.into())
+            .send()
+            .await
+            .expect("put object");
+    });
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::http1::{header, read_request};
+use super::http1::{header, read_request};
 
 /// One scripted reply: an HTTP status and, for an error, its code.
 #[derive(Clone, Debug)]
