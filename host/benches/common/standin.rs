@@ -4,6 +4,9 @@
 //! under the cost of opening them). Tasks are queued up front or arrive at a steady
 //! rate; long polls wait for one. It runs on a thread of its own, in the bench's process,
 //! so its CPU is never counted as the worker's.
+//!
+//! The tests' stand-in (`host/tests/it/support/standin.rs`) is the scriptable one (faults,
+//! every request kept); why the two stay apart is written there.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

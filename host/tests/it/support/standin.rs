@@ -3,6 +3,29 @@
 //! error code, throttling) or else `200`; it notes every request and when it came, and
 //! when it handed out each task. Shared by the stand-in tests (`standin.rs`) and the
 //! fairness tests (`host/tests/fairness.rs`).
+//!
+//! The benches keep a stand-in of their own (`host/benches/common/standin.rs`,
+//! `KeepAliveStandIn`), on purpose; the two do different jobs:
+//! - **Where it runs.** This one is spawned on the test's own runtime (`start` is async),
+//!   so a test awaits its host and its stand-in together. The benches' runs on a
+//!   runtime of its own, on its own thread, so that its CPU is never counted as the
+//!   worker's being measured, and it is started from synchronous bench code.
+//! - **What it keeps.** This one keeps every request's body and arrival time (the tests
+//!   assert on them), under one lock. The benches' keeps counters only (answered,
+//!   answered twice, failed, requests by action): thousands of tasks a run, and no
+//!   lock on the answer path beyond the task queue.
+//! - **Long polls.** This one answers an empty poll after 200 ms (a test queues its tasks
+//!   up front and must end quickly). The benches' holds a poll up to 60 s, as Step
+//!   Functions does, until a task is queued, and can queue tasks at a steady rate
+//!   (`queue_at`): the latency benches measure the time from queueing to the answer.
+//! - **Faults.** Only this one is scripted (refusals with an error code, throttling,
+//!   a message quoting the token); the benches' always accepts.
+//!
+//! One of them serving both would carry the other's state and timing into every run
+//! of each (a lock and a growing log into the benches' figures; a thread and a 60 s
+//! poll into the fault tests), so both stay, each small. What they do share is the
+//! protocol: the JSON `x-amz-target: AWSStepFunctions.ACTION` requests and the
+//! `application/x-amz-json-1.0` answers of the four activity actions.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
