@@ -3,17 +3,15 @@
 //! error codes, throttling with a 400). The host's clients are the real `aws-sdk-sfn`
 //! ones, pointed at the stand-in; the handlers are real components.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 use sfn_wasm_host::config::Config;
-use sfn_wasm_host::consumer::ActivityConsumer;
-use sfn_wasm_host::engine::Handler;
-use sfn_wasm_host::events::{Event, EventKind, Events, TaskEvent, WorkerEvent};
+use sfn_wasm_host::events::{Event, EventKind, TaskEvent, WorkerEvent};
 use sfn_wasm_host::sfn::{AwsStepFunctions, ERROR_CODES, ErrorClass, SfnError, StepFunctions};
 
 use crate::support::guests::guest;
+use crate::support::harness::consumer;
 use crate::support::standin::{Reply, StandIn};
 
 const ARN: &str = "arn:aws:states:us-east-1:000000000000:activity:standin";
@@ -34,20 +32,7 @@ async fn serve_with(standin: &StandIn, guest_name: &str, tasks: usize, extra: &s
         path.display(),
     );
     let config = Config::parse(std::path::Path::new("/tests/standin.toml"), &text).unwrap();
-    let engine = Arc::new(sfn_wasm_host::load::engine(&config).unwrap());
-    let handler = Handler::load(&engine, &path, None).unwrap();
-    let sfn = Arc::new(AwsStepFunctions::new(&config.aws).await);
-    let events = Events::default();
-    let mut receiver = events.subscribe();
-    let mut consumer = ActivityConsumer::new(
-        &config,
-        engine,
-        vec![handler.into()],
-        sfn,
-        events,
-        Default::default(),
-    )
-    .unwrap();
+    let (mut consumer, mut receiver) = consumer(&config, &path).await;
     consumer.start();
     let mut seen = Vec::new();
     let mut done = 0;

@@ -66,20 +66,7 @@ impl<'a> Setup<'a> {
         );
         let config =
             Config::parse(std::path::Path::new("/tests/config.toml"), &text).expect("config");
-        let engine = Arc::new(sfn_wasm_host::load::engine(&config).unwrap());
-        let handler = Handler::load(&engine, &path, None).unwrap();
-        let sfn = Arc::new(AwsStepFunctions::new(&config.aws).await);
-        let events = Events::default();
-        let mut receiver = events.subscribe();
-        let mut consumer = ActivityConsumer::new(
-            &config,
-            engine,
-            vec![handler.into()],
-            sfn,
-            events,
-            Default::default(),
-        )
-        .unwrap();
+        let (mut consumer, mut receiver) = consumer(&config, &path).await;
         let loaded = receiver.try_recv().expect("handler:loaded comes first");
         assert!(matches!(
             loaded.kind,
@@ -98,6 +85,30 @@ impl<'a> Setup<'a> {
             events: receiver,
         }
     }
+}
+
+/// A consumer (not started) of `config`'s one activity, serving the handler at `path`
+/// through the real AWS SDK client, and the receiver of every event it emits from its
+/// `handler:loaded` on.
+pub async fn consumer(
+    config: &Config,
+    path: &std::path::Path,
+) -> (ActivityConsumer, broadcast::Receiver<Event>) {
+    let engine = Arc::new(sfn_wasm_host::load::engine(config).unwrap());
+    let handler = Handler::load(&engine, path, None).unwrap();
+    let sfn = Arc::new(AwsStepFunctions::new(&config.aws).await);
+    let events = Events::default();
+    let receiver = events.subscribe();
+    let consumer = ActivityConsumer::new(
+        config,
+        engine,
+        vec![handler.into()],
+        sfn,
+        events,
+        Default::default(),
+    )
+    .unwrap();
+    (consumer, receiver)
 }
 
 impl Harness {
