@@ -27,6 +27,8 @@ use http_body_util::Full;
 use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use sfn_wasm_engine::WasmEngine;
+use sfn_wasm_outbound::GuestSockets;
 use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -35,8 +37,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{self, Metrics};
 use crate::status::StatusBoard;
-use sfn_wasm_engine::WasmEngine;
-use sfn_wasm_outbound::GuestSockets;
 
 /// How long the epoch clock may go without a tick while tasks run before `/healthz`
 /// says 503 (it ticks every 10 ms).

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sfn_wasm_engine::{TaskControl, WasmEngine};
+use sfn_wasm_outbound::GuestSockets;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ActivityConfig, Config, KeyPath};
@@ -22,8 +24,6 @@ use crate::rollout::VersionChooser;
 use crate::secrets::SecretStore;
 use crate::sfn::StepFunctions;
 use crate::store::{FolderStore, S3Store, Store, StoreError, StoreLocation};
-use sfn_wasm_engine::{TaskControl, WasmEngine};
-use sfn_wasm_outbound::GuestSockets;
 
 /// After the grace, how long aborted tasks get to deliver their `SfnWasmHost.Shutdown`
 /// answers before deliveries still retrying are given up.

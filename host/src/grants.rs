@@ -11,14 +11,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use sfn_wasm_engine::{Capability, InstanceBuilder};
-use tokio::sync::watch;
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
-
-use crate::secrets::{SecretRef, SecretStore};
 use sfn_wasm_outbound::{
     AllowList, AllowedHost, AwsGrant, AwsSigner, GuestSockets, OutboundLimits, OutboundPolicy,
     OutboundTask, read_ca_file,
 };
+use tokio::sync::watch;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use crate::secrets::{SecretRef, SecretStore};
 
 /// Where an environment variable's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

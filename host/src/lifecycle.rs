@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use sfn_wasm_engine::control::TaskControl;
+use sfn_wasm_engine::{Capabilities, Handler, TaskLimits, TaskReport, TaskRequest, WasmEngine};
 use tokio::sync::Semaphore;
 
 use crate::answer_events::AnswerEvents;
@@ -29,8 +31,6 @@ use crate::record::{Record, RecordedAnswer, Recorder, unix_ms};
 use crate::rollout::{Chosen, VersionChooser};
 use crate::sfn::{ActivityTask, StepFunctions};
 use crate::sfn_transport::SfnTransport;
-use sfn_wasm_engine::control::TaskControl;
-use sfn_wasm_engine::{Capabilities, Handler, TaskLimits, TaskReport, TaskRequest, WasmEngine};
 
 /// What the workers of an activity and the tasks they bring share; one per activity.
 pub struct ActivityShared {

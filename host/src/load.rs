@@ -4,6 +4,9 @@
 //! `check` finds every problem `serve` would meet before polling, and a hot swap
 //! ([`crate::reload`]) prepares a new version exactly as start-up prepared the first.
 
+use sfn_wasm_engine::{
+    ArtifactCache, Digest, EngineConfig, EngineError, Handler, LoadError, LoadedHandler, WasmEngine,
+};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,9 +15,6 @@ use crate::config::Config;
 use crate::grants::EnvSource;
 use crate::secrets::{SecretError, SecretStore};
 use crate::source::{Fetch, Fetcher, HandlerSource, check_pin};
-use sfn_wasm_engine::{
-    ArtifactCache, Digest, EngineConfig, EngineError, Handler, LoadError, LoadedHandler, WasmEngine,
-};
 
 /// A config with its engine, cache and one loaded handler per activity: what a host
 /// runs.

@@ -13,10 +13,6 @@ use sfn_wasm_engine::{Capability, Checkpoints, InstanceBuilder};
 use crate::ids::sha256_hex;
 use crate::store::{Store, StoreError};
 
-/// The most bytes one checkpoint may hold (Step Functions' own payload limit): the
-/// engine's toolkit holds guests to it.
-pub use sfn_wasm_engine::MAX_CHECKPOINT_BYTES;
-
 /// An activity's progress settings: one per activity that keeps progress.
 pub struct ActivityProgress {
     store: Arc<dyn Store>,

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use notify::{RecursiveMode, Watcher};
+use sfn_wasm_engine::{ArtifactCache, Digest, WasmEngine};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +31,6 @@ use crate::events::{Emitter, HandlerEvent};
 use crate::load::{self, PrepareError};
 use crate::rollout::VersionChooser;
 use crate::source::{Fetch, Fetcher, HandlerSource};
-use sfn_wasm_engine::{ArtifactCache, Digest, WasmEngine};
 
 /// How long a handler file must stay unchanged before it is read.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);

@@ -17,12 +17,12 @@
 //! The file watcher, S3/HTTPS polling and SIGHUP are producers: they prepare a version
 //! (`Handler::prepare`) and [`offer`](VersionChooser::offer) it here.
 
+use sfn_wasm_engine::{Digest, Handler};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::config::RolloutConfig;
 use crate::events::{CanaryJudgement, Emitter, HandlerEvent, TaskOutcome};
-use sfn_wasm_engine::{Digest, Handler};
 
 /// A handler version as the chooser sees it: something with a digest.
 pub trait Version: Clone {

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use sfn_wasm_engine::WasmEngine;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminError, AdminOptions, AdminServer, AdminState};
@@ -22,7 +23,6 @@ use crate::sfn::{CallObserver, ObservedSfn, StepFunctions};
 use crate::source::Fetcher;
 use crate::status::StatusBoard;
 use crate::traces::{ENDPOINT_ENV, TaskTraces, TracesError};
-use sfn_wasm_engine::WasmEngine;
 
 /// How many events a slow broadcast subscriber may fall behind by.
 const EVENT_BUFFER: usize = 4096;

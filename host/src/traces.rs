@@ -21,13 +21,13 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use sfn_wasm_outbound::{read_ca_file, tls_client_config};
 
 use crate::aws::Api;
 use crate::config::OtelHeaders;
 use crate::events::{Event, EventKind, Observer, TaskEvent, TaskOutcome};
 use crate::ids::task_id;
 use crate::sfn::{ActivityTask, CallObserver, SfnError, result_name};
-use sfn_wasm_outbound::{read_ca_file, tls_client_config};
 
 /// The environment variable the OpenTelemetry specification names for the OTLP endpoint
 /// (the host appends `/v1/traces`).

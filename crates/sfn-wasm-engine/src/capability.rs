@@ -146,8 +146,9 @@ impl<'a> InstanceBuilder<'a> {
         self.task
     }
 
-    /// The task's WASI context, with its output and every socket denied already: add
-    /// environment variables and preopened folders here.
+    /// The task's WASI context: add environment variables and preopened folders here.
+    /// Its output, its sockets (denied) and its random reads are the engine's, set again
+    /// after every capability has prepared the instance.
     pub fn wasi(&mut self) -> &mut WasiCtxBuilder {
         self.wasi
     }

@@ -1,9 +1,10 @@
-//! A folder only this host's user may change, and what it keeps there sealed: the compile
-//! cache, the outbox and the folder stores all trust what they read back only when its
-//! HMAC verifies under the folder's own key (`.key`, 0600).
+//! A folder only this host's user may change ([`check_owned`]), and what it keeps there
+//! sealed: the compile cache and the outbox trust what they read back only when its HMAC
+//! verifies under the folder's own key (`.key`, 0600, [`host_key`]); the folder stores
+//! share the ownership check and the clean-up of a crashed write's temporaries.
 //!
-//! Here, below every user of it, so that the engine's compile cache and the host's stores
-//! share one implementation of the checks.
+//! Here, below every user of it, so that the engine's compile cache and the host's
+//! outbox and stores share one implementation of the checks.
 
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::MetadataExt as _;
@@ -209,7 +210,7 @@ fn read_key(path: &Path) -> Result<Option<[u8; KEY_BYTES]>, String> {
 }
 
 /// Makes a rename or a new name in `dir` durable.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 

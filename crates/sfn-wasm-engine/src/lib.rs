@@ -11,7 +11,8 @@
 //! capability: an instance starts with nothing (no environment, folders, sockets,
 //! outbound HTTP or checkpoint store) but what the task's [`Capabilities`] prepare in it
 //! through the one seam of [`capability`] (Spin's factors, in small). This crate depends
-//! on no AWS SDK, HTTP client or store; the host (`sfn-wasm-host`) plugs those in.
+//! on no AWS SDK, TLS or store and has no HTTP client of its own; the host
+//! (`sfn-wasm-host`) plugs those in.
 #![warn(missing_docs)]
 // No function over 80 lines (`clippy.toml`): a long one is several steps that want names.
 #![warn(clippy::too_many_lines)]

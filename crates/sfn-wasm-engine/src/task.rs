@@ -334,12 +334,7 @@ fn prepare(
     stderr: &GuestOutput,
 ) -> Result<InstanceParts, String> {
     let mut wasi = WasiCtxBuilder::new();
-    wasi.stdout(stdout.clone())
-        .stderr(stderr.clone())
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .max_random_size(MAX_RANDOM_BYTES);
+    sandbox(&mut wasi, stdout, stderr);
     let mut instance = InstanceBuilder::new(task, &mut wasi, lines);
     capabilities.prepare(&mut instance)?;
     let outbound = instance
@@ -347,7 +342,21 @@ fn prepare(
         .take()
         .unwrap_or_else(|| Box::new(NoOutbound));
     let checkpoints = instance.checkpoints.take();
+    // Again, last: whatever a capability set on the builder, the output goes through the
+    // task's line budget and raw sockets stay denied (the builder's setters replace).
+    sandbox(&mut wasi, stdout, stderr);
     Ok((wasi.build(), outbound, checkpoints))
+}
+
+/// What no capability may lift: the guest's output to `stdout` and `stderr` (through
+/// the task's line budget), no raw socket nor name lookup, bounded random reads.
+fn sandbox(wasi: &mut WasiCtxBuilder, stdout: &GuestOutput, stderr: &GuestOutput) {
+    wasi.stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .max_random_size(MAX_RANDOM_BYTES);
 }
 
 /// A task's WASI context, outbound hooks and checkpoint store.

@@ -23,7 +23,8 @@
 //! count against the task's `max_response_bytes`. The request runs on a task the
 //! guest's `Store` owns, so the task's deadline or an abort, which drop the `Store`,
 //! stop it too. A limit or timeout hit while the body streams reaches the guest with
-//! its `wasi:http` error code, as at the head ([`http_error_code`]).
+//! its `wasi:http` error code, as at the head (`codes.rs`, which the task's
+//! [`OutboundHooks::error_code`](sfn_wasm_engine::OutboundHooks::error_code) answers with).
 //!
 //! A request that may be sent twice (an idempotent method, or an `Idempotency-Key`, and
 //! no body byte consumed) and fails on a kept connection before any response byte is
@@ -56,7 +57,6 @@ pub use aws::{
     AwsGrant, AwsSigner, Endpoint, MAX_SIGNED_BODY_BYTES, SignError, endpoint_variable, is_label,
     is_region, service_endpoints_from_env,
 };
-pub use codes::http_error_code;
 pub use send::read_ca_file;
 pub use send::{tls_client_config, tls_connector};
 pub use sockets::{GuestSockets, SocketPermit};

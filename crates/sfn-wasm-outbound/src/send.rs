@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+use sfn_wasm_engine::budget::LineBudget;
 use tokio::io::{AsyncRead, AsyncWrite};
 use wasmtime_wasi_http::{Error, WasiBody};
 
@@ -26,7 +27,6 @@ use super::pool::{Connection, Pool, PoolKey, idle_limit};
 use super::retry::{Replay, dead_connection, may_resend};
 use super::sockets::GuestSockets;
 use connect::{connect_within, open};
-use sfn_wasm_engine::budget::LineBudget;
 
 pub use tls::read_ca_file;
 pub(super) use tls::tls_connector_with;

@@ -52,7 +52,8 @@ pub fn request(input: &str, memory_mb: u64) -> TaskRequest {
             heartbeat_every: None,
         },
         control: TaskControl::default(),
-        capabilities: Capabilities::none(),
+        // The served path's: every task of `serve` has its activity's grants.
+        capabilities: Capabilities::none().with(Arc::new(sfn_wasm_host::grants::Grants::default())),
     }
 }
 

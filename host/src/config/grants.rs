@@ -5,6 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use sfn_wasm_outbound::{
+    AllowedHost, AwsGrant, OutboundLimits, is_label, is_region, read_ca_file,
+    service_endpoints_from_env,
+};
 
 use super::checks::{Problem, within};
 use std::time::Duration;
@@ -12,10 +16,6 @@ use std::time::Duration;
 use crate::aws::AwsConfig;
 use crate::grants::{DirGrant, EnvSource, EnvVar, GrantsConfig, check_guest_path};
 use crate::secrets::{DEFAULT_REFRESH, SecretRef, SecretSource, SecretStore};
-use sfn_wasm_outbound::{
-    AllowedHost, AwsGrant, OutboundLimits, is_label, is_region, read_ca_file,
-    service_endpoints_from_env,
-};
 
 /// `[activity.outbound]` as written.
 #[derive(Deserialize)]

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use sfn_wasm_outbound::read_ca_file;
 
 use super::checks::{Problem, at};
-use sfn_wasm_outbound::read_ca_file;
 
 /// `[host.otel]` as written.
 #[derive(Deserialize)]

@@ -1,6 +1,7 @@
 //! The config's own tests: what parses, and the defaults. What is refused, and the
 //! exact message, is data: `host/tests/config-errors` (the `config_errors` test).
 
+use sfn_wasm_outbound::OutboundLimits;
 use std::path::Path;
 use std::time::Duration;
 
@@ -8,7 +9,6 @@ use super::*;
 use crate::aws::PerApi;
 use crate::grants::{EnvSource, EnvVar, GrantsConfig};
 use crate::source::HandlerSource;
-use sfn_wasm_outbound::OutboundLimits;
 
 mod host_folders;
 

@@ -42,6 +42,9 @@ pub use observer::{Delivered, DeliveryEvent, DeliveryObserver, Fanout, TaskError
 pub use state::AnswerState;
 pub use transport::{LocalTransport, Transport};
 // Where the heartbeat calls' type lived before it moved to `outcome` (events name it too).
+use sfn_wasm_engine::AnswerSink;
+use sfn_wasm_engine::control::TaskControl;
+
 pub use crate::outcome::HeartbeatSource;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -56,8 +59,6 @@ use tokio_util::sync::CancellationToken;
 use self::spot::on_the_spot;
 use crate::outcome::{Answer, AnswerError, Answerer, HostFailure};
 use crate::sfn::SfnError;
-use sfn_wasm_engine::AnswerSink;
-use sfn_wasm_engine::control::TaskControl;
 
 /// At most one heartbeat request per task this often; more calls return `ok` at once.
 pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);

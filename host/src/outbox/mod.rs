@@ -26,6 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use sfn_wasm_engine::control::TaskControl;
+use sfn_wasm_engine::host_folder;
 
 use crate::answer_events::AnswerEvents;
 use crate::delivery::{
@@ -38,8 +40,6 @@ use crate::outcome::{Answer, Answerer, FailureKind};
 use crate::sfn::{SfnError, StepFunctions};
 use crate::sfn_transport::SfnTransport;
 use crate::store::{FolderStore, Store, StoreError};
-use sfn_wasm_engine::control::TaskControl;
-use sfn_wasm_engine::host_folder;
 
 /// The longest a task token lives: a standard workflow's longest execution (a year).
 /// An entry older than this can no longer be delivered and is dropped.

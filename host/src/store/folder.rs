@@ -5,7 +5,7 @@
 //! user running the host and writable by nobody else ([`check_owned`]), and
 //! the config refuses any `[[activity.dir]]` grant that overlaps it. What the host must
 //! know it wrote itself (compiled artifacts, outbox entries) is sealed with an HMAC under
-//! a key the folder keeps private ([`host_key`]).
+//! a key the folder keeps private ([`host_key`](sfn_wasm_engine::host_folder::host_key)).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
-use sfn_wasm_engine::host_folder::{check_owned, remove_stale_temporaries};
+use sfn_wasm_engine::host_folder::{check_owned, remove_stale_temporaries, sync_dir};
 
 use super::{Claimed, Store, StoreError, Version, Versioned};
 use crate::ids::sha256_hex;
@@ -113,11 +113,6 @@ fn create(path: &Path, new: bool) -> std::io::Result<std::fs::File> {
 fn write_durably(file: &mut std::fs::File, data: &[u8]) -> std::io::Result<()> {
     file.write_all(data)?;
     file.sync_all()
-}
-
-/// Makes a rename or a new name in `dir` durable.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[async_trait]
