@@ -31,6 +31,18 @@
 //!   cache filled beforehand (`sfn-wasm-host compile`, as a deploy would), JSON logs at the
 //!   default level (info) to a pipe, as in production.
 //!
+//! To count rather than time (syscalls, instructions), `E2E_WRAP` holds a command prefix
+//! put in front of every worker's command line, split at whitespace (no quoting), e.g.
+//! `E2E_WRAP='strace -c -f -o /tmp/host.txt'` or `E2E_WRAP='valgrind --tool=callgrind
+//! --callgrind-out-file=/tmp/cg.%p'`; `E2E_TASKS=N` sets the tasks per run (of every
+//! target) so that a slow wrapper finishes. CPU and threads are then read from the
+//! innermost process the wrapper started (the worker), and the run ends with SIGTERM to
+//! it instead of SIGKILL, so that the wrapper sees it exit and writes its report; the
+//! host's shutdown is then counted too; the context switches include the wrapper's.
+//! Start-up is in every count: the difference of two runs with different `E2E_TASKS`
+//! leaves the per-task part. (valgrind 3.19 refuses the host's pooling reservation,
+//! ~80 GiB of address space, so callgrind runs the bare loop only.)
+//!
 //! A last table splits the host's CPU by thread (`/proc/PID/task/*/schedstat`, grouped by
 //! thread name): the tokio workers (polls, answers, the SDK, the guests), the log writer
 //! and the epoch clock.
@@ -76,19 +88,25 @@ enum Target {
 
 impl Target {
     fn name(self) -> String {
+        let tasks = self.tasks();
         match self {
-            Target::LocalStack => format!("LocalStack, {TASKS} queued"),
-            Target::Queued => format!("keep-alive stand-in, {QUEUED} queued"),
-            Target::Paced => format!("keep-alive stand-in, {PACED} at {RATE}/s"),
+            Target::LocalStack => format!("LocalStack, {tasks} queued"),
+            Target::Queued => format!("keep-alive stand-in, {tasks} queued"),
+            Target::Paced => format!("keep-alive stand-in, {tasks} at {RATE}/s"),
         }
     }
 
+    /// Its task count, or `E2E_TASKS` when set.
     fn tasks(self) -> usize {
-        match self {
+        let default = match self {
             Target::LocalStack => TASKS,
             Target::Queued => QUEUED,
             Target::Paced => PACED,
-        }
+        };
+        std::env::var("E2E_TASKS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(default)
     }
 
     fn modes(self) -> &'static [&'static str] {
@@ -128,6 +146,8 @@ struct Bench {
     collector: String,
     ticks: f64,
     localstack: Option<(String, Client)>,
+    /// `E2E_WRAP`: a command prefix for every worker (empty: none).
+    wrap: Vec<String>,
 }
 
 fn main() {
@@ -181,6 +201,11 @@ fn main() {
         collector: common::collector(),
         ticks: clock_ticks(),
         localstack,
+        wrap: std::env::var("E2E_WRAP")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
     };
 
     // For a profile of one case: E2E_MODES=host E2E_CONCURRENCY=1 E2E_ROUNDS=1.
@@ -230,6 +255,18 @@ fn main() {
 }
 
 impl Bench {
+    /// A worker's command: `program`, behind the `E2E_WRAP` prefix when there is one.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match self.wrap.split_first() {
+            Some((wrapper, args)) => {
+                let mut command = Command::new(wrapper);
+                command.args(args).arg(program);
+                command
+            }
+            None => Command::new(program),
+        }
+    }
+
     /// One run: `mode` at `concurrency` against `target`.
     fn run(&self, target: Target, mode: &'static str, concurrency: usize) -> Sample {
         let tasks = target.tasks();
@@ -260,7 +297,8 @@ impl Bench {
         let dir = tempfile::tempdir().unwrap();
         let before = children_switches();
         let mut worker = match mode {
-            "bare" => Command::new(std::env::current_exe().unwrap())
+            "bare" => self
+                .command(std::env::current_exe().unwrap())
                 .args(["--bare-worker", &activity, &endpoint])
                 .arg(concurrency.to_string())
                 .arg(if raised { "raised" } else { "default" })
@@ -288,7 +326,7 @@ impl Bench {
                     ),
                 )
                 .unwrap();
-                Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
+                self.command(env!("CARGO_BIN_EXE_sfn-wasm-host"))
                     .arg("serve")
                     .arg(&config)
                     .env("AWS_ACCESS_KEY_ID", "bench")
@@ -325,15 +363,26 @@ impl Bench {
             }
             _ => unreachable!("a run has a stand-in or a state machine"),
         }
-        let busy = cpu_seconds(worker.id(), self.ticks);
-        let mut threads = thread_seconds(worker.id());
+        let pid = if self.wrap.is_empty() {
+            worker.id()
+        } else {
+            innermost(worker.id())
+        };
+        let busy = cpu_seconds(pid, self.ticks);
+        let mut threads = thread_seconds(pid);
         threads.push(busy - threads.iter().sum::<f64>());
         let idle = (target == Target::LocalStack).then(|| {
-            let idle_start = cpu_seconds(worker.id(), self.ticks);
+            let idle_start = cpu_seconds(pid, self.ticks);
             std::thread::sleep(IDLE);
-            (cpu_seconds(worker.id(), self.ticks) - idle_start) / IDLE.as_secs_f64()
+            (cpu_seconds(pid, self.ticks) - idle_start) / IDLE.as_secs_f64()
         });
-        let _ = worker.kill();
+        if self.wrap.is_empty() {
+            let _ = worker.kill();
+        } else {
+            // The wrapper writes its report when the worker exits, not when killed.
+            let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
         let _ = worker.wait();
         let switches = children_switches() - before;
         let requests = standin.as_ref().map(KeepAliveStandIn::requests);
@@ -568,6 +617,19 @@ async fn wait_all_succeeded(client: &Client, machine: &str) {
 fn drain(worker: &mut Child) {
     let stdout = worker.stdout.take().unwrap();
     std::thread::spawn(move || for _ in BufReader::new(stdout).lines().map_while(Result::ok) {});
+}
+
+/// The last process in the chain of first children under `pid` (`pid` itself when it
+/// has none): the worker under a wrapper that forks it (strace), or the wrapper itself
+/// when it runs the worker in its own process (valgrind).
+fn innermost(mut pid: u32) -> u32 {
+    while let Some(child) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()
+        .and_then(|c| c.split_whitespace().next()?.parse().ok())
+    {
+        pid = child;
+    }
+    pid
 }
 
 fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
