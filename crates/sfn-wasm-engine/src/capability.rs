@@ -39,7 +39,8 @@ pub trait Capability: Send + Sync + 'static {
 }
 
 /// The capabilities one task's instance gets, in the order they prepare it (a later
-/// one's outbound hooks or checkpoint store replaces an earlier one's). Cheap to clone.
+/// one's outbound hooks or checkpoint store replaces an earlier one's). Clones share the
+/// capabilities themselves.
 #[derive(Clone, Default)]
 pub struct Capabilities(Vec<Arc<dyn Capability>>);
 
@@ -147,8 +148,8 @@ impl<'a> InstanceBuilder<'a> {
     }
 
     /// The task's WASI context: add environment variables and preopened folders here.
-    /// Its output, its sockets (denied) and its random reads are the engine's, set again
-    /// after every capability has prepared the instance.
+    /// Its output, its sockets (denied) and its random reads are the engine's, set after
+    /// every capability has prepared the instance.
     pub fn wasi(&mut self) -> &mut WasiCtxBuilder {
         self.wasi
     }

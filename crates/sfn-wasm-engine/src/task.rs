@@ -334,7 +334,6 @@ fn prepare(
     stderr: &GuestOutput,
 ) -> Result<InstanceParts, String> {
     let mut wasi = WasiCtxBuilder::new();
-    sandbox(&mut wasi, stdout, stderr);
     let mut instance = InstanceBuilder::new(task, &mut wasi, lines);
     capabilities.prepare(&mut instance)?;
     let outbound = instance
@@ -342,7 +341,7 @@ fn prepare(
         .take()
         .unwrap_or_else(|| Box::new(NoOutbound));
     let checkpoints = instance.checkpoints.take();
-    // Again, last: whatever a capability set on the builder, the output goes through the
+    // Last, once: whatever a capability set on the builder, the output goes through the
     // task's line budget and raw sockets stay denied (the builder's setters replace).
     sandbox(&mut wasi, stdout, stderr);
     Ok((wasi.build(), outbound, checkpoints))
