@@ -75,6 +75,16 @@ const CONCURRENCY: [usize; 2] = [1, 4];
 /// The host with its admin server on and traces exported to an OTLP collector (a
 /// stand-in in this process that answers 200).
 const OPS: &str = "host, admin + OTLP";
+/// The host with `[host] outbox_dir` (a folder in the run's temporary folder): every
+/// answer written before its first attempt and removed once accepted.
+const OUTBOX: &str = "host, outbox";
+/// The same with `outbox_durability = "process-crash"`: written, not fsync'd.
+const OUTBOX_PROCESS_CRASH: &str = "host, outbox (process-crash)";
+/// The host with `[activity.idempotency]` on a folder, every task's key new: a lookup,
+/// a claim and the stored answer per task.
+const IDEMPOTENCY: &str = "host, idempotency";
+/// The same with `durability = "process-crash"`.
+const IDEMPOTENCY_PROCESS_CRASH: &str = "host, idempotency (process-crash)";
 /// Raises the host's API token buckets out of the way of a stand-in running flat out.
 const RAISED_QUOTAS: &str = "[aws.max_requests_per_second]\nGetActivityTask = 100000\nSendTaskSuccess = 100000\nSendTaskFailure = 100000\nSendTaskHeartbeat = 100000\n";
 
@@ -112,7 +122,15 @@ impl Target {
     fn modes(self) -> &'static [&'static str] {
         match self {
             Target::LocalStack => &["bare", "host", OPS],
-            Target::Queued | Target::Paced => &["bare", "host"],
+            Target::Queued => &[
+                "bare",
+                "host",
+                OUTBOX,
+                OUTBOX_PROCESS_CRASH,
+                IDEMPOTENCY,
+                IDEMPOTENCY_PROCESS_CRASH,
+            ],
+            Target::Paced => &["bare", "host"],
         }
     }
 }
@@ -281,7 +299,7 @@ impl Bench {
                 (endpoint.clone(), activity)
             }
             _ => {
-                let server = KeepAliveStandIn::start(tasks, r#"{"hello": "x"}"#);
+                let server = KeepAliveStandIn::start(tasks, r#"{"hello": "x", "id": "{n}"}"#);
                 if target == Target::Queued {
                     server.queue_all();
                 }
@@ -315,12 +333,13 @@ impl Bench {
                 } else {
                     String::new()
                 };
+                let (outbox, idempotency) = durable_features(mode, dir.path());
                 let quotas = if raised { RAISED_QUOTAS } else { "" };
                 std::fs::write(
                     &config,
                     format!(
-                        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n{quotas}[host]\nlog_format = \"json\"\ncache_dir = \"{}\"\n{ops}\
-                         [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\nworkers = {concurrency}\n",
+                        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n{quotas}[host]\nlog_format = \"json\"\ncache_dir = \"{}\"\n{outbox}{ops}\
+                         [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\nworkers = {concurrency}\n{idempotency}",
                         self.cache.display(),
                         self.greet.display()
                     ),
@@ -462,6 +481,30 @@ fn report(targets: &[Target], samples: &[Sample]) {
         }
     }
 
+    if targets.contains(&Target::Queued) {
+        println!(
+            "\nWhat keeping answers costs, keep-alive stand-in, queued (target ≤ +25 %; process-crash ≤ +10 %):\n"
+        );
+        println!("| feature | concurrency | CPU per task | over the host without it |");
+        println!("|---|---:|---:|---:|");
+        for concurrency in CONCURRENCY {
+            let host = pick(Target::Queued, "host", concurrency, |s| s.per_task);
+            for mode in [
+                OUTBOX,
+                OUTBOX_PROCESS_CRASH,
+                IDEMPOTENCY,
+                IDEMPOTENCY_PROCESS_CRASH,
+            ] {
+                let with = pick(Target::Queued, mode, concurrency, |s| s.per_task);
+                println!(
+                    "| {mode} | {concurrency} | {:.0} µs | {:+.1} % |",
+                    with * 1e6,
+                    (with / host - 1.0) * 100.0
+                );
+            }
+        }
+    }
+
     println!("\nWhere the host's CPU goes, per task, medians (µs):\n");
     let names: Vec<&str> = THREAD_GROUPS.iter().map(|(_, name)| *name).collect();
     println!(
@@ -506,6 +549,30 @@ fn children_switches() -> i64 {
         usage
     };
     usage.ru_nvcsw + usage.ru_nivcsw
+}
+
+/// The `[host]` keys and the `[activity.idempotency]` table of `mode`, stores in `dir`.
+fn durable_features(mode: &str, dir: &std::path::Path) -> (String, String) {
+    let crash = "\"process-crash\"";
+    let outbox = |durability: &str| {
+        format!(
+            "outbox_dir = \"{}\"\noutbox_durability = {durability}\n",
+            dir.join("outbox").display()
+        )
+    };
+    let idempotency = |durability: &str| {
+        format!(
+            "[activity.idempotency]\nkey = \"/id\"\nstore = \"{}\"\ndurability = {durability}\n",
+            dir.join("answers").display()
+        )
+    };
+    match mode {
+        OUTBOX => (outbox("\"power-loss\""), String::new()),
+        OUTBOX_PROCESS_CRASH => (outbox(crash), String::new()),
+        IDEMPOTENCY => (String::new(), idempotency("\"power-loss\"")),
+        IDEMPOTENCY_PROCESS_CRASH => (String::new(), idempotency(crash)),
+        _ => (String::new(), String::new()),
+    }
 }
 
 /// The baseline: `loops` concurrent loops of poll, parse, answer; nothing else. With

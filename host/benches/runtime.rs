@@ -109,7 +109,7 @@ fn host(workers: u32, collector: Option<&str>) -> Duration {
 
 /// The feature rows: a name, and the config that turns the feature on (`DIR` is a
 /// fresh temporary folder; activity lines, then `[host]` lines after `|`).
-const FEATURES: [(&str, &str); 4] = [
+const FEATURES: [(&str, &str); 6] = [
     ("host runtime, same tasks as below, nothing kept", "|"),
     (
         "host runtime, [activity.progress] on (folder)",
@@ -120,8 +120,16 @@ const FEATURES: [(&str, &str); 4] = [
         "[activity.idempotency]\nkey = \"/orderId\"\nstore = \"DIR\"|",
     ),
     (
+        "host runtime, [activity.idempotency] on (folder, process-crash)",
+        "[activity.idempotency]\nkey = \"/orderId\"\nstore = \"DIR\"\ndurability = \"process-crash\"|",
+    ),
+    (
         "host runtime, [host] outbox_dir on",
         "|outbox_dir = \"DIR\"",
+    ),
+    (
+        "host runtime, [host] outbox_dir on (process-crash)",
+        "|outbox_dir = \"DIR\"\noutbox_durability = \"process-crash\"",
     ),
 ];
 

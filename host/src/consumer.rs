@@ -23,7 +23,7 @@ use crate::reload::ReloadTarget;
 use crate::rollout::VersionChooser;
 use crate::secrets::SecretStore;
 use crate::sfn::StepFunctions;
-use crate::store::{FolderStore, S3Store, Store, StoreError, StoreLocation};
+use crate::store::{Durability, FolderStore, S3Store, Store, StoreError, StoreLocation};
 
 /// After the grace, how long aborted tasks get to deliver their `SfnWasmHost.Shutdown`
 /// answers before deliveries still retrying are given up.
@@ -96,21 +96,23 @@ pub enum ConsumerError {
 }
 
 /// The store at `location`, which `key` of the config names: a folder is created
-/// (private) here; an S3 client is made at its first call.
+/// (private) here, its writes as durable as `durability` says; an S3 client is made at
+/// its first call.
 fn open_store(
     location: &StoreLocation,
+    durability: Durability,
     config: &Config,
     key: &str,
 ) -> Result<Arc<dyn Store>, ConsumerError> {
     Ok(match location {
         StoreLocation::Folder(dir) => {
-            Arc::new(
-                FolderStore::open(dir).map_err(|source| ConsumerError::Store {
+            Arc::new(FolderStore::open_with(dir, durability).map_err(|source| {
+                ConsumerError::Store {
                     file: config.file.clone(),
                     key: key.to_owned(),
                     source,
-                })?,
-            )
+                }
+            })?)
         }
         StoreLocation::S3 { bucket, prefix } => Arc::new(S3Store::new(&config.aws, bucket, prefix)),
     })
@@ -123,10 +125,12 @@ fn open_outbox(config: &Config) -> Result<Option<Arc<Outbox>>, ConsumerError> {
         return Ok(None);
     };
     let outbox =
-        Outbox::open(&outbox.dir, outbox.max_bytes).map_err(|source| ConsumerError::Store {
-            file: config.file.clone(),
-            key: "host.outbox_dir".into(),
-            source,
+        Outbox::open(&outbox.dir, outbox.max_bytes, outbox.durability).map_err(|source| {
+            ConsumerError::Store {
+                file: config.file.clone(),
+                key: "host.outbox_dir".into(),
+                source,
+            }
         })?;
     Ok(Some(Arc::new(outbox)))
 }
@@ -275,7 +279,12 @@ impl Wiring<'_> {
         };
         let key = KeyPath::activity(index).key("progress").key("store");
         Ok(Some(Arc::new(ActivityProgress::new(
-            open_store(&progress.store, self.config, key.as_str())?,
+            open_store(
+                &progress.store,
+                Durability::PowerLoss,
+                self.config,
+                key.as_str(),
+            )?,
             progress.key.clone(),
             progress.keep_after_success,
         ))))
@@ -296,7 +305,12 @@ impl Wiring<'_> {
             activity.task_timeout + self.config.host.answer_retry + activity.cancel_grace;
         Ok(Some(Arc::new(
             ActivityIdempotency::new(
-                open_store(&idempotency.store, self.config, key.as_str())?,
+                open_store(
+                    &idempotency.store,
+                    idempotency.durability,
+                    self.config,
+                    key.as_str(),
+                )?,
                 idempotency.key.clone(),
                 idempotency.ttl,
                 claim_ttl,

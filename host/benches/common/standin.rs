@@ -46,7 +46,8 @@ struct State {
 }
 
 impl KeepAliveStandIn {
-    /// A stand-in for `total` tasks, each with `input`, on a free loopback port.
+    /// A stand-in for `total` tasks, each with `input` (where `{n}` becomes the task's
+    /// number), on a free loopback port.
     pub fn start(total: usize, input: &str) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -204,7 +205,10 @@ impl State {
         let Some(n) = self.tasks.lock().unwrap().pop_front() else {
             return "{}".to_owned();
         };
-        serde_json::json!({"taskToken": token(n), "input": self.input}).to_string()
+        // `{n}` in the input is the task's number: tasks that must differ (an
+        // idempotency key) can.
+        let input = self.input.replace("{n}", &n.to_string());
+        serde_json::json!({"taskToken": token(n), "input": input}).to_string()
     }
 
     fn answer(&self, body: &[u8], failed: bool) {

@@ -45,7 +45,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
     };
     let _logs = super::init_logging(args.log_format.unwrap_or(config.host.log_format), true);
     raise_open_files_limit();
-    match super::runtime(tokio::runtime::Builder::new_multi_thread()) {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(config.runtime_threads());
+    match super::runtime(builder) {
         Ok(runtime) => {
             let code = runtime.block_on(serve(config));
             // A reload may still be compiling on a blocking thread: do not wait for it.

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::admin::AdminConfig;
 use super::checks::{Problem, at, seconds_within, within};
 use super::otel::{OtelConfig, RawOtel};
+use crate::store::Durability;
 
 /// The log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -37,10 +38,12 @@ pub(super) struct RawHost {
     pub answer_retry_seconds: Option<f64>,
     pub outbox_dir: Option<PathBuf>,
     pub outbox_max_mb: Option<u64>,
+    pub outbox_durability: Option<Durability>,
     pub admin_listen: Option<String>,
     pub admin_max_connections: Option<u64>,
     pub admin_token_file: Option<PathBuf>,
     pub otel: Option<RawOtel>,
+    pub runtime_threads: Option<u32>,
 }
 
 /// The `[host]` table, resolved.
@@ -69,6 +72,10 @@ pub struct HostConfig {
     /// `[host.otel]`; `None`: the `OTEL_EXPORTER_OTLP_ENDPOINT` variable decides, at
     /// start, whether traces are exported.
     pub otel: Option<OtelConfig>,
+    /// `runtime_threads`: the async runtime's threads, as written; `None`: one per core,
+    /// but never more than the tasks that can run at once (see
+    /// [`Config::runtime_threads`](super::Config::runtime_threads)).
+    pub runtime_threads: Option<u32>,
 }
 
 impl HostConfig {
@@ -88,7 +95,12 @@ impl HostConfig {
         let retry = raw.answer_retry_seconds.unwrap_or(600.0);
         let answer_retry =
             seconds_within(retry, 0.0, 86_400.0).map_err(at("answer_retry_seconds"))?;
-        let outbox = resolve_outbox(raw.outbox_dir, raw.outbox_max_mb, base)?;
+        let outbox = resolve_outbox(
+            raw.outbox_dir,
+            raw.outbox_max_mb,
+            raw.outbox_durability,
+            base,
+        )?;
         let admin = AdminConfig::resolve(
             raw.admin_listen.as_deref(),
             raw.admin_max_connections,
@@ -98,6 +110,10 @@ impl HostConfig {
         let otel = raw
             .otel
             .map(|otel| OtelConfig::resolve(otel, base))
+            .transpose()?;
+        let runtime_threads = raw
+            .runtime_threads
+            .map(|n| within(n, 1..=1024).map_err(at("runtime_threads")))
             .transpose()?;
         Ok(Self {
             worker_prefix,
@@ -109,6 +125,7 @@ impl HostConfig {
             outbox,
             admin,
             otel,
+            runtime_threads,
         })
     }
 }
@@ -132,21 +149,28 @@ pub struct OutboxConfig {
     /// `outbox_max_mb`, in bytes: the most the outbox holds; past it answers are sent
     /// without an entry.
     pub max_bytes: u64,
+    /// `outbox_durability`: what an entry survives once written (default: power loss).
+    pub durability: Durability,
 }
 
 /// Checks `outbox_dir` (relative to `base`) and `outbox_max_mb`, which bounds it.
 fn resolve_outbox(
     dir: Option<PathBuf>,
     max_mb: Option<u64>,
+    durability: Option<Durability>,
     base: &Path,
 ) -> Result<Option<OutboxConfig>, Problem> {
     let Some(dir) = dir.map(|dir| base.join(dir)) else {
-        return match max_mb {
-            Some(_) => Err(at("outbox_max_mb")(
+        return match (max_mb, durability) {
+            (Some(_), _) => Err(at("outbox_max_mb")(
                 "bounds `outbox_dir`, which is not set: add `outbox_dir = \"DIR\"` or remove it"
                     .into(),
             )),
-            None => Ok(None),
+            (None, Some(_)) => Err(at("outbox_durability")(
+                "is for `outbox_dir`, which is not set: add `outbox_dir = \"DIR\"` or remove it"
+                    .into(),
+            )),
+            (None, None) => Ok(None),
         };
     };
     if dir.exists() && !dir.is_dir() {
@@ -159,6 +183,7 @@ fn resolve_outbox(
     Ok(Some(OutboxConfig {
         dir,
         max_bytes: max_mb << 20,
+        durability: durability.unwrap_or_default(),
     }))
 }
 

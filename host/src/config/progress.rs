@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::checks::{Problem, at};
 use crate::progress::check_pointer;
-use crate::store::StoreLocation;
+use crate::store::{Durability, StoreLocation};
 
 /// Checks the `key` and `store` of the table `table`: a JSON pointer, and an S3 prefix
 /// or a folder (not a file); a relative folder resolves against `base`.
@@ -71,6 +71,7 @@ pub(super) struct RawIdempotency {
     ttl_seconds: f64,
     #[serde(default)]
     validate: Vec<String>,
+    durability: Option<Durability>,
 }
 
 fn default_ttl() -> f64 {
@@ -90,6 +91,9 @@ pub struct IdempotencyConfig {
     /// `validate`: JSON pointers to the parts of the input that must match the input the
     /// answer was stored for (default none: the key alone decides).
     pub validate: Vec<String>,
+    /// `durability`: what a folder store's claims and answers survive (default: power
+    /// loss).
+    pub durability: Durability,
 }
 
 impl IdempotencyConfig {
@@ -102,11 +106,18 @@ impl IdempotencyConfig {
             check_pointer(pointer)
                 .map_err(|message| (format!("idempotency.validate[{index}]"), message))?;
         }
+        if raw.durability.is_some() && matches!(store, StoreLocation::S3 { .. }) {
+            return Err((
+                "idempotency.durability".into(),
+                "is for a folder store: S3 answers a write once it is durable; remove it".into(),
+            ));
+        }
         Ok(Self {
             key: raw.key.clone(),
             store,
             ttl,
             validate: raw.validate.clone(),
+            durability: raw.durability.unwrap_or_default(),
         })
     }
 }

@@ -189,6 +189,57 @@ fn rollout_keys_parse_with_their_defaults() {
     assert_eq!(record.max_bytes, 100 << 20);
 }
 
+/// The runtime has a thread per core, but never more than the tasks that can run at
+/// once, unless `runtime_threads` says otherwise.
+#[test]
+fn runtime_threads_follow_the_task_slots_unless_set() {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let with = |host: &str, slots: u32| {
+        parse(&format!(
+            "[host]\n{host}\n[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\nmax_concurrent_tasks = {slots}\n"
+        ))
+        .unwrap()
+        .runtime_threads()
+    };
+    assert_eq!(with("", 1), 1, "one task slot: one thread");
+    assert_eq!(with("", 64), cores.min(64));
+    assert_eq!(
+        with("runtime_threads = 3", 1),
+        3,
+        "the key decides when set"
+    );
+}
+
+/// `outbox_durability` and `[activity.idempotency] durability` choose between fsync'd
+/// writes (the default) and writes that survive a process crash only.
+#[test]
+fn durability_defaults_to_power_loss_and_can_be_process_crash() {
+    use crate::store::Durability;
+    let config = parse(&format!(
+        "[host]\noutbox_dir = \"outbox\"\n[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n\
+         [activity.idempotency]\nkey = \"/id\"\nstore = \"answers\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        config.host.outbox.unwrap().durability,
+        Durability::PowerLoss
+    );
+    let idempotency = config.activities[0].idempotency.as_ref().unwrap();
+    assert_eq!(idempotency.durability, Durability::PowerLoss);
+    let config = parse(&format!(
+        "[host]\noutbox_dir = \"outbox\"\noutbox_durability = \"process-crash\"\n\
+         [[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n\
+         [activity.idempotency]\nkey = \"/id\"\nstore = \"answers\"\ndurability = \"process-crash\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        config.host.outbox.unwrap().durability,
+        Durability::ProcessCrash
+    );
+    let idempotency = config.activities[0].idempotency.as_ref().unwrap();
+    assert_eq!(idempotency.durability, Durability::ProcessCrash);
+}
+
 #[test]
 fn operations_keys_alone_turn_the_admin_server_and_traces_on() {
     let config = parse(&format!(

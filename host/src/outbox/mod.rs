@@ -39,7 +39,7 @@ use crate::ids::sha256_hex;
 use crate::outcome::{Answer, Answerer, FailureKind};
 use crate::sfn::{SfnError, StepFunctions};
 use crate::sfn_transport::SfnTransport;
-use crate::store::{FolderStore, Store, StoreError};
+use crate::store::{Durability, FolderStore, Store, StoreError};
 
 /// The longest a task token lives: a standard workflow's longest execution (a year).
 /// An entry older than this can no longer be delivered and is dropped.
@@ -144,13 +144,14 @@ fn decode_hex(hex: &[u8]) -> Option<Vec<u8>> {
 
 impl Outbox {
     /// The outbox in `dir` (created, private, if missing), holding at most `max_bytes`
-    /// of answers: past that, answers are delivered without an entry (logged).
+    /// of answers: past that, answers are delivered without an entry (logged). Each
+    /// entry is written as `durability` says before the answer's first attempt.
     ///
     /// # Errors
     /// [`StoreError`] when the folder cannot be created, another user owns it or others
     /// can write to it, or its key cannot be made or is not private.
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, StoreError> {
-        let store = FolderStore::open(dir)?;
+    pub fn open(dir: &Path, max_bytes: u64, durability: Durability) -> Result<Self, StoreError> {
+        let store = FolderStore::open_with(dir, durability)?;
         let key = host_folder::host_key(dir).map_err(|message| StoreError {
             code: "UntrustedKey".into(),
             message,

@@ -60,7 +60,8 @@ fn entry(token: &str) -> Entry {
 #[tokio::test]
 async fn only_entries_the_host_wrote_are_sent() {
     let dir = tempfile::tempdir().unwrap();
-    let outbox = Arc::new(Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap());
+    let outbox =
+        Arc::new(Outbox::open(&dir.path().join("outbox"), 1 << 20, Durability::PowerLoss).unwrap());
     let kept = Outbox::name("kept-token");
     assert!(outbox.write(&kept, &entry("kept-token")).await.is_some());
     let sealed = std::fs::read(outbox.dir.join(&kept)).unwrap();
@@ -158,7 +159,8 @@ async fn only_entries_the_host_wrote_are_sent() {
 async fn a_recovered_answer_settles_its_claim_and_ends_with_task_done() {
     use crate::idempotency::Lookup;
     let dir = tempfile::tempdir().unwrap();
-    let outbox = Arc::new(Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap());
+    let outbox =
+        Arc::new(Outbox::open(&dir.path().join("outbox"), 1 << 20, Durability::PowerLoss).unwrap());
     let store: Arc<dyn Store> = Arc::new(FolderStore::open(&dir.path().join("answers")).unwrap());
     let keys = Arc::new(ActivityIdempotency::new(
         store,
@@ -291,7 +293,8 @@ impl Store for Hung {
 #[tokio::test(start_paused = true)]
 async fn a_hung_volume_does_not_stall_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut opened = Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap();
+    let mut opened =
+        Outbox::open(&dir.path().join("outbox"), 1 << 20, Durability::PowerLoss).unwrap();
     opened.store = Arc::new(Hung);
     let outbox = Arc::new(opened);
     let sfn = Arc::new(Recorded::default());

@@ -15,12 +15,14 @@ use async_trait::async_trait;
 
 use sfn_wasm_engine::host_folder::{check_owned, remove_stale_temporaries, sync_dir};
 
-use super::{Claimed, Store, StoreError, Version, Versioned};
+use super::{Claimed, Durability, Store, StoreError, Version, Versioned};
 use crate::ids::sha256_hex;
 
 /// Objects as files in one folder.
 pub struct FolderStore {
     dir: PathBuf,
+    /// Whether a write is fsync'd before it returns.
+    durability: Durability,
     /// Numbers temporary files, so that two writes of one name never share one.
     writes: AtomicU64,
     /// Random, per store: processes of one PID (PID 1 in two containers sharing a
@@ -29,11 +31,21 @@ pub struct FolderStore {
 }
 
 impl FolderStore {
-    /// The store in `dir`, created (private) if missing.
+    /// The store in `dir`, created (private) if missing, whose writes survive power loss
+    /// (see [`open_with`](Self::open_with)).
     ///
     /// # Errors
     /// [`StoreError`] when the folder cannot be created or is not a folder.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, Durability::PowerLoss)
+    }
+
+    /// The store in `dir`, created (private) if missing, whose writes survive what
+    /// `durability` says once they return.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the folder cannot be created or is not a folder.
+    pub fn open_with(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode_private()
@@ -52,6 +64,7 @@ impl FolderStore {
         remove_stale_temporaries(dir);
         Ok(Self {
             dir: dir.to_owned(),
+            durability,
             writes: AtomicU64::new(0),
             // Only uniqueness across processes is asked of it.
             salt: fastrand::u32(..),
@@ -109,10 +122,25 @@ fn create(path: &Path, new: bool) -> std::io::Result<std::fs::File> {
     options.open(path)
 }
 
-/// Writes `data` whole to a new private file at `path` and makes it durable.
-fn write_durably(file: &mut std::fs::File, data: &[u8]) -> std::io::Result<()> {
+/// Writes `data` whole to a new private file, and syncs it when `durability` asks.
+fn write_whole(
+    file: &mut std::fs::File,
+    data: &[u8],
+    durability: Durability,
+) -> std::io::Result<()> {
     file.write_all(data)?;
-    file.sync_all()
+    match durability {
+        Durability::PowerLoss => file.sync_all(),
+        Durability::ProcessCrash => Ok(()),
+    }
+}
+
+/// Syncs the folder (a rename or link in it) when `durability` asks.
+fn sync_folder(dir: &Path, durability: Durability) -> std::io::Result<()> {
+    match durability {
+        Durability::PowerLoss => sync_dir(dir),
+        Durability::ProcessCrash => Ok(()),
+    }
 }
 
 #[async_trait]
@@ -130,12 +158,13 @@ impl Store for FolderStore {
 
     async fn put(&self, name: &str, data: &[u8]) -> Result<(), StoreError> {
         let (dir, path, data) = (self.dir.clone(), self.path(name), data.to_vec());
+        let durability = self.durability;
         let temporary = self.temporary(name);
         tokio::task::spawn_blocking(move || {
             let written = create(&temporary, false)
-                .and_then(|mut file| write_durably(&mut file, &data))
+                .and_then(|mut file| write_whole(&mut file, &data, durability))
                 .and_then(|()| std::fs::rename(&temporary, &path))
-                .and_then(|()| sync_dir(&dir));
+                .and_then(|()| sync_folder(&dir, durability));
             if written.is_err() {
                 let _ = std::fs::remove_file(&temporary);
             }
@@ -154,12 +183,13 @@ impl Store for FolderStore {
 
     async fn put_if_absent(&self, name: &str, data: &[u8]) -> Result<Claimed, StoreError> {
         let (dir, path, data) = (self.dir.clone(), self.path(name), data.to_vec());
+        let durability = self.durability;
         let temporary = self.temporary(name);
         tokio::task::spawn_blocking(move || {
             // Written whole first, then linked to the name (which fails if it exists):
             // nobody ever reads a claim half written.
-            let written =
-                create(&temporary, true).and_then(|mut file| write_durably(&mut file, &data));
+            let written = create(&temporary, true)
+                .and_then(|mut file| write_whole(&mut file, &data, durability));
             if let Err(err) = written {
                 let _ = std::fs::remove_file(&temporary);
                 return Err(StoreError::io(&err));
@@ -174,7 +204,7 @@ impl Store for FolderStore {
                 }
                 Err(err) => return Err(StoreError::io(&err)),
             }
-            match sync_dir(&dir) {
+            match sync_folder(&dir, durability) {
                 Ok(()) => Ok(Claimed::Yes(version_of(&data))),
                 // Not durable: the name is given back rather than held by a claim that
                 // may not survive a crash.
@@ -195,6 +225,7 @@ impl Store for FolderStore {
         version: &Version,
     ) -> Result<Claimed, StoreError> {
         let (dir, path, data) = (self.dir.clone(), self.path(name), data.to_vec());
+        let durability = self.durability;
         let temporary = self.temporary(name);
         let version = version.clone();
         tokio::task::spawn_blocking(move || {
@@ -220,9 +251,9 @@ impl Store for FolderStore {
                 return Ok(Claimed::AlreadyTaken);
             }
             let written = create(&temporary, true)
-                .and_then(|mut file| write_durably(&mut file, &data))
+                .and_then(|mut file| write_whole(&mut file, &data, durability))
                 .and_then(|()| std::fs::rename(&temporary, &path))
-                .and_then(|()| sync_dir(&dir));
+                .and_then(|()| sync_folder(&dir, durability));
             if written.is_err() {
                 let _ = std::fs::remove_file(&temporary);
             }
@@ -291,6 +322,38 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("b")]);
+    }
+
+    /// With `process-crash` durability the same calls keep the same promises (whole
+    /// files, one winner of a claim), only without the fsyncs.
+    #[tokio::test]
+    async fn process_crash_durability_writes_whole_files_without_syncing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FolderStore::open_with(dir.path(), Durability::ProcessCrash).unwrap();
+        store.put("a", b"one").await.unwrap();
+        let Claimed::Yes(version) = store.put_if_absent("b", b"x").await.unwrap() else {
+            panic!("b was free");
+        };
+        assert_eq!(
+            store.put_if_absent("b", b"y").await.unwrap(),
+            Claimed::AlreadyTaken
+        );
+        assert!(matches!(
+            store.put_if_match("b", b"z", &version).await.unwrap(),
+            Claimed::Yes(_)
+        ));
+        assert_eq!(store.get("a").await.unwrap().as_deref(), Some(&b"one"[..]));
+        assert_eq!(store.get("b").await.unwrap().as_deref(), Some(&b"z"[..]));
+        // A second store on the folder (the next start, after a crash) reads them.
+        let again = FolderStore::open(dir.path()).unwrap();
+        assert_eq!(again.get("b").await.unwrap().as_deref(), Some(&b"z"[..]));
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name != LOCK_FILE)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b"], "no temporary file is left behind");
     }
 
     /// Of writers that read one version, one replaces it; the others find it changed.

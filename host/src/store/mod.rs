@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use serde::Deserialize;
 
 pub use folder::FolderStore;
 pub use s3::S3Store;
@@ -65,6 +66,32 @@ impl fmt::Display for StoreLocation {
             Self::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
             Self::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
             Self::Folder(dir) => write!(f, "{}", dir.display()),
+        }
+    }
+}
+
+/// What a folder store's write survives once it returns, as `durability` names it in
+/// the config. S3 has no choice to make: it answers once a write is durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// `"power-loss"` (the default): the file and its folder are fsync'd before the
+    /// write returns, so it survives a power cut or a kernel crash, and costs a journal
+    /// commit per write (~200 µs of CPU on this project's VMs: `BENCHMARKS.md`).
+    #[default]
+    PowerLoss,
+    /// `"process-crash"`: written and renamed into place, not fsync'd: the kernel holds
+    /// it, so it survives the host's `kill -9`, an OOM kill or a panic, but not a power
+    /// cut or a kernel crash in the seconds before the kernel writes it back.
+    ProcessCrash,
+}
+
+impl Durability {
+    /// The config's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PowerLoss => "power-loss",
+            Self::ProcessCrash => "process-crash",
         }
     }
 }
