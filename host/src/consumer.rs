@@ -23,7 +23,7 @@ use crate::reload::ReloadTarget;
 use crate::rollout::VersionChooser;
 use crate::secrets::SecretStore;
 use crate::sfn::StepFunctions;
-use crate::store::{Durability, FolderStore, S3Store, Store, StoreError, StoreLocation};
+use crate::store::{FolderStore, JournalStore, Legacy, S3Store, Store, StoreError, StoreLocation};
 
 /// After the grace, how long aborted tasks get to deliver their `SfnWasmHost.Shutdown`
 /// answers before deliveries still retrying are given up.
@@ -95,25 +95,20 @@ pub enum ConsumerError {
     },
 }
 
-/// The store at `location`, which `key` of the config names: a folder is created
-/// (private) here, its writes as durable as `durability` says; an S3 client is made at
-/// its first call.
+/// The store at `location`, which `key` of the config names: a folder is opened by
+/// `folder` (created, private); an S3 client is made at its first call.
 fn open_store(
     location: &StoreLocation,
-    durability: Durability,
     config: &Config,
     key: &str,
+    folder: impl FnOnce(&std::path::Path) -> Result<Arc<dyn Store>, StoreError>,
 ) -> Result<Arc<dyn Store>, ConsumerError> {
     Ok(match location {
-        StoreLocation::Folder(dir) => {
-            Arc::new(FolderStore::open_with(dir, durability).map_err(|source| {
-                ConsumerError::Store {
-                    file: config.file.clone(),
-                    key: key.to_owned(),
-                    source,
-                }
-            })?)
-        }
+        StoreLocation::Folder(dir) => folder(dir).map_err(|source| ConsumerError::Store {
+            file: config.file.clone(),
+            key: key.to_owned(),
+            source,
+        })?,
         StoreLocation::S3 { bucket, prefix } => Arc::new(S3Store::new(&config.aws, bucket, prefix)),
     })
 }
@@ -279,12 +274,11 @@ impl Wiring<'_> {
         };
         let key = KeyPath::activity(index).key("progress").key("store");
         Ok(Some(Arc::new(ActivityProgress::new(
-            open_store(
-                &progress.store,
-                Durability::PowerLoss,
-                self.config,
-                key.as_str(),
-            )?,
+            // A checkpoint is a file: it may be large (up to 64 MiB) and is saved at
+            // the guest's pace, not once per task.
+            open_store(&progress.store, self.config, key.as_str(), |dir| {
+                Ok(Arc::new(FolderStore::open(dir)?))
+            })?,
             progress.key.clone(),
             progress.keep_after_success,
         ))))
@@ -305,12 +299,14 @@ impl Wiring<'_> {
             activity.task_timeout + self.config.host.answer_retry + activity.cancel_grace;
         Ok(Some(Arc::new(
             ActivityIdempotency::new(
-                open_store(
-                    &idempotency.store,
-                    idempotency.durability,
-                    self.config,
-                    key.as_str(),
-                )?,
+                // A claim and an answer per task: rows of a journal, in group commits.
+                open_store(&idempotency.store, self.config, key.as_str(), |dir| {
+                    Ok(Arc::new(JournalStore::open(
+                        dir,
+                        idempotency.durability,
+                        Legacy::Import,
+                    )?))
+                })?,
                 idempotency.key.clone(),
                 idempotency.ttl,
                 claim_ttl,

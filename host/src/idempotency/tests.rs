@@ -269,3 +269,31 @@ async fn host_failures_give_the_key_back_and_dead_claims_and_old_answers_expire(
         .unwrap();
     assert!(matches!(keys.look_up("arn:a", input).await, Lookup::Run(_)));
 }
+
+/// A folder store is a journal (one database, group commits): of 20 concurrent
+/// attempts of one key, one runs, and its answer is what a later attempt gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_attempts_run_once_on_a_journal() {
+    use crate::store::{Durability, JournalStore, Legacy};
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(JournalStore::open(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap());
+    let keys = Arc::new(ActivityIdempotency::new(
+        store,
+        "/orderId".into(),
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    ));
+    let input = r#"{"orderId":"o-1"}"#;
+    let mut runs = runs_of(&keys, input, 20).await;
+    assert_eq!(runs.len(), 1, "one of 20 attempts runs");
+    let claim = runs.pop().unwrap();
+    let answer = Answer::Success {
+        output: r#"{"charged":true}"#.into(),
+    };
+    assert_eq!(claim.settle(Some(&answer)).await.unwrap(), Settled::Done);
+    match keys.look_up("arn:a", input).await {
+        Lookup::Stored(stored) => assert_eq!(stored, answer),
+        other => panic!("a later attempt got {other:?}"),
+    }
+}

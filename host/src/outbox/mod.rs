@@ -10,15 +10,20 @@
 //! its first attempt, and a [`DeliveryObserver`] of the task's delivery, which hears how
 //! the answer's delivery ended: the delivery does not know it is there.
 //!
+//! Entries are rows of one SQLite database in the folder ([`JournalStore`],
+//! `store.sqlite`, private), written in group commits: answers that arrive together
+//! share one `fsync` (or none, with `outbox_durability = "process-crash"`). Entries an
+//! older version left as files (`HEX.json`) are moved into it at open.
+//!
 //! An entry holds a task token, and what is found there is sent with the host's
 //! credentials: so only what this host wrote is ever sent. The folder is the host's own
 //! (its owner and mode are checked, and no `[[activity.dir]]` grant may overlap it), and
 //! each entry carries an HMAC-SHA256, under a key the folder keeps private
-//! (`outbox_dir/.key`, 0600), over the format, its file name and its content. At
-//! recovery an entry without one, or whose MAC does not check out (planted by hand,
-//! changed, renamed, or left by a host with another key or an older version), is logged
-//! (`outbox:refused`) and set aside, renamed `NAME.refused`, never sent; such files are
-//! skipped at later starts, for an operator to look at and delete.
+//! (`outbox_dir/.key`, 0600), over the format, its name and its content. At recovery an
+//! entry without one, or whose MAC does not check out (planted by hand, changed,
+//! renamed, or left by a host with another key or an older version), is logged
+//! (`outbox:refused`) and set aside: written to the file `NAME.refused` and taken out of
+//! the journal, never sent, for an operator to look at and delete.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +44,7 @@ use crate::ids::sha256_hex;
 use crate::outcome::{Answer, Answerer, FailureKind};
 use crate::sfn::{SfnError, StepFunctions};
 use crate::sfn_transport::SfnTransport;
-use crate::store::{Durability, FolderStore, Store, StoreError};
+use crate::store::{Durability, JournalStore, Legacy, Store, StoreError};
 
 /// The longest a task token lives: a standard workflow's longest execution (a year).
 /// An entry older than this can no longer be delivered and is dropped.
@@ -63,6 +68,9 @@ pub const REFUSED_SUFFIX: &str = ".refused";
 /// The outbox folder, and how much it holds.
 pub struct Outbox {
     dir: PathBuf,
+    /// The entries: one database in the folder, written in group commits.
+    journal: Arc<JournalStore>,
+    /// Where entries are written: the journal (a test puts a hung volume in its place).
     store: Arc<dyn Store>,
     /// Until when writes are skipped after one ran past [`WRITE_DEADLINE`] (ms since the
     /// Unix epoch; 0: none): a hung volume would park a blocking thread per attempt.
@@ -151,14 +159,17 @@ impl Outbox {
     /// [`StoreError`] when the folder cannot be created, another user owns it or others
     /// can write to it, or its key cannot be made or is not private.
     pub fn open(dir: &Path, max_bytes: u64, durability: Durability) -> Result<Self, StoreError> {
-        let store = FolderStore::open_with(dir, durability)?;
+        // Entries an older version left as files are moved into the journal, and
+        // checked with the rest at recovery.
+        let journal = Arc::new(JournalStore::open(dir, durability, Legacy::Import)?);
         let key = host_folder::host_key(dir).map_err(|message| StoreError {
             code: "UntrustedKey".into(),
             message,
         })?;
         Ok(Self {
             dir: dir.to_owned(),
-            store: Arc::new(store),
+            store: journal.clone(),
+            journal,
             hung_until_ms: AtomicU64::new(0),
             key,
             max_bytes,
@@ -196,24 +207,23 @@ impl Outbox {
         serde_json::from_slice(body).map_err(|_| "sealed, but not an outbox entry of this version")
     }
 
-    /// Sets the file `name` aside, never to be sent: renamed `NAME.refused` (deleted if
-    /// it cannot be renamed), and logged.
-    fn refuse(&self, name: &str, reason: &str) {
-        let path = self.dir.join(name);
+    /// Sets the entry `name` (holding `data`) aside, never to be sent: written to the
+    /// file `NAME.refused` (private) for an operator to look at, and taken out of the
+    /// journal; logged.
+    fn refuse(&self, name: &str, data: &[u8], reason: &str) {
         let aside = self.dir.join(format!("{name}{REFUSED_SUFFIX}"));
-        let how = match std::fs::rename(&path, &aside) {
+        let how = match write_private(&aside, data) {
             Ok(()) => "set aside",
-            Err(_) => {
-                let _ = std::fs::remove_file(&path);
-                "deleted"
-            }
+            Err(_) => "deleted",
         };
+        self.journal.delete_later(name);
         tracing::warn!(
             event = "outbox:refused",
-            file = %path.display(),
+            // The entry's name in the folder, as when entries were files.
+            file = %self.dir.join(name).display(),
             reason,
             outcome = how,
-            "outbox:refused: an outbox file this host did not write is never sent: {reason}; {how}"
+            "outbox:refused: an outbox entry this host did not write is never sent: {reason}; {how}"
         );
     }
 
@@ -287,12 +297,15 @@ impl Outbox {
                 // The write goes on where it is stuck; if it ever ends, the entry it made
                 // was never counted or tracked: it goes (unless another write replaced
                 // it since), so that the next start does not send it again.
-                let path = self.dir.join(name);
+                let (store, name) = (self.store.clone(), name.to_owned());
                 tokio::spawn(async move {
                     if let Ok(Ok(())) = job.await
-                        && std::fs::read(&path).is_ok_and(|now| now == data)
+                        && store
+                            .get(&name)
+                            .await
+                            .is_ok_and(|now| now.as_deref() == Some(&data[..]))
                     {
-                        let _ = std::fs::remove_file(&path);
+                        let _ = store.delete(&name).await;
                     }
                 });
                 Err(StoreError {
@@ -320,17 +333,11 @@ impl Outbox {
         }
     }
 
-    /// Removes a settled answer's entry (an unlink: no need to wait for the disk, a
-    /// leftover entry is only sent again and refused as closed).
+    /// Removes a settled answer's entry, in the journal's next commit (no need to wait
+    /// for it: a leftover entry is only sent again and refused as closed).
     fn remove(&self, name: &str, size: u64) {
         self.held.fetch_sub(size, Ordering::Relaxed);
-        match std::fs::remove_file(self.dir.join(name)) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => {
-                tracing::warn!(event = "outbox:unavailable", error = %err, "outbox:unavailable: a settled answer's entry could not be removed")
-            }
-        }
+        self.journal.delete_later(name);
     }
 
     /// Delivers every answer found in the outbox (left by a host that stopped or was
@@ -353,16 +360,16 @@ impl Outbox {
         options: &DeliveryOptions,
         idempotency: &dyn Fn(&str) -> Option<Arc<ActivityIdempotency>>,
     ) -> usize {
-        let Ok(files) = std::fs::read_dir(&self.dir) else {
-            return 0;
+        let entries = match self.journal.list() {
+            Ok(entries) => entries,
+            Err(err) => {
+                tracing::warn!(event = "outbox:unavailable", code = %err.code, "outbox:unavailable: the outbox could not be read at start: {err}");
+                return 0;
+            }
         };
         let mut recovered = 0;
-        for file in files.flatten() {
-            let path = file.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
-                continue;
-            };
-            let Some((entry, size)) = self.read_entry(&path, &name) else {
+        for (name, data) in entries {
+            let Some((entry, size)) = self.read_entry(&name, &data) else {
                 continue;
             };
             let claim = entry
@@ -375,42 +382,24 @@ impl Outbox {
         recovered
     }
 
-    /// The entry in the file `name` at `path`, and its size (counted as held), when it is
-    /// one to deliver. Skips the key and what an earlier start refused; removes temporary
-    /// files, unreadable ones and those older than [`MAX_TOKEN_LIFETIME`]; refuses (sets
-    /// aside) one this host did not write.
-    fn read_entry(&self, path: &Path, name: &str) -> Option<(Entry, u64)> {
-        // The key, and what was refused at an earlier start.
-        if name == host_folder::KEY_FILE || name.ends_with(REFUSED_SUFFIX) {
-            return None;
-        }
-        // Temporary files of a write that never finished.
-        if name.starts_with('.') {
-            let _ = std::fs::remove_file(path);
-            return None;
-        }
-        let data = match std::fs::read(path) {
-            Ok(data) => data,
-            Err(err) => {
-                tracing::warn!(event = "outbox:dropped", file = %path.display(), error = %err, "outbox:dropped: not a readable outbox entry");
-                let _ = std::fs::remove_file(path);
-                return None;
-            }
-        };
-        let entry = match self.unseal(name, &data) {
+    /// The entry `name` holding `data`, and its size (counted as held), when it is one
+    /// to deliver. Drops one older than [`MAX_TOKEN_LIFETIME`]; refuses (sets aside) one
+    /// this host did not write.
+    fn read_entry(&self, name: &str, data: &[u8]) -> Option<(Entry, u64)> {
+        let entry = match self.unseal(name, data) {
             Ok(entry) => entry,
             Err(reason) => {
-                self.refuse(name, reason);
+                self.refuse(name, data, reason);
                 return None;
             }
         };
         let age = Duration::from_millis(now_ms().saturating_sub(entry.written_at_ms));
         if age > MAX_TOKEN_LIFETIME {
             tracing::warn!(event = "outbox:dropped", activity = %entry.activity, task_id = %entry.task_id, "outbox:dropped: older than any task token lives");
-            let _ = std::fs::remove_file(path);
+            self.journal.delete_later(name);
             return None;
         }
-        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        let size = data.len() as u64;
         self.held.fetch_add(size, Ordering::Relaxed);
         Some((entry, size))
     }
@@ -559,6 +548,16 @@ async fn settle_recovered(
             "idempotency:unavailable: {err}; a recovered answer's claim was not settled (it expires by itself)"
         ),
     }
+}
+
+/// Writes `data` to a new private (0600) file at `path`, replacing one there.
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(data)
 }
 
 /// Which answer an entry holds, to tell when a delivery moved on to another.

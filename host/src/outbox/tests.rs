@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use super::*;
 use crate::events::EventKind;
 use crate::sfn::ActivityTask;
+use crate::store::FolderStore;
 
 /// Step Functions as far as the outbox reaches it: the tokens answers are sent for.
 #[derive(Default)]
@@ -57,38 +58,8 @@ fn entry(token: &str) -> Entry {
     }
 }
 
-#[tokio::test]
-async fn only_entries_the_host_wrote_are_sent() {
-    let dir = tempfile::tempdir().unwrap();
-    let outbox =
-        Arc::new(Outbox::open(&dir.path().join("outbox"), 1 << 20, Durability::PowerLoss).unwrap());
-    let kept = Outbox::name("kept-token");
-    assert!(outbox.write(&kept, &entry("kept-token")).await.is_some());
-    let sealed = std::fs::read(outbox.dir.join(&kept)).unwrap();
-
-    // Planted by hand, in the format entries had before they carried a MAC.
-    let plain = Outbox::name("planted-token");
-    let json = serde_json::to_vec(&entry("planted-token")).unwrap();
-    std::fs::write(outbox.dir.join(&plain), &json).unwrap();
-    // The host's own entry under another name (the MAC covers the name).
-    let renamed = Outbox::name("renamed-token");
-    std::fs::write(outbox.dir.join(&renamed), &sealed).unwrap();
-    // A header whose MAC is made up.
-    let forged = Outbox::name("forged-token");
-    let mut data = format!("{HEADER}{}\n", "ab".repeat(32)).into_bytes();
-    data.extend_from_slice(&serde_json::to_vec(&entry("forged-token")).unwrap());
-    std::fs::write(outbox.dir.join(&forged), &data).unwrap();
-    // The host's own entry with its content changed.
-    let changed = Outbox::name("changed-token");
-    let body = serde_json::to_vec(&entry("changed-token")).unwrap();
-    let mut data = outbox.seal(&changed, &body);
-    let last = data.len() - 2;
-    data[last] = b' ';
-    let mut file = std::fs::File::create(outbox.dir.join(&changed)).unwrap();
-    file.write_all(&data).unwrap();
-
-    let sfn = Arc::new(Recorded::default());
-    let dyn_sfn: Arc<dyn StepFunctions> = sfn.clone();
+/// `outbox.recover` with its JSON log lines.
+fn recover_logged(outbox: &Arc<Outbox>, sfn: &Arc<dyn StepFunctions>) -> (usize, String) {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -98,12 +69,55 @@ async fn only_entries_the_host_wrote_are_sent() {
         .finish();
     let recovered = tracing::subscriber::with_default(subscriber, || {
         outbox.recover(
-            &dyn_sfn,
+            sfn,
             &Events::default(),
             &DeliveryOptions::default(),
             &|_| None,
         )
     });
+    let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    (recovered, logged)
+}
+
+#[tokio::test]
+async fn only_entries_the_host_wrote_are_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("outbox");
+    let outbox = Arc::new(Outbox::open(&folder, 1 << 20, Durability::PowerLoss).unwrap());
+    let kept = Outbox::name("kept-token");
+    assert!(outbox.write(&kept, &entry("kept-token")).await.is_some());
+    let sealed = outbox.store.get(&kept).await.unwrap().unwrap();
+    drop(outbox);
+
+    // Planted by hand, in the format entries had before they carried a MAC.
+    let plain = Outbox::name("planted-token");
+    let json = serde_json::to_vec(&entry("planted-token")).unwrap();
+    std::fs::write(folder.join(&plain), &json).unwrap();
+    // The host's own entry under another name (the MAC covers the name).
+    let renamed = Outbox::name("renamed-token");
+    std::fs::write(folder.join(&renamed), &sealed).unwrap();
+    // A header whose MAC is made up.
+    let forged = Outbox::name("forged-token");
+    let mut data = format!("{HEADER}{}\n", "ab".repeat(32)).into_bytes();
+    data.extend_from_slice(&serde_json::to_vec(&entry("forged-token")).unwrap());
+    std::fs::write(folder.join(&forged), &data).unwrap();
+    // The host's own entry with its content changed.
+    let changed = Outbox::name("changed-token");
+    let body = serde_json::to_vec(&entry("changed-token")).unwrap();
+    let sealer = Outbox::open(&folder, 1 << 20, Durability::PowerLoss).unwrap();
+    let mut data = sealer.seal(&changed, &body);
+    drop(sealer);
+    let last = data.len() - 2;
+    data[last] = b' ';
+    let mut file = std::fs::File::create(folder.join(&changed)).unwrap();
+    file.write_all(&data).unwrap();
+    // Planted as files (as an older version kept entries): the next start moves them
+    // into the journal, and checks them with the rest.
+    let outbox = Arc::new(Outbox::open(&folder, 1 << 20, Durability::PowerLoss).unwrap());
+
+    let sfn = Arc::new(Recorded::default());
+    let dyn_sfn: Arc<dyn StepFunctions> = sfn.clone();
+    let (recovered, logged) = recover_logged(&outbox, &dyn_sfn);
     assert_eq!(recovered, 1);
     for _ in 0..200 {
         if !sfn.0.lock().unwrap().is_empty() {
@@ -114,7 +128,6 @@ async fn only_entries_the_host_wrote_are_sent() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(*sfn.0.lock().unwrap(), ["kept-token"]);
 
-    let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let refused: Vec<serde_json::Value> = logged
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())

@@ -46,22 +46,7 @@ impl FolderStore {
     /// # Errors
     /// [`StoreError`] when the folder cannot be created or is not a folder.
     pub fn open_with(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode_private()
-            .create(dir)
-            .map_err(|err| StoreError::io(&err))?;
-        if !dir.is_dir() {
-            return Err(StoreError {
-                code: "NotADirectory".into(),
-                message: format!("{} is not a folder", dir.display()),
-            });
-        }
-        check_owned(dir).map_err(|message| StoreError {
-            code: "UntrustedFolder".into(),
-            message,
-        })?;
-        remove_stale_temporaries(dir);
+        open_private_folder(dir)?;
         Ok(Self {
             dir: dir.to_owned(),
             durability,
@@ -85,6 +70,31 @@ impl FolderStore {
             self.salt
         ))
     }
+}
+
+/// Creates `dir` (private) if missing, and checks that it is a folder the host's user
+/// owns and nobody else can write to; removes the temporary files a crash left there.
+///
+/// # Errors
+/// [`StoreError`] `NotADirectory`, `UntrustedFolder`, or the OS's error.
+pub(super) fn open_private_folder(dir: &Path) -> Result<(), StoreError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode_private()
+        .create(dir)
+        .map_err(|err| StoreError::io(&err))?;
+    if !dir.is_dir() {
+        return Err(StoreError {
+            code: "NotADirectory".into(),
+            message: format!("{} is not a folder", dir.display()),
+        });
+    }
+    check_owned(dir).map_err(|message| StoreError {
+        code: "UntrustedFolder".into(),
+        message,
+    })?;
+    remove_stale_temporaries(dir);
+    Ok(())
 }
 
 /// The file whose lock makes [`Store::put_if_match`] a compare-and-swap in a folder.

@@ -3,6 +3,7 @@
 //! caller's (hex digests, never user data).
 
 mod folder;
+mod journal;
 mod s3;
 
 use std::fmt;
@@ -12,6 +13,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 pub use folder::FolderStore;
+pub use journal::{JournalStore, Legacy};
 pub use s3::S3Store;
 
 /// Where a store keeps its objects, as a config names it: `s3://BUCKET/PREFIX` or a

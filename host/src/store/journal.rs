@@ -1,0 +1,558 @@
+//! A store in one SQLite database in a folder (WAL mode), whose writes are made durable
+//! in groups: one writer thread takes every call that arrived while the previous commit
+//! ran, applies them in one transaction and commits once, so N answers arriving together
+//! cost one `fsync` of the log, not 2 N of files and folders. The host's per-task
+//! records (outbox entries, idempotency claims and answers) live here: a file per
+//! record cost a new inode per write and the folder's lock per rename, which measured
+//! at several times a task's own CPU (`BENCHMARKS.md`, issue 37).
+//!
+//! The folder is checked as [`FolderStore`](super::FolderStore)'s is (owned by the
+//! host's user, writable by nobody else); the database is created private (0600), and
+//! SQLite gives its `-wal` and `-shm` files the same mode. Several processes may open
+//! one database (SQLite locks it); a call that finds it locked waits up to
+//! [`BUSY_TIMEOUT`].
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::folder::open_private_folder;
+use super::{Claimed, Durability, Store, StoreError, Version, Versioned};
+use crate::ids::sha256_hex;
+
+/// The database's file name in its folder.
+pub const DATABASE: &str = "store.sqlite";
+
+/// How long a call waits for another process's lock on the database.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most calls one commit takes: a bound on what one failed commit fails.
+const MAX_BATCH: usize = 512;
+
+/// Objects as rows of one SQLite database in a folder, written in group commits.
+pub struct JournalStore {
+    calls: mpsc::Sender<Call>,
+    path: PathBuf,
+}
+
+/// A call to the writer thread, with where its result goes.
+enum Call {
+    Read(
+        String,
+        oneshot::Sender<Result<Option<Versioned>, StoreError>>,
+    ),
+    Put(String, Vec<u8>, Reply<()>),
+    PutIfAbsent(String, Vec<u8>, Reply<Claimed>),
+    PutIfMatch(String, Vec<u8>, Version, Reply<Claimed>),
+    Delete(String, Option<Reply<()>>),
+    /// Answered on a std channel: [`JournalStore::list`] blocks its caller.
+    List(mpsc::Sender<Result<Objects, StoreError>>),
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// Every object, by name, with its bytes.
+type Objects = Vec<(String, Vec<u8>)>;
+
+/// What a call's reply waits for: the commit of its transaction.
+type Answer = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
+
+/// `reply` with `done`, once the commit is known: a write that its commit lost, or a
+/// read in a transaction that failed, answers the commit's error.
+fn answer<T: Send + 'static>(reply: Reply<T>, done: Result<T, StoreError>) -> Answer {
+    Box::new(move |committed| {
+        let _ = reply.send(committed.clone().and(done));
+    })
+}
+
+/// What the folder's files of an older version become at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Legacy {
+    /// Objects a [`FolderStore`](super::FolderStore) left as files are moved into the
+    /// database (then deleted), so that an upgraded host still finds them.
+    Import,
+    /// Files are left alone (the caller reads them itself, as the outbox does).
+    Leave,
+}
+
+impl JournalStore {
+    /// The store in `dir` (created, private, if missing), its writes as durable as
+    /// `durability` says once they return.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the folder cannot be created or is not private, or the
+    /// database cannot be opened (another program's file, a full disk).
+    pub fn open(dir: &Path, durability: Durability, legacy: Legacy) -> Result<Self, StoreError> {
+        open_private_folder(dir)?;
+        let path = dir.join(DATABASE);
+        create_private(&path).map_err(|err| StoreError::io(&err))?;
+        let connection = connect(&path, durability)?;
+        if legacy == Legacy::Import {
+            import_files(&connection, dir)?;
+        }
+        let (calls, received) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || write_loop(&connection, &received))
+            .map_err(|err| StoreError::io(&err))?;
+        Ok(Self { calls, path })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every object, by name, after every call made before this one (a
+    /// [`delete_later`](Self::delete_later) included): what a start recovers, before
+    /// any task runs. Blocks the calling thread until the writer answers.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be read.
+    pub fn list(&self) -> Result<Objects, StoreError> {
+        let (reply, result) = mpsc::channel();
+        self.send(Call::List(reply))?;
+        result.recv().map_err(|_| StoreError {
+            code: "Internal".into(),
+            message: "the store's writer thread stopped before it answered".into(),
+        })?
+    }
+
+    /// Removes `name` in the next commit without waiting for it: for what only costs a
+    /// second look if it stays (a settled outbox entry).
+    pub fn delete_later(&self, name: &str) {
+        let _ = self.send(Call::Delete(name.to_owned(), None));
+    }
+
+    fn send(&self, call: Call) -> Result<(), StoreError> {
+        self.calls.send(call).map_err(|_| StoreError {
+            code: "Internal".into(),
+            message: "the store's writer thread has stopped".into(),
+        })
+    }
+
+    async fn ask<T>(&self, call: impl FnOnce(Reply<T>) -> Call) -> Result<T, StoreError> {
+        let (reply, result) = oneshot::channel();
+        self.send(call(reply))?;
+        result.await.map_err(stopped)?
+    }
+}
+
+fn stopped(_: oneshot::error::RecvError) -> StoreError {
+    StoreError {
+        code: "Internal".into(),
+        message: "the store's writer thread stopped before it answered".into(),
+    }
+}
+
+/// Creates `path` as a private (0600) file if it does not exist; SQLite then gives its
+/// journal files the same mode.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
+}
+
+/// Opens the database in WAL mode: `synchronous = FULL` syncs the log at every commit
+/// (power loss), `NORMAL` only at checkpoints (a process crash loses nothing: the log is
+/// in the kernel's hands once written).
+fn connect(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    let connection = Connection::open(path).map_err(sql)?;
+    connection.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+    let synchronous = match durability {
+        Durability::PowerLoss => "FULL",
+        Durability::ProcessCrash => "NORMAL",
+    };
+    connection
+        .execute_batch(&format!(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = {synchronous};
+             CREATE TABLE IF NOT EXISTS objects (
+                 name TEXT PRIMARY KEY NOT NULL,
+                 data BLOB NOT NULL,
+                 version TEXT NOT NULL
+             ) WITHOUT ROWID;"
+        ))
+        .map_err(sql)?;
+    Ok(connection)
+}
+
+fn sql(err: rusqlite::Error) -> StoreError {
+    let code = match &err {
+        rusqlite::Error::SqliteFailure(failure, _) => format!("{:?}", failure.code),
+        _ => "Sqlite".into(),
+    };
+    StoreError {
+        code,
+        message: err.to_string(),
+    }
+}
+
+/// An object's version: the SHA-256 of its bytes, as in a [`FolderStore`](super::FolderStore).
+fn version_of(data: &[u8]) -> Version {
+    Version(sha256_hex(data))
+}
+
+/// Takes calls until every [`JournalStore`] handle is gone: each round, every call
+/// waiting (up to [`MAX_BATCH`]) in one transaction, then their replies.
+fn write_loop(connection: &Connection, calls: &mpsc::Receiver<Call>) {
+    while let Ok(first) = calls.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match calls.try_recv() {
+                Ok(call) => batch.push(call),
+                Err(_) => break,
+            }
+        }
+        commit(connection, batch);
+    }
+}
+
+/// Applies `batch` in one transaction and commits it; every call is answered after
+/// the commit, with its error if it failed.
+fn commit(connection: &Connection, batch: Vec<Call>) {
+    let began = connection.execute_batch("BEGIN IMMEDIATE").map_err(sql);
+    let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
+    for call in batch {
+        let ready = |done| began.clone().and(done);
+        answers.push(match call {
+            Call::Read(name, reply) => {
+                answer(reply, ready(Ok(())).and_then(|()| read(connection, &name)))
+            }
+            Call::Put(name, data, reply) => answer(
+                reply,
+                ready(Ok(())).and_then(|()| put(connection, &name, &data)),
+            ),
+            Call::PutIfAbsent(name, data, reply) => answer(
+                reply,
+                ready(Ok(())).and_then(|()| put_if_absent(connection, &name, &data)),
+            ),
+            Call::PutIfMatch(name, data, version, reply) => answer(
+                reply,
+                ready(Ok(())).and_then(|()| put_if_match(connection, &name, &data, &version)),
+            ),
+            Call::List(reply) => {
+                let listed = began.clone().and_then(|()| list(connection));
+                Box::new(move |committed: &Result<(), StoreError>| {
+                    let _ = reply.send(committed.clone().and(listed));
+                })
+            }
+            Call::Delete(name, reply) => {
+                let done = ready(Ok(())).and_then(|()| delete(connection, &name));
+                match reply {
+                    Some(reply) => answer(reply, done),
+                    None => Box::new(|_| {}),
+                }
+            }
+        });
+    }
+    let committed = began.and_then(|()| connection.execute_batch("COMMIT").map_err(sql));
+    if committed.is_err() {
+        let _ = connection.execute_batch("ROLLBACK");
+    }
+    for answer in answers {
+        answer(&committed);
+    }
+}
+
+/// Whether a file's `name` is one the host's stores give objects: a SHA-256 digest in
+/// hex, after `answer-` for an idempotency record, before `.json` for an outbox entry.
+/// (Temporary files, keys, the database and what the outbox set aside are not.)
+fn is_object_name(name: &str) -> bool {
+    let digest = name.strip_prefix("answer-").unwrap_or(name);
+    let digest = digest.strip_suffix(".json").unwrap_or(digest);
+    digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Moves the objects a [`FolderStore`](super::FolderStore) left in `dir` (a file per
+/// name) into the database, then deletes them: an upgraded host finds what the one
+/// before it kept, and nothing is in two places.
+fn import_files(connection: &Connection, dir: &Path) -> Result<(), StoreError> {
+    let Ok(files) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for file in files.flatten() {
+        let Some(name) = file.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !is_object_name(&name) || !file.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let data = std::fs::read(file.path()).map_err(|err| StoreError::io(&err))?;
+        put_if_absent(connection, &name, &data)?;
+        std::fs::remove_file(file.path()).map_err(|err| StoreError::io(&err))?;
+    }
+    Ok(())
+}
+
+fn read(connection: &Connection, name: &str) -> Result<Option<Versioned>, StoreError> {
+    connection
+        .prepare_cached("SELECT data, version FROM objects WHERE name = ?1")
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![name], |row| {
+                    Ok(Versioned {
+                        data: row.get(0)?,
+                        version: Version(row.get(1)?),
+                    })
+                })
+                .optional()
+        })
+        .map_err(sql)
+}
+
+fn list(connection: &Connection) -> Result<Objects, StoreError> {
+    let mut statement = connection
+        .prepare_cached("SELECT name, data FROM objects ORDER BY name")
+        .map_err(sql)?;
+    let rows = statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .map_err(sql)?;
+    rows.collect::<Result<_, _>>().map_err(sql)
+}
+
+fn put(connection: &Connection, name: &str, data: &[u8]) -> Result<(), StoreError> {
+    connection
+        .prepare_cached("INSERT OR REPLACE INTO objects (name, data, version) VALUES (?1, ?2, ?3)")
+        .and_then(|mut statement| statement.execute(params![name, data, version_of(data).0]))
+        .map(drop)
+        .map_err(sql)
+}
+
+fn put_if_absent(connection: &Connection, name: &str, data: &[u8]) -> Result<Claimed, StoreError> {
+    let version = version_of(data);
+    let inserted = connection
+        .prepare_cached("INSERT OR IGNORE INTO objects (name, data, version) VALUES (?1, ?2, ?3)")
+        .and_then(|mut statement| statement.execute(params![name, data, version.0]))
+        .map_err(sql)?;
+    Ok(if inserted == 1 {
+        Claimed::Yes(version)
+    } else {
+        Claimed::AlreadyTaken
+    })
+}
+
+fn put_if_match(
+    connection: &Connection,
+    name: &str,
+    data: &[u8],
+    version: &Version,
+) -> Result<Claimed, StoreError> {
+    let new = version_of(data);
+    let replaced = connection
+        .prepare_cached(
+            "UPDATE objects SET data = ?2, version = ?3 WHERE name = ?1 AND version = ?4",
+        )
+        .and_then(|mut statement| statement.execute(params![name, data, new.0, version.0]))
+        .map_err(sql)?;
+    Ok(if replaced == 1 {
+        Claimed::Yes(new)
+    } else {
+        Claimed::AlreadyTaken
+    })
+}
+
+fn delete(connection: &Connection, name: &str) -> Result<(), StoreError> {
+    connection
+        .prepare_cached("DELETE FROM objects WHERE name = ?1")
+        .and_then(|mut statement| statement.execute(params![name]))
+        .map(drop)
+        .map_err(sql)
+}
+
+#[async_trait]
+impl Store for JournalStore {
+    async fn put(&self, name: &str, data: &[u8]) -> Result<(), StoreError> {
+        self.ask(|reply| Call::Put(name.to_owned(), data.to_vec(), reply))
+            .await
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<Versioned>, StoreError> {
+        let (reply, result) = oneshot::channel();
+        self.send(Call::Read(name.to_owned(), reply))?;
+        result.await.map_err(stopped)?
+    }
+
+    async fn put_if_absent(&self, name: &str, data: &[u8]) -> Result<Claimed, StoreError> {
+        self.ask(|reply| Call::PutIfAbsent(name.to_owned(), data.to_vec(), reply))
+            .await
+    }
+
+    async fn put_if_match(
+        &self,
+        name: &str,
+        data: &[u8],
+        version: &Version,
+    ) -> Result<Claimed, StoreError> {
+        self.ask(|reply| Call::PutIfMatch(name.to_owned(), data.to_vec(), version.clone(), reply))
+            .await
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), StoreError> {
+        self.ask(|reply| Call::Delete(name.to_owned(), Some(reply)))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn objects_are_rows_written_whole_in_a_private_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("store");
+        let store = JournalStore::open(&folder, Durability::PowerLoss, Legacy::Leave).unwrap();
+        assert_eq!(store.get("a").await.unwrap(), None);
+        store.put("a", b"one").await.unwrap();
+        store.put("a", b"two").await.unwrap();
+        assert_eq!(store.get("a").await.unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(
+            store.put_if_absent("a", b"x").await.unwrap(),
+            Claimed::AlreadyTaken
+        );
+        let Claimed::Yes(version) = store.put_if_absent("b", b"x").await.unwrap() else {
+            panic!("b was free");
+        };
+        let read = store.read("b").await.unwrap().unwrap();
+        assert_eq!((read.data.as_slice(), &read.version), (&b"x"[..], &version));
+        assert_eq!(
+            store
+                .put_if_match("b", b"y", &Version("other".into()))
+                .await
+                .unwrap(),
+            Claimed::AlreadyTaken
+        );
+        assert!(matches!(
+            store.put_if_match("b", b"y", &version).await.unwrap(),
+            Claimed::Yes(_)
+        ));
+        store.delete("a").await.unwrap();
+        store.delete("a").await.unwrap();
+        store.delete_later("b");
+        assert_eq!(
+            store.list().unwrap(),
+            Vec::new(),
+            "a later list sees the delete"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&folder), 0o700);
+            assert_eq!(mode(&folder.join(DATABASE)), 0o600);
+            assert_eq!(mode(&folder.join(format!("{DATABASE}-wal"))), 0o600);
+        }
+    }
+
+    /// Writers that arrive together share commits, and each still gets its own answer:
+    /// of sixteen that read one version, one replaces it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn writers_share_commits_and_a_conditional_replace_is_won_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(JournalStore::open(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap());
+        let Claimed::Yes(first) = store.put_if_absent("k", b"old").await.unwrap() else {
+            panic!("k was free");
+        };
+        let writers: Vec<_> = (0..16)
+            .map(|n| {
+                let (store, first) = (store.clone(), first.clone());
+                tokio::spawn(async move {
+                    store.put(&format!("n{n}"), b"x").await.unwrap();
+                    store
+                        .put_if_match("k", format!("new {n}").as_bytes(), &first)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for writer in writers {
+            if let Claimed::Yes(version) = writer.await.unwrap() {
+                won.push(version);
+            }
+        }
+        assert_eq!(
+            won.len(),
+            1,
+            "exactly one writer replaces the version it read"
+        );
+        assert_eq!(store.read("k").await.unwrap().unwrap().version, won[0]);
+        assert_eq!(store.list().unwrap().len(), 17);
+    }
+
+    /// What a store says it wrote is there for the next process, in either durability
+    /// (a process crash loses nothing the kernel was handed).
+    #[tokio::test]
+    async fn writes_outlive_the_store_in_both_durabilities() {
+        for durability in [Durability::PowerLoss, Durability::ProcessCrash] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = JournalStore::open(dir.path(), durability, Legacy::Leave).unwrap();
+            store.put("a", b"kept").await.unwrap();
+            // Not dropped: as if the process died here.
+            std::mem::forget(store);
+            let again = JournalStore::open(dir.path(), durability, Legacy::Leave).unwrap();
+            assert_eq!(again.get("a").await.unwrap().as_deref(), Some(&b"kept"[..]));
+        }
+    }
+
+    /// An upgraded host finds the objects a folder store left as files; what is not an
+    /// object (temporary files, keys, what the outbox set aside) stays a file.
+    #[tokio::test]
+    async fn objects_left_as_files_are_moved_in_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = "ab".repeat(32);
+        let names = [
+            format!("answer-{digest}"),
+            format!("{digest}.json"),
+            digest.clone(),
+        ];
+        for name in &names {
+            std::fs::write(dir.path().join(name), name.as_bytes()).unwrap();
+        }
+        let others = [
+            ".key".to_owned(),
+            format!("{digest}.json.refused"),
+            format!(".{digest}.1.2.tmp"),
+        ];
+        for name in &others {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let store = JournalStore::open(dir.path(), Durability::PowerLoss, Legacy::Import).unwrap();
+        for name in &names {
+            assert_eq!(
+                store.get(name).await.unwrap().as_deref(),
+                Some(name.as_bytes())
+            );
+            assert!(!dir.path().join(name).exists(), "{name} moved, not copied");
+        }
+        for name in &others {
+            assert!(dir.path().join(name).exists(), "{name} left alone");
+            assert_eq!(store.get(name).await.unwrap(), None);
+        }
+    }
+
+    /// Another program's file where the database goes is an error that names it, not
+    /// a panic or a silent new store.
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(DATABASE),
+            b"not a database, but long enough to be read as a header",
+        )
+        .unwrap();
+        let err = JournalStore::open(dir.path(), Durability::PowerLoss, Legacy::Leave)
+            .err()
+            .expect("refused");
+        assert!(err.message.contains("not a database"), "{err}");
+    }
+}
