@@ -77,14 +77,14 @@ const CONCURRENCY: [usize; 2] = [1, 4];
 const OPS: &str = "host, admin + OTLP";
 /// The host with `[host] outbox_dir` (a folder in the run's temporary folder): every
 /// answer written before its first attempt and removed once accepted.
-const OUTBOX: &str = "host, outbox";
+const OUTBOX: &str = "host with outbox";
 /// The same with `outbox_durability = "process-crash"`: written, not fsync'd.
-const OUTBOX_PROCESS_CRASH: &str = "host, outbox (process-crash)";
+const OUTBOX_PROCESS_CRASH: &str = "host with outbox (process-crash)";
 /// The host with `[activity.idempotency]` on a folder, every task's key new: a lookup,
 /// a claim and the stored answer per task.
-const IDEMPOTENCY: &str = "host, idempotency";
+const IDEMPOTENCY: &str = "host with idempotency";
 /// The same with `durability = "process-crash"`.
-const IDEMPOTENCY_PROCESS_CRASH: &str = "host, idempotency (process-crash)";
+const IDEMPOTENCY_PROCESS_CRASH: &str = "host with idempotency (process-crash)";
 /// Raises the host's API token buckets out of the way of a stand-in running flat out.
 const RAISED_QUOTAS: &str = "[aws.max_requests_per_second]\nGetActivityTask = 100000\nSendTaskSuccess = 100000\nSendTaskFailure = 100000\nSendTaskHeartbeat = 100000\n";
 

@@ -304,7 +304,7 @@ impl Wiring<'_> {
                     Ok(Arc::new(JournalStore::open(
                         dir,
                         idempotency.durability,
-                        Legacy::Import,
+                        Legacy::Import(ActivityIdempotency::is_record_name),
                     )?))
                 })?,
                 idempotency.key.clone(),

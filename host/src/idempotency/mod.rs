@@ -258,6 +258,13 @@ impl ActivityIdempotency {
 }
 
 impl ActivityIdempotency {
+    /// Whether `name` is a record's (`answer-` and a digest): what an older version
+    /// left as a file in a folder store, to move into its journal.
+    pub fn is_record_name(name: &str) -> bool {
+        name.strip_prefix("answer-")
+            .is_some_and(crate::store::is_digest)
+    }
+
     /// The name of the record for the key in `input`, or `None` when it has none. A string
     /// key is named as before (answers stored by earlier versions are still found); any
     /// other value by its canonical JSON after a separator no ARN holds, so that `1` and

@@ -44,7 +44,7 @@ use crate::ids::sha256_hex;
 use crate::outcome::{Answer, Answerer, FailureKind};
 use crate::sfn::{SfnError, StepFunctions};
 use crate::sfn_transport::SfnTransport;
-use crate::store::{Durability, JournalStore, Legacy, Store, StoreError};
+use crate::store::{Durability, JournalStore, Legacy, Store, StoreError, is_digest};
 
 /// The longest a task token lives: a standard workflow's longest execution (a year).
 /// An entry older than this can no longer be delivered and is dropped.
@@ -161,7 +161,11 @@ impl Outbox {
     pub fn open(dir: &Path, max_bytes: u64, durability: Durability) -> Result<Self, StoreError> {
         // Entries an older version left as files are moved into the journal, and
         // checked with the rest at recovery.
-        let journal = Arc::new(JournalStore::open(dir, durability, Legacy::Import)?);
+        let journal = Arc::new(JournalStore::open(
+            dir,
+            durability,
+            Legacy::Import(is_entry_name),
+        )?);
         let key = host_folder::host_key(dir).map_err(|message| StoreError {
             code: "UntrustedKey".into(),
             message,
@@ -368,7 +372,8 @@ impl Outbox {
             }
         };
         let mut recovered = 0;
-        for (name, data) in entries {
+        // Only entries' names: a folder store may share the folder (and the database).
+        for (name, data) in entries.into_iter().filter(|(name, _)| is_entry_name(name)) {
             let Some((entry, size)) = self.read_entry(&name, &data) else {
                 continue;
             };
@@ -548,6 +553,11 @@ async fn settle_recovered(
             "idempotency:unavailable: {err}; a recovered answer's claim was not settled (it expires by itself)"
         ),
     }
+}
+
+/// Whether `name` is an entry's ([`Outbox::name`]: a digest, then `.json`).
+fn is_entry_name(name: &str) -> bool {
+    name.strip_suffix(".json").is_some_and(is_digest)
 }
 
 /// Writes `data` to a new private (0600) file at `path`, replacing one there.

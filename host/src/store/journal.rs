@@ -70,11 +70,12 @@ fn answer<T: Send + 'static>(reply: Reply<T>, done: Result<T, StoreError>) -> An
 }
 
 /// What the folder's files of an older version become at open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Legacy {
-    /// Objects a [`FolderStore`](super::FolderStore) left as files are moved into the
-    /// database (then deleted), so that an upgraded host still finds them.
-    Import,
+    /// The files whose names the function accepts (the caller's own names: another
+    /// store may share the folder) are objects a [`FolderStore`](super::FolderStore)
+    /// left: moved into the database (then deleted), so an upgraded host finds them.
+    Import(fn(&str) -> bool),
     /// Files are left alone (the caller reads them itself, as the outbox does).
     Leave,
 }
@@ -91,8 +92,8 @@ impl JournalStore {
         let path = dir.join(DATABASE);
         create_private(&path).map_err(|err| StoreError::io(&err))?;
         let connection = connect(&path, durability)?;
-        if legacy == Legacy::Import {
-            import_files(&connection, dir)?;
+        if let Legacy::Import(is_object) = legacy {
+            import_files(&connection, dir, is_object)?;
         }
         let (calls, received) = mpsc::channel();
         std::thread::Builder::new()
@@ -261,19 +262,19 @@ fn commit(connection: &Connection, batch: Vec<Call>) {
     }
 }
 
-/// Whether a file's `name` is one the host's stores give objects: a SHA-256 digest in
-/// hex, after `answer-` for an idempotency record, before `.json` for an outbox entry.
-/// (Temporary files, keys, the database and what the outbox set aside are not.)
-fn is_object_name(name: &str) -> bool {
-    let digest = name.strip_prefix("answer-").unwrap_or(name);
-    let digest = digest.strip_suffix(".json").unwrap_or(digest);
-    digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit())
+/// Whether `text` is a SHA-256 digest in hex: how the host's stores name objects.
+pub fn is_digest(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Moves the objects a [`FolderStore`](super::FolderStore) left in `dir` (a file per
 /// name) into the database, then deletes them: an upgraded host finds what the one
 /// before it kept, and nothing is in two places.
-fn import_files(connection: &Connection, dir: &Path) -> Result<(), StoreError> {
+fn import_files(
+    connection: &Connection,
+    dir: &Path,
+    is_object: fn(&str) -> bool,
+) -> Result<(), StoreError> {
     let Ok(files) = std::fs::read_dir(dir) else {
         return Ok(());
     };
@@ -281,7 +282,7 @@ fn import_files(connection: &Connection, dir: &Path) -> Result<(), StoreError> {
         let Some(name) = file.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        if !is_object_name(&name) || !file.file_type().is_ok_and(|t| t.is_file()) {
+        if !is_object(&name) || !file.file_type().is_ok_and(|t| t.is_file()) {
             continue;
         }
         let data = std::fs::read(file.path()).map_err(|err| StoreError::io(&err))?;
@@ -504,29 +505,32 @@ mod tests {
         }
     }
 
-    /// An upgraded host finds the objects a folder store left as files; what is not an
-    /// object (temporary files, keys, what the outbox set aside) stays a file.
+    /// An upgraded host finds the objects a folder store left as files; what is not one
+    /// of this store's objects stays a file.
     #[tokio::test]
     async fn objects_left_as_files_are_moved_in_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let digest = "ab".repeat(32);
-        let names = [
-            format!("answer-{digest}"),
-            format!("{digest}.json"),
-            digest.clone(),
-        ];
+        let names = [format!("answer-{digest}"), format!("answer-{}", "cd".repeat(32))];
         for name in &names {
             std::fs::write(dir.path().join(name), name.as_bytes()).unwrap();
         }
+        // Not this store's names: another store's objects in a shared folder (a
+        // checkpoint, an outbox entry), keys, temporary files, what was set aside.
         let others = [
+            digest.clone(),
+            format!("{digest}.json"),
             ".key".to_owned(),
-            format!("{digest}.json.refused"),
-            format!(".{digest}.1.2.tmp"),
+            format!("answer-{digest}.refused"),
+            format!(".answer-{digest}.1.2.tmp"),
         ];
         for name in &others {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
-        let store = JournalStore::open(dir.path(), Durability::PowerLoss, Legacy::Import).unwrap();
+        let is_record = |name: &str| name.strip_prefix("answer-").is_some_and(is_digest);
+        let store =
+            JournalStore::open(dir.path(), Durability::PowerLoss, Legacy::Import(is_record))
+                .unwrap();
         for name in &names {
             assert_eq!(
                 store.get(name).await.unwrap().as_deref(),

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 pub use folder::FolderStore;
-pub use journal::{JournalStore, Legacy};
+pub use journal::{JournalStore, Legacy, is_digest};
 pub use s3::S3Store;
 
 /// Where a store keeps its objects, as a config names it: `s3://BUCKET/PREFIX` or a
