@@ -511,7 +511,10 @@ mod tests {
     async fn objects_left_as_files_are_moved_in_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let digest = "ab".repeat(32);
-        let names = [format!("answer-{digest}"), format!("answer-{}", "cd".repeat(32))];
+        let names = [
+            format!("answer-{digest}"),
+            format!("answer-{}", "cd".repeat(32)),
+        ];
         for name in &names {
             std::fs::write(dir.path().join(name), name.as_bytes()).unwrap();
         }
