@@ -40,6 +40,8 @@ pub struct ActivityConsumer {
     /// Per activity with secrets: wakes its refresher (SIGHUP).
     secrets_now: Vec<Arc<tokio::sync::Notify>>,
     recorders: Vec<Arc<Recorder>>,
+    /// Flushed at the end of a shutdown.
+    outbox: Option<Arc<Outbox>>,
     /// The host's descriptors for guests' connections, shared by every activity.
     sockets: GuestSockets,
     stop_polling: CancellationToken,
@@ -399,6 +401,7 @@ impl ActivityConsumer {
             secrets_now: Vec::new(),
             sockets: wiring.sockets,
             recorders: Vec::new(),
+            outbox,
             stop_polling,
             tasks,
             give_up,
@@ -506,6 +509,10 @@ impl ActivityConsumer {
                 crate::record::flush_all(recorders.iter().map(|r| &**r), RECORD_FLUSH);
             })
             .await;
+        }
+        // Settled entries whose removal waits for a write to ride with: none comes now.
+        if let Some(outbox) = &self.outbox {
+            outbox.flush().await;
         }
         ShutdownReport { aborted }
     }

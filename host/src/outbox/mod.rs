@@ -337,6 +337,14 @@ impl Outbox {
         }
     }
 
+    /// Commits what the journal holds back (removals waiting for a write to ride
+    /// with), so that a clean exit leaves no settled entry behind to send again.
+    pub async fn flush(&self) {
+        if let Err(err) = self.journal.flush().await {
+            tracing::warn!(event = "outbox:unavailable", code = %err.code, "outbox:unavailable: settled entries could not be removed at exit: {err}");
+        }
+    }
+
     /// Removes a settled answer's entry, in the journal's next commit (no need to wait
     /// for it: a leftover entry is only sent again and refused as closed).
     fn remove(&self, name: &str, size: u64) {

@@ -33,6 +33,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most calls one commit takes: a bound on what one failed commit fails.
 const MAX_BATCH: usize = 512;
 
+/// How long deletes nobody waits for ([`JournalStore::delete_later`]) wait for a write
+/// to ride with, rather than cost a commit of their own: one task at a time makes one
+/// commit per task instead of two. [`JournalStore::flush`] ends the wait.
+const DETACHED_WAIT: Duration = Duration::from_millis(100);
+
 /// Objects as rows of one SQLite database in a folder, written in group commits.
 pub struct JournalStore {
     calls: mpsc::Sender<Call>,
@@ -49,6 +54,8 @@ enum Call {
     PutIfAbsent(String, Vec<u8>, Reply<Claimed>),
     PutIfMatch(String, Vec<u8>, Version, Reply<Claimed>),
     Delete(String, Option<Reply<()>>),
+    /// Commits what is waiting (deletes nobody waits for), then answers.
+    Flush(Reply<()>),
     /// Answered on a std channel: [`JournalStore::list`] blocks its caller.
     List(mpsc::Sender<Result<Objects, StoreError>>),
 }
@@ -129,6 +136,16 @@ impl JournalStore {
         let _ = self.send(Call::Delete(name.to_owned(), None));
     }
 
+    /// Returns once every call made before it is committed (deletes that
+    /// [`delete_later`](Self::delete_later) left waiting for a write included): before
+    /// a clean exit.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the commit failed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.ask(Call::Flush).await
+    }
+
     fn send(&self, call: Call) -> Result<(), StoreError> {
         self.calls.send(call).map_err(|_| StoreError {
             code: "Internal".into(),
@@ -205,20 +222,39 @@ fn version_of(data: &[u8]) -> Version {
 fn write_loop(connection: &Connection, calls: &mpsc::Receiver<Call>) {
     while let Ok(first) = calls.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match calls.try_recv() {
-                Ok(call) => batch.push(call),
-                Err(_) => break,
-            }
+        take_waiting(calls, &mut batch);
+        // Only deletes nobody waits for: they go with the next call, if one comes soon.
+        if batch.iter().all(Call::is_detached)
+            && let Ok(call) = calls.recv_timeout(DETACHED_WAIT)
+        {
+            batch.push(call);
+            take_waiting(calls, &mut batch);
         }
         commit(connection, batch);
+    }
+}
+
+/// Adds the calls already waiting to `batch`, up to [`MAX_BATCH`].
+fn take_waiting(calls: &mpsc::Receiver<Call>, batch: &mut Vec<Call>) {
+    while batch.len() < MAX_BATCH {
+        match calls.try_recv() {
+            Ok(call) => batch.push(call),
+            Err(_) => break,
+        }
+    }
+}
+
+impl Call {
+    /// A delete nobody waits for.
+    fn is_detached(&self) -> bool {
+        matches!(self, Call::Delete(_, None))
     }
 }
 
 /// Applies `batch` in one transaction and commits it; every call is answered after
 /// the commit, with its error if it failed.
 fn commit(connection: &Connection, batch: Vec<Call>) {
-    let began = connection.execute_batch("BEGIN IMMEDIATE").map_err(sql);
+    let began = run(connection, "BEGIN IMMEDIATE");
     let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
     for call in batch {
         let ready = |done| began.clone().and(done);
@@ -244,6 +280,7 @@ fn commit(connection: &Connection, batch: Vec<Call>) {
                     let _ = reply.send(committed.clone().and(listed));
                 })
             }
+            Call::Flush(reply) => answer(reply, Ok(())),
             Call::Delete(name, reply) => {
                 let done = ready(Ok(())).and_then(|()| delete(connection, &name));
                 match reply {
@@ -253,9 +290,9 @@ fn commit(connection: &Connection, batch: Vec<Call>) {
             }
         });
     }
-    let committed = began.and_then(|()| connection.execute_batch("COMMIT").map_err(sql));
+    let committed = began.and_then(|()| run(connection, "COMMIT"));
     if committed.is_err() {
-        let _ = connection.execute_batch("ROLLBACK");
+        let _ = run(connection, "ROLLBACK");
     }
     for answer in answers {
         answer(&committed);
@@ -290,6 +327,15 @@ fn import_files(
         std::fs::remove_file(file.path()).map_err(|err| StoreError::io(&err))?;
     }
     Ok(())
+}
+
+/// Runs a statement of no parameters and no rows, prepared once per connection.
+fn run(connection: &Connection, statement: &str) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(statement)
+        .and_then(|mut statement| statement.raw_execute())
+        .map(drop)
+        .map_err(sql)
 }
 
 fn read(connection: &Connection, name: &str) -> Result<Option<Versioned>, StoreError> {
@@ -443,6 +489,14 @@ mod tests {
             Vec::new(),
             "a later list sees the delete"
         );
+        store.put("c", b"x").await.unwrap();
+        store.delete_later("c");
+        store.flush().await.unwrap();
+        let other = Connection::open(folder.join(DATABASE)).unwrap();
+        let rows: i64 = other
+            .query_row("SELECT count(*) FROM objects", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rows, 0, "a flush commits the deletes waiting for a write");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
