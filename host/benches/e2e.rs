@@ -30,6 +30,10 @@
 //! - host: `sfn-wasm-host serve` with the `greet` component, `workers = N`, its compile
 //!   cache filled beforehand (`sfn-wasm-host compile`, as a deploy would), JSON logs at the
 //!   default level (info) to a pipe, as in production.
+//! - host with outbox / with idempotency (keep-alive stand-in, queued): the same with
+//!   `[host] outbox_dir`, or `[activity.idempotency]` on a folder with every task's key
+//!   new (`"id": "{n}"` in the input), each also with `durability = "process-crash"`; a
+//!   table prints what each adds per task over the host without it.
 //!
 //! To count rather than time (syscalls, instructions), `E2E_WRAP` holds a command prefix
 //! put in front of every worker's command line, split at whitespace (no quoting), e.g.

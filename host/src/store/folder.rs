@@ -1,5 +1,7 @@
 //! A store in a folder on one host: a file per object, private to the host's user,
 //! written to a temporary file, fsync'd and renamed, so a reader never sees half of one.
+//! For checkpoints (large, saved at the guest's pace); the per-task records live in a
+//! [`JournalStore`](super::JournalStore), since a file per record costs an inode each.
 //!
 //! The folder is the host's own: an existing one is refused unless it is owned by the
 //! user running the host and writable by nobody else ([`check_owned`]), and
@@ -15,14 +17,12 @@ use async_trait::async_trait;
 
 use sfn_wasm_engine::host_folder::{check_owned, remove_stale_temporaries, sync_dir};
 
-use super::{Claimed, Durability, Store, StoreError, Version, Versioned};
+use super::{Claimed, Store, StoreError, Version, Versioned};
 use crate::ids::sha256_hex;
 
 /// Objects as files in one folder.
 pub struct FolderStore {
     dir: PathBuf,
-    /// Whether a write is fsync'd before it returns.
-    durability: Durability,
     /// Numbers temporary files, so that two writes of one name never share one.
     writes: AtomicU64,
     /// Random, per store: processes of one PID (PID 1 in two containers sharing a
@@ -31,25 +31,14 @@ pub struct FolderStore {
 }
 
 impl FolderStore {
-    /// The store in `dir`, created (private) if missing, whose writes survive power loss
-    /// (see [`open_with`](Self::open_with)).
+    /// The store in `dir`, created (private) if missing.
     ///
     /// # Errors
     /// [`StoreError`] when the folder cannot be created or is not a folder.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        Self::open_with(dir, Durability::PowerLoss)
-    }
-
-    /// The store in `dir`, created (private) if missing, whose writes survive what
-    /// `durability` says once they return.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the folder cannot be created or is not a folder.
-    pub fn open_with(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
         open_private_folder(dir)?;
         Ok(Self {
             dir: dir.to_owned(),
-            durability,
             writes: AtomicU64::new(0),
             // Only uniqueness across processes is asked of it.
             salt: fastrand::u32(..),
@@ -132,25 +121,10 @@ fn create(path: &Path, new: bool) -> std::io::Result<std::fs::File> {
     options.open(path)
 }
 
-/// Writes `data` whole to a new private file, and syncs it when `durability` asks.
-fn write_whole(
-    file: &mut std::fs::File,
-    data: &[u8],
-    durability: Durability,
-) -> std::io::Result<()> {
+/// Writes `data` whole to a new private file at `path` and makes it durable.
+fn write_durably(file: &mut std::fs::File, data: &[u8]) -> std::io::Result<()> {
     file.write_all(data)?;
-    match durability {
-        Durability::PowerLoss => file.sync_all(),
-        Durability::ProcessCrash => Ok(()),
-    }
-}
-
-/// Syncs the folder (a rename or link in it) when `durability` asks.
-fn sync_folder(dir: &Path, durability: Durability) -> std::io::Result<()> {
-    match durability {
-        Durability::PowerLoss => sync_dir(dir),
-        Durability::ProcessCrash => Ok(()),
-    }
+    file.sync_all()
 }
 
 #[async_trait]
@@ -168,13 +142,12 @@ impl Store for FolderStore {
 
     async fn put(&self, name: &str, data: &[u8]) -> Result<(), StoreError> {
         let (dir, path, data) = (self.dir.clone(), self.path(name), data.to_vec());
-        let durability = self.durability;
         let temporary = self.temporary(name);
         tokio::task::spawn_blocking(move || {
             let written = create(&temporary, false)
-                .and_then(|mut file| write_whole(&mut file, &data, durability))
+                .and_then(|mut file| write_durably(&mut file, &data))
                 .and_then(|()| std::fs::rename(&temporary, &path))
-                .and_then(|()| sync_folder(&dir, durability));
+                .and_then(|()| sync_dir(&dir));
             if written.is_err() {
                 let _ = std::fs::remove_file(&temporary);
             }
@@ -193,13 +166,12 @@ impl Store for FolderStore {
 
     async fn put_if_absent(&self, name: &str, data: &[u8]) -> Result<Claimed, StoreError> {
         let (dir, path, data) = (self.dir.clone(), self.path(name), data.to_vec());
-        let durability = self.durability;
         let temporary = self.temporary(name);
         tokio::task::spawn_blocking(move || {
             // Written whole first, then linked to the name (which fails if it exists):
             // nobody ever reads a claim half written.
-            let written = create(&temporary, true)
-                .and_then(|mut file| write_whole(&mut file, &data, durability));
+            let written =
+                create(&temporary, true).and_then(|mut file| write_durably(&mut file, &data));
             if let Err(err) = written {
                 let _ = std::fs::remove_file(&temporary);
                 return Err(StoreError::io(&err));
@@ -214,7 +186,7 @@ impl Store for FolderStore {
                 }
                 Err(err) => return Err(StoreError::io(&err)),
             }
-            match sync_folder(&dir, durability) {
+            match sync_dir(&dir) {
                 Ok(()) => Ok(Claimed::Yes(version_of(&data))),
                 // Not durable: the name is given back rather than held by a claim that
                 // may not survive a crash.
@@ -235,7 +207,6 @@ impl Store for FolderStore {
         version: &Version,
     ) -> Result<Claimed, StoreError> {
         let (dir, path, data) = (self.dir.clone(), self.path(name), data.to_vec());
-        let durability = self.durability;
         let temporary = self.temporary(name);
         let version = version.clone();
         tokio::task::spawn_blocking(move || {
@@ -261,9 +232,9 @@ impl Store for FolderStore {
                 return Ok(Claimed::AlreadyTaken);
             }
             let written = create(&temporary, true)
-                .and_then(|mut file| write_whole(&mut file, &data, durability))
+                .and_then(|mut file| write_durably(&mut file, &data))
                 .and_then(|()| std::fs::rename(&temporary, &path))
-                .and_then(|()| sync_folder(&dir, durability));
+                .and_then(|()| sync_dir(&dir));
             if written.is_err() {
                 let _ = std::fs::remove_file(&temporary);
             }
@@ -332,38 +303,6 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("b")]);
-    }
-
-    /// With `process-crash` durability the same calls keep the same promises (whole
-    /// files, one winner of a claim), only without the fsyncs.
-    #[tokio::test]
-    async fn process_crash_durability_writes_whole_files_without_syncing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FolderStore::open_with(dir.path(), Durability::ProcessCrash).unwrap();
-        store.put("a", b"one").await.unwrap();
-        let Claimed::Yes(version) = store.put_if_absent("b", b"x").await.unwrap() else {
-            panic!("b was free");
-        };
-        assert_eq!(
-            store.put_if_absent("b", b"y").await.unwrap(),
-            Claimed::AlreadyTaken
-        );
-        assert!(matches!(
-            store.put_if_match("b", b"z", &version).await.unwrap(),
-            Claimed::Yes(_)
-        ));
-        assert_eq!(store.get("a").await.unwrap().as_deref(), Some(&b"one"[..]));
-        assert_eq!(store.get("b").await.unwrap().as_deref(), Some(&b"z"[..]));
-        // A second store on the folder (the next start, after a crash) reads them.
-        let again = FolderStore::open(dir.path()).unwrap();
-        assert_eq!(again.get("b").await.unwrap().as_deref(), Some(&b"z"[..]));
-        let mut names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|name| name != LOCK_FILE)
-            .collect();
-        names.sort();
-        assert_eq!(names, ["a", "b"], "no temporary file is left behind");
     }
 
     /// Of writers that read one version, one replaces it; the others find it changed.

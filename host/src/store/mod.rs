@@ -72,30 +72,20 @@ impl fmt::Display for StoreLocation {
     }
 }
 
-/// What a folder store's write survives once it returns, as `durability` names it in
-/// the config. S3 has no choice to make: it answers once a write is durable.
+/// What a journal's write ([`JournalStore`]) survives once it returns, as `durability`
+/// names it in the config. S3 has no choice to make: it answers once a write is durable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Durability {
-    /// `"power-loss"` (the default): the file and its folder are fsync'd before the
-    /// write returns, so it survives a power cut or a kernel crash, and costs a journal
-    /// commit per write (~200 µs of CPU on this project's VMs: `BENCHMARKS.md`).
+    /// `"power-loss"` (the default): the log is fsync'd before the write returns, so it
+    /// survives a power cut or a kernel crash; writes that arrive together share one
+    /// fsync.
     #[default]
     PowerLoss,
-    /// `"process-crash"`: written and renamed into place, not fsync'd: the kernel holds
-    /// it, so it survives the host's `kill -9`, an OOM kill or a panic, but not a power
-    /// cut or a kernel crash in the seconds before the kernel writes it back.
+    /// `"process-crash"`: the log is handed to the kernel, not fsync'd: it survives the
+    /// host's `kill -9`, an OOM kill or a panic, but not a power cut or a kernel crash
+    /// before the log's next checkpoint.
     ProcessCrash,
-}
-
-impl Durability {
-    /// The config's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PowerLoss => "power-loss",
-            Self::ProcessCrash => "process-crash",
-        }
-    }
 }
 
 /// Why a store call failed: a short code (the AWS error code, or the OS error's kind)
