@@ -511,8 +511,9 @@ impl ActivityConsumer {
             .await;
         }
         // Settled entries whose removal waits for a write to ride with: none comes now.
+        // (Bounded as the outbox's writes are: a hung volume must not hold the exit.)
         if let Some(outbox) = &self.outbox {
-            outbox.flush().await;
+            let _ = tokio::time::timeout(crate::outbox::WRITE_DEADLINE, outbox.flush()).await;
         }
         ShutdownReport { aborted }
     }

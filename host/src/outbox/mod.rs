@@ -220,6 +220,7 @@ impl Outbox {
             Ok(()) => "set aside",
             Err(_) => "deleted",
         };
+        let _ = host_folder::sync_dir(&self.dir);
         self.journal.delete_later(name);
         tracing::warn!(
             event = "outbox:refused",
@@ -575,7 +576,10 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(data)
+    let mut file = options.open(path)?;
+    file.write_all(data)?;
+    // Durable before its row goes.
+    file.sync_all()
 }
 
 /// Which answer an entry holds, to tell when a delivery moved on to another.

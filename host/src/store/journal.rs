@@ -27,8 +27,10 @@ use crate::ids::sha256_hex;
 /// The database's file name in its folder.
 pub const DATABASE: &str = "store.sqlite";
 
-/// How long a call waits for another process's lock on the database.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a call waits for another connection's lock on the database (another
+/// process, or another store on the same folder): under the outbox's 2 s write
+/// deadline, so that contention fails a write rather than marks the volume hung.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The most calls one commit takes: a bound on what one failed commit fails.
 const MAX_BATCH: usize = 512;
@@ -101,6 +103,7 @@ impl JournalStore {
         let connection = connect(&path, durability)?;
         if let Legacy::Import(is_object) = legacy {
             import_files(&connection, dir, is_object)?;
+            run(&connection, synchronous(durability))?;
         }
         let (calls, received) = mpsc::channel();
         std::thread::Builder::new()
@@ -183,22 +186,28 @@ fn create_private(path: &Path) -> std::io::Result<()> {
 fn connect(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
     let connection = Connection::open(path).map_err(sql)?;
     connection.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
-    let synchronous = match durability {
-        Durability::PowerLoss => "FULL",
-        Durability::ProcessCrash => "NORMAL",
-    };
     connection
         .execute_batch(&format!(
             "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = {synchronous};
+             {};
              CREATE TABLE IF NOT EXISTS objects (
                  name TEXT PRIMARY KEY NOT NULL,
                  data BLOB NOT NULL,
                  version TEXT NOT NULL
-             ) WITHOUT ROWID;"
+             ) WITHOUT ROWID;",
+            synchronous(durability)
         ))
         .map_err(sql)?;
     Ok(connection)
+}
+
+/// The `synchronous` setting of a durability: WAL synced at every commit, or at
+/// checkpoints only.
+fn synchronous(durability: Durability) -> &'static str {
+    match durability {
+        Durability::PowerLoss => "PRAGMA synchronous = FULL",
+        Durability::ProcessCrash => "PRAGMA synchronous = NORMAL",
+    }
 }
 
 fn sql(err: rusqlite::Error) -> StoreError {
@@ -254,35 +263,62 @@ impl Call {
 /// Applies `batch` in one transaction and commits it; every call is answered after
 /// the commit, with its error if it failed.
 fn commit(connection: &Connection, batch: Vec<Call>) {
-    let began = run(connection, "BEGIN IMMEDIATE");
+    let mut began = run(connection, "BEGIN IMMEDIATE");
     let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
     for call in batch {
-        let ready = |done| began.clone().and(done);
+        // Every call runs only inside the transaction: once an error has rolled it back
+        // (SQLite does on a full disk or an I/O error), the rest of the batch fails
+        // with it rather than run, and commit, on its own.
+        let mut step = |work: &dyn Fn() -> Result<(), StoreError>| {
+            let done = began.clone().and_then(|()| work());
+            if let Err(err) = &done
+                && began.is_ok()
+                && connection.is_autocommit()
+            {
+                began = Err(err.clone());
+            }
+            done
+        };
         answers.push(match call {
             Call::Read(name, reply) => {
-                answer(reply, ready(Ok(())).and_then(|()| read(connection, &name)))
+                let found = std::cell::RefCell::new(None);
+                let done = step(&|| {
+                    *found.borrow_mut() = Some(read(connection, &name)?);
+                    Ok(())
+                });
+                answer(reply, done.map(|()| found.into_inner().flatten()))
             }
-            Call::Put(name, data, reply) => answer(
-                reply,
-                ready(Ok(())).and_then(|()| put(connection, &name, &data)),
-            ),
-            Call::PutIfAbsent(name, data, reply) => answer(
-                reply,
-                ready(Ok(())).and_then(|()| put_if_absent(connection, &name, &data)),
-            ),
-            Call::PutIfMatch(name, data, version, reply) => answer(
-                reply,
-                ready(Ok(())).and_then(|()| put_if_match(connection, &name, &data, &version)),
-            ),
+            Call::Put(name, data, reply) => answer(reply, step(&|| put(connection, &name, &data))),
+            Call::PutIfAbsent(name, data, reply) => {
+                let claimed = std::cell::Cell::new(Claimed::AlreadyTaken);
+                let done = step(&|| {
+                    claimed.set(put_if_absent(connection, &name, &data)?);
+                    Ok(())
+                });
+                answer(reply, done.map(|()| claimed.into_inner()))
+            }
+            Call::PutIfMatch(name, data, version, reply) => {
+                let claimed = std::cell::Cell::new(Claimed::AlreadyTaken);
+                let done = step(&|| {
+                    claimed.set(put_if_match(connection, &name, &data, &version)?);
+                    Ok(())
+                });
+                answer(reply, done.map(|()| claimed.into_inner()))
+            }
             Call::List(reply) => {
-                let listed = began.clone().and_then(|()| list(connection));
+                let listed = std::cell::RefCell::new(Vec::new());
+                let done = step(&|| {
+                    *listed.borrow_mut() = list(connection)?;
+                    Ok(())
+                });
+                let listed = done.map(|()| listed.into_inner());
                 Box::new(move |committed: &Result<(), StoreError>| {
                     let _ = reply.send(committed.clone().and(listed));
                 })
             }
             Call::Flush(reply) => answer(reply, Ok(())),
             Call::Delete(name, reply) => {
-                let done = ready(Ok(())).and_then(|()| delete(connection, &name));
+                let done = step(&|| delete(connection, &name));
                 match reply {
                     Some(reply) => answer(reply, done),
                     None => Box::new(|_| {}),
@@ -291,7 +327,7 @@ fn commit(connection: &Connection, batch: Vec<Call>) {
         });
     }
     let committed = began.and_then(|()| run(connection, "COMMIT"));
-    if committed.is_err() {
+    if committed.is_err() && !connection.is_autocommit() {
         let _ = run(connection, "ROLLBACK");
     }
     for answer in answers {
@@ -315,6 +351,7 @@ fn import_files(
     let Ok(files) = std::fs::read_dir(dir) else {
         return Ok(());
     };
+    let mut found = Vec::new();
     for file in files.flatten() {
         let Some(name) = file.file_name().to_str().map(str::to_owned) else {
             continue;
@@ -322,10 +359,36 @@ fn import_files(
         if !is_object(&name) || !file.file_type().is_ok_and(|t| t.is_file()) {
             continue;
         }
-        let data = std::fs::read(file.path()).map_err(|err| StoreError::io(&err))?;
-        put_if_absent(connection, &name, &data)?;
-        std::fs::remove_file(file.path()).map_err(|err| StoreError::io(&err))?;
+        match std::fs::read(file.path()) {
+            Ok(data) => found.push((name, data, file.path())),
+            // Left where it is, as an older version would have: not a reason to refuse
+            // to start.
+            Err(err) => {
+                tracing::warn!(file = %file.path().display(), error = %err, "a file an older version kept could not be read and was left in place")
+            }
+        }
     }
+    if found.is_empty() {
+        return Ok(());
+    }
+    // One transaction, fsync'd whatever the store's durability: the files go only once
+    // their rows would survive a power cut, as the files did.
+    run(connection, "PRAGMA synchronous = FULL")?;
+    run(connection, "BEGIN IMMEDIATE")?;
+    for (name, data, _) in &found {
+        if let Err(err) = put_if_absent(connection, name, data) {
+            let _ = run(connection, "ROLLBACK");
+            return Err(err);
+        }
+    }
+    if let Err(err) = run(connection, "COMMIT") {
+        let _ = run(connection, "ROLLBACK");
+        return Err(err);
+    }
+    for (_, _, path) in &found {
+        let _ = std::fs::remove_file(path);
+    }
+    let _ = sfn_wasm_engine::host_folder::sync_dir(dir);
     Ok(())
 }
 
@@ -361,7 +424,14 @@ fn list(connection: &Connection) -> Result<Objects, StoreError> {
     let rows = statement
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
         .map_err(sql)?;
-    rows.collect::<Result<_, _>>().map_err(sql)
+    // A row that is not a name and bytes (written by another program) is skipped, not
+    // a reason to list nothing.
+    Ok(rows
+        .filter_map(|row| {
+            row.inspect_err(|err| tracing::warn!(error = %err, "a row of the store that is not a name and bytes was skipped"))
+                .ok()
+        })
+        .collect())
 }
 
 fn put(connection: &Connection, name: &str, data: &[u8]) -> Result<(), StoreError> {
