@@ -313,31 +313,7 @@ mod tests {
         let Claimed::Yes(first) = store.put_if_absent("k", b"old").await.unwrap() else {
             panic!("k was free");
         };
-        let writers: Vec<_> = (0..16)
-            .map(|n| {
-                let (store, first) = (store.clone(), first.clone());
-                tokio::spawn(async move {
-                    store
-                        .put_if_match("k", format!("new {n}").as_bytes(), &first)
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        let mut won = Vec::new();
-        for writer in writers {
-            if let Claimed::Yes(version) = writer.await.unwrap() {
-                won.push(version);
-            }
-        }
-        assert_eq!(
-            won.len(),
-            1,
-            "exactly one writer replaces the version it read"
-        );
-        let now = store.read("k").await.unwrap().unwrap();
-        assert_eq!(now.version, won[0]);
-        assert_ne!(now.version, first);
+        super::super::contract::one_of_sixteen_replaces(store.clone(), &first).await;
         // A missing name matches no version.
         assert_eq!(
             store.put_if_match("gone", b"x", &first).await.unwrap(),

@@ -186,6 +186,45 @@ pub trait Store: Send + Sync + 'static {
     async fn delete(&self, name: &str) -> Result<(), StoreError>;
 }
 
+/// What every store promises, as tests both folder stores run.
+#[cfg(test)]
+mod contract {
+    use std::sync::Arc;
+
+    use super::{Claimed, Store, Version};
+
+    /// Sixteen writers that read `first` of `k` race to replace it: exactly one does;
+    /// returns the version it wrote.
+    pub(super) async fn one_of_sixteen_replaces(store: Arc<dyn Store>, first: &Version) -> Version {
+        let writers: Vec<_> = (0..16)
+            .map(|n| {
+                let (store, first) = (store.clone(), first.clone());
+                tokio::spawn(async move {
+                    store
+                        .put_if_match("k", format!("new {n}").as_bytes(), &first)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for writer in writers {
+            if let Claimed::Yes(version) = writer.await.unwrap() {
+                won.push(version);
+            }
+        }
+        assert_eq!(
+            won.len(),
+            1,
+            "exactly one writer replaces the version it read"
+        );
+        let now = store.read("k").await.unwrap().unwrap();
+        assert_eq!(now.version, won[0]);
+        assert_ne!(&now.version, first);
+        won.remove(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""CPU and wall time per durable write on this machine's disk, four ways (BENCHMARKS.md,
+issue 37): a file per record renamed into place with two fsyncs (the folder stores'
+way), the same without fsync, an append + fdatasync to one file (a log's way), and an
+append alone. Run: python3 scripts/bench-disk-writes.py [FOLDER] (default: target/)."""
+import os
+import resource
+import sys
+import tempfile
+import time
+
+N = 2000
+
+
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(name, write):
+    start_cpu, start_wall = cpu(), time.time()
+    for i in range(N):
+        write(i)
+    print(f"| {name} | {(cpu() - start_cpu) / N * 1e6:.0f} µs | {(time.time() - start_wall) / N * 1e6:.0f} µs |")
+
+
+def main():
+    base = sys.argv[1] if len(sys.argv) > 1 else "target"
+    os.makedirs(base, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=base) as d:
+        folder = os.open(d, os.O_RDONLY)
+        record = b"x" * 300
+
+        def file_renamed(i, sync):
+            tmp = f"{d}/.{i}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.write(fd, record)
+            if sync:
+                os.fsync(fd)
+            os.close(fd)
+            os.rename(tmp, f"{d}/{'s' if sync else 'n'}{i}")
+            if sync:
+                os.fsync(folder)
+
+        log = os.open(f"{d}/log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        print(f"{N} writes of {len(record)} bytes each in {d}\n")
+        print("| write | CPU per write | wall per write |")
+        print("|---|---:|---:|")
+        measure("file + rename + 2 fsyncs", lambda i: file_renamed(i, True))
+        measure("file + rename", lambda i: file_renamed(i, False))
+        measure("append + fdatasync", lambda i: (os.write(log, record), os.fdatasync(log)))
+        measure("append", lambda i: os.write(log, record))
+
+
+if __name__ == "__main__":
+    main()
