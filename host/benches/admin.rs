@@ -30,6 +30,7 @@ fn history(metrics: &Metrics, status: &StatusBoard, arn: &Arc<str>) {
     let handler = |event: HandlerEvent| Event {
         kind: EventKind::Handler(event),
         activity: arn.clone(),
+        task_source: "activity",
     };
     let worker = |event: WorkerEvent| Event {
         kind: EventKind::Worker {
@@ -37,6 +38,7 @@ fn history(metrics: &Metrics, status: &StatusBoard, arn: &Arc<str>) {
             event,
         },
         activity: arn.clone(),
+        task_source: "activity",
     };
     let task = |event: TaskEvent, id: &str| Event {
         kind: EventKind::Task {
@@ -49,6 +51,7 @@ fn history(metrics: &Metrics, status: &StatusBoard, arn: &Arc<str>) {
             event,
         },
         activity: arn.clone(),
+        task_source: "activity",
     };
     for observer in [metrics as &dyn Observer, status as &dyn Observer] {
         observer.observe(&handler(HandlerEvent::Loaded {

@@ -7,6 +7,7 @@ use sfn_wasm_engine::{TaskControl, WasmEngine};
 use sfn_wasm_outbound::GuestSockets;
 use tokio_util::sync::CancellationToken;
 
+use crate::callback::CallbackQueue;
 use crate::config::{ActivityConfig, Config, KeyPath};
 use crate::delivery::DeliveryOptions;
 use crate::events::{Emitter, Events, HandlerEvent};
@@ -23,6 +24,7 @@ use crate::reload::ReloadTarget;
 use crate::rollout::VersionChooser;
 use crate::secrets::SecretStore;
 use crate::sfn::StepFunctions;
+use crate::sqs::Sqs;
 use crate::store::{FolderStore, JournalStore, Legacy, S3Store, Store, StoreError, StoreLocation};
 
 /// After the grace, how long aborted tasks get to deliver their `SfnWasmHost.Shutdown`
@@ -54,22 +56,22 @@ pub struct ActivityConsumer {
 pub enum ConsumerError {
     /// An activity's grants could not be resolved (a `from_env` variable went missing
     /// since the config was read).
-    #[error("{}: activity[{index}]: {source}", file.display())]
+    #[error("{}: {table}: {source}", file.display())]
     Grants {
         /// The config file.
         file: std::path::PathBuf,
-        /// The activity's index.
-        index: usize,
+        /// The activity's table (`activity[0]`, `callback[1]`).
+        table: KeyPath,
         /// What is wrong, with the key under the activity.
         source: GrantError,
     },
     /// An activity's `record` folder cannot be used.
-    #[error("{}: `activity[{index}].record`: {source}; fix its permissions or choose another folder", file.display())]
+    #[error("{}: `{table}.record`: {source}; fix its permissions or choose another folder", file.display())]
     Record {
         /// The config file.
         file: std::path::PathBuf,
-        /// The activity's index.
-        index: usize,
+        /// The activity's table (`activity[0]`, `callback[1]`).
+        table: KeyPath,
         /// What is wrong.
         source: RecordError,
     },
@@ -145,6 +147,8 @@ struct Wiring<'a> {
     /// The host's delivery options; each activity sets its own `cancel_grace`.
     delivery: DeliveryOptions,
     outbox: Option<Arc<Outbox>>,
+    /// The SQS client of every callback (made at its first call).
+    sqs: Arc<Sqs>,
 }
 
 /// One activity, wired: its pool and what the consumer keeps of it, together.
@@ -160,11 +164,10 @@ struct WiredActivity {
 }
 
 impl Wiring<'_> {
-    /// Wires `activity` (`config.activities[index]`) with its loaded handler; emits its
+    /// Wires `activity` (an entry of `config.activities`) with its loaded handler; emits its
     /// `handler:loaded`.
     fn activity(
         &self,
-        index: usize,
         activity: &ActivityConfig,
         loaded: LoadedActivity,
     ) -> Result<WiredActivity, ConsumerError> {
@@ -178,14 +181,14 @@ impl Wiring<'_> {
             Grants::resolve_with(&activity.grants, &self.secrets, &share).map_err(|source| {
                 ConsumerError::Grants {
                     file: config.file.clone(),
-                    index,
+                    table: activity.key.clone(),
                     source,
                 }
             })?;
         let grants = GrantsSlot::new(activity.grants.clone(), grants, self.secrets.clone());
-        let arn: Arc<str> = activity.arn.shared();
+        let arn: Arc<str> = activity.name.clone();
         let secrets_now = grants.keep_secrets_fresh(arn.clone(), self.stop_polling.child_token());
-        let emitter = Emitter::for_activity(self.events.clone(), arn.clone());
+        let emitter = Emitter::for_source(self.events.clone(), arn.clone(), activity.source.kind());
         emitter.emit(HandlerEvent::Loaded {
             digest: loaded.handler.digest().hex().clone(),
             cache: loaded.cache.name(),
@@ -196,11 +199,11 @@ impl Wiring<'_> {
             activity.rollout,
             emitter.clone(),
         ));
-        let recorder = self.recorder(index, activity)?;
+        let recorder = self.recorder(activity)?;
         // Opened in the order the config's sections come: a config with two broken
         // stores is told of the first.
-        let progress = self.progress(index, activity)?;
-        let idempotency = self.idempotency(index, activity)?;
+        let progress = self.progress(activity)?;
+        let idempotency = self.idempotency(activity)?;
         let shared = Arc::new(ActivityShared {
             arn: arn.clone(),
             activity: activity.clone(),
@@ -223,6 +226,7 @@ impl Wiring<'_> {
             progress,
             idempotency: idempotency.clone(),
             outbox: self.outbox.clone(),
+            callback: self.callback_queue(activity),
         });
         Ok(WiredActivity {
             arn,
@@ -248,18 +252,24 @@ impl Wiring<'_> {
         })
     }
 
+    /// A callback's queue; `None` for an activity.
+    fn callback_queue(&self, activity: &ActivityConfig) -> Option<Arc<CallbackQueue>> {
+        let queue = activity.source.callback()?;
+        Some(Arc::new(CallbackQueue::new(
+            self.sqs.clone(),
+            self.sfn.clone(),
+            queue.clone(),
+        )))
+    }
+
     /// The activity's recorder (`record`), started.
-    fn recorder(
-        &self,
-        index: usize,
-        activity: &ActivityConfig,
-    ) -> Result<Option<Arc<Recorder>>, ConsumerError> {
+    fn recorder(&self, activity: &ActivityConfig) -> Result<Option<Arc<Recorder>>, ConsumerError> {
         let Some(record) = &activity.record else {
             return Ok(None);
         };
         let recorder = Recorder::start(record).map_err(|source| ConsumerError::Record {
             file: self.config.file.clone(),
-            index,
+            table: activity.key.clone(),
             source,
         })?;
         Ok(Some(Arc::new(recorder)))
@@ -268,13 +278,12 @@ impl Wiring<'_> {
     /// The activity's progress store (`[activity.progress]`), opened.
     fn progress(
         &self,
-        index: usize,
         activity: &ActivityConfig,
     ) -> Result<Option<Arc<ActivityProgress>>, ConsumerError> {
         let Some(progress) = &activity.progress else {
             return Ok(None);
         };
-        let key = KeyPath::activity(index).key("progress").key("store");
+        let key = activity.key.key("progress").key("store");
         Ok(Some(Arc::new(ActivityProgress::new(
             // A checkpoint is a file: it may be large (up to 64 MiB) and is saved at
             // the guest's pace, not once per task.
@@ -289,13 +298,12 @@ impl Wiring<'_> {
     /// The activity's idempotency store (`[activity.idempotency]`), opened.
     fn idempotency(
         &self,
-        index: usize,
         activity: &ActivityConfig,
     ) -> Result<Option<Arc<ActivityIdempotency>>, ConsumerError> {
         let Some(idempotency) = &activity.idempotency else {
             return Ok(None);
         };
-        let key = KeyPath::activity(index).key("idempotency").key("store");
+        let key = activity.key.key("idempotency").key("store");
         // A claim outlives the longest a task can take to be answered.
         let claim_ttl =
             activity.task_timeout + self.config.host.answer_retry + activity.cancel_grace;
@@ -371,10 +379,11 @@ impl ActivityConsumer {
                 give_up: give_up.clone(),
             },
             outbox: outbox.clone(),
+            sqs: Arc::new(Sqs::new(&config.aws)),
         };
         let mut wired = Vec::with_capacity(activities.len());
-        for (index, (activity, loaded)) in config.activities.iter().zip(activities).enumerate() {
-            wired.push(wiring.activity(index, activity, loaded)?);
+        for (activity, loaded) in config.activities.iter().zip(activities) {
+            wired.push(wiring.activity(activity, loaded)?);
         }
         // Once the activities' idempotency stores are open: a recovered answer settles
         // the claim its task held.

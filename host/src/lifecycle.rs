@@ -36,7 +36,7 @@ use crate::sfn_transport::SfnTransport;
 pub struct ActivityShared {
     /// The activity's settings.
     pub activity: ActivityConfig,
-    /// The ARN, for events.
+    /// The ARN (a callback's queue URL), for events.
     pub arn: Arc<str>,
     /// Step Functions.
     pub sfn: Arc<dyn StepFunctions>,
@@ -72,6 +72,9 @@ pub struct ActivityShared {
     pub idempotency: Option<Arc<ActivityIdempotency>>,
     /// `[host] outbox_dir`: where answers are kept until settled, if anywhere.
     pub outbox: Option<Arc<Outbox>>,
+    /// A `[[callback]]`'s queue, which its workers receive from instead of polling
+    /// Step Functions; `None` for an activity.
+    pub callback: Option<Arc<crate::callback::CallbackQueue>>,
 }
 
 /// A token bucket of task starts: `rate` a second, holding a second's worth (at least
@@ -90,7 +93,10 @@ impl ActivityShared {
         task: &ActivityTask,
         digest: Arc<str>,
     ) -> (TaskEmitter, Arc<str>) {
-        let task_id: Arc<str> = task_id(&task.token).into();
+        let task_id: Arc<str> = match &task.id {
+            Some(id) => id.as_str().into(),
+            None => task_id(&task.token).into(),
+        };
         let emitter = worker.for_task(TaskRef {
             task_id: task_id.clone(),
             handler_digest: digest,
@@ -205,19 +211,20 @@ impl ActivityShared {
 
     /// Runs one task to its one answer, delivered (or given up on) before it returns;
     /// `worker` and `worker_name` are those of the worker that polled it, `received`
-    /// when its poll returned.
+    /// when its poll returned. Returns what became of the answer (a callback's message
+    /// is deleted once it was accepted or the task is closed).
     pub async fn run(
         &self,
         worker: &WorkerEmitter,
         worker_name: &Arc<str>,
         task: ActivityTask,
         received: Instant,
-    ) {
+    ) -> AnswerState {
         let chosen = self.versions.choose();
         let handler = chosen.handler.clone();
         let (emitter, task_id) = Self::task_emitter(worker, &task, handler.digest().hex().clone());
         emitter.emit(TaskEvent::Received);
-        let ActivityTask { token, input } = task;
+        let ActivityTask { token, input, .. } = task;
         let recorded = self.recorder.as_ref().map(|_| {
             (
                 input.clone(),
@@ -237,7 +244,7 @@ impl ActivityShared {
             .claim_key(&emitter, &task_id, &input, &delivery, received)
             .await
         else {
-            return;
+            return delivery.state();
         };
         if let (Some(kept), Some(claim)) = (&kept, &claim) {
             kept.claimed(claim);
@@ -294,6 +301,7 @@ impl ActivityShared {
             log_lines_dropped: report.log_lines_dropped,
             deduplicated: false,
         }));
+        state
     }
 
     /// What the task's instance may use: the activity's grants (environment, folders,

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, KeyPath};
 use crate::grants::EnvSource;
 use crate::secrets::{SecretError, SecretStore};
 use crate::source::{Fetch, Fetcher, HandlerSource, check_pin};
@@ -67,12 +67,12 @@ pub enum LoadingError {
     #[error(transparent)]
     Fetcher(#[from] rustls::Error),
     /// One activity's secret cannot be read: missing, denied or malformed.
-    #[error("{}: `activity[{index}].env.{name}`: {error}; check the name, and that the host's credentials may read it (secretsmanager:GetSecretValue; ssm:GetParameter, and kms:Decrypt for a SecureString)", file.display())]
+    #[error("{}: `{table}.env.{name}`: {error}; check the name, and that the host's credentials may read it (secretsmanager:GetSecretValue; ssm:GetParameter, and kms:Decrypt for a SecureString)", file.display())]
     Secret {
         /// The config file.
         file: std::path::PathBuf,
-        /// The activity's index.
-        index: usize,
+        /// The activity's table (`activity[0]`, `callback[1]`).
+        table: KeyPath,
         /// The guest's variable.
         name: String,
         /// What AWS said (its error code), never the value.
@@ -80,12 +80,12 @@ pub enum LoadingError {
     },
     /// One activity's handler: unreadable, unreachable, another digest than its pin, or
     /// not a valid handler.
-    #[error("{}: `activity[{index}].{key}`: {message}", file.display())]
+    #[error("{}: `{table}.{key}`: {message}", file.display())]
     Handler {
         /// The config file.
         file: std::path::PathBuf,
-        /// The activity's index.
-        index: usize,
+        /// The activity's table (`activity[0]`, `callback[1]`).
+        table: KeyPath,
         /// `handler` or `sha256`.
         key: &'static str,
         /// What is wrong.
@@ -126,10 +126,10 @@ pub async fn load(config: Config) -> Result<Loaded, LoadingError> {
     let secrets = Arc::new(SecretStore::new(config.aws.clone()));
     read_secrets(&config, &secrets).await?;
     let mut activities = Vec::with_capacity(config.activities.len());
-    for (index, activity) in config.activities.iter().enumerate() {
+    for activity in &config.activities {
         let error = |key: &'static str, message: String| LoadingError::Handler {
             file: config.file.clone(),
-            index,
+            table: activity.key.clone(),
             key,
             message,
         };
@@ -177,7 +177,7 @@ pub async fn load(config: Config) -> Result<Loaded, LoadingError> {
 /// Reads every secret of every activity's environment, once each: a host does not start
 /// without them.
 async fn read_secrets(config: &Config, secrets: &SecretStore) -> Result<(), LoadingError> {
-    for (index, activity) in config.activities.iter().enumerate() {
+    for activity in &config.activities {
         for var in &activity.grants.env {
             let EnvSource::Secret(secret) = &var.source else {
                 continue;
@@ -190,7 +190,7 @@ async fn read_secrets(config: &Config, secrets: &SecretStore) -> Result<(), Load
                 .await
                 .map_err(|error| LoadingError::Secret {
                     file: config.file.clone(),
-                    index,
+                    table: activity.key.clone(),
                     name: var.name.clone(),
                     error: Box::new(error),
                 })?;

@@ -589,6 +589,7 @@ mod tests {
         Event {
             kind,
             activity: Arc::from("arn:a"),
+            task_source: "activity",
         }
     }
 

@@ -1,5 +1,5 @@
 //! What only AWS can say about a config, for `check --remote`: whether credentials can
-//! be found, whether each activity exists, whether each S3 handler object is there. Each
+//! be found, whether each activity and each callback's queue exists, whether each S3 handler object is there. Each
 //! problem is one line naming the key and what to do; nothing here runs under `serve`.
 
 use std::time::Duration;
@@ -7,9 +7,10 @@ use std::time::Duration;
 use aws_sdk_sfn::config::ProvideCredentials;
 
 use crate::aws::sdk_config;
-use crate::config::{Config, KeyPath};
+use crate::config::{Config, TaskSource};
 use crate::sfn::{AwsStepFunctions, NO_CREDENTIALS, SfnError};
 use crate::source::{HandlerSource, S3Source};
+use crate::sqs::Sqs;
 use crate::store::{Claimed, S3Store, Store, StoreError, StoreLocation};
 
 /// How long finding credentials may take: the chain's last resort, the instance
@@ -32,7 +33,8 @@ impl std::fmt::Display for RemoteProblem {
 }
 
 /// Asks AWS about `config`: credentials first (without them nothing else can be asked),
-/// then `DescribeActivity` for each activity, `HeadObject` for each S3 handler, and a
+/// then `DescribeActivity` for each activity, `GetQueueAttributes` for each callback's
+/// queue, `HeadObject` for each S3 handler, and a
 /// probe of each S3 store with the calls its tasks make (idempotency: a conditional
 /// create, a read and a conditional replace of a probe object, left in place; progress:
 /// a read of a missing name, a write and, unless kept after success, a delete). Every
@@ -72,35 +74,84 @@ async fn credentials_problem(shared: &aws_config::SdkConfig) -> Option<RemotePro
     }
 }
 
-/// `DescribeActivity` for each activity: one problem per activity that does not exist
-/// in `region` or cannot be described.
+/// `DescribeActivity` for each activity and `GetQueueAttributes` for each callback's
+/// queue: one problem per activity or queue that does not exist in `region` or cannot
+/// be read, and per queue without a dead-letter queue.
 async fn activity_problems(config: &Config, region: &str) -> Vec<RemoteProblem> {
     let mut problems = Vec::new();
     let sfn = AwsStepFunctions::new(&config.aws).await;
-    for (index, activity) in config.activities.iter().enumerate() {
-        let key = KeyPath::activity(index).key("arn").to_string();
-        match sfn.describe_activity(&activity.arn).await {
-            Ok(()) => {}
-            Err(SfnError::Rejected { code, .. }) if code == "ActivityDoesNotExist" => {
-                let name = activity.arn.rsplit(':').next().unwrap_or_default();
-                problems.push(RemoteProblem {
-                    key,
-                    message: format!(
-                        "{} does not exist in {region} for these credentials: create it (`aws stepfunctions create-activity --name {name}`) or fix the ARN",
-                        activity.arn
-                    ),
-                });
+    let sqs = Sqs::new(&config.aws);
+    for activity in &config.activities {
+        let problem = match &activity.source {
+            TaskSource::Activity(arn) => activity_problem(&sfn, arn, region).await,
+            TaskSource::Callback(callback) => {
+                queue_problem(&sqs, &callback.queue_url, region).await
             }
-            Err(err) => problems.push(RemoteProblem {
-                key,
-                message: format!(
-                    "cannot describe {}: {err}; check the credentials' permissions (states:DescribeActivity) and `[aws]`",
-                    activity.arn
-                ),
-            }),
-        }
+        };
+        problems.extend(problem.map(|(key, message)| RemoteProblem {
+            key: activity.key.key(key).into(),
+            message,
+        }));
     }
     problems
+}
+
+/// What `DescribeActivity` says is wrong with `arn`, if anything, and under which key.
+async fn activity_problem(
+    sfn: &AwsStepFunctions,
+    arn: &str,
+    region: &str,
+) -> Option<(&'static str, String)> {
+    match sfn.describe_activity(arn).await {
+        Ok(()) => None,
+        Err(SfnError::Rejected { code, .. }) if code == "ActivityDoesNotExist" => {
+            let name = arn.rsplit(':').next().unwrap_or_default();
+            Some((
+                "arn",
+                format!(
+                    "{arn} does not exist in {region} for these credentials: create it (`aws stepfunctions create-activity --name {name}`) or fix the ARN"
+                ),
+            ))
+        }
+        Err(err) => Some((
+            "arn",
+            format!(
+                "cannot describe {arn}: {err}; check the credentials' permissions (states:DescribeActivity) and `[aws]`"
+            ),
+        )),
+    }
+}
+
+/// What `GetQueueAttributes` says is wrong with a callback's queue, if anything: it
+/// does not exist, cannot be read, or has no dead-letter queue for messages that are
+/// not tasks.
+async fn queue_problem(sqs: &Sqs, url: &str, region: &str) -> Option<(&'static str, String)> {
+    let shown = crate::source::redact_url(url);
+    match sqs.attributes(url).await {
+        Ok(attributes) if !attributes.contains_key("RedrivePolicy") => Some((
+            "queue_url",
+            format!(
+                "{shown} has no redrive policy: a message that is not a task would be received again and again; give the queue a dead-letter queue (`RedrivePolicy` with `maxReceiveCount`)"
+            ),
+        )),
+        Ok(_) => None,
+        Err(SfnError::Rejected { code, .. })
+            if code == "QueueDoesNotExist" || code == "AWS.SimpleQueueService.NonExistentQueue" =>
+        {
+            Some((
+                "queue_url",
+                format!(
+                    "{shown} does not exist in {region} for these credentials: create it (`aws sqs create-queue`) or fix the URL"
+                ),
+            ))
+        }
+        Err(err) => Some((
+            "queue_url",
+            format!(
+                "cannot read {shown}'s attributes: {err}; check the credentials' permissions (sqs:GetQueueAttributes, sqs:ReceiveMessage, sqs:ChangeMessageVisibility, sqs:DeleteMessage) and `[aws]`"
+            ),
+        )),
+    }
 }
 
 /// `HeadObject` for each S3 handler: one problem per object that cannot be read. The
@@ -108,7 +159,7 @@ async fn activity_problems(config: &Config, region: &str) -> Vec<RemoteProblem> 
 async fn handler_object_problems(config: &Config) -> Vec<RemoteProblem> {
     let mut problems = Vec::new();
     let mut s3 = None;
-    for (index, activity) in config.activities.iter().enumerate() {
+    for activity in &config.activities {
         let HandlerSource::S3 { bucket, key } = &activity.handler else {
             continue;
         };
@@ -118,7 +169,7 @@ async fn handler_object_problems(config: &Config) -> Vec<RemoteProblem> {
         let Some(client) = &s3 else { continue };
         if let Err(said) = client.head(bucket, key).await {
             problems.push(RemoteProblem {
-                key: KeyPath::activity(index).key("handler").into(),
+                key: activity.key.key("handler").into(),
                 message: format!(
                     "s3://{bucket}/{key} cannot be read ({said}): upload the handler there, or fix the bucket or key"
                 ),
@@ -132,17 +183,14 @@ async fn handler_object_problems(config: &Config) -> Vec<RemoteProblem> {
 /// problem per store that refuses one.
 async fn store_problems(config: &Config) -> Vec<RemoteProblem> {
     let mut problems = Vec::new();
-    for (index, activity) in config.activities.iter().enumerate() {
+    for activity in &config.activities {
         if let Some(idempotency) = &activity.idempotency
             && let StoreLocation::S3 { bucket, prefix } = &idempotency.store
         {
             let store = S3Store::new(&config.aws, bucket, prefix);
             if let Err(message) = probe_claims(&store, bucket, prefix).await {
                 problems.push(RemoteProblem {
-                    key: KeyPath::activity(index)
-                        .key("idempotency")
-                        .key("store")
-                        .into(),
+                    key: activity.key.key("idempotency").key("store").into(),
                     message,
                 });
             }
@@ -155,7 +203,7 @@ async fn store_problems(config: &Config) -> Vec<RemoteProblem> {
                 probe_progress(&store, bucket, prefix, !progress.keep_after_success).await
             {
                 problems.push(RemoteProblem {
-                    key: KeyPath::activity(index).key("progress").key("store").into(),
+                    key: activity.key.key("progress").key("store").into(),
                     message,
                 });
             }

@@ -190,7 +190,7 @@ impl HostRuntime {
                 config
                     .activities
                     .iter()
-                    .map(|a| (a.arn.as_str(), a.max_concurrent_tasks)),
+                    .map(|a| (&*a.name, a.max_concurrent_tasks)),
             ));
             (addr, metrics, status)
         });

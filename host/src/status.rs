@@ -316,6 +316,7 @@ mod tests {
                 event,
             },
             activity: Arc::from("arn:a"),
+            task_source: "activity",
         }
     }
 
@@ -331,6 +332,7 @@ mod tests {
                 event,
             },
             activity: Arc::from("arn:a"),
+            task_source: "activity",
         }
     }
 
@@ -347,6 +349,7 @@ mod tests {
                 load_ms: 1,
             }),
             activity: Arc::from("arn:a"),
+            task_source: "activity",
         });
         (board, gauges)
     }

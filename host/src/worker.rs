@@ -1,6 +1,7 @@
-//! `ActivityWorker`: one poller. It takes a free task slot, long-polls its activity,
-//! hands each task it gets to the task lifecycle ([`crate::lifecycle`]) beside its next
-//! polls, and repeats until stopped; its backoff and give-up rule live here.
+//! `ActivityWorker`: one poller. It takes a free task slot, long-polls its activity (or
+//! receives from its callback's queue, as many messages as it holds free slots), hands
+//! each task it gets to the task lifecycle ([`crate::lifecycle`]) beside its next polls,
+//! and repeats until stopped; its backoff and give-up rule live here.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,10 +9,29 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::callback::TokenCheck;
 use crate::config::PollingConfig;
 use crate::events::{WorkerEmitter, WorkerEvent};
 use crate::lifecycle::ActivityShared;
 use crate::sfn::SfnError;
+use crate::sqs::ReceivedMessage;
+
+/// What one poll brought.
+enum Polled {
+    /// An activity's poll: a task, or none.
+    Task(Option<crate::sfn::ActivityTask>),
+    /// A callback's receive: its messages (as many as the worker held slots, at most).
+    Messages(Vec<ReceivedMessage>),
+}
+
+impl Polled {
+    fn is_empty(&self) -> bool {
+        match self {
+            Polled::Task(task) => task.is_none(),
+            Polled::Messages(messages) => messages.is_empty(),
+        }
+    }
+}
 
 /// Why a worker's run ended; its code is `worker:stopped`'s `exit_code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +233,12 @@ impl ActivityWorker {
             {
                 break WorkerExit::Stopped;
             }
+            // A callback's receive takes as many messages as this worker holds slots:
+            // the one it waited for, and any others free now.
+            let mut slots = vec![slot];
+            if let Some(queue) = &self.shared.callback {
+                slots.extend(self.more_slots(queue.batch(usize::MAX) - 1));
+            }
             // Reap finished tasks (their panics were answered by their guards).
             while running.try_join_next().is_some() {}
             // Counted as open until it returns, or is dropped.
@@ -222,38 +248,19 @@ impl ActivityWorker {
             let polled = tokio::select! {
                 biased;
                 () = self.shared.tasks.abort.cancelled() => break WorkerExit::Stopped,
-                polled = self.shared.sfn.poll(&self.shared.arn, &self.name) => polled,
+                polled = self.poll(slots.len()) => polled,
             };
             drop(open_poll);
             match polled {
-                Ok(task) => {
+                Ok(polled) => {
                     backoff.reset();
-                    self.emitter.emit(WorkerEvent::PollingSuccess {
-                        task: task.is_some(),
-                    });
-                    if let Some(task) = task {
-                        self.start(&mut running, task, slot).await;
-                    }
+                    self.hand_over(&mut running, polled, slots).await;
                 }
                 Err(err) => {
-                    // The slot is free while this worker waits.
-                    drop(slot);
-                    match backoff.failed(&err, &polling) {
-                        AfterFailure::Wait(delay, event) => {
-                            self.emitter.emit(event);
-                            if self
-                                .unless_stopped(tokio::time::sleep(delay))
-                                .await
-                                .is_none()
-                            {
-                                break WorkerExit::Stopped;
-                            }
-                        }
-                        AfterFailure::GiveUp(event, gave_up) => {
-                            self.emitter.emit(event);
-                            self.emitter.emit(gave_up);
-                            break WorkerExit::PollingError;
-                        }
+                    // The slots are free while this worker waits.
+                    drop(slots);
+                    if let Some(exit) = self.wait_after(&err, &mut backoff, &polling).await {
+                        break exit;
                     }
                 }
             }
@@ -267,6 +274,149 @@ impl ActivityWorker {
             exit_code: exit.code(),
         });
         exit
+    }
+
+    /// Hands what a poll brought to the lifecycle, one task per slot; the slots left
+    /// over are freed.
+    async fn hand_over(
+        &self,
+        running: &mut JoinSet<()>,
+        polled: Polled,
+        mut slots: Vec<tokio::sync::OwnedSemaphorePermit>,
+    ) {
+        self.emitter.emit(WorkerEvent::PollingSuccess {
+            task: !polled.is_empty(),
+        });
+        match polled {
+            Polled::Task(task) => {
+                if let (Some(task), Some(slot)) = (task, slots.pop()) {
+                    self.start(running, task, slot).await;
+                }
+            }
+            Polled::Messages(messages) => {
+                // At most one message per slot (the receive asked for no more).
+                for (message, slot) in messages.into_iter().zip(slots) {
+                    self.start_message(running, message, slot).await;
+                }
+            }
+        }
+    }
+
+    /// Counts a failed poll and waits as its backoff says; the worker's exit when it
+    /// gives up or is stopped meanwhile.
+    async fn wait_after(
+        &self,
+        err: &SfnError,
+        backoff: &mut Backoff,
+        polling: &PollingConfig,
+    ) -> Option<WorkerExit> {
+        match backoff.failed(err, polling) {
+            AfterFailure::Wait(delay, event) => {
+                self.emitter.emit(event);
+                self.unless_stopped(tokio::time::sleep(delay))
+                    .await
+                    .is_none()
+                    .then_some(WorkerExit::Stopped)
+            }
+            AfterFailure::GiveUp(event, gave_up) => {
+                self.emitter.emit(event);
+                self.emitter.emit(gave_up);
+                Some(WorkerExit::PollingError)
+            }
+        }
+    }
+
+    /// Up to `wanted` more task slots, those free now (and, when starts are limited,
+    /// with a start token each): a receive never takes a message that cannot start.
+    fn more_slots(&self, wanted: usize) -> Vec<tokio::sync::OwnedSemaphorePermit> {
+        let mut slots = Vec::new();
+        while slots.len() < wanted {
+            let Ok(slot) = self.shared.slots.clone().try_acquire_owned() else {
+                break;
+            };
+            if let Some(starts) = &self.shared.starts
+                && starts.check().is_err()
+            {
+                break;
+            }
+            slots.push(slot);
+        }
+        slots
+    }
+
+    /// One poll of the activity, or one receive of the callback's queue for up to
+    /// `slots` messages.
+    async fn poll(&self, slots: usize) -> Result<Polled, SfnError> {
+        match &self.shared.callback {
+            None => self
+                .shared
+                .sfn
+                .poll(&self.shared.arn, &self.name)
+                .await
+                .map(Polled::Task),
+            Some(queue) => queue.receive(slots).await.map(Polled::Messages),
+        }
+    }
+
+    /// Hands a callback's message to the lifecycle in its slot, beside the next receives:
+    /// a message that is not a task is reported and left for the queue's redrive policy;
+    /// one received once the host is shutting down is made visible again at once, for
+    /// another host; a task Step Functions reports closed is deleted, not run.
+    async fn start_message(
+        &self,
+        running: &mut JoinSet<()>,
+        message: ReceivedMessage,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let Some(queue) = self.shared.callback.clone() else {
+            return;
+        };
+        let received = Instant::now();
+        let task = match queue.task(&message) {
+            Ok(task) => task,
+            Err(reason) => {
+                self.emitter.emit(WorkerEvent::MessageRejected {
+                    message_id: message.id,
+                    reason,
+                    receive_count: message.receive_count,
+                });
+                return;
+            }
+        };
+        let worker = self.clone();
+        if self.stop.shutdown.is_cancelled() {
+            running.spawn(async move { queue.release(&message).await });
+            return;
+        }
+        let slot = self.shared.gauges.task_slot(slot);
+        running.spawn(async move {
+            match queue.check(&task.token).await {
+                TokenCheck::Run => {}
+                TokenCheck::Closed(reason) => {
+                    queue.delete(&message.receipt).await;
+                    worker.emitter.emit(WorkerEvent::MessageClosed {
+                        message_id: message.id,
+                        reason,
+                    });
+                    return;
+                }
+                TokenCheck::Malformed(reason) => {
+                    worker.emitter.emit(WorkerEvent::MessageRejected {
+                        message_id: message.id,
+                        reason,
+                        receive_count: message.receive_count,
+                    });
+                    return;
+                }
+            }
+            let lease = queue.lease(&message);
+            let state = worker
+                .shared
+                .run(&worker.emitter, &worker.name, task, received)
+                .await;
+            lease.settle(&state).await;
+            drop(slot);
+        });
     }
 
     /// Hands a polled task to the lifecycle in its slot, beside the next polls; a task

@@ -118,6 +118,7 @@ impl StepFunctions for Queue {
         Ok(Some(ActivityTask {
             token: format!("token-{n:08}-{}", "x".repeat(400)),
             input,
+            id: None,
         }))
     }
 

@@ -75,7 +75,7 @@ fn report_remote_problems(runtime: &tokio::runtime::Runtime, config: &Config) ->
 /// credentials (or its role) now, not at its first task.
 fn report_aws_credentials(runtime: &tokio::runtime::Runtime, config: &Config) -> usize {
     let mut aws_problems = 0;
-    for (index, activity) in config.activities.iter().enumerate() {
+    for activity in &config.activities {
         let Some(grant) = &activity.grants.aws else {
             continue;
         };
@@ -88,8 +88,9 @@ fn report_aws_credentials(runtime: &tokio::runtime::Runtime, config: &Config) ->
                 None => "give the host credentials (environment, profile or instance role)",
             };
             eprintln!(
-                "error: {}: `activity[{index}].aws`: {problem}; {what}",
-                config.file.display()
+                "error: {}: `{}.aws`: {problem}; {what}",
+                config.file.display(),
+                activity.key
             );
         }
     }
@@ -121,8 +122,14 @@ fn print_activities(loaded: &Loaded) {
         let loaded_handler = &loaded.handler;
         let handler = &loaded_handler.handler;
         println!(
-            "ok: {} -> {} (world sfn:activity@{}, sha256 {}, cache {}, loaded in {} ms; {} workers, {} tasks at once, {} MiB, {} s timeout)",
-            activity.arn,
+            "ok: {}{} -> {} (world sfn:activity@{}, sha256 {}, cache {}, loaded in {} ms; {} workers, {} tasks at once, {} MiB, {} s timeout)",
+            // An activity by its ARN, as always; a callback says what its URL is.
+            if activity.source.callback().is_some() {
+                "callback "
+            } else {
+                ""
+            },
+            activity.name,
             activity.handler,
             handler.world(),
             handler.digest(),

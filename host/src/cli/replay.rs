@@ -172,9 +172,9 @@ fn settings<'a>(
                 },
             },
             Some(config) => {
-                let activity = config.activities.iter().find(|a| a.arn == arn).with_context(|| {
+                let activity = config.activities.iter().find(|a| *a.name == *arn).with_context(|| {
                     format!(
-                        "--same-grants {}: no [[activity]] has arn = {arn:?}, the activity of {}",
+                        "--same-grants {}: no [[activity]] has arn = {arn:?} (nor [[callback]] queue_url), the activity of {}",
                         config.file.display(),
                         path.display()
                     )

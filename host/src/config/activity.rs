@@ -1,10 +1,14 @@
 //! `[[activity]]`: one activity's handler, pollers, task slots, limits and retries.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::KeyPath;
+pub use super::callback::CallbackConfig;
+use super::callback::CallbackKeys;
 use super::checks::{Problem, at, optional, seconds, seconds_within, within};
 use super::grants::{RawAws, RawDir, RawGrants, RawOutbound};
 use super::progress::{IdempotencyConfig, ProgressConfig, RawIdempotency, RawProgress};
@@ -19,47 +23,148 @@ pub const MAX_MEMORY_LIMIT_MB: u64 = 4096;
 /// The most pollers one activity may have (Step Functions allows 1,000 per ARN).
 pub const MAX_POLLERS: u32 = 1000;
 
-/// One `[[activity]]` as written.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawActivity {
-    pub arn: String,
-    pub handler: String,
-    pub sha256: Option<String>,
-    pub source_poll_seconds: Option<f64>,
-    pub handler_max_mb: Option<u64>,
-    pub rollout: Option<RawRollout>,
-    pub record: Option<PathBuf>,
-    pub record_max_mb: Option<u64>,
-    #[serde(default = "default_workers")]
-    pub workers: u32,
-    pub pollers: Option<u32>,
-    pub max_concurrent_tasks: Option<u32>,
-    pub max_tasks_per_second: Option<f64>,
-    #[serde(default = "default_task_timeout")]
-    pub task_timeout_seconds: f64,
-    #[serde(default = "default_memory_limit")]
-    pub memory_limit_mb: u64,
-    #[serde(default = "default_restart_interval")]
-    pub restart_interval_ms: u64,
-    #[serde(default)]
-    pub polling: PollingConfig,
-    #[serde(default = "default_true")]
-    pub watch: bool,
-    pub heartbeat_seconds: Option<f64>,
-    #[serde(default = "default_cancel_grace")]
-    pub cancel_grace_seconds: f64,
-    #[serde(default)]
-    pub allowed_outbound_hosts: Vec<String>,
-    #[serde(default)]
-    pub env: toml::Table,
-    #[serde(default)]
-    pub dir: Vec<RawDir>,
-    #[serde(default)]
-    pub outbound: RawOutbound,
-    pub aws: Option<RawAws>,
-    pub progress: Option<RawProgress>,
-    pub idempotency: Option<RawIdempotency>,
+/// Declares a task source's table as written: its own keys first (the activity's `arn`;
+/// a callback's queue keys), then every key an activity and a callback share, so that
+/// both are one list, checked by one `resolve`, and an unknown key's error lists each
+/// table's own keys.
+macro_rules! raw_task_table {
+    ($(#[$meta:meta])* $name:ident { $($(#[$own_meta:meta])* $own:ident: $own_ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(super) struct $name {
+            $($(#[$own_meta])* pub $own: $own_ty,)*
+            pub handler: String,
+            pub sha256: Option<String>,
+            pub source_poll_seconds: Option<f64>,
+            pub handler_max_mb: Option<u64>,
+            pub rollout: Option<RawRollout>,
+            pub record: Option<PathBuf>,
+            pub record_max_mb: Option<u64>,
+            #[serde(default = "default_workers")]
+            pub workers: u32,
+            pub pollers: Option<u32>,
+            pub max_concurrent_tasks: Option<u32>,
+            pub max_tasks_per_second: Option<f64>,
+            #[serde(default = "default_task_timeout")]
+            pub task_timeout_seconds: f64,
+            #[serde(default = "default_memory_limit")]
+            pub memory_limit_mb: u64,
+            #[serde(default = "default_restart_interval")]
+            pub restart_interval_ms: u64,
+            #[serde(default)]
+            pub polling: PollingConfig,
+            #[serde(default = "default_true")]
+            pub watch: bool,
+            pub heartbeat_seconds: Option<f64>,
+            #[serde(default = "default_cancel_grace")]
+            pub cancel_grace_seconds: f64,
+            #[serde(default)]
+            pub allowed_outbound_hosts: Vec<String>,
+            #[serde(default)]
+            pub env: toml::Table,
+            #[serde(default)]
+            pub dir: Vec<RawDir>,
+            #[serde(default)]
+            pub outbound: RawOutbound,
+            pub aws: Option<RawAws>,
+            pub progress: Option<RawProgress>,
+            pub idempotency: Option<RawIdempotency>,
+        }
+    };
+}
+
+raw_task_table! {
+    /// One `[[activity]]` as written.
+    RawActivity {
+        arn: String,
+    }
+}
+
+raw_task_table! {
+    /// One `[[callback]]` as written: the queue keys, then an activity's.
+    RawCallback {
+        queue_url: String,
+        token: Option<String>,
+        input: Option<String>,
+        wait_seconds: Option<u32>,
+        visibility_timeout_seconds: Option<u32>,
+    }
+}
+
+impl RawCallback {
+    /// The callback's own keys, and the rest as an activity's (with no ARN), for the one
+    /// `resolve` both share.
+    pub(super) fn split(self) -> (CallbackKeys, RawActivity) {
+        let RawCallback {
+            queue_url,
+            token,
+            input,
+            wait_seconds,
+            visibility_timeout_seconds,
+            handler,
+            sha256,
+            source_poll_seconds,
+            handler_max_mb,
+            rollout,
+            record,
+            record_max_mb,
+            workers,
+            pollers,
+            max_concurrent_tasks,
+            max_tasks_per_second,
+            task_timeout_seconds,
+            memory_limit_mb,
+            restart_interval_ms,
+            polling,
+            watch,
+            heartbeat_seconds,
+            cancel_grace_seconds,
+            allowed_outbound_hosts,
+            env,
+            dir,
+            outbound,
+            aws,
+            progress,
+            idempotency,
+        } = self;
+        let keys = CallbackKeys {
+            queue_url,
+            token,
+            input,
+            wait_seconds,
+            visibility_timeout_seconds,
+        };
+        let rest = RawActivity {
+            arn: String::new(),
+            handler,
+            sha256,
+            source_poll_seconds,
+            handler_max_mb,
+            rollout,
+            record,
+            record_max_mb,
+            workers,
+            pollers,
+            max_concurrent_tasks,
+            max_tasks_per_second,
+            task_timeout_seconds,
+            memory_limit_mb,
+            restart_interval_ms,
+            polling,
+            watch,
+            heartbeat_seconds,
+            cancel_grace_seconds,
+            allowed_outbound_hosts,
+            env,
+            dir,
+            outbound,
+            aws,
+            progress,
+            idempotency,
+        };
+        (keys, rest)
+    }
 }
 
 fn default_cancel_grace() -> f64 {
@@ -86,11 +191,17 @@ fn default_restart_interval() -> u64 {
     2000
 }
 
-/// One `[[activity]]`, resolved.
+/// One `[[activity]]` or `[[callback]]`, resolved: the two share every key but where
+/// their tasks come from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActivityConfig {
-    /// The activity ARN.
-    pub arn: ActivityArn,
+    /// Its name in events, metrics labels, `/status` and records: the activity's ARN, or
+    /// the callback's queue URL.
+    pub name: Arc<str>,
+    /// Where its tasks come from.
+    pub source: TaskSource,
+    /// Its table, as errors name it: `activity[0]`, `callback[1]`.
+    pub key: KeyPath,
     /// Where the handler component comes from: a file (its path made absolute), an S3
     /// object or an HTTPS URL.
     pub handler: HandlerSource,
@@ -137,6 +248,33 @@ pub struct ActivityConfig {
     pub progress: Option<ProgressConfig>,
     /// `[activity.idempotency]`: answers kept by key; `None`: every task runs.
     pub idempotency: Option<IdempotencyConfig>,
+}
+
+/// Where a task source's tasks come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskSource {
+    /// `[[activity]]`: polled with `GetActivityTask`.
+    Activity(ActivityArn),
+    /// `[[callback]]`: `.waitForTaskToken` tasks received from an SQS queue.
+    Callback(CallbackConfig),
+}
+
+impl TaskSource {
+    /// `activity` or `callback`: the `task_source` of events, and the table's name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TaskSource::Activity(_) => "activity",
+            TaskSource::Callback(_) => "callback",
+        }
+    }
+
+    /// The callback's queue settings, for a callback.
+    pub fn callback(&self) -> Option<&CallbackConfig> {
+        match self {
+            TaskSource::Activity(_) => None,
+            TaskSource::Callback(callback) => Some(callback),
+        }
+    }
 }
 
 /// `record` and `record_max_mb`.
@@ -196,7 +334,8 @@ impl ActivityConfig {
     /// against `base`, the config's folder. Keys are checked in the order a reader
     /// meets them: workers, limits, polling, handler, rollout, record, grants, progress, idempotency.
     pub(super) fn resolve(
-        arn: ActivityArn,
+        source: TaskSource,
+        key: KeyPath,
         raw: RawActivity,
         base: &Path,
         host_aws: &AwsConfig,
@@ -222,7 +361,12 @@ impl ActivityConfig {
             .map(|idempotency| IdempotencyConfig::resolve(idempotency, base))
             .transpose()?;
         Ok(Self {
-            arn,
+            name: match &source {
+                TaskSource::Activity(arn) => arn.shared(),
+                TaskSource::Callback(callback) => Arc::from(callback.queue_url.as_str()),
+            },
+            source,
+            key,
             handler: handler.handler,
             sha256: handler.sha256,
             source_poll: handler.source_poll,

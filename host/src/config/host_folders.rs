@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::checks::{Problem, canonical};
-use super::{ActivityConfig, HostConfig, KeyPath};
+use super::{ActivityConfig, HostConfig};
 use crate::store::StoreLocation;
 
 /// A folder the host keeps for itself, as the config names it.
@@ -61,8 +61,8 @@ fn host_folders(host: &HostConfig, activities: &[ActivityConfig]) -> Vec<HostFol
             false,
         );
     }
-    for (index, activity) in activities.iter().enumerate() {
-        let key = |name: &str| String::from(KeyPath::activity(index).key(name));
+    for activity in activities {
+        let key = |name: &str| String::from(activity.key.key(name));
         if let Some(file) = activity.handler.file() {
             if let Some(folder) = file.parent() {
                 add(key("handler"), "the handler", folder, false);
@@ -126,7 +126,7 @@ pub(super) fn check_host_folders(
             format!("{} (resolved: {})", path.display(), canonical.display())
         }
     };
-    for (index, activity) in activities.iter().enumerate() {
+    for activity in activities {
         for (number, grant) in activity.grants.dirs.iter().enumerate() {
             let granted = canonical(&grant.host);
             for folder in &folders {
@@ -145,7 +145,7 @@ pub(super) fn check_host_folders(
                     format!("`{}`", folder.key)
                 };
                 return Err((
-                    KeyPath::activity(index).item("dir", number).into(),
+                    activity.key.item("dir", number).into(),
                     format!(
                         "{} {relation} {what}, {}, a folder the host keeps for itself ({}): no guest may reach it, not even read-only; grant a folder that neither contains nor lies inside it",
                         resolved(&grant.host, &granted),

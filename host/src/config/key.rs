@@ -14,6 +14,11 @@ impl KeyPath {
         Self(format!("activity[{index}]"))
     }
 
+    /// The `[[callback]]` table at `index` (from 0): `callback[N]`.
+    pub fn callback(index: usize) -> Self {
+        Self(format!("callback[{index}]"))
+    }
+
     /// A key of the top-level table `name`: `host`, `aws`.
     pub fn table(name: &str) -> Self {
         Self(name.to_owned())

@@ -11,6 +11,7 @@
 
 mod activity;
 mod admin;
+mod callback;
 mod checks;
 mod grants;
 mod host;
@@ -28,8 +29,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use activity::{ActivityConfig, MAX_MEMORY_LIMIT_MB, MAX_POLLERS, PollingConfig, RecordConfig};
+pub use activity::{
+    ActivityConfig, MAX_MEMORY_LIMIT_MB, MAX_POLLERS, PollingConfig, RecordConfig, TaskSource,
+};
 pub use admin::{AdminConfig, AdminToken, parse_listen};
+pub use callback::{CallbackConfig, MAX_VISIBILITY_TIMEOUT_SECONDS, MAX_WAIT_SECONDS};
 pub use checks::canonical;
 pub use host::{HostConfig, LogFormat, OutboxConfig, default_cache_dir};
 pub use key::KeyPath;
@@ -41,10 +45,10 @@ pub use rollout::RolloutConfig;
 pub use crate::aws::AwsConfig;
 use crate::aws::{Api, MAX_RATE};
 use crate::ids::ActivityArn;
-use activity::RawActivity;
+use activity::{RawActivity, RawCallback};
 use host::RawHost;
 
-/// The file as written: its three tables.
+/// The file as written: its tables.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -54,6 +58,8 @@ struct RawConfig {
     host: RawHost,
     #[serde(default)]
     activity: Vec<RawActivity>,
+    #[serde(default)]
+    callback: Vec<RawCallback>,
 }
 
 /// A validated configuration, with paths resolved against the config file's folder.
@@ -65,7 +71,9 @@ pub struct Config {
     pub aws: AwsConfig,
     /// Process-wide settings.
     pub host: HostConfig,
-    /// One entry per activity; never empty, ARNs unique.
+    /// One entry per `[[activity]]`, then one per `[[callback]]`; never empty, ARNs and
+    /// queue URLs unique (each entry's [`ActivityConfig::name`]). Everything the host
+    /// does per activity (pools, events, metrics, `/status`) it does per entry.
     pub activities: Vec<ActivityConfig>,
 }
 
@@ -142,10 +150,10 @@ impl Config {
             file: file.to_owned(),
             ..toml_error::describe(err, text)
         })?;
-        if raw.activity.is_empty() {
+        if raw.activity.is_empty() && raw.callback.is_empty() {
             return Err(error(
                 "activity".into(),
-                "no activities: add at least one [[activity]] table with `arn` and `handler`"
+                "no activities: add at least one [[activity]] table with `arn` and `handler` (or a [[callback]] table with `queue_url` and `handler`)"
                     .into(),
             ));
         }
@@ -158,12 +166,14 @@ impl Config {
         let host = HostConfig::resolve(raw.host, &base)
             .map_err(|(key, message)| error(format!("host.{key}"), message))?;
 
-        let mut activities: Vec<ActivityConfig> = Vec::with_capacity(raw.activity.len());
+        let mut activities: Vec<ActivityConfig> =
+            Vec::with_capacity(raw.activity.len() + raw.callback.len());
         for (index, activity) in raw.activity.into_iter().enumerate() {
-            let key = |name: &str| String::from(KeyPath::activity(index).key(name));
+            let table = KeyPath::activity(index);
+            let key = |name: &str| String::from(table.key(name));
             let arn =
                 ActivityArn::parse(&activity.arn).map_err(|message| error(key("arn"), message))?;
-            if let Some(first) = activities.iter().position(|a| a.arn == arn) {
+            if let Some(first) = activities.iter().position(|a| *a.name == *arn) {
                 return Err(error(
                     key("arn"),
                     format!(
@@ -171,9 +181,40 @@ impl Config {
                     ),
                 ));
             }
-            let activity = ActivityConfig::resolve(arn, activity, &base, &raw.aws)
-                .map_err(|(name, message)| error(key(&name), message))?;
+            let activity = ActivityConfig::resolve(
+                TaskSource::Activity(arn),
+                table.clone(),
+                activity,
+                &base,
+                &raw.aws,
+            )
+            .map_err(|(name, message)| error(key(&name), message))?;
             activities.push(activity);
+        }
+        for (index, callback) in raw.callback.into_iter().enumerate() {
+            let table = KeyPath::callback(index);
+            let key = |name: &str| String::from(table.key(name));
+            let (own, rest) = callback.split();
+            let queue = CallbackConfig::resolve(own)
+                .map_err(|(name, message)| error(key(&name), message))?;
+            if let Some(first) = activities.iter().find(|a| *a.name == *queue.queue_url) {
+                return Err(error(
+                    key("queue_url"),
+                    format!(
+                        "the same queue as {}: give each queue one [[callback]] table",
+                        first.key
+                    ),
+                ));
+            }
+            let callback = ActivityConfig::resolve(
+                TaskSource::Callback(queue),
+                table.clone(),
+                rest,
+                &base,
+                &raw.aws,
+            )
+            .map_err(|(name, message)| error(key(&name), message))?;
+            activities.push(callback);
         }
         host_folders::check_host_folders(&host, &activities)
             .map_err(|(key, message)| error(key, message))?;

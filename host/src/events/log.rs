@@ -8,7 +8,7 @@ use tracing::Level;
 
 use super::{Event, EventKind};
 
-/// The fields of a log line beyond `event` and `activity`, in the order they are
+/// The fields of a log line beyond `event`, `activity` and `task_source`, in the order they are
 /// written. `None`: the event does not carry it, and it is not written.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Fields<'a> {
@@ -53,6 +53,10 @@ pub struct Fields<'a> {
     pub deduplicated: Option<bool>,
     /// Every event of a task whose answer came from the outbox at start.
     pub recovered: Option<bool>,
+    /// A callback message's SQS id.
+    pub message_id: Option<&'a str>,
+    /// How many times SQS has handed a callback message out.
+    pub receive_count: Option<u32>,
     /// The version replaced or judged against.
     pub old_digest: Option<&'a str>,
     /// The new version.
@@ -128,6 +132,7 @@ pub(super) fn log(event: &Event) {
     let (level, fields) = line(event);
     let name = event.kind.name();
     let activity = &*event.activity;
+    let task_source = event.task_source;
     let message = Message(&event.kind);
     // tracing needs the level at compile time: one call per level, the same fields.
     macro_rules! write_at {
@@ -137,6 +142,7 @@ pub(super) fn log(event: &Event) {
                 $level,
                 event = name,
                 activity,
+                task_source,
                 worker = fields.worker,
                 task_id = fields.task_id,
                 handler_digest = fields.handler_digest,
@@ -157,6 +163,8 @@ pub(super) fn log(event: &Event) {
                 log_lines_dropped = fields.log_lines_dropped,
                 deduplicated = fields.deduplicated,
                 recovered = fields.recovered,
+                message_id = fields.message_id,
+                receive_count = fields.receive_count,
                 old_digest = fields.old_digest,
                 new_digest = fields.new_digest,
                 compile_ms = fields.compile_ms,

@@ -1,9 +1,9 @@
 //! Lifecycle events, with the seed's names, in three families: a worker's
-//! (`worker:*`, `polling:*`), a task's (`task:*`) and an activity's handler versions
-//! (`handler:*`).
+//! (`worker:*`, `polling:*`, and for a callback's messages that are not run
+//! `callback:*`), a task's (`task:*`) and an activity's handler versions (`handler:*`).
 //!
-//! Every event is logged through `tracing` (field `event` = the name, plus `activity`,
-//! `worker` for worker and task events, and `task_id` and `handler_digest` for task
+//! Every event is logged through `tracing` (field `event` = the name, plus `activity`
+//! and `task_source` (`activity` or `callback`), `worker` for worker and task events, and `task_id` and `handler_digest` for task
 //! events; see `log.rs`) and broadcast to subscribers, which is how tests and embedders
 //! watch a worker. Emitting never blocks: a subscriber that falls behind misses events
 //! (and is told so by the channel). What an event is about is part of its type: a task
@@ -63,8 +63,11 @@ impl EventKind {
 pub struct Event {
     /// What happened, and to whom.
     pub kind: EventKind,
-    /// The activity ARN.
+    /// The activity ARN, or a callback's queue URL (its name).
     pub activity: Arc<str>,
+    /// Where the activity's tasks come from: `activity` (`GetActivityTask`) or
+    /// `callback` (an SQS queue); logged as `task_source`.
+    pub task_source: &'static str,
 }
 
 impl Event {
@@ -157,12 +160,23 @@ impl Events {
 pub struct Emitter {
     events: Events,
     activity: Arc<str>,
+    task_source: &'static str,
 }
 
 impl Emitter {
-    /// An emitter for `activity` as a whole.
+    /// An emitter for `activity` (an ARN) as a whole.
     pub fn for_activity(events: Events, activity: Arc<str>) -> Self {
-        Self { events, activity }
+        Self::for_source(events, activity, "activity")
+    }
+
+    /// An emitter for the activity or callback `name`, whose tasks come from
+    /// `task_source` (`activity` or `callback`).
+    pub fn for_source(events: Events, name: Arc<str>, task_source: &'static str) -> Self {
+        Self {
+            events,
+            activity: name,
+            task_source,
+        }
     }
 
     /// The same activity's emitter for `worker`.
@@ -182,6 +196,7 @@ impl Emitter {
         self.events.emit(Event {
             kind,
             activity: self.activity.clone(),
+            task_source: self.task_source,
         });
     }
 }

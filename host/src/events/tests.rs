@@ -25,6 +25,7 @@ fn worker_event(event: WorkerEvent) -> Event {
             event,
         },
         activity: Arc::from("arn"),
+        task_source: "activity",
     }
 }
 
@@ -36,6 +37,7 @@ fn task_event(event: TaskEvent) -> Event {
             event,
         },
         activity: Arc::from("arn"),
+        task_source: "activity",
     }
 }
 
@@ -43,6 +45,7 @@ fn handler_event(event: HandlerEvent) -> Event {
     Event {
         kind: EventKind::Handler(event),
         activity: Arc::from("arn"),
+        task_source: "activity",
     }
 }
 

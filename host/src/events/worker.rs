@@ -46,6 +46,27 @@ pub enum WorkerEvent {
         /// and recovers by itself; `/readyz` says why meanwhile.
         blocked: bool,
     },
+    /// `callback:rejected`: a message of a callback's queue that is not a task (not
+    /// JSON, no token at the `token` pointer, a token Step Functions refuses as
+    /// malformed). Never run, never deleted: the queue's redrive policy moves it to its
+    /// dead-letter queue after `maxReceiveCount` receives.
+    MessageRejected {
+        /// The SQS message id.
+        message_id: String,
+        /// Why it is not a task.
+        reason: String,
+        /// How many times SQS has handed it out, this time included.
+        receive_count: u32,
+    },
+    /// `callback:closed`: a message whose task Step Functions has already closed
+    /// (answered, timed out, stopped): a message delivered twice, or one that reappeared
+    /// after its host died. Deleted, not run.
+    MessageClosed {
+        /// The SQS message id.
+        message_id: String,
+        /// What Step Functions said.
+        reason: String,
+    },
 }
 
 impl WorkerEvent {
@@ -60,6 +81,8 @@ impl WorkerEvent {
             WorkerEvent::PollingStarting => "polling:starting",
             WorkerEvent::PollingSuccess { .. } => "polling:success",
             WorkerEvent::PollingError { .. } => "polling:error",
+            WorkerEvent::MessageRejected { .. } => "callback:rejected",
+            WorkerEvent::MessageClosed { .. } => "callback:closed",
         }
     }
 
@@ -76,13 +99,15 @@ impl WorkerEvent {
             WorkerEvent::PollingError { error, attempt, .. } => {
                 Some(format!("attempt {attempt}: {error}"))
             }
+            WorkerEvent::MessageRejected { reason, .. }
+            | WorkerEvent::MessageClosed { reason, .. } => Some(reason.clone()),
             _ => None,
         }
     }
 
     /// Its log level and fields: polls happen all the time and are DEBUG; a failing
     /// poll or a worker giving up is WARN.
-    pub(super) fn log(&self, fields: &mut Fields<'_>) -> Level {
+    pub(super) fn log<'a>(&'a self, fields: &mut Fields<'a>) -> Level {
         match self {
             WorkerEvent::PollingError {
                 throttled, blocked, ..
@@ -92,6 +117,21 @@ impl WorkerEvent {
                 Level::WARN
             }
             WorkerEvent::Error { .. } => Level::WARN,
+            WorkerEvent::MessageRejected {
+                message_id,
+                reason,
+                receive_count,
+            } => {
+                fields.message_id = Some(message_id);
+                fields.reason = Some(reason);
+                fields.receive_count = Some(*receive_count);
+                Level::WARN
+            }
+            WorkerEvent::MessageClosed { message_id, reason } => {
+                fields.message_id = Some(message_id);
+                fields.reason = Some(reason);
+                Level::INFO
+            }
             WorkerEvent::PollingStarting | WorkerEvent::PollingSuccess { .. } => Level::DEBUG,
             _ => Level::INFO,
         }

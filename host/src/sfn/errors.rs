@@ -70,8 +70,8 @@ impl SfnError {
         }
     }
 
-    /// Whether this refusal of a poll says the activity cannot be polled until its setup
-    /// changes (it does not exist, or its KMS key cannot be used): the worker then waits
+    /// Whether this refusal of a poll says the activity (or a callback's queue) cannot be
+    /// polled until its setup changes (it does not exist, or its KMS key cannot be used): the worker then waits
     /// in a visible error state (`/readyz` says why) and recovers by itself when the
     /// setup is mended, rather than giving up and being restarted over and over.
     pub fn blocks_polling(&self) -> bool {
@@ -79,7 +79,14 @@ impl SfnError {
             self,
             SfnError::Rejected { code, .. } if matches!(
                 code.as_str(),
-                "ActivityDoesNotExist" | "KmsAccessDeniedException" | "KmsInvalidStateException"
+                "ActivityDoesNotExist"
+                    | "KmsAccessDeniedException"
+                    | "KmsInvalidStateException"
+                    | "QueueDoesNotExist"
+                    | "AWS.SimpleQueueService.NonExistentQueue"
+                    | "KmsAccessDenied"
+                    | "KmsDisabled"
+                    | "KmsNotFound"
             )
         )
     }
@@ -158,6 +165,21 @@ pub const ERROR_CODES: &[(&str, ErrorClass)] = &[
     ("MalformedQueryString", Final),
     ("MissingAction", Final),
     ("MissingParameter", Final),
+    // SQS, for callbacks' queues: `ReceiveMessage`, `ChangeMessageVisibility`,
+    // `DeleteMessage`, `GetQueueAttributes`.
+    ("RequestThrottled", Throttled),
+    ("AWS.SimpleQueueService.RequestThrottled", Throttled),
+    ("KmsThrottled", Throttled),
+    ("OverLimit", Throttled),
+    ("QueueDoesNotExist", Final),
+    ("AWS.SimpleQueueService.NonExistentQueue", Final),
+    ("ReceiptHandleIsInvalid", Final),
+    ("MessageNotInflight", Final),
+    ("AWS.SimpleQueueService.MessageNotInflight", Final),
+    ("KmsAccessDenied", Final),
+    ("KmsDisabled", Final),
+    ("KmsNotFound", Final),
+    ("AccessDenied", Final),
 ];
 
 /// The class of an error with `code` and HTTP `status`: the table's for a listed code;
@@ -182,8 +204,9 @@ pub fn class_of(code: Option<&str>, status: Option<u16>) -> ErrorClass {
 /// A service error reads `CODE: message`, as AWS's own tools print it; anything else
 /// carries the SDK's error chain.
 /// `token` is the task token of the call, if it has one: cut out of every text, the
-/// debug line included ([`SfnError::redact`]).
-pub(super) fn map_error<E>(err: SdkError<E, HttpResponse>, token: &str) -> SfnError
+/// debug line included ([`SfnError::redact`]). The SQS client of callbacks maps its
+/// errors here too: one table of codes, one backoff.
+pub fn map_error<E>(err: SdkError<E, HttpResponse>, token: &str) -> SfnError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -268,6 +291,12 @@ fn hint(code: Option<&str>) -> Option<&'static str> {
             "the host's credentials are not valid for this account and region: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE and `[aws] region`"
         }
         "ExpiredTokenException" => "the host's credentials expired: renew them, or use a role",
+        "QueueDoesNotExist" | "AWS.SimpleQueueService.NonExistentQueue" => {
+            "create the queue in this account and region, or fix `queue_url`; `sfn-wasm-host check --remote` checks every queue"
+        }
+        "AccessDenied" => {
+            "the host's credentials lack an SQS permission on the callback's queue: allow sqs:ReceiveMessage, sqs:ChangeMessageVisibility, sqs:DeleteMessage and sqs:GetQueueAttributes"
+        }
         _ => return None,
     })
 }

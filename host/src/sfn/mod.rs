@@ -16,8 +16,7 @@ use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sfn::Client;
 use aws_sdk_sfn::config::retry::RetryConfig;
-use errors::map_error;
-pub use errors::{ERROR_CODES, ErrorClass, NO_CREDENTIALS, SfnError, class_of};
+pub use errors::{ERROR_CODES, ErrorClass, NO_CREDENTIALS, SfnError, class_of, map_error};
 
 use crate::aws::{Api, AwsConfig, BURST_SECONDS, PerApi, sdk_config};
 
@@ -38,6 +37,9 @@ pub struct ActivityTask {
     pub token: String,
     /// The task input (JSON, as Step Functions sent it).
     pub input: String,
+    /// The task's id when its source names it (a callback's SQS message id); `None`: an
+    /// activity's, derived from the token ([`crate::ids::task_id`]).
+    pub id: Option<String>,
 }
 
 impl std::fmt::Debug for ActivityTask {
@@ -193,6 +195,7 @@ impl StepFunctions for AwsStepFunctions {
             .map(|token| ActivityTask {
                 token,
                 input: output.input.unwrap_or_else(|| "{}".to_owned()),
+                id: None,
             }))
     }
 
@@ -346,6 +349,7 @@ mod tests {
         let task = ActivityTask {
             token: "secret-token-AAAA".into(),
             input: r#"{"card": "4111"}"#.into(),
+            id: None,
         };
         let printed = format!("{task:?}");
         assert!(!printed.contains("secret-token"), "{printed}");
