@@ -7,6 +7,7 @@ mod admin;
 mod answers;
 mod architecture;
 mod aws;
+mod callback;
 mod config_errors;
 mod deploy;
 mod dev;

@@ -1,0 +1,567 @@
+//! Callback tasks: Step Functions' `sqs:sendMessage.waitForTaskToken` tasks, received from
+//! an SQS queue in LocalStack by a served host (`[[callback]]`), with the same answer
+//! guarantees as an activity's: one answer accepted per task, the message deleted only
+//! then, never more messages held than free slots, poison messages left for the
+//! dead-letter queue, a FIFO group kept in order, a host killed mid-task replaced by the
+//! next.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sfn::types::ExecutionStatus;
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::{Value, json};
+
+use crate::support::emulator::{self, Ended};
+use crate::support::guests::guest;
+use crate::support::served::Served;
+
+/// An SQS client for the emulator.
+async fn sqs() -> aws_sdk_sqs::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(emulator::endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await;
+    aws_sdk_sqs::Client::new(&config)
+}
+
+/// A fresh queue (FIFO when `fifo`), with a dead-letter queue after `max_receives`
+/// receives: the queue's URL and its dead-letter queue's.
+async fn queue(sqs: &aws_sdk_sqs::Client, fifo: bool, max_receives: u32) -> (String, String) {
+    let suffix = if fifo { ".fifo" } else { "" };
+    let name = format!("tasks-{:08x}", fastrand::u32(..));
+    let mut dlq = sqs.create_queue().queue_name(format!("{name}-dlq{suffix}"));
+    if fifo {
+        dlq = dlq.attributes(QueueAttributeName::FifoQueue, "true");
+    }
+    let dlq_url = dlq.send().await.expect("create dlq").queue_url.unwrap();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("dlq arn")
+        .attributes
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    let redrive = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives});
+    let mut create = sqs
+        .create_queue()
+        .queue_name(format!("{name}{suffix}"))
+        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string());
+    if fifo {
+        create = create
+            .attributes(QueueAttributeName::FifoQueue, "true")
+            .attributes(QueueAttributeName::ContentBasedDeduplication, "true");
+    }
+    let url = create
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .unwrap();
+    (url, dlq_url)
+}
+
+/// A state machine whose task sends `{"TaskToken": ..., "hello": ..., "ms": ...}` to
+/// `queue_url` and waits for its token; `InvalidName` is caught (`{"caught": ERROR}`).
+/// The state has `HeartbeatSeconds` (LocalStack refuses a heartbeat without it).
+async fn machine(
+    client: &aws_sdk_sfn::Client,
+    queue_url: &str,
+    heartbeat_seconds: u32,
+    fifo: bool,
+) -> String {
+    let mut parameters = json!({
+        "QueueUrl": queue_url,
+        "MessageBody": {"TaskToken.$": "$$.Task.Token", "hello.$": "$.hello", "ms.$": "$.ms"},
+    });
+    if fifo {
+        parameters["MessageGroupId"] = json!("group");
+    }
+    let definition = json!({
+        "StartAt": "Work",
+        "States": {
+            "Work": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                "Parameters": parameters,
+                "HeartbeatSeconds": heartbeat_seconds,
+                "TimeoutSeconds": 120,
+                "Catch": [{"ErrorEquals": ["InvalidName"], "ResultPath": "$.caught", "Next": "Caught"}],
+                "End": true,
+            },
+            "Caught": {"Type": "Pass", "OutputPath": "$.caught", "End": true},
+        },
+    });
+    client
+        .create_state_machine()
+        .name(format!("cb-{:08x}", fastrand::u32(..)))
+        .definition(definition.to_string())
+        .role_arn("arn:aws:iam::000000000000:role/sfn-wasm-host-tests")
+        .send()
+        .await
+        .expect("create state machine")
+        .state_machine_arn
+}
+
+/// `dir/config.toml`: one `[[callback]]` on `queue_url` running the scenarios handler,
+/// with `lines` after its `handler`, and `more` tables after it.
+fn config(dir: &Path, queue_url: &str, lines: &str, more: &str) -> PathBuf {
+    let file = dir.join("config.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\nshutdown_grace_seconds = 1\n\
+             [[callback]]\nqueue_url = \"{queue_url}\"\nhandler = \"{}\"\nwait_seconds = 1\n{lines}\n{more}\n",
+            emulator::endpoint(),
+            guest("scenarios").display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// Messages the queue holds, visible and in flight.
+async fn held(sqs: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .unwrap();
+    let count = |name: QueueAttributeName| -> u64 { attributes[&name].parse().unwrap() };
+    (
+        count(QueueAttributeName::ApproximateNumberOfMessages),
+        count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}
+
+/// Waits until the queue holds nothing (at most 30 s).
+async fn drained(sqs: &aws_sdk_sqs::Client, url: &str) {
+    let started = Instant::now();
+    while held(sqs, url).await != (0, 0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{url} still holds {:?}",
+            held(sqs, url).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn ended(runtime: &tokio::runtime::Runtime, client: &aws_sdk_sfn::Client, exec: &str) -> Ended {
+    runtime.block_on(emulator::wait(client, exec, Duration::from_secs(60)))
+}
+
+#[test]
+fn a_callback_task_is_answered_and_its_message_deleted() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(emulator::client());
+    let sqs = runtime.block_on(sqs());
+    let (url, _) = runtime.block_on(queue(&sqs, false, 3));
+    let machine = runtime.block_on(machine(&client, &url, 60, false));
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = Served::start(&config(dir.path(), &url, "workers = 2", ""));
+    let running = host.wait_for("worker:running");
+    assert_eq!(running["task_source"], "callback", "{running}");
+    assert_eq!(running["activity"], url.as_str(), "{running}");
+
+    let success = runtime.block_on(emulator::start(
+        &client,
+        &machine,
+        json!({"hello": "World", "ms": 0}),
+    ));
+    let failure = runtime.block_on(emulator::start(
+        &client,
+        &machine,
+        json!({"hello": "Failure", "ms": 0}),
+    ));
+    let succeeded = ended(&runtime, &client, &success);
+    assert_eq!(
+        succeeded.status,
+        ExecutionStatus::Succeeded,
+        "{succeeded:?}"
+    );
+    assert_eq!(succeeded.output, Some(json!({"greeting": "Hello, World"})));
+    // The handler's failure reaches the state machine's Catch.
+    let caught = ended(&runtime, &client, &failure);
+    assert_eq!(caught.status, ExecutionStatus::Succeeded, "{caught:?}");
+    assert_eq!(
+        caught.output.as_ref().unwrap()["Error"],
+        "InvalidName",
+        "{caught:?}"
+    );
+    // Both messages are deleted once their answers were accepted.
+    runtime.block_on(drained(&sqs, &url));
+    let done = host.wait_until("task:done", |l| l["outcome"] == "success");
+    assert_eq!(done["task_source"], "callback", "{done}");
+    // A task's id is its message's id (an SQS message id, not a token's digest).
+    assert_eq!(done["task_id"].as_str().unwrap().len(), 36, "{done}");
+    host.wait_until("task:done", |l| l["outcome"] == "failure");
+    assert!(
+        !host.events().iter().any(|e| e.starts_with("callback:")),
+        "{:?}",
+        host.events()
+    );
+}
+
+#[test]
+fn heartbeats_keep_a_long_task_past_its_visibility_timeout() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(emulator::client());
+    let sqs = runtime.block_on(sqs());
+    let (url, _) = runtime.block_on(queue(&sqs, false, 5));
+    // The state times out after 3 s without a heartbeat; the message reappears after
+    // 2 s unless kept hidden; the task takes 7 s.
+    let machine = runtime.block_on(machine(&client, &url, 3, false));
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = Served::start(&config(
+        dir.path(),
+        &url,
+        "workers = 2\nheartbeat_seconds = 1\nvisibility_timeout_seconds = 2",
+        "",
+    ));
+    host.wait_for("worker:running");
+    let exec = runtime.block_on(emulator::start(
+        &client,
+        &machine,
+        json!({"hello": "Sleep", "ms": 7000}),
+    ));
+    let result = ended(&runtime, &client, &exec);
+    assert_eq!(result.status, ExecutionStatus::Succeeded, "{result:?}");
+    runtime.block_on(drained(&sqs, &url));
+    host.wait_for("task:done");
+    host.wait_quiet(Duration::from_millis(1500));
+    let started = host.events().iter().filter(|e| *e == "task:start").count();
+    assert_eq!(
+        started,
+        1,
+        "the message was received again: {:?}",
+        host.events()
+    );
+}
+
+#[test]
+fn a_message_delivered_twice_is_answered_once() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(emulator::client());
+    let sqs = runtime.block_on(sqs());
+    let (url, _) = runtime.block_on(queue(&sqs, false, 5));
+    let machine = runtime.block_on(machine(&client, &url, 60, false));
+    let exec = runtime.block_on(emulator::start(
+        &client,
+        &machine,
+        json!({"hello": "World", "ms": 0}),
+    ));
+    // The state machine's message, copied: the queue now holds the same task twice,
+    // as SQS's at-least-once delivery may hand it out.
+    runtime.block_on(async {
+        let started = Instant::now();
+        let message = loop {
+            let received = sqs
+                .receive_message()
+                .queue_url(&url)
+                .visibility_timeout(0)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .unwrap();
+            if let Some(message) = received.messages.unwrap_or_default().pop() {
+                break message;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "no message");
+        };
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body(message.body.unwrap())
+            .send()
+            .await
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    // One slot: the copies run one after the other.
+    let mut host = Served::start(&config(dir.path(), &url, "workers = 1", ""));
+    let result = ended(&runtime, &client, &exec);
+    assert_eq!(result.status, ExecutionStatus::Succeeded, "{result:?}");
+    let closed = host.wait_for("callback:closed");
+    assert!(closed["message_id"].is_string(), "{closed}");
+    runtime.block_on(drained(&sqs, &url));
+    host.wait_quiet(Duration::from_millis(1500));
+    let events = host.events();
+    assert_eq!(
+        events.iter().filter(|e| *e == "task:start").count(),
+        1,
+        "{events:?}"
+    );
+    assert_eq!(
+        events.iter().filter(|e| *e == "task:success").count(),
+        1,
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_host_killed_mid_task_leaves_the_message_for_the_next() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(emulator::client());
+    let sqs = runtime.block_on(sqs());
+    let (url, _) = runtime.block_on(queue(&sqs, false, 5));
+    let machine = runtime.block_on(machine(&client, &url, 60, false));
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &url, "visibility_timeout_seconds = 2", "");
+    let mut first = Served::start(&config);
+    first.wait_for("worker:running");
+    let exec = runtime.block_on(emulator::start(
+        &client,
+        &machine,
+        json!({"hello": "Sleep", "ms": 3000}),
+    ));
+    first.wait_for("task:start");
+    first.signal(rustix::process::Signal::KILL);
+    let _ = first.child_wait();
+    // The message reappears after its visibility timeout; the next host answers it.
+    let mut second = Served::start(&config);
+    let result = ended(&runtime, &client, &exec);
+    assert_eq!(result.status, ExecutionStatus::Succeeded, "{result:?}");
+    assert_eq!(result.output, Some(json!({"slept_ms": 3000})));
+    let done = second.wait_for("task:done");
+    assert_eq!(done["outcome"], "success", "{done}");
+    runtime.block_on(drained(&sqs, &url));
+}
+
+#[test]
+fn a_message_that_is_not_a_task_is_never_run_and_goes_to_the_dead_letter_queue() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sqs = runtime.block_on(sqs());
+    let (url, dlq) = runtime.block_on(queue(&sqs, false, 2));
+    for body in ["not json", r#"{"hello": "World"}"#, r#"{"TaskToken": 7}"#] {
+        runtime
+            .block_on(sqs.send_message().queue_url(&url).message_body(body).send())
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = Served::start(&config(
+        dir.path(),
+        &url,
+        "workers = 3\nvisibility_timeout_seconds = 1",
+        "",
+    ));
+    let rejected = host.wait_for("callback:rejected");
+    assert!(rejected["message_id"].is_string(), "{rejected}");
+    assert!(rejected["reason"].is_string(), "{rejected}");
+    // After two receives each, the queue's redrive policy moves them.
+    runtime.block_on(async {
+        let started = Instant::now();
+        while held(&sqs, &dlq).await.0 < 3 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the dead-letter queue holds {:?}",
+                held(&sqs, &dlq).await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    runtime.block_on(drained(&sqs, &url));
+    let events = host.events();
+    assert!(!events.iter().any(|e| e.starts_with("task:")), "{events:?}");
+    let bodies = host.text();
+    assert!(!bodies.contains("not json"), "a body was logged");
+}
+
+#[test]
+fn a_fifo_queue_keeps_each_groups_order() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(emulator::client());
+    let sqs = runtime.block_on(sqs());
+    let (url, _) = runtime.block_on(queue(&sqs, true, 5));
+    let machine = runtime.block_on(machine(&client, &url, 60, true));
+    // Three tasks of one group, sent in order before the host starts.
+    let mut executions = Vec::new();
+    for ms in [600, 400, 200] {
+        executions.push(runtime.block_on(emulator::start(
+            &client,
+            &machine,
+            json!({"hello": "Sleep", "ms": ms}),
+        )));
+        runtime.block_on(async {
+            let started = Instant::now();
+            while held(&sqs, &url).await.0 < executions.len() as u64 {
+                assert!(started.elapsed() < Duration::from_secs(20), "no message");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Room for all three at once: only the queue's order keeps them apart.
+    let mut host = Served::start(&config(dir.path(), &url, "workers = 3", ""));
+    let stops: Vec<_> = executions
+        .iter()
+        .map(|exec| {
+            let result = ended(&runtime, &client, exec);
+            assert_eq!(result.status, ExecutionStatus::Succeeded, "{result:?}");
+            runtime
+                .block_on(client.describe_execution().execution_arn(exec).send())
+                .unwrap()
+                .stop_date
+                .unwrap()
+        })
+        .collect();
+    // Shorter tasks sent later still end later: each waited for the one before it.
+    assert!(stops.windows(2).all(|w| w[0] < w[1]), "{stops:?}");
+    host.wait_quiet(Duration::from_millis(1000));
+    let order: Vec<String> = host
+        .events()
+        .into_iter()
+        .filter(|e| e == "task:start" || e == "task:done")
+        .collect();
+    assert_eq!(order, ["task:start", "task:done"].repeat(3), "{order:?}");
+    runtime.block_on(drained(&sqs, &url));
+}
+
+#[test]
+fn an_activity_and_a_callback_are_served_by_one_host() {
+    let (runtime, client, activity, activity_machine) = emulator::emulated("beside-callback");
+    let sqs = runtime.block_on(sqs());
+    let (url, _) = runtime.block_on(queue(&sqs, false, 5));
+    let callback_machine = runtime.block_on(machine(&client, &url, 60, false));
+    let dir = tempfile::tempdir().unwrap();
+    let activity_table = format!(
+        "[[activity]]\narn = \"{activity}\"\nhandler = \"{}\"",
+        guest("scenarios").display()
+    );
+    let mut host = Served::start(&config(dir.path(), &url, "", &activity_table));
+    let by_activity = runtime.block_on(emulator::start(
+        &client,
+        &activity_machine,
+        json!({"hello": "World"}),
+    ));
+    let by_callback = runtime.block_on(emulator::start(
+        &client,
+        &callback_machine,
+        json!({"hello": "World", "ms": 0}),
+    ));
+    for exec in [&by_activity, &by_callback] {
+        let result = ended(&runtime, &client, exec);
+        assert_eq!(result.status, ExecutionStatus::Succeeded, "{result:?}");
+        assert_eq!(result.output, Some(json!({"greeting": "Hello, World"})));
+    }
+    let from_activity = host.wait_until("task:done", |l| l["task_source"] == "activity");
+    assert_eq!(
+        from_activity["activity"],
+        activity.as_str(),
+        "{from_activity}"
+    );
+    let from_queue = host.wait_until("task:done", |l| l["task_source"] == "callback");
+    assert_eq!(from_queue["activity"], url.as_str(), "{from_queue}");
+    runtime.block_on(drained(&sqs, &url));
+}
+
+#[test]
+fn the_host_never_holds_more_messages_than_free_slots() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(emulator::client());
+    let sqs = runtime.block_on(sqs());
+    let (url, _) = runtime.block_on(queue(&sqs, false, 5));
+    let machine = runtime.block_on(machine(&client, &url, 60, false));
+    let executions: Vec<String> = (0..5)
+        .map(|_| {
+            runtime.block_on(emulator::start(
+                &client,
+                &machine,
+                json!({"hello": "Sleep", "ms": 1500}),
+            ))
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = Served::start(&config(
+        dir.path(),
+        &url,
+        "pollers = 2\nmax_concurrent_tasks = 2",
+        "",
+    ));
+    host.wait_for("task:start");
+    let most = runtime.block_on(async {
+        let mut most = 0;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            most = most.max(held(&sqs, &url).await.1);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        most
+    });
+    assert!(most <= 2, "{most} messages in flight with 2 task slots");
+    assert!(most >= 1, "no message was ever in flight");
+    for exec in &executions {
+        let result = ended(&runtime, &client, exec);
+        assert_eq!(result.status, ExecutionStatus::Succeeded, "{result:?}");
+    }
+    runtime.block_on(drained(&sqs, &url));
+}
+
+#[test]
+fn check_remote_reads_each_callbacks_queue() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sqs = runtime.block_on(sqs());
+    let (url, _) = runtime.block_on(queue(&sqs, false, 5));
+    let bare = runtime
+        .block_on(
+            sqs.create_queue()
+                .queue_name(format!("bare-{:08x}", fastrand::u32(..)))
+                .send(),
+        )
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let missing = format!(
+        "{}/000000000000/missing-{:08x}",
+        emulator::endpoint(),
+        fastrand::u32(..)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let check = |queue: &str| {
+        let file = config(dir.path(), queue, "", "");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
+            .args(["check", "--remote"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, said) = check(&url);
+    assert!(ok, "{said}");
+    let (ok, said) = check(&missing);
+    assert!(!ok);
+    assert!(
+        said.contains("`callback[0].queue_url`") && said.contains("does not exist"),
+        "{said}"
+    );
+    let (ok, said) = check(&bare);
+    assert!(!ok);
+    assert!(
+        said.contains("`callback[0].queue_url`") && said.contains("redrive policy"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_missing_queue_makes_the_host_not_ready_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = format!(
+        "{}/000000000000/missing-{:08x}",
+        emulator::endpoint(),
+        fastrand::u32(..)
+    );
+    let mut host = Served::start(&config(dir.path(), &missing, "", ""));
+    let error = host.wait_until("polling:error", |l| l["blocked"] == true);
+    let text: Value = error.clone();
+    assert!(text.to_string().contains("queue_url"), "{text}");
+}
