@@ -23,7 +23,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::aws::Api;
-use crate::events::{Event, EventKind, HandlerEvent, Observer, TaskDone, TaskEvent};
+use crate::events::{Event, EventKind, HandlerEvent, Observer, TaskDone, TaskEvent, WorkerEvent};
 use crate::gauges::Gauges;
 use crate::sfn::{ActivityTask, CallObserver, SfnError, result_name};
 
@@ -124,6 +124,7 @@ pub struct Metrics {
     polls_in_flight: Family<ActivityLabels, Gauge>,
     task_wait: Histograms<ActivityLabels>,
     answers_refused: Family<ActivityLabels, Counter>,
+    callback_messages: Family<ResultLabels, Counter>,
     ready: Gauge,
     /// Each activity's live gauges, copied into their families when scraped.
     live: Mutex<Vec<(ActivityLabels, Arc<Gauges>)>>,
@@ -164,6 +165,7 @@ impl Metrics {
             polls_in_flight: Family::default(),
             task_wait: Family::new_with_constructor(wait_seconds),
             answers_refused: Family::default(),
+            callback_messages: Family::default(),
             ready: Gauge::default(),
             live: Mutex::default(),
             registry: Registry::default(),
@@ -207,8 +209,13 @@ impl Metrics {
         registry.register("workers", "Workers (pollers) running", self.workers.clone());
         registry.register(
             "polls",
-            "GetActivityTask polls, by result (task, empty, throttled, error)",
+            "GetActivityTask polls (a callback's ReceiveMessage calls), by result (task, empty, throttled, error)",
             self.polls.clone(),
+        );
+        registry.register(
+            "callback_messages",
+            "A callback queue's messages not run, by result (rejected: not a task, left for the dead-letter queue; closed: its task already closed, deleted)",
+            self.callback_messages.clone(),
         );
         registry.register(
             "poll_duration_seconds",
@@ -278,7 +285,7 @@ impl Metrics {
         );
         registry.register(
             "polls_in_flight",
-            "GetActivityTask long polls open now",
+            "GetActivityTask long polls (a callback's receives) open now",
             self.polls_in_flight.clone(),
         );
         registry.register(
@@ -307,6 +314,16 @@ impl Metrics {
     /// an alert on `increase(...)` sees the first undelivered or refused answer, the
     /// first rollback (a counter that appears at 1 shows no increase).
     pub fn add_activity(&self, arn: &str, gauges: Arc<Gauges>) {
+        self.add(arn, gauges, false);
+    }
+
+    /// [`add_activity`](Self::add_activity) for a callback (`name`: its queue URL), whose
+    /// message counts start at zero too.
+    pub fn add_callback(&self, name: &str, gauges: Arc<Gauges>) {
+        self.add(name, gauges, true);
+    }
+
+    fn add(&self, arn: &str, gauges: Arc<Gauges>, callback: bool) {
         let shared = Shared(Arc::from(arn));
         let activity = ActivityLabels {
             activity: shared.clone(),
@@ -339,6 +356,12 @@ impl Metrics {
         }
         for result in ["swapped", "rejected", "canary", "promoted", "rolledback"] {
             let _ = self.handler_swaps.get_or_create(&ResultLabels {
+                activity: shared.clone(),
+                result,
+            });
+        }
+        for result in ["rejected", "closed"].into_iter().filter(|_| callback) {
+            let _ = self.callback_messages.get_or_create(&ResultLabels {
                 activity: shared.clone(),
                 result,
             });
@@ -458,6 +481,28 @@ impl Metrics {
             .observe(done.memory_peak_bytes as f64);
     }
 
+    /// Counts a callback's receives and the messages it did not run.
+    fn observe_receive(&self, event: &Event, worker_event: &WorkerEvent) {
+        let (family, result) = match worker_event {
+            WorkerEvent::MessageRejected { .. } => (&self.callback_messages, "rejected"),
+            WorkerEvent::MessageClosed { .. } => (&self.callback_messages, "closed"),
+            _ if event.task_source != "callback" => return,
+            WorkerEvent::PollingSuccess { task: true } => (&self.polls, "task"),
+            WorkerEvent::PollingSuccess { task: false } => (&self.polls, "empty"),
+            WorkerEvent::PollingError {
+                throttled: true, ..
+            } => (&self.polls, "throttled"),
+            WorkerEvent::PollingError { .. } => (&self.polls, "error"),
+            _ => return,
+        };
+        family
+            .get_or_create(&ResultLabels {
+                activity: Shared(event.activity.clone()),
+                result,
+            })
+            .inc();
+    }
+
     /// Follows the handler versions: which serve (`handler_info`), and each swap.
     fn observe_handler(&self, event: &Event, handler_event: &HandlerEvent) {
         match handler_event {
@@ -528,8 +573,12 @@ impl Observer for Metrics {
             EventKind::Task {
                 event: task_event, ..
             } => self.observe_task(event, task_event),
-            // Workers and their polls are live gauges (`copy_gauges`).
-            EventKind::Worker { .. } => {}
+            // Workers and their polls are live gauges (`copy_gauges`); an activity's
+            // polls are counted by the client (`polled`), a callback's receives here.
+            EventKind::Worker {
+                event: worker_event,
+                ..
+            } => self.observe_receive(event, worker_event),
             EventKind::Handler(handler_event) => self.observe_handler(event, handler_event),
         }
     }

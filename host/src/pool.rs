@@ -48,6 +48,12 @@ impl ActivityPoolManager {
         &self.shared.arn
     }
 
+    /// Where its tasks come from: `activity` or `callback` (its ARN is then the queue
+    /// URL).
+    pub fn task_source(&self) -> &'static str {
+        self.shared.activity.source.kind()
+    }
+
     /// Starts the configured number of workers. Calling it twice does nothing.
     pub fn start(&mut self) {
         if self.supervisor.is_some() {

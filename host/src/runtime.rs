@@ -117,7 +117,11 @@ async fn start_admin(
     status: Arc<StatusBoard>,
 ) -> Result<(AdminServer, Arc<AdminState>), RuntimeError> {
     for pool in consumer.pools() {
-        metrics.add_activity(pool.arn(), pool.gauges().clone());
+        if pool.task_source() == "callback" {
+            metrics.add_callback(pool.arn(), pool.gauges().clone());
+        } else {
+            metrics.add_activity(pool.arn(), pool.gauges().clone());
+        }
         status.watch_gauges(pool.arn(), pool.gauges().clone());
         status.watch_desired(pool.arn(), pool.desired_watch());
         status.watch_versions(pool.arn(), pool.versions().clone());

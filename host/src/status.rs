@@ -193,6 +193,8 @@ impl StatusBoard {
                 let waited = board.waited_us.load(Ordering::Relaxed) as f64 / 1e6;
                 json!({
                     "arn": &*board.arn,
+                    // Checked names: an activity's is an ARN, a callback's a queue URL.
+                    "task_source": if board.arn.starts_with("arn:") { "activity" } else { "callback" },
                     "handler_digest": &*state.digest,
                     "canary": canary,
                     "desired_workers": desired,

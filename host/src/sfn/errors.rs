@@ -71,7 +71,8 @@ impl SfnError {
     }
 
     /// Whether this refusal of a poll says the activity (or a callback's queue) cannot be
-    /// polled until its setup changes (it does not exist, or its KMS key cannot be used): the worker then waits
+    /// polled until its setup changes (it does not exist, its KMS key cannot be used, SQS
+    /// denies the host the queue): the worker then waits
     /// in a visible error state (`/readyz` says why) and recovers by itself when the
     /// setup is mended, rather than giving up and being restarted over and over.
     pub fn blocks_polling(&self) -> bool {
@@ -87,6 +88,7 @@ impl SfnError {
                     | "KmsAccessDenied"
                     | "KmsDisabled"
                     | "KmsNotFound"
+                    | "AccessDenied"
             )
         )
     }

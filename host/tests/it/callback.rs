@@ -12,6 +12,7 @@ use aws_sdk_sfn::types::ExecutionStatus;
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 
+use crate::support::admin::{get, parse_metrics};
 use crate::support::emulator::{self, Ended};
 use crate::support::guests::guest;
 use crate::support::served::Served;
@@ -114,7 +115,7 @@ fn config(dir: &Path, queue_url: &str, lines: &str, more: &str) -> PathBuf {
     std::fs::write(
         &file,
         format!(
-            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\nshutdown_grace_seconds = 1\n\
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[host]\nshutdown_grace_seconds = 1\nadmin_listen = \"127.0.0.1:0\"\n\
              [[callback]]\nqueue_url = \"{queue_url}\"\nhandler = \"{}\"\nwait_seconds = 1\n{lines}\n{more}\n",
             emulator::endpoint(),
             guest("scenarios").display()
@@ -153,6 +154,12 @@ async fn drained(sqs: &aws_sdk_sqs::Client, url: &str) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The admin server's address, from the host's first lines.
+fn admin(host: &mut Served) -> std::net::SocketAddr {
+    let listening = host.wait_line(|line| line["admin"].is_string());
+    listening["admin"].as_str().unwrap().parse().unwrap()
 }
 
 fn ended(runtime: &tokio::runtime::Runtime, client: &aws_sdk_sfn::Client, exec: &str) -> Ended {
@@ -352,6 +359,7 @@ fn a_message_that_is_not_a_task_is_never_run_and_goes_to_the_dead_letter_queue()
         "workers = 3\nvisibility_timeout_seconds = 1",
         "",
     ));
+    let addr = admin(&mut host);
     let rejected = host.wait_for("callback:rejected");
     assert!(rejected["message_id"].is_string(), "{rejected}");
     assert!(rejected["reason"].is_string(), "{rejected}");
@@ -370,6 +378,11 @@ fn a_message_that_is_not_a_task_is_never_run_and_goes_to_the_dead_letter_queue()
     runtime.block_on(drained(&sqs, &url));
     let events = host.events();
     assert!(!events.iter().any(|e| e.starts_with("task:")), "{events:?}");
+    let (_, text) = get(addr, "/metrics");
+    let metrics = parse_metrics(&text);
+    let rejected =
+        format!(r#"sfn_wasm_host_callback_messages_total{{activity="{url}",result="rejected"}}"#);
+    assert!(metrics[&rejected] >= 3.0, "{text}");
     let bodies = host.text();
     assert!(!bodies.contains("not json"), "a body was logged");
 }
@@ -561,7 +574,17 @@ fn a_missing_queue_makes_the_host_not_ready_and_says_why() {
         fastrand::u32(..)
     );
     let mut host = Served::start(&config(dir.path(), &missing, "", ""));
+    let addr = admin(&mut host);
     let error = host.wait_until("polling:error", |l| l["blocked"] == true);
-    let text: Value = error.clone();
-    assert!(text.to_string().contains("queue_url"), "{text}");
+    assert_eq!(error["task_source"], "callback", "{error}");
+    let (status, why) = get(addr, "/readyz");
+    assert_eq!(status, 503, "{why}");
+    assert!(
+        why.contains(&missing) && why.contains("polls are refused") && why.contains("queue_url"),
+        "{why}"
+    );
+    let (_, page) = get(addr, "/status");
+    let page: Value = serde_json::from_str(&page).unwrap();
+    assert_eq!(page["activities"][0]["task_source"], "callback", "{page}");
+    assert_eq!(page["activities"][0]["arn"], missing.as_str(), "{page}");
 }
