@@ -18,7 +18,7 @@ use crate::support::guests::guest;
 use crate::support::served::Served;
 
 /// An SQS client for the emulator.
-async fn sqs() -> aws_sdk_sqs::Client {
+pub async fn sqs() -> aws_sdk_sqs::Client {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(emulator::endpoint())
         .region(aws_config::Region::new("us-east-1"))
@@ -29,7 +29,7 @@ async fn sqs() -> aws_sdk_sqs::Client {
 
 /// A fresh queue (FIFO when `fifo`), with a dead-letter queue after `max_receives`
 /// receives: the queue's URL and its dead-letter queue's.
-async fn queue(sqs: &aws_sdk_sqs::Client, fifo: bool, max_receives: u32) -> (String, String) {
+pub async fn queue(sqs: &aws_sdk_sqs::Client, fifo: bool, max_receives: u32) -> (String, String) {
     let suffix = if fifo { ".fifo" } else { "" };
     let name = format!("tasks-{:08x}", fastrand::u32(..));
     let mut dlq = sqs.create_queue().queue_name(format!("{name}-dlq{suffix}"));
@@ -69,7 +69,7 @@ async fn queue(sqs: &aws_sdk_sqs::Client, fifo: bool, max_receives: u32) -> (Str
 /// A state machine whose task sends `{"TaskToken": ..., "hello": ..., "ms": ...}` to
 /// `queue_url` and waits for its token; `InvalidName` is caught (`{"caught": ERROR}`).
 /// The state has `HeartbeatSeconds` (LocalStack refuses a heartbeat without it).
-async fn machine(
+pub async fn machine(
     client: &aws_sdk_sfn::Client,
     queue_url: &str,
     heartbeat_seconds: u32,
@@ -126,7 +126,7 @@ fn config(dir: &Path, queue_url: &str, lines: &str, more: &str) -> PathBuf {
 }
 
 /// Messages the queue holds, visible and in flight.
-async fn held(sqs: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
+pub async fn held(sqs: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
     let attributes = sqs
         .get_queue_attributes()
         .queue_url(url)
@@ -144,7 +144,7 @@ async fn held(sqs: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
 }
 
 /// Waits until the queue holds nothing (at most 30 s).
-async fn drained(sqs: &aws_sdk_sqs::Client, url: &str) {
+pub async fn drained(sqs: &aws_sdk_sqs::Client, url: &str) {
     let started = Instant::now();
     while held(sqs, url).await != (0, 0) {
         assert!(

@@ -679,6 +679,7 @@ fn readme_policies_are_found_and_substituted() {
     );
     for name in [
         "activities",
+        "callbacks",
         "idempotency-store",
         "progress-store",
         "s3-handlers",
@@ -1015,5 +1016,95 @@ fn progress_resumes_under_the_readme_policy_and_names_list_bucket_one_short() {
     assert!(
         warned.iter().any(|w| w.contains("s3:ListBucket")),
         "the refused first read names the permission: {warned:?}"
+    );
+}
+
+/// AWS rules: a callback's queue calls need `sqs:ReceiveMessage`,
+/// `sqs:ChangeMessageVisibility`, `sqs:DeleteMessage` (and for `check --remote`
+/// `sqs:GetQueueAttributes`) on the queue's ARN; its answers the `SendTask*` of any
+/// token. Under the book's `callbacks` block a task LocalStack's state machine sent is
+/// received from the strict emulator's queue, answered through the strict front, and its
+/// message deleted; `check --remote` passes, and one short it names the key and the
+/// permission.
+#[test]
+fn a_callback_is_served_under_the_readme_policy_and_check_fails_one_short() {
+    use crate::callback::{drained, machine, queue, sqs};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(emulator::client());
+    // LocalStack's state machine sends the task to LocalStack's queue; the test moves
+    // the message to the strict emulator's queue, where the host receives it.
+    let local = runtime.block_on(sqs());
+    let (local_url, _) = runtime.block_on(queue(&local, false, 5));
+    let state_machine = runtime.block_on(machine(&client, &local_url, 60, false));
+    let execution = runtime.block_on(emulator::start(
+        &client,
+        &state_machine,
+        json!({"hello": "World", "ms": 0}),
+    ));
+    let (admin_key, admin_secret) = admin();
+    let strict = runtime
+        .block_on(async { aws_sdk_sqs::Client::new(&sdk_config(&admin_key, &admin_secret).await) });
+    let (strict_url, _) = runtime.block_on(queue(&strict, false, 5));
+    runtime.block_on(async {
+        let started = std::time::Instant::now();
+        let body = loop {
+            let received = local
+                .receive_message()
+                .queue_url(&local_url)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .unwrap();
+            if let Some(message) = received.messages.unwrap_or_default().pop() {
+                break message.body.unwrap();
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "no message");
+        };
+        strict
+            .send_message()
+            .queue_url(&strict_url)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    });
+    let name = strict_url.rsplit('/').next().unwrap();
+    let policy = readme_policy(
+        "callbacks",
+        &[("REGION", REGION), ("ACCOUNT", ACCOUNT), ("QUEUE", name)],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[aws]\nregion = \"{REGION}\"\nendpoint_url = \"{}\"\n[host]\nshutdown_grace_seconds = 1\n\
+             [[callback]]\nqueue_url = \"{strict_url}\"\nhandler = \"{}\"\nwait_seconds = 1\n",
+            strict_endpoint(),
+            guest("scenarios").display()
+        ),
+    )
+    .unwrap();
+    let user = user_with_policy(&policy);
+    let output = host(&["check", "--remote"], &config, (&user.0, &user.1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+
+    let mut served = serve_as(&config, &user);
+    let ended = runtime.block_on(emulator::wait(&client, &execution, Duration::from_secs(60)));
+    assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
+    assert_eq!(ended.output, Some(json!({"greeting": "Hello, World"})));
+    runtime.block_on(drained(&strict, &strict_url));
+    let done = served.wait_for("task:done");
+    assert_eq!(done["outcome"], "success", "{done}");
+    drop(served);
+
+    let short = user_with_policy(&without_action(&policy, "sqs:GetQueueAttributes"));
+    let output = host(&["check", "--remote"], &config, (&short.0, &short.1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("callback[0].queue_url") && stderr.contains("sqs:GetQueueAttributes"),
+        "{stderr}"
     );
 }
