@@ -1,7 +1,8 @@
 """Runs YOUR handler against the local emulator: the demo for any handler.
 
 Creates an activity and a one-state machine (with HeartbeatSeconds and a Retry on the
-retriable SfnWasmHost.* errors) in the emulator, writes a config (yours, pointed at the
+retriable SfnWasmHost.* errors) in the emulator (with --callback: an SQS queue with a
+dead-letter queue, and a state machine whose task is a `.waitForTaskToken` message to it), writes a config (yours, pointed at the
 emulator, if --config is given), serves the handler, runs one execution per --input,
 prints each status and output, and stops the host. Prints the emulator's endpoint and
 the commands it ran, so that they can be repeated by hand. Run through scripts/dev.sh,
@@ -71,9 +72,38 @@ def config_text(config):
     for name in ("aws", "host"):
         if name in config:
             toml_table(name, config[name], out)
-    for activity in config.get("activity", []):
-        toml_table("activity", activity, out, array=True)
+    for kind in ("activity", "callback"):
+        for table in config.get(kind, []):
+            toml_table(kind, table, out, array=True)
     return "\n".join(out) + "\n"
+
+
+def callback_queue_and_machine(endpoint, sfn, name, task_state):
+    """A fresh SQS queue `NAME-RANDOM` (its dead-letter queue after 3 receives) and a state
+    machine whose one state sends `{"TaskToken", "input"}` to it and waits for the token.
+    Returns (queue URL, state machine ARN, the state's definition)."""
+    import uuid
+    sqs = boto3.client("sqs", endpoint_url=endpoint)
+    suffix = uuid.uuid4().hex[:8]
+    dlq = sqs.create_queue(QueueName=f"{name}-{suffix}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3})
+    queue = sqs.create_queue(QueueName=f"{name}-{suffix}", Attributes={"RedrivePolicy": redrive})["QueueUrl"]
+    print(f"ran: aws --endpoint-url {endpoint} sqs create-queue --queue-name {name}-{suffix} "
+          f"--attributes '{json.dumps({'RedrivePolicy': redrive})}'  (and its dead-letter queue {name}-{suffix}-dlq)")
+    state = {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+        "Parameters": {"QueueUrl": queue, "MessageBody": {"TaskToken.$": "$$.Task.Token", "input.$": "$"}},
+        **task_state,
+        "End": True,
+    }
+    definition = {"StartAt": "Work", "States": {"Work": state}}
+    machine = sfn.create_state_machine(
+        name=f"{name}-{suffix}", definition=json.dumps(definition),
+        roleArn="arn:aws:iam::000000000000:role/sfn-wasm-host-scripts",
+    )["stateMachineArn"]
+    return queue, machine, definition
 
 
 def main():
@@ -83,7 +113,8 @@ def main():
     parser.add_argument("handler")
     parser.add_argument("workdir")
     parser.add_argument("--input", action="append", default=[], help="a task input (JSON); repeat for more executions")
-    parser.add_argument("--config", help="your config.toml: its first [[activity]] serves the handler, pointed at the emulator")
+    parser.add_argument("--config", help="your config.toml: its first [[activity]] (or [[callback]]) serves the handler, pointed at the emulator")
+    parser.add_argument("--callback", action="store_true", help="serve the handler as a callback task from an SQS queue instead of an activity")
     args = parser.parse_args()
     inputs = args.input or ['{"hello": "World"}']
     for text in inputs:
@@ -100,10 +131,14 @@ def main():
         "HeartbeatSeconds": 60,
         "Retry": [{"ErrorEquals": RETRIABLE, "IntervalSeconds": 1, "MaxAttempts": 2}],
     }
-    activity, machine = activity_and_machine(sfn, name, task_state)
-    print(f"ran: aws --endpoint-url {args.endpoint} stepfunctions create-activity --name {activity.rsplit(':', 1)[1]}")
-    definition = {"StartAt": "Work", "States": {"Work": {
-        "Type": "Task", "Resource": activity, **task_state, "End": True}}}
+    kind = "callback" if args.callback else "activity"
+    if args.callback:
+        queue, machine, definition = callback_queue_and_machine(args.endpoint, sfn, name, task_state)
+    else:
+        activity, machine = activity_and_machine(sfn, name, task_state)
+        print(f"ran: aws --endpoint-url {args.endpoint} stepfunctions create-activity --name {activity.rsplit(':', 1)[1]}")
+        definition = {"StartAt": "Work", "States": {"Work": {
+            "Type": "Task", "Resource": activity, **task_state, "End": True}}}
     print(f"ran: aws --endpoint-url {args.endpoint} stepfunctions create-state-machine "
           f"--name {machine.rsplit(':', 1)[1]} --definition '{json.dumps(definition)}' "
           f"--role-arn arn:aws:iam::000000000000:role/sfn-wasm-host-scripts")
@@ -112,16 +147,27 @@ def main():
     if args.config:
         with open(args.config, "rb") as f:
             config = tomllib.load(f)
-        if not config.get("activity"):
-            sys.exit(f"error: {args.config} has no [[activity]] to serve the handler with")
-        config["activity"] = config["activity"][:1]
+        tables = config.get("activity") or config.get("callback")
+        if not tables:
+            sys.exit(f"error: {args.config} has no [[activity]] or [[callback]] to serve the handler with")
+        table = dict(tables[0])
+        for key in ("arn", "queue_url", "token", "input", "wait_seconds", "visibility_timeout_seconds"):
+            table.pop(key, None)
+        config.pop("activity", None)
+        config.pop("callback", None)
+        config[kind] = [table]
     else:
-        config = {"activity": [{"workers": 2, "task_timeout_seconds": 60}]}
+        config = {kind: [{"workers": 2, "task_timeout_seconds": 60}]}
     config["aws"] = {**config.get("aws", {}), "region": "us-east-1", "endpoint_url": args.endpoint}
     # Locally there is nothing to drain: a long poll would hold the default 30 s grace.
     config["host"] = {"shutdown_grace_seconds": 2, **config.get("host", {})}
-    config["activity"][0]["arn"] = activity
-    config["activity"][0]["handler"] = os.path.abspath(args.handler)
+    served_table = config[kind][0]
+    if args.callback:
+        # The whole input is under "input" in the message (the state machine above).
+        served_table.update({"queue_url": queue, "input": "/input", "wait_seconds": 1})
+    else:
+        served_table["arn"] = activity
+    served_table["handler"] = os.path.abspath(args.handler)
     config_path = os.path.join(args.workdir, "config.toml")
     with open(config_path, "w") as f:
         f.write(config_text(config))

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Your handler against the local emulator: scripts/dev.sh HANDLER.wasm [--input JSON]...
-# [--config CONFIG], paths relative to where it is run. Uses $SFN_WASM_HOST, else the
+# [--config CONFIG] [--callback], paths relative to where it is run. Uses $SFN_WASM_HOST, else the
 # installed sfn-wasm-host, else builds this checkout's; starts LocalStack (or uses the one at
-# $LOCALSTACK_ENDPOINT, if set), creates an activity and a one-state machine, serves the
+# $LOCALSTACK_ENDPOINT, if set), creates an activity (--callback: an SQS queue with a
+# dead-letter queue, for `.waitForTaskToken` tasks) and a one-state machine, serves the
 # handler, runs one execution per --input (default {"hello": "World"}), prints each
 # status and output and the commands it ran, then stops everything. Files: target/dev/.
 set -euo pipefail
 usage() {
-  echo "usage: scripts/dev.sh HANDLER.wasm [--input JSON]... [--config CONFIG]" >&2
+  echo "usage: scripts/dev.sh HANDLER.wasm [--input JSON]... [--config CONFIG] [--callback]" >&2
 }
 # Paths are the caller's: relative to where it was run, checked before anything else.
 if [ $# -lt 1 ] || [ ! -f "$1" ]; then

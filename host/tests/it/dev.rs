@@ -73,6 +73,31 @@ fn dev_runs_a_handler_once_per_input_and_says_what_it_ran() {
 }
 
 #[test]
+fn dev_serves_a_callback_from_a_queue() {
+    let greet = guest("greet");
+    let (code, stdout, stderr, written) = dev_written(&[
+        greet.to_str().unwrap(),
+        "--callback",
+        "--input",
+        r#"{"hello": "Queue"}"#,
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.lines().any(|line| line.starts_with("SUCCEEDED")
+            && line.contains(r#"{"greeting":"Hello, Queue"}"#)),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sqs create-queue"), "{stdout}");
+    assert!(stdout.contains("waitForTaskToken"), "{stdout}");
+    assert!(
+        written.contains("[[callback]]") && written.contains("queue_url = "),
+        "{written}"
+    );
+    assert!(!written.contains("[[activity]]"), "{written}");
+    assert!(stdout.contains("exited with 0 after SIGTERM"), "{stdout}");
+}
+
+#[test]
 fn dev_serves_with_the_users_own_config() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
