@@ -83,8 +83,10 @@ fn dev_serves_a_callback_from_a_queue() {
     ]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(
-        stdout.lines().any(|line| line.starts_with("SUCCEEDED")
-            && line.contains(r#"{"greeting":"Hello, Queue"}"#)),
+        stdout
+            .lines()
+            .any(|line| line.starts_with("SUCCEEDED")
+                && line.contains(r#"{"greeting":"Hello, Queue"}"#)),
         "{stdout}"
     );
     assert!(stdout.contains("sqs create-queue"), "{stdout}");

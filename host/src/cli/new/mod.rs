@@ -55,6 +55,11 @@ pub struct NewArgs {
     /// 0.2.0) instead of a copy in the project.
     #[arg(long)]
     registry: bool,
+    /// Serve the handler as a callback task (`.waitForTaskToken` through an SQS queue):
+    /// `config.toml` has a `[[callback]]`, `state-machine.json` sends the task to the
+    /// queue. Default: an activity.
+    #[arg(long)]
+    callback: bool,
 }
 
 /// Where a project's SDK comes from.
@@ -160,11 +165,21 @@ impl Language {
     }
 }
 
-/// The files every project has, whatever its language.
+/// The files every project has, whatever its language, for an activity.
 const COMMON: [(&str, &str); 3] = [
     ("input.json", t!("common/input.json")),
     ("config.toml", t!("common/config.toml")),
     ("state-machine.json", t!("common/state-machine.json")),
+];
+
+/// The files every project has, whatever its language, for a callback (`--callback`).
+const COMMON_CALLBACK: [(&str, &str); 3] = [
+    ("input.json", t!("common/input.json")),
+    ("config.toml", t!("common/callback-config.toml")),
+    (
+        "state-machine.json",
+        t!("common/callback-state-machine.json"),
+    ),
 ];
 
 /// Writes the project. Exits 0 when written, 2 for a bad name, a non-empty folder or a
@@ -197,7 +212,7 @@ pub fn run(args: NewArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
-    let files = render(args.language, &args.name, sdk);
+    let files = render(args.language, &args.name, sdk, args.callback);
     if let Err(err) = write_all(&dir, &files) {
         eprintln!("error: {err}");
         return ExitCode::FAILURE;
@@ -266,10 +281,10 @@ fn sdk_folder(path: &Path, language: Language) -> Result<PathBuf, String> {
     Ok(sdk)
 }
 
-/// The project's files with their placeholders filled: `{{name}}`, `{{wasm}}` (what the
+/// The project's files (for a callback when `callback`) with their placeholders filled: `{{name}}`, `{{wasm}}` (what the
 /// build writes), `{{state}}`, `{{retriable}}`, and the SDK dependency (`{{patch}}`,
 /// `{{sdk}}`); with [`Sdk::Vendored`], the SDK's own files under [`VENDORED`].
-fn render(language: Language, name: &str, sdk: Sdk) -> Vec<(String, String)> {
+fn render(language: Language, name: &str, sdk: Sdk, callback: bool) -> Vec<(String, String)> {
     let state: String = name
         .split('-')
         .map(|word| {
@@ -318,7 +333,7 @@ fn render(language: Language, name: &str, sdk: Sdk) -> Vec<(String, String)> {
     let mut files: Vec<(String, String)> = language
         .templates()
         .iter()
-        .chain(&COMMON)
+        .chain(if callback { &COMMON_CALLBACK } else { &COMMON })
         .map(|(path, template)| ((*path).to_owned(), fill(template)))
         .collect();
     if language == Language::Js && matches!(sdk, Sdk::Path(_)) {
@@ -381,9 +396,10 @@ mod tests {
         let sdk = Path::new("/opt/sfn-wasm-host/guest-sdk/rust");
         for language in LANGUAGES {
             for files in [
-                render(language, "my-greet", Sdk::Vendored),
-                render(language, "my-greet", Sdk::Path(sdk)),
-                render(language, "my-greet", Sdk::Registry),
+                render(language, "my-greet", Sdk::Vendored, false),
+                render(language, "my-greet", Sdk::Path(sdk), false),
+                render(language, "my-greet", Sdk::Registry, false),
+                render(language, "my-greet", Sdk::Vendored, true),
             ] {
                 for (path, text) in &files {
                     assert_eq!(placeholders(text), Vec::<&str>::new(), "{path}");
@@ -395,7 +411,7 @@ mod tests {
     #[test]
     fn the_config_names_what_the_build_writes_and_parses() {
         for language in LANGUAGES {
-            let files = render(language, "my-greet", Sdk::Vendored);
+            let files = render(language, "my-greet", Sdk::Vendored, false);
             let config = &files.iter().find(|(p, _)| p == "config.toml").unwrap().1;
             let parsed: toml::Value = toml::from_str(config).unwrap();
             let activity = &parsed["activity"][0];
@@ -416,7 +432,7 @@ mod tests {
 
     #[test]
     fn the_state_machine_retries_exactly_the_retriable_host_failures() {
-        let files = render(Language::Python, "my-greet", Sdk::Vendored);
+        let files = render(Language::Python, "my-greet", Sdk::Vendored, false);
         let text = &files
             .iter()
             .find(|(p, _)| p == "state-machine.json")
@@ -436,6 +452,47 @@ mod tests {
     }
 
     #[test]
+    fn a_callback_project_serves_its_queue_and_its_state_machine_sends_to_it() {
+        for language in LANGUAGES {
+            let files = render(language, "my-greet", Sdk::Vendored, true);
+            let file = |name: &str| &files.iter().find(|(p, _)| p == name).unwrap().1;
+            // Checked as `serve` checks it, beside what the build writes.
+            let dir = tempfile::tempdir().unwrap();
+            let wasm = dir.path().join(language.wasm("my-greet"));
+            fs::create_dir_all(wasm.parent().unwrap()).unwrap();
+            fs::write(&wasm, b"").unwrap();
+            let config = sfn_wasm_host::config::Config::parse(
+                &dir.path().join("config.toml"),
+                file("config.toml"),
+            )
+            .unwrap();
+            let queue = config.activities[0].source.callback().unwrap();
+            assert_eq!(
+                queue.queue_url,
+                "https://sqs.us-east-1.amazonaws.com/000000000000/my-greet-tasks"
+            );
+            let machine: serde_json::Value =
+                serde_json::from_str(file("state-machine.json")).unwrap();
+            let state = &machine["States"]["MyGreet"];
+            assert_eq!(
+                state["Resource"],
+                "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
+            );
+            assert_eq!(state["Parameters"]["QueueUrl"], queue.queue_url.as_str());
+            // What the config's pointers read is what the state puts in the message.
+            let body = &state["Parameters"]["MessageBody"];
+            assert_eq!(body["TaskToken.$"], "$$.Task.Token");
+            assert_eq!(queue.token, "/TaskToken");
+            assert_eq!(body["input.$"], "$");
+            assert_eq!(queue.input.as_deref(), Some("/input"));
+            assert_eq!(
+                state["Retry"][0]["ErrorEquals"],
+                serde_json::json!(FailureKind::retriable_names())
+            );
+        }
+    }
+
+    #[test]
     fn the_sdk_dependency_is_by_version_or_by_path() {
         let find = |files: &[(String, String)], name: &str| {
             files
@@ -444,7 +501,11 @@ mod tests {
                 .map(|(_, t)| t.clone())
         };
         let sdk = Path::new("/opt/guest-sdk/x");
-        let cargo = find(&render(Language::Rust, "g", Sdk::Path(sdk)), "Cargo.toml").unwrap();
+        let cargo = find(
+            &render(Language::Rust, "g", Sdk::Path(sdk), false),
+            "Cargo.toml",
+        )
+        .unwrap();
         let parsed: toml::Value = toml::from_str(&cargo).unwrap();
         assert_eq!(
             parsed["dependencies"]["sfn-wasm-guest"].as_str(),
@@ -454,10 +515,14 @@ mod tests {
             parsed["patch"]["crates-io"]["sfn-wasm-guest"]["path"].as_str(),
             Some("/opt/guest-sdk/x")
         );
-        let cargo = find(&render(Language::Rust, "g", Sdk::Registry), "Cargo.toml").unwrap();
+        let cargo = find(
+            &render(Language::Rust, "g", Sdk::Registry, false),
+            "Cargo.toml",
+        )
+        .unwrap();
         assert!(!cargo.contains("[patch"), "{cargo}");
 
-        let js = render(Language::Js, "g", Sdk::Path(sdk));
+        let js = render(Language::Js, "g", Sdk::Path(sdk), false);
         let package: serde_json::Value =
             serde_json::from_str(&find(&js, "package.json").unwrap()).unwrap();
         assert_eq!(
@@ -465,20 +530,20 @@ mod tests {
             "file:/opt/guest-sdk/x"
         );
         assert!(find(&js, ".npmrc").unwrap().contains("install-links=true"));
-        let js = render(Language::Js, "g", Sdk::Registry);
+        let js = render(Language::Js, "g", Sdk::Registry, false);
         let package: serde_json::Value =
             serde_json::from_str(&find(&js, "package.json").unwrap()).unwrap();
         assert_eq!(package["dependencies"]["sfn-wasm-guest"], "^0.2.0");
         assert_eq!(find(&js, ".npmrc"), None);
 
         let py = find(
-            &render(Language::Python, "g", Sdk::Registry),
+            &render(Language::Python, "g", Sdk::Registry, false),
             "requirements.txt",
         )
         .unwrap();
         assert_eq!(py.trim(), "sfn-wasm-guest==0.2.0");
         let py = find(
-            &render(Language::Python, "g", Sdk::Path(sdk)),
+            &render(Language::Python, "g", Sdk::Path(sdk), false),
             "requirements.txt",
         )
         .unwrap();
@@ -493,13 +558,13 @@ mod tests {
                 .find(|(p, _)| p == name)
                 .map(|(_, t)| t.clone())
         };
-        let rust = render(Language::Rust, "g", Sdk::Vendored);
+        let rust = render(Language::Rust, "g", Sdk::Vendored, false);
         let cargo: toml::Value = toml::from_str(&find(&rust, "Cargo.toml").unwrap()).unwrap();
         assert_eq!(
             cargo["patch"]["crates-io"]["sfn-wasm-guest"]["path"].as_str(),
             Some("vendor/sfn-wasm-guest")
         );
-        let js = render(Language::Js, "g", Sdk::Vendored);
+        let js = render(Language::Js, "g", Sdk::Vendored, false);
         let package: serde_json::Value =
             serde_json::from_str(&find(&js, "package.json").unwrap()).unwrap();
         assert_eq!(
@@ -512,7 +577,7 @@ mod tests {
             serde_json::from_str(&find(&js, "vendor/sfn-wasm-guest/package.json").unwrap())
                 .unwrap();
         assert_eq!(sdk_package["version"], SDK_VERSION);
-        let py = render(Language::Python, "g", Sdk::Vendored);
+        let py = render(Language::Python, "g", Sdk::Vendored, false);
         assert_eq!(
             find(&py, "requirements.txt").unwrap().trim(),
             "./vendor/sfn-wasm-guest"
