@@ -24,6 +24,10 @@
 //! - bare: this binary re-run as `--bare-worker`: the same tuned `AwsStepFunctions`
 //!   client, N concurrent loops of `GetActivityTask` → parse JSON → greeting →
 //!   `SendTaskSuccess`.
+//! - host serving a callback (SQS) (LocalStack only): the same tasks as callback tasks: each
+//!   execution's state sends its token and input to an SQS queue, which the host's
+//!   `[[callback]]` receives from (a receive, a token check, the answer, a delete); a
+//!   line compares its CPU per task with the activity's (target ≤ 1.2x).
 //! - host, admin + OTLP (LocalStack only): the host with `[host] admin_listen` and
 //!   `[host.otel] endpoint` set (a stand-in collector in this process answers the
 //!   exports): what metrics, the status board and traces cost per task.
@@ -79,6 +83,9 @@ const CONCURRENCY: [usize; 2] = [1, 4];
 /// The host with its admin server on and traces exported to an OTLP collector (a
 /// stand-in in this process that answers 200).
 const OPS: &str = "host, admin + OTLP";
+/// The host serving the same tasks as a callback: the state machine sends each to an SQS
+/// queue (`sqs:sendMessage.waitForTaskToken`), the host's `[[callback]]` receives it.
+const CALLBACK: &str = "host serving a callback (SQS)";
 /// The host with `[host] outbox_dir` (a folder in the run's temporary folder): every
 /// answer written before its first attempt and removed once accepted.
 const OUTBOX: &str = "host with outbox";
@@ -125,7 +132,7 @@ impl Target {
 
     fn modes(self) -> &'static [&'static str] {
         match self {
-            Target::LocalStack => &["bare", "host", OPS],
+            Target::LocalStack => &["bare", "host", OPS, CALLBACK],
             Target::Queued => &[
                 "bare",
                 "host",
@@ -296,7 +303,11 @@ impl Bench {
         let mut machine = None;
         let (endpoint, activity) = match &self.localstack {
             Some((endpoint, client)) if target == Target::LocalStack => {
-                let (activity, state_machine) = self.runtime.block_on(setup(client, mode));
+                let (activity, state_machine) = if mode == CALLBACK {
+                    self.runtime.block_on(setup_callback(client, endpoint))
+                } else {
+                    self.runtime.block_on(setup(client, mode))
+                };
                 self.runtime
                     .block_on(start_executions(client, &state_machine));
                 machine = Some(state_machine);
@@ -339,11 +350,17 @@ impl Bench {
                 };
                 let (outbox, idempotency) = durable_features(mode, dir.path());
                 let quotas = if raised { RAISED_QUOTAS } else { "" };
+                // `activity` is the queue's URL for a callback.
+                let source = if mode == CALLBACK {
+                    format!("[[callback]]\nqueue_url = \"{activity}\"")
+                } else {
+                    format!("[[activity]]\narn = \"{activity}\"")
+                };
                 std::fs::write(
                     &config,
                     format!(
                         "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n{quotas}[host]\nlog_format = \"json\"\ncache_dir = \"{}\"\n{outbox}{ops}\
-                         [[activity]]\narn = \"{activity}\"\nhandler = \"{}\"\nworkers = {concurrency}\n{idempotency}",
+                         {source}\nhandler = \"{}\"\nworkers = {concurrency}\n{idempotency}",
                         self.cache.display(),
                         self.greet.display()
                     ),
@@ -481,6 +498,11 @@ fn report(targets: &[Target], samples: &[Sample]) {
             println!(
                 "\nadmin server and OTLP export on, {concurrency} worker(s): {:+.1} % CPU per task",
                 (ops / host - 1.0) * 100.0
+            );
+            let callback = pick(Target::LocalStack, CALLBACK, concurrency, |s| s.per_task);
+            println!(
+                "a callback task (SQS) against an activity task, {concurrency} worker(s): {:.2}x CPU per task (target ≤ 1.2x)",
+                callback / host
             );
         }
     }
@@ -646,6 +668,62 @@ async fn setup(client: &Client, mode: &str) -> (String, String) {
         .unwrap()
         .state_machine_arn;
     (activity, machine)
+}
+
+/// A fresh queue (with a dead-letter queue) and a state machine whose one state sends
+/// each task to it and waits for its token: (queue URL, state machine ARN).
+async fn setup_callback(client: &Client, endpoint: &str) -> (String, String) {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let suffix = format!("{:08x}", fastrand::u32(..));
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("e2e-{suffix}-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("e2e-{suffix}"))
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let definition = json!({"StartAt": "Work", "States": {"Work": {
+        "Type": "Task", "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+        "Parameters": {"QueueUrl": queue, "MessageBody": {"TaskToken.$": "$$.Task.Token", "hello.$": "$.hello"}},
+        "TimeoutSeconds": 300, "HeartbeatSeconds": 60, "End": true}}});
+    let machine = client
+        .create_state_machine()
+        .name(format!("e2e-callback-{suffix}"))
+        .definition(definition.to_string())
+        .role_arn("arn:aws:iam::000000000000:role/bench")
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn;
+    (queue, machine)
 }
 
 async fn start_executions(client: &Client, machine: &str) {
