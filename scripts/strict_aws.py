@@ -198,6 +198,11 @@ _ACTION_FIXES = {
     "s3:ListMultipartUploads": "s3:ListBucketMultipartUploads",
     "s3:ListParts": "s3:ListMultipartUploadParts",
     "s3:DeleteObjects": "s3:DeleteObject",
+    # SQS's batch actions take the single action's permission (there is no
+    # sqs:DeleteMessageBatch in IAM).
+    "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
+    "sqs:SendMessageBatch": "sqs:SendMessage",
     "s3:CopyObject": "s3:PutObject",
     "s3:CreateMultipartUpload": "s3:PutObject",
     "s3:UploadPart": "s3:PutObject",

@@ -7,14 +7,18 @@
 //!   one's delete). A message that is not a task (not JSON, no token at the `token`
 //!   pointer, a token Step Functions refuses as malformed) is never run and never
 //!   deleted: the queue's redrive policy moves it to its dead-letter queue.
-//! - **Before running**: one `SendTaskHeartbeat` proves the token. A task Step
-//!   Functions reports closed (the message was delivered twice, or reappeared after its
-//!   host died and the task was answered) is deleted, not run again.
+//! - **Before running a redelivery**: a message SQS hands out again (its receive count
+//!   above 1: its host died, or its delete was lost) may carry a task that was already
+//!   answered: one `SendTaskHeartbeat` asks, and a task Step Functions reports closed is
+//!   deleted, not run again. A first delivery runs at once (its task is open but for a
+//!   rare duplicate copy, whose answer then finds the task closed): one request less per
+//!   task.
 //! - **While it runs**: the message's visibility is extended (`ChangeMessageVisibility`,
 //!   every half `visibility_timeout_seconds`) so that SQS hands it to no other worker.
 //! - **After**: deleted once Step Functions accepted the answer or reports the task
-//!   closed; otherwise left to reappear after its visibility timeout, when the next
-//!   worker answers it (or finds it closed and deletes it).
+//!   closed (the deletes of tasks settling together go in one `DeleteMessageBatch`);
+//!   otherwise left to reappear after its visibility timeout, when the next worker
+//!   answers it (or finds it closed and deletes it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +42,16 @@ pub struct CallbackQueue {
     sqs: Arc<Sqs>,
     sfn: Arc<dyn StepFunctions>,
     config: CallbackConfig,
+    /// The deletes waiting for the next batch, and whether a batch is being sent.
+    deletes: std::sync::Mutex<PendingDeletes>,
+}
+
+/// Deletes asked for while a batch is in flight: the next batch takes them all (up to
+/// SQS's 10), as a group commit does.
+#[derive(Default)]
+struct PendingDeletes {
+    waiting: Vec<(String, tokio::sync::oneshot::Sender<bool>)>,
+    sending: bool,
 }
 
 /// What the token check before a run found.
@@ -55,7 +69,12 @@ pub enum TokenCheck {
 impl CallbackQueue {
     /// The queue of `config`, received with `sqs`, its tokens checked with `sfn`.
     pub fn new(sqs: Arc<Sqs>, sfn: Arc<dyn StepFunctions>, config: CallbackConfig) -> Self {
-        Self { sqs, sfn, config }
+        Self {
+            sqs,
+            sfn,
+            config,
+            deletes: std::sync::Mutex::default(),
+        }
     }
 
     /// The queue's settings.
@@ -109,8 +128,13 @@ impl CallbackQueue {
         })
     }
 
-    /// Proves `token` with one `SendTaskHeartbeat` before the task runs.
-    pub async fn check(&self, token: &str) -> TokenCheck {
+    /// Before a task runs: for a message SQS hands out again (its receive count above
+    /// 1), asks Step Functions with one `SendTaskHeartbeat` whether its task is still
+    /// open; a first delivery runs at once.
+    pub async fn check(&self, message: &ReceivedMessage, token: &str) -> TokenCheck {
+        if message.receive_count <= 1 {
+            return TokenCheck::Run;
+        }
         match self.sfn.send_heartbeat(token).await {
             Ok(()) => TokenCheck::Run,
             Err(SfnError::TaskClosed(reason)) => TokenCheck::Closed(reason),
@@ -123,26 +147,92 @@ impl CallbackQueue {
         }
     }
 
-    /// Deletes the message of `receipt`, trying [`DELETE_ATTEMPTS`] times; whether it
-    /// is gone. A message left reappears after its visibility timeout, and the next
-    /// worker finds its task closed and deletes it.
-    pub async fn delete(&self, receipt: &str) -> bool {
-        for attempt in 1..=DELETE_ATTEMPTS {
-            match self.sqs.delete(&self.config.queue_url, receipt).await {
-                Ok(()) => return true,
-                Err(err) if err.is_transient() && attempt < DELETE_ATTEMPTS => {
-                    tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+    /// Deletes the message of `receipt`; whether it is gone. Deletes asked for while
+    /// another batch is in flight go together in the next (`DeleteMessageBatch`); a
+    /// delete that fails for a transient reason is tried again alone, up to
+    /// [`DELETE_ATTEMPTS`] in all. A message left reappears after its visibility
+    /// timeout, and the next worker finds its task closed and deletes it.
+    pub async fn delete(self: &Arc<Self>, receipt: &str) -> bool {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut pending = self.lock_deletes();
+            pending.waiting.push((receipt.to_owned(), done));
+            !std::mem::replace(&mut pending.sending, true)
+        };
+        if lead {
+            // A task of its own: a caller dropped mid-batch must not leave the others
+            // waiting for a batch nobody sends.
+            let queue = self.clone();
+            tokio::spawn(async move { queue.send_deletes().await });
+        }
+        result.await.unwrap_or(false)
+    }
+
+    fn lock_deletes(&self) -> std::sync::MutexGuard<'_, PendingDeletes> {
+        self.deletes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sends the waiting deletes, ten at a time, until none waits; then lets the next
+    /// delete lead.
+    async fn send_deletes(&self) {
+        loop {
+            let batch: Vec<_> = {
+                let mut pending = self.lock_deletes();
+                if pending.waiting.is_empty() {
+                    pending.sending = false;
+                    return;
                 }
-                Err(err) => {
-                    tracing::warn!(
-                        activity = &*self.config.queue_url,
-                        error = %err,
-                        "a settled task's message could not be deleted; it reappears after its visibility timeout, and the next worker finds its task closed and deletes it"
-                    );
-                    return false;
+                let take = pending.waiting.len().min(MAX_MESSAGES_PER_RECEIVE as usize);
+                pending.waiting.drain(..take).collect()
+            };
+            let receipts: Vec<String> = batch.iter().map(|(r, _)| r.clone()).collect();
+            let outcomes = if receipts.len() == 1 {
+                vec![
+                    self.sqs
+                        .delete(&self.config.queue_url, &receipts[0])
+                        .await
+                        .err(),
+                ]
+            } else {
+                match self
+                    .sqs
+                    .delete_batch(&self.config.queue_url, &receipts)
+                    .await
+                {
+                    Ok(outcomes) => outcomes,
+                    Err(err) => vec![Some(err); receipts.len()],
                 }
+            };
+            for ((receipt, done), failed) in batch.into_iter().zip(outcomes) {
+                let deleted = match failed {
+                    None => true,
+                    Some(err) => self.delete_alone(&receipt, err).await,
+                };
+                let _ = done.send(deleted);
             }
         }
+    }
+
+    /// Tries a delete that failed with `err` again alone while the failure is
+    /// transient; whether the message is gone.
+    async fn delete_alone(&self, receipt: &str, mut err: SfnError) -> bool {
+        for attempt in 2..=DELETE_ATTEMPTS {
+            if !err.is_transient() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200) * (attempt - 1)).await;
+            match self.sqs.delete(&self.config.queue_url, receipt).await {
+                Ok(()) => return true,
+                Err(again) => err = again,
+            }
+        }
+        tracing::warn!(
+            activity = &*self.config.queue_url,
+            error = %err,
+            "a settled task's message could not be deleted; it reappears after its visibility timeout, and the next worker finds its task closed and deletes it"
+        );
         false
     }
 

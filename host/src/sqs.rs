@@ -11,7 +11,9 @@ use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::retry::RetryConfig;
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+};
 
 use crate::aws::{AwsConfig, sdk_config};
 use crate::sfn::{SfnError, map_error};
@@ -190,6 +192,56 @@ impl Sqs {
             .await
             .map_err(|err| map_error(err, ""))?;
         Ok(())
+    }
+
+    /// `DeleteMessageBatch`: the messages of `receipts` (1–10) are done. For each, in
+    /// order, `None` when it was deleted, else why not.
+    ///
+    /// # Errors
+    /// The call's [`SfnError`] (then none was deleted).
+    pub async fn delete_batch(
+        &self,
+        queue_url: &str,
+        receipts: &[String],
+    ) -> Result<Vec<Option<SfnError>>, SfnError> {
+        let entries = receipts
+            .iter()
+            .enumerate()
+            .map(|(index, receipt)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .receipt_handle(receipt)
+                    .build()
+                    .map_err(|err| SfnError::rejected("InvalidParameterValue", err.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let output = self
+            .clients()
+            .await
+            .caller
+            .delete_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|err| map_error(err, ""))?;
+        let mut outcome: Vec<Option<SfnError>> = vec![None; receipts.len()];
+        for failed in output.failed {
+            if let Some(slot) = failed
+                .id
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| outcome.get_mut(i))
+            {
+                let message = failed.message.unwrap_or_default();
+                *slot = Some(if failed.sender_fault {
+                    SfnError::rejected(failed.code, message)
+                } else {
+                    SfnError::Unavailable(format!("{}: {message}", failed.code))
+                });
+            }
+        }
+        Ok(outcome)
     }
 
     /// `GetQueueAttributes` (all): whether the queue exists and these credentials may

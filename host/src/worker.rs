@@ -390,7 +390,7 @@ impl ActivityWorker {
         }
         let slot = self.shared.gauges.task_slot(slot);
         running.spawn(async move {
-            match queue.check(&task.token).await {
+            match queue.check(&message, &task.token).await {
                 TokenCheck::Run => {}
                 TokenCheck::Closed(reason) => {
                     queue.delete(&message.receipt).await;

@@ -1099,6 +1099,58 @@ fn a_callback_is_served_under_the_readme_policy_and_check_fails_one_short() {
     assert_eq!(done["outcome"], "success", "{done}");
     drop(served);
 
+    // The host deletes the messages of tasks settling together in one
+    // DeleteMessageBatch, which IAM allows with sqs:DeleteMessage. (After the killed
+    // host's last receive, a 1 s long poll the server still holds, has ended.)
+    std::thread::sleep(Duration::from_millis(1500));
+    runtime.block_on(async {
+        for n in 0..2 {
+            strict
+                .send_message()
+                .queue_url(&strict_url)
+                .message_body(format!("batch {n}"))
+                .send()
+                .await
+                .unwrap();
+        }
+        let host_sqs = aws_sdk_sqs::Client::new(&sdk_config(&user.0, &user.1).await);
+        // SQS may return fewer than asked for: receive until both are in hand.
+        let mut received = Vec::new();
+        for _ in 0..20 {
+            received.extend(
+                host_sqs
+                    .receive_message()
+                    .queue_url(&strict_url)
+                    .max_number_of_messages(2)
+                    .wait_time_seconds(1)
+                    .send()
+                    .await
+                    .unwrap()
+                    .messages
+                    .unwrap_or_default(),
+            );
+            if received.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(received.len(), 2);
+        let entries = received.iter().enumerate().map(|(n, m)| {
+            aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                .id(n.to_string())
+                .receipt_handle(m.receipt_handle.clone().unwrap())
+                .build()
+                .unwrap()
+        });
+        let deleted = host_sqs
+            .delete_message_batch()
+            .queue_url(&strict_url)
+            .set_entries(Some(entries.collect()))
+            .send()
+            .await
+            .unwrap();
+        assert!(deleted.failed.is_empty(), "{deleted:?}");
+    });
+
     let short = user_with_policy(&without_action(&policy, "sqs:GetQueueAttributes"));
     let output = host(&["check", "--remote"], &config, (&short.0, &short.1));
     let stderr = String::from_utf8_lossy(&output.stderr);
