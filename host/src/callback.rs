@@ -5,16 +5,16 @@
 //! - **Taking**: a receive asks for no more messages than the worker holds free task
 //!   slots (one on a FIFO queue, so that a message group's next message waits for this
 //!   one's delete). A message that is not a task (not JSON, no token at the `token`
-//!   pointer, a token Step Functions refuses as malformed) is never run and never
-//!   deleted: the queue's redrive policy moves it to its dead-letter queue.
-//! - **Before running a redelivery**: a message SQS hands out again (its receive count
-//!   above 1: its host died, or its delete was lost) may carry a task that was already
-//!   answered: one `SendTaskHeartbeat` asks, and a task Step Functions reports closed is
-//!   deleted, not run again. A first delivery runs at once (its task is open but for a
-//!   rare duplicate copy, whose answer then finds the task closed): one request less per
-//!   task.
-//! - **While it runs**: the message's visibility is extended (`ChangeMessageVisibility`,
-//!   every half `visibility_timeout_seconds`) so that SQS hands it to no other worker.
+//!   pointer, a token Step Functions refuses as malformed or invalid) is never run and
+//!   never deleted: the queue's redrive policy moves it to its dead-letter queue.
+//! - **Before running**: one `SendTaskHeartbeat` proves the token: anyone who may send
+//!   to the queue could otherwise run the handler on an input of their own with a made
+//!   up token. A task Step Functions reports closed (`TaskDoesNotExist`, `TaskTimedOut`:
+//!   a copy of a message, or one that reappeared after its host died and the task was
+//!   answered) is deleted, not run again; `InvalidToken` is a token that is not one.
+//! - **While it runs** (from its receive): the message's visibility is extended
+//!   (`ChangeMessageVisibility`, every half `visibility_timeout_seconds`) so that SQS
+//!   hands it to no other worker.
 //! - **After**: deleted once Step Functions accepted the answer or reports the task
 //!   closed (the deletes of tasks settling together go in one `DeleteMessageBatch`);
 //!   otherwise left to reappear after its visibility timeout, when the next worker
@@ -128,15 +128,19 @@ impl CallbackQueue {
         })
     }
 
-    /// Before a task runs: for a message SQS hands out again (its receive count above
-    /// 1), asks Step Functions with one `SendTaskHeartbeat` whether its task is still
-    /// open; a first delivery runs at once.
-    pub async fn check(&self, message: &ReceivedMessage, token: &str) -> TokenCheck {
-        if message.receive_count <= 1 {
-            return TokenCheck::Run;
-        }
+    /// Proves `token` with one `SendTaskHeartbeat` before its task runs: open, closed
+    /// (`TaskDoesNotExist`, `TaskTimedOut`) or not a token at all (`InvalidToken`, or a
+    /// refusal of its shape). (LocalStack answers `InvalidToken` for the token of an
+    /// execution that ended too: there a closed task's message goes to the dead-letter
+    /// queue, unrun, instead of being deleted.)
+    pub async fn check(&self, token: &str) -> TokenCheck {
         match self.sfn.send_heartbeat(token).await {
             Ok(()) => TokenCheck::Run,
+            Err(SfnError::TaskClosed(reason)) if reason.starts_with("InvalidToken") => {
+                TokenCheck::Malformed(format!(
+                    "Step Functions knows no task of this token: {reason}"
+                ))
+            }
             Err(SfnError::TaskClosed(reason)) => TokenCheck::Closed(reason),
             Err(SfnError::Rejected { code, message }) if malformed(&code) => TokenCheck::Malformed(
                 format!("Step Functions refused the task token: {code}: {message}"),
@@ -163,7 +167,7 @@ impl CallbackQueue {
             // A task of its own: a caller dropped mid-batch must not leave the others
             // waiting for a batch nobody sends.
             let queue = self.clone();
-            tokio::spawn(async move { queue.send_deletes().await });
+            tokio::spawn(queue.send_deletes());
         }
         result.await.unwrap_or(false)
     }
@@ -176,7 +180,7 @@ impl CallbackQueue {
 
     /// Sends the waiting deletes, ten at a time, until none waits; then lets the next
     /// delete lead.
-    async fn send_deletes(&self) {
+    async fn send_deletes(self: Arc<Self>) {
         loop {
             let batch: Vec<_> = {
                 let mut pending = self.lock_deletes();
@@ -206,11 +210,18 @@ impl CallbackQueue {
                 }
             };
             for ((receipt, done), failed) in batch.into_iter().zip(outcomes) {
-                let deleted = match failed {
-                    None => true,
-                    Some(err) => self.delete_alone(&receipt, err).await,
-                };
-                let _ = done.send(deleted);
+                match failed {
+                    None => {
+                        let _ = done.send(true);
+                    }
+                    // Retried beside the next batches, not in their way.
+                    Some(err) => {
+                        let queue = self.clone();
+                        tokio::spawn(async move {
+                            let _ = done.send(queue.delete_alone(&receipt, err).await);
+                        });
+                    }
+                }
             }
         }
     }
@@ -272,17 +283,24 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// Deletes the message (kept hidden until it is gone); whether it is.
+    pub async fn delete(self) -> bool {
+        let deleted = self.queue.delete(&self.receipt).await;
+        self.keeper.abort();
+        deleted
+    }
+
     /// The task's answer settled as `state`: the message is deleted when Step Functions
     /// accepted the answer or reports the task closed, and otherwise left to reappear
     /// (an answer given up through an outage, or kept in the outbox for the next start:
     /// the next worker to receive it answers, or finds the task closed).
     pub async fn settle(self, state: &AnswerState) {
-        self.keeper.abort();
         match state {
             AnswerState::Delivered { .. } | AnswerState::Closed { .. } => {
-                self.queue.delete(&self.receipt).await;
+                self.delete().await;
             }
             AnswerState::Pending | AnswerState::Delivering(_) | AnswerState::Undelivered { .. } => {
+                self.keeper.abort();
                 tracing::info!(
                     activity = &*self.queue.config.queue_url,
                     "the task's answer was not accepted; its message is left to reappear after its visibility timeout"
@@ -305,19 +323,26 @@ impl Drop for Lease {
 async fn keep_hidden(queue: Arc<CallbackQueue>, receipt: String) {
     let visibility = queue.config.visibility_timeout;
     let every = (visibility / 2).max(Duration::from_millis(200));
+    // After a failed extension, the next try comes soon: the message must not lapse.
+    let soon = (visibility / 8).max(Duration::from_millis(100));
+    let mut wait = every;
     loop {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(wait).await;
+        wait = every;
         match queue
             .sqs
             .change_visibility(&queue.config.queue_url, &receipt, visibility)
             .await
         {
             Ok(()) => {}
-            Err(err) if err.is_transient() => tracing::debug!(
+            Err(err) if err.is_transient() => {
+                wait = soon;
+                tracing::debug!(
                 activity = &*queue.config.queue_url,
-                error = %err,
-                "a message's visibility could not be extended; trying again"
-            ),
+                    error = %err,
+                    "a message's visibility could not be extended; trying again"
+                );
+            }
             Err(err) => {
                 tracing::warn!(
                     activity = &*queue.config.queue_url,
@@ -356,27 +381,35 @@ fn task_of(body: &str, token: &str, input: Option<&str>) -> Result<(String, Stri
             "the task token at `{token}` holds spaces or control characters: not a task token"
         ));
     }
+    // The token is a credential: cut out of whatever the input is, before it is taken.
+    remove(&mut value, token);
     let input = match input {
         Some(pointer) => value
             .pointer(pointer)
             .ok_or_else(|| format!("the message has no input at `{pointer}`"))?
             .to_string(),
-        None => {
-            remove(&mut value, token);
-            value.to_string()
-        }
+        None => value.to_string(),
     };
     Ok((found, input))
 }
 
-/// Removes the member `pointer` names (its last step, unescaped) from its parent object.
+/// Removes what `pointer` names (its last step, unescaped) from its parent: a member of
+/// an object, an item of an array.
 fn remove(value: &mut Value, pointer: &str) {
     let Some((parent, last)) = pointer.rsplit_once('/') else {
         return;
     };
     let name = last.replace("~1", "/").replace("~0", "~");
-    if let Some(Value::Object(members)) = value.pointer_mut(parent) {
-        members.remove(&name);
+    match value.pointer_mut(parent) {
+        Some(Value::Object(members)) => {
+            members.remove(&name);
+        }
+        Some(Value::Array(items)) => {
+            if let Some(index) = name.parse::<usize>().ok().filter(|i| *i < items.len()) {
+                items.remove(index);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -402,9 +435,13 @@ mod tests {
         .unwrap();
         assert_eq!(token, "tok");
         assert_eq!(input, r#"{"n":1}"#);
-        // The token is cut out of the input wherever it is.
+        // The token is cut out of the input wherever it is, whatever the input is.
         let (_, input) = task_of(r#"{"meta":{"t":"tok","x":1}}"#, "/meta/t", None).unwrap();
         assert_eq!(input, r#"{"meta":{"x":1}}"#);
+        let (_, input) = task_of(r#"{"t":"tok","x":1}"#, "/t", Some("")).unwrap();
+        assert_eq!(input, r#"{"x":1}"#);
+        let (_, input) = task_of(r#"{"a":["tok",2]}"#, "/a/0", Some("/a")).unwrap();
+        assert_eq!(input, "[2]");
     }
 
     #[test]

@@ -164,7 +164,8 @@ impl ActivityShared {
     }
 
     /// Looks the task's idempotency key up: `Ok` with the claim to settle (if any) when
-    /// the task is to run, `Err` when it was answered here without running.
+    /// the task is to run, `Err` when it was answered here without running
+    /// ([`NotRun::Answered`]) or is left unanswered ([`NotRun::Left`]).
     async fn claim_key(
         &self,
         emitter: &TaskEmitter,
@@ -172,7 +173,7 @@ impl ActivityShared {
         input: &str,
         delivery: &Delivery,
         received: Instant,
-    ) -> Result<Option<Claim>, ()> {
+    ) -> Result<Option<Claim>, NotRun> {
         let Some(keys) = &self.idempotency else {
             return Ok(None);
         };
@@ -183,17 +184,34 @@ impl ActivityShared {
                 // Sent as the guest's answer it was; what became of it is the delivery's.
                 let _ = delivery.answer(answer).await;
                 Self::done_without_running(emitter, delivery, received, true).await;
-                Err(())
+                Err(NotRun::Answered)
+            }
+            // A callback's message of a key another attempt holds is most likely the
+            // same task again (a redelivery while its first run, or a dead host's claim,
+            // lasts): failing it would fail the task that attempt answers. The message
+            // is left to come back once the claim is settled or expired.
+            Lookup::Duplicate if self.callback.is_some() => {
+                tracing::info!(
+                    activity = &*self.arn,
+                    task_id,
+                    "another attempt holds the task's idempotency key: its message is left to come back after its visibility timeout"
+                );
+                emitter.emit(TaskEvent::Done(TaskDone::not_run(
+                    TaskOutcome::Undelivered,
+                    DoneError::Undelivered,
+                    received.elapsed(),
+                )));
+                Err(NotRun::Left)
             }
             Lookup::Duplicate => {
                 delivery.decline(&HostFailure::Duplicate);
                 Self::done_without_running(emitter, delivery, received, false).await;
-                Err(())
+                Err(NotRun::Answered)
             }
             Lookup::Mismatch(pointers) => {
                 delivery.decline(&HostFailure::IdempotencyMismatch(pointers));
                 Self::done_without_running(emitter, delivery, received, false).await;
-                Err(())
+                Err(NotRun::Answered)
             }
             Lookup::Unavailable(err) => {
                 tracing::warn!(
@@ -235,16 +253,18 @@ impl ActivityShared {
         let control = TaskControl::child_of(&self.tasks);
         let (delivery, kept) = self.delivery(token, &emitter, control.clone());
         // Whatever happens below, even a panic, the task gets an answer.
-        let unanswered = Unanswered(delivery.clone());
+        let unanswered = Unanswered::new(delivery.clone());
         let progress = self
             .progress
             .as_ref()
             .and_then(|progress| progress.for_task(&self.arn, &task_id, &input));
-        let Ok(claim) = self
+        let claim = match self
             .claim_key(&emitter, &task_id, &input, &delivery, received)
             .await
-        else {
-            return delivery.state();
+        {
+            Ok(claim) => claim,
+            Err(NotRun::Answered) => return delivery.state(),
+            Err(NotRun::Left) => return unanswered.disarm(),
         };
         if let (Some(kept), Some(claim)) = (&kept, &claim) {
             kept.claimed(claim);
@@ -254,11 +274,7 @@ impl ActivityShared {
             activity_arn: self.arn.clone(),
             worker_name: worker_name.clone(),
             task_id: task_id.clone(),
-            limits: TaskLimits {
-                memory_bytes: self.activity.memory_limit_bytes,
-                timeout: self.activity.task_timeout,
-                heartbeat_every: self.activity.heartbeat_interval,
-            },
+            limits: self.limits(),
             control,
             capabilities: self.capabilities(progress.as_ref()),
         };
@@ -302,6 +318,15 @@ impl ActivityShared {
             deduplicated: false,
         }));
         state
+    }
+
+    /// A task's limits: the activity's memory cap, deadline and automatic heartbeats.
+    fn limits(&self) -> TaskLimits {
+        TaskLimits {
+            memory_bytes: self.activity.memory_limit_bytes,
+            timeout: self.activity.task_timeout,
+            heartbeat_every: self.activity.heartbeat_interval,
+        }
     }
 
     /// What the task's instance may use: the activity's grants (environment, folders,
@@ -484,16 +509,38 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
 
 /// Answers its task with `SfnWasmHost.Internal` when dropped while the task has no
 /// answer: the last resort if a worker panics or its future is dropped mid-task.
-struct Unanswered(Delivery);
+struct Unanswered(Option<Delivery>);
+
+impl Unanswered {
+    fn new(delivery: Delivery) -> Self {
+        Self(Some(delivery))
+    }
+
+    /// The task is left unanswered on purpose (a callback's message left for later):
+    /// its state, pending.
+    fn disarm(mut self) -> AnswerState {
+        self.0 = None;
+        AnswerState::Pending
+    }
+}
 
 impl Drop for Unanswered {
     fn drop(&mut self) {
-        if !self.0.answered() {
-            self.0.host_failure(&HostFailure::Internal(
+        if let Some(delivery) = &self.0
+            && !delivery.answered()
+        {
+            delivery.host_failure(&HostFailure::Internal(
                 "the host stopped running the task before it was answered".into(),
             ));
         }
     }
+}
+
+/// Why a task did not run: answered without running (a stored answer, a duplicate, a
+/// mismatch), or left unanswered (a callback's message, for later).
+enum NotRun {
+    Answered,
+    Left,
 }
 
 #[cfg(test)]
@@ -534,7 +581,7 @@ mod tests {
         let (delivery, counting) = delivery();
         let held = delivery.clone();
         let panicked = tokio::spawn(async move {
-            let _unanswered = Unanswered(held);
+            let _unanswered = Unanswered::new(held);
             panic!("a bug in the worker");
         })
         .await;
@@ -589,7 +636,7 @@ mod tests {
             })
             .await
             .unwrap();
-        drop(Unanswered(delivery.clone()));
+        drop(Unanswered::new(delivery.clone()));
         delivery.settled().await;
         assert!(delivery.state().answer().is_some_and(Answer::is_success));
         // Not even reported: the guard only acts on a task with no answer.

@@ -225,7 +225,19 @@ impl Sqs {
             .send()
             .await
             .map_err(|err| map_error(err, ""))?;
-        let mut outcome: Vec<Option<SfnError>> = vec![None; receipts.len()];
+        // Not deleted unless SQS says so: an entry it names in neither list stays.
+        let unknown = SfnError::Unavailable("DeleteMessageBatch did not report it".into());
+        let mut outcome: Vec<Option<SfnError>> = vec![Some(unknown); receipts.len()];
+        for done in output.successful {
+            if let Some(slot) = done
+                .id
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| outcome.get_mut(i))
+            {
+                *slot = None;
+            }
+        }
         for failed in output.failed {
             if let Some(slot) = failed
                 .id

@@ -294,9 +294,18 @@ impl ActivityWorker {
                 }
             }
             Polled::Messages(messages) => {
-                // At most one message per slot (the receive asked for no more).
-                for (message, slot) in messages.into_iter().zip(slots) {
-                    self.start_message(running, message, slot).await;
+                // One message per slot (the receive asked for no more; one that came
+                // beyond them anyway is made visible again, not held).
+                let mut slots = slots.into_iter();
+                for message in messages {
+                    match (slots.next(), &self.shared.callback) {
+                        (Some(slot), _) => self.start_message(running, message, slot).await,
+                        (None, Some(queue)) => {
+                            let queue = queue.clone();
+                            running.spawn(async move { queue.release(&message).await });
+                        }
+                        (None, None) => {}
+                    }
                 }
             }
         }
@@ -390,10 +399,12 @@ impl ActivityWorker {
         }
         let slot = self.shared.gauges.task_slot(slot);
         running.spawn(async move {
-            match queue.check(&message, &task.token).await {
+            // Hidden from other workers from now until it is settled.
+            let lease = queue.lease(&message);
+            match queue.check(&task.token).await {
                 TokenCheck::Run => {}
                 TokenCheck::Closed(reason) => {
-                    queue.delete(&message.receipt).await;
+                    lease.delete().await;
                     worker.emitter.emit(WorkerEvent::MessageClosed {
                         message_id: message.id,
                         reason,
@@ -409,12 +420,16 @@ impl ActivityWorker {
                     return;
                 }
             }
-            let lease = queue.lease(&message);
             let state = worker
                 .shared
                 .run(&worker.emitter, &worker.name, task, received)
                 .await;
-            lease.settle(&state).await;
+            // Bounded as the answers are: at the end of a shutdown a delete still
+            // trying is left (the message reappears; its task is found closed).
+            tokio::select! {
+                () = lease.settle(&state) => {}
+                () = worker.shared.delivery.give_up.cancelled() => {}
+            }
             drop(slot);
         });
     }
