@@ -23,148 +23,92 @@ pub const MAX_MEMORY_LIMIT_MB: u64 = 4096;
 /// The most pollers one activity may have (Step Functions allows 1,000 per ARN).
 pub const MAX_POLLERS: u32 = 1000;
 
-/// Declares a task source's table as written: its own keys first (the activity's `arn`;
-/// a callback's queue keys), then every key an activity and a callback share, so that
-/// both are one list, checked by one `resolve`, and an unknown key's error lists each
-/// table's own keys.
-macro_rules! raw_task_table {
-    ($(#[$meta:meta])* $name:ident { $($(#[$own_meta:meta])* $own:ident: $own_ty:ty,)* }) => {
-        $(#[$meta])*
+/// Declares the two task-source tables as written, from one list of the keys an
+/// activity and a callback share: `RawActivity` (`arn`, then the shared keys) and
+/// `RawCallback` (its queue keys, then the shared keys), so that an unknown key's error
+/// lists each table's own keys, and `RawCallback::split`, which hands the shared keys to
+/// the one `resolve` both use. (serde's `flatten` cannot be used with
+/// `deny_unknown_fields`.)
+macro_rules! raw_task_tables {
+    ($($(#[$meta:meta])* $field:ident: $ty:ty,)*) => {
+        /// One `[[activity]]` as written.
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
-        pub(super) struct $name {
-            $($(#[$own_meta])* pub $own: $own_ty,)*
-            pub handler: String,
-            pub sha256: Option<String>,
-            pub source_poll_seconds: Option<f64>,
-            pub handler_max_mb: Option<u64>,
-            pub rollout: Option<RawRollout>,
-            pub record: Option<PathBuf>,
-            pub record_max_mb: Option<u64>,
-            #[serde(default = "default_workers")]
-            pub workers: u32,
-            pub pollers: Option<u32>,
-            pub max_concurrent_tasks: Option<u32>,
-            pub max_tasks_per_second: Option<f64>,
-            #[serde(default = "default_task_timeout")]
-            pub task_timeout_seconds: f64,
-            #[serde(default = "default_memory_limit")]
-            pub memory_limit_mb: u64,
-            #[serde(default = "default_restart_interval")]
-            pub restart_interval_ms: u64,
-            #[serde(default)]
-            pub polling: PollingConfig,
-            #[serde(default = "default_true")]
-            pub watch: bool,
-            pub heartbeat_seconds: Option<f64>,
-            #[serde(default = "default_cancel_grace")]
-            pub cancel_grace_seconds: f64,
-            #[serde(default)]
-            pub allowed_outbound_hosts: Vec<String>,
-            #[serde(default)]
-            pub env: toml::Table,
-            #[serde(default)]
-            pub dir: Vec<RawDir>,
-            #[serde(default)]
-            pub outbound: RawOutbound,
-            pub aws: Option<RawAws>,
-            pub progress: Option<RawProgress>,
-            pub idempotency: Option<RawIdempotency>,
+        pub(super) struct RawActivity {
+            pub arn: String,
+            $($(#[$meta])* pub $field: $ty,)*
+        }
+
+        /// One `[[callback]]` as written: the queue keys, then an activity's.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(super) struct RawCallback {
+            pub queue_url: String,
+            pub token: Option<String>,
+            pub input: Option<String>,
+            pub wait_seconds: Option<u32>,
+            pub visibility_timeout_seconds: Option<u32>,
+            $($(#[$meta])* pub $field: $ty,)*
+        }
+
+        impl RawCallback {
+            /// The callback's own keys, and the rest as an activity's (with no ARN),
+            /// for the one `resolve` both share.
+            pub(super) fn split(self) -> (CallbackKeys, RawActivity) {
+                let keys = CallbackKeys {
+                    queue_url: self.queue_url,
+                    token: self.token,
+                    input: self.input,
+                    wait_seconds: self.wait_seconds,
+                    visibility_timeout_seconds: self.visibility_timeout_seconds,
+                };
+                let rest = RawActivity {
+                    arn: String::new(),
+                    $($field: self.$field,)*
+                };
+                (keys, rest)
+            }
         }
     };
 }
 
-raw_task_table! {
-    /// One `[[activity]]` as written.
-    RawActivity {
-        arn: String,
-    }
-}
-
-raw_task_table! {
-    /// One `[[callback]]` as written: the queue keys, then an activity's.
-    RawCallback {
-        queue_url: String,
-        token: Option<String>,
-        input: Option<String>,
-        wait_seconds: Option<u32>,
-        visibility_timeout_seconds: Option<u32>,
-    }
-}
-
-impl RawCallback {
-    /// The callback's own keys, and the rest as an activity's (with no ARN), for the one
-    /// `resolve` both share.
-    pub(super) fn split(self) -> (CallbackKeys, RawActivity) {
-        let RawCallback {
-            queue_url,
-            token,
-            input,
-            wait_seconds,
-            visibility_timeout_seconds,
-            handler,
-            sha256,
-            source_poll_seconds,
-            handler_max_mb,
-            rollout,
-            record,
-            record_max_mb,
-            workers,
-            pollers,
-            max_concurrent_tasks,
-            max_tasks_per_second,
-            task_timeout_seconds,
-            memory_limit_mb,
-            restart_interval_ms,
-            polling,
-            watch,
-            heartbeat_seconds,
-            cancel_grace_seconds,
-            allowed_outbound_hosts,
-            env,
-            dir,
-            outbound,
-            aws,
-            progress,
-            idempotency,
-        } = self;
-        let keys = CallbackKeys {
-            queue_url,
-            token,
-            input,
-            wait_seconds,
-            visibility_timeout_seconds,
-        };
-        let rest = RawActivity {
-            arn: String::new(),
-            handler,
-            sha256,
-            source_poll_seconds,
-            handler_max_mb,
-            rollout,
-            record,
-            record_max_mb,
-            workers,
-            pollers,
-            max_concurrent_tasks,
-            max_tasks_per_second,
-            task_timeout_seconds,
-            memory_limit_mb,
-            restart_interval_ms,
-            polling,
-            watch,
-            heartbeat_seconds,
-            cancel_grace_seconds,
-            allowed_outbound_hosts,
-            env,
-            dir,
-            outbound,
-            aws,
-            progress,
-            idempotency,
-        };
-        (keys, rest)
-    }
+raw_task_tables! {
+        handler: String,
+        sha256: Option<String>,
+        source_poll_seconds: Option<f64>,
+        handler_max_mb: Option<u64>,
+        rollout: Option<RawRollout>,
+        record: Option<PathBuf>,
+        record_max_mb: Option<u64>,
+        #[serde(default = "default_workers")]
+        workers: u32,
+        pollers: Option<u32>,
+        max_concurrent_tasks: Option<u32>,
+        max_tasks_per_second: Option<f64>,
+        #[serde(default = "default_task_timeout")]
+        task_timeout_seconds: f64,
+        #[serde(default = "default_memory_limit")]
+        memory_limit_mb: u64,
+        #[serde(default = "default_restart_interval")]
+        restart_interval_ms: u64,
+        #[serde(default)]
+        polling: PollingConfig,
+        #[serde(default = "default_true")]
+        watch: bool,
+        heartbeat_seconds: Option<f64>,
+        #[serde(default = "default_cancel_grace")]
+        cancel_grace_seconds: f64,
+        #[serde(default)]
+        allowed_outbound_hosts: Vec<String>,
+        #[serde(default)]
+        env: toml::Table,
+        #[serde(default)]
+        dir: Vec<RawDir>,
+        #[serde(default)]
+        outbound: RawOutbound,
+        aws: Option<RawAws>,
+        progress: Option<RawProgress>,
+        idempotency: Option<RawIdempotency>,
 }
 
 fn default_cancel_grace() -> f64 {

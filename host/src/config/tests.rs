@@ -106,6 +106,51 @@ fn a_minimal_config_gets_the_defaults() {
     assert_eq!(off.host.cache_dir, None);
 }
 
+/// A `[[callback]]` with only its required keys: the queue's defaults, and every shared
+/// key as an activity's; listed after the activities, named by its queue URL.
+#[test]
+fn a_minimal_callback_gets_the_defaults() {
+    let url = "https://sqs.us-east-1.amazonaws.com/123456789012/greet-tasks";
+    let config = parse(&format!(
+        "[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n\
+         [[callback]]\nqueue_url = \"{url}\"\nhandler = \"greet.wasm\"\n"
+    ))
+    .unwrap();
+    let callback = &config.activities[1];
+    assert_eq!(&*callback.name, url);
+    assert_eq!(callback.key.as_str(), "callback[0]");
+    assert_eq!(callback.source.kind(), "callback");
+    let queue = callback.source.callback().unwrap();
+    assert_eq!(queue.token, "/TaskToken");
+    assert_eq!(queue.input, None);
+    assert_eq!(queue.wait, Duration::from_secs(20));
+    assert_eq!(queue.visibility_timeout, Duration::from_secs(60));
+    assert!(!queue.fifo());
+    // The shared keys' defaults are an activity's.
+    let activity = &config.activities[0];
+    assert_eq!(activity.source.kind(), "activity");
+    assert_eq!(
+        (
+            callback.pollers,
+            callback.max_concurrent_tasks,
+            callback.task_timeout
+        ),
+        (
+            activity.pollers,
+            activity.max_concurrent_tasks,
+            activity.task_timeout
+        )
+    );
+    assert_eq!(callback.memory_limit_bytes, activity.memory_limit_bytes);
+    assert_eq!(config.total_task_slots(), 2);
+    // A callback alone is a config too; a `.fifo` queue is FIFO.
+    let fifo = parse(&format!(
+        "[[callback]]\nqueue_url = \"{url}.fifo\"\nhandler = \"greet.wasm\"\n"
+    ))
+    .unwrap();
+    assert!(fifo.activities[0].source.callback().unwrap().fifo());
+}
+
 #[test]
 fn the_full_example_parses() {
     let text = format!(
