@@ -9,104 +9,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sfn::types::ExecutionStatus;
-use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 
 use crate::support::admin::{get, parse_metrics};
-use crate::support::emulator::{self, Ended};
+use crate::support::emulator::{
+    self, Ended, callback_machine, drained, held, queue, sqs, take_a_look,
+};
 use crate::support::guests::guest;
 use crate::support::served::Served;
-
-/// An SQS client for the emulator.
-pub async fn sqs() -> aws_sdk_sqs::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(emulator::endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .load()
-        .await;
-    aws_sdk_sqs::Client::new(&config)
-}
-
-/// A fresh queue (FIFO when `fifo`), with a dead-letter queue after `max_receives`
-/// receives: the queue's URL and its dead-letter queue's.
-pub async fn queue(sqs: &aws_sdk_sqs::Client, fifo: bool, max_receives: u32) -> (String, String) {
-    let suffix = if fifo { ".fifo" } else { "" };
-    let name = format!("tasks-{:08x}", fastrand::u32(..));
-    let mut dlq = sqs.create_queue().queue_name(format!("{name}-dlq{suffix}"));
-    if fifo {
-        dlq = dlq.attributes(QueueAttributeName::FifoQueue, "true");
-    }
-    let dlq_url = dlq.send().await.expect("create dlq").queue_url.unwrap();
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("dlq arn")
-        .attributes
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    let redrive = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives});
-    let mut create = sqs
-        .create_queue()
-        .queue_name(format!("{name}{suffix}"))
-        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string());
-    if fifo {
-        create = create
-            .attributes(QueueAttributeName::FifoQueue, "true")
-            .attributes(QueueAttributeName::ContentBasedDeduplication, "true");
-    }
-    let url = create
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url
-        .unwrap();
-    (url, dlq_url)
-}
-
-/// A state machine whose task sends `{"TaskToken": ..., "hello": ..., "ms": ...}` to
-/// `queue_url` and waits for its token; `InvalidName` is caught (`{"caught": ERROR}`).
-/// The state has `HeartbeatSeconds` (LocalStack refuses a heartbeat without it).
-pub async fn machine(
-    client: &aws_sdk_sfn::Client,
-    queue_url: &str,
-    heartbeat_seconds: u32,
-    fifo: bool,
-) -> String {
-    let mut parameters = json!({
-        "QueueUrl": queue_url,
-        "MessageBody": {"TaskToken.$": "$$.Task.Token", "hello.$": "$.hello", "ms.$": "$.ms"},
-    });
-    if fifo {
-        parameters["MessageGroupId"] = json!("group");
-    }
-    let definition = json!({
-        "StartAt": "Work",
-        "States": {
-            "Work": {
-                "Type": "Task",
-                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-                "Parameters": parameters,
-                "HeartbeatSeconds": heartbeat_seconds,
-                "TimeoutSeconds": 120,
-                "Catch": [{"ErrorEquals": ["InvalidName"], "ResultPath": "$.caught", "Next": "Caught"}],
-                "End": true,
-            },
-            "Caught": {"Type": "Pass", "OutputPath": "$.caught", "End": true},
-        },
-    });
-    client
-        .create_state_machine()
-        .name(format!("cb-{:08x}", fastrand::u32(..)))
-        .definition(definition.to_string())
-        .role_arn("arn:aws:iam::000000000000:role/sfn-wasm-host-tests")
-        .send()
-        .await
-        .expect("create state machine")
-        .state_machine_arn
-}
 
 /// `dir/config.toml`: one `[[callback]]` on `queue_url` running the scenarios handler,
 /// with `lines` after its `handler`, and `more` tables after it.
@@ -125,34 +35,36 @@ fn config(dir: &Path, queue_url: &str, lines: &str, more: &str) -> PathBuf {
     file
 }
 
-/// Messages the queue holds, visible and in flight.
-pub async fn held(sqs: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::All)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes
-        .unwrap();
-    let count = |name: QueueAttributeName| -> u64 { attributes[&name].parse().unwrap() };
-    (
-        count(QueueAttributeName::ApproximateNumberOfMessages),
-        count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-    )
+/// What a test of one callback queue starts from: a runtime for its own calls, a Step
+/// Functions and an SQS client of the emulator, a fresh queue (its dead-letter queue
+/// after `max_receives` receives) and a state machine that sends its tasks there.
+struct Emulated {
+    runtime: tokio::runtime::Runtime,
+    client: aws_sdk_sfn::Client,
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    dlq: String,
+    machine: String,
 }
 
-/// Waits until the queue holds nothing (at most 30 s).
-pub async fn drained(sqs: &aws_sdk_sqs::Client, url: &str) {
-    let started = Instant::now();
-    while held(sqs, url).await != (0, 0) {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{url} still holds {:?}",
-            held(sqs, url).await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+/// [`Emulated`], the state with `HeartbeatSeconds` = `heartbeat_seconds`, on a FIFO queue
+/// when `fifo`.
+fn emulated(max_receives: u32, heartbeat_seconds: u32, fifo: bool) -> Emulated {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (client, sqs, (url, dlq), machine) = runtime.block_on(async {
+        let client = emulator::client().await;
+        let sqs = sqs().await;
+        let (url, dlq) = queue(&sqs, fifo, max_receives).await;
+        let machine = callback_machine(&client, &url, heartbeat_seconds, fifo).await;
+        (client, sqs, (url, dlq), machine)
+    });
+    Emulated {
+        runtime,
+        client,
+        sqs,
+        url,
+        dlq,
+        machine,
     }
 }
 
@@ -168,11 +80,14 @@ fn ended(runtime: &tokio::runtime::Runtime, client: &aws_sdk_sfn::Client, exec: 
 
 #[test]
 fn a_callback_task_is_answered_and_its_message_deleted() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(emulator::client());
-    let sqs = runtime.block_on(sqs());
-    let (url, _) = runtime.block_on(queue(&sqs, false, 3));
-    let machine = runtime.block_on(machine(&client, &url, 60, false));
+    let Emulated {
+        runtime,
+        client,
+        sqs,
+        url,
+        machine,
+        ..
+    } = emulated(3, 60, false);
     let dir = tempfile::tempdir().unwrap();
     let mut host = Served::start(&config(dir.path(), &url, "workers = 2", ""));
     let running = host.wait_for("worker:running");
@@ -220,13 +135,16 @@ fn a_callback_task_is_answered_and_its_message_deleted() {
 
 #[test]
 fn heartbeats_keep_a_long_task_past_its_visibility_timeout() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(emulator::client());
-    let sqs = runtime.block_on(sqs());
-    let (url, _) = runtime.block_on(queue(&sqs, false, 5));
     // The state times out after 3 s without a heartbeat; the message reappears after
     // 2 s unless kept hidden; the task takes 7 s.
-    let machine = runtime.block_on(machine(&client, &url, 3, false));
+    let Emulated {
+        runtime,
+        client,
+        sqs,
+        url,
+        machine,
+        ..
+    } = emulated(5, 3, false);
     let dir = tempfile::tempdir().unwrap();
     let mut host = Served::start(&config(
         dir.path(),
@@ -254,33 +172,16 @@ fn heartbeats_keep_a_long_task_past_its_visibility_timeout() {
     );
 }
 
-/// Receives the state machine's message of `url` as another worker would (without
-/// deleting it, visible again at once): its body.
-async fn take_a_look(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
-    let started = Instant::now();
-    loop {
-        let received = sqs
-            .receive_message()
-            .queue_url(url)
-            .visibility_timeout(0)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        if let Some(message) = received.messages.unwrap_or_default().pop() {
-            return message.body.unwrap();
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "no message");
-    }
-}
-
 #[test]
 fn a_message_delivered_twice_is_answered_once() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(emulator::client());
-    let sqs = runtime.block_on(sqs());
-    let (url, _) = runtime.block_on(queue(&sqs, false, 2));
-    let machine = runtime.block_on(machine(&client, &url, 60, false));
+    let Emulated {
+        runtime,
+        client,
+        sqs,
+        url,
+        machine,
+        ..
+    } = emulated(2, 60, false);
     let exec = runtime.block_on(emulator::start(
         &client,
         &machine,
@@ -329,11 +230,14 @@ fn a_message_delivered_twice_is_answered_once() {
 /// once that answer is in, the copy's token check finds the task over.
 #[test]
 fn a_copy_of_a_running_tasks_message_is_left_not_failed_under_idempotency() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(emulator::client());
-    let sqs = runtime.block_on(sqs());
-    let (url, _) = runtime.block_on(queue(&sqs, false, 3));
-    let machine = runtime.block_on(machine(&client, &url, 60, false));
+    let Emulated {
+        runtime,
+        client,
+        sqs,
+        url,
+        machine,
+        ..
+    } = emulated(3, 60, false);
     let exec = runtime.block_on(emulator::start(
         &client,
         &machine,
@@ -349,40 +253,8 @@ fn a_copy_of_a_running_tasks_message_is_left_not_failed_under_idempotency() {
     host.wait_for("task:start");
     // While it runs, a copy of its message arrives.
     runtime.block_on(async {
-        let started = Instant::now();
-        let body = loop {
-            let peeked = sqs
-                .receive_message()
-                .queue_url(&url)
-                .visibility_timeout(0)
-                .wait_time_seconds(1)
-                .send()
-                .await
-                .unwrap()
-                .messages
-                .unwrap_or_default()
-                .pop();
-            // The host holds the original hidden: read the execution's own message from
-            // its history instead.
-            if let Some(message) = peeked {
-                break message.body.unwrap();
-            }
-            let history = client
-                .get_execution_history()
-                .execution_arn(&exec)
-                .send()
-                .await
-                .unwrap();
-            let scheduled = history.events.iter().find_map(|e| {
-                e.task_scheduled_event_details()
-                    .map(|d| d.parameters.clone())
-            });
-            if let Some(parameters) = scheduled {
-                let parameters: Value = serde_json::from_str(&parameters).unwrap();
-                break parameters["MessageBody"].to_string();
-            }
-            assert!(started.elapsed() < Duration::from_secs(20), "no message");
-        };
+        // The host holds the original hidden: its body is in the execution's history.
+        let body = emulator::scheduled_message(&client, &exec).await;
         sqs.send_message()
             .queue_url(&url)
             .message_body(body)
@@ -410,11 +282,14 @@ fn a_copy_of_a_running_tasks_message_is_left_not_failed_under_idempotency() {
 
 #[test]
 fn a_redelivered_message_whose_task_is_closed_is_never_run() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(emulator::client());
-    let sqs = runtime.block_on(sqs());
-    let (url, _) = runtime.block_on(queue(&sqs, false, 2));
-    let machine = runtime.block_on(machine(&client, &url, 60, false));
+    let Emulated {
+        runtime,
+        client,
+        sqs,
+        url,
+        machine,
+        ..
+    } = emulated(2, 60, false);
     let exec = runtime.block_on(emulator::start(
         &client,
         &machine,
@@ -457,11 +332,14 @@ fn a_redelivered_message_whose_task_is_closed_is_never_run() {
 
 #[test]
 fn a_host_killed_mid_task_leaves_the_message_for_the_next() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(emulator::client());
-    let sqs = runtime.block_on(sqs());
-    let (url, _) = runtime.block_on(queue(&sqs, false, 5));
-    let machine = runtime.block_on(machine(&client, &url, 60, false));
+    let Emulated {
+        runtime,
+        client,
+        sqs,
+        url,
+        machine,
+        ..
+    } = emulated(5, 60, false);
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &url, "visibility_timeout_seconds = 2", "");
     let mut first = Served::start(&config);
@@ -486,9 +364,13 @@ fn a_host_killed_mid_task_leaves_the_message_for_the_next() {
 
 #[test]
 fn a_message_that_is_not_a_task_is_never_run_and_goes_to_the_dead_letter_queue() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let sqs = runtime.block_on(sqs());
-    let (url, dlq) = runtime.block_on(queue(&sqs, false, 2));
+    let Emulated {
+        runtime,
+        sqs,
+        url,
+        dlq,
+        ..
+    } = emulated(2, 60, false);
     // Not JSON; no token; a token that is not a string; a made-up token Step Functions
     // knows nothing of (anyone who may send to the queue could try one).
     let bodies = [
@@ -539,11 +421,14 @@ fn a_message_that_is_not_a_task_is_never_run_and_goes_to_the_dead_letter_queue()
 
 #[test]
 fn a_fifo_queue_keeps_each_groups_order() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(emulator::client());
-    let sqs = runtime.block_on(sqs());
-    let (url, _) = runtime.block_on(queue(&sqs, true, 5));
-    let machine = runtime.block_on(machine(&client, &url, 60, true));
+    let Emulated {
+        runtime,
+        client,
+        sqs,
+        url,
+        machine,
+        ..
+    } = emulated(5, 60, true);
     // Three tasks of one group, sent in order before the host starts.
     let mut executions = Vec::new();
     for ms in [600, 400, 200] {
@@ -589,10 +474,16 @@ fn a_fifo_queue_keeps_each_groups_order() {
 
 #[test]
 fn an_activity_and_a_callback_are_served_by_one_host() {
-    let (runtime, client, activity, activity_machine) = emulator::emulated("beside-callback");
-    let sqs = runtime.block_on(sqs());
-    let (url, _) = runtime.block_on(queue(&sqs, false, 5));
-    let callback_machine = runtime.block_on(machine(&client, &url, 60, false));
+    let Emulated {
+        runtime,
+        client,
+        sqs,
+        url,
+        machine: callback_machine,
+        ..
+    } = emulated(5, 60, false);
+    let activity = runtime.block_on(emulator::activity(&client, "beside-callback"));
+    let activity_machine = runtime.block_on(emulator::state_machine(&client, &activity, None));
     let dir = tempfile::tempdir().unwrap();
     let activity_table = format!(
         "[[activity]]\narn = \"{activity}\"\nhandler = \"{}\"",
@@ -627,11 +518,14 @@ fn an_activity_and_a_callback_are_served_by_one_host() {
 
 #[test]
 fn the_host_never_holds_more_messages_than_free_slots() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(emulator::client());
-    let sqs = runtime.block_on(sqs());
-    let (url, _) = runtime.block_on(queue(&sqs, false, 5));
-    let machine = runtime.block_on(machine(&client, &url, 60, false));
+    let Emulated {
+        runtime,
+        client,
+        sqs,
+        url,
+        machine,
+        ..
+    } = emulated(5, 60, false);
     let executions: Vec<String> = (0..5)
         .map(|_| {
             runtime.block_on(emulator::start(
@@ -669,9 +563,9 @@ fn the_host_never_holds_more_messages_than_free_slots() {
 
 #[test]
 fn check_remote_reads_each_callbacks_queue() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let sqs = runtime.block_on(sqs());
-    let (url, _) = runtime.block_on(queue(&sqs, false, 5));
+    let Emulated {
+        runtime, sqs, url, ..
+    } = emulated(5, 60, false);
     let bare = runtime
         .block_on(
             sqs.create_queue()

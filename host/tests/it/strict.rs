@@ -1028,14 +1028,14 @@ fn progress_resumes_under_the_readme_policy_and_names_list_bucket_one_short() {
 /// permission.
 #[test]
 fn a_callback_is_served_under_the_readme_policy_and_check_fails_one_short() {
-    use crate::callback::{drained, machine, queue, sqs};
+    use crate::support::emulator::{callback_machine, drained, queue, sqs, take_a_look};
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = runtime.block_on(emulator::client());
     // LocalStack's state machine sends the task to LocalStack's queue; the test moves
     // the message to the strict emulator's queue, where the host receives it.
     let local = runtime.block_on(sqs());
     let (local_url, _) = runtime.block_on(queue(&local, false, 5));
-    let state_machine = runtime.block_on(machine(&client, &local_url, 60, false));
+    let state_machine = runtime.block_on(callback_machine(&client, &local_url, 60, false));
     let execution = runtime.block_on(emulator::start(
         &client,
         &state_machine,
@@ -1046,20 +1046,7 @@ fn a_callback_is_served_under_the_readme_policy_and_check_fails_one_short() {
         .block_on(async { aws_sdk_sqs::Client::new(&sdk_config(&admin_key, &admin_secret).await) });
     let (strict_url, _) = runtime.block_on(queue(&strict, false, 5));
     runtime.block_on(async {
-        let started = std::time::Instant::now();
-        let body = loop {
-            let received = local
-                .receive_message()
-                .queue_url(&local_url)
-                .wait_time_seconds(1)
-                .send()
-                .await
-                .unwrap();
-            if let Some(message) = received.messages.unwrap_or_default().pop() {
-                break message.body.unwrap();
-            }
-            assert!(started.elapsed() < Duration::from_secs(20), "no message");
-        };
+        let body = take_a_look(&local, &local_url).await;
         strict
             .send_message()
             .queue_url(&strict_url)

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sfn::Client;
 use aws_sdk_sfn::types::ExecutionStatus;
+use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::json;
 
 /// The emulator's endpoint. The tests that need it fail (not skip) without it.
@@ -113,7 +114,15 @@ pub async fn state_machine_timed(
 
 /// A state machine whose one state is `task` (a Task state's JSON, with `End`).
 pub async fn state_machine_of(client: &Client, task: &serde_json::Value) -> String {
-    let definition = json!({"StartAt": "Work", "States": {"Work": task}});
+    state_machine_from(
+        client,
+        &json!({"StartAt": "Work", "States": {"Work": task}}),
+    )
+    .await
+}
+
+/// A state machine of `definition` (Amazon States Language).
+pub async fn state_machine_from(client: &Client, definition: &serde_json::Value) -> String {
     client
         .create_state_machine()
         .name(format!("sm-{:08x}", fastrand::u32(..)))
@@ -228,4 +237,167 @@ pub fn upload(
             .await
             .expect("put object");
     });
+}
+
+// Callback tasks: SQS queues, and state machines that send their tasks to one.
+
+/// An SQS client for the emulator.
+pub async fn sqs() -> aws_sdk_sqs::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await;
+    aws_sdk_sqs::Client::new(&config)
+}
+
+/// A fresh queue (FIFO when `fifo`), with a dead-letter queue after `max_receives`
+/// receives: the queue's URL and its dead-letter queue's.
+pub async fn queue(sqs: &aws_sdk_sqs::Client, fifo: bool, max_receives: u32) -> (String, String) {
+    let suffix = if fifo { ".fifo" } else { "" };
+    let name = format!("tasks-{:08x}", fastrand::u32(..));
+    let mut dlq = sqs.create_queue().queue_name(format!("{name}-dlq{suffix}"));
+    if fifo {
+        dlq = dlq.attributes(QueueAttributeName::FifoQueue, "true");
+    }
+    let dlq_url = dlq.send().await.expect("create dlq").queue_url.unwrap();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("dlq arn")
+        .attributes
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    let redrive = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives});
+    let mut create = sqs
+        .create_queue()
+        .queue_name(format!("{name}{suffix}"))
+        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string());
+    if fifo {
+        create = create
+            .attributes(QueueAttributeName::FifoQueue, "true")
+            .attributes(QueueAttributeName::ContentBasedDeduplication, "true");
+    }
+    let url = create
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .unwrap();
+    (url, dlq_url)
+}
+
+/// A state machine whose task sends `{"TaskToken": ..., "hello": ..., "ms": ...}` to
+/// `queue_url` and waits for its token; `InvalidName` is caught (`{"caught": ERROR}`).
+/// The state has `HeartbeatSeconds` (LocalStack refuses a heartbeat without it).
+pub async fn callback_machine(
+    client: &aws_sdk_sfn::Client,
+    queue_url: &str,
+    heartbeat_seconds: u32,
+    fifo: bool,
+) -> String {
+    let mut parameters = json!({
+        "QueueUrl": queue_url,
+        "MessageBody": {"TaskToken.$": "$$.Task.Token", "hello.$": "$.hello", "ms.$": "$.ms"},
+    });
+    if fifo {
+        parameters["MessageGroupId"] = json!("group");
+    }
+    let definition = json!({
+        "StartAt": "Work",
+        "States": {
+            "Work": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                "Parameters": parameters,
+                "HeartbeatSeconds": heartbeat_seconds,
+                "TimeoutSeconds": 120,
+                "Catch": [{"ErrorEquals": ["InvalidName"], "ResultPath": "$.caught", "Next": "Caught"}],
+                "End": true,
+            },
+            "Caught": {"Type": "Pass", "OutputPath": "$.caught", "End": true},
+        },
+    });
+    state_machine_from(client, &definition).await
+}
+
+/// Messages the queue holds, visible and in flight.
+pub async fn held(sqs: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .unwrap();
+    let count = |name: QueueAttributeName| -> u64 { attributes[&name].parse().unwrap() };
+    (
+        count(QueueAttributeName::ApproximateNumberOfMessages),
+        count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}
+
+/// Waits until the queue holds nothing (at most 30 s).
+pub async fn drained(sqs: &aws_sdk_sqs::Client, url: &str) {
+    let started = Instant::now();
+    while held(sqs, url).await != (0, 0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{url} still holds {:?}",
+            held(sqs, url).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Receives the state machine's message of `url` as another worker would (without
+/// deleting it, visible again at once): its body.
+pub async fn take_a_look(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(url)
+            .visibility_timeout(0)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        if let Some(message) = received.messages.unwrap_or_default().pop() {
+            return message.body.unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no message");
+    }
+}
+
+/// The message body the callback state of execution `exec` sent (from its history's
+/// `TaskScheduled` event), waiting for it up to 20 s.
+pub async fn scheduled_message(client: &Client, exec: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let history = client
+            .get_execution_history()
+            .execution_arn(exec)
+            .send()
+            .await
+            .unwrap();
+        let scheduled = history.events.iter().find_map(|e| {
+            e.task_scheduled_event_details()
+                .map(|d| d.parameters.clone())
+        });
+        if let Some(parameters) = scheduled {
+            let parameters: serde_json::Value = serde_json::from_str(&parameters).unwrap();
+            return parameters["MessageBody"].to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{exec} sent no message"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
