@@ -274,19 +274,7 @@ mod tests {
     async fn objects_are_private_files_written_whole() {
         let dir = tempfile::tempdir().unwrap();
         let store = FolderStore::open(&dir.path().join("store")).unwrap();
-        assert_eq!(store.get("a").await.unwrap(), None);
-        store.put("a", b"one").await.unwrap();
-        store.put("a", b"two").await.unwrap();
-        assert_eq!(store.get("a").await.unwrap().as_deref(), Some(&b"two"[..]));
-        assert_eq!(
-            store.put_if_absent("a", b"x").await.unwrap(),
-            Claimed::AlreadyTaken
-        );
-        let Claimed::Yes(version) = store.put_if_absent("b", b"x").await.unwrap() else {
-            panic!("b was free");
-        };
-        let read = store.read("b").await.unwrap().unwrap();
-        assert_eq!((read.data.as_slice(), &read.version), (&b"x"[..], &version));
+        super::super::contract::writes_whole_and_claims(&store).await;
         store.delete("a").await.unwrap();
         store.delete("a").await.unwrap();
         assert_eq!(store.get("a").await.unwrap(), None);

@@ -516,19 +516,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let folder = dir.path().join("store");
         let store = JournalStore::open(&folder, Durability::PowerLoss, Legacy::Leave).unwrap();
-        assert_eq!(store.get("a").await.unwrap(), None);
-        store.put("a", b"one").await.unwrap();
-        store.put("a", b"two").await.unwrap();
-        assert_eq!(store.get("a").await.unwrap().as_deref(), Some(&b"two"[..]));
-        assert_eq!(
-            store.put_if_absent("a", b"x").await.unwrap(),
-            Claimed::AlreadyTaken
-        );
-        let Claimed::Yes(version) = store.put_if_absent("b", b"x").await.unwrap() else {
-            panic!("b was free");
-        };
-        let read = store.read("b").await.unwrap().unwrap();
-        assert_eq!((read.data.as_slice(), &read.version), (&b"x"[..], &version));
+        let version = super::super::contract::writes_whole_and_claims(&store).await;
         assert_eq!(
             store
                 .put_if_match("b", b"y", &Version("other".into()))

@@ -193,6 +193,27 @@ mod contract {
 
     use super::{Claimed, Store, Version};
 
+    /// What every store does with `a` and `b` on an empty store: a read of a missing
+    /// name finds nothing, a write replaces the whole, a conditional create of a taken
+    /// name is refused and of a free one (`b`) returns the version a read then finds.
+    /// Returns `b`'s version.
+    pub(crate) async fn writes_whole_and_claims(store: &dyn Store) -> Version {
+        assert_eq!(store.get("a").await.unwrap(), None);
+        store.put("a", b"one").await.unwrap();
+        store.put("a", b"two").await.unwrap();
+        assert_eq!(store.get("a").await.unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(
+            store.put_if_absent("a", b"x").await.unwrap(),
+            Claimed::AlreadyTaken
+        );
+        let Claimed::Yes(version) = store.put_if_absent("b", b"x").await.unwrap() else {
+            panic!("b was free");
+        };
+        let read = store.read("b").await.unwrap().unwrap();
+        assert_eq!((read.data.as_slice(), &read.version), (&b"x"[..], &version));
+        version
+    }
+
     /// Sixteen writers that read `first` of `k` race to replace it: exactly one does;
     /// returns the version it wrote.
     pub(super) async fn one_of_sixteen_replaces(store: Arc<dyn Store>, first: &Version) -> Version {
