@@ -656,18 +656,27 @@ async fn setup(client: &Client, mode: &str) -> (String, String) {
         .await
         .unwrap()
         .activity_arn;
-    let definition = json!({"StartAt": "Work", "States": {"Work": {
-        "Type": "Task", "Resource": activity, "TimeoutSeconds": 300, "HeartbeatSeconds": 60, "End": true}}});
-    let machine = client
+    let task = json!({"Type": "Task", "Resource": activity});
+    let machine = state_machine(client, &format!("e2e-{suffix}"), task).await;
+    (activity, machine)
+}
+
+/// A state machine `name` whose one state is `task` (its `Type`, `Resource` and
+/// `Parameters`), with the bench's timeouts.
+async fn state_machine(client: &Client, name: &str, mut task: serde_json::Value) -> String {
+    task["TimeoutSeconds"] = json!(300);
+    task["HeartbeatSeconds"] = json!(60);
+    task["End"] = json!(true);
+    let definition = json!({"StartAt": "Work", "States": {"Work": task}});
+    client
         .create_state_machine()
-        .name(format!("e2e-{suffix}"))
+        .name(name)
         .definition(definition.to_string())
         .role_arn("arn:aws:iam::000000000000:role/bench")
         .send()
         .await
         .unwrap()
-        .state_machine_arn;
-    (activity, machine)
+        .state_machine_arn
 }
 
 /// A fresh queue (with a dead-letter queue) and a state machine whose one state sends
@@ -710,19 +719,10 @@ async fn setup_callback(client: &Client, endpoint: &str) -> (String, String) {
         .unwrap()
         .queue_url
         .unwrap();
-    let definition = json!({"StartAt": "Work", "States": {"Work": {
+    let task = json!({
         "Type": "Task", "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-        "Parameters": {"QueueUrl": queue, "MessageBody": {"TaskToken.$": "$$.Task.Token", "hello.$": "$.hello"}},
-        "TimeoutSeconds": 300, "HeartbeatSeconds": 60, "End": true}}});
-    let machine = client
-        .create_state_machine()
-        .name(format!("e2e-callback-{suffix}"))
-        .definition(definition.to_string())
-        .role_arn("arn:aws:iam::000000000000:role/bench")
-        .send()
-        .await
-        .unwrap()
-        .state_machine_arn;
+        "Parameters": {"QueueUrl": queue, "MessageBody": {"TaskToken.$": "$$.Task.Token", "hello.$": "$.hello"}}});
+    let machine = state_machine(client, &format!("e2e-callback-{suffix}"), task).await;
     (queue, machine)
 }
 
