@@ -37,6 +37,9 @@ struct ActivityBoard {
     versions: Mutex<Option<Arc<VersionChooser>>>,
     /// Some worker of the activity has started a poll.
     polled: AtomicBool,
+    /// Whether its tasks come from a callback's queue: taken from its events'
+    /// `task_source` (a handler event, the first each activity emits, is enough).
+    callback: AtomicBool,
     /// `state.blocked` is set: read on every poll, so that clearing it costs no lock
     /// while it is not.
     blocked: AtomicBool,
@@ -93,6 +96,7 @@ impl StatusBoard {
                     desired: Mutex::new(None),
                     versions: Mutex::new(None),
                     polled: AtomicBool::new(false),
+                    callback: AtomicBool::new(false),
                     blocked: AtomicBool::new(false),
                     state: Mutex::new(BoardState::default()),
                 })
@@ -193,8 +197,7 @@ impl StatusBoard {
                 let waited = board.waited_us.load(Ordering::Relaxed) as f64 / 1e6;
                 json!({
                     "arn": &*board.arn,
-                    // Checked names: an activity's is an ARN, a callback's a queue URL.
-                    "task_source": if board.arn.starts_with("arn:") { "activity" } else { "callback" },
+                    "task_source": if board.callback.load(Ordering::Relaxed) { "callback" } else { "activity" },
                     "handler_digest": &*state.digest,
                     "canary": canary,
                     "desired_workers": desired,
@@ -225,7 +228,12 @@ impl Observer for StatusBoard {
         match &event.kind {
             EventKind::Worker { event, .. } => board.observe_worker(event),
             EventKind::Task { task, event, .. } => board.observe_task(task, event),
-            EventKind::Handler(event) => board.observe_handler(event),
+            EventKind::Handler(handler_event) => {
+                board
+                    .callback
+                    .store(event.task_source == "callback", Ordering::Relaxed);
+                board.observe_handler(handler_event);
+            }
         }
     }
 }
