@@ -35,6 +35,17 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
     exit 1
   fi
 fi
+# Debian's docker-registry (the CNCF distribution server): a real OCI registry on
+# loopback for the oci:// handler tests (host/tests/it/oci.rs); each test starts its own.
+if ! command -v docker-registry >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian's docker-registry package (an OCI registry for the tests)..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry >/dev/null
+  else
+    echo "error: docker-registry is missing; install Debian's docker-registry package (sudo apt-get install docker-registry)" >&2
+    exit 1
+  fi
+fi
 # Python tools the tests call (a Prometheus exposition parser, YAML), pinned.
 venv_install "$PWD/.venv/test-tools" scripts/test-tools-requirements.txt
 export TEST_TOOLS_PYTHON="$PWD/.venv/test-tools/bin/python"

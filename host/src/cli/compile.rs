@@ -1,19 +1,21 @@
-//! `sfn-wasm-host compile HANDLER.wasm`: fill the compile cache ahead of a deploy, so
-//! that `serve` (at start and on a hot swap) loads the handler without compiling it.
+//! `sfn-wasm-host compile HANDLER.wasm|oci://…|s3://…|https://…`: fill the compile cache
+//! ahead of a deploy, so that `serve` (at start and on a hot swap) loads the handler
+//! without compiling it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 use sfn_wasm_host::config::default_cache_dir;
-use sfn_wasm_host::engine::{EngineConfig, Handler, WasmEngine};
+use sfn_wasm_host::engine::{EngineConfig, WasmEngine};
 use sfn_wasm_host::load::open_cache;
 
 use super::EXIT_USAGE;
 
 #[derive(Debug, Args)]
 pub struct CompileArgs {
-    /// The handler components (`.wasm`) to compile.
+    /// The handler components to compile: `.wasm` files, or sources as `handler` takes
+    /// them (`oci://REGISTRY/REPOSITORY:TAG`, `s3://BUCKET/KEY`, `https://…`).
     #[arg(required = true)]
     handlers: Vec<PathBuf>,
     /// The cache to fill: the folder `serve` reads (`[host] cache_dir`; default: the
@@ -50,7 +52,7 @@ pub fn run(args: CompileArgs) -> ExitCode {
     };
     let mut failed = false;
     for path in &args.handlers {
-        match Handler::load(&engine, path, Some(&cache)) {
+        match super::load_handler(&engine, path, Some(&cache)) {
             Ok(loaded) => println!(
                 "ok: {} (sha256 {}) -> {}: {} in {} ms",
                 path.display(),
@@ -63,7 +65,7 @@ pub fn run(args: CompileArgs) -> ExitCode {
                 loaded.elapsed.as_millis()
             ),
             Err(err) => {
-                eprintln!("error: {err}");
+                eprintln!("error: {err:#}");
                 failed = true;
             }
         }

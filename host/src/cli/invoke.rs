@@ -23,7 +23,8 @@ use super::EXIT_USAGE;
 
 #[derive(Debug, Args)]
 pub struct InvokeArgs {
-    /// The handler component (`.wasm`, built for wasm32-wasip2).
+    /// The handler component (`.wasm`, built for wasm32-wasip2), or a source as
+    /// `handler` takes it (`oci://REGISTRY/REPOSITORY:TAG`, `s3://BUCKET/KEY`, `https://…`).
     handler: PathBuf,
     /// The task input, a JSON document.
     #[arg(
@@ -136,7 +137,7 @@ fn prepare(args: &InvokeArgs) -> anyhow::Result<(WasmEngine, Handler, TaskReques
         args.cache_dir.clone().or_else(default_cache_dir)
     };
     let cache = open_cache(cache_dir.as_deref(), &engine);
-    let handler = Handler::load(&engine, &args.handler, cache.as_ref())?.handler;
+    let handler = super::load_handler(&engine, &args.handler, cache.as_ref())?.handler;
     let request =
         TaskRequest {
             input,

@@ -84,6 +84,55 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runti
     })
 }
 
+/// Loads a handler named on the command line (`compile`, `invoke`): a path, or a remote
+/// source as `handler` takes it (`s3://`, `https://`, `oci://`), read once with the
+/// environment's AWS settings (region, credentials, `AWS_ENDPOINT_URL`) and Docker's
+/// `config.json` for registries.
+fn load_handler(
+    engine: &sfn_wasm_host::engine::WasmEngine,
+    arg: &std::path::Path,
+    cache: Option<&sfn_wasm_host::engine::ArtifactCache>,
+) -> anyhow::Result<sfn_wasm_host::engine::LoadedHandler> {
+    use sfn_wasm_host::engine::{Digest, Handler};
+    use sfn_wasm_host::source::{Fetch, Fetcher, HandlerSource};
+    let text = arg.to_string_lossy();
+    if !["s3://", "https://", "http://", "oci://"]
+        .iter()
+        .any(|scheme| text.starts_with(scheme))
+    {
+        return Ok(Handler::load(engine, arg, cache)?);
+    }
+    let source = HandlerSource::parse(&text, std::path::Path::new("."))
+        .map_err(|message| anyhow::anyhow!("{message}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let fetched = runtime.block_on(async {
+        let fetcher = Fetcher::new(&sfn_wasm_host::aws::AwsConfig::default()).await?;
+        anyhow::Ok(
+            fetcher
+                .fetch(&source, None, REMOTE_HANDLER_MAX_BYTES)
+                .await?,
+        )
+    })?;
+    let Fetch::Fetched(fetched) = fetched else {
+        anyhow::bail!("{source} answered \"not modified\" to a first read");
+    };
+    let name = std::path::PathBuf::from(source.to_string());
+    let digest = Digest::of(&fetched.bytes);
+    Ok(Handler::prepare(
+        engine,
+        &name,
+        &fetched.bytes,
+        digest,
+        cache,
+    )?)
+}
+
+/// The largest handler `compile` and `invoke` read from a remote source: `handler_max_mb`'s
+/// default.
+const REMOTE_HANDLER_MAX_BYTES: u64 = 256 << 20;
+
 /// Sets up logging: `RUST_LOG` filters (default `info`, without the AWS SDK's
 /// instance-metadata probes); JSON is one flat object per
 /// line. `invoke` and `check` log to stderr so their stdout stays theirs.

@@ -16,7 +16,7 @@ use super::rollout::{RawRollout, RolloutConfig};
 use crate::aws::AwsConfig;
 use crate::grants::GrantsConfig;
 use crate::ids::ActivityArn;
-use crate::source::{HandlerSource, parse_pin};
+use crate::source::{HandlerSource, VerifyKey, parse_pin};
 
 /// The largest memory cap a task may have: the whole 32-bit address space.
 pub const MAX_MEMORY_LIMIT_MB: u64 = 4096;
@@ -75,6 +75,7 @@ macro_rules! raw_task_tables {
 raw_task_tables! {
         handler: String,
         sha256: Option<String>,
+        verify_key: Option<PathBuf>,
         source_poll_seconds: Option<f64>,
         handler_max_mb: Option<u64>,
         rollout: Option<RawRollout>,
@@ -403,10 +404,15 @@ struct HandlerKeys {
 }
 
 impl HandlerKeys {
-    /// Checks `handler`, `sha256`, `source_poll_seconds`, `handler_max_mb` and
-    /// `[activity.rollout]`, in that order.
+    /// Checks `handler`, `verify_key`, `sha256`, `source_poll_seconds`, `handler_max_mb`
+    /// and `[activity.rollout]`, in that order.
     fn resolve(raw: &RawActivity, base: &Path) -> Result<Self, Problem> {
-        let handler = HandlerSource::parse(&raw.handler, base).map_err(at("handler"))?;
+        let mut handler = HandlerSource::parse(&raw.handler, base).map_err(at("handler"))?;
+        if let Some(path) = &raw.verify_key {
+            handler = handler
+                .with_verify_key(|| VerifyKey::read(&base.join(path)))
+                .map_err(at("verify_key"))?;
+        }
         let sha256 = optional(raw.sha256.as_deref(), "sha256", parse_pin)?;
         let source_poll = seconds_within(raw.source_poll_seconds.unwrap_or(30.0), 1.0, 86_400.0)
             .map_err(at("source_poll_seconds"))?;

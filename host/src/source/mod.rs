@@ -1,12 +1,16 @@
-//! Where a handler's bytes come from: a file, an S3 object or an HTTPS URL.
+//! Where a handler's bytes come from: a file, an S3 object, an HTTPS URL or an OCI
+//! registry.
 //!
 //! A remote source is polled every `source_poll_seconds` with a cheap "has it changed?"
-//! question (S3: `HeadObject`'s ETag; HTTPS: `If-None-Match` / `If-Modified-Since`), and
-//! only read when it has. Reading is size-capped (`handler_max_mb`) and the bytes are
+//! question (S3: `HeadObject`'s ETag; HTTPS: `If-None-Match` / `If-Modified-Since`; OCI:
+//! the manifest digest a tag names now), and only read when it has. Reading is size-capped (`handler_max_mb`) and the bytes are
 //! checked against the activity's `sha256` pin, when it has one, before anything
 //! compiles them. A fetch that fails leaves the current version serving.
 
+mod cosign;
+mod ecr;
 mod http;
+mod oci;
 mod s3;
 
 use std::fmt;
@@ -15,7 +19,10 @@ use std::path::PathBuf;
 use crate::aws::AwsConfig;
 use crate::ids::sha256_hex;
 
+pub use self::cosign::VerifyKey;
+pub use self::ecr::authorization_token as ecr_authorization_token;
 pub use self::http::HttpSource;
+pub use self::oci::{OciHandler, OciSource, WASM_CONFIG, WASM_LAYER};
 pub use self::s3::S3Source;
 
 /// Where an activity's handler lives, as written in `handler = "..."`.
@@ -36,15 +43,21 @@ pub enum HandlerSource {
     },
     /// `https://...` (or `http://` to a loopback address, for local tests).
     Url(String),
+    /// `oci://REGISTRY/REPOSITORY:TAG` or `oci://REGISTRY/REPOSITORY@sha256:DIGEST`.
+    Oci(OciHandler),
 }
 
 impl HandlerSource {
-    /// Parses `handler = "..."`: `s3://BUCKET/KEY`, `https://HOST/PATH`, or a path
-    /// (relative to `base`, the config file's folder).
+    /// Parses `handler = "..."`: `s3://BUCKET/KEY`, `https://HOST/PATH`,
+    /// `oci://REGISTRY/REPOSITORY:TAG` (or `@sha256:DIGEST`), or a path (relative to
+    /// `base`, the config file's folder).
     ///
     /// # Errors
     /// What is wrong and what to do, for the config error.
     pub fn parse(text: &str, base: &std::path::Path) -> Result<Self, String> {
+        if let Some(rest) = text.strip_prefix("oci://") {
+            return OciHandler::parse(rest).map(Self::Oci);
+        }
         if let Some(rest) = text.strip_prefix("s3://") {
             let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() || key.is_empty() || key.ends_with('/') {
@@ -74,7 +87,7 @@ impl HandlerSource {
         }
         if text.contains("://") {
             return Err(format!(
-                "{:?}: the handler must be a file path, s3://BUCKET/KEY or https://URL",
+                "{:?}: the handler must be a file path, s3://BUCKET/KEY, https://URL or oci://REGISTRY/REPOSITORY:TAG",
                 redact_url(text)
             ));
         }
@@ -88,7 +101,27 @@ impl HandlerSource {
         Ok(Self::File(path))
     }
 
-    /// Whether the host polls the source (S3 and HTTPS) rather than watching a file.
+    /// This source with `verify_key` (read by `key` only for an OCI source: only its
+    /// versions carry signatures).
+    ///
+    /// # Errors
+    /// For the config error, when the source is not `oci://` or `key` fails.
+    pub fn with_verify_key(
+        self,
+        key: impl FnOnce() -> Result<VerifyKey, String>,
+    ) -> Result<Self, String> {
+        match self {
+            Self::Oci(handler) => Ok(Self::Oci(OciHandler {
+                verify_key: Some(key()?),
+                ..handler
+            })),
+            other => Err(format!(
+                "checks the cosign signatures of an oci:// handler, but the handler is {other}: remove `verify_key`, or ship the handler to an OCI registry and sign it"
+            )),
+        }
+    }
+
+    /// Whether the host polls the source (S3, HTTPS and OCI) rather than watching a file.
     pub fn is_remote(&self) -> bool {
         !matches!(self, Self::File(_))
     }
@@ -108,6 +141,7 @@ impl fmt::Display for HandlerSource {
             Self::File(path) => write!(f, "{}", path.display()),
             Self::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
             Self::Url(url) => f.write_str(&redact_url(url)),
+            Self::Oci(handler) => handler.fmt(f),
         }
     }
 }
@@ -122,6 +156,7 @@ impl fmt::Debug for HandlerSource {
                 .field("key", key)
                 .finish(),
             Self::Url(url) => f.debug_tuple("Url").field(&redact_url(url)).finish(),
+            Self::Oci(handler) => f.debug_tuple("Oci").field(handler).finish(),
         }
     }
 }
@@ -169,6 +204,25 @@ pub enum SourceError {
         /// What went wrong.
         message: String,
     },
+    /// The registry said no, or could not be reached, or holds no component there.
+    #[error("{source_name}: {message}")]
+    Oci {
+        /// The source.
+        source_name: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// `verify_key` is set and no signature of this version verifies against it: the
+    /// version is refused, as one that fails its `sha256` pin is.
+    #[error("{source_name} ({digest}) is refused: {reason}")]
+    Unverified {
+        /// The source.
+        source_name: String,
+        /// The manifest digest refused.
+        digest: String,
+        /// Why: no signature, none by this key, or unreadable.
+        reason: String,
+    },
     /// A handler file cannot be read.
     #[error("cannot read {}: {source}", path.display())]
     Read {
@@ -187,6 +241,18 @@ pub enum SourceError {
         /// The cap, in MiB.
         limit_mb: u64,
     },
+}
+
+impl SourceError {
+    /// The version this error refuses for good (until it changes, or SIGHUP), as
+    /// [`Fetched::tag`] names versions: a poll that finds it again reads nothing, as
+    /// for a version that failed its pin.
+    pub fn refused_version(&self) -> Option<String> {
+        match self {
+            Self::Unverified { digest, .. } => Some(oci::version_tag(digest)),
+            _ => None,
+        }
+    }
 }
 
 /// What a source holds now.
@@ -208,11 +274,12 @@ pub struct Fetched {
     pub tag: Option<String>,
 }
 
-/// Reads remote sources: one S3 client (built from `[aws]`) and one HTTPS client,
-/// shared by every activity.
+/// Reads remote sources: one S3 client (built from `[aws]`), one HTTPS client and one
+/// registry client, shared by every activity.
 pub struct Fetcher {
     s3: S3Source,
     http: HttpSource,
+    oci: OciSource,
 }
 
 impl Fetcher {
@@ -224,6 +291,7 @@ impl Fetcher {
         Ok(Self {
             s3: S3Source::new(aws).await,
             http: HttpSource::new()?,
+            oci: OciSource::new(aws),
         })
     }
 
@@ -250,6 +318,7 @@ impl Fetcher {
             }
             HandlerSource::S3 { bucket, key } => self.s3.fetch(bucket, key, known, max_bytes).await,
             HandlerSource::Url(url) => self.http.fetch(url, known, max_bytes).await,
+            HandlerSource::Oci(handler) => self.oci.fetch(handler, known, max_bytes).await,
         }
     }
 }

@@ -20,6 +20,7 @@ mod hotswap;
 mod idempotency;
 mod invoke;
 mod keepalive;
+mod oci;
 mod outbox;
 mod polling;
 mod polyglot;

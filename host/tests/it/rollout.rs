@@ -24,13 +24,13 @@ fn digest(path: &Path) -> String {
 
 /// A running host on a fresh activity, with `handler_line` (`handler = ...` and
 /// whatever else the activity table needs) in its config.
-struct Host {
+pub(crate) struct Host {
     runtime: tokio::runtime::Runtime,
     client: aws_sdk_sfn::Client,
     state_machine: String,
-    served: Served,
+    pub(crate) served: Served,
     /// The `handler:loaded` line.
-    loaded: Value,
+    pub(crate) loaded: Value,
     /// The admin server.
     admin: std::net::SocketAddr,
     dir: tempfile::TempDir,
@@ -52,7 +52,7 @@ impl Host {
     }
 
     /// `prepare` gets the config's folder before the host starts (to put handlers there).
-    fn start(activity_lines: &str, prepare: impl FnOnce(&Path)) -> Self {
+    pub(crate) fn start(activity_lines: &str, prepare: impl FnOnce(&Path)) -> Self {
         let (runtime, client, activity, state_machine) = emulator::emulated("rollout");
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path());
@@ -97,7 +97,7 @@ impl Host {
         page["activities"][0].clone()
     }
 
-    fn run(&self, hello: &str) -> Value {
+    pub(crate) fn run(&self, hello: &str) -> Value {
         let ended = self.run_all(&[json!({ "hello": hello })]).remove(0);
         assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
         ended.output.unwrap()

@@ -683,6 +683,7 @@ fn readme_policies_are_found_and_substituted() {
         "idempotency-store",
         "progress-store",
         "s3-handlers",
+        "ecr-handlers",
         "secrets",
         "assume-role",
     ] {
@@ -692,6 +693,46 @@ fn readme_policies_are_found_and_substituted() {
             "{PERMISSIONS}: {name}"
         );
     }
+}
+
+/// AWS rules: an `oci://` handler in ECR is pulled with a token from
+/// `ecr:GetAuthorizationToken`, signed with the host's credentials. Under the book's
+/// `ecr-handlers` block the host gets the token (basic credentials `AWS:...`); without
+/// that action it gets AWS's refusal naming it, and never a token.
+#[test]
+fn an_ecr_token_is_granted_under_the_readme_policy_and_refused_one_short() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let policy = readme_policy(
+        "ecr-handlers",
+        &[
+            ("REGION", REGION),
+            ("ACCOUNT", "123456789012"),
+            ("REPOSITORY", "handlers/greet"),
+        ],
+    );
+    let user = user_with_policy(&policy);
+    let (auth, _) = runtime
+        .block_on(async {
+            let shared = sdk_config(&user.0, &user.1).await;
+            sfn_wasm_host::source::ecr_authorization_token(&shared, REGION).await
+        })
+        .unwrap();
+    assert!(
+        matches!(&auth, oci_client::secrets::RegistryAuth::Basic(name, password) if name == "AWS" && !password.is_empty()),
+        "{auth:?}"
+    );
+
+    let short = user_with_policy(&without_action(&policy, "ecr:GetAuthorizationToken"));
+    let refused = runtime
+        .block_on(async {
+            let shared = sdk_config(&short.0, &short.1).await;
+            sfn_wasm_host::source::ecr_authorization_token(&shared, REGION).await
+        })
+        .unwrap_err();
+    assert!(
+        refused.contains("ecr:GetAuthorizationToken") && refused.contains("AccessDenied"),
+        "{refused}"
+    );
 }
 
 /// The stored name of an idempotency key, as the host names it: `answer-` and the SHA-256

@@ -10,6 +10,8 @@
 //!   the test cuts or throttles.
 //! - [`standin`]: the scriptable Step Functions stand-in (faults LocalStack cannot
 //!   make), on [`http1`], the request side of HTTP/1.1 for the tests' own servers.
+//! - [`registry`]: a real OCI registry on loopback (Debian's `docker-registry`), and
+//!   components pushed and signed as `wkg oci push` and `cosign sign` do.
 //! - [`admin`]: reading a host's admin server (`GET`, `/metrics` parsed); [`tls`]: a
 //!   TLS server and the test certificates (`host/tests/tls/`).
 //!
@@ -25,6 +27,7 @@ pub mod http1;
 pub mod invoke;
 pub mod polyglot;
 pub mod proxy;
+pub mod registry;
 pub mod served;
 pub mod standin;
 #[path = "../../tls/server.rs"]
