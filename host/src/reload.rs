@@ -293,11 +293,6 @@ impl TargetTask {
             }
             Ok(Fetch::Fetched(fetched)) => fetched,
             Err(err) => {
-                // A version refused for good (no valid signature) is not read again
-                // until the source moves on, as one that failed its pin.
-                if let Some(refused) = err.refused_version() {
-                    self.last_tag = Some(refused);
-                }
                 let reason = format!("{err}; the current version keeps serving");
                 if self.last_error.as_ref() != Some(&reason) {
                     self.last_error = Some(reason.clone());

@@ -55,7 +55,7 @@ pub fn run(args: CompileArgs) -> ExitCode {
         match super::load_handler(&engine, path, Some(&cache)) {
             Ok(loaded) => println!(
                 "ok: {} (sha256 {}) -> {}: {} in {} ms",
-                path.display(),
+                super::shown_handler(path),
                 loaded.handler.digest(),
                 cache.path(loaded.handler.digest()).display(),
                 match loaded.cache.name() {

@@ -96,10 +96,7 @@ fn load_handler(
     use sfn_wasm_host::engine::{Digest, Handler};
     use sfn_wasm_host::source::{Fetch, Fetcher, HandlerSource};
     let text = arg.to_string_lossy();
-    if !["s3://", "https://", "http://", "oci://"]
-        .iter()
-        .any(|scheme| text.starts_with(scheme))
-    {
+    if !is_remote(arg) {
         return Ok(Handler::load(engine, arg, cache)?);
     }
     let source = HandlerSource::parse(&text, std::path::Path::new("."))
@@ -127,6 +124,24 @@ fn load_handler(
         digest,
         cache,
     )?)
+}
+
+/// Whether a handler named on the command line is a remote source rather than a path.
+fn is_remote(arg: &std::path::Path) -> bool {
+    let text = arg.to_string_lossy();
+    ["s3://", "https://", "http://", "oci://"]
+        .iter()
+        .any(|scheme| text.starts_with(scheme))
+}
+
+/// A handler named on the command line as it may be printed: a URL without its
+/// userinfo, query and fragment (a password, a presigned URL's token).
+fn shown_handler(arg: &std::path::Path) -> String {
+    if is_remote(arg) {
+        sfn_wasm_host::source::redact_url(&arg.to_string_lossy())
+    } else {
+        arg.display().to_string()
+    }
 }
 
 /// The largest handler `compile` and `invoke` read from a remote source: `handler_max_mb`'s

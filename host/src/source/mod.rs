@@ -213,7 +213,9 @@ pub enum SourceError {
         message: String,
     },
     /// `verify_key` is set and no signature of this version verifies against it: the
-    /// version is refused, as one that fails its `sha256` pin is.
+    /// version is refused, as one that fails its `sha256` pin is. It is checked again at
+    /// the next poll (a signature may be pushed after the artifact, or have been
+    /// unreadable this time); `handler:rejected` says so once.
     #[error("{source_name} ({digest}) is refused: {reason}")]
     Unverified {
         /// The source.
@@ -241,18 +243,6 @@ pub enum SourceError {
         /// The cap, in MiB.
         limit_mb: u64,
     },
-}
-
-impl SourceError {
-    /// The version this error refuses for good (until it changes, or SIGHUP), as
-    /// [`Fetched::tag`] names versions: a poll that finds it again reads nothing, as
-    /// for a version that failed its pin.
-    pub fn refused_version(&self) -> Option<String> {
-        match self {
-            Self::Unverified { digest, .. } => Some(oci::version_tag(digest)),
-            _ => None,
-        }
-    }
 }
 
 /// What a source holds now.

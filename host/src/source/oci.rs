@@ -11,6 +11,7 @@
 //! Registry and signature code are well-kept crates': `oci-client` (tokens, manifests,
 //! digest-checked blobs) and `sigstore` (cosign's signature format and keys).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -101,8 +102,18 @@ impl fmt::Debug for OciHandler {
     }
 }
 
+/// Which credentials these are, without keeping them: a SHA-256 of their kind and value.
+fn fingerprint(auth: &RegistryAuth) -> String {
+    let text = match auth {
+        RegistryAuth::Anonymous => "anonymous".to_owned(),
+        RegistryAuth::Basic(user, password) => format!("basic\0{user}\0{password}"),
+        RegistryAuth::Bearer(token) => format!("bearer\0{token}"),
+    };
+    crate::ids::sha256_hex(text.as_bytes())
+}
+
 /// How a manifest digest is kept as the version last read ([`super::Fetched::tag`]).
-pub(super) fn version_tag(digest: &str) -> String {
+fn version_tag(digest: &str) -> String {
     format!("oci:{digest}")
 }
 
@@ -122,23 +133,48 @@ fn is_sha256(digest: &str) -> bool {
         .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The registry client for handler references: HTTPS, or plain HTTP for a loopback
+/// The registry clients for handler references: HTTPS, or plain HTTP for a loopback
 /// registry (local tests, a pull-through cache on the same machine); credentials from
 /// ECR for an ECR registry, else Docker's `config.json`, else anonymous.
+///
+/// One client per registry *and credentials*: an `oci-client` client keeps the first
+/// credentials it was given for a registry for good, so a refreshed ECR token, a changed
+/// `config.json` or a helper's new token gets a client of its own.
 pub struct OciSource {
-    https: Client,
-    http: Client,
+    clients: std::sync::Mutex<HashMap<String, (String, Client)>>,
     ecr: EcrTokens,
 }
 
 impl OciSource {
-    /// The clients; ECR tokens are asked for with `aws`'s credentials.
+    /// The source; ECR tokens are asked for with `aws`'s credentials.
     pub fn new(aws: &AwsConfig) -> Self {
         Self {
-            https: Client::new(client_config(ClientProtocol::Https)),
-            http: Client::new(client_config(ClientProtocol::Http)),
+            clients: std::sync::Mutex::new(HashMap::new()),
             ecr: EcrTokens::new(aws.clone()),
         }
+    }
+
+    /// The client for `registry` with `auth`: the last one, unless the credentials
+    /// changed since.
+    fn client(&self, registry: &str, auth: &RegistryAuth) -> Client {
+        let fingerprint = fingerprint(auth);
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((known, client)) = clients.get(registry)
+            && *known == fingerprint
+        {
+            return client.clone();
+        }
+        let protocol = if loopback(registry) {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        };
+        let client = Client::new(client_config(protocol));
+        clients.insert(registry.to_owned(), (fingerprint, client.clone()));
+        client
     }
 
     /// The component `handler` names unless its manifest digest is still `known`; at
@@ -172,12 +208,14 @@ impl OciSource {
             message,
         };
         let reference = &handler.reference;
-        let client = if loopback(handler.registry()) {
-            &self.http
-        } else {
-            &self.https
-        };
+        // A digest never moves: once read, nothing is asked (not even credentials).
+        if let Some(digest) = reference.digest()
+            && known == Some(version_tag(digest).as_str())
+        {
+            return Ok(Fetch::Unchanged);
+        }
         let auth = self.auth(handler.registry()).await.map_err(failed)?;
+        let client = self.client(handler.registry(), &auth);
         let digest = match reference.digest() {
             Some(digest) => digest.to_owned(),
             None => client
@@ -272,6 +310,14 @@ fn docker_credential(server: &str) -> Result<Option<docker_credential::DockerCre
     match docker_credential::get_credential_from_reader(std::io::BufReader::new(file), server) {
         Ok(credential) => Ok(Some(credential)),
         Err(Failed::NoCredentialConfigured | Failed::ConfigNotFound) => Ok(None),
+        // A helper with no entry for this registry (a `credsStore` serves every
+        // registry): anonymous, as Docker does.
+        Err(Failed::HelperFailure { stdout, stderr, .. })
+            if stdout.contains("credentials not found")
+                || stderr.contains("credentials not found") =>
+        {
+            Ok(None)
+        }
         // A helper's output is not shown: it may hold a credential.
         Err(Failed::HelperFailure { helper, .. }) => Err(format!(
             "the credential helper docker-credential-{helper} that {} names for {server} failed (its output is not shown)",
@@ -393,6 +439,40 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn only_this_machine_is_reached_over_plain_http() {
+        for near in [
+            "127.0.0.1:5000",
+            "localhost:5000",
+            "localhost",
+            "[::1]:5000",
+            "[::1]",
+        ] {
+            assert!(loopback(near), "{near}");
+        }
+        for far in [
+            "127.0.0.1.nip.io:5000",
+            "ghcr.io",
+            "localhost.example.com:5000",
+            "10.0.0.1:5000",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+        ] {
+            assert!(!loopback(far), "{far}");
+        }
+    }
+
+    #[test]
+    fn credentials_are_told_apart_without_being_kept() {
+        let basic = |password: &str| RegistryAuth::Basic("AWS".into(), password.into());
+        assert_eq!(fingerprint(&basic("a")), fingerprint(&basic("a")));
+        assert_ne!(fingerprint(&basic("a")), fingerprint(&basic("b")));
+        assert_ne!(
+            fingerprint(&RegistryAuth::Anonymous),
+            fingerprint(&RegistryAuth::Bearer("anonymous".into()))
+        );
+        assert!(!fingerprint(&basic("hunter2")).contains("hunter2"));
     }
 
     #[test]

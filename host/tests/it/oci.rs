@@ -360,16 +360,19 @@ fn with_a_verify_key_only_a_component_signed_by_that_key_is_compiled() {
 }
 
 #[test]
-fn a_moved_tag_is_hot_swapped_and_an_unsigned_version_refused_while_the_old_one_serves() {
+fn a_moved_tag_is_hot_swapped_and_an_unsigned_version_waits_for_its_signature() {
     let registry = Registry::start();
     let runtime = runtime();
     let (signer, public) = key_pair();
     let first = runtime.block_on(registry.push("live/greet", "stable", &guest("greet")));
     runtime.block_on(registry.sign("live/greet", &first, &signer));
     let handler = registry.tagged("live/greet", "stable");
-    let mut host = Host::start(
+    let dir = tempfile::tempdir().unwrap();
+    let docker = dir.path().display().to_string();
+    let mut host = Host::start_with_env(
         &format!("handler = \"{handler}\"\nverify_key = \"cosign.pub\"\nsource_poll_seconds = 1"),
         |dir| std::fs::write(dir.join("cosign.pub"), &public).unwrap(),
+        &[("DOCKER_CONFIG", &docker)],
     );
     assert_eq!(
         host.loaded["handler_digest"],
@@ -377,19 +380,30 @@ fn a_moved_tag_is_hot_swapped_and_an_unsigned_version_refused_while_the_old_one_
     );
     assert_eq!(host.run("World"), json!({"greeting": "Hello, World"}));
 
-    // The tag moves to a signed v2: swapped at the next poll.
-    let v2 = runtime.block_on(registry.push("live/greet", "stable", &guest("greet_v2")));
+    // v2 is pushed and signed under a tag of its own, then `stable` moves to it: swapped
+    // at the next poll. (The same bytes pushed again are the same manifest digest.)
+    let v2 = runtime.block_on(registry.push("live/greet", "v2", &guest("greet_v2")));
     runtime.block_on(registry.sign("live/greet", &v2, &signer));
+    let moved = std::time::Instant::now();
+    assert_eq!(
+        runtime.block_on(registry.push("live/greet", "stable", &guest("greet_v2"))),
+        v2
+    );
     let v2_digest = digest(&guest("greet_v2"));
     host.served.wait_until("handler:swapped", |line| {
         line["new_digest"] == v2_digest.as_str()
     });
+    eprintln!(
+        "tag moved -> handler:swapped in {} ms (source_poll_seconds = 1)",
+        moved.elapsed().as_millis()
+    );
     assert_eq!(
         host.run("World"),
         json!({"greeting": "Hi, World", "version": 2})
     );
 
-    // Then to an unsigned component: refused, once, and v2 keeps serving.
+    // Then to an unsigned component: refused, reported once though every poll checks
+    // it again, and v2 keeps serving.
     let unsigned = runtime.block_on(registry.push("live/greet", "stable", &guest("scenarios")));
     let rejected = host.served.wait_for("handler:rejected");
     let reason = rejected["reason"].as_str().unwrap();
@@ -401,11 +415,72 @@ fn a_moved_tag_is_hot_swapped_and_an_unsigned_version_refused_while_the_old_one_
         host.run("World"),
         json!({"greeting": "Hi, World", "version": 2})
     );
-    host.served.wait_quiet(Duration::from_millis(2500));
-    let events = host.served.events();
+    std::thread::sleep(Duration::from_millis(2500));
+    let rejections = || {
+        host.served
+            .events()
+            .iter()
+            .filter(|e| *e == "handler:rejected")
+            .count()
+    };
+    assert_eq!(rejections(), 1, "{:?}", host.served.events());
+
+    // Signed late (as `cosign sign` after `wkg oci push`): taken at the next poll.
+    runtime.block_on(registry.sign("live/greet", &unsigned, &signer));
+    let scenarios = digest(&guest("scenarios"));
+    host.served.wait_until("handler:swapped", |line| {
+        line["new_digest"] == scenarios.as_str()
+    });
+}
+
+/// An `oci-client` client keeps the first credentials it was given for a registry; the
+/// host must use what `config.json` says now (an ECR token refreshed, a password
+/// rotated). With a wrong password written, the next version is refused (401); with
+/// the right one back, it is taken.
+#[test]
+fn a_changed_registry_login_is_used_from_the_next_poll() {
+    let registry = Registry::with_login("alice", "pw-right");
+    let runtime = runtime();
+    runtime.block_on(registry.push("private/greet", "live", &guest("greet")));
+    let dir = tempfile::tempdir().unwrap();
+    let docker = dir.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let login = |password: &str| {
+        let auth = base64_of(&format!("alice:{password}"));
+        std::fs::write(
+            docker.join("config.json"),
+            json!({"auths": {registry.address.clone(): {"auth": auth}}}).to_string(),
+        )
+        .unwrap();
+    };
+    login("pw-right");
+    let docker_var = docker.display().to_string();
+    let mut host = Host::start_with_env(
+        &format!(
+            "handler = \"{}\"\nsource_poll_seconds = 1",
+            registry.tagged("private/greet", "live")
+        ),
+        |_| {},
+        &[("DOCKER_CONFIG", &docker_var)],
+    );
+    assert_eq!(host.run("World"), json!({"greeting": "Hello, World"}));
+
+    login("pw-wrong");
+    runtime.block_on(registry.push("private/greet", "live", &guest("greet_v2")));
+    let rejected = host.served.wait_for("handler:rejected");
+    assert!(
+        rejected["reason"].as_str().unwrap().contains("oci://"),
+        "{rejected}"
+    );
+    assert!(!host.served.events().iter().any(|e| e == "handler:swapped"));
+    assert!(!host.served.text().contains("pw-"), "a password was logged");
+
+    login("pw-right");
+    let v2 = digest(&guest("greet_v2"));
+    host.served
+        .wait_until("handler:swapped", |line| line["new_digest"] == v2.as_str());
     assert_eq!(
-        events.iter().filter(|e| *e == "handler:rejected").count(),
-        1,
-        "{events:?}"
+        host.run("World"),
+        json!({"greeting": "Hi, World", "version": 2})
     );
 }

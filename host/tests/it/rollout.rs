@@ -53,11 +53,20 @@ impl Host {
 
     /// `prepare` gets the config's folder before the host starts (to put handlers there).
     pub(crate) fn start(activity_lines: &str, prepare: impl FnOnce(&Path)) -> Self {
+        Self::start_with_env(activity_lines, prepare, &[])
+    }
+
+    /// [`Host::start`] with `vars` added to the host's environment.
+    pub(crate) fn start_with_env(
+        activity_lines: &str,
+        prepare: impl FnOnce(&Path),
+        vars: &[(&str, &str)],
+    ) -> Self {
         let (runtime, client, activity, state_machine) = emulator::emulated("rollout");
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path());
         let config = Self::config(dir.path(), &activity, activity_lines);
-        let mut served = Served::start(&config);
+        let mut served = Served::start_with_env(&config, vars);
         let loaded = served.wait_for("handler:loaded");
         let listening = served.wait_line(|line| line["admin"].is_string());
         let admin = listening["admin"].as_str().unwrap().parse().unwrap();
