@@ -6,7 +6,8 @@
 //! besides: a package of the ecosystem's (`npm install ms`, `pip install humanize`) and
 //! HTTP through the SDK, with tests that stub it, then `scripts/dev.sh` from the project's
 //! own folder. Then the SDKs themselves: their own tests, their packages (`cargo package`,
-//! `npm pack`, a wheel), and the WIT they carry.
+//! `npm pack`, a wheel), and the WIT they carry. And `new js --aws`: the AWS SDK for
+//! JavaScript v3 in a handler, signed by the host, against LocalStack.
 //!
 //! A test binary of its own: the builds take the machine's cores for a minute, which
 //! must not run beside the timing-sensitive tests of `it`. Builds run one at a time.
@@ -74,11 +75,18 @@ fn host() -> &'static str {
 /// `sfn-wasm-host new LANGUAGE NAME` (no flags) in a fresh folder outside the repository:
 /// the temporary folder and the project inside it, which holds the SDK the binary carries.
 fn new_project(language: &str) -> (tempfile::TempDir, PathBuf, String) {
+    new_project_with(language, &[])
+}
+
+/// [`new_project`] with `flags` after the name (`--aws`).
+fn new_project_with(language: &str, flags: &[&str]) -> (tempfile::TempDir, PathBuf, String) {
     // Unique: LocalStack keeps an activity's stale tasks.
     let name = format!("greet-{language}-{:08x}", fastrand::u32(..));
     let outside = tempfile::tempdir().unwrap();
     assert!(!outside.path().starts_with(workspace()));
-    let (output, _) = run(outside.path(), host(), &["new", language, &name]);
+    let mut args = vec!["new", language, &name];
+    args.extend_from_slice(flags);
+    let (output, _) = run(outside.path(), host(), &args);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("config.toml"), "{stdout}");
     // The SDKs are not published yet: it says so, and where the copy it wrote is.
@@ -461,6 +469,103 @@ if __name__ == "__main__":
     unittest.main()
 "#;
 
+/// `new js NAME --aws`: a handler on the real AWS SDK for JavaScript v3 (`@aws-sdk/client-s3`,
+/// `@aws-sdk/client-sqs` from npm), built by the SDK's build and run by the host, which
+/// signs every request, against LocalStack: `GetObject`'s body streams in chunks,
+/// `PutObject` with the SDK's default checksum stores the exact bytes (S3 keeps the
+/// CRC32 it checked), the SQS message arrives; without the `sqs` grant the host refuses
+/// and the task fails with `HTTP-request-denied`; AWS's own errors keep AWS's code.
+#[test]
+fn js_with_the_aws_sdk_from_new_to_s3_and_sqs_signed_by_the_host() {
+    let (_outside, project, _name) = new_project_with("js", &["--aws"]);
+    {
+        let _one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, install) = run(&project, "npm", &["install", "--no-audit", "--no-fund"]);
+        let (output, build) = run(&project, "npm", &["run", "build"]);
+        eprintln!("js --aws template: npm install took {install:.1?}, npm run build {build:.1?}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("world handler-with-http"), "{stdout}");
+        let (output, _) = run(&project, "npm", &["test"]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains("# pass 2") && stdout.contains("# fail 0"),
+            "{stdout}"
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // Large enough to arrive in several chunks.
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let (bucket, queue_url) = runtime.block_on(async {
+        let s3 = emulator::s3().await;
+        let bucket = format!("authoring-{:08x}", fastrand::u32(..));
+        s3.create_bucket().bucket(&bucket).send().await.unwrap();
+        s3.put_object()
+            .bucket(&bucket)
+            .key("in/data.bin")
+            .body(data.clone().into())
+            .send()
+            .await
+            .unwrap();
+        let (queue_url, _) = emulator::queue(&emulator::sqs().await, false, 3).await;
+        (bucket, queue_url)
+    });
+    let input = json!({"bucket": bucket, "key": "in/data.bin", "queue_url": queue_url}).to_string();
+    let invoke_with = |services: &[&str], input: &str| {
+        let run = services.iter().fold(
+            support::invoke::invoke(handler_of(&project))
+                .current_dir(&project)
+                .input(input)
+                .args(["--aws-region", "us-east-1"])
+                .args(["--aws-endpoint-url", &emulator::endpoint()]),
+            |run, service| run.args(["--aws-service", service]),
+        );
+        run.run().line
+    };
+    let line = invoke_with(&["s3", "sqs"], &input);
+    assert_eq!(line["status"], "success", "{line}");
+    assert_eq!(line["output"]["bytes"], 300_000, "{line}");
+    assert_eq!(line["output"]["receipt_key"], "receipts/in/data.bin.json");
+    let receipt = json!({"bucket": bucket, "key": "in/data.bin", "bytes": 300_000}).to_string();
+    let (stored, crc32, message) = runtime.block_on(async {
+        let object = emulator::s3()
+            .await
+            .get_object()
+            .bucket(&bucket)
+            .key("receipts/in/data.bin.json")
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+            .unwrap();
+        let crc32 = object.checksum_crc32().map(str::to_owned);
+        let stored = object.body.collect().await.unwrap().into_bytes().to_vec();
+        let received = emulator::sqs()
+            .await
+            .receive_message()
+            .queue_url(&queue_url)
+            .wait_time_seconds(5)
+            .send()
+            .await
+            .unwrap();
+        let message = received
+            .messages()
+            .first()
+            .and_then(|m| m.body().map(str::to_owned));
+        (stored, crc32, message)
+    });
+    assert_eq!(String::from_utf8(stored).unwrap(), receipt);
+    assert!(crc32.is_some(), "no CRC32 stored with the receipt");
+    assert_eq!(message.as_deref(), Some(receipt.as_str()));
+
+    // S3 granted, SQS not: the host refuses the SQS request before it leaves.
+    let line = invoke_with(&["s3"], &input);
+    assert_eq!(line["error"], "HTTP-request-denied", "{line}");
+    // AWS's own error keeps AWS's code.
+    let missing =
+        json!({"bucket": bucket, "key": "in/missing", "queue_url": queue_url}).to_string();
+    let line = invoke_with(&["s3", "sqs"], &missing);
+    assert_eq!(line["error"], "NoSuchKey", "{line}");
+}
+
 #[test]
 fn python_from_new_to_step_functions() {
     let (_outside, project, name) = new_project("python");
@@ -630,6 +735,10 @@ fn the_sdks_package() {
         "src/http-component.js",
         "src/http-node.js",
         "http.d.ts",
+        "src/aws-component.js",
+        "src/aws-node.js",
+        "src/aws-shared.js",
+        "aws.d.ts",
         "wit-http/http-client.wit",
         "wit-http/deps/http.wit",
         "wit-http/deps/sfn-activity/handler.wit",

@@ -4,7 +4,8 @@
 // Builds a handler component: bundles ENTRY (default src/handler.js) and what it imports
 // (this SDK's component build among them) into one module with rolldown, then makes a
 // component of it with ComponentizeJS: for the sfn:activity `handler` world, or, when the
-// bundle imports wasi:http (`sfn-wasm-guest/http`), for `handler-with-http` (wit-http/:
+// bundle imports wasi:http (`sfn-wasm-guest/http` or `sfn-wasm-guest/aws`), for
+// `handler-with-http` (wit-http/:
 // the same world plus wasi:http's outgoing handler), unless --wit or --world say
 // otherwise. OUT defaults to the package's name + `.wasm`. Exit 0 when written, 1 when
 // the build failed, 2 for bad arguments.
@@ -44,6 +45,20 @@ async function packageName() {
   }
 }
 
+// Browser builds that need the DOM, which a component does not have, and the plain
+// module of the same package to bundle instead: the AWS SDK's XML parser (S3 and the
+// other XML services) reads with DOMParser in its browser build, and with its own
+// parser in the other.
+const DOM_BUILDS = [/[\\/]@aws-sdk[\\/]xml-builder[\\/]dist-es[\\/]xml-parser\.browser\.js$/];
+
+const withoutDom = {
+  name: 'sfn-wasm-guest-without-dom',
+  async load(id) {
+    if (!DOM_BUILDS.some((build) => build.test(id))) return null;
+    return readFile(id.replace(/\.browser\.js$/, '.js'), 'utf8');
+  },
+};
+
 async function build(opts) {
   const entry = resolve(opts.entry ?? 'src/handler.js');
   const out = resolve(opts.out ?? `${await packageName()}.wasm`);
@@ -57,10 +72,14 @@ async function build(opts) {
     const bundlePath = join(dir, 'handler.js');
     const bundle = await rolldown({
       input: entry,
-      platform: 'neutral',
+      // A component is a web-style runtime (fetch, streams, no Node built-ins): packages
+      // that ship a browser build (the AWS SDK for JavaScript v3's clients, with their
+      // `browser` field) are bundled as that build.
+      platform: 'browser',
       // The host's interfaces are the component's imports, not modules to bundle.
       external: [/^sfn:/, /^wasi:/],
-      resolve: { conditionNames: ['sfn-wasm-component', 'import', 'default'] },
+      resolve: { conditionNames: ['sfn-wasm-component', 'browser', 'import', 'default'] },
+      plugins: [withoutDom],
       logLevel: 'warn',
     });
     const { output } = await bundle.write({ file: bundlePath, format: 'esm' });

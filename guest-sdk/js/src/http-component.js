@@ -40,8 +40,9 @@ const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', '
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-// One request over wasi:http, blocking until the whole response body is read.
-function send({ method, url, headers, body }) {
+// One request over wasi:http, up to its response head: status, headers, and a blocking
+// `read()` of the next body chunk (undefined at the end).
+function open({ method, url, headers, body }) {
   const parsed = new URL(url);
   let fields;
   try {
@@ -91,18 +92,31 @@ function send({ method, url, headers, body }) {
   const response = ready.val.val;
   const responseHeaders = {};
   for (const [name, value] of response.headers().entries()) addHeader(responseHeaders, name, decoder.decode(value));
-  const input = response.consume().stream();
-  const chunks = [];
-  let length = 0;
-  for (;;) {
-    let chunk;
+  const incoming = response.consume();
+  const input = incoming.stream();
+  let ended = false;
+  const read = () => {
+    if (ended) return undefined;
     try {
-      chunk = input.blockingRead(65536n);
+      return input.blockingRead(65536n);
     } catch (err) {
       const payload = payloadOf(err);
-      if (payload && payload.tag === 'closed') break;
+      ended = true;
+      input[Symbol.dispose]?.();
+      incoming[Symbol.dispose]?.();
+      if (payload && payload.tag === 'closed') return undefined;
       throw streamError(payload);
     }
+  };
+  return { status: response.status(), headers: responseHeaders, read };
+}
+
+// One request over wasi:http, blocking until the whole response body is read.
+function send(request) {
+  const { status, headers, read } = open(request);
+  const chunks = [];
+  let length = 0;
+  for (let chunk = read(); chunk !== undefined; chunk = read()) {
     chunks.push(chunk);
     length += chunk.length;
   }
@@ -112,7 +126,42 @@ function send({ method, url, headers, body }) {
     bytes.set(chunk, at);
     at += chunk.length;
   }
-  return new Response(response.status(), responseHeaders, bytes);
+  return new Response(status, headers, bytes);
+}
+
+/**
+ * Sends `method url` as `request` does, but resolves once the response's head has come:
+ * `{status, headers, body}` with `body` a ReadableStream of Uint8Array chunks, each read
+ * from the host when the reader asks for it (a large body is never held whole). Errors
+ * while reading the body error the stream with the HttpError. For clients that stream,
+ * such as the AWS SDK's (`sfn-wasm-guest/aws`).
+ */
+export async function requestStream(method, url, options) {
+  const normal = normalize(method, url, options);
+  const stubbed = await fromStub(normal);
+  if (stubbed) return { status: stubbed.status, headers: stubbed.headers, body: streamOf(stubbed.body) };
+  const { status, headers, read } = open(normal);
+  const body = new ReadableStream({
+    pull(controller) {
+      try {
+        const chunk = read();
+        if (chunk === undefined) controller.close();
+        else controller.enqueue(chunk);
+      } catch (err) {
+        controller.error(err);
+      }
+    },
+  });
+  return { status, headers, body };
+}
+
+function streamOf(bytes) {
+  return new ReadableStream({
+    start(controller) {
+      if (bytes.length) controller.enqueue(bytes);
+      controller.close();
+    },
+  });
 }
 
 /**

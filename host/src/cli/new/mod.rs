@@ -60,6 +60,11 @@ pub struct NewArgs {
     /// queue. Default: an activity.
     #[arg(long)]
     callback: bool,
+    /// Write a handler that calls AWS with the AWS SDK for JavaScript v3 (JavaScript
+    /// only): it reads an S3 object and sends an SQS message, and `config.toml` grants
+    /// the activity S3 and SQS (`[activity.aws]`), signed by the host.
+    #[arg(long)]
+    aws: bool,
 }
 
 /// Where a project's SDK comes from.
@@ -165,6 +170,15 @@ impl Language {
     }
 }
 
+/// The JavaScript files of an `--aws` project, in place of [`Language::templates`]'.
+const JS_AWS: [(&str, &str); 5] = [
+    ("package.json", t!("js-aws/package.json")),
+    ("src/handler.js", t!("js-aws/src/handler.js")),
+    ("test/handler.test.js", t!("js-aws/test/handler.test.js")),
+    ("README.md", t!("js-aws/README.md")),
+    (".gitignore", t!("js/gitignore")),
+];
+
 /// The files every project has, whatever its language, for an activity.
 const COMMON: [(&str, &str); 3] = [
     ("input.json", t!("common/input.json")),
@@ -212,7 +226,13 @@ pub fn run(args: NewArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
-    let files = render(args.language, &args.name, sdk, args.callback);
+    if args.aws && args.language != Language::Js {
+        eprintln!(
+            "error: --aws writes a JavaScript handler on the AWS SDK for JavaScript; for Rust, see examples/aws (sfn_wasm_guest::aws::sdk_config)"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let files = render(args.language, &args.name, sdk, args.callback, args.aws);
     if let Err(err) = write_all(&dir, &files) {
         eprintln!("error: {err}");
         return ExitCode::FAILURE;
@@ -244,8 +264,13 @@ pub fn run(args: NewArgs) -> ExitCode {
         println!("  {step}");
     }
     println!(
-        "  sfn-wasm-host invoke {} --input-file input.json",
-        args.language.wasm(&args.name)
+        "  sfn-wasm-host invoke {} --input-file input.json{}",
+        args.language.wasm(&args.name),
+        if args.aws {
+            " --aws-region us-east-1 --aws-service s3 --aws-service sqs"
+        } else {
+            ""
+        }
     );
     ExitCode::SUCCESS
 }
@@ -284,7 +309,13 @@ fn sdk_folder(path: &Path, language: Language) -> Result<PathBuf, String> {
 /// The project's files (for a callback when `callback`) with their placeholders filled: `{{name}}`, `{{wasm}}` (what the
 /// build writes), `{{state}}`, `{{retriable}}`, and the SDK dependency (`{{patch}}`,
 /// `{{sdk}}`); with [`Sdk::Vendored`], the SDK's own files under [`VENDORED`].
-fn render(language: Language, name: &str, sdk: Sdk, callback: bool) -> Vec<(String, String)> {
+fn render(
+    language: Language,
+    name: &str,
+    sdk: Sdk,
+    callback: bool,
+    aws: bool,
+) -> Vec<(String, String)> {
     let state: String = name
         .split('-')
         .map(|word| {
@@ -330,12 +361,27 @@ fn render(language: Language, name: &str, sdk: Sdk, callback: bool) -> Vec<(Stri
             .replace("{{patch}}", &patch)
             .replace("{{sdk}}", &sdk_dep)
     };
-    let mut files: Vec<(String, String)> = language
-        .templates()
+    let own: &[(&str, &str)] = if aws { &JS_AWS } else { language.templates() };
+    let mut files: Vec<(String, String)> = own
         .iter()
         .chain(if callback { &COMMON_CALLBACK } else { &COMMON })
         .map(|(path, template)| ((*path).to_owned(), fill(template)))
         .collect();
+    if aws {
+        // The handler's input names an object and a queue; the config grants both services.
+        let table = if callback { "callback" } else { "activity" };
+        for (path, text) in &mut files {
+            match path.as_str() {
+                "input.json" => *text = t!("common/aws-input.json").to_owned(),
+                "config.toml" => text.push_str(&format!(
+                    "# AWS the handler calls, signed by the host with its own credentials (the\n\
+                     # default chain; or `role_arn = \"...\"`): any other request is refused.\n\
+                     [{table}.aws]\nservices = [\"s3\", \"sqs\"]\nregions = [\"us-east-1\"]\n"
+                )),
+                _ => {}
+            }
+        }
+    }
     if language == Language::Js && matches!(sdk, Sdk::Path(_)) {
         // npm links a `file:` dependency outside the project without installing its own
         // dependencies; installing it as a packed copy gives it them, as the published
@@ -396,10 +442,12 @@ mod tests {
         let sdk = Path::new("/opt/sfn-wasm-host/guest-sdk/rust");
         for language in LANGUAGES {
             for files in [
-                render(language, "my-greet", Sdk::Vendored, false),
-                render(language, "my-greet", Sdk::Path(sdk), false),
-                render(language, "my-greet", Sdk::Registry, false),
-                render(language, "my-greet", Sdk::Vendored, true),
+                render(language, "my-greet", Sdk::Vendored, false, false),
+                render(language, "my-greet", Sdk::Path(sdk), false, false),
+                render(language, "my-greet", Sdk::Registry, false, false),
+                render(language, "my-greet", Sdk::Vendored, true, false),
+                render(Language::Js, "my-greet", Sdk::Vendored, false, true),
+                render(Language::Js, "my-greet", Sdk::Registry, true, true),
             ] {
                 for (path, text) in &files {
                     assert_eq!(placeholders(text), Vec::<&str>::new(), "{path}");
@@ -411,7 +459,7 @@ mod tests {
     #[test]
     fn the_config_names_what_the_build_writes_and_parses() {
         for language in LANGUAGES {
-            let files = render(language, "my-greet", Sdk::Vendored, false);
+            let files = render(language, "my-greet", Sdk::Vendored, false, false);
             let config = &files.iter().find(|(p, _)| p == "config.toml").unwrap().1;
             let parsed: toml::Value = toml::from_str(config).unwrap();
             let activity = &parsed["activity"][0];
@@ -431,8 +479,29 @@ mod tests {
     }
 
     #[test]
+    fn an_aws_project_grants_s3_and_sqs_to_the_handler_it_writes() {
+        for callback in [false, true] {
+            let files = render(Language::Js, "my-greet", Sdk::Vendored, callback, true);
+            let file = |name: &str| &files.iter().find(|(p, _)| p == name).unwrap().1;
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(dir.path().join(Language::Js.wasm("my-greet")), b"").unwrap();
+            let config = sfn_wasm_host::config::Config::parse(
+                &dir.path().join("config.toml"),
+                file("config.toml"),
+            )
+            .unwrap();
+            let aws = config.activities[0].grants.aws.as_ref().unwrap();
+            assert_eq!(aws.services, ["s3", "sqs"]);
+            assert!(file("src/handler.js").contains("from '@aws-sdk/client-s3'"));
+            assert!(file("package.json").contains("\"@aws-sdk/client-sqs\""));
+            let input: serde_json::Value = serde_json::from_str(file("input.json")).unwrap();
+            assert!(input["bucket"].is_string() && input["queue_url"].is_string());
+        }
+    }
+
+    #[test]
     fn the_state_machine_retries_exactly_the_retriable_host_failures() {
-        let files = render(Language::Python, "my-greet", Sdk::Vendored, false);
+        let files = render(Language::Python, "my-greet", Sdk::Vendored, false, false);
         let text = &files
             .iter()
             .find(|(p, _)| p == "state-machine.json")
@@ -454,7 +523,7 @@ mod tests {
     #[test]
     fn a_callback_project_serves_its_queue_and_its_state_machine_sends_to_it() {
         for language in LANGUAGES {
-            let files = render(language, "my-greet", Sdk::Vendored, true);
+            let files = render(language, "my-greet", Sdk::Vendored, true, false);
             let file = |name: &str| &files.iter().find(|(p, _)| p == name).unwrap().1;
             // Checked as `serve` checks it, beside what the build writes.
             let dir = tempfile::tempdir().unwrap();
@@ -502,7 +571,7 @@ mod tests {
         };
         let sdk = Path::new("/opt/guest-sdk/x");
         let cargo = find(
-            &render(Language::Rust, "g", Sdk::Path(sdk), false),
+            &render(Language::Rust, "g", Sdk::Path(sdk), false, false),
             "Cargo.toml",
         )
         .unwrap();
@@ -516,13 +585,13 @@ mod tests {
             Some("/opt/guest-sdk/x")
         );
         let cargo = find(
-            &render(Language::Rust, "g", Sdk::Registry, false),
+            &render(Language::Rust, "g", Sdk::Registry, false, false),
             "Cargo.toml",
         )
         .unwrap();
         assert!(!cargo.contains("[patch"), "{cargo}");
 
-        let js = render(Language::Js, "g", Sdk::Path(sdk), false);
+        let js = render(Language::Js, "g", Sdk::Path(sdk), false, false);
         let package: serde_json::Value =
             serde_json::from_str(&find(&js, "package.json").unwrap()).unwrap();
         assert_eq!(
@@ -530,20 +599,20 @@ mod tests {
             "file:/opt/guest-sdk/x"
         );
         assert!(find(&js, ".npmrc").unwrap().contains("install-links=true"));
-        let js = render(Language::Js, "g", Sdk::Registry, false);
+        let js = render(Language::Js, "g", Sdk::Registry, false, false);
         let package: serde_json::Value =
             serde_json::from_str(&find(&js, "package.json").unwrap()).unwrap();
         assert_eq!(package["dependencies"]["sfn-wasm-guest"], "^0.2.0");
         assert_eq!(find(&js, ".npmrc"), None);
 
         let py = find(
-            &render(Language::Python, "g", Sdk::Registry, false),
+            &render(Language::Python, "g", Sdk::Registry, false, false),
             "requirements.txt",
         )
         .unwrap();
         assert_eq!(py.trim(), "sfn-wasm-guest==0.2.0");
         let py = find(
-            &render(Language::Python, "g", Sdk::Path(sdk), false),
+            &render(Language::Python, "g", Sdk::Path(sdk), false, false),
             "requirements.txt",
         )
         .unwrap();
@@ -558,13 +627,13 @@ mod tests {
                 .find(|(p, _)| p == name)
                 .map(|(_, t)| t.clone())
         };
-        let rust = render(Language::Rust, "g", Sdk::Vendored, false);
+        let rust = render(Language::Rust, "g", Sdk::Vendored, false, false);
         let cargo: toml::Value = toml::from_str(&find(&rust, "Cargo.toml").unwrap()).unwrap();
         assert_eq!(
             cargo["patch"]["crates-io"]["sfn-wasm-guest"]["path"].as_str(),
             Some("vendor/sfn-wasm-guest")
         );
-        let js = render(Language::Js, "g", Sdk::Vendored, false);
+        let js = render(Language::Js, "g", Sdk::Vendored, false, false);
         let package: serde_json::Value =
             serde_json::from_str(&find(&js, "package.json").unwrap()).unwrap();
         assert_eq!(
@@ -577,7 +646,7 @@ mod tests {
             serde_json::from_str(&find(&js, "vendor/sfn-wasm-guest/package.json").unwrap())
                 .unwrap();
         assert_eq!(sdk_package["version"], SDK_VERSION);
-        let py = render(Language::Python, "g", Sdk::Vendored, false);
+        let py = render(Language::Python, "g", Sdk::Vendored, false, false);
         assert_eq!(
             find(&py, "requirements.txt").unwrap().trim(),
             "./vendor/sfn-wasm-guest"

@@ -18,9 +18,10 @@ macro_rules! sdk_files {
 }
 
 const JS_SDK: &[SdkFile] = sdk_files!("js":
-    "README.md", "package.json", "index.d.ts", "http.d.ts", "bin/sfn-wasm-guest.js",
+    "README.md", "package.json", "index.d.ts", "http.d.ts", "aws.d.ts", "bin/sfn-wasm-guest.js",
     "src/core.js", "src/index.js", "src/component.js", "src/http-shared.js",
-    "src/http-component.js", "src/http-node.js", "types/handler.d.ts",
+    "src/http-component.js", "src/http-node.js", "src/aws-shared.js", "src/aws-component.js",
+    "src/aws-node.js", "types/handler.d.ts",
     "types/interfaces/sfn-activity-toolkit.d.ts", "types/interfaces/sfn-activity-types.d.ts",
     "wit/handler.wit", "wit-http/http-client.wit", "wit-http/deps/cli.wit",
     "wit-http/deps/clocks.wit", "wit-http/deps/filesystem.wit", "wit-http/deps/http.wit",
