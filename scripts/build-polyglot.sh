@@ -47,7 +47,8 @@ done
 # (ComponentizeJS reads modules only from the entry's folder, so the JavaScript example
 # cannot import the SDK's client from guest-sdk/js the same way.)
 http_wit=examples/wit-http
-# aws-js and aws-py read S3 and write SQS through requests the host signs.
+# aws-js and aws-py read S3 and write SQS through requests the host signs (aws-py with the
+# Python SDK's botocore-named client, sfn_wasm_guest.aws).
 py=examples/greet-py
 for name in fetch aws; do
   if stale "$out/$name-js.wasm" "$js/$name.js" "$js/http_client.js" "$js/aws_client.js" "$http_wit" "$js/package-lock.json"; then
@@ -55,7 +56,7 @@ for name in fetch aws; do
     (cd "$js" && npx --offline componentize-js "$name.js" --wit "../../$http_wit" \
       --world-name handler-with-http --disable http fetch-event -o "../../$out/$name-js.wasm" >/dev/null)
   fi
-  if stale "$out/$name-py.wasm" "$py/$name.py" "$py/http_client.py" "$py/aws_client.py" "$http_wit" guest-sdk/python/sfn_wasm_guest "$requirements"; then
+  if stale "$out/$name-py.wasm" "$py/$name.py" "$py/http_client.py" "$http_wit" guest-sdk/python/sfn_wasm_guest "$requirements"; then
     echo "building $out/$name-py.wasm" >&2
     componentize-py -d "$http_wit" -w handler-with-http componentize "$name" -p "$py" \
       -p guest-sdk/python -o "$out/$name-py.wasm" >/dev/null

@@ -2,13 +2,17 @@
 {"bucket": "...", "key": "...", "queue_url": "...", "region": "us-east-1"} ->
 {"bytes": 42, "message_id": "..."}. The activity grants `[activity.aws] services =
 ["s3", "sqs"]`; the host signs both requests.
+
+The calls read as boto3's (`client("s3").get_object(Bucket=..., Key=...)`): the Python
+SDK's `sfn_wasm_guest.aws` keeps botocore's names (boto3 itself does not run in
+componentize-py). `aws_client.py` beside it is the same on raw wasi:http, for reference.
 """
 
 import json
 
-import aws_client
-import http_client
 import wit_world
+from sfn_wasm_guest import aws
+from sfn_wasm_guest.http import HttpError
 from wit_world.imports import toolkit
 
 
@@ -17,14 +21,13 @@ class WitWorld(wit_world.WitWorld):
         request = json.loads(task.input)
         region = request.get("region", "us-east-1")
         try:
-            body = aws_client.s3_get_object(region, request["bucket"], request["key"])
-            message_id = aws_client.sqs_send_message(
-                region, request["queue_url"], body.decode("utf-8", "replace")
+            s3 = aws.client("s3", region_name=region)
+            body = s3.get_object(Bucket=request["bucket"], Key=request["key"])["Body"].read()
+            sent = aws.client("sqs", region_name=region).send_message(
+                QueueUrl=request["queue_url"], MessageBody=body.decode("utf-8", "replace")
             )
-        except aws_client.AwsError as err:
-            toolkit.failure(err.code, err.message)
+        except (aws.ClientError, HttpError) as err:
+            failure = aws.failure(err)
+            toolkit.failure(failure.error, failure.cause)
             return
-        except http_client.HttpError as err:
-            toolkit.failure(err.name, str(err))
-            return
-        toolkit.success(json.dumps({"bytes": len(body), "message_id": message_id}))
+        toolkit.success(json.dumps({"bytes": len(body), "message_id": sent.get("MessageId", "")}))

@@ -32,6 +32,7 @@ const JS_SDK: &[SdkFile] = sdk_files!("js":
 const PYTHON_SDK: &[SdkFile] = sdk_files!("python":
     "README.md", "pyproject.toml", "sfn_wasm_guest/__init__.py", "sfn_wasm_guest/__main__.py",
     "sfn_wasm_guest/_component.py", "sfn_wasm_guest/http.py", "sfn_wasm_guest/_http_wasi.py",
+    "sfn_wasm_guest/aws.py",
     "sfn_wasm_guest/_http_local.py", "sfn_wasm_guest/py.typed",
     "sfn_wasm_guest/wit/handler.wit", "sfn_wasm_guest/wit-http/http-client.wit",
     "sfn_wasm_guest/wit-http/deps/cli.wit", "sfn_wasm_guest/wit-http/deps/clocks.wit",
