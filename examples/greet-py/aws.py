@@ -5,7 +5,7 @@
 
 The calls read as boto3's (`client("s3").get_object(Bucket=..., Key=...)`): the Python
 SDK's `sfn_wasm_guest.aws` keeps botocore's names (boto3 itself does not run in
-componentize-py). `aws_client.py` beside it is the same on raw wasi:http, for reference.
+componentize-py).
 """
 
 import json

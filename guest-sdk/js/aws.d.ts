@@ -12,6 +12,8 @@ export interface AwsClientConfig {
   requestHandler: SfnWasmHttpHandler;
   maxAttempts: number;
   useQueueUrlAsEndpoint: boolean;
+  /** A Blob or stream body is sent whole, its checksum a header (not an aws-chunked trailer). */
+  getAwsChunkedEncodingStream: (body: unknown, options: unknown) => unknown;
   [key: string]: unknown;
 }
 
@@ -19,8 +21,8 @@ export interface AwsClientConfig {
  * A client config for a handler: `region` (one `[activity.aws]` grants), placeholder
  * credentials the host replaces with its signature, this SDK's request handler (wasi:http
  * inside a component; Node's fetch or a `stub()` in tests), one attempt (retry in the
- * state machine) and SQS on the region's endpoint, not the queue URL's host. `overrides`
- * win. Throws TypeError without a region.
+ * state machine), SQS on the region's endpoint, not the queue URL's host, and a Blob or
+ * stream body's checksum as a header. `overrides` win. Throws TypeError without a region.
  */
 export function awsConfig(options: { region: string; [key: string]: unknown }): AwsClientConfig;
 

@@ -234,6 +234,7 @@ pub(super) async fn send(
     sockets: GuestSockets,
 ) -> Result<(Response, Driver), Error> {
     let mut log = RequestLog::start(context, &target, &request);
+    let head = request.method() == http::Method::HEAD;
     let request = origin_form(request)?;
     let key = PoolKey {
         scheme: target.scheme,
@@ -255,7 +256,16 @@ pub(super) async fn send(
     log.status = response.status().as_u16();
     // Kept no longer than the server says it keeps it (`Keep-Alive: timeout=N`).
     let keep = idle_limit(pool.idle_for(), response.headers());
-    if declared_length(response.headers()).is_some_and(|length| length > budget.remaining()) {
+    // A HEAD's, 204's or 304's Content-Length is the length of a body it does not send
+    // (S3 `HeadObject` of a large object): nothing to refuse.
+    let bodiless = head
+        || matches!(
+            response.status(),
+            http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
+        );
+    if !bodiless
+        && declared_length(response.headers()).is_some_and(|length| length > budget.remaining())
+    {
         return Err(Error::HttpResponseBodySize(Some(budget.limit)));
     }
     let between_bytes = timeouts.between_bytes.max(Duration::from_millis(1));

@@ -32,35 +32,91 @@ export function queryString(query = {}) {
   return parts.join('&');
 }
 
-// A request body as bytes: the SDK hands strings, byte arrays, Blobs and streams.
+// A request body as bytes: the SDK hands strings, byte arrays, Blobs and streams (web
+// streams in a component, Node streams in a handler's tests). It is sent whole.
 async function bodyOf(body) {
   if (body === undefined || body === null) return undefined;
   if (typeof body === 'string' || body instanceof Uint8Array) return body;
   if (body instanceof ArrayBuffer) return new Uint8Array(body);
   if (ArrayBuffer.isView(body)) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
-  if (typeof body.getReader === 'function') return collect(body);
+  if (typeof body.getReader === 'function') return collect(readerChunks(body.getReader()));
   if (typeof body.arrayBuffer === 'function') return new Uint8Array(await body.arrayBuffer());
+  if (typeof body[Symbol.asyncIterator] === 'function') return collect(body);
   throw new TypeError(`a request body the handler cannot send: ${Object.prototype.toString.call(body)}`);
 }
 
-async function collect(stream) {
-  const reader = stream.getReader();
-  const chunks = [];
-  let length = 0;
+async function* readerChunks(reader) {
   for (;;) {
     const { done, value } = await reader.read();
-    if (done) break;
-    const chunk = typeof value === 'string' ? new TextEncoder().encode(value) : value;
-    chunks.push(chunk);
+    if (done) return;
+    yield value;
+  }
+}
+
+async function collect(chunks) {
+  const parts = [];
+  let length = 0;
+  for await (const value of chunks) {
+    const chunk = typeof value === 'string' ? new TextEncoder().encode(value) : new Uint8Array(value);
+    parts.push(chunk);
     length += chunk.length;
   }
+  return concat(parts, length);
+}
+
+function concat(parts, length) {
   const bytes = new Uint8Array(length);
   let at = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, at);
-    at += chunk.length;
+  for (const part of parts) {
+    bytes.set(part, at);
+    at += part.length;
   }
   return bytes;
+}
+
+// Headers a request over wasi:http does not carry: the transport writes Host from the
+// URL and frames the body by its declared `content-length`.
+const TRANSPORT_HEADERS = ['host', 'transfer-encoding'];
+// What the SDK's checksum step sets for a body it frames as aws-chunked.
+const AWS_CHUNKED_HEADERS = ['x-amz-trailer', 'x-amz-decoded-content-length', 'x-amz-content-sha256'];
+
+/**
+ * A `Blob` or stream body (S3 `PutObject`'s `Body`) with the checksum the SDK asked for,
+ * computed when it is sent: what {@link checksummedBody} gives the SDK in place of its
+ * aws-chunked stream.
+ */
+class ChecksummedBody {
+  constructor(body, { checksumAlgorithmFn, checksumLocationName, base64Encoder }) {
+    this.body = body;
+    this.algorithm = checksumAlgorithmFn;
+    this.name = checksumLocationName;
+    this.encode = base64Encoder;
+  }
+
+  /** `{bytes, checksum}`: the body read whole and its base64 checksum (or undefined). */
+  async resolve() {
+    const read = (await bodyOf(this.body)) ?? new Uint8Array();
+    const bytes = typeof read === 'string' ? new TextEncoder().encode(read) : read;
+    let checksum;
+    if (this.algorithm && this.name && this.encode) {
+      const hash = new this.algorithm();
+      hash.update(bytes);
+      checksum = this.encode(await hash.digest());
+    }
+    return { bytes, checksum };
+  }
+}
+
+/**
+ * The SDK's `getAwsChunkedEncodingStream` in a handler's clients (`awsConfig` sets it).
+ * For a `Blob` or stream body the SDK's default checksum frames the body as aws-chunked
+ * with the checksum in a trailer; its browser build cannot (it reads a Blob as a stream,
+ * and writes byte chunks as text), and a request body goes whole anyway. So the body is
+ * read whole when it is sent, and its checksum goes as a header over a plain body
+ * (`content-length` declared): S3 checks the same checksum over the same bytes.
+ */
+export function checksummedBody(body, options = {}) {
+  return new ChecksummedBody(body, options);
 }
 
 /**
@@ -79,11 +135,24 @@ export function handlerOver(requestStream) {
       const port = request.port ? `:${request.port}` : '';
       const url = `${request.protocol}//${request.hostname}${port}${request.path}${query ? `?${query}` : ''}`;
       const headers = {};
-      for (const [name, value] of Object.entries(request.headers ?? {})) {
-        // The transport writes Host from the URL.
-        if (name.toLowerCase() !== 'host') headers[name] = value;
+      for (const [name, value] of Object.entries(request.headers ?? {})) headers[name.toLowerCase()] = value;
+      let body;
+      if (request.body instanceof ChecksummedBody) {
+        const sent = await request.body.resolve();
+        body = sent.bytes;
+        for (const name of AWS_CHUNKED_HEADERS) delete headers[name];
+        const encodings = (headers['content-encoding'] ?? '')
+          .split(',')
+          .map((e) => e.trim())
+          .filter((e) => e && e.toLowerCase() !== 'aws-chunked');
+        if (encodings.length) headers['content-encoding'] = encodings.join(',');
+        else delete headers['content-encoding'];
+        if (sent.checksum !== undefined) headers[request.body.name] = sent.checksum;
+        headers['content-length'] = String(body.length);
+      } else {
+        body = await bodyOf(request.body);
       }
-      const body = await bodyOf(request.body);
+      for (const name of TRANSPORT_HEADERS) delete headers[name];
       const response = await requestStream(request.method, url, { headers, body });
       return {
         response: { statusCode: response.status, reason: '', headers: response.headers, body: response.body },
@@ -104,8 +173,9 @@ export function handlerOver(requestStream) {
  * The config every AWS SDK client of a handler takes (`new S3Client(awsConfig({ region:
  * 'us-east-1' }))`): the region, placeholder credentials the host replaces, this SDK's
  * request handler, one attempt (a retry waits on a timer a handler's call does not
- * run: retry in the state machine, on the error the handler fails with), and SQS on the
- * region's endpoint rather than the queue URL's host. `overrides` win.
+ * run: retry in the state machine, on the error the handler fails with), SQS on the
+ * region's endpoint rather than the queue URL's host, and a Blob or stream body's
+ * checksum as a header ({@link checksummedBody}). `overrides` win.
  */
 export function configOver(Handler) {
   return function awsConfig({ region, ...overrides } = {}) {
@@ -119,6 +189,9 @@ export function configOver(Handler) {
       // names a host the grant does not cover); the host sends AWS requests where
       // `[aws] endpoint_url` says.
       useQueueUrlAsEndpoint: false,
+      // A Blob or stream body's checksum as a header over the whole body, not in an
+      // aws-chunked trailer (see checksummedBody).
+      getAwsChunkedEncodingStream: checksummedBody,
       ...overrides,
     };
   };

@@ -7,7 +7,7 @@
 // other fails with `HTTP-request-denied`.
 import { handle } from 'wasi:http/outgoing-handler@0.2.12';
 import { Fields, OutgoingRequest, OutgoingBody, httpErrorCode } from 'wasi:http/types@0.2.12';
-import { HttpError, Response, addHeader, fromStub, normalize } from './http-shared.js';
+import { HttpError, Response, addHeader, fromStub, normalize, requestTarget } from './http-shared.js';
 
 export { HttpError, Response, stub } from './http-shared.js';
 
@@ -56,7 +56,7 @@ function open({ method, url, headers, body }) {
     outgoing.setMethod(METHODS.includes(method) ? { tag: method.toLowerCase() } : { tag: 'other', val: method });
     outgoing.setScheme(parsed.protocol === 'https:' ? { tag: 'HTTPS' } : { tag: 'HTTP' });
     outgoing.setAuthority(parsed.host);
-    outgoing.setPathWithQuery(`${parsed.pathname || '/'}${parsed.search}`);
+    outgoing.setPathWithQuery(requestTarget(url));
   } catch {
     throw new HttpError('HTTP-request-URI-invalid', url);
   }
@@ -95,20 +95,25 @@ function open({ method, url, headers, body }) {
   const incoming = response.consume();
   const input = incoming.stream();
   let ended = false;
+  // Gives the body's handles back to the host: at its end, or when the reader stops early.
+  const close = () => {
+    if (ended) return;
+    ended = true;
+    input[Symbol.dispose]?.();
+    incoming[Symbol.dispose]?.();
+  };
   const read = () => {
     if (ended) return undefined;
     try {
       return input.blockingRead(65536n);
     } catch (err) {
       const payload = payloadOf(err);
-      ended = true;
-      input[Symbol.dispose]?.();
-      incoming[Symbol.dispose]?.();
+      close();
       if (payload && payload.tag === 'closed') return undefined;
       throw streamError(payload);
     }
   };
-  return { status: response.status(), headers: responseHeaders, read };
+  return { status: response.status(), headers: responseHeaders, read, close };
 }
 
 // One request over wasi:http, blocking until the whole response body is read.
@@ -140,7 +145,7 @@ export async function requestStream(method, url, options) {
   const normal = normalize(method, url, options);
   const stubbed = await fromStub(normal);
   if (stubbed) return { status: stubbed.status, headers: stubbed.headers, body: streamOf(stubbed.body) };
-  const { status, headers, read } = open(normal);
+  const { status, headers, read, close } = open(normal);
   const body = new ReadableStream({
     pull(controller) {
       try {
@@ -150,6 +155,9 @@ export async function requestStream(method, url, options) {
       } catch (err) {
         controller.error(err);
       }
+    },
+    cancel() {
+      close();
     },
   });
   return { status, headers, body };

@@ -62,6 +62,25 @@ export function headerObject(headers = {}) {
   return out;
 }
 
+// A URL's path and query as written, when they may go in a request line as they are.
+const WRITTEN_TARGET = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*([/?][^#]*)?(?:#.*)?$/i;
+const REQUEST_TARGET = /^[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*$/;
+
+/**
+ * `url`'s path and query for the request line: as written when every character may go
+ * there as it is (a parsed URL resolves `.` and `..` segments, `%2e` ones too, and the
+ * S3 key `a/../b` would name the object `b`), else as a parsed URL escapes them. Always
+ * starts with `/`.
+ */
+export function requestTarget(url) {
+  const written = WRITTEN_TARGET.exec(url)?.[1];
+  if (written !== undefined && REQUEST_TARGET.test(written)) {
+    return written.startsWith('/') ? written : `/${written}`;
+  }
+  const parsed = new URL(url);
+  return `${parsed.pathname || '/'}${parsed.search}`;
+}
+
 /** `{method, url, headers, body}` as every transport (and a stub) sees a request. */
 export function normalize(method, url, { headers, body } = {}) {
   const parsed = new URL(url);
@@ -70,7 +89,7 @@ export function normalize(method, url, { headers, body } = {}) {
   }
   return {
     method: String(method).toUpperCase(),
-    url: parsed.href,
+    url: `${parsed.protocol}//${parsed.host}${requestTarget(url)}`,
     headers: headerObject(headers),
     body: bodyBytes(body),
   };

@@ -21,32 +21,49 @@ what the service sent, not botocore's typed shapes):
 - **JSON-protocol services** (:data:`JSON_SERVICES`: ``sqs``, ``dynamodb``,
   ``stepfunctions``, ``secretsmanager``, ``ssm``, ``kinesis``, ``events``, ``logs``,
   ``kms``): every operation, ``snake_case`` as botocore names it (``send_message`` ->
-  ``SendMessage``); keyword arguments are the request's JSON, the answer is the parsed
-  JSON. Blobs (DynamoDB ``B``, Kinesis ``Data``) are base64 strings, as on the wire.
+  ``SendMessage``; the API's own name, ``SendMessage``, works too); keyword arguments are
+  the request's JSON, the answer is the parsed JSON. Blobs (DynamoDB ``B``, Kinesis
+  ``Data``) are base64 strings, as on the wire.
 - **Query-protocol services** (:data:`QUERY_SERVICES`: ``sns``, ``sts``): every
-  operation; scalar keyword arguments, lists (``Name.member.N``) and dicts of scalars
-  (``Name.Key``); the answer is the ``…Result`` element as a dict of its children's text
-  (repeated ``member`` elements as lists).
-- **S3**, the REST calls handlers make: ``get_object`` (``Body`` with ``read(n)`` and
-  ``iter_chunks()``, held whole), ``put_object``, ``head_object``, ``delete_object``,
-  ``list_objects_v2``; path-style addressing.
+  operation; scalar keyword arguments (``None`` left out, bytes base64), lists
+  (``Name.member.N``), structures as dicts (``Name.Field``), and SNS's maps
+  (``Attributes``: ``Name.entry.N.key``/``value``; ``MessageAttributes``:
+  ``Name.entry.N.Name``/``Value``); the answer is the ``…Result`` element as a dict of
+  its children's text (repeated ``member`` elements as lists).
+- **S3**, the REST calls handlers make: ``get_object`` (``Body`` with ``read(n)``,
+  ``iter_chunks()``, ``iter_lines()`` and ``close()``, held whole), ``put_object``,
+  ``head_object``, ``delete_object``, ``list_objects_v2``; path-style addressing.
 
 AWS's errors raise :class:`ClientError` as botocore does: ``err.response["Error"]["Code"]``
-(``NoSuchKey``, ``QueueDoesNotExist``) and ``["Message"]``; :func:`failure` turns either
-error into the :class:`~sfn_wasm_guest.TaskFailure` to fail the task with.
+is AWS's code as botocore reports it (``NoSuchKey``; ``"404"`` for a ``head_object``
+that finds nothing, whose answer has no body; for SQS the query-compatible code,
+``AWS.SimpleQueueService.NonExistentQueue`` for a queue that does not exist) and
+``["Message"]`` its message; :func:`failure` turns either error into the
+:class:`~sfn_wasm_guest.TaskFailure` to fail the task with. A success whose body is not
+what the protocol sends raises :class:`ResponseParserError`, as botocore does.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import xml.etree.ElementTree as ElementTree
+from http import HTTPStatus
 from typing import Any, Iterator, Optional
 from urllib.parse import quote, urlencode
 
 from . import TaskFailure
 from . import http
 
-__all__ = ["ClientError", "JSON_SERVICES", "QUERY_SERVICES", "StreamingBody", "client", "failure"]
+__all__ = [
+    "ClientError",
+    "JSON_SERVICES",
+    "QUERY_SERVICES",
+    "ResponseParserError",
+    "StreamingBody",
+    "client",
+    "failure",
+]
 
 #: botocore's service name -> (SigV4 signing name / endpoint prefix, X-Amz-Target prefix,
 #: JSON version).
@@ -70,6 +87,29 @@ QUERY_SERVICES = {
 
 _S3_OPERATIONS = ("get_object", "put_object", "head_object", "delete_object", "list_objects_v2")
 
+#: Operation names whose words are not each capitalized (botocore's method name -> the
+#: API's): the acronyms of the supported services' APIs.
+_OPERATION_NAMES = {
+    "assume_role_with_saml": "AssumeRoleWithSAML",
+    "get_sms_attributes": "GetSMSAttributes",
+    "set_sms_attributes": "SetSMSAttributes",
+    "get_sms_sandbox_account_status": "GetSMSSandboxAccountStatus",
+    "create_sms_sandbox_phone_number": "CreateSMSSandboxPhoneNumber",
+    "delete_sms_sandbox_phone_number": "DeleteSMSSandboxPhoneNumber",
+    "list_sms_sandbox_phone_numbers": "ListSMSSandboxPhoneNumbers",
+    "verify_sms_sandbox_phone_number": "VerifySMSSandboxPhoneNumber",
+}
+
+#: Query-protocol map parameters (no service models here to say which dicts are maps),
+#: by service and parameter name: the names of an entry's key and value.
+_QUERY_MAPS = {
+    "sns": {
+        "Attributes": ("key", "value"),
+        "attributes": ("key", "value"),
+        "MessageAttributes": ("Name", "Value"),
+    },
+}
+
 
 class ClientError(Exception):
     """AWS answered with an error, as botocore's ``ClientError``: ``response`` holds
@@ -85,13 +125,33 @@ class ClientError(Exception):
         self.operation_name = operation_name
 
 
+class ResponseParserError(Exception):
+    """A success whose body is not what the protocol sends (not JSON, not XML), as
+    botocore's ``ResponseParserError``."""
+
+
 class StreamingBody:
-    """An S3 object's body with botocore's ``read(amt)`` and ``iter_chunks()``. It is
-    held whole: the SDK's HTTP client reads a response to its end (the object counts
-    against the task's ``max_response_bytes``)."""
+    """An S3 object's body with botocore's ``read(amt)``, ``iter_chunks()``,
+    ``iter_lines()`` and ``close()`` (and ``with``). It is held whole: the SDK's HTTP
+    client reads a response to its end (the object counts against the task's
+    ``max_response_bytes``)."""
 
     def __init__(self, response: http.Response) -> None:
         self._data = response.body
+        self._at = 0
+
+    def __enter__(self) -> "StreamingBody":
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.iter_chunks(1024)
+
+    def close(self) -> None:
+        """Lets the body go; later reads return ``b""``."""
+        self._data = b""
         self._at = 0
 
     def read(self, amt: Optional[int] = None) -> bytes:
@@ -108,6 +168,11 @@ class StreamingBody:
             if not chunk:
                 return
             yield chunk
+
+    def iter_lines(self, chunk_size: int = 1024, keepends: bool = False) -> Iterator[bytes]:
+        """The rest of the body line by line (``keepends`` keeps the line endings)."""
+        rest = self.read()
+        yield from rest.splitlines(keepends)
 
 
 def failure(err: Exception) -> TaskFailure:
@@ -139,8 +204,11 @@ def client(service_name: str, region_name: str = "us-east-1") -> "_Client":
 
 def _operation(name: str) -> str:
     """botocore's method name as the API's operation name: ``list_objects_v2`` ->
-    ``ListObjectsV2``."""
-    return "".join(word[:1].upper() + word[1:] for word in name.split("_"))
+    ``ListObjectsV2``, ``assume_role_with_saml`` -> ``AssumeRoleWithSAML``; a name
+    that is already the API's (``SendMessage``) as it is."""
+    if name[:1].isupper():
+        return name
+    return _OPERATION_NAMES.get(name) or "".join(word[:1].upper() + word[1:] for word in name.split("_"))
 
 
 class _Client:
@@ -180,7 +248,12 @@ class _JsonClient(_Client):
             )
             if not response.ok:
                 self._raise(response, operation)
-            return json.loads(response.body) if response.body else {}
+            if not response.body:
+                return {}
+            try:
+                return json.loads(response.body)
+            except ValueError as err:
+                raise ResponseParserError(f"{operation} answered with a body that is not JSON: {err}") from None
 
         call.__name__ = name
         return call
@@ -198,8 +271,9 @@ class _QueryClient(_Client):
 
         def call(**params: Any) -> dict:
             form = {"Action": operation, "Version": self._version}
+            maps = _QUERY_MAPS.get(self.service, {})
             for key, value in params.items():
-                _flatten(form, key, value)
+                _flatten(form, key, value, maps)
             response = http.request(
                 "POST",
                 self.endpoint + "/",
@@ -214,15 +288,27 @@ class _QueryClient(_Client):
         return call
 
 
-def _flatten(form: dict, key: str, value: Any) -> None:
+def _flatten(form: dict, key: str, value: Any, maps: dict) -> None:
+    """Writes ``value`` at ``key`` as the query protocol does: lists as
+    ``key.member.N``, the maps of ``maps`` (by parameter name) as ``key.entry.N.KEY`` and
+    ``key.entry.N.VALUE``, other dicts as structures (``key.Field``)."""
+    if value is None:
+        return
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value, 1):
-            _flatten(form, f"{key}.member.{index}", item)
+            _flatten(form, f"{key}.member.{index}", item, maps)
     elif isinstance(value, dict):
-        for name, item in value.items():
-            _flatten(form, f"{key}.{name}", item)
+        entry = maps.get(key.rsplit(".", 1)[-1])
+        for index, (name, item) in enumerate(value.items(), 1):
+            if entry:
+                form[f"{key}.entry.{index}.{entry[0]}"] = str(name)
+                _flatten(form, f"{key}.entry.{index}.{entry[1]}", item, maps)
+            else:
+                _flatten(form, f"{key}.{name}", item, maps)
     elif isinstance(value, bool):
         form[key] = "true" if value else "false"
+    elif isinstance(value, (bytes, bytearray)):
+        form[key] = base64.b64encode(value).decode("ascii")
     else:
         form[key] = str(value)
 
@@ -248,8 +334,15 @@ def _element(node: ElementTree.Element) -> Any:
     return out
 
 
+def _xml(body: bytes, operation: str) -> ElementTree.Element:
+    try:
+        return ElementTree.fromstring(body)
+    except ElementTree.ParseError as err:
+        raise ResponseParserError(f"{operation} answered with a body that is not XML: {err}") from None
+
+
 def _query_result(body: bytes, operation: str) -> dict:
-    root = ElementTree.fromstring(body)
+    root = _xml(body, operation)
     for child in root:
         if _local(child.tag) == f"{operation}Result":
             value = _element(child)
@@ -323,7 +416,7 @@ class _S3(_Client):
         if MaxKeys is not None:
             query["max-keys"] = str(MaxKeys)
         response = self._send("ListObjectsV2", "GET", self._url(Bucket, query=query))
-        root = ElementTree.fromstring(response.body)
+        root = _xml(response.body, "ListObjectsV2")
         listing: dict = {"Contents": []}
         for child in root:
             name = _local(child.tag)
@@ -365,13 +458,23 @@ def _object_head(response: http.Response) -> dict:
 
 
 def _error_of(response: http.Response) -> tuple[str, str]:
-    """AWS's error code and message, from any protocol's error body."""
+    """AWS's error code and message, from any protocol's error body, as botocore reads
+    them: for JSON the query-compatible code (``x-amzn-query-error``), else ``__type``,
+    ``code`` or ``x-amzn-errortype``, without a ``namespace#`` or ``:detail``; for XML
+    ``Code``; with no body to read, the status (``"404"``) and its phrase."""
     text = response.body.decode("utf-8", "replace")
     query_error = (response.headers.get("x-amzn-query-error") or "").split(";")[0]
     try:
         reply = json.loads(text)
         if isinstance(reply, dict):
-            code = query_error or str(reply.get("__type", "")).rsplit("#", 1)[-1]
+            code = str(
+                query_error
+                or reply.get("__type")
+                or reply.get("code")
+                or response.headers.get("x-amzn-errortype")
+                or ""
+            )
+            code = code.split(":", 1)[0].rsplit("#", 1)[-1]
             message = reply.get("message") or reply.get("Message") or ""
             if code:
                 return code, str(message)
@@ -385,4 +488,10 @@ def _error_of(response: http.Response) -> tuple[str, str]:
             return code, message or ""
     except ElementTree.ParseError:
         pass
-    return (query_error or f"Http{response.status}"), text[:200]
+    try:
+        phrase = HTTPStatus(response.status).phrase
+    except ValueError:
+        phrase = ""
+    # Not the body: an unparsed body (a proxy's page, an emulator's trace) is not composed
+    # for a Step Functions cause.
+    return (query_error or str(response.status)), phrase

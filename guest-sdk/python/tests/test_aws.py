@@ -42,6 +42,35 @@ class JsonProtocol(unittest.TestCase):
         failure = aws.failure(raised.exception)
         self.assertIsInstance(failure, TaskFailure)
 
+    def test_a_json_error_code_is_read_as_botocore_reads_it(self):
+        cases = [
+            ({}, '{"__type": "com.amazon.coral.validate#ValidationException:http://x", "message": "m"}', "ValidationException"),
+            ({}, '{"code": "ThrottlingException", "message": "m"}', "ThrottlingException"),
+            ({"x-amzn-errortype": "ResourceNotFoundException:http://internal.amazon.com/"}, "{}", "ResourceNotFoundException"),
+        ]
+        for headers, body, code in cases:
+            with http.stub(lambda req: http.Response(400, headers, body)):
+                with self.assertRaises(aws.ClientError) as raised:
+                    aws.client("dynamodb").get_item(TableName="t", Key={})
+            self.assertEqual(raised.exception.response["Error"]["Code"], code, body)
+
+    def test_a_success_that_is_not_json_is_a_parser_error(self):
+        with http.stub(lambda req: http.Response(200, {}, "<html>proxy</html>")):
+            with self.assertRaises(aws.ResponseParserError) as raised:
+                aws.client("sqs").send_message(QueueUrl="q", MessageBody="hi")
+        self.assertIn("SendMessage", str(raised.exception))
+        self.assertEqual(aws.failure(raised.exception).error, "ResponseParserError")
+
+    def test_operation_names_with_acronyms_and_as_the_api_spells_them(self):
+        seen = []
+        with http.stub(lambda req: seen.append(req) or http.Response(200, {}, "{}")):
+            aws.client("sqs").SendMessage(QueueUrl="q", MessageBody="hi")
+        self.assertEqual(seen[0].headers["x-amz-target"], "AmazonSQS.SendMessage")
+        result = '<R><{0}Result></{0}Result></R>'
+        with http.stub(lambda req: seen.append(req) or http.Response(200, {}, result.format("AssumeRoleWithSAML"))):
+            aws.client("sts").assume_role_with_saml(RoleArn="r", PrincipalArn="p", SAMLAssertion="a")
+        self.assertEqual(parse_qs(seen[1].body.decode())["Action"], ["AssumeRoleWithSAML"])
+
     def test_step_functions_signs_as_states(self):
         seen = []
         with http.stub(lambda req: seen.append(req) or http.Response(200, {}, "{}")):
@@ -70,6 +99,28 @@ class QueryProtocol(unittest.TestCase):
         self.assertEqual(form["Action"], ["Publish"])
         self.assertEqual(form["Version"], ["2010-03-31"])
         self.assertEqual(form["Tags.member.2"], ["b"])
+
+    def test_snss_maps_are_entries_and_none_is_left_out(self):
+        seen = []
+        result = '<R><{0}Result></{0}Result></R>'
+        with http.stub(lambda req: seen.append(req) or http.Response(200, {}, result.format("Publish"))):
+            aws.client("sns").publish(
+                TopicArn="t",
+                Message="hi",
+                Subject=None,
+                MessageAttributes={"kind": {"DataType": "String", "StringValue": "greeting"}},
+            )
+        with http.stub(lambda req: seen.append(req) or http.Response(200, {}, result.format("CreateTopic"))):
+            aws.client("sns").create_topic(Name="n", Attributes={"DisplayName": "d"}, Tags=[{"Key": "k", "Value": "v"}])
+        publish = parse_qs(seen[0].body.decode())
+        self.assertEqual(publish["MessageAttributes.entry.1.Name"], ["kind"])
+        self.assertEqual(publish["MessageAttributes.entry.1.Value.DataType"], ["String"])
+        self.assertEqual(publish["MessageAttributes.entry.1.Value.StringValue"], ["greeting"])
+        self.assertNotIn("Subject", publish)
+        create = parse_qs(seen[1].body.decode())
+        self.assertEqual(create["Attributes.entry.1.key"], ["DisplayName"])
+        self.assertEqual(create["Attributes.entry.1.value"], ["d"])
+        self.assertEqual(create["Tags.member.1.Key"], ["k"])
 
 
 class S3(unittest.TestCase):
@@ -106,6 +157,24 @@ class S3(unittest.TestCase):
         self.assertEqual(seen[2].url, "https://s3.us-east-1.amazonaws.com/b?list-type=2&prefix=a")
         self.assertEqual(raised.exception.response["Error"]["Code"], "NoSuchKey")
         self.assertEqual(aws.failure(raised.exception).error, "NoSuchKey")
+
+    def test_a_head_that_finds_nothing_is_404_and_a_body_is_no_cause(self):
+        with http.stub(lambda req: http.Response(404, {}, b"")):
+            with self.assertRaises(aws.ClientError) as raised:
+                aws.client("s3").head_object(Bucket="b", Key="k")
+        self.assertEqual(raised.exception.response["Error"], {"Code": "404", "Message": "Not Found"})
+        with http.stub(lambda req: http.Response(502, {}, "<html>Traceback (most recent call last)")):
+            with self.assertRaises(aws.ClientError) as raised:
+                aws.client("s3").get_object(Bucket="b", Key="k")
+        self.assertEqual(raised.exception.response["Error"], {"Code": "502", "Message": "Bad Gateway"})
+
+    def test_a_body_reads_as_botocores(self):
+        with http.stub(lambda req: http.Response(200, {}, b"one\ntwo\n")):
+            with aws.client("s3").get_object(Bucket="b", Key="k")["Body"] as body:
+                self.assertEqual(list(body.iter_lines()), [b"one", b"two"])
+            self.assertEqual(body.read(), b"")
+            body = aws.client("s3").get_object(Bucket="b", Key="k")["Body"]
+            self.assertEqual(b"".join(body), b"one\ntwo\n")
 
     def test_a_denied_request_fails_with_the_wasi_http_code(self):
         def deny(req):

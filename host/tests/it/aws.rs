@@ -405,6 +405,59 @@ async fn a_role_signs_with_the_assumed_credentials() {
     );
 }
 
+/// The JavaScript example writes a copy from a `Blob`, a body the AWS SDK for JavaScript
+/// checksums as a stream (aws-chunked, the CRC32 in a trailer): it reaches S3 whole, with
+/// its length and its CRC32 as a header S3 checks, and S3 holds the exact bytes.
+#[test]
+fn a_blob_body_from_the_js_sdk_reaches_s3_whole_with_its_checksum() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let recorder = runtime.block_on(Recorder::start());
+    let text = "not only ASCII: \u{2713}\u{e9}";
+    let (bucket, queue_url) = runtime.block_on(bucket_and_queue("in/blob.txt", text));
+    let input = json!({
+        "bucket": bucket,
+        "key": "in/blob.txt",
+        "queue_url": queue_url,
+        "copy_key": "copies/blob.txt",
+    });
+    let Invoked { line, code, .. } = invoke(polyglot::component("aws-js"))
+        .input(&input.to_string())
+        .args(["--memory-limit-mb", "256", "--cache-dir"])
+        .arg(polyglot::cache_dir())
+        .args(["--aws-service", "s3", "--aws-service", "sqs"])
+        .args(["--aws-region", "us-east-1", "--aws-endpoint-url"])
+        .arg(recorder.endpoint())
+        .run();
+    assert_eq!(code, 0, "{line}");
+    assert_eq!(line["output"]["bytes"], text.len(), "{line}");
+    let copy = runtime.block_on(async {
+        let s3 = emulator::s3().await;
+        let object = s3
+            .get_object()
+            .bucket(&bucket)
+            .key("copies/blob.txt")
+            .send()
+            .await
+            .unwrap();
+        object.body.collect().await.unwrap().into_bytes()
+    });
+    assert_eq!(&copy[..], text.as_bytes());
+    let sent = recorder.text();
+    let put = sent
+        .split("\r\n\r\n")
+        .find(|head| head.contains(&format!("put /{bucket}/copies/blob.txt")))
+        .unwrap_or_else(|| panic!("no PutObject of the copy in {sent}"));
+    assert!(put.contains("x-amz-checksum-crc32: "), "{put}");
+    assert!(
+        put.contains(&format!("content-length: {}", text.len())),
+        "{put}"
+    );
+    assert!(
+        !put.contains("aws-chunked") && !put.contains("x-amz-trailer"),
+        "{put}"
+    );
+}
+
 /// `invoke --aws-service` grants as `[activity.aws] services` does: the Rust example
 /// (the AWS SDK for Rust) runs with both services and is refused SQS without it.
 #[test]

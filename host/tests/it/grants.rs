@@ -27,7 +27,8 @@ use crate::support::served::Served;
 use crate::support::tls::{https_server, tls_file};
 
 /// A small HTTP/1.1 server (plain only: it answers a TLS handshake with a 400): `/hello`
-/// answers `hello`, `/bytes/N` N bytes with a `content-length`, `/stream/N` N bytes
+/// answers `hello`, `/bytes/N` N bytes with a `content-length` (a HEAD, the length
+/// alone), `/stream/N` N bytes
 /// chunked (no length), `/slow/N` N bytes chunked 100 every 10 ms, `/stall` one chunk
 /// and then nothing, `/cut/N` declares N bytes and closes after 10, `/never` never
 /// answers.
@@ -71,7 +72,10 @@ impl Server {
                             "HTTP/1.1 200 OK\r\ncontent-length: {n}\r\nconnection: close\r\n\r\n"
                         )
                         .into_bytes();
-                        r.resize(r.len() + n, b'x');
+                        // A HEAD's answer declares the length and sends no body.
+                        if !head.starts_with("HEAD ") {
+                            r.resize(r.len() + n, b'x');
+                        }
                         r
                     } else if let Some(n) = number("/stream/") {
                         let mut r = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_vec();
@@ -396,6 +400,10 @@ async fn requests_and_response_bytes_are_limited_per_task() {
     );
     let ran = run("probe", &limited(10, 1000), fetch("/bytes/600", 2)).await;
     assert_eq!(ran.failure().0, "HTTP-response-body-size");
+    // A HEAD's length is of a body it does not send (S3 `HeadObject` of a large object).
+    let head = json!({"op": "request", "method": "HEAD", "url": server.url("/bytes/5000")});
+    let ran = run("probe", &limited(10, 1000), head).await;
+    assert_eq!(ran.output()["status"], 200);
 }
 
 /// Every limit and timeout the host enforces reaches the guest as its wasi:http error
