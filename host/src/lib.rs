@@ -34,6 +34,7 @@ pub mod callback;
 pub mod config;
 pub mod consumer;
 pub mod delivery;
+pub mod error_chain;
 pub mod events;
 pub mod gauges;
 pub mod grants;

@@ -156,7 +156,14 @@ pub async fn load(config: Config) -> Result<Loaded, LoadingError> {
             cache.as_ref(),
         )
         .map_err(|err| match err {
-            PrepareError::Pin(reason) => error("sha256", format!("{}: {reason}", activity.handler)),
+            PrepareError::Pin(reason) => error(
+                "sha256",
+                format!(
+                    "{}: {reason}{}",
+                    activity.handler,
+                    manifest_pin_hint(tag.as_deref(), activity.sha256.as_deref())
+                ),
+            ),
             PrepareError::Load(err) => error("handler", err.to_string()),
         })?;
         handler.elapsed = started.elapsed();
@@ -249,6 +256,17 @@ pub fn prepare(
 ) -> Result<LoadedHandler, PrepareError> {
     check_pin(bytes, pin).map_err(PrepareError::Pin)?;
     Ok(Handler::prepare(engine, name, bytes, digest, cache)?)
+}
+
+/// A hint for an `oci://` handler pinned by its manifest's digest (what a registry shows
+/// first), not its component's: empty otherwise.
+fn manifest_pin_hint(tag: Option<&str>, pin: Option<&str>) -> &'static str {
+    let manifest = tag.and_then(|tag| tag.strip_prefix("oci:sha256:"));
+    if manifest.is_some() && manifest == pin {
+        " (that is the OCI manifest's digest; `sha256` pins the component itself, the digest of its application/wasm layer)"
+    } else {
+        ""
+    }
 }
 
 /// Opens the handler cache in `dir`; `None` when there is no folder or it cannot be

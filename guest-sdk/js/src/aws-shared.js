@@ -205,6 +205,6 @@ export function configOver(Handler) {
 export function awsFailure(err) {
   if (err instanceof TaskFailure) return err;
   const name = typeof err?.name === 'string' && err.name ? err.name : 'Error';
-  const message = err?.detail ?? err?.message ?? String(err);
+  const message = err?.detail || err?.message || String(err);
   return new TaskFailure(name, message);
 }

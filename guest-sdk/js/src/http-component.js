@@ -17,11 +17,16 @@ function payloadOf(err) {
   return err && typeof err === 'object' && 'payload' in err ? err.payload : err;
 }
 
+// The host says no more to the guest (why is in its log: the destination may be secret).
+const DENIED = "the host sends no request there: the activity's allowed_outbound_hosts or [activity.aws] does not grant it (the host logs outbound:denied with why)";
+
 function failed(code) {
   if (!code || typeof code !== 'object' || !code.tag) return new HttpError('HTTP-error', String(code ?? ''));
   let detail = '';
   if (code.tag === 'HTTP-response-body-size' && code.val !== undefined) {
     detail = `over the task's ${code.val} bytes (outbound.max_response_bytes)`;
+  } else if (code.tag === 'HTTP-request-denied') {
+    detail = DENIED;
   } else if (code.tag === 'internal-error' && code.val) {
     detail = code.val;
   }

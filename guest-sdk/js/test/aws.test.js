@@ -57,6 +57,8 @@ test("awsFailure names AWS's code, or the wasi:http code", () => {
   const aws = Object.assign(new Error('The specified key does not exist.'), { name: 'NoSuchKey' });
   assert.deepEqual({ ...awsFailure(aws) }, { ...new TaskFailure('NoSuchKey', 'The specified key does not exist.') });
   assert.equal(awsFailure(new HttpError('HTTP-request-denied', 'sqs')).error, 'HTTP-request-denied');
+  // A cause is never empty: without a detail, the error's message.
+  assert.equal(awsFailure(new HttpError('DNS-error')).cause, 'DNS-error');
   const mine = new TaskFailure('Mine', 'kept');
   assert.equal(awsFailure(mine), mine);
 });

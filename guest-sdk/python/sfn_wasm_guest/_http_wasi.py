@@ -30,11 +30,20 @@ def _name(code: Any) -> str:
     return "-".join(w.upper() if w.lower() in _UPPER else w.lower() for w in words)
 
 
+# The host says no more to the guest (why is in its log).
+_DENIED = (
+    "the host sends no request there: the activity's allowed_outbound_hosts or "
+    "[activity.aws] does not grant it (the host logs outbound:denied with why)"
+)
+
+
 def _failed(code: Any, error: type) -> Exception:
     name = _name(code)
     detail = ""
     if name == "HTTP-response-body-size" and getattr(code, "value", None) is not None:
         detail = f"over the task's {code.value} bytes (outbound.max_response_bytes)"
+    elif name == "HTTP-request-denied":
+        detail = _DENIED
     elif name == "internal-error" and getattr(code, "value", None):
         detail = str(code.value)
     return error(name, detail)

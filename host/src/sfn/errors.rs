@@ -5,6 +5,8 @@
 use aws_sdk_sfn::config::http::HttpResponse;
 use aws_sdk_sfn::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
+use crate::error_chain::chain;
+
 /// Why a Step Functions call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SfnError {
@@ -306,21 +308,6 @@ fn hint(code: Option<&str>) -> Option<&'static str> {
 /// What to do when the SDK finds no credentials at all (`serve` and `check --remote`
 /// say the same).
 pub const NO_CREDENTIALS: &str = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or run where a role provides them";
-
-/// An error and its sources' messages, `a: b: c`, each said once (an SDK error often
-/// repeats its source's text), without Debug dumps.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(err) = next {
-        let text = err.to_string();
-        if !parts.iter().any(|part| part.contains(&text)) {
-            parts.push(text);
-        }
-        next = err.source();
-    }
-    parts.join(": ")
-}
 
 #[cfg(test)]
 mod tests {

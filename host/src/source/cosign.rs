@@ -15,6 +15,8 @@ use sigstore::cosign::verification_constraint::{PublicKeyVerifier, VerificationC
 use sigstore::cosign::{ClientBuilder, CosignCapabilities, verify_constraints};
 use sigstore::registry::{Auth, ClientConfig, OciReference};
 
+use crate::error_chain::chain;
+
 /// A cosign public key (PEM: ECDSA P-256/P-384, Ed25519 or RSA), read at start.
 #[derive(Clone, PartialEq, Eq)]
 pub struct VerifyKey {
@@ -90,7 +92,7 @@ pub(super) async fn verify(
     let layers = client
         .trusted_signature_layers(&auth, &source)
         .await
-        .map_err(|err| format!("cannot read the signatures of {digest}: {err}"))?;
+        .map_err(|err| format!("cannot read the signatures of {digest}: {}", chain(&err)))?;
     if layers.is_empty() {
         return Err(format!(
             "{digest} has no cosign signature the host could read (none was pushed, or the registry refused it: the warnings before this say which), and `verify_key` requires one by {}: sign it (`cosign sign --key cosign.key IMAGE@{digest}`)",

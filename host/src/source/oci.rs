@@ -25,6 +25,7 @@ use super::cosign::{self, VerifyKey};
 use super::ecr::EcrTokens;
 use super::{Fetch, Fetched, SourceError, is_loopback, too_large};
 use crate::aws::AwsConfig;
+use crate::error_chain::chain;
 
 /// The media type of a wasm component's layer in the CNCF wasm artifact layout.
 pub const WASM_LAYER: &str = "application/wasm";
@@ -221,7 +222,7 @@ impl OciSource {
             None => client
                 .fetch_manifest_digest(reference, &auth)
                 .await
-                .map_err(|err| failed(format!("cannot resolve the tag: {err}")))?,
+                .map_err(|err| failed(format!("cannot resolve the tag: {}", chain(&err))))?,
         };
         let tag = version_tag(&digest);
         if known == Some(tag.as_str()) {
@@ -244,7 +245,12 @@ impl OciSource {
         let (manifest, _) = client
             .pull_image_manifest(&pinned, &auth)
             .await
-            .map_err(|err| failed(format!("cannot read the manifest {digest}: {err}")))?;
+            .map_err(|err| {
+                failed(format!(
+                    "cannot read the manifest {digest}: {}",
+                    chain(&err)
+                ))
+            })?;
         let layer = wasm_layer(&manifest.layers).map_err(failed)?;
         if u64::try_from(layer.size).unwrap_or(u64::MAX) > max_bytes {
             return Err(too_large(handler, max_bytes));
@@ -255,8 +261,9 @@ impl OciSource {
             Err(_) if body.over => return Err(too_large(handler, max_bytes)),
             Err(err) => {
                 return Err(failed(format!(
-                    "cannot read the layer {}: {err}",
-                    layer.digest
+                    "cannot read the layer {}: {}",
+                    layer.digest,
+                    chain(&err)
                 )));
             }
         }

@@ -462,6 +462,11 @@ async fn limits_and_timeouts_have_their_code_in_the_head_and_the_body_in_three_l
                 ran.report.error, None,
                 "{language} {url}: the guest answered"
             );
+            // The Python SDK's HttpError says what a denial means (the guest is told
+            // no more: why is in the host's log).
+            if *language == "py" && *expected == "HTTP-request-denied" {
+                assert!(cause.contains("does not grant it"), "{cause}");
+            }
         }
     }
 }

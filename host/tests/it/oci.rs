@@ -130,6 +130,28 @@ fn a_component_is_pulled_by_tag_and_by_digest_and_held_to_its_pins() {
         "sha256",
         &[&digest(&greet)],
     );
+    // A registry that cannot be reached: the error says why, not only what failed.
+    refused(
+        &check(
+            dir.path(),
+            "handler = \"oci://127.0.0.1:1/handlers/greet:1.0.0\"",
+        ),
+        "handler",
+        &["cannot resolve the tag", "Connection refused"],
+    );
+    // Pinned by the manifest's digest (what a registry shows first): the error says so.
+    refused(
+        &check(
+            dir.path(),
+            &format!(
+                "handler = \"{}\"\nsha256 = \"{}\"",
+                registry.tagged("handlers/greet", "1.0.0"),
+                manifest.trim_start_matches("sha256:")
+            ),
+        ),
+        "sha256",
+        &["that is the OCI manifest's digest"],
+    );
     // `invoke` and `compile` take the same reference.
     let invoked = Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
         .arg("invoke")
