@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
-"""CPU and wall time per durable write on this machine's disk, four ways (BENCHMARKS.md,
-issue 37): a file per record renamed into place with two fsyncs (the folder stores'
-way), the same without fsync, an append + fdatasync to one file (a log's way), and an
-append alone. Run: python3 scripts/bench-disk-writes.py [FOLDER] (default: target/)."""
+"""CPU and wall time per durable write on this machine's disk (BENCHMARKS.md, issue 37):
+a file per record renamed into place with two fsyncs (the folder stores' way), the same
+without fsync, an append + fdatasync to one file (a log's way), an append alone, and a
+transaction of the journal's (`host/src/store/journal.rs`: SQLite in WAL mode, one row
+written and the previous one deleted per commit) with `synchronous` FULL (power-loss)
+and NORMAL (process-crash), each with SQLite's default locking and with
+`locking_mode = EXCLUSIVE`. Python's own cost per call is in every row alike (a few
+µs). Run: python3 scripts/bench-disk-writes.py [FOLDER] (default: target/)."""
+import hashlib
 import os
+import sqlite3
 import resource
 import sys
 import tempfile
@@ -50,6 +56,30 @@ def main():
         measure("file + rename", lambda i: file_renamed(i, False))
         measure("append + fdatasync", lambda i: (os.write(log, record), os.fdatasync(log)))
         measure("append", lambda i: os.write(log, record))
+        for synchronous, durability in (("FULL", "power-loss"), ("NORMAL", "process-crash")):
+            for exclusive in (False, True):
+                db = sqlite3.connect(f"{d}/{synchronous}-{exclusive}.sqlite", isolation_level=None)
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute(f"PRAGMA synchronous = {synchronous}")
+                if exclusive:
+                    db.execute("PRAGMA locking_mode = EXCLUSIVE")
+                db.execute(
+                    "CREATE TABLE objects (name TEXT PRIMARY KEY NOT NULL, data BLOB NOT NULL,"
+                    " version TEXT NOT NULL) WITHOUT ROWID"
+                )
+
+                def transaction(i, db=db):
+                    name = hashlib.sha256(str(i).encode()).hexdigest()
+                    db.execute("BEGIN IMMEDIATE")
+                    db.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?)", (name, record, name))
+                    if i:
+                        previous = hashlib.sha256(str(i - 1).encode()).hexdigest()
+                        db.execute("DELETE FROM objects WHERE name = ?", (previous,))
+                    db.execute("COMMIT")
+
+                locking = "exclusive locking" if exclusive else "default locking"
+                measure(f"SQLite WAL, {durability} ({synchronous}), {locking}", transaction)
+                db.close()
 
 
 if __name__ == "__main__":

@@ -48,8 +48,9 @@
 //! it instead of SIGKILL, so that the wrapper sees it exit and writes its report; the
 //! host's shutdown is then counted too; the context switches include the wrapper's.
 //! Start-up is in every count: the difference of two runs with different `E2E_TASKS`
-//! leaves the per-task part. (valgrind 3.19 refuses the host's pooling reservation,
-//! ~80 GiB of address space, so callgrind runs the bare loop only.)
+//! leaves the per-task part. valgrind refuses the host's instance pool (tens of GiB of
+//! address space): under it, set `SFN_WASM_HOST_INSTANCE_ALLOCATION=on-demand`, as
+//! `scripts/bench-callgrind.sh` does.
 //!
 //! A last table splits the host's CPU by thread (`/proc/PID/task/*/schedstat`, grouped by
 //! thread name): the tokio workers (polls, answers, the SDK, the guests), the log writer

@@ -16,7 +16,8 @@
 //! checkpoint, so the row is the per-task price of having it on: the key and the delete
 //! after success), `[activity.idempotency]` (a lookup, a claim and the stored answer per
 //! task, every key new) and `[host] outbox_dir` (every answer written, fsync'd, and
-//! removed). `RUNTIME_FEATURES=0` leaves them out. They run fewer tasks
+//! removed). `RUNTIME_FEATURES=0` leaves them out; `RUNTIME_ROWS=A,B` runs only the
+//! rows whose name holds `A` or `B` (e.g. `nothing kept,outbox`). They run fewer tasks
 //! ([`FEATURE_TASKS`]): each waits for the disk.
 //!
 //! Run: `cargo bench -p sfn-wasm-host --bench runtime` after `scripts/build-guests.sh`.
@@ -205,6 +206,7 @@ fn main() {
     let collector = common::collector();
     let features = std::env::var("RUNTIME_FEATURES").as_deref() != Ok("0");
     let mut rows: Vec<(&str, u32, Vec<Duration>)> = Vec::new();
+    let only = std::env::var("RUNTIME_ROWS").unwrap_or_default();
     for workers in WORKERS {
         rows.push(("bare loop", workers, Vec::new()));
         rows.push(("host runtime", workers, Vec::new()));
@@ -215,6 +217,7 @@ fn main() {
             }
         }
     }
+    rows.retain(|row| only.split(',').any(|part| row.0.contains(part)));
     for _ in 0..ROUNDS {
         for row in &mut rows {
             let started = Instant::now();

@@ -93,17 +93,28 @@ pub enum LoadingError {
     },
 }
 
+/// A diagnostics switch, not a config key: `on-demand` allocates each instance's memory
+/// when it starts instead of from the pool reserved up front (wasmtime's
+/// `InstanceAllocationStrategy::OnDemand`), so that a profiler that cannot map the pool's
+/// tens of GiB of address space (valgrind's callgrind and dhat) can run the host
+/// (`scripts/bench-callgrind.sh`). Slower per task, and without the pool's bounds on a
+/// guest's address space: never for production.
+pub const INSTANCE_ALLOCATION: &str = "SFN_WASM_HOST_INSTANCE_ALLOCATION";
+
 /// The engine a config needs: a pool slot for every task slot of every activity, memory
 /// slots as large as the largest cap. The one place the engine is sized.
 ///
 /// # Errors
 /// When the task slots are more than one engine can hold.
 pub fn engine(config: &Config) -> Result<WasmEngine, LoadingError> {
-    WasmEngine::new(EngineConfig::sized(
-        config.total_task_slots(),
-        config.max_memory_bytes(),
-    ))
-    .map_err(|error| LoadingError::Engine {
+    let mut sized = EngineConfig::sized(config.total_task_slots(), config.max_memory_bytes());
+    sized.pooling = std::env::var_os(INSTANCE_ALLOCATION).is_none_or(|value| value != "on-demand");
+    if !sized.pooling {
+        tracing::warn!(
+            "{INSTANCE_ALLOCATION}=on-demand: instances are allocated without the pool, for a profiler; never in production"
+        );
+    }
+    WasmEngine::new(sized).map_err(|error| LoadingError::Engine {
         file: config.file.clone(),
         error,
     })
