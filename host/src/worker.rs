@@ -398,7 +398,8 @@ impl ActivityWorker {
             return;
         }
         let slot = self.shared.gauges.task_slot(slot);
-        running.spawn(async move {
+        // Boxed, as an activity's task is (see `start`).
+        running.spawn(Box::pin(async move {
             // Hidden from other workers from now until it is settled.
             let lease = queue.lease(&message);
             match queue.check(&task.token).await {
@@ -431,7 +432,7 @@ impl ActivityWorker {
                 () = worker.shared.delivery.give_up.cancelled() => {}
             }
             drop(slot);
-        });
+        }));
     }
 
     /// Hands a polled task to the lifecycle in its slot, beside the next polls; a task
@@ -450,12 +451,15 @@ impl ActivityWorker {
             return;
         }
         let worker = self.clone();
-        running.spawn(async move {
+        // Boxed: a task's whole future (guest, delivery, the SDK's calls) is tens of KB,
+        // which tokio would otherwise copy into the task's cell and again at each change
+        // of its stage (`scripts/bench-callgrind.sh`: ~100 KB of memcpy a task).
+        running.spawn(Box::pin(async move {
             let shared = &worker.shared;
             shared
                 .run(&worker.emitter, &worker.name, task, received)
                 .await;
             drop(slot);
-        });
+        }));
     }
 }
