@@ -107,26 +107,18 @@ fn a_component_is_pulled_by_tag_and_by_digest_and_held_to_its_pins() {
         &greet,
     );
     // The `sha256` pin is the component's digest, whatever the manifest's.
-    passes(
-        &check(
+    let pinned_to = |sha256: &str| {
+        check(
             dir.path(),
             &format!(
-                "handler = \"{}\"\nsha256 = \"{}\"",
-                registry.tagged("handlers/greet", "1.0.0"),
-                digest(&greet)
+                "handler = \"{}\"\nsha256 = \"{sha256}\"",
+                registry.tagged("handlers/greet", "1.0.0")
             ),
-        ),
-        &greet,
-    );
+        )
+    };
+    passes(&pinned_to(&digest(&greet)), &greet);
     refused(
-        &check(
-            dir.path(),
-            &format!(
-                "handler = \"{}\"\nsha256 = \"{}\"",
-                registry.tagged("handlers/greet", "1.0.0"),
-                digest(&guest("greet_v2"))
-            ),
-        ),
+        &pinned_to(&digest(&guest("greet_v2"))),
         "sha256",
         &[&digest(&greet)],
     );
@@ -141,14 +133,7 @@ fn a_component_is_pulled_by_tag_and_by_digest_and_held_to_its_pins() {
     );
     // Pinned by the manifest's digest (what a registry shows first): the error says so.
     refused(
-        &check(
-            dir.path(),
-            &format!(
-                "handler = \"{}\"\nsha256 = \"{}\"",
-                registry.tagged("handlers/greet", "1.0.0"),
-                manifest.trim_start_matches("sha256:")
-            ),
-        ),
+        &pinned_to(manifest.trim_start_matches("sha256:")),
         "sha256",
         &["that is the OCI manifest's digest"],
     );

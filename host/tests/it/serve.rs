@@ -181,6 +181,29 @@ fn no_credentials_is_one_short_line_per_poll() {
     }
 }
 
+/// The profiling switch (`SFN_WASM_HOST_INSTANCE_ALLOCATION=on-demand`, for valgrind)
+/// builds an engine that loads the handler, and says loudly that it is on; without it,
+/// nothing is said.
+#[test]
+fn check_under_the_on_demand_profiling_switch_loads_and_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &activity_table(ARN, &guest("greet"), ""));
+    let warning =
+        "SFN_WASM_HOST_INSTANCE_ALLOCATION=on-demand: instances are allocated without the pool";
+    for (value, warned) in [(Some("on-demand"), true), (None, false)] {
+        let mut command = host();
+        command.arg("check").arg(&config);
+        match value {
+            Some(value) => command.env("SFN_WASM_HOST_INSTANCE_ALLOCATION", value),
+            None => command.env_remove("SFN_WASM_HOST_INSTANCE_ALLOCATION"),
+        };
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{value:?}: {stderr}");
+        assert_eq!(stderr.contains(warning), warned, "{value:?}: {stderr}");
+    }
+}
+
 #[test]
 fn check_reports_what_would_be_served() {
     let dir = tempfile::tempdir().unwrap();
