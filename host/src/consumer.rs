@@ -25,7 +25,7 @@ use crate::rollout::VersionChooser;
 use crate::secrets::SecretStore;
 use crate::sfn::StepFunctions;
 use crate::sqs::Sqs;
-use crate::store::{FolderStore, JournalStore, Legacy, S3Store, Store, StoreError, StoreLocation};
+use crate::store::{FolderStore, Legacy, S3Store, Store, StoreError, StoreLocation, open_journal};
 
 /// After the grace, how long aborted tasks get to deliver their `SfnWasmHost.Shutdown`
 /// answers before deliveries still retrying are given up.
@@ -311,7 +311,7 @@ impl Wiring<'_> {
             ActivityIdempotency::new(
                 // A claim and an answer per task: rows of a journal, in group commits.
                 open_store(&idempotency.store, self.config, key.as_str(), |dir| {
-                    Ok(Arc::new(JournalStore::open(
+                    Ok(Arc::new(open_journal(
                         dir,
                         idempotency.durability,
                         Legacy::Import(ActivityIdempotency::is_record_name),

@@ -31,11 +31,25 @@ impl fmt::Display for Digest {
 /// The SHA-256 of `bytes` in lowercase hex (64 digits), for handler digests, pins and
 /// task ids.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut hex = String::with_capacity(64);
     for byte in Sha256::digest(bytes) {
-        hex.push(char::from(HEX[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+        let [high, low] = hex_digits(byte);
+        hex.push(char::from(high));
+        hex.push(char::from(low));
     }
     hex
+}
+
+/// Appends `bytes` in lowercase hex (two digits each) to `out`: MACs in text headers,
+/// without a `format!` per byte.
+pub fn extend_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    for &byte in bytes {
+        out.extend_from_slice(&hex_digits(byte));
+    }
+}
+
+/// The two lowercase hex digits of `byte`.
+fn hex_digits(byte: u8) -> [u8; 2] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    [HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]]
 }

@@ -40,7 +40,7 @@ pub use cache::{ArtifactCache, CacheError, DEFAULT_MAX_BYTES, OpenError};
 pub use capability::{
     Capabilities, Capability, Checkpoints, InstanceBuilder, OutboundHooks, TaskInfo,
 };
-pub use digest::{Digest, sha256_hex};
+pub use digest::{Digest, extend_hex, sha256_hex};
 pub use epoch::{EpochTicker, Running, TICK};
 pub use handler::{CacheStatus, Handler, LoadError, LoadedHandler, WorldVersion};
 pub use limits::MemoryLimiter;

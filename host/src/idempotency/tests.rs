@@ -274,10 +274,10 @@ async fn host_failures_give_the_key_back_and_dead_claims_and_old_answers_expire(
 /// attempts of one key, one runs, and its answer is what a later attempt gets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_attempts_run_once_on_a_journal() {
-    use crate::store::{Durability, JournalStore, Legacy};
+    use crate::store::{Durability, Legacy, open_journal};
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> =
-        Arc::new(JournalStore::open(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap());
+        Arc::new(open_journal(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap());
     let keys = Arc::new(ActivityIdempotency::new(
         store,
         "/orderId".into(),

@@ -10,10 +10,12 @@
 //! its first attempt, and a [`DeliveryObserver`] of the task's delivery, which hears how
 //! the answer's delivery ended: the delivery does not know it is there.
 //!
-//! Entries are rows of one SQLite database in the folder ([`JournalStore`],
-//! `store.sqlite`, private), written in group commits: answers that arrive together
-//! share one `fsync` (or none, with `outbox_durability = "process-crash"`). Entries an
-//! older version left as files (`HEX.json`) are moved into it at open.
+//! Entries are records of one append-only log in the folder ([`open_log`],
+//! `store.log`, private), written in group commits: answers that arrive together share
+//! one `write` and one `fsync` (no `fsync` with `outbox_durability = "process-crash"`).
+//! The folder is this host's alone while it runs (locked). Entries an older version left
+//! as files (`HEX.json`) or as rows of its SQLite database (`store.sqlite`) are moved
+//! into the log at open.
 //!
 //! An entry holds a task token, and what is found there is sent with the host's
 //! credentials: so only what this host wrote is ever sent. The folder is the host's own
@@ -23,7 +25,7 @@
 //! entry without one, or whose MAC does not check out (planted by hand, changed,
 //! renamed, or left by a host with another key or an older version), is logged
 //! (`outbox:refused`) and set aside: written to the file `NAME.refused` and taken out of
-//! the journal, never sent, for an operator to look at and delete.
+//! the log, never sent, for an operator to look at and delete.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,7 +46,7 @@ use crate::ids::sha256_hex;
 use crate::outcome::{Answer, Answerer, FailureKind};
 use crate::sfn::{SfnError, StepFunctions};
 use crate::sfn_transport::SfnTransport;
-use crate::store::{Durability, JournalStore, Legacy, Store, StoreError, is_digest};
+use crate::store::{Durability, GroupCommitStore, Legacy, Store, StoreError, is_digest, open_log};
 
 /// The longest a task token lives: a standard workflow's longest execution (a year).
 /// An entry older than this can no longer be delivered and is dropped.
@@ -68,9 +70,9 @@ pub const REFUSED_SUFFIX: &str = ".refused";
 /// The outbox folder, and how much it holds.
 pub struct Outbox {
     dir: PathBuf,
-    /// The entries: one database in the folder, written in group commits.
-    journal: Arc<JournalStore>,
-    /// Where entries are written: the journal (a test puts a hung volume in its place).
+    /// The entries: one log in the folder, written in group commits.
+    log: Arc<GroupCommitStore>,
+    /// Where entries are written: the log (a test puts a hung volume in its place).
     store: Arc<dyn Store>,
     /// Until when writes are skipped after one ran past [`WRITE_DEADLINE`] (ms since the
     /// Unix epoch; 0: none): a hung volume would park a blocking thread per attempt.
@@ -159,21 +161,17 @@ impl Outbox {
     /// [`StoreError`] when the folder cannot be created, another user owns it or others
     /// can write to it, or its key cannot be made or is not private.
     pub fn open(dir: &Path, max_bytes: u64, durability: Durability) -> Result<Self, StoreError> {
-        // Entries an older version left as files are moved into the journal, and
+        // Entries an older version left as files or rows are moved into the log, and
         // checked with the rest at recovery.
-        let journal = Arc::new(JournalStore::open(
-            dir,
-            durability,
-            Legacy::Import(is_entry_name),
-        )?);
+        let log = Arc::new(open_log(dir, durability, Legacy::Import(is_entry_name))?);
         let key = host_folder::host_key(dir).map_err(|message| StoreError {
             code: "UntrustedKey".into(),
             message,
         })?;
         Ok(Self {
             dir: dir.to_owned(),
-            store: journal.clone(),
-            journal,
+            store: log.clone(),
+            log,
             hung_until_ms: AtomicU64::new(0),
             key,
             max_bytes,
@@ -187,9 +185,7 @@ impl Outbox {
         let mac = host_folder::seal(&self.key, &[FORMAT, name.as_bytes(), body]);
         let mut data = Vec::with_capacity(HEADER.len() + 2 * mac.len() + 1 + body.len());
         data.extend_from_slice(HEADER.as_bytes());
-        for byte in mac {
-            data.extend_from_slice(format!("{byte:02x}").as_bytes());
-        }
+        sfn_wasm_engine::extend_hex(&mut data, &mac);
         data.push(b'\n');
         data.extend_from_slice(body);
         data
@@ -213,7 +209,7 @@ impl Outbox {
 
     /// Sets the entry `name` (holding `data`) aside, never to be sent: written to the
     /// file `NAME.refused` (private) for an operator to look at, and taken out of the
-    /// journal; logged.
+    /// log; logged.
     fn refuse(&self, name: &str, data: &[u8], reason: &str) {
         let aside = self.dir.join(format!("{name}{REFUSED_SUFFIX}"));
         let how = match write_private(&aside, data) {
@@ -221,7 +217,7 @@ impl Outbox {
             Err(_) => "deleted",
         };
         let _ = host_folder::sync_dir(&self.dir);
-        self.journal.delete_later(name);
+        self.log.delete_later(name);
         tracing::warn!(
             event = "outbox:refused",
             // The entry's name in the folder, as when entries were files.
@@ -288,14 +284,13 @@ impl Outbox {
             );
             return None;
         }
+        // Waited for here, not in a task of its own (a spawn per answer, and at several
+        // runtime threads a wake-up of another); only a write past its deadline is
+        // handed to a task, which lets it finish where it is stuck.
         let (store, owned_name, owned_data) = (self.store.clone(), name.to_owned(), data.clone());
-        let mut job = tokio::spawn(async move { store.put(&owned_name, &owned_data).await });
+        let mut job = Box::pin(async move { store.put(&owned_name, &owned_data).await });
         let written = match tokio::time::timeout(WRITE_DEADLINE, &mut job).await {
-            Ok(Ok(written)) => written,
-            Ok(Err(joined)) => Err(StoreError {
-                code: "Internal".into(),
-                message: format!("the outbox's write failed: {joined}"),
-            }),
+            Ok(written) => written,
             Err(_) => {
                 self.hung_until_ms
                     .store(now_ms().saturating_add(HUNG_BACKOFF_MS), Ordering::Relaxed);
@@ -304,7 +299,7 @@ impl Outbox {
                 // it since), so that the next start does not send it again.
                 let (store, name) = (self.store.clone(), name.to_owned());
                 tokio::spawn(async move {
-                    if let Ok(Ok(())) = job.await
+                    if let Ok(()) = job.await
                         && store
                             .get(&name)
                             .await
@@ -338,19 +333,19 @@ impl Outbox {
         }
     }
 
-    /// Commits what the journal holds back (removals waiting for a write to ride
+    /// Commits what the log holds back (removals waiting for a write to ride
     /// with), so that a clean exit leaves no settled entry behind to send again.
     pub async fn flush(&self) {
-        if let Err(err) = self.journal.flush().await {
+        if let Err(err) = self.log.flush().await {
             tracing::warn!(event = "outbox:unavailable", code = %err.code, "outbox:unavailable: settled entries could not be removed at exit: {err}");
         }
     }
 
-    /// Removes a settled answer's entry, in the journal's next commit (no need to wait
+    /// Removes a settled answer's entry, in the log's next commit (no need to wait
     /// for it: a leftover entry is only sent again and refused as closed).
     fn remove(&self, name: &str, size: u64) {
         self.held.fetch_sub(size, Ordering::Relaxed);
-        self.journal.delete_later(name);
+        self.log.delete_later(name);
     }
 
     /// Delivers every answer found in the outbox (left by a host that stopped or was
@@ -373,7 +368,7 @@ impl Outbox {
         options: &DeliveryOptions,
         idempotency: &dyn Fn(&str) -> Option<Arc<ActivityIdempotency>>,
     ) -> usize {
-        let entries = match self.journal.list() {
+        let entries = match self.log.list() {
             Ok(entries) => entries,
             Err(err) => {
                 tracing::warn!(event = "outbox:unavailable", code = %err.code, "outbox:unavailable: the outbox could not be read at start: {err}");
@@ -410,7 +405,7 @@ impl Outbox {
         let age = Duration::from_millis(now_ms().saturating_sub(entry.written_at_ms));
         if age > MAX_TOKEN_LIFETIME {
             tracing::warn!(event = "outbox:dropped", activity = %entry.activity, task_id = %entry.task_id, "outbox:dropped: older than any task token lives");
-            self.journal.delete_later(name);
+            self.log.delete_later(name);
             return None;
         }
         let size = data.len() as u64;

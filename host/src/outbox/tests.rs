@@ -112,7 +112,7 @@ async fn only_entries_the_host_wrote_are_sent() {
     let mut file = std::fs::File::create(folder.join(&changed)).unwrap();
     file.write_all(&data).unwrap();
     // Planted as files (as an older version kept entries): the next start moves them
-    // into the journal, and checks them with the rest.
+    // into the log, and checks them with the rest.
     let outbox = Arc::new(Outbox::open(&folder, 1 << 20, Durability::PowerLoss).unwrap());
 
     let sfn = Arc::new(Recorded::default());

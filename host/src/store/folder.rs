@@ -1,7 +1,7 @@
 //! A store in a folder on one host: a file per object, private to the host's user,
 //! written to a temporary file, fsync'd and renamed, so a reader never sees half of one.
 //! For checkpoints (large, saved at the guest's pace); the per-task records live in a
-//! [`JournalStore`](super::JournalStore), since a file per record costs an inode each.
+//! [`open_journal`](super::open_journal), since a file per record costs an inode each.
 //!
 //! The folder is the host's own: an existing one is refused unless it is owned by the
 //! user running the host and writable by nobody else ([`check_owned`]), and

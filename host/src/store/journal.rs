@@ -1,10 +1,11 @@
-//! A store in one SQLite database in a folder (WAL mode), whose writes are made durable
-//! in groups: one writer thread takes every call that arrived while the previous commit
-//! ran, applies them in one transaction and commits once, so N answers arriving together
-//! cost one `fsync` of the log, not 2 N of files and folders. The host's per-task
-//! records (outbox entries, idempotency claims and answers) live here: a file per
-//! record cost a new inode per write and the folder's lock per rename, which measured
-//! at several times a task's own CPU (`BENCHMARKS.md`, issue 37).
+//! A store in one SQLite database in a folder (WAL mode), written in group commits
+//! ([`group`](super::group)): a batch is one transaction, so N records arriving
+//! together cost one `fsync` of the log, not 2 N of files and folders. Idempotency
+//! claims and answers on a folder live here: a file per record cost a new inode per
+//! write and the folder's lock per rename, which measured at several times a task's own
+//! CPU (`BENCHMARKS.md`, issue 37); and unlike the outbox's short-lived entries
+//! ([`open_log`](super::open_log)) they stay, so an index on disk, not in memory, suits
+//! them.
 //!
 //! The folder is checked as [`FolderStore`](super::FolderStore)'s is (owned by the
 //! host's user, writable by nobody else); the database is created private (0600), and
@@ -13,15 +14,13 @@
 //! [`BUSY_TIMEOUT`].
 
 use std::path::Path;
-use std::sync::mpsc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::oneshot;
 
 use super::folder::open_private_folder;
-use super::{Claimed, Durability, Store, StoreError, Version, Versioned};
+use super::group::{Backend, GroupCommitStore, Objects};
+use super::{Claimed, Durability, Legacy, StoreError, Version, Versioned};
 use crate::ids::sha256_hex;
 
 /// The database's file name in its folder.
@@ -32,135 +31,71 @@ pub const DATABASE: &str = "store.sqlite";
 /// deadline, so that contention fails a write rather than marks the volume hung.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The most calls one commit takes: a bound on what one failed commit fails.
-const MAX_BATCH: usize = 512;
-
-/// How long deletes nobody waits for ([`JournalStore::delete_later`]) wait for a write
-/// to ride with, rather than cost a commit of their own: one task at a time makes one
-/// commit per task instead of two. [`JournalStore::flush`] ends the wait.
-const DETACHED_WAIT: Duration = Duration::from_millis(100);
-
-/// Objects as rows of one SQLite database in a folder, written in group commits.
-pub struct JournalStore {
-    calls: mpsc::Sender<Call>,
+/// The store in `dir` (created, private, if missing): objects as rows of one SQLite
+/// database, written in group commits, as durable as `durability` says once a write
+/// returns.
+///
+/// # Errors
+/// [`StoreError`] when the folder cannot be created or is not private, or the database
+/// cannot be opened (another program's file, a full disk).
+pub fn open(
+    dir: &Path,
+    durability: Durability,
+    legacy: Legacy,
+) -> Result<GroupCommitStore, StoreError> {
+    open_private_folder(dir)?;
+    let path = dir.join(DATABASE);
+    create_private(&path).map_err(|err| StoreError::io(&err))?;
+    let connection = connect(&path, durability)?;
+    if let Legacy::Import(is_object) = legacy {
+        import_files(&connection, dir, is_object)?;
+        run(&connection, synchronous(durability))?;
+    }
+    GroupCommitStore::spawn("store-writer", Journal(connection))
 }
 
-/// A call to the writer thread, with where its result goes.
-enum Call {
-    Read(
-        String,
-        oneshot::Sender<Result<Option<Versioned>, StoreError>>,
-    ),
-    Put(String, Vec<u8>, Reply<()>),
-    PutIfAbsent(String, Vec<u8>, Reply<Claimed>),
-    PutIfMatch(String, Vec<u8>, Version, Reply<Claimed>),
-    Delete(String, Option<Reply<()>>),
-    /// Commits what is waiting (deletes nobody waits for), then answers.
-    Flush(Reply<()>),
-    /// Answered on a std channel: [`JournalStore::list`] blocks its caller.
-    List(mpsc::Sender<Result<Objects, StoreError>>),
+/// The rows named as `is_object` says in the database an older version left in `dir`
+/// (none when there is no database), and a way to delete them once they are kept
+/// elsewhere: how [`open_log`](super::open_log) takes over what the journal held.
+///
+/// # Errors
+/// [`StoreError`] when the database cannot be opened or read.
+pub(super) fn export(
+    dir: &Path,
+    is_object: fn(&str) -> bool,
+) -> Result<Option<(Objects, Exported)>, StoreError> {
+    let path = dir.join(DATABASE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let connection = connect(&path, Durability::PowerLoss)?;
+    let objects: Objects = list(&connection)?
+        .into_iter()
+        .filter(|(name, _)| is_object(name))
+        .collect();
+    Ok(Some((objects, Exported(connection))))
 }
 
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+/// The database [`export`] read, to delete what it exported.
+pub(super) struct Exported(Connection);
 
-/// Every object, by name, with its bytes.
-type Objects = Vec<(String, Vec<u8>)>;
-
-/// What a call's reply waits for: the commit of its transaction.
-type Answer = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
-
-/// `reply` with `done`, once the commit is known: a write that its commit lost, or a
-/// read in a transaction that failed, answers the commit's error.
-fn answer<T: Send + 'static>(reply: Reply<T>, done: Result<T, StoreError>) -> Answer {
-    Box::new(move |committed| {
-        let _ = reply.send(committed.clone().and(done));
-    })
-}
-
-/// What the folder's files of an older version become at open.
-#[derive(Debug, Clone, Copy)]
-pub enum Legacy {
-    /// The files whose names the function accepts (the caller's own names: another
-    /// store may share the folder) are objects a [`FolderStore`](super::FolderStore)
-    /// left: moved into the database (then deleted), so an upgraded host finds them.
-    Import(fn(&str) -> bool),
-    /// Files are left alone (the caller reads them itself, as the outbox does).
-    Leave,
-}
-
-impl JournalStore {
-    /// The store in `dir` (created, private, if missing), its writes as durable as
-    /// `durability` says once they return.
+impl Exported {
+    /// Deletes `names` in one transaction, fsync'd.
     ///
     /// # Errors
-    /// [`StoreError`] when the folder cannot be created or is not private, or the
-    /// database cannot be opened (another program's file, a full disk).
-    pub fn open(dir: &Path, durability: Durability, legacy: Legacy) -> Result<Self, StoreError> {
-        open_private_folder(dir)?;
-        let path = dir.join(DATABASE);
-        create_private(&path).map_err(|err| StoreError::io(&err))?;
-        let connection = connect(&path, durability)?;
-        if let Legacy::Import(is_object) = legacy {
-            import_files(&connection, dir, is_object)?;
-            run(&connection, synchronous(durability))?;
+    /// [`StoreError`] when the database cannot be written.
+    pub(super) fn remove(self, names: &[String]) -> Result<(), StoreError> {
+        let connection = &self.0;
+        run(connection, "BEGIN IMMEDIATE")?;
+        for name in names {
+            if let Err(err) = delete(connection, name) {
+                let _ = run(connection, "ROLLBACK");
+                return Err(err);
+            }
         }
-        let (calls, received) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || write_loop(&connection, &received))
-            .map_err(|err| StoreError::io(&err))?;
-        Ok(Self { calls })
-    }
-
-    /// Every object, by name, after every call made before this one (a
-    /// [`delete_later`](Self::delete_later) included): what a start recovers, before
-    /// any task runs. Blocks the calling thread until the writer answers.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database cannot be read.
-    pub fn list(&self) -> Result<Objects, StoreError> {
-        let (reply, result) = mpsc::channel();
-        self.send(Call::List(reply))?;
-        result.recv().map_err(|_| StoreError {
-            code: "Internal".into(),
-            message: "the store's writer thread stopped before it answered".into(),
-        })?
-    }
-
-    /// Removes `name` in the next commit without waiting for it: for what only costs a
-    /// second look if it stays (a settled outbox entry).
-    pub fn delete_later(&self, name: &str) {
-        let _ = self.send(Call::Delete(name.to_owned(), None));
-    }
-
-    /// Returns once every call made before it is committed (deletes that
-    /// [`delete_later`](Self::delete_later) left waiting for a write included): before
-    /// a clean exit.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the commit failed.
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.ask(Call::Flush).await
-    }
-
-    fn send(&self, call: Call) -> Result<(), StoreError> {
-        self.calls.send(call).map_err(|_| StoreError {
-            code: "Internal".into(),
-            message: "the store's writer thread has stopped".into(),
+        run(connection, "COMMIT").inspect_err(|_| {
+            let _ = run(connection, "ROLLBACK");
         })
-    }
-
-    async fn ask<T>(&self, call: impl FnOnce(Reply<T>) -> Call) -> Result<T, StoreError> {
-        let (reply, result) = oneshot::channel();
-        self.send(call(reply))?;
-        result.await.map_err(stopped)?
-    }
-}
-
-fn stopped(_: oneshot::error::RecvError) -> StoreError {
-    StoreError {
-        code: "Internal".into(),
-        message: "the store's writer thread stopped before it answered".into(),
     }
 }
 
@@ -220,108 +155,54 @@ fn version_of(data: &[u8]) -> Version {
     Version(sha256_hex(data))
 }
 
-/// Takes calls until every [`JournalStore`] handle is gone: each round, every call
-/// waiting (up to [`MAX_BATCH`]) in one transaction, then their replies.
-fn write_loop(connection: &Connection, calls: &mpsc::Receiver<Call>) {
-    while let Ok(first) = calls.recv() {
-        let mut batch = vec![first];
-        take_waiting(calls, &mut batch);
-        // Only deletes nobody waits for: they go with the next call, if one comes soon.
-        if batch.iter().all(Call::is_detached)
-            && let Ok(call) = calls.recv_timeout(DETACHED_WAIT)
-        {
-            batch.push(call);
-            take_waiting(calls, &mut batch);
+/// The database, as the writer thread drives it: a batch is one transaction.
+struct Journal(Connection);
+
+impl Backend for Journal {
+    fn begin(&mut self) -> Result<(), StoreError> {
+        run(&self.0, "BEGIN IMMEDIATE")
+    }
+
+    fn undone(&self) -> bool {
+        self.0.is_autocommit()
+    }
+
+    fn read(&mut self, name: &str) -> Result<Option<Versioned>, StoreError> {
+        read(&self.0, name)
+    }
+
+    fn list(&mut self) -> Result<Objects, StoreError> {
+        list(&self.0)
+    }
+
+    fn put(&mut self, name: &str, data: &[u8]) -> Result<(), StoreError> {
+        put(&self.0, name, data)
+    }
+
+    fn put_if_absent(&mut self, name: &str, data: &[u8]) -> Result<Claimed, StoreError> {
+        put_if_absent(&self.0, name, data)
+    }
+
+    fn put_if_match(
+        &mut self,
+        name: &str,
+        data: &[u8],
+        version: &Version,
+    ) -> Result<Claimed, StoreError> {
+        put_if_match(&self.0, name, data, version)
+    }
+
+    fn delete(&mut self, name: &str) -> Result<(), StoreError> {
+        delete(&self.0, name)
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        let committed = run(&self.0, "COMMIT");
+        if committed.is_err() && !self.0.is_autocommit() {
+            let _ = run(&self.0, "ROLLBACK");
         }
-        commit(connection, batch);
+        committed
     }
-}
-
-/// Adds the calls already waiting to `batch`, up to [`MAX_BATCH`].
-fn take_waiting(calls: &mpsc::Receiver<Call>, batch: &mut Vec<Call>) {
-    while batch.len() < MAX_BATCH {
-        match calls.try_recv() {
-            Ok(call) => batch.push(call),
-            Err(_) => break,
-        }
-    }
-}
-
-impl Call {
-    /// A delete nobody waits for.
-    fn is_detached(&self) -> bool {
-        matches!(self, Call::Delete(_, None))
-    }
-}
-
-/// Applies `batch` in one transaction and commits it; every call is answered after
-/// the commit, with its error if it failed.
-fn commit(connection: &Connection, batch: Vec<Call>) {
-    let mut began = run(connection, "BEGIN IMMEDIATE");
-    let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
-    for call in batch {
-        let began = &mut began;
-        answers.push(match call {
-            Call::Read(name, reply) => {
-                answer(reply, within(began, connection, || read(connection, &name)))
-            }
-            Call::Put(name, data, reply) => answer(
-                reply,
-                within(began, connection, || put(connection, &name, &data)),
-            ),
-            Call::PutIfAbsent(name, data, reply) => answer(
-                reply,
-                within(began, connection, || {
-                    put_if_absent(connection, &name, &data)
-                }),
-            ),
-            Call::PutIfMatch(name, data, version, reply) => answer(
-                reply,
-                within(began, connection, || {
-                    put_if_match(connection, &name, &data, &version)
-                }),
-            ),
-            Call::List(reply) => {
-                let listed = within(began, connection, || list(connection));
-                Box::new(move |committed: &Result<(), StoreError>| {
-                    let _ = reply.send(committed.clone().and(listed));
-                })
-            }
-            Call::Flush(reply) => answer(reply, Ok(())),
-            Call::Delete(name, reply) => {
-                let done = within(began, connection, || delete(connection, &name));
-                match reply {
-                    Some(reply) => answer(reply, done),
-                    None => Box::new(|_| {}),
-                }
-            }
-        });
-    }
-    let committed = began.and_then(|()| run(connection, "COMMIT"));
-    if committed.is_err() && !connection.is_autocommit() {
-        let _ = run(connection, "ROLLBACK");
-    }
-    for answer in answers {
-        answer(&committed);
-    }
-}
-
-/// Runs `work` inside the batch's transaction (`began`). Once an error has rolled the
-/// transaction back (SQLite does on a full disk or an I/O error), `began` holds it, and
-/// the rest of the batch fails with it rather than run, and commit, on its own.
-fn within<T>(
-    began: &mut Result<(), StoreError>,
-    connection: &Connection,
-    work: impl FnOnce() -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    began.clone()?;
-    let done = work();
-    if let Err(err) = &done
-        && connection.is_autocommit()
-    {
-        *began = Err(err.clone());
-    }
-    done
 }
 
 /// Whether `text` is a SHA-256 digest in hex: how the host's stores name objects.
@@ -472,50 +353,17 @@ fn delete(connection: &Connection, name: &str) -> Result<(), StoreError> {
         .map_err(sql)
 }
 
-#[async_trait]
-impl Store for JournalStore {
-    async fn put(&self, name: &str, data: &[u8]) -> Result<(), StoreError> {
-        self.ask(|reply| Call::Put(name.to_owned(), data.to_vec(), reply))
-            .await
-    }
-
-    async fn read(&self, name: &str) -> Result<Option<Versioned>, StoreError> {
-        let (reply, result) = oneshot::channel();
-        self.send(Call::Read(name.to_owned(), reply))?;
-        result.await.map_err(stopped)?
-    }
-
-    async fn put_if_absent(&self, name: &str, data: &[u8]) -> Result<Claimed, StoreError> {
-        self.ask(|reply| Call::PutIfAbsent(name.to_owned(), data.to_vec(), reply))
-            .await
-    }
-
-    async fn put_if_match(
-        &self,
-        name: &str,
-        data: &[u8],
-        version: &Version,
-    ) -> Result<Claimed, StoreError> {
-        self.ask(|reply| Call::PutIfMatch(name.to_owned(), data.to_vec(), version.clone(), reply))
-            .await
-    }
-
-    async fn delete(&self, name: &str) -> Result<(), StoreError> {
-        self.ask(|reply| Call::Delete(name.to_owned(), Some(reply)))
-            .await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
     use std::sync::Arc;
 
     #[tokio::test]
     async fn objects_are_rows_written_whole_in_a_private_database() {
         let dir = tempfile::tempdir().unwrap();
         let folder = dir.path().join("store");
-        let store = JournalStore::open(&folder, Durability::PowerLoss, Legacy::Leave).unwrap();
+        let store = open(&folder, Durability::PowerLoss, Legacy::Leave).unwrap();
         let version = super::super::contract::writes_whole_and_claims(&store).await;
         assert_eq!(
             store
@@ -559,8 +407,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn writers_share_commits_and_a_conditional_replace_is_won_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            Arc::new(JournalStore::open(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap());
+        let store = Arc::new(open(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap());
         let Claimed::Yes(first) = store.put_if_absent("k", b"old").await.unwrap() else {
             panic!("k was free");
         };
@@ -583,11 +430,11 @@ mod tests {
     async fn writes_outlive_the_store_in_both_durabilities() {
         for durability in [Durability::PowerLoss, Durability::ProcessCrash] {
             let dir = tempfile::tempdir().unwrap();
-            let store = JournalStore::open(dir.path(), durability, Legacy::Leave).unwrap();
+            let store = open(dir.path(), durability, Legacy::Leave).unwrap();
             store.put("a", b"kept").await.unwrap();
             // Not dropped: as if the process died here.
             std::mem::forget(store);
-            let again = JournalStore::open(dir.path(), durability, Legacy::Leave).unwrap();
+            let again = open(dir.path(), durability, Legacy::Leave).unwrap();
             assert_eq!(again.get("a").await.unwrap().as_deref(), Some(&b"kept"[..]));
         }
     }
@@ -618,9 +465,7 @@ mod tests {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
         let is_record = |name: &str| name.strip_prefix("answer-").is_some_and(is_digest);
-        let store =
-            JournalStore::open(dir.path(), Durability::PowerLoss, Legacy::Import(is_record))
-                .unwrap();
+        let store = open(dir.path(), Durability::PowerLoss, Legacy::Import(is_record)).unwrap();
         for name in &names {
             assert_eq!(
                 store.get(name).await.unwrap().as_deref(),
@@ -644,7 +489,7 @@ mod tests {
             b"not a database, but long enough to be read as a header",
         )
         .unwrap();
-        let err = JournalStore::open(dir.path(), Durability::PowerLoss, Legacy::Leave)
+        let err = open(dir.path(), Durability::PowerLoss, Legacy::Leave)
             .err()
             .expect("refused");
         assert!(err.message.contains("not a database"), "{err}");

@@ -3,7 +3,9 @@
 //! caller's (hex digests, never user data).
 
 mod folder;
+mod group;
 mod journal;
+mod log;
 mod s3;
 
 use std::fmt;
@@ -13,7 +15,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 pub use folder::FolderStore;
-pub use journal::{JournalStore, Legacy, is_digest};
+pub use group::{GroupCommitStore, Objects};
+pub use journal::{DATABASE, is_digest, open as open_journal};
+pub use log::{LOG, open as open_log, read_log};
 pub use s3::S3Store;
 
 /// Where a store keeps its objects, as a config names it: `s3://BUCKET/PREFIX` or a
@@ -72,7 +76,19 @@ impl fmt::Display for StoreLocation {
     }
 }
 
-/// What a journal's write ([`JournalStore`]) survives once it returns, as `durability`
+/// What the folder's files of an older version become when a store opens.
+#[derive(Debug, Clone, Copy)]
+pub enum Legacy {
+    /// The files whose names the function accepts (the caller's own names: another
+    /// store may share the folder) are objects an older version left: moved into the
+    /// store (then deleted), so an upgraded host finds them. A log store ([`open_log`]) also takes
+    /// such rows from the folder's SQLite database ([`open_journal`]).
+    Import(fn(&str) -> bool),
+    /// Files are left alone (the caller reads them itself).
+    Leave,
+}
+
+/// What a group-committed write ([`open_journal`], [`open_log`]) survives once it returns, as `durability`
 /// names it in the config. S3 has no choice to make: it answers once a write is durable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -15,14 +15,15 @@ use crate::support::guests::guest;
 use crate::support::proxy::Proxy;
 use crate::support::served::{self, Served};
 
-/// The entries in the outbox `dir`: the rows of its journal (`store.sqlite`).
+/// The entries in the outbox `dir`: the records of its log (`store.log`), as the next
+/// start would find them.
 fn entries(dir: &Path) -> usize {
-    let Ok(journal) = rusqlite::Connection::open(dir.join("store.sqlite")) else {
-        return 0;
-    };
-    journal
-        .query_row("SELECT count(*) FROM objects", [], |row| row.get(0))
-        .unwrap_or(0)
+    sfn_wasm_host::store::read_log(&dir.join(sfn_wasm_host::store::LOG)).map_or(0, |objects| {
+        objects
+            .iter()
+            .filter(|(name, _)| name.ends_with(".json"))
+            .count()
+    })
 }
 
 /// Serves `scenarios` through a proxy, cuts the network while a task answers, stops the
@@ -58,7 +59,7 @@ fn answer_outlives(stop: Signal) {
     first.wait_for("task:retrying");
     assert_eq!(entries(&outbox), 1);
     #[cfg(unix)]
-    for file in ["store.sqlite", "store.sqlite-wal"] {
+    for file in ["store.log", ".key"] {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(outbox.join(file))
             .unwrap()

@@ -1,0 +1,226 @@
+use std::sync::Arc;
+
+use super::*;
+use crate::store::Store;
+use crate::store::contract::{one_of_sixteen_replaces, writes_whole_and_claims};
+
+fn log_of(dir: &Path) -> Objects {
+    read_log(&dir.join(LOG)).unwrap()
+}
+
+#[tokio::test]
+async fn objects_are_records_of_a_private_log_read_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("store");
+    let store = open(&folder, Durability::PowerLoss, Legacy::Leave).unwrap();
+    let version = writes_whole_and_claims(&store).await;
+    assert_eq!(
+        store
+            .put_if_match("b", b"y", &Version("other".into()))
+            .await
+            .unwrap(),
+        Claimed::AlreadyTaken
+    );
+    assert!(matches!(
+        store.put_if_match("b", b"y", &version).await.unwrap(),
+        Claimed::Yes(_)
+    ));
+    assert_eq!(
+        log_of(&folder),
+        [("a".into(), b"two".to_vec()), ("b".into(), b"y".to_vec())],
+        "what a write returned from is in the file"
+    );
+    store.delete("a").await.unwrap();
+    store.delete("a").await.unwrap();
+    store.delete_later("b");
+    assert_eq!(
+        store.list().unwrap(),
+        Vec::new(),
+        "a later list sees the delete"
+    );
+    store.put("c", b"x").await.unwrap();
+    store.delete_later("c");
+    store.flush().await.unwrap();
+    assert_eq!(
+        log_of(&folder),
+        Vec::new(),
+        "a flush writes the deletes waiting"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&folder), 0o700);
+        assert_eq!(mode(&folder.join(LOG)), 0o600);
+    }
+}
+
+/// Writers that arrive together share a write, and each still gets its own answer: of
+/// sixteen that read one version, one replaces it, beside sixteen plain writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writers_share_writes_and_a_conditional_replace_is_won_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap());
+    let Claimed::Yes(first) = store.put_if_absent("k", b"old").await.unwrap() else {
+        panic!("k was free");
+    };
+    let puts: Vec<_> = (0..16)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { store.put(&format!("n{n}"), b"x").await.unwrap() })
+        })
+        .collect();
+    one_of_sixteen_replaces(store.clone(), &first).await;
+    for put in puts {
+        put.await.unwrap();
+    }
+    assert_eq!(store.list().unwrap().len(), 17);
+    assert_eq!(log_of(dir.path()).len(), 17);
+}
+
+/// What a write returned from is in the file in either durability (a process crash
+/// loses nothing the kernel was handed), and the next open finds it; a version read
+/// before is not given again after a reopen.
+#[tokio::test]
+async fn writes_are_in_the_file_once_they_return_and_outlive_the_store() {
+    for durability in [Durability::PowerLoss, Durability::ProcessCrash] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), durability, Legacy::Leave).unwrap();
+        store.put("a", b"kept").await.unwrap();
+        let Claimed::Yes(seen) = store.put_if_absent("v", b"1").await.unwrap() else {
+            panic!("v was free");
+        };
+        store.delete("v").await.unwrap();
+        assert_eq!(log_of(dir.path()), [("a".into(), b"kept".to_vec())]);
+        drop(store);
+        let again = open(dir.path(), durability, Legacy::Leave).unwrap();
+        assert_eq!(again.get("a").await.unwrap().as_deref(), Some(&b"kept"[..]));
+        let Claimed::Yes(now) = again.put_if_absent("v", b"2").await.unwrap() else {
+            panic!("v was deleted");
+        };
+        assert_ne!(now, seen);
+    }
+}
+
+/// A crash in the middle of a write leaves a record cut short: the next open keeps
+/// every whole record before it, and cuts the file there so that new records follow
+/// whole ones.
+#[tokio::test]
+async fn a_record_cut_short_ends_the_log_and_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap();
+    store.put("a", b"first").await.unwrap();
+    store.put("b", b"second").await.unwrap();
+    drop(store);
+    let path = dir.path().join(LOG);
+    let whole = std::fs::read(&path).unwrap();
+    // The last record loses its last byte; then a record whose CRC fails.
+    std::fs::write(&path, &whole[..whole.len() - 1]).unwrap();
+    let store = open(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap();
+    assert_eq!(store.list().unwrap(), [("a".into(), b"first".to_vec())]);
+    store.put("c", b"third").await.unwrap();
+    drop(store);
+    let mut damaged = std::fs::read(&path).unwrap();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xff;
+    std::fs::write(&path, &damaged).unwrap();
+    let store = open(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap();
+    store.put("d", b"fourth").await.unwrap();
+    drop(store);
+    assert_eq!(
+        log_of(dir.path()),
+        [
+            ("a".into(), b"first".to_vec()),
+            ("d".into(), b"fourth".to_vec())
+        ]
+    );
+}
+
+/// Records no longer live are compacted away: the file shrinks to about the live
+/// ones, which the next open finds.
+#[tokio::test]
+async fn a_log_of_mostly_deleted_records_is_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::ProcessCrash, Legacy::Leave).unwrap();
+    let data = vec![7u8; 4096];
+    store.put("kept", b"live").await.unwrap();
+    for n in 0..600 {
+        let name = format!("entry-{n}");
+        store.put(&name, &data).await.unwrap();
+        store.delete(&name).await.unwrap();
+    }
+    let size = std::fs::metadata(dir.path().join(LOG)).unwrap().len();
+    assert!(
+        size < COMPACT_MIN + 64 * 1024,
+        "{size} bytes after 2.4 MB of records"
+    );
+    assert!(!compacting(&dir.path().join(LOG)).exists());
+    drop(store);
+    assert_eq!(log_of(dir.path()), [("kept".into(), b"live".to_vec())]);
+}
+
+/// One process holds a folder: a second open waits for it, then says who to blame.
+#[test]
+fn a_folder_another_store_holds_is_refused_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = open(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap();
+    let err = open(dir.path(), Durability::PowerLoss, Legacy::Leave)
+        .err()
+        .expect("refused");
+    assert_eq!(err.code, "InUse", "{err}");
+    assert!(err.message.contains("a folder of its own"), "{err}");
+    drop(held);
+    // Dropped: the writer lets go of the folder once its calls are done.
+    open(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap();
+}
+
+/// An upgraded host finds what an older one kept as files or as rows of the folder's
+/// SQLite database; what is not one of this store's objects stays where it is.
+#[tokio::test]
+async fn objects_left_as_files_or_rows_are_moved_in_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let is_entry = |name: &str| name.ends_with(".json");
+    let journal =
+        crate::store::open_journal(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap();
+    journal.put("row.json", b"a row").await.unwrap();
+    journal.put("claim-1", b"another store's").await.unwrap();
+    drop(journal);
+    std::fs::write(dir.path().join("file.json"), b"a file").unwrap();
+    std::fs::write(dir.path().join("other"), b"not ours").unwrap();
+    let store = open(
+        dir.path(),
+        Durability::ProcessCrash,
+        Legacy::Import(is_entry),
+    )
+    .unwrap();
+    assert_eq!(
+        store.list().unwrap(),
+        [
+            ("file.json".into(), b"a file".to_vec()),
+            ("row.json".into(), b"a row".to_vec())
+        ]
+    );
+    assert!(!dir.path().join("file.json").exists(), "moved, not copied");
+    assert!(dir.path().join("other").exists());
+    drop(store);
+    let journal =
+        crate::store::open_journal(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap();
+    assert_eq!(
+        journal.list().unwrap(),
+        [("claim-1".into(), b"another store's".to_vec())],
+        "the rows moved are gone from the database; the others stay"
+    );
+}
+
+/// Another program's file where the log goes is an error that names it.
+#[test]
+fn a_file_that_is_not_a_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(LOG), b"not a log").unwrap();
+    let err = open(dir.path(), Durability::PowerLoss, Legacy::Leave)
+        .err()
+        .expect("refused");
+    assert_eq!(err.code, "NotAStoreLog", "{err}");
+    assert!(err.message.contains(LOG), "{err}");
+    assert_eq!(std::fs::read(dir.path().join(LOG)).unwrap(), b"not a log");
+}
