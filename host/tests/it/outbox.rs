@@ -118,3 +118,41 @@ fn an_answer_outlives_kill_9() {
 fn an_answer_given_up_at_shutdown_is_delivered_by_the_next_start() {
     answer_outlives(Signal::TERM);
 }
+
+/// One outbox folder per host: a second host started on a folder a running host holds
+/// waits for it, then exits with a config error naming the key, rather than deliver
+/// the first one's entries beside it (and compact them away under it).
+#[test]
+fn a_second_host_on_a_held_outbox_folder_exits_with_a_config_error() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(emulator::client());
+    let activity = runtime.block_on(emulator::activity(&client, "outbox-held"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = served::config(
+        dir.path(),
+        &emulator::endpoint(),
+        &activity,
+        &guest("greet"),
+        "",
+        "outbox_dir = \"outbox\"\nshutdown_grace_seconds = 1",
+    );
+    let mut first = Served::start(&config);
+    first.wait_for("worker:running");
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_sfn-wasm-host"))
+        .arg("serve")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`host.outbox_dir`: InUse:") && stderr.contains("a folder of its own"),
+        "{stderr}"
+    );
+    let (_, code) = first.terminate();
+    assert_eq!(code, 0);
+    // Gone, it let go of the folder: the next host starts on it.
+    let mut third = Served::start(&config);
+    third.wait_for("worker:running");
+    assert_eq!(third.terminate().1, 0);
+}
