@@ -52,6 +52,9 @@
 //! address space): under it, set `SFN_WASM_HOST_INSTANCE_ALLOCATION=on-demand`, as
 //! `scripts/bench-callgrind.sh` does.
 //!
+//! `E2E_HOST_LINES` adds lines to every host's `[host]` table (`\n` between them), to
+//! swap one part at a time, e.g. `E2E_HOST_LINES='runtime_threads = 1'`.
+//!
 //! A last table splits the host's CPU by thread (`/proc/PID/task/*/schedstat`, grouped by
 //! thread name): the tokio workers (polls, answers, the SDK, the guests), the log writer
 //! and the epoch clock.
@@ -351,6 +354,10 @@ impl Bench {
                 };
                 let (outbox, idempotency) = durable_features(mode, dir.path());
                 let quotas = if raised { RAISED_QUOTAS } else { "" };
+                // Swaps one part of the host for a run (`E2E_HOST_LINES`).
+                let extra = std::env::var("E2E_HOST_LINES")
+                    .map(|lines| format!("{}\n", lines.replace("\\n", "\n")))
+                    .unwrap_or_default();
                 // `activity` is the queue's URL for a callback.
                 let source = if mode == CALLBACK {
                     format!("[[callback]]\nqueue_url = \"{activity}\"")
@@ -360,7 +367,7 @@ impl Bench {
                 std::fs::write(
                     &config,
                     format!(
-                        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n{quotas}[host]\nlog_format = \"json\"\ncache_dir = \"{}\"\n{outbox}{ops}\
+                        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n{quotas}[host]\nlog_format = \"json\"\ncache_dir = \"{}\"\n{extra}{outbox}{ops}\
                          {source}\nhandler = \"{}\"\nworkers = {concurrency}\n{idempotency}",
                         self.cache.display(),
                         self.greet.display()

@@ -412,7 +412,7 @@ impl Log {
     /// Compacts the log once the records no longer live are over [`COMPACT_MIN`] and
     /// the live ones; a compaction that fails leaves the log as it was (logged).
     fn compact_if_due(&mut self) {
-        let dead = self.len - MAGIC.len() as u64 - self.live;
+        let dead = self.len.saturating_sub(MAGIC.len() as u64 + self.live);
         if dead < COMPACT_MIN.max(self.live) {
             return;
         }

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use super::*;
 use crate::store::Store;
 use crate::store::contract::{one_of_sixteen_replaces, writes_whole_and_claims};
+use crate::store::group::DETACHED_WAIT;
 
 fn log_of(dir: &Path) -> Objects {
     read_log(&dir.join(LOG)).unwrap()
@@ -223,4 +224,25 @@ fn a_file_that_is_not_a_log_is_refused() {
     assert_eq!(err.code, "NotAStoreLog", "{err}");
     assert!(err.message.contains(LOG), "{err}");
     assert_eq!(std::fs::read(dir.path().join(LOG)).unwrap(), b"not a log");
+}
+
+/// A delete nobody waits for is written within [`DETACHED_WAIT`] even when no other call
+/// comes to ride with: whether the writer slept with a deadline (just after a commit)
+/// or without one (idle since).
+#[tokio::test]
+async fn a_detached_delete_is_written_within_its_wait_without_another_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::ProcessCrash, Legacy::Leave).unwrap();
+    for idle_first in [false, true] {
+        store.put("a", b"x").await.unwrap();
+        if idle_first {
+            tokio::time::sleep(DETACHED_WAIT * 3).await;
+        }
+        store.delete_later("a");
+        let deadline = Instant::now() + DETACHED_WAIT * 20;
+        while !log_of(dir.path()).is_empty() {
+            assert!(Instant::now() < deadline, "the delete was never written");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
