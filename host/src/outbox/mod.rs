@@ -159,7 +159,8 @@ impl Outbox {
     ///
     /// # Errors
     /// [`StoreError`] when the folder cannot be created, another user owns it or others
-    /// can write to it, or its key cannot be made or is not private.
+    /// can write to it, another process holds it (`InUse`: one outbox folder per host),
+    /// or its key cannot be made or is not private.
     pub fn open(dir: &Path, max_bytes: u64, durability: Durability) -> Result<Self, StoreError> {
         // Entries an older version left as files or rows are moved into the log, and
         // checked with the rest at recovery.

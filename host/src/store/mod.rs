@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 pub use folder::FolderStore;
 pub use group::{GroupCommitStore, Objects};
-pub use journal::{DATABASE, is_digest, open as open_journal};
+pub use journal::{is_digest, open as open_journal};
 pub use log::{LOG, open as open_log, read_log};
 pub use s3::S3Store;
 
@@ -81,15 +81,16 @@ impl fmt::Display for StoreLocation {
 pub enum Legacy {
     /// The files whose names the function accepts (the caller's own names: another
     /// store may share the folder) are objects an older version left: moved into the
-    /// store (then deleted), so an upgraded host finds them. A log store ([`open_log`]) also takes
-    /// such rows from the folder's SQLite database ([`open_journal`]).
+    /// store (then deleted), so an upgraded host finds them. A log store ([`open_log`])
+    /// also takes such rows from the folder's SQLite database ([`open_journal`]).
     Import(fn(&str) -> bool),
     /// Files are left alone (the caller reads them itself).
     Leave,
 }
 
-/// What a group-committed write ([`open_journal`], [`open_log`]) survives once it returns, as `durability`
-/// names it in the config. S3 has no choice to make: it answers once a write is durable.
+/// What a group-committed write ([`open_journal`], [`open_log`]) survives once it
+/// returns, as `durability` names it in the config. S3 has no choice to make: it answers
+/// once a write is durable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Durability {
@@ -100,7 +101,8 @@ pub enum Durability {
     PowerLoss,
     /// `"process-crash"`: the log is handed to the kernel, not fsync'd: it survives the
     /// host's `kill -9`, an OOM kill or a panic, but not a power cut or a kernel crash
-    /// before the log's next checkpoint.
+    /// before it reaches the disk (the journal's next checkpoint, the kernel's write-back
+    /// of the outbox's log).
     ProcessCrash,
 }
 
