@@ -137,7 +137,10 @@ impl GroupCommitStore {
         let writer = queue.clone();
         std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || write_loop(&mut backend, &writer))
+            .spawn(move || {
+                let _closing = CloseOnExit(&writer);
+                write_loop(&mut backend, &writer);
+            })
             .map_err(|err| StoreError::io(&err))?;
         Ok(Self { queue })
     }
@@ -199,6 +202,20 @@ impl Drop for GroupCommitStore {
     fn drop(&mut self) {
         self.queue.lock().closed = true;
         self.queue.wake.notify_one();
+    }
+}
+
+/// Closes the queue when the writer thread ends, a panic included: the calls waiting
+/// are dropped (their callers hear that the writer stopped), and later calls fail at
+/// once rather than wait for ever.
+struct CloseOnExit<'a>(&'a Queue);
+
+impl Drop for CloseOnExit<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.closed = true;
+        state.calls.clear();
+        state.waited = 0;
     }
 }
 

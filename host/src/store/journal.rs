@@ -69,10 +69,20 @@ pub(super) fn export(
         return Ok(None);
     }
     let connection = connect(&path, Durability::PowerLoss)?;
-    let objects: Objects = list(&connection)?
+    // Names first: another store's rows (a folder idempotency store sharing the folder)
+    // are never read whole.
+    let mut objects = Objects::new();
+    for name in names(&connection)?
         .into_iter()
-        .filter(|(name, _)| is_object(name))
-        .collect();
+        .filter(|name| is_object(name))
+    {
+        if let Some(object) = read(&connection, &name)? {
+            objects.push((name, object.data));
+        }
+    }
+    if objects.is_empty() {
+        return Ok(None);
+    }
     Ok(Some((objects, Exported(connection))))
 }
 
@@ -285,6 +295,14 @@ fn read(connection: &Connection, name: &str) -> Result<Option<Versioned>, StoreE
                 .optional()
         })
         .map_err(sql)
+}
+
+fn names(connection: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut statement = connection
+        .prepare_cached("SELECT name FROM objects")
+        .map_err(sql)?;
+    let rows = statement.query_map([], |row| row.get(0)).map_err(sql)?;
+    Ok(rows.filter_map(Result::ok).collect())
 }
 
 fn list(connection: &Connection) -> Result<Objects, StoreError> {

@@ -13,10 +13,13 @@
 //! outweigh the live ones (and [`COMPACT_MIN`]), the live ones are written to a new
 //! file that replaces the log (renamed over it).
 //!
+//! A compaction runs on the writer thread: calls wait for it to write the live records
+//! (a few answers in flight, at most `outbox_max_mb`) and fsync them.
+//!
 //! The folder is checked as a [`FolderStore`](super::FolderStore)'s is (owned by the
 //! host's user, writable by nobody else), the log is private (0600), and one process
-//! holds the folder at a time (an `flock` on it): two writers of one log would each
-//! compact away the other's records.
+//! holds the folder at a time (an `flock` on [`LOCK`]): two writers of one log would
+//! each compact away the other's records.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -33,6 +36,9 @@ use super::{Claimed, Durability, Legacy, StoreError, Version, Versioned};
 
 /// The log's file name in its folder.
 pub const LOG: &str = "store.log";
+
+/// The file whose `flock` holds the folder for one process.
+pub const LOCK: &str = "store.lock";
 
 /// The first bytes of a log: another program's file is refused, not overwritten.
 const MAGIC: &[u8; 8] = b"SFNLOG1\n";
@@ -76,27 +82,31 @@ pub fn open(
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)
         .map_err(|err| StoreError::io(&err))?;
-    let (objects, len) = if bytes.is_empty() {
-        file.write_all(MAGIC)
+    // Empty, a header cut short, or zeros (a power cut before the new log's first
+    // fsync): a log with nothing in it yet.
+    let unstarted =
+        bytes.iter().all(|&b| b == 0) || (bytes.len() < MAGIC.len() && MAGIC.starts_with(&bytes));
+    let parsed = if unstarted {
+        file.set_len(0)
+            .and_then(|()| file.write_all(MAGIC))
             .and_then(|()| file.sync_all())
             .map_err(|err| StoreError::io(&err))?;
         if created {
             sync_dir(dir).map_err(|err| StoreError::io(&err))?;
         }
-        (HashMap::new(), MAGIC.len() as u64)
-    } else {
-        let (objects, len) = parse(&bytes, &path)?;
-        if len < bytes.len() as u64 {
-            tracing::warn!(
-                file = %path.display(),
-                dropped_bytes = bytes.len() as u64 - len,
-                "the store's log ended in a record cut short or damaged (a crash in the middle of a write): it was cut there"
-            );
-            file.set_len(len).map_err(|err| StoreError::io(&err))?;
+        Parsed {
+            objects: HashMap::new(),
+            highest: 0,
+            len: MAGIC.len() as u64,
         }
-        (objects, len)
+    } else {
+        let parsed = parse(&bytes, &path)?;
+        if parsed.len < bytes.len() as u64 {
+            cut_damaged(&mut file, &path, &bytes, parsed.len)?;
+        }
+        parsed
     };
-    let mut log = Log::new(dir, file, durability, objects, len, lock);
+    let mut log = Log::new(dir, file, durability, parsed, lock);
     if let Legacy::Import(is_object) = legacy {
         log.import(is_object)?;
     }
@@ -112,7 +122,7 @@ pub fn open(
 pub fn read_log(path: &Path) -> Result<Objects, StoreError> {
     let bytes = std::fs::read(path).map_err(|err| StoreError::io(&err))?;
     let mut objects: Vec<(String, Vec<u8>)> = parse(&bytes, path)?
-        .0
+        .objects
         .into_iter()
         .map(|(name, object)| (name, object.data))
         .collect();
@@ -120,13 +130,17 @@ pub fn read_log(path: &Path) -> Result<Objects, StoreError> {
     Ok(objects)
 }
 
-/// Takes the folder for this process (`flock`), waiting up to [`LOCK_WAIT`].
+/// Takes the folder for this process, waiting up to [`LOCK_WAIT`]: an `flock` on
+/// [`LOCK`] (a file of its own, since a compaction replaces the log's; on NFS, Linux
+/// makes it a lock the server keeps).
 fn lock_folder(dir: &Path) -> Result<File, StoreError> {
-    let folder = File::open(dir).map_err(|err| StoreError::io(&err))?;
+    let lock = private(OpenOptions::new().read(true).write(true).create(true))
+        .open(dir.join(LOCK))
+        .map_err(|err| StoreError::io(&err))?;
     let until = Instant::now() + LOCK_WAIT;
     loop {
-        match folder.try_lock() {
-            Ok(()) => return Ok(folder),
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
             Err(std::fs::TryLockError::WouldBlock) if Instant::now() < until => {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -134,7 +148,7 @@ fn lock_folder(dir: &Path) -> Result<File, StoreError> {
                 return Err(StoreError {
                     code: "InUse".into(),
                     message: format!(
-                        "{} is held by another process (its folder is locked): give each host a folder of its own",
+                        "{} is held by another process (its {LOCK} is locked): give each host a folder of its own",
                         dir.display()
                     ),
                 });
@@ -154,6 +168,28 @@ fn private(options: &mut OpenOptions) -> &mut OpenOptions {
 /// Where a compaction writes the new log before it replaces the old.
 fn compacting(path: &Path) -> PathBuf {
     path.with_extension("log.compacting")
+}
+
+/// Cuts the log `file` (at `path`, holding `bytes`) to its first `len` bytes, its whole
+/// records, after copying it whole to `store.log.damaged` (private) for a look: a record
+/// cut short is a crash in the middle of a write, but a bad one followed by good ones is
+/// the disk's damage, and what follows it is not thrown away unseen.
+fn cut_damaged(file: &mut File, path: &Path, bytes: &[u8], len: u64) -> Result<(), StoreError> {
+    let aside = path.with_extension("log.damaged");
+    let _ = std::fs::remove_file(&aside);
+    private(OpenOptions::new().write(true).create_new(true))
+        .open(&aside)
+        .and_then(|mut copy| copy.write_all(bytes).and_then(|()| copy.sync_all()))
+        .map_err(|err| StoreError::io(&err))?;
+    tracing::warn!(
+        file = %path.display(),
+        dropped_bytes = bytes.len() as u64 - len,
+        copy = %aside.display(),
+        "the store's log ends in a record cut short or damaged (a crash in the middle of a write, or the disk): it was cut there, after a copy of the whole"
+    );
+    file.set_len(len)
+        .and_then(|()| file.sync_all())
+        .map_err(|err| StoreError::io(&err))
 }
 
 /// An object as held in memory.
@@ -195,9 +231,17 @@ fn encode(
     Ok(())
 }
 
-/// The objects a log's `bytes` hold, and the length of its whole records (what follows
-/// is a record cut short or damaged).
-fn parse(bytes: &[u8], path: &Path) -> Result<(HashMap<String, Object>, u64), StoreError> {
+/// What a log's bytes hold.
+struct Parsed {
+    objects: HashMap<String, Object>,
+    /// The highest version of any record, deleted objects' included.
+    highest: u64,
+    /// The length of its whole records (what follows is a record cut short or damaged).
+    len: u64,
+}
+
+/// The objects a log's `bytes` hold.
+fn parse(bytes: &[u8], path: &Path) -> Result<Parsed, StoreError> {
     if !bytes.starts_with(MAGIC) {
         return Err(StoreError {
             code: "NotAStoreLog".into(),
@@ -208,8 +252,10 @@ fn parse(bytes: &[u8], path: &Path) -> Result<(HashMap<String, Object>, u64), St
         });
     }
     let mut objects = HashMap::new();
+    let mut highest = 0;
     let mut at = MAGIC.len();
     while let Some((kind, version, name, data, end)) = record(bytes, at) {
+        highest = highest.max(version);
         match kind {
             PUT => {
                 objects.insert(
@@ -226,7 +272,11 @@ fn parse(bytes: &[u8], path: &Path) -> Result<(HashMap<String, Object>, u64), St
         }
         at = end;
     }
-    Ok((objects, at as u64))
+    Ok(Parsed {
+        objects,
+        highest,
+        len: at as u64,
+    })
 }
 
 /// The record at `at` in `bytes`, and where it ends; `None` at the end, or where a
@@ -257,7 +307,7 @@ struct Log {
     file: File,
     durability: Durability,
     objects: HashMap<String, Object>,
-    /// The version the next write gets: one more than any in the log.
+    /// The version the next write gets: past any in the log, and the clock at open.
     next_version: u64,
     /// The log's length: its whole records.
     len: u64,
@@ -269,20 +319,21 @@ struct Log {
     undo: Vec<(String, Option<Object>)>,
     /// Why the log takes no more writes: a failed write it could not cut back off.
     broken: Option<StoreError>,
+    /// A compaction's rename is not yet known to be on disk (the folder's fsync failed):
+    /// the next fsync'd write syncs the folder first, or fails.
+    dir_unsynced: bool,
     /// The folder's lock, held as long as the log is open.
     _lock: File,
 }
 
 impl Log {
-    /// The log `file` of `len` bytes in `dir`, holding `objects`.
-    fn new(
-        dir: &Path,
-        file: File,
-        durability: Durability,
-        objects: HashMap<String, Object>,
-        len: u64,
-        lock: File,
-    ) -> Self {
+    /// The log `file` in `dir`, holding what was `parsed` of it.
+    fn new(dir: &Path, file: File, durability: Durability, parsed: Parsed, lock: File) -> Self {
+        let Parsed {
+            objects,
+            highest,
+            len,
+        } = parsed;
         // Versions go on from the highest in the log, and from the clock: a version a
         // caller read is never given again, even for an object deleted and compacted
         // away before a restart.
@@ -291,7 +342,6 @@ impl Log {
             .map_or(0, |since| {
                 u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
             });
-        let highest = objects.values().map(|o| o.version).max().unwrap_or(0);
         let live = objects
             .iter()
             .map(|(name, o)| record_size(name, &o.data))
@@ -307,6 +357,7 @@ impl Log {
             batch: Vec::new(),
             undo: Vec::new(),
             broken: None,
+            dir_unsynced: false,
             _lock: lock,
         }
     }
@@ -337,7 +388,12 @@ impl Log {
         }
         if let Some((rows, exported)) = rows {
             let names: Vec<String> = rows.into_iter().map(|(name, _)| name).collect();
-            exported.remove(&names)?;
+            // They are in the log, fsync'd. A start that finds them again tries the
+            // removal again; an entry settled since would be moved in and sent again,
+            // and found closed.
+            if let Err(err) = exported.remove(&names) {
+                tracing::warn!(folder = %self.dir.display(), error = %err, "the rows moved into the store's log could not be deleted from the folder's SQLite database; the next start tries again");
+            }
         }
         Ok(())
     }
@@ -372,9 +428,13 @@ impl Log {
             self.undo.clear();
             return Ok(());
         }
-        let written = self
-            .file
-            .write_all(&self.batch)
+        let dir_synced = if sync && self.dir_unsynced {
+            sync_dir(&self.dir).inspect(|()| self.dir_unsynced = false)
+        } else {
+            Ok(())
+        };
+        let written = dir_synced
+            .and_then(|()| self.file.write_all(&self.batch))
             .and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
         match written {
             Ok(()) => {
@@ -434,20 +494,23 @@ impl Log {
         let _ = std::fs::remove_file(&new);
         let mut file =
             private(OpenOptions::new().read(true).append(true).create_new(true)).open(&new)?;
-        let power_loss = self.durability == Durability::PowerLoss;
+        // fsync'd whatever the durability: the old log held records already on disk,
+        // which a rename over it must not put at risk again.
         let written = file
             .write_all(&bytes)
-            .and_then(|()| if power_loss { file.sync_all() } else { Ok(()) })
+            .and_then(|()| file.sync_all())
             .and_then(|()| std::fs::rename(&new, &path));
         if let Err(err) = written {
             let _ = std::fs::remove_file(&new);
             return Err(err);
         }
-        if power_loss {
-            sync_dir(&self.dir)?;
-        }
+        // From here the new file is the log.
         self.file = file;
         self.len = bytes.len() as u64;
+        if let Err(err) = sync_dir(&self.dir) {
+            self.dir_unsynced = true;
+            tracing::warn!(folder = %self.dir.display(), error = %err, "the store's folder could not be fsync'd after a compaction: the next fsync'd write tries again first");
+        }
         Ok(())
     }
 }

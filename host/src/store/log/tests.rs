@@ -126,6 +126,11 @@ async fn a_record_cut_short_ends_the_log_and_is_cut_off() {
     damaged[last] ^= 0xff;
     std::fs::write(&path, &damaged).unwrap();
     let store = open(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap();
+    assert_eq!(
+        std::fs::read(path.with_extension("log.damaged")).unwrap(),
+        damaged,
+        "what is cut off is copied aside first"
+    );
     store.put("d", b"fourth").await.unwrap();
     drop(store);
     assert_eq!(
@@ -211,6 +216,19 @@ async fn objects_left_as_files_or_rows_are_moved_in_at_open() {
         [("claim-1".into(), b"another store's".to_vec())],
         "the rows moved are gone from the database; the others stay"
     );
+}
+
+/// A log that never got its first bytes to disk (empty, a header cut short, or zeros
+/// after a power cut) is a new log, not another program's file.
+#[tokio::test]
+async fn a_log_whose_header_never_reached_the_disk_starts_empty() {
+    for start in [&b""[..], &MAGIC[..3], &[0u8; 64][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LOG), start).unwrap();
+        let store = open(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap();
+        store.put("a", b"x").await.unwrap();
+        assert_eq!(log_of(dir.path()), [("a".into(), b"x".to_vec())]);
+    }
 }
 
 /// Another program's file where the log goes is an error that names it.
