@@ -86,6 +86,34 @@ pub(super) fn open_private_folder(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The objects an older version kept as files in `dir` (the names `is_object`
+/// accepts), with their bytes and paths, for a store to move in. A file that cannot be
+/// read stays where it is (logged): not a reason to refuse to start.
+pub(super) fn legacy_files(
+    dir: &Path,
+    is_object: fn(&str) -> bool,
+) -> Vec<(String, Vec<u8>, PathBuf)> {
+    let Ok(files) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for file in files.flatten() {
+        let Some(name) = file.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !is_object(&name) || !file.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        match std::fs::read(file.path()) {
+            Ok(data) => found.push((name, data, file.path())),
+            Err(err) => {
+                tracing::warn!(file = %file.path().display(), error = %err, "a file an older version kept could not be read and was left in place");
+            }
+        }
+    }
+    found
+}
+
 /// The file whose lock makes [`Store::put_if_match`] a compare-and-swap in a folder.
 const LOCK_FILE: &str = ".lock";
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::folder::open_private_folder;
+use super::folder::{legacy_files, open_private_folder};
 use super::group::{Backend, GroupCommitStore, Objects};
 use super::{Claimed, Durability, Legacy, StoreError, Version, Versioned};
 use crate::ids::sha256_hex;
@@ -228,26 +228,7 @@ fn import_files(
     dir: &Path,
     is_object: fn(&str) -> bool,
 ) -> Result<(), StoreError> {
-    let Ok(files) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    let mut found = Vec::new();
-    for file in files.flatten() {
-        let Some(name) = file.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if !is_object(&name) || !file.file_type().is_ok_and(|t| t.is_file()) {
-            continue;
-        }
-        match std::fs::read(file.path()) {
-            Ok(data) => found.push((name, data, file.path())),
-            // Left where it is, as an older version would have: not a reason to refuse
-            // to start.
-            Err(err) => {
-                tracing::warn!(file = %file.path().display(), error = %err, "a file an older version kept could not be read and was left in place")
-            }
-        }
-    }
+    let found = legacy_files(dir, is_object);
     if found.is_empty() {
         return Ok(());
     }
@@ -426,20 +407,7 @@ mod tests {
     async fn writers_share_commits_and_a_conditional_replace_is_won_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(open(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap());
-        let Claimed::Yes(first) = store.put_if_absent("k", b"old").await.unwrap() else {
-            panic!("k was free");
-        };
-        let puts: Vec<_> = (0..16)
-            .map(|n| {
-                let store = store.clone();
-                tokio::spawn(async move { store.put(&format!("n{n}"), b"x").await.unwrap() })
-            })
-            .collect();
-        super::super::contract::one_of_sixteen_replaces(store.clone(), &first).await;
-        for put in puts {
-            put.await.unwrap();
-        }
-        assert_eq!(store.list().unwrap().len(), 17);
+        super::super::contract::writers_share_commits(store).await;
     }
 
     /// What a store says it wrote is there for the next process, in either durability

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use sfn_wasm_engine::host_folder::sync_dir;
 
-use super::folder::open_private_folder;
+use super::folder::{legacy_files, open_private_folder};
 use super::group::{Backend, GroupCommitStore, Objects};
 use super::journal;
 use super::{Claimed, Durability, Legacy, StoreError, Version, Versioned};
@@ -518,30 +518,6 @@ impl Log {
 /// A version as callers see it.
 fn shown(version: u64) -> Version {
     Version(format!("{version:016x}"))
-}
-
-/// The files in `dir` that `is_object` names, with their bytes and paths; a file that
-/// cannot be read stays where it is (logged).
-fn legacy_files(dir: &Path, is_object: fn(&str) -> bool) -> Vec<(String, Vec<u8>, PathBuf)> {
-    let Ok(files) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for file in files.flatten() {
-        let Some(name) = file.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if !is_object(&name) || !file.file_type().is_ok_and(|t| t.is_file()) {
-            continue;
-        }
-        match std::fs::read(file.path()) {
-            Ok(data) => found.push((name, data, file.path())),
-            Err(err) => {
-                tracing::warn!(file = %file.path().display(), error = %err, "a file an older version kept could not be read and was left in place");
-            }
-        }
-    }
-    found
 }
 
 impl Backend for Log {

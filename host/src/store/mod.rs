@@ -232,6 +232,26 @@ mod contract {
         version
     }
 
+    /// Sixteen plain writes beside sixteen writers racing to replace one version (on an
+    /// empty group-committed store): each gets its own answer, one replace wins, and all
+    /// seventeen objects are there.
+    pub(super) async fn writers_share_commits(store: Arc<super::GroupCommitStore>) {
+        let Claimed::Yes(first) = store.put_if_absent("k", b"old").await.unwrap() else {
+            panic!("k was free");
+        };
+        let puts: Vec<_> = (0..16)
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move { store.put(&format!("n{n}"), b"x").await.unwrap() })
+            })
+            .collect();
+        one_of_sixteen_replaces(store.clone(), &first).await;
+        for put in puts {
+            put.await.unwrap();
+        }
+        assert_eq!(store.list().unwrap().len(), 17);
+    }
+
     /// Sixteen writers that read `first` of `k` race to replace it: exactly one does;
     /// returns the version it wrote.
     pub(super) async fn one_of_sixteen_replaces(store: Arc<dyn Store>, first: &Version) -> Version {

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::store::Store;
-use crate::store::contract::{one_of_sixteen_replaces, writes_whole_and_claims};
+use crate::store::contract::{writers_share_commits, writes_whole_and_claims};
 use crate::store::group::DETACHED_WAIT;
 
 fn log_of(dir: &Path) -> Objects {
@@ -62,20 +62,7 @@ async fn objects_are_records_of_a_private_log_read_back_whole() {
 async fn writers_share_writes_and_a_conditional_replace_is_won_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(open(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap());
-    let Claimed::Yes(first) = store.put_if_absent("k", b"old").await.unwrap() else {
-        panic!("k was free");
-    };
-    let puts: Vec<_> = (0..16)
-        .map(|n| {
-            let store = store.clone();
-            tokio::spawn(async move { store.put(&format!("n{n}"), b"x").await.unwrap() })
-        })
-        .collect();
-    one_of_sixteen_replaces(store.clone(), &first).await;
-    for put in puts {
-        put.await.unwrap();
-    }
-    assert_eq!(store.list().unwrap().len(), 17);
+    writers_share_commits(store).await;
     assert_eq!(log_of(dir.path()).len(), 17);
 }
 
