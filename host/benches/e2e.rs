@@ -57,7 +57,8 @@
 //!
 //! A last table splits the host's CPU by thread (`/proc/PID/task/*/schedstat`, grouped by
 //! thread name): the tokio workers (polls, answers, the SDK, the guests), the log writer
-//! and the epoch clock.
+//! and the epoch clock. Each run's line also says how often each group was scheduled in
+//! per task (`schedstat`'s time slices): whose wake-ups the context switches are.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -162,6 +163,10 @@ struct Sample {
     /// Host only: CPU per task of each thread group in [`THREAD_GROUPS`], then the rest
     /// (main thread, threads that exited; ± the 10 ms tick of the process total).
     threads: Vec<f64>,
+    /// Times scheduled in per task (`schedstat`'s time slices, so what each group's
+    /// wake-ups cost in context switches), per [`THREAD_GROUPS`] entry, then the other
+    /// live threads.
+    slices: Vec<f64>,
 }
 
 /// Thread-name prefixes of the host's threads, as the last table names them.
@@ -271,8 +276,16 @@ fn main() {
                     let requests = sample.requests.map_or(String::new(), |(polls, answers)| {
                         format!(", {polls} polls and {answers} answers received")
                     });
+                    // Who is scheduled in, per task: the runtime, log writer, epoch
+                    // clock and other threads.
+                    let slices = sample
+                        .slices
+                        .iter()
+                        .map(|n| format!("{n:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(" / ");
                     println!(
-                        "{} | {mode} x{concurrency}: {:.1} µs per task, {:.2} context switches per task{requests}",
+                        "{} | {mode} x{concurrency}: {:.1} µs per task, {:.2} context switches per task (scheduled in by thread, runtime / log / epoch / other: {slices}){requests}",
                         target.name(),
                         sample.per_task * 1e6,
                         sample.switches
@@ -417,8 +430,12 @@ impl Bench {
             innermost(worker.id())
         };
         let busy = cpu_seconds(pid, self.ticks);
-        let mut threads = thread_seconds(pid);
+        let mut threads: Vec<f64> = per_thread_group(pid, 0)[..THREAD_GROUPS.len()]
+            .iter()
+            .map(|nanos| nanos / 1e9)
+            .collect();
         threads.push(busy - threads.iter().sum::<f64>());
+        let slices = per_thread_group(pid, 2);
         let idle = (target == Target::LocalStack).then(|| {
             let idle_start = cpu_seconds(pid, self.ticks);
             std::thread::sleep(IDLE);
@@ -447,6 +464,7 @@ impl Bench {
             idle,
             requests,
             threads: threads.iter().map(|s| s / tasks as f64).collect(),
+            slices: slices.iter().map(|n| n / tasks as f64).collect(),
         }
     }
 }
@@ -798,11 +816,12 @@ fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
     (utime + stime) / ticks
 }
 
-/// CPU seconds of the live threads of `pid`, summed per [`THREAD_GROUPS`] entry, from
-/// each thread's `schedstat` (nanoseconds: per-thread `stat` ticks would lose up to
-/// 20 ms per thread to rounding, more than a small group's whole share).
-fn thread_seconds(pid: u32) -> Vec<f64> {
-    let mut groups = vec![0.0; THREAD_GROUPS.len()];
+/// Field `field` of the live threads' `schedstat` of `pid`, summed per [`THREAD_GROUPS`]
+/// entry, then for the other threads: 0 is nanoseconds on a CPU (per-thread `stat`
+/// ticks would lose up to 20 ms per thread to rounding, more than a small group's whole
+/// share), 2 the time slices run (times scheduled in).
+fn per_thread_group(pid: u32, field: usize) -> Vec<f64> {
+    let mut groups = vec![0.0; THREAD_GROUPS.len() + 1];
     let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return groups;
     };
@@ -814,18 +833,16 @@ fn thread_seconds(pid: u32) -> Vec<f64> {
             continue;
         };
         let name = name.trim_end();
-        let nanos: f64 = schedstat
+        let value: f64 = schedstat
             .split_whitespace()
-            .next()
-            .and_then(|ns| ns.parse().ok())
+            .nth(field)
+            .and_then(|n| n.parse().ok())
             .unwrap_or(0.0);
-        let cpu = nanos / 1e9;
-        if let Some(group) = THREAD_GROUPS
+        let group = THREAD_GROUPS
             .iter()
             .position(|(prefix, _)| name.starts_with(prefix))
-        {
-            groups[group] += cpu;
-        }
+            .unwrap_or(THREAD_GROUPS.len());
+        groups[group] += value;
     }
     groups
 }
