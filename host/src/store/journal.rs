@@ -364,28 +364,8 @@ mod tests {
         let folder = dir.path().join("store");
         let store = open(&folder, Durability::PowerLoss, Legacy::Leave).unwrap();
         let version = super::super::contract::writes_whole_and_claims(&store).await;
-        assert_eq!(
-            store
-                .put_if_match("b", b"y", &Version("other".into()))
-                .await
-                .unwrap(),
-            Claimed::AlreadyTaken
-        );
-        assert!(matches!(
-            store.put_if_match("b", b"y", &version).await.unwrap(),
-            Claimed::Yes(_)
-        ));
-        store.delete("a").await.unwrap();
-        store.delete("a").await.unwrap();
-        store.delete_later("b");
-        assert_eq!(
-            store.list().unwrap(),
-            Vec::new(),
-            "a later list sees the delete"
-        );
-        store.put("c", b"x").await.unwrap();
-        store.delete_later("c");
-        store.flush().await.unwrap();
+        super::super::contract::replaces_only_the_version_read(&store, &version).await;
+        super::super::contract::deletes_ride_and_a_flush_commits_them(&store).await;
         let other = Connection::open(folder.join(DATABASE)).unwrap();
         let rows: i64 = other
             .query_row("SELECT count(*) FROM objects", [], |row| row.get(0))

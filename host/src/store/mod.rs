@@ -232,6 +232,39 @@ mod contract {
         version
     }
 
+    /// A conditional replace of `b` (holding `version`, as [`writes_whole_and_claims`]
+    /// left it) names the version it replaces: another is refused, `version` is taken.
+    pub(super) async fn replaces_only_the_version_read(store: &dyn Store, version: &Version) {
+        assert_eq!(
+            store
+                .put_if_match("b", b"y", &Version("other".into()))
+                .await
+                .unwrap(),
+            Claimed::AlreadyTaken
+        );
+        assert!(matches!(
+            store.put_if_match("b", b"y", version).await.unwrap(),
+            Claimed::Yes(_)
+        ));
+    }
+
+    /// On a group-committed store holding `a` and `b`: a delete of what is gone is no
+    /// error, a later list sees a detached delete, and a flush commits the detached
+    /// deletes waiting for a write (the caller then looks at the file).
+    pub(super) async fn deletes_ride_and_a_flush_commits_them(store: &super::GroupCommitStore) {
+        store.delete("a").await.unwrap();
+        store.delete("a").await.unwrap();
+        store.delete_later("b");
+        assert_eq!(
+            store.list().unwrap(),
+            Vec::new(),
+            "a later list sees the delete"
+        );
+        store.put("c", b"x").await.unwrap();
+        store.delete_later("c");
+        store.flush().await.unwrap();
+    }
+
     /// Sixteen plain writes beside sixteen writers racing to replace one version (on an
     /// empty group-committed store): each gets its own answer, one replace wins, and all
     /// seventeen objects are there.

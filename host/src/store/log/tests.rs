@@ -2,7 +2,10 @@ use std::sync::Arc;
 
 use super::*;
 use crate::store::Store;
-use crate::store::contract::{writers_share_commits, writes_whole_and_claims};
+use crate::store::contract::{
+    deletes_ride_and_a_flush_commits_them, replaces_only_the_version_read, writers_share_commits,
+    writes_whole_and_claims,
+};
 use crate::store::group::DETACHED_WAIT;
 
 fn log_of(dir: &Path) -> Objects {
@@ -15,33 +18,13 @@ async fn objects_are_records_of_a_private_log_read_back_whole() {
     let folder = dir.path().join("store");
     let store = open(&folder, Durability::PowerLoss, Legacy::Leave).unwrap();
     let version = writes_whole_and_claims(&store).await;
-    assert_eq!(
-        store
-            .put_if_match("b", b"y", &Version("other".into()))
-            .await
-            .unwrap(),
-        Claimed::AlreadyTaken
-    );
-    assert!(matches!(
-        store.put_if_match("b", b"y", &version).await.unwrap(),
-        Claimed::Yes(_)
-    ));
+    replaces_only_the_version_read(&store, &version).await;
     assert_eq!(
         log_of(&folder),
         [("a".into(), b"two".to_vec()), ("b".into(), b"y".to_vec())],
         "what a write returned from is in the file"
     );
-    store.delete("a").await.unwrap();
-    store.delete("a").await.unwrap();
-    store.delete_later("b");
-    assert_eq!(
-        store.list().unwrap(),
-        Vec::new(),
-        "a later list sees the delete"
-    );
-    store.put("c", b"x").await.unwrap();
-    store.delete_later("c");
-    store.flush().await.unwrap();
+    deletes_ride_and_a_flush_commits_them(&store).await;
     assert_eq!(
         log_of(&folder),
         Vec::new(),
