@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """CPU and wall time per durable write on this machine's disk (BENCHMARKS.md, issue 37):
 a file per record renamed into place with two fsyncs (the folder stores' way), the same
-without fsync, an append + fdatasync to one file (a log's way), an append alone, and a
+without fsync, an append + fdatasync to one file (a log's way), an append alone, a write
++ fdatasync into a log whose blocks exist beforehand (pre-zeroed, fallocate'd), and a
 transaction of the journal's (`host/src/store/journal.rs`: SQLite in WAL mode, one row
 written and the previous one deleted per commit) with `synchronous` FULL (power-loss)
 and NORMAL (process-crash), each with SQLite's default locking and with
@@ -56,6 +57,17 @@ def main():
         measure("file + rename", lambda i: file_renamed(i, False))
         measure("append + fdatasync", lambda i: (os.write(log, record), os.fdatasync(log)))
         measure("append", lambda i: os.write(log, record))
+        # A log whose blocks exist before it is written (no size change for fdatasync to
+        # journal): pre-zeroed, and fallocate'd.
+        for how in ("pre-zeroed", "fallocate'd"):
+            pre = os.open(f"{d}/{how}", os.O_RDWR | os.O_CREAT, 0o600)
+            if how == "pre-zeroed":
+                os.write(pre, b"\0" * (N * len(record)))
+            else:
+                os.posix_fallocate(pre, 0, N * len(record))
+            os.fsync(pre)
+            measure(f"write into a {how} log + fdatasync",
+                    lambda i, pre=pre: (os.pwrite(pre, record, i * len(record)), os.fdatasync(pre)))
         for synchronous, durability in (("FULL", "power-loss"), ("NORMAL", "process-crash")):
             for exclusive in (False, True):
                 db = sqlite3.connect(f"{d}/{synchronous}-{exclusive}.sqlite", isolation_level=None)
