@@ -284,8 +284,14 @@ fn main() {
                         .map(|n| format!("{n:.2}"))
                         .collect::<Vec<_>>()
                         .join(" / ");
+                    let cpu = sample
+                        .threads
+                        .iter()
+                        .map(|s| format!("{:.0}", s * 1e6))
+                        .collect::<Vec<_>>()
+                        .join(" / ");
                     println!(
-                        "{} | {mode} x{concurrency}: {:.1} µs per task, {:.2} context switches per task (scheduled in by thread, runtime / log / epoch / other: {slices}){requests}",
+                        "{} | {mode} x{concurrency}: {:.1} µs per task (by thread, runtime / log / epoch / other: {cpu}), {:.2} context switches per task (scheduled in by thread: {slices}){requests}",
                         target.name(),
                         sample.per_task * 1e6,
                         sample.switches
@@ -326,7 +332,7 @@ impl Bench {
                     self.runtime.block_on(setup(client, mode))
                 };
                 self.runtime
-                    .block_on(start_executions(client, &state_machine));
+                    .block_on(start_executions(client, &state_machine, tasks));
                 machine = Some(state_machine);
                 (endpoint.clone(), activity)
             }
@@ -420,7 +426,8 @@ impl Bench {
                 }
             }
             (None, Some(machine), Some((_, client))) => {
-                self.runtime.block_on(wait_all_succeeded(client, machine));
+                self.runtime
+                    .block_on(wait_all_succeeded(client, machine, tasks));
             }
             _ => unreachable!("a run has a stand-in or a state machine"),
         }
@@ -752,8 +759,8 @@ async fn setup_callback(client: &Client, endpoint: &str) -> (String, String) {
     (queue, machine)
 }
 
-async fn start_executions(client: &Client, machine: &str) {
-    for i in 0..TASKS {
+async fn start_executions(client: &Client, machine: &str, tasks: usize) {
+    for i in 0..tasks {
         client
             .start_execution()
             .state_machine_arn(machine)
@@ -764,7 +771,7 @@ async fn start_executions(client: &Client, machine: &str) {
     }
 }
 
-async fn wait_all_succeeded(client: &Client, machine: &str) {
+async fn wait_all_succeeded(client: &Client, machine: &str, tasks: usize) {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let mut succeeded = 0;
@@ -777,12 +784,12 @@ async fn wait_all_succeeded(client: &Client, machine: &str) {
         while let Some(page) = pages.next().await {
             succeeded += page.unwrap().executions.len();
         }
-        if succeeded == TASKS {
+        if succeeded == tasks {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "only {succeeded} of {TASKS} executions succeeded"
+            "only {succeeded} of {tasks} executions succeeded"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

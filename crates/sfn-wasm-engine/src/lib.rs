@@ -41,7 +41,7 @@ pub use capability::{
     Capabilities, Capability, Checkpoints, InstanceBuilder, OutboundHooks, TaskInfo,
 };
 pub use digest::{Digest, extend_hex, sha256_hex};
-pub use epoch::{EpochTicker, Running, TICK};
+pub use epoch::{EpochTicker, Paused, Running, TICK};
 pub use handler::{CacheStatus, Handler, LoadError, LoadedHandler, WorldVersion};
 pub use limits::MemoryLimiter;
 pub use stdio::{GuestOutput, MAX_LINE_BYTES, MAX_LOGGED_BYTES, Stream};

@@ -244,7 +244,9 @@ pub(super) async fn run(
                 return finish(&sink, Some(failure), started, Usage::default());
             }
         };
-    let toolkit = Toolkit::new(sink.clone(), checkpoints);
+    // The guest counts as running (the epoch clock ticks for it) from here to the end of
+    // its `handle`, but for the toolkit calls it waits in.
+    let toolkit = Toolkit::new(sink.clone(), checkpoints).with_running(engine.running());
     let mut table = ResourceTable::new();
     table.set_max_capacity(MAX_RESOURCES);
     let memory_bytes = usize::try_from(request.limits.memory_bytes).unwrap_or(usize::MAX);
@@ -256,7 +258,6 @@ pub(super) async fn run(
         http: http_ctx(),
         outbound,
     };
-    let _ticking = engine.running();
     let mut store = Store::new(engine.wasmtime(), state);
     store.limiter(|state| &mut state.limiter);
 

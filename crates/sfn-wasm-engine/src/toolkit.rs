@@ -17,6 +17,7 @@ use crate::bindings::sfn::activity::toolkit::Host;
 use crate::bindings::sfn::activity::types::ToolkitError;
 use crate::bindings::v0_1;
 use crate::capability::Checkpoints;
+use crate::epoch::{Paused, Running};
 use crate::outcome::{Answer, AnswerError, HostFailure, MAX_OUTPUT_BYTES};
 use v0_1::sfn::activity::types::ToolkitError as ToolkitErrorV0_1;
 
@@ -67,6 +68,9 @@ pub struct Toolkit {
     /// The task's checkpoint as last read or saved, once known: a guest that asks again
     /// (or after its own `checkpoint`) costs no store call.
     last: Option<Option<String>>,
+    /// The task's hold on the epoch clock, paused while a call waits (see
+    /// [`Running::pause`]); `None` outside a running task (tests).
+    running: Option<Running>,
 }
 
 impl Toolkit {
@@ -78,7 +82,19 @@ impl Toolkit {
             checkpoints,
             saved: (0, 0),
             last: None,
+            running: None,
         }
+    }
+
+    /// Holds the epoch clock for the task's guest, paused while a toolkit call waits.
+    pub(crate) fn with_running(mut self, running: Running) -> Self {
+        self.running = Some(running);
+        self
+    }
+
+    /// Marks the guest as waiting in a host call (no guest code runs) until dropped.
+    fn waiting(&self) -> Option<Paused<'_>> {
+        self.running.as_ref().map(Running::pause)
     }
 }
 
@@ -109,6 +125,7 @@ impl Host for Toolkit {
         if !self.sink.answered() {
             validate_output(&output)?;
         }
+        let _waiting = self.waiting();
         self.sink
             .answer(Answer::Success { output })
             .await
@@ -116,6 +133,7 @@ impl Host for Toolkit {
     }
 
     async fn failure(&mut self, error: String, cause: String) -> Result<(), ToolkitError> {
+        let _waiting = self.waiting();
         self.sink
             .answer(Answer::failure(error, cause))
             .await
@@ -123,6 +141,7 @@ impl Host for Toolkit {
     }
 
     async fn heartbeat(&mut self) -> Result<(), ToolkitError> {
+        let _waiting = self.waiting();
         self.sink.heartbeat().await.map_err(to_toolkit)
     }
 
@@ -149,7 +168,10 @@ impl Host for Toolkit {
             )));
         }
         self.saved = (count + 1, bytes + data.len() as u64);
-        match checkpoints.save(&data).await {
+        let waiting = self.running.as_ref().map(Running::pause);
+        let saved = checkpoints.save(&data).await;
+        drop(waiting);
+        match saved {
             Ok(()) => {
                 self.last = Some(Some(data));
                 Ok(())
@@ -165,7 +187,10 @@ impl Host for Toolkit {
             return last.clone();
         }
         let checkpoints = self.checkpoints.as_ref()?;
-        match checkpoints.load().await {
+        let waiting = self.waiting();
+        let loaded = checkpoints.load().await;
+        drop(waiting);
+        match loaded {
             Ok(last) => {
                 self.last = Some(last.clone());
                 last
