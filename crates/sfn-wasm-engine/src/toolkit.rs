@@ -168,7 +168,7 @@ impl Host for Toolkit {
             )));
         }
         self.saved = (count + 1, bytes + data.len() as u64);
-        let waiting = self.running.as_ref().map(Running::pause);
+        let waiting = self.waiting();
         let saved = checkpoints.save(&data).await;
         drop(waiting);
         match saved {

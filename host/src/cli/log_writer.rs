@@ -17,7 +17,8 @@ use std::time::Duration;
 /// How long the writer gathers lines before it writes them out: the most a line waits.
 /// Each batch costs the thread two wake-ups (the first line's, the end of the gathering);
 /// at 10 ms, tasks a few tens of milliseconds apart (against LocalStack) spread their
-/// lines over 2–3 batches each, 4.6–4.8 wake-ups a task, and at 50 ms about one a task.
+/// lines over 2–3 batches each, 4.1–4.8 wake-ups a task; at 50 ms, 2.6–3.4 (the e2e
+/// bench's thread columns, `BENCHMARKS.md`).
 pub const BATCH: Duration = Duration::from_millis(50);
 /// The most bytes held for a slow reader; lines past it are dropped (and counted).
 pub const MAX_BUFFERED_BYTES: usize = 16 << 20;
