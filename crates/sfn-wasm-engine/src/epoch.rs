@@ -58,7 +58,7 @@ impl Shared {
     }
 
     /// A guest starts (or goes back to) running guest code.
-    fn start(&self) {
+    fn guest_started(&self) {
         let mut state = self.lock();
         if state.running == 0 {
             state.progress = Some(Instant::now());
@@ -71,7 +71,7 @@ impl Shared {
     }
 
     /// A guest stops running guest code (it ended, or waits in a host call).
-    fn stop(&self) {
+    fn guest_stopped(&self) {
         let mut state = self.lock();
         state.running -= 1;
     }
@@ -134,7 +134,7 @@ impl EpochTicker {
 
     /// Marks a guest as running until the guard is dropped.
     pub fn running(&self) -> Running {
-        self.shared.start();
+        self.shared.guest_started();
         Running {
             shared: self.shared.clone(),
         }
@@ -145,7 +145,7 @@ impl Running {
     /// Marks the guest as not running guest code until the returned guard is dropped:
     /// for a host call that waits (on the network, a store), where no tick is needed.
     pub fn pause(&self) -> Paused<'_> {
-        self.shared.stop();
+        self.shared.guest_stopped();
         Paused {
             shared: &self.shared,
         }
@@ -168,13 +168,13 @@ impl EpochTicker {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.shared.stop();
+        self.shared.guest_stopped();
     }
 }
 
 impl Drop for Paused<'_> {
     fn drop(&mut self) {
-        self.shared.start();
+        self.shared.guest_started();
     }
 }
 
