@@ -7,7 +7,7 @@
 //! slice. The clock is a thread rather than a tokio task so that a runtime kept busy by
 //! guests cannot delay it.
 //!
-//! What it costs is its wake-ups (on a 2-core VM about 25 µs of CPU each, the e2e
+//! What it costs is its wake-ups (on a 2-core VM 14–24 µs of CPU each, the e2e
 //! bench's thread table), so it wakes only while guests need it:
 //! - A guest counts as running while a [`Running`] guard exists and is not
 //!   [`paused`](Running::pause): a guest waiting in a host call (its answer on the wire,

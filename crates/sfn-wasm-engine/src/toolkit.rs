@@ -334,4 +334,82 @@ mod tests {
         let last = format!("{}", MAX_CHECKPOINTS_PER_TASK - 1);
         assert_eq!(toolkit.last_checkpoint().await, Some(last));
     }
+
+    /// Whether the guest counted as running guest code (for the epoch clock) at each
+    /// call it received: answers, heartbeats, checkpoint saves and loads.
+    struct Observing {
+        ticker: Arc<crate::epoch::EpochTicker>,
+        running: Mutex<Vec<bool>>,
+    }
+
+    impl Observing {
+        fn seen(&self) {
+            // `stalled(0)`: a guest counts as running and the clock has not ticked
+            // within no time at all, i.e. a guest counts as running.
+            let running = self.ticker.stalled(std::time::Duration::ZERO);
+            self.running.lock().unwrap().push(running);
+        }
+    }
+
+    #[async_trait]
+    impl AnswerSink for Observing {
+        fn answered(&self) -> bool {
+            false
+        }
+        async fn answer(&self, _answer: Answer) -> Result<(), AnswerError> {
+            self.seen();
+            Ok(())
+        }
+        async fn heartbeat(&self) -> Result<(), AnswerError> {
+            self.seen();
+            Ok(())
+        }
+        fn cancelled(&self) -> bool {
+            false
+        }
+        fn host_failure(&self, _failure: &HostFailure) {}
+    }
+
+    #[async_trait]
+    impl Checkpoints for Observing {
+        async fn save(&self, _data: &str) -> Result<(), String> {
+            self.seen();
+            Ok(())
+        }
+        async fn load(&self) -> Result<Option<String>, String> {
+            self.seen();
+            Ok(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_guest_waiting_in_a_toolkit_call_does_not_keep_the_epoch_clock_ticking() {
+        let ticker =
+            Arc::new(crate::epoch::EpochTicker::start(wasmtime::Engine::default()).unwrap());
+        let calls = Arc::new(Observing {
+            ticker: ticker.clone(),
+            running: Mutex::new(Vec::new()),
+        });
+        let mut toolkit =
+            Toolkit::new(calls.clone(), Some(calls.clone())).with_running(ticker.running());
+        assert!(
+            ticker.stalled(std::time::Duration::ZERO),
+            "the guest counts as running"
+        );
+        toolkit.last_checkpoint().await;
+        toolkit.checkpoint("{}".into()).await.unwrap();
+        toolkit.heartbeat().await.unwrap();
+        toolkit.success("{}".into()).await.unwrap();
+        toolkit.failure("E".into(), "c".into()).await.unwrap();
+        assert_eq!(*calls.running.lock().unwrap(), [false; 5]);
+        assert!(
+            ticker.stalled(std::time::Duration::ZERO),
+            "and again once each call returned"
+        );
+        drop(toolkit);
+        assert!(
+            !ticker.stalled(std::time::Duration::ZERO),
+            "not once it ended"
+        );
+    }
 }
