@@ -170,8 +170,12 @@ struct Sample {
 }
 
 /// Thread-name prefixes of the host's threads, as the last table names them.
-const THREAD_GROUPS: [(&str, &str); 3] = [
-    ("tokio-rt-worker", "runtime (polls, answers, guests)"),
+const THREAD_GROUPS: [(&str, &str); 4] = [
+    ("tokio-rt-worker", "runtime (polls, answers, quick guests)"),
+    (
+        sfn_wasm_host::engine::GUEST_THREAD_NAME,
+        "guest threads (guests that compute)",
+    ),
     ("sfn-wasm-log", "log writer"),
     ("sfn-wasm-epoch", "epoch clock"),
 ];
@@ -291,7 +295,7 @@ fn main() {
                         .collect::<Vec<_>>()
                         .join(" / ");
                     println!(
-                        "{} | {mode} x{concurrency}: {:.1} µs per task (by thread, runtime / log / epoch / other: {cpu}), {:.2} context switches per task (scheduled in by thread: {slices}){requests}",
+                        "{} | {mode} x{concurrency}: {:.1} µs per task (by thread, runtime / guest / log / epoch / other: {cpu}), {:.2} context switches per task (scheduled in by thread: {slices}){requests}",
                         target.name(),
                         sample.per_task * 1e6,
                         sample.switches

@@ -108,6 +108,7 @@ pub const INSTANCE_ALLOCATION: &str = "SFN_WASM_HOST_INSTANCE_ALLOCATION";
 /// When the task slots are more than one engine can hold.
 pub fn engine(config: &Config) -> Result<WasmEngine, LoadingError> {
     let mut sized = EngineConfig::sized(config.total_task_slots(), config.max_memory_bytes());
+    sized.guest_threads = config.guest_threads();
     sized.pooling = std::env::var_os(INSTANCE_ALLOCATION).is_none_or(|value| value != "on-demand");
     if !sized.pooling {
         tracing::warn!(

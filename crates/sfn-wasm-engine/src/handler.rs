@@ -370,11 +370,7 @@ impl Handler {
         request: TaskRequest,
         sink: impl AnswerSink,
     ) -> TaskReport {
-        crate::task::run(self.pre(), engine, request, sink).await
-    }
-
-    pub(super) fn pre(&self) -> &HandlerPre {
-        &self.pre
+        engine.run_task(self.pre.clone(), request, sink).await
     }
 }
 

@@ -25,6 +25,7 @@ pub mod control;
 mod cpu;
 mod digest;
 mod epoch;
+mod guest_threads;
 mod handler;
 pub mod host_folder;
 mod limits;
@@ -32,6 +33,9 @@ pub mod outcome;
 mod stdio;
 mod task;
 mod toolkit;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -42,6 +46,7 @@ pub use capability::{
 };
 pub use digest::{Digest, extend_hex, sha256_hex};
 pub use epoch::{EpochTicker, Paused, Running, TICK};
+pub use guest_threads::THREAD_NAME as GUEST_THREAD_NAME;
 pub use handler::{CacheStatus, Handler, LoadError, LoadedHandler, WorldVersion};
 pub use limits::MemoryLimiter;
 pub use stdio::{GuestOutput, MAX_LINE_BYTES, MAX_LOGGED_BYTES, Stream};
@@ -54,6 +59,7 @@ pub use toolkit::{
 /// Re-exported: a [`TaskRequest`] carries one.
 pub use crate::control::TaskControl;
 
+use guest_threads::GuestThreads;
 use task::TaskState;
 
 /// How to size the engine. One engine serves every handler of the process.
@@ -75,6 +81,10 @@ pub struct EngineConfig {
     /// guest touched them or not. Ignored where the kernel lacks it. Benchmarks turn it
     /// off to compare.
     pub scan_dirty_pages: bool,
+    /// Threads for the guests that compute: a guest still running at an epoch tick
+    /// moves to them for the rest of its task (`0`: every guest stays on the thread its
+    /// task runs on). See [`GUEST_THREAD_NAME`].
+    pub guest_threads: usize,
 }
 
 impl Default for EngineConfig {
@@ -85,6 +95,7 @@ impl Default for EngineConfig {
             pooling: true,
             keep_resident_bytes: None,
             scan_dirty_pages: true,
+            guest_threads: 0,
         }
     }
 }
@@ -165,6 +176,8 @@ pub struct WasmEngine {
     /// The most linear memories one task's instance may have: every task slot must be
     /// able to run at once.
     memories_per_task: u32,
+    /// Where guests that compute past a tick go.
+    guests: GuestThreads,
 }
 
 impl WasmEngine {
@@ -228,6 +241,7 @@ impl WasmEngine {
             http_linker,
             ticker,
             memories_per_task,
+            guests: GuestThreads::new(config.guest_threads),
         })
     }
 
@@ -245,6 +259,26 @@ impl WasmEngine {
     /// Keeps the epoch clock ticking while the guard lives; held by each running task.
     pub(crate) fn running(&self) -> Running {
         self.ticker.running()
+    }
+
+    /// Runs one task of `pre` (see [`Handler::run`]): where the caller runs, until its
+    /// guest computes past a tick, then on the guest threads.
+    pub(crate) async fn run_task(
+        &self,
+        pre: task::HandlerPre,
+        request: TaskRequest,
+        sink: impl AnswerSink,
+    ) -> TaskReport {
+        let sliced = Arc::new(AtomicBool::new(false));
+        let task = task::run(
+            pre,
+            self.engine.clone(),
+            self.running(),
+            sliced.clone(),
+            request,
+            Arc::new(sink),
+        );
+        self.guests.run(sliced, task).await
     }
 
     /// Whether tasks run and the epoch clock has not ticked for `max` (see

@@ -2,14 +2,15 @@
 //! host's answer when the guest did not give one.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::WasmEngine;
+use crate::Running;
 use crate::bindings::{v0_1, v0_2};
 use crate::budget::LineBudget;
 use crate::capability::{Capabilities, InstanceBuilder, NoOutbound, OutboundHooks, TaskInfo};
@@ -212,15 +213,19 @@ impl HandlerPre {
     }
 }
 
-/// Runs one task of the handler `pre` in a fresh instance (see `Handler::run`).
+/// Runs one task of the handler `pre` in a fresh instance of `engine` (see
+/// `Handler::run`), the guest counted as `running` for the epoch clock. `sliced` is set
+/// the first time the guest is still running at a tick. Owns all it uses, so that it can
+/// move to the guest threads (`guest_threads`).
 pub(super) async fn run(
-    pre: &HandlerPre,
-    engine: &WasmEngine,
+    pre: HandlerPre,
+    engine: Engine,
+    running: Running,
+    sliced: Arc<AtomicBool>,
     request: TaskRequest,
-    sink: impl AnswerSink,
+    sink: Arc<dyn AnswerSink>,
 ) -> TaskReport {
     let started = Instant::now();
-    let sink: Arc<dyn AnswerSink> = Arc::new(sink);
 
     if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(&request.input) {
         let failure = HostFailure::InvalidInput(format!("the task input is not JSON: {err}"));
@@ -246,7 +251,7 @@ pub(super) async fn run(
         };
     // The guest counts as running (the epoch clock ticks for it) from here to the end of
     // its `handle`, but for the toolkit calls it waits in.
-    let toolkit = Toolkit::new(sink.clone(), checkpoints).with_running(engine.running());
+    let toolkit = Toolkit::new(sink.clone(), checkpoints).with_running(running);
     let mut table = ResourceTable::new();
     table.set_max_capacity(MAX_RESOURCES);
     let memory_bytes = usize::try_from(request.limits.memory_bytes).unwrap_or(usize::MAX);
@@ -258,11 +263,11 @@ pub(super) async fn run(
         http: http_ctx(),
         outbound,
     };
-    let mut store = Store::new(engine.wasmtime(), state);
+    let mut store = Store::new(&engine, state);
     store.limiter(|state| &mut state.limiter);
 
     let deadline = started + request.limits.timeout;
-    interrupt_at_ticks(&mut store, request.control.abort.clone(), deadline);
+    interrupt_at_ticks(&mut store, request.control.abort.clone(), deadline, sliced);
 
     let task = v0_2::sfn::activity::types::Task {
         input: request.input,
@@ -310,6 +315,7 @@ fn interrupt_at_ticks(
     store: &mut Store<TaskState>,
     abort: tokio_util::sync::CancellationToken,
     deadline: Instant,
+    sliced: Arc<AtomicBool>,
 ) {
     store.epoch_deadline_callback(move |_| {
         if abort.is_cancelled() {
@@ -317,6 +323,8 @@ fn interrupt_at_ticks(
         } else if Instant::now() >= deadline {
             Err(Interrupt::Timeout.into())
         } else {
+            // A guest that computes: it moves to the guest threads as it yields.
+            sliced.store(true, Ordering::Relaxed);
             Ok(UpdateDeadline::YieldCustom(1, Box::pin(end_of_slice())))
         }
     });

@@ -44,6 +44,7 @@ pub(super) struct RawHost {
     pub admin_token_file: Option<PathBuf>,
     pub otel: Option<RawOtel>,
     pub runtime_threads: Option<u32>,
+    pub guest_threads: Option<u32>,
 }
 
 /// The `[host]` table, resolved.
@@ -76,6 +77,10 @@ pub struct HostConfig {
     /// but never more than the tasks that can run at once (see
     /// [`Config::runtime_threads`](super::Config::runtime_threads)).
     pub runtime_threads: Option<u32>,
+    /// `guest_threads`: the threads guests that compute move to, as written (`0`: none);
+    /// `None`: one per core when more than one task can run at once (see
+    /// [`Config::guest_threads`](super::Config::guest_threads)).
+    pub guest_threads: Option<u32>,
 }
 
 impl HostConfig {
@@ -115,6 +120,10 @@ impl HostConfig {
             .runtime_threads
             .map(|n| within(n, 1..=1024).map_err(at("runtime_threads")))
             .transpose()?;
+        let guest_threads = raw
+            .guest_threads
+            .map(|n| within(n, 0..=1024).map_err(at("guest_threads")))
+            .transpose()?;
         Ok(Self {
             worker_prefix,
             shutdown_grace,
@@ -126,6 +135,7 @@ impl HostConfig {
             admin,
             otel,
             runtime_threads,
+            guest_threads,
         })
     }
 }

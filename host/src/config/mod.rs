@@ -235,18 +235,33 @@ impl Config {
             .fold(0, u32::saturating_add)
     }
 
-    /// The async runtime's threads: `[host] runtime_threads`, else one per core but never
-    /// more than [`total_task_slots`](Self::total_task_slots). Everything but a guest's
-    /// own computing is I/O, which one thread keeps up with; a thread that no task can
-    /// use only parks, and every timer or socket the busy one arms then wakes it (an
-    /// `eventfd` write, a context switch each way): measured in the e2e bench, one task
-    /// slot on two threads costs ~110 µs of CPU per task more than on one.
+    /// The async runtime's threads: `[host] runtime_threads`, else one when guests that
+    /// compute have threads of their own ([`guest_threads`](Self::guest_threads)), else
+    /// one per core but never more than [`total_task_slots`](Self::total_task_slots).
+    /// Everything but a guest's own computing is I/O, which one thread keeps up with; a
+    /// second thread that has no work only parks, and every task or timer the busy one
+    /// wakes may wake it to steal the work (an `eventfd` write, a context switch each
+    /// way): measured in the e2e bench, ~100 µs of CPU per task at 4 task slots on 2
+    /// cores.
     pub fn runtime_threads(&self) -> usize {
         if let Some(threads) = self.host.runtime_threads {
             return threads as usize;
         }
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        cores.min(self.total_task_slots() as usize).max(1)
+        if self.guest_threads() > 0 {
+            return 1;
+        }
+        cores().min(self.total_task_slots() as usize).max(1)
+    }
+
+    /// The threads a guest moves to once it computes past an epoch tick: `[host]
+    /// guest_threads`, else one per core when more than one task can run at once, else
+    /// none (a host of one task slot runs all on one thread).
+    pub fn guest_threads(&self) -> usize {
+        match self.host.guest_threads {
+            Some(threads) => threads as usize,
+            None if self.total_task_slots() > 1 => cores(),
+            None => 0,
+        }
     }
 
     /// The largest memory cap of any activity, in bytes.
@@ -257,6 +272,11 @@ impl Config {
             .max()
             .unwrap_or(0)
     }
+}
+
+/// The cores this process may run on.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// The absolute folder of the config `file`, which relative paths in it resolve against.

@@ -237,24 +237,38 @@ fn rollout_keys_parse_with_their_defaults() {
     assert_eq!(record.max_bytes, 100 << 20);
 }
 
-/// The runtime has a thread per core, but never more than the tasks that can run at
-/// once, unless `runtime_threads` says otherwise.
+/// Guests that compute get a thread per core of their own once more than one task can
+/// run at once, and the runtime (I/O) then one thread; without guest threads the runtime
+/// has a thread per core, but never more than the tasks that can run at once. The keys
+/// decide when set.
 #[test]
-fn runtime_threads_follow_the_task_slots_unless_set() {
+fn runtime_and_guest_threads_follow_the_task_slots_unless_set() {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let with = |host: &str, slots: u32| {
-        parse(&format!(
+        let config = parse(&format!(
             "[host]\n{host}\n[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\nmax_concurrent_tasks = {slots}\n"
         ))
-        .unwrap()
-        .runtime_threads()
+        .unwrap();
+        (config.runtime_threads(), config.guest_threads())
     };
-    assert_eq!(with("", 1), 1, "one task slot: one thread");
-    assert_eq!(with("", 64), cores.min(64));
+    assert_eq!(with("", 1), (1, 0), "one task slot: one thread for all");
+    assert_eq!(with("", 64), (1, cores), "guests that compute move off the I/O thread");
     assert_eq!(
-        with("runtime_threads = 3", 1),
-        3,
-        "the key decides when set"
+        with("guest_threads = 0", 64),
+        (cores.min(64), 0),
+        "without guest threads, a runtime thread per core"
+    );
+    assert_eq!(with("guest_threads = 0", 1), (1, 0));
+    assert_eq!(with("runtime_threads = 3", 1), (3, 0), "the key decides when set");
+    assert_eq!(with("runtime_threads = 2\nguest_threads = 3", 8), (2, 3));
+    assert!(
+        parse(&format!(
+            "[host]\nguest_threads = 2000\n[[activity]]\narn = \"{ARN}\"\nhandler = \"greet.wasm\"\n"
+        ))
+        .unwrap_err()
+        .to_string()
+        .contains("guest_threads"),
+        "out of range names the key"
     );
 }
 

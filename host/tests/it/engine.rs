@@ -10,8 +10,8 @@ use sfn_wasm_host::delivery::{
     AnswerState, Delivery, DeliveryEvent, DeliveryObserver, DeliveryOptions, Transport,
 };
 use sfn_wasm_host::engine::{
-    Capabilities, EngineConfig, Handler, LoadError, TaskControl, TaskLimits, TaskReport,
-    TaskRequest, WasmEngine,
+    Capabilities, EngineConfig, GUEST_THREAD_NAME, Handler, LoadError, TaskControl, TaskLimits,
+    TaskReport, TaskRequest, WasmEngine,
 };
 use sfn_wasm_host::outcome::{Answer, HostFailure};
 use sfn_wasm_host::sfn::SfnError;
@@ -31,6 +31,8 @@ enum Call {
 struct Recorder {
     calls: Mutex<Vec<Call>>,
     refuse: Option<SfnError>,
+    /// The name of the thread each answer was sent from.
+    threads: Mutex<Vec<String>>,
 }
 
 impl Recorder {
@@ -54,6 +56,8 @@ impl Recorder {
 #[async_trait]
 impl Transport for Recorder {
     async fn send(&self, answer: &Answer) -> Result<(), SfnError> {
+        let thread = std::thread::current().name().unwrap_or_default().to_owned();
+        self.threads.lock().unwrap().push(thread);
         self.record(match answer {
             Answer::Success { output } => Call::Success(output.clone()),
             Answer::Failure { error, .. } => Call::Failure(error.clone()),
@@ -192,6 +196,92 @@ async fn the_seed_scenarios_call_the_transport_as_expected() {
     assert!(
         matches!(&r.calls()[..], [Call::Errored(_), Call::Failure(name)] if name == "SfnWasmHost.Trap")
     );
+}
+
+/// A `pushy` task of `input` for an engine with guest threads.
+fn pushy_request(input: serde_json::Value) -> TaskRequest {
+    TaskRequest {
+        input: input.to_string(),
+        ..request("pushy", TaskControl::default())
+    }
+}
+
+/// A guest that computes past an epoch tick moves to the guest threads and answers from
+/// there; a guest that answers within its first tick stays on the task's thread (no
+/// hand-off). Fails if guests never move, or always do.
+#[tokio::test]
+async fn a_guest_that_computes_moves_to_the_guest_threads_and_a_quick_one_stays() {
+    let engine = WasmEngine::new(EngineConfig {
+        max_concurrent_tasks: 4,
+        max_memory_bytes: 64 << 20,
+        guest_threads: 1,
+        ..EngineConfig::default()
+    })
+    .expect("engine");
+    let pushy = Handler::load_file(&engine, &guest("pushy")).expect("pushy loads");
+    let here = std::thread::current().name().unwrap_or_default().to_owned();
+    assert_ne!(here, GUEST_THREAD_NAME);
+
+    // Each quick task starts a parked epoch clock, which ticks a whole tick later: only
+    // a machine that stalls the test's thread that long moves one.
+    let quick = Arc::new(Recorder::default());
+    for _ in 0..10 {
+        let (report, _) = run_with(
+            &pushy,
+            &engine,
+            pushy_request(json!({"push": "clock"})),
+            quick.clone(),
+        )
+        .await;
+        assert_eq!(report.error, None);
+    }
+    let threads = quick.threads.lock().unwrap().clone();
+    let stayed = threads.iter().filter(|name| **name == here).count();
+    assert!(stayed >= 8, "{threads:?}");
+
+    // 20 epoch ticks of computing: at least one tick finds it running.
+    let spinning = Arc::new(Recorder::default());
+    let (report, _) = run_with(
+        &pushy,
+        &engine,
+        pushy_request(json!({"push": "spin", "ms": 100})),
+        spinning.clone(),
+    )
+    .await;
+    assert_eq!(report.error, None);
+    assert_eq!(
+        *spinning.threads.lock().unwrap(),
+        [GUEST_THREAD_NAME.to_owned()]
+    );
+}
+
+/// A moved guest whose task's future is dropped (the host gave up on it) stops: it does
+/// not run on, unwatched, on the guest threads and answer later.
+#[tokio::test]
+async fn a_moved_guest_stops_when_its_task_is_dropped() {
+    let engine = WasmEngine::new(EngineConfig {
+        max_concurrent_tasks: 4,
+        max_memory_bytes: 64 << 20,
+        guest_threads: 1,
+        ..EngineConfig::default()
+    })
+    .expect("engine");
+    let pushy = Handler::load_file(&engine, &guest("pushy")).expect("pushy loads");
+    let recorder = Arc::new(Recorder::default());
+    let run = run_with(
+        &pushy,
+        &engine,
+        pushy_request(json!({"push": "spin", "ms": 400})),
+        recorder.clone(),
+    );
+    // Dropped while it computes (past its first ticks, so on the guest threads).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), run)
+            .await
+            .is_err()
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(recorder.calls(), [], "the dropped guest answered anyway");
 }
 
 #[tokio::test]
