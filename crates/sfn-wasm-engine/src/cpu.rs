@@ -10,18 +10,50 @@
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Runs `future` to completion, adding the thread CPU time spent in its polls to `spent`.
-pub async fn timed<F: Future>(future: F, spent: &mut Duration) -> F::Output {
+/// A task's CPU so far, shared by its future ([`timed`]) and its epoch callback, which
+/// asks how long the guest has been computing (see `guest_threads`).
+#[derive(Debug, Default)]
+pub(crate) struct CpuMeter {
+    /// The CPU of the polls that ended, in nanoseconds.
+    spent: AtomicU64,
+    /// The polling thread's CPU clock when the current poll began, in nanoseconds.
+    poll_began: AtomicU64,
+}
+
+impl CpuMeter {
+    /// The CPU of the task's polls so far.
+    pub(crate) fn spent(&self) -> Duration {
+        Duration::from_nanos(self.spent.load(Ordering::Relaxed))
+    }
+
+    /// Called from within a poll (the epoch callback): the CPU of this poll so far, and
+    /// of the whole task so far.
+    pub(crate) fn now(&self) -> (Duration, Duration) {
+        let this_poll = nanos(thread_cpu()).saturating_sub(self.poll_began.load(Ordering::Relaxed));
+        let this_poll = Duration::from_nanos(this_poll);
+        (this_poll, self.spent() + this_poll)
+    }
+}
+
+/// Runs `future` to completion, adding the thread CPU time spent in its polls to `meter`.
+pub(crate) async fn timed<F: Future>(future: F, meter: &CpuMeter) -> F::Output {
     let mut future = pin!(future);
     std::future::poll_fn(|cx| {
-        let before = thread_cpu();
+        let before = nanos(thread_cpu());
+        meter.poll_began.store(before, Ordering::Relaxed);
         let poll = future.as_mut().poll(cx);
-        *spent += thread_cpu().saturating_sub(before);
+        let spent = nanos(thread_cpu()).saturating_sub(before);
+        meter.spent.fetch_add(spent, Ordering::Relaxed);
         poll
     })
     .await
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The calling thread's CPU time (user + system).
@@ -50,7 +82,7 @@ mod tests {
 
     #[tokio::test]
     async fn counts_work_in_polls_and_not_waits() {
-        let mut spent = Duration::ZERO;
+        let meter = CpuMeter::default();
         timed(
             async {
                 // 50 ms of this thread's CPU, however long the machine makes it take.
@@ -60,9 +92,10 @@ mod tests {
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             },
-            &mut spent,
+            &meter,
         )
         .await;
+        let spent = meter.spent();
         // The 200 ms asleep must not count.
         assert!(
             spent >= Duration::from_millis(50) && spent < Duration::from_millis(150),

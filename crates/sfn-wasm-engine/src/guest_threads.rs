@@ -7,16 +7,16 @@
 //! slots on 2 cores, `BENCHMARKS.md`). But a guest that computes for milliseconds needs
 //! the other cores, and must not hold the thread the polls and heartbeats run on.
 //!
-//! So each task's guest starts where the task is (no hand-off for the guests that finish
-//! within their first epoch tick), and the first time it is still running at a tick (the
-//! epoch callback yields it: it has had a whole slice), its future moves to this pool's
-//! runtime, one thread per core, where it runs to its end beside the other guests that
-//! compute, still yielding at every tick. A move is one cross-thread hand-off, paid once,
-//! by a guest that has already run for up to a tick.
+//! So each task's guest starts where the task is (no hand-off for the guests that answer
+//! within their first epoch tick), and the first time a tick finds it computing (half a
+//! tick of CPU in one poll of its future, or two ticks' in all: `task.rs`), its future
+//! moves to this pool's runtime, one thread per core, where it runs to its end beside the
+//! other guests that compute, still yielding at every tick. A move is one cross-thread
+//! hand-off, paid once, by a guest that has already computed for milliseconds.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -26,10 +26,13 @@ use tokio::task::JoinHandle;
 /// The name of the pool's threads, as `ps -L` and `/proc/PID/task/*/comm` show them.
 pub const THREAD_NAME: &str = "sfn-wasm-guest";
 
-/// The runtime guests move to once they compute past a slice; started at the first move.
+/// The runtime guests move to once a tick finds them computing; started at the first
+/// move.
 pub(crate) struct GuestThreads {
     threads: usize,
     runtime: OnceLock<Option<Runtime>>,
+    /// Guests moved so far.
+    moved: AtomicU64,
 }
 
 impl GuestThreads {
@@ -38,7 +41,13 @@ impl GuestThreads {
         Self {
             threads,
             runtime: OnceLock::new(),
+            moved: AtomicU64::new(0),
         }
+    }
+
+    /// How many guests have moved to the pool's threads so far.
+    pub(crate) fn moved(&self) -> u64 {
+        self.moved.load(Ordering::Relaxed)
     }
 
     /// The pool's runtime, started now if this is the first move; `None` when there is
@@ -67,12 +76,12 @@ impl GuestThreads {
             .map(|runtime| runtime.handle().clone())
     }
 
-    /// Runs `task` here until `sliced` is set (by the epoch callback, when the guest was
-    /// still running at a tick) and the task waits, then on the pool's threads.
+    /// Runs `task` here until `computes` is set (by the epoch callback, when a tick found
+    /// the guest computing) and the task waits, then on the pool's threads.
     ///
     /// # Panics
     /// Resumes a panic of `task`'s on the caller's thread, as if it had stayed.
-    pub(crate) async fn run<F>(&self, sliced: Arc<AtomicBool>, task: F) -> F::Output
+    pub(crate) async fn run<F>(&self, computes: Arc<AtomicBool>, task: F) -> F::Output
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -82,7 +91,7 @@ impl GuestThreads {
         }
         let task = match (Here {
             task: Some(Box::pin(task)),
-            sliced,
+            computes,
         })
         .await
         {
@@ -92,6 +101,7 @@ impl GuestThreads {
         let Some(runtime) = self.handle() else {
             return task.await;
         };
+        self.moved.fetch_add(1, Ordering::Relaxed);
         let mut moved = Moved(runtime.spawn(task));
         match (&mut moved.0).await {
             Ok(output) => output,
@@ -118,10 +128,10 @@ impl Drop for GuestThreads {
 }
 
 /// Polls the task on the caller's thread: its output, or the task itself once it waits
-/// after a slice (`Err`), to be moved.
+/// after a tick found it computing (`Err`), to be moved.
 struct Here<T> {
     task: Option<Pin<Box<T>>>,
-    sliced: Arc<AtomicBool>,
+    computes: Arc<AtomicBool>,
 }
 
 impl<T: Future> Future for Here<T> {
@@ -133,7 +143,7 @@ impl<T: Future> Future for Here<T> {
         };
         match task.as_mut().poll(cx) {
             Poll::Ready(output) => Poll::Ready(Ok(output)),
-            Poll::Pending if self.sliced.load(Ordering::Relaxed) => Poll::Ready(Err(task)),
+            Poll::Pending if self.computes.load(Ordering::Relaxed) => Poll::Ready(Err(task)),
             Poll::Pending => {
                 self.task = Some(task);
                 Poll::Pending

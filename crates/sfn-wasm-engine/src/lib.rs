@@ -81,9 +81,10 @@ pub struct EngineConfig {
     /// guest touched them or not. Ignored where the kernel lacks it. Benchmarks turn it
     /// off to compare.
     pub scan_dirty_pages: bool,
-    /// Threads for the guests that compute: a guest still running at an epoch tick
-    /// moves to them for the rest of its task (`0`: every guest stays on the thread its
-    /// task runs on). See [`GUEST_THREAD_NAME`].
+    /// Threads for the guests that compute: a guest an epoch tick finds computing (half
+    /// a tick of CPU without a wait, or two ticks' in all) moves to them for the rest of
+    /// its task (`0`: every guest stays on the thread its task runs on). See
+    /// [`GUEST_THREAD_NAME`].
     pub guest_threads: usize,
 }
 
@@ -261,24 +262,30 @@ impl WasmEngine {
         self.ticker.running()
     }
 
-    /// Runs one task of `pre` (see [`Handler::run`]): where the caller runs, until its
-    /// guest computes past a tick, then on the guest threads.
+    /// How many guests have moved to the guest threads so far
+    /// ([`EngineConfig::guest_threads`]).
+    pub fn guests_moved(&self) -> u64 {
+        self.guests.moved()
+    }
+
+    /// Runs one task of `pre` (see [`Handler::run`]): where the caller runs, until an
+    /// epoch tick finds its guest computing, then on the guest threads.
     pub(crate) async fn run_task(
         &self,
         pre: task::HandlerPre,
         request: TaskRequest,
         sink: impl AnswerSink,
     ) -> TaskReport {
-        let sliced = Arc::new(AtomicBool::new(false));
+        let computes = Arc::new(AtomicBool::new(false));
         let task = task::run(
             pre,
             self.engine.clone(),
             self.running(),
-            sliced.clone(),
+            computes.clone(),
             request,
             Arc::new(sink),
         );
-        self.guests.run(sliced, task).await
+        self.guests.run(computes, task).await
     }
 
     /// Whether tasks run and the epoch clock has not ticked for `max` (see

@@ -10,12 +10,12 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::Running;
 use crate::bindings::{v0_1, v0_2};
 use crate::budget::LineBudget;
 use crate::capability::{Capabilities, InstanceBuilder, NoOutbound, OutboundHooks, TaskInfo};
 use crate::control::TaskControl;
-use crate::cpu;
+use crate::cpu::{self, CpuMeter};
+use crate::epoch::{Running, TICK};
 use crate::limits::MemoryLimiter;
 use crate::outcome::{HostFailure, MAX_CAUSE_LEN, truncate_utf16};
 use crate::stdio::{GuestOutput, Stream};
@@ -214,14 +214,14 @@ impl HandlerPre {
 }
 
 /// Runs one task of the handler `pre` in a fresh instance of `engine` (see
-/// `Handler::run`), the guest counted as `running` for the epoch clock. `sliced` is set
-/// the first time the guest is still running at a tick. Owns all it uses, so that it can
-/// move to the guest threads (`guest_threads`).
+/// `Handler::run`), the guest counted as `running` for the epoch clock. `computes` is set
+/// once an epoch tick finds the guest computing (see [`interrupt_at_ticks`]). Owns all it
+/// uses, so that it can move to the guest threads (`guest_threads`).
 pub(super) async fn run(
     pre: HandlerPre,
     engine: Engine,
     running: Running,
-    sliced: Arc<AtomicBool>,
+    computes: Arc<AtomicBool>,
     request: TaskRequest,
     sink: Arc<dyn AnswerSink>,
 ) -> TaskReport {
@@ -267,7 +267,13 @@ pub(super) async fn run(
     store.limiter(|state| &mut state.limiter);
 
     let deadline = started + request.limits.timeout;
-    interrupt_at_ticks(&mut store, request.control.abort.clone(), deadline, sliced);
+    let cpu = Arc::new(CpuMeter::default());
+    interrupt_at_ticks(
+        &mut store,
+        request.control.abort.clone(),
+        deadline,
+        (cpu.clone(), computes),
+    );
 
     let task = v0_2::sfn::activity::types::Task {
         input: request.input,
@@ -276,9 +282,8 @@ pub(super) async fn run(
         task_id: request.task_id.to_string(),
         deadline_ms: Some(u64::try_from(request.limits.timeout.as_millis()).unwrap_or(u64::MAX)),
     };
-    let mut cpu = Duration::ZERO;
     let outcome = {
-        let call = cpu::timed(pre.handle(&mut store, task), &mut cpu);
+        let call = cpu::timed(pre.handle(&mut store, task), &cpu);
         supervise(call, &request.control, &request.limits, deadline, &sink).await
     };
 
@@ -300,7 +305,7 @@ pub(super) async fn run(
         )),
     };
     let usage = Usage {
-        cpu,
+        cpu: cpu.spent(),
         memory_peak_bytes: u64::try_from(limiter.peak_bytes()).unwrap_or(u64::MAX),
         log_lines_dropped: lines.dropped(),
     };
@@ -311,11 +316,17 @@ pub(super) async fn run(
 /// task is aborted or past its `deadline`. A guest still running at a tick has had its
 /// slice: it yields its thread to the polls, answers, timers and other guests waiting for
 /// it (see `end_of_slice`), and goes on at its next turn.
+///
+/// `computes` is set, so that the guest moves to the guest threads as it yields, when
+/// `cpu` says it computes: half a tick of CPU in this one poll of its future, or two
+/// ticks' in all. Not for a guest the tick merely found back in its own code after a wait
+/// the tick fell in (its answer on the wire, an HTTP response), which is most quick
+/// guests' only tick.
 fn interrupt_at_ticks(
     store: &mut Store<TaskState>,
     abort: tokio_util::sync::CancellationToken,
     deadline: Instant,
-    sliced: Arc<AtomicBool>,
+    (cpu, computes): (Arc<CpuMeter>, Arc<AtomicBool>),
 ) {
     store.epoch_deadline_callback(move |_| {
         if abort.is_cancelled() {
@@ -323,8 +334,10 @@ fn interrupt_at_ticks(
         } else if Instant::now() >= deadline {
             Err(Interrupt::Timeout.into())
         } else {
-            // A guest that computes: it moves to the guest threads as it yields.
-            sliced.store(true, Ordering::Relaxed);
+            let (this_poll, all) = cpu.now();
+            if this_poll >= TICK / 2 || all >= 2 * TICK {
+                computes.store(true, Ordering::Relaxed);
+            }
             Ok(UpdateDeadline::YieldCustom(1, Box::pin(end_of_slice())))
         }
     });

@@ -253,7 +253,7 @@ impl Config {
         cores().min(self.total_task_slots() as usize).max(1)
     }
 
-    /// The threads a guest moves to once it computes past an epoch tick: `[host]
+    /// The threads a guest moves to once an epoch tick finds it computing: `[host]
     /// guest_threads`, else one per core when more than one task can run at once, else
     /// none (a host of one task slot runs all on one thread).
     pub fn guest_threads(&self) -> usize {

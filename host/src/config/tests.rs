@@ -252,14 +252,22 @@ fn runtime_and_guest_threads_follow_the_task_slots_unless_set() {
         (config.runtime_threads(), config.guest_threads())
     };
     assert_eq!(with("", 1), (1, 0), "one task slot: one thread for all");
-    assert_eq!(with("", 64), (1, cores), "guests that compute move off the I/O thread");
+    assert_eq!(
+        with("", 64),
+        (1, cores),
+        "guests that compute move off the I/O thread"
+    );
     assert_eq!(
         with("guest_threads = 0", 64),
         (cores.min(64), 0),
         "without guest threads, a runtime thread per core"
     );
     assert_eq!(with("guest_threads = 0", 1), (1, 0));
-    assert_eq!(with("runtime_threads = 3", 1), (3, 0), "the key decides when set");
+    assert_eq!(
+        with("runtime_threads = 3", 1),
+        (3, 0),
+        "the key decides when set"
+    );
     assert_eq!(with("runtime_threads = 2\nguest_threads = 3", 8), (2, 3));
     assert!(
         parse(&format!(

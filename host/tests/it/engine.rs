@@ -33,6 +33,8 @@ struct Recorder {
     refuse: Option<SfnError>,
     /// The name of the thread each answer was sent from.
     threads: Mutex<Vec<String>>,
+    /// How long each answer takes to be sent.
+    delay: Duration,
 }
 
 impl Recorder {
@@ -58,6 +60,7 @@ impl Transport for Recorder {
     async fn send(&self, answer: &Answer) -> Result<(), SfnError> {
         let thread = std::thread::current().name().unwrap_or_default().to_owned();
         self.threads.lock().unwrap().push(thread);
+        tokio::time::sleep(self.delay).await;
         self.record(match answer {
             Answer::Success { output } => Call::Success(output.clone()),
             Answer::Failure { error, .. } => Call::Failure(error.clone()),
@@ -253,6 +256,45 @@ async fn a_guest_that_computes_moves_to_the_guest_threads_and_a_quick_one_stays(
         *spinning.threads.lock().unwrap(),
         [GUEST_THREAD_NAME.to_owned()]
     );
+    assert_eq!(engine.guests_moved(), 1 + 10 - stayed as u64);
+}
+
+/// A quick guest whose answer is on the wire while ticks go by (another guest computes)
+/// does not move when it returns to its own code after the answer: the tick finds it
+/// back from a wait, not computing. The guest that computes moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_guest_ticked_past_while_it_waits_for_its_answer_stays() {
+    let engine = Arc::new(
+        WasmEngine::new(EngineConfig {
+            max_concurrent_tasks: 4,
+            max_memory_bytes: 64 << 20,
+            guest_threads: 1,
+            ..EngineConfig::default()
+        })
+        .expect("engine"),
+    );
+    let pushy = Arc::new(Handler::load_file(&engine, &guest("pushy")).expect("pushy loads"));
+    let spinner = {
+        let (engine, pushy) = (engine.clone(), pushy.clone());
+        tokio::spawn(async move {
+            let request = pushy_request(json!({"push": "spin", "ms": 300}));
+            run_with(&pushy, &engine, request, Arc::default()).await
+        })
+    };
+    // The spinner keeps the epoch clock ticking through the quick guests' answers.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for _ in 0..3 {
+        let slow = Arc::new(Recorder {
+            delay: Duration::from_millis(30),
+            ..Recorder::default()
+        });
+        let request = pushy_request(json!({"push": "clock"}));
+        let (report, _) = run_with(&pushy, &engine, request, slow).await;
+        assert_eq!(report.error, None);
+    }
+    let (report, _) = spinner.await.unwrap();
+    assert_eq!(report.error, None);
+    assert_eq!(engine.guests_moved(), 1, "only the spinner moves");
 }
 
 /// A moved guest whose task's future is dropped (the host gave up on it) stops: it does
