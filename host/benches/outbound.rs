@@ -21,9 +21,17 @@
 //!   connections (`pool_idle_seconds = 30`) and on fresh ones (`= 0`, a TLS handshake
 //!   each), the server's CA trusted through `ca_file`.
 //!
+//! Threads, as `serve` has them by default past one task slot: each task (and each
+//! native client) runs on a runtime of one worker thread, with the engine's guest
+//! threads beside it (the `probe` guest never computes long enough to move); the local
+//! servers run on a runtime of their own, as a remote server would. Other shapes, to see
+//! what thread hand-offs cost: `OUTBOUND_RUNTIME=two_threads` (two worker threads, as
+//! `guest_threads = 0` gives on 2 cores: wasmtime-wasi-http's per-request tasks may
+//! run on the other thread), `OUTBOUND_RUNTIME=current_thread` (everything, servers too,
+//! on one thread).
+//!
 //! Rounds alternate the cases three times; medians of each case over all rounds.
-//! `OUTBOUND_PROFILE=N` runs only N tasks of ten kept https GETs, for a profiler;
-//! `OUTBOUND_RUNTIME=current_thread` runs everything on one thread.
+//! `OUTBOUND_PROFILE=N` runs only N tasks of ten kept https GETs, for a profiler.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -144,25 +152,45 @@ fn main() {
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench-secret");
     }
     common::build_guests(&[]);
-    // `OUTBOUND_RUNTIME=current_thread`: guest, host I/O, connections and servers on
-    // one thread, to see what thread handoffs cost.
-    let runtime = if std::env::var("OUTBOUND_RUNTIME").as_deref() == Ok("current_thread") {
+    let shape = std::env::var("OUTBOUND_RUNTIME").unwrap_or_default();
+    let one_thread = shape == "current_thread";
+    let runtime = if one_thread {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(2);
+        builder.worker_threads(if shape == "two_threads" { 2 } else { 1 });
         builder
     }
     .enable_all()
     .build()
     .unwrap();
-    let address = runtime.block_on(server());
-    let engine = WasmEngine::new(EngineConfig {
-        max_concurrent_tasks: 4,
-        ..EngineConfig::default()
-    })
-    .unwrap();
-    let handler = Handler::load_file(&engine, &common::guest("probe")).unwrap();
+    let servers = (!one_thread).then(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    });
+    let servers = servers.as_ref().unwrap_or(&runtime);
+    // On the runtime's worker threads, as `serve` spawns each task (`block_on` would run
+    // it on this thread, and wasmtime-wasi-http's per-request tasks on the workers).
+    let on_runtime = |future: std::pin::Pin<Box<dyn Future<Output = Duration> + Send>>| {
+        if one_thread {
+            runtime.block_on(future)
+        } else {
+            runtime.block_on(runtime.spawn(future)).unwrap()
+        }
+    };
+    let address = servers.block_on(server());
+    let engine = Arc::new(
+        WasmEngine::new(EngineConfig {
+            max_concurrent_tasks: 4,
+            guest_threads: std::thread::available_parallelism().map_or(1, usize::from),
+            ..EngineConfig::default()
+        })
+        .unwrap(),
+    );
+    let handler = Arc::new(Handler::load_file(&engine, &common::guest("probe")).unwrap());
     let grants = Arc::new(
         Grants::resolve(&GrantsConfig {
             allowed_outbound_hosts: vec![AllowedHost::parse(&format!("http://{address}")).unwrap()],
@@ -196,13 +224,14 @@ fn main() {
         );
         request.capabilities = Capabilities::none().with(grants.clone());
         let delivery = common::local_delivery(&request);
-        let started = Instant::now();
-        runtime.block_on(async {
+        let (handler, engine) = (handler.clone(), engine.clone());
+        on_runtime(Box::pin(async move {
+            let started = Instant::now();
             let report = handler.run(&engine, request, delivery.clone()).await;
             assert_eq!(report.error, None);
             delivery.settled().await;
-        });
-        started.elapsed()
+            started.elapsed()
+        }))
     };
     let plain_url = format!("http://{address}/hello");
     let task = |gets: usize| run(&plain_url, gets, &grants);
@@ -216,7 +245,7 @@ fn main() {
 
     // https to a local server whose CA the activity trusts through `ca_file`: ten GETs
     // on kept connections, and ten on fresh ones (`pool_idle_seconds = 0`), in CPU time.
-    let tls_address = runtime.block_on(tls::https_server());
+    let tls_address = servers.block_on(tls::https_server());
     let https_grants = |pool_idle_seconds| {
         Arc::new(
             Grants::resolve(&GrantsConfig {
@@ -258,9 +287,11 @@ fn main() {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         for _ in 0..PER_ROUND {
-            let started = Instant::now();
-            runtime.block_on(native_get(address));
-            native.push(started.elapsed());
+            native.push(on_runtime(Box::pin(async move {
+                let started = Instant::now();
+                native_get(address).await;
+                started.elapsed()
+            })));
         }
         for _ in 0..PER_ROUND {
             zero.push(task(0));
@@ -282,7 +313,10 @@ fn main() {
                 run(&https_url, GETS, &fresh_grants);
             }));
         }
-        https_native.push(runtime.block_on(native_pooled_https(tls_address, PER_ROUND)));
+        https_native.push(on_runtime(Box::pin(native_pooled_https(
+            tls_address,
+            PER_ROUND,
+        ))));
     }
     let native = median(&mut native);
     let zero = median(&mut zero);
