@@ -13,15 +13,17 @@
 //!   [`paused`](Running::pause): a guest waiting in a host call (its answer on the wire,
 //!   a heartbeat, a checkpoint) runs no guest code, and its deadline and abort are
 //!   tokio timers there, not ticks.
-//! - The clock is a `timerfd` that runs only while some guest runs: armed when guests
-//!   start running after none did, for what is left of a tick, and disarmed when none
-//!   runs any more. Those are two system calls on the guest's own thread, and no
-//!   wake-up: a guest that answers within its tick (most of them) never wakes the clock.
-//!   It used to be a thread that a start woke, which slept a tick and ticked whether or
-//!   not a guest was still running: 1.5 to 3.6 wake-ups a task when tasks came apart.
-//! - What is left of a tick carries over from one running interval to the next until a
-//!   tick: a guest that keeps pausing for a moment (a cached `last-checkpoint` in a loop)
-//!   is ticked as often as one that never pauses, and so yields and meets its deadline.
+//! - The clock is a `timerfd`, armed (one system call on the guest's thread, no wake-up)
+//!   when a guest starts running while it is not, for what is left of a tick. At each
+//!   expiry the thread ticks if a guest runs, else disarms the timer and sleeps until a
+//!   guest starts: one wake-up per tick of time with guests in it, and none for a start,
+//!   or for a guest that goes back to its code after a wait while the timer runs. It
+//!   used to be a thread that every start after a quiet tick woke, then slept a tick and
+//!   ticked whether or not a guest still ran: 1.5 to 3.6 wake-ups a task when tasks came
+//!   apart.
+//! - What guests ran since the last tick carries over to the next arming: a guest that
+//!   keeps pausing for a moment (a cached `last-checkpoint` in a loop) is ticked as if it
+//!   never paused, and so yields and meets its deadline.
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,10 +49,12 @@ struct State {
     since: Option<Instant>,
     /// How long some guest ran guest code since the last tick, before `since`.
     ran: Duration,
+    /// The timer is set: it expires at the next tick, and every tick after.
+    armed: bool,
     /// The last tick, or when guests started running after none did: for the
     /// health check, which wants to know the clock still moves while guests run.
     progress: Option<Instant>,
-    /// Ticks so far (each a wake-up of the thread).
+    /// Ticks so far.
     ticks: u64,
 }
 
@@ -72,11 +76,14 @@ impl Shared {
     fn guest_started(&self) {
         let mut state = self.lock();
         state.running += 1;
-        if state.running == 1 && !state.stop {
+        if state.running == 1 {
             let now = Instant::now();
             state.since = Some(now);
             state.progress = Some(now);
-            self.set(Some(TICK.saturating_sub(state.ran)));
+            if !state.armed && !state.stop {
+                self.set(Some(TICK.saturating_sub(state.ran)));
+                state.armed = true;
+            }
         }
     }
 
@@ -84,14 +91,10 @@ impl Shared {
     fn guest_stopped(&self) {
         let mut state = self.lock();
         state.running -= 1;
-        if state.running == 0 {
-            if let Some(since) = state.since.take() {
-                state.ran += since.elapsed();
-            }
-            // Once stopping, the timer is the thread's wake-up call: left armed.
-            if !state.stop {
-                self.set(None);
-            }
+        if state.running == 0
+            && let Some(since) = state.since.take()
+        {
+            state.ran += since.elapsed();
         }
     }
 
@@ -157,8 +160,11 @@ impl EpochTicker {
                     if state.stop {
                         return;
                     }
-                    // An expiry read after the last guest stopped: nothing to tick.
+                    // No guest runs now: none to interrupt. The timer stops until one
+                    // starts; what they ran since the last tick carries over.
                     if state.running == 0 {
+                        clock.set(None);
+                        state.armed = false;
                         continue;
                     }
                     let now = Instant::now();
@@ -214,7 +220,7 @@ impl Running {
 }
 
 impl EpochTicker {
-    /// How many times the clock has ticked: each a wake-up of its thread.
+    /// How many times the clock has ticked.
     pub fn ticks(&self) -> u64 {
         self.shared.lock().ticks
     }
@@ -298,10 +304,10 @@ mod tests {
         drop(ticker);
     }
 
-    /// A guest that answers within its tick costs the clock no wake-up: 20 guests of
-    /// 0.1 ms run 2 ms in all, less than a tick.
+    /// Guests that end within their tick are never ticked: 20 guests of 0.1 ms, a tick
+    /// apart, run 2 ms in all, less than a tick.
     #[test]
-    fn guests_that_end_within_a_tick_never_wake_the_clock() {
+    fn guests_that_end_within_a_tick_are_never_ticked() {
         let ticker = EpochTicker::start(wasmtime::Engine::default()).unwrap();
         for _ in 0..20 {
             let running = ticker.running();
