@@ -61,9 +61,12 @@ fn queue() -> Arc<common::Queue> {
     Arc::new(common::Queue::new(TASKS, r#"{"hello": "x"}"#.to_owned()))
 }
 
-/// A multi-threaded runtime, as `serve` builds (one per case, so cases share nothing).
+/// A runtime as `serve` builds it by default (one per case, so cases share nothing): one
+/// worker thread (`Config::runtime_threads`), guests that compute moving to the engine's
+/// guest threads.
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .unwrap()
