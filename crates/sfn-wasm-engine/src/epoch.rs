@@ -154,8 +154,9 @@ impl EpochTicker {
         let thread = std::thread::Builder::new()
             .name("sfn-wasm-epoch".into())
             .spawn(move || {
+                let mut reported = false;
                 loop {
-                    wait_for_expiry(&clock.timer);
+                    wait_for_expiry(&clock.timer, &mut reported);
                     let mut state = clock.lock();
                     if state.stop {
                         return;
@@ -192,15 +193,18 @@ impl EpochTicker {
 }
 
 /// Blocks until `timer` expires. Should reading it fail (it is not expected to), sleeps
-/// a tick instead, so that the clock still ticks.
-fn wait_for_expiry(timer: &OwnedFd) {
+/// a tick instead, so that the clock still ticks; the first failure is logged
+/// (`reported`), not every one.
+fn wait_for_expiry(timer: &OwnedFd, reported: &mut bool) {
     let mut expirations = [0u8; 8];
     loop {
         match rustix::io::read(timer, &mut expirations) {
             Ok(_) => return,
             Err(rustix::io::Errno::INTR) => {}
             Err(err) => {
-                tracing::error!(error = %err, "cannot read the epoch clock's timer");
+                if !std::mem::replace(reported, true) {
+                    tracing::error!(error = %err, "cannot read the epoch clock's timer; it ticks by sleeping");
+                }
                 std::thread::sleep(TICK);
                 return;
             }
@@ -249,8 +253,9 @@ impl Drop for EpochTicker {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.stop = true;
-        // Wakes the thread at once, wherever it waits; under the lock, so that no
-        // guest's stop disarms it before the thread has seen `stop`.
+        // Wakes the thread at once, wherever it waits; under the lock, so that the
+        // thread (which disarms the timer at an expiry with no guest running) sees
+        // `stop` before it could disarm this.
         self.shared.set(Some(Duration::ZERO));
         drop(state);
         if let Some(thread) = self.thread.take() {

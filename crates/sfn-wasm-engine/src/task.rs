@@ -249,8 +249,9 @@ pub(super) async fn run(
                 return finish(&sink, Some(failure), started, Usage::default());
             }
         };
-    // The guest counts as running (the epoch clock ticks for it) from here to the end of
-    // its `handle`, but for the toolkit calls it waits in.
+    // The guest counts as running (the epoch clock ticks for it) from its start (the
+    // engine took `running` for it) to the end of its `handle`, but for the toolkit calls
+    // it waits in.
     let toolkit = Toolkit::new(sink.clone(), checkpoints).with_running(running);
     let mut table = ResourceTable::new();
     table.set_max_capacity(MAX_RESOURCES);

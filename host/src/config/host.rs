@@ -73,9 +73,9 @@ pub struct HostConfig {
     /// `[host.otel]`; `None`: the `OTEL_EXPORTER_OTLP_ENDPOINT` variable decides, at
     /// start, whether traces are exported.
     pub otel: Option<OtelConfig>,
-    /// `runtime_threads`: the async runtime's threads, as written; `None`: one per core,
-    /// but never more than the tasks that can run at once (see
-    /// [`Config::runtime_threads`](super::Config::runtime_threads)).
+    /// `runtime_threads`: the async runtime's threads, as written; `None`: one beside
+    /// guest threads, else one per core but never more than the tasks that can run at
+    /// once (see [`Config::runtime_threads`](super::Config::runtime_threads)).
     pub runtime_threads: Option<u32>,
     /// `guest_threads`: the threads guests that compute move to, as written (`0`: none);
     /// `None`: one per core when more than one task can run at once (see
