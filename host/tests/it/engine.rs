@@ -209,11 +209,8 @@ fn pushy_request(input: serde_json::Value) -> TaskRequest {
     }
 }
 
-/// A guest that computes past an epoch tick moves to the guest threads and answers from
-/// there; a guest that answers within its first tick stays on the task's thread (no
-/// hand-off). Fails if guests never move, or always do.
-#[tokio::test]
-async fn a_guest_that_computes_moves_to_the_guest_threads_and_a_quick_one_stays() {
+/// An engine with one guest thread, and the `pushy` guest loaded in it.
+fn with_guest_threads() -> (WasmEngine, Handler) {
     let engine = WasmEngine::new(EngineConfig {
         max_concurrent_tasks: 4,
         max_memory_bytes: 64 << 20,
@@ -222,11 +219,21 @@ async fn a_guest_that_computes_moves_to_the_guest_threads_and_a_quick_one_stays(
     })
     .expect("engine");
     let pushy = Handler::load_file(&engine, &guest("pushy")).expect("pushy loads");
+    (engine, pushy)
+}
+
+/// A guest that computes past an epoch tick moves to the guest threads and answers from
+/// there; a guest that answers within its first tick stays on the task's thread (no
+/// hand-off). Fails if guests never move, or always do.
+#[tokio::test]
+async fn a_guest_that_computes_moves_to_the_guest_threads_and_a_quick_one_stays() {
+    let (engine, pushy) = with_guest_threads();
     let here = std::thread::current().name().unwrap_or_default().to_owned();
     assert_ne!(here, GUEST_THREAD_NAME);
 
-    // Each quick task starts a parked epoch clock, which ticks a whole tick later: only
-    // a machine that stalls the test's thread that long moves one.
+    // Each quick task arms the epoch clock for what is left of a tick, which these ten
+    // together do not use up: only a machine that stalls the test's thread that long
+    // moves one.
     let quick = Arc::new(Recorder::default());
     for _ in 0..10 {
         let (report, _) = run_with(
@@ -301,14 +308,7 @@ async fn a_quick_guest_ticked_past_while_it_waits_for_its_answer_stays() {
 /// not run on, unwatched, on the guest threads and answer later.
 #[tokio::test]
 async fn a_moved_guest_stops_when_its_task_is_dropped() {
-    let engine = WasmEngine::new(EngineConfig {
-        max_concurrent_tasks: 4,
-        max_memory_bytes: 64 << 20,
-        guest_threads: 1,
-        ..EngineConfig::default()
-    })
-    .expect("engine");
-    let pushy = Handler::load_file(&engine, &guest("pushy")).expect("pushy loads");
+    let (engine, pushy) = with_guest_threads();
     let recorder = Arc::new(Recorder::default());
     let run = run_with(
         &pushy,
