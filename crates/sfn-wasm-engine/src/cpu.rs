@@ -10,17 +10,22 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// A task's CPU so far, shared by its future ([`timed`]) and its epoch callback, which
-/// asks how long the guest has been computing (see `guest_threads`).
+use crate::epoch::TICK;
+
+/// A task's CPU so far, shared by its future ([`timed`]), its epoch callback, which
+/// asks how long the guest has been computing, and the guest threads, which move a guest
+/// once a tick found it computing (see `guest_threads`).
 #[derive(Debug, Default)]
 pub(crate) struct CpuMeter {
     /// The CPU of the polls that ended, in nanoseconds.
     spent: AtomicU64,
     /// The polling thread's CPU clock when the current poll began, in nanoseconds.
     poll_began: AtomicU64,
+    /// A tick found the guest computing ([`CpuMeter::note_tick`]).
+    computes: AtomicBool,
 }
 
 impl CpuMeter {
@@ -29,12 +34,22 @@ impl CpuMeter {
         Duration::from_nanos(self.spent.load(Ordering::Relaxed))
     }
 
-    /// Called from within a poll (the epoch callback): the CPU of this poll so far, and
-    /// of the whole task so far.
-    pub(crate) fn now(&self) -> (Duration, Duration) {
+    /// Called by the epoch callback, from within a poll: notes that the guest computes
+    /// if it has had half a tick of CPU in this poll (no wait since), or two ticks' in
+    /// all. Not a guest the tick merely found back in its own code after a wait the tick
+    /// fell in (its answer on the wire, an HTTP response), which is most quick guests'
+    /// only tick.
+    pub(crate) fn note_tick(&self) {
         let this_poll = nanos(thread_cpu()).saturating_sub(self.poll_began.load(Ordering::Relaxed));
         let this_poll = Duration::from_nanos(this_poll);
-        (this_poll, self.spent() + this_poll)
+        if this_poll >= TICK / 2 || self.spent() + this_poll >= 2 * TICK {
+            self.computes.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a tick found the guest computing.
+    pub(crate) fn computes(&self) -> bool {
+        self.computes.load(Ordering::Relaxed)
     }
 }
 

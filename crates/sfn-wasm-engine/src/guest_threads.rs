@@ -16,12 +16,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
+
+use crate::cpu::CpuMeter;
 
 /// The name of the pool's threads, as `ps -L` and `/proc/PID/task/*/comm` show them.
 pub const THREAD_NAME: &str = "sfn-wasm-guest";
@@ -76,12 +78,12 @@ impl GuestThreads {
             .map(|runtime| runtime.handle().clone())
     }
 
-    /// Runs `task` here until `computes` is set (by the epoch callback, when a tick found
-    /// the guest computing) and the task waits, then on the pool's threads.
+    /// Runs `task` here until `cpu` says a tick found the guest computing (the epoch
+    /// callback notes it) and the task waits, then on the pool's threads.
     ///
     /// # Panics
     /// Resumes a panic of `task`'s on the caller's thread, as if it had stayed.
-    pub(crate) async fn run<F>(&self, computes: Arc<AtomicBool>, task: F) -> F::Output
+    pub(crate) async fn run<F>(&self, cpu: Arc<CpuMeter>, task: F) -> F::Output
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -91,7 +93,7 @@ impl GuestThreads {
         }
         let task = match (Here {
             task: Some(Box::pin(task)),
-            computes,
+            cpu,
         })
         .await
         {
@@ -131,7 +133,7 @@ impl Drop for GuestThreads {
 /// after a tick found it computing (`Err`), to be moved.
 struct Here<T> {
     task: Option<Pin<Box<T>>>,
-    computes: Arc<AtomicBool>,
+    cpu: Arc<CpuMeter>,
 }
 
 impl<T: Future> Future for Here<T> {
@@ -143,7 +145,7 @@ impl<T: Future> Future for Here<T> {
         };
         match task.as_mut().poll(cx) {
             Poll::Ready(output) => Poll::Ready(Ok(output)),
-            Poll::Pending if self.computes.load(Ordering::Relaxed) => Poll::Ready(Err(task)),
+            Poll::Pending if self.cpu.computes() => Poll::Ready(Err(task)),
             Poll::Pending => {
                 self.task = Some(task);
                 Poll::Pending

@@ -35,7 +35,6 @@ mod task;
 mod toolkit;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -276,16 +275,16 @@ impl WasmEngine {
         request: TaskRequest,
         sink: impl AnswerSink,
     ) -> TaskReport {
-        let computes = Arc::new(AtomicBool::new(false));
+        let cpu = Arc::new(cpu::CpuMeter::default());
         let task = task::run(
             pre,
             self.engine.clone(),
             self.running(),
-            computes.clone(),
+            cpu.clone(),
             request,
             Arc::new(sink),
         );
-        self.guests.run(computes, task).await
+        self.guests.run(cpu, task).await
     }
 
     /// Whether tasks run and the epoch clock has not ticked for `max` (see

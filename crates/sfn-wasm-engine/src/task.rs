@@ -2,7 +2,6 @@
 //! host's answer when the guest did not give one.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
@@ -15,7 +14,7 @@ use crate::budget::LineBudget;
 use crate::capability::{Capabilities, InstanceBuilder, NoOutbound, OutboundHooks, TaskInfo};
 use crate::control::TaskControl;
 use crate::cpu::{self, CpuMeter};
-use crate::epoch::{Running, TICK};
+use crate::epoch::Running;
 use crate::limits::MemoryLimiter;
 use crate::outcome::{HostFailure, MAX_CAUSE_LEN, truncate_utf16};
 use crate::stdio::{GuestOutput, Stream};
@@ -214,14 +213,15 @@ impl HandlerPre {
 }
 
 /// Runs one task of the handler `pre` in a fresh instance of `engine` (see
-/// `Handler::run`), the guest counted as `running` for the epoch clock. `computes` is set
-/// once an epoch tick finds the guest computing (see [`interrupt_at_ticks`]). Owns all it
-/// uses, so that it can move to the guest threads (`guest_threads`).
+/// `Handler::run`), the guest counted as `running` for the epoch clock, its CPU counted
+/// in `cpu` (which also notes when a tick finds it computing, see
+/// [`interrupt_at_ticks`]). Owns all it uses, so that it can move to the guest threads
+/// (`guest_threads`).
 pub(super) async fn run(
     pre: HandlerPre,
     engine: Engine,
     running: Running,
-    computes: Arc<AtomicBool>,
+    cpu: Arc<CpuMeter>,
     request: TaskRequest,
     sink: Arc<dyn AnswerSink>,
 ) -> TaskReport {
@@ -268,12 +268,11 @@ pub(super) async fn run(
     store.limiter(|state| &mut state.limiter);
 
     let deadline = started + request.limits.timeout;
-    let cpu = Arc::new(CpuMeter::default());
     interrupt_at_ticks(
         &mut store,
         request.control.abort.clone(),
         deadline,
-        (cpu.clone(), computes),
+        cpu.clone(),
     );
 
     let task = v0_2::sfn::activity::types::Task {
@@ -318,16 +317,14 @@ pub(super) async fn run(
 /// slice: it yields its thread to the polls, answers, timers and other guests waiting for
 /// it (see `end_of_slice`), and goes on at its next turn.
 ///
-/// `computes` is set, so that the guest moves to the guest threads as it yields, when
-/// `cpu` says it computes: half a tick of CPU in this one poll of its future, or two
-/// ticks' in all. Not for a guest the tick merely found back in its own code after a wait
-/// the tick fell in (its answer on the wire, an HTTP response), which is most quick
-/// guests' only tick.
+/// Each tick is noted in `cpu`, so that a guest it finds computing (half a tick of CPU in
+/// this one poll of its future, or two ticks' in all) moves to the guest threads as it
+/// yields ([`CpuMeter::note_tick`]).
 fn interrupt_at_ticks(
     store: &mut Store<TaskState>,
     abort: tokio_util::sync::CancellationToken,
     deadline: Instant,
-    (cpu, computes): (Arc<CpuMeter>, Arc<AtomicBool>),
+    cpu: Arc<CpuMeter>,
 ) {
     store.epoch_deadline_callback(move |_| {
         if abort.is_cancelled() {
@@ -335,10 +332,7 @@ fn interrupt_at_ticks(
         } else if Instant::now() >= deadline {
             Err(Interrupt::Timeout.into())
         } else {
-            let (this_poll, all) = cpu.now();
-            if this_poll >= TICK / 2 || all >= 2 * TICK {
-                computes.store(true, Ordering::Relaxed);
-            }
+            cpu.note_tick();
             Ok(UpdateDeadline::YieldCustom(1, Box::pin(end_of_slice())))
         }
     });

@@ -68,9 +68,11 @@ fn a_minimal_config_gets_the_defaults() {
     );
     assert_eq!(config.host.otel, None);
     assert_eq!(config.host.outbox, None, "no outbox unless asked for");
-    // One task slot by default, so one runtime thread.
+    // One task slot by default, so one runtime thread and no guest threads.
     assert_eq!(config.host.runtime_threads, None);
     assert_eq!(config.runtime_threads(), 1);
+    assert_eq!(config.host.guest_threads, None);
+    assert_eq!(config.guest_threads(), 0);
     // Task starts are not rate-limited unless asked for.
     assert_eq!(activity.max_tasks_per_second, None);
     // The API rates: the region's quota, without an [aws] table.
