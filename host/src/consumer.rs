@@ -307,22 +307,33 @@ impl Wiring<'_> {
         // A claim outlives the longest a task can take to be answered.
         let claim_ttl =
             activity.task_timeout + self.config.host.answer_retry + activity.cancel_grace;
-        Ok(Some(Arc::new(
-            ActivityIdempotency::new(
-                // A claim and an answer per task: rows of a journal, in group commits.
-                open_store(&idempotency.store, self.config, key.as_str(), |dir| {
-                    Ok(Arc::new(open_journal(
-                        dir,
-                        idempotency.durability,
-                        Legacy::Import(ActivityIdempotency::is_record_name),
-                    )?))
-                })?,
-                idempotency.key.clone(),
-                idempotency.ttl,
-                claim_ttl,
-            )
-            .validating(idempotency.validate.clone()),
-        )))
+        let keys = ActivityIdempotency::new(
+            // An answer per task: rows of a journal, in group commits.
+            open_store(&idempotency.store, self.config, key.as_str(), |dir| {
+                Ok(Arc::new(open_journal(
+                    dir,
+                    idempotency.durability,
+                    Legacy::Import(ActivityIdempotency::is_record_name),
+                )?))
+            })?,
+            idempotency.key.clone(),
+            idempotency.ttl,
+            claim_ttl,
+        )
+        .validating(idempotency.validate.clone());
+        // A folder serves one host: its claims are held in memory, not written.
+        let keys = match &idempotency.store {
+            StoreLocation::Folder(dir) => {
+                keys.holding_claims_here(dir, &activity.name)
+                    .map_err(|source| ConsumerError::Store {
+                        file: self.config.file.clone(),
+                        key: key.as_str().to_owned(),
+                        source,
+                    })?
+            }
+            StoreLocation::S3 { .. } => keys,
+        };
+        Ok(Some(Arc::new(keys)))
     }
 }
 

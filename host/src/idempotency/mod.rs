@@ -17,11 +17,22 @@
 //! expired claim, so no delete is needed). A claim whose host died expires after the
 //! task's own deadline and the answer's retry window.
 //!
+//! A folder store serves one host, so there its claims are held in the host's memory
+//! ([`ActivityIdempotency::holding_claims_here`]), not written: a lookup reads the key's
+//! record (a stored answer, or a claim an older version wrote), and only the answer is
+//! written, once per task instead of a claim and an answer, each a commit and a hand-off
+//! to the store's writer (`BENCHMARKS.md`, issue 37). An `flock` keeps a second process
+//! from serving the activity out of the same folder. A claim in memory goes with its
+//! host: after a crash the key's next attempt runs at once instead of after the claim's
+//! expiry, which is what that expiry came to anyway.
+//!
 //! Keys are compared as JSON values, type included (`1` and `"1"` are two keys). With
 //! `validate` pointers, a stored answer (or a running claim) is only for an input whose
 //! values there match those it was made for ([`Lookup::Mismatch`] otherwise).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -29,7 +40,7 @@ use serde_json::Value;
 
 use crate::ids::sha256_hex;
 use crate::outcome::Answer;
-use crate::store::{Claimed, Store, StoreError, Version};
+use crate::store::{Claimed, Store, StoreError, Version, hold};
 
 /// An activity's idempotency settings: one per activity that has them.
 pub struct ActivityIdempotency {
@@ -38,6 +49,128 @@ pub struct ActivityIdempotency {
     validate: Vec<String>,
     ttl: Duration,
     claim_for: Duration,
+    /// Claims held in memory rather than in the store (a folder store).
+    here: Option<Arc<HeldHere>>,
+}
+
+/// The claims this process holds in memory for an activity whose store only it serves
+/// (a folder store), and the lock that says so.
+struct HeldHere {
+    claims: Mutex<HeldClaims>,
+    _lock: std::fs::File,
+}
+
+#[derive(Default)]
+struct HeldClaims {
+    by_name: HashMap<String, HeldClaim>,
+    /// At this many claims, expired ones are swept out: memory stays within about twice
+    /// the claims that hold.
+    sweep_at: usize,
+}
+
+/// A claim held in memory.
+struct HeldClaim {
+    id: u128,
+    expires_at_ms: u64,
+    /// Its answer is being written: it holds whatever the clock says.
+    settling: bool,
+    validated: Vec<Validated>,
+}
+
+impl HeldClaim {
+    fn holds(&self, now_ms: u64) -> bool {
+        self.settling || now_ms < self.expires_at_ms
+    }
+}
+
+/// The fewest claims at which [`HeldClaims::sweep_at`] sweeps.
+const SWEEP_AT_LEAST: usize = 64;
+
+impl HeldHere {
+    fn lock(&self) -> MutexGuard<'_, HeldClaims> {
+        // Each change under the lock is one map operation: a panic leaves it whole.
+        self.claims.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes `name` for claim `id` until `expires_at_ms`, unless a claim holds it: then
+    /// what that claim says to an input `validated` so (a duplicate, or a mismatch).
+    fn claim(
+        &self,
+        name: &str,
+        id: u128,
+        expires_at_ms: u64,
+        validated: &[Validated],
+    ) -> Option<Lookup> {
+        let now = now_ms();
+        let mut claims = self.lock();
+        if let Some(held) = claims.by_name.get(name).filter(|held| held.holds(now)) {
+            return Some(match mismatch(validated, &held.validated) {
+                Some(differ) => Lookup::Mismatch(differ),
+                None => Lookup::Duplicate,
+            });
+        }
+        if claims.by_name.len() >= claims.sweep_at {
+            claims.by_name.retain(|_, held| held.holds(now));
+            claims.sweep_at = (claims.by_name.len() * 2).max(SWEEP_AT_LEAST);
+        }
+        claims.by_name.insert(
+            name.to_owned(),
+            HeldClaim {
+                id,
+                expires_at_ms,
+                settling: false,
+                validated: validated.to_vec(),
+            },
+        );
+        None
+    }
+
+    /// Ends claim `id` of `name`, if it is still the one held.
+    fn release(&self, name: &str, id: u128) {
+        let mut claims = self.lock();
+        if claims.by_name.get(name).is_some_and(|held| held.id == id) {
+            claims.by_name.remove(name);
+        }
+    }
+
+    /// Marks claim `id` of `name` as settling, if it is still the one held (`false`:
+    /// it expired and another attempt took the key, or it was swept out). As with a
+    /// written claim, an expired one nobody took over still settles.
+    fn begin_settling(&self, name: &str, id: u128) -> bool {
+        let mut claims = self.lock();
+        match claims.by_name.get_mut(name) {
+            Some(held) if held.id == id => {
+                held.settling = true;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A claim held in memory whose answer is being written: released once it is
+/// (`written`), else (a failed write, a settle dropped midway) left to expire, as a
+/// stored claim would.
+struct Settling<'a> {
+    here: &'a HeldHere,
+    name: &'a str,
+    id: u128,
+    written: bool,
+}
+
+impl Drop for Settling<'_> {
+    fn drop(&mut self) {
+        if self.written {
+            self.here.release(self.name, self.id);
+            return;
+        }
+        let mut claims = self.here.lock();
+        if let Some(held) = claims.by_name.get_mut(self.name)
+            && held.id == self.id
+        {
+            held.settling = false;
+        }
+    }
 }
 
 /// What a task is to do about its key.
@@ -65,6 +198,11 @@ pub struct Claim {
     /// The version of the claim this attempt wrote: the only record it may change.
     version: Version,
     validated: Vec<Validated>,
+    /// Held in memory (with its id) instead of written.
+    here: Option<(Arc<HeldHere>, u128)>,
+    /// Resumed from an outbox entry after a restart: the store may hold a claim an
+    /// older version wrote for it.
+    resumed: bool,
 }
 
 impl std::fmt::Debug for Claim {
@@ -178,7 +316,30 @@ impl ActivityIdempotency {
             validate: Vec::new(),
             ttl,
             claim_for,
+            here: None,
         }
+    }
+
+    /// Holds claims in this process's memory instead of writing them, for a store only
+    /// this host serves (a folder): a lookup reads the key's record and a task writes
+    /// only its answer. The file `claims-` (a digest of `activity_arn`) `.lock` in `dir`
+    /// stays locked (`flock`) while this lives, so that a second process serving the
+    /// activity from the folder is refused rather than racing this one for its keys.
+    ///
+    /// # Errors
+    /// [`StoreError`] `InUse` when another process holds the lock past a short wait (a
+    /// host that is restarting lets go), or the OS's error.
+    pub fn holding_claims_here(
+        mut self,
+        dir: &Path,
+        activity_arn: &str,
+    ) -> Result<Self, StoreError> {
+        let file = format!("claims-{}.lock", &sha256_hex(activity_arn.as_bytes())[..16]);
+        self.here = Some(Arc::new(HeldHere {
+            claims: Mutex::new(HeldClaims::default()),
+            _lock: hold(dir, &file)?,
+        }));
+        Ok(self)
     }
 
     /// Also checks the input's values at `pointers` (JSON pointers): a stored answer is
@@ -198,6 +359,9 @@ impl ActivityIdempotency {
             return Lookup::NoKey;
         };
         let validated = self.validated(&input);
+        if let Some(here) = &self.here {
+            return self.look_up_here(here, name, validated).await;
+        }
         let claim = Record::Running {
             expires_at_ms: now_ms().saturating_add(millis(self.claim_for)),
             claim: claim_id(),
@@ -210,6 +374,8 @@ impl ActivityIdempotency {
                 name: name.clone(),
                 version,
                 validated: validated.clone(),
+                here: None,
+                resumed: false,
             })
         };
         // A few rounds at most: a claim that loses a race reads what won it.
@@ -258,6 +424,39 @@ impl ActivityIdempotency {
 }
 
 impl ActivityIdempotency {
+    /// [`look_up`](Self::look_up) with claims held in memory: the key is claimed
+    /// there, then its record read; a record that holds (a stored answer, an older
+    /// version's live claim, a mismatch) ends the claim and says what to do.
+    async fn look_up_here(
+        &self,
+        here: &Arc<HeldHere>,
+        name: String,
+        validated: Vec<Validated>,
+    ) -> Lookup {
+        let id = fastrand::u128(..);
+        let expires_at_ms = now_ms().saturating_add(millis(self.claim_for));
+        if let Some(held) = here.claim(&name, id, expires_at_ms, &validated) {
+            return held;
+        }
+        let lookup = match self.store.read(&name).await {
+            Ok(Some(found)) => self.held(&found.data, &validated),
+            Ok(None) => None,
+            Err(err) => Some(Lookup::Unavailable(err)),
+        };
+        if let Some(lookup) = lookup {
+            here.release(&name, id);
+            return lookup;
+        }
+        Lookup::Run(Claim {
+            store: self.store.clone(),
+            version: Version(format!("held-here-{id:032x}")),
+            name,
+            validated,
+            here: Some((here.clone(), id)),
+            resumed: false,
+        })
+    }
+
     /// Whether `name` is a record's (`answer-` and a digest): what an older version
     /// left as a file in a folder store, to move into its journal.
     pub fn is_record_name(name: &str) -> bool {
@@ -384,6 +583,24 @@ impl Claim {
             },
         };
         let data = serde_json::to_vec(&record).unwrap_or_default();
+        if let Some((here, id)) = &self.here {
+            if !here.begin_settling(&self.name, *id) {
+                return Ok(Settled::TakenOver);
+            }
+            let mut settling = Settling {
+                here,
+                name: &self.name,
+                id: *id,
+                written: false,
+            };
+            // A key given back was never written, unless an older version's claim for
+            // a resumed answer may be in the store: that is expired by the write.
+            if answer.is_some() || self.resumed {
+                self.store.put(&self.name, &data).await?;
+            }
+            settling.written = true;
+            return Ok(Settled::Done);
+        }
         match self
             .store
             .put_if_match(&self.name, &data, &self.version)
@@ -419,11 +636,27 @@ impl ActivityIdempotency {
     /// The claim `held` refers to, in this activity's store: for an answer recovered from
     /// the outbox, which settles the claim its task held when the host stopped.
     pub fn resume(&self, held: ClaimRef) -> Claim {
+        // Held in memory again, from before any task of this host runs, until settled.
+        let here = self.here.as_ref().map(|here| {
+            let id = fastrand::u128(..);
+            here.lock().by_name.insert(
+                held.name.clone(),
+                HeldClaim {
+                    id,
+                    expires_at_ms: now_ms().saturating_add(millis(self.claim_for)),
+                    settling: false,
+                    validated: held.validated.clone(),
+                },
+            );
+            (here.clone(), id)
+        });
         Claim {
             store: self.store.clone(),
             name: held.name,
             version: Version(held.version),
             validated: held.validated,
+            here,
+            resumed: true,
         }
     }
 }

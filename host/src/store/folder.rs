@@ -12,6 +12,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -89,6 +90,47 @@ pub(super) fn open_private_folder(dir: &Path) -> Result<(), StoreError> {
 /// The objects an older version kept as files in `dir` (the names `is_object`
 /// accepts), with their bytes and paths, for a store to move in. A file that cannot be
 /// read stays where it is (logged): not a reason to refuse to start.
+/// How long [`hold`] waits for the process before it to let go of a lock (a host that
+/// is restarting; a store dropped moments ago in this process).
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Takes what the lock file `file` in `dir` guards for this process, waiting up to
+/// [`LOCK_WAIT`]: an `flock` on that file (a file of its own, never one a store
+/// replaces; on NFS, Linux makes it a lock the server keeps), held while the returned
+/// file is open.
+///
+/// # Errors
+/// [`StoreError`] `InUse` when another process holds it past the wait (the message
+/// names the folder and the file), or the OS's error.
+pub fn hold(dir: &Path, file: &str) -> Result<std::fs::File, StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let lock = options
+        .open(dir.join(file))
+        .map_err(|err| StoreError::io(&err))?;
+    let until = Instant::now() + LOCK_WAIT;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError {
+                    code: "InUse".into(),
+                    message: format!(
+                        "{} is held by another process (its {file} is locked): give each host a folder of its own",
+                        dir.display()
+                    ),
+                });
+            }
+            Err(std::fs::TryLockError::Error(err)) => return Err(StoreError::io(&err)),
+        }
+    }
+}
+
 pub(super) fn legacy_files(
     dir: &Path,
     is_object: fn(&str) -> bool,

@@ -7,6 +7,9 @@
 //! ([`open_log`](super::open_log)) they stay, so an index on disk, not in memory, suits
 //! them.
 //!
+//! Reads do not go to the writer: they run on the caller's thread, on a connection of
+//! their own ([`JournalStore`]).
+//!
 //! The folder is checked as [`FolderStore`](super::FolderStore)'s is (owned by the
 //! host's user, writable by nobody else); the database is created private (0600), and
 //! SQLite gives its `-wal` and `-shm` files the same mode. Several processes may open
@@ -14,13 +17,15 @@
 //! [`BUSY_TIMEOUT`].
 
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::folder::{legacy_files, open_private_folder};
 use super::group::{Backend, GroupCommitStore, Objects};
-use super::{Claimed, Durability, Legacy, StoreError, Version, Versioned};
+use super::{Claimed, Durability, Legacy, Store, StoreError, Version, Versioned};
 use crate::ids::sha256_hex;
 
 /// The database's file name in its folder.
@@ -42,7 +47,7 @@ pub fn open(
     dir: &Path,
     durability: Durability,
     legacy: Legacy,
-) -> Result<GroupCommitStore, StoreError> {
+) -> Result<JournalStore, StoreError> {
     open_private_folder(dir)?;
     let path = dir.join(DATABASE);
     create_private(&path).map_err(|err| StoreError::io(&err))?;
@@ -51,7 +56,61 @@ pub fn open(
         import_files(&connection, dir, is_object)?;
         run(&connection, synchronous(durability))?;
     }
-    GroupCommitStore::spawn("store-writer", Journal(connection))
+    let reader = connect(&path, durability)?;
+    run(&reader, "PRAGMA query_only = ON")?;
+    Ok(JournalStore {
+        writes: GroupCommitStore::spawn("store-writer", Journal(connection))?,
+        reader: Mutex::new(reader),
+    })
+}
+
+/// A journal's handle: writes go to its writer thread in group commits; reads run on
+/// the caller's thread, on a connection of their own. A read is a few µs of SQLite over
+/// pages the kernel has cached, where a hand-off to the writer would cost a wake-up each
+/// way (`BENCHMARKS.md`, issue 37); in WAL mode it sees every commit that returned and
+/// never waits for one in progress.
+pub struct JournalStore {
+    writes: GroupCommitStore,
+    reader: Mutex<Connection>,
+}
+
+impl JournalStore {
+    /// The group-committed writes, for what only they offer (a flush, deletes nobody
+    /// waits for).
+    pub fn writes(&self) -> &GroupCommitStore {
+        &self.writes
+    }
+}
+
+#[async_trait]
+impl Store for JournalStore {
+    async fn put(&self, name: &str, data: &[u8]) -> Result<(), StoreError> {
+        self.writes.put(name, data).await
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<Versioned>, StoreError> {
+        read(
+            &self.reader.lock().unwrap_or_else(PoisonError::into_inner),
+            name,
+        )
+    }
+
+    async fn put_if_absent(&self, name: &str, data: &[u8]) -> Result<Claimed, StoreError> {
+        self.writes.put_if_absent(name, data).await
+    }
+
+    async fn put_if_match(
+        &self,
+        name: &str,
+        data: &[u8],
+        version: &Version,
+    ) -> Result<Claimed, StoreError> {
+        self.writes.put_if_match(name, data, version).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), StoreError> {
+        self.writes.delete(name).await
+    }
 }
 
 /// The rows named as `is_object` says in the database an older version left in `dir`
@@ -365,7 +424,7 @@ mod tests {
         let store = open(&folder, Durability::PowerLoss, Legacy::Leave).unwrap();
         let version = super::super::contract::writes_whole_and_claims(&store).await;
         super::super::contract::replaces_only_the_version_read(&store, &version).await;
-        super::super::contract::deletes_ride_and_a_flush_commits_them(&store).await;
+        super::super::contract::deletes_ride_and_a_flush_commits_them(store.writes()).await;
         let other = Connection::open(folder.join(DATABASE)).unwrap();
         let rows: i64 = other
             .query_row("SELECT count(*) FROM objects", [], |row| row.get(0))
@@ -387,7 +446,11 @@ mod tests {
     async fn writers_share_commits_and_a_conditional_replace_is_won_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(open(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap());
-        super::super::contract::writers_share_commits(store).await;
+        let writes = store.clone();
+        super::super::contract::writers_share_commits(store, || {
+            writes.writes().list().unwrap().len()
+        })
+        .await;
     }
 
     /// What a store says it wrote is there for the next process, in either durability

@@ -25,11 +25,10 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use sfn_wasm_engine::host_folder::sync_dir;
 
-use super::folder::{legacy_files, open_private_folder};
+use super::folder::{hold, legacy_files, open_private_folder};
 use super::group::{Backend, GroupCommitStore, Objects};
 use super::journal;
 use super::{Claimed, Durability, Legacy, StoreError, Version, Versioned};
@@ -54,10 +53,6 @@ const DELETE: u8 = 2;
 /// than the live ones.
 const COMPACT_MIN: u64 = 1 << 20;
 
-/// How long an open waits for the process before it to let go of the folder (a host
-/// that is restarting; a store dropped moments ago in this process).
-const LOCK_WAIT: Duration = Duration::from_secs(2);
-
 /// The store in `dir` (created, private, if missing): objects in memory and in an
 /// append-only log, written in group commits, as durable as `durability` says once a
 /// write returns. With [`Legacy::Import`], the objects an older version left in the
@@ -72,7 +67,7 @@ pub fn open(
     legacy: Legacy,
 ) -> Result<GroupCommitStore, StoreError> {
     open_private_folder(dir)?;
-    let lock = lock_folder(dir)?;
+    let lock = hold(dir, LOCK)?;
     let path = dir.join(LOG);
     let _ = std::fs::remove_file(compacting(&path));
     let created = !path.exists();
@@ -128,34 +123,6 @@ pub fn read_log(path: &Path) -> Result<Objects, StoreError> {
         .collect();
     objects.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(objects)
-}
-
-/// Takes the folder for this process, waiting up to [`LOCK_WAIT`]: an `flock` on
-/// [`LOCK`] (a file of its own, since a compaction replaces the log's; on NFS, Linux
-/// makes it a lock the server keeps).
-fn lock_folder(dir: &Path) -> Result<File, StoreError> {
-    let lock = private(OpenOptions::new().read(true).write(true).create(true))
-        .open(dir.join(LOCK))
-        .map_err(|err| StoreError::io(&err))?;
-    let until = Instant::now() + LOCK_WAIT;
-    loop {
-        match lock.try_lock() {
-            Ok(()) => return Ok(lock),
-            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < until => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError {
-                    code: "InUse".into(),
-                    message: format!(
-                        "{} is held by another process (its {LOCK} is locked): give each host a folder of its own",
-                        dir.display()
-                    ),
-                });
-            }
-            Err(std::fs::TryLockError::Error(err)) => return Err(StoreError::io(&err)),
-        }
-    }
 }
 
 /// Options that create a file private (0600).
