@@ -91,8 +91,8 @@ pub struct IdempotencyConfig {
     /// `validate`: JSON pointers to the parts of the input that must match the input the
     /// answer was stored for (default none: the key alone decides).
     pub validate: Vec<String>,
-    /// `durability`: what a folder store's claims and answers survive (default: power
-    /// loss).
+    /// `durability`: what a folder store's answers survive (default: power loss); its
+    /// claims are held in the host's memory.
     pub durability: Durability,
 }
 
