@@ -174,6 +174,13 @@ impl GroupCommitStore {
         self.ask(Call::Flush).await
     }
 
+    /// Whether the writer is at work (committing a batch, or with calls waiting for
+    /// it): a call sent now rides with a batch rather than wake it.
+    pub fn busy(&self) -> bool {
+        let state = self.queue.lock();
+        !state.asleep || state.waited > 0
+    }
+
     fn send(&self, call: Call) -> Result<(), StoreError> {
         let mut state = self.queue.lock();
         if state.closed {

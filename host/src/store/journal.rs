@@ -7,8 +7,8 @@
 //! ([`open_log`](super::open_log)) they stay, so an index on disk, not in memory, suits
 //! them.
 //!
-//! Reads do not go to the writer: they run on the caller's thread, on a connection of
-//! their own ([`JournalStore`]).
+//! A read goes to the writer only when it is at work anyway; else it runs on the
+//! caller's thread, on a connection of its own ([`JournalStore`]).
 //!
 //! The folder is checked as [`FolderStore`](super::FolderStore)'s is (owned by the
 //! host's user, writable by nobody else); the database is created private (0600), and
@@ -64,11 +64,12 @@ pub fn open(
     })
 }
 
-/// A journal's handle: writes go to its writer thread in group commits; reads run on
-/// the caller's thread, on a connection of their own. A read is a few µs of SQLite over
-/// pages the kernel has cached, where a hand-off to the writer would cost a wake-up each
-/// way (`BENCHMARKS.md`, issue 37); in WAL mode it sees every commit that returned and
-/// never waits for one in progress.
+/// A journal's handle: writes go to its writer thread in group commits. A read while
+/// the writer sleeps runs on the caller's thread, on a connection of its own: a few µs
+/// of SQLite over pages the kernel has cached, where a hand-off to the writer would cost
+/// a wake-up each way (`BENCHMARKS.md`, issue 37); in WAL mode it sees every commit that
+/// returned and never waits for one in progress. A read while the writer is at work
+/// joins its next batch.
 pub struct JournalStore {
     writes: GroupCommitStore,
     reader: Mutex<Connection>,
@@ -89,6 +90,14 @@ impl Store for JournalStore {
     }
 
     async fn read(&self, name: &str) -> Result<Option<Versioned>, StoreError> {
+        // A writer at work anyway takes the read into its next batch: one transaction
+        // on its own warm connection serves the calls of tasks that arrive together,
+        // where reads of their own would each find their connection's pages made stale
+        // by the commits between them (at 4 workers, ~40 µs a task more on the runtime
+        // thread: `BENCHMARKS.md`, issue 37, seventh look).
+        if self.writes.busy() {
+            return self.writes.read(name).await;
+        }
         read(
             &self.reader.lock().unwrap_or_else(PoisonError::into_inner),
             name,
