@@ -87,9 +87,6 @@ pub(super) fn open_private_folder(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The objects an older version kept as files in `dir` (the names `is_object`
-/// accepts), with their bytes and paths, for a store to move in. A file that cannot be
-/// read stays where it is (logged): not a reason to refuse to start.
 /// How long [`hold`] waits for the process before it to let go of a lock (a host that
 /// is restarting; a store dropped moments ago in this process).
 const LOCK_WAIT: Duration = Duration::from_secs(2);
@@ -131,6 +128,9 @@ pub fn hold(dir: &Path, file: &str) -> Result<std::fs::File, StoreError> {
     }
 }
 
+/// The objects an older version kept as files in `dir` (the names `is_object`
+/// accepts), with their bytes and paths, for a store to move in. A file that cannot be
+/// read stays where it is (logged): not a reason to refuse to start.
 pub(super) fn legacy_files(
     dir: &Path,
     is_object: fn(&str) -> bool,

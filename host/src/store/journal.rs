@@ -1,11 +1,11 @@
 //! A store in one SQLite database in a folder (WAL mode), written in group commits
 //! ([`group`](super::group)): a batch is one transaction, so N records arriving
 //! together cost one `fsync` of the log, not 2 N of files and folders. Idempotency
-//! answers on a folder live here (and the claims an older version wrote): a file per record cost a new inode per
-//! write and the folder's lock per rename, which measured at several times a task's own
-//! CPU (`BENCHMARKS.md`, issue 37); and unlike the outbox's short-lived entries
-//! ([`open_log`](super::open_log)) they stay, so an index on disk, not in memory, suits
-//! them.
+//! answers on a folder live here (and the claims an older version wrote): a file per
+//! record cost a new inode per write and the folder's lock per rename, which measured at
+//! several times a task's own CPU (`BENCHMARKS.md`, issue 37); and unlike the outbox's
+//! short-lived entries ([`open_log`](super::open_log)) they stay, so an index on disk,
+//! not in memory, suits them.
 //!
 //! A read goes to the writer only when it is at work anyway; else it runs on the
 //! caller's thread, on a connection of its own ([`JournalStore`]).
