@@ -34,7 +34,7 @@
 //! - host: `sfn-wasm-host serve` with the `greet` component, `workers = N`, its compile
 //!   cache filled beforehand (`sfn-wasm-host compile`, as a deploy would), JSON logs at the
 //!   default level (info) to a pipe, as in production.
-//! - host with outbox / with idempotency (keep-alive stand-in, queued): the same with
+//! - host with outbox / with idempotency (keep-alive stand-in, queued and paced): the same with
 //!   `[host] outbox_dir`, or `[activity.idempotency]` on a folder with every task's key
 //!   new (`"id": "{n}"` in the input), each also with `durability = "process-crash"`; a
 //!   table prints what each adds per task over the host without it.
@@ -96,11 +96,18 @@ const CALLBACK: &str = "host serving a callback (SQS)";
 const OUTBOX: &str = "host with outbox";
 /// The same with `outbox_durability = "process-crash"`: written, not fsync'd.
 const OUTBOX_PROCESS_CRASH: &str = "host with outbox (process-crash)";
-/// The host with `[activity.idempotency]` on a folder, every task's key new: a lookup,
-/// a claim and the stored answer per task.
+/// The host with `[activity.idempotency]` on a folder, every task's key new: a claim
+/// (held in memory), a read of the key and the stored answer per task.
 const IDEMPOTENCY: &str = "host with idempotency";
 /// The same with `durability = "process-crash"`.
 const IDEMPOTENCY_PROCESS_CRASH: &str = "host with idempotency (process-crash)";
+/// The durability features' modes: each costed against the host without it.
+const DURABLE: [&str; 4] = [
+    OUTBOX,
+    OUTBOX_PROCESS_CRASH,
+    IDEMPOTENCY,
+    IDEMPOTENCY_PROCESS_CRASH,
+];
 /// Raises the host's API token buckets out of the way of a stand-in running flat out.
 const RAISED_QUOTAS: &str = "[aws.max_requests_per_second]\nGetActivityTask = 100000\nSendTaskSuccess = 100000\nSendTaskFailure = 100000\nSendTaskHeartbeat = 100000\n";
 
@@ -138,15 +145,9 @@ impl Target {
     fn modes(self) -> &'static [&'static str] {
         match self {
             Target::LocalStack => &["bare", "host", OPS, CALLBACK],
-            Target::Queued => &[
-                "bare",
-                "host",
-                OUTBOX,
-                OUTBOX_PROCESS_CRASH,
-                IDEMPOTENCY,
-                IDEMPOTENCY_PROCESS_CRASH,
+            Target::Queued | Target::Paced => &[
+                "bare", "host", DURABLE[0], DURABLE[1], DURABLE[2], DURABLE[3],
             ],
-            Target::Paced => &["bare", "host"],
         }
     }
 }
@@ -544,21 +545,20 @@ fn report(targets: &[Target], samples: &[Sample]) {
         }
     }
 
-    if targets.contains(&Target::Queued) {
+    for target in [Target::Queued, Target::Paced] {
+        if !targets.contains(&target) {
+            continue;
+        }
         println!(
-            "\nWhat keeping answers costs, keep-alive stand-in, queued (target ≤ +25 %; process-crash ≤ +10 %):\n"
+            "\nWhat keeping answers costs, {} (target ≤ +25 %; process-crash ≤ +10 %):\n",
+            target.name()
         );
         println!("| feature | concurrency | CPU per task | over the host without it |");
         println!("|---|---:|---:|---:|");
         for concurrency in CONCURRENCY {
-            let host = pick(Target::Queued, "host", concurrency, |s| s.per_task);
-            for mode in [
-                OUTBOX,
-                OUTBOX_PROCESS_CRASH,
-                IDEMPOTENCY,
-                IDEMPOTENCY_PROCESS_CRASH,
-            ] {
-                let with = pick(Target::Queued, mode, concurrency, |s| s.per_task);
+            let host = pick(target, "host", concurrency, |s| s.per_task);
+            for mode in DURABLE {
+                let with = pick(target, mode, concurrency, |s| s.per_task);
                 println!(
                     "| {mode} | {concurrency} | {:.0} µs | {:+.1} % |",
                     with * 1e6,
