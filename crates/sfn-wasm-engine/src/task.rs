@@ -186,30 +186,41 @@ pub(super) enum HandlerPre {
 
 impl HandlerPre {
     /// Instantiates the handler in `store` and calls its `handle` with `task`, in the
-    /// types of the world it was built against.
+    /// types of the world it was built against. The task's `deadline-ms` is what is left
+    /// of `deadline` once the instance is made, not the whole timeout: the time spent
+    /// before (reading the input, preparing and instantiating) is the guest's too, and a
+    /// guest that plans to answer just before its deadline must not count it twice.
     pub(super) async fn handle(
         &self,
         store: &mut wasmtime::Store<TaskState>,
-        task: v0_2::sfn::activity::types::Task,
+        mut task: v0_2::sfn::activity::types::Task,
+        deadline: Instant,
     ) -> wasmtime::Result<Result<(), String>> {
         match self {
             HandlerPre::V0_2(pre) => {
                 let instance = pre.instantiate_async(&mut *store).await?;
+                task.deadline_ms = Some(millis_left(deadline));
                 instance.call_handle(&mut *store, &task).await
             }
             HandlerPre::V0_1(pre) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
                 let task = v0_1::sfn::activity::types::Task {
                     input: task.input,
                     activity_arn: task.activity_arn,
                     worker_name: task.worker_name,
                     task_id: task.task_id,
-                    deadline_ms: task.deadline_ms,
+                    deadline_ms: Some(millis_left(deadline)),
                 };
-                let instance = pre.instantiate_async(&mut *store).await?;
                 instance.call_handle(&mut *store, &task).await
             }
         }
     }
+}
+
+/// Whole milliseconds from now to `deadline`, 0 once it has passed.
+fn millis_left(deadline: Instant) -> u64 {
+    let left = deadline.saturating_duration_since(Instant::now());
+    u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Runs one task of the handler `pre` in a fresh instance of `engine` (see
@@ -280,10 +291,11 @@ pub(super) async fn run(
         activity_arn: request.activity_arn.to_string(),
         worker_name: request.worker_name.to_string(),
         task_id: request.task_id.to_string(),
-        deadline_ms: Some(u64::try_from(request.limits.timeout.as_millis()).unwrap_or(u64::MAX)),
+        // Set once the instance is made (see `HandlerPre::handle`).
+        deadline_ms: None,
     };
     let outcome = {
-        let call = cpu::timed(pre.handle(&mut store, task), &cpu);
+        let call = cpu::timed(pre.handle(&mut store, task, deadline), &cpu);
         supervise(call, &request.control, &request.limits, deadline, &sink).await
     };
 

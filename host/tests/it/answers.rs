@@ -202,6 +202,11 @@ async fn throttling_is_waited_out_not_counted_as_failures() {
     h.consumer.shutdown(Duration::from_secs(1)).await;
 }
 
+/// A guest that answers just before its deadline races the host's own answer for it
+/// (`SfnWasmHost.Timeout`). Which one wins within a tick or two of the deadline is up to
+/// the machine's scheduler (a loaded machine wakes the guest late), so the test holds the
+/// host to what it promises either way: exactly one answer, the one Step Functions
+/// records. An answer well before the deadline is the guest's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_at_the_deadline_is_the_one_answer() {
     let mut h = Setup {
@@ -210,26 +215,37 @@ async fn an_answer_at_the_deadline_is_the_one_answer() {
     }
     .start()
     .await;
-    // Within a tick or two (10 ms each) of the deadline, as the guest measures it.
-    for margin_ms in [10, 15, 25] {
+    // Milliseconds before the deadline, as the guest measures it (its `deadline-ms`).
+    for margin_ms in [250, 25, 15, 10, 0] {
         let ended = h.run(json!({"hello": "Deadline", "ms": margin_ms})).await;
-        assert_eq!(
-            ended.status,
-            ExecutionStatus::Succeeded,
-            "{margin_ms}: {ended:?}"
-        );
-        assert_eq!(ended.output, Some(json!({"greeting": "Hello, Deadline"})));
         let events = h.events_until("task:done", Duration::from_secs(10)).await;
         let answers: Vec<&str> = names(&events)
             .into_iter()
             .filter(|n| matches!(*n, "task:success" | "task:failure"))
             .collect();
-        assert_eq!(
-            answers,
-            ["task:success"],
-            "{margin_ms}: {:?}",
-            names(&events)
-        );
+        match answers.as_slice() {
+            ["task:success"] => {
+                assert_eq!(
+                    ended.status,
+                    ExecutionStatus::Succeeded,
+                    "{margin_ms}: {ended:?}"
+                );
+                assert_eq!(ended.output, Some(json!({"greeting": "Hello, Deadline"})));
+            }
+            ["task:failure"] if margin_ms < 250 => {
+                assert_eq!(
+                    ended.status,
+                    ExecutionStatus::Failed,
+                    "{margin_ms}: {ended:?}"
+                );
+                assert_eq!(
+                    ended.error.as_deref(),
+                    Some("SfnWasmHost.Timeout"),
+                    "{margin_ms}: {ended:?}"
+                );
+            }
+            other => panic!("{margin_ms}: answers {other:?} in {:?}", names(&events)),
+        }
     }
     h.consumer.shutdown(Duration::from_secs(1)).await;
 }
