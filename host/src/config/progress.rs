@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::checks::{Problem, at};
+use crate::idempotency::LONGEST_TTL;
 use crate::progress::check_pointer;
 use crate::store::{Durability, StoreLocation};
 
@@ -86,7 +87,9 @@ pub struct IdempotencyConfig {
     pub key: String,
     /// `store`: an S3 prefix (a fleet shares it) or a folder (one host only).
     pub store: StoreLocation,
-    /// `ttl_seconds`: how long a stored answer is sent again (default a day).
+    /// `ttl_seconds`: how long a stored answer is sent again (default a day, at most
+    /// [`LONGEST_TTL`]); an answer keeps the TTL it was stored with, or a shorter one
+    /// set later.
     pub ttl: std::time::Duration,
     /// `validate`: JSON pointers to the parts of the input that must match the input the
     /// answer was stored for (default none: the key alone decides).
@@ -100,7 +103,7 @@ impl IdempotencyConfig {
     /// Checks `[activity.idempotency]`; a relative folder resolves against `base`.
     pub(super) fn resolve(raw: &RawIdempotency, base: &Path) -> Result<Self, Problem> {
         let store = keyed_store("idempotency", &raw.key, &raw.store, base)?;
-        let ttl = super::checks::seconds_within(raw.ttl_seconds, 1.0, 31_536_000.0)
+        let ttl = super::checks::seconds_within(raw.ttl_seconds, 1.0, LONGEST_TTL.as_secs_f64())
             .map_err(at("idempotency.ttl_seconds"))?;
         for (index, pointer) in raw.validate.iter().enumerate() {
             check_pointer(pointer)

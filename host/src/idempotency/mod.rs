@@ -195,6 +195,8 @@ pub enum Lookup {
 pub struct Claim {
     store: Arc<dyn Store>,
     name: String,
+    /// How long its answer is kept once stored.
+    ttl: Duration,
     /// The version of the claim this attempt wrote: the only record it may change.
     version: Version,
     validated: Vec<Validated>,
@@ -227,14 +229,22 @@ enum Record {
         #[serde(default)]
         validated: Vec<Validated>,
     },
-    /// The answer Step Functions accepted, at `stored_at_ms`.
+    /// The answer Step Functions accepted, at `stored_at_ms`, sent again until the TTL
+    /// it was stored with has passed (`expires_at_ms`; a record of an older version has
+    /// none: the TTL configured now) or the TTL configured now, whichever comes first.
     Done {
         stored_at_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at_ms: Option<u64>,
         answer: StoredAnswer,
         #[serde(default)]
         validated: Vec<Validated>,
     },
 }
+
+/// The longest `ttl_seconds` a config may give (a year): how long a stored answer of an
+/// older version, which notes no expiry, is kept in a folder store.
+pub const LONGEST_TTL: Duration = Duration::from_secs(31_536_000);
 
 /// The value an input had at one `validate` pointer, as a SHA-256 of its canonical JSON
 /// (the input itself is not stored).
@@ -372,6 +382,7 @@ impl ActivityIdempotency {
             Lookup::Run(Claim {
                 store: self.store.clone(),
                 name: name.clone(),
+                ttl: self.ttl,
                 version,
                 validated: validated.clone(),
                 here: None,
@@ -449,11 +460,32 @@ impl ActivityIdempotency {
         }
         Lookup::Run(Claim {
             store: self.store.clone(),
+            ttl: self.ttl,
             version: Version(format!("held-here-{id:032x}")),
             name,
             validated,
             here: Some((here.clone(), id)),
             resumed: false,
+        })
+    }
+
+    /// When the record `data` expires (ms since the Unix epoch), after which no lookup
+    /// reads it: a folder store deletes it then ([`crate::store::Expiry`]). A claim at
+    /// its expiry; an answer at the TTL it was stored with, or [`LONGEST_TTL`] after it
+    /// was stored when it notes none; `None` (kept) for what is not a record.
+    pub fn expires_at_ms(data: &[u8]) -> Option<u64> {
+        /// A record's times alone: the answer is skipped over, not copied (this runs on
+        /// the store's writer thread for every write).
+        #[derive(Deserialize)]
+        struct Times {
+            expires_at_ms: Option<u64>,
+            stored_at_ms: Option<u64>,
+        }
+        let times = serde_json::from_slice::<Times>(data).ok()?;
+        times.expires_at_ms.or_else(|| {
+            times
+                .stored_at_ms
+                .map(|stored| stored.saturating_add(millis(LONGEST_TTL)))
         })
     }
 
@@ -498,9 +530,12 @@ impl ActivityIdempotency {
         match serde_json::from_slice::<Record>(data) {
             Ok(Record::Done {
                 stored_at_ms,
+                expires_at_ms,
                 answer,
                 validated: theirs,
-            }) if now.saturating_sub(stored_at_ms) < millis(self.ttl) => {
+            }) if now.saturating_sub(stored_at_ms) < millis(self.ttl)
+                && expires_at_ms.is_none_or(|at| now < at) =>
+            {
                 Some(match mismatch(validated, &theirs) {
                     Some(differ) => Lookup::Mismatch(differ),
                     None => Lookup::Stored(match answer {
@@ -570,6 +605,7 @@ impl Claim {
             },
             Some(answer) => Record::Done {
                 stored_at_ms: now_ms(),
+                expires_at_ms: Some(now_ms().saturating_add(millis(self.ttl))),
                 answer: match answer {
                     Answer::Success { output } => StoredAnswer::Success {
                         output: output.clone(),
@@ -653,6 +689,7 @@ impl ActivityIdempotency {
         Claim {
             store: self.store.clone(),
             name: held.name,
+            ttl: self.ttl,
             version: Version(held.version),
             validated: held.validated,
             here,

@@ -227,8 +227,15 @@ async fn a_stored_answer_is_only_for_an_input_that_matches_where_validated() {
 /// Claims held in this process's memory over a journal in `dir`, as `serve` opens a
 /// folder store.
 fn held_here(dir: &std::path::Path, ttl: Duration, claim_for: Duration) -> ActivityIdempotency {
-    let store: Arc<dyn Store> =
-        Arc::new(open_journal(dir, Durability::PowerLoss, Legacy::Leave).unwrap());
+    let store: Arc<dyn Store> = Arc::new(
+        open_journal(
+            dir,
+            Durability::PowerLoss,
+            Legacy::Leave,
+            Some(ActivityIdempotency::expires_at_ms),
+        )
+        .unwrap(),
+    );
     ActivityIdempotency::new(store, "/orderId".into(), ttl, claim_for)
         .holding_claims_here(dir, "arn:a")
         .unwrap()
@@ -305,8 +312,15 @@ async fn host_failures_give_the_key_back_and_dead_claims_and_old_answers_expire(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_attempts_run_once_on_a_journal() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> =
-        Arc::new(open_journal(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap());
+    let store: Arc<dyn Store> = Arc::new(
+        open_journal(
+            dir.path(),
+            Durability::PowerLoss,
+            Legacy::Leave,
+            Some(ActivityIdempotency::expires_at_ms),
+        )
+        .unwrap(),
+    );
     let keys = Arc::new(ActivityIdempotency::new(
         store,
         "/orderId".into(),
@@ -333,7 +347,15 @@ async fn twenty_concurrent_attempts_run_once_on_a_journal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claims_held_in_memory_run_once_and_only_the_answer_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let journal = Arc::new(open_journal(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap());
+    let journal = Arc::new(
+        open_journal(
+            dir.path(),
+            Durability::PowerLoss,
+            Legacy::Leave,
+            Some(ActivityIdempotency::expires_at_ms),
+        )
+        .unwrap(),
+    );
     let minute = Duration::from_secs(60);
     let keys = Arc::new(
         ActivityIdempotency::new(journal.clone(), "/orderId".into(), minute, minute)
@@ -371,8 +393,15 @@ async fn claims_held_in_memory_run_once_and_only_the_answer_is_written() {
 #[test]
 fn a_second_holder_of_an_activitys_claims_in_a_folder_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let journal: Arc<dyn Store> =
-        Arc::new(open_journal(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap());
+    let journal: Arc<dyn Store> = Arc::new(
+        open_journal(
+            dir.path(),
+            Durability::PowerLoss,
+            Legacy::Leave,
+            Some(ActivityIdempotency::expires_at_ms),
+        )
+        .unwrap(),
+    );
     let minute = Duration::from_secs(60);
     let holder = |arn: &str| {
         ActivityIdempotency::new(journal.clone(), "/orderId".into(), minute, minute)
@@ -466,4 +495,77 @@ async fn a_resumed_claim_holds_its_key_until_it_settles() {
     };
     assert_eq!(resumed.settle(Some(&answer)).await.unwrap(), Settled::Done);
     assert!(matches!(keys.look_up("arn:a", input).await, Lookup::Stored(a) if a == answer));
+}
+
+/// A stored answer is sent again for the TTL it was stored with, even once the config
+/// gives a longer one, and a folder store then deletes it: its journal does not grow
+/// with every key it ever saw. What an older version stored (no expiry noted) is kept
+/// for the longest TTL a config may give.
+#[tokio::test]
+async fn an_answer_is_kept_for_the_ttl_it_was_stored_with_then_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let minute = Duration::from_secs(60);
+    let short = held_here(dir.path(), Duration::from_secs(1), minute);
+    let input = r#"{"orderId":"o-1"}"#;
+    let Lookup::Run(claim) = short.look_up("arn:a", input).await else {
+        panic!("the first attempt runs");
+    };
+    let answer = Answer::Success {
+        output: r#"{"charged":true}"#.into(),
+    };
+    claim.settle(Some(&answer)).await.unwrap();
+    let record = short
+        .record_name("arn:a", &serde_json::from_str(input).unwrap())
+        .unwrap();
+    assert!(short.store.get(&record).await.unwrap().is_some());
+    drop(short);
+    // Restarted with a TTL of a day: the answer still holds for the second it was
+    // stored with, and not after.
+    let long = held_here(dir.path(), Duration::from_secs(86_400), minute);
+    assert!(matches!(
+        long.look_up("arn:a", input).await,
+        Lookup::Stored(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let Lookup::Run(again) = long.look_up("arn:a", input).await else {
+        panic!("an expired answer is not sent again");
+    };
+    again.settle(None).await.unwrap();
+    drop(long);
+    // The next start's first write is followed by a look for expired rows.
+    let next = held_here(dir.path(), minute, minute);
+    let Lookup::Run(other) = next.look_up("arn:a", r#"{"orderId":"o-2"}"#).await else {
+        panic!("another key runs");
+    };
+    other.settle(Some(&answer)).await.unwrap();
+    let other_record = next
+        .record_name("arn:a", &serde_json::json!({"orderId": "o-2"}))
+        .unwrap();
+    assert!(next.store.get(&other_record).await.unwrap().is_some());
+    // A second write returns once the look that followed the first is done.
+    let Lookup::Run(third) = next.look_up("arn:a", r#"{"orderId":"o-3"}"#).await else {
+        panic!("another key runs");
+    };
+    third.settle(Some(&answer)).await.unwrap();
+    assert_eq!(
+        next.store.get(&record).await.unwrap(),
+        None,
+        "deleted once expired"
+    );
+
+    // An older version's answer notes no expiry: kept for the longest TTL.
+    let old = Record::Done {
+        stored_at_ms: 1_000,
+        expires_at_ms: None,
+        answer: StoredAnswer::Success {
+            output: "{}".into(),
+        },
+        validated: Vec::new(),
+    };
+    let old = serde_json::to_vec(&old).unwrap();
+    assert_eq!(
+        ActivityIdempotency::expires_at_ms(&old),
+        Some(1_000 + millis(LONGEST_TTL))
+    );
+    assert_eq!(ActivityIdempotency::expires_at_ms(b"not a record"), None);
 }

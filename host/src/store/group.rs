@@ -57,6 +57,9 @@ pub(super) trait Backend: Send + 'static {
     /// Makes the batch as durable as the store promises; on an error, nothing of it
     /// stays.
     fn commit(&mut self) -> Result<(), StoreError>;
+    /// After a batch's replies are sent: housekeeping nobody waits for (the journal's
+    /// expired rows), in a transaction of its own so that it can never undo a batch.
+    fn tidy(&mut self) {}
 }
 
 /// A store whose calls one writer thread applies in group commits; the handle the
@@ -282,6 +285,7 @@ fn write_loop(backend: &mut impl Backend, queue: &Queue) {
         state.waited -= batch.iter().filter(|call| !call.is_detached()).count();
         drop(state);
         commit(backend, batch);
+        backend.tidy();
         deadline = Some(Instant::now() + DETACHED_WAIT);
     }
 }

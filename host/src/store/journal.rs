@@ -10,6 +10,13 @@
 //! A read goes to the writer only when it is at work anyway; else it runs on the
 //! caller's thread, on a connection of its own ([`JournalStore`]).
 //!
+//! Rows do not stay for ever: a store opened with an [`Expiry`] notes when each row it
+//! writes expires (an indexed column), and its writer deletes expired rows between
+//! batches, at most [`SWEEP_ROWS`] at a time: at once when it opens, then every
+//! [`SWEEP_EVERY`], or after every batch while more are waiting. A database an older
+//! version made gains the column when it opens, its rows' expiries read from their
+//! bytes.
+//!
 //! The folder is checked as [`FolderStore`](super::FolderStore)'s is (owned by the
 //! host's user, writable by nobody else); the database is created private (0600), and
 //! SQLite gives its `-wal` and `-shm` files the same mode. Several processes may open
@@ -18,7 +25,7 @@
 
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -36,30 +43,51 @@ pub const DATABASE: &str = "store.sqlite";
 /// deadline, so that contention fails a write rather than marks the volume hung.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// When an object expires, read from its bytes by the format of whoever stores it: ms
+/// since the Unix epoch after which nobody will read it, or `None` to keep it. A store
+/// opened with one deletes what has expired ([`open`]).
+pub type Expiry = fn(&[u8]) -> Option<u64>;
+
+/// How often the writer looks for expired rows, when the last look found them all.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The most expired rows one look deletes (one transaction): a bound on how long the
+/// writer is away from the batches waiting for it.
+pub const SWEEP_ROWS: usize = 1_000;
+
 /// The store in `dir` (created, private, if missing): objects as rows of one SQLite
 /// database, written in group commits, as durable as `durability` says once a write
-/// returns.
+/// returns. With `expiry`, rows are deleted once it says they expired (see the module
+/// docs); without, they stay until deleted.
 ///
 /// # Errors
 /// [`StoreError`] when the folder cannot be created or is not private, or the database
-/// cannot be opened (another program's file, a full disk).
+/// cannot be opened or brought to this version's form (another program's file, a full
+/// disk).
 pub fn open(
     dir: &Path,
     durability: Durability,
     legacy: Legacy,
+    expiry: Option<Expiry>,
 ) -> Result<JournalStore, StoreError> {
     open_private_folder(dir)?;
     let path = dir.join(DATABASE);
     create_private(&path).map_err(|err| StoreError::io(&err))?;
     let connection = connect(&path, durability)?;
+    let journal = Journal {
+        connection,
+        expiry,
+        next_sweep: Instant::now(),
+    };
+    journal.note_expiries()?;
     if let Legacy::Import(is_object) = legacy {
-        import_files(&connection, dir, is_object)?;
-        run(&connection, synchronous(durability))?;
+        import_files(&journal, dir, is_object)?;
+        run(&journal.connection, synchronous(durability))?;
     }
     let reader = connect(&path, durability)?;
     run(&reader, "PRAGMA query_only = ON")?;
     Ok(JournalStore {
-        writes: GroupCommitStore::spawn("store-writer", Journal(connection))?,
+        writes: GroupCommitStore::spawn("store-writer", journal)?,
         reader: Mutex::new(reader),
     })
 }
@@ -200,7 +228,8 @@ fn connect(path: &Path, durability: Durability) -> Result<Connection, StoreError
              CREATE TABLE IF NOT EXISTS objects (
                  name TEXT PRIMARY KEY NOT NULL,
                  data BLOB NOT NULL,
-                 version TEXT NOT NULL
+                 version TEXT NOT NULL,
+                 expires_ms INTEGER
              ) WITHOUT ROWID;",
             synchronous(durability)
         ))
@@ -234,31 +263,128 @@ fn version_of(data: &[u8]) -> Version {
 }
 
 /// The database, as the writer thread drives it: a batch is one transaction.
-struct Journal(Connection);
+struct Journal {
+    connection: Connection,
+    /// When a row expires, if rows do.
+    expiry: Option<Expiry>,
+    /// When the writer next looks for expired rows.
+    next_sweep: Instant,
+}
+
+impl Journal {
+    /// When the row holding `data` expires, as the column keeps it (`NULL`: never).
+    fn expires(&self, data: &[u8]) -> Option<i64> {
+        let at = (self.expiry?)(data)?;
+        Some(i64::try_from(at).unwrap_or(i64::MAX))
+    }
+
+    /// Brings a database an older version made to this form (the `expires_ms` column,
+    /// each row's expiry read from its bytes), and indexes the column: in one
+    /// transaction, so that of two processes opening it at once one does it.
+    fn note_expiries(&self) -> Result<(), StoreError> {
+        let connection = &self.connection;
+        run(connection, "BEGIN IMMEDIATE")?;
+        let done = self.add_expiries().and_then(|()| {
+            run(
+                connection,
+                "CREATE INDEX IF NOT EXISTS objects_by_expiry ON objects (expires_ms) \
+                 WHERE expires_ms IS NOT NULL",
+            )
+        });
+        match done.and_then(|()| run(connection, "COMMIT")) {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                let _ = run(connection, "ROLLBACK");
+                Err(err)
+            }
+        }
+    }
+
+    /// Adds the `expires_ms` column if the table lacks it, filled in for the rows there.
+    fn add_expiries(&self) -> Result<(), StoreError> {
+        let connection = &self.connection;
+        let has_column = connection
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('objects') WHERE name = 'expires_ms'",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map_err(sql)?
+            > 0;
+        if has_column {
+            return Ok(());
+        }
+        run(
+            connection,
+            "ALTER TABLE objects ADD COLUMN expires_ms INTEGER",
+        )?;
+        if self.expiry.is_none() {
+            return Ok(());
+        }
+        // Whole rows, once: a database of an older version is this store's own.
+        for (name, data) in list(connection)? {
+            if let Some(expires) = self.expires(&data) {
+                connection
+                    .prepare_cached("UPDATE objects SET expires_ms = ?2 WHERE name = ?1")
+                    .and_then(|mut statement| statement.execute(params![name, expires]))
+                    .map_err(sql)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes up to [`SWEEP_ROWS`] rows that expired before `now_ms`, in a transaction
+    /// of its own; returns how many.
+    fn sweep(&self, now_ms: i64) -> Result<usize, StoreError> {
+        let connection = &self.connection;
+        run(connection, "BEGIN IMMEDIATE")?;
+        let deleted = connection
+            .prepare_cached(
+                "DELETE FROM objects WHERE name IN (SELECT name FROM objects \
+                 WHERE expires_ms < ?1 ORDER BY expires_ms LIMIT ?2)",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    now_ms,
+                    i64::try_from(SWEEP_ROWS).unwrap_or(i64::MAX)
+                ])
+            })
+            .map_err(sql);
+        match deleted.and_then(|deleted| run(connection, "COMMIT").map(|()| deleted)) {
+            Ok(deleted) => Ok(deleted),
+            Err(err) => {
+                if !connection.is_autocommit() {
+                    let _ = run(connection, "ROLLBACK");
+                }
+                Err(err)
+            }
+        }
+    }
+}
 
 impl Backend for Journal {
     fn begin(&mut self) -> Result<(), StoreError> {
-        run(&self.0, "BEGIN IMMEDIATE")
+        run(&self.connection, "BEGIN IMMEDIATE")
     }
 
     fn undone(&self) -> bool {
-        self.0.is_autocommit()
+        self.connection.is_autocommit()
     }
 
     fn read(&mut self, name: &str) -> Result<Option<Versioned>, StoreError> {
-        read(&self.0, name)
+        read(&self.connection, name)
     }
 
     fn list(&mut self) -> Result<Objects, StoreError> {
-        list(&self.0)
+        list(&self.connection)
     }
 
     fn put(&mut self, name: &str, data: &[u8]) -> Result<(), StoreError> {
-        put(&self.0, name, data)
+        put(&self.connection, name, data, self.expires(data))
     }
 
     fn put_if_absent(&mut self, name: &str, data: &[u8]) -> Result<Claimed, StoreError> {
-        put_if_absent(&self.0, name, data)
+        put_if_absent(&self.connection, name, data, self.expires(data))
     }
 
     fn put_if_match(
@@ -267,19 +393,40 @@ impl Backend for Journal {
         data: &[u8],
         version: &Version,
     ) -> Result<Claimed, StoreError> {
-        put_if_match(&self.0, name, data, version)
+        put_if_match(&self.connection, name, data, self.expires(data), version)
     }
 
     fn delete(&mut self, name: &str) -> Result<(), StoreError> {
-        delete(&self.0, name)
+        delete(&self.connection, name)
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
-        let committed = run(&self.0, "COMMIT");
-        if committed.is_err() && !self.0.is_autocommit() {
-            let _ = run(&self.0, "ROLLBACK");
+        let committed = run(&self.connection, "COMMIT");
+        if committed.is_err() && !self.connection.is_autocommit() {
+            let _ = run(&self.connection, "ROLLBACK");
         }
         committed
+    }
+
+    /// Deletes expired rows when a look is due: every [`SWEEP_EVERY`], or at once again
+    /// while a look finds more than [`SWEEP_ROWS`]. A failed look is logged and tried
+    /// at the next; it never fails a write.
+    fn tidy(&mut self) {
+        let now = Instant::now();
+        if self.expiry.is_none() || now < self.next_sweep {
+            return;
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.next_sweep = match self.sweep(now_ms) {
+            Ok(SWEEP_ROWS) => now,
+            Ok(_) => now + SWEEP_EVERY,
+            Err(err) => {
+                tracing::warn!(error = %err, "expired rows of a folder store could not be deleted; trying again later");
+                now + SWEEP_EVERY
+            }
+        };
     }
 }
 
@@ -292,10 +439,11 @@ pub fn is_digest(text: &str) -> bool {
 /// name) into the database, then deletes them: an upgraded host finds what the one
 /// before it kept, and nothing is in two places.
 fn import_files(
-    connection: &Connection,
+    journal: &Journal,
     dir: &Path,
     is_object: fn(&str) -> bool,
 ) -> Result<(), StoreError> {
+    let connection = &journal.connection;
     let found = legacy_files(dir, is_object);
     if found.is_empty() {
         return Ok(());
@@ -305,7 +453,7 @@ fn import_files(
     run(connection, "PRAGMA synchronous = FULL")?;
     run(connection, "BEGIN IMMEDIATE")?;
     for (name, data, _) in &found {
-        if let Err(err) = put_if_absent(connection, name, data) {
+        if let Err(err) = put_if_absent(connection, name, data, journal.expires(data)) {
             let _ = run(connection, "ROLLBACK");
             return Err(err);
         }
@@ -371,19 +519,37 @@ fn list(connection: &Connection) -> Result<Objects, StoreError> {
         .collect())
 }
 
-fn put(connection: &Connection, name: &str, data: &[u8]) -> Result<(), StoreError> {
+fn put(
+    connection: &Connection,
+    name: &str,
+    data: &[u8],
+    expires: Option<i64>,
+) -> Result<(), StoreError> {
     connection
-        .prepare_cached("INSERT OR REPLACE INTO objects (name, data, version) VALUES (?1, ?2, ?3)")
-        .and_then(|mut statement| statement.execute(params![name, data, version_of(data).0]))
+        .prepare_cached(
+            "INSERT OR REPLACE INTO objects (name, data, version, expires_ms) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![name, data, version_of(data).0, expires])
+        })
         .map(drop)
         .map_err(sql)
 }
 
-fn put_if_absent(connection: &Connection, name: &str, data: &[u8]) -> Result<Claimed, StoreError> {
+fn put_if_absent(
+    connection: &Connection,
+    name: &str,
+    data: &[u8],
+    expires: Option<i64>,
+) -> Result<Claimed, StoreError> {
     let version = version_of(data);
     let inserted = connection
-        .prepare_cached("INSERT OR IGNORE INTO objects (name, data, version) VALUES (?1, ?2, ?3)")
-        .and_then(|mut statement| statement.execute(params![name, data, version.0]))
+        .prepare_cached(
+            "INSERT OR IGNORE INTO objects (name, data, version, expires_ms) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut statement| statement.execute(params![name, data, version.0, expires]))
         .map_err(sql)?;
     Ok(if inserted == 1 {
         Claimed::Yes(version)
@@ -396,14 +562,16 @@ fn put_if_match(
     connection: &Connection,
     name: &str,
     data: &[u8],
+    expires: Option<i64>,
     version: &Version,
 ) -> Result<Claimed, StoreError> {
     let new = version_of(data);
     let replaced = connection
         .prepare_cached(
-            "UPDATE objects SET data = ?2, version = ?3 WHERE name = ?1 AND version = ?4",
+            "UPDATE objects SET data = ?2, version = ?3, expires_ms = ?5 \
+             WHERE name = ?1 AND version = ?4",
         )
-        .and_then(|mut statement| statement.execute(params![name, data, new.0, version.0]))
+        .and_then(|mut statement| statement.execute(params![name, data, new.0, version.0, expires]))
         .map_err(sql)?;
     Ok(if replaced == 1 {
         Claimed::Yes(new)
@@ -430,7 +598,7 @@ mod tests {
     async fn objects_are_rows_written_whole_in_a_private_database() {
         let dir = tempfile::tempdir().unwrap();
         let folder = dir.path().join("store");
-        let store = open(&folder, Durability::PowerLoss, Legacy::Leave).unwrap();
+        let store = open(&folder, Durability::PowerLoss, Legacy::Leave, None).unwrap();
         let version = super::super::contract::writes_whole_and_claims(&store).await;
         super::super::contract::replaces_only_the_version_read(&store, &version).await;
         super::super::contract::deletes_ride_and_a_flush_commits_them(store.writes()).await;
@@ -454,7 +622,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn writers_share_commits_and_a_conditional_replace_is_won_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(open(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap());
+        let store = Arc::new(open(dir.path(), Durability::PowerLoss, Legacy::Leave, None).unwrap());
         let writes = store.clone();
         super::super::contract::writers_share_commits(store, || {
             writes.writes().list().unwrap().len()
@@ -468,11 +636,11 @@ mod tests {
     async fn writes_outlive_the_store_in_both_durabilities() {
         for durability in [Durability::PowerLoss, Durability::ProcessCrash] {
             let dir = tempfile::tempdir().unwrap();
-            let store = open(dir.path(), durability, Legacy::Leave).unwrap();
+            let store = open(dir.path(), durability, Legacy::Leave, None).unwrap();
             store.put("a", b"kept").await.unwrap();
             // Not dropped: as if the process died here.
             std::mem::forget(store);
-            let again = open(dir.path(), durability, Legacy::Leave).unwrap();
+            let again = open(dir.path(), durability, Legacy::Leave, None).unwrap();
             assert_eq!(again.get("a").await.unwrap().as_deref(), Some(&b"kept"[..]));
         }
     }
@@ -503,7 +671,13 @@ mod tests {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
         let is_record = |name: &str| name.strip_prefix("answer-").is_some_and(is_digest);
-        let store = open(dir.path(), Durability::PowerLoss, Legacy::Import(is_record)).unwrap();
+        let store = open(
+            dir.path(),
+            Durability::PowerLoss,
+            Legacy::Import(is_record),
+            None,
+        )
+        .unwrap();
         for name in &names {
             assert_eq!(
                 store.get(name).await.unwrap().as_deref(),
@@ -517,6 +691,154 @@ mod tests {
         }
     }
 
+    /// A test format: an object's bytes are the ms since the epoch it expires at, or
+    /// anything else to be kept.
+    fn expiry_in_text(data: &[u8]) -> Option<u64> {
+        std::str::from_utf8(data).ok()?.parse().ok()
+    }
+
+    fn rows(dir: &Path) -> Vec<(String, Option<i64>)> {
+        let connection = Connection::open(dir.join(DATABASE)).unwrap();
+        let mut statement = connection
+            .prepare("SELECT name, expires_ms FROM objects ORDER BY name")
+            .unwrap();
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// Each write notes when its row expires, and the writer deletes the expired rows
+    /// once a batch is committed (at once after opening): what is still to be read, or
+    /// says no expiry, stays.
+    #[tokio::test]
+    async fn expired_rows_are_deleted_by_the_writer_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(
+            dir.path(),
+            Durability::PowerLoss,
+            Legacy::Leave,
+            Some(expiry_in_text),
+        )
+        .unwrap();
+        let later = (SystemTime::now() + Duration::from_secs(3_600))
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            .to_string();
+        // The look due at open follows the first batch: `gone` goes at once.
+        store.put("gone", b"1").await.unwrap();
+        assert_eq!(
+            store.put_if_absent("kept", later.as_bytes()).await.unwrap(),
+            Claimed::Yes(version_of(later.as_bytes()))
+        );
+        store.put("forever", b"no expiry").await.unwrap();
+        let Claimed::Yes(version) = store
+            .put_if_absent("replaced", later.as_bytes())
+            .await
+            .unwrap()
+        else {
+            panic!("replaced was free");
+        };
+        // Replaced by a record that has expired: the column follows the bytes.
+        assert!(matches!(
+            store
+                .put_if_match("replaced", b"2", &version)
+                .await
+                .unwrap(),
+            Claimed::Yes(_)
+        ));
+        // No look is due again for a while: `replaced` waits, its expiry noted.
+        let expected_later: i64 = later.parse().unwrap();
+        assert_eq!(
+            rows(dir.path()),
+            [
+                ("forever".to_owned(), None),
+                ("kept".to_owned(), Some(expected_later)),
+                ("replaced".to_owned(), Some(2)),
+            ]
+        );
+        drop(store);
+        // A new start looks at once.
+        let store = open(
+            dir.path(),
+            Durability::PowerLoss,
+            Legacy::Leave,
+            Some(expiry_in_text),
+        )
+        .unwrap();
+        store.put("trigger", b"x").await.unwrap();
+        store.writes().flush().await.unwrap();
+        assert_eq!(
+            rows(dir.path()),
+            [
+                ("forever".to_owned(), None),
+                ("kept".to_owned(), Some(expected_later)),
+                ("trigger".to_owned(), None),
+            ]
+        );
+    }
+
+    /// A database an older version made (no `expires_ms` column) gains it when it
+    /// opens, each row's expiry read from its bytes; then the expired rows go, at most
+    /// [`SWEEP_ROWS`] a batch and at once again while more wait.
+    #[tokio::test]
+    async fn an_older_database_gains_expiries_and_a_backlog_goes_batch_by_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let old = Connection::open(dir.path().join(DATABASE)).unwrap();
+            old.execute_batch(
+                "CREATE TABLE objects (name TEXT PRIMARY KEY NOT NULL, data BLOB NOT NULL, \
+                 version TEXT NOT NULL) WITHOUT ROWID;",
+            )
+            .unwrap();
+            let expired = 2 * SWEEP_ROWS + SWEEP_ROWS / 2;
+            old.execute_batch("BEGIN").unwrap();
+            for n in 0..expired {
+                old.execute(
+                    "INSERT INTO objects VALUES (?1, ?2, 'v')",
+                    params![format!("old{n:05}"), n.to_string().into_bytes()],
+                )
+                .unwrap();
+            }
+            old.execute(
+                "INSERT INTO objects VALUES ('unreadable', X'00ff', 'v')",
+                [],
+            )
+            .unwrap();
+            old.execute_batch("COMMIT").unwrap();
+        }
+        // One look deletes at most SWEEP_ROWS.
+        let now_ms = i64::try_from(SWEEP_ROWS * 3).unwrap();
+        {
+            let journal = Journal {
+                connection: connect(&dir.path().join(DATABASE), Durability::PowerLoss).unwrap(),
+                expiry: Some(expiry_in_text),
+                next_sweep: Instant::now(),
+            };
+            journal.note_expiries().unwrap();
+            assert_eq!(journal.sweep(now_ms).unwrap(), SWEEP_ROWS);
+        }
+        assert_eq!(rows(dir.path()).len(), 1 + SWEEP_ROWS + SWEEP_ROWS / 2);
+        let store = open(
+            dir.path(),
+            Durability::PowerLoss,
+            Legacy::Leave,
+            Some(expiry_in_text),
+        )
+        .unwrap();
+        store.put("first", b"x").await.unwrap();
+        // A look that took the full bound is due again after the next batch: the first
+        // flush's; the second returns once that look is done.
+        store.writes().flush().await.unwrap();
+        store.writes().flush().await.unwrap();
+        assert_eq!(
+            rows(dir.path()),
+            [("first".to_owned(), None), ("unreadable".to_owned(), None)]
+        );
+    }
+
     /// Another program's file where the database goes is an error that names it, not
     /// a panic or a silent new store.
     #[test]
@@ -527,7 +849,7 @@ mod tests {
             b"not a database, but long enough to be read as a header",
         )
         .unwrap();
-        let err = open(dir.path(), Durability::PowerLoss, Legacy::Leave)
+        let err = open(dir.path(), Durability::PowerLoss, Legacy::Leave, None)
             .err()
             .expect("refused");
         assert!(err.message.contains("not a database"), "{err}");
