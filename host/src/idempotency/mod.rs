@@ -24,7 +24,9 @@
 //! to the store's writer (`BENCHMARKS.md`, issue 37). An `flock` keeps a second process
 //! from serving the activity out of the same folder. A claim in memory goes with its
 //! host: after a crash the key's next attempt runs at once instead of after the claim's
-//! expiry, which is what that expiry came to anyway.
+//! expiry, which is what that expiry came to anyway. The folder's journal deletes each
+//! record once it expires ([`ActivityIdempotency::expires_at_ms`]): an answer notes the
+//! TTL it was stored with, so the folder holds about a TTL's worth of answers.
 //!
 //! Keys are compared as JSON values, type included (`1` and `"1"` are two keys). With
 //! `validate` pointers, a stored answer (or a running claim) is only for an input whose
@@ -596,6 +598,7 @@ impl Claim {
     /// # Errors
     /// [`StoreError`] when the store refused; the claim then expires by itself.
     pub async fn settle(self, answer: Option<&Answer>) -> Result<Settled, StoreError> {
+        let now = now_ms();
         let record = match answer {
             // Given back: an expired claim, which the next attempt takes over.
             None => Record::Running {
@@ -604,8 +607,8 @@ impl Claim {
                 validated: Vec::new(),
             },
             Some(answer) => Record::Done {
-                stored_at_ms: now_ms(),
-                expires_at_ms: Some(now_ms().saturating_add(millis(self.ttl))),
+                stored_at_ms: now,
+                expires_at_ms: Some(now.saturating_add(millis(self.ttl))),
                 answer: match answer {
                     Answer::Success { output } => StoredAnswer::Success {
                         output: output.clone(),

@@ -408,9 +408,9 @@ impl Backend for Journal {
         committed
     }
 
-    /// Deletes expired rows when a look is due: every [`SWEEP_EVERY`], or at once again
-    /// while a look finds more than [`SWEEP_ROWS`]. A failed look is logged and tried
-    /// at the next; it never fails a write.
+    /// Deletes expired rows when a look is due: every [`SWEEP_EVERY`], or after the next
+    /// batch again while a look deletes its bound of [`SWEEP_ROWS`] (more may wait). A
+    /// failed look is logged and tried at the next; it never fails a write.
     fn tidy(&mut self) {
         let now = Instant::now();
         if self.expiry.is_none() || now < self.next_sweep {
