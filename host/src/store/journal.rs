@@ -52,8 +52,9 @@ pub type Expiry = fn(&[u8]) -> Option<u64>;
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// The most expired rows one look deletes (one transaction): a bound on how long the
-/// writer is away from the batches waiting for it.
-pub const SWEEP_ROWS: usize = 1_000;
+/// writer is away from the batches waiting for it (~14 µs of CPU a row, on random pages
+/// of the table; 1,000 rows kept it away 22 ms with power-loss: `BENCHMARKS.md`).
+pub const SWEEP_ROWS: usize = 256;
 
 /// The store in `dir` (created, private, if missing): objects as rows of one SQLite
 /// database, written in group commits, as durable as `durability` says once a write
