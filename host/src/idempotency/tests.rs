@@ -1,5 +1,5 @@
 use super::*;
-use crate::store::{Durability, FolderStore, Legacy, Versioned, open_journal};
+use crate::store::{Durability, FolderStore, JournalStore, Legacy, Versioned, open_journal};
 use async_trait::async_trait;
 
 /// A folder store with S3's rules for credentials without `s3:ListBucket` (a read of
@@ -224,10 +224,9 @@ async fn a_stored_answer_is_only_for_an_input_that_matches_where_validated() {
     }
 }
 
-/// Claims held in this process's memory over a journal in `dir`, as `serve` opens a
-/// folder store.
-fn held_here(dir: &std::path::Path, ttl: Duration, claim_for: Duration) -> ActivityIdempotency {
-    let store: Arc<dyn Store> = Arc::new(
+/// A journal in `dir`, as `serve` opens a folder store: its expired records deleted.
+fn journal(dir: &std::path::Path) -> Arc<JournalStore> {
+    Arc::new(
         open_journal(
             dir,
             Durability::PowerLoss,
@@ -235,7 +234,13 @@ fn held_here(dir: &std::path::Path, ttl: Duration, claim_for: Duration) -> Activ
             Some(ActivityIdempotency::expires_at_ms),
         )
         .unwrap(),
-    );
+    )
+}
+
+/// Claims held in this process's memory over a journal in `dir`, as `serve` opens a
+/// folder store.
+fn held_here(dir: &std::path::Path, ttl: Duration, claim_for: Duration) -> ActivityIdempotency {
+    let store: Arc<dyn Store> = journal(dir);
     ActivityIdempotency::new(store, "/orderId".into(), ttl, claim_for)
         .holding_claims_here(dir, "arn:a")
         .unwrap()
@@ -312,15 +317,7 @@ async fn host_failures_give_the_key_back_and_dead_claims_and_old_answers_expire(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_attempts_run_once_on_a_journal() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        open_journal(
-            dir.path(),
-            Durability::PowerLoss,
-            Legacy::Leave,
-            Some(ActivityIdempotency::expires_at_ms),
-        )
-        .unwrap(),
-    );
+    let store: Arc<dyn Store> = journal(dir.path());
     let keys = Arc::new(ActivityIdempotency::new(
         store,
         "/orderId".into(),
@@ -347,15 +344,7 @@ async fn twenty_concurrent_attempts_run_once_on_a_journal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claims_held_in_memory_run_once_and_only_the_answer_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let journal = Arc::new(
-        open_journal(
-            dir.path(),
-            Durability::PowerLoss,
-            Legacy::Leave,
-            Some(ActivityIdempotency::expires_at_ms),
-        )
-        .unwrap(),
-    );
+    let journal = journal(dir.path());
     let minute = Duration::from_secs(60);
     let keys = Arc::new(
         ActivityIdempotency::new(journal.clone(), "/orderId".into(), minute, minute)
@@ -393,15 +382,7 @@ async fn claims_held_in_memory_run_once_and_only_the_answer_is_written() {
 #[test]
 fn a_second_holder_of_an_activitys_claims_in_a_folder_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let journal: Arc<dyn Store> = Arc::new(
-        open_journal(
-            dir.path(),
-            Durability::PowerLoss,
-            Legacy::Leave,
-            Some(ActivityIdempotency::expires_at_ms),
-        )
-        .unwrap(),
-    );
+    let journal: Arc<dyn Store> = journal(dir.path());
     let minute = Duration::from_secs(60);
     let holder = |arn: &str| {
         ActivityIdempotency::new(journal.clone(), "/orderId".into(), minute, minute)

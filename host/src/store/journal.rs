@@ -698,6 +698,17 @@ mod tests {
         std::str::from_utf8(data).ok()?.parse().ok()
     }
 
+    /// A store in `dir` whose objects expire as [`expiry_in_text`] reads them.
+    fn expiring(dir: &Path) -> JournalStore {
+        open(
+            dir,
+            Durability::PowerLoss,
+            Legacy::Leave,
+            Some(expiry_in_text),
+        )
+        .unwrap()
+    }
+
     fn rows(dir: &Path) -> Vec<(String, Option<i64>)> {
         let connection = Connection::open(dir.join(DATABASE)).unwrap();
         let mut statement = connection
@@ -716,13 +727,7 @@ mod tests {
     #[tokio::test]
     async fn expired_rows_are_deleted_by_the_writer_and_the_rest_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(
-            dir.path(),
-            Durability::PowerLoss,
-            Legacy::Leave,
-            Some(expiry_in_text),
-        )
-        .unwrap();
+        let store = expiring(dir.path());
         let later = (SystemTime::now() + Duration::from_secs(3_600))
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -762,13 +767,7 @@ mod tests {
         );
         drop(store);
         // A new start looks at once.
-        let store = open(
-            dir.path(),
-            Durability::PowerLoss,
-            Legacy::Leave,
-            Some(expiry_in_text),
-        )
-        .unwrap();
+        let store = expiring(dir.path());
         store.put("trigger", b"x").await.unwrap();
         store.writes().flush().await.unwrap();
         assert_eq!(
@@ -822,13 +821,7 @@ mod tests {
             assert_eq!(journal.sweep(now_ms).unwrap(), SWEEP_ROWS);
         }
         assert_eq!(rows(dir.path()).len(), 1 + SWEEP_ROWS + SWEEP_ROWS / 2);
-        let store = open(
-            dir.path(),
-            Durability::PowerLoss,
-            Legacy::Leave,
-            Some(expiry_in_text),
-        )
-        .unwrap();
+        let store = expiring(dir.path());
         store.put("first", b"x").await.unwrap();
         // A look that took the full bound is due again after the next batch: the first
         // flush's; the second returns once that look is done.
