@@ -17,6 +17,7 @@
 //! | `Sleep`     | sleeps `ms` milliseconds via WASI clocks, then success        |
 //! | `Patient`   | waits until `cancelled()` turns true, then answers by itself  |
 //! | `Deadline`  | sleeps until `ms` milliseconds before its deadline, then success |
+//! | `Left`      | `success({"deadline_ms": N})`: the `deadline-ms` it was given    |
 //! | `Work`      | computes `n` rounds of a xorshift loop (a fixed amount of CPU), then success |
 //! | `Allocate`  | allocates and touches `mb` MiB, then success                  |
 //! | `Count`     | counts to `n` (10), a `checkpoint` each step, from `last-checkpoint`; a first attempt (no checkpoint) traps at 5 |
@@ -76,6 +77,11 @@ fn scenarios(task: Task) -> Result<(), String> {
             std::thread::sleep(Duration::from_millis(left));
             toolkit::success(&greeting).map_err(|e| e.to_string())
         }
+        "Left" => match task.deadline_ms {
+            Some(left) => toolkit::success(&format!(r#"{{"deadline_ms":{left}}}"#)),
+            None => toolkit::success(r#"{"deadline_ms":null}"#),
+        }
+        .map_err(|e| e.to_string()),
         "Patient" => {
             while !toolkit::cancelled() {
                 std::thread::sleep(Duration::from_millis(10));

@@ -478,63 +478,105 @@ async fn a_resumed_claim_holds_its_key_until_it_settles() {
     assert!(matches!(keys.look_up("arn:a", input).await, Lookup::Stored(a) if a == answer));
 }
 
+/// A stored answer's record, stored at `stored_at_ms` to expire at `expires_at_ms`.
+fn done_record(stored_at_ms: u64, expires_at_ms: u64) -> Vec<u8> {
+    serde_json::to_vec(&Record::Done {
+        stored_at_ms,
+        expires_at_ms: Some(expires_at_ms),
+        answer: StoredAnswer::Success {
+            output: "{}".into(),
+        },
+        validated: Vec::new(),
+    })
+    .unwrap()
+}
+
 /// A stored answer is sent again for the TTL it was stored with, even once the config
-/// gives a longer one, and a folder store then deletes it: its journal does not grow
-/// with every key it ever saw. What an older version stored (no expiry noted) is kept
-/// for the longest TTL a config may give.
+/// gives a longer one, and for a shorter one set later; a folder store then deletes it:
+/// its journal does not grow with every key it ever saw.
 #[tokio::test]
 async fn an_answer_is_kept_for_the_ttl_it_was_stored_with_then_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let minute = Duration::from_secs(60);
-    let short = held_here(dir.path(), Duration::from_secs(1), minute);
+    let day = Duration::from_secs(86_400);
+    let keys = held_here(dir.path(), day, minute);
     let input = r#"{"orderId":"o-1"}"#;
-    let Lookup::Run(claim) = short.look_up("arn:a", input).await else {
+    let Lookup::Run(claim) = keys.look_up("arn:a", input).await else {
         panic!("the first attempt runs");
     };
     let answer = Answer::Success {
         output: r#"{"charged":true}"#.into(),
     };
+    let before = now_ms();
     claim.settle(Some(&answer)).await.unwrap();
-    let record = short
+    let name = keys
         .record_name("arn:a", &serde_json::from_str(input).unwrap())
         .unwrap();
-    assert!(short.store.get(&record).await.unwrap().is_some());
-    drop(short);
-    // Restarted with a TTL of a day: the answer still holds for the second it was
-    // stored with, and not after.
-    let long = held_here(dir.path(), Duration::from_secs(86_400), minute);
+    let stored = keys.store.get(&name).await.unwrap().unwrap();
+    let expires = ActivityIdempotency::expires_at_ms(&stored).unwrap();
+    assert!((before + millis(day)..=now_ms() + millis(day)).contains(&expires));
     assert!(matches!(
-        long.look_up("arn:a", input).await,
+        keys.look_up("arn:a", input).await,
         Lookup::Stored(_)
     ));
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let Lookup::Run(again) = long.look_up("arn:a", input).await else {
-        panic!("an expired answer is not sent again");
+    // Stored with a TTL that has passed: not sent again, whatever the TTL is now.
+    let now = now_ms();
+    keys.store
+        .put(&name, &done_record(now, now - 1))
+        .await
+        .unwrap();
+    let Lookup::Run(again) = keys.look_up("arn:a", input).await else {
+        panic!("an answer past the TTL it was stored with is not sent again");
     };
     again.settle(None).await.unwrap();
-    drop(long);
-    // The next start's first write is followed by a look for expired rows.
-    let next = held_here(dir.path(), minute, minute);
-    let Lookup::Run(other) = next.look_up("arn:a", r#"{"orderId":"o-2"}"#).await else {
-        panic!("another key runs");
-    };
-    other.settle(Some(&answer)).await.unwrap();
-    let other_record = next
-        .record_name("arn:a", &serde_json::json!({"orderId": "o-2"}))
+    // Stored for a day two seconds ago, looked up with a TTL of one second: not sent.
+    keys.store
+        .put(&name, &done_record(now - 2_000, now + millis(day)))
+        .await
         .unwrap();
-    assert!(next.store.get(&other_record).await.unwrap().is_some());
-    // A second write returns once the look that followed the first is done.
-    let Lookup::Run(third) = next.look_up("arn:a", r#"{"orderId":"o-3"}"#).await else {
-        panic!("another key runs");
-    };
-    third.settle(Some(&answer)).await.unwrap();
+    let short = ActivityIdempotency::new(
+        keys.store.clone(),
+        "/orderId".into(),
+        Duration::from_secs(1),
+        minute,
+    );
+    assert!(matches!(
+        short.look_up("arn:a", input).await,
+        Lookup::Run(_)
+    ));
+    // Expired again, then deleted by the next start's look (after its first write;
+    // a second write returns once that look is done).
+    keys.store
+        .put(&name, &done_record(now, now - 1))
+        .await
+        .unwrap();
+    drop((keys, short));
+    let next = held_here(dir.path(), minute, minute);
+    for order in ["o-2", "o-3"] {
+        let input = format!(r#"{{"orderId":"{order}"}}"#);
+        let Lookup::Run(claim) = next.look_up("arn:a", &input).await else {
+            panic!("another key runs");
+        };
+        claim.settle(Some(&answer)).await.unwrap();
+    }
     assert_eq!(
-        next.store.get(&record).await.unwrap(),
+        next.store.get(&name).await.unwrap(),
         None,
         "deleted once expired"
     );
+    let o2 = next
+        .record_name("arn:a", &serde_json::json!({"orderId": "o-2"}))
+        .unwrap();
+    assert!(
+        next.store.get(&o2).await.unwrap().is_some(),
+        "the rest kept"
+    );
+}
 
-    // An older version's answer notes no expiry: kept for the longest TTL.
+/// What an older version stored notes no expiry: it is kept for the longest TTL a config
+/// may give; what is not a record is kept.
+#[test]
+fn an_older_versions_answer_is_kept_for_the_longest_ttl() {
     let old = Record::Done {
         stored_at_ms: 1_000,
         expires_at_ms: None,

@@ -11,11 +11,14 @@
 //! caller's thread, on a connection of its own ([`JournalStore`]).
 //!
 //! Rows do not stay for ever: a store opened with an [`Expiry`] notes when each row it
-//! writes expires (an indexed column), and its writer deletes expired rows between
-//! batches, at most [`SWEEP_ROWS`] at a time: at once when it opens, then every
-//! [`SWEEP_EVERY`], or after every batch while more are waiting. A database an older
-//! version made gains the column when it opens, its rows' expiries read from their
-//! bytes.
+//! writes expires (`expires_ms`, indexed; [`NEVER`] for a row that does not), and its
+//! writer looks for expired rows after a commit: after the first batch it commits, then
+//! every [`SWEEP_EVERY`], or after the next batch again while more wait. A look deletes
+//! at most [`SWEEP_ROWS`] expired rows, in a transaction of its own, and first notes the
+//! expiry of as many rows that have none yet (`NULL`): rows of a database an older
+//! version made, which gains the column when it opens, or that an older version wrote
+//! since. An older version that changes a row's bytes in place leaves its expiry to be
+//! read again (a trigger sets it to `NULL`).
 //!
 //! The folder is checked as [`FolderStore`](super::FolderStore)'s is (owned by the
 //! host's user, writable by nobody else); the database is created private (0600), and
@@ -51,6 +54,9 @@ pub type Expiry = fn(&[u8]) -> Option<u64>;
 /// How often the writer looks for expired rows, when the last look found them all.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
+/// What `expires_ms` holds for a row that never expires: `NULL` means "not read yet".
+pub const NEVER: i64 = i64::MAX;
+
 /// The most expired rows one look deletes (one transaction): a bound on how long the
 /// writer is away from the batches waiting for it (~14 µs of CPU a row, on random pages
 /// of the table; 1,000 rows kept it away 22 ms with power-loss: `BENCHMARKS.md`).
@@ -80,7 +86,7 @@ pub fn open(
         expiry,
         next_sweep: Instant::now(),
     };
-    journal.note_expiries()?;
+    journal.add_expiries()?;
     if let Legacy::Import(is_object) = legacy {
         import_files(&journal, dir, is_object)?;
         run(&journal.connection, synchronous(durability))?;
@@ -273,23 +279,43 @@ struct Journal {
 }
 
 impl Journal {
-    /// When the row holding `data` expires, as the column keeps it (`NULL`: never).
+    /// When the row holding `data` expires, as the column keeps it: [`NEVER`] when the
+    /// expiry says it does not, `NULL` in a store without one.
     fn expires(&self, data: &[u8]) -> Option<i64> {
-        let at = (self.expiry?)(data)?;
-        Some(i64::try_from(at).unwrap_or(i64::MAX))
+        let expiry = self.expiry?;
+        Some(expiry(data).map_or(NEVER, |at| i64::try_from(at).unwrap_or(NEVER)))
     }
 
-    /// Brings a database an older version made to this form (the `expires_ms` column,
-    /// each row's expiry read from its bytes), and indexes the column: in one
-    /// transaction, so that of two processes opening it at once one does it.
-    fn note_expiries(&self) -> Result<(), StoreError> {
+    /// Brings a database an older version made to this form: the `expires_ms` column
+    /// (`NULL` until a look reads each row's expiry, see [`Journal::look`]), its index,
+    /// and the trigger that has a row whose bytes an older version changes in place read
+    /// again. Schema changes only, in one short transaction, and only when one is
+    /// missing: of two processes opening it at once, one makes them.
+    fn add_expiries(&self) -> Result<(), StoreError> {
         let connection = &self.connection;
+        if self.has_expiries()? {
+            return Ok(());
+        }
         run(connection, "BEGIN IMMEDIATE")?;
-        let done = self.add_expiries().and_then(|()| {
+        let done = self.has_expiries().and_then(|has| {
+            if has {
+                return Ok(());
+            }
+            if !self.has_column()? {
+                run(
+                    connection,
+                    "ALTER TABLE objects ADD COLUMN expires_ms INTEGER",
+                )?;
+            }
             run(
                 connection,
-                "CREATE INDEX IF NOT EXISTS objects_by_expiry ON objects (expires_ms) \
-                 WHERE expires_ms IS NOT NULL",
+                "CREATE INDEX IF NOT EXISTS objects_by_expiry ON objects (expires_ms)",
+            )?;
+            run(
+                connection,
+                "CREATE TRIGGER IF NOT EXISTS objects_expiry_read_again \
+                 AFTER UPDATE OF data ON objects WHEN NEW.expires_ms IS OLD.expires_ms \
+                 BEGIN UPDATE objects SET expires_ms = NULL WHERE name = NEW.name; END",
             )
         });
         match done.and_then(|()| run(connection, "COMMIT")) {
@@ -301,45 +327,80 @@ impl Journal {
         }
     }
 
-    /// Adds the `expires_ms` column if the table lacks it, filled in for the rows there.
-    fn add_expiries(&self) -> Result<(), StoreError> {
-        let connection = &self.connection;
-        let has_column = connection
+    /// Whether the column, its index and the trigger are there.
+    fn has_expiries(&self) -> Result<bool, StoreError> {
+        let made: i64 = self
+            .connection
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name IN \
+                 ('objects_by_expiry', 'objects_expiry_read_again')",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(sql)?;
+        Ok(made == 2 && self.has_column()?)
+    }
+
+    fn has_column(&self) -> Result<bool, StoreError> {
+        let found: i64 = self
+            .connection
             .query_row(
                 "SELECT count(*) FROM pragma_table_info('objects') WHERE name = 'expires_ms'",
                 [],
-                |row| row.get::<_, i64>(0),
+                |row| row.get(0),
             )
-            .map_err(sql)?
-            > 0;
-        if has_column {
-            return Ok(());
-        }
-        run(
-            connection,
-            "ALTER TABLE objects ADD COLUMN expires_ms INTEGER",
-        )?;
-        if self.expiry.is_none() {
-            return Ok(());
-        }
-        // Whole rows, once: a database of an older version is this store's own.
-        for (name, data) in list(connection)? {
-            if let Some(expires) = self.expires(&data) {
-                connection
-                    .prepare_cached("UPDATE objects SET expires_ms = ?2 WHERE name = ?1")
-                    .and_then(|mut statement| statement.execute(params![name, expires]))
-                    .map_err(sql)?;
-            }
-        }
-        Ok(())
+            .map_err(sql)?;
+        Ok(found > 0)
     }
 
-    /// Deletes up to [`SWEEP_ROWS`] rows that expired before `now_ms`, in a transaction
-    /// of its own; returns how many.
-    fn sweep(&self, now_ms: i64) -> Result<usize, StoreError> {
+    /// One look, in a transaction of its own: notes the expiry of up to [`SWEEP_ROWS`]
+    /// rows that have none yet, then deletes up to [`SWEEP_ROWS`] rows that expired
+    /// before `now_ms`. Returns whether either found its bound (more may wait).
+    fn look(&self, now_ms: i64) -> Result<bool, StoreError> {
         let connection = &self.connection;
         run(connection, "BEGIN IMMEDIATE")?;
-        let deleted = connection
+        let looked = self.read_expiries().and_then(|read| {
+            let deleted = self.delete_expired(now_ms)?;
+            Ok(read == SWEEP_ROWS || deleted == SWEEP_ROWS)
+        });
+        match looked.and_then(|more| run(connection, "COMMIT").map(|()| more)) {
+            Ok(more) => Ok(more),
+            Err(err) => {
+                if !connection.is_autocommit() {
+                    let _ = run(connection, "ROLLBACK");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Notes the expiry of up to [`SWEEP_ROWS`] rows whose `expires_ms` is `NULL`;
+    /// returns how many.
+    fn read_expiries(&self) -> Result<usize, StoreError> {
+        let connection = &self.connection;
+        let unread: Vec<(String, Vec<u8>)> = connection
+            .prepare_cached("SELECT name, data FROM objects WHERE expires_ms IS NULL LIMIT ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_map(
+                        params![i64::try_from(SWEEP_ROWS).unwrap_or(i64::MAX)],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )?
+                    .collect()
+            })
+            .map_err(sql)?;
+        for (name, data) in &unread {
+            connection
+                .prepare_cached("UPDATE objects SET expires_ms = ?2 WHERE name = ?1")
+                .and_then(|mut statement| statement.execute(params![name, self.expires(data)]))
+                .map_err(sql)?;
+        }
+        Ok(unread.len())
+    }
+
+    /// Deletes up to [`SWEEP_ROWS`] rows that expired before `now_ms`; returns how many.
+    fn delete_expired(&self, now_ms: i64) -> Result<usize, StoreError> {
+        self.connection
             .prepare_cached(
                 "DELETE FROM objects WHERE name IN (SELECT name FROM objects \
                  WHERE expires_ms < ?1 ORDER BY expires_ms LIMIT ?2)",
@@ -350,16 +411,7 @@ impl Journal {
                     i64::try_from(SWEEP_ROWS).unwrap_or(i64::MAX)
                 ])
             })
-            .map_err(sql);
-        match deleted.and_then(|deleted| run(connection, "COMMIT").map(|()| deleted)) {
-            Ok(deleted) => Ok(deleted),
-            Err(err) => {
-                if !connection.is_autocommit() {
-                    let _ = run(connection, "ROLLBACK");
-                }
-                Err(err)
-            }
-        }
+            .map_err(sql)
     }
 }
 
@@ -409,9 +461,9 @@ impl Backend for Journal {
         committed
     }
 
-    /// Deletes expired rows when a look is due: every [`SWEEP_EVERY`], or after the next
-    /// batch again while a look deletes its bound of [`SWEEP_ROWS`] (more may wait). A
-    /// failed look is logged and tried at the next; it never fails a write.
+    /// Looks for expired rows ([`Journal::look`]) when a look is due: every
+    /// [`SWEEP_EVERY`], or after the next batch again while a look finds its bound (more
+    /// may wait). A failed look is logged and tried at the next; it never fails a write.
     fn tidy(&mut self) {
         let now = Instant::now();
         if self.expiry.is_none() || now < self.next_sweep {
@@ -420,9 +472,9 @@ impl Backend for Journal {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        self.next_sweep = match self.sweep(now_ms) {
-            Ok(SWEEP_ROWS) => now,
-            Ok(_) => now + SWEEP_EVERY,
+        self.next_sweep = match self.look(now_ms) {
+            Ok(true) => now,
+            Ok(false) => now + SWEEP_EVERY,
             Err(err) => {
                 tracing::warn!(error = %err, "expired rows of a folder store could not be deleted; trying again later");
                 now + SWEEP_EVERY
@@ -722,8 +774,9 @@ mod tests {
     }
 
     /// Each write notes when its row expires, and the writer deletes the expired rows
-    /// once a batch is committed (at once after opening): what is still to be read, or
-    /// says no expiry, stays.
+    /// in a look after the first batch it commits: what is still to be read, or never
+    /// expires, stays. A row whose bytes an older version changes in place has its
+    /// expiry read again.
     #[tokio::test]
     async fn expired_rows_are_deleted_by_the_writer_and_the_rest_kept() {
         let dir = tempfile::tempdir().unwrap();
@@ -733,13 +786,14 @@ mod tests {
             .unwrap()
             .as_millis()
             .to_string();
-        // The look due at open follows the first batch: `gone` goes at once.
+        // The look after the first batch: `gone` goes at once.
         store.put("gone", b"1").await.unwrap();
         assert_eq!(
             store.put_if_absent("kept", later.as_bytes()).await.unwrap(),
             Claimed::Yes(version_of(later.as_bytes()))
         );
         store.put("forever", b"no expiry").await.unwrap();
+        store.put("changed", later.as_bytes()).await.unwrap();
         let Claimed::Yes(version) = store
             .put_if_absent("replaced", later.as_bytes())
             .await
@@ -755,37 +809,47 @@ mod tests {
                 .unwrap(),
             Claimed::Yes(_)
         ));
-        // No look is due again for a while: `replaced` waits, its expiry noted.
+        // An older version's conditional replace changes the bytes alone.
+        Connection::open(dir.path().join(DATABASE))
+            .unwrap()
+            .execute(
+                "UPDATE objects SET data = X'35', version = 'old' WHERE name = 'changed'",
+                [],
+            )
+            .unwrap();
+        // No look is due again for a while: the expired rows wait, their expiry noted
+        // or to be read again.
         let expected_later: i64 = later.parse().unwrap();
         assert_eq!(
             rows(dir.path()),
             [
-                ("forever".to_owned(), None),
+                ("changed".to_owned(), None),
+                ("forever".to_owned(), Some(NEVER)),
                 ("kept".to_owned(), Some(expected_later)),
                 ("replaced".to_owned(), Some(2)),
             ]
         );
         drop(store);
-        // A new start looks at once.
         let store = expiring(dir.path());
         store.put("trigger", b"x").await.unwrap();
         store.writes().flush().await.unwrap();
         assert_eq!(
             rows(dir.path()),
             [
-                ("forever".to_owned(), None),
+                ("forever".to_owned(), Some(NEVER)),
                 ("kept".to_owned(), Some(expected_later)),
-                ("trigger".to_owned(), None),
+                ("trigger".to_owned(), Some(NEVER)),
             ]
         );
     }
 
     /// A database an older version made (no `expires_ms` column) gains it when it
-    /// opens, each row's expiry read from its bytes; then the expired rows go, at most
-    /// [`SWEEP_ROWS`] a batch and at once again while more wait.
+    /// opens; a look reads the expiry of at most [`SWEEP_ROWS`] rows and deletes at most
+    /// as many, and while more wait the writer looks again after the next batch.
     #[tokio::test]
     async fn an_older_database_gains_expiries_and_a_backlog_goes_batch_by_batch() {
         let dir = tempfile::tempdir().unwrap();
+        let expired = 2 * SWEEP_ROWS + SWEEP_ROWS / 2;
         {
             let old = Connection::open(dir.path().join(DATABASE)).unwrap();
             old.execute_batch(
@@ -793,7 +857,6 @@ mod tests {
                  version TEXT NOT NULL) WITHOUT ROWID;",
             )
             .unwrap();
-            let expired = 2 * SWEEP_ROWS + SWEEP_ROWS / 2;
             old.execute_batch("BEGIN").unwrap();
             for n in 0..expired {
                 old.execute(
@@ -809,27 +872,32 @@ mod tests {
             .unwrap();
             old.execute_batch("COMMIT").unwrap();
         }
-        // One look deletes at most SWEEP_ROWS.
-        let now_ms = i64::try_from(SWEEP_ROWS * 3).unwrap();
+        // One look, by hand: its bound of rows read, and of rows deleted.
+        let now_ms = i64::try_from(expired).unwrap();
         {
             let journal = Journal {
                 connection: connect(&dir.path().join(DATABASE), Durability::PowerLoss).unwrap(),
                 expiry: Some(expiry_in_text),
                 next_sweep: Instant::now(),
             };
-            journal.note_expiries().unwrap();
-            assert_eq!(journal.sweep(now_ms).unwrap(), SWEEP_ROWS);
+            journal.add_expiries().unwrap();
+            assert!(journal.look(now_ms).unwrap(), "more wait");
         }
-        assert_eq!(rows(dir.path()).len(), 1 + SWEEP_ROWS + SWEEP_ROWS / 2);
+        let left = rows(dir.path());
+        assert_eq!(left.len(), expired + 1 - SWEEP_ROWS);
+        assert!(left.iter().all(|(_, expires)| expires.is_none()));
         let store = expiring(dir.path());
         store.put("first", b"x").await.unwrap();
-        // A look that took the full bound is due again after the next batch: the first
+        // A look that found its bound is due again after the next batch: the first
         // flush's; the second returns once that look is done.
         store.writes().flush().await.unwrap();
         store.writes().flush().await.unwrap();
         assert_eq!(
             rows(dir.path()),
-            [("first".to_owned(), None), ("unreadable".to_owned(), None)]
+            [
+                ("first".to_owned(), Some(NEVER)),
+                ("unreadable".to_owned(), Some(NEVER))
+            ]
         );
     }
 

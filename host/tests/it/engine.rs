@@ -548,6 +548,31 @@ async fn a_deadline_never_cuts_off_an_answer_in_flight() {
     assert!(delivery.state().is_delivered(), "{:?}", delivery.state());
 }
 
+/// `deadline-ms` is the time left when the handler is called (after its input was
+/// checked and its instance made), not the whole timeout: a guest that plans to answer
+/// just before its deadline does not count that time twice.
+#[tokio::test]
+async fn deadline_ms_is_the_time_left_when_the_handler_is_called() {
+    let f = fixture();
+    let recorder = Arc::new(Recorder::default());
+    let mut req = request("Left", TaskControl::default());
+    req.input = json!({"hello": "Left"}).to_string();
+    req.limits.timeout = Duration::from_secs(1);
+    let (report, _) = run_with(&f.scenarios, &f.engine, req, recorder.clone()).await;
+    assert!(report.error.is_none(), "{:?}", report.error);
+    let calls = recorder.calls();
+    let [Call::Success(output)] = calls.as_slice() else {
+        panic!("one success: {calls:?}");
+    };
+    let left = serde_json::from_str::<serde_json::Value>(output).unwrap()["deadline_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a number: {output}"));
+    assert!(
+        (1..1_000).contains(&left),
+        "{left} ms of a 1,000 ms deadline"
+    );
+}
+
 async fn push(f: &Fixture, handler: &Handler, push: &str) -> (TaskReport, AnswerState, usize) {
     let recorder = Arc::new(Recorder::default());
     let mut req = request(push, TaskControl::default());
