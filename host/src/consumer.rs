@@ -314,7 +314,7 @@ impl Wiring<'_> {
                     dir,
                     idempotency.durability,
                     Legacy::Import(ActivityIdempotency::is_record_name),
-                    Some(ActivityIdempotency::expires_at_ms),
+                    ActivityIdempotency::KEEPING,
                 )?))
             })?,
             idempotency.key.clone(),

@@ -42,7 +42,7 @@ use serde_json::Value;
 
 use crate::ids::sha256_hex;
 use crate::outcome::Answer;
-use crate::store::{Claimed, Store, StoreError, Version, hold};
+use crate::store::{Claimed, Keeping, Store, StoreError, Version, hold};
 
 /// An activity's idempotency settings: one per activity that has them.
 pub struct ActivityIdempotency {
@@ -470,6 +470,15 @@ impl ActivityIdempotency {
             resumed: false,
         })
     }
+
+    /// How a folder store keeps the records: each deleted once it expires
+    /// ([`Self::expires_at_ms`]), and their names in memory, since only the holder of
+    /// an activity's claims lock writes that activity's records
+    /// ([`Self::holding_claims_here`]): a new key's lookup then reads nothing.
+    pub const KEEPING: Keeping = Keeping {
+        expiry: Some(Self::expires_at_ms),
+        names_in_memory: true,
+    };
 
     /// When the record `data` expires (ms since the Unix epoch), after which no lookup
     /// reads it: a folder store deletes it then ([`crate::store::Expiry`]). A claim at

@@ -231,7 +231,7 @@ fn journal(dir: &std::path::Path) -> Arc<JournalStore> {
             dir,
             Durability::PowerLoss,
             Legacy::Leave,
-            Some(ActivityIdempotency::expires_at_ms),
+            ActivityIdempotency::KEEPING,
         )
         .unwrap(),
     )

@@ -8,7 +8,10 @@
 //! not in memory, suits them.
 //!
 //! A read goes to the writer only when it is at work anyway; else it runs on the
-//! caller's thread, on a connection of its own ([`JournalStore`]).
+//! caller's thread, on a connection of its own ([`JournalStore`]). A store whose owner
+//! writes every name it reads through it may keep its names in memory
+//! ([`Keeping::names_in_memory`]): a read of a name it does not hold then answers at
+//! once, without SQLite.
 //!
 //! Rows do not stay for ever: a store opened with an [`Expiry`] notes when each row it
 //! writes expires (`expires_ms`, indexed; [`NEVER`] for a row that does not), and its
@@ -26,12 +29,14 @@
 //! one database (SQLite locks it); a call that finds it locked waits up to
 //! [`BUSY_TIMEOUT`].
 
+use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
 
 use super::folder::{legacy_files, open_private_folder};
 use super::group::{Backend, GroupCommitStore, Objects};
@@ -51,6 +56,20 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 /// opened with one deletes what has expired ([`open`]).
 pub type Expiry = fn(&[u8]) -> Option<u64>;
 
+/// What a journal does with its rows besides keeping them ([`open`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Keeping {
+    /// Rows expire as this reads them (see the module docs); `None`: kept until deleted.
+    pub expiry: Option<Expiry>,
+    /// The names the journal holds are kept in memory (16 bytes of a digest each, some
+    /// 20 bytes a row), so that a read of a name it does not hold answers without
+    /// SQLite: only for an owner that writes every name it reads through this store
+    /// (another store on the same database may write other names). A folder's
+    /// idempotency answers are such: an activity's names are its own, and only the
+    /// holder of its claims lock writes them.
+    pub names_in_memory: bool,
+}
+
 /// How often the writer looks for expired rows, when the last look found them all.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -64,8 +83,8 @@ pub const SWEEP_ROWS: usize = 256;
 
 /// The store in `dir` (created, private, if missing): objects as rows of one SQLite
 /// database, written in group commits, as durable as `durability` says once a write
-/// returns. With `expiry`, rows are deleted once it says they expired (see the module
-/// docs); without, they stay until deleted.
+/// returns; its rows kept as `keeping` says (with an expiry, deleted once expired; see
+/// the module docs).
 ///
 /// # Errors
 /// [`StoreError`] when the folder cannot be created or is not private, or the database
@@ -75,28 +94,63 @@ pub fn open(
     dir: &Path,
     durability: Durability,
     legacy: Legacy,
-    expiry: Option<Expiry>,
+    keeping: Keeping,
 ) -> Result<JournalStore, StoreError> {
     open_private_folder(dir)?;
     let path = dir.join(DATABASE);
     create_private(&path).map_err(|err| StoreError::io(&err))?;
     let connection = connect(&path, durability)?;
-    let journal = Journal {
+    let mut journal = Journal {
         connection,
-        expiry,
+        expiry: keeping.expiry,
         next_sweep: Instant::now(),
+        names: None,
+        deleted: Vec::new(),
     };
     journal.add_expiries()?;
     if let Legacy::Import(is_object) = legacy {
         import_files(&journal, dir, is_object)?;
         run(&journal.connection, synchronous(durability))?;
     }
+    // Every name there now; from here on, the writer adds and removes them.
+    let names = if keeping.names_in_memory {
+        let held = names(&journal.connection)?
+            .iter()
+            .map(|name| name_key(name))
+            .collect();
+        Some(Arc::new(Names(Mutex::new(held))))
+    } else {
+        None
+    };
+    journal.names.clone_from(&names);
     let reader = connect(&path, durability)?;
     run(&reader, "PRAGMA query_only = ON")?;
     Ok(JournalStore {
         writes: GroupCommitStore::spawn("store-writer", journal)?,
         reader: Mutex::new(reader),
+        names,
     })
+}
+
+/// The names a journal holds ([`Keeping::names_in_memory`]), by [`name_key`]. A name is
+/// added before the write that stores it and removed only once the delete that removes
+/// it is committed, so a name whose row a reader could find is always here.
+struct Names(Mutex<HashSet<u128>>);
+
+impl Names {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashSet<u128>> {
+        // Each change under the lock is one set operation: a panic leaves it whole.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A name's key in [`Names`]: 128 bits of its SHA-256, so that two names share one
+/// (and a delete of one hides the other) with odds of 2^-128 a pair.
+fn name_key(name: &str) -> u128 {
+    let digest = Sha256::digest(name.as_bytes());
+    let mut key = [0; 16];
+    key.copy_from_slice(&digest[..16]);
+    u128::from_le_bytes(key)
 }
 
 /// A journal's handle: writes go to its writer thread in group commits. A read while
@@ -108,6 +162,7 @@ pub fn open(
 pub struct JournalStore {
     writes: GroupCommitStore,
     reader: Mutex<Connection>,
+    names: Option<Arc<Names>>,
 }
 
 impl JournalStore {
@@ -125,6 +180,12 @@ impl Store for JournalStore {
     }
 
     async fn read(&self, name: &str) -> Result<Option<Versioned>, StoreError> {
+        // A name it does not hold: nothing to read (a new key's lookup, most tasks').
+        if let Some(names) = &self.names
+            && !names.held().contains(&name_key(name))
+        {
+            return Ok(None);
+        }
         // A writer at work anyway takes the read into its next batch: one transaction
         // on its own warm connection serves the calls of tasks that arrive together,
         // where reads of their own would each find their connection's pages made stale
@@ -276,9 +337,30 @@ struct Journal {
     expiry: Option<Expiry>,
     /// When the writer next looks for expired rows.
     next_sweep: Instant,
+    /// The names held, when kept in memory.
+    names: Option<Arc<Names>>,
+    /// Keys of the names the batch deletes: removed from `names` once it commits.
+    deleted: Vec<u128>,
 }
 
 impl Journal {
+    /// Notes that the batch writes `name`: held from now on (before the write, so that
+    /// a reader that could find its row finds the name too), and no longer deleted.
+    fn writing(&mut self, name: &str) {
+        if let Some(names) = &self.names {
+            let key = name_key(name);
+            self.deleted.retain(|deleted| *deleted != key);
+            names.held().insert(key);
+        }
+    }
+
+    /// Notes that the batch deletes `name`: removed from the names held if it commits.
+    fn deleting(&mut self, name: &str) {
+        if self.names.is_some() {
+            self.deleted.push(name_key(name));
+        }
+    }
+
     /// When the row holding `data` expires, as the column keeps it: [`NEVER`] when the
     /// expiry says it does not, `NULL` in a store without one.
     fn expires(&self, data: &[u8]) -> Option<i64> {
@@ -361,10 +443,18 @@ impl Journal {
         run(connection, "BEGIN IMMEDIATE")?;
         let looked = self.read_expiries().and_then(|read| {
             let deleted = self.delete_expired(now_ms)?;
-            Ok(read == SWEEP_ROWS || deleted == SWEEP_ROWS)
+            Ok((read == SWEEP_ROWS || deleted.len() == SWEEP_ROWS, deleted))
         });
-        match looked.and_then(|more| run(connection, "COMMIT").map(|()| more)) {
-            Ok(more) => Ok(more),
+        match looked.and_then(|looked| run(connection, "COMMIT").map(|()| looked)) {
+            Ok((more, deleted)) => {
+                if let Some(names) = &self.names {
+                    let mut held = names.held();
+                    for name in &deleted {
+                        held.remove(&name_key(name));
+                    }
+                }
+                Ok(more)
+            }
             Err(err) => {
                 if !connection.is_autocommit() {
                     let _ = run(connection, "ROLLBACK");
@@ -398,18 +488,21 @@ impl Journal {
         Ok(unread.len())
     }
 
-    /// Deletes up to [`SWEEP_ROWS`] rows that expired before `now_ms`; returns how many.
-    fn delete_expired(&self, now_ms: i64) -> Result<usize, StoreError> {
+    /// Deletes up to [`SWEEP_ROWS`] rows that expired before `now_ms`; returns their
+    /// names.
+    fn delete_expired(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
         self.connection
             .prepare_cached(
                 "DELETE FROM objects WHERE name IN (SELECT name FROM objects \
-                 WHERE expires_ms < ?1 ORDER BY expires_ms LIMIT ?2)",
+                 WHERE expires_ms < ?1 ORDER BY expires_ms LIMIT ?2) RETURNING name",
             )
             .and_then(|mut statement| {
-                statement.execute(params![
-                    now_ms,
-                    i64::try_from(SWEEP_ROWS).unwrap_or(i64::MAX)
-                ])
+                statement
+                    .query_map(
+                        params![now_ms, i64::try_from(SWEEP_ROWS).unwrap_or(i64::MAX)],
+                        |row| row.get(0),
+                    )?
+                    .collect()
             })
             .map_err(sql)
     }
@@ -417,6 +510,8 @@ impl Journal {
 
 impl Backend for Journal {
     fn begin(&mut self) -> Result<(), StoreError> {
+        // What an earlier batch deleted but did not commit stays held.
+        self.deleted.clear();
         run(&self.connection, "BEGIN IMMEDIATE")
     }
 
@@ -433,10 +528,12 @@ impl Backend for Journal {
     }
 
     fn put(&mut self, name: &str, data: &[u8]) -> Result<(), StoreError> {
+        self.writing(name);
         put(&self.connection, name, data, self.expires(data))
     }
 
     fn put_if_absent(&mut self, name: &str, data: &[u8]) -> Result<Claimed, StoreError> {
+        self.writing(name);
         put_if_absent(&self.connection, name, data, self.expires(data))
     }
 
@@ -446,17 +543,29 @@ impl Backend for Journal {
         data: &[u8],
         version: &Version,
     ) -> Result<Claimed, StoreError> {
+        self.writing(name);
         put_if_match(&self.connection, name, data, self.expires(data), version)
     }
 
     fn delete(&mut self, name: &str) -> Result<(), StoreError> {
-        delete(&self.connection, name)
+        delete(&self.connection, name)?;
+        self.deleting(name);
+        Ok(())
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
         let committed = run(&self.connection, "COMMIT");
         if committed.is_err() && !self.connection.is_autocommit() {
             let _ = run(&self.connection, "ROLLBACK");
+        }
+        let deleted = std::mem::take(&mut self.deleted);
+        if committed.is_ok()
+            && let Some(names) = &self.names
+        {
+            let mut held = names.held();
+            for key in &deleted {
+                held.remove(key);
+            }
         }
         committed
     }
@@ -651,7 +760,13 @@ mod tests {
     async fn objects_are_rows_written_whole_in_a_private_database() {
         let dir = tempfile::tempdir().unwrap();
         let folder = dir.path().join("store");
-        let store = open(&folder, Durability::PowerLoss, Legacy::Leave, None).unwrap();
+        let store = open(
+            &folder,
+            Durability::PowerLoss,
+            Legacy::Leave,
+            Keeping::default(),
+        )
+        .unwrap();
         let version = super::super::contract::writes_whole_and_claims(&store).await;
         super::super::contract::replaces_only_the_version_read(&store, &version).await;
         super::super::contract::deletes_ride_and_a_flush_commits_them(store.writes()).await;
@@ -675,7 +790,15 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn writers_share_commits_and_a_conditional_replace_is_won_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(open(dir.path(), Durability::PowerLoss, Legacy::Leave, None).unwrap());
+        let store = Arc::new(
+            open(
+                dir.path(),
+                Durability::PowerLoss,
+                Legacy::Leave,
+                Keeping::default(),
+            )
+            .unwrap(),
+        );
         let writes = store.clone();
         super::super::contract::writers_share_commits(store, || {
             writes.writes().list().unwrap().len()
@@ -689,11 +812,11 @@ mod tests {
     async fn writes_outlive_the_store_in_both_durabilities() {
         for durability in [Durability::PowerLoss, Durability::ProcessCrash] {
             let dir = tempfile::tempdir().unwrap();
-            let store = open(dir.path(), durability, Legacy::Leave, None).unwrap();
+            let store = open(dir.path(), durability, Legacy::Leave, Keeping::default()).unwrap();
             store.put("a", b"kept").await.unwrap();
             // Not dropped: as if the process died here.
             std::mem::forget(store);
-            let again = open(dir.path(), durability, Legacy::Leave, None).unwrap();
+            let again = open(dir.path(), durability, Legacy::Leave, Keeping::default()).unwrap();
             assert_eq!(again.get("a").await.unwrap().as_deref(), Some(&b"kept"[..]));
         }
     }
@@ -728,7 +851,7 @@ mod tests {
             dir.path(),
             Durability::PowerLoss,
             Legacy::Import(is_record),
-            None,
+            Keeping::default(),
         )
         .unwrap();
         for name in &names {
@@ -750,15 +873,14 @@ mod tests {
         std::str::from_utf8(data).ok()?.parse().ok()
     }
 
-    /// A store in `dir` whose objects expire as [`expiry_in_text`] reads them.
+    /// A store in `dir` whose objects expire as [`expiry_in_text`] reads them, its
+    /// names in memory (as a folder's idempotency store keeps them).
     fn expiring(dir: &Path) -> JournalStore {
-        open(
-            dir,
-            Durability::PowerLoss,
-            Legacy::Leave,
-            Some(expiry_in_text),
-        )
-        .unwrap()
+        let keeping = Keeping {
+            expiry: Some(expiry_in_text),
+            names_in_memory: true,
+        };
+        open(dir, Durability::PowerLoss, Legacy::Leave, keeping).unwrap()
     }
 
     fn rows(dir: &Path) -> Vec<(String, Option<i64>)> {
@@ -879,6 +1001,8 @@ mod tests {
                 connection: connect(&dir.path().join(DATABASE), Durability::PowerLoss).unwrap(),
                 expiry: Some(expiry_in_text),
                 next_sweep: Instant::now(),
+                names: None,
+                deleted: Vec::new(),
             };
             journal.add_expiries().unwrap();
             assert!(journal.look(now_ms).unwrap(), "more wait");
@@ -901,6 +1025,51 @@ mod tests {
         );
     }
 
+    /// With names in memory, a read of a name the store does not hold answers at once
+    /// (a row another connection wrote behind its back is not seen: the owner writes
+    /// every name it reads through the store), and the names follow every write and
+    /// delete, a delete and a write of one name in one batch included.
+    #[tokio::test]
+    async fn names_in_memory_follow_every_write_and_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let keeping = Keeping {
+            expiry: None,
+            names_in_memory: true,
+        };
+        open(dir.path(), Durability::PowerLoss, Legacy::Leave, keeping)
+            .unwrap()
+            .put("before", b"1")
+            .await
+            .unwrap();
+        let store = open(dir.path(), Durability::PowerLoss, Legacy::Leave, keeping).unwrap();
+        assert_eq!(
+            store.get("before").await.unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        Connection::open(dir.path().join(DATABASE))
+            .unwrap()
+            .execute(
+                "INSERT INTO objects VALUES ('behind', X'00', 'v', NULL)",
+                [],
+            )
+            .unwrap();
+        assert_eq!(store.get("behind").await.unwrap(), None, "not read");
+        store.put("a", b"2").await.unwrap();
+        assert!(store.get("a").await.unwrap().is_some());
+        store.delete("a").await.unwrap();
+        assert_eq!(store.get("a").await.unwrap(), None);
+        assert!(matches!(
+            store.put_if_absent("b", b"3").await.unwrap(),
+            Claimed::Yes(_)
+        ));
+        assert!(store.get("b").await.unwrap().is_some());
+        // The writer now waits a while for a write before it commits a detached delete:
+        // the delete and the write of `b` ride in one batch, the delete first.
+        store.writes().delete_later("b");
+        store.put("b", b"4").await.unwrap();
+        assert_eq!(store.get("b").await.unwrap().as_deref(), Some(&b"4"[..]));
+    }
+
     /// Another program's file where the database goes is an error that names it, not
     /// a panic or a silent new store.
     #[test]
@@ -911,9 +1080,14 @@ mod tests {
             b"not a database, but long enough to be read as a header",
         )
         .unwrap();
-        let err = open(dir.path(), Durability::PowerLoss, Legacy::Leave, None)
-            .err()
-            .expect("refused");
+        let err = open(
+            dir.path(),
+            Durability::PowerLoss,
+            Legacy::Leave,
+            Keeping::default(),
+        )
+        .err()
+        .expect("refused");
         assert!(err.message.contains("not a database"), "{err}");
     }
 }

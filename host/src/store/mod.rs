@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 pub use folder::{FolderStore, hold};
 pub use group::{GroupCommitStore, Objects};
-pub use journal::{Expiry, JournalStore, is_digest, open as open_journal};
+pub use journal::{Expiry, JournalStore, Keeping, is_digest, open as open_journal};
 pub use log::{LOG, open as open_log, read_log};
 pub use s3::S3Store;
 

@@ -158,8 +158,13 @@ fn a_folder_another_store_holds_is_refused_in_use() {
 async fn objects_left_as_files_or_rows_are_moved_in_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let is_entry = |name: &str| name.ends_with(".json");
-    let journal =
-        crate::store::open_journal(dir.path(), Durability::PowerLoss, Legacy::Leave, None).unwrap();
+    let journal = crate::store::open_journal(
+        dir.path(),
+        Durability::PowerLoss,
+        Legacy::Leave,
+        crate::store::Keeping::default(),
+    )
+    .unwrap();
     journal.put("row.json", b"a row").await.unwrap();
     journal.put("claim-1", b"another store's").await.unwrap();
     drop(journal);
@@ -181,8 +186,13 @@ async fn objects_left_as_files_or_rows_are_moved_in_at_open() {
     assert!(!dir.path().join("file.json").exists(), "moved, not copied");
     assert!(dir.path().join("other").exists());
     drop(store);
-    let journal =
-        crate::store::open_journal(dir.path(), Durability::PowerLoss, Legacy::Leave, None).unwrap();
+    let journal = crate::store::open_journal(
+        dir.path(),
+        Durability::PowerLoss,
+        Legacy::Leave,
+        crate::store::Keeping::default(),
+    )
+    .unwrap();
     assert_eq!(
         journal.writes().list().unwrap(),
         [("claim-1".into(), b"another store's".to_vec())],
