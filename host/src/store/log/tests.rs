@@ -152,19 +152,24 @@ fn a_folder_another_store_holds_is_refused_in_use() {
     open(dir.path(), Durability::PowerLoss, Legacy::Leave).unwrap();
 }
 
+/// The folder's SQLite database, as an older version kept the outbox in it.
+fn older_journal(dir: &std::path::Path) -> crate::store::JournalStore {
+    crate::store::open_journal(
+        dir,
+        Durability::PowerLoss,
+        Legacy::Leave,
+        crate::store::Keeping::default(),
+    )
+    .unwrap()
+}
+
 /// An upgraded host finds what an older one kept as files or as rows of the folder's
 /// SQLite database; what is not one of this store's objects stays where it is.
 #[tokio::test]
 async fn objects_left_as_files_or_rows_are_moved_in_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let is_entry = |name: &str| name.ends_with(".json");
-    let journal = crate::store::open_journal(
-        dir.path(),
-        Durability::PowerLoss,
-        Legacy::Leave,
-        crate::store::Keeping::default(),
-    )
-    .unwrap();
+    let journal = older_journal(dir.path());
     journal.put("row.json", b"a row").await.unwrap();
     journal.put("claim-1", b"another store's").await.unwrap();
     drop(journal);
@@ -186,13 +191,7 @@ async fn objects_left_as_files_or_rows_are_moved_in_at_open() {
     assert!(!dir.path().join("file.json").exists(), "moved, not copied");
     assert!(dir.path().join("other").exists());
     drop(store);
-    let journal = crate::store::open_journal(
-        dir.path(),
-        Durability::PowerLoss,
-        Legacy::Leave,
-        crate::store::Keeping::default(),
-    )
-    .unwrap();
+    let journal = older_journal(dir.path());
     assert_eq!(
         journal.writes().list().unwrap(),
         [("claim-1".into(), b"another store's".to_vec())],
