@@ -114,11 +114,7 @@ pub fn open(
     }
     // Every name there now; from here on, the writer adds and removes them.
     let names = if keeping.names_in_memory {
-        let held = names(&journal.connection)?
-            .iter()
-            .map(|name| name_key(name))
-            .collect();
-        Some(Arc::new(Names(Mutex::new(held))))
+        Some(Arc::new(Names(Mutex::new(name_keys(&journal.connection)?))))
     } else {
         None
     };
@@ -142,6 +138,25 @@ impl Names {
         // Each change under the lock is one set operation: a panic leaves it whole.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The key of every name in the database, read a row at a time (a year of answers is
+/// millions of names: their keys, not the names, are held).
+fn name_keys(connection: &Connection) -> Result<HashSet<u128>, StoreError> {
+    let mut statement = connection
+        .prepare("SELECT name FROM objects")
+        .map_err(sql)?;
+    let mut rows = statement.query([]).map_err(sql)?;
+    let mut keys = HashSet::new();
+    while let Some(row) = rows.next().map_err(sql)? {
+        // A name that is not text (another program's row) is never one read here.
+        if let Ok(rusqlite::types::ValueRef::Text(name)) = row.get_ref(0)
+            && let Ok(name) = std::str::from_utf8(name)
+        {
+            keys.insert(name_key(name));
+        }
+    }
+    Ok(keys)
 }
 
 /// A name's key in [`Names`]: 128 bits of its SHA-256, so that two names share one
