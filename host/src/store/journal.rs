@@ -77,8 +77,9 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 pub const NEVER: i64 = i64::MAX;
 
 /// The most expired rows one look deletes (one transaction): a bound on how long the
-/// writer is away from the batches waiting for it (~14 µs of CPU a row, on random pages
-/// of the table; 1,000 rows kept it away 22 ms with power-loss: `BENCHMARKS.md`).
+/// writer is away from the batches waiting for it (~17 µs of CPU a row, on random pages
+/// of the table: 256 rows keep it away ~5 ms with power-loss,
+/// `scripts/bench-expiry-sweep.py`).
 pub const SWEEP_ROWS: usize = 256;
 
 /// The store in `dir` (created, private, if missing): objects as rows of one SQLite
