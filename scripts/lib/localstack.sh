@@ -1,6 +1,7 @@
 # LocalStack (Step Functions, S3, SQS, STS, Secrets Manager and SSM, no Docker) for the tests and the demo.
 # Source this file, then: localstack_start; ...; localstack_stop (or trap it).
 # Sets LOCALSTACK_ENDPOINT and the AWS_* variables a client needs to talk to it.
+# Started through scripts/lib/localstack_main.py, which mends two races in its activities.
 
 . "$PWD/scripts/lib/venv.sh"
 LOCALSTACK_VENV="${LOCALSTACK_VENV:-$PWD/.venv/localstack}"
@@ -21,7 +22,7 @@ localstack_start() {
   TMPDIR="$LOCALSTACK_DIR" GATEWAY_SERVER=hypercorn GATEWAY_LISTEN="127.0.0.1:$port" \
     SERVICES=stepfunctions,s3,sqs,sts,secretsmanager,ssm EAGER_SERVICE_LOADING=1 DNS_ADDRESS=0 DISABLE_EVENTS=1 \
     SKIP_SSL_CERT_DOWNLOAD=1 LOCALSTACK_VOLUME_DIR="$LOCALSTACK_DIR/volume" \
-    "$LOCALSTACK_VENV/bin/python" -m localstack.runtime.main >"$LOCALSTACK_DIR/localstack.log" 2>&1 &
+    "$LOCALSTACK_VENV/bin/python" "$PWD/scripts/lib/localstack_main.py" >"$LOCALSTACK_DIR/localstack.log" 2>&1 &
   LOCALSTACK_PID=$!
   export LOCALSTACK_ENDPOINT="http://127.0.0.1:$port"
   export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
