@@ -62,11 +62,11 @@ pub struct Keeping {
     /// Rows expire as this reads them (see the module docs); `None`: kept until deleted.
     pub expiry: Option<Expiry>,
     /// The names the journal holds are kept in memory (16 bytes of a digest each, 20 to
-    /// 40 bytes a row with the set's spare room), so that a read of a name it does not hold answers without
-    /// SQLite: only for an owner that writes every name it reads through this store
-    /// (another store on the same database may write other names). A folder's
-    /// idempotency answers are such: an activity's names are its own, and only the
-    /// holder of its claims lock writes them.
+    /// 40 bytes a row with the set's spare room), so that a read of a name it does not
+    /// hold answers without SQLite: only for an owner that writes every name it reads
+    /// through this store (another store on the same database may write other names).
+    /// A folder's idempotency answers are such: an activity's names are its own, and
+    /// only the holder of its claims lock writes them.
     pub names_in_memory: bool,
 }
 
